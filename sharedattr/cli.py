@@ -1,0 +1,161 @@
+"""The ``sharedattr`` command line. Errors a user can cause exit with code 2 and one clear message."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+EXIT_USAGE = 2
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .registry import get_registry
+
+    registry = get_registry()
+    if args.json:
+        print(json.dumps(registry.describe(), indent=2))
+        return 0
+    for kind in registry.components_by_kind:
+        print(f"{kind}s:")
+        components = registry.components(kind)
+        if not components:
+            print("  (none)")
+        width = max((len(c.name) for c in components), default=0)
+        for c in components:
+            print(f"  {c.name:<{width}}  {c.description}  [{c.source}]")
+    if registry.failed_plugins:
+        print("plugins that failed to load:")
+        for name, why in registry.failed_plugins.items():
+            print(f"  {name}: {why}")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import experiment_json_schema
+
+    text = json.dumps(experiment_json_schema(), indent=args.indent)
+    if args.output:
+        from .io import atomic_write_text
+
+        atomic_write_text(args.output, text + "\n")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .config import load_experiment
+
+    spec = load_experiment(args.config)
+    print(f"{args.config}: valid experiment {spec.name!r} (spec digest {spec.digest()})")
+    for loc, component in spec.component_specs():
+        params = ", ".join(f"{k}={v!r}" for k, v in component.params.items())
+        print(f"  {loc:<14} {component.name}({params})")
+    return 0
+
+
+def _run(spec, out: Path, progress: bool) -> int:
+    from .pipeline import format_summary, run_experiment
+
+    start = time.perf_counter()
+    result = run_experiment(spec, out, progress=progress)
+    print(format_summary(result.summary))
+    print(f"\n{len(result.selected)} neurons, {len(result.pairs)} driver/reference pairs; "
+          f"results in {out} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_experiment
+
+    return _run(load_experiment(args.config), Path(args.out), not args.no_progress)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .config import load_experiment
+    from .demo import make_demo_data
+
+    out = Path(args.out)
+    config = make_demo_data(out / "data", n_per_category=args.n_per_category)
+    print(f"demo data and config written to {out / 'data'}; running {config}", file=sys.stderr)
+    return _run(load_experiment(config), out / "results", not args.no_progress)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sharedattr",
+        description="Explain why a neuron responds to an image: encoding models, shared-feature attribution, "
+        "Captum baselines, metrics and stimulus synthesis, all chosen by name from a plugin registry.",
+    )
+    parser.add_argument("--version", action="version", version=f"sharedattr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("plugins", help="list registered components per kind, with their source plugin",
+                       description="List every registered component (backbones, readouts, matchers, methods, "
+                       "metrics, synthesizers) and the plugin that provides it.")
+    p.add_argument("--json", action="store_true", help="machine-readable output, with each component's params schema")
+    p.set_defaults(func=_cmd_plugins)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of an experiment config",
+                       description="Print the JSON Schema of an experiment config, including the params of every "
+                       "registered component (built-in and third-party).")
+    p.add_argument("--indent", type=int, default=2, help="JSON indentation (default 2)")
+    p.add_argument("--output", "-o", type=Path, help="write to this file instead of standard output")
+    p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("validate", help="validate an experiment config (TOML, YAML or JSON)",
+                       description="Validate an experiment config without running it; print the resolved components.")
+    p.add_argument("config", type=Path, help="experiment config: .toml, .yaml/.yml or .json")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("run", help="run an experiment",
+                       description="Fit the encoding model, select neurons and drivers, match references, attribute "
+                       "with every configured method, score every metric and write the results.")
+    p.add_argument("config", type=Path, help="experiment config: .toml, .yaml/.yml or .json")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("demo", help="run the offline in-silico demo end to end",
+                       description="Generate a seeded stimulus set with simulated neurons, then run the whole "
+                       "pipeline on it. Needs no network and no GPU.")
+    p.add_argument("--out", type=Path, default=Path("sharedattr-demo"), help="output folder (default ./sharedattr-demo)")
+    p.add_argument("--n-per-category", type=int, default=40, help="stimuli per category (default 40)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sharedattr`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = previous
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The contracts every component kind meets (structural: plugins need not inherit).
+
+Shapes: images ``[B, C, H, W]`` float in [0, 1]; latents ``[B, C', H', W']`` or ``[B, D]``;
+responses ``[B, N]``; pooled latents ``z`` ``[B, N, D]``; readout weights ``w`` ``[N, D]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """A frozen, eval-mode network cut at a layer."""
+
+    input_size: tuple[int, int]
+    in_channels: int
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """Images ``[B, C, H, W]`` in [0, 1] at ``input_size`` → the network's normalised input."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Preprocessed images ``[B, C, H, W]`` → latents ``[B, C', H', W']`` or ``[B, D]``."""
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one image's latents, without the batch dimension."""
+
+
+@runtime_checkable
+class Readout(Protocol):
+    """Per-neuron readout meeting ``r_n(x) = φ(⟨w_n, z_n(x)⟩ + b_n)``."""
+
+    def fit(self, latents: Tensor, responses: Tensor) -> "Readout":
+        """Fit to latents ``[B, ...]`` and responses ``[B, N]`` (NaN = missing)."""
+
+    def __call__(self, latents: Tensor) -> Tensor:
+        """Latents ``[B, ...]`` → responses ``[B, N]``."""
+
+    def pooled(self, latents: Tensor) -> Tensor:
+        """``z``: each neuron's pooled latent vector, ``[B, N, D]`` (may be an expanded view)."""
+
+    @property
+    def weight(self) -> Tensor:
+        """``w`` ``[N, D]``."""
+
+    @property
+    def bias(self) -> Tensor:
+        """``b`` ``[N]``."""
+
+    def nonlinearity(self, x: Tensor) -> Tensor:
+        """``φ``, applied elementwise to ``⟨w_n, z_n⟩ + b_n``."""
+
+
+class Matcher(Protocol):
+    """A similarity between contribution vectors; higher is more similar."""
+
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        """``a [..., Q, D]``, ``b [..., K, D]`` → ``[..., Q, K]``."""
+
+
+@dataclass
+class AttributionBatch:
+    """Everything a metric may need about a batch of attribution maps.
+
+    ``inputs`` ``[B, C, H, W]``; ``maps`` ``[B, H, W]`` (channel-reduced, signed);
+    ``targets`` ``[B]`` neuron indices into the model output ``[B, N]``; ``masks``
+    ``[B, H, W]`` bool ground truth, when the stimulus set has it.
+    """
+
+    model: nn.Module
+    inputs: Tensor
+    maps: Tensor
+    targets: Tensor
+    masks: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Metric(Protocol):
+    """Scores attribution maps; ``higher_is_better`` sets the direction for rankings."""
+
+    higher_is_better: bool
+    requires_masks: bool
+
+    def __call__(self, batch: AttributionBatch) -> Tensor:
+        """One score per map, ``[B]`` (NaN only where the metric is undefined, e.g. no mask)."""
+
+
+@dataclass
+class SynthesisResult:
+    """Synthesised images ``[S, C, H, W]`` in [0, 1], their responses ``[S]`` and the cost."""
+
+    images: Tensor
+    responses: Tensor
+    history: Tensor  # [steps, S] response of the target neuron per step
+    cost: dict[str, float]
+
+
+class Synthesizer(Protocol):
+    def synthesize(self, model: nn.Module, neuron: int) -> SynthesisResult:
+        """Synthesise images that drive output ``neuron`` of ``model`` (images → ``[B, N]``)."""
+
+
+def reduce_channels(attributions: Tensor, how: str = "sum") -> Tensor:
+    """Attributions ``[B, C, H, W]`` → maps ``[B, H, W]``: signed channel ``sum`` or ``abs_sum``."""
+    if attributions.dim() == 3:
+        return attributions
+    if how == "sum":
+        return attributions.sum(dim=1)
+    if how == "abs_sum":
+        return attributions.abs().sum(dim=1)
+    raise ValueError(f"unknown channel reduction {how!r}; use 'sum' or 'abs_sum'")
+
+
+def pearson_columns(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson r between matching columns of ``a`` and ``b`` ``[B, N]`` → ``[N]``; NaN rows are ignored."""
+    valid = ~(torch.isnan(a) | torch.isnan(b))
+    n = valid.sum(0).clamp(min=1)
+    a0 = torch.where(valid, a, 0.0)
+    b0 = torch.where(valid, b, 0.0)
+    am = a0.sum(0) / n
+    bm = b0.sum(0) / n
+    ac = torch.where(valid, a - am, 0.0)
+    bc = torch.where(valid, b - bm, 0.0)
+    denom = (ac.pow(2).sum(0) * bc.pow(2).sum(0)).sqrt()
+    r = (ac * bc).sum(0) / denom.clamp(min=1e-12)
+    return torch.where(denom > 0, r, torch.zeros_like(r))

@@ -1,0 +1,94 @@
+"""Reading config files: TOML, YAML or JSON, chosen by the file's suffix.
+
+Parse errors name the file and, where the parser knows it, the line and column. Loading
+only parses data: YAML goes through ``yaml.safe_load`` (no Python tags), and nothing in a
+config is ever imported or executed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, MissingFileError, SpecError
+from .registry import Registry
+from .specs import ExperimentSpec, validate_experiment
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+SUFFIXES = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML, YAML or JSON file into a dict. Raises :class:`UserError` subclasses."""
+    path = Path(path)
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(path, f"unsupported config format {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    if not path.is_file():
+        raise MissingFileError(path, "config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if fmt == "TOML":
+        data = _parse_toml(path, text)
+    elif fmt == "YAML":
+        data = _parse_yaml(path, text)
+    else:
+        data = _parse_json(path, text)
+    if data is None:
+        raise ConfigError(path, "the file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(path, f"the top level must be a table/mapping of settings, not a {type(data).__name__}")
+    return data
+
+
+def _parse_toml(path: Path, text: str) -> Any:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        msg = str(err)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        line = getattr(err, "lineno", None) or (int(m.group(1)) if m else None)
+        col = getattr(err, "colno", None) or (int(m.group(2)) if m else None)
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", getattr(err, "msg", msg))
+        raise ConfigError(path, f"invalid TOML: {msg}", line, col) from None
+
+
+def _parse_yaml(path: Path, text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        problem = " ".join(str(p) for p in (err.context, err.problem) if p)
+        raise ConfigError(
+            path, f"invalid YAML: {problem or err}", mark.line + 1 if mark else None, mark.column + 1 if mark else None
+        ) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(path, f"invalid YAML: {err}") from None
+
+
+def _parse_json(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(path, f"invalid JSON: {err.msg}", err.lineno, err.colno) from None
+
+
+def load_experiment(path: str | Path, *, registry: Registry | None = None, check_files: bool = True) -> ExperimentSpec:
+    """Read and validate an experiment config. Relative paths resolve against the file's folder."""
+    path = Path(path)
+    data = read_config(path)
+    try:
+        return validate_experiment(data, registry=registry, base_dir=path.parent.resolve(), check_files=check_files)
+    except SpecError as err:
+        raise err.with_source(path) from None

@@ -1,0 +1,1 @@
+"""Attribution methods and the matching of driver images to references."""

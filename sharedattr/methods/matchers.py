@@ -1,0 +1,69 @@
+"""Built-in matchers: similarities between contribution vectors ``c_n(x) = w_n ⊙ z_n(x)``.
+
+All work on batches: ``a [..., Q, D]`` against ``b [..., K, D]`` → ``[..., Q, K]`` as one
+matrix product, so many neurons and drivers are matched at once.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from ..hookspecs import hookimpl
+from ..params import Params
+
+
+class MatcherParams(Params):
+    eps: float = Field(1e-12, gt=0, description="Guard against division by zero for all-zero vectors.")
+
+
+class Matcher:
+    """Base matcher: subclasses define ``similarity``; ``match`` picks the top-k references."""
+
+    def __init__(self, eps: float = 1e-12) -> None:
+        self.eps = eps
+
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def match(self, query: Tensor, candidates: Tensor, top_k: int = 1) -> tuple[Tensor, Tensor]:
+        """Top-k candidates per query: ``query [..., Q, D]``, ``candidates [..., K, D]`` → scores, indices ``[..., Q, k]``."""
+        sim = self.similarity(query, candidates)
+        k = min(top_k, sim.shape[-1])
+        return sim.topk(k, dim=-1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class DotMatcher(Matcher):
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        return a @ b.transpose(-1, -2)
+
+
+class CosineMatcher(Matcher):
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        a = a / a.norm(dim=-1, keepdim=True).clamp(min=self.eps)
+        b = b / b.norm(dim=-1, keepdim=True).clamp(min=self.eps)
+        return a @ b.transpose(-1, -2)
+
+
+class PearsonMatcher(CosineMatcher):
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        return super().similarity(a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True))
+
+
+class EuclideanMatcher(Matcher):
+    """Negative Euclidean distance (higher = closer)."""
+
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        return -torch.cdist(a, b)
+
+
+@hookimpl
+def register_matchers(register):
+    register("cosine", CosineMatcher, params=MatcherParams, description="Cosine similarity of contribution vectors.")
+    register("pearson", PearsonMatcher, params=MatcherParams, description="Pearson correlation of contribution vectors.")
+    register("euclidean", EuclideanMatcher, params=MatcherParams, description="Negative Euclidean distance.")
+    register("dot", DotMatcher, params=MatcherParams, description="Dot product of contribution vectors.")

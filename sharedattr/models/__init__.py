@@ -1,0 +1,1 @@
+"""Encoding models: backbones, readouts and their combination."""

@@ -1,0 +1,166 @@
+"""Built-in readout: ridge regression with a per-neuron penalty chosen by k-fold CV.
+
+One SVD per fold is shared by all neurons and all penalties (the closed form
+``W = V diag(s / (s² + α_n)) Uᵀ y_n``), so the cost barely grows with the number of
+neurons or the size of the penalty grid.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, field_validator
+from torch import Tensor, nn
+
+from ..errors import UserError
+from ..hookspecs import hookimpl
+from ..params import Params
+
+DEFAULT_ALPHAS = tuple(10.0**k for k in range(-2, 9))
+
+
+class RidgeParams(Params):
+    """Params of the ``ridge`` readout."""
+
+    alphas: tuple[float, ...] = Field(DEFAULT_ALPHAS, min_length=1, description="Penalty grid searched per neuron.")
+    folds: int = Field(5, ge=2, description="Cross-validation folds for the penalty choice.")
+    pooling: Literal["none", "avg", "max"] = Field(
+        "none", description="Spatial pooling of [C, H, W] latents before the linear map: none (flatten), avg or max."
+    )
+    fit_intercept: bool = Field(True, description="Fit a bias per neuron.")
+    seed: int = Field(0, description="Seed of the fold assignment.")
+
+    @field_validator("alphas")
+    @classmethod
+    def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(a <= 0 for a in value):
+            raise ValueError("every penalty must be > 0")
+        return tuple(sorted(value))
+
+
+def _svd_predictor(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Economy SVD of ``x [n, D]`` → ``U [n, k]``, ``s [k]``, ``Vh [k, D]``."""
+    return torch.linalg.svd(x, full_matrices=False)
+
+
+def _shrink(s: Tensor, alphas: Tensor) -> Tensor:
+    """``s / (s² + α)`` → ``[k, A]`` for penalties ``α [A]``."""
+    return s[:, None] / (s[:, None] ** 2 + alphas[None, :])
+
+
+def ridge_cv(
+    x: Tensor, y: Tensor, alphas: Tensor, folds: int, fit_intercept: bool, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Fit ridge for all neurons at once. ``x [n, D]``, ``y [n, N]`` (no NaN) → ``W [N, D]``, ``b [N]``, ``α [N]``."""
+    n = x.shape[0]
+    if n < folds:
+        raise UserError(f"ridge readout: {n} training images cannot be split into {folds} folds; lower 'folds'")
+    fold_of = torch.randperm(n, generator=generator) % folds
+    sse = torch.zeros(len(alphas), y.shape[1], dtype=x.dtype)
+    for k in range(folds):
+        tr, va = fold_of != k, fold_of == k
+        xm = x[tr].mean(0) if fit_intercept else torch.zeros(x.shape[1], dtype=x.dtype)
+        ym = y[tr].mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
+        u, s, vh = _svd_predictor(x[tr] - xm)
+        uty = u.T @ (y[tr] - ym)  # [k, N]
+        xv = (x[va] - xm) @ vh.T  # [nv, k]
+        shrink = _shrink(s, alphas)  # [k, A]
+        pred = torch.einsum("vk,ka,kn->avn", xv, shrink, uty) + ym  # [A, nv, N]
+        sse += (pred - y[va]).pow(2).sum(1)
+    best = sse.argmin(0)  # [N] — smallest penalty wins ties, since alphas are sorted
+    alpha = alphas[best]
+    xm = x.mean(0) if fit_intercept else torch.zeros(x.shape[1], dtype=x.dtype)
+    ym = y.mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
+    u, s, vh = _svd_predictor(x - xm)
+    uty = u.T @ (y - ym)  # [k, N]
+    coef = vh.T @ (s[:, None] / (s[:, None] ** 2 + alpha[None, :]) * uty)  # [D, N]
+    bias = ym - xm @ coef
+    return coef.T.contiguous(), bias, alpha
+
+
+class RidgeReadout(nn.Module):
+    """Linear readout ``r_n = ⟨w_n, z(x)⟩ + b_n`` with ``z`` the (pooled,) flattened latents, shared by all neurons."""
+
+    def __init__(
+        self,
+        alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+        folds: int = 5,
+        pooling: str = "none",
+        fit_intercept: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.alphas, self.folds, self.pooling = tuple(alphas), folds, pooling
+        self.fit_intercept, self.seed = fit_intercept, seed
+        self.register_buffer("_weight", torch.empty(0, 0))
+        self.register_buffer("_bias", torch.empty(0))
+        self.register_buffer("alpha", torch.empty(0))
+
+    def features(self, latents: Tensor) -> Tensor:
+        """Latents ``[B, C, H, W]`` or ``[B, D]`` → shared feature vector ``[B, D]``."""
+        if latents.dim() == 4 and self.pooling == "avg":
+            latents = latents.mean(dim=(2, 3))
+        elif latents.dim() == 4 and self.pooling == "max":
+            latents = latents.amax(dim=(2, 3))
+        return latents.flatten(1)
+
+    def fit(self, latents: Tensor, responses: Tensor) -> "RidgeReadout":
+        """Fit all neurons. NaN responses are left out per neuron (neurons sharing a NaN pattern share one fit)."""
+        x = self.features(latents).detach().to(torch.float64).cpu()
+        y = responses.detach().to(torch.float64).cpu()
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"latents have {x.shape[0]} images but responses {y.shape[0]}")
+        n_neurons = y.shape[1]
+        weight = torch.zeros(n_neurons, x.shape[1], dtype=torch.float64)
+        bias = torch.zeros(n_neurons, dtype=torch.float64)
+        alpha = torch.zeros(n_neurons, dtype=torch.float64)
+        valid = ~torch.isnan(y)
+        patterns, group = torch.unique(valid.T, dim=0, return_inverse=True)
+        for g, pattern in enumerate(patterns):
+            cols = (group == g).nonzero().squeeze(1)
+            if int(pattern.sum()) == 0:
+                raise UserError(f"ridge readout: neuron(s) {cols.tolist()} have no valid (non-NaN) response")
+            generator = torch.Generator().manual_seed(self.seed)
+            w, b, a = ridge_cv(
+                x[pattern], y[pattern][:, cols], torch.tensor(self.alphas, dtype=torch.float64),
+                self.folds, self.fit_intercept, generator,
+            )
+            weight[cols], bias[cols], alpha[cols] = w, b, a
+        self._weight = weight.to(torch.float32)
+        self._bias = bias.to(torch.float32)
+        self.alpha = alpha
+        return self
+
+    @property
+    def weight(self) -> Tensor:
+        """``w`` ``[N, D]``."""
+        if self._weight.numel() == 0:
+            raise RuntimeError("the ridge readout is not fitted yet; call fit(latents, responses)")
+        return self._weight
+
+    @property
+    def bias(self) -> Tensor:
+        """``b`` ``[N]``."""
+        return self._bias
+
+    def nonlinearity(self, x: Tensor) -> Tensor:
+        return x
+
+    def pooled(self, latents: Tensor) -> Tensor:
+        """``z`` ``[B, N, D]``: the same feature vector for every neuron (an expanded view)."""
+        z = self.features(latents)
+        return z[:, None, :].expand(-1, self.weight.shape[0], -1)
+
+    def forward(self, latents: Tensor) -> Tensor:
+        return self.features(latents) @ self.weight.T + self._bias
+
+
+@hookimpl
+def register_readouts(register):
+    register(
+        "ridge",
+        RidgeReadout,
+        params=RidgeParams,
+        description="Closed-form ridge on flattened or pooled latents; per-neuron penalty by k-fold CV, one SVD shared.",
+    )

@@ -1,0 +1,74 @@
+"""Base class for component params, and conversion of pydantic errors to field paths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import SpecIssue
+
+
+class Params(BaseModel):
+    """Base class for a component's params model: unknown keys are errors, values immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    """Params model of a component that takes no parameters."""
+
+
+def join_loc(prefix: str, loc: Iterable[Any]) -> str:
+    """Join a field path: ``join_loc("methods[1]", ("n_steps",)) == "methods[1].n_steps"``."""
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def issues_from_validation(err: ValidationError, prefix: str = "", drop: Sequence[str] = ()) -> list[SpecIssue]:
+    """One :class:`SpecIssue` per pydantic error, with its field path under ``prefix``.
+
+    ``drop`` removes internal path parts (e.g. union tags) that mean nothing to a user.
+    """
+    issues = []
+    for e in err.errors(include_url=False):
+        loc = [p for p in e["loc"] if p not in drop]
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown parameter (remove it, or check its spelling)"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
+            msg += f" (got {e['input']!r})"
+        issues.append(SpecIssue(join_loc(prefix, loc), msg))
+    return issues
+
+
+# -- paths in specs ----------------------------------------------------------------------
+from pathlib import Path  # noqa: E402
+from typing import Annotated  # noqa: E402
+
+from pydantic import AfterValidator, ValidationInfo  # noqa: E402
+
+BASE_DIR_KEY = "base_dir"
+CHECK_FILES_KEY = "check_files"
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    context = info.context or {}
+    base = context.get(BASE_DIR_KEY)
+    path = Path(value).expanduser()
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    if context.get(CHECK_FILES_KEY, True) and not path.exists():
+        where = " (relative paths are resolved against the config file's folder)" if base is not None else ""
+        raise ValueError(f"file not found: {path}{where}")
+    return path
+
+
+InputPath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path to an existing input file or folder; relative paths resolve against the config file's folder."""

@@ -1,0 +1,230 @@
+"""Specs: what a user writes in a config file, validated before any compute starts.
+
+A component is chosen by a spec ``{name: ..., **params}`` (or just its name), whose params
+are validated by the model its plugin registered. An :class:`ExperimentSpec` ties the
+components together with the data, the neuron selection and the output settings.
+Validation has two phases: the structure (pydantic), then each component spec against
+the registry. Both report every problem with its field path. Nothing named in a config is
+ever imported: names only select registered components.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import SpecError, SpecIssue
+from .params import BASE_DIR_KEY, CHECK_FILES_KEY, InputPath, issues_from_validation
+from .registry import Component, Registry, get_registry, params_as_kwargs
+
+
+class Strict(BaseModel):
+    """Base of the fixed parts of a spec: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentSpec(BaseModel):
+    """``{name: <registered name>, **params}``; a bare string is shorthand for ``{name: <string>}``."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: ClassVar[str] = ""
+
+    name: str = Field(description="Name of a registered component (see `sharedattr plugins`).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_bare_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The raw params: every key but ``name``."""
+        return dict(self.model_extra or {})
+
+    def component(self, registry: Registry | None = None) -> Component:
+        return (registry or get_registry()).get(self.kind, self.name)
+
+    def validated_params(self, registry: Registry | None = None, loc: str = "", context: Mapping | None = None) -> BaseModel:
+        """The params validated by the component's own model (raises :class:`SpecError`)."""
+        component = self._component_at(registry, loc)
+        try:
+            return component.params.model_validate(self.params, context=dict(context or {}))
+        except ValidationError as err:
+            raise SpecError(issues_from_validation(err, prefix=loc)) from None
+
+    def _component_at(self, registry: Registry | None, loc: str) -> Component:
+        from .errors import UnknownComponentError
+
+        try:
+            return self.component(registry)
+        except UnknownComponentError as err:
+            raise SpecError([SpecIssue(f"{loc}.name" if loc else "name", str(err))]) from None
+
+    def build(self, *args: Any, registry: Registry | None = None) -> Any:
+        """Validate and build the component: ``factory(*args, **params)``."""
+        component = self.component(registry)
+        return component.factory(*args, **params_as_kwargs(self.validated_params(registry)))
+
+
+class BackboneSpec(ComponentSpec):
+    kind: ClassVar[str] = "backbone"
+
+
+class ReadoutSpec(ComponentSpec):
+    kind: ClassVar[str] = "readout"
+
+
+class MatcherSpec(ComponentSpec):
+    kind: ClassVar[str] = "matcher"
+
+
+class MethodSpec(ComponentSpec):
+    kind: ClassVar[str] = "method"
+
+
+class MetricSpec(ComponentSpec):
+    kind: ClassVar[str] = "metric"
+
+
+class SynthesizerSpec(ComponentSpec):
+    kind: ClassVar[str] = "synthesizer"
+
+
+COMPONENT_SPECS: dict[str, type[ComponentSpec]] = {
+    cls.kind: cls for cls in (BackboneSpec, ReadoutSpec, MatcherSpec, MethodSpec, MetricSpec, SynthesizerSpec)
+}
+
+
+class DataSpec(Strict):
+    """Stimuli and recorded responses."""
+
+    stimuli: InputPath = Field(
+        description="CSV manifest (columns stimulus_id, path, category, optional mask) "
+        "or a folder with one sub-folder of images per category."
+    )
+    responses: InputPath | None = Field(
+        None, description="CSV of responses: one row per stimulus (first column stimulus_id), one column per neuron."
+    )
+    preferred_category: str | None = Field(
+        None,
+        description="The neurons' preferred category (e.g. 'bodies'). Default: per neuron, "
+        "the category with the highest mean response.",
+    )
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of stimuli held out for scoring.")
+    split_seed: int = Field(0, description="Seed of the train/test split.")
+
+
+class SelectionSpec(Strict):
+    """Which neurons to explain, and which of their out-of-category drivers."""
+
+    neurons: list[str] | None = Field(None, description="Explicit neuron ids (response column names).")
+    top_k: int | None = Field(None, ge=1, description="The k neurons best predicted on held-out images.")
+    min_r: float | None = Field(None, ge=-1.0, le=1.0, description="All neurons with held-out Pearson r ≥ min_r.")
+    drivers_per_neuron: int = Field(2, ge=1, description="Out-of-category images with the highest response.")
+    references_per_driver: int = Field(1, ge=1, description="Preferred-category references per driver (top-k).")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "SelectionSpec":
+        if self.neurons is not None and (self.top_k is not None or self.min_r is not None):
+            raise ValueError("give either explicit 'neurons' or a 'top_k'/'min_r' rule, not both")
+        if self.neurons is None and self.top_k is None and self.min_r is None:
+            self.top_k = 5
+        return self
+
+
+class OutputSpec(Strict):
+    """What a run writes besides its result tables."""
+
+    save_maps: bool = Field(True, description="Write every attribution map (safetensors).")
+    figures: bool = Field(True, description="Write matplotlib PNG figures.")
+    dpi: int = Field(120, ge=30, le=600, description="Figure resolution.")
+
+
+class ExperimentSpec(Strict):
+    """A whole experiment: data → backbone + readout → selection → matching → attribution → metrics."""
+
+    name: str = Field("experiment", description="A label for the run.")
+    seed: int = Field(0, description="Global random seed.")
+    device: str = Field("auto", description="'cpu', 'cuda', 'cuda:N', or 'auto' (CUDA when available).")
+    batch_size: int = Field(32, ge=1, description="Images per forward/backward batch.")
+    data: DataSpec
+    backbone: BackboneSpec
+    readout: ReadoutSpec = Field(default_factory=lambda: ReadoutSpec(name="ridge"))
+    matcher: MatcherSpec = Field(default_factory=lambda: MatcherSpec(name="cosine"))
+    methods: list[MethodSpec] = Field(
+        default_factory=lambda: [MethodSpec(name="saliency")], description="Attribution methods to compare."
+    )
+    metrics: list[MetricSpec] = Field(
+        default_factory=lambda: [MetricSpec(name="gini")], description="Metrics scored on every map."
+    )
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    synthesis: list[SynthesizerSpec] = Field(
+        default_factory=list, description="Stimulus synthesizers run on every selected neuron."
+    )
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+            raise ValueError("use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        return value
+
+    def component_specs(self) -> list[tuple[str, ComponentSpec]]:
+        """Every component spec with its field path, e.g. ``("methods[1]", MethodSpec(...))``."""
+        out: list[tuple[str, ComponentSpec]] = []
+        for field_name in type(self).model_fields:
+            value = getattr(self, field_name)
+            if isinstance(value, ComponentSpec):
+                out.append((field_name, value))
+            elif isinstance(value, list):
+                out.extend((f"{field_name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, ComponentSpec))
+        return out
+
+    def digest(self) -> str:
+        """A short content hash of the spec: the identity of a run and its cached artefacts."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def validate_experiment(
+    data: Mapping[str, Any],
+    *,
+    registry: Registry | None = None,
+    base_dir: Path | None = None,
+    check_files: bool = True,
+    source: object | None = None,
+) -> ExperimentSpec:
+    """Validate a raw experiment mapping; return the spec with every component's defaults filled in.
+
+    Raises :class:`SpecError` listing every problem with its field path.
+    """
+    registry = registry or get_registry()
+    context = {BASE_DIR_KEY: base_dir, CHECK_FILES_KEY: check_files}
+    if not isinstance(data, Mapping):
+        raise SpecError([SpecIssue("", f"an experiment spec is a table of settings, got {type(data).__name__}")], source)
+    try:
+        spec = ExperimentSpec.model_validate(dict(data), context=context)
+    except ValidationError as err:
+        raise SpecError(issues_from_validation(err), source) from None
+    issues: list[SpecIssue] = []
+    for loc, component_spec in spec.component_specs():
+        try:
+            params = component_spec.validated_params(registry, loc=loc, context=context)
+        except SpecError as err:
+            issues.extend(err.issues)
+            continue
+        # Canonical form: defaults filled in, so the digest identifies the run exactly.
+        for key, value in params.model_dump(mode="json").items():
+            setattr(component_spec, key, value)
+    if issues:
+        raise SpecError(issues, source)
+    return spec

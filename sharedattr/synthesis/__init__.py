@@ -1,0 +1,1 @@
+"""Stimulus synthesis: most exciting inputs and related images."""
