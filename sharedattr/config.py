@@ -60,7 +60,9 @@ def _parse_toml(path: Path, text: str) -> Any:
         m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
         line = getattr(err, "lineno", None) or (int(m.group(1)) if m else None)
         col = getattr(err, "colno", None) or (int(m.group(2)) if m else None)
-        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", getattr(err, "msg", msg))
+        if line is None and "end of document" in msg:
+            line, col = text.count("\n") + 1, len(text.rsplit("\n", 1)[-1]) + 1
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", getattr(err, "msg", msg))
         raise ConfigError(path, f"invalid TOML: {msg}", line, col) from None
 
 

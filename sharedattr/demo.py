@@ -34,7 +34,7 @@ preferred_category = "bodies"
 name = "torchvision"
 model = "resnet18"
 layer = "layer2"
-input_size = 64
+input_size = {size}
 
 [readout]
 name = "ridge"
@@ -170,5 +170,5 @@ def make_demo_data(folder: Path, n_per_category: int = 40, size: int = 64, seed:
                       for weights in NEURONS.values()]
             writer.writerow([sid, *(f"{v:.5f}" for v in values)])
     config = folder / "demo.toml"
-    atomic_write_text(config, DEMO_CONFIG.format(config_name=config.name))
+    atomic_write_text(config, DEMO_CONFIG.format(config_name=config.name, size=size))
     return config

@@ -19,7 +19,7 @@ from .specs import ComponentSpec, ExperimentSpec
 def component_spec_model(component: Component) -> type[BaseModel]:
     """The spec model of one component: its params plus ``name: Literal[<name>]``."""
     return create_model(
-        f"{component.kind}.{component.name}",
+        f"{component.kind}:{component.name}",
         __base__=component.params,
         __doc__=component.description or None,
         name=(Literal[component.name], Field(description=f"{component.kind} from plugin {component.source}")),
