@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
 from .errors import SpecIssue
 
@@ -49,11 +50,6 @@ def issues_from_validation(err: ValidationError, prefix: str = "", drop: Sequenc
 
 
 # -- paths in specs ----------------------------------------------------------------------
-from pathlib import Path  # noqa: E402
-from typing import Annotated  # noqa: E402
-
-from pydantic import AfterValidator, ValidationInfo  # noqa: E402
-
 BASE_DIR_KEY = "base_dir"
 CHECK_FILES_KEY = "check_files"
 

@@ -27,7 +27,6 @@ from .errors import (
     DuplicateComponentError,
     PluginDefinitionError,
     SpecError,
-    SpecIssue,
     UnknownComponentError,
 )
 from .params import NoParams, issues_from_validation
@@ -62,10 +61,13 @@ class Component:
     description: str
     source: str
 
-    def validate_params(self, params: Mapping[str, Any], loc: str = "") -> BaseModel:
-        """Validate ``params`` against this component's model; raise :class:`SpecError` with field paths."""
+    def validate_params(self, params: Mapping[str, Any], loc: str = "", context: Mapping | None = None) -> BaseModel:
+        """Validate ``params`` against this component's model; raise :class:`SpecError` with field paths.
+
+        ``context`` is pydantic's validation context (e.g. the config's folder for relative paths).
+        """
         try:
-            return self.params.model_validate(dict(params))
+            return self.params.model_validate(dict(params), context=dict(context or {}))
         except ValidationError as err:
             raise SpecError(issues_from_validation(err, prefix=loc)) from None
 
@@ -306,22 +308,3 @@ def reset_registry() -> None:
     """Forget the process-wide registry, so the next :func:`get_registry` rediscovers plugins."""
     global _REGISTRY
     _REGISTRY = None
-
-
-def resolve(kind: str, spec: Any, loc: str = "", registry: Registry | None = None) -> tuple[Component, BaseModel]:
-    """Resolve a spec ``{name: ..., **params}`` (or a bare name) to its component and validated params."""
-    registry = registry or get_registry()
-    if isinstance(spec, str):
-        name, params = spec, {}
-    elif isinstance(spec, Mapping):
-        params = dict(spec)
-        name = params.pop("name", None)
-        if not isinstance(name, str):
-            raise SpecError([SpecIssue(f"{loc}.name" if loc else "name", f"every {kind} spec needs a 'name'")])
-    else:
-        raise SpecError([SpecIssue(loc, f"a {kind} spec is a name or a table {{name = ..., <params>}}, got {spec!r}")])
-    try:
-        component = registry.get(kind, name)
-    except UnknownComponentError as err:
-        raise SpecError([SpecIssue(f"{loc}.name" if loc else "name", str(err))]) from None
-    return component, component.validate_params(params, loc=loc)

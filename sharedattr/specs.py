@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SpecError, SpecIssue
+from .errors import SpecError, SpecIssue, UnknownComponentError
 from .params import BASE_DIR_KEY, CHECK_FILES_KEY, InputPath, issues_from_validation
-from .registry import Component, Registry, get_registry, params_as_kwargs
+from .registry import Component, Registry, get_registry
 
 
 class Strict(BaseModel):
@@ -52,15 +52,9 @@ class ComponentSpec(BaseModel):
 
     def validated_params(self, registry: Registry | None = None, loc: str = "", context: Mapping | None = None) -> BaseModel:
         """The params validated by the component's own model (raises :class:`SpecError`)."""
-        component = self._component_at(registry, loc)
-        try:
-            return component.params.model_validate(self.params, context=dict(context or {}))
-        except ValidationError as err:
-            raise SpecError(issues_from_validation(err, prefix=loc)) from None
+        return self._component_at(registry, loc).validate_params(self.params, loc=loc, context=context)
 
     def _component_at(self, registry: Registry | None, loc: str) -> Component:
-        from .errors import UnknownComponentError
-
         try:
             return self.component(registry)
         except UnknownComponentError as err:
@@ -68,8 +62,7 @@ class ComponentSpec(BaseModel):
 
     def build(self, *args: Any, registry: Registry | None = None) -> Any:
         """Validate and build the component: ``factory(*args, **params)``."""
-        component = self.component(registry)
-        return component.factory(*args, **params_as_kwargs(self.validated_params(registry)))
+        return self.component(registry).build(*args, **self.params)
 
 
 class BackboneSpec(ComponentSpec):
