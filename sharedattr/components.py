@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 @runtime_checkable
 class Backbone(Protocol):
-    """A frozen, eval-mode network cut at a layer."""
+    """A frozen, eval-mode network cut at a layer (an ``nn.Module``: the pipeline moves it to a device)."""
 
     input_size: tuple[int, int]
     in_channels: int
@@ -33,10 +33,10 @@ class Backbone(Protocol):
 
 @runtime_checkable
 class Readout(Protocol):
-    """Per-neuron readout meeting ``r_n(x) = φ(⟨w_n, z_n(x)⟩ + b_n)``."""
+    """Per-neuron readout meeting ``r_n(x) = φ(⟨w_n, z_n(x)⟩ + b_n)`` (an ``nn.Module``)."""
 
     def fit(self, latents: Tensor, responses: Tensor) -> "Readout":
-        """Fit to latents ``[B, ...]`` and responses ``[B, N]`` (NaN = missing)."""
+        """Fit in place to latents ``[B, ...]`` and responses ``[B, N]`` (NaN = missing); returns self."""
 
     def __call__(self, latents: Tensor) -> Tensor:
         """Latents ``[B, ...]`` → responses ``[B, N]``."""
@@ -84,7 +84,7 @@ class Metric(Protocol):
     """Scores attribution maps; ``higher_is_better`` sets the direction for rankings."""
 
     higher_is_better: bool
-    requires_masks: bool
+    requires_masks: bool  # optional; False when absent
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         """One score per map, ``[B]`` (NaN only where the metric is undefined, e.g. no mask)."""

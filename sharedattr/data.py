@@ -93,14 +93,23 @@ class StimulusSet:
 
     @classmethod
     def from_folder(cls, path: Path) -> "StimulusSet":
-        ids, paths, cats = [], [], []
+        ids, paths, cats, first = [], [], [], {}
+        problems = []
         for category in sorted(p for p in path.iterdir() if p.is_dir()):
             for image in sorted(p for p in category.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-                ids.append(f"{category.name}/{image.stem}")
+                sid = f"{category.name}/{image.stem}"
+                if sid in first:
+                    problems.append(f"{image.name} and {first[sid].name} in {category.name}/ both give stimulus id "
+                                    f"{sid!r}; rename one of them")
+                    continue
+                first[sid] = image
+                ids.append(sid)
                 paths.append(image)
                 cats.append(category.name)
         if not ids:
-            raise DataError(path, ["no images found; expected one sub-folder of images per category"])
+            problems.append("no images found; expected one sub-folder of images per category")
+        if problems:
+            raise DataError(path, problems)
         return cls(tuple(ids), tuple(paths), tuple(cats), (None,) * len(ids))
 
     def load_images(self, size: tuple[int, int], channels: int) -> Tensor:

@@ -12,8 +12,8 @@ positional arguments listed for its kind below); ``params`` is a pydantic model 
 those keyword arguments, validated with ``extra="forbid"``; ``description`` is one line
 shown by ``sharedattr plugins``. Built-in components register through these very hooks.
 
-Shapes follow the conventions of the whole package: images ``[B, C, H, W]`` (float,
-backbone input space), latents ``[B, C', H', W']`` or ``[B, D]``, responses ``[B, N]``.
+Shapes follow the conventions of the whole package: images ``[B, C, H, W]`` (float in
+[0, 1]), latents ``[B, C', H', W']`` or ``[B, D]``, responses ``[B, N]``.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def register_backbones(register: Register) -> None:
 
     ``factory(**params)`` returns a :class:`sharedattr.components.Backbone`: a frozen,
     eval-mode ``nn.Module`` mapping preprocessed images ``[B, C, H, W]`` to latents
-    ``[B, C', H', W']`` (or ``[B, D]``). It exposes ``preprocess(images)`` (uint8 or
-    [0, 1] float ``[B, C, H, W]`` → backbone input), ``input_size`` ``(H, W)``,
+    ``[B, C', H', W']`` (or ``[B, D]``). It exposes ``preprocess(images)`` (float images
+    in [0, 1] ``[B, C, H, W]`` → the network's normalised input), ``input_size`` ``(H, W)``,
     ``in_channels`` and ``latent_shape``.
     """
 
@@ -57,8 +57,8 @@ def register_backbones(register: Register) -> None:
 def register_readouts(register: Register) -> None:
     """Register readouts: per-neuron maps from latents to responses ``[B, N]``.
 
-    ``factory(**params)`` returns a :class:`sharedattr.components.Readout`. After
-    ``fit(latents, responses)`` it meets the linear contract
+    ``factory(**params)`` returns a :class:`sharedattr.components.Readout`, an
+    ``nn.Module``. After ``fit(latents, responses)`` (which fits in place) it meets the linear contract
     ``r_n(x) = φ(⟨w_n, z_n(x)⟩ + b_n)`` by exposing ``pooled(latents) -> z [B, N, D]``,
     ``weight -> w [N, D]``, ``bias -> b [N]`` and ``nonlinearity`` (φ).
     """
@@ -70,7 +70,8 @@ def register_matchers(register: Register) -> None:
 
     ``factory(**params)`` returns a :class:`sharedattr.components.Matcher` whose
     ``similarity(a [..., Q, D], b [..., K, D]) -> [..., Q, K]`` is higher for more
-    similar vectors; ``match`` turns it into the top-k references.
+    similar vectors; :func:`sharedattr.methods.matchers.match_references` turns it into
+    the top-k references.
     """
 
 
@@ -91,7 +92,9 @@ def register_metrics(register: Register) -> None:
     """Register evaluation metrics for attribution maps.
 
     ``factory(**params)`` returns a :class:`sharedattr.components.Metric` with
-    ``higher_is_better: bool`` and ``__call__(batch: AttributionBatch) -> Tensor [B]``.
+    ``higher_is_better: bool``, optionally ``requires_masks: bool`` (default False: the
+    metric is skipped on stimulus sets without ground-truth masks when True), and
+    ``__call__(batch: AttributionBatch) -> Tensor [B]``.
     """
 
 

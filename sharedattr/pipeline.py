@@ -8,8 +8,10 @@ built through the registry. Results are written atomically to the output folder:
 - ``pairs.csv``: per neuron, each out-of-category driver and its matched references;
 - ``results.csv``: tidy, one row per neuron × driver × method × metric;
 - ``summary.csv``: method × metric mean ± sem (also printed);
-- ``maps.safetensors``: every attribution map; ``synthesis/``: synthesised images and scores;
-- ``figures/``: PNGs (fit quality, one attribution grid per neuron).
+- ``maps.safetensors``: every attribution map, keyed by method;
+- ``synthesis/``: ``scores.csv``, ``images.safetensors`` and ``images.png`` when synthesizers are configured;
+- ``figures/``: PNGs (fit quality, one attribution grid per neuron);
+- ``timings.json``: seconds spent in each stage.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .components import AttributionBatch, pearson_columns, reduce_channels
 from .data import Responses, StimulusSet
 from .errors import UserError
 from .io import atomic_save_tensors, atomic_write_csv, atomic_write_json
+from .methods.matchers import match_references
 from .models.encoding import EncodingModel, extract_latents
 from .registry import Registry, get_registry
 from .specs import ExperimentSpec
@@ -128,8 +131,6 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     stage("data")
     atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
     stimuli = StimulusSet.load(spec.data.stimuli)
-    if spec.data.responses is None:
-        raise UserError("data.responses: a run fits the readout, so it needs a responses CSV")
     recorded = Responses.from_csv(spec.data.responses)
     responses = recorded.aligned_to(stimuli)
     neuron_ids = list(recorded.neuron_ids)
@@ -182,8 +183,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
         idx = torch.tensor(group)
         w = readout.weight[idx]  # [G, D]
         query = pooled[drivers, idx[:, None]] * w[:, None]  # [G, Q, D]
-        candidates = pooled[cand][:, idx].transpose(0, 1) * w[:, None]  # [G, K, D]
-        scores, refs = matcher.match(query, candidates, spec.selection.references_per_driver)  # [G, Q, k]
+        candidates = pooled[cand[None, :], idx[:, None]] * w[:, None]  # [G, K, D], gathered without a [K, N, D] copy
+        scores, refs = match_references(matcher, query, candidates, spec.selection.references_per_driver)  # [G, Q, k]
         for g, n in enumerate(group):
             for q in range(drivers.shape[1]):
                 for rank in range(refs.shape[-1]):

@@ -168,10 +168,13 @@ def _checked_params_model(params: Any, kind: str, name: str, source: str) -> typ
         return NoParams
     if not (inspect.isclass(params) and issubclass(params, BaseModel)):
         raise PluginDefinitionError(f"plugin {source!r}: params of {kind} {name!r} must be a pydantic BaseModel class")
-    if "name" in params.model_fields:
+    from .specs import ComponentSpec  # late: specs builds on this module
+
+    reserved = sorted(f for f in params.model_fields if f == "name" or hasattr(ComponentSpec, f))
+    if reserved:
         raise PluginDefinitionError(
-            f"plugin {source!r}: params of {kind} {name!r} may not have a field called 'name' "
-            "(it selects the component in a spec)"
+            f"plugin {source!r}: params of {kind} {name!r} may not have field(s) {', '.join(map(repr, reserved))}: "
+            "'name' selects the component in a spec, and the others are attributes of a component spec"
         )
     if params.model_config.get("extra") != "forbid":
         # Unknown keys in a config must be errors, never silently dropped.
@@ -190,13 +193,19 @@ def _warn(message: str) -> None:
     warnings.warn(message, PluginLoadWarning, stacklevel=3)
 
 
+def _normalise(name: str) -> str:
+    """PEP 503 normalisation, so 'SharedAttr_Timm' and 'sharedattr-timm' name the same distribution."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _selected_entry_points() -> list[importlib.metadata.EntryPoint]:
     eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     allowed = os.environ.get(LOAD_PLUGINS_ENV)
     if allowed is None:
         return eps
-    wanted = {w.strip() for w in allowed.split(",") if w.strip()}
-    return [ep for ep in eps if ep.name in wanted or (ep.dist is not None and ep.dist.name in wanted)]
+    wanted = {_normalise(w.strip()) for w in allowed.split(",") if w.strip()}
+    return [ep for ep in eps
+            if _normalise(ep.name) in wanted or (ep.dist is not None and _normalise(ep.dist.name) in wanted)]
 
 
 def _entry_point_label(ep: importlib.metadata.EntryPoint, all_eps: list[importlib.metadata.EntryPoint]) -> str:
@@ -208,6 +217,12 @@ def _entry_point_label(ep: importlib.metadata.EntryPoint, all_eps: list[importli
 
 def _register_checked(pm: pluggy.PluginManager, plugin: object, name: str, registry: Registry) -> bool:
     """Register ``plugin`` with pluggy; on a malformed or misspelled hook, warn and drop it."""
+    if pm.is_registered(plugin):
+        return True  # the same module, e.g. passed explicitly and also found through its entry point
+    if pm.get_plugin(name) is not None:
+        registry.failed_plugins[name] = "another plugin with this name is already loaded"
+        _warn(f"sharedattr plugin {name} was not loaded: another plugin with this name is already loaded")
+        return False
     try:
         pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as err:

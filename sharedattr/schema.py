@@ -65,6 +65,8 @@ def experiment_json_schema(registry: Registry | None = None) -> dict[str, Any]:
             fields[name] = (new, Field(**kwargs))
     model = create_model("Experiment", __base__=ExperimentSpec.__base__, __doc__=ExperimentSpec.__doc__, **fields)
     schema = model.model_json_schema()
+    schema["properties"] = {"$schema": {"type": "string", "description": "Ignored; lets editors find this schema."},
+                            **schema["properties"]}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "sharedattr experiment"
     return schema

@@ -101,8 +101,8 @@ class DataSpec(Strict):
         description="CSV manifest (columns stimulus_id, path, category, optional mask) "
         "or a folder with one sub-folder of images per category."
     )
-    responses: InputPath | None = Field(
-        None, description="CSV of responses: one row per stimulus (first column stimulus_id), one column per neuron."
+    responses: InputPath = Field(
+        description="CSV of responses: one row per stimulus (first column stimulus_id), one column per neuron."
     )
     preferred_category: str | None = Field(
         None,
@@ -144,7 +144,7 @@ class ExperimentSpec(Strict):
 
     name: str = Field("experiment", description="A label for the run.")
     seed: int = Field(0, description="Global random seed.")
-    device: str = Field("auto", description="'cpu', 'cuda', 'cuda:N', or 'auto' (CUDA when available).")
+    device: str = Field("auto", description="'cpu', 'cuda', 'cuda:N', 'mps', or 'auto' (CUDA when available).")
     batch_size: int = Field(32, ge=1, description="Images per forward/backward batch.")
     data: DataSpec
     backbone: BackboneSpec
@@ -204,12 +204,29 @@ def validate_experiment(
     context = {BASE_DIR_KEY: base_dir, CHECK_FILES_KEY: check_files}
     if not isinstance(data, Mapping):
         raise SpecError([SpecIssue("", f"an experiment spec is a table of settings, got {type(data).__name__}")], source)
+    data = {k: v for k, v in data.items() if k != SCHEMA_KEY}  # editors add "$schema" for completion
     try:
-        spec = ExperimentSpec.model_validate(dict(data), context=context)
+        spec = ExperimentSpec.model_validate(data, context=context)
     except ValidationError as err:
-        raise SpecError(issues_from_validation(err), source) from None
+        structural = issues_from_validation(err)
+        reported = {i.loc for i in structural}
+        # Also check the component specs that are well-formed, so every problem is reported at once.
+        extra = [i for i in _component_issues(_raw_component_specs(data), registry, context) if i.loc not in reported]
+        raise SpecError(structural + extra, source) from None
+    issues = _component_issues(spec.component_specs(), registry, context)
+    if issues:
+        raise SpecError(issues, source)
+    return spec
+
+
+SCHEMA_KEY = "$schema"
+
+
+def _component_issues(component_specs: list[tuple[str, ComponentSpec]], registry: Registry,
+                      context: Mapping[str, Any]) -> list[SpecIssue]:
+    """Validate each component spec's params; put the canonical params (defaults filled in) back into it."""
     issues: list[SpecIssue] = []
-    for loc, component_spec in spec.component_specs():
+    for loc, component_spec in component_specs:
         try:
             params = component_spec.validated_params(registry, loc=loc, context=context)
         except SpecError as err:
@@ -218,6 +235,29 @@ def validate_experiment(
         # Canonical form: defaults filled in, so the digest identifies the run exactly.
         for key, value in params.model_dump(mode="json").items():
             setattr(component_spec, key, value)
-    if issues:
-        raise SpecError(issues, source)
-    return spec
+    return issues
+
+
+def _raw_component_specs(data: Mapping[str, Any]) -> list[tuple[str, ComponentSpec]]:
+    """The component specs in unvalidated ``data`` that parse as specs (used when the structure has errors)."""
+    out: list[tuple[str, ComponentSpec]] = []
+    for loc, spec_cls, value in _component_fields(data):
+        try:
+            out.append((loc, spec_cls.model_validate(value)))
+        except ValidationError:
+            pass  # already reported by the structural pass
+    return out
+
+
+def _component_fields(data: Mapping[str, Any]):
+    for field_name, info in ExperimentSpec.model_fields.items():
+        if field_name not in data:
+            continue
+        value = data[field_name]
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, ComponentSpec):
+            yield field_name, annotation, value
+        elif getattr(annotation, "__origin__", None) is list and isinstance(value, list):
+            (item,) = annotation.__args__
+            for i, v in enumerate(value):
+                yield f"{field_name}[{i}]", item, v

@@ -232,3 +232,33 @@ def test_gradient_ascent_reaches_the_constrained_optimum_with_sgd(registry):
 def test_gradient_ascent_clips_to_pixel_range(registry):
     result = registry.build("synthesizer", "gradient_ascent", steps=20, lr=0.5).synthesize(PixelNeuron(), 0)
     assert result.images.min() >= 0 and result.images.max() <= 1
+
+
+# -- matching contract -----------------------------------------------------------------
+def test_a_matcher_needs_only_similarity():
+    from sharedattr.methods.matchers import match_references
+
+    class Dot:  # no base class, no match()
+        def similarity(self, a, b):
+            return a @ b.transpose(-1, -2)
+
+    candidates = torch.eye(4)[None]  # [1, K=4, D=4]
+    scores, index = match_references(Dot(), candidates[:, [2, 0]], candidates, top_k=1)
+    assert index.squeeze().tolist() == [2, 0]
+
+
+# -- data ------------------------------------------------------------------------------
+def test_folder_stimulus_set_rejects_clashing_ids(tmp_path):
+    from PIL import Image
+
+    from sharedattr.data import DataError, StimulusSet
+
+    for cat, names in {"bodies": ["a.png", "a.jpg", "b.png"], "objects": ["c.png"]}.items():
+        (tmp_path / cat).mkdir()
+        for n in names:
+            Image.new("L", (4, 4)).save(tmp_path / cat / n)
+    with pytest.raises(DataError, match=r"a.png and a.jpg in bodies/ both give stimulus id 'bodies/a'"):
+        StimulusSet.load(tmp_path)
+    (tmp_path / "bodies" / "a.jpg").unlink()
+    stimuli = StimulusSet.load(tmp_path)
+    assert stimuli.ids == ("bodies/a", "bodies/b", "objects/c") and stimuli.category_names == ["bodies", "objects"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 
 from sharedattr import hookimpl
 from sharedattr.errors import DuplicateComponentError, PluginDefinitionError, SpecError, UnknownComponentError
@@ -166,12 +166,28 @@ def test_malformed_registrations_are_plugin_errors(name, factory, params, match)
         Registry().add("metric", name, factory, params=params, source="t")
 
 
-def test_params_may_not_shadow_the_name_key():
-    class P(BaseModel):
-        name: str = "x"
+@pytest.mark.parametrize("field", ["name", "params", "kind", "component", "build"])
+def test_params_may_not_shadow_spec_keys_or_attributes(field):
+    P = create_model("P", **{field: (int, 1)})
 
-    with pytest.raises(PluginDefinitionError, match="may not have a field called 'name'"):
+    with pytest.raises(PluginDefinitionError, match=f"may not have field\\(s\\) '{field}'"):
         Registry().add("metric", "m", object, params=P, source="t")
+
+
+def test_a_plugin_passed_twice_loads_once_without_noise(install_plugin, recwarn):
+    import importlib
+
+    install_plugin("sharedattr-half", "sharedattr_half", PLUGIN_SOURCE)
+    module = importlib.import_module("sharedattr_half")
+    registry = load_registry(extra_plugins=[("sharedattr-half", module)])
+    assert registry.get("matcher", "half_dot").source == "sharedattr-half"
+    assert not registry.failed_plugins and not [w for w in recwarn if w.category is PluginLoadWarning]
+
+
+def test_load_plugins_env_normalises_names(install_plugin, monkeypatch):
+    install_plugin("sharedattr-half", "sharedattr_half", PLUGIN_SOURCE)
+    monkeypatch.setenv("SHAREDATTR_LOAD_PLUGINS", "SharedAttr_Half")
+    assert "half_dot" in load_registry().names("matcher")
 
 
 def test_describe_is_json_ready(registry):

@@ -104,3 +104,34 @@ def test_component_spec_needs_a_name(tiny_config):
 def test_not_a_mapping():
     with pytest.raises(SpecError, match="an experiment spec is a table of settings"):
         validate_experiment(["a", "list"])  # type: ignore[arg-type]
+
+
+def test_names_in_a_config_are_never_imported(tiny_config):
+    import sys
+
+    tiny_config["backbone"] = {"name": "sharedattr_never_imported.Backbone"}
+    tiny_config["matcher"] = "os.system"
+    issues = _issues(tiny_config)
+    assert any(i.startswith("backbone.name: unknown backbone 'sharedattr_never_imported.Backbone'") for i in issues)
+    assert any(i.startswith("matcher.name: unknown matcher 'os.system'") for i in issues)
+    assert "sharedattr_never_imported" not in sys.modules
+
+
+def test_component_errors_are_reported_with_structural_ones(tiny_config):
+    tiny_config["seed"] = "zero"  # structural
+    tiny_config["matcher"] = "cosinus"  # component
+    tiny_config["methods"][1]["n_steps"] = -1  # component param
+    issues = _issues(tiny_config)
+    assert any(i.startswith("seed: Input should be a valid integer") for i in issues)
+    assert any(i.startswith("matcher.name: unknown matcher 'cosinus'") for i in issues)
+    assert any(i.startswith("methods[1].n_steps: Input should be greater than or equal to 1") for i in issues)
+
+
+def test_schema_key_is_ignored(tiny_config):
+    tiny_config["$schema"] = "./experiment.schema.json"
+    assert validate_experiment(tiny_config).name == "tiny"
+
+
+def test_responses_are_required(tiny_config):
+    del tiny_config["data"]["responses"]
+    assert _issues(tiny_config) == ["data.responses: Field required"]

@@ -18,6 +18,19 @@ class MatcherParams(Params):
     eps: float = Field(1e-12, gt=0, description="Guard against division by zero for all-zero vectors.")
 
 
+def match_references(matcher, query: Tensor, candidates: Tensor, top_k: int = 1) -> tuple[Tensor, Tensor]:
+    """Top-k candidates per query by ``matcher.similarity`` (the only method a matcher must have).
+
+    ``query [..., Q, D]``, ``candidates [..., K, D]`` → scores and indices ``[..., Q, min(k, K)]``,
+    most similar first.
+    """
+    sim = matcher.similarity(query, candidates)
+    expected = (*query.shape[:-1], candidates.shape[-2])
+    if tuple(sim.shape) != expected:
+        raise TypeError(f"{type(matcher).__name__}.similarity returned shape {tuple(sim.shape)}, expected {expected}")
+    return sim.topk(min(top_k, sim.shape[-1]), dim=-1)
+
+
 class Matcher:
     """Base matcher: subclasses define ``similarity``; ``match`` picks the top-k references."""
 
@@ -29,9 +42,7 @@ class Matcher:
 
     def match(self, query: Tensor, candidates: Tensor, top_k: int = 1) -> tuple[Tensor, Tensor]:
         """Top-k candidates per query: ``query [..., Q, D]``, ``candidates [..., K, D]`` → scores, indices ``[..., Q, k]``."""
-        sim = self.similarity(query, candidates)
-        k = min(top_k, sim.shape[-1])
-        return sim.topk(k, dim=-1)
+        return match_references(self, query, candidates, top_k)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
