@@ -1,0 +1,138 @@
+"""The docs stay true: hook reference complete, example plugin runs, example configs match the schema."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+import yaml
+
+from sharedattr.components import AttributionBatch
+from sharedattr.config import read_config
+from sharedattr.hookspecs import KINDS
+from sharedattr.registry import load_registry
+from sharedattr.schema import experiment_json_schema
+from sharedattr.specs import DataSpec, ExperimentSpec, OutputSpec, SelectionSpec, validate_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+
+def marked_block(path: Path, marker: str) -> str:
+    """The fenced code block right after ``<!-- test: marker -->`` in ``path``."""
+    text = path.read_text()
+    m = re.search(rf"<!-- test: {re.escape(marker)} -->\s*```[a-z]*\n(.*?)\n```", text, re.S)
+    assert m, f"{path.name}: no code block marked {marker!r}"
+    return m.group(1)
+
+
+# -- plugins.md ------------------------------------------------------------------------
+def test_every_hook_is_documented():
+    text = (DOCS / "plugins.md").read_text()
+    for hook in KINDS.values():
+        assert re.search(rf"^### {hook}\(register\)", text, re.M), f"hook {hook} is missing from docs/plugins.md"
+    documented = set(re.findall(r"^### (register_\w+)\(", text, re.M))
+    assert documented == set(KINDS.values()), f"docs name hooks that do not exist: {documented - set(KINDS.values())}"
+
+
+@pytest.fixture
+def example_plugin(tmp_path, monkeypatch):
+    source = marked_block(DOCS / "plugins.md", "example-plugin")
+    path = tmp_path / "sharedattr_example.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("sharedattr_example", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "sharedattr_example", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_plugin_registers_and_works(example_plugin):
+    registry = load_registry(extra_plugins=[("sharedattr-example", example_plugin)])
+    added = {(c.kind, c.name) for kind in KINDS for c in registry.components(kind) if c.source == "sharedattr-example"}
+    kinds = {kind for kind, _ in added}
+    assert {"matcher", "metric"} <= kinds, added
+    for kind, name in added:
+        component = registry.build(kind, name)
+        if kind == "matcher":
+            a, b = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
+            assert component.similarity(a, b).shape == (2, 3, 5)
+            b_same = a[:, :1].expand(-1, 5, -1).clone()
+            b_same[:, 2] = a[:, 0] * 3
+            sims = component.similarity(a[:, :1], b_same)
+            assert torch.all(sims[..., 0] >= sims[..., 2])  # identical vector is at least as similar
+        elif kind == "metric":
+            batch = AttributionBatch(torch.nn.Identity(), torch.rand(4, 1, 6, 6), torch.randn(4, 6, 6),
+                                     torch.zeros(4, dtype=torch.long), torch.rand(4, 6, 6) > 0.5)
+            scores = component(batch)
+            assert scores.shape == (4,) and torch.isfinite(scores).all()
+            assert isinstance(component.higher_is_better, bool)
+
+
+def test_example_pyproject_declares_the_entry_point():
+    import tomllib
+
+    pyproject = tomllib.loads(marked_block(DOCS / "plugins.md", "example-pyproject"))
+    entry_points = pyproject["project"]["entry-points"]["sharedattr"]
+    assert "sharedattr_example" in entry_points.values()
+
+
+# -- config.md and examples ------------------------------------------------------------
+def _schema_field_paths() -> set[str]:
+    paths = set(ExperimentSpec.model_fields)
+    for prefix, model in (("data", DataSpec), ("selection", SelectionSpec), ("output", OutputSpec)):
+        paths |= {f"{prefix}.{f}" for f in model.model_fields}
+    return paths
+
+
+def test_config_reference_lists_exactly_the_real_fields():
+    text = (DOCS / "config.md").read_text()
+    documented = set(re.findall(r"^\|\s*`([a-z_][a-z_.]*)`\s*\|", text, re.M))
+    real = _schema_field_paths()
+    assert real - documented == set(), f"fields missing from docs/config.md: {sorted(real - documented)}"
+    unknown = {d for d in documented if d.split(".")[0] in ExperimentSpec.model_fields} - real
+    assert unknown == set(), f"docs/config.md documents fields that do not exist: {sorted(unknown)}"
+
+
+def _doc_configs() -> dict[str, dict]:
+    loaders = {"config-toml": __import__("tomllib").loads, "config-yaml": yaml.safe_load, "config-json": json.loads}
+    return {m: load(marked_block(DOCS / "config.md", m)) for m, load in loaders.items()}
+
+
+@pytest.fixture(scope="module")
+def schema_validator():
+    return jsonschema.Draft202012Validator(experiment_json_schema(load_registry()))
+
+
+def test_config_examples_validate_and_agree(schema_validator):
+    configs = _doc_configs()
+    digests = set()
+    for marker, data in configs.items():
+        errors = [e.message for e in schema_validator.iter_errors(data)]
+        assert not errors, f"{marker}: does not match the exported JSON Schema: {errors}"
+        digests.add(validate_experiment(data, check_files=False, base_dir=Path("/project")).digest())
+    assert len(digests) == 1, "the TOML, YAML and JSON examples in docs/config.md describe different experiments"
+
+
+def _readme_toml() -> str:
+    m = re.search(r"```toml\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    assert m, "README has no TOML example"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("source", ["README.md", *sorted(p.name for p in (ROOT / "examples").glob("*.toml"))])
+def test_readme_and_example_configs_validate(schema_validator, source, tmp_path):
+    if source == "README.md":
+        path = tmp_path / "readme.toml"
+        path.write_text(_readme_toml())
+    else:
+        path = ROOT / "examples" / source
+    data = read_config(path)
+    assert not [e.message for e in schema_validator.iter_errors(data)]
+    validate_experiment(data, check_files=False, base_dir=path.parent)
