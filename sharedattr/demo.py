@@ -56,6 +56,7 @@ name = "input_x_gradient"
 [[methods]]
 name = "integrated_gradients"
 n_steps = 16
+baseline = 0.5        # mid-grey, like the stimuli's backgrounds
 
 [[metrics]]
 name = "gini"
@@ -63,10 +64,12 @@ name = "gini"
 [[metrics]]
 name = "deletion"
 steps = 10
+baseline = 0.5
 
 [[metrics]]
 name = "insertion"
 steps = 10
+baseline = 0.5
 
 [[synthesis]]
 name = "gradient_ascent"

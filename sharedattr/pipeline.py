@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,7 +239,13 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
                 batch = AttributionBatch(model, x_drv[sl].to(device), method_maps[sl].to(device), targets[sl].to(device),
                                          drv_masks[sl].to(device) if drv_masks is not None else None)
                 values.append(metric(batch).detach().cpu())
-            for p, v in zip(pairs, torch.cat(values).tolist()):
+            values = torch.cat(values)
+            undefined = int((~torch.isfinite(values)).sum())
+            if undefined:
+                warnings.warn(f"metric {m_label} is undefined (NaN) for {undefined} of {len(values)} {label} maps "
+                              "(e.g. a deletion/insertion curve of a driver whose clean response is not positive); "
+                              "summary.csv averages the finite values and counts them in n", stacklevel=2)
+            for p, v in zip(pairs, values.tolist()):
                 rows.append({"neuron": neuron_ids[p.neuron], "driver": stimuli.ids[p.driver],
                              "reference": stimuli.ids[p.reference], "similarity": p.similarity, "method": label,
                              "metric": m_label, "value": v, "higher_is_better": bool(metric.higher_is_better)})

@@ -42,10 +42,12 @@ class PerturbationParams(Params):
 class PerturbationCurve:
     """Removes (deletion) or adds (insertion) pixels in order of attribution; scores the normalised AUC.
 
-    With ``r(t)`` the neuron's response after a fraction ``t`` of pixels is perturbed, the
-    curve is normalised as ``(r(t) − r_baseline) / (r_clean − r_baseline)`` (1 = clean
-    response, 0 = response to the all-baseline image) and integrated over ``t ∈ [0, 1]``
-    (trapezoid rule). Undefined (NaN) when the clean and baseline responses are equal.
+    With ``r(t)`` the neuron's response after a fraction ``t`` of pixels is perturbed
+    (most relevant first), the curve ``r(t) / r_clean`` is integrated over ``t ∈ [0, 1]``
+    (trapezoid rule): the area under the curve normalised by the clean response. For
+    deletion the perturbed image starts clean (``t = 0``) and ends all-baseline; for
+    insertion it starts all-baseline and ends clean. NaN (undefined) where the clean
+    response is not positive: explain neurons on images that drive them.
     """
 
     insertion: ClassVar[bool]
@@ -80,9 +82,7 @@ class PerturbationCurve:
                 out.append(resp.gather(1, targets[i : i + self.batch_size, None]).squeeze(1))
         r = torch.cat(out).view(b, self.steps + 1)
         clean = r[:, -1] if self.insertion else r[:, 0]
-        empty = r[:, 0] if self.insertion else r[:, -1]
-        span = clean - empty
-        return (r - empty[:, None]) / torch.where(span.abs() > 1e-12, span, torch.full_like(span, float("nan")))[:, None]
+        return r / torch.where(clean > 1e-12, clean, torch.full_like(clean, float("nan")))[:, None]
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         curve = self.curves(batch)
@@ -106,9 +106,9 @@ def register_metrics(register):
     register("gini", GiniMetric, description="Gini sparseness of |map| (higher = sparser).")
     register(
         "deletion", DeletionMetric, params=PerturbationParams,
-        description="Deletion AUC of the neuron's normalised response (lower is better).",
+        description="Deletion AUC of the neuron's response, normalised by the clean response (lower is better).",
     )
     register(
         "insertion", InsertionMetric, params=PerturbationParams,
-        description="Insertion AUC of the neuron's normalised response (higher is better).",
+        description="Insertion AUC of the neuron's response, normalised by the clean response (higher is better).",
     )
