@@ -1,0 +1,195 @@
+"""Conformance checks that any registered component meets its kind's contract.
+
+For plugin authors (and sharedattr's own tests), in the spirit of scikit-learn's
+``parametrize_with_checks``::
+
+    from sharedattr.testing import check_component
+
+    def test_my_matcher():
+        check_component("matcher", "l1", {"p": 1.0})
+
+Each check builds the component through the registry with ``params``, exercises it on
+tiny random tensors (CPU, a few milliseconds) and raises ``AssertionError`` naming the
+broken part of the contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .components import AttributionBatch, reduce_channels
+from .methods.matchers import match_references
+from .models.encoding import EncodingModel
+from .models.readouts import RidgeReadout
+from .registry import Registry, get_registry
+
+
+class TinyBackbone(nn.Module):
+    """A frozen 2-layer CNN meeting the backbone contract: ``[B, 3, 16, 16]`` → ``[B, 6, 4, 4]``."""
+
+    input_size = (16, 16)
+    in_channels = 3
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(),
+                                     nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU())
+        self.requires_grad_(False).eval()
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (6, 4, 4)
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        return images * 2 - 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def train(self, mode: bool = True) -> "TinyBackbone":
+        return super().train(False)
+
+
+def tiny_model(readout: nn.Module | None = None, n_neurons: int = 3, seed: int = 0) -> EncodingModel:
+    """A fitted encoding model (``TinyBackbone`` + readout, ridge by default) on planted data: images → ``[B, N]``."""
+    g = torch.Generator().manual_seed(seed)
+    backbone = TinyBackbone(seed)
+    images = torch.rand(48, 3, 16, 16, generator=g)
+    with torch.no_grad():
+        latents = backbone(backbone.preprocess(images))
+    w = torch.randn(n_neurons, latents[0].numel(), generator=g)
+    responses = latents.flatten(1) @ w.T + 0.1 * torch.randn(48, n_neurons, generator=g)
+    readout = readout if readout is not None else RidgeReadout(folds=3)
+    readout.fit(latents, responses)
+    return EncodingModel(backbone, readout).eval()
+
+
+def _check_backbone(backbone: Any) -> None:
+    assert isinstance(backbone, nn.Module), "a backbone must be an nn.Module"
+    size = tuple(backbone.input_size)
+    assert len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size), f"input_size must be (H, W), got {size}"
+    channels = backbone.in_channels
+    assert isinstance(channels, int) and channels > 0, f"in_channels must be a positive int, got {channels!r}"
+    backbone.train()
+    assert not backbone.training, "a backbone must stay in eval mode (override train())"
+    assert not any(p.requires_grad for p in backbone.parameters()), "a backbone must be frozen (requires_grad off)"
+    images = torch.rand(2, channels, *size, requires_grad=True)
+    x = backbone.preprocess(images)
+    assert x.shape[0] == 2 and x.shape[-2:] == images.shape[-2:], f"preprocess changed the shape to {tuple(x.shape)}"
+    latents = backbone(x)
+    assert tuple(latents.shape[1:]) == tuple(backbone.latent_shape), (
+        f"latents {tuple(latents.shape[1:])} do not match latent_shape {tuple(backbone.latent_shape)}")
+    assert torch.isfinite(latents).all(), "latents must be finite"
+    latents.sum().backward()
+    assert images.grad is not None and torch.isfinite(images.grad).all(), "gradients must flow back to the pixels"
+
+
+def _check_readout(readout: Any) -> None:
+    assert isinstance(readout, nn.Module), "a readout must be an nn.Module"
+    model = tiny_model(readout)
+    latents = model.latents(torch.rand(5, 3, 16, 16))
+    out = readout(latents)
+    n = out.shape[1]
+    assert out.shape == (5, n), f"a readout maps [B, ...] latents to [B, N]; got {tuple(out.shape)}"
+    z, w, b = readout.pooled(latents), readout.weight, readout.bias
+    assert z.dim() == 3 and z.shape[:2] == (5, n), f"pooled() must be [B, N, D]; got {tuple(z.shape)}"
+    assert w.shape == (n, z.shape[2]), f"weight must be [N, D] = {(n, z.shape[2])}; got {tuple(w.shape)}"
+    assert b.shape == (n,), f"bias must be [N]; got {tuple(b.shape)}"
+    contract = readout.nonlinearity((z * w).sum(-1) + b)
+    torch.testing.assert_close(out, contract, atol=1e-4, rtol=1e-4,
+                               msg="the readout breaks r_n = φ(⟨w_n, z_n⟩ + b_n)")
+
+
+def _check_matcher(matcher: Any) -> None:
+    g = torch.Generator().manual_seed(0)
+    candidates = torch.randn(2, 9, 16, generator=g)
+    candidates = candidates / candidates.norm(dim=-1, keepdim=True)
+    query = candidates[:, [4, 1, 7]]  # [G=2, Q=3, D]
+    sim = matcher.similarity(query, candidates)
+    assert sim.shape == (2, 3, 9), f"similarity([G, Q, D], [G, K, D]) must be [G, Q, K]; got {tuple(sim.shape)}"
+    single = matcher.similarity(query[1], candidates[1])
+    torch.testing.assert_close(sim[1], single, msg="similarity must be the same batched and unbatched")
+    _, index = match_references(matcher, query, candidates, top_k=1)
+    assert index[..., 0].tolist() == [[4, 1, 7]] * 2, "a vector must be most similar to itself (higher = more similar)"
+
+
+def _check_method(method_factory: Callable[[nn.Module], Any]) -> None:
+    model = tiny_model()
+    method = method_factory(model)
+    assert callable(getattr(method, "attribute", None)), "a method must have attribute(inputs, target=...)"
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 3, 16, 16, generator=g)
+    ref = torch.rand(3, 3, 16, 16, generator=g)
+    target = torch.tensor([0, 2, 1])
+
+    def run(xs: Tensor, refs: Tensor, t: Tensor) -> Tensor:
+        xs = xs.clone().requires_grad_(True)
+        if getattr(method, "pairwise", False):
+            result = method.attribute((xs, refs.clone().requires_grad_(True)), target=t)
+            result = result[0] if isinstance(result, (tuple, list)) else result
+        else:
+            result = method.attribute(xs, target=t)
+        return reduce_channels(result.detach())
+
+    maps = run(x, ref, target)
+    assert maps.shape == (3, 16, 16), f"attributions must be [B, C, H, W] or [B, H, W]; got maps {tuple(maps.shape)}"
+    assert torch.isfinite(maps).all(), "attributions must be finite"
+    looped = torch.cat([run(x[i : i + 1], ref[i : i + 1], target[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(maps, looped, atol=1e-5, rtol=1e-4, msg="batched attributions must equal looped ones")
+
+
+def _check_metric(metric: Any) -> None:
+    assert isinstance(metric.higher_is_better, bool), "a metric declares higher_is_better: bool"
+    model = tiny_model()
+    g = torch.Generator().manual_seed(2)
+    batch = AttributionBatch(model, torch.rand(4, 3, 16, 16, generator=g), torch.randn(4, 16, 16, generator=g),
+                             torch.tensor([0, 1, 2, 0]), torch.rand(4, 16, 16, generator=g) > 0.5)
+    scores = metric(batch)
+    assert isinstance(scores, Tensor) and scores.shape == (4,), f"a metric returns one score per map, [B]; got {scores!r}"
+
+
+def _check_synthesizer(synthesizer: Any) -> None:
+    model = tiny_model()
+    result = synthesizer.synthesize(model, 1)
+    s = result.images.shape[0]
+    assert result.images.shape[1:] == (3, 16, 16), f"images must be [S, C, H, W]; got {tuple(result.images.shape)}"
+    assert result.responses.shape == (s,), f"responses must be [S]; got {tuple(result.responses.shape)}"
+    with torch.no_grad():
+        actual = model(result.images)[:, 1]
+    torch.testing.assert_close(result.responses, actual, atol=1e-4, rtol=1e-4,
+                               msg="responses must be the neuron's responses to the returned images")
+    assert result.history.dim() == 2 and result.history.shape[1] == s, "history must be [steps, S]"
+    assert all(isinstance(v, float) for v in result.cost.values()), "cost values must be floats"
+
+
+CHECKS: dict[str, Callable[[Any], None]] = {
+    "backbone": _check_backbone,
+    "readout": _check_readout,
+    "matcher": _check_matcher,
+    "method": _check_method,
+    "metric": _check_metric,
+    "synthesizer": _check_synthesizer,
+}
+
+
+def check_component(kind: str, name: str, params: Mapping[str, Any] | None = None, *,
+                    registry: Registry | None = None) -> None:
+    """Build component ``name`` of ``kind`` with ``params`` and check it against its contract.
+
+    Raises ``AssertionError`` with the broken part of the contract.
+    """
+    registry = registry or get_registry()
+    component = registry.get(kind, name)
+    params = dict(params or {})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if kind == "method":
+            CHECKS[kind](lambda model: component.build(model, **params))
+        else:
+            CHECKS[kind](component.build(**params))

@@ -1,0 +1,45 @@
+"""Every registered component, built-in or from a workspace plugin, meets its kind's contract."""
+
+from __future__ import annotations
+
+import pytest
+
+from sharedattr.hookspecs import KINDS
+from sharedattr.registry import load_registry
+from sharedattr.testing import check_component
+
+# Params for components whose params have no defaults, or whose defaults are slow in a test.
+EXAMPLE_PARAMS = {
+    ("backbone", "torchvision"): {"model": "resnet18", "layer": "layer1", "input_size": 32},
+    ("backbone", "timm"): {"model": "resnet18", "stage": 1, "input_size": 32},
+    ("method", "integrated_gradients"): {"n_steps": 8},
+    ("metric", "deletion"): {"steps": 4},
+    ("metric", "insertion"): {"steps": 4},
+    ("synthesizer", "gradient_ascent"): {"steps": 3, "n_seeds": 2},
+}
+
+CASES = [(kind, name) for kind in KINDS for name in load_registry().names(kind)]
+
+
+@pytest.mark.parametrize(("kind", "name"), CASES, ids=[f"{k}:{n}" for k, n in CASES])
+def test_component_meets_its_contract(kind, name):
+    check_component(kind, name, EXAMPLE_PARAMS.get((kind, name)))
+
+
+def test_checks_catch_a_broken_component():
+    class Plugin:
+        from sharedattr import hookimpl
+
+        @hookimpl
+        def register_matchers(self, register):
+            class Distance:  # returns a distance: lower = more similar, against the contract
+                def similarity(self, a, b):
+                    import torch
+
+                    return torch.cdist(a, b)
+
+            register("distance", Distance)
+
+    registry = load_registry(extra_plugins=[("p", Plugin())])
+    with pytest.raises(AssertionError, match="most similar to itself"):
+        check_component("matcher", "distance", registry=registry)
