@@ -132,7 +132,7 @@ def test_deletion_and_insertion_reward_the_true_region():
 # -- captum wrappers -------------------------------------------------------------------
 def test_captum_wrappers_equal_direct_captum_calls(registry):
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
-    x = torch.rand(3, 3, 8, 8)
+    x = torch.rand(3, 3, 8, 8, requires_grad=True)
     target = torch.tensor([0, 2, 4])
     sal = registry.build("method", "saliency", model).attribute(x, target=target)
     torch.testing.assert_close(sal, Saliency(model).attribute(x, target=target, abs=True))
@@ -142,6 +142,7 @@ def test_captum_wrappers_equal_direct_captum_calls(registry):
 
 
 # -- backbone weights ------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note about the hostile file
 def test_weights_file_round_trip_and_pickle_refused(registry, tmp_path):
     from safetensors.torch import save_file
 

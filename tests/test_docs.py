@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from sharedattr.components import AttributionBatch
-from sharedattr.config import read_config
+from sharedattr.config import read_config, tomllib
 from sharedattr.hookspecs import KINDS
 from sharedattr.registry import load_registry
 from sharedattr.schema import experiment_json_schema
@@ -76,8 +76,6 @@ def test_example_plugin_registers_and_works(example_plugin):
 
 
 def test_example_pyproject_declares_the_entry_point():
-    import tomllib
-
     pyproject = tomllib.loads(marked_block(DOCS / "plugins.md", "example-pyproject"))
     entry_points = pyproject["project"]["entry-points"]["sharedattr"]
     assert "sharedattr_example" in entry_points.values()
@@ -101,7 +99,7 @@ def test_config_reference_lists_exactly_the_real_fields():
 
 
 def _doc_configs() -> dict[str, dict]:
-    loaders = {"config-toml": __import__("tomllib").loads, "config-yaml": yaml.safe_load, "config-json": json.loads}
+    loaders = {"config-toml": tomllib.loads, "config-yaml": yaml.safe_load, "config-json": json.loads}
     return {m: load(marked_block(DOCS / "config.md", m)) for m, load in loaders.items()}
 
 
