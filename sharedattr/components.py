@@ -35,8 +35,14 @@ class Backbone(Protocol):
 class Readout(Protocol):
     """Per-neuron readout meeting ``r_n(x) = φ(⟨w_n, z_n(x)⟩ + b_n)`` (an ``nn.Module``)."""
 
+    def initialize(self, latent_shape: tuple[int, ...], n_neurons: int) -> None:
+        """Allocate parameters for latents of ``latent_shape`` (no batch dim) and ``n_neurons``.
+
+        After this, ``load_state_dict`` of a fitted readout of the same spec restores it exactly.
+        """
+
     def fit(self, latents: Tensor, responses: Tensor) -> "Readout":
-        """Fit in place to latents ``[B, ...]`` and responses ``[B, N]`` (NaN = missing); returns self."""
+        """Initialize, then fit in place to latents ``[B, ...]`` and responses ``[B, N]`` (NaN = missing); returns self."""
 
     def __call__(self, latents: Tensor) -> Tensor:
         """Latents ``[B, ...]`` → responses ``[B, N]``."""

@@ -58,7 +58,9 @@ def register_readouts(register: Register) -> None:
     """Register readouts: per-neuron maps from latents to responses ``[B, N]``.
 
     ``factory(**params)`` returns a :class:`sharedattr.components.Readout`, an
-    ``nn.Module``. After ``fit(latents, responses)`` (which fits in place) it meets the linear contract
+    ``nn.Module``. ``initialize(latent_shape, n_neurons)`` allocates its parameters (so a
+    saved ``state_dict`` can be loaded); after ``fit(latents, responses)`` (which
+    initializes, then fits in place) it meets the linear contract
     ``r_n(x) = φ(⟨w_n, z_n(x)⟩ + b_n)`` by exposing ``pooled(latents) -> z [B, N, D]``,
     ``weight -> w [N, D]``, ``bias -> b [N]`` and ``nonlinearity`` (φ).
     """

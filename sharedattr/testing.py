@@ -15,6 +15,7 @@ broken part of the contract.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -104,6 +105,12 @@ def _check_readout(readout: Any) -> None:
     contract = readout.nonlinearity((z * w).sum(-1) + b)
     torch.testing.assert_close(out, contract, atol=1e-4, rtol=1e-4,
                                msg="the readout breaks r_n = φ(⟨w_n, z_n⟩ + b_n)")
+    fresh = copy.deepcopy(readout)
+    fresh.initialize(tuple(latents.shape[1:]), n)
+    fresh.load_state_dict(readout.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(latents), out.detach(), rtol=0, atol=0,
+                                   msg="initialize() + load_state_dict() must restore the fitted readout exactly")
 
 
 def _check_matcher(matcher: Any) -> None:

@@ -97,6 +97,19 @@ class RidgeReadout(nn.Module):
         self.register_buffer("_bias", torch.empty(0))
         self.register_buffer("alpha", torch.empty(0))
 
+    def feature_dim(self, latent_shape: tuple[int, ...]) -> int:
+        """``D`` for latents of ``latent_shape`` (``[C, H, W]`` or ``[D]``)."""
+        if len(latent_shape) == 3 and self.pooling in ("avg", "max"):
+            return int(latent_shape[0])
+        return int(torch.Size(latent_shape).numel())
+
+    def initialize(self, latent_shape: tuple[int, ...], n_neurons: int) -> None:
+        """Zero ``w [N, D]``, ``b [N]`` and ``alpha [N]`` for latents of ``latent_shape``."""
+        d = self.feature_dim(tuple(latent_shape))
+        self._weight = torch.zeros(n_neurons, d)
+        self._bias = torch.zeros(n_neurons)
+        self.alpha = torch.zeros(n_neurons, dtype=torch.float64)
+
     def features(self, latents: Tensor) -> Tensor:
         """Latents ``[B, C, H, W]`` or ``[B, D]`` → shared feature vector ``[B, D]``."""
         if latents.dim() == 4 and self.pooling == "avg":
@@ -112,6 +125,7 @@ class RidgeReadout(nn.Module):
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"latents have {x.shape[0]} images but responses {y.shape[0]}")
         n_neurons = y.shape[1]
+        self.initialize(tuple(latents.shape[1:]), n_neurons)
         weight = torch.zeros(n_neurons, x.shape[1], dtype=torch.float64)
         bias = torch.zeros(n_neurons, dtype=torch.float64)
         alpha = torch.zeros(n_neurons, dtype=torch.float64)
