@@ -29,6 +29,9 @@ class RidgeParams(Params):
         "none", description="Spatial pooling of [C, H, W] latents before the linear map: none (flatten), avg or max."
     )
     fit_intercept: bool = Field(True, description="Fit a bias per neuron.")
+    pca: int | None = Field(
+        None, ge=1, description="Keep only the top-k principal components of the features (fitted within each fold)."
+    )
     seed: int = Field(0, description="Seed of the fold assignment.")
 
     @field_validator("alphas")
@@ -39,44 +42,92 @@ class RidgeParams(Params):
         return tuple(sorted(value))
 
 
-def _svd_predictor(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Economy SVD of ``x [n, D]`` → ``U [n, k]``, ``s [k]``, ``Vh [k, D]``."""
-    return torch.linalg.svd(x, full_matrices=False)
+def _top(lam: Tensor, vecs: Tensor, k: int | None) -> tuple[Tensor, Tensor]:
+    """Eigenpairs (ascending from ``eigh``) → the top ``k`` (all when None), negatives clamped to 0."""
+    if k is not None and k < lam.shape[0]:
+        lam, vecs = lam[-k:], vecs[:, -k:]
+    return lam.clamp(min=0), vecs
 
 
-def _shrink(s: Tensor, alphas: Tensor) -> Tensor:
-    """``s / (s² + α)`` → ``[k, A]`` for penalties ``α [A]``."""
-    return s[:, None] / (s[:, None] ** 2 + alphas[None, :])
+class _Spectrum:
+    """Ridge for all penalties and neurons from one eigendecomposition.
+
+    With training data ``x [n, D]`` (centred) and targets ``y [n, N]`` (centred), both the
+    primal form ``x (xᵀx + α)⁻¹ xᵀ y`` and the dual form ``k (xxᵀ + α)⁻¹ y`` predict new
+    rows as ``P diag(1 / (λ + α)) Uᵀy``; ``P`` is the new rows projected on the
+    eigenvectors. The dual form is used when ``n < D`` (cost O(n²D)), the primal
+    otherwise (cost O(nD²)). ``pca = k`` keeps the top-k eigencomponents only
+    (principal-component ridge).
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, pca: int | None, gram: Tensor | None = None) -> None:
+        self.dual = x.shape[0] < x.shape[1]
+        self.x = x
+        if self.dual:
+            gram = x @ x.T if gram is None else gram
+            self.lam, self.vecs = _top(*torch.linalg.eigh(gram), pca)  # U [n, k]
+            self.uty = self.vecs.T @ y  # [k, N]
+        else:
+            self.lam, self.vecs = _top(*torch.linalg.eigh(x.T @ x), pca)  # V [D, k]
+            self.uty = self.vecs.T @ (x.T @ y)  # [k, N]
+
+    def project(self, x_new: Tensor, cross_gram: Tensor | None = None) -> Tensor:
+        """New centred rows ``[m, D]`` (or their cross-Gram ``x_new xᵀ`` ``[m, n]``) → ``P [m, k]``."""
+        if self.dual:
+            return (x_new @ self.x.T if cross_gram is None else cross_gram) @ self.vecs
+        return x_new @ self.vecs
+
+    def predict_all(self, p: Tensor, alphas: Tensor) -> Tensor:
+        """Predictions ``[A, m, N]`` for every penalty in ``alphas [A]`` (centred targets)."""
+        return torch.einsum("mk,ka,kn->amn", p, 1.0 / (self.lam[:, None] + alphas[None, :]), self.uty)
+
+    def weights(self, alpha: Tensor) -> Tensor:
+        """Primal weights ``[D, N]`` with one penalty per neuron, ``alpha [N]``."""
+        coef = self.uty / (self.lam[:, None] + alpha[None, :])  # [k, N]
+        return self.x.T @ (self.vecs @ coef) if self.dual else self.vecs @ coef
 
 
 def ridge_cv(
-    x: Tensor, y: Tensor, alphas: Tensor, folds: int, fit_intercept: bool, generator: torch.Generator
+    x: Tensor, y: Tensor, alphas: Tensor, folds: int, fit_intercept: bool, generator: torch.Generator,
+    pca: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Fit ridge for all neurons at once. ``x [n, D]``, ``y [n, N]`` (no NaN) → ``W [N, D]``, ``b [N]``, ``α [N]``."""
+    """Fit ridge for all neurons at once. ``x [n, D]``, ``y [n, N]`` (no NaN) → ``W [N, D]``, ``b [N]``, ``α [N]``.
+
+    The penalty of each neuron minimises its k-fold cross-validated squared error over
+    ``alphas``. In the dual form one Gram matrix ``x xᵀ`` serves every fold: the fold's
+    centring is applied to blocks of it, so no fold touches ``x`` again.
+    """
     n = x.shape[0]
     if n < folds:
         raise UserError(f"ridge readout: {n} training images cannot be split into {folds} folds; lower 'folds'")
+    dual = n < x.shape[1]
+    gram = x @ x.T if dual else None  # [n, n], uncentred
     fold_of = torch.randperm(n, generator=generator) % folds
     sse = torch.zeros(len(alphas), y.shape[1], dtype=x.dtype)
     for k in range(folds):
         tr, va = fold_of != k, fold_of == k
         xm = x[tr].mean(0) if fit_intercept else torch.zeros(x.shape[1], dtype=x.dtype)
         ym = y[tr].mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
-        u, s, vh = _svd_predictor(x[tr] - xm)
-        uty = u.T @ (y[tr] - ym)  # [k, N]
-        xv = (x[va] - xm) @ vh.T  # [nv, k]
-        shrink = _shrink(s, alphas)  # [k, A]
-        pred = torch.einsum("vk,ka,kn->avn", xv, shrink, uty) + ym  # [A, nv, N]
+        xc = x[tr] - xm
+        if dual:
+            g_tt, g_vt = gram[tr][:, tr], gram[va][:, tr]
+            if fit_intercept:  # centre the Gram blocks with the training fold's mean
+                row = g_tt.mean(0)
+                g_tt = g_tt - row[None, :] - row[:, None] + row.mean()
+                g_vt = g_vt - g_vt.mean(1, keepdim=True) - row[None, :] + row.mean()
+            spectrum = _Spectrum(xc, y[tr] - ym, pca, gram=g_tt)
+            p = spectrum.project(None, cross_gram=g_vt)
+        else:
+            spectrum = _Spectrum(xc, y[tr] - ym, pca)
+            p = spectrum.project(x[va] - xm)
+        pred = spectrum.predict_all(p, alphas) + ym  # [A, nv, N]
         sse += (pred - y[va]).pow(2).sum(1)
     best = sse.argmin(0)  # [N] — smallest penalty wins ties, since alphas are sorted
     alpha = alphas[best]
     xm = x.mean(0) if fit_intercept else torch.zeros(x.shape[1], dtype=x.dtype)
     ym = y.mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
-    u, s, vh = _svd_predictor(x - xm)
-    uty = u.T @ (y - ym)  # [k, N]
-    coef = vh.T @ (s[:, None] / (s[:, None] ** 2 + alpha[None, :]) * uty)  # [D, N]
-    bias = ym - xm @ coef
-    return coef.T.contiguous(), bias, alpha
+    coef = _Spectrum(x - xm, y - ym, pca).weights(alpha)  # [D, N]
+    return coef.T.contiguous(), ym - xm @ coef, alpha
 
 
 class RidgeReadout(nn.Module):
@@ -88,11 +139,12 @@ class RidgeReadout(nn.Module):
         folds: int = 5,
         pooling: str = "none",
         fit_intercept: bool = True,
+        pca: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
         self.alphas, self.folds, self.pooling = tuple(alphas), folds, pooling
-        self.fit_intercept, self.seed = fit_intercept, seed
+        self.fit_intercept, self.pca, self.seed = fit_intercept, pca, seed
         self.register_buffer("_weight", torch.empty(0, 0))
         self.register_buffer("_bias", torch.empty(0))
         self.register_buffer("alpha", torch.empty(0))
@@ -138,7 +190,7 @@ class RidgeReadout(nn.Module):
             generator = torch.Generator().manual_seed(self.seed)
             w, b, a = ridge_cv(
                 x[pattern], y[pattern][:, cols], torch.tensor(self.alphas, dtype=torch.float64),
-                self.folds, self.fit_intercept, generator,
+                self.folds, self.fit_intercept, generator, self.pca,
             )
             weight[cols], bias[cols], alpha[cols] = w, b, a
         self._weight = weight.to(torch.float32)
