@@ -20,6 +20,8 @@ __all__ = [
     "validate_experiment",
     "ExperimentSpec",
     "experiment_json_schema",
+    "load_model",
+    "save_model",
 ]
 
 
@@ -36,6 +38,10 @@ def __getattr__(name: str):  # lazy: `import sharedattr` stays light for plugins
         from . import specs
 
         return getattr(specs, name)
+    if name in ("load_model", "save_model"):
+        from . import fitting
+
+        return getattr(fitting, name)
     if name == "experiment_json_schema":
         from .schema import experiment_json_schema
 

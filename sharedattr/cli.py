@@ -74,6 +74,24 @@ def _run(spec, out: Path, progress: bool) -> int:
     return 0
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .config import load_experiment
+    from .fitting import fit_experiment
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    experiment = fit_experiment(load_experiment(args.config), out, progress=not args.no_progress)
+    fit = experiment.fit
+    r = fit.test_r
+    order = r.argsort(descending=True).tolist()
+    print(f"fitted {len(fit.neuron_ids)} neurons on {len(fit.train)} images, scored on {len(fit.test)} held out "
+          f"(features {'from cache' if experiment.cache_hit else 'computed'})")
+    print(f"held-out Pearson r: median {r.median():.3f}, best {fit.neuron_ids[order[0]]} {r[order[0]]:.3f}, "
+          f"worst {fit.neuron_ids[order[-1]]} {r[order[-1]]:.3f}")
+    print(f"model, scores.csv and figures in {out} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_experiment
 
@@ -116,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Validate an experiment config without running it; print the resolved components.")
     p.add_argument("config", type=Path, help="experiment config: .toml, .yaml/.yml or .json")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("fit", help="fit and score the encoding model of an experiment",
+                       description="Load and check the data, extract (or reuse cached) backbone features, fit the "
+                       "readout on a train split and score it on held-out images. Writes model/ (reload it with "
+                       "sharedattr.load_model), scores.csv and figures/fit.png.")
+    p.add_argument("config", type=Path, help="experiment config: .toml, .yaml/.yml or .json")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("run", help="run an experiment",
                        description="Fit the encoding model, select neurons and drivers, match references, attribute "

@@ -51,9 +51,12 @@ def fit_figure(test_r: Tensor, predicted: Tensor, measured: Tensor, neuron_ids: 
     return _save(fig, path, dpi)
 
 
-def attribution_grids(pairs: Sequence[Any], images: Tensor, maps: Mapping[str, Tensor], neuron_ids: Sequence[str],
-                      stimulus_ids: Sequence[str], folder: Path, dpi: int = 120) -> list[Path]:
+def attribution_grids(pairs: Sequence[Any], drivers: Tensor, references: Tensor, maps: Mapping[str, Tensor],
+                      neuron_ids: Sequence[str], stimulus_ids: Sequence[str], folder: Path,
+                      dpi: int = 120) -> list[Path]:
     """One PNG per neuron: rows = driver/reference pairs; columns = driver, reference, one map per method.
+
+    ``drivers``/``references`` ``[P, C, H, W]`` and each map ``[P, H, W]`` are aligned with ``pairs``.
 
     Maps share one symmetric colour scale per row, so methods are comparable at a glance.
     """
@@ -67,9 +70,9 @@ def attribution_grids(pairs: Sequence[Any], images: Tensor, maps: Mapping[str, T
         fig, axes = plt.subplots(len(items), cols, figsize=(2.2 * cols, 2.3 * len(items)), squeeze=False)
         for row, i in enumerate(items):
             p = pairs[i]
-            axes[row, 0].imshow(_image(images[p.driver]), cmap="gray", vmin=0, vmax=1)
+            axes[row, 0].imshow(_image(drivers[i]), cmap="gray", vmin=0, vmax=1)
             axes[row, 0].set_title(f"driver {stimulus_ids[p.driver]}", fontsize=7)
-            axes[row, 1].imshow(_image(images[p.reference]), cmap="gray", vmin=0, vmax=1)
+            axes[row, 1].imshow(_image(references[i]), cmap="gray", vmin=0, vmax=1)
             axes[row, 1].set_title(f"ref {stimulus_ids[p.reference]}\nsim={p.similarity:.2f}", fontsize=7)
             scale = max((float(m[i].abs().max()) for m in maps.values()), default=1.0) or 1.0
             for col, (label, m) in enumerate(maps.items(), start=2):

@@ -68,3 +68,13 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 
 InputPath = Annotated[Path, AfterValidator(_resolve_path)]
 """A path to an existing input file or folder; relative paths resolve against the config file's folder."""
+
+
+def _resolve_output_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get(BASE_DIR_KEY)
+    path = Path(value).expanduser()
+    return Path(base) / path if base is not None and not path.is_absolute() else path
+
+
+OutputPath = Annotated[Path, AfterValidator(_resolve_output_path)]
+"""A path that need not exist yet (an output or cache folder); relative to the config file's folder."""

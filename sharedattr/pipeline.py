@@ -4,7 +4,8 @@ Every stage uses the components named in the :class:`~sharedattr.specs.Experimen
 built through the registry. Results are written atomically to the output folder:
 
 - ``spec.json``: the validated spec with every default filled in, and its digest;
-- ``readout_scores.csv``: held-out Pearson r per neuron;
+- ``scores.csv``, ``model/`` and ``figures/fit.png``: the fitted encoding model and its
+  held-out Pearson r per neuron (as ``sharedattr fit`` writes them);
 - ``pairs.csv``: per neuron, each out-of-category driver and its matched references;
 - ``results.csv``: tidy, one row per neuron × driver × method × metric;
 - ``summary.csv``: method × metric mean ± sem (also printed);
@@ -27,12 +28,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .components import AttributionBatch, pearson_columns, reduce_channels
-from .data import Responses, StimulusSet
+from .components import AttributionBatch, reduce_channels
+from .data import StimulusSet
 from .errors import UserError
+from .fitting import fit_experiment, resolve_device
 from .io import atomic_save_tensors, atomic_write_csv, atomic_write_json
 from .methods.matchers import match_references
-from .models.encoding import EncodingModel, extract_latents
+from .models.encoding import EncodingModel
 from .registry import Registry, get_registry
 from .specs import ExperimentSpec
 
@@ -61,24 +63,6 @@ class RunResult:
     rows: list[dict[str, Any]]
     summary: list[dict[str, Any]]
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device: {name!r} requested but CUDA is not available; use device = 'cpu' or 'auto'")
-    return device
-
-
-def split_indices(n: int, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """A seeded random train/test split of ``range(n)`` → (train, test) index tensors."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_test = max(1, int(round(n * test_fraction)))
-    if n - n_test < 2:
-        raise UserError(f"data: {n} stimuli with responses are too few to split off a test set of {n_test}")
-    return perm[n_test:].sort().values, perm[:n_test].sort().values
 
 
 def select_neurons(spec: ExperimentSpec, neuron_ids: list[str], test_r: Tensor) -> list[int]:
@@ -113,6 +97,21 @@ def preferred_categories(spec: ExperimentSpec, stimuli: StimulusSet, responses: 
     return [names[int(means[:, n].nan_to_num(-math.inf).argmax())] for n in neurons]
 
 
+@torch.inference_mode()
+def contributions(readout: torch.nn.Module, latents: Tensor, rows: Tensor, neurons: Tensor, batch_size: int,
+                  device: torch.device) -> Tensor:
+    """``c_n(x) = w_n ⊙ z_n(x)`` for stimuli ``rows`` and ``neurons`` → ``[len(rows), len(neurons), D]`` on the CPU.
+
+    Computed in batches of ``batch_size`` images, so memory stays bounded for any readout.
+    """
+    w = readout.weight[neurons.to(readout.weight.device)]  # [G, D]
+    out = []
+    for chunk in rows.split(batch_size):
+        z = readout.pooled(latents[chunk].to(device))[:, neurons.to(device)]  # [b, G, D]
+        out.append((z * w).cpu())
+    return torch.cat(out)
+
+
 def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Registry | None = None,
                    progress: bool = True) -> RunResult:
     """Run the whole experiment described by ``spec``; write the results to ``out_dir``."""
@@ -128,38 +127,14 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
         timings[name] = time.perf_counter()
         stages.set_postfix_str(name)
 
-    # 1. data ---------------------------------------------------------------------------
-    stage("data")
-    atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
-    stimuli = StimulusSet.load(spec.data.stimuli)
-    recorded = Responses.from_csv(spec.data.responses)
-    responses = recorded.aligned_to(stimuli)
-    neuron_ids = list(recorded.neuron_ids)
-    backbone = spec.backbone.build(registry=registry).to(device)
-    images = stimuli.load_images(tuple(backbone.input_size), int(backbone.in_channels))
-    masks = stimuli.load_masks(tuple(backbone.input_size))
-    stages.update()
-
-    # 2. features and readout -------------------------------------------------------------
+    # 1-2. data, features, readout fit and scores (shared with `sharedattr fit`) -----------------
     stage("fit")
-    latents = extract_latents(backbone, images, spec.batch_size, progress, device)
-    measured = (~torch.isnan(responses)).any(1).nonzero().squeeze(1)
-    train_rel, test_rel = split_indices(len(measured), spec.data.test_fraction, spec.data.split_seed)
-    train, test = measured[train_rel], measured[test_rel]
-    readout = spec.readout.build(registry=registry)
-    readout.fit(latents[train], responses[train])
-    readout = readout.to(device)
-    model = EncodingModel(backbone, readout).eval()
-    with torch.inference_mode():
-        predicted = torch.cat([readout(chunk.to(device)).cpu() for chunk in latents.split(spec.batch_size)])
-    test_r = pearson_columns(predicted[test], responses[test])
-    atomic_write_csv(
-        out / "readout_scores.csv",
-        ({"neuron": n, "test_r": float(test_r[i]), "n_train": len(train), "n_test": len(test)}
-         for i, n in enumerate(neuron_ids)),
-        ["neuron", "test_r", "n_train", "n_test"],
-    )
-    stages.update()
+    atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
+    experiment = fit_experiment(spec, out, registry=registry, device=device, progress=progress)
+    stimuli, responses, latents = experiment.stimuli, experiment.responses, experiment.latents
+    model, readout = experiment.fit.model, experiment.fit.model.readout
+    neuron_ids, predicted, test_r = experiment.fit.neuron_ids, experiment.fit.predicted, experiment.fit.test_r
+    stages.update(2)
 
     # 3. neurons and drivers --------------------------------------------------------------
     stage("select")
@@ -172,8 +147,6 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     # 4. matching -------------------------------------------------------------------------
     stage("match")
     matcher = spec.matcher.build(registry=registry)
-    with torch.inference_mode():
-        pooled = readout.pooled(latents.to(device))  # [S, N, D] (a view for shared-feature readouts)
     pairs: list[Pair] = []
     for category in sorted(set(preferred)):
         group = [n for n, p in zip(selected, preferred) if p == category]
@@ -182,16 +155,16 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
         k_drivers = min(spec.selection.drivers_per_neuron, len(ooc))
         drivers = ooc[drive[ooc][:, group].topk(k_drivers, dim=0).indices.T]  # [G, Q]
         idx = torch.tensor(group)
-        w = readout.weight[idx]  # [G, D]
-        query = pooled[drivers, idx[:, None]] * w[:, None]  # [G, Q, D]
-        candidates = pooled[cand[None, :], idx[:, None]] * w[:, None]  # [G, K, D], gathered without a [K, N, D] copy
+        c_drv = contributions(readout, latents, drivers.flatten(), idx, spec.batch_size, device)  # [G*Q, G, D]
+        g_, q_ = drivers.shape
+        query = c_drv.view(g_, q_, g_, -1)[torch.arange(g_), :, torch.arange(g_)]  # [G, Q, D]: own neuron only
+        candidates = contributions(readout, latents, cand, idx, spec.batch_size, device).transpose(0, 1)  # [G, K, D]
         scores, refs = match_references(matcher, query, candidates, spec.selection.references_per_driver)  # [G, Q, k]
         for g, n in enumerate(group):
             for q in range(drivers.shape[1]):
                 for rank in range(refs.shape[-1]):
                     pairs.append(Pair(n, int(drivers[g, q]), int(cand[refs[g, q, rank]]),
                                       float(scores[g, q, rank]), rank))
-    del pooled
     atomic_write_csv(
         out / "pairs.csv",
         ({"neuron": neuron_ids[p.neuron], "driver": stimuli.ids[p.driver], "driver_category": categories[p.driver],
@@ -204,8 +177,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     # 5. attribution ----------------------------------------------------------------------
     stage("attribute")
     targets = torch.tensor([p.neuron for p in pairs])
-    x_drv = images[[p.driver for p in pairs]]
-    x_ref = images[[p.reference for p in pairs]]
+    size, channels = model.input_size, model.in_channels
+    x_drv = stimuli.load_images(size, channels, [p.driver for p in pairs])
+    x_ref = stimuli.load_images(size, channels, [p.reference for p in pairs])
     maps: dict[str, Tensor] = {}
     for m_index, method_spec in enumerate(tqdm(spec.methods, desc="methods", disable=not progress, leave=False)):
         label = method_label(spec, m_index)
@@ -221,13 +195,13 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
             else:
                 attr = method.attribute(xd, target=t)
             chunks.append(reduce_channels(attr.detach()).cpu())
-        maps[label] = torch.cat(chunks) if chunks else torch.empty(0, *images.shape[-2:])
+        maps[label] = torch.cat(chunks) if chunks else torch.empty(0, *size)
     stages.update()
 
     # 6. metrics --------------------------------------------------------------------------
     stage("score")
     metrics = [(metric_label(spec, i), s.build(registry=registry)) for i, s in enumerate(spec.metrics)]
-    drv_masks = masks[[p.driver for p in pairs]] if masks is not None else None
+    drv_masks = stimuli.load_masks(size, [p.driver for p in pairs])
     rows: list[dict[str, Any]] = []
     for label, method_maps in maps.items():
         for m_label, metric in metrics:
@@ -263,10 +237,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     if spec.synthesis:
         run_synthesis(spec, model, selected, neuron_ids, drive, out, registry, progress)
     if spec.output.figures:
-        from .figures import attribution_grids, fit_figure
+        from .figures import attribution_grids
 
-        fit_figure(test_r, predicted[test], responses[test], neuron_ids, out / "figures" / "fit.png", spec.output.dpi)
-        attribution_grids(pairs, images, maps, neuron_ids, stimuli.ids, out / "figures", spec.output.dpi)
+        attribution_grids(pairs, x_drv, x_ref, maps, neuron_ids, stimuli.ids, out / "figures", spec.output.dpi)
     stages.update()
     stages.close()
     timings["end"] = time.perf_counter()

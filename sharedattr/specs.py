@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SpecError, SpecIssue, UnknownComponentError
-from .params import BASE_DIR_KEY, CHECK_FILES_KEY, InputPath, issues_from_validation
+from .params import BASE_DIR_KEY, CHECK_FILES_KEY, InputPath, OutputPath, issues_from_validation
 from .registry import Component, Registry, get_registry
 
 
@@ -109,6 +109,9 @@ class DataSpec(Strict):
         description="The neurons' preferred category (e.g. 'bodies'). Default: per neuron, "
         "the category with the highest mean response.",
     )
+    categories: list[str] | None = Field(
+        None, description="The allowed categories; a stimulus of any other category is an error (default: any)."
+    )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of stimuli held out for scoring.")
     split_seed: int = Field(0, description="Seed of the train/test split.")
 
@@ -146,6 +149,10 @@ class ExperimentSpec(Strict):
     seed: int = Field(0, description="Global random seed.")
     device: str = Field("auto", description="'cpu', 'cuda', 'cuda:N', 'mps', or 'auto' (CUDA when available).")
     batch_size: int = Field(32, ge=1, description="Images per forward/backward batch.")
+    cache: bool = Field(True, description="Cache backbone features on disk, keyed by backbone spec and image content.")
+    cache_dir: OutputPath | None = Field(
+        None, description="Feature cache folder (default: $SHAREDATTR_CACHE, else ~/.cache/sharedattr)."
+    )
     data: DataSpec
     backbone: BackboneSpec
     readout: ReadoutSpec = Field(default_factory=lambda: ReadoutSpec(name="ridge"))

@@ -16,9 +16,10 @@ TINY_BACKBONE = {"name": "torchvision", "model": "resnet18", "layer": "layer1", 
 
 
 @pytest.fixture(autouse=True)
-def _fresh_global_registry(monkeypatch):
-    """Each test sees a freshly discovered process-wide registry and no plugin filter."""
+def _fresh_global_registry(monkeypatch, tmp_path):
+    """Each test sees a freshly discovered registry, no plugin filter and its own feature cache."""
     monkeypatch.delenv("SHAREDATTR_LOAD_PLUGINS", raising=False)
+    monkeypatch.setenv("SHAREDATTR_CACHE", str(tmp_path / "feature-cache"))
     reset_registry()
     torch.manual_seed(0)
     yield

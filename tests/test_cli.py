@@ -12,7 +12,7 @@ import yaml
 from sharedattr.cli import main
 from sharedattr.hookspecs import KINDS
 
-COMMANDS = ["plugins", "schema", "validate", "run", "demo"]
+COMMANDS = ["plugins", "schema", "validate", "fit", "run", "demo"]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -142,7 +142,7 @@ def test_run_writes_results(capsys, tmp_path, tiny_config):
     code, out, err = run_cli(capsys, "run", str(_write(tmp_path, tiny_config)), "--out", str(out_dir), "--no-progress")
     assert code == 0, err
     assert "saliency" in out and "deletion ↓" in out
-    for name in ["spec.json", "readout_scores.csv", "pairs.csv", "results.csv", "summary.csv", "maps.safetensors"]:
+    for name in ["spec.json", "scores.csv", "pairs.csv", "results.csv", "summary.csv", "maps.safetensors"]:
         assert (out_dir / name).is_file(), name
 
 

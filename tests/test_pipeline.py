@@ -40,7 +40,7 @@ def test_run_produces_a_tidy_table_per_pair_method_metric(tiny_config, tmp_path)
     assert maps["saliency"].shape == (len(pairs), 32, 32)
     saved = json.loads((tmp_path / "spec.json").read_text())
     assert saved["digest"] == spec.digest()
-    scores = read_csv(tmp_path / "readout_scores.csv")
+    scores = read_csv(tmp_path / "scores.csv")
     assert [s["neuron"] for s in scores] == ["body_limbs", "body_head", "body_all", "object_shape"]
     synthesis = read_csv(tmp_path / "synthesis" / "scores.csv")
     assert len(synthesis) == 2 * 2 and {"forward_calls", "wall_s"} <= set(synthesis[0])

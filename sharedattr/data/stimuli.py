@@ -7,6 +7,8 @@ folder with one sub-folder of images per category. Every problem found is report
 from __future__ import annotations
 
 import csv
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,35 +112,76 @@ class StimulusSet:
             raise DataError(path, problems)
         return cls(tuple(ids), tuple(paths), tuple(cats), (None,) * len(ids))
 
-    def load_images(self, size: tuple[int, int], channels: int) -> Tensor:
-        """All images as ``[S, channels, H, W]`` float in [0, 1], resized to ``size``; decode errors listed at once."""
-        from PIL import Image, UnidentifiedImageError
+    def check_images(self) -> None:
+        """Decode every image header and pixel stream once; raise :class:`DataError` listing all failures."""
+        from PIL import Image
 
-        mode = "L" if channels == 1 else "RGB"
-        out = torch.empty(len(self), channels, *size)
         problems = []
-        for i, p in enumerate(self.paths):
+        for sid, p in zip(self.ids, self.paths):
             try:
                 with Image.open(p) as im:
+                    im.load()
+            except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
+                problems.append(f"{sid}: cannot decode image {p}: {type(err).__name__}: {err}")
+        if problems:
+            raise DataError("stimulus images", problems)
+
+    def check_categories(self, allowed: Sequence[str] | None) -> None:
+        """Raise :class:`DataError` listing every stimulus whose category is not in ``allowed`` (if given)."""
+        if allowed is None:
+            return
+        unknown = [f"{sid}: unknown category {c!r} (allowed: {', '.join(allowed)})"
+                   for sid, c in zip(self.ids, self.categories) if c not in allowed]
+        if unknown:
+            raise DataError("stimulus categories", unknown)
+
+    def load_images(self, size: tuple[int, int], channels: int, indices: Sequence[int] | None = None) -> Tensor:
+        """Images ``[len(indices), channels, H, W]`` float in [0, 1], resized to ``size`` (all when None)."""
+        from PIL import Image
+
+        indices = range(len(self)) if indices is None else indices
+        mode = "L" if channels == 1 else "RGB"
+        out = torch.empty(len(indices), channels, *size)
+        problems = []
+        for row, i in enumerate(indices):
+            try:
+                with Image.open(self.paths[i]) as im:
                     im = im.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
                     arr = np.asarray(im, dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError, ValueError) as err:
-                problems.append(f"{self.ids[i]}: cannot decode image {p}: {err}")
+            except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
+                problems.append(f"{self.ids[i]}: cannot decode image {self.paths[i]}: {type(err).__name__}: {err}")
                 continue
-            out[i] = torch.from_numpy(arr.reshape(size[0], size[1], -1)).permute(2, 0, 1)
+            out[row] = torch.from_numpy(arr.reshape(size[0], size[1], -1)).permute(2, 0, 1)
         if problems:
             raise DataError("stimulus images", problems)
         return out
 
-    def load_masks(self, size: tuple[int, int]) -> Tensor | None:
-        """Ground-truth masks ``[S, H, W]`` bool (nearest resize), or None if the set has none."""
+    def content_digest(self) -> str:
+        """SHA-256 of the ids, categories and every image file's bytes: the identity of the stimulus content."""
+        h = hashlib.sha256()
+        for sid, cat, p in zip(self.ids, self.categories, self.paths):
+            h.update(f"{sid}\0{cat}\0".encode())
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            h.update(b"\1")
+        return h.hexdigest()
+
+    @property
+    def has_masks(self) -> bool:
+        return any(m is not None for m in self.masks)
+
+    def load_masks(self, size: tuple[int, int], indices: Sequence[int] | None = None) -> Tensor | None:
+        """Ground-truth masks ``[len(indices), H, W]`` bool (nearest resize), or None if the set has none."""
         from PIL import Image
 
-        if all(m is None for m in self.masks):
+        if not self.has_masks:
             return None
-        out = torch.zeros(len(self), *size, dtype=torch.bool)
-        for i, p in enumerate(self.masks):
+        indices = range(len(self)) if indices is None else indices
+        out = torch.zeros(len(indices), *size, dtype=torch.bool)
+        for row, i in enumerate(indices):
+            p = self.masks[i]
             if p is not None:
                 with Image.open(p) as im:
-                    out[i] = torch.from_numpy(np.asarray(im.convert("L").resize((size[1], size[0]), Image.NEAREST)) > 0)
+                    out[row] = torch.from_numpy(np.asarray(im.convert("L").resize((size[1], size[0]), Image.NEAREST)) > 0)
         return out

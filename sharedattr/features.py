@@ -1,0 +1,97 @@
+"""Batched, streaming backbone feature extraction with an on-disk cache.
+
+Images are loaded batch by batch (never the whole set at once) and the latents are written
+into a memory-mapped ``.npy`` file under a temporary name, renamed into place when complete.
+The file's name is a hash of the canonical backbone spec and of the stimulus content
+(ids, categories, image bytes, load size and channels), so a second run with the same
+inputs does no backbone forward pass, and any change to either gives a new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .data import StimulusSet
+
+CACHE_ENV = "SHAREDATTR_CACHE"
+CACHE_FORMAT = 1  # bump when the stored layout or the image loading changes
+
+
+def default_cache_dir() -> Path:
+    """``$SHAREDATTR_CACHE``, else ``$XDG_CACHE_HOME/sharedattr``, else ``~/.cache/sharedattr``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sharedattr"
+
+
+def feature_key(backbone_spec: dict[str, Any], stimuli_digest: str, size: tuple[int, int], channels: int) -> str:
+    """The cache key of one backbone × stimulus set: a SHA-256 prefix."""
+    payload = json.dumps({"format": CACHE_FORMAT, "backbone": backbone_spec, "stimuli": stimuli_digest,
+                          "size": list(size), "channels": channels}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _open(path: Path) -> Tensor:
+    """A cached feature file as a tensor backed by a copy-on-write memory map (no full read)."""
+    return torch.from_numpy(np.load(path, mmap_mode="c"))
+
+
+@torch.inference_mode()
+def extract_features(
+    backbone: nn.Module,
+    stimuli: StimulusSet,
+    *,
+    backbone_spec: dict[str, Any] | None = None,
+    cache_dir: Path | None = None,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[Tensor, bool]:
+    """Latents of every stimulus, ``[S, *backbone.latent_shape]`` float32 on the CPU, and whether the cache hit.
+
+    ``backbone_spec`` (the canonical spec dict) and ``cache_dir`` enable the cache; without
+    them the latents are computed into memory. Peak memory is one batch of images plus,
+    without a cache, the latents themselves.
+    """
+    size, channels = tuple(backbone.input_size), int(backbone.in_channels)
+    shape = (len(stimuli), *backbone.latent_shape)
+    path = None
+    if backbone_spec is not None and cache_dir is not None:
+        key = feature_key(backbone_spec, stimuli.content_digest(), size, channels)
+        path = Path(cache_dir) / f"features-{key}.npy"
+        if path.is_file():
+            cached = _open(path)
+            if tuple(cached.shape) == shape:
+                return cached, True
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+    else:
+        out = np.empty(shape, dtype=np.float32)
+    starts = range(0, len(stimuli), batch_size)
+    try:
+        for start in tqdm(starts, desc="features", disable=not progress, leave=False, unit="batch"):
+            indices = range(start, min(start + batch_size, len(stimuli)))
+            images = stimuli.load_images(size, channels, indices).to(device)
+            out[start : indices.stop] = backbone(backbone.preprocess(images)).float().cpu().numpy()
+        if path is None:
+            return torch.from_numpy(out), False
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    except BaseException:
+        if path is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    return _open(path), False
