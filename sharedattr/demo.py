@@ -24,6 +24,7 @@ name = "demo"
 seed = 0
 device = "cpu"
 batch_size = 32
+cache_dir = "feature-cache"   # keep the demo self-contained
 
 [data]
 stimuli = "stimuli/manifest.csv"
