@@ -118,19 +118,21 @@ def test_config_examples_validate_and_agree(schema_validator):
     assert len(digests) == 1, "the TOML, YAML and JSON examples in docs/config.md describe different experiments"
 
 
-def _readme_toml() -> str:
-    m = re.search(r"```toml\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
-    assert m, "README has no TOML example"
-    return m.group(1)
+def _experiment_toml(doc: Path) -> str:
+    """The first TOML block of ``doc`` that is an experiment config (has a [data] table)."""
+    blocks = [b for b in re.findall(r"```toml\n(.*?)\n```", doc.read_text(), re.S) if "[data]" in b]
+    assert blocks, f"{doc.name} has no experiment config example"
+    return blocks[0]
 
 
-@pytest.mark.parametrize("source", ["README.md", *sorted(p.name for p in (ROOT / "examples").glob("*.toml"))])
+@pytest.mark.parametrize("source", ["README.md", "docs/fitting.md",
+                                    *sorted(f"examples/{p.name}" for p in (ROOT / "examples").glob("*.toml"))])
 def test_readme_and_example_configs_validate(schema_validator, source, tmp_path):
-    if source == "README.md":
-        path = tmp_path / "readme.toml"
-        path.write_text(_readme_toml())
+    if source.endswith(".md"):
+        path = tmp_path / "doc.toml"
+        path.write_text(_experiment_toml(ROOT / source))
     else:
-        path = ROOT / "examples" / source
+        path = ROOT / source
     data = read_config(path)
     assert not [e.message for e in schema_validator.iter_errors(data)]
     validate_experiment(data, check_files=False, base_dir=path.parent)
