@@ -52,39 +52,35 @@ def _top(lam: Tensor, vecs: Tensor, k: int | None) -> tuple[Tensor, Tensor]:
 class _Spectrum:
     """Ridge for all penalties and neurons from one eigendecomposition.
 
-    With training data ``x [n, D]`` (centred) and targets ``y [n, N]`` (centred), both the
-    primal form ``x (xᵀx + α)⁻¹ xᵀ y`` and the dual form ``k (xxᵀ + α)⁻¹ y`` predict new
-    rows as ``P diag(1 / (λ + α)) Uᵀy``; ``P`` is the new rows projected on the
-    eigenvectors. The dual form is used when ``n < D`` (cost O(n²D)), the primal
-    otherwise (cost O(nD²)). ``pca = k`` keeps the top-k eigencomponents only
+    With centred training features ``x [n, D]`` and targets ``y [n, N]``, both the primal
+    form ``x (xᵀx + α)⁻¹ xᵀ y`` and the dual form ``k (xxᵀ + α)⁻¹ y`` predict new rows as
+    ``P diag(1 / (λ + α)) Uᵀy``, where ``P`` holds the new rows projected on the
+    eigenvectors. The dual form (from the Gram matrix ``xxᵀ``) is used when ``n < D``, the
+    primal (from ``xᵀx``) otherwise. ``pca = k`` keeps the top-k eigencomponents only
     (principal-component ridge).
     """
 
-    def __init__(self, x: Tensor, y: Tensor, pca: int | None, gram: Tensor | None = None) -> None:
-        self.dual = x.shape[0] < x.shape[1]
-        self.x = x
-        if self.dual:
-            gram = x @ x.T if gram is None else gram
-            self.lam, self.vecs = _top(*torch.linalg.eigh(gram), pca)  # U [n, k]
-            self.uty = self.vecs.T @ y  # [k, N]
-        else:
-            self.lam, self.vecs = _top(*torch.linalg.eigh(x.T @ x), pca)  # V [D, k]
-            self.uty = self.vecs.T @ (x.T @ y)  # [k, N]
-
-    def project(self, x_new: Tensor, cross_gram: Tensor | None = None) -> Tensor:
-        """New centred rows ``[m, D]`` (or their cross-Gram ``x_new xᵀ`` ``[m, n]``) → ``P [m, k]``."""
-        if self.dual:
-            return (x_new @ self.x.T if cross_gram is None else cross_gram) @ self.vecs
-        return x_new @ self.vecs
+    def __init__(self, square: Tensor, rhs: Tensor, pca: int | None) -> None:
+        """``square``: ``xxᵀ [n, n]`` (dual) or ``xᵀx [D, D]`` (primal); ``rhs``: ``y`` or ``xᵀy``."""
+        self.lam, self.vecs = _top(*torch.linalg.eigh(square), pca)
+        self.uty = self.vecs.T @ rhs  # [k, N]
 
     def predict_all(self, p: Tensor, alphas: Tensor) -> Tensor:
-        """Predictions ``[A, m, N]`` for every penalty in ``alphas [A]`` (centred targets)."""
+        """Predictions ``[A, m, N]`` from projections ``p [m, k]`` for every penalty ``alphas [A]``."""
         return torch.einsum("mk,ka,kn->amn", p, 1.0 / (self.lam[:, None] + alphas[None, :]), self.uty)
 
-    def weights(self, alpha: Tensor) -> Tensor:
-        """Primal weights ``[D, N]`` with one penalty per neuron, ``alpha [N]``."""
-        coef = self.uty / (self.lam[:, None] + alpha[None, :])  # [k, N]
-        return self.x.T @ (self.vecs @ coef) if self.dual else self.vecs @ coef
+    def solve(self, alpha: Tensor) -> Tensor:
+        """``vecs diag(1 / (λ + α_n)) Uᵀy`` with one penalty per neuron ``alpha [N]`` → ``[n or D, N]``."""
+        return self.vecs @ (self.uty / (self.lam[:, None] + alpha[None, :]))
+
+
+def _centre_gram(g_rows: Tensor, g_train: Tensor) -> Tensor:
+    """Centre Gram blocks ``x_a x_bᵀ`` with the mean of the training rows ``b``: ``(x_a − m)(x_b − m)ᵀ``.
+
+    ``g_rows`` is ``x_a x_bᵀ`` ``[m, n]``; ``g_train`` is ``x_b x_bᵀ`` ``[n, n]``.
+    """
+    col = g_train.mean(0)  # m·x_b_j  [n]
+    return g_rows - g_rows.mean(1, keepdim=True) - col[None, :] + col.mean()
 
 
 def ridge_cv(
@@ -94,39 +90,42 @@ def ridge_cv(
     """Fit ridge for all neurons at once. ``x [n, D]``, ``y [n, N]`` (no NaN) → ``W [N, D]``, ``b [N]``, ``α [N]``.
 
     The penalty of each neuron minimises its k-fold cross-validated squared error over
-    ``alphas``. In the dual form one Gram matrix ``x xᵀ`` serves every fold: the fold's
-    centring is applied to blocks of it, so no fold touches ``x`` again.
+    ``alphas``. In the dual form (``n < D``) one Gram matrix ``x xᵀ`` serves every fold
+    and the final fit: centring is applied to its blocks, and ``x`` is touched only to
+    form it and to map the final dual coefficients back to weights.
     """
-    n = x.shape[0]
+    n, d = x.shape
     if n < folds:
         raise UserError(f"ridge readout: {n} training images cannot be split into {folds} folds; lower 'folds'")
-    dual = n < x.shape[1]
+    dual = n < d
     gram = x @ x.T if dual else None  # [n, n], uncentred
     fold_of = torch.randperm(n, generator=generator) % folds
     sse = torch.zeros(len(alphas), y.shape[1], dtype=x.dtype)
     for k in range(folds):
         tr, va = fold_of != k, fold_of == k
-        xm = x[tr].mean(0) if fit_intercept else torch.zeros(x.shape[1], dtype=x.dtype)
         ym = y[tr].mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
-        xc = x[tr] - xm
         if dual:
             g_tt, g_vt = gram[tr][:, tr], gram[va][:, tr]
-            if fit_intercept:  # centre the Gram blocks with the training fold's mean
-                row = g_tt.mean(0)
-                g_tt = g_tt - row[None, :] - row[:, None] + row.mean()
-                g_vt = g_vt - g_vt.mean(1, keepdim=True) - row[None, :] + row.mean()
-            spectrum = _Spectrum(xc, y[tr] - ym, pca, gram=g_tt)
-            p = spectrum.project(None, cross_gram=g_vt)
+            if fit_intercept:
+                g_tt, g_vt = _centre_gram(g_tt, g_tt), _centre_gram(g_vt, g_tt)
+            spectrum = _Spectrum(g_tt, y[tr] - ym, pca)
+            p = g_vt @ spectrum.vecs
         else:
-            spectrum = _Spectrum(xc, y[tr] - ym, pca)
-            p = spectrum.project(x[va] - xm)
-        pred = spectrum.predict_all(p, alphas) + ym  # [A, nv, N]
-        sse += (pred - y[va]).pow(2).sum(1)
-    best = sse.argmin(0)  # [N] — smallest penalty wins ties, since alphas are sorted
-    alpha = alphas[best]
-    xm = x.mean(0) if fit_intercept else torch.zeros(x.shape[1], dtype=x.dtype)
+            xm = x[tr].mean(0) if fit_intercept else torch.zeros(d, dtype=x.dtype)
+            xc = x[tr] - xm
+            spectrum = _Spectrum(xc.T @ xc, xc.T @ (y[tr] - ym), pca)
+            p = (x[va] - xm) @ spectrum.vecs
+        sse += (spectrum.predict_all(p, alphas) + ym - y[va]).pow(2).sum(1)
+    alpha = alphas[sse.argmin(0)]  # [N]; the smallest penalty wins ties, since alphas are sorted
+    xm = x.mean(0) if fit_intercept else torch.zeros(d, dtype=x.dtype)
     ym = y.mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
-    coef = _Spectrum(x - xm, y - ym, pca).weights(alpha)  # [D, N]
+    if dual:
+        spectrum = _Spectrum(_centre_gram(gram, gram) if fit_intercept else gram, y - ym, pca)
+        dual_coef = spectrum.solve(alpha)  # [n, N]
+        coef = x.T @ dual_coef - xm[:, None] * dual_coef.sum(0)[None, :]  # (x − 1mᵀ)ᵀ A, without copying x
+    else:
+        xc = x - xm
+        coef = _Spectrum(xc.T @ xc, xc.T @ (y - ym), pca).solve(alpha)  # [D, N]
     return coef.T.contiguous(), ym - xm @ coef, alpha
 
 
