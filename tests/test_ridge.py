@@ -66,3 +66,15 @@ def test_readout_pca_option_fits():
     assert readout.weight.shape == (3, 100)
     r = torch.corrcoef(torch.cat([readout(latents).T, y.T]))[:3, 3:].diagonal()
     assert (r > 0.95).all()
+
+
+def test_ridge_matches_scikit_learn():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    g = torch.Generator().manual_seed(3)
+    for n, d in [(50, 300), (300, 20)]:
+        x = torch.randn(n, d, generator=g, dtype=torch.float64)
+        y = torch.randn(n, 4, generator=g, dtype=torch.float64)
+        w, b, _ = ridge_cv(x, y, torch.tensor([3.0], dtype=torch.float64), 2, True, torch.Generator())
+        reference = sklearn.Ridge(alpha=3.0).fit(x.numpy(), y.numpy())
+        torch.testing.assert_close(w, torch.from_numpy(reference.coef_), rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(b, torch.from_numpy(reference.intercept_), rtol=1e-7, atol=1e-9)
