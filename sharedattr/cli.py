@@ -75,6 +75,8 @@ def _run(spec, out: Path, progress: bool) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    import torch
+
     from .config import load_experiment
     from .fitting import fit_experiment
 
@@ -88,6 +90,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
           f"(features {'from cache' if experiment.cache_hit else 'computed'})")
     print(f"held-out Pearson r: median {r.median():.3f}, best {fit.neuron_ids[order[0]]} {r[order[0]]:.3f}, "
           f"worst {fit.neuron_ids[order[-1]]} {r[order[-1]]:.3f}")
+    if fit.fev is not None:
+        fev = fit.fev[torch.isfinite(fit.fev)]
+        print(f"fraction of explainable variance explained (held out): median {fev.median():.3f} over "
+              f"{len(fev)} neurons with enough repeats" if len(fev) else
+              "no neuron has enough repeated trials for a noise ceiling (see scores.csv, column note)")
     print(f"model, scores.csv and figures in {out} ({time.perf_counter() - start:.1f} s)")
     return 0
 

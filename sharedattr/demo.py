@@ -143,8 +143,12 @@ NEURONS = {
 }
 
 
-def make_demo_data(folder: Path, n_per_category: int = 40, size: int = 64, seed: int = 0, noise: float = 0.1) -> Path:
-    """Write ``stimuli/`` (manifest, images, masks), ``responses.csv`` and ``demo.toml`` into ``folder``."""
+def make_demo_data(folder: Path, n_per_category: int = 40, size: int = 64, seed: int = 0, noise: float = 0.1,
+                   repeats: int = 2) -> Path:
+    """Write ``stimuli/`` (manifest, images, masks), ``responses.csv`` and ``demo.toml`` into ``folder``.
+
+    ``responses.csv`` holds ``repeats`` noisy trials per stimulus (one row each).
+    """
     from PIL import Image
 
     rng = random.Random(seed)
@@ -170,9 +174,9 @@ def make_demo_data(folder: Path, n_per_category: int = 40, size: int = 64, seed:
         writer = csv.writer(f)
         writer.writerow(["stimulus_id", *NEURONS])
         for (sid, *_), a in zip(rows, areas):
-            values = [sum(w * a[p] / typical[p] for p, w in weights.items()) + noise_rng.normal(0, noise)
-                      for weights in NEURONS.values()]
-            writer.writerow([sid, *(f"{v:.5f}" for v in values)])
+            signal = [sum(w * a[p] / typical[p] for p, w in weights.items()) for weights in NEURONS.values()]
+            for _ in range(repeats):
+                writer.writerow([sid, *(f"{v + noise_rng.normal(0, noise):.5f}" for v in signal)])
     config = folder / "demo.toml"
     atomic_write_text(config, DEMO_CONFIG.format(config_name=config.name, size=size))
     return config

@@ -27,7 +27,7 @@ from .registry import Registry, get_registry
 from .data import StimulusSet
 from .specs import BackboneSpec, ExperimentSpec, ReadoutSpec
 
-SCORE_COLUMNS = ["neuron", "test_r", "n_train", "n_test"]
+SCORE_COLUMNS = ["neuron", "test_r", "noise_ceiling", "fev", "n_train", "n_test", "note"]
 MODEL_FILE = "model.json"
 READOUT_FILE = "readout.safetensors"
 MODEL_FORMAT = 1
@@ -56,6 +56,36 @@ class Fit:
     test: Tensor
     predicted: Tensor
     test_r: Tensor
+    noise_ceiling: Tensor | None = None
+    fev: Tensor | None = None
+    notes: list[str | None] | None = None
+
+    def score_repeats(self, trials: Tensor) -> None:
+        """Noise ceiling and FEV on the held-out stimuli from their trials ``[S, R, N]`` (aligned to the stimuli)."""
+        from .scoring import fraction_explainable_variance_explained, noise_ceiling, unscorable_reasons
+
+        held_out, predicted = trials[self.test], self.predicted[self.test]
+        self.noise_ceiling = noise_ceiling(held_out)
+        self.fev = fraction_explainable_variance_explained(predicted, held_out)
+        self.notes = unscorable_reasons(held_out, predicted)
+
+
+def write_scores(fit: Fit, path: Path) -> None:
+    """``scores.csv``: per neuron, held-out r and, where trials repeat, noise ceiling and FEV.
+
+    Undefined values are left empty, with the reason in ``note`` (never a bare NaN).
+    """
+    from .io import atomic_write_csv
+
+    def value(t: Tensor | None, i: int) -> float | str:
+        return "" if t is None or not torch.isfinite(t[i]) else float(t[i])
+
+    rows = []
+    for i, n in enumerate(fit.neuron_ids):
+        note = "no repeated trials" if fit.notes is None else (fit.notes[i] or "")
+        rows.append({"neuron": n, "test_r": float(fit.test_r[i]), "noise_ceiling": value(fit.noise_ceiling, i),
+                     "fev": value(fit.fev, i), "n_train": len(fit.train), "n_test": len(fit.test), "note": note})
+    atomic_write_csv(path, rows, SCORE_COLUMNS)
 
 
 @torch.inference_mode()
@@ -183,16 +213,16 @@ def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry 
 
     Writes ``scores.csv``, ``model/`` and, with figures on, ``figures/fit.png`` into ``out``.
     """
-    from .data import Responses, StimulusSet
+    from .data import load_responses
     from .features import default_cache_dir, extract_features
-    from .io import atomic_write_csv
 
     registry = registry or get_registry()
     out = Path(out)
     device = device or resolve_device(spec.device)
     stimuli = StimulusSet.load(spec.data.stimuli)
     stimuli.check_categories(spec.data.categories)
-    recorded = Responses.from_csv(spec.data.responses)
+    recorded = load_responses(spec.data.responses, ids_path=spec.data.response_ids,
+                              neuron_ids_path=spec.data.neuron_ids)
     responses = recorded.aligned_to(stimuli)
     stimuli.check_images()  # every decode error, before any compute
     backbone = spec.backbone.build(registry=registry).to(device)
@@ -205,12 +235,9 @@ def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry 
     fit = fit_readout(spec.readout, backbone, latents, responses, list(recorded.neuron_ids),
                       test_fraction=spec.data.test_fraction, split_seed=spec.data.split_seed,
                       batch_size=spec.batch_size, device=device, registry=registry)
-    atomic_write_csv(
-        out / "scores.csv",
-        ({"neuron": n, "test_r": float(fit.test_r[i]), "n_train": len(fit.train), "n_test": len(fit.test)}
-         for i, n in enumerate(fit.neuron_ids)),
-        SCORE_COLUMNS,
-    )
+    if recorded.has_repeats:
+        fit.score_repeats(recorded.trials_aligned_to(stimuli))
+    write_scores(fit, out / "scores.csv")
     save_model(fit.model, spec.backbone, spec.readout, fit.neuron_ids, out / "model",
                extra={"spec_digest": spec.digest()})
     if spec.output.figures:

@@ -102,7 +102,14 @@ class DataSpec(Strict):
         "or a folder with one sub-folder of images per category."
     )
     responses: InputPath = Field(
-        description="CSV of responses: one row per stimulus (first column stimulus_id), one column per neuron."
+        description="Responses: a CSV (column stimulus_id, one column per neuron, one row per trial), an NPY "
+        "array [S, N] or [S, R, N] with response_ids, or a BrainIO-style NetCDF assembly (.nc)."
+    )
+    response_ids: InputPath | None = Field(
+        None, description="For .npy responses: a text file of the S stimulus ids, one per line (required there)."
+    )
+    neuron_ids: InputPath | None = Field(
+        None, description="For .npy responses: a text file of the N neuron ids (default: 0 .. N-1)."
     )
     preferred_category: str | None = Field(
         None,
@@ -114,6 +121,16 @@ class DataSpec(Strict):
     )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of stimuli held out for scoring.")
     split_seed: int = Field(0, description="Seed of the train/test split.")
+
+
+    @model_validator(mode="after")
+    def _ids_go_with_npy(self) -> "DataSpec":
+        is_npy = self.responses.suffix.lower() == ".npy"
+        if is_npy and self.response_ids is None:
+            raise ValueError("responses is a .npy array: give response_ids, a text file of its stimulus ids")
+        if not is_npy and (self.response_ids is not None or self.neuron_ids is not None):
+            raise ValueError("response_ids and neuron_ids go with .npy responses only (CSV and NetCDF name their ids)")
+        return self
 
 
 class SelectionSpec(Strict):

@@ -218,3 +218,43 @@ def test_unknown_category_is_listed(tiny_config, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "stimulus categories: 12 problem(s)" in err
     assert "objects_000: unknown category 'objects' (allowed: bodies, faces)" in err
+
+
+def test_scores_include_noise_ceiling_and_fev_from_repeats(tiny_config, tmp_path):
+    fit_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
+    assert {"noise_ceiling", "fev", "note"} <= set(rows[0])
+    scored = [r for r in rows if r["fev"] != ""]
+    assert scored, rows  # the tiny set has 2 trials per stimulus
+    for r in scored:
+        assert 0 < float(r["noise_ceiling"]) <= 1 and float(r["fev"]) <= 1 and r["note"] == ""
+    assert all(r["note"] for r in rows if r["fev"] == "")  # an empty value always says why
+
+
+def test_npy_responses_fit_like_csv(tiny_data, tiny_config, tmp_path):
+    import numpy as np
+
+    from sharedattr.data import load_responses
+
+    recorded = load_responses(tiny_data / "responses.csv")
+    np.save(tmp_path / "r.npy", recorded.trials.numpy())
+    (tmp_path / "ids.txt").write_text("\n".join(recorded.ids) + "\n")
+    (tmp_path / "neurons.txt").write_text("\n".join(recorded.neuron_ids) + "\n")
+    via_csv = fit_experiment(validate_experiment(tiny_config), tmp_path / "csv", progress=False)
+    tiny_config["data"].update(responses=str(tmp_path / "r.npy"), response_ids=str(tmp_path / "ids.txt"),
+                               neuron_ids=str(tmp_path / "neurons.txt"))
+    via_npy = fit_experiment(validate_experiment(tiny_config), tmp_path / "npy", progress=False)
+    assert via_npy.fit.neuron_ids == via_csv.fit.neuron_ids
+    torch.testing.assert_close(via_npy.fit.test_r, via_csv.fit.test_r)
+    torch.testing.assert_close(via_npy.fit.fev, via_csv.fit.fev, equal_nan=True)
+
+
+def test_npy_responses_need_their_ids(tiny_config, tmp_path):
+    import numpy as np
+
+    from sharedattr.errors import SpecError
+
+    np.save(tmp_path / "r.npy", np.zeros((3, 2)))
+    tiny_config["data"]["responses"] = str(tmp_path / "r.npy")
+    with pytest.raises(SpecError, match="data: Value error, responses is a .npy array: give response_ids"):
+        validate_experiment(tiny_config)
