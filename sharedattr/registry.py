@@ -37,6 +37,7 @@ LOAD_PLUGINS_ENV = "SHAREDATTR_LOAD_PLUGINS"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "sharedattr.models.backbones",
     "sharedattr.models.readouts",
+    "sharedattr.models.sgd_readouts",
     "sharedattr.methods.matchers",
     "sharedattr.methods.captum_methods",
     "sharedattr.metrics.builtin",

@@ -62,7 +62,7 @@ def test_plugin_that_fails_to_import_warns_and_others_keep_working(install_plugi
         registry = load_registry()
     assert "sharedattr-broken" in registry.failed_plugins
     assert registry.get("matcher", "half_dot").source == "sharedattr-half"
-    assert registry.names("readout") == ["ridge"]
+    assert registry.names("readout") == ["attention", "factorized", "gaussian2d", "ridge"]
 
 
 def test_plugin_that_raises_while_registering_is_withdrawn(install_plugin):
