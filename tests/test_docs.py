@@ -136,3 +136,18 @@ def test_readme_and_example_configs_validate(schema_validator, source, tmp_path)
     data = read_config(path)
     assert not [e.message for e in schema_validator.iter_errors(data)]
     validate_experiment(data, check_files=False, base_dir=path.parent)
+
+
+def test_every_built_in_component_is_documented():
+    from sharedattr.registry import DEFAULT_PLUGINS
+
+    text = (DOCS / "config.md").read_text()
+    section = text[text.index("## Built-in components"):]
+    registry = load_registry(entry_points=False)
+    for kind in KINDS:
+        for component in registry.components(kind):
+            assert component.source in DEFAULT_PLUGINS
+            assert f"**`{component.name}`**" in section, f"built-in {kind} {component.name!r} is not in docs/config.md"
+    plugins_doc = (DOCS / "plugins.md").read_text()
+    for module in DEFAULT_PLUGINS:
+        assert f"`{module}`" in plugins_doc, f"{module} is missing from the DEFAULT_PLUGINS list in docs/plugins.md"
