@@ -70,8 +70,12 @@ def test_cache_can_be_disabled(tiny_config, tmp_path, count_forwards):
     assert not fit_experiment(spec, tmp_path / "b", progress=False).cache_hit and count_forwards["n"] == 2
 
 
-def test_save_load_round_trips_bit_for_bit(tiny_config, tmp_path):
+@pytest.mark.parametrize("readout", [{"name": "ridge", "folds": 3}, {"name": "factorized", "max_epochs": 5},
+                                     {"name": "gaussian2d", "max_epochs": 5}, {"name": "attention", "max_epochs": 5}],
+                         ids=lambda r: r["name"])
+def test_save_load_round_trips_bit_for_bit(tiny_config, tmp_path, readout):
     tiny_config["output"] = {"figures": True, "dpi": 40}
+    tiny_config["readout"] = readout
     experiment = fit_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
     restored = load_model(tmp_path / "model")
     assert restored.neuron_ids == experiment.fit.neuron_ids
