@@ -43,6 +43,7 @@ def fit_figure(test_r: Tensor, predicted: Tensor, measured: Tensor, neuron_ids: 
     fig, axes = plt.subplots(1, 1 + len(best), figsize=(3.2 * (1 + len(best)), 3))
     axes[0].hist(test_r.numpy(), bins=20, color="0.4")
     axes[0].set(xlabel="held-out Pearson r", ylabel="neurons", title="readout fit")
+    axes[0].yaxis.get_major_locator().set_params(integer=True)
     for ax, n in zip(axes[1:], best):
         ok = ~torch.isnan(measured[:, n])
         ax.scatter(measured[ok, n].numpy(), predicted[ok, n].numpy(), s=8, alpha=0.7)
