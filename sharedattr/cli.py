@@ -115,6 +115,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _run(load_experiment(config), out / "results", not args.no_progress)
 
 
+def _config_and_out(parser: argparse.ArgumentParser) -> None:
+    """The arguments of commands that run a config: CONFIG, --out DIR, --no-progress."""
+    parser.add_argument("config", type=Path, help="experiment config: .toml, .yaml/.yml or .json")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sharedattr",
@@ -146,17 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Load and check the data, extract (or reuse cached) backbone features, fit the "
                        "readout on a train split and score it on held-out images. Writes model/ (reload it with "
                        "sharedattr.load_model), scores.csv and figures/fit.png.")
-    p.add_argument("config", type=Path, help="experiment config: .toml, .yaml/.yml or .json")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _config_and_out(p)
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("run", help="run an experiment",
                        description="Fit the encoding model, select neurons and drivers, match references, attribute "
                        "with every configured method, score every metric and write the results.")
-    p.add_argument("config", type=Path, help="experiment config: .toml, .yaml/.yml or .json")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _config_and_out(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("demo", help="run the offline in-silico demo end to end",

@@ -89,11 +89,6 @@ class SynthesizerSpec(ComponentSpec):
     kind: ClassVar[str] = "synthesizer"
 
 
-COMPONENT_SPECS: dict[str, type[ComponentSpec]] = {
-    cls.kind: cls for cls in (BackboneSpec, ReadoutSpec, MatcherSpec, MethodSpec, MetricSpec, SynthesizerSpec)
-}
-
-
 class DataSpec(Strict):
     """Stimuli and recorded responses."""
 

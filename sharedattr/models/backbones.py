@@ -97,7 +97,50 @@ def resolve_weights(model: str, weights: str | None) -> Any:
         ) from None
 
 
-class TorchvisionBackbone(nn.Module):
+class FrozenBackbone(nn.Module):
+    """Base of backbones: a network ``body`` whose output ``select`` turns into latents.
+
+    Frozen (no gradients to its weights, though gradients flow to its input) and always in
+    eval mode. ``preprocess`` repeats grayscale to the network's channels and normalises
+    [0, 1] images with ``mean``/``std``. A subclass builds its network, then calls
+    :meth:`setup`, which also probes ``latent_shape`` with one zero image.
+    """
+
+    def setup(self, body: nn.Module, input_size: int | tuple[int, int], in_channels: int,
+              mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.body = body.eval().requires_grad_(False)
+        self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        self.in_channels = int(in_channels)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        with torch.no_grad():
+            probe = torch.zeros(1, self.in_channels, *self.input_size)
+            self._latent_shape = tuple(self.select(self.body(probe)).shape[1:])
+
+    def select(self, output: Any) -> Tensor:
+        """The latents ``[B, ...]`` in the body's output (the output itself by default)."""
+        return output
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """One image's latent shape, without the batch dimension."""
+        return self._latent_shape
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """``[B, C, H, W]`` in [0, 1] → normalised network input (grayscale repeated to RGB)."""
+        if images.shape[1] == 1 and self.in_channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        return (images - self.mean) / self.std
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Preprocessed images ``[B, C, H, W]`` → latents."""
+        return self.select(self.body(x))
+
+    def train(self, mode: bool = True) -> "FrozenBackbone":  # frozen: always eval
+        return super().train(False)
+
+
+class TorchvisionBackbone(FrozenBackbone):
     """A torchvision network cut at ``layer``: preprocessed images ``[B, C, H, W]`` → latents.
 
     Frozen and in eval mode. ``preprocess`` turns [0, 1] images into the network's input
@@ -147,39 +190,18 @@ class TorchvisionBackbone(nn.Module):
                 + f" Modules: {', '.join(m for m in modules if m.count('.') < 2)[:600]}"
             )
         self.model_name, self.layer = model, layer
-        self.body = create_feature_extractor(net, return_nodes={layer: "latent"})
-        self.body.eval().requires_grad_(False)
-
         transforms = weights_enum.transforms() if weights_enum is not None else None
         if input_size is None:
             crop = getattr(transforms, "crop_size", None)
             input_size = int(crop[0]) if crop else 224
-        self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         mean = mean or tuple(getattr(transforms, "mean", IMAGENET_MEAN))
         std = std or tuple(getattr(transforms, "std", IMAGENET_STD))
         first_conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
-        self.in_channels = first_conv.in_channels if first_conv is not None else len(mean)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        with torch.no_grad():
-            probe = torch.zeros(1, self.in_channels, *self.input_size)
-            self._latent_shape = tuple(self.body(probe)["latent"].shape[1:])
+        in_channels = first_conv.in_channels if first_conv is not None else len(mean)
+        self.setup(create_feature_extractor(net, return_nodes={layer: "latent"}), input_size, in_channels, mean, std)
 
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        return self._latent_shape
-
-    def preprocess(self, images: Tensor) -> Tensor:
-        """``[B, C, H, W]`` in [0, 1] → normalised network input (grayscale repeated to RGB)."""
-        if images.shape[1] == 1 and self.in_channels == 3:
-            images = images.expand(-1, 3, -1, -1)
-        return (images - self.mean) / self.std
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)["latent"]
-
-    def train(self, mode: bool = True) -> "TorchvisionBackbone":  # frozen: always eval
-        return super().train(False)
+    def select(self, output: dict[str, Tensor]) -> Tensor:
+        return output["latent"]
 
 
 @hookimpl

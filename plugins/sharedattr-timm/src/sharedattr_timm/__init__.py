@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 from pydantic import Field, field_validator
-from torch import Tensor, nn
+from torch import Tensor
 
 from sharedattr import hookimpl
 from sharedattr.errors import UserError, closest
-from sharedattr.models.backbones import load_state_dict_file
+from sharedattr.models.backbones import FrozenBackbone, load_state_dict_file
 from sharedattr.params import InputPath, Params
 
 
@@ -42,7 +42,7 @@ class TimmParams(Params):
         return value
 
 
-class TimmBackbone(nn.Module):
+class TimmBackbone(FrozenBackbone):
     """A timm network cut at one feature stage: preprocessed images ``[B, C, H, W]`` → ``[B, C', H', W']``."""
 
     def __init__(self, model: str, stage: int = -1, pretrained: bool = False, weights_file: Path | None = None,
@@ -66,37 +66,18 @@ class TimmBackbone(nn.Module):
         index = stage if stage >= 0 else n_stages + stage
         if not 0 <= index < n_stages:
             raise UserError(f"backbone.stage: {model} has stages 0..{n_stages - 1}; got {stage}")
-        self.body = timm.create_model(model, pretrained=False, features_only=True, out_indices=(index,), in_chans=in_chans)
-        missing = self.body.load_state_dict(full.state_dict(), strict=False)
+        body = timm.create_model(model, pretrained=False, features_only=True, out_indices=(index,), in_chans=in_chans)
+        missing = body.load_state_dict(full.state_dict(), strict=False)
         if missing.missing_keys:
             raise UserError(f"timm {model}: feature extractor does not match the model's weights ({missing.missing_keys[:3]})")
-        self.body.eval().requires_grad_(False)
         config = resolve_data_config({}, model=full)
-        size = input_size or int(config["input_size"][-1])
-        self.input_size = (size, size)
-        self.in_channels = in_chans
         mean, std = config["mean"], config["std"]
         if len(mean) != in_chans:
             mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        with torch.no_grad():
-            self._latent_shape = tuple(self(torch.zeros(1, in_chans, *self.input_size)).shape[1:])
+        self.setup(body, input_size or int(config["input_size"][-1]), in_chans, tuple(mean), tuple(std))
 
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        return self._latent_shape
-
-    def preprocess(self, images: Tensor) -> Tensor:
-        if images.shape[1] == 1 and self.in_channels == 3:
-            images = images.expand(-1, 3, -1, -1)
-        return (images - self.mean) / self.std
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)[0]
-
-    def train(self, mode: bool = True) -> "TimmBackbone":
-        return super().train(False)
+    def select(self, output: list[Tensor]) -> Tensor:
+        return output[0]
 
 
 @hookimpl
