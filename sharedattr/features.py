@@ -59,7 +59,9 @@ def extract_features(
 ) -> tuple[Tensor, bool]:
     """Latents of every stimulus, ``[S, *backbone.latent_shape]`` float32 on the CPU, and whether the cache hit.
 
-    ``backbone_spec`` (the canonical spec dict) and ``cache_dir`` enable the cache; without
+    Before computing, every image is decoded once and all failures are raised together
+    (:meth:`StimulusSet.check_images`). A cache hit skips that: its key hashes the very bytes
+    that decoded when the cache was written. ``backbone_spec`` (the canonical spec dict) and ``cache_dir`` enable the cache; without
     them the latents are computed into memory. Peak memory is one batch of images plus,
     without a cache, the latents themselves.
     """
@@ -73,6 +75,7 @@ def extract_features(
             cached = _open(path)
             if tuple(cached.shape) == shape:
                 return cached, True
+    stimuli.check_images()  # every decode error at once, before the first forward pass
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

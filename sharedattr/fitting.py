@@ -224,7 +224,6 @@ def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry 
     recorded = load_responses(spec.data.responses, ids_path=spec.data.response_ids,
                               neuron_ids_path=spec.data.neuron_ids)
     responses = recorded.aligned_to(stimuli)
-    stimuli.check_images()  # every decode error, before any compute
     backbone = spec.backbone.build(registry=registry).to(device)
     latents, hit = extract_features(
         backbone, stimuli,
