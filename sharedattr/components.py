@@ -122,6 +122,15 @@ def reduce_channels(attributions: Tensor, how: str = "sum") -> Tensor:
     raise ValueError(f"unknown channel reduction {how!r}; use 'sum' or 'abs_sum'")
 
 
+def require_measured_neurons(responses: Tensor, who: str) -> None:
+    """Raise :class:`~sharedattr.errors.UserError` naming every neuron (column of ``[S, N]``) that is all NaN."""
+    from .errors import UserError
+
+    empty = torch.isnan(responses).all(0).nonzero().squeeze(1).tolist()
+    if empty:
+        raise UserError(f"{who}: neuron(s) {empty} have no valid (non-NaN) response")
+
+
 def pearson_columns(a: Tensor, b: Tensor) -> Tensor:
     """Pearson r between matching columns of ``a`` and ``b`` ``[B, N]`` → ``[N]``; NaN rows are ignored."""
     valid = ~(torch.isnan(a) | torch.isnan(b))

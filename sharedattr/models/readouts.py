@@ -13,6 +13,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
+from ..components import require_measured_neurons
 from ..errors import UserError
 from ..hookspecs import hookimpl
 from ..params import Params
@@ -175,6 +176,7 @@ class RidgeReadout(nn.Module):
         y = responses.detach().to(torch.float64).cpu()
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"latents have {x.shape[0]} images but responses {y.shape[0]}")
+        require_measured_neurons(y, "ridge readout")
         n_neurons = y.shape[1]
         self.initialize(tuple(latents.shape[1:]), n_neurons)
         weight = torch.zeros(n_neurons, x.shape[1], dtype=torch.float64)
@@ -184,8 +186,6 @@ class RidgeReadout(nn.Module):
         patterns, group = torch.unique(valid.T, dim=0, return_inverse=True)
         for g, pattern in enumerate(patterns):
             cols = (group == g).nonzero().squeeze(1)
-            if int(pattern.sum()) == 0:
-                raise UserError(f"ridge readout: neuron(s) {cols.tolist()} have no valid (non-NaN) response")
             generator = torch.Generator().manual_seed(self.seed)
             w, b, a = ridge_cv(
                 x[pattern], y[pattern][:, cols], torch.tensor(self.alphas, dtype=torch.float64),

@@ -26,7 +26,7 @@ from pydantic import Field, ValidationError
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..components import pearson_columns
+from ..components import pearson_columns, require_measured_neurons
 from ..errors import SpecError, UserError
 from ..params import Params, issues_from_validation
 
@@ -285,10 +285,7 @@ class TrainedReadout(nn.Module, abc.ABC):
         if y.dim() != 2 or y.shape[0] != x.shape[0]:
             raise UserError(f"{self.readout_name} readout: responses must be [S, N] with S = {x.shape[0]} images; "
                             f"got {list(y.shape)}")
-        empty = (~torch.isnan(y)).sum(0) == 0
-        if empty.any():
-            raise UserError(f"{self.readout_name} readout: neuron(s) {empty.nonzero().squeeze(1).tolist()} "
-                            "have no valid (non-NaN) response")
+        require_measured_neurons(y, f"{self.readout_name} readout")
         with seeded(self.hparams.seed, x.device):
             self.initialize(tuple(x.shape[1:]), y.shape[1])
         self.to(x.device).eval()
