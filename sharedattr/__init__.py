@@ -22,6 +22,7 @@ __all__ = [
     "experiment_json_schema",
     "load_model",
     "save_model",
+    "compare",
 ]
 
 
@@ -42,6 +43,10 @@ def __getattr__(name: str):  # lazy: `import sharedattr` stays light for plugins
         from . import fitting
 
         return getattr(fitting, name)
+    if name == "compare":
+        from .compare import compare
+
+        return compare
     if name == "experiment_json_schema":
         from .schema import experiment_json_schema
 

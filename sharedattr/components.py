@@ -6,6 +6,7 @@ responses ``[B, N]``; pooled latents ``z`` ``[B, N, D]``; readout weights ``w`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -76,6 +77,12 @@ class AttributionBatch:
     ``inputs`` ``[B, C, H, W]``; ``maps`` ``[B, H, W]`` (channel-reduced, signed);
     ``targets`` ``[B]`` neuron indices into the model output ``[B, N]``; ``masks``
     ``[B, H, W]`` bool ground truth, when the stimulus set has it.
+
+    ``explain``, when given, recomputes these very maps with another encoding model:
+    the same method, params, images (and pair partners), targets and channel reduction;
+    ``explain(other_model) -> [B, H, W]``. Metrics that re-run the method (the model
+    parameter randomisation check) declare ``requires_explainer = True`` and are skipped
+    where it is missing.
     """
 
     model: nn.Module
@@ -84,6 +91,7 @@ class AttributionBatch:
     targets: Tensor
     masks: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    explain: Callable[[nn.Module], Tensor] | None = None
 
 
 class Metric(Protocol):
@@ -91,6 +99,7 @@ class Metric(Protocol):
 
     higher_is_better: bool
     requires_masks: bool  # optional; False when absent
+    requires_explainer: bool  # optional; False when absent (needs ``batch.explain``)
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         """One score per map, ``[B]`` (NaN only where the metric is undefined, e.g. no mask)."""

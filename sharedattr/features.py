@@ -56,20 +56,22 @@ def extract_features(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    stimuli_digest: str | None = None,
 ) -> tuple[Tensor, bool]:
     """Latents of every stimulus, ``[S, *backbone.latent_shape]`` float32 on the CPU, and whether the cache hit.
 
     Before computing, every image is decoded once and all failures are raised together
     (:meth:`StimulusSet.check_images`). A cache hit skips that: its key hashes the very bytes
     that decoded when the cache was written. ``backbone_spec`` (the canonical spec dict) and ``cache_dir`` enable the cache; without
-    them the latents are computed into memory. Peak memory is one batch of images plus,
+    them the latents are computed into memory. ``stimuli_digest`` passes a
+    :meth:`StimulusSet.content_digest` the caller already has (it reads every image file). Peak memory is one batch of images plus,
     without a cache, the latents themselves.
     """
     size, channels = tuple(backbone.input_size), int(backbone.in_channels)
     shape = (len(stimuli), *backbone.latent_shape)
     path = None
     if backbone_spec is not None and cache_dir is not None:
-        key = feature_key(backbone_spec, stimuli.content_digest(), size, channels)
+        key = feature_key(backbone_spec, stimuli_digest or stimuli.content_digest(), size, channels)
         path = Path(cache_dir) / f"features-{key}.npy"
         if path.is_file():
             cached = _open(path)

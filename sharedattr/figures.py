@@ -52,36 +52,39 @@ def fit_figure(test_r: Tensor, predicted: Tensor, measured: Tensor, neuron_ids: 
     return _save(fig, path, dpi)
 
 
-def attribution_grids(pairs: Sequence[Any], drivers: Tensor, references: Tensor, maps: Mapping[str, Tensor],
-                      neuron_ids: Sequence[str], stimulus_ids: Sequence[str], folder: Path,
-                      dpi: int = 120) -> list[Path]:
-    """One PNG per neuron: rows = driver/reference pairs; columns = driver, reference, one map per method.
+def attribution_grids(pairs: Sequence[Any], drivers: Tensor, references: Tensor,
+                      maps: Mapping[str, Mapping[str, Tensor]], neuron_ids: Sequence[str],
+                      stimulus_ids: Sequence[str], folder: Path, dpi: int = 120) -> list[Path]:
+    """One PNG per neuron: rows = driver/reference pairs; columns = the two images, then per method its
+    driver map and, where computed, its reference map, side by side.
 
-    ``drivers``/``references`` ``[P, C, H, W]`` and each map ``[P, H, W]`` are aligned with ``pairs``.
-
-    Maps share one symmetric colour scale per row, so methods are comparable at a glance.
+    ``drivers``/``references`` ``[P, C, H, W]`` and ``maps[method][image]`` ``[P, H, W]`` are
+    aligned with ``pairs``. Within a row, each method's driver and reference maps share one
+    symmetric colour scale (blue < 0 < red), so the two images' evidence is directly comparable.
     """
     plt = _plt()
     paths = []
     by_neuron: dict[int, list[int]] = {}
     for i, p in enumerate(pairs):
         by_neuron.setdefault(p.neuron, []).append(i)
+    columns = [(label, which) for label, m in maps.items() for which in ("driver", "reference") if which in m]
     for n, items in by_neuron.items():
-        cols = 2 + len(maps)
-        fig, axes = plt.subplots(len(items), cols, figsize=(2.2 * cols, 2.3 * len(items)), squeeze=False)
+        cols = 2 + len(columns)
+        fig, axes = plt.subplots(len(items), cols, figsize=(1.9 * cols, 2.1 * len(items)), squeeze=False)
         for row, i in enumerate(items):
             p = pairs[i]
             axes[row, 0].imshow(_image(drivers[i]), cmap="gray", vmin=0, vmax=1)
             axes[row, 0].set_title(f"driver {stimulus_ids[p.driver]}", fontsize=7)
             axes[row, 1].imshow(_image(references[i]), cmap="gray", vmin=0, vmax=1)
             axes[row, 1].set_title(f"ref {stimulus_ids[p.reference]}\nsim={p.similarity:.2f}", fontsize=7)
-            scale = max((float(m[i].abs().max()) for m in maps.values()), default=1.0) or 1.0
-            for col, (label, m) in enumerate(maps.items(), start=2):
-                axes[row, col].imshow(m[i].numpy(), cmap="bwr", vmin=-scale, vmax=scale)
-                axes[row, col].set_title(label, fontsize=7)
+            for col, (label, which) in enumerate(columns, start=2):
+                scale = max(float(m[i].abs().max()) for m in maps[label].values()) or 1.0
+                axes[row, col].imshow(maps[label][which][i].numpy(), cmap="bwr", vmin=-scale, vmax=scale)
+                axes[row, col].set_title(f"{label}\n{which}", fontsize=7)
         for ax in axes.flat:
             ax.axis("off")
-        fig.suptitle(f"neuron {neuron_ids[n]}", fontsize=9)
+        fig.suptitle(f"neuron {neuron_ids[n]}: driver | reference | maps (colour scale shared by each pair)",
+                     fontsize=8)
         fig.tight_layout()
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in neuron_ids[n])
         paths.append(_save(fig, folder / f"neuron_{safe}.png", dpi))

@@ -205,13 +205,54 @@ class Experiment:
     latents: Tensor
     fit: Fit
     cache_hit: bool
+    fit_digest: str = ""
+    reused: bool = False
+
+
+def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_path: Path) -> str:
+    """The identity of a fitted model: data, backbone and readout specs, seed, image and response content."""
+    h = hashlib.sha256()
+    with open(responses_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    payload = {"data": spec.data.model_dump(mode="json"), "backbone": spec.backbone.model_dump(mode="json"),
+               "readout": spec.readout.model_dump(mode="json"), "seed": spec.seed, "stimuli": stimuli_digest,
+               "responses": h.hexdigest(), "format": MODEL_FORMAT}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def restore_fit(readout_spec: ReadoutSpec, backbone: nn.Module, folder: Path, latents: Tensor, responses: Tensor,
+                neuron_ids: list[str], *, test_fraction: float, split_seed: int, batch_size: int = 32,
+                device: torch.device | str = "cpu", registry: Registry | None = None) -> Fit:
+    """A :class:`Fit` from a readout saved in ``folder``: the same split and scores as the run that fitted it."""
+    from safetensors.torch import load_file
+
+    measured = (~torch.isnan(responses)).any(1).nonzero().squeeze(1)
+    train_rel, test_rel = split_indices(len(measured), test_fraction, split_seed)
+    train, test = measured[train_rel], measured[test_rel]
+    readout = readout_spec.build(registry=registry)
+    readout.initialize(tuple(latents.shape[1:]), len(neuron_ids))
+    readout.load_state_dict(load_file(str(folder / READOUT_FILE)))
+    readout = readout.to(device)
+    model = EncodingModel(backbone, readout).eval()
+    predicted = predict(readout, latents, batch_size, device)
+    return Fit(model, list(neuron_ids), train, test, predicted, pearson_columns(predicted[test], responses[test]))
+
+
+def _saved_digest(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / MODEL_FILE).read_text()).get("fit_digest")
+    except (OSError, ValueError):
+        return None
 
 
 def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry | None = None,
-                   device: torch.device | None = None, progress: bool = True) -> Experiment:
+                   device: torch.device | None = None, progress: bool = True, reuse: bool = False) -> Experiment:
     """Load and check the data, extract (or reuse) features, fit and score the readout, save the model.
 
     Writes ``scores.csv``, ``model/`` and, with figures on, ``figures/fit.png`` into ``out``.
+    With ``reuse``, a model already saved in ``out/model`` by a fit of the same data, backbone,
+    readout and seed (the same :func:`fit_digest`) is loaded instead of fitted again.
     """
     from .data import load_responses
     from .features import default_cache_dir, extract_features
@@ -224,24 +265,32 @@ def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry 
     recorded = load_responses(spec.data.responses, ids_path=spec.data.response_ids,
                               neuron_ids_path=spec.data.neuron_ids)
     responses = recorded.aligned_to(stimuli)
+    stimuli_digest = stimuli.content_digest()
+    digest = fit_digest(spec, stimuli_digest, spec.data.responses)
     backbone = spec.backbone.build(registry=registry).to(device)
     latents, hit = extract_features(
         backbone, stimuli,
         backbone_spec=spec.backbone.model_dump(mode="json") if spec.cache else None,
         cache_dir=(spec.cache_dir or default_cache_dir()) if spec.cache else None,
-        batch_size=spec.batch_size, device=device, progress=progress,
+        batch_size=spec.batch_size, device=device, progress=progress, stimuli_digest=stimuli_digest,
     )
-    fit = fit_readout(spec.readout, backbone, latents, responses, list(recorded.neuron_ids),
-                      test_fraction=spec.data.test_fraction, split_seed=spec.data.split_seed,
-                      batch_size=spec.batch_size, device=device, registry=registry)
+    split = {"test_fraction": spec.data.test_fraction, "split_seed": spec.data.split_seed,
+             "batch_size": spec.batch_size, "device": device, "registry": registry}
+    reused = reuse and _saved_digest(out / "model") == digest
+    if reused:
+        fit = restore_fit(spec.readout, backbone, out / "model", latents, responses, list(recorded.neuron_ids),
+                          **split)
+    else:
+        fit = fit_readout(spec.readout, backbone, latents, responses, list(recorded.neuron_ids), **split)
     if recorded.has_repeats:
         fit.score_repeats(recorded.trials_aligned_to(stimuli))
     write_scores(fit, out / "scores.csv")
-    save_model(fit.model, spec.backbone, spec.readout, fit.neuron_ids, out / "model",
-               extra={"spec_digest": spec.digest()})
+    if not reused:
+        save_model(fit.model, spec.backbone, spec.readout, fit.neuron_ids, out / "model",
+                   extra={"spec_digest": spec.digest(), "fit_digest": digest})
     if spec.output.figures:
         from .figures import fit_figure
 
         fit_figure(fit.test_r, fit.predicted[fit.test], responses[fit.test], fit.neuron_ids,
                    out / "figures" / "fit.png", spec.output.dpi)
-    return Experiment(stimuli, responses, latents, fit, hit)
+    return Experiment(stimuli, responses, latents, fit, hit, digest, reused)

@@ -7,19 +7,22 @@ built through the registry. Results are written atomically to the output folder:
 - ``scores.csv``, ``model/`` and ``figures/fit.png``: the fitted encoding model and its
   held-out Pearson r per neuron (as ``sharedattr fit`` writes them);
 - ``pairs.csv``: per neuron, each out-of-category driver and its matched references;
-- ``results.csv``: tidy, one row per neuron × driver × method × metric;
-- ``summary.csv``: method × metric mean ± sem (also printed);
-- ``maps.safetensors``: every attribution map, keyed by method;
+- ``results.csv`` (and ``results.parquet`` when pyarrow is installed): tidy, one row per
+  neuron × driver × reference × method × image (driver or reference) × metric;
+- ``summary.csv``: method × image × metric mean ± sem (also printed);
+- ``maps.safetensors``: every attribution map ``[P, H, W]``, keyed ``<method>/<image>``;
 - ``synthesis/``: ``scores.csv``, ``images.safetensors`` and ``images.png`` when synthesizers are configured;
 - ``figures/``: PNGs (fit quality, one attribution grid per neuron);
+- ``work/``: finished work items (maps per method, scores per method × metric × image), so
+  a second run of the same spec, or a run after an interruption, recomputes nothing;
 - ``timings.json``: seconds spent in each stage.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,33 +31,25 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .components import AttributionBatch, reduce_channels
-from .data import StimulusSet
-from .errors import UserError
+from .explain import Explained, ExplainSettings, PairImages, explain_pairs, labels, tidy_rows
 from .fitting import fit_experiment, resolve_device
-from .io import atomic_save_tensors, atomic_write_csv, atomic_write_json
-from .methods.matchers import match_references
+from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_csv, atomic_write_json
+from .matching import Pair, match_pairs, preferred_categories, select_neurons
 from .models.encoding import EncodingModel
 from .registry import Registry, get_registry
 from .specs import ExperimentSpec
+from .work_store import WorkStore
 
-RESULT_COLUMNS = ["neuron", "driver", "reference", "similarity", "method", "metric", "value", "higher_is_better"]
-SUMMARY_COLUMNS = ["method", "metric", "mean", "sem", "n", "higher_is_better"]
-
-
-@dataclass
-class Pair:
-    """One explained item: neuron ``neuron`` (output index), driver stimulus and matched reference."""
-
-    neuron: int
-    driver: int
-    reference: int
-    similarity: float
-    rank: int
+RESULT_COLUMNS = ["neuron", "driver", "driver_category", "reference", "rank", "similarity", "method", "image",
+                  "metric", "value", "higher_is_better"]
+SUMMARY_COLUMNS = ["method", "image", "metric", "mean", "sem", "n", "higher_is_better"]
+PAIR_COLUMNS = ["neuron", "driver", "driver_category", "reference", "rank", "similarity", "driver_response"]
 
 
 @dataclass
 class RunResult:
+    """What :func:`run_experiment` wrote, in memory: ``rows`` is the tidy table, ``summary`` its means."""
+
     out_dir: Path
     neuron_ids: list[str]
     test_r: Tensor
@@ -63,225 +58,141 @@ class RunResult:
     rows: list[dict[str, Any]]
     summary: list[dict[str, Any]]
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def select_neurons(spec: ExperimentSpec, neuron_ids: list[str], test_r: Tensor) -> list[int]:
-    sel = spec.selection
-    if sel.neurons is not None:
-        index = {n: i for i, n in enumerate(neuron_ids)}
-        unknown = [n for n in sel.neurons if n not in index]
-        if unknown:
-            raise UserError(f"selection.neurons: unknown neuron id(s) {unknown}; the responses have {neuron_ids[:20]}")
-        return [index[n] for n in sel.neurons]
-    order = test_r.argsort(descending=True).tolist()
-    if sel.min_r is not None:
-        order = [i for i in order if float(test_r[i]) >= sel.min_r]
-    if sel.top_k is not None:
-        order = order[: sel.top_k]
-    if not order:
-        raise UserError(f"selection: no neuron has held-out r ≥ {sel.min_r}; best r = {float(test_r.max()):.3f}")
-    return order
-
-
-def preferred_categories(spec: ExperimentSpec, stimuli: StimulusSet, responses: Tensor, neurons: list[int]) -> list[str]:
-    """Per neuron: the configured preferred category, or the one with the highest mean measured response."""
-    names = stimuli.category_names
-    if len(names) < 2:
-        raise UserError(f"data.stimuli: shared-feature attribution needs ≥ 2 categories; found {names}")
-    if spec.data.preferred_category is not None:
-        if spec.data.preferred_category not in names:
-            raise UserError(f"data.preferred_category: {spec.data.preferred_category!r} is not one of {names}")
-        return [spec.data.preferred_category] * len(neurons)
-    cats = torch.tensor([names.index(c) for c in stimuli.categories])
-    means = torch.stack([responses[cats == k].nanmean(0) for k in range(len(names))])  # [K, N]
-    return [names[int(means[:, n].nan_to_num(-math.inf).argmax())] for n in neurons]
-
-
-@torch.inference_mode()
-def contributions(readout: torch.nn.Module, latents: Tensor, rows: Tensor, neurons: Tensor, batch_size: int,
-                  device: torch.device) -> Tensor:
-    """``c_n(x) = w_n ⊙ z_n(x)`` for stimuli ``rows`` and ``neurons`` → ``[len(rows), len(neurons), D]`` on the CPU.
-
-    Computed in batches of ``batch_size`` images, so memory stays bounded for any readout.
-    """
-    w = readout.weight[neurons.to(readout.weight.device)]  # [G, D]
-    out = []
-    for chunk in rows.split(batch_size):
-        z = readout.pooled(latents[chunk].to(device))[:, neurons.to(device)]  # [b, G, D]
-        out.append((z * w).cpu())
-    return torch.cat(out)
+    reused: dict[str, int] = field(default_factory=dict)
 
 
 def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Registry | None = None,
                    progress: bool = True) -> RunResult:
-    """Run the whole experiment described by ``spec``; write the results to ``out_dir``."""
+    """Run the whole experiment described by ``spec``; write the results to ``out_dir``.
+
+    Everything already computed in ``out_dir`` by a run of the same spec (the fitted model,
+    each method's maps, each score vector) is reused, so a repeated or resumed run is cheap.
+    """
     registry = registry or get_registry()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.seed)
     device = resolve_device(spec.device)
     timings: dict[str, float] = {}
-    stages = tqdm(total=7, desc="run", disable=not progress, unit="stage")
+    stages = tqdm(total=6, desc="run", disable=not progress, unit="stage")
 
     def stage(name: str) -> None:
         timings[name] = time.perf_counter()
         stages.set_postfix_str(name)
 
-    # 1-2. data, features, readout fit and scores (shared with `sharedattr fit`) -----------------
+    # 1. data, features, readout fit (or the saved one) and scores ---------------------------
     stage("fit")
     atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
-    experiment = fit_experiment(spec, out, registry=registry, device=device, progress=progress)
+    experiment = fit_experiment(spec, out, registry=registry, device=device, progress=progress, reuse=True)
     stimuli, responses, latents = experiment.stimuli, experiment.responses, experiment.latents
-    model, readout = experiment.fit.model, experiment.fit.model.readout
-    neuron_ids, predicted, test_r = experiment.fit.neuron_ids, experiment.fit.predicted, experiment.fit.test_r
+    model, fit = experiment.fit.model, experiment.fit
+    neuron_ids = fit.neuron_ids
+    stages.update()
+
+    # 2. neurons, drivers and their matched references ----------------------------------------
+    stage("match")
+    sel = spec.selection
+    selected = select_neurons(neuron_ids, fit.test_r, neurons=sel.neurons, top_k=sel.top_k, min_r=sel.min_r)
+    drive = torch.where(torch.isnan(responses), fit.predicted, responses)  # measured, else predicted
+    categories = list(stimuli.categories)
+    preferred = preferred_categories(categories, drive, selected, spec.data.preferred_category)
+    pairs = match_pairs(model.readout, latents, spec.matcher.build(registry=registry), categories, drive, selected,
+                        preferred, drivers_per_neuron=sel.drivers_per_neuron,
+                        references_per_driver=sel.references_per_driver, batch_size=spec.batch_size, device=device)
+    write_pairs(out / "pairs.csv", pairs, drive, neuron_ids, stimuli.ids, categories)
+    stages.update()
+
+    # 3-4. attribution and metrics (each finished work item is reused) ------------------------
+    stage("attribute")
+    size, channels = model.input_size, model.in_channels
+    images = PairImages(stimuli.load_images(size, channels, [p.driver for p in pairs]),
+                        stimuli.load_images(size, channels, [p.reference for p in pairs]),
+                        stimuli.load_masks(size, [p.driver for p in pairs]),
+                        stimuli.load_masks(size, [p.reference for p in pairs]))
+    settings = ExplainSettings(spec.attribution.on_reference, spec.attribution.reduce, spec.batch_size, device)
+    store = WorkStore(out / "work")
+    identity = {"model": experiment.fit_digest,
+                "pairs": [[neuron_ids[p.neuron], stimuli.ids[p.driver], stimuli.ids[p.reference]] for p in pairs]}
+    explained = explain_pairs(model, pairs, images, spec.methods, spec.metrics, settings, registry=registry,
+                              store=store, identity=identity, progress=progress)
     stages.update(2)
 
-    # 3. neurons and drivers --------------------------------------------------------------
-    stage("select")
-    selected = select_neurons(spec, neuron_ids, test_r)
-    preferred = preferred_categories(spec, stimuli, responses, selected)
-    drive = torch.where(torch.isnan(responses), predicted, responses)  # measured, else predicted
-    categories = list(stimuli.categories)
-    stages.update()
-
-    # 4. matching -------------------------------------------------------------------------
-    stage("match")
-    matcher = spec.matcher.build(registry=registry)
-    pairs: list[Pair] = []
-    for category in sorted(set(preferred)):
-        group = [n for n, p in zip(selected, preferred) if p == category]
-        cand = torch.tensor([i for i, c in enumerate(categories) if c == category])
-        ooc = torch.tensor([i for i, c in enumerate(categories) if c != category])
-        k_drivers = min(spec.selection.drivers_per_neuron, len(ooc))
-        drivers = ooc[drive[ooc][:, group].topk(k_drivers, dim=0).indices.T]  # [G, Q]
-        idx = torch.tensor(group)
-        c_drv = contributions(readout, latents, drivers.flatten(), idx, spec.batch_size, device)  # [G*Q, G, D]
-        g_, q_ = drivers.shape
-        query = c_drv.view(g_, q_, g_, -1)[torch.arange(g_), :, torch.arange(g_)]  # [G, Q, D]: own neuron only
-        candidates = contributions(readout, latents, cand, idx, spec.batch_size, device).transpose(0, 1)  # [G, K, D]
-        scores, refs = match_references(matcher, query, candidates, spec.selection.references_per_driver)  # [G, Q, k]
-        for g, n in enumerate(group):
-            for q in range(drivers.shape[1]):
-                for rank in range(refs.shape[-1]):
-                    pairs.append(Pair(n, int(drivers[g, q]), int(cand[refs[g, q, rank]]),
-                                      float(scores[g, q, rank]), rank))
-    atomic_write_csv(
-        out / "pairs.csv",
-        ({"neuron": neuron_ids[p.neuron], "driver": stimuli.ids[p.driver], "driver_category": categories[p.driver],
-          "reference": stimuli.ids[p.reference], "rank": p.rank, "similarity": p.similarity,
-          "driver_response": float(drive[p.driver, p.neuron])} for p in pairs),
-        ["neuron", "driver", "driver_category", "reference", "rank", "similarity", "driver_response"],
-    )
-    stages.update()
-
-    # 5. attribution ----------------------------------------------------------------------
-    stage("attribute")
-    targets = torch.tensor([p.neuron for p in pairs])
-    size, channels = model.input_size, model.in_channels
-    x_drv = stimuli.load_images(size, channels, [p.driver for p in pairs])
-    x_ref = stimuli.load_images(size, channels, [p.reference for p in pairs])
-    maps: dict[str, Tensor] = {}
-    for m_index, method_spec in enumerate(tqdm(spec.methods, desc="methods", disable=not progress, leave=False)):
-        label = method_label(spec, m_index)
-        method = method_spec.build(model, registry=registry)
-        chunks = []
-        for i in range(0, len(pairs), spec.batch_size):
-            sl = slice(i, i + spec.batch_size)
-            xd = x_drv[sl].to(device).requires_grad_(True)
-            t = targets[sl].to(device)
-            if getattr(method, "pairwise", False):
-                result = method.attribute((xd, x_ref[sl].to(device).requires_grad_(True)), target=t)
-                attr = result[0] if isinstance(result, (tuple, list)) else result
-            else:
-                attr = method.attribute(xd, target=t)
-            chunks.append(reduce_channels(attr.detach()).cpu())
-        maps[label] = torch.cat(chunks) if chunks else torch.empty(0, *size)
-    stages.update()
-
-    # 6. metrics --------------------------------------------------------------------------
-    stage("score")
-    metrics = [(metric_label(spec, i), s.build(registry=registry)) for i, s in enumerate(spec.metrics)]
-    drv_masks = stimuli.load_masks(size, [p.driver for p in pairs])
-    rows: list[dict[str, Any]] = []
-    for label, method_maps in maps.items():
-        for m_label, metric in metrics:
-            if getattr(metric, "requires_masks", False) and drv_masks is None:
-                continue  # no ground truth in this stimulus set
-            values = []
-            for i in range(0, len(pairs), spec.batch_size):
-                sl = slice(i, i + spec.batch_size)
-                batch = AttributionBatch(model, x_drv[sl].to(device), method_maps[sl].to(device), targets[sl].to(device),
-                                         drv_masks[sl].to(device) if drv_masks is not None else None)
-                values.append(metric(batch).detach().cpu())
-            values = torch.cat(values)
-            undefined = int((~torch.isfinite(values)).sum())
-            if undefined:
-                warnings.warn(f"metric {m_label} is undefined (NaN) for {undefined} of {len(values)} {label} maps "
-                              "(e.g. a deletion/insertion curve of a driver whose clean response is not positive); "
-                              "summary.csv averages the finite values and counts them in n", stacklevel=2)
-            for p, v in zip(pairs, values.tolist()):
-                rows.append({"neuron": neuron_ids[p.neuron], "driver": stimuli.ids[p.driver],
-                             "reference": stimuli.ids[p.reference], "similarity": p.similarity, "method": label,
-                             "metric": m_label, "value": v, "higher_is_better": bool(metric.higher_is_better)})
-    atomic_write_csv(out / "results.csv", rows, RESULT_COLUMNS)
+    # 5. tables and maps -----------------------------------------------------------------------
+    stage("write")
+    rows = tidy_rows(pairs, explained, neuron_ids, stimuli.ids, categories)
+    write_table(out / "results.csv", rows, RESULT_COLUMNS)
     summary = summarise(rows)
     atomic_write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
-    if spec.output.save_maps and maps:
-        atomic_save_tensors(out / "maps.safetensors", maps,
-                            {"pairs": ";".join(f"{neuron_ids[p.neuron]}|{stimuli.ids[p.driver]}|"
-                                               f"{stimuli.ids[p.reference]}" for p in pairs)})
-    stages.update()
-
-    # 7. synthesis and figures ------------------------------------------------------------
-    stage("synthesize")
-    if spec.synthesis:
-        run_synthesis(spec, model, selected, neuron_ids, drive, out, registry, progress)
+    if spec.output.save_maps and explained.maps:
+        save_maps(out / "maps.safetensors", explained, pairs, neuron_ids, stimuli.ids)
     if spec.output.figures:
         from .figures import attribution_grids
 
-        attribution_grids(pairs, x_drv, x_ref, maps, neuron_ids, stimuli.ids, out / "figures", spec.output.dpi)
+        attribution_grids(pairs, images.drivers, images.references, explained.maps, neuron_ids, stimuli.ids,
+                          out / "figures", spec.output.dpi)
+    stages.update()
+
+    # 6. synthesis ----------------------------------------------------------------------------
+    stage("synthesize")
+    if spec.synthesis:
+        run_synthesis(spec, model, selected, neuron_ids, drive, out, registry, progress)
     stages.update()
     stages.close()
     timings["end"] = time.perf_counter()
     names = list(timings)
     durations = {names[i]: timings[names[i + 1]] - timings[names[i]] for i in range(len(names) - 1)}
     atomic_write_json(out / "timings.json", durations)
-    return RunResult(out, neuron_ids, test_r, selected, pairs, rows, summary, durations)
+    reused = {"model": int(experiment.reused), "work_items_reused": store.hits, "work_items_computed": store.misses}
+    return RunResult(out, neuron_ids, fit.test_r, selected, pairs, rows, summary, durations, reused)
 
 
-def _labels(specs: list) -> list[str]:
-    counts: dict[str, int] = {}
-    labels = []
-    for s in specs:
-        counts[s.name] = counts.get(s.name, 0) + 1
-        labels.append(s.name if counts[s.name] == 1 else f"{s.name}#{counts[s.name]}")
-    return labels
+def write_pairs(path: Path, pairs: list[Pair], drive: Tensor, neuron_ids: list[str], stimulus_ids: list[str],
+                categories: list[str]) -> None:
+    """``pairs.csv``: one row per (neuron, driver, reference), with the similarity and the driver's response."""
+    atomic_write_csv(path, ({"neuron": neuron_ids[p.neuron], "driver": stimulus_ids[p.driver],
+                             "driver_category": categories[p.driver], "reference": stimulus_ids[p.reference],
+                             "rank": p.rank, "similarity": p.similarity,
+                             "driver_response": float(drive[p.driver, p.neuron])} for p in pairs), PAIR_COLUMNS)
 
 
-def method_label(spec: ExperimentSpec, index: int) -> str:
-    """The method's name, made unique when the same method is configured twice (``saliency#2``)."""
-    return _labels(spec.methods)[index]
+def write_table(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """The tidy table as CSV, and as Parquet beside it when pyarrow is installed (both atomic)."""
+    atomic_write_csv(path, rows, columns)
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return
+    import pandas as pd
+
+    buf = io.BytesIO()
+    pd.DataFrame(rows, columns=columns).to_parquet(buf, index=False)
+    atomic_write_bytes(path.with_suffix(".parquet"), buf.getvalue())
 
 
-def metric_label(spec: ExperimentSpec, index: int) -> str:
-    return _labels(spec.metrics)[index]
+def save_maps(path: Path, explained: Explained, pairs: list[Pair], neuron_ids: list[str],
+              stimulus_ids: list[str]) -> None:
+    """Every map ``[P, H, W]`` as ``<method>/<image>`` in one safetensors file; the pairs in its metadata."""
+    tensors = {f"{label}/{which}": m for label, maps in explained.maps.items() for which, m in maps.items()}
+    atomic_save_tensors(path, tensors, {"pairs": ";".join(
+        f"{neuron_ids[p.neuron]}|{stimulus_ids[p.driver]}|{stimulus_ids[p.reference]}" for p in pairs)})
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Method × metric mean ± standard error over the finite values (``n`` counts them)."""
-    groups: dict[tuple[str, str], list[float]] = {}
+    """Method × image × metric mean ± standard error over the finite values (``n`` counts them)."""
+    groups: dict[tuple[str, str, str], list[float]] = {}
     better: dict[str, bool] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["metric"]), [])
+        key = (r["method"], r["image"], r["metric"])
+        groups.setdefault(key, [])
         better[r["metric"]] = r["higher_is_better"]
         if math.isfinite(r["value"]):
-            groups[(r["method"], r["metric"])].append(r["value"])
+            groups[key].append(r["value"])
     out = []
-    for (method, metric), vals in groups.items():
+    for (method, image, metric), vals in groups.items():
         n = len(vals)
         mean = sum(vals) / n if n else math.nan
         sem = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) / math.sqrt(n)) if n > 1 else math.nan
-        out.append({"method": method, "metric": metric, "mean": mean, "sem": sem, "n": n,
+        out.append({"method": method, "image": image, "metric": metric, "mean": mean, "sem": sem, "n": n,
                     "higher_is_better": better[metric]})
     return out
 
@@ -291,8 +202,7 @@ def run_synthesis(spec: ExperimentSpec, model: EncodingModel, selected: list[int
     """Run every configured synthesizer on every selected neuron; write images and ``synthesis/scores.csv``."""
     rows = []
     tensors: dict[str, Tensor] = {}
-    labels = _labels(spec.synthesis)
-    for label, s_spec in zip(labels, spec.synthesis):
+    for label, s_spec in zip(labels(spec.synthesis), spec.synthesis):
         synth = s_spec.build(registry=registry)
         for n in tqdm(selected, desc=f"synthesis {label}", disable=not progress, leave=False):
             result = synth.synthesize(model, n)
@@ -318,10 +228,10 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
     """The summary as an aligned text table (arrows show each metric's better direction)."""
     if not summary:
         return "(no results)"
-    header = ["method", "metric", "mean ± sem", "n"]
-    lines = [[r["method"], f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}",
+    header = ["method", "image", "metric", "mean ± sem", "n"]
+    lines = [[r["method"], r["image"], f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}",
               f"{r['mean']:.4f} ± {r['sem']:.4f}" if math.isfinite(r["sem"]) else f"{r['mean']:.4f}", str(r["n"])]
-             for r in summary]
+             for r in sorted(summary, key=lambda r: (r["metric"], r["image"], r["method"]))]
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*l) for l in lines)])

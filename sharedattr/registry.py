@@ -40,7 +40,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sharedattr.models.sgd_readouts",
     "sharedattr.methods.matchers",
     "sharedattr.methods.captum_methods",
+    "sharedattr.methods.parallel_backprop",
     "sharedattr.metrics.builtin",
+    "sharedattr.metrics.localisation",
+    "sharedattr.metrics.faithfulness",
+    "sharedattr.metrics.randomisation",
     "sharedattr.synthesis.gradient_ascent",
 )
 

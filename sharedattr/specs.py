@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -146,6 +146,18 @@ class SelectionSpec(Strict):
         return self
 
 
+class AttributionSpec(Strict):
+    """How every method's maps are made comparable."""
+
+    on_reference: bool = Field(
+        True, description="Also run single-image methods on each driver's reference (same neuron), so both "
+        "images of a pair are scored for every method; pairwise methods always explain both."
+    )
+    reduce: Literal["sum", "abs_sum"] = Field(
+        "sum", description="Channel reduction of every map [C, H, W] → [H, W] before scoring: signed sum or abs-sum."
+    )
+
+
 class OutputSpec(Strict):
     """What a run writes besides its result tables."""
 
@@ -176,6 +188,7 @@ class ExperimentSpec(Strict):
         default_factory=lambda: [MetricSpec(name="gini")], description="Metrics scored on every map."
     )
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    attribution: AttributionSpec = Field(default_factory=AttributionSpec)
     synthesis: list[SynthesizerSpec] = Field(
         default_factory=list, description="Stimulus synthesizers run on every selected neuron."
     )

@@ -18,7 +18,7 @@ from sharedattr.config import read_config, tomllib
 from sharedattr.hookspecs import KINDS
 from sharedattr.registry import load_registry
 from sharedattr.schema import experiment_json_schema
-from sharedattr.specs import DataSpec, ExperimentSpec, OutputSpec, SelectionSpec, validate_experiment
+from sharedattr.specs import ExperimentSpec, Strict, validate_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -84,8 +84,10 @@ def test_example_pyproject_declares_the_entry_point():
 # -- config.md and examples ------------------------------------------------------------
 def _schema_field_paths() -> set[str]:
     paths = set(ExperimentSpec.model_fields)
-    for prefix, model in (("data", DataSpec), ("selection", SelectionSpec), ("output", OutputSpec)):
-        paths |= {f"{prefix}.{f}" for f in model.model_fields}
+    for prefix, info in ExperimentSpec.model_fields.items():  # every nested table: data, selection, …
+        if isinstance(info.annotation, type) and issubclass(info.annotation, Strict):
+            paths |= {f"{prefix}.{f}" for f in info.annotation.model_fields}
+    assert {"data.stimuli", "selection.top_k", "attribution.reduce", "output.dpi"} <= paths
     return paths
 
 

@@ -1,0 +1,206 @@
+"""Attribute every (neuron, driver, reference) pair with every method, and score every map with every metric.
+
+This is the shared core of ``sharedattr run`` and :func:`sharedattr.compare`. Pairwise
+methods (``parallel_backprop``) explain the driver and its reference together; the other
+methods explain the driver alone and, with ``on_reference``, the reference alone too, for
+the same neuron. Maps are reduced over channels to ``[P, H, W]``. Each method's maps and
+each (method, metric, image) score vector is one work item of a :class:`WorkStore`, so a
+repeated run with the same spec recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .components import AttributionBatch, reduce_channels
+from .matching import Pair
+from .registry import Registry, get_registry
+from .specs import MethodSpec, MetricSpec
+from .work_store import WorkStore, work_key
+
+IMAGES = ("driver", "reference")
+
+
+@dataclass
+class PairImages:
+    """The images of P pairs, aligned with the pairs: ``drivers``/``references`` ``[P, C, H, W]`` in [0, 1];
+    masks ``[P, H, W]`` bool, or None where the stimulus set has no ground truth."""
+
+    drivers: Tensor
+    references: Tensor
+    driver_masks: Tensor | None = None
+    reference_masks: Tensor | None = None
+
+    def images(self, which: str) -> Tensor:
+        return self.drivers if which == "driver" else self.references
+
+    def masks(self, which: str) -> Tensor | None:
+        return self.driver_masks if which == "driver" else self.reference_masks
+
+
+@dataclass
+class ExplainSettings:
+    """``on_reference``: run single-image methods on the reference too; ``reduce``: channel reduction
+    (``sum`` or ``abs_sum``); ``batch_size``: pairs per attribution/metric batch."""
+
+    on_reference: bool = True
+    reduce: str = "sum"
+    batch_size: int = 32
+    device: torch.device | str = "cpu"
+
+
+def labels(specs: Sequence[Any]) -> list[str]:
+    """Unique labels for component specs: the name, with ``#2``, ``#3`` … for repeats (``saliency#2``)."""
+    counts: dict[str, int] = {}
+    out = []
+    for s in specs:
+        counts[s.name] = counts.get(s.name, 0) + 1
+        out.append(s.name if counts[s.name] == 1 else f"{s.name}#{counts[s.name]}")
+    return out
+
+
+def attribute_chunk(method: Any, x_drv: Tensor, x_ref: Tensor, targets: Tensor, *, on_reference: bool,
+                    reduce: str) -> tuple[Tensor, Tensor | None]:
+    """One batch of pairs → driver and reference maps ``[b, H, W]`` (reference None when not computed)."""
+    if getattr(method, "pairwise", False):
+        result = method.attribute((x_drv, x_ref), target=targets)
+        return reduce_channels(result[0].detach(), reduce), reduce_channels(result[1].detach(), reduce)
+    drv = attribute_single(method, x_drv, targets, reduce)
+    return drv, attribute_single(method, x_ref, targets, reduce) if on_reference else None
+
+
+def attribute_single(method: Any, images: Tensor, targets: Tensor, reduce: str) -> Tensor:
+    """A single-image method's maps ``[b, H, W]`` of ``images`` ``[b, C, H, W]`` for neurons ``targets`` ``[b]``."""
+    return reduce_channels(method.attribute(images.clone().requires_grad_(True), target=targets).detach(), reduce)
+
+
+def attribute_pairs(build_method: Callable[[nn.Module], Any], model: nn.Module, images: PairImages,
+                    targets: Tensor, settings: ExplainSettings) -> dict[str, Tensor]:
+    """Maps of every pair: ``{"driver": [P, H, W], "reference": [P, H, W]}`` (reference when computed), on the CPU."""
+    method = build_method(model)
+    drv, ref = [], []
+    device = settings.device
+    for i in range(0, len(targets), settings.batch_size):
+        sl = slice(i, i + settings.batch_size)
+        d, r = attribute_chunk(method, images.drivers[sl].to(device), images.references[sl].to(device),
+                               targets[sl].to(device), on_reference=settings.on_reference, reduce=settings.reduce)
+        drv.append(d.cpu())
+        if r is not None:
+            ref.append(r.cpu())
+    size = tuple(images.drivers.shape[-2:])
+    out = {"driver": torch.cat(drv) if drv else torch.empty(0, *size)}
+    if ref or (not len(targets) and (settings.on_reference or getattr(method, "pairwise", False))):
+        out["reference"] = torch.cat(ref) if ref else torch.empty(0, *size)
+    return out
+
+
+def score_maps(metric: Any, model: nn.Module, images: Tensor, maps: Tensor, targets: Tensor, masks: Tensor | None,
+               explain: Callable[[slice, nn.Module], Tensor] | None, settings: ExplainSettings) -> Tensor:
+    """One metric on P maps ``[P, H, W]`` of ``images`` ``[P, C, H, W]`` → scores ``[P]`` on the CPU."""
+    device = settings.device
+    values = []
+    for i in range(0, len(targets), settings.batch_size):
+        sl = slice(i, i + settings.batch_size)
+        batch = AttributionBatch(
+            model, images[sl].to(device), maps[sl].to(device), targets[sl].to(device),
+            masks[sl].to(device) if masks is not None else None,
+            explain=(lambda other, sl=sl: explain(sl, other).to(device)) if explain is not None else None,
+        )
+        values.append(metric(batch).detach().float().cpu())
+    return torch.cat(values) if values else torch.empty(0)
+
+
+@dataclass
+class Explained:
+    """Maps per method label (``{"driver": [P, H, W], "reference": …}``) and scores per
+    (method, metric, image) ``[P]``; ``higher_is_better`` per metric label."""
+
+    maps: dict[str, dict[str, Tensor]]
+    scores: dict[tuple[str, str, str], Tensor]
+    higher_is_better: dict[str, bool]
+
+
+def explain_pairs(model: nn.Module, pairs: Sequence[Pair], images: PairImages, methods: Sequence[MethodSpec],
+                  metrics: Sequence[MetricSpec], settings: ExplainSettings, *, registry: Registry | None = None,
+                  store: WorkStore | None = None, identity: dict[str, Any] | None = None,
+                  progress: bool = False) -> Explained:
+    """Attribute the pairs with every method and score every map with every metric.
+
+    ``identity`` (the model's digest and the pairs' ids) keys the work items in ``store``;
+    without it nothing is stored.
+    """
+    registry = registry or get_registry()
+    store = store if (store is not None and identity is not None) else WorkStore(None)
+    targets = torch.tensor([p.neuron for p in pairs], dtype=torch.long)
+    base = {**(identity or {}), "reduce": settings.reduce, "on_reference": settings.on_reference,
+            "size": list(images.drivers.shape[1:])}
+    built = [(label, spec.model_dump(mode="json"), spec.build(registry=registry))
+             for label, spec in zip(labels(metrics), metrics)]
+    result = Explained({}, {}, {label: bool(m.higher_is_better) for label, _, m in built})
+    for label, spec in tqdm(list(zip(labels(methods), methods)), desc="methods", disable=not progress, leave=False):
+        dump = spec.model_dump(mode="json")
+
+        def build(m: nn.Module, spec: MethodSpec = spec) -> Any:
+            return spec.build(m, registry=registry)
+
+        maps_key = work_key(method=dump, **base)
+        maps = store.get_or_compute("maps", maps_key, lambda: attribute_pairs(build, model, images, targets, settings))
+        result.maps[label] = maps
+        for m_label, m_dump, metric in built:
+            for which in IMAGES:
+                if which not in maps:
+                    continue
+                masks = images.masks(which)
+                if getattr(metric, "requires_masks", False) and masks is None:
+                    continue  # no ground truth in this stimulus set
+                key = work_key(maps=maps_key, image=which, metric=m_dump)
+                explain = _explainer(build, images, which, targets, settings)
+                values = store.get_or_compute("scores", key, lambda: {"values": score_maps(
+                    metric, model, images.images(which), maps[which], targets, masks, explain, settings)})["values"]
+                _warn_undefined(values, m_label, label, which)
+                result.scores[(label, m_label, which)] = values
+    return result
+
+
+def _explainer(build: Callable[[nn.Module], Any], images: PairImages, which: str, targets: Tensor,
+               settings: ExplainSettings) -> Callable[[slice, nn.Module], Tensor]:
+    """``explain(rows, other_model)``: the ``which`` maps of pairs ``rows``, recomputed with ``other_model``."""
+    def explain(rows: slice, other: nn.Module) -> Tensor:
+        method = build(other)
+        device = settings.device
+        x_drv, x_ref, t = images.drivers[rows].to(device), images.references[rows].to(device), targets[rows].to(device)
+        if getattr(method, "pairwise", False):
+            drv, ref = attribute_chunk(method, x_drv, x_ref, t, on_reference=True, reduce=settings.reduce)
+            return drv if which == "driver" else ref
+        return attribute_single(method, x_drv if which == "driver" else x_ref, t, settings.reduce)
+
+    return explain
+
+
+def _warn_undefined(values: Tensor, metric: str, method: str, which: str) -> None:
+    undefined = int((~torch.isfinite(values)).sum())
+    if undefined:
+        warnings.warn(f"metric {metric} is undefined (NaN) for {undefined} of {len(values)} {method} {which} maps "
+                      "(e.g. a deletion/insertion curve of an image whose clean response is not positive, or an "
+                      "empty ground-truth mask); summary.csv averages the finite values and counts them in n",
+                      stacklevel=3)
+
+
+def tidy_rows(pairs: Sequence[Pair], explained: Explained, neuron_ids: Sequence[str],
+              stimulus_ids: Sequence[str], categories: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per pair × method × image × metric (the tidy results table)."""
+    rows = []
+    for (method, metric, which), values in explained.scores.items():
+        for p, v in zip(pairs, values.tolist()):
+            rows.append({"neuron": neuron_ids[p.neuron], "driver": stimulus_ids[p.driver],
+                         "driver_category": categories[p.driver], "reference": stimulus_ids[p.reference],
+                         "rank": p.rank, "similarity": p.similarity, "method": method, "image": which,
+                         "metric": metric, "value": v, "higher_is_better": explained.higher_is_better[metric]})
+    return rows
