@@ -44,7 +44,7 @@ def __getattr__(name: str):  # lazy: `import sharedattr` stays light for plugins
 
         return getattr(fitting, name)
     if name == "compare":
-        from .compare import compare
+        from .comparison import compare
 
         return compare
     if name == "experiment_json_schema":

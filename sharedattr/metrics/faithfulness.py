@@ -1,0 +1,91 @@
+"""Faithfulness correlation (Bhatt et al. 2020): does the relevance of a pixel subset predict
+the response drop when that subset is removed?"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from ..components import AttributionBatch
+from ..hookspecs import hookimpl
+from ..params import Params
+
+
+class FaithfulnessCorrelationParams(Params):
+    n_runs: int = Field(100, ge=2, description="Random pixel subsets per map (the correlation's sample size).")
+    subset_size: int = Field(224, ge=1, description="Pixels per subset; must be smaller than H·W.")
+    baseline: float = Field(0.0, description="Value given to every channel of a removed pixel (0 = black).")
+    seed: int = Field(0, description="Seed of the random subsets.")
+    batch_size: int = Field(64, ge=1, description="Perturbed images per forward pass.")
+
+
+def random_subsets(n_runs: int, n_pixels: int, subset_size: int, seed: int) -> Tensor:
+    """``n_runs`` seeded uniform random subsets of ``subset_size`` of ``n_pixels`` pixels, as masks ``[R, P]``."""
+    if not 0 < subset_size < n_pixels:
+        raise ValueError(f"faithfulness_correlation: subset_size must be in [1, {n_pixels - 1}] for images with "
+                         f"{n_pixels} pixels; got {subset_size}")
+    keys = torch.rand(n_runs, n_pixels, generator=torch.Generator().manual_seed(seed))
+    chosen = keys.topk(subset_size, dim=1).indices
+    return torch.zeros(n_runs, n_pixels, dtype=torch.bool).scatter_(1, chosen, True)
+
+
+def row_pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson r between matching rows of ``a`` and ``b`` ``[B, R]`` → ``[B]``; NaN where a row is constant."""
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    denom = (a.pow(2).sum(1) * b.pow(2).sum(1)).sqrt()
+    r = (a * b).sum(1) / torch.where(denom > 0, denom, torch.ones_like(denom))
+    return torch.where(denom > 0, r, torch.full_like(r, float("nan")))
+
+
+@torch.no_grad()
+def response_drops(batch: AttributionBatch, subsets: Tensor, baseline: float, batch_size: int) -> Tensor:
+    """``r(x) − r(x with subset s set to baseline)`` of each target neuron, ``[B, R]``, for subsets ``[R, H·W]``."""
+    x, targets = batch.inputs.detach(), batch.targets.to(batch.inputs.device)
+    b, c, h, w = x.shape
+    runs = subsets.shape[0]
+    subsets = subsets.to(x.device).view(runs, 1, h, w)
+    clean = batch.model(x).gather(1, targets[:, None]).squeeze(1)  # [B]
+    pairs = torch.arange(b * runs, device=x.device)  # pair k = (image k // R, subset k % R)
+    perturbed = []
+    for chunk in pairs.split(batch_size):
+        item, run = chunk // runs, chunk % runs
+        images = torch.where(subsets[run], torch.full_like(x[:1], baseline), x[item])
+        perturbed.append(batch.model(images).gather(1, targets[item, None]).squeeze(1))
+    return clean[:, None] - torch.cat(perturbed).view(b, runs)
+
+
+class FaithfulnessCorrelationMetric:
+    """Pearson r, over random pixel subsets, between their summed attribution and the response drop.
+
+    Every map in a batch is scored with the same ``n_runs`` seeded subsets, so a map's
+    score does not depend on the other maps in its batch. Higher is better; NaN where
+    either quantity is constant over the subsets (e.g. a constant map).
+    """
+
+    higher_is_better: ClassVar[bool] = True
+    requires_masks: ClassVar[bool] = False
+
+    def __init__(self, n_runs: int = 100, subset_size: int = 224, baseline: float = 0.0, seed: int = 0,
+                 batch_size: int = 64) -> None:
+        self.n_runs, self.subset_size, self.baseline = n_runs, subset_size, baseline
+        self.seed, self.batch_size = seed, batch_size
+
+    def __call__(self, batch: AttributionBatch) -> Tensor:
+        maps = batch.maps.detach().flatten(1)  # [B, P]
+        subsets = random_subsets(self.n_runs, maps.shape[1], self.subset_size, self.seed)
+        relevance = maps @ subsets.to(maps).T  # [B, R]: summed attribution of each subset
+        drops = response_drops(batch, subsets, self.baseline, self.batch_size)
+        return row_pearson(relevance.double(), drops.to(relevance.device).double()).to(maps.dtype)
+
+
+@hookimpl
+def register_metrics(register):
+    register(
+        "faithfulness_correlation", FaithfulnessCorrelationMetric, params=FaithfulnessCorrelationParams,
+        description="Pearson r between a random pixel subset's summed attribution and the neuron's response drop "
+                    "when it is removed (higher is better).",
+    )
