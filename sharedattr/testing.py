@@ -147,6 +147,11 @@ def _check_method(method_factory: Callable[[nn.Module], Any]) -> None:
     maps = run(x, ref, target)
     assert maps.shape == (3, 16, 16), f"attributions must be [B, C, H, W] or [B, H, W]; got maps {tuple(maps.shape)}"
     assert torch.isfinite(maps).all(), "attributions must be finite"
+    if not getattr(method, "batch_invariant", True):  # stochastic: noise drawn per batch, but seeded
+        torch.testing.assert_close(run(x, ref, target), maps, atol=0, rtol=0,
+                                   msg="a stochastic method (batch_invariant = False) must be seeded: "
+                                       "repeated calls must give identical attributions")
+        return
     looped = torch.cat([run(x[i : i + 1], ref[i : i + 1], target[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(maps, looped, atol=1e-5, rtol=1e-4, msg="batched attributions must equal looped ones")
 
@@ -155,8 +160,16 @@ def _check_metric(metric: Any) -> None:
     assert isinstance(metric.higher_is_better, bool), "a metric declares higher_is_better: bool"
     model = tiny_model()
     g = torch.Generator().manual_seed(2)
-    batch = AttributionBatch(model, torch.rand(4, 3, 16, 16, generator=g), torch.randn(4, 16, 16, generator=g),
-                             torch.tensor([0, 1, 2, 0]), torch.rand(4, 16, 16, generator=g) > 0.5)
+    inputs, targets = torch.rand(4, 3, 16, 16, generator=g), torch.tensor([0, 1, 2, 0])
+
+    def explain(other: nn.Module) -> Tensor:  # the signed gradient, channel-summed, of ``other``
+        x = inputs.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(other(x).gather(1, targets[:, None]).sum(), x)
+        return grad.sum(1)
+
+    batch = AttributionBatch(model, inputs, explain(model), targets, torch.rand(4, 16, 16, generator=g) > 0.5,
+                             explain=explain)
     scores = metric(batch)
     assert isinstance(scores, Tensor) and scores.shape == (4,), f"a metric returns one score per map, [B]; got {scores!r}"
 
