@@ -219,3 +219,42 @@ def test_randomisation_needs_an_explainer():
     batch.explain = None
     with pytest.raises(ValueError, match="needs batch.explain"):
         RandomisationMetric()(batch)
+
+
+def test_faithfulness_reuses_response_drops_across_maps_of_the_same_images():
+    from sharedattr.metrics.faithfulness import FaithfulnessCorrelationMetric
+    from sharedattr.testing import tiny_model
+
+    model = tiny_model()
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.rand(2, 3, 16, 16, generator=g), torch.tensor([0, 1])
+    metric = FaithfulnessCorrelationMetric(n_runs=10, subset_size=20, batch_size=8)
+    first = metric(AttributionBatch(model, x, torch.randn(2, 16, 16, generator=g), t))
+    n_first = len(calls)
+    other_maps = torch.randn(2, 16, 16, generator=g)
+    second = metric(AttributionBatch(model, x, other_maps, t))
+    assert len(calls) == n_first  # no forward pass for another method's maps of the same images
+    fresh = FaithfulnessCorrelationMetric(n_runs=10, subset_size=20, batch_size=8)
+    torch.testing.assert_close(second, fresh(AttributionBatch(model, x, other_maps, t)))
+    assert not torch.equal(first, second)
+    metric(AttributionBatch(model, x, other_maps, torch.tensor([1, 0])))  # other neurons: computed again
+    assert len(calls) > n_first
+
+
+def test_randomising_the_readout_leaves_a_torchvision_backbone_exactly_as_it_was(registry):
+    from sharedattr.metrics.randomisation import randomised_model
+    from sharedattr.models.encoding import EncodingModel
+    from sharedattr.models.readouts import RidgeReadout
+
+    backbone = registry.build("backbone", "torchvision", model="resnet18", layer="layer1", input_size=32)
+    x = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        latents = backbone(backbone.preprocess(x))
+    model = EncodingModel(backbone, RidgeReadout(folds=2).fit(latents, torch.randn(6, 2))).eval()
+    clone = randomised_model(model, layers="readout")
+    assert not any(m.training for m in clone.modules())  # deepcopy must not switch BatchNorm to batch statistics
+    with torch.no_grad():
+        torch.testing.assert_close(clone.latents(x), model.latents(x), rtol=0, atol=0)
+        assert not torch.allclose(clone(x), model(x))

@@ -3,6 +3,10 @@ the response drop when that subset is removed?"""
 
 from __future__ import annotations
 
+import hashlib
+import weakref
+from collections import OrderedDict
+
 from typing import ClassVar
 
 import torch
@@ -64,7 +68,13 @@ class FaithfulnessCorrelationMetric:
     Every map in a batch is scored with the same ``n_runs`` seeded subsets, so a map's
     score does not depend on the other maps in its batch. Higher is better; NaN where
     either quantity is constant over the subsets (e.g. a constant map).
+
+    The response drops depend on the model, images and neurons but not on the maps, so
+    they are computed once and reused when other methods' maps of the same images are
+    scored (the last ``cache_size`` batches are kept, keyed by their content).
     """
+
+    cache_size: ClassVar[int] = 64
 
     higher_is_better: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = False
@@ -73,13 +83,31 @@ class FaithfulnessCorrelationMetric:
                  batch_size: int = 64) -> None:
         self.n_runs, self.subset_size, self.baseline = n_runs, subset_size, baseline
         self.seed, self.batch_size = seed, batch_size
+        self._drops: OrderedDict[tuple[int, str], tuple[weakref.ref, Tensor]] = OrderedDict()
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         maps = batch.maps.detach().flatten(1)  # [B, P]
         subsets = random_subsets(self.n_runs, maps.shape[1], self.subset_size, self.seed)
         relevance = maps @ subsets.to(maps).T  # [B, R]: summed attribution of each subset
-        drops = response_drops(batch, subsets, self.baseline, self.batch_size)
+        drops = self._cached_drops(batch, subsets)
         return row_pearson(relevance.double(), drops.to(relevance.device).double()).to(maps.dtype)
+
+
+    def _cached_drops(self, batch: AttributionBatch, subsets: Tensor) -> Tensor:
+        """:func:`response_drops`, reused for a batch with the same model object, images and neurons."""
+        h = hashlib.sha256(batch.inputs.detach().cpu().contiguous().numpy().tobytes())
+        h.update(batch.targets.detach().cpu().long().numpy().tobytes())
+        h.update(str(tuple(batch.inputs.shape)).encode())
+        key = (id(batch.model), h.hexdigest())
+        cached = self._drops.get(key)
+        if cached is not None and cached[0]() is batch.model:  # the very same model object, still alive
+            self._drops.move_to_end(key)
+            return cached[1]
+        drops = response_drops(batch, subsets, self.baseline, self.batch_size)
+        self._drops[key] = (weakref.ref(batch.model), drops)
+        while len(self._drops) > self.cache_size:
+            self._drops.popitem(last=False)
+        return drops
 
 
 @hookimpl

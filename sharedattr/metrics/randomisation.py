@@ -30,7 +30,6 @@ original model is never modified.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from typing import ClassVar, Literal
 
@@ -40,6 +39,7 @@ from torch import Tensor, nn
 
 from ..components import AttributionBatch
 from ..hookspecs import hookimpl
+from ..methods.hook_safety import private_copy
 from ..params import Params
 
 Layers = Literal["readout", "backbone", "all"]
@@ -109,7 +109,7 @@ def randomised_model(model: nn.Module, layers: Layers = "all", seed: int = 0) ->
     With ``layers="all"``, a model without ``.backbone``/``.readout`` is reset as a whole.
     """
     device = _device_of(model)
-    clone = copy.deepcopy(model).cpu()
+    clone = private_copy(model).cpu()  # deepcopy alone switches torchvision extractors to training mode
     parts = ("backbone", "readout") if layers == "all" else (layers,)
     if layers == "all" and not all(isinstance(getattr(clone, p, None), nn.Module) for p in parts):
         reset_modules(clone, seed)
