@@ -49,6 +49,9 @@ top_k = 3
 drivers_per_neuron = 2
 
 [[methods]]
+name = "parallel_backprop"
+
+[[methods]]
 name = "saliency"
 
 [[methods]]
@@ -58,6 +61,12 @@ name = "input_x_gradient"
 name = "integrated_gradients"
 n_steps = 16
 baseline = 0.5        # mid-grey, like the stimuli's backgrounds
+
+[[metrics]]
+name = "pointing_game"
+
+[[metrics]]
+name = "relevance_mass"
 
 [[metrics]]
 name = "gini"
