@@ -105,10 +105,7 @@ def compare(model: EncodingModel, stimuli: StimulusSet | str | Path, *, neurons:
                         preferred, drivers_per_neuron=drivers_per_neuron,
                         references_per_driver=references_per_driver, batch_size=batch_size, device=device)
     size, channels = model.input_size, model.in_channels
-    images = PairImages(stimuli.load_images(size, channels, [p.driver for p in pairs]),
-                        stimuli.load_images(size, channels, [p.reference for p in pairs]),
-                        stimuli.load_masks(size, [p.driver for p in pairs]),
-                        stimuli.load_masks(size, [p.reference for p in pairs]))
+    images = PairImages.load(stimuli, pairs, size, channels)
     settings = ExplainSettings(on_reference, reduce, batch_size, device)
     explained = explain_pairs(model, pairs, images, method_specs, metric_specs, settings, registry=registry,
                               progress=progress)

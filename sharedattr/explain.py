@@ -38,6 +38,13 @@ class PairImages:
     driver_masks: Tensor | None = None
     reference_masks: Tensor | None = None
 
+    @classmethod
+    def load(cls, stimuli: Any, pairs: Sequence[Pair], size: tuple[int, int], channels: int) -> "PairImages":
+        """The drivers' and references' images (and masks) of ``pairs`` from a :class:`~sharedattr.data.StimulusSet`."""
+        drivers, references = [p.driver for p in pairs], [p.reference for p in pairs]
+        return cls(stimuli.load_images(size, channels, drivers), stimuli.load_images(size, channels, references),
+                   stimuli.load_masks(size, drivers), stimuli.load_masks(size, references))
+
     def images(self, which: str) -> Tensor:
         return self.drivers if which == "driver" else self.references
 
@@ -83,7 +90,7 @@ def attribute_single(method: Any, images: Tensor, targets: Tensor, reduce: str) 
 
 def attribute_pairs(build_method: Callable[[nn.Module], Any], model: nn.Module, images: PairImages,
                     targets: Tensor, settings: ExplainSettings) -> dict[str, Tensor]:
-    """Maps of every pair: ``{"driver": [P, H, W], "reference": [P, H, W]}`` (reference when computed), on the CPU."""
+    """Maps of P ≥ 1 pairs: ``{"driver": [P, H, W], "reference": [P, H, W]}`` (reference when computed), on the CPU."""
     method = build_method(model)
     drv, ref = [], []
     device = settings.device
@@ -94,10 +101,9 @@ def attribute_pairs(build_method: Callable[[nn.Module], Any], model: nn.Module, 
         drv.append(d.cpu())
         if r is not None:
             ref.append(r.cpu())
-    size = tuple(images.drivers.shape[-2:])
-    out = {"driver": torch.cat(drv) if drv else torch.empty(0, *size)}
-    if ref or (not len(targets) and (settings.on_reference or getattr(method, "pairwise", False))):
-        out["reference"] = torch.cat(ref) if ref else torch.empty(0, *size)
+    out = {"driver": torch.cat(drv)}
+    if ref:
+        out["reference"] = torch.cat(ref)
     return out
 
 

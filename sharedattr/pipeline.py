@@ -105,10 +105,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     # 3-4. attribution and metrics (each finished work item is reused) ------------------------
     stage("attribute")
     size, channels = model.input_size, model.in_channels
-    images = PairImages(stimuli.load_images(size, channels, [p.driver for p in pairs]),
-                        stimuli.load_images(size, channels, [p.reference for p in pairs]),
-                        stimuli.load_masks(size, [p.driver for p in pairs]),
-                        stimuli.load_masks(size, [p.reference for p in pairs]))
+    images = PairImages.load(stimuli, pairs, size, channels)
     settings = ExplainSettings(spec.attribution.on_reference, spec.attribution.reduce, spec.batch_size, device)
     store = WorkStore(out / "work")
     identity = {"model": experiment.fit_digest,
