@@ -17,6 +17,7 @@ same as a per-item loop (the noise is drawn for the whole batch).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any, ClassVar, Literal
@@ -157,7 +158,9 @@ class CaptumMethod(Attribution):
         args = self._arguments(inputs, kwargs)
         if self.noise_tunnel is not None:
             args = {**self.noise_tunnel.arguments(), **args}
-        with seeded(self.seed, inputs.device) if self.seed is not None else nullcontext():
+        with seeded(self.seed, inputs.device) if self.seed is not None else nullcontext(), warnings.catch_warnings():
+            # Captum announces its ReLU/nonlinearity hooks on every call; they act on our private copy only.
+            warnings.filterwarnings("ignore", message=r"Setting (forward, )?backward hooks", category=UserWarning)
             return self.method.attribute(inputs, target=target, **args)
 
     def _arguments(self, inputs: Tensor, overrides: dict[str, Any]) -> dict[str, Any]:
