@@ -106,16 +106,25 @@ def fit_readout(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     registry: Registry | None = None,
+    saved: Path | None = None,
 ) -> Fit:
     """Fit ``readout_spec`` on a train split of the stimuli with responses; score Pearson r on the rest.
 
     ``latents`` ``[S, ...]`` and ``responses`` ``[S, N]`` (NaN = not measured) are aligned.
+    With ``saved``, a model folder written by a fit of the same spec and data, its readout
+    is loaded instead of fitted: the same split and scores as the run that fitted it.
     """
     measured = (~torch.isnan(responses)).any(1).nonzero().squeeze(1)
     train_rel, test_rel = split_indices(len(measured), test_fraction, split_seed)
     train, test = measured[train_rel], measured[test_rel]
     readout = readout_spec.build(registry=registry)
-    readout.fit(latents[train], responses[train])
+    if saved is None:
+        readout.fit(latents[train], responses[train])
+    else:
+        from safetensors.torch import load_file
+
+        readout.initialize(tuple(latents.shape[1:]), len(neuron_ids))
+        readout.load_state_dict(load_file(str(saved / READOUT_FILE)))
     readout = readout.to(device)
     model = EncodingModel(backbone, readout).eval()
     predicted = predict(readout, latents, batch_size, device)
@@ -221,23 +230,6 @@ def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_path: Path) 
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def restore_fit(readout_spec: ReadoutSpec, backbone: nn.Module, folder: Path, latents: Tensor, responses: Tensor,
-                neuron_ids: list[str], *, test_fraction: float, split_seed: int, batch_size: int = 32,
-                device: torch.device | str = "cpu", registry: Registry | None = None) -> Fit:
-    """A :class:`Fit` from a readout saved in ``folder``: the same split and scores as the run that fitted it."""
-    from safetensors.torch import load_file
-
-    measured = (~torch.isnan(responses)).any(1).nonzero().squeeze(1)
-    train_rel, test_rel = split_indices(len(measured), test_fraction, split_seed)
-    train, test = measured[train_rel], measured[test_rel]
-    readout = readout_spec.build(registry=registry)
-    readout.initialize(tuple(latents.shape[1:]), len(neuron_ids))
-    readout.load_state_dict(load_file(str(folder / READOUT_FILE)))
-    readout = readout.to(device)
-    model = EncodingModel(backbone, readout).eval()
-    predicted = predict(readout, latents, batch_size, device)
-    return Fit(model, list(neuron_ids), train, test, predicted, pearson_columns(predicted[test], responses[test]))
-
 
 def _saved_digest(folder: Path) -> str | None:
     try:
@@ -277,11 +269,8 @@ def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry 
     split = {"test_fraction": spec.data.test_fraction, "split_seed": spec.data.split_seed,
              "batch_size": spec.batch_size, "device": device, "registry": registry}
     reused = reuse and _saved_digest(out / "model") == digest
-    if reused:
-        fit = restore_fit(spec.readout, backbone, out / "model", latents, responses, list(recorded.neuron_ids),
-                          **split)
-    else:
-        fit = fit_readout(spec.readout, backbone, latents, responses, list(recorded.neuron_ids), **split)
+    fit = fit_readout(spec.readout, backbone, latents, responses, list(recorded.neuron_ids), **split,
+                      saved=out / "model" if reused else None)
     if recorded.has_repeats:
         fit.score_repeats(recorded.trials_aligned_to(stimuli))
     write_scores(fit, out / "scores.csv")
