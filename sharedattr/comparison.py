@@ -9,9 +9,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .data import StimulusSet
+from .data.ground_truth import load_neuron_parts, pair_parts
 from .errors import SpecError, UserError
 from .explain import ExplainSettings, PairImages, explain_pairs, tidy_rows
-from .data import StimulusSet
 from .features import extract_features
 from .fitting import predict
 from .matching import match_pairs, preferred_categories
@@ -62,7 +63,7 @@ def compare(model: EncodingModel, stimuli: StimulusSet | str | Path, *, neurons:
             preferred_category: str | None = None, drivers_per_neuron: int = 2, references_per_driver: int = 1,
             on_reference: bool = True, reduce: str = "sum", batch_size: int = 32,
             device: torch.device | str = "cpu", registry: Registry | None = None, progress: bool = False,
-            return_maps: bool = False) -> Any:
+            return_maps: bool = False, neuron_parts: Mapping[str, Sequence[str]] | str | Path | None = None) -> Any:
     """Compare attribution methods on the same neurons, drivers and references; return the tidy table.
 
     ``model``: a fitted encoding model (e.g. :func:`sharedattr.load_model`), images ``[B, C, H, W]``
@@ -71,7 +72,9 @@ def compare(model: EncodingModel, stimuli: StimulusSet | str | Path, *, neurons:
     where the set has them, enable the localisation metrics). ``neurons``: ids or output
     indices (default: all). ``responses`` ``[S, N]`` aligned with the stimuli rank the drivers
     (NaN = not measured); without them the model's predictions do. ``methods``, ``metrics``
-    and ``matcher`` are registered names or ``{"name": ..., **params}`` dicts.
+    and ``matcher`` are registered names or ``{"name": ..., **params}`` dicts. ``neuron_parts``
+    (``{neuron id: [part, ...]}`` or a JSON file, see :mod:`sharedattr.data.ground_truth`)
+    scores localisation against the parts each pair shares (manifest ``mask:<part>`` columns).
 
     Returns a pandas DataFrame, one row per neuron × driver × reference × method × image ×
     metric (and, with ``return_maps``, the maps ``{method: {"driver"|"reference": [P, H, W]}}`` too).
@@ -105,7 +108,10 @@ def compare(model: EncodingModel, stimuli: StimulusSet | str | Path, *, neurons:
                         preferred, drivers_per_neuron=drivers_per_neuron,
                         references_per_driver=references_per_driver, batch_size=batch_size, device=device)
     size, channels = model.input_size, model.in_channels
-    images = PairImages.load(stimuli, pairs, size, channels)
+    if isinstance(neuron_parts, (str, Path)):
+        neuron_parts = load_neuron_parts(neuron_parts, list(stimuli.part_masks))
+    shared = None if neuron_parts is None else pair_parts(stimuli, neuron_parts, neuron_ids, pairs)
+    images = PairImages.load(stimuli, pairs, size, channels, shared)
     settings = ExplainSettings(on_reference, reduce, batch_size, device)
     explained = explain_pairs(model, pairs, images, method_specs, metric_specs, settings, registry=registry,
                               progress=progress)

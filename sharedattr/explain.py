@@ -10,6 +10,7 @@ repeated run with the same spec recomputes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ IMAGES = ("driver", "reference")
 @dataclass
 class PairImages:
     """The images of P pairs, aligned with the pairs: ``drivers``/``references`` ``[P, C, H, W]`` in [0, 1];
-    masks ``[P, H, W]`` bool, or None where the stimulus set has no ground truth."""
+    ground-truth masks ``[P, H, W]`` bool, or None where the stimulus set has no ground truth."""
 
     drivers: Tensor
     references: Tensor
@@ -39,11 +40,36 @@ class PairImages:
     reference_masks: Tensor | None = None
 
     @classmethod
-    def load(cls, stimuli: Any, pairs: Sequence[Pair], size: tuple[int, int], channels: int) -> "PairImages":
-        """The drivers' and references' images (and masks) of ``pairs`` from a :class:`~sharedattr.data.StimulusSet`."""
+    def load(cls, stimuli: Any, pairs: Sequence[Pair], size: tuple[int, int], channels: int,
+             parts: Sequence[Sequence[str] | None] | None = None) -> "PairImages":
+        """The drivers' and references' images and masks of ``pairs`` from a :class:`~sharedattr.data.StimulusSet`.
+
+        ``parts`` (per pair; see :func:`sharedattr.data.ground_truth.pair_parts`) names the parts
+        the pair shares: that pair's masks are the union of those parts' masks on each image.
+        Pairs without parts (None) use the stimulus set's ``mask`` column.
+        """
         drivers, references = [p.driver for p in pairs], [p.reference for p in pairs]
-        return cls(stimuli.load_images(size, channels, drivers), stimuli.load_images(size, channels, references),
-                   stimuli.load_masks(size, drivers), stimuli.load_masks(size, references))
+        images = cls(stimuli.load_images(size, channels, drivers), stimuli.load_images(size, channels, references),
+                     stimuli.load_masks(size, drivers), stimuli.load_masks(size, references))
+        rows = [i for i, names in enumerate(parts or []) if names is not None]
+        if rows:
+            names = [parts[i] for i in rows]
+            for attr, indices in (("driver_masks", drivers), ("reference_masks", references)):
+                masks = getattr(images, attr)
+                if masks is None:
+                    masks = torch.zeros(len(pairs), *size, dtype=torch.bool)
+                masks[rows] = stimuli.load_part_masks(size, [indices[i] for i in rows], names)
+                setattr(images, attr, masks)
+        return images
+
+    def masks_digest(self) -> str | None:
+        """A content hash of the masks (None without masks): part of the work items' identity."""
+        if self.driver_masks is None and self.reference_masks is None:
+            return None
+        h = hashlib.sha256()
+        for m in (self.driver_masks, self.reference_masks):
+            h.update(b"-" if m is None else m.contiguous().numpy().tobytes())
+        return h.hexdigest()[:24]
 
     def images(self, which: str) -> Tensor:
         return self.drivers if which == "driver" else self.references

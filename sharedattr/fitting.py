@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,7 @@ class Experiment:
     cache_hit: bool
     fit_digest: str = ""
     reused: bool = False
+    neuron_parts: dict[str, tuple[str, ...]] | None = None
 
 
 def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_path: Path) -> str:
@@ -257,6 +259,7 @@ def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry 
     recorded = load_responses(spec.data.responses, ids_path=spec.data.response_ids,
                               neuron_ids_path=spec.data.neuron_ids)
     responses = recorded.aligned_to(stimuli)
+    neuron_parts = _neuron_parts(spec, stimuli, recorded.neuron_ids)
     stimuli_digest = stimuli.content_digest()
     digest = fit_digest(spec, stimuli_digest, spec.data.responses)
     backbone = spec.backbone.build(registry=registry).to(device)
@@ -282,4 +285,20 @@ def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry 
 
         fit_figure(fit.test_r, fit.predicted[fit.test], responses[fit.test], fit.neuron_ids,
                    out / "figures" / "fit.png", spec.output.dpi)
-    return Experiment(stimuli, responses, latents, fit, hit, digest, reused)
+    return Experiment(stimuli, responses, latents, fit, hit, digest, reused, neuron_parts)
+
+
+def _neuron_parts(spec: ExperimentSpec, stimuli: StimulusSet,
+                  neuron_ids: Sequence[str]) -> dict[str, tuple[str, ...]] | None:
+    """``data.neuron_parts``, checked against the manifest's part columns and the recorded neuron ids."""
+    from .data.ground_truth import load_neuron_parts
+    from .data.stimuli import DataError
+
+    if spec.data.neuron_parts is None:
+        return None
+    parts = load_neuron_parts(spec.data.neuron_parts, list(stimuli.part_masks))
+    unknown = sorted(set(parts) - set(neuron_ids))
+    if unknown:
+        raise DataError(spec.data.neuron_parts, [f"neuron {n!r} is not in the responses ({spec.data.responses})"
+                                                 for n in unknown])
+    return parts

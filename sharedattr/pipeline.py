@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .data.ground_truth import pair_parts
 from .explain import Explained, ExplainSettings, PairImages, explain_pairs, labels, tidy_rows
 from .fitting import fit_experiment, resolve_device
 from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_csv, atomic_write_json
@@ -105,11 +106,13 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     # 3-4. attribution and metrics (each finished work item is reused) ------------------------
     stage("attribute")
     size, channels = model.input_size, model.in_channels
-    images = PairImages.load(stimuli, pairs, size, channels)
+    shared = None if experiment.neuron_parts is None else pair_parts(stimuli, experiment.neuron_parts, neuron_ids, pairs)
+    images = PairImages.load(stimuli, pairs, size, channels, shared)
     settings = ExplainSettings(spec.attribution.on_reference, spec.attribution.reduce, spec.batch_size, device)
     store = WorkStore(out / "work")
     identity = {"model": experiment.fit_digest,
-                "pairs": [[neuron_ids[p.neuron], stimuli.ids[p.driver], stimuli.ids[p.reference]] for p in pairs]}
+                "pairs": [[neuron_ids[p.neuron], stimuli.ids[p.driver], stimuli.ids[p.reference]] for p in pairs],
+                "masks": images.masks_digest()}
     explained = explain_pairs(model, pairs, images, spec.methods, spec.metrics, settings, registry=registry,
                               store=store, identity=identity, progress=progress)
     stages.update(2)

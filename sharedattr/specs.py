@@ -93,7 +93,7 @@ class DataSpec(Strict):
     """Stimuli and recorded responses."""
 
     stimuli: InputPath = Field(
-        description="CSV manifest (columns stimulus_id, path, category, optional mask) "
+        description="CSV manifest (columns stimulus_id, path, category, optional mask and mask:<part>) "
         "or a folder with one sub-folder of images per category."
     )
     responses: InputPath = Field(
@@ -113,6 +113,12 @@ class DataSpec(Strict):
     )
     categories: list[str] | None = Field(
         None, description="The allowed categories; a stimulus of any other category is an error (default: any)."
+    )
+    neuron_parts: InputPath | None = Field(
+        None,
+        description="JSON mapping neuron ids to the annotated parts (manifest mask:<part> columns) that drive "
+        "them, as a list or {part: weight}. Localisation is then scored against the parts each driver/reference "
+        "pair shares, instead of the mask column.",
     )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of stimuli held out for scoring.")
     split_seed: int = Field(0, description="Seed of the train/test split.")

@@ -1,7 +1,8 @@
 """Stimulus sets, validated before any compute starts.
 
-Stimuli come from a CSV manifest (``stimulus_id, path, category``, optional ``mask``) or a
-folder with one sub-folder of images per category. Every problem found is reported at once.
+Stimuli come from a CSV manifest (``stimulus_id, path, category``, optional ``mask`` and
+``mask:<part>`` columns) or a folder with one sub-folder of images per category. Every
+problem found is reported at once.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from ..errors import MissingFileError, UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 MAX_LISTED = 20
+PART_PREFIX = "mask:"
 
 
 class DataError(UserError):
@@ -34,12 +36,18 @@ class DataError(UserError):
 
 @dataclass(frozen=True)
 class StimulusSet:
-    """Stimulus ids, image paths, categories and optional ground-truth mask paths (all length S)."""
+    """Stimulus ids, image paths, categories and optional ground-truth mask paths (all length S).
+
+    ``masks`` is one ground-truth mask per stimulus (manifest column ``mask``); ``part_masks``
+    maps part names to per-stimulus masks of that part (columns ``mask:<part>``; None where
+    the stimulus lacks the part).
+    """
 
     ids: tuple[str, ...]
     paths: tuple[Path, ...]
     categories: tuple[str, ...]
     masks: tuple[Path | None, ...]
+    part_masks: dict[str, tuple[Path | None, ...]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -66,8 +74,13 @@ class StimulusSet:
             if missing:
                 raise DataError(path, [f"missing column(s) {', '.join(sorted(missing))}; "
                                        "a manifest needs stimulus_id, path, category (and optionally mask)"])
+            part_columns = [c for c in reader.fieldnames or [] if c.startswith(PART_PREFIX)]
+            for c in part_columns:
+                if not c[len(PART_PREFIX):].strip():
+                    problems.append(f"column {c!r}: a part mask column needs a part name, e.g. 'mask:head'")
             rows = list(reader)
         ids, paths, cats, masks, seen = [], [], [], [], {}
+        parts: dict[str, list[Path | None]] = {c[len(PART_PREFIX):].strip(): [] for c in part_columns}
         for line, row in enumerate(rows, start=2):
             sid, rel, cat = (row.get("stimulus_id") or "").strip(), (row.get("path") or "").strip(), (row.get("category") or "").strip()
             if not sid:
@@ -84,12 +97,18 @@ class StimulusSet:
             mask = path.parent / mask_rel if mask_rel else None
             if mask is not None and not mask.is_file():
                 problems.append(f"line {line}: mask not found: {mask}")
+            for column in part_columns:
+                part_rel = (row.get(column) or "").strip()
+                part_mask = path.parent / part_rel if part_rel else None
+                if part_mask is not None and not part_mask.is_file():
+                    problems.append(f"line {line}: {column} not found: {part_mask}")
+                parts[column[len(PART_PREFIX):].strip()].append(part_mask)
             ids.append(sid), paths.append(image), cats.append(cat), masks.append(mask)
         if not rows:
             problems.append("the manifest lists no stimuli")
         if problems:
             raise DataError(path, problems)
-        return cls(tuple(ids), tuple(paths), tuple(cats), tuple(masks))
+        return cls(tuple(ids), tuple(paths), tuple(cats), tuple(masks), {p: tuple(v) for p, v in parts.items()})
 
     @classmethod
     def from_folder(cls, path: Path) -> "StimulusSet":
@@ -173,15 +192,41 @@ class StimulusSet:
 
     def load_masks(self, size: tuple[int, int], indices: Sequence[int] | None = None) -> Tensor | None:
         """Ground-truth masks ``[len(indices), H, W]`` bool (nearest resize), or None if the set has none."""
-        from PIL import Image
-
         if not self.has_masks:
             return None
         indices = range(len(self)) if indices is None else indices
         out = torch.zeros(len(indices), *size, dtype=torch.bool)
         for row, i in enumerate(indices):
-            p = self.masks[i]
-            if p is not None:
-                with Image.open(p) as im:
-                    out[row] = torch.from_numpy(np.asarray(im.convert("L").resize((size[1], size[0]), Image.NEAREST)) > 0)
+            if self.masks[i] is not None:
+                out[row] = _read_mask(self.masks[i], size)
         return out
+
+    def has_part(self, index: int, part: str) -> bool:
+        """Whether stimulus ``index`` has a mask for ``part`` (a ``mask:<part>`` manifest cell)."""
+        return part in self.part_masks and self.part_masks[part][index] is not None
+
+    def load_part_masks(self, size: tuple[int, int], indices: Sequence[int],
+                        parts: Sequence[Sequence[str]]) -> Tensor:
+        """Per row, the union of the masks of ``parts[row]`` on stimulus ``indices[row]``: ``[len(indices), H, W]`` bool.
+
+        Parts a stimulus lacks add nothing; a row with no parts is all False.
+        """
+        unknown = sorted({p for row in parts for p in row} - set(self.part_masks))
+        if unknown:
+            raise DataError("stimulus part masks", [
+                f"no manifest column {PART_PREFIX}{p} (part masks given: "
+                f"{', '.join(self.part_masks) or 'none'})" for p in unknown])
+        out = torch.zeros(len(indices), *size, dtype=torch.bool)
+        for row, (i, names) in enumerate(zip(indices, parts)):
+            for name in names:
+                if self.part_masks[name][i] is not None:
+                    out[row] |= _read_mask(self.part_masks[name][i], size)
+        return out
+
+
+def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
+    """A mask image → ``[H, W]`` bool (nonzero pixels, nearest resize to ``size``)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("L").resize((size[1], size[0]), Image.NEAREST)) > 0)

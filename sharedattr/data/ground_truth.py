@@ -1,0 +1,66 @@
+"""Ground truth of *shared* features: which annotated parts drive each neuron.
+
+A JSON file maps neuron ids to the parts (manifest columns ``mask:<part>``) that drive them,
+as a list (``{"n1": ["limbs", "head"]}``) or as weights (``{"n1": {"limbs": 1.0, "head": 0.2}}``,
+parts with weight > 0 count). For a neuron and a driver/reference pair, the *shared* parts
+are the neuron's parts present in both images; localisation metrics are then scored against
+the union of those parts' masks on each image. Without this file they use the ``mask`` column.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..errors import MissingFileError
+from .stimuli import DataError, StimulusSet
+
+
+def load_neuron_parts(path: str | Path, part_names: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """``{neuron id: parts}`` from a JSON file; every part must be one of ``part_names`` when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(path, "neuron parts file (data.neuron_parts)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(path, [f"not valid JSON: {err}"]) from None
+    if not isinstance(raw, dict):
+        raise DataError(path, ["expected a JSON object mapping neuron ids to a list of parts or {part: weight}"])
+    problems: list[str] = []
+    out: dict[str, tuple[str, ...]] = {}
+    for neuron, parts in raw.items():
+        if isinstance(parts, list) and all(isinstance(p, str) for p in parts):
+            names = tuple(parts)
+        elif isinstance(parts, dict) and all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                                              for w in parts.values()):
+            names = tuple(p for p, w in parts.items() if w > 0)
+        else:
+            problems.append(f"{neuron!r}: expected a list of part names or an object of part weights, got {parts!r}")
+            continue
+        if part_names is not None:
+            unknown = [p for p in names if p not in part_names]
+            if unknown:
+                problems.append(f"{neuron!r}: unknown part(s) {', '.join(map(repr, unknown))}; the stimulus manifest "
+                                f"has mask columns for {', '.join(part_names) or 'no parts'}")
+        out[str(neuron)] = names
+    if problems:
+        raise DataError(path, problems)
+    return out
+
+
+def shared_parts(stimuli: StimulusSet, parts: Sequence[str], driver: int, reference: int) -> tuple[str, ...]:
+    """The ``parts`` present in both the driver's and the reference's part masks."""
+    return tuple(p for p in parts if stimuli.has_part(driver, p) and stimuli.has_part(reference, p))
+
+
+def pair_parts(stimuli: StimulusSet, neuron_parts: Mapping[str, Sequence[str]], neuron_ids: Sequence[str],
+               pairs: Sequence[object]) -> list[tuple[str, ...] | None]:
+    """Per pair (with ``neuron``, ``driver`` and ``reference`` indices), its shared parts, or None
+    when ``neuron_parts`` does not name the pair's neuron."""
+    out: list[tuple[str, ...] | None] = []
+    for p in pairs:
+        parts = neuron_parts.get(neuron_ids[p.neuron])  # type: ignore[attr-defined]
+        out.append(None if parts is None else shared_parts(stimuli, parts, p.driver, p.reference))  # type: ignore[attr-defined]
+    return out

@@ -1,0 +1,301 @@
+"""Procedural stimuli with pixel-exact part masks: stick-figure "bodies" and several kinds of "objects".
+
+A body has a ``head``, a ``torso`` and four two-segment ``limbs`` in a random pose, size,
+position, rotation and texture. An object is a ``shape`` (box, ellipse, polygon, star or
+triangle) that may carry body-like parts: an elongated, limb-like arm (labelled ``limbs``)
+and/or a head-like disc (labelled ``head``), so that a neuron tuned to limbs or heads is
+driven by some objects for exactly the reason a body drives it.
+
+Rendering is exact: every figure is painted with one texture over a textured background,
+without anti-aliasing, so a pixel differs from the background exactly where one visible
+part mask is set (the masks are resolved for occlusion: each pixel belongs to at most one
+part). Sensor noise (``noise_std``, grey levels) is added last.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PARTS = ("head", "torso", "limbs", "shape")
+CATEGORIES = ("bodies", "objects")
+OBJECT_KINDS = ("box", "ellipse", "polygon", "star", "triangle")
+ATTACHMENTS = ("none", "limb", "head", "both")
+ATTACHMENT_PROBS = (0.5, 0.2, 0.18, 0.12)
+TEXTURES = ("flat", "stripes", "checks", "blotches")
+MIN_CONTRAST = 70.0  # grey levels between a figure's base luminance and its background's
+
+
+@dataclass
+class Scene:
+    """One rendered stimulus.
+
+    ``image`` ``[H, W, C]`` uint8 (sensor noise included); ``background`` and ``paint``
+    ``[H, W, C]`` float32 grey levels: the noise-free background and the figure's texture;
+    ``parts`` maps each part present to its visible mask ``[H, W]`` bool; ``kind`` is
+    ``"body"`` or the object kind; ``attachment`` is the object's body-like extra.
+    """
+
+    image: np.ndarray
+    background: np.ndarray
+    paint: np.ndarray
+    parts: dict[str, np.ndarray]
+    category: str
+    kind: str
+    attachment: str = "none"
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The union of all part masks ``[H, W]`` bool: where the figure is visible."""
+        out = np.zeros(self.image.shape[:2], dtype=bool)
+        for m in self.parts.values():
+            out |= m
+        return out
+
+    def area(self, part: str) -> float:
+        """Visible area of ``part`` as a fraction of the image (0 when absent)."""
+        m = self.parts.get(part)
+        return float(m.mean()) if m is not None else 0.0
+
+
+@dataclass
+class _Canvas:
+    """Part shapes drawn in z-order; later shapes occlude earlier ones."""
+
+    size: int
+    layers: list[tuple[str, np.ndarray]] = field(default_factory=list)
+
+    def _new(self):  # noqa: ANN202 - (PIL image, draw)
+        from PIL import Image, ImageDraw
+
+        im = Image.new("L", (self.size, self.size), 0)
+        return im, ImageDraw.Draw(im)
+
+    def polygon(self, part: str, points: Sequence[tuple[float, float]]) -> None:
+        im, draw = self._new()
+        draw.polygon([tuple(map(float, p)) for p in points], fill=255)
+        self.layers.append((part, np.asarray(im) > 0))
+
+    def disc(self, part: str, centre: tuple[float, float], radius: float) -> None:
+        im, draw = self._new()
+        x, y = centre
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=255)
+        self.layers.append((part, np.asarray(im) > 0))
+
+    def limb(self, part: str, points: Sequence[tuple[float, float]], width: float) -> None:
+        """A thick polyline with round joints and ends."""
+        im, draw = self._new()
+        w = max(2, int(round(width)))
+        draw.line([tuple(map(float, p)) for p in points], fill=255, width=w, joint="curve")
+        r = w / 2
+        for x, y in points:
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
+        self.layers.append((part, np.asarray(im) > 0))
+
+    def visible_parts(self) -> dict[str, np.ndarray]:
+        """Each part's visible mask, resolved for occlusion (empty parts dropped)."""
+        taken = np.zeros((self.size, self.size), dtype=bool)
+        out: dict[str, np.ndarray] = {}
+        for part, m in reversed(self.layers):
+            visible = m & ~taken
+            taken |= m
+            out[part] = out.get(part, np.zeros_like(m)) | visible
+        return {p: m for p, m in out.items() if m.any()}
+
+
+def _transform(points: Sequence[tuple[float, float]], centre: tuple[float, float], scale: float,
+               angle: float) -> list[tuple[float, float]]:
+    """Figure coordinates (units of ``scale`` pixels, y down) → pixel coordinates, rotated by ``angle``."""
+    c, s = math.cos(angle), math.sin(angle)
+    return [(centre[0] + scale * (c * x - s * y), centre[1] + scale * (s * x + c * y)) for x, y in points]
+
+
+def _polar(origin: tuple[float, float], length: float, angle: float) -> tuple[float, float]:
+    return origin[0] + length * math.cos(angle), origin[1] + length * math.sin(angle)
+
+
+def _draw_body(canvas: _Canvas, rng: np.random.Generator, centre: tuple[float, float], scale: float,
+               angle: float) -> None:
+    """A stick figure about ``scale`` pixels tall: legs, torso, head, then arms (in front)."""
+    t = lambda pts: _transform(pts, centre, scale, angle)  # noqa: E731
+    width = 0.045 * scale * rng.uniform(0.85, 1.25)
+    torso_w, torso_h = 0.16 * rng.uniform(0.8, 1.2), 0.32 * rng.uniform(0.9, 1.1)
+    top, bottom = -torso_h / 2, torso_h / 2
+    for side in (-1, 1):  # legs: hip → knee → foot
+        hip = (side * torso_w * 0.3, bottom - 0.01)
+        thigh = math.pi / 2 - side * rng.uniform(0.05, 0.55)
+        knee = _polar(hip, 0.17, thigh)
+        foot = _polar(knee, 0.16, thigh + side * rng.uniform(-0.6, 0.4))
+        canvas.limb("limbs", t([hip, knee, foot]), width)
+    if rng.random() < 0.5:
+        canvas.polygon("torso", t([(-torso_w / 2, top), (torso_w / 2, top), (torso_w / 2, bottom), (-torso_w / 2, bottom)]))
+    else:
+        canvas.polygon("torso", t([(torso_w / 2 * math.cos(a), torso_h / 2 * math.sin(a))
+                                   for a in np.linspace(0, 2 * math.pi, 24, endpoint=False)]))
+    r_head = 0.085 * rng.uniform(0.85, 1.2)
+    (hx, hy), = t([(rng.uniform(-0.02, 0.02), top - r_head - 0.02)])
+    canvas.disc("head", (hx, hy), r_head * scale)
+    for side in (-1, 1):  # arms: shoulder → elbow → hand, from hanging down to raised
+        shoulder = (side * torso_w * 0.45, top + 0.03)
+        upper = math.pi / 2 - side * rng.uniform(0.2, 2.6)
+        elbow = _polar(shoulder, 0.15, upper)
+        hand = _polar(elbow, 0.14, upper + side * rng.uniform(-1.2, 0.6))
+        canvas.limb("limbs", t([shoulder, elbow, hand]), width)
+
+
+def _shape_outline(kind: str, rng: np.random.Generator, w: float, h: float) -> list[tuple[float, float]]:
+    if kind == "box":
+        return [(-w, -h), (w, -h), (w, h), (-w, h)]
+    if kind == "ellipse":
+        return [(w * math.cos(a), h * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 32, endpoint=False)]
+    if kind == "polygon":
+        angles = np.sort(rng.uniform(0, 2 * math.pi, 6))
+        return [(w * math.cos(a) * rng.uniform(0.75, 1), h * math.sin(a) * rng.uniform(0.75, 1)) for a in angles]
+    if kind == "star":
+        return [((w if i % 2 == 0 else 0.45 * w) * math.cos(a), (h if i % 2 == 0 else 0.45 * h) * math.sin(a))
+                for i, a in enumerate(np.linspace(-math.pi / 2, 1.5 * math.pi, 10, endpoint=False))]
+    if kind == "triangle":
+        return [(0.0, -h), (w, h), (-w, h)]
+    raise ValueError(f"unknown object kind {kind!r}; choose one of {', '.join(OBJECT_KINDS)}")
+
+
+def _draw_object(canvas: _Canvas, rng: np.random.Generator, kind: str, attachment: str,
+                 centre: tuple[float, float], scale: float, angle: float) -> None:
+    """A ``kind`` shape about ``0.3–0.5 · scale`` wide, with an optional limb-like arm and/or head-like disc."""
+    t = lambda pts: _transform(pts, centre, scale, angle)  # noqa: E731
+    w, h = rng.uniform(0.14, 0.26), rng.uniform(0.14, 0.26)
+    canvas.polygon("shape", t(_shape_outline(kind, rng, w, h)))
+    if attachment in ("limb", "both"):  # an elongated two-segment bar leaving the shape's side
+        side = rng.choice([-1, 1])
+        start = (side * w * 0.8, rng.uniform(-0.3, 0.3) * h)
+        direction = (0.0 if side > 0 else math.pi) + rng.uniform(-1.0, 1.0)
+        joint = _polar(start, rng.uniform(0.14, 0.2), direction)
+        end = _polar(joint, rng.uniform(0.1, 0.16), direction + rng.uniform(-0.9, 0.9))
+        canvas.limb("limbs", t([start, joint, end]), 0.045 * scale * rng.uniform(0.85, 1.25))
+    if attachment in ("head", "both"):  # a disc on top, with the body's head proportions
+        r = 0.085 * rng.uniform(0.85, 1.2)
+        (hx, hy), = t([(rng.uniform(-0.3, 0.3) * w, -h - r - 0.02)])
+        canvas.disc("head", (hx, hy), r * scale)
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32) if rgb.shape[-1] == 3 else rgb[..., 0]
+
+
+def _base_colours(rng: np.random.Generator, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Background and figure colours (grey levels, ``[C]``) whose luminances differ by ≥ MIN_CONTRAST."""
+    while True:
+        bg, fg = rng.uniform(20, 235, channels), rng.uniform(0, 255, channels)
+        if channels == 3:  # keep colours moderately saturated around a luminance
+            bg, fg = (np.clip(c.mean() + 0.5 * (c - c.mean()), 0, 255) for c in (bg, fg))
+        if abs(float(_luminance(fg[None])[0] - _luminance(bg[None])[0])) >= MIN_CONTRAST:
+            return bg.astype(np.float32), fg.astype(np.float32)
+
+
+def _texture(rng: np.random.Generator, size: int, kind: str, amplitude: float) -> np.ndarray:
+    """A zero-mean texture ``[H, W]`` with values in ``[-amplitude, amplitude]``."""
+    if kind == "flat":
+        return np.zeros((size, size), dtype=np.float32)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    if kind == "stripes":
+        theta, period = rng.uniform(0, math.pi), rng.uniform(3, 8)
+        return amplitude * np.sign(np.sin(2 * math.pi * (xx * math.cos(theta) + yy * math.sin(theta)) / period))
+    if kind == "checks":
+        period = int(rng.integers(3, 7))
+        return amplitude * (2 * (((xx // period) + (yy // period)) % 2) - 1)
+    if kind == "blotches":  # smooth noise: a few random low-frequency gratings
+        out = np.zeros((size, size), dtype=np.float32)
+        for _ in range(4):
+            k = rng.uniform(0.1, 0.5, 2)
+            out += np.sin(k[0] * xx + k[1] * yy + rng.uniform(0, 2 * math.pi))
+        return amplitude * out / 4
+    raise ValueError(f"unknown texture {kind!r}; choose one of {', '.join(TEXTURES)}")
+
+
+def render_scene(category: str, size: int = 64, *, channels: int = 1, rng: np.random.Generator | None = None,
+                 noise_std: float = 4.0, kind: str | None = None, attachment: str | None = None) -> Scene:
+    """Render one ``category`` ("bodies" or "objects") stimulus of ``size`` × ``size`` pixels.
+
+    ``kind`` and ``attachment`` fix an object's shape and body-like extra (default: random).
+    The figure texture's amplitude stays below half the figure/background contrast, so every
+    figure pixel differs visibly from the background.
+    """
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown category {category!r}; choose one of {', '.join(CATEGORIES)}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    rng = rng if rng is not None else np.random.default_rng()
+    canvas = _Canvas(size)
+    scale = size * rng.uniform(0.6, 0.95)
+    centre = (size / 2 + rng.uniform(-0.12, 0.12) * size, size / 2 + rng.uniform(-0.08, 0.08) * size)
+    angle = rng.uniform(-0.35, 0.35)
+    if category == "bodies":
+        kind, attachment = "body", "none"
+        _draw_body(canvas, rng, centre, scale, angle)
+    else:
+        kind = kind or str(rng.choice(OBJECT_KINDS))
+        attachment = attachment or str(rng.choice(ATTACHMENTS, p=ATTACHMENT_PROBS))
+        _draw_object(canvas, rng, kind, attachment, centre, scale * rng.uniform(1.0, 1.3), angle + rng.uniform(-0.5, 0.5))
+    bg_colour, fg_colour = _base_colours(rng, channels)
+    background = bg_colour + _texture(rng, size, str(rng.choice(["flat", "blotches"])), 12.0)[..., None]
+    paint = fg_colour + _texture(rng, size, str(rng.choice(TEXTURES)), 22.0)[..., None]
+    background, paint = np.clip(background, 0, 255), np.clip(paint, 0, 255)
+    parts = canvas.visible_parts()
+    union = np.zeros((size, size), dtype=bool)
+    for m in parts.values():
+        union |= m
+    clean = np.where(union[..., None], paint, background)
+    noisy = clean + (rng.normal(0, noise_std, clean.shape) if noise_std > 0 else 0.0)
+    image = np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+    return Scene(image, background.astype(np.float32), paint.astype(np.float32), parts, category, kind, attachment)
+
+
+@dataclass
+class RenderedSet:
+    """A rendered stimulus set held in memory.
+
+    ``images`` ``[N, H, W, C]`` uint8; ``parts`` maps every part name in :data:`PARTS` to
+    masks ``[N, H, W]`` bool (all False where an image lacks the part); ``ids``,
+    ``categories``, ``kinds`` and ``attachments`` have length N.
+    """
+
+    ids: tuple[str, ...]
+    categories: tuple[str, ...]
+    kinds: tuple[str, ...]
+    attachments: tuple[str, ...]
+    images: np.ndarray
+    parts: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def areas(self) -> dict[str, np.ndarray]:
+        """Visible area of each part as a fraction of the image, ``[N]`` per part."""
+        return {p: m.reshape(len(self), -1).mean(1) for p, m in self.parts.items()}
+
+
+def image_rng(seed: int, category: str, index: int) -> np.random.Generator:
+    """The generator of image ``index`` of ``category``: independent of how many images are drawn."""
+    return np.random.default_rng([seed, CATEGORIES.index(category), index])
+
+
+def render_set(n_per_category: int, size: int = 64, *, channels: int = 1, seed: int = 0,
+               noise_std: float = 4.0, categories: Sequence[str] = CATEGORIES) -> RenderedSet:
+    """Render ``n_per_category`` images of each category; image ``i`` of a category depends only on ``seed`` and ``i``."""
+    ids, cats, kinds, attachments, images = [], [], [], [], []
+    parts = {p: [] for p in PARTS}
+    for category in categories:
+        for i in range(n_per_category):
+            scene = render_scene(category, size, channels=channels, rng=image_rng(seed, category, i), noise_std=noise_std)
+            ids.append(f"{category}_{i:04d}")
+            cats.append(category), kinds.append(scene.kind), attachments.append(scene.attachment)
+            images.append(scene.image)
+            for p in PARTS:
+                parts[p].append(scene.parts.get(p, np.zeros((size, size), dtype=bool)))
+    empty = np.zeros((0, size, size), dtype=bool)
+    return RenderedSet(tuple(ids), tuple(cats), tuple(kinds), tuple(attachments),
+                       np.stack(images) if images else np.zeros((0, size, size, channels), np.uint8),
+                       {p: (np.stack(v) if v else empty) for p, v in parts.items()})
