@@ -110,9 +110,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import make_demo_data
 
     out = Path(args.out)
-    config = make_demo_data(out / "data", n_per_category=args.n_per_category)
-    print(f"demo data and config written to {out / 'data'}; running {config}", file=sys.stderr)
-    return _run(load_experiment(config), out / "results", not args.no_progress)
+    start = time.perf_counter()
+    config = make_demo_data(out / "data", n_per_category=args.n_per_category, progress=not args.no_progress)
+    print(f"demo data and config written to {out / 'data'} ({time.perf_counter() - start:.1f} s); running {config}",
+          file=sys.stderr)
+    code = _run(load_experiment(config), out / "results", not args.no_progress)
+    report = out / "results" / "report.html"
+    if report.is_file():
+        print(f"report: {report.resolve()} (total {time.perf_counter() - start:.1f} s)")
+    return code
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(write_report(args.run_dir))
+    return 0
 
 
 def _config_and_out(parser: argparse.ArgumentParser) -> None:
@@ -166,9 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate a seeded stimulus set with simulated neurons, then run the whole "
                        "pipeline on it. Needs no network and no GPU.")
     p.add_argument("--out", type=Path, default=Path("sharedattr-demo"), help="output folder (default ./sharedattr-demo)")
-    p.add_argument("--n-per-category", type=int, default=40, help="stimuli per category (default 40)")
+    p.add_argument("--n-per-category", type=int, default=60, help="stimuli per category (default 60)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("report", help="rebuild the HTML report of a finished run",
+                       description="Write RUN_DIR/report.html: one self-contained page (figures inlined, no network "
+                       "access) with the fit quality, selectivity, driver/reference pairs, attribution maps, the "
+                       "method × metric scores and a plain-language reading of who won. Prints its path.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help="output folder of `sharedattr run` (for `sharedattr demo --out X`: X/results)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

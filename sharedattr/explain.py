@@ -11,9 +11,11 @@ repeated run with the same spec recomputes nothing.
 from __future__ import annotations
 
 import hashlib
+import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -152,11 +154,13 @@ def score_maps(metric: Any, model: nn.Module, images: Tensor, maps: Tensor, targ
 @dataclass
 class Explained:
     """Maps per method label (``{"driver": [P, H, W], "reference": …}``) and scores per
-    (method, metric, image) ``[P]``; ``higher_is_better`` per metric label."""
+    (method, metric, image) ``[P]``; ``higher_is_better`` per metric label; ``seconds`` per
+    method label: wall time to make all its maps (recorded when they were computed)."""
 
     maps: dict[str, dict[str, Tensor]]
     scores: dict[tuple[str, str, str], Tensor]
     higher_is_better: dict[str, bool]
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def explain_pairs(model: nn.Module, pairs: Sequence[Pair], images: PairImages, methods: Sequence[MethodSpec],
@@ -182,8 +186,14 @@ def explain_pairs(model: nn.Module, pairs: Sequence[Pair], images: PairImages, m
         def build(m: nn.Module, spec: MethodSpec = spec) -> Any:
             return spec.build(m, registry=registry)
 
+        def timed(build: Callable[[nn.Module], Any] = build) -> dict[str, Tensor]:
+            start = time.perf_counter()
+            maps = attribute_pairs(build, model, images, targets, settings)
+            return {**maps, "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
+
         maps_key = work_key(method=dump, **base)
-        maps = store.get_or_compute("maps", maps_key, lambda: attribute_pairs(build, model, images, targets, settings))
+        maps = dict(store.get_or_compute("maps", maps_key, timed))
+        result.seconds[label] = float(maps.pop("seconds", math.nan))
         result.maps[label] = maps
         for m_label, m_dump, metric in built:
             for which in IMAGES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,16 @@ def _plt():
 
 
 def _save(fig: Any, path: Path, dpi: int) -> Path:
+    return atomic_write_bytes(path, figure_png(fig, dpi))
+
+
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """``fig`` as PNG bytes (tight bounding box); a pyplot figure is closed afterwards."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    _plt().close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    if "matplotlib.pyplot" in sys.modules:
+        _plt().close(fig)
+    return buf.getvalue()
 
 
 def _image(x: Tensor):
@@ -105,3 +112,23 @@ def image_grid(tensors: Mapping[str, Tensor], path: Path, dpi: int = 120) -> Pat
         axes[row, 0].set_title(label, fontsize=7, loc="left")
     fig.tight_layout()
     return _save(fig, path, dpi)
+
+
+def overlay(image: Tensor | None, attribution: Tensor, scale: float) -> Any:
+    """An RGB array ``[H, W, 3]`` in [0, 1]: ``attribution`` ``[H, W]`` in blue (< 0) / red (> 0) over a
+    lightened grey version of ``image`` ``[C, H, W]`` (white without one); opacity grows with
+    ``|attribution| / scale`` (a symmetric scale, e.g. shared by a driver map and its reference map)."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    m = attribution.detach().float().cpu().numpy()
+    if image is None:
+        base = np.ones(m.shape)
+    else:
+        x = image.detach().float().cpu().clamp(0, 1)
+        base = 0.3 + 0.6 * (x.mean(0).numpy() if x.shape[0] > 1 else x[0].numpy())
+    scale = scale if scale > 0 else 1.0
+    colour = colormaps["bwr"](np.clip(m / scale, -1, 1) * 0.5 + 0.5)[..., :3]
+    alpha = (np.clip(np.abs(m) / scale, 0, 1) ** 0.6 * 0.9)[..., None]
+    return base[..., None] * (1 - alpha) + colour * alpha
+

@@ -11,11 +11,13 @@ built through the registry. Results are written atomically to the output folder:
   neuron × driver × reference × method × image (driver or reference) × metric;
 - ``summary.csv``: method × image × metric mean ± sem (also printed);
 - ``maps.safetensors``: every attribution map ``[P, H, W]``, keyed ``<method>/<image>``;
+- ``methods.csv``: per method, the wall time to make all its maps and the milliseconds per pair;
 - ``synthesis/``: ``scores.csv``, ``images.safetensors`` and ``images.png`` when synthesizers are configured;
 - ``figures/``: PNGs (fit quality, one attribution grid per neuron);
 - ``work/``: finished work items (maps per method, scores per method × metric × image), so
   a second run of the same spec, or a run after an interruption, recomputes nothing;
-- ``timings.json``: seconds spent in each stage.
+- ``timings.json``: seconds spent in each stage;
+- ``report.html``: a self-contained HTML report of all of the above (rebuild it with ``sharedattr report``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from .work_store import WorkStore
 RESULT_COLUMNS = ["neuron", "driver", "driver_category", "reference", "rank", "similarity", "method", "image",
                   "metric", "value", "higher_is_better"]
 SUMMARY_COLUMNS = ["method", "image", "metric", "mean", "sem", "n", "higher_is_better"]
+METHOD_COLUMNS = ["method", "seconds", "pairs", "ms_per_pair"]
 PAIR_COLUMNS = ["neuron", "driver", "driver_category", "reference", "rank", "similarity", "driver_response"]
 
 
@@ -123,6 +126,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     write_table(out / "results.csv", rows, RESULT_COLUMNS)
     summary = summarise(rows)
     atomic_write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
+    atomic_write_csv(out / "methods.csv", method_times(explained, len(pairs)), METHOD_COLUMNS)
     if spec.output.save_maps and explained.maps:
         save_maps(out / "maps.safetensors", explained, pairs, neuron_ids, stimuli.ids)
     if spec.output.figures:
@@ -142,6 +146,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     names = list(timings)
     durations = {names[i]: timings[names[i + 1]] - timings[names[i]] for i in range(len(names) - 1)}
     atomic_write_json(out / "timings.json", durations)
+    from .report import write_report
+
+    write_report(out)
     reused = {"model": int(experiment.reused), "work_items_reused": store.hits, "work_items_computed": store.misses}
     return RunResult(out, neuron_ids, fit.test_r, selected, pairs, rows, summary, durations, reused)
 
@@ -175,6 +182,13 @@ def save_maps(path: Path, explained: Explained, pairs: list[Pair], neuron_ids: l
     tensors = {f"{label}/{which}": m for label, maps in explained.maps.items() for which, m in maps.items()}
     atomic_save_tensors(path, tensors, {"pairs": ";".join(
         f"{neuron_ids[p.neuron]}|{stimulus_ids[p.driver]}|{stimulus_ids[p.reference]}" for p in pairs)})
+
+
+def method_times(explained: Explained, n_pairs: int) -> list[dict[str, Any]]:
+    """Per method: seconds to make all maps of ``n_pairs`` pairs (driver and, where run, reference) and ms per pair."""
+    return [{"method": label, "seconds": round(s, 4), "pairs": n_pairs,
+             "ms_per_pair": round(1000 * s / n_pairs, 3) if n_pairs else math.nan}
+            for label, s in explained.seconds.items()]
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,0 +1,39 @@
+"""A self-contained HTML report of a finished run: ``<run_dir>/report.html``.
+
+The page has no external references: figures are inlined as base64 PNG ``data:`` URIs and
+the CSS is inline. Sections, in order: summary and verdict, readout fit quality, category
+selectivity, driver/reference pairs, attribution maps, the method × metric tables, a
+plain-language reading of who won, synthesis (when run) and timings. Rebuild it with
+``sharedattr report RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..io import atomic_write_text
+from .html import join, page
+from .reading import read_summary
+from .rundir import RunDir
+from .sections import SECTIONS, Context, all_sections
+
+REPORT_FILE = "report.html"
+
+__all__ = ["REPORT_FILE", "SECTIONS", "build_report", "write_report"]
+
+
+def build_report(run_dir: str | Path) -> str:
+    """The report of the run in ``run_dir`` as an HTML string.
+
+    Raises :class:`~sharedattr.errors.MissingFileError` when ``run_dir`` or its ``spec.json`` is
+    missing; any other missing file only leaves a note in its section.
+    """
+    run = RunDir(run_dir)
+    ctx = Context(run, read_summary(run.summary or []))
+    return page(f"sharedattr report: {run.name}", join(all_sections(ctx), "\n"))
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``<run_dir>/report.html`` atomically; return its path."""
+    html = build_report(run_dir)
+    return atomic_write_text(Path(run_dir) / REPORT_FILE, html)

@@ -1,0 +1,126 @@
+"""Read a finished run folder (what :func:`sharedattr.pipeline.run_experiment` wrote).
+
+Only ``spec.json`` is required; every other file is optional and reads as None when absent,
+so a report can be built from a partial run. The stimuli and responses are found through
+the spec's ``data`` paths (absolute, or relative to the working directory or the run folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from ..errors import MissingFileError, UserError
+from .reading import Score
+
+SPEC_FILE = "spec.json"
+
+
+def read_csv(path: Path) -> list[dict[str, str]] | None:
+    """The rows of a CSV file as dicts, or None if it does not exist."""
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+class RunDir:
+    """A run folder: the spec (as written, a plain dict) and lazily read results."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise MissingFileError(self.path, "run folder", "expected the output folder of `sharedattr run`")
+        spec_path = self.path / SPEC_FILE
+        if not spec_path.is_file():
+            hint = "expected the output folder of `sharedattr run`"
+            if (self.path / "results" / SPEC_FILE).is_file():
+                hint = f"the run of `sharedattr demo` is in {self.path / 'results'}"
+            raise MissingFileError(spec_path, "run spec", hint)
+        try:
+            saved = json.loads(spec_path.read_text(encoding="utf-8"))
+            self.spec: dict[str, Any] = dict(saved["spec"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{spec_path}: not a run spec written by `sharedattr run` ({type(err).__name__}: "
+                            f"{err})") from None
+        self.digest = str(saved.get("digest", ""))
+
+    def file(self, name: str) -> Path | None:
+        """``path/name`` if it exists, else None."""
+        p = self.path / name
+        return p if p.exists() else None
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("name", self.path.name))
+
+    @cached_property
+    def scores(self) -> list[dict[str, str]] | None:
+        """``scores.csv``: held-out r (and noise ceiling, FEV) per neuron."""
+        return read_csv(self.path / "scores.csv")
+
+    @cached_property
+    def pairs(self) -> list[dict[str, str]] | None:
+        """``pairs.csv``: one row per (neuron, driver, reference), the row order of the maps."""
+        return read_csv(self.path / "pairs.csv")
+
+    @cached_property
+    def summary(self) -> list[Score] | None:
+        """``summary.csv`` as :class:`Score` rows."""
+        rows = read_csv(self.path / "summary.csv")
+        return None if rows is None else [Score.from_row(r) for r in rows]
+
+    @cached_property
+    def timings(self) -> dict[str, float] | None:
+        path = self.path / "timings.json"
+        return {str(k): float(v) for k, v in json.loads(path.read_text()).items()} if path.is_file() else None
+
+    @cached_property
+    def model_meta(self) -> dict[str, Any] | None:
+        path = self.path / "model" / "model.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    @cached_property
+    def synthesis_scores(self) -> list[dict[str, str]] | None:
+        return read_csv(self.path / "synthesis" / "scores.csv")
+
+    @cached_property
+    def maps(self) -> tuple[dict[str, Tensor], list[str]] | None:
+        """``maps.safetensors``: ``{"<method>/<image>": [P, H, W]}`` and the pairs of its metadata
+        (``neuron|driver|reference`` per row), or None."""
+        path = self.path / "maps.safetensors"
+        if not path.is_file():
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        listed = meta.get("pairs", "")
+        return tensors, listed.split(";") if listed else []
+
+    def data_path(self, key: str) -> Path | None:
+        """The spec's ``data.<key>`` path, resolved (as is, else relative to the run folder); None if unset."""
+        value = (self.spec.get("data") or {}).get(key)
+        if not value:
+            return None
+        p = Path(value)
+        return p if p.is_absolute() or p.exists() or not (self.path / p).exists() else self.path / p
+
+    @cached_property
+    def stimuli(self) -> Any:
+        """The run's :class:`~sharedattr.data.StimulusSet`, or the :class:`UserError` that prevented loading it."""
+        from ..data import StimulusSet
+
+        path = self.data_path("stimuli")
+        if path is None:
+            return UserError("the spec names no stimuli")
+        try:
+            return StimulusSet.load(path)
+        except UserError as err:  # moved or deleted data: the report says so instead of failing
+            return err
