@@ -36,6 +36,7 @@ LOAD_PLUGINS_ENV = "SHAREDATTR_LOAD_PLUGINS"
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "sharedattr.models.backbones",
+    "sharedattr.models.insilico_cnn",
     "sharedattr.models.readouts",
     "sharedattr.models.sgd_readouts",
     "sharedattr.methods.matchers",
