@@ -1,9 +1,9 @@
 """Compare shared-feature attribution with Captum baselines on the same neurons, in a few lines.
 
 Writes the offline in-silico data set (stick-figure bodies and objects with ground-truth
-part masks, simulated body- and object-selective neurons), fits a ridge readout on a
-randomly initialised ResNet-18 cut at layer2, then calls ``sharedattr.compare`` and prints
-the method × image × metric means. Run it with::
+part masks, simulated neurons tuned to body parts), fits a ridge readout on the shipped
+``insilico_cnn`` backbone, then calls ``sharedattr.compare`` and prints the method × image ×
+metric means. Localisation is scored against the parts each driver/reference pair shares. Run it with::
 
     uv run python examples/compare_methods.py [OUT_DIR]
 """
@@ -20,18 +20,19 @@ from sharedattr.fitting import fit_experiment
 
 
 def main(out: Path) -> None:
-    config = make_demo_data(out / "data", n_per_category=40, size=64)
+    config = make_demo_data(out / "data", n_per_category=60, size=64)
     spec = sharedattr.load_experiment(config)
     model = fit_experiment(spec, out / "fit", progress=False).fit.model  # or sharedattr.load_model(folder)
     table = sharedattr.compare(
         model,
         out / "data" / "stimuli" / "manifest.csv",
-        neurons=["body_limbs", "body_head"],
+        neurons=["limbs", "head"],
         preferred_category="bodies",
         methods=["parallel_backprop", "saliency", {"name": "integrated_gradients", "n_steps": 16, "baseline": 0.5},
                  "grad_cam"],
         metrics=[{"name": "deletion", "steps": 10, "baseline": 0.5}, "relevance_mass", "pointing_game", "gini"],
         drivers_per_neuron=3,
+        neuron_parts=out / "data" / "neuron_parts.json",
     )
     table.to_csv(out / "comparison.csv", index=False)
     summary = table.groupby(["metric", "image", "method"])["value"].agg(["mean", "sem", "count"])

@@ -134,7 +134,7 @@ def test_error_broken_manifest_lists_every_row(capsys, tmp_path, tiny_data, tiny
     tiny_config["data"]["stimuli"] = str(manifest)
     err = _expect_user_error(capsys, ["run", str(_write(tmp_path, tiny_config)), "--out", str(tmp_path / "o"),
                                       "--no-progress"], "2 problem(s)")
-    assert "line 3: duplicate stimulus_id 'bodies_000'" in err and "line 4: image not found" in err
+    assert "line 3: duplicate stimulus_id 'bodies_0000'" in err and "line 4: image not found" in err
 
 
 def test_run_writes_results(capsys, tmp_path, tiny_config):

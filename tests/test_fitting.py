@@ -55,7 +55,7 @@ def test_changed_image_or_backbone_misses_the_cache(tiny_data, tiny_config, tmp_
     assert fit_experiment(validate_experiment(tiny_config), tmp_path / "b", progress=False).cache_hit
     from PIL import Image
 
-    image = data / "stimuli" / "images" / "bodies_000.png"
+    image = data / "stimuli" / "images" / "bodies_0000.png"
     Image.open(image).transpose(Image.FLIP_LEFT_RIGHT).save(image)
     assert not fit_experiment(validate_experiment(tiny_config), tmp_path / "c", progress=False).cache_hit
     tiny_config["backbone"]["seed"] = 3
@@ -155,7 +155,7 @@ def test_fit_command(tiny_config, tmp_path, capsys):
     code = main(["fit", str(_write(tmp_path, tiny_config)), "--out", str(tmp_path / "out"), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "fitted 4 neurons on 19 images, scored on 5 held out (features computed)" in out
+    assert "fitted 5 neurons on 19 images, scored on 5 held out (features computed)" in out
     assert (tmp_path / "out" / "model" / "model.json").is_file()
 
 
@@ -168,29 +168,29 @@ def _rewrite_manifest(data, edit):
 
 
 def _break_decode(data):
-    (data / "stimuli" / "images" / "bodies_001.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    return "bodies_001: cannot decode image"
+    (data / "stimuli" / "images" / "bodies_0001.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    return "bodies_0001: cannot decode image"
 
 
 def _truncate(data):
-    path = data / "stimuli" / "images" / "objects_002.png"
+    path = data / "stimuli" / "images" / "objects_0002.png"
     path.write_bytes(path.read_bytes()[:60])
-    return "objects_002: cannot decode image"
+    return "objects_0002: cannot decode image"
 
 
 def _duplicate(data):
     _rewrite_manifest(data, lambda rows: rows.__setitem__(3, rows[2]))
-    return "line 4: duplicate stimulus_id 'bodies_001'"
+    return "line 4: duplicate stimulus_id 'bodies_0001'"
 
 
 def _missing(data):
-    (data / "stimuli" / "images" / "bodies_004.png").unlink()
+    (data / "stimuli" / "images" / "bodies_0004.png").unlink()
     return "line 6: image not found"
 
 
 def _unknown_response_id(data):
     with open(data / "responses.csv", "a") as f:
-        f.write("ghost_007,1,2,3,4\n")
+        f.write("ghost_007,1,2,3,4,5\n")
     return "stimulus_id 'ghost_007' is not in the stimulus set"
 
 
@@ -198,7 +198,7 @@ def _all_nan_neuron(data):
     lines = (data / "responses.csv").read_text().splitlines()
     fixed = [lines[0]] + [",".join(line.split(",")[:-1] + ["nan"]) for line in lines[1:]]
     (data / "responses.csv").write_text("\n".join(fixed) + "\n")
-    return "neuron object_shape: no valid (non-NaN) response"
+    return "neuron shape: no valid (non-NaN) response"
 
 
 @pytest.mark.parametrize("breaker", [_break_decode, _truncate, _duplicate, _missing, _unknown_response_id,
@@ -221,7 +221,7 @@ def test_unknown_category_is_listed(tiny_config, tmp_path, capsys):
     code = main(["fit", str(_write(tmp_path, tiny_config)), "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "stimulus categories: 12 problem(s)" in err
-    assert "objects_000: unknown category 'objects' (allowed: bodies, faces)" in err
+    assert "objects_0000: unknown category 'objects' (allowed: bodies, faces)" in err
 
 
 def test_scores_include_noise_ceiling_and_fev_from_repeats(tiny_config, tmp_path):

@@ -54,7 +54,7 @@ def test_run_produces_a_tidy_table_per_pair_method_metric(tiny_config, tmp_path)
     saved = json.loads((tmp_path / "spec.json").read_text())
     assert saved["digest"] == spec.digest()
     scores = read_csv(tmp_path / "scores.csv")
-    assert [s["neuron"] for s in scores] == ["body_limbs", "body_head", "body_all", "object_shape"]
+    assert [s["neuron"] for s in scores] == ["limbs", "head", "body", "head_and_limbs", "shape"]
     synthesis = read_csv(tmp_path / "synthesis" / "scores.csv")
     assert len(synthesis) == 2 * 2 and {"forward_calls", "wall_s"} <= set(synthesis[0])
     for name in ["figures/fit.png", "synthesis/images.png"]:
@@ -99,13 +99,13 @@ def test_a_damaged_work_item_is_recomputed(tiny_config, tmp_path):
 def test_compare_returns_the_tidy_table_for_a_fitted_model(tiny_config, tiny_data, tmp_path):
     run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
     model = sharedattr.load_model(tmp_path / "model")
-    table = sharedattr.compare(model, tiny_data / "stimuli" / "manifest.csv", neurons=["body_limbs", 2],
+    table = sharedattr.compare(model, tiny_data / "stimuli" / "manifest.csv", neurons=["limbs", 2],
                                methods=["parallel_backprop", {"name": "saliency", "abs": False}],
                                metrics=["gini", {"name": "deletion", "steps": 4}, "relevance_mass"],
                                preferred_category="bodies", drivers_per_neuron=2)
     assert list(table.columns) == RESULT_COLUMNS
     assert len(table) == 2 * 2 * 2 * 2 * 3  # neurons × drivers × methods × images × metrics
-    assert set(table["neuron"]) == {"body_limbs", "body_all"}
+    assert set(table["neuron"]) == {"limbs", "body"}
     assert (table["driver_category"] == "objects").all() and table["reference"].str.startswith("bodies_").all()
     with pytest.raises(SpecError, match=r"methods\[1\].n_steps"):
         sharedattr.compare(model, tiny_data / "stimuli" / "manifest.csv",
@@ -115,9 +115,9 @@ def test_compare_returns_the_tidy_table_for_a_fitted_model(tiny_config, tiny_dat
 
 
 def test_explicit_neurons_and_unknown_ids(tiny_config, tmp_path):
-    tiny_config["selection"] = {"neurons": ["body_head"], "drivers_per_neuron": 1}
+    tiny_config["selection"] = {"neurons": ["head"], "drivers_per_neuron": 1}
     result = run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
-    assert [result.neuron_ids[n] for n in result.selected] == ["body_head"]
+    assert [result.neuron_ids[n] for n in result.selected] == ["head"]
     tiny_config["selection"] = {"neurons": ["V4_unit_9"]}
     with pytest.raises(UserError, match=r"selection.neurons: unknown neuron id\(s\) \['V4_unit_9'\]"):
         run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
