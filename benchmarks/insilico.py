@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import json
 import os
 import platform
 import sys
@@ -43,6 +44,17 @@ METHODS = [
     {"name": "gradient_shap", "n_samples": 16},
     {"name": "occlusion", "window": 8, "stride": 4, "baseline": 0.5},
     {"name": "grad_cam"},
+]
+# --variants: which choices inside parallel backprop matter (path, baseline, variant), beside the best baselines
+VARIANTS = [
+    {"name": "parallel_backprop"},
+    {"name": "parallel_backprop", "variant": "positive"},
+    {"name": "parallel_backprop", "path": "ig", "n_steps": 16, "baseline": 0.5},
+    {"name": "parallel_backprop", "variant": "positive", "path": "ig", "n_steps": 16},
+    {"name": "parallel_backprop", "variant": "positive", "path": "ig", "n_steps": 16, "baseline": 0.5},
+    {"name": "parallel_backprop", "variant": "mask", "path": "ig", "n_steps": 16, "baseline": 0.5},
+    {"name": "integrated_gradients", "n_steps": 32, "baseline": 0.5},
+    {"name": "deep_lift", "baseline": 0.5},
 ]
 METRICS = [
     {"name": "relevance_mass"},
@@ -74,7 +86,7 @@ def spec_for(data: Path, args: argparse.Namespace, neurons: list[str]) -> Experi
         "matcher": {"name": "cosine"},
         "selection": {"neurons": neurons, "drivers_per_neuron": args.drivers},
         "attribution": {"on_reference": True},
-        "methods": METHODS, "metrics": METRICS,
+        "methods": VARIANTS if args.variants else METHODS, "metrics": METRICS,
         "output": {"figures": False},
     })
 
@@ -90,12 +102,18 @@ def table(run: Path) -> str:
     methods = list(times)
     lines = ["| method | " + " | ".join(c[2] for c in COLUMNS) + " | ms / pair |",
              "|---" * (len(COLUMNS) + 2) + "|"]
+    specs = json.loads((run / "spec.json").read_text())["spec"]["methods"]
+    given = VARIANTS if "-variants" in run.name else METHODS
+    described = {label: ", ".join(f"{k}={v}" for k, v in g.items() if k not in ("name", "n_steps", "n_samples",
+                                                                                 "samples"))
+                 for label, g in zip(methods, given)} if len(specs) == len(given) == len(methods) else {}
     for m in methods:
         cells = []
         for metric, image, _ in COLUMNS:
             r = summary.get((m, metric, image))
             cells.append(f"{float(r['mean']):.2f} ± {float(r['sem']):.2f}" if r and r["mean"] not in ("", "nan") else "–")
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {times[m]:.1f} |")
+        name = f"{m} ({described[m]})" if described.get(m) else m
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {times[m]:.1f} |")
     return "\n".join(lines)
 
 
@@ -110,10 +128,12 @@ def main() -> None:
     parser.add_argument("--pooling", choices=["none", "avg", "max"], default="none",
                         help="ridge readout's spatial pooling (avg: position-invariant contributions)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--variants", action="store_true",
+                        help="compare parallel_backprop's variants (path, baseline) with IG and DeepLift instead")
     parser.add_argument("--workdir", type=Path, default=Path("runs/benchmark-insilico"))
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = parser.parse_args()
-    data, run = args.workdir / "data", args.workdir / f"run-{args.backbone}-{args.layer}-{args.pooling}"
+    data, run = args.workdir / "data", args.workdir / f"run-{args.backbone}-{args.layer}-{args.pooling}{'-variants' if args.variants else ''}"
     neurons = neuron_population(args.neurons_per_kind, seed=0, kinds=BODY_KINDS)
     start = time.perf_counter()
     write_insilico(data, args.n_per_category, args.size, seed=0, neurons=neurons, progress=True)
@@ -130,7 +150,7 @@ def main() -> None:
              f"Total wall time {wall:.0f} s.\n\n"
              f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
              f"({torch.get_num_threads()} threads), device {args.device}, {datetime.date.today()}. "
-             f"Command: `uv run python benchmarks/insilico.py {' '.join(sys.argv[1:])}`.".replace("  ", " "))
+             f"Command: `{' '.join(['uv run python benchmarks/insilico.py', *sys.argv[1:]])}`.")
     block = f"{heading}\n\n{text}\n\n{notes}\n"
     print(block)
     if not args.no_write:

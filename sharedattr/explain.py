@@ -230,8 +230,9 @@ def _warn_undefined(values: Tensor, metric: str, method: str, which: str) -> Non
     undefined = int((~torch.isfinite(values)).sum())
     if undefined:
         warnings.warn(f"metric {metric} is undefined (NaN) for {undefined} of {len(values)} {method} {which} maps "
-                      "(e.g. a deletion/insertion curve of an image whose clean response is not positive, or an "
-                      "empty ground-truth mask); summary.csv averages the finite values and counts them in n",
+                      "(e.g. a deletion/insertion curve of an image whose clean response is not positive, a constant "
+                      "map in a rank correlation, or an empty ground-truth mask: a pair that shares none of the "
+                      "neuron's parts); summary.csv averages the finite values and counts them in n",
                       stacklevel=3)
 
 

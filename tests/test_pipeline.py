@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -130,3 +131,9 @@ def test_demo_command_runs_end_to_end(tmp_path, capsys):
     assert "integrated_gradients" in out and "driver/reference pairs" in out
     assert (tmp_path / "results" / "summary.csv").is_file()
     assert (tmp_path / "data" / "demo.toml").is_file()
+    assert (tmp_path / "data" / "neuron_parts.json").is_file()
+    report = tmp_path / "results" / "report.html"
+    assert report.is_file() and f"report: {report.resolve()}" in out
+    rows = read_csv(tmp_path / "results" / "results.csv")
+    mass = [float(r["value"]) for r in rows if r["metric"] == "relevance_mass"]
+    assert mass and sum(math.isfinite(v) for v in mass) > len(mass) / 2  # scored on the parts each pair shares
