@@ -12,14 +12,25 @@ from pathlib import Path
 from typing import Any
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 minus the process umask (mkstemp uses 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+
+    The file gets the permissions of a normally created file (not the temporary file's 0o600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            os.fchmod(f.fileno(), _new_file_mode())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

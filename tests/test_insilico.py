@@ -211,3 +211,16 @@ figures = false
     with pytest.raises(UserError, match="bogus"):
         run_experiment(load_experiment(config), tmp_path / "run2", progress=False)
     assert torch.isfinite(result.test_r).all()
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    import os
+
+    from sharedattr.io import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "x.txt", "hello")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the lab, not only by the owner (mkstemp's 0600)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -389,6 +388,4 @@ def save(model: InsilicoCNN, record: Mapping[str, Any], weights_path: str | Path
     written = {**record, "file": {"name": weights_path.name, "bytes": len(data),
                                   "sha256": hashlib.sha256(data).hexdigest(), "metadata_key": next(iter(metadata))}}
     atomic_write_json(record_path, written)
-    for path in (weights_path, record_path):  # package data: readable by all (the atomic writers create 0600 files)
-        os.chmod(path, 0o644)
     return written
