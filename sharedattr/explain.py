@@ -180,6 +180,7 @@ def explain_pairs(model: nn.Module, pairs: Sequence[Pair], images: PairImages, m
     built = [(label, spec.model_dump(mode="json"), spec.build(registry=registry))
              for label, spec in zip(labels(metrics), metrics)]
     result = Explained({}, {}, {label: bool(m.higher_is_better) for label, _, m in built})
+    masks_digest = images.masks_digest()  # scores depend on the ground truth; maps do not
     for label, spec in tqdm(list(zip(labels(methods), methods)), desc="methods", disable=not progress, leave=False):
         dump = spec.model_dump(mode="json")
 
@@ -202,7 +203,7 @@ def explain_pairs(model: nn.Module, pairs: Sequence[Pair], images: PairImages, m
                 masks = images.masks(which)
                 if getattr(metric, "requires_masks", False) and masks is None:
                     continue  # no ground truth in this stimulus set
-                key = work_key(maps=maps_key, image=which, metric=m_dump)
+                key = work_key(maps=maps_key, image=which, metric=m_dump, masks=masks_digest)
                 explain = _explainer(build, images, which, targets, settings)
                 values = store.get_or_compute("scores", key, lambda: {"values": score_maps(
                     metric, model, images.images(which), maps[which], targets, masks, explain, settings)})["values"]

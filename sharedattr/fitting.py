@@ -226,11 +226,11 @@ def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_path: Path) 
     with open(responses_path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    payload = {"data": spec.data.model_dump(mode="json"), "backbone": spec.backbone.model_dump(mode="json"),
+    data = spec.data.model_dump(mode="json", exclude={"neuron_parts"})  # ground truth does not change the fit
+    payload = {"data": data, "backbone": spec.backbone.model_dump(mode="json"),
                "readout": spec.readout.model_dump(mode="json"), "seed": spec.seed, "stimuli": stimuli_digest,
                "responses": h.hexdigest(), "format": MODEL_FORMAT}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
-
 
 
 def _saved_digest(folder: Path) -> str | None:

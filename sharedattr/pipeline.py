@@ -114,8 +114,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     settings = ExplainSettings(spec.attribution.on_reference, spec.attribution.reduce, spec.batch_size, device)
     store = WorkStore(out / "work")
     identity = {"model": experiment.fit_digest,
-                "pairs": [[neuron_ids[p.neuron], stimuli.ids[p.driver], stimuli.ids[p.reference]] for p in pairs],
-                "masks": images.masks_digest()}
+                "pairs": [[neuron_ids[p.neuron], stimuli.ids[p.driver], stimuli.ids[p.reference]] for p in pairs]}
     explained = explain_pairs(model, pairs, images, spec.methods, spec.metrics, settings, registry=registry,
                               store=store, identity=identity, progress=progress)
     stages.update(2)

@@ -205,6 +205,12 @@ figures = false
     result = run_experiment(load_experiment(config), tmp_path / "run", progress=False)
     values = [r["value"] for r in result.rows if r["metric"] == "relevance_mass"]
     assert len(values) == 8 and all(np.isfinite(values))  # limbs/head drivers share their part with a body
+    # new ground truth: the localisation scores are recomputed, the maps reused
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"limbs": ["limbs"], "head": ["head"]}))
+    config.write_text(config.read_text().replace(str(files.neuron_parts), str(truth)))
+    again = run_experiment(load_experiment(config), tmp_path / "run", progress=False)
+    assert again.reused["work_items_reused"] == 1 and again.reused["work_items_computed"] == 2
     config.write_text(config.read_text().replace('neurons = ["limbs", "head"]', 'neurons = ["limbs", "bogus"]'))
     from sharedattr.errors import UserError
 
