@@ -14,7 +14,6 @@ Layout written into ``folder``::
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..io import atomic_write_bytes, atomic_write_text
+from ..io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from .neurons import DEFAULT_NEURONS, GroundTruthNeuron, SimulatedResponses, simulate_responses
 from .render import PARTS, RenderedSet, render_set
 
@@ -47,12 +46,9 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
+    """Rows of cells (aligned with ``header``) through the project's atomic CSV writer."""
+    return atomic_write_csv(path, (dict(zip(header, row)) for row in rows), header)
 
 
 def write_stimuli(rendered: RenderedSet, folder: Path, progress: bool = False) -> tuple[Path, Path]:
@@ -81,10 +77,10 @@ def write_stimuli(rendered: RenderedSet, folder: Path, progress: bool = False) -
                      rendered.kinds[i], rendered.attachments[i]])
         area_rows.append([sid, *(f"{areas[p][i]:.6f}" for p in PARTS)])
     manifest = stim / "manifest.csv"
-    atomic_write_text(manifest, _csv_text(["stimulus_id", "path", "category", "mask", *(f"mask:{p}" for p in PARTS),
-                                           "kind", "attachment"], rows))
+    _write_csv(manifest, ["stimulus_id", "path", "category", "mask", *(f"mask:{p}" for p in PARTS), "kind",
+                          "attachment"], rows)
     parts = Path(folder) / "parts.csv"
-    atomic_write_text(parts, _csv_text(["stimulus_id", *PARTS], area_rows))
+    _write_csv(parts, ["stimulus_id", *PARTS], area_rows)
     return manifest, parts
 
 
@@ -93,7 +89,7 @@ def write_responses(ids: Sequence[str], simulated: SimulatedResponses, path: Pat
     names = [n.name for n in simulated.neurons]
     rows = [[sid, *(f"{v:.5f}" for v in simulated.trials[i, r])]
             for i, sid in enumerate(ids) for r in range(simulated.trials.shape[1])]
-    return atomic_write_text(path, _csv_text(["stimulus_id", *names], rows))
+    return _write_csv(path, ["stimulus_id", *names], rows)
 
 
 def write_insilico(folder: str | Path, n_per_category: int = 40, size: int = 64, *, channels: int = 1, seed: int = 0,
