@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import json
 import os
 import platform
 import sys
@@ -96,24 +95,20 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def table(run: Path) -> str:
+def table(run: Path, given: list[dict]) -> str:
+    """The markdown table of ``run``; ``given`` are the method specs it ran, in order (their labels' notes)."""
     summary = {(r["method"], r["metric"], r["image"]): r for r in read_csv(run / "summary.csv")}
     times = {r["method"]: float(r["ms_per_pair"]) for r in read_csv(run / "methods.csv")}
-    methods = list(times)
     lines = ["| method | " + " | ".join(c[2] for c in COLUMNS) + " | ms / pair |",
              "|---" * (len(COLUMNS) + 2) + "|"]
-    specs = json.loads((run / "spec.json").read_text())["spec"]["methods"]
-    given = VARIANTS if "-variants" in run.name else METHODS
-    described = {label: ", ".join(f"{k}={v}" for k, v in g.items() if k not in ("name", "n_steps", "n_samples",
-                                                                                 "samples"))
-                 for label, g in zip(methods, given)} if len(specs) == len(given) == len(methods) else {}
-    for m in methods:
+    for m, spec in zip(times, given):
         cells = []
         for metric, image, _ in COLUMNS:
             r = summary.get((m, metric, image))
             cells.append(f"{float(r['mean']):.2f} ± {float(r['sem']):.2f}" if r and r["mean"] not in ("", "nan") else "–")
-        name = f"{m} ({described[m]})" if described.get(m) else m
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {times[m]:.1f} |")
+        note = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("name", "n_steps", "n_samples", "samples"))
+        lines.append(f"| {m} ({note}) | " if note else f"| {m} | ")
+        lines[-1] += " | ".join(cells) + f" | {times[m]:.1f} |"
     return "\n".join(lines)
 
 
@@ -140,7 +135,7 @@ def main() -> None:
     result = run_experiment(spec_for(data, args, [n.name for n in neurons]), run, progress=True)
     wall = time.perf_counter() - start
     pairs = len(result.pairs)
-    text = table(run)
+    text = table(run, VARIANTS if args.variants else METHODS)
     r = result.test_r[result.selected]
     heading = (f"### In-silico shared-part localisation: {args.backbone} `insilico_cnn` ({args.layer}), "
                f"ridge pooling {args.pooling}, {len(result.selected)} neurons × {args.drivers} drivers = {pairs} pairs, "
