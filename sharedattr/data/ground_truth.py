@@ -12,9 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import MissingFileError
 from .stimuli import DataError, StimulusSet
+
+if TYPE_CHECKING:
+    from ..matching import Pair
 
 
 def load_neuron_parts(path: str | Path, part_names: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:
@@ -56,11 +60,10 @@ def shared_parts(stimuli: StimulusSet, parts: Sequence[str], driver: int, refere
 
 
 def pair_parts(stimuli: StimulusSet, neuron_parts: Mapping[str, Sequence[str]], neuron_ids: Sequence[str],
-               pairs: Sequence[object]) -> list[tuple[str, ...] | None]:
-    """Per pair (with ``neuron``, ``driver`` and ``reference`` indices), its shared parts, or None
-    when ``neuron_parts`` does not name the pair's neuron."""
+               pairs: Sequence[Pair]) -> list[tuple[str, ...] | None]:
+    """Per pair, its shared parts, or None when ``neuron_parts`` does not name the pair's neuron."""
     out: list[tuple[str, ...] | None] = []
     for p in pairs:
-        parts = neuron_parts.get(neuron_ids[p.neuron])  # type: ignore[attr-defined]
-        out.append(None if parts is None else shared_parts(stimuli, parts, p.driver, p.reference))  # type: ignore[attr-defined]
+        parts = neuron_parts.get(neuron_ids[p.neuron])
+        out.append(None if parts is None else shared_parts(stimuli, parts, p.driver, p.reference))
     return out
