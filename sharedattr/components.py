@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -116,8 +116,26 @@ class SynthesisResult:
 
 
 class Synthesizer(Protocol):
-    def synthesize(self, model: nn.Module, neuron: int) -> SynthesisResult:
-        """Synthesise images that drive output ``neuron`` of ``model`` (images → ``[B, N]``)."""
+    def synthesize(self, model: nn.Module, neuron: int, *, reference: Tensor | None = None) -> SynthesisResult:
+        """Synthesise images that drive output ``neuron`` of ``model`` (images → ``[B, N]``).
+
+        ``reference`` ``[C, H, W]`` in [0, 1] is the neuron's best natural image, when known.
+        The returned images are what the model was evaluated on: ``responses`` equal
+        ``model(images)[:, neuron]``.
+        """
+
+
+class EnergyValue(NamedTuple):
+    """An energy evaluated on a batch: ``energy`` ``[B]`` (lower is better) and the neuron's ``response`` ``[B]``."""
+
+    energy: Tensor
+    response: Tensor
+
+
+class Energy(Protocol):
+    def bind(self, model: nn.Module, neuron: int,
+             reference: Tensor | None = None) -> Callable[[Tensor], EnergyValue]:
+        """The energy of images ``[B, C, H, W]`` in [0, 1] for output ``neuron`` of ``model``."""
 
 
 def reduce_channels(attributions: Tensor, how: str = "sum") -> Tensor:

@@ -38,6 +38,7 @@ KINDS: dict[str, str] = {
     "method": "register_methods",
     "metric": "register_metrics",
     "synthesizer": "register_synthesizers",
+    "energy": "register_energies",
 }
 
 
@@ -105,5 +106,19 @@ def register_synthesizers(register: Register) -> None:
     """Register stimulus synthesizers (most exciting inputs and friends).
 
     ``factory(**params)`` returns a :class:`sharedattr.components.Synthesizer` with
-    ``synthesize(model, neuron: int) -> SynthesisResult``.
+    ``synthesize(model, neuron: int, *, reference: Tensor | None = None) -> SynthesisResult``;
+    ``reference`` ``[C, H, W]`` is the neuron's best natural image when the caller has one
+    (the target of reconstruction energies).
+    """
+
+
+@hookspec
+def register_energies(register: Register) -> None:
+    """Register energies: what a synthesizer minimises (``mei``, ``reconstruction``, ...).
+
+    ``factory(**params)`` returns a :class:`sharedattr.components.Energy` whose
+    ``bind(model, neuron, reference=None)`` gives a function from images ``[B, C, H, W]``
+    in [0, 1] (any size: the energy fits them to the model) to an
+    :class:`~sharedattr.components.EnergyValue`: energies ``[B]`` (lower is better) and the
+    neuron's responses ``[B]``.
     """

@@ -46,6 +46,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sharedattr.metrics.localisation",
     "sharedattr.metrics.faithfulness",
     "sharedattr.metrics.randomisation",
+    "sharedattr.synthesis.energies",
     "sharedattr.synthesis.gradient_ascent",
 )
 

@@ -89,6 +89,10 @@ class SynthesizerSpec(ComponentSpec):
     kind: ClassVar[str] = "synthesizer"
 
 
+class EnergySpec(ComponentSpec):
+    kind: ClassVar[str] = "energy"
+
+
 class DataSpec(Strict):
     """Stimuli and recorded responses."""
 

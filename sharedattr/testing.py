@@ -188,6 +188,18 @@ def _check_synthesizer(synthesizer: Any) -> None:
     assert all(isinstance(v, float) for v in result.cost.values()), "cost values must be floats"
 
 
+def _check_energy(energy: Any) -> None:
+    model = tiny_model()
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(3, 1, 24, 24, generator=g, requires_grad=True)  # another size and channel count
+    bound = energy.bind(model, 1, reference=torch.rand(3, 16, 16, generator=g))
+    value = bound(images)
+    assert value.energy.shape == (3,) and value.response.shape == (3,), \
+        f"an energy returns energies [B] and responses [B]; got {tuple(value.energy.shape)}, {tuple(value.response.shape)}"
+    (grad,) = torch.autograd.grad(value.energy.sum(), images)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0, "an energy must be differentiable in the images"
+
+
 CHECKS: dict[str, Callable[[Any], None]] = {
     "backbone": _check_backbone,
     "readout": _check_readout,
@@ -195,6 +207,7 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "method": _check_method,
     "metric": _check_metric,
     "synthesizer": _check_synthesizer,
+    "energy": _check_energy,
 }
 
 

@@ -68,7 +68,7 @@ class GradientAscent:
             x = x.clamp(0.0, 1.0)
         return x
 
-    def synthesize(self, model: nn.Module, neuron: int) -> SynthesisResult:
+    def synthesize(self, model: nn.Module, neuron: int, *, reference: Tensor | None = None) -> SynthesisResult:
         """Images ``[n_seeds, C, H, W]`` at the model's ``input_size``/``in_channels`` that maximise ``neuron``."""
         start = time.perf_counter()
         h, w = model.input_size

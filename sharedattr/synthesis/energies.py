@@ -1,0 +1,92 @@
+"""Built-in energies: what synthesizers minimise.
+
+Every energy fits the images to the model first (:func:`~.preprocess.fit_to_model`:
+resize, optional grayscale, optional fixed contrast norm), so a diffusion prior's
+64 × 64 grey samples can drive a 224 × 224 RGB model.
+
+- ``mei``: ``E(x) = −r_n(x)``, the most exciting input.
+- ``meni``: the same energy, meant for a low guidance scale (1–10) so that a diffusion
+  prior keeps the images natural: the most exciting *natural* image.
+- ``reconstruction``: ``E(x) = mean_k (r_k(x) − r_k(x_ref))²`` over the population (or the
+  neurons listed), the images whose predicted responses match those to a reference image
+  (by default the neuron's best natural image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from ..components import EnergyValue
+from ..hookspecs import hookimpl
+from ..params import Params
+from .preprocess import fit_to_model
+
+
+class PreprocessParams(Params):
+    """How images are fitted to the model before the energy is evaluated."""
+
+    grayscale: bool = Field(False, description="Reduce colour images to luminance before the model sees them.")
+    norm: float | None = Field(
+        None, gt=0, description="Fix the contrast norm ‖x − 0.5‖₂ of the model's input (pixel units; null = off)."
+    )
+
+
+class MEIEnergy:
+    """``E(x) = −r_n(fit(x))``: lower energy, stronger response."""
+
+    def __init__(self, grayscale: bool = False, norm: float | None = None) -> None:
+        self.grayscale, self.norm = grayscale, norm
+
+    def bind(self, model: nn.Module, neuron: int, reference: Tensor | None = None) -> Callable[[Tensor], EnergyValue]:
+        def energy(images: Tensor) -> EnergyValue:
+            response = model(fit_to_model(images, model, grayscale=self.grayscale, norm=self.norm))[:, neuron]
+            return EnergyValue(-response, response)
+
+        return energy
+
+
+class ReconstructionParams(PreprocessParams):
+    neurons: list[int] | None = Field(
+        None, description="Output indices of the population to match (null = every output of the model)."
+    )
+
+
+class ReconstructionEnergy:
+    """``E(x) = mean_k (r_k(fit(x)) − r_k(fit(x_ref)))²`` over the population ``k``."""
+
+    def __init__(self, grayscale: bool = False, norm: float | None = None, neurons: list[int] | None = None) -> None:
+        self.grayscale, self.norm, self.neurons = grayscale, norm, neurons
+
+    def bind(self, model: nn.Module, neuron: int, reference: Tensor | None = None) -> Callable[[Tensor], EnergyValue]:
+        if reference is None:
+            raise ValueError("the reconstruction energy needs a reference image: the caller passes the neuron's "
+                             "best natural image (sharedattr run/synthesize do)")
+        fit = lambda x: fit_to_model(x, model, grayscale=self.grayscale, norm=self.norm)  # noqa: E731
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        with torch.no_grad():
+            target = model(fit(reference[None].to(device)))[0]
+        n = target.shape[0]
+        if self.neurons is not None and not all(0 <= k < n for k in self.neurons):
+            raise ValueError(f"reconstruction neurons {self.neurons} must be output indices in [0, {n})")
+        index = torch.tensor(self.neurons if self.neurons is not None else range(n), device=device)
+        target = target[index]
+
+        def energy(images: Tensor) -> EnergyValue:
+            responses = model(fit(images))
+            return EnergyValue(((responses[:, index] - target) ** 2).mean(1), responses[:, neuron])
+
+        return energy
+
+
+@hookimpl
+def register_energies(register):
+    register("mei", MEIEnergy, params=PreprocessParams,
+             description="−r_n(x): the most exciting input (after resize, optional grayscale and fixed norm).")
+    register("meni", MEIEnergy, params=PreprocessParams,
+             description="−r_n(x) with a diffusion prior at low guidance (1–10): the most exciting natural image.")
+    register("reconstruction", ReconstructionEnergy, params=ReconstructionParams,
+             description="Mean squared error between the population's responses and those to a reference image.")
