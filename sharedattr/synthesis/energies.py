@@ -15,15 +15,38 @@ resize, optional grayscale, optional fixed contrast norm), so a diffusion prior'
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated, Any
 
 import torch
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from torch import Tensor, nn
 
-from ..components import EnergyValue
+from ..components import Energy, EnergyValue
+from ..errors import SpecError
 from ..hookspecs import hookimpl
 from ..params import Params
+from ..specs import EnergySpec
 from .preprocess import fit_to_model
+
+
+def _check_energy_spec(spec: EnergySpec) -> EnergySpec:
+    """Validate a nested energy spec against the registry (its name and its params)."""
+    from ..registry import get_registry
+
+    try:
+        spec.validated_params(get_registry())
+    except SpecError as err:
+        raise ValueError("; ".join(str(i) for i in err.issues)) from None
+    return spec
+
+
+EnergyParam = Annotated[EnergySpec, AfterValidator(_check_energy_spec)]
+"""A synthesizer param naming a registered energy: ``"mei"`` or ``{name = "reconstruction", neurons = [0, 2]}``."""
+
+
+def build_energy(spec: EnergySpec | str | dict[str, Any]) -> Energy:
+    """Build an energy from its spec (a name, a mapping or an :class:`EnergySpec`)."""
+    return EnergySpec.model_validate(spec).build()
 
 
 class PreprocessParams(Params):
