@@ -105,6 +105,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _run(load_experiment(args.config), Path(args.out), not args.no_progress)
 
 
+def _cmd_synthesize(args: argparse.Namespace) -> int:
+    from .config import load_experiment
+    from .synthesis.runner import format_synthesis_summary, synthesize_experiment
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    result = synthesize_experiment(load_experiment(args.config), out, progress=not args.no_progress)
+    print(format_synthesis_summary(result.summary))
+    print(f"\n{len({r['neuron'] for r in result.rows})} neurons × {len({r['synthesizer'] for r in result.rows})} "
+          f"synthesizers scored on {len(result.evaluators)} models; images.png, scores.csv and comparison.png "
+          f"in {out} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_experiment
     from .demo import make_demo_data
@@ -146,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plugins", help="list registered components per kind, with their source plugin",
                        description="List every registered component (backbones, readouts, matchers, methods, "
-                       "metrics, synthesizers) and the plugin that provides it.")
+                       "metrics, synthesizers, energies) and the plugin that provides it.")
     p.add_argument("--json", action="store_true", help="machine-readable output, with each component's params schema")
     p.set_defaults(func=_cmd_plugins)
 
@@ -174,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "with every configured method, score every metric and write the results.")
     _config_and_out(p)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("synthesize", help="synthesise most exciting images and score them across models",
+                       description="Fit the encoding model (reused when unchanged), run every configured "
+                       "synthesizer (gradient_ascent, egg, ...) on the selected neurons and score the images on "
+                       "the model they were optimised on and on every configured evaluator (val: other seeds; "
+                       "cross: another backbone or readout), relative to each neuron's best natural image. "
+                       "Writes images.png/.safetensors, scores.csv, summary.csv and comparison.png.")
+    _config_and_out(p)
+    p.set_defaults(func=_cmd_synthesize)
 
     p = sub.add_parser("demo", help="run the offline in-silico demo end to end",
                        description="Generate a seeded stimulus set with simulated neurons, then run the whole "

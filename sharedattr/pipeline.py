@@ -12,7 +12,8 @@ built through the registry. Results are written atomically to the output folder:
 - ``summary.csv``: method × image × metric mean ± sem (also printed);
 - ``maps.safetensors``: every attribution map ``[P, H, W]``, keyed ``<method>/<image>``;
 - ``methods.csv``: per method, the wall time to make all its maps and the milliseconds per pair;
-- ``synthesis/``: ``scores.csv``, ``images.safetensors`` and ``images.png`` when synthesizers are configured;
+- ``synthesis/``: when synthesizers are configured, their images scored on the train, val and cross
+  evaluator models (see :mod:`sharedattr.synthesis.runner`);
 - ``figures/``: PNGs (fit quality, one attribution grid per neuron);
 - ``work/``: finished work items (maps per method, scores per method × metric × image), so
   a second run of the same spec, or a run after an interruption, recomputes nothing;
@@ -38,7 +39,6 @@ from .explain import Explained, ExplainSettings, PairImages, explain_pairs, labe
 from .fitting import fit_experiment, resolve_device
 from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .matching import Pair, match_pairs, preferred_categories, select_neurons
-from .models.encoding import EncodingModel
 from .registry import Registry, get_registry
 from .specs import ExperimentSpec
 from .work_store import WorkStore
@@ -138,7 +138,10 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     # 6. synthesis ----------------------------------------------------------------------------
     stage("synthesize")
     if spec.synthesis:
-        run_synthesis(spec, model, selected, neuron_ids, drive, out, registry, progress)
+        from .synthesis.runner import run_synthesis
+
+        run_synthesis(spec, experiment, selected, out / "synthesis", registry=registry, device=device,
+                      progress=progress)
     stages.update()
     stages.close()
     timings["end"] = time.perf_counter()
@@ -208,33 +211,6 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"method": method, "image": image, "metric": metric, "mean": mean, "sem": sem, "n": n,
                     "higher_is_better": better[metric]})
     return out
-
-
-def run_synthesis(spec: ExperimentSpec, model: EncodingModel, selected: list[int], neuron_ids: list[str],
-                  drive: Tensor, out: Path, registry: Registry, progress: bool) -> list[dict[str, Any]]:
-    """Run every configured synthesizer on every selected neuron; write images and ``synthesis/scores.csv``."""
-    rows = []
-    tensors: dict[str, Tensor] = {}
-    for label, s_spec in zip(labels(spec.synthesis), spec.synthesis):
-        synth = s_spec.build(registry=registry)
-        for n in tqdm(selected, desc=f"synthesis {label}", disable=not progress, leave=False):
-            result = synth.synthesize(model, n)
-            best_natural = float(drive[:, n].max())
-            tensors[f"{label}/{neuron_ids[n]}"] = result.images
-            for seed, value in enumerate(result.responses.tolist()):
-                rows.append({"neuron": neuron_ids[n], "synthesizer": label, "seed": seed, "response": value,
-                             "best_natural": best_natural,
-                             "relative": value / best_natural if best_natural > 0 else math.nan, **result.cost})
-    cost_cols = sorted({k for r in rows for k in r} - {"neuron", "synthesizer", "seed", "response", "best_natural",
-                                                          "relative"})
-    atomic_write_csv(out / "synthesis" / "scores.csv", rows,
-                     ["neuron", "synthesizer", "seed", "response", "best_natural", "relative", *cost_cols])
-    atomic_save_tensors(out / "synthesis" / "images.safetensors", tensors)
-    if spec.output.figures:
-        from .figures import image_grid
-
-        image_grid(tensors, out / "synthesis" / "images.png", spec.output.dpi)
-    return rows
 
 
 def format_summary(summary: list[dict[str, Any]]) -> str:

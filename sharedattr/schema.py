@@ -16,13 +16,26 @@ from .registry import Component, Registry, get_registry
 from .specs import ComponentSpec, ExperimentSpec
 
 
-def component_spec_model(component: Component) -> type[BaseModel]:
-    """The spec model of one component: its params plus ``name: Literal[<name>]``."""
+def component_spec_model(component: Component, registry: Registry | None = None) -> type[BaseModel]:
+    """The spec model of one component: its params plus ``name: Literal[<name>]``.
+
+    A param that names another component (e.g. a synthesizer's ``energy``) becomes the union
+    of that kind's registered components, so the schema lists their params too.
+    """
+    nested: dict[str, Any] = {}
+    if registry is not None:
+        for field_name, info in component.params.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, ComponentSpec) and annotation.kind:
+                nested[field_name] = (_kind_union(annotation.kind, registry),
+                                      Field(default=_dump_default(info.get_default(call_default_factory=True)),
+                                            description=info.description))
     return create_model(
         f"{component.kind}:{component.name}",
         __base__=component.params,
         __doc__=component.description or None,
         name=(Literal[component.name], Field(description=f"{component.kind} from plugin {component.source}")),
+        **nested,
     )
 
 
@@ -30,7 +43,7 @@ def _kind_union(kind: str, registry: Registry) -> Any:
     components = registry.components(kind)
     if not components:
         return ComponentSpec
-    members: list[Any] = [component_spec_model(c) for c in components]
+    members: list[Any] = [component_spec_model(c, registry) for c in components]
     bare = [c.name for c in components if not any(f.is_required() for f in c.params.model_fields.values())]
     if bare:
         members.append(Literal[tuple(bare)])  # a bare name selects a component with all defaults

@@ -176,6 +176,35 @@ class OutputSpec(Strict):
     dpi: int = Field(120, ge=30, le=600, description="Figure resolution.")
 
 
+class EvaluatorSpec(Strict):
+    """A model that scores synthesised images besides the one they were optimised on (the EGG protocol).
+
+    ``val``: the same architecture (backbone and readout kinds) fitted with other seeds (data
+    split, readout seed); ``cross``: another backbone or readout. Every evaluator is fitted to
+    the experiment's responses; unset fields default to the experiment's.
+    """
+
+    label: str = Field(description="A name for this model in scores.csv, e.g. 'val-split1' or 'cross-block4'.")
+    role: Literal["val", "cross"] = Field(
+        description="'val': same architecture, other seeds; 'cross': a different backbone or readout."
+    )
+    backbone: BackboneSpec | None = Field(None, description="The evaluator's backbone (default: the experiment's).")
+    readout: ReadoutSpec | None = Field(None, description="The evaluator's readout (default: the experiment's).")
+    split_seed: int | None = Field(
+        None, description="Seed of the evaluator's train/test split (default: the experiment's data.split_seed)."
+    )
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value) or value == "train":
+            raise ValueError("use letters, digits, '_', '.' and '-' (a folder name), and not 'train' "
+                             "(the model the images were optimised on)")
+        return value
+
+
 class ExperimentSpec(Strict):
     """A whole experiment: data → backbone + readout → selection → matching → attribution → metrics."""
 
@@ -202,7 +231,33 @@ class ExperimentSpec(Strict):
     synthesis: list[SynthesizerSpec] = Field(
         default_factory=list, description="Stimulus synthesizers run on every selected neuron."
     )
+    evaluators: list[EvaluatorSpec] = Field(
+        default_factory=list, description="Other models that score the synthesised images (val: other seeds; "
+        "cross: another backbone or readout)."
+    )
     output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="after")
+    def _evaluators(self) -> "ExperimentSpec":
+        labels = [e.label for e in self.evaluators]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"evaluators: labels must be unique, got {labels}")
+        for i, e in enumerate(self.evaluators):
+            backbone, readout = e.backbone or self.backbone, e.readout or self.readout
+            split = e.split_seed if e.split_seed is not None else self.data.split_seed
+            same_kinds = backbone.name == self.backbone.name and readout.name == self.readout.name
+            if e.role == "val" and not same_kinds:
+                raise ValueError(f"evaluators[{i}] ({e.label}): a 'val' evaluator keeps the experiment's backbone "
+                                 f"({self.backbone.name}) and readout ({self.readout.name}) kinds and changes seeds; "
+                                 "use role = 'cross' for another architecture")
+            if e.role == "val" and backbone == self.backbone and readout == self.readout \
+                    and split == self.data.split_seed:
+                raise ValueError(f"evaluators[{i}] ({e.label}): this is the training model itself; give another "
+                                 "split_seed or a readout seed")
+            if e.role == "cross" and same_kinds and backbone == self.backbone:
+                raise ValueError(f"evaluators[{i}] ({e.label}): a 'cross' evaluator needs another backbone (or "
+                                 "layer) or another readout kind")
+        return self
 
     @field_validator("device")
     @classmethod
@@ -215,19 +270,27 @@ class ExperimentSpec(Strict):
 
     def component_specs(self) -> list[tuple[str, ComponentSpec]]:
         """Every component spec with its field path, e.g. ``("methods[1]", MethodSpec(...))``."""
-        out: list[tuple[str, ComponentSpec]] = []
-        for field_name in type(self).model_fields:
-            value = getattr(self, field_name)
-            if isinstance(value, ComponentSpec):
-                out.append((field_name, value))
-            elif isinstance(value, list):
-                out.extend((f"{field_name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, ComponentSpec))
-        return out
+        return _component_specs(self)
 
     def digest(self) -> str:
         """A short content hash of the spec: the identity of a run and its cached artefacts."""
         payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _component_specs(model: BaseModel, prefix: str = "") -> list[tuple[str, ComponentSpec]]:
+    """Component specs in ``model``'s fields, recursing into nested fixed models and lists of them."""
+    out: list[tuple[str, ComponentSpec]] = []
+    for field_name in type(model).model_fields:
+        loc = f"{prefix}.{field_name}" if prefix else field_name
+        value = getattr(model, field_name)
+        items = [(f"{loc}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list) else [(loc, value)]
+        for item_loc, item in items:
+            if isinstance(item, ComponentSpec):
+                out.append((item_loc, item))
+            elif isinstance(item, Strict):
+                out.extend(_component_specs(item, item_loc))
+    return out
 
 
 def validate_experiment(
@@ -291,15 +354,24 @@ def _raw_component_specs(data: Mapping[str, Any]) -> list[tuple[str, ComponentSp
     return out
 
 
-def _component_fields(data: Mapping[str, Any]):
-    for field_name, info in ExperimentSpec.model_fields.items():
-        if field_name not in data:
+def _component_fields(data: Mapping[str, Any], model: type[BaseModel] | None = None, prefix: str = ""):
+    """``(field path, spec class, raw value)`` of every component spec in raw ``data``, nested ones included."""
+    import types
+    import typing
+
+    for field_name, info in (model or ExperimentSpec).model_fields.items():
+        if not isinstance(data, Mapping) or field_name not in data:
             continue
-        value = data[field_name]
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, ComponentSpec):
-            yield field_name, annotation, value
-        elif getattr(annotation, "__origin__", None) is list and isinstance(value, list):
-            (item,) = annotation.__args__
-            for i, v in enumerate(value):
-                yield f"{field_name}[{i}]", item, v
+        loc = f"{prefix}.{field_name}" if prefix else field_name
+        value, annotation = data[field_name], info.annotation
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # X | None
+            annotation = next((a for a in typing.get_args(annotation) if a is not type(None)), annotation)
+        items = [(loc, annotation, value)]
+        if typing.get_origin(annotation) is list and isinstance(value, list):
+            (item,) = typing.get_args(annotation)
+            items = [(f"{loc}[{i}]", item, v) for i, v in enumerate(value)]
+        for item_loc, cls, v in items:
+            if isinstance(cls, type) and issubclass(cls, ComponentSpec):
+                yield item_loc, cls, v
+            elif isinstance(cls, type) and issubclass(cls, Strict):
+                yield from _component_fields(v, cls, item_loc)

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 import sys
+import typing
 from pathlib import Path
 
 import jsonschema
@@ -85,9 +86,12 @@ def test_example_pyproject_declares_the_entry_point():
 def _schema_field_paths() -> set[str]:
     paths = set(ExperimentSpec.model_fields)
     for prefix, info in ExperimentSpec.model_fields.items():  # every nested table: data, selection, …
-        if isinstance(info.annotation, type) and issubclass(info.annotation, Strict):
-            paths |= {f"{prefix}.{f}" for f in info.annotation.model_fields}
-    assert {"data.stimuli", "selection.top_k", "attribution.reduce", "output.dpi"} <= paths
+        annotation = info.annotation
+        if typing.get_origin(annotation) is list:  # a list of tables: evaluators
+            (annotation,) = typing.get_args(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, Strict):
+            paths |= {f"{prefix}.{f}" for f in annotation.model_fields}
+    assert {"data.stimuli", "selection.top_k", "attribution.reduce", "output.dpi", "evaluators.role"} <= paths
     return paths
 
 

@@ -414,34 +414,58 @@ def comparison_table(comparisons: Sequence[Comparison]) -> Html:
 
 # 8 ---------------------------------------------------------------------------------------------
 def synthesis(ctx: Context) -> Html | None:
-    """Synthesized images and their responses; None when the run has no ``synthesis/`` folder."""
+    """Synthesised images scored on the train, val and cross models; None without a ``synthesis/`` folder."""
     run = ctx.run
     if run.file("synthesis") is None:
         return None
     parts: list[Any] = []
     if not run.spec.get("synthesis"):
         parts.append(note("This spec configures no synthesizer: synthesis/ is left from an earlier run."))
+    summary = read_csv(run.path / "synthesis" / "summary.csv")
+    if (png := run.file("synthesis/comparison.png")) is not None:
+        parts.append(figure(png.read_bytes(), "Left: each synthesizer's response relative to the neuron's best "
+                            "natural image, on the model it optimised (train), on the same architecture fitted "
+                            "with other seeds (val) and on another backbone or readout (cross); 1 = as strong as "
+                            "the strongest natural stimulus. Right: compute per neuron (synthesis/comparison.png).",
+                            "synthesis comparison"))
+    if summary:
+        parts.append(table(
+            ["synthesizer", "evaluator", "role", "relative ± sem", "n", "seconds per neuron", "model forward",
+             "model backward", "denoiser calls"],
+            [[r["synthesizer"], r["evaluator"], r["role"],
+              mean_sem(_float(r["mean_relative"]), _float(r["sem_relative"])), r["n"],
+              num(_float(r["wall_s_per_neuron"])), num(_float(r["forward_calls"])),
+              num(_float(r["backward_calls"])), num(_float(r["denoiser_calls"]))] for r in summary],
+            numeric=range(3, 9), caption="Activation relative to the best natural image, per evaluator model "
+            "(synthesis/summary.csv; n = neurons × seeds)."))
+    evaluators = read_csv(run.path / "synthesis" / "evaluators.csv")
+    if evaluators:
+        parts.append(table(["evaluator", "role", "model", "median held-out r"],
+                           [[e["evaluator"], e["role"], e["model"], num(_float(e["median_test_r"]))]
+                            for e in evaluators], numeric=[3], caption="The models that scored the images."))
     if (png := run.file("synthesis/images.png")) is not None:
-        parts.append(figure(png.read_bytes(), "Synthesized images: one row per synthesizer and neuron, one column "
-                            "per seed (synthesis/images.png).", "synthesized images"))
+        parts.append(figure(png.read_bytes(), "Per neuron: its most exciting natural images (top row), then one "
+                            "row per synthesizer, one column per seed, as the model saw them (synthesis/images.png).",
+                            "synthesized images"))
+    if (png := run.file("synthesis/prior_samples.png")) is not None:
+        parts.append(figure(png.read_bytes(), "Unguided samples of each diffusion prior: what it generates without "
+                            "an energy, i.e. the image distribution the guided samples are drawn towards.",
+                            "diffusion prior samples"))
     rows = run.synthesis_scores
     if rows:
-        groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+        groups: dict[tuple[str, str], dict[str, list[float]]] = {}
         for r in rows:
-            groups.setdefault((r["neuron"], r["synthesizer"]), []).append(r)
+            roles = groups.setdefault((r.get("neuron", ""), r.get("synthesizer", "")), {})
+            roles.setdefault(r.get("role", "train"), []).append(_float(r.get("relative")))
 
-        def mean(items: list[dict[str, str]], key: str) -> float:
-            vals = [_float(i.get(key)) for i in items]
-            vals = [v for v in vals if math.isfinite(v)]
+        def mean(values: list[float] | None) -> float:
+            vals = [v for v in values or [] if math.isfinite(v)]
             return sum(vals) / len(vals) if vals else math.nan
 
-        parts.append(table(
-            ["neuron", "synthesizer", "seeds", "mean response", "best response", "best natural image",
-             "mean relative", "seconds per seed"],
-            [[n, s, len(g), num(mean(g, "response")), num(max((_float(i["response"]) for i in g), default=math.nan)),
-              num(mean(g, "best_natural")), num(mean(g, "relative")), num(mean(g, "wall_s"))]
-             for (n, s), g in groups.items()], numeric=range(2, 8)))
-        parts.append(note("relative = the synthesized image's predicted response / the best natural image's."))
+        parts.append(table(["neuron", "synthesizer", "relative on train", "on val", "on cross"],
+                           [[n, s, num(mean(g.get("train"))), num(mean(g.get("val"))), num(mean(g.get("cross")))]
+                            for (n, s), g in groups.items()], numeric=range(2, 5),
+                           caption="Per neuron (means over seeds and evaluators of a role; synthesis/scores.csv)."))
     else:
         parts.append(note("synthesis/scores.csv is missing."))
     return section("synthesis", TITLES["synthesis"], *parts)

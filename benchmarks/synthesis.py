@@ -1,0 +1,168 @@
+"""Synthesis benchmark: EGG against gradient ascent on in-silico neurons (the EGG paper's protocol).
+
+    uv run python benchmarks/synthesis.py [--n-per-category 150 --seeds 3 --ga-steps 1000]
+
+Renders a seeded in-silico stimulus set, simulates the part-tuned neurons (limbs, head,
+body, head∧limbs, shape), fits the "train" model (shipped ``insilico_cnn`` block3 + ridge)
+and the evaluators: the same architecture fitted on other data splits ("val") and other
+layers/readouts of the network ("cross"). Gradient ascent (AdamW, blurred gradients,
+fixed norm) and EGG (the shipped diffusion prior, DDIM, several guidance scales) synthesise
+for every neuron through :func:`sharedattr.synthesis.runner.synthesize_experiment`. Both are
+held to the same contrast: the norm ‖x − 0.5‖₂ of the model's input is fixed to the mean
+norm of the natural stimuli. Activations are relative to each evaluator's prediction for the
+neuron's best natural image. Compute: wall time and calls per neuron, and the gradient-ascent
+steps (and seconds) needed to reach EGG's within-model activation, read off its history.
+Prints a markdown table and appends it, with the command and machine info, to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from sharedattr.data import StimulusSet
+from sharedattr.insilico import DEFAULT_NEURONS, write_insilico
+from sharedattr.specs import ExperimentSpec
+from sharedattr.synthesis.figures import role_means
+from sharedattr.synthesis.runner import synthesize_experiment
+
+EVALUATORS = [
+    {"label": "val-split1", "role": "val", "split_seed": 1},
+    {"label": "val-split2", "role": "val", "split_seed": 2},
+    {"label": "cross-block4", "role": "cross", "backbone": {"name": "insilico_cnn", "layer": "block4"}},
+    {"label": "cross-block2", "role": "cross", "backbone": {"name": "insilico_cnn", "layer": "block2"}},
+]
+
+
+def natural_norm(stimuli: Path, size: int) -> float:
+    """Mean ‖x − 0.5‖₂ of the natural stimuli at the model's input size (grey, [0, 1] pixels)."""
+    images = StimulusSet.load(stimuli).load_images((size, size), 1)
+    return float((images - 0.5).flatten(1).norm(dim=1).mean())
+
+
+def synthesizers(args: argparse.Namespace, norm: float) -> list[dict]:
+    ga = {"name": "gradient_ascent", "steps": args.ga_steps, "lr": args.ga_lr, "optimizer": "adamw",
+          "precondition": "blur", "blur_sigma": 1.0, "norm": norm, "clip": False, "n_seeds": args.seeds}
+    eggs = [{"name": "egg", "steps": args.egg_steps, "scheduler": "ddim", "guidance_scale": scale,
+             "energy": {"name": "mei", "norm": norm}, "n_seeds": args.seeds} for scale in args.guidance]
+    return [ga, *eggs]
+
+
+def spec_for(data: Path, args: argparse.Namespace, norm: float) -> ExperimentSpec:
+    for e in EVALUATORS:
+        if "backbone" in e:
+            e["backbone"]["input_size"] = args.size
+    return ExperimentSpec.model_validate({
+        "name": "synthesis-benchmark", "seed": 0, "device": args.device, "batch_size": 32, "cache": False,
+        "data": {"stimuli": str(data / "stimuli" / "manifest.csv"), "responses": str(data / "responses.csv"),
+                 "preferred_category": "bodies"},
+        "backbone": {"name": "insilico_cnn", "layer": "block3", "input_size": args.size},
+        "readout": {"name": "ridge"},
+        "selection": {"neurons": [n.name for n in DEFAULT_NEURONS]},
+        "synthesis": synthesizers(args, norm), "evaluators": EVALUATORS,
+        "output": {"figures": True},
+    })
+
+
+def ga_steps_to_reach(history: torch.Tensor, target: float) -> float:
+    """First step (1-based) at which the seeds' mean response reaches ``target``; inf if never."""
+    hit = (history.mean(1) >= target).nonzero()
+    return float(hit[0, 0] + 1) if len(hit) else math.inf
+
+
+def fmt(mean: float, sem: float) -> str:
+    return "–" if not math.isfinite(mean) else f"{mean:.2f} ± {sem:.2f}" if math.isfinite(sem) else f"{mean:.2f}"
+
+
+def table(result, labels: list[str], specs: list[dict]) -> tuple[str, list[str]]:
+    """The markdown table and the notes on compute to reach EGG's activation."""
+    means = role_means(result.summary)
+    train = {r["synthesizer"]: r for r in result.summary if r["role"] == "train"}
+    lines = ["| synthesizer | train ↑ | val ↑ | cross ↑ | s / neuron | model fwd+bwd / neuron | denoiser calls / neuron |",
+             "|---|---|---|---|---|---|---|"]
+    for label, spec in zip(labels, specs):
+        m, t = means[label], train[label]
+        note = (f"λ {spec['guidance_scale']}, {spec['steps']} DDIM steps" if spec["name"] == "egg"
+                else f"{spec['steps']} steps, lr {spec['lr']}, blur σ {spec['blur_sigma']}")
+        lines.append(f"| {label} ({note}) | " + " | ".join(fmt(*m.get(role, (math.nan, math.nan)))
+                                                        for role in ("train", "val", "cross"))
+                     + f" | {t['wall_s_per_neuron']:.2f} | {t['forward_calls'] + t['backward_calls']:.0f}"
+                     + f" | {t['denoiser_calls']:.0f} |")
+    notes = []
+    ga_label = labels[0]
+    neurons = sorted({r["neuron"] for r in result.rows})
+    ga_wall = train[ga_label]["wall_s_per_neuron"]
+    ga_total_steps = specs[0]["steps"]
+    for label in labels[1:]:
+        steps, ratios = [], []
+        for n in neurons:
+            finals = [r["response"] for r in result.rows
+                      if r["synthesizer"] == label and r["neuron"] == n and r["role"] == "train"]
+            target = sum(finals) / len(finals)  # EGG's mean final response on the train model
+            k = ga_steps_to_reach(result.histories[f"{ga_label}/{n}"], target)
+            steps.append(k)
+            if math.isfinite(k):
+                ratios.append((ga_wall * k / ga_total_steps) / train[label]["wall_s_per_neuron"])
+        reached = sum(math.isfinite(k) for k in steps)
+        finite = sorted(k for k in steps if math.isfinite(k))
+        median = finite[len(finite) // 2] if finite else math.nan
+        ratio = sorted(ratios)[len(ratios) // 2] if ratios else math.nan
+        notes.append(f"`{label}`: gradient ascent reaches its mean within-model response for {reached}/{len(neurons)} "
+                     f"neurons, after a median {median:.0f} of {ga_total_steps} steps; wall-time ratio GA-to-reach / "
+                     f"EGG (median over the neurons reached): {ratio:.2f}×.")
+    return "\n".join(lines), notes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-per-category", type=int, default=150)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--ga-steps", type=int, default=1000)
+    parser.add_argument("--ga-lr", type=float, default=0.05)
+    parser.add_argument("--egg-steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, nargs="+", default=[2.0, 5.0, 10.0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/benchmark-synthesis"))
+    parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    args = parser.parse_args()
+    data, out = args.workdir / "data", args.workdir / "out"
+    start = time.perf_counter()
+    write_insilico(data, args.n_per_category, args.size, seed=0, neurons=DEFAULT_NEURONS, progress=True)
+    norm = natural_norm(data / "stimuli" / "manifest.csv", args.size)
+    spec = spec_for(data, args, norm)
+    result = synthesize_experiment(spec, out, progress=True)
+    wall = time.perf_counter() - start
+    from sharedattr.explain import labels as spec_labels
+
+    labels = spec_labels(spec.synthesis)
+    text, notes = table(result, labels, synthesizers(args, norm))
+    evaluators = ", ".join(f"{e.label} ({e.role}, median r {e.test_r.median():.2f})" for e in result.evaluators)
+    heading = (f"### Synthesis: EGG vs gradient ascent on {len(DEFAULT_NEURONS)} in-silico neurons, "
+               f"{args.seeds} seeds, `insilico_cnn` block3 + ridge ({2 * args.n_per_category} images at {args.size} px)")
+    body = (f"Mean ± sem over neurons × seeds of the response relative to each evaluator's best natural image "
+            f"(1 = as strong as the strongest stimulus in the set); several evaluators of a role are pooled. "
+            f"Contrast fixed for both methods: ‖x − 0.5‖₂ = {norm:.2f} (the natural images' mean). "
+            f"Evaluators: {evaluators}.\n\n" + "\n".join(f"- {n}" for n in notes) +
+            f"\n\nTotal wall time {wall:.0f} s. Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), device {args.device}, "
+            f"{datetime.date.today()}. Command: `{' '.join(['uv run python benchmarks/synthesis.py', *sys.argv[1:]])}`.")
+    block = f"{heading}\n\n{text}\n\n{body}\n"
+    print(block)
+    if not args.no_write:
+        docs = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+        with open(docs, "a", encoding="utf-8") as f:
+            f.write("\n" + block)
+        print(f"appended to {docs}")
+
+
+if __name__ == "__main__":
+    main()

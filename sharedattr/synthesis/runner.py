@@ -1,0 +1,227 @@
+"""Run the configured synthesizers on the selected neurons and score the images on every evaluator.
+
+Writes into one folder (``<run>/synthesis`` for ``sharedattr run``, ``--out`` for
+``sharedattr synthesize``):
+
+- ``scores.csv``: one row per neuron × synthesizer × seed × evaluator model: the response,
+  the evaluator's prediction for the neuron's best natural image, their ratio (``relative``)
+  and the synthesizer's cost (model forward/backward calls, denoiser calls, wall seconds);
+- ``summary.csv``: per synthesizer × evaluator, the mean ± sem relative activation and cost;
+- ``evaluators.csv``: each evaluator model, its role and its held-out fit;
+- ``images.safetensors``: ``<synthesizer>/<neuron>`` ``[S, C, H, W]`` (what the model saw),
+  ``<synthesizer>/<neuron>/prior`` (a diffusion prior's own resolution) and
+  ``natural/<neuron>`` (the neuron's most exciting natural images);
+- ``images.png`` (grid), ``comparison.png`` (activation per evaluator role and compute) and
+  ``prior_samples.png`` (unguided samples of each diffusion prior);
+- ``work/``: each finished (synthesizer, neuron) item, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..components import SynthesisResult
+from ..explain import labels
+from ..fitting import Experiment
+from ..io import atomic_save_tensors, atomic_write_csv
+from ..registry import Registry
+from ..specs import ExperimentSpec
+from ..work_store import WorkStore, work_key
+from .evaluation import Evaluator, fit_evaluators
+
+SCORE_COLUMNS = ["neuron", "synthesizer", "seed", "evaluator", "role", "response", "best_natural", "relative"]
+COST_COLUMNS = ["steps", "forward_calls", "backward_calls", "model_images", "denoiser_calls",
+                "denoiser_backward_calls", "wall_s"]
+SUMMARY_COLUMNS = ["synthesizer", "evaluator", "role", "mean_relative", "sem_relative", "n", "mean_response",
+                   "wall_s_per_neuron", "forward_calls", "backward_calls", "denoiser_calls"]
+EVALUATOR_COLUMNS = ["evaluator", "role", "model", "median_test_r"]
+PRIOR_SAMPLES = 16
+
+
+@dataclass
+class SynthesisRun:
+    """What :func:`run_synthesis` wrote, in memory."""
+
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    evaluators: list[Evaluator]
+    images: dict[str, Tensor]
+    histories: dict[str, Tensor]  # "<synthesizer>/<neuron>" → [steps, S] train-model response per step
+
+
+def best_natural_indices(drive: Tensor, neuron: int, k: int) -> list[int]:
+    """The ``k`` stimuli with the strongest response of ``neuron`` (``drive`` ``[S, N]``, NaN-free), best first."""
+    return drive[:, neuron].topk(min(k, drive.shape[0])).indices.tolist()
+
+
+def run_synthesis(spec: ExperimentSpec, experiment: Experiment, selected: list[int], folder: Path, *,
+                  registry: Registry, device: torch.device, progress: bool = True) -> SynthesisRun:
+    """Synthesise for every ``spec.synthesis`` entry × selected neuron; score on every evaluator; write ``folder``."""
+    folder = Path(folder)
+    fit, stimuli = experiment.fit, experiment.stimuli
+    neuron_ids, model = fit.neuron_ids, fit.model
+    drive = torch.where(torch.isnan(experiment.responses), fit.predicted, experiment.responses)
+    evaluators = fit_evaluators(spec, experiment, folder / "evaluators", registry=registry, device=device,
+                                progress=progress)
+    store = WorkStore(folder / "work")
+    size, channels = model.input_size, model.in_channels
+    rows: list[dict[str, Any]] = []
+    images: dict[str, Tensor] = {}
+    histories: dict[str, Tensor] = {}
+    prior_samples: dict[str, Tensor] = {}
+    n_natural = 4
+    for n in selected:
+        top = best_natural_indices(drive, n, n_natural)
+        images[f"natural/{neuron_ids[n]}"] = stimuli.load_images(size, channels, top)
+    items = [(label, s_spec, n) for label, s_spec in zip(labels(spec.synthesis), spec.synthesis) for n in selected]
+    built: dict[str, Any] = {}
+    for label, s_spec, n in tqdm(items, desc="synthesis", disable=not progress, leave=False):
+        if label not in built:
+            built[label] = s_spec.build(registry=registry)
+        synth = built[label]
+        reference_index = best_natural_indices(drive, n, 1)[0]
+        reference = images[f"natural/{neuron_ids[n]}"][0]
+        key = work_key(model=experiment.fit_digest, synthesizer=s_spec.model_dump(mode="json"),
+                       neuron=neuron_ids[n], reference=stimuli.ids[reference_index], seed=spec.seed)
+
+        def compute(synth=synth, n=n, reference=reference) -> dict[str, Tensor]:
+            torch.manual_seed(spec.seed)
+            return _as_tensors(synth.synthesize(model, n, reference=reference.to(device)))
+
+        stored = store.get_or_compute("synthesis", key, compute)
+        result_images = stored["images"]
+        images[f"{label}/{neuron_ids[n]}"] = result_images
+        histories[f"{label}/{neuron_ids[n]}"] = stored["history"]
+        if "prior_images" in stored:
+            images[f"{label}/{neuron_ids[n]}/prior"] = stored["prior_images"]
+        cost = {k.removeprefix("cost/"): float(v) for k, v in stored.items() if k.startswith("cost/")}
+        for evaluator in evaluators:
+            responses = evaluator.responses(result_images, n, spec.batch_size)
+            best = float(evaluator.best_natural[n])
+            for seed, value in enumerate(responses.tolist()):
+                rows.append({"neuron": neuron_ids[n], "synthesizer": label, "seed": seed,
+                             "evaluator": evaluator.label, "role": evaluator.role, "response": value,
+                             "best_natural": best, "relative": value / best if best > 0 else math.nan, **cost})
+        if hasattr(synth, "prior_samples") and label not in prior_samples:
+            samples = store.get_or_compute("prior_samples", work_key(synthesizer=s_spec.model_dump(mode="json"),
+                                                                     n=PRIOR_SAMPLES, seed=spec.seed),
+                                           lambda synth=synth: {"images": synth.prior_samples(PRIOR_SAMPLES,
+                                                                                             seed=spec.seed)})
+            prior_samples[label] = samples["images"]
+    _warn_undefined(rows)
+    cost_columns = [c for c in COST_COLUMNS if any(c in r for r in rows)]
+    cost_columns += sorted({k for r in rows for k in r} - set(SCORE_COLUMNS) - set(cost_columns))
+    atomic_write_csv(folder / "scores.csv", rows, SCORE_COLUMNS + cost_columns)
+    summary = summarise(rows)
+    atomic_write_csv(folder / "summary.csv", summary, SUMMARY_COLUMNS)
+    atomic_write_csv(folder / "evaluators.csv", [
+        {"evaluator": e.label, "role": e.role, "model": e.description,
+         "median_test_r": float(e.test_r[torch.isfinite(e.test_r)].median()) if torch.isfinite(e.test_r).any()
+         else math.nan} for e in evaluators], EVALUATOR_COLUMNS)
+    atomic_save_tensors(folder / "images.safetensors",
+                        {**images, **{f"prior_samples/{k}": v for k, v in prior_samples.items()}})
+    if spec.output.figures:
+        from ..figures import image_grid
+        from .figures import comparison_figure
+
+        grid = {}
+        for n in selected:
+            grid[f"{neuron_ids[n]} · natural (top {n_natural})"] = images[f"natural/{neuron_ids[n]}"]
+            for label in labels(spec.synthesis):
+                grid[f"{neuron_ids[n]} · {label}"] = images[f"{label}/{neuron_ids[n]}"]
+        image_grid(grid, folder / "images.png", spec.output.dpi)
+        comparison_figure(summary, folder / "comparison.png", spec.output.dpi)
+        if prior_samples:
+            image_grid({f"{label}: unguided prior samples": v for label, v in prior_samples.items()},
+                       folder / "prior_samples.png", spec.output.dpi)
+    return SynthesisRun(rows, summary, evaluators, images, histories)
+
+
+def _as_tensors(result: SynthesisResult) -> dict[str, Tensor]:
+    out = {"images": result.images.detach().cpu().contiguous(), "responses": result.responses.detach().cpu(),
+           "history": result.history.detach().cpu()}
+    prior = getattr(result, "prior_images", None)
+    if prior is not None:
+        out["prior_images"] = prior.detach().cpu().contiguous()
+    for k, v in result.cost.items():
+        out[f"cost/{k}"] = torch.tensor(float(v), dtype=torch.float64)
+    return out
+
+
+def _warn_undefined(rows: list[dict[str, Any]]) -> None:
+    bad = sorted({(r["neuron"], r["evaluator"]) for r in rows if not r["best_natural"] > 0})
+    if bad:
+        warnings.warn(f"relative activation is undefined (left empty) where the evaluator predicts no positive "
+                      f"response to any natural image: {bad}", stacklevel=2)
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per synthesizer × evaluator: mean ± sem of ``relative`` over neurons × seeds, and the mean cost."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["synthesizer"], r["evaluator"], r["role"]), []).append(r)
+    out = []
+    for (synth, evaluator, role), group in groups.items():
+        rel = [r["relative"] for r in group if math.isfinite(r["relative"])]
+        n = len(rel)
+        mean = sum(rel) / n if n else math.nan
+        sem = math.sqrt(sum((v - mean) ** 2 for v in rel) / (n - 1) / n) if n > 1 else math.nan
+        per_neuron = {r["neuron"]: r for r in group}.values()  # cost is per (synthesizer, neuron)
+
+        def avg(key: str) -> float:
+            values = [float(r.get(key, math.nan)) for r in per_neuron]
+            return sum(values) / len(values) if values else math.nan
+
+        out.append({"synthesizer": synth, "evaluator": evaluator, "role": role, "mean_relative": mean,
+                    "sem_relative": sem, "n": n, "mean_response": sum(r["response"] for r in group) / len(group),
+                    "wall_s_per_neuron": avg("wall_s"), "forward_calls": avg("forward_calls"),
+                    "backward_calls": avg("backward_calls"), "denoiser_calls": avg("denoiser_calls")})
+    return out
+
+
+def synthesize_experiment(spec: ExperimentSpec, out: Path, *, registry: Registry | None = None,
+                          progress: bool = True) -> SynthesisRun:
+    """``sharedattr synthesize``: fit the model (into ``out/fit``, reused when unchanged), select the
+    neurons as ``sharedattr run`` does, then synthesise and score everything into ``out``."""
+    from ..errors import UserError
+    from ..fitting import fit_experiment, resolve_device
+    from ..io import atomic_write_json
+    from ..matching import select_neurons
+    from ..registry import get_registry
+
+    if not spec.synthesis:
+        raise UserError("the config has no synthesizers: add a [[synthesis]] table, e.g. name = \"egg\" or "
+                        "name = \"gradient_ascent\" (see docs/synthesis.md)")
+    registry = registry or get_registry()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(spec.seed)
+    device = resolve_device(spec.device)
+    atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
+    experiment = fit_experiment(spec, out / "fit", registry=registry, device=device, progress=progress, reuse=True)
+    sel = spec.selection
+    selected = select_neurons(experiment.fit.neuron_ids, experiment.fit.test_r, neurons=sel.neurons,
+                              top_k=sel.top_k, min_r=sel.min_r)
+    return run_synthesis(spec, experiment, selected, out, registry=registry, device=device, progress=progress)
+
+
+def format_synthesis_summary(summary: list[dict[str, Any]]) -> str:
+    """The summary as an aligned text table."""
+    header = ["synthesizer", "evaluator", "role", "relative ± sem", "n", "s/neuron", "fwd", "bwd", "denoiser"]
+    lines = [[r["synthesizer"], r["evaluator"], r["role"],
+              f"{r['mean_relative']:.3f} ± {r['sem_relative']:.3f}" if math.isfinite(r["sem_relative"])
+              else f"{r['mean_relative']:.3f}", str(r["n"]), f"{r['wall_s_per_neuron']:.2f}",
+              f"{r['forward_calls']:.0f}", f"{r['backward_calls']:.0f}", f"{r['denoiser_calls']:.0f}"]
+             for r in summary]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)),
+                      *(fmt.format(*line) for line in lines)])
