@@ -107,12 +107,17 @@ class Metric(Protocol):
 
 @dataclass
 class SynthesisResult:
-    """Synthesised images ``[S, C, H, W]`` in [0, 1], their responses ``[S]`` and the cost."""
+    """Synthesised images ``[S, C, H, W]`` in [0, 1], their responses ``[S]`` and the cost.
+
+    ``prior_images``: a generative prior's own images ``[S, C', H', W']`` in [0, 1] (its
+    resolution and channels), before they were fitted to the model; ``None`` without a prior.
+    """
 
     images: Tensor
     responses: Tensor
     history: Tensor  # [steps, S] response of the target neuron per step
     cost: dict[str, float]
+    prior_images: Tensor | None = None
 
 
 class Synthesizer(Protocol):

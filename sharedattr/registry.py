@@ -48,6 +48,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sharedattr.metrics.randomisation",
     "sharedattr.synthesis.energies",
     "sharedattr.synthesis.gradient_ascent",
+    "sharedattr.synthesis.egg",
 )
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]*$")

@@ -16,6 +16,7 @@ EXAMPLE_PARAMS = {
     ("metric", "deletion"): {"steps": 4},
     ("metric", "insertion"): {"steps": 4},
     ("synthesizer", "gradient_ascent"): {"steps": 3, "n_seeds": 2},
+    ("synthesizer", "egg"): {"steps": 3, "n_seeds": 2},
 }
 
 CASES = [(kind, name) for kind in KINDS for name in load_registry().names(kind)]

@@ -1,0 +1,262 @@
+"""Diffusion priors for energy-guided synthesis (EGG): loading a diffusers ``UNet2DModel`` and unguided sampling.
+
+A :class:`DiffusionPrior` is an unconditional, frozen ``diffusers.UNet2DModel`` together with
+the config of the noise scheduler it was trained with. The UNet works on images in
+``[-1, 1]`` (:attr:`DiffusionPrior.value_range`); :func:`to_unit` and :func:`from_unit` convert
+to and from the ``[0, 1]`` images the rest of sharedattr uses.
+
+Sources (:func:`load_prior`):
+
+* ``"insilico-ddpm-v1"``, the shipped prior (``sharedattr/assets/diffusion_prior/``): a small
+  grayscale 32 × 32 DDPM trained on the in-silico stimuli by
+  ``scripts/train_diffusion_prior.py`` (:mod:`sharedattr.synthesis.prior_training`); its
+  ``prior.json`` records how and how well.
+* any folder in diffusers format: a pipeline folder (``model_index.json``, ``unet/``,
+  ``scheduler/``, as written by ``DDPMPipeline.save_pretrained``) or a bare UNet folder
+  (``config.json`` + ``diffusion_pytorch_model.safetensors``, optionally with a
+  ``scheduler_config.json`` beside them; otherwise the scheduler is DDPM with 1000 linear
+  steps, diffusers' default).
+
+Only safetensors weights are read (never pickles). Weights stored in float16 are cast to
+float32 on loading.
+
+:func:`sample_prior` draws plain, unguided samples (DDIM or ancestral DDPM): sample ``i``
+depends only on ``seed`` and ``i`` (its own generator), not on ``n`` or the batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+
+SHIPPED_PRIORS: dict[str, str] = {"insilico-ddpm-v1": "diffusion_prior"}
+"""Shipped prior name → its folder under ``sharedattr/assets/``."""
+DEFAULT_PRIOR = "insilico-ddpm-v1"
+RECORD_NAME = "prior.json"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+SCHEDULERS = ("ddim", "ddpm")
+
+_FIX = (f"give a diffusers-format folder (model_index.json with unet/ and scheduler/, or a UNet2DModel folder "
+        f"with config.json and {WEIGHTS_NAME}) or the shipped name {DEFAULT_PRIOR!r}")
+
+
+class PriorError(UserError, ValueError):
+    """A diffusion prior cannot be found or loaded (a :class:`ValueError` and a sharedattr :class:`UserError`)."""
+
+
+def to_unit(x: Tensor) -> Tensor:
+    """The UNet's value range ``[-1, 1]`` → ``[0, 1]`` (clamped)."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def from_unit(x: Tensor) -> Tensor:
+    """``[0, 1]`` images → the UNet's value range ``[-1, 1]``."""
+    return x * 2 - 1
+
+
+@dataclass
+class DiffusionPrior:
+    """A frozen unconditional diffusion model and its noise schedule.
+
+    ``unet`` (eval mode, parameters with ``requires_grad`` False, float32) maps a noisy image
+    ``[B, channels, sample_size, sample_size]`` in ``value_range`` and timesteps ``[B]`` to
+    the scheduler's prediction (``scheduler_config["prediction_type"]``, ``"epsilon"`` for the
+    shipped prior): ``unet(x, t).sample``. ``scheduler_config`` builds the scheduler:
+    ``DDPMScheduler.from_config(prior.scheduler_config)`` or ``DDIMScheduler.from_config(...)``
+    (or :meth:`make_scheduler`). ``record`` is the folder's ``prior.json`` ({} if it has none).
+    """
+
+    unet: Any  # diffusers.UNet2DModel
+    scheduler_config: dict[str, Any]
+    sample_size: int
+    channels: int
+    source: str
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    record: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler_config["num_train_timesteps"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def make_scheduler(self, kind: Literal["ddim", "ddpm"] = "ddim"):  # noqa: ANN201 - a diffusers scheduler
+        """A fresh ``DDIMScheduler`` or ``DDPMScheduler`` with this prior's training schedule."""
+        from diffusers import DDIMScheduler, DDPMScheduler
+
+        if kind not in SCHEDULERS:
+            raise PriorError(f"unknown scheduler {kind!r}; choose one of {', '.join(SCHEDULERS)}")
+        return (DDIMScheduler if kind == "ddim" else DDPMScheduler).from_config(self.scheduler_config)
+
+    to_unit = staticmethod(to_unit)
+    from_unit = staticmethod(from_unit)
+
+
+# -- loading ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def shipped_prior_path(name: str = DEFAULT_PRIOR) -> Iterator[Path]:
+    """The folder of the shipped prior ``name`` (package data), as a real path while the context lasts."""
+    if name not in SHIPPED_PRIORS:
+        raise PriorError(f"unknown diffusion prior {name!r}: no such shipped prior or folder; {_FIX}")
+    resource = importlib.resources.files("sharedattr").joinpath("assets", SHIPPED_PRIORS[name])
+    with importlib.resources.as_file(resource) as path:
+        path = Path(path)
+        if not (path / "unet" / WEIGHTS_NAME).is_file():
+            raise PriorError(f"the shipped diffusion prior {name!r} is missing from the sharedattr installation "
+                             f"({path / 'unet' / WEIGHTS_NAME}); reinstall sharedattr or retrain it with "
+                             "`uv run python scripts/train_diffusion_prior.py`")
+        yield path
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise PriorError(f"cannot read {path}: {type(err).__name__}: {err}; {_FIX}") from None
+    if not isinstance(data, dict):
+        raise PriorError(f"{path} is not a JSON object; {_FIX}")
+    return data
+
+
+def _layout(folder: Path) -> tuple[Path, Path | None]:
+    """``(UNet folder, scheduler config file or None)`` of a diffusers folder; PriorError if it has no UNet."""
+    if not folder.exists():
+        raise PriorError(f"diffusion prior folder {folder} does not exist; {_FIX}")
+    if not folder.is_dir():
+        raise PriorError(f"diffusion prior {folder} is not a folder; {_FIX}")
+    if (folder / "model_index.json").is_file() or (folder / "unet").is_dir():
+        unet_dir = folder / "unet"
+        scheduler = folder / "scheduler" / "scheduler_config.json"
+        if not scheduler.is_file():
+            raise PriorError(f"diffusion prior folder {folder} has no scheduler/scheduler_config.json; {_FIX}")
+    else:
+        unet_dir = folder
+        scheduler = folder / "scheduler_config.json"
+        scheduler = scheduler if scheduler.is_file() else None
+    if not (unet_dir / "config.json").is_file():
+        raise PriorError(f"diffusion prior folder {folder} holds no UNet ({unet_dir / 'config.json'} is missing); "
+                         f"{_FIX}")
+    if not (unet_dir / WEIGHTS_NAME).is_file():
+        others = sorted(p.name for p in unet_dir.glob("diffusion_pytorch_model*"))
+        hint = (f" (it has {', '.join(others)}: only {WEIGHTS_NAME} is read, never pickled weights; convert them "
+                "with UNet2DModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True) "
+                "if you trust the file)") if others else ""
+        raise PriorError(f"diffusion prior folder {folder}: {unet_dir / WEIGHTS_NAME} is missing{hint}; {_FIX}")
+    return unet_dir, scheduler
+
+
+def _sample_size(config: dict[str, Any], unet_dir: Path) -> int:
+    size = config.get("sample_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
+        size = size[0]
+    if not isinstance(size, int) or size < 1:
+        raise PriorError(f"{unet_dir / 'config.json'}: sample_size {size!r} is not one positive image size "
+                         "(square images only)")
+    return size
+
+
+def scheduler_config_of(path: Path | None) -> dict[str, Any]:
+    """The DDPM scheduler config of a ``scheduler_config.json`` (diffusers' defaults for None), as a plain dict."""
+    from diffusers import DDPMScheduler
+
+    raw = _read_json(path) if path is not None else {}
+    try:
+        config = DDPMScheduler.from_config(raw).config
+    except Exception as err:  # noqa: BLE001 - a config diffusers cannot use
+        raise PriorError(f"{path}: not a usable scheduler config: {type(err).__name__}: {err}") from None
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items() if not k.startswith("_")}
+
+
+def load_prior(source: str | Path = DEFAULT_PRIOR, device: str | torch.device = "cpu") -> DiffusionPrior:
+    """Load a frozen :class:`DiffusionPrior` from the shipped name ``"insilico-ddpm-v1"`` or a diffusers folder.
+
+    Raises :class:`PriorError` (a ``ValueError``) naming the path and the fix when ``source``
+    is neither a shipped name nor a folder holding an unconditional ``UNet2DModel`` with
+    safetensors weights.
+    """
+    if isinstance(source, str) and source in SHIPPED_PRIORS:
+        with shipped_prior_path(source) as folder:
+            return _load_folder(folder, source, device)
+    folder = Path(source).expanduser()
+    if not folder.exists() and isinstance(source, str) and "/" not in source and "\\" not in source:
+        raise PriorError(f"unknown diffusion prior {source!r}: neither a shipped prior "
+                         f"({', '.join(SHIPPED_PRIORS)}) nor an existing folder; {_FIX}")
+    return _load_folder(folder, str(source), device)
+
+
+def _load_folder(folder: Path, source: str, device: str | torch.device) -> DiffusionPrior:
+    from diffusers import UNet2DModel
+
+    unet_dir, scheduler_file = _layout(folder)
+    config = _read_json(unet_dir / "config.json")
+    cls = config.get("_class_name", "UNet2DModel")
+    if cls != "UNet2DModel":
+        raise PriorError(f"{unet_dir / 'config.json'} describes a {cls}; a diffusion prior needs an unconditional "
+                         f"UNet2DModel; {_FIX}")
+    if config.get("class_embed_type") or config.get("num_class_embeds"):
+        raise PriorError(f"{unet_dir / 'config.json'} describes a class-conditional UNet2DModel; a diffusion prior "
+                         "must be unconditional")
+    size = _sample_size(config, unet_dir)
+    scheduler_config = scheduler_config_of(scheduler_file)
+    try:
+        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True,
+                                           torch_dtype=torch.float32, low_cpu_mem_usage=False)
+    except Exception as err:  # noqa: BLE001 - a corrupt or mismatched weights file
+        raise PriorError(f"cannot load the UNet of {folder}: {type(err).__name__}: {err}") from None
+    unet = unet.float().to(device).eval().requires_grad_(False)
+    record = _read_json(folder / RECORD_NAME) if (folder / RECORD_NAME).is_file() else {}
+    return DiffusionPrior(unet=unet, scheduler_config=scheduler_config, sample_size=size,
+                          channels=int(unet.config.in_channels), source=source, record=record)
+
+
+# -- unguided sampling -----------------------------------------------------------------------------
+def sample_generators(seed: int, indices: range | list[int]) -> list[torch.Generator]:
+    """One CPU generator per sample: sample ``i`` of seed ``seed`` draws only from its own generator."""
+    return [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0] >> 1))
+            for i in indices]
+
+
+@torch.no_grad()
+def sample_prior(prior: DiffusionPrior, n: int, *, steps: int = 50, scheduler: Literal["ddim", "ddpm"] = "ddim",
+                 seed: int = 0, batch_size: int = 64, eta: float = 0.0) -> Tensor:
+    """``n`` unguided samples ``[n, C, H, W]`` float32 in ``[0, 1]`` on the CPU.
+
+    ``scheduler="ddim"`` runs DDIM with ``eta`` (0: deterministic given the initial noise);
+    ``"ddpm"`` runs ancestral DDPM sampling over ``steps`` of the training timesteps.
+    """
+    if scheduler not in SCHEDULERS:
+        raise PriorError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    if n < 0 or steps < 1 or batch_size < 1:
+        raise PriorError(f"need n >= 0, steps >= 1 and batch_size >= 1 (got n={n}, steps={steps}, "
+                         f"batch_size={batch_size})")
+    from diffusers.utils.torch_utils import randn_tensor
+
+    device = prior.device
+    shape = (prior.channels, prior.sample_size, prior.sample_size)
+    out = []
+    for start in range(0, n, batch_size):
+        generators = sample_generators(seed, range(start, min(n, start + batch_size)))
+        sched = prior.make_scheduler(scheduler)
+        sched.set_timesteps(steps)
+        x = randn_tensor((len(generators), *shape), generator=generators, device=device, dtype=torch.float32)
+        x = x * sched.init_noise_sigma
+        for t in sched.timesteps:
+            t_batch = torch.full((len(x),), int(t), device=device, dtype=torch.long)
+            prediction = prior.unet(sched.scale_model_input(x, t), t_batch).sample
+            kwargs = {"eta": eta} if scheduler == "ddim" else {}
+            x = sched.step(prediction, t, x, generator=generators, **kwargs).prev_sample
+        out.append(to_unit(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros((0, *shape))
