@@ -17,6 +17,7 @@ EXIT_USAGE = 2
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .errors import plural
     from .registry import get_registry
 
     registry = get_registry()
@@ -24,7 +25,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps(registry.describe(), indent=2))
         return 0
     for kind in registry.components_by_kind:
-        print(f"{kind}s:")
+        print(f"{plural(kind)}:")
         components = registry.components(kind)
         if not components:
             print("  (none)")

@@ -121,6 +121,23 @@ name = "gradient_ascent"
 steps = 40
 lr = 0.05
 n_seeds = 2
+
+[[synthesis]]
+name = "egg"                # energy-guided diffusion on the shipped in-silico diffusion prior
+steps = 30
+guidance_scale = 5.0
+n_seeds = 2
+
+# Score the synthesised images on other models too (the EGG paper's protocol).
+[[evaluators]]
+label = "val-split1"        # the same architecture fitted on another data split
+role = "val"
+split_seed = 1
+
+[[evaluators]]
+label = "cross-block4"      # another layer of the network
+role = "cross"
+backbone = {{ name = "insilico_cnn", layer = "block4", input_size = {size} }}
 """
 
 

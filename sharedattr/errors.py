@@ -78,6 +78,11 @@ def closest(name: str, choices: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
+def plural(kind: str) -> str:
+    """``matcher`` → ``matchers``, ``energy`` → ``energies``: component kinds in messages."""
+    return f"{kind[:-1]}ies" if kind.endswith("y") else f"{kind}s"
+
+
 class UnknownComponentError(UserError, KeyError):
     """No component of this kind is registered under this name."""
 
@@ -87,7 +92,7 @@ class UnknownComponentError(UserError, KeyError):
         msg = f"unknown {kind} {name!r}"
         if self.suggestion:
             msg += f"; did you mean {self.suggestion!r}?"
-        msg += f" Available {kind}s: {', '.join(self.available) if self.available else '(none registered)'}"
+        msg += f" Available {plural(kind)}: {', '.join(self.available) if self.available else '(none registered)'}"
         msg += ". Run `sharedattr plugins` to see every component and the plugin that provides it."
         super().__init__(msg)
 
