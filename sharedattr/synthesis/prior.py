@@ -21,7 +21,10 @@ Only safetensors weights are read (never pickles). Weights stored in float16 are
 float32 on loading.
 
 :func:`sample_prior` draws plain, unguided samples (DDIM or ancestral DDPM): sample ``i``
-depends only on ``seed`` and ``i`` (its own generator), not on ``n`` or the batch size.
+depends only on ``seed`` and ``i`` (its own generator), not on ``n`` or the batch size. With the
+shipped prior, deterministic DDIM (``eta=0``) draws every background mid-grey, while stochastic
+sampling (``scheduler="ddpm"`` or DDIM with ``eta=1``) gives backgrounds from black to white like
+the training stimuli (``prior.json``, ``quality``).
 """
 
 from __future__ import annotations
