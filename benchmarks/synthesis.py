@@ -6,7 +6,7 @@ Renders a seeded in-silico stimulus set, simulates the part-tuned neurons (limbs
 body, head∧limbs, shape), fits the "train" model (shipped ``insilico_cnn`` block3 + ridge)
 and the evaluators: the same architecture fitted on other data splits ("val") and other
 layers/readouts of the network ("cross"). Gradient ascent (AdamW, blurred gradients,
-fixed norm) and EGG (the shipped diffusion prior, DDIM, several guidance scales) synthesise
+fixed norm) and EGG (the shipped diffusion prior, DDPM and DDIM, several guidance scales) synthesise
 for every neuron through :func:`sharedattr.synthesis.runner.synthesize_experiment`. Both are
 held to the same contrast: the norm ‖x − 0.5‖₂ of the model's input is fixed to the mean
 norm of the natural stimuli. Activations are relative to each evaluator's prediction for the
@@ -51,8 +51,9 @@ def natural_norm(stimuli: Path, size: int) -> float:
 def synthesizers(args: argparse.Namespace, norm: float) -> list[dict]:
     ga = {"name": "gradient_ascent", "steps": args.ga_steps, "lr": args.ga_lr, "optimizer": "adamw",
           "precondition": "blur", "blur_sigma": 1.0, "norm": norm, "clip": False, "n_seeds": args.seeds}
-    eggs = [{"name": "egg", "steps": args.egg_steps, "scheduler": "ddim", "guidance_scale": scale,
-             "energy": {"name": "mei", "norm": norm}, "n_seeds": args.seeds} for scale in args.guidance]
+    eggs = [{"name": "egg", "steps": args.egg_steps, "scheduler": item.split(":")[0],
+             "guidance_scale": float(item.split(":")[1]), "energy": {"name": "mei", "norm": norm},
+             "n_seeds": args.seeds} for item in args.egg]
     return [ga, *eggs]
 
 
@@ -90,7 +91,7 @@ def table(result, labels: list[str], specs: list[dict]) -> tuple[str, list[str]]
              "|---|---|---|---|---|---|---|"]
     for label, spec in zip(labels, specs):
         m, t = means[label], train[label]
-        note = (f"λ {spec['guidance_scale']}, {spec['steps']} DDIM steps" if spec["name"] == "egg"
+        note = (f"λ {spec['guidance_scale']}, {spec['steps']} {spec['scheduler'].upper()} steps" if spec["name"] == "egg"
                 else f"{spec['steps']} steps, lr {spec['lr']}, blur σ {spec['blur_sigma']}")
         lines.append(f"| {label} ({note}) | " + " | ".join(fmt(*m.get(role, (math.nan, math.nan)))
                                                         for role in ("train", "val", "cross"))
@@ -115,7 +116,7 @@ def table(result, labels: list[str], specs: list[dict]) -> tuple[str, list[str]]
         finite = sorted(k for k in steps if math.isfinite(k))
         median = finite[len(finite) // 2] if finite else math.nan
         ratio = sorted(ratios)[len(ratios) // 2] if ratios else math.nan
-        notes.append(f"`{label}`: gradient ascent reaches its mean within-model response for {reached}/{len(neurons)} "
+        notes.append(f"`{label}`: gradient ascent reaches this EGG run's mean train-model response for {reached}/{len(neurons)} "
                      f"neurons, after a median {median:.0f} of {ga_total_steps} steps; wall-time ratio GA-to-reach / "
                      f"EGG (median over the neurons reached): {ratio:.2f}×.")
     return "\n".join(lines), notes
@@ -129,11 +130,16 @@ def main() -> None:
     parser.add_argument("--ga-steps", type=int, default=1000)
     parser.add_argument("--ga-lr", type=float, default=0.05)
     parser.add_argument("--egg-steps", type=int, default=50)
-    parser.add_argument("--guidance", type=float, nargs="+", default=[2.0, 5.0, 10.0])
+    parser.add_argument("--egg", nargs="+", default=["ddpm:2", "ddpm:5", "ddpm:10", "ddim:5"],
+                        help="EGG runs as SCHEDULER:λ (scheduler ddpm or ddim, λ the guidance scale)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 keeps the timings fair when other work shares the cores)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/benchmark-synthesis"))
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     data, out = args.workdir / "data", args.workdir / "out"
     start = time.perf_counter()
     write_insilico(data, args.n_per_category, args.size, seed=0, neurons=DEFAULT_NEURONS, progress=True)
