@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from sharedattr.cli import main
+from sharedattr.errors import plural
 from sharedattr.hookspecs import KINDS
 
-COMMANDS = ["plugins", "schema", "validate", "fit", "run", "demo"]
+COMMANDS = ["plugins", "schema", "validate", "fit", "run", "synthesize", "demo"]
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -38,7 +39,8 @@ def test_plugins_lists_every_kind_with_sources(capsys):
     code, out, _ = run_cli(capsys, "plugins")
     assert code == 0
     for kind in KINDS:
-        assert f"{kind}s:" in out
+        assert f"\n{plural(kind)}:" in f"\n{out}"
+    assert "energies:" in out and "energys" not in out
     assert "[sharedattr-timm]" in out and "[sharedattr.models.readouts]" in out
 
 
