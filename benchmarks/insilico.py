@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
-import torch
 
+from record import machine, print_and_append
 from sharedattr.insilico import DEFAULT_NEURONS, neuron_population, write_insilico
 from sharedattr.pipeline import run_experiment
 from sharedattr.specs import ExperimentSpec
@@ -142,17 +138,8 @@ def main() -> None:
                f"{2 * args.n_per_category} images at {args.size} px")
     notes = (f"Held-out r of the explained neurons: median {r.median():.2f} (min {r.min():.2f}). "
              f"Localisation is scored against the neuron's parts present in both images of each pair. "
-             f"Total wall time {wall:.0f} s.\n\n"
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-             f"({torch.get_num_threads()} threads), device {args.device}, {datetime.date.today()}. "
-             f"Command: `{' '.join(['uv run python benchmarks/insilico.py', *sys.argv[1:]])}`.")
-    block = f"{heading}\n\n{text}\n\n{notes}\n"
-    print(block)
-    if not args.no_write:
-        docs = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-        with open(docs, "a", encoding="utf-8") as f:
-            f.write("\n" + block)
-        print(f"appended to {docs}")
+             f"Total wall time {wall:.0f} s.\n\n{machine(args.device)}")
+    print_and_append(f"{heading}\n\n{text}\n\n{notes}\n", write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,13 @@ Prints a markdown table and appends it, with the command and machine info, to do
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from record import machine, print_and_append
 from sharedattr.data import StimulusSet
 from sharedattr.insilico import DEFAULT_NEURONS, write_insilico
 from sharedattr.specs import ExperimentSpec
@@ -158,16 +155,8 @@ def main() -> None:
             f"(1 = as strong as the strongest stimulus in the set); several evaluators of a role are pooled. "
             f"Contrast fixed for both methods: ‖x − 0.5‖₂ = {norm:.2f} (the natural images' mean). "
             f"Evaluators: {evaluators}.\n\n" + "\n".join(f"- {n}" for n in notes) +
-            f"\n\nTotal wall time {wall:.0f} s. Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads), device {args.device}, "
-            f"{datetime.date.today()}. Command: `{' '.join(['uv run python benchmarks/synthesis.py', *sys.argv[1:]])}`.")
-    block = f"{heading}\n\n{text}\n\n{body}\n"
-    print(block)
-    if not args.no_write:
-        docs = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-        with open(docs, "a", encoding="utf-8") as f:
-            f.write("\n" + block)
-        print(f"appended to {docs}")
+            f"\n\nTotal wall time {wall:.0f} s. {machine(args.device)}")
+    print_and_append(f"{heading}\n\n{text}\n\n{body}\n", write=not args.no_write)
 
 
 if __name__ == "__main__":

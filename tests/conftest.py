@@ -88,3 +88,14 @@ def tiny_config(tiny_data) -> dict:
         "metrics": ["gini", {"name": "deletion", "steps": 4}],
         "output": {"figures": False},
     }
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of tiny networks: faster, and a busy shared CPU makes more threads spin-wait."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -34,18 +34,11 @@ from sharedattr.registry import load_registry
 from sharedattr.testing import _check_method, tiny_model
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Setting (forward, )?backward hooks:UserWarning"),
-              pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients:UserWarning")]
+              pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients:UserWarning"),
+              pytest.mark.usefixtures("one_thread")]  # tiny networks: one thread is fastest
 
 TARGET = torch.tensor([0, 2, 1])
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These tiny networks run faster on one thread, above all on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def images(n: int = 3, size: int = 16, seed: int = 1) -> Tensor:

@@ -28,13 +28,7 @@ def tiny_unet(seed: int = 0) -> UNet2DModel:
     return unet.eval().requires_grad_(False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and a shared CPU makes more threads spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one thread is fastest
 
 
 @pytest.fixture(scope="module")

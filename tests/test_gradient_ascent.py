@@ -15,13 +15,7 @@ from sharedattr.synthesis.regularizers import lp_norm, total_variation
 from sharedattr.synthesis.transforms import RandomTransform, jitter, random_crop
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add synchronisation (slow on a shared, busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
 
 
 def gabor(h: int = 16, w: int = 16, wavelength: float = 8.0, sigma: float = 4.0) -> torch.Tensor:

@@ -183,7 +183,7 @@ def pooled(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # -- training ------------------------------------------------------------------------------------
-class _Deterministic:
+class DeterministicOnCPU:
     """``torch.use_deterministic_algorithms(True)`` on the CPU (restored afterwards); nothing on CUDA."""
 
     def __init__(self, device: torch.device) -> None:
@@ -230,7 +230,7 @@ def train(config: TrainConfig = TrainConfig(), log: Callable[[str], None] | None
         torch.set_num_threads(config.threads)
     try:
         cuda_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices), _Deterministic(device):
+        with torch.random.fork_rng(devices=cuda_devices), DeterministicOnCPU(device):
             torch.manual_seed(config.seed)
             groups = _training_data(config, log)
             render_s = time.perf_counter() - start

@@ -59,6 +59,7 @@ from torch import Tensor
 
 from ..insilico.render import CATEGORIES, PARTS, render_set
 from ..io import atomic_write_json
+from ..models.insilico_training import DeterministicOnCPU
 from .prior import (
     DEFAULT_PRIOR,
     RECORD_NAME,
@@ -221,21 +222,6 @@ def sample_quality(prior: DiffusionPrior, config: PriorTrainConfig) -> dict[str,
 
 
 # -- training --------------------------------------------------------------------------------------
-class _Deterministic:
-    """``torch.use_deterministic_algorithms(True)`` on the CPU (restored afterwards); nothing on CUDA."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.enable = device.type == "cpu"
-
-    def __enter__(self) -> None:
-        self.before = torch.are_deterministic_algorithms_enabled()
-        if self.enable:
-            torch.use_deterministic_algorithms(True)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.use_deterministic_algorithms(self.before)
-
-
 def _lr_factor(step: int, config: PriorTrainConfig) -> float:
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
@@ -265,7 +251,7 @@ def train_prior(config: PriorTrainConfig = PriorTrainConfig(), log: Callable[[st
         torch.set_num_threads(config.threads)
     try:
         cuda_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices), _Deterministic(device):
+        with torch.random.fork_rng(devices=cuda_devices), DeterministicOnCPU(device):
             torch.manual_seed(config.seed)
             data = render_images(config.n_per_category, config.data_seed, config.size, config.render_size,
                                  config.channels, config.noise_std)
