@@ -41,6 +41,7 @@ from .insilico_cnn import (
     file_metadata,
     parameter_count,
 )
+from .training import reproducible_training
 
 MIN_PART_PIXELS = 4
 """A part is present in an image when at least this many of its pixels are visible."""
@@ -183,21 +184,6 @@ def pooled(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 # -- training ------------------------------------------------------------------------------------
-class DeterministicOnCPU:
-    """``torch.use_deterministic_algorithms(True)`` on the CPU (restored afterwards); nothing on CUDA."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.enable = device.type == "cpu"
-
-    def __enter__(self) -> None:
-        self.before = torch.are_deterministic_algorithms_enabled()
-        if self.enable:
-            torch.use_deterministic_algorithms(True)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.use_deterministic_algorithms(self.before)
-
-
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     decay = [p for n, p in model.named_parameters() if p.dim() > 1]
     rest = [p for n, p in model.named_parameters() if p.dim() <= 1]  # biases, BatchNorm
@@ -225,25 +211,16 @@ def train(config: TrainConfig = TrainConfig(), log: Callable[[str], None] | None
     log = log or (lambda message: None)
     start = time.perf_counter()
     device = torch.device(config.device)
-    threads_before = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
-        cuda_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices), DeterministicOnCPU(device):
-            torch.manual_seed(config.seed)
-            groups = _training_data(config, log)
-            render_s = time.perf_counter() - start
-            model = InsilicoCNN.from_architecture(config.architecture).to(device)
-            history = _fit(model, groups, config, device, log)
-            train_s = time.perf_counter() - start - render_s
-            model = model.cpu().eval()
-            t = time.perf_counter()
-            evaluation = _evaluate_sets(model, config, log)
-            eval_s = time.perf_counter() - t
-        threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(threads_before)
+    with reproducible_training(device, config.seed, config.threads) as threads:
+        groups = _training_data(config, log)
+        render_s = time.perf_counter() - start
+        model = InsilicoCNN.from_architecture(config.architecture).to(device)
+        history = _fit(model, groups, config, device, log)
+        train_s = time.perf_counter() - start - render_s
+        model = model.cpu().eval()
+        t = time.perf_counter()
+        evaluation = _evaluate_sets(model, config, log)
+        eval_s = time.perf_counter() - t
     record = {
         "format": FORMAT + ".record",
         "format_version": FORMAT_VERSION,

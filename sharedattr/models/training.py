@@ -115,6 +115,26 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def reproducible_training(device: torch.device, seed: int, threads: int | None = None) -> Iterator[int]:
+    """A from-scratch training run that repeats bit for bit on the CPU: ``threads`` torch threads (None:
+    torch's), :func:`seeded` RNGs and, on the CPU, deterministic algorithms; all restored afterwards.
+
+    Yields the number of torch threads in use (for the run's record).
+    """
+    threads_before, deterministic_before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with seeded(seed, device):
+            if device.type == "cpu":
+                torch.use_deterministic_algorithms(True)
+            yield torch.get_num_threads()
+    finally:
+        torch.use_deterministic_algorithms(deterministic_before)
+        torch.set_num_threads(threads_before)
+
+
 def split_train_val(n: int, val_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """A seeded random split of ``n`` rows → ``(train_index, val_index)``; both keep at least 2 rows."""
     n_val = round(n * val_fraction)

@@ -59,7 +59,7 @@ from torch import Tensor
 
 from ..insilico.render import CATEGORIES, PARTS, render_set
 from ..io import atomic_write_json
-from ..models.insilico_training import DeterministicOnCPU
+from ..models.training import reproducible_training
 from .prior import (
     DEFAULT_PRIOR,
     RECORD_NAME,
@@ -246,38 +246,29 @@ def train_prior(config: PriorTrainConfig = PriorTrainConfig(), log: Callable[[st
     log = log or (lambda message: None)
     start = time.perf_counter()
     device = torch.device(config.device)
-    threads_before = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
-        cuda_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices), DeterministicOnCPU(device):
-            torch.manual_seed(config.seed)
-            data = render_images(config.n_per_category, config.data_seed, config.size, config.render_size,
-                                 config.channels, config.noise_std)
-            data = from_unit(data)
-            render_s = time.perf_counter() - start
-            log(f"rendered {len(data)} training images ({config.render_size} px → {config.size} px) in {render_s:.1f} s")
-            scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps,
-                                      beta_schedule=config.beta_schedule, prediction_type="epsilon")
-            unet = UNet2DModel(**config.unet_config()).to(device)
-            ema = UNet2DModel(**config.unet_config()).to(device).requires_grad_(False)
-            ema.load_state_dict(unet.state_dict())
-            log(f"UNet2DModel: {parameter_count(unet):,} parameters")
-            history = _fit(unet, ema, scheduler, data, config, device, log)
-            train_s = time.perf_counter() - start - render_s
-            unet = (ema if config.ema_decay is not None else unet).cpu().eval().requires_grad_(False)
-            t = time.perf_counter()
-            scheduler_config = {k: v for k, v in scheduler.config.items() if not k.startswith("_")}
-            prior = DiffusionPrior(unet=unet, scheduler_config=scheduler_config, sample_size=config.size,
-                                   channels=config.channels, source="training")
-            quality = sample_quality(prior, config)
-            quality_s = time.perf_counter() - t
-            log(f"sample quality ({quality_s:.1f} s): samples {quality['samples']['fraction_present']}, "
-                f"real {quality['real']['fraction_present']}")
-        threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(threads_before)
+    with reproducible_training(device, config.seed, config.threads) as threads:
+        data = render_images(config.n_per_category, config.data_seed, config.size, config.render_size,
+                             config.channels, config.noise_std)
+        data = from_unit(data)
+        render_s = time.perf_counter() - start
+        log(f"rendered {len(data)} training images ({config.render_size} px → {config.size} px) in {render_s:.1f} s")
+        scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps,
+                                  beta_schedule=config.beta_schedule, prediction_type="epsilon")
+        unet = UNet2DModel(**config.unet_config()).to(device)
+        ema = UNet2DModel(**config.unet_config()).to(device).requires_grad_(False)
+        ema.load_state_dict(unet.state_dict())
+        log(f"UNet2DModel: {parameter_count(unet):,} parameters")
+        history = _fit(unet, ema, scheduler, data, config, device, log)
+        train_s = time.perf_counter() - start - render_s
+        unet = (ema if config.ema_decay is not None else unet).cpu().eval().requires_grad_(False)
+        t = time.perf_counter()
+        scheduler_config = {k: v for k, v in scheduler.config.items() if not k.startswith("_")}
+        prior = DiffusionPrior(unet=unet, scheduler_config=scheduler_config, sample_size=config.size,
+                               channels=config.channels, source="training")
+        quality = sample_quality(prior, config)
+        quality_s = time.perf_counter() - t
+        log(f"sample quality ({quality_s:.1f} s): samples {quality['samples']['fraction_present']}, "
+            f"real {quality['real']['fraction_present']}")
     tail = [h["loss"] for h in history[-max(1, len(history) // 10):]]
     record = {
         "format": FORMAT,
