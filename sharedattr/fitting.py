@@ -233,9 +233,10 @@ def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_path: Path) 
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _saved_digest(folder: Path) -> str | None:
+def saved_digest(folder: Path, key: str = "fit_digest") -> str | None:
+    """The digest ``key`` recorded in a saved model's ``model.json``; None when absent or unreadable."""
     try:
-        return json.loads((folder / MODEL_FILE).read_text()).get("fit_digest")
+        return json.loads((folder / MODEL_FILE).read_text()).get(key)
     except (OSError, ValueError):
         return None
 
@@ -271,7 +272,7 @@ def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry 
     )
     split = {"test_fraction": spec.data.test_fraction, "split_seed": spec.data.split_seed,
              "batch_size": spec.batch_size, "device": device, "registry": registry}
-    reused = reuse and _saved_digest(out / "model") == digest
+    reused = reuse and saved_digest(out / "model") == digest
     fit = fit_readout(spec.readout, backbone, latents, responses, list(recorded.neuron_ids), **split,
                       saved=out / "model" if reused else None)
     if recorded.has_repeats:

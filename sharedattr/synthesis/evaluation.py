@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..fitting import Experiment, fit_readout, save_model
+from ..fitting import Experiment, fit_readout, save_model, saved_digest
 from ..models.encoding import EncodingModel
 from ..registry import Registry
 from ..specs import EvaluatorSpec, ExperimentSpec
@@ -83,7 +83,7 @@ def fit_evaluators(spec: ExperimentSpec, experiment: Experiment, folder: Path, *
             )
         target = folder / e.label
         digest = evaluator_digest(experiment, spec, e)
-        saved = target if _saved_digest(target) == digest else None
+        saved = target if saved_digest(target, "evaluator_digest") == digest else None
         fit = fit_readout(readout_spec, backbone, latents, experiment.responses, experiment.fit.neuron_ids,
                           test_fraction=spec.data.test_fraction, split_seed=resolved["split_seed"],
                           batch_size=spec.batch_size, device=device, registry=registry, saved=saved)
@@ -108,9 +108,3 @@ def _describe(backbone: dict, readout: dict, split_seed: int) -> str:
 
     return f"{one(backbone)} → {one(readout)}, split_seed={split_seed}"
 
-
-def _saved_digest(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / "model.json").read_text()).get("evaluator_digest")
-    except (OSError, ValueError):
-        return None

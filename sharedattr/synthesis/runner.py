@@ -78,19 +78,18 @@ def run_synthesis(spec: ExperimentSpec, experiment: Experiment, selected: list[i
     histories: dict[str, Tensor] = {}
     prior_samples: dict[str, Tensor] = {}
     n_natural = 4
+    top_natural = {n: best_natural_indices(drive, n, n_natural) for n in selected}  # best first
     for n in selected:
-        top = best_natural_indices(drive, n, n_natural)
-        images[f"natural/{neuron_ids[n]}"] = stimuli.load_images(size, channels, top)
+        images[f"natural/{neuron_ids[n]}"] = stimuli.load_images(size, channels, top_natural[n])
     items = [(label, s_spec, n) for label, s_spec in zip(labels(spec.synthesis), spec.synthesis) for n in selected]
     built: dict[str, Any] = {}
     for label, s_spec, n in tqdm(items, desc="synthesis", disable=not progress, leave=False):
         if label not in built:
             built[label] = s_spec.build(registry=registry)
         synth = built[label]
-        reference_index = best_natural_indices(drive, n, 1)[0]
         reference = images[f"natural/{neuron_ids[n]}"][0]
         key = work_key(model=experiment.fit_digest, synthesizer=s_spec.model_dump(mode="json"),
-                       neuron=neuron_ids[n], reference=stimuli.ids[reference_index], seed=spec.seed)
+                       neuron=neuron_ids[n], reference=stimuli.ids[top_natural[n][0]], seed=spec.seed)
 
         def compute(synth=synth, n=n, reference=reference) -> dict[str, Tensor]:
             torch.manual_seed(spec.seed)
