@@ -65,11 +65,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _run(spec, out: Path, progress: bool) -> int:
+    from .distributed import ranks_from_environment
+    from .fitting import resolve_device
     from .pipeline import format_summary, run_experiment
 
     start = time.perf_counter()
-    result = run_experiment(spec, out, progress=progress)
+    with ranks_from_environment(resolve_device(spec.device)) as ranks:
+        result = run_experiment(spec, out, progress=progress, ranks=ranks)
+    if result is None:  # a rank other than 0 of a torchrun launch: rank 0 reports
+        return 0
     print(format_summary(result.summary))
+    by_rank = result.reused["work_items_computed_by_rank"]
+    if len(by_rank) > 1:
+        print(f"\n{len(by_rank)} processes; work items computed per rank: {', '.join(map(str, by_rank))}")
     print(f"\n{len(result.selected)} neurons, {len(result.pairs)} driver/reference pairs; "
           f"results in {out} ({time.perf_counter() - start:.1f} s)")
     return 0
@@ -108,11 +116,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_synthesize(args: argparse.Namespace) -> int:
     from .config import load_experiment
+    from .distributed import ranks_from_environment
+    from .fitting import resolve_device
     from .synthesis.runner import format_synthesis_summary, synthesize_experiment
 
     start = time.perf_counter()
     out = Path(args.out)
-    result = synthesize_experiment(load_experiment(args.config), out, progress=not args.no_progress)
+    spec = load_experiment(args.config)
+    with ranks_from_environment(resolve_device(spec.device)) as ranks:
+        result = synthesize_experiment(spec, out, progress=not args.no_progress, ranks=ranks)
+    if result is None:  # a rank other than 0 of a torchrun launch: rank 0 reports
+        return 0
     print(format_synthesis_summary(result.summary))
     print(f"\n{len({r['neuron'] for r in result.rows})} neurons × {len({r['synthesizer'] for r in result.rows})} "
           f"synthesizers scored on {len(result.evaluators)} models; images.png, scores.csv and comparison.png "
@@ -123,7 +137,11 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .config import load_experiment
     from .demo import make_demo_data
+    from .distributed import environment_world
 
+    if environment_world()[1] > 1:
+        raise UserError("the demo runs in one process; under torchrun, run a config: "
+                        "torchrun --nproc-per-node K -m sharedattr run CONFIG --out DIR")
     out = Path(args.out)
     start = time.perf_counter()
     config = make_demo_data(out / "data", n_per_category=args.n_per_category, progress=not args.no_progress)
@@ -186,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run an experiment",
                        description="Fit the encoding model, select neurons and drivers, match references, attribute "
-                       "with every configured method, score every metric and write the results.")
+                       "with every configured method, score every metric and write the results. An interrupted run "
+                       "started again resumes: finished work items are reused. Under torchrun "
+                       "(torchrun --nproc-per-node K -m sharedattr run CONFIG --out DIR) the work items are shared "
+                       "out across the K processes and rank 0 writes the results.")
     _config_and_out(p)
     p.set_defaults(func=_cmd_run)
 

@@ -3,9 +3,11 @@
 This is the shared core of ``sharedattr run`` and :func:`sharedattr.compare`. Pairwise
 methods (``parallel_backprop``) explain the driver and its reference together; the other
 methods explain the driver alone and, with ``on_reference``, the reference alone too, for
-the same neuron. Maps are reduced over channels to ``[P, H, W]``. Each method's maps and
-each (method, metric, image) score vector is one work item of a :class:`WorkStore`, so a
-repeated run with the same spec recomputes nothing.
+the same neuron. Maps are reduced over channels to ``[P, H, W]``. The work is split into
+items, one per method × block of ``batch_size`` pairs; each item's maps and its score vector
+per (metric, image) are kept in a :class:`WorkStore`, so a repeated or interrupted run
+recomputes only what is missing, and several ranks can share the items out
+(:mod:`sharedattr.distributed`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .components import AttributionBatch, reduce_channels
+from .distributed import SINGLE, Ranks
 from .matching import Pair
 from .registry import Registry, get_registry
 from .specs import MethodSpec, MetricSpec
@@ -75,6 +78,14 @@ class PairImages:
 
     def images(self, which: str) -> Tensor:
         return self.drivers if which == "driver" else self.references
+
+    def subset(self, rows: slice) -> "PairImages":
+        """The images and masks of pairs ``rows`` (views, no copy)."""
+        def part(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[rows]
+
+        return PairImages(self.drivers[rows], self.references[rows], part(self.driver_masks),
+                          part(self.reference_masks))
 
     def masks(self, which: str) -> Tensor | None:
         return self.driver_masks if which == "driver" else self.reference_masks
@@ -155,61 +166,119 @@ def score_maps(metric: Any, model: nn.Module, images: Tensor, maps: Tensor, targ
 class Explained:
     """Maps per method label (``{"driver": [P, H, W], "reference": …}``) and scores per
     (method, metric, image) ``[P]``; ``higher_is_better`` per metric label; ``seconds`` per
-    method label: wall time to make all its maps (recorded when they were computed)."""
+    method label: wall time to make all its maps (recorded when they were computed, summed over
+    blocks); ``computed_by_rank``: stored items (maps and score vectors) each rank computed in this call."""
 
     maps: dict[str, dict[str, Tensor]]
     scores: dict[tuple[str, str, str], Tensor]
     higher_is_better: dict[str, bool]
     seconds: dict[str, float] = field(default_factory=dict)
+    computed_by_rank: list[int] = field(default_factory=lambda: [0])
+
+
+def work_blocks(n_pairs: int, batch_size: int) -> list[slice]:
+    """The pairs' blocks: consecutive slices of ``batch_size`` pairs (the last may be shorter)."""
+    return [slice(i, min(i + batch_size, n_pairs)) for i in range(0, n_pairs, batch_size)]
 
 
 def explain_pairs(model: nn.Module, pairs: Sequence[Pair], images: PairImages, methods: Sequence[MethodSpec],
                   metrics: Sequence[MetricSpec], settings: ExplainSettings, *, registry: Registry | None = None,
                   store: WorkStore | None = None, identity: dict[str, Any] | None = None,
-                  progress: bool = False) -> Explained:
+                  progress: bool = False, ranks: Ranks = SINGLE) -> Explained | None:
     """Attribute the pairs with every method and score every map with every metric.
 
-    ``identity`` (the model's digest and the pairs' ids) keys the work items in ``store``;
-    without it nothing is stored.
+    The work is split into items: one per method × block of ``settings.batch_size`` pairs
+    (:func:`work_blocks`), holding that block's maps and its score under every metric. With
+    ``identity`` (the model's digest and the pairs' ids) each item is kept in ``store`` under a
+    key of everything it depends on, so a repeated or interrupted run recomputes only the
+    missing items. With several ``ranks``, each rank computes its own items (round-robin), all
+    wait at a barrier, and rank 0 merges them (the other ranks return None): the result equals
+    a single process's.
     """
     registry = registry or get_registry()
     store = store if (store is not None and identity is not None) else WorkStore(None)
+    if ranks.distributed and store.folder is None:
+        raise ValueError("explain_pairs: several ranks exchange their items through a store; pass store and identity")
     targets = torch.tensor([p.neuron for p in pairs], dtype=torch.long)
-    base = {**(identity or {}), "reduce": settings.reduce, "on_reference": settings.on_reference,
-            "size": list(images.drivers.shape[1:])}
+    identity = identity or {}
+    pair_ids = identity.get("pairs")
+    base = {key: value for key, value in identity.items() if key != "pairs"}
+    base.update({"reduce": settings.reduce, "on_reference": settings.on_reference,
+                 "size": list(images.drivers.shape[1:]), "batch_size": settings.batch_size})
     built = [(label, spec.model_dump(mode="json"), spec.build(registry=registry))
              for label, spec in zip(labels(metrics), metrics)]
-    result = Explained({}, {}, {label: bool(m.higher_is_better) for label, _, m in built})
-    masks_digest = images.masks_digest()  # scores depend on the ground truth; maps do not
-    for label, spec in tqdm(list(zip(labels(methods), methods)), desc="methods", disable=not progress, leave=False):
-        dump = spec.model_dump(mode="json")
+    higher = {label: bool(m.higher_is_better) for label, _, m in built}
+    blocks = work_blocks(len(pairs), settings.batch_size)
+    units = [(label, spec, block) for label, spec in zip(labels(methods), methods) for block in blocks]
 
-        def build(m: nn.Module, spec: MethodSpec = spec) -> Any:
-            return spec.build(m, registry=registry)
+    def run(label: str, spec: MethodSpec, block: slice) -> tuple[dict[str, Tensor], dict[tuple[str, str], Tensor]]:
+        block_ids = None if pair_ids is None else pair_ids[block]
+        return explain_block(model, images.subset(block), targets[block], spec, built, settings, store,
+                             {**base, "pairs": block_ids}, registry)
 
-        def timed(build: Callable[[nn.Module], Any] = build) -> dict[str, Tensor]:
-            start = time.perf_counter()
-            maps = attribute_pairs(build, model, images, targets, settings)
-            return {**maps, "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
-
-        maps_key = work_key(method=dump, **base)
-        maps = dict(store.get_or_compute("maps", maps_key, timed))
-        result.seconds[label] = float(maps.pop("seconds", math.nan))
-        result.maps[label] = maps
-        for m_label, m_dump, metric in built:
-            for which in IMAGES:
-                if which not in maps:
-                    continue
-                masks = images.masks(which)
-                if getattr(metric, "requires_masks", False) and masks is None:
-                    continue  # no ground truth in this stimulus set
-                key = work_key(maps=maps_key, image=which, metric=m_dump, masks=masks_digest)
-                explain = _explainer(build, images, which, targets, settings)
-                values = store.get_or_compute("scores", key, lambda: {"values": score_maps(
-                    metric, model, images.images(which), maps[which], targets, masks, explain, settings)})["values"]
-                _warn_undefined(values, m_label, label, which)
-                result.scores[(label, m_label, which)] = values
+    computed = [0] * ranks.world  # items each rank computed (the others were already in the store)
+    if ranks.distributed:
+        mine = [unit for i, unit in enumerate(units) if ranks.owns(i)]
+        before = store.misses
+        for unit in tqdm(mine, desc=f"rank {ranks.rank}", disable=not progress, leave=False, unit="item"):
+            run(*unit)
+        computed = ranks.gather(store.misses - before)  # also a barrier: every rank has written its items
+        if not ranks.is_main:
+            return None
+    result = Explained({}, {}, higher, computed_by_rank=computed)
+    before = store.misses
+    maps_parts: dict[str, list[dict[str, Tensor]]] = {}
+    score_parts: dict[tuple[str, str, str], list[Tensor]] = {}
+    for label, spec, block in tqdm(units, desc="attribution", disable=not progress, leave=False, unit="item"):
+        maps, scores = run(label, spec, block)
+        result.seconds[label] = result.seconds.get(label, 0.0) + float(maps.pop("seconds", math.nan))
+        maps_parts.setdefault(label, []).append(maps)
+        for (m_label, which), values in scores.items():
+            score_parts.setdefault((label, m_label, which), []).append(values)
+    result.computed_by_rank[0] += store.misses - before
+    if ranks.distributed and store.misses > before:
+        warnings.warn(f"rank 0 found {store.misses - before} work items of other ranks missing in {store.folder} and "
+                      "computed them itself: is the output folder on a filesystem every rank shares?", stacklevel=2)
+    for label, parts in maps_parts.items():
+        result.maps[label] = {which: torch.cat([p[which] for p in parts]) for which in parts[0]}
+    for key, parts in score_parts.items():
+        values = torch.cat(parts)
+        _warn_undefined(values, key[1], key[0], key[2])
+        result.scores[key] = values
     return result
+
+
+def explain_block(model: nn.Module, images: PairImages, targets: Tensor, spec: MethodSpec,
+                  metrics: Sequence[tuple[str, dict[str, Any], Any]], settings: ExplainSettings, store: WorkStore,
+                  identity: dict[str, Any], registry: Registry) -> tuple[dict[str, Tensor], dict[tuple[str, str], Tensor]]:
+    """One work item: a block's maps under method ``spec`` (``{"driver": [b, H, W], …, "seconds": []}``) and
+    their scores ``{(metric label, image): [b]}`` under each of ``metrics`` (label, spec dump, built metric)."""
+
+    def build(m: nn.Module) -> Any:
+        return spec.build(m, registry=registry)
+
+    def timed() -> dict[str, Tensor]:
+        start = time.perf_counter()
+        maps = attribute_pairs(build, model, images, targets, settings)
+        return {**maps, "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
+
+    maps_key = work_key(method=spec.model_dump(mode="json"), **identity)
+    maps = dict(store.get_or_compute("maps", maps_key, timed))
+    scored = {key: value for key, value in maps.items() if key != "seconds"}
+    masks_digest = images.masks_digest()  # scores depend on the ground truth; maps do not
+    scores: dict[tuple[str, str], Tensor] = {}
+    for m_label, m_dump, metric in metrics:
+        for which in IMAGES:
+            if which not in scored:
+                continue
+            masks = images.masks(which)
+            if getattr(metric, "requires_masks", False) and masks is None:
+                continue  # no ground truth in this stimulus set
+            key = work_key(maps=maps_key, image=which, metric=m_dump, masks=masks_digest)
+            explain = _explainer(build, images, which, targets, settings)
+            scores[(m_label, which)] = store.get_or_compute("scores", key, lambda: {"values": score_maps(
+                metric, model, images.images(which), scored[which], targets, masks, explain, settings)})["values"]
+    return maps, scores
 
 
 def _explainer(build: Callable[[nn.Module], Any], images: PairImages, which: str, targets: Tensor,

@@ -242,10 +242,12 @@ def saved_digest(folder: Path, key: str = "fit_digest") -> str | None:
 
 
 def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry | None = None,
-                   device: torch.device | None = None, progress: bool = True, reuse: bool = False) -> Experiment:
+                   device: torch.device | None = None, progress: bool = True, reuse: bool = False,
+                   write: bool = True) -> Experiment:
     """Load and check the data, extract (or reuse) features, fit and score the readout, save the model.
 
-    Writes ``scores.csv``, ``model/`` and, with figures on, ``figures/fit.png`` into ``out``.
+    Writes ``scores.csv``, ``model/`` and, with figures on, ``figures/fit.png`` into ``out``
+    (unless ``write`` is False: the ranks of a distributed run other than rank 0 only read).
     With ``reuse``, a model already saved in ``out/model`` by a fit of the same data, backbone,
     readout and seed (the same :func:`fit_digest`) is loaded instead of fitted again.
     """
@@ -277,6 +279,8 @@ def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry 
                       saved=out / "model" if reused else None)
     if recorded.has_repeats:
         fit.score_repeats(recorded.trials_aligned_to(stimuli))
+    if not write:
+        return Experiment(stimuli, responses, latents, fit, hit, digest, reused, neuron_parts)
     write_scores(fit, out / "scores.csv")
     if not reused:
         save_model(fit.model, spec.backbone, spec.readout, fit.neuron_ids, out / "model",

@@ -69,3 +69,16 @@ def atomic_save_tensors(path: str | Path, tensors: Mapping[str, Any], metadata: 
 
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=dict(metadata or {}))
     return atomic_write_bytes(path, data)
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files (``.<name>.*.tmp``) that writers killed mid-write left under ``folder``.
+
+    Call it only while nothing else writes into ``folder`` (at the start of a run). Returns how many were removed.
+    """
+    removed = 0
+    for path in Path(folder).rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

@@ -15,8 +15,9 @@ built through the registry. Results are written atomically to the output folder:
 - ``synthesis/``: when synthesizers are configured, their images scored on the train, val and cross
   evaluator models (see :mod:`sharedattr.synthesis.runner`);
 - ``figures/``: PNGs (fit quality, one attribution grid per neuron);
-- ``work/``: finished work items (maps per method, scores per method × metric × image), so
-  a second run of the same spec, or a run after an interruption, recomputes nothing;
+- ``work/``: finished work items (per method × block of ``batch_size`` pairs: its maps, and its
+  scores per metric × image), so a second run of the same spec, or a run after an
+  interruption, recomputes nothing that was finished (see docs/scaling.md);
 - ``timings.json``: seconds spent in each stage;
 - ``report.html``: a self-contained HTML report of all of the above (rebuild it with ``sharedattr report``).
 """
@@ -35,9 +36,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data.ground_truth import pair_parts
+from .distributed import SINGLE, Ranks, rank_device
 from .explain import Explained, ExplainSettings, PairImages, explain_pairs, labels, tidy_rows
 from .fitting import fit_experiment, resolve_device
-from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_csv, atomic_write_json
+from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_csv, atomic_write_json, remove_stale_temporaries
 from .matching import Pair, match_pairs, preferred_categories, select_neurons
 from .registry import Registry, get_registry
 from .specs import ExperimentSpec
@@ -62,21 +64,27 @@ class RunResult:
     rows: list[dict[str, Any]]
     summary: list[dict[str, Any]]
     timings: dict[str, float] = field(default_factory=dict)
-    reused: dict[str, int] = field(default_factory=dict)
+    reused: dict[str, Any] = field(default_factory=dict)
 
 
 def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Registry | None = None,
-                   progress: bool = True) -> RunResult:
+                   progress: bool = True, ranks: Ranks = SINGLE) -> RunResult | None:
     """Run the whole experiment described by ``spec``; write the results to ``out_dir``.
 
     Everything already computed in ``out_dir`` by a run of the same spec (the fitted model,
-    each method's maps, each score vector) is reused, so a repeated or resumed run is cheap.
+    each work item's maps and scores) is reused, so a repeated or resumed run is cheap.
+
+    With several ``ranks`` (see :mod:`sharedattr.distributed`; ``out_dir`` on a folder every
+    rank sees), rank 0 fits, every rank matches, the work items are dealt out round-robin, and
+    rank 0 merges them and writes every output, the same as a single process; the other ranks
+    return None. Progress bars are shown by rank 0 only.
     """
     registry = registry or get_registry()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.seed)
-    device = resolve_device(spec.device)
+    device = rank_device(resolve_device(spec.device), ranks)
+    progress = progress and ranks.is_main
     timings: dict[str, float] = {}
     stages = tqdm(total=6, desc="run", disable=not progress, unit="stage")
 
@@ -86,8 +94,14 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
 
     # 1. data, features, readout fit (or the saved one) and scores ---------------------------
     stage("fit")
-    atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
-    experiment = fit_experiment(spec, out, registry=registry, device=device, progress=progress, reuse=True)
+    if ranks.is_main:
+        atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
+        remove_stale_temporaries(out)
+        experiment = fit_experiment(spec, out, registry=registry, device=device, progress=progress, reuse=True)
+    ranks.barrier()  # the other ranks load the model rank 0 saved
+    if not ranks.is_main:
+        experiment = fit_experiment(spec, out, registry=registry, device=device, progress=False, reuse=True,
+                                    write=False)
     stimuli, responses, latents = experiment.stimuli, experiment.responses, experiment.latents
     model, fit = experiment.fit.model, experiment.fit
     neuron_ids = fit.neuron_ids
@@ -103,7 +117,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     pairs = match_pairs(model.readout, latents, spec.matcher.build(registry=registry), categories, drive, selected,
                         preferred, drivers_per_neuron=sel.drivers_per_neuron,
                         references_per_driver=sel.references_per_driver, batch_size=spec.batch_size, device=device)
-    write_pairs(out / "pairs.csv", pairs, drive, neuron_ids, stimuli.ids, categories)
+    if ranks.is_main:
+        write_pairs(out / "pairs.csv", pairs, drive, neuron_ids, stimuli.ids, categories)
     stages.update()
 
     # 3-4. attribution and metrics (each finished work item is reused) ------------------------
@@ -116,7 +131,14 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     identity = {"model": experiment.fit_digest,
                 "pairs": [[neuron_ids[p.neuron], stimuli.ids[p.driver], stimuli.ids[p.reference]] for p in pairs]}
     explained = explain_pairs(model, pairs, images, spec.methods, spec.metrics, settings, registry=registry,
-                              store=store, identity=identity, progress=progress)
+                              store=store, identity=identity, progress=progress, ranks=ranks)
+    if explained is None:  # another rank than 0: its items are written; rank 0 merges them
+        if spec.synthesis:
+            from .synthesis.runner import run_synthesis
+
+            run_synthesis(spec, experiment, selected, out / "synthesis", registry=registry, device=device,
+                          progress=False, ranks=ranks)
+        return None
     stages.update(2)
 
     # 5. tables and maps -----------------------------------------------------------------------
@@ -141,7 +163,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
         from .synthesis.runner import run_synthesis
 
         run_synthesis(spec, experiment, selected, out / "synthesis", registry=registry, device=device,
-                      progress=progress)
+                      progress=progress, ranks=ranks)
     stages.update()
     stages.close()
     timings["end"] = time.perf_counter()
@@ -151,7 +173,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     from .report import write_report
 
     write_report(out)
-    reused = {"model": int(experiment.reused), "work_items_reused": store.hits, "work_items_computed": store.misses}
+    reused = {"model": int(experiment.reused), "work_items_reused": store.hits, "work_items_computed": store.misses,
+              "work_items_computed_by_rank": explained.computed_by_rank}
     return RunResult(out, neuron_ids, fit.test_r, selected, pairs, rows, summary, durations, reused)
 
 

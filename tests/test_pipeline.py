@@ -68,7 +68,8 @@ def test_a_second_run_reuses_the_model_maps_and_scores(tiny_config, tmp_path, mo
     tiny_config["methods"] = ["parallel_backprop", "saliency"]
     spec = validate_experiment(tiny_config)
     first = run_experiment(spec, tmp_path, progress=False)
-    assert first.reused == {"model": 0, "work_items_reused": 0, "work_items_computed": 2 + 2 * 2 * 2}
+    assert first.reused == {"model": 0, "work_items_reused": 0, "work_items_computed": 2 + 2 * 2 * 2,
+                            "work_items_computed_by_rank": [10]}
     results = (tmp_path / "results.csv").read_bytes()
 
     calls = []
@@ -77,13 +78,15 @@ def test_a_second_run_reuses_the_model_maps_and_scores(tiny_config, tmp_path, mo
     monkeypatch.setattr(GiniMetric, "__call__", lambda *a, **k: calls.append("gini"))
     second = run_experiment(spec, tmp_path, progress=False)
     assert calls == []  # nothing recomputed: no readout fit, no attribution, no metric
-    assert second.reused == {"model": 1, "work_items_reused": 10, "work_items_computed": 0}
+    assert second.reused == {"model": 1, "work_items_reused": 10, "work_items_computed": 0,
+                             "work_items_computed_by_rank": [0]}
     assert (tmp_path / "results.csv").read_bytes() == results
 
     tiny_config["metrics"].append("insertion")  # a new metric: only its scores are computed
     monkeypatch.undo()
     third = run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
-    assert third.reused == {"model": 1, "work_items_reused": 10, "work_items_computed": 4}
+    assert third.reused == {"model": 1, "work_items_reused": 10, "work_items_computed": 4,
+                            "work_items_computed_by_rank": [4]}
 
 
 def test_a_damaged_work_item_is_recomputed(tiny_config, tmp_path):

@@ -34,6 +34,7 @@ from ..fitting import Experiment
 from ..io import atomic_save_tensors, atomic_write_csv
 from ..registry import Registry
 from ..specs import ExperimentSpec
+from ..distributed import SINGLE, Ranks
 from ..work_store import WorkStore, work_key
 from .evaluation import Evaluator, fit_evaluators
 
@@ -63,39 +64,57 @@ def best_natural_indices(drive: Tensor, neuron: int, k: int) -> list[int]:
 
 
 def run_synthesis(spec: ExperimentSpec, experiment: Experiment, selected: list[int], folder: Path, *,
-                  registry: Registry, device: torch.device, progress: bool = True) -> SynthesisRun:
-    """Synthesise for every ``spec.synthesis`` entry × selected neuron; score on every evaluator; write ``folder``."""
+                  registry: Registry, device: torch.device, progress: bool = True,
+                  ranks: Ranks = SINGLE) -> SynthesisRun | None:
+    """Synthesise for every ``spec.synthesis`` entry × selected neuron; score on every evaluator; write ``folder``.
+
+    Each (synthesizer, neuron) is one work item in ``folder/work``. With several ``ranks``,
+    each computes its own items (round-robin), all wait at a barrier, and rank 0 fits the
+    evaluators, merges the items and writes the outputs (the other ranks return None).
+    """
     folder = Path(folder)
     fit, stimuli = experiment.fit, experiment.stimuli
     neuron_ids, model = fit.neuron_ids, fit.model
     drive = torch.where(torch.isnan(experiment.responses), fit.predicted, experiment.responses)
-    evaluators = fit_evaluators(spec, experiment, folder / "evaluators", registry=registry, device=device,
-                                progress=progress)
     store = WorkStore(folder / "work")
     size, channels = model.input_size, model.in_channels
+    n_natural = 4
+    top_natural = {n: best_natural_indices(drive, n, n_natural) for n in selected}  # best first
+    items = [(label, s_spec, n) for label, s_spec in zip(labels(spec.synthesis), spec.synthesis) for n in selected]
+    built: dict[str, Any] = {}
+
+    def synthesised(label: str, s_spec: Any, n: int, reference: Tensor) -> dict[str, Tensor]:
+        """The stored (or newly computed) result of synthesizer ``label`` for neuron ``n``."""
+        if label not in built:
+            built[label] = s_spec.build(registry=registry)
+        synth = built[label]
+        key = work_key(model=experiment.fit_digest, synthesizer=s_spec.model_dump(mode="json"),
+                       neuron=neuron_ids[n], reference=stimuli.ids[top_natural[n][0]], seed=spec.seed)
+
+        def compute() -> dict[str, Tensor]:
+            torch.manual_seed(spec.seed)
+            return _as_tensors(synth.synthesize(model, n, reference=reference.to(device)))
+
+        return store.get_or_compute("synthesis", key, compute)
+
+    if ranks.distributed:
+        mine = [item for i, item in enumerate(items) if ranks.owns(i)]
+        for label, s_spec, n in tqdm(mine, desc=f"synthesis, rank {ranks.rank}", disable=not progress, leave=False):
+            synthesised(label, s_spec, n, stimuli.load_images(size, channels, top_natural[n][:1])[0])
+        ranks.barrier()
+        if not ranks.is_main:
+            return None
+    evaluators = fit_evaluators(spec, experiment, folder / "evaluators", registry=registry, device=device,
+                                progress=progress)
     rows: list[dict[str, Any]] = []
     images: dict[str, Tensor] = {}
     histories: dict[str, Tensor] = {}
     prior_samples: dict[str, Tensor] = {}
-    n_natural = 4
-    top_natural = {n: best_natural_indices(drive, n, n_natural) for n in selected}  # best first
     for n in selected:
         images[f"natural/{neuron_ids[n]}"] = stimuli.load_images(size, channels, top_natural[n])
-    items = [(label, s_spec, n) for label, s_spec in zip(labels(spec.synthesis), spec.synthesis) for n in selected]
-    built: dict[str, Any] = {}
     for label, s_spec, n in tqdm(items, desc="synthesis", disable=not progress, leave=False):
-        if label not in built:
-            built[label] = s_spec.build(registry=registry)
+        stored = synthesised(label, s_spec, n, images[f"natural/{neuron_ids[n]}"][0])
         synth = built[label]
-        reference = images[f"natural/{neuron_ids[n]}"][0]
-        key = work_key(model=experiment.fit_digest, synthesizer=s_spec.model_dump(mode="json"),
-                       neuron=neuron_ids[n], reference=stimuli.ids[top_natural[n][0]], seed=spec.seed)
-
-        def compute(synth=synth, n=n, reference=reference) -> dict[str, Tensor]:
-            torch.manual_seed(spec.seed)
-            return _as_tensors(synth.synthesize(model, n, reference=reference.to(device)))
-
-        stored = store.get_or_compute("synthesis", key, compute)
         result_images = stored["images"]
         images[f"{label}/{neuron_ids[n]}"] = result_images
         histories[f"{label}/{neuron_ids[n]}"] = stored["history"]
@@ -188,12 +207,17 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def synthesize_experiment(spec: ExperimentSpec, out: Path, *, registry: Registry | None = None,
-                          progress: bool = True) -> SynthesisRun:
+                          progress: bool = True, ranks: Ranks = SINGLE) -> SynthesisRun | None:
     """``sharedattr synthesize``: fit the model (into ``out/fit``, reused when unchanged), select the
-    neurons as ``sharedattr run`` does, then synthesise and score everything into ``out``."""
+    neurons as ``sharedattr run`` does, then synthesise and score everything into ``out``.
+
+    With several ``ranks``, rank 0 fits, the (synthesizer, neuron) items are dealt out, and rank 0
+    merges and writes (the other ranks return None), as in :func:`sharedattr.pipeline.run_experiment`.
+    """
+    from ..distributed import rank_device
     from ..errors import UserError
     from ..fitting import fit_experiment, resolve_device
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, remove_stale_temporaries
     from ..matching import select_neurons
     from ..registry import get_registry
 
@@ -204,13 +228,22 @@ def synthesize_experiment(spec: ExperimentSpec, out: Path, *, registry: Registry
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.seed)
-    device = resolve_device(spec.device)
-    atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
-    experiment = fit_experiment(spec, out / "fit", registry=registry, device=device, progress=progress, reuse=True)
+    device = rank_device(resolve_device(spec.device), ranks)
+    progress = progress and ranks.is_main
+    if ranks.is_main:
+        atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
+        remove_stale_temporaries(out)
+        experiment = fit_experiment(spec, out / "fit", registry=registry, device=device, progress=progress,
+                                    reuse=True)
+    ranks.barrier()
+    if not ranks.is_main:
+        experiment = fit_experiment(spec, out / "fit", registry=registry, device=device, progress=False,
+                                    reuse=True, write=False)
     sel = spec.selection
     selected = select_neurons(experiment.fit.neuron_ids, experiment.fit.test_r, neurons=sel.neurons,
                               top_k=sel.top_k, min_r=sel.min_r)
-    return run_synthesis(spec, experiment, selected, out, registry=registry, device=device, progress=progress)
+    return run_synthesis(spec, experiment, selected, out, registry=registry, device=device, progress=progress,
+                         ranks=ranks)
 
 
 def format_synthesis_summary(summary: list[dict[str, Any]]) -> str:
