@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
-from .components import pearson_columns
 from .errors import MissingFileError, UserError
 from .io import atomic_save_tensors, atomic_write_json
 from .models.encoding import EncodingModel
@@ -32,6 +31,8 @@ SCORE_COLUMNS = ["neuron", "test_r", "noise_ceiling", "fev", "n_train", "n_test"
 MODEL_FILE = "model.json"
 READOUT_FILE = "readout.safetensors"
 MODEL_FORMAT = 1
+MIN_TRAIN_STIMULI = 2
+"""A neuron needs responses to at least this many training stimuli to be fitted."""
 
 
 def split_indices(n: int, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -60,6 +61,7 @@ class Fit:
     noise_ceiling: Tensor | None = None
     fev: Tensor | None = None
     notes: list[str | None] | None = None
+    r_notes: list[str | None] | None = None
 
     def score_repeats(self, trials: Tensor) -> None:
         """Noise ceiling and FEV on the held-out stimuli from their trials ``[S, R, N]`` (aligned to the stimuli)."""
@@ -74,7 +76,9 @@ class Fit:
 def write_scores(fit: Fit, path: Path) -> None:
     """``scores.csv``: per neuron, held-out r and, where trials repeat, noise ceiling and FEV.
 
-    Undefined values are left empty, with the reason in ``note`` (never a bare NaN).
+    Undefined values are left empty, with the reason in ``note`` (never a bare NaN); a held-out
+    r that is undefined because a column is constant is 0 (:func:`held_out_r`), also with the
+    reason in ``note``.
     """
     from .io import atomic_write_csv
 
@@ -84,7 +88,9 @@ def write_scores(fit: Fit, path: Path) -> None:
     rows = []
     for i, n in enumerate(fit.neuron_ids):
         note = "no repeated trials" if fit.notes is None else (fit.notes[i] or "")
-        rows.append({"neuron": n, "test_r": float(fit.test_r[i]), "noise_ceiling": value(fit.noise_ceiling, i),
+        if fit.r_notes is not None and fit.r_notes[i]:
+            note = f"{fit.r_notes[i]}; {note}" if note else fit.r_notes[i]
+        rows.append({"neuron": n, "test_r": value(fit.test_r, i), "noise_ceiling": value(fit.noise_ceiling, i),
                      "fev": value(fit.fev, i), "n_train": len(fit.train), "n_test": len(fit.test), "note": note})
     atomic_write_csv(path, rows, SCORE_COLUMNS)
 
@@ -118,19 +124,65 @@ def fit_readout(
     measured = (~torch.isnan(responses)).any(1).nonzero().squeeze(1)
     train_rel, test_rel = split_indices(len(measured), test_fraction, split_seed)
     train, test = measured[train_rel], measured[test_rel]
+    n_train = (~torch.isnan(responses[train])).sum(0)
+    few = [f"{neuron_ids[i]} ({int(n_train[i])})" for i in (n_train < MIN_TRAIN_STIMULI).nonzero().squeeze(1).tolist()]
+    if few:
+        raise UserError(f"data.responses: neuron(s) measured on fewer than {MIN_TRAIN_STIMULI} training stimuli "
+                        f"(the count in brackets; {len(train)} stimuli in the training split): {', '.join(few[:20])}"
+                        f"{' ...' if len(few) > 20 else ''}. Remove these neurons' columns, or record them on more "
+                        "stimuli.")
     readout = readout_spec.build(registry=registry)
     if saved is None:
         readout.fit(latents[train], responses[train])
     else:
-        from safetensors.torch import load_file
-
         readout.initialize(tuple(latents.shape[1:]), len(neuron_ids))
-        readout.load_state_dict(load_file(str(saved / READOUT_FILE)))
+        _load_readout_state(readout, saved / READOUT_FILE)
     readout = readout.to(device)
     model = EncodingModel(backbone, readout).eval()
     predicted = predict(readout, latents, batch_size, device)
-    test_r = pearson_columns(predicted[test], responses[test])
-    return Fit(model, list(neuron_ids), train, test, predicted, test_r)
+    bad = (~torch.isfinite(predicted)).any(0).nonzero().squeeze(1).tolist()
+    if bad:
+        raise UserError(f"the {readout_spec.name} readout predicts NaN or infinite responses for neuron(s) "
+                        f"{', '.join(neuron_ids[i] for i in bad[:20])}: check data.responses for extreme values "
+                        "(rescale them) and the backbone's normalisation (mean, std)")
+    test_r, r_notes = held_out_r(predicted[test], responses[test])
+    return Fit(model, list(neuron_ids), train, test, predicted, test_r, r_notes=r_notes)
+
+
+def held_out_r(predicted: Tensor, measured: Tensor) -> tuple[Tensor, list[str | None]]:
+    """Pearson r per neuron ``[S, N]`` → ``[N]`` float32, and per neuron why r is undefined (None where it is not).
+
+    Computed in float64 on columns centred and scaled to unit maximum magnitude, so it is the
+    same for responses in any units (1e-30 or 1e15) and neither overflows nor underflows. NaN
+    rows are left out per neuron. Where r is undefined, because the measured or the predicted
+    column is constant or fewer than two stimuli remain, r is 0 and the note says why.
+    """
+    valid = ~(torch.isnan(predicted) | torch.isnan(measured))
+    counts = valid.sum(0)
+
+    def centred_unit(x: Tensor) -> tuple[Tensor, Tensor]:
+        """Centred over the valid rows, scaled to unit maximum magnitude; and whether the column is constant."""
+        x = torch.where(valid, x.to(torch.float64), 0.0)
+        x = torch.where(valid, x - x.sum(0) / counts.clamp(min=1), 0.0)
+        scale = x.abs().amax(0)
+        return x / torch.where(scale > 0, scale, 1.0), scale == 0
+
+    p, flat_p = centred_unit(predicted)
+    m, flat_m = centred_unit(measured)
+    denom = (p.pow(2).sum(0) * m.pow(2).sum(0)).sqrt()  # >= 1 unless a column is constant: no underflow
+    r = torch.where(denom > 0, (p * m).sum(0) / torch.where(denom > 0, denom, 1.0), 0.0).clamp(-1, 1)
+    r = r.to(torch.float32)
+    notes: list[str | None] = []
+    for i in range(r.shape[0]):
+        if counts[i] < 2:
+            notes.append(f"test_r undefined ({int(counts[i])} held-out stimuli measured), reported as 0")
+        elif flat_m[i]:
+            notes.append("test_r undefined (held-out responses constant), reported as 0")
+        elif flat_p[i]:
+            notes.append("test_r undefined (constant predictions), reported as 0")
+        else:
+            notes.append(None)
+    return torch.where(counts >= 2, r, torch.zeros_like(r)), notes
 
 
 def backbone_checksum(backbone: nn.Module) -> str:
@@ -168,26 +220,55 @@ def load_model(folder: str | Path, *, registry: Registry | None = None, device: 
     With ``verify`` the rebuilt backbone must match the saved checksum (e.g. a changed
     weights file is an error, not a silently different model).
     """
-    from safetensors.torch import load_file
+    from pydantic import ValidationError
 
     folder = Path(folder)
     meta_path = folder / MODEL_FILE
     if not meta_path.is_file():
         raise MissingFileError(meta_path, "saved model", "expected a folder written by `sharedattr fit`")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != MODEL_FORMAT:
-        raise UserError(f"{meta_path}: model format {meta.get('format')!r} is not supported (expected {MODEL_FORMAT})")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{meta_path}: not a readable model description ({type(err).__name__}: {err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise UserError(f"{meta_path}: model format {found!r} is not supported (expected {MODEL_FORMAT})")
+    try:
+        backbone_spec = BackboneSpec.model_validate(meta["backbone"])
+        readout_spec = ReadoutSpec.model_validate(meta["readout"])
+        neuron_ids = [str(n) for n in meta["neuron_ids"]]
+        latent_shape = tuple(int(d) for d in meta["latent_shape"])
+        checksum = str(meta["backbone_checksum"])
+    except (KeyError, TypeError, ValueError, ValidationError) as err:
+        raise UserError(f"{meta_path}: damaged model description ({type(err).__name__}: {err}); fit the model "
+                        "again with `sharedattr fit`") from None
     registry = registry or get_registry()
-    backbone = BackboneSpec.model_validate(meta["backbone"]).build(registry=registry)
-    if verify and backbone_checksum(backbone) != meta["backbone_checksum"]:
+    backbone = backbone_spec.build(registry=registry)
+    if verify and backbone_checksum(backbone) != checksum:
         raise UserError(f"{meta_path}: the rebuilt backbone's weights differ from the saved model's "
                         "(changed weights file or library version); pass verify=False to load anyway")
-    readout = ReadoutSpec.model_validate(meta["readout"]).build(registry=registry)
-    readout.initialize(tuple(meta["latent_shape"]), len(meta["neuron_ids"]))
-    readout.load_state_dict(load_file(str(folder / READOUT_FILE)))
+    readout = readout_spec.build(registry=registry)
+    readout.initialize(latent_shape, len(neuron_ids))
+    _load_readout_state(readout, folder / READOUT_FILE)
     model = EncodingModel(backbone, readout).to(device).eval()
-    model.neuron_ids = list(meta["neuron_ids"])
+    model.neuron_ids = neuron_ids
     return model
+
+
+def _load_readout_state(readout: nn.Module, path: Path) -> None:
+    """Load a saved readout's state (safetensors only: never unpickled); :class:`UserError` if it does not fit."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - missing, truncated or foreign file (SafetensorError, OSError)
+        raise UserError(f"cannot load the saved readout {path}: {type(err).__name__}: {err}; fit the model "
+                        "again with `sharedattr fit`") from None
+    try:
+        readout.load_state_dict(state)
+    except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
+        raise UserError(f"the saved readout {path} does not fit its model description: "
+                        f"{str(err).strip()[:600]}") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -234,11 +315,17 @@ def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_path: Path) 
 
 
 def saved_digest(folder: Path, key: str = "fit_digest") -> str | None:
-    """The digest ``key`` recorded in a saved model's ``model.json``; None when absent or unreadable."""
+    """The digest ``key`` recorded in a saved model's ``model.json``; None when absent or unreadable, or when
+    its ``readout.safetensors`` is (so a damaged saved model is fitted again, never trusted)."""
+    from safetensors import safe_open
+
     try:
-        return json.loads((folder / MODEL_FILE).read_text()).get(key)
-    except (OSError, ValueError):
+        digest = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8")).get(key)
+        with safe_open(str(folder / READOUT_FILE), framework="pt"):
+            pass
+    except Exception:  # noqa: BLE001 - any damage (JSON, UTF-8, safetensors header, I/O) means: fit again
         return None
+    return digest
 
 
 def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry | None = None,
@@ -261,6 +348,7 @@ def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry 
     stimuli.check_categories(spec.data.categories)
     recorded = load_responses(spec.data.responses, ids_path=spec.data.response_ids,
                               neuron_ids_path=spec.data.neuron_ids)
+    _check_selection(spec, stimuli, recorded.neuron_ids)
     responses = recorded.aligned_to(stimuli)
     neuron_parts = _neuron_parts(spec, stimuli, recorded.neuron_ids)
     stimuli_digest = stimuli.content_digest()
@@ -291,6 +379,25 @@ def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry 
         fit_figure(fit.test_r, fit.predicted[fit.test], responses[fit.test], fit.neuron_ids,
                    out / "figures" / "fit.png", spec.output.dpi)
     return Experiment(stimuli, responses, latents, fit, hit, digest, reused, neuron_parts)
+
+
+def _check_selection(spec: ExperimentSpec, stimuli: StimulusSet, neuron_ids: Sequence[str]) -> None:
+    """``selection.neurons`` must name recorded neurons, ``data.preferred_category`` a stimulus category:
+    checked before any compute."""
+    from .errors import closest
+
+    preferred, categories = spec.data.preferred_category, stimuli.category_names
+    if preferred is not None and preferred not in categories:
+        hint = closest(preferred, categories)
+        raise UserError(f"data.preferred_category: {preferred!r} is not one of {categories}"
+                        + (f"; did you mean {hint!r}?" if hint else "") + f" (the categories of {spec.data.stimuli})")
+    unknown = [n for n in spec.selection.neurons or [] if n not in set(neuron_ids)]
+    if unknown:
+        hints = [f"{closest(n, neuron_ids)!r} for {n!r}" for n in unknown if closest(n, neuron_ids)]
+        shown = ", ".join(neuron_ids[:20]) + (" ..." if len(neuron_ids) > 20 else "")
+        raise UserError(f"selection.neurons: unknown neuron id(s) {unknown}"
+                        + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+                        + f"; the responses ({spec.data.responses}) have {len(neuron_ids)} neurons: {shown}")
 
 
 def _neuron_parts(spec: ExperimentSpec, stimuli: StimulusSet,

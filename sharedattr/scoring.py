@@ -57,6 +57,11 @@ def split_half_reliability(trials: Tensor, *, n_splits: int = DEFAULT_SPLITS, se
         raise ValueError(f"trials must be [S, R, N]; got {tuple(trials.shape)}")
     x = trials.to(torch.float64)
     valid = ~torch.isnan(x)
+    # Centre and scale each neuron to unit maximum magnitude (r is invariant to both): the same
+    # result for responses in any units, with no underflow of tiny variances against pearson's floor.
+    x = x - torch.where(valid, x, 0.0).sum(dim=(0, 1)) / valid.sum(dim=(0, 1)).clamp(min=1)
+    scale = torch.where(valid, x.abs(), 0.0).amax(dim=(0, 1))
+    x = x / torch.where(scale > 0, scale, 1.0)
     counts = valid.sum(dim=1, keepdim=True)  # [S, 1, N]
     half = counts // 2
     repeated = (counts >= 2).squeeze(1)  # [S, N]

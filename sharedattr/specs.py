@@ -23,6 +23,11 @@ from .params import BASE_DIR_KEY, CHECK_FILES_KEY, InputPath, OutputPath, issues
 from .registry import Component, Registry, get_registry
 
 
+SEED_MAX = 2**63 - 1
+"""Seeds are non-negative 64-bit integers (what torch's generators accept)."""
+BATCH_MAX = 2**31 - 1
+
+
 class Strict(BaseModel):
     """Base of the fixed parts of a spec: unknown keys are errors."""
 
@@ -125,7 +130,7 @@ class DataSpec(Strict):
         "pair shares, instead of the mask column.",
     )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of stimuli held out for scoring.")
-    split_seed: int = Field(0, description="Seed of the train/test split.")
+    split_seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the train/test split.")
 
 
     @model_validator(mode="after")
@@ -141,11 +146,20 @@ class DataSpec(Strict):
 class SelectionSpec(Strict):
     """Which neurons to explain, and which of their out-of-category drivers."""
 
-    neurons: list[str] | None = Field(None, description="Explicit neuron ids (response column names).")
+    neurons: list[str] | None = Field(None, min_length=1,
+                                      description="Explicit neuron ids (response column names).")
     top_k: int | None = Field(None, ge=1, description="The k neurons best predicted on held-out images.")
     min_r: float | None = Field(None, ge=-1.0, le=1.0, description="All neurons with held-out Pearson r ≥ min_r.")
     drivers_per_neuron: int = Field(2, ge=1, description="Out-of-category images with the highest response.")
     references_per_driver: int = Field(1, ge=1, description="Preferred-category references per driver (top-k).")
+
+    @field_validator("neurons")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        repeated = sorted({n for n in value or [] if value.count(n) > 1})
+        if repeated:
+            raise ValueError(f"each neuron once: {', '.join(map(repr, repeated))} appear more than once")
+        return value
 
     @model_validator(mode="after")
     def _one_rule(self) -> "SelectionSpec":
@@ -191,7 +205,8 @@ class EvaluatorSpec(Strict):
     backbone: BackboneSpec | None = Field(None, description="The evaluator's backbone (default: the experiment's).")
     readout: ReadoutSpec | None = Field(None, description="The evaluator's readout (default: the experiment's).")
     split_seed: int | None = Field(
-        None, description="Seed of the evaluator's train/test split (default: the experiment's data.split_seed)."
+        None, ge=0, le=SEED_MAX,
+        description="Seed of the evaluator's train/test split (default: the experiment's data.split_seed)."
     )
 
     @field_validator("label")
@@ -209,9 +224,9 @@ class ExperimentSpec(Strict):
     """A whole experiment: data → backbone + readout → selection → matching → attribution → metrics."""
 
     name: str = Field("experiment", description="A label for the run.")
-    seed: int = Field(0, description="Global random seed.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Global random seed.")
     device: str = Field("auto", description="'cpu', 'cuda', 'cuda:N', 'mps', or 'auto' (CUDA when available).")
-    batch_size: int = Field(32, ge=1, description="Images per forward/backward batch.")
+    batch_size: int = Field(32, ge=1, le=BATCH_MAX, description="Images per forward/backward batch.")
     cache: bool = Field(True, description="Cache backbone features on disk, keyed by backbone spec and image content.")
     cache_dir: OutputPath | None = Field(
         None, description="Feature cache folder (default: $SHAREDATTR_CACHE, else ~/.cache/sharedattr)."

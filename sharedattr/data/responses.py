@@ -17,6 +17,12 @@
 
 Stimuli keep the order of their first appearance. Every problem in a file is reported at
 once in one :class:`~sharedattr.data.stimuli.DataError` naming the file.
+
+Values: missing ones are NaN (in CSV an empty cell, ``nan``, ``NaN`` or ``NA``) and are left
+out per neuron. These are errors: infinite values; magnitudes above :data:`MAX_ABS_RESPONSE`
+(1e15, which keeps every float32 sum of squares in fitting, scoring and attribution finite;
+rescale such data, e.g. to spikes/s or z-scores); a neuron without any valid value. A
+constant neuron loads (see :func:`sharedattr.fitting.fit_readout` for how it is scored).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ if TYPE_CHECKING:
     import xarray
 
 MISSING_TOKENS = {"", "nan", "NaN", "NA"}
+MAX_ABS_RESPONSE = 1e15
+"""Largest response magnitude accepted: float32 sums of squares of a million such values stay finite."""
 NETCDF_DIMS = ("presentation", "neuroid")
 
 
@@ -147,6 +155,8 @@ def _load_csv(path: Path) -> Responses:
             rows = list(csv.reader(f))
     except UnicodeDecodeError as err:
         raise DataError(path, [f"not UTF-8 text: {err}"]) from None
+    except csv.Error as err:
+        raise DataError(path, [f"not a readable CSV file: {err}"]) from None
     if not rows or not rows[0] or rows[0][0].strip() != "stimulus_id" or len(rows[0]) < 2:
         raise DataError(path, ["the first row must be a header: stimulus_id, <neuron id>, <neuron id>, ..."])
     header, body = rows[0], rows[1:]
@@ -171,10 +181,15 @@ def _load_csv(path: Path) -> Responses:
                 v = math.nan
             if math.isinf(v):
                 problems.append(f"line {line}, neuron {name}: infinite response")
+                v = math.nan  # reported; kept out of the per-neuron checks
+            elif abs(v) > MAX_ABS_RESPONSE:
+                problems.append(f"line {line}, neuron {name}: {cell.strip()} is too large (more than "
+                                f"{MAX_ABS_RESPONSE:.0e} in magnitude); rescale the responses")
+                v = math.nan
             parsed.append(v)
         row_ids.append(sid)
         values.append(parsed)
-    data = np.asarray(values, dtype=np.float32).reshape(len(values), len(neurons))
+    data = np.asarray(values, dtype=np.float64).reshape(len(values), len(neurons))
     ids, trials = _stack_trials(data, _trial_groups(row_ids))
     return _checked(path, ids, neurons, trials, problems)
 
@@ -215,9 +230,8 @@ def _load_npy(path: Path, ids_path: str | Path | None, neuron_ids_path: str | Pa
                         f"(first axis of shape {array.shape})")
     if problems:
         raise DataError(path, problems)
-    trials = array.astype(np.float32)
-    trials = trials[:, None, :] if trials.ndim == 2 else trials
-    return _checked(path, ids, neurons, trials, _infinite_values(ids, neurons, trials))
+    trials = array[:, None, :] if array.ndim == 2 else array
+    return _checked(path, ids, neurons, trials, [])
 
 
 def _read_id_list(path: Path) -> tuple[list[str], list[str]]:
@@ -261,8 +275,8 @@ def _load_netcdf(path: Path) -> Responses:
     repetition = data["repetition"].values if "repetition" in data.coords else None
     if repetition is not None:
         problems += _duplicate_repetitions(row_ids, repetition)
-    ids, trials = _stack_trials(data.values.astype(np.float32), _trial_groups(row_ids, repetition))
-    return _checked(path, ids, neurons, trials, problems + _infinite_values(ids, neurons, trials))
+    ids, trials = _stack_trials(np.asarray(data.values), _trial_groups(row_ids, repetition))
+    return _checked(path, ids, neurons, trials, problems)
 
 
 def _import_xarray() -> ModuleType:
@@ -322,27 +336,39 @@ def _trial_groups(row_ids: Sequence[str], order: np.ndarray | None = None) -> di
 def _stack_trials(rows: np.ndarray, groups: dict[str, list[int]]) -> tuple[list[str], np.ndarray]:
     """Rows ``[T, N]`` grouped into NaN-padded trials ``[S, R, N]``, R the most trials of any stimulus."""
     n_repeats = max((len(g) for g in groups.values()), default=1)
-    trials = np.full((len(groups), n_repeats, rows.shape[1]), np.nan, dtype=np.float32)
+    dtype = np.result_type(rows.dtype, np.float32)  # float64 data stay float64 until checked
+    trials = np.full((len(groups), n_repeats, rows.shape[1]), np.nan, dtype=dtype)
     for s, members in enumerate(groups.values()):
         trials[s, : len(members)] = rows[members]
     return list(groups), trials
 
 
 def _infinite_values(ids: Sequence[str], neurons: Sequence[str], trials: np.ndarray) -> list[str]:
-    """One problem per neuron with ±inf values in ``trials [S, R, N]``, naming the first stimulus affected."""
+    """One problem per neuron with ±inf values or magnitudes above :data:`MAX_ABS_RESPONSE` in
+    ``trials [S, R, N]`` (any real dtype), naming the first stimulus affected."""
     problems = []
-    for n in np.flatnonzero(np.isinf(trials).any(axis=(0, 1))):
-        stims = np.flatnonzero(np.isinf(trials[:, :, n]).any(axis=1))
-        count = int(np.isinf(trials[:, :, n]).sum())
-        problems.append(f"neuron {neurons[n]}: {count} infinite value(s), first for stimulus_id {ids[stims[0]]!r}")
+    with np.errstate(invalid="ignore"):
+        infinite = np.isinf(trials)
+        large = np.abs(np.where(infinite, 0, np.nan_to_num(trials, nan=0.0))) > MAX_ABS_RESPONSE
+    for bad, what in ((infinite, "infinite value(s)"),
+                      (large, f"value(s) too large (more than {MAX_ABS_RESPONSE:.0e} in magnitude; rescale the "
+                              "responses)")):
+        for n in np.flatnonzero(bad.any(axis=(0, 1))):
+            stims = np.flatnonzero(bad[:, :, n].any(axis=1))
+            count = int(bad[:, :, n].sum())
+            problems.append(f"neuron {neurons[n]}: {count} {what}, first for stimulus_id {ids[stims[0]]!r}")
     return problems
+
 
 
 def _checked(path: Path, ids: Sequence[str], neurons: Sequence[str], trials: np.ndarray,
              problems: list[str]) -> Responses:
     """:class:`Responses` from checked parts; adds the checks every format shares and raises on any problem.
 
-    Shared checks: no stimuli or no neurons, duplicate neuron ids, neurons without any valid (non-NaN) value.
+    Shared checks: no stimuli or no neurons, duplicate neuron ids, infinite or too large values,
+    neurons without any valid (non-NaN) value. ``trials`` may be of any real
+    dtype; they are checked before the cast to float32 (so a float64 1e300 is reported, not
+    silently turned into infinity).
     """
     problems = list(problems)
     if not len(ids):
@@ -352,9 +378,11 @@ def _checked(path: Path, ids: Sequence[str], neurons: Sequence[str], trials: np.
     duplicates = sorted(n for n, count in Counter(neurons).items() if count > 1)
     if duplicates:
         problems.append(f"duplicate neuron id(s): {', '.join(repr(n) for n in duplicates)}")
-    if len(ids):
+    if len(ids) and len(neurons) == trials.shape[2]:
+        problems += _infinite_values(ids, neurons, trials)
         finite = np.isfinite(trials).any(axis=(0, 1))
         problems += [f"neuron {n}: no valid (non-NaN) response" for n, ok in zip(neurons, finite) if not ok]
     if problems:
         raise DataError(path, problems)
-    return Responses(torch.from_numpy(np.ascontiguousarray(trials)), tuple(ids), tuple(neurons), str(path))
+    trials = np.ascontiguousarray(trials, dtype=np.float32)
+    return Responses(torch.from_numpy(trials), tuple(ids), tuple(neurons), str(path))

@@ -3,6 +3,15 @@
 Stimuli come from a CSV manifest (``stimulus_id, path, category``, optional ``mask`` and
 ``mask:<part>`` columns) or a folder with one sub-folder of images per category. Every
 problem found is reported at once.
+
+Images are read with Pillow, whatever their mode, as ``[C, H, W]`` float in [0, 1] (see
+:meth:`StimulusSet.load_images`): 8-bit modes (``1``, ``L``, ``P``, ``RGB``, ``CMYK``, ...)
+are converted to grey or RGB by Pillow, dropping any alpha channel (``LA``, ``RGBA``,
+transparent palettes); 16-bit grey (``I;16``) is divided by 65535; 32-bit integer grey
+(``I``) must lie in 0 … 65535 and is read as 16-bit; float grey (``F``) must lie in [0, 1].
+NaN or infinite pixels, values outside those ranges, undecodable, truncated or
+decompression-bomb files are a :class:`DataError` naming each file. Only the first frame of
+an animated or multi-page file is read, and EXIF orientation tags are not applied.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +29,11 @@ from torch import Tensor
 
 from ..errors import MissingFileError, UserError
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+"""Pillow modes of one grey channel deeper than 8 bits: scaled to [0, 1] by sharedattr, not clipped by Pillow."""
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 MAX_LISTED = 20
 PART_PREFIX = "mask:"
@@ -62,23 +77,32 @@ class StimulusSet:
         path = Path(path)
         if not path.exists():
             raise MissingFileError(path, "stimulus set")
-        return cls.from_folder(path) if path.is_dir() else cls.from_manifest(path)
+        try:
+            return cls.from_folder(path) if path.is_dir() else cls.from_manifest(path)
+        except OSError as err:  # e.g. no permission to read the manifest or a folder
+            raise DataError(path, [f"cannot read: {type(err).__name__}: {err}"]) from None
 
     @classmethod
     def from_manifest(cls, path: Path) -> "StimulusSet":
         problems: list[str] = []
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            columns = set(reader.fieldnames or [])
-            missing = {"stimulus_id", "path", "category"} - columns
-            if missing:
-                raise DataError(path, [f"missing column(s) {', '.join(sorted(missing))}; "
-                                       "a manifest needs stimulus_id, path, category (and optionally mask)"])
-            part_columns = [c for c in reader.fieldnames or [] if c.startswith(PART_PREFIX)]
-            for c in part_columns:
-                if not c[len(PART_PREFIX):].strip():
-                    problems.append(f"column {c!r}: a part mask column needs a part name, e.g. 'mask:head'")
-            rows = list(reader)
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                columns = set(reader.fieldnames or [])
+                missing = {"stimulus_id", "path", "category"} - columns
+                if missing:
+                    raise DataError(path, [f"missing column(s) {', '.join(sorted(missing))}; "
+                                           "a manifest needs stimulus_id, path, category (and optionally mask)"])
+                part_columns = [c for c in reader.fieldnames or [] if c.startswith(PART_PREFIX)]
+                for c in part_columns:
+                    if not c[len(PART_PREFIX):].strip():
+                        problems.append(f"column {c!r}: a part mask column needs a part name, e.g. 'mask:head'")
+                rows = list(reader)
+        except UnicodeDecodeError as err:
+            raise DataError(path, [f"not UTF-8 text ({err.reason} at byte {err.start}); a manifest is a CSV "
+                                   "file (stimulus_id, path, category)"]) from None
+        except csv.Error as err:
+            raise DataError(path, [f"not a readable CSV file: {err}"]) from None
         ids, paths, cats, masks, seen = [], [], [], [], {}
         parts: dict[str, list[Path | None]] = {c[len(PART_PREFIX):].strip(): [] for c in part_columns}
         for line, row in enumerate(rows, start=2):
@@ -91,16 +115,16 @@ class StimulusSet:
             if not cat:
                 problems.append(f"line {line}: empty category")
             image = (path.parent / rel) if rel else None
-            if image is None or not image.is_file():
+            if image is None or not _is_file(image):
                 problems.append(f"line {line}: image not found: {image or '(empty path)'}")
             mask_rel = (row.get("mask") or "").strip()
             mask = path.parent / mask_rel if mask_rel else None
-            if mask is not None and not mask.is_file():
+            if mask is not None and not _is_file(mask):
                 problems.append(f"line {line}: mask not found: {mask}")
             for column in part_columns:
                 part_rel = (row.get(column) or "").strip()
                 part_mask = path.parent / part_rel if part_rel else None
-                if part_mask is not None and not part_mask.is_file():
+                if part_mask is not None and not _is_file(part_mask):
                     problems.append(f"line {line}: {column} not found: {part_mask}")
                 parts[column[len(PART_PREFIX):].strip()].append(part_mask)
             ids.append(sid), paths.append(image), cats.append(cat), masks.append(mask)
@@ -132,16 +156,28 @@ class StimulusSet:
         return cls(tuple(ids), tuple(paths), tuple(cats), (None,) * len(ids))
 
     def check_images(self) -> None:
-        """Decode every image header and pixel stream once; raise :class:`DataError` listing all failures."""
+        """Decode every image (and mask) once and check its pixels; raise :class:`DataError` listing all failures."""
         from PIL import Image
 
         problems = []
-        for sid, p in zip(self.ids, self.paths):
+        for i, (sid, p) in enumerate(zip(self.ids, self.paths)):
             try:
                 with Image.open(p) as im:
                     im.load()
+                    try:
+                        _high_depth_grey(im)  # range and finiteness of 16-bit, 32-bit and float pixels
+                    except ValueError as err:
+                        problems.append(f"{sid}: unusable pixels in image {p}: {err}")
             except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
                 problems.append(f"{sid}: cannot decode image {p}: {type(err).__name__}: {err}")
+            masks = [("mask", self.masks[i])] + [(f"{PART_PREFIX}{part}", paths[i])
+                                                  for part, paths in self.part_masks.items()]
+            for column, mask in masks:
+                if mask is not None:
+                    try:
+                        _read_mask(mask, (1, 1))
+                    except DataError as err:
+                        problems.append(f"{sid}: {column}: {err.problems[0]}")
         if problems:
             raise DataError("stimulus images", problems)
 
@@ -155,7 +191,11 @@ class StimulusSet:
             raise DataError("stimulus categories", unknown)
 
     def load_images(self, size: tuple[int, int], channels: int, indices: Sequence[int] | None = None) -> Tensor:
-        """Images ``[len(indices), channels, H, W]`` float in [0, 1], resized to ``size`` (all when None)."""
+        """Images ``[len(indices), channels, H, W]`` float in [0, 1], resized to ``size`` (all when None).
+
+        Any Pillow mode is read as the module docstring says (alpha dropped, 16-bit scaled);
+        :class:`DataError` lists every image that cannot be decoded or has unusable pixels.
+        """
         from PIL import Image
 
         indices = range(len(self)) if indices is None else indices
@@ -165,8 +205,14 @@ class StimulusSet:
         for row, i in enumerate(indices):
             try:
                 with Image.open(self.paths[i]) as im:
-                    im = im.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
-                    arr = np.asarray(im, dtype=np.float32) / 255.0
+                    grey = _high_depth_grey(im)
+                    if grey is None:
+                        im = im.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
+                        arr = np.asarray(im, dtype=np.float32) / 255.0
+                    else:
+                        resized = Image.fromarray(grey).resize((size[1], size[0]), Image.BILINEAR)
+                        arr = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)[..., None]
+                        arr = np.repeat(arr, channels, axis=2)
             except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
                 problems.append(f"{self.ids[i]}: cannot decode image {self.paths[i]}: {type(err).__name__}: {err}")
                 continue
@@ -178,12 +224,18 @@ class StimulusSet:
     def content_digest(self) -> str:
         """SHA-256 of the ids, categories and every image file's bytes: the identity of the stimulus content."""
         h = hashlib.sha256()
+        problems = []
         for sid, cat, p in zip(self.ids, self.categories, self.paths):
             h.update(f"{sid}\0{cat}\0".encode())
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
+            try:
+                with open(p, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+            except OSError as err:
+                problems.append(f"{sid}: cannot read image {p}: {type(err).__name__}: {err}")
             h.update(b"\1")
+        if problems:
+            raise DataError("stimulus images", problems)
         return h.hexdigest()
 
     @property
@@ -224,9 +276,49 @@ class StimulusSet:
         return out
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the OS cannot even look the name up (e.g. a name too long)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _high_depth_grey(im: PILImage) -> np.ndarray | None:
+    """The pixels of a 16-bit, 32-bit integer or float grey image as float32 ``[H, W]`` in [0, 1]; None for other modes.
+
+    ``I;16*`` is divided by 65535; ``I`` must lie in 0 … 65535 (16-bit data stored as 32-bit)
+    and is divided by 65535; ``F`` must lie in [0, 1]. Raises ValueError for NaN or infinite
+    pixels and for values out of range, rather than letting Pillow clip them to 0 … 255.
+    """
+    if im.mode not in HIGH_DEPTH_MODES:
+        return None
+    a = np.asarray(im, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{int((~np.isfinite(a)).sum())} NaN or infinite pixel value(s) (mode {im.mode})")
+    low, high = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if im.mode == "F":
+        if low < 0 or high > 1:
+            raise ValueError(f"float (mode F) pixels range from {low:g} to {high:g}; sharedattr reads float images "
+                             "as intensities in [0, 1]: rescale them, or save 8- or 16-bit images")
+        return a.astype(np.float32)
+    if low < 0 or high > 65535:
+        raise ValueError(f"32-bit integer (mode {im.mode}) pixels range from {low:g} to {high:g}; sharedattr reads "
+                         "them as 16-bit intensities in 0 ... 65535: rescale them, or save 8- or 16-bit images")
+    return (a / 65535.0).astype(np.float32)
+
+
 def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
-    """A mask image → ``[H, W]`` bool (nonzero pixels, nearest resize to ``size``)."""
+    """A mask image → ``[H, W]`` bool (nonzero pixels, nearest resize to ``size``); DataError if unreadable."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("L").resize((size[1], size[0]), Image.NEAREST)) > 0)
+    try:
+        with Image.open(path) as im:
+            if im.mode in HIGH_DEPTH_MODES:  # nonzero before any conversion: Pillow would round 0.4 to 0
+                a = np.asarray(im, dtype=np.float64)
+                if not np.isfinite(a).all():
+                    raise ValueError(f"NaN or infinite pixel values (mode {im.mode})")
+                im = Image.fromarray(((a != 0) * 255).astype(np.uint8))
+            return torch.from_numpy(np.asarray(im.convert("L").resize((size[1], size[0]), Image.NEAREST)) > 0)
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
+        raise DataError("stimulus masks", [f"cannot decode mask {path}: {type(err).__name__}: {err}"]) from None

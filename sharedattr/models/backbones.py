@@ -15,6 +15,28 @@ from ..params import InputPath, Params
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_INPUT_SIZE = 4096
+"""Largest input height or width in pixels (a bigger one would allocate tens of GB to probe the network)."""
+SEED_MAX = 2**63 - 1
+
+
+def check_input_size(value: int | tuple[int, ...] | None, minimum: int = 1) -> int | tuple[int, ...] | None:
+    """``input_size`` validator: every side in ``[minimum, MAX_INPUT_SIZE]``."""
+    sizes = () if value is None else (value,) if isinstance(value, int) else value
+    if any(s < minimum or s > MAX_INPUT_SIZE for s in sizes):
+        raise ValueError(f"input_size must be between {minimum} and {MAX_INPUT_SIZE} pixels, got {value}")
+    return value
+
+
+def check_normalisation(value: tuple[float, ...] | None, info: Any) -> tuple[float, ...] | None:
+    """``mean``/``std`` validator: at least one value, and every std > 0 (Params refuse inf and NaN already)."""
+    if value is None:
+        return value
+    if not value:
+        raise ValueError("give one value per channel (or one for all)")
+    if info.field_name == "std" and min(value) <= 0:
+        raise ValueError("std must be > 0")
+    return value
 
 
 class TorchvisionParams(Params):
@@ -30,7 +52,7 @@ class TorchvisionParams(Params):
     weights_file: InputPath | None = Field(
         None, description="A local state dict: .safetensors, or .pt/.pth loaded with weights_only=True."
     )
-    seed: int = Field(0, description="Seed of the random initialisation.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the random initialisation.")
     input_size: int | tuple[int, int] | None = Field(
         None, description="Input height and width in pixels. Default: the weights' crop size, else 224."
     )
@@ -50,6 +72,9 @@ class TorchvisionParams(Params):
             )
         return value
 
+    _input_size = field_validator("input_size")(check_input_size)
+    _normalisation = field_validator("mean", "std")(check_normalisation)
+
     @model_validator(mode="after")
     def _one_weights_source(self) -> "TorchvisionParams":
         if self.weights is not None and self.weights_file is not None:
@@ -63,7 +88,11 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # noqa: BLE001 - a corrupt or foreign file (SafetensorError, OSError, ...)
+            raise UserError(f"cannot load weights file {path}: {type(err).__name__}: {err}. "
+                            "It must be a valid safetensors file of tensors.") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - refuse anything that is not plain tensors
@@ -75,6 +104,10 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise UserError(f"weights file {path} does not hold a state dict (got {type(state).__name__})")
+    foreign = [str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+    if foreign:
+        raise UserError(f"weights file {path} is not a state dict of named tensors: {', '.join(foreign[:3])} "
+                        f"{'are' if len(foreign) > 1 else 'is'} not a tensor")
     return state
 
 
@@ -113,9 +146,19 @@ class FrozenBackbone(nn.Module):
         self.in_channels = int(in_channels)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        for name, values in (("mean", mean), ("std", std)):
+            if len(values) not in (1, self.in_channels):
+                raise UserError(f"backbone.{name}: {len(values)} values for a network of {self.in_channels} input "
+                                f"channels; give {self.in_channels} (one per channel) or 1")
         with torch.no_grad():
             probe = torch.zeros(1, self.in_channels, *self.input_size)
-            self._latent_shape = tuple(self.select(self.body(probe)).shape[1:])
+            try:
+                self._latent_shape = tuple(self.select(self.body(probe)).shape[1:])
+            except Exception as err:  # noqa: BLE001 - e.g. an input too small for the network's pooling
+                message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                size = f"{self.input_size[0]}×{self.input_size[1]}"
+                raise UserError(f"backbone: the network cannot run on {size} px inputs ({type(err).__name__}: "
+                                f"{message}); choose another backbone.input_size") from None
 
     def select(self, output: Any) -> Tensor:
         """The latents ``[B, ...]`` in the body's output (the output itself by default)."""
@@ -173,7 +216,11 @@ class TorchvisionBackbone(FrozenBackbone):
                     "place the checkpoint in torch's hub cache ($TORCH_HOME/hub/checkpoints) or use weights_file."
                 ) from None
         if weights_file is not None:
-            missing, unexpected = net.load_state_dict(load_state_dict_file(weights_file), strict=False)
+            try:
+                missing, unexpected = net.load_state_dict(load_state_dict_file(weights_file), strict=False)
+            except RuntimeError as err:  # e.g. tensors of the wrong shape
+                raise UserError(f"weights file {weights_file} does not fit torchvision {model}: "
+                                f"{str(err).strip()[:600]}") from None
             if missing or unexpected:
                 raise UserError(
                     f"weights file {weights_file} does not fit torchvision {model}: "

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ..errors import UserError, closest
 from ..hookspecs import hookimpl
 from ..params import InputPath, Params
-from .backbones import FrozenBackbone, load_state_dict_file
+from .backbones import MAX_INPUT_SIZE, SEED_MAX, FrozenBackbone, load_state_dict_file
 
 FORMAT = "sharedattr.insilico_cnn"
 FORMAT_VERSION = 1
@@ -227,7 +227,7 @@ class InsilicoCNNParams(Params):
         None, description="A local state dict of the network (.safetensors, or .pt/.pth loaded with weights_only=True), "
         "e.g. written by scripts/train_insilico_cnn.py. Replaces 'weights'.",
     )
-    seed: int = Field(0, description="Seed of the random initialisation (weights: null).")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the random initialisation (weights: null).")
     input_size: int | tuple[int, int] = Field(
         DEFAULT_INPUT_SIZE, description="Input height and width in pixels (fully convolutional: any size works; "
         "the shipped weights were trained at 64).",
@@ -250,6 +250,8 @@ class InsilicoCNNParams(Params):
         sizes = (value,) if isinstance(value, int) else value
         if any(s < 8 for s in sizes):
             raise ValueError(f"input_size must be at least 8 pixels, got {value}")
+        if any(s > MAX_INPUT_SIZE for s in sizes):
+            raise ValueError(f"input_size must be at most {MAX_INPUT_SIZE} pixels, got {value}")
         return value
 
     @field_validator("mean", "std")
