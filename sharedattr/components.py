@@ -164,15 +164,19 @@ def require_measured_neurons(responses: Tensor, who: str) -> None:
 
 
 def pearson_columns(a: Tensor, b: Tensor) -> Tensor:
-    """Pearson r between matching columns of ``a`` and ``b`` ``[B, N]`` → ``[N]``; NaN rows are ignored."""
+    """Pearson r between matching columns of ``a`` and ``b`` ``[B, N]`` → ``[N]`` (``a``'s dtype); NaN rows are ignored.
+
+    Computed in float64 with the norms taken separately, so r is the same in any units (no
+    overflow of large responses, no floor that pulls small ones to 0); 0 where a column is constant.
+    """
+    dtype = a.dtype
+    a, b = a.double(), b.double()
     valid = ~(torch.isnan(a) | torch.isnan(b))
     n = valid.sum(0).clamp(min=1)
-    a0 = torch.where(valid, a, 0.0)
-    b0 = torch.where(valid, b, 0.0)
-    am = a0.sum(0) / n
-    bm = b0.sum(0) / n
+    am = torch.where(valid, a, 0.0).sum(0) / n
+    bm = torch.where(valid, b, 0.0).sum(0) / n
     ac = torch.where(valid, a - am, 0.0)
     bc = torch.where(valid, b - bm, 0.0)
-    denom = (ac.pow(2).sum(0) * bc.pow(2).sum(0)).sqrt()
-    r = (ac * bc).sum(0) / denom.clamp(min=1e-12)
-    return torch.where(denom > 0, r, torch.zeros_like(r))
+    denom = ac.pow(2).sum(0).sqrt() * bc.pow(2).sum(0).sqrt()
+    r = (ac * bc).sum(0) / torch.where(denom > 0, denom, 1.0)
+    return torch.where(denom > 0, r, torch.zeros_like(r)).to(dtype)

@@ -14,7 +14,7 @@ from .errors import SpecIssue
 class Params(BaseModel):
     """Base class for a component's params model: unknown keys are errors, values immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NoParams(Params):
@@ -60,7 +60,11 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     path = Path(value).expanduser()
     if base is not None and not path.is_absolute():
         path = Path(base) / path
-    if context.get(CHECK_FILES_KEY, True) and not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as err:  # e.g. a name longer than the filesystem allows
+        raise ValueError(f"cannot check the path {str(path)[:200]}: {err.strerror}") from None
+    if context.get(CHECK_FILES_KEY, True) and not exists:
         where = " (relative paths are resolved against the config file's folder)" if base is not None else ""
         raise ValueError(f"file not found: {path}{where}")
     return path

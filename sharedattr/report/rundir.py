@@ -98,9 +98,13 @@ class RunDir:
             return None
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as err:  # noqa: BLE001 - a truncated or foreign file (SafetensorError, OSError, ...)
+            raise UserError(f"{path}: not a readable safetensors file ({err}); run `sharedattr run` again into "
+                            "this folder to rewrite it") from None
         listed = meta.get("pairs", "")
         return tensors, listed.split(";") if listed else []
 
