@@ -184,9 +184,10 @@ def _checked_params_model(params: Any, kind: str, name: str, source: str) -> typ
             f"plugin {source!r}: params of {kind} {name!r} may not have field(s) {', '.join(map(repr, reserved))}: "
             "'name' selects the component in a spec, and the others are attributes of a component spec"
         )
-    if params.model_config.get("extra") != "forbid":
-        # Unknown keys in a config must be errors, never silently dropped.
-        params = type(params.__name__, (params,), {"model_config": {**params.model_config, "extra": "forbid"}})
+    if params.model_config.get("extra") != "forbid" or params.model_config.get("allow_inf_nan", True):
+        # Unknown keys in a config must be errors, never silently dropped; inf and NaN are never valid settings.
+        params = type(params.__name__, (params,),
+                      {"model_config": {**params.model_config, "extra": "forbid", "allow_inf_nan": False}})
     return params
 
 

@@ -141,16 +141,19 @@ def test_unknown_name_lists_choices_and_closest_match(registry):
 
 
 def test_params_are_validated_and_extra_keys_forbidden_even_if_plugin_forgot():
-    class Loose(BaseModel):  # no extra="forbid"
+    class Loose(BaseModel):  # no extra="forbid", inf and NaN allowed
         k: int = 1
+        f: float = 0.5
 
     registry = Registry()
-    registry.add("metric", "loose", lambda k: k, params=Loose, source="t")
+    registry.add("metric", "loose", lambda k, f: k, params=Loose, source="t")
     assert registry.build("metric", "loose", k="3") == 3
     with pytest.raises(SpecError, match=r"kk: unknown parameter"):
         registry.build("metric", "loose", kk=3)
     with pytest.raises(SpecError, match=r"k: Input should be a valid integer"):
         registry.build("metric", "loose", k="x")
+    with pytest.raises(SpecError, match=r"f: Input should be a finite number"):
+        registry.build("metric", "loose", f=float("nan"))
 
 
 @pytest.mark.parametrize(
