@@ -179,4 +179,4 @@ def pearson_columns(a: Tensor, b: Tensor) -> Tensor:
     bc = torch.where(valid, b - bm, 0.0)
     denom = ac.pow(2).sum(0).sqrt() * bc.pow(2).sum(0).sqrt()
     r = (ac * bc).sum(0) / torch.where(denom > 0, denom, 1.0)
-    return torch.where(denom > 0, r, torch.zeros_like(r)).to(dtype)
+    return torch.where(denom > 0, r, torch.zeros_like(r)).clamp(-1.0, 1.0).to(dtype)

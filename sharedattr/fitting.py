@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
+from .components import pearson_columns
 from .errors import MissingFileError, UserError
 from .io import atomic_save_tensors, atomic_write_json
 from .models.encoding import EncodingModel
@@ -152,26 +154,21 @@ def fit_readout(
 def held_out_r(predicted: Tensor, measured: Tensor) -> tuple[Tensor, list[str | None]]:
     """Pearson r per neuron ``[S, N]`` → ``[N]`` float32, and per neuron why r is undefined (None where it is not).
 
-    Computed in float64 on columns centred and scaled to unit maximum magnitude, so it is the
-    same for responses in any units (1e-30 or 1e15) and neither overflows nor underflows. NaN
+    Computed in float64 (:func:`~sharedattr.components.pearson_columns`), so it is the same for
+    responses in any units (1e-30 or 1e15) and neither overflows nor underflows. NaN
     rows are left out per neuron. Where r is undefined, because the measured or the predicted
     column is constant or fewer than two stimuli remain, r is 0 and the note says why.
     """
     valid = ~(torch.isnan(predicted) | torch.isnan(measured))
     counts = valid.sum(0)
 
-    def centred_unit(x: Tensor) -> tuple[Tensor, Tensor]:
-        """Centred over the valid rows, scaled to unit maximum magnitude; and whether the column is constant."""
-        x = torch.where(valid, x.to(torch.float64), 0.0)
-        x = torch.where(valid, x - x.sum(0) / counts.clamp(min=1), 0.0)
-        scale = x.abs().amax(0)
-        return x / torch.where(scale > 0, scale, 1.0), scale == 0
+    def constant(x: Tensor) -> Tensor:
+        """``[N]``: whether column ``x`` takes one value over its valid rows."""
+        x = x.to(torch.float64)
+        return torch.where(valid, x, -math.inf).amax(0) == torch.where(valid, x, math.inf).amin(0)
 
-    p, flat_p = centred_unit(predicted)
-    m, flat_m = centred_unit(measured)
-    denom = (p.pow(2).sum(0) * m.pow(2).sum(0)).sqrt()  # >= 1 unless a column is constant: no underflow
-    r = torch.where(denom > 0, (p * m).sum(0) / torch.where(denom > 0, denom, 1.0), 0.0).clamp(-1, 1)
-    r = r.to(torch.float32)
+    r = pearson_columns(predicted, measured).float()  # float64 inside; 0 where a column is constant
+    flat_p, flat_m = constant(predicted), constant(measured)
     notes: list[str | None] = []
     for i in range(r.shape[0]):
         if counts[i] < 2:
