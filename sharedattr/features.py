@@ -1,7 +1,9 @@
 """Batched, streaming backbone feature extraction with an on-disk cache.
 
-Images are loaded batch by batch (never the whole set at once) and the latents are written
-into a memory-mapped ``.npy`` file under a temporary name, renamed into place when complete.
+Images are loaded batch by batch (never the whole set at once) and each batch of latents is
+appended to a ``.npy`` file under a temporary name, renamed into place when complete, so
+neither the images nor the latents are ever all in memory (pages written through a memory
+map would count in the process's resident memory until it exits; plain writes do not).
 The file's name is a hash of the canonical backbone spec and of the stimulus content
 (ids, categories, image bytes, load size and channels), so a second run with the same
 inputs does no backbone forward pass, and any change to either gives a new file.
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 from .data import StimulusSet
 
 CACHE_ENV = "SHAREDATTR_CACHE"
-CACHE_FORMAT = 1  # bump when the stored layout or the image loading changes
+CACHE_FORMAT = 2  # bump when the stored layout or the image loading changes (2: 16-bit/float images scaled)
 
 
 def default_cache_dir() -> Path:
@@ -39,6 +41,12 @@ def feature_key(backbone_spec: dict[str, Any], stimuli_digest: str, size: tuple[
     payload = json.dumps({"format": CACHE_FORMAT, "backbone": backbone_spec, "stimuli": stimuli_digest,
                           "size": list(size), "channels": channels}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _write_header(f: Any, shape: tuple[int, ...]) -> None:
+    """The ``.npy`` header of a C-ordered float32 array of ``shape`` (the header ``open_memmap`` writes)."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(f, header)
 
 
 def _open(path: Path) -> Tensor:
@@ -65,7 +73,8 @@ def extract_features(
     that decoded when the cache was written. ``backbone_spec`` (the canonical spec dict) and ``cache_dir`` enable the cache; without
     them the latents are computed into memory. ``stimuli_digest`` passes a
     :meth:`StimulusSet.content_digest` the caller already has (it reads every image file). Peak memory is one batch of images plus,
-    without a cache, the latents themselves.
+    without a cache, the latents themselves (with a cache, the latents go to the file batch by
+    batch, and an interrupted extraction leaves neither the cache file nor its temporary file).
     """
     size, channels = tuple(backbone.input_size), int(backbone.in_channels)
     shape = (len(stimuli), *backbone.latent_shape)
@@ -74,29 +83,41 @@ def extract_features(
         key = feature_key(backbone_spec, stimuli_digest or stimuli.content_digest(), size, channels)
         path = Path(cache_dir) / f"features-{key}.npy"
         if path.is_file():
-            cached = _open(path)
-            if tuple(cached.shape) == shape:
+            try:
+                cached = _open(path)
+            except (ValueError, OSError):  # damaged, or not a plain float array: recomputed, never trusted
+                cached = None
+            if cached is not None and tuple(cached.shape) == shape and cached.dtype == torch.float32:
                 return cached, True
     stimuli.check_images()  # every decode error at once, before the first forward pass
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-    else:
-        out = np.empty(shape, dtype=np.float32)
-    starts = range(0, len(stimuli), batch_size)
-    try:
-        for start in tqdm(starts, desc="features", disable=not progress, leave=False, unit="batch"):
+
+    def batches():
+        for start in tqdm(range(0, len(stimuli), batch_size), desc="features", disable=not progress, leave=False,
+                          unit="batch"):
             indices = range(start, min(start + batch_size, len(stimuli)))
             images = stimuli.load_images(size, channels, indices).to(device)
-            out[start : indices.stop] = backbone(backbone.preprocess(images)).float().cpu().numpy()
-        if path is None:
-            return torch.from_numpy(out), False
-        out.flush()
-        del out
+            latents = backbone(backbone.preprocess(images)).float().cpu().numpy()
+            if latents.shape != (len(indices), *shape[1:]):
+                raise ValueError(f"backbone returned latents of shape {latents.shape} for {len(indices)} images; "
+                                 f"expected {(len(indices), *shape[1:])} (its latent_shape)")
+            yield start, indices.stop, np.ascontiguousarray(latents)
+
+    if path is None:
+        out = np.empty(shape, dtype=np.float32)
+        for start, stop, latents in batches():
+            out[start:stop] = latents
+        return torch.from_numpy(out), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            _write_header(f, shape)
+            for _, _, latents in batches():
+                f.write(memoryview(latents).cast("B"))
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it visible
         os.replace(tmp, path)
     except BaseException:
-        if path is not None:
-            Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return _open(path), False

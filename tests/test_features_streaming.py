@@ -1,0 +1,100 @@
+"""Feature extraction streams batches into the cache file; an interrupted extraction leaves nothing behind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sharedattr.data import StimulusSet
+from sharedattr.features import extract_features
+from sharedattr.testing import TinyBackbone
+
+SPEC = {"name": "tiny-test-backbone", "seed": 0}
+
+
+def stimulus_set(folder, n: int = 10) -> StimulusSet:
+    """``n`` random 16 px RGB images in two categories, from a manifest on disk."""
+    rng = np.random.default_rng(0)
+    lines = ["stimulus_id,path,category"]
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+        lines.append(f"s{i},im{i}.png,{'a' if i % 2 else 'b'}")
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return StimulusSet.load(folder / "manifest.csv")
+
+
+class FailingBackbone(TinyBackbone):
+    """The tiny backbone, raising on its ``fail_on``-th call (0-based)."""
+
+    def __init__(self, fail_on: int) -> None:
+        super().__init__()
+        self.fail_on, self.calls = fail_on, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls - 1 == self.fail_on:
+            raise RuntimeError("backbone failed mid-way")
+        return super().forward(x)
+
+
+@pytest.fixture
+def stimuli(tmp_path):
+    folder = tmp_path / "stimuli"
+    folder.mkdir()
+    return stimulus_set(folder)
+
+
+def test_cached_extraction_writes_the_latents_and_reads_them_back(stimuli, tmp_path):
+    backbone = TinyBackbone()
+    cache = tmp_path / "cache"
+    latents, hit = extract_features(backbone, stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3,
+                                    progress=False)
+    assert not hit and latents.shape == (10, *backbone.latent_shape)
+    with torch.no_grad():
+        expected = backbone(backbone.preprocess(stimuli.load_images((16, 16), 3)))
+    torch.testing.assert_close(latents, expected, rtol=1e-6, atol=1e-6)
+    (file,) = cache.iterdir()
+    assert file.name.startswith("features-") and file.suffix == ".npy"
+    on_disk = np.load(file)  # a valid .npy: header and data
+    assert on_disk.dtype == np.float32 and on_disk.shape == tuple(latents.shape)
+    np.testing.assert_array_equal(on_disk, latents.numpy())
+    reference = np.lib.format.open_memmap(tmp_path / "reference.npy", mode="w+", dtype=np.float32,
+                                          shape=on_disk.shape)  # the layout the cache always had
+    reference[:] = on_disk
+    reference.flush()
+    del reference
+    assert (tmp_path / "reference.npy").read_bytes() == file.read_bytes()
+    again, hit = extract_features(backbone, stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=4,
+                                  progress=False)
+    assert hit
+    torch.testing.assert_close(again, latents, rtol=0, atol=0)
+    without_cache, hit = extract_features(backbone, stimuli, batch_size=3, progress=False)
+    assert not hit
+    torch.testing.assert_close(without_cache, latents, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fail_on", [0, 2])
+def test_an_interrupted_extraction_leaves_no_cache_file_and_no_temporary_file(stimuli, tmp_path, fail_on):
+    cache = tmp_path / "cache"
+    backbone = FailingBackbone(fail_on)
+    with pytest.raises(RuntimeError, match="mid-way"):
+        extract_features(backbone, stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3, progress=False)
+    assert backbone.calls == fail_on + 1
+    assert list(cache.iterdir()) == []  # neither features-*.npy nor .features-*.tmp
+    latents, hit = extract_features(TinyBackbone(), stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3,
+                                    progress=False)
+    assert not hit and latents.shape[0] == 10 and len(list(cache.iterdir())) == 1
+
+
+def test_latents_of_the_wrong_shape_are_an_error_not_a_corrupt_file(stimuli, tmp_path):
+    class Wrong(TinyBackbone):
+        @property
+        def latent_shape(self):
+            return (6, 4, 5)
+
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="latent_shape"):
+        extract_features(Wrong(), stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3, progress=False)
+    assert list(cache.iterdir()) == []
