@@ -78,3 +78,80 @@ def test_ridge_matches_scikit_learn():
         reference = sklearn.Ridge(alpha=3.0).fit(x.numpy(), y.numpy())
         torch.testing.assert_close(w, torch.from_numpy(reference.coef_), rtol=1e-7, atol=1e-9)
         torch.testing.assert_close(b, torch.from_numpy(reference.intercept_), rtol=1e-7, atol=1e-9)
+
+
+# -- cv = "loo": exact efficient leave-one-out, as scikit-learn's RidgeCV ---------------------------
+def planted_loo_data(n, d, seed=4):
+    """Features with an offset and a decaying spectrum; neurons from almost noiseless to pure noise."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(3, 0.1, d, dtype=torch.float64) + 0.5
+    w = torch.randn(d, 6, generator=g, dtype=torch.float64)
+    noise = torch.tensor([0.1, 1, 5, 20, 100.0, 1000.0], dtype=torch.float64)
+    return x, x @ w + torch.randn(n, 6, generator=g, dtype=torch.float64) * noise
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False], ids=["intercept", "no intercept"])
+@pytest.mark.parametrize(("n", "d"), [(60, 200), (200, 30)], ids=["dual n<D", "primal n>D"])
+def test_loo_ridge_equals_scikit_learn_ridgecv(n, d, fit_intercept):
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    x, y = planted_loo_data(n, d)
+    alphas = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]
+    w, b, alpha = ridge_cv(x, y, torch.tensor(alphas, dtype=torch.float64), 5, fit_intercept, torch.Generator(),
+                           cv="loo")
+    reference = sklearn.RidgeCV(alphas=alphas, alpha_per_target=True, fit_intercept=fit_intercept)
+    reference.fit(x.numpy(), y.numpy())
+    assert alpha.tolist() == reference.alpha_.tolist()
+    assert len(set(alpha.tolist())) > 1  # the planted neurons need different penalties
+    torch.testing.assert_close(w, torch.from_numpy(reference.coef_), rtol=1e-7, atol=1e-9)
+    intercept = torch.as_tensor(reference.intercept_, dtype=torch.float64).expand(y.shape[1])  # 0.0 without
+    torch.testing.assert_close(b, intercept, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(x @ w.T + b, torch.from_numpy(reference.predict(x.numpy())), rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize(("n", "d"), [(40, 90), (90, 12)], ids=["dual n<D", "primal n>D"])
+@pytest.mark.parametrize("fit_intercept", [True, False], ids=["intercept", "no intercept"])
+def test_loo_errors_equal_refitting_without_each_image(n, d, fit_intercept):
+    """The efficient LOO errors against n explicit refits, one per left-out image (independent of sklearn)."""
+    from sharedattr.models.readouts import _loo_sse, _Spectrum
+
+    x, y = planted_loo_data(n, d, seed=5)
+    alphas = torch.tensor([0.1, 3.0, 100.0], dtype=torch.float64)
+    expected = torch.zeros(3, y.shape[1], dtype=torch.float64)
+    for i in range(n):
+        keep = torch.arange(n) != i
+        for a, alpha in enumerate(alphas.tolist()):
+            xt, yt = x[keep], y[keep]
+            xm = xt.mean(0) if fit_intercept else torch.zeros(d, dtype=x.dtype)
+            ym = yt.mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
+            xc = xt - xm
+            w = torch.linalg.solve(xc.T @ xc + alpha * torch.eye(d, dtype=x.dtype), xc.T @ (yt - ym))
+            expected[a] += ((x[i] - xm) @ w + ym - y[i]) ** 2
+    xm = x.mean(0) if fit_intercept else torch.zeros(d, dtype=x.dtype)
+    ym = y.mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
+    xc, yc = x - xm, y - ym
+    if n < d:
+        spectrum = _Spectrum(xc @ xc.T, yc, None)
+        sse = _loo_sse(spectrum, alphas, spectrum.vecs.sum(0) if fit_intercept else None)
+    else:
+        spectrum = _Spectrum(xc.T @ xc, xc.T @ yc, None)
+        ones = spectrum.vecs.T @ xc.sum(0) if fit_intercept else None
+        sse = _loo_sse(spectrum, alphas, ones, (xc @ spectrum.vecs, yc))
+    torch.testing.assert_close(sse, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_loo_is_an_option_of_the_readout_and_kfold_stays_the_default(registry):
+    from sharedattr.errors import SpecError
+
+    g = torch.Generator().manual_seed(6)
+    latents = torch.randn(50, 4, 3, 3, generator=g)
+    y = latents.flatten(1)[:, :2] + 0.1 * torch.randn(50, 2, generator=g)
+    default = registry.build("readout", "ridge")
+    assert default.cv == "kfold"
+    loo = registry.build("readout", "ridge", cv="loo").fit(latents, y)
+    x = latents.flatten(1).double()
+    w, b, alpha = ridge_cv(x, y.double(), torch.tensor(loo.alphas, dtype=torch.float64), 5, True,
+                           torch.Generator(), cv="loo")
+    assert torch.equal(loo.alpha, alpha)
+    torch.testing.assert_close(loo.weight, w.float())
+    with pytest.raises((SpecError, ValueError), match="pca"):
+        registry.build("readout", "ridge", cv="loo", pca=3)
