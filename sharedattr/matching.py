@@ -5,7 +5,9 @@ selected neuron, its *drivers* are the out-of-category images with the highest r
 and each driver's *references* are the preferred-category images whose contribution
 vectors a matcher ranks most similar. All neurons of a preferred category are matched as
 batched matrix products, ``[G, Q, D] × [G, K, D] → [G, Q, K]``, in chunks of neurons that
-keep the candidates' contributions under a memory budget.
+keep the contributions under a memory budget. When all neurons share one latent vector per
+image (ridge), ``c_n(x) = w_n ⊙ z(x)`` is never expanded for the candidates: the dot and
+cosine matchers need one matrix product ``[G·Q, D] × [D, K]``.
 """
 
 from __future__ import annotations
@@ -112,6 +114,29 @@ def candidate_contributions(readout: nn.Module, latents: Tensor, candidates: Ten
     return torch.cat(out).transpose(0, 1)
 
 
+@torch.inference_mode()
+def shared_latents(readout: nn.Module, latents: Tensor, rows: Tensor, batch_size: int,
+                   device: torch.device | str = "cpu") -> Tensor | None:
+    """``z(x)`` ``[len(rows), D]`` of stimuli ``rows`` when every neuron shares one pooled vector, else None.
+
+    Shared means the readout has ``shared_pooled(latents) → [B, D]`` (ridge), or its
+    ``pooled`` returns a view expanded along the neuron axis. On ``device``, float32.
+    """
+    method = getattr(readout, "shared_pooled", None)
+    out = []
+    for r in rows.split(batch_size):
+        x = latents[r].to(device)
+        if callable(method):
+            z = method(x)
+        else:
+            pooled = readout.pooled(x)  # [b, N, D]
+            if pooled.shape[1] > 1 and pooled.stride(1) != 0:
+                return None
+            z = pooled[:, 0]
+        out.append(z.float())
+    return torch.cat(out) if out else None
+
+
 def match_drivers(readout: nn.Module, latents: Tensor, matcher: object, drivers: Tensor, candidates: Tensor,
                   neurons: Tensor, top_k: int, *, batch_size: int = 256, device: torch.device | str = "cpu",
                   memory_bytes: int = 1 << 30) -> tuple[Tensor, Tensor]:
@@ -120,20 +145,61 @@ def match_drivers(readout: nn.Module, latents: Tensor, matcher: object, drivers:
     ``drivers`` ``[G, Q]`` stimulus indices per neuron of ``neurons`` ``[G]``; ``candidates``
     ``[K]`` stimulus indices (the preferred category). Returns similarities and candidate
     *stimulus* indices, ``[G, Q, k]`` each, most similar first. Neurons are processed in
-    chunks whose candidate contributions ``[g, K, D]`` stay within ``memory_bytes``.
+    chunks whose working set (drivers' and candidates' contributions, similarities) stays
+    within about ``memory_bytes``. When all neurons share one latent vector per image
+    (:func:`shared_latents`) and the matcher has ``similarity_factored``, each image's vector
+    is pooled once, the candidates' contributions are never formed, and the similarities are
+    computed on ``device``; otherwise contributions are formed per chunk and matched on the CPU.
     """
+    if drivers.numel() and callable(getattr(matcher, "similarity_factored", None)):
+        cand_z = shared_latents(readout, latents, candidates, batch_size, device)  # [K, D]
+        if cand_z is not None:
+            return _match_factored(readout, latents, matcher, drivers, candidates, neurons, top_k, cand_z,
+                                   batch_size, device, memory_bytes)
     g_count, q_count = drivers.shape
-    query = own_contributions(readout, latents, drivers.flatten(), neurons.repeat_interleave(q_count), batch_size,
-                              device).view(g_count, q_count, -1)  # [G, Q, D]
-    d = query.shape[-1]
-    chunk = max(1, memory_bytes // max(1, len(candidates) * d * 4))
+    d = int(readout.weight.shape[1])
+    chunk = max(1, memory_bytes // max(1, (len(candidates) + q_count) * d * 4))
     scores, refs = [], []
     for start in range(0, g_count, chunk):
         sl = slice(start, start + chunk)
+        g = len(neurons[sl])
+        query = own_contributions(readout, latents, drivers[sl].flatten(), neurons[sl].repeat_interleave(q_count),
+                                  batch_size, device).view(g, q_count, -1)  # [g, Q, D]
         cand = candidate_contributions(readout, latents, candidates, neurons[sl], batch_size, device)  # [g, K, D]
-        s, idx = match_references(matcher, query[sl], cand, top_k)
+        s, idx = match_references(matcher, query, cand, top_k)
         scores.append(s)
         refs.append(candidates[idx])
+    return torch.cat(scores), torch.cat(refs)
+
+
+@torch.inference_mode()
+def _match_factored(readout: nn.Module, latents: Tensor, matcher: object, drivers: Tensor, candidates: Tensor,
+                    neurons: Tensor, top_k: int, cand_z: Tensor, batch_size: int, device: torch.device | str,
+                    memory_bytes: int) -> tuple[Tensor, Tensor]:
+    """:func:`match_drivers` for shared latents ``cand_z`` ``[K, D]``: ``matcher.similarity_factored`` per chunk."""
+    g_count, q_count = drivers.shape
+    k_count, d = cand_z.shape
+    unique, inverse = drivers.unique(return_inverse=True)  # each driver image pooled once
+    drv_z = shared_latents(readout, latents, unique, batch_size, device)  # [U, D]
+    inverse = inverse.to(drv_z.device)
+    weight = readout.weight[neurons.to(readout.weight.device)].to(drv_z.device).float()  # [G, D]
+    per_neuron = 4 * (2 * q_count * d + q_count * k_count + k_count * d)
+    chunk = max(1, memory_bytes // per_neuron)
+    scratch = torch.empty(min(chunk, g_count) * q_count, d, dtype=drv_z.dtype, device=drv_z.device)  # reused
+    scores, refs = [], []
+    for start in range(0, g_count, chunk):
+        sl = slice(start, start + chunk)
+        rows = inverse[sl].flatten()
+        query = torch.index_select(drv_z, 0, rows, out=scratch[: len(rows)]).view(-1, q_count, d)
+        query.mul_(weight[sl, None, :])  # [g, Q, D] contributions; the matcher may overwrite them
+        sim = matcher.similarity_factored(query, weight[sl], cand_z)
+        expected = (*query.shape[:-1], k_count)
+        if tuple(sim.shape) != expected:
+            raise TypeError(f"{type(matcher).__name__}.similarity_factored returned shape {tuple(sim.shape)}, "
+                            f"expected {expected}")
+        s, idx = sim.topk(min(top_k, k_count), dim=-1)
+        scores.append(s.cpu())
+        refs.append(candidates[idx.cpu()])
     return torch.cat(scores), torch.cat(refs)
 
 

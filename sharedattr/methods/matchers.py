@@ -1,7 +1,11 @@
 """Built-in matchers: similarities between contribution vectors ``c_n(x) = w_n ⊙ z_n(x)``.
 
 All work on batches: ``a [..., Q, D]`` against ``b [..., K, D]`` → ``[..., Q, K]`` as one
-matrix product, so many neurons and drivers are matched at once.
+matrix product, so many neurons and drivers are matched at once. When every neuron shares
+one latent vector per image (ridge), the candidates' contributions ``w_g ⊙ z_k`` are a
+product of two small factors; :meth:`Matcher.similarity_factored` takes them unexpanded,
+and the dot and cosine matchers then need one matrix product ``[G·Q, D] × [D, K]`` and never
+form the ``[G, K, D]`` candidate contributions.
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ class Matcher:
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def similarity_factored(self, query: Tensor, weight: Tensor, latents: Tensor) -> Tensor:
+        """``similarity(query, weight[:, None] * latents[None])``: candidates given as factors.
+
+        ``query`` ``[G, Q, D]`` (contribution vectors), ``weight`` ``[G, D]`` and shared candidate
+        latents ``latents`` ``[K, D]`` → ``[G, Q, K]``. ``query`` is a scratch tensor the method may
+        overwrite. This default forms the candidates' contributions ``[G, K, D]``; matchers whose
+        similarity factorises override it.
+        """
+        return self.similarity(query, weight[:, None, :] * latents[None])
+
     def match(self, query: Tensor, candidates: Tensor, top_k: int = 1) -> tuple[Tensor, Tensor]:
         """Top-k candidates per query: ``query [..., Q, D]``, ``candidates [..., K, D]`` → scores, indices ``[..., Q, k]``."""
         return match_references(self, query, candidates, top_k)
@@ -48,9 +62,22 @@ class Matcher:
         return f"{type(self).__name__}()"
 
 
+def _weighted_dot(query: Tensor, weight: Tensor, latents: Tensor) -> Tensor:
+    """``⟨a_gq, w_g ⊙ z_k⟩ = ⟨a_gq ⊙ w_g, z_k⟩`` ``[G, Q, K]``: one matrix product ``[G·Q, D] × [D, K]``.
+
+    Scales ``query`` in place.
+    """
+    return query.mul_(weight[:, None, :]) @ latents.T
+
+
 class DotMatcher(Matcher):
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
         return a @ b.transpose(-1, -2)
+
+    def similarity_factored(self, query: Tensor, weight: Tensor, latents: Tensor) -> Tensor:
+        if type(self).similarity is not DotMatcher.similarity:  # a subclass changed the similarity
+            return super().similarity_factored(query, weight, latents)
+        return _weighted_dot(query, weight, latents)
 
 
 class CosineMatcher(Matcher):
@@ -58,6 +85,15 @@ class CosineMatcher(Matcher):
         a = a / a.norm(dim=-1, keepdim=True).clamp(min=self.eps)
         b = b / b.norm(dim=-1, keepdim=True).clamp(min=self.eps)
         return a @ b.transpose(-1, -2)
+
+    def similarity_factored(self, query: Tensor, weight: Tensor, latents: Tensor) -> Tensor:
+        """The dot products divided by the norms; ``‖w_g ⊙ z_k‖² = (z²)(w²)ᵀ``, also one matrix product."""
+        if type(self).similarity is not CosineMatcher.similarity:  # e.g. Pearson: centring does not factorise
+            return super().similarity_factored(query, weight, latents)
+        norm_q = query.norm(dim=-1).clamp(min=self.eps)  # [G, Q]
+        sim = _weighted_dot(query, weight, latents)
+        norm_k = (latents.square() @ weight.square().T).T.sqrt().clamp(min=self.eps)  # [G, K]
+        return sim.div_(norm_q[..., None]).div_(norm_k[:, None, :])
 
 
 class PearsonMatcher(CosineMatcher):

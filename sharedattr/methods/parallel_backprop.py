@@ -111,8 +111,16 @@ def postprocess(maps: Tensor, reduce: Reduction, smooth_sigma: float, clip: floa
 
 
 def neuron_latents(model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
-    """``z_{t_i}(x_i)`` ``[B, D]``: each image's pooled latent vector for its own target neuron."""
-    pooled = model.readout.pooled(model.latents(images))  # [B, N, D] (may be an expanded view)
+    """``z_{t_i}(x_i)`` ``[B, D]``: each image's pooled latent vector for its own target neuron.
+
+    A readout whose neurons share one vector (``readout.shared_pooled``, e.g. ridge) gives it
+    directly: indexing ``pooled`` ``[B, N, D]`` would cost a ``[B, N, D]`` gradient buffer.
+    """
+    latents = model.latents(images)
+    shared = getattr(model.readout, "shared_pooled", None)
+    if callable(shared):
+        return shared(latents)
+    pooled = model.readout.pooled(latents)  # [B, N, D]
     return pooled[torch.arange(images.shape[0], device=pooled.device), targets]
 
 
@@ -201,7 +209,7 @@ class ParallelBackprop(Attribution):
         parts = [self._attribute_items(x_a[i:i + step], x_b[i:i + step], targets[i:i + step],
                                        None if shared_weights is None else shared_weights[i:i + step])
                  for i in range(0, x_a.shape[0], step)]
-        ooc, ref, shared = (torch.cat(p) for p in zip(*parts))
+        ooc, ref, shared = parts[0] if len(parts) == 1 else (torch.cat(p) for p in zip(*parts))
         return SharedAttribution(postprocess(ooc, self.reduce, self.smooth_sigma, self.clip_percentile),
                                  postprocess(ref, self.reduce, self.smooth_sigma, self.clip_percentile), shared)
 
@@ -213,7 +221,7 @@ class ParallelBackprop(Attribution):
         both_targets = torch.cat([targets, targets])
         with torch.enable_grad():
             if self.path == "gradient":
-                x = both.clone().requires_grad_(True)
+                x = both.requires_grad_(True)  # a fresh tensor: torch.cat copied the inputs
                 z = neuron_latents(self.model, x, both_targets)  # [2b, D]
                 s = self._shared(z.detach(), targets, shared)
                 (grad,) = torch.autograd.grad((z * torch.cat([s, s])).sum(), x)
