@@ -9,21 +9,7 @@ import yaml
 
 from sharedattr.config import load_experiment, read_config
 from sharedattr.errors import ConfigError, MissingFileError, SpecError
-
-
-def _toml(config: dict) -> str:
-    def value(v):
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return repr(v)
-
-    return "\n".join(f"{k} = {value(v)}" for k, v in config.items()) + "\n"
+from toml_writer import toml_text
 
 
 @pytest.fixture
@@ -34,7 +20,7 @@ def written(tiny_config, tmp_path):
         "yml": tmp_path / "exp.yml",
         "json": tmp_path / "exp.json",
     }
-    paths["toml"].write_text(_toml(tiny_config))
+    paths["toml"].write_text(toml_text(tiny_config))
     paths["yaml"].write_text(yaml.safe_dump(tiny_config))
     paths["yml"].write_text(yaml.safe_dump(tiny_config))
     paths["json"].write_text(json.dumps(tiny_config, indent=1))

@@ -35,6 +35,7 @@ from sharedattr.data.stimuli import DataError
 from sharedattr.errors import ConfigError, SpecError, UserError
 from sharedattr.fitting import fit_experiment, held_out_r
 from sharedattr.specs import ExperimentSpec, validate_experiment
+from toml_writer import toml_text
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -46,25 +47,6 @@ def fresh(folder: Path, name: str) -> Path:
     sub = folder / f"ex{next(_counter)}"
     sub.mkdir(parents=True)
     return sub / name
-
-
-def toml_text(config: dict) -> str:
-    """TOML of a JSON-like mapping; None values (which TOML cannot hold) are left out."""
-
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, float) and not math.isfinite(v):
-            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items() if x is not None) + "}"
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v if x is not None) + "]"
-        return repr(v)
-
-    return "\n".join(f"{json.dumps(k)} = {value(v)}" for k, v in config.items() if v is not None) + "\n"
 
 
 def write_config(path: Path, config: dict) -> Path:

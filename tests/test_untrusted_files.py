@@ -30,6 +30,7 @@ import torch
 
 from sharedattr.config import load_experiment
 from sharedattr.errors import ConfigError, SpecError, UserError
+from toml_writer import toml_text
 
 TINY = {"model": "resnet18", "layer": "layer1", "input_size": 32}
 
@@ -218,23 +219,6 @@ def test_run_folder_maps_are_never_unpickled(tmp_path, marker):
     raw_pickle(tmp_path / "maps.safetensors", marker)
     with pytest.raises(Exception):  # noqa: B017 - any refusal will do; the marker check is the point
         _ = RunDir(tmp_path).maps
-
-
-def toml_text(config: dict) -> str:
-    """A TOML document of a JSON-like ``config`` (no None values)."""
-
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + "}"
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return repr(v)
-
-    return "\n".join(f"{json.dumps(k)} = {value(v)}" for k, v in config.items()) + "\n"
 
 
 # -- configs cannot import code ------------------------------------------------------------------------
