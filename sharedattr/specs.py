@@ -19,12 +19,10 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SpecError, SpecIssue, UnknownComponentError
-from .params import BASE_DIR_KEY, CHECK_FILES_KEY, InputPath, OutputPath, issues_from_validation
+from .params import BASE_DIR_KEY, CHECK_FILES_KEY, InputPath, OutputPath, Seed, issues_from_validation
 from .registry import Component, Registry, get_registry
 
 
-SEED_MAX = 2**63 - 1
-"""Seeds are non-negative 64-bit integers (what torch's generators accept)."""
 BATCH_MAX = 2**31 - 1
 
 
@@ -130,7 +128,7 @@ class DataSpec(Strict):
         "pair shares, instead of the mask column.",
     )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of stimuli held out for scoring.")
-    split_seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the train/test split.")
+    split_seed: Seed = Field(0, description="Seed of the train/test split.")
 
 
     @model_validator(mode="after")
@@ -204,8 +202,8 @@ class EvaluatorSpec(Strict):
     )
     backbone: BackboneSpec | None = Field(None, description="The evaluator's backbone (default: the experiment's).")
     readout: ReadoutSpec | None = Field(None, description="The evaluator's readout (default: the experiment's).")
-    split_seed: int | None = Field(
-        None, ge=0, le=SEED_MAX,
+    split_seed: Seed | None = Field(
+        None,
         description="Seed of the evaluator's train/test split (default: the experiment's data.split_seed)."
     )
 
@@ -224,7 +222,7 @@ class ExperimentSpec(Strict):
     """A whole experiment: data → backbone + readout → selection → matching → attribution → metrics."""
 
     name: str = Field("experiment", description="A label for the run.")
-    seed: int = Field(0, ge=0, le=SEED_MAX, description="Global random seed.")
+    seed: Seed = Field(0, description="Global random seed.")
     device: str = Field("auto", description="'cpu', 'cuda', 'cuda:N', 'mps', or 'auto' (CUDA when available).")
     batch_size: int = Field(32, ge=1, le=BATCH_MAX, description="Images per forward/backward batch.")
     cache: bool = Field(True, description="Cache backbone features on disk, keyed by backbone spec and image content.")

@@ -709,3 +709,14 @@ def test_held_out_pearson_is_the_same_in_any_units(scale):
     torch.testing.assert_close(r, expected, rtol=1e-5, atol=1e-6)
     assert r.dtype == torch.float32 and (r > 0.5).all()
     assert pearson_columns(torch.ones(50, 1) * scale, truth[:, :1]).item() == 0.0  # constant: 0, never NaN
+
+
+@pytest.mark.parametrize("where", ["readout", "metrics"])
+def test_component_seeds_are_bounded_like_the_spec_seeds(tiny_config, tmp_path, where):
+    if where == "readout":
+        tiny_config["readout"] = {"name": "ridge", "seed": 10**30}
+    else:
+        tiny_config["metrics"] = [{"name": "randomisation", "seed": -1}]
+    with pytest.raises(SpecError) as info:
+        load_experiment(write_config(tmp_path / "exp.json", tiny_config))
+    assert [i.loc for i in info.value.issues] == [f"{where}.seed" if where == "readout" else "metrics[0].seed"]

@@ -15,14 +15,14 @@ from torch import Tensor
 
 from ..components import AttributionBatch
 from ..hookspecs import hookimpl
-from ..params import Params
+from ..params import Params, Seed
 
 
 class FaithfulnessCorrelationParams(Params):
     n_runs: int = Field(100, ge=2, description="Random pixel subsets per map (the correlation's sample size).")
     subset_size: int = Field(224, ge=1, description="Pixels per subset; must be smaller than H·W.")
     baseline: float = Field(0.0, description="Value given to every channel of a removed pixel (0 = black).")
-    seed: int = Field(0, description="Seed of the random subsets.")
+    seed: Seed = Field(0, description="Seed of the random subsets.")
     batch_size: int = Field(64, ge=1, description="Perturbed images per forward pass.")
 
 

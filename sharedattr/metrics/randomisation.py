@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from ..components import AttributionBatch
 from ..hookspecs import hookimpl
 from ..methods.hook_safety import private_copy
-from ..params import Params
+from ..params import Params, Seed
 
 Layers = Literal["readout", "backbone", "all"]
 
@@ -50,7 +50,7 @@ class RandomisationParams(Params):
         "all", description="What to randomise: the 'readout', the 'backbone', or 'all' (both)."
     )
     absolute: bool = Field(True, description="Correlate |map| (True) or the signed maps (False).")
-    seed: int = Field(0, description="Seed of the randomisation.")
+    seed: Seed = Field(0, description="Seed of the randomisation.")
 
 
 def derived_seed(seed: int) -> int:

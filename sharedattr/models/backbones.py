@@ -11,13 +11,12 @@ from torch import Tensor, nn
 
 from ..errors import UserError, closest
 from ..hookspecs import hookimpl
-from ..params import InputPath, Params
+from ..params import InputPath, Params, Seed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_INPUT_SIZE = 4096
 """Largest input height or width in pixels (a bigger one would allocate tens of GB to probe the network)."""
-SEED_MAX = 2**63 - 1
 
 
 def check_input_size(value: int | tuple[int, ...] | None, minimum: int = 1) -> int | tuple[int, ...] | None:
@@ -52,7 +51,7 @@ class TorchvisionParams(Params):
     weights_file: InputPath | None = Field(
         None, description="A local state dict: .safetensors, or .pt/.pth loaded with weights_only=True."
     )
-    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the random initialisation.")
+    seed: Seed = Field(0, description="Seed of the random initialisation.")
     input_size: int | tuple[int, int] | None = Field(
         None, description="Input height and width in pixels. Default: the weights' crop size, else 224."
     )

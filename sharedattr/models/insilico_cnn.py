@@ -31,8 +31,8 @@ from torch import Tensor, nn
 
 from ..errors import UserError, closest
 from ..hookspecs import hookimpl
-from ..params import InputPath, Params
-from .backbones import MAX_INPUT_SIZE, SEED_MAX, FrozenBackbone, load_state_dict_file
+from ..params import InputPath, Params, Seed
+from .backbones import MAX_INPUT_SIZE, FrozenBackbone, load_state_dict_file
 
 FORMAT = "sharedattr.insilico_cnn"
 FORMAT_VERSION = 1
@@ -227,7 +227,7 @@ class InsilicoCNNParams(Params):
         None, description="A local state dict of the network (.safetensors, or .pt/.pth loaded with weights_only=True), "
         "e.g. written by scripts/train_insilico_cnn.py. Replaces 'weights'.",
     )
-    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the random initialisation (weights: null).")
+    seed: Seed = Field(0, description="Seed of the random initialisation (weights: null).")
     input_size: int | tuple[int, int] = Field(
         DEFAULT_INPUT_SIZE, description="Input height and width in pixels (fully convolutional: any size works; "
         "the shipped weights were trained at 64).",

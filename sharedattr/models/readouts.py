@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..components import require_measured_neurons
 from ..errors import UserError
 from ..hookspecs import hookimpl
-from ..params import Params
+from ..params import Params, Seed
 
 DEFAULT_ALPHAS = tuple(10.0**k for k in range(-2, 9))
 
@@ -37,7 +37,7 @@ class RidgeParams(Params):
     pca: int | None = Field(
         None, ge=1, description="Keep only the top-k principal components of the features (fitted within each fold)."
     )
-    seed: int = Field(0, description="Seed of the fold assignment.")
+    seed: Seed = Field(0, description="Seed of the fold assignment.")
 
     @field_validator("alphas")
     @classmethod

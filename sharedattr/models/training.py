@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..components import pearson_columns, require_measured_neurons
 from ..errors import SpecError, UserError
-from ..params import Params, issues_from_validation
+from ..params import Params, Seed, issues_from_validation
 
 
 class TrainingParams(Params):
@@ -46,7 +46,7 @@ class TrainingParams(Params):
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="Fraction of the fit data held out (seeded split) for early stopping."
     )
-    seed: int = Field(0, description="Seed of the initialisation, validation split, batch order and any sampling.")
+    seed: Seed = Field(0, description="Seed of the initialisation, validation split, batch order and any sampling.")
     progress: bool = Field(False, description="Show a progress bar over epochs.")
 
 

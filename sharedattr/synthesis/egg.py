@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..components import EnergyValue, SynthesisResult
 from ..hookspecs import hookimpl
-from ..params import BASE_DIR_KEY, CHECK_FILES_KEY, Params
+from ..params import BASE_DIR_KEY, CHECK_FILES_KEY, Params, Seed
 from ..specs import EnergySpec
 from .cost import CallCounter, Stopwatch, cost_record
 from .energies import EnergyParam, build_energy
@@ -96,7 +96,7 @@ class EGGParams(Params):
         description="The energy minimised: a registered energy's name or {name = ..., **params} (default mei).",
     )
     n_seeds: int = Field(1, ge=1, description="Independent samples, generated as one batch.")
-    seed: int = Field(0, description="Seed of the initial noise and of the sampler's noise.")
+    seed: Seed = Field(0, description="Seed of the initial noise and of the sampler's noise.")
 
 
 # -- the guidance step -------------------------------------------------------------------

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..components import SynthesisResult
 from ..hookspecs import hookimpl
-from ..params import Params
+from ..params import Params, Seed
 from ..specs import EnergySpec
 from .cost import CallCounter, Stopwatch, cost_record
 from .energies import EnergyParam, build_energy
@@ -68,7 +68,7 @@ class GradientAscentParams(Params):
         1e-3, ge=0, description="Smallest improvement of the objective that counts, relative to |best objective|."
     )
     n_seeds: int = Field(1, ge=1, description="Independent random initialisations, optimised as one batch.")
-    seed: int = Field(0, description="Seed of the initialisation and of the random transforms.")
+    seed: Seed = Field(0, description="Seed of the initialisation and of the random transforms.")
     init_std: float = Field(0.1, ge=0, description="Std of the random-normal initialisation around mid-grey.")
 
 
