@@ -18,16 +18,17 @@ A single process (no ``WORLD_SIZE``, or 1) is :data:`SINGLE`: no process group, 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from datetime import timedelta
 
 import torch
 
 from .errors import UserError
 
+T = TypeVar("T")
 TIMEOUT_ENV = "SHAREDATTR_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 6 * 3600  # rank 0 fits while the others wait at a barrier: allow long fits
 
@@ -51,6 +52,10 @@ class Ranks:
     def owns(self, item: int) -> bool:
         """Whether work item number ``item`` (0, 1, 2, … in a fixed order) is this rank's (round-robin)."""
         return item % self.world == self.rank
+
+    def share(self, items: Sequence[T]) -> list[T]:
+        """This rank's share of ``items`` (listed in the same order on every rank): those it :meth:`owns`."""
+        return [item for i, item in enumerate(items) if self.owns(i)]
 
     def barrier(self) -> None:
         """Wait until every rank gets here (nothing to wait for in a single process)."""

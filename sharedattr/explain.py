@@ -218,7 +218,7 @@ def explain_pairs(model: nn.Module, pairs: Sequence[Pair], images: PairImages, m
 
     computed = [0] * ranks.world  # items each rank computed (the others were already in the store)
     if ranks.distributed:
-        mine = [unit for i, unit in enumerate(units) if ranks.owns(i)]
+        mine = ranks.share(units)
         before = store.misses
         for unit in tqdm(mine, desc=f"rank {ranks.rank}", disable=not progress, leave=False, unit="item"):
             run(*unit)

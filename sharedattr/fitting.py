@@ -27,6 +27,7 @@ from .io import atomic_save_tensors, atomic_write_json
 from .models.encoding import EncodingModel
 from .registry import Registry, get_registry
 from .data import StimulusSet
+from .distributed import Ranks
 from .specs import BackboneSpec, ExperimentSpec, ReadoutSpec
 
 SCORE_COLUMNS = ["neuron", "test_r", "noise_ceiling", "fev", "n_train", "n_test", "note"]
@@ -395,6 +396,27 @@ def _check_selection(spec: ExperimentSpec, stimuli: StimulusSet, neuron_ids: Seq
         raise UserError(f"selection.neurons: unknown neuron id(s) {unknown}"
                         + (f" (did you mean {', '.join(hints)}?)" if hints else "")
                         + f"; the responses ({spec.data.responses}) have {len(neuron_ids)} neurons: {shown}")
+
+
+def fit_for_run(spec: ExperimentSpec, out: Path, fit_dir: Path, *, ranks: Ranks, registry: Registry,
+                device: torch.device, progress: bool) -> Experiment:
+    """The start of ``sharedattr run``/``synthesize``: the fitted (or saved) model in ``fit_dir``.
+
+    Rank 0 writes ``out/spec.json``, removes the temporaries a killed run left under ``out``
+    and fits (reusing a saved model of the same digest); after a barrier, the other ranks load
+    what rank 0 saved, writing nothing.
+    """
+    from .io import remove_stale_temporaries
+
+    if ranks.is_main:
+        atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
+        remove_stale_temporaries(out)
+        experiment = fit_experiment(spec, fit_dir, registry=registry, device=device, progress=progress, reuse=True)
+    ranks.barrier()  # the other ranks load the model rank 0 saved
+    if not ranks.is_main:
+        experiment = fit_experiment(spec, fit_dir, registry=registry, device=device, progress=False, reuse=True,
+                                    write=False)
+    return experiment
 
 
 def _neuron_parts(spec: ExperimentSpec, stimuli: StimulusSet,

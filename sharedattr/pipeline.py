@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from .data.ground_truth import pair_parts
 from .distributed import SINGLE, Ranks, rank_device
 from .explain import Explained, ExplainSettings, PairImages, explain_pairs, labels, tidy_rows
-from .fitting import fit_experiment, resolve_device
-from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_csv, atomic_write_json, remove_stale_temporaries
+from .fitting import fit_for_run, resolve_device
+from .io import atomic_save_tensors, atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .matching import Pair, match_pairs, preferred_categories, select_neurons
 from .registry import Registry, get_registry
 from .specs import ExperimentSpec
@@ -94,14 +94,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
 
     # 1. data, features, readout fit (or the saved one) and scores ---------------------------
     stage("fit")
-    if ranks.is_main:
-        atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
-        remove_stale_temporaries(out)
-        experiment = fit_experiment(spec, out, registry=registry, device=device, progress=progress, reuse=True)
-    ranks.barrier()  # the other ranks load the model rank 0 saved
-    if not ranks.is_main:
-        experiment = fit_experiment(spec, out, registry=registry, device=device, progress=False, reuse=True,
-                                    write=False)
+    experiment = fit_for_run(spec, out, out, ranks=ranks, registry=registry, device=device, progress=progress)
     stimuli, responses, latents = experiment.stimuli, experiment.responses, experiment.latents
     model, fit = experiment.fit.model, experiment.fit
     neuron_ids = fit.neuron_ids

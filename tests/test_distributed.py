@@ -46,6 +46,7 @@ def test_ranks_deal_items_round_robin_and_cover_each_once():
     owners = [[r for r in range(world) if Ranks(r, world).owns(i)] for i in range(10)]
     assert all(len(o) == 1 for o in owners)
     assert [o[0] for o in owners] == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+    assert [Ranks(r, world).share("abcdefg") for r in range(world)] == [list("adg"), list("be"), list("cf")]
     assert Ranks().is_main and not Ranks().distributed and Ranks().gather(5) == [5]
 
 

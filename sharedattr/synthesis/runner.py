@@ -98,7 +98,7 @@ def run_synthesis(spec: ExperimentSpec, experiment: Experiment, selected: list[i
         return store.get_or_compute("synthesis", key, compute)
 
     if ranks.distributed:
-        mine = [item for i, item in enumerate(items) if ranks.owns(i)]
+        mine = ranks.share(items)
         for label, s_spec, n in tqdm(mine, desc=f"synthesis, rank {ranks.rank}", disable=not progress, leave=False):
             synthesised(label, s_spec, n, stimuli.load_images(size, channels, top_natural[n][:1])[0])
         ranks.barrier()
@@ -216,8 +216,7 @@ def synthesize_experiment(spec: ExperimentSpec, out: Path, *, registry: Registry
     """
     from ..distributed import rank_device
     from ..errors import UserError
-    from ..fitting import fit_experiment, resolve_device
-    from ..io import atomic_write_json, remove_stale_temporaries
+    from ..fitting import fit_for_run, resolve_device
     from ..matching import select_neurons
     from ..registry import get_registry
 
@@ -230,15 +229,8 @@ def synthesize_experiment(spec: ExperimentSpec, out: Path, *, registry: Registry
     torch.manual_seed(spec.seed)
     device = rank_device(resolve_device(spec.device), ranks)
     progress = progress and ranks.is_main
-    if ranks.is_main:
-        atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
-        remove_stale_temporaries(out)
-        experiment = fit_experiment(spec, out / "fit", registry=registry, device=device, progress=progress,
-                                    reuse=True)
-    ranks.barrier()
-    if not ranks.is_main:
-        experiment = fit_experiment(spec, out / "fit", registry=registry, device=device, progress=False,
-                                    reuse=True, write=False)
+    experiment = fit_for_run(spec, out, out / "fit", ranks=ranks, registry=registry, device=device,
+                             progress=progress)
     sel = spec.selection
     selected = select_neurons(experiment.fit.neuron_ids, experiment.fit.test_r, neurons=sel.neurons,
                               top_k=sel.top_k, min_r=sel.min_r)
