@@ -158,9 +158,10 @@ def run_synthesis(spec: ExperimentSpec, experiment: Experiment, selected: list[i
         image_grid(grid, folder / "images.png", spec.output.dpi)
         comparison_figure(summary, folder / "comparison.png", spec.output.dpi)
         if prior_samples:
-            rows = {f"{label}: unguided prior samples {i + 1}–{i + len(chunk)}": chunk
-                    for label, v in prior_samples.items() for i, chunk in zip(range(0, len(v), 8), v.split(8))}
-            image_grid(rows, folder / "prior_samples.png", spec.output.dpi)
+            sample_rows = {f"{label}: unguided prior samples {i + 1}–{i + len(chunk)}": chunk
+                           for label, v in prior_samples.items()
+                           for i, chunk in zip(range(0, len(v), 8), v.split(8))}
+            image_grid(sample_rows, folder / "prior_samples.png", spec.output.dpi)
     return SynthesisRun(rows, summary, evaluators, images, histories)
 
 
