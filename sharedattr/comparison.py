@@ -93,7 +93,7 @@ def compare(model: EncodingModel, stimuli: StimulusSet | str | Path, *, neurons:
     model = model.to(device).eval()
     latents, _ = extract_features(model.backbone, stimuli, batch_size=batch_size, device=device, progress=progress)
     predicted = predict(model.readout, latents, batch_size, device)  # [S, N]
-    neuron_ids = [str(n) for n in getattr(model, "neuron_ids", range(predicted.shape[1]))]
+    neuron_ids = [str(n) for n in getattr(model, "neuron_ids", None) or range(predicted.shape[1])]
     drive = predicted
     if responses is not None:
         responses = torch.as_tensor(responses, dtype=torch.float32)

@@ -141,7 +141,7 @@ def fit_readout(
         readout.initialize(tuple(latents.shape[1:]), len(neuron_ids))
         _load_readout_state(readout, saved / READOUT_FILE)
     readout = readout.to(device)
-    model = EncodingModel(backbone, readout).eval()
+    model = EncodingModel(backbone, readout, neuron_ids).eval()
     predicted = predict(readout, latents, batch_size, device)
     bad = (~torch.isfinite(predicted)).any(0).nonzero().squeeze(1).tolist()
     if bad:
@@ -248,9 +248,7 @@ def load_model(folder: str | Path, *, registry: Registry | None = None, device: 
     readout = readout_spec.build(registry=registry)
     readout.initialize(latent_shape, len(neuron_ids))
     _load_readout_state(readout, folder / READOUT_FILE)
-    model = EncodingModel(backbone, readout).to(device).eval()
-    model.neuron_ids = neuron_ids
-    return model
+    return EncodingModel(backbone, readout, neuron_ids).to(device).eval()
 
 
 def _load_readout_state(readout: nn.Module, path: Path) -> None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
 
 class EncodingModel(nn.Module):
-    """``r(x) = readout(backbone(preprocess(x)))``; usable directly as a Captum ``forward_func``."""
+    """``r(x) = readout(backbone(preprocess(x)))``; usable directly as a Captum ``forward_func``.
 
-    def __init__(self, backbone: nn.Module, readout: nn.Module) -> None:
+    ``neuron_ids`` name the ``N`` outputs (the response columns it was fitted to), when known.
+    """
+
+    def __init__(self, backbone: nn.Module, readout: nn.Module, neuron_ids: Sequence[str] | None = None) -> None:
         super().__init__()
         self.backbone, self.readout = backbone, readout
+        self.neuron_ids: list[str] | None = None if neuron_ids is None else [str(n) for n in neuron_ids]
 
     @property
     def input_size(self) -> tuple[int, int]:
