@@ -1,30 +1,88 @@
-"""The example comparison runs end to end on the in-silico data, as its header says."""
+"""Every example runs end to end as its header says, each in a fresh ``python -m sharedattr`` process.
+
+The examples read the demo's data from ``../sharedattr-demo`` (relative to ``examples/``), so each
+test writes a small demo data set there first, copies the example next to it and runs the command
+the example's header gives, checking the exit code, what it prints and the files it writes.
+"""
 
 from __future__ import annotations
 
 import csv
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-from sharedattr.cli import main
+import pytest
+
 from sharedattr.demo import make_demo_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_compare_example_runs_every_method_and_metric(tmp_path, capsys):
-    make_demo_data(tmp_path / "sharedattr-demo" / "data", n_per_category=16, size=64)
-    (tmp_path / "examples").mkdir()
-    config = tmp_path / "examples" / "compare.toml"
-    shutil.copy(ROOT / "examples" / "compare.toml", config)
-    out = tmp_path / "runs" / "compare"
-    assert main(["run", str(config), "--out", str(out), "--no-progress"]) == 0
-    with open(out / "summary.csv", newline="") as f:
-        summary = list(csv.DictReader(f))
+def sharedattr(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m sharedattr ARGS`` in ``cwd``: the finished process, with its exit code, stdout and stderr."""
+    return subprocess.run([sys.executable, "-m", "sharedattr", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    """A folder with ``sharedattr-demo/data`` (16 stimuli per category) and an empty ``examples/``."""
+    root = tmp_path_factory.mktemp("examples")
+    make_demo_data(root / "sharedattr-demo" / "data", n_per_category=16, size=64)
+    (root / "examples").mkdir()
+    return root
+
+
+def copy_example(root: Path, name: str) -> Path:
+    target = root / "examples" / name
+    shutil.copy(ROOT / "examples" / name, target)
+    return target
+
+
+def test_compare_config_runs_every_method_and_metric(demo_root):
+    config = copy_example(demo_root, "compare.toml")
+    done = sharedattr("run", str(config), "--out", "runs/compare", "--no-progress", cwd=demo_root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = demo_root / "runs" / "compare"
+    summary = read_csv(out / "summary.csv")
     methods = {r["method"] for r in summary}
     assert {"parallel_backprop", "parallel_backprop#2", "saliency", "grad_cam", "deep_lift", "occlusion"} <= methods
     metrics = {r["metric"] for r in summary}
     assert {"deletion", "pointing_game", "relevance_mass", "randomisation", "faithfulness_correlation"} <= metrics
     assert {r["image"] for r in summary} == {"driver", "reference"}  # baselines explain the reference too
     assert all(int(r["n"]) > 0 for r in summary)
-    assert "parallel_backprop" in capsys.readouterr().out
+    assert "parallel_backprop" in done.stdout and "driver/reference pairs" in done.stdout
+    assert (out / "report.html").is_file()
+
+
+def test_synthesis_config_prints_its_summary_and_writes_every_output(demo_root):
+    config = copy_example(demo_root, "synthesis.toml")
+    done = sharedattr("synthesize", str(config), "--out", "runs/synthesis", "--no-progress", cwd=demo_root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    out = demo_root / "runs" / "synthesis"
+    for name in ("scores.csv", "summary.csv", "evaluators.csv", "images.safetensors", "images.png",
+                 "comparison.png", "prior_samples.png"):
+        assert (out / name).is_file(), name
+    scores = read_csv(out / "scores.csv")
+    neurons, synthesizers = {r["neuron"] for r in scores}, {r["synthesizer"] for r in scores}
+    assert neurons == {"limbs", "head", "body", "head_and_limbs"}
+    assert synthesizers == {"gradient_ascent", "egg", "egg#2"}
+    assert f"{len(neurons)} neurons × {len(synthesizers)} synthesizers scored on 5 models" in done.stdout
+
+
+def test_compare_script_prints_the_comparison_and_writes_the_table(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "compare_methods.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = read_csv(tmp_path / "comparison.csv")
+    assert {r["neuron"] for r in table} == {"limbs", "head"}
+    assert {r["method"] for r in table} == {"parallel_backprop", "saliency", "integrated_gradients", "grad_cam"}
+    assert f"{len(table)} rows" in done.stdout
