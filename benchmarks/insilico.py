@@ -22,9 +22,9 @@ from pathlib import Path
 
 
 from record import machine, print_and_append
-from sharedattr.insilico import DEFAULT_NEURONS, neuron_population, write_insilico
-from sharedattr.pipeline import run_experiment
-from sharedattr.specs import ExperimentSpec
+from sharedattr.data.insilico import DEFAULT_NEURONS, neuron_population, write_insilico
+from sharedattr.experiment.run import run_experiment
+from sharedattr.config.spec import ExperimentSpec
 
 BODY_KINDS = [n for n in DEFAULT_NEURONS if n.name != "shape"]  # the shape neuron prefers objects: nothing shared
 METHODS = [

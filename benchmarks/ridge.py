@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sharedattr.models.readouts import RidgeReadout
+from sharedattr.encoding.readouts.ridge import RidgeReadout
 
 ALPHAS = tuple(10.0**k for k in range(-1, 7))
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -84,7 +83,7 @@ def verdict(value: float, goal: float, why: str = "") -> str:
 
 def fitted_ridge(d: int, n_neurons: int, seed: int = 0) -> nn.Module:
     """A ridge readout (avg pooling) with random weights, restored the supported way: initialize + load_state_dict."""
-    from sharedattr.models.readouts import RidgeReadout
+    from sharedattr.encoding.readouts.ridge import RidgeReadout
 
     g = torch.Generator().manual_seed(seed)
     readout = RidgeReadout(pooling="avg")
@@ -101,8 +100,8 @@ def attribution_rows(label: str, backbone: nn.Module, items: int, neurons: int, 
     """Parallel backprop against the bare forward+backward floor, a per-item loop and Captum IG."""
     from captum.attr import IntegratedGradients
 
-    from sharedattr.methods.parallel_backprop import ParallelBackprop
-    from sharedattr.models.encoding import EncodingModel
+    from sharedattr.attribution.parallel_backprop import ParallelBackprop
+    from sharedattr.encoding.model import EncodingModel
 
     model = EncodingModel(backbone, fitted_ridge(backbone.latent_shape[0], neurons)).eval()
     g = torch.Generator().manual_seed(1)
@@ -163,7 +162,7 @@ def attribution_rows(label: str, backbone: nn.Module, items: int, neurons: int, 
 
 
 def build_backbone(name: str, **params: Any) -> nn.Module:
-    from sharedattr.registry import get_registry
+    from sharedattr.plugins.loading import get_registry
 
     return get_registry().build("backbone", name, **params)
 
@@ -171,8 +170,8 @@ def build_backbone(name: str, **params: Any) -> nn.Module:
 # -- 2. matching ---------------------------------------------------------------------------------
 def matching_rows(neurons: int, drivers: int, candidates: int, dim: int, repeats: int) -> tuple[list[Row], str]:
     """match_drivers (cosine) against a bare bmm of the same shapes; matches checked against the generic path."""
-    from sharedattr.matching import match_drivers
-    from sharedattr.methods.matchers import CosineMatcher
+    from sharedattr.selection.matching import match_drivers
+    from sharedattr.selection.matchers import CosineMatcher
 
     g = torch.Generator().manual_seed(2)
     latents = torch.randn(drivers + candidates, dim, generator=g).relu_()  # pooled latents [S, D]
@@ -233,7 +232,7 @@ def ridge_rows(images: int, features: int, neurons: int) -> tuple[list[Row], str
     from sklearn.linear_model import RidgeCV
 
     from ridge import ALPHAS, planted
-    from sharedattr.models.readouts import RidgeReadout
+    from sharedattr.encoding.readouts.ridge import RidgeReadout
 
     x, y = planted(images, features, neurons)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -317,7 +316,7 @@ def peak_rss_kib() -> int:
 def memory_child(manifest: str, cache: str) -> None:
     """In a fresh process: extract cached features; print the peak resident memory before and after (KiB)."""
     from sharedattr.data import StimulusSet
-    from sharedattr.features import extract_features
+    from sharedattr.data.features import extract_features
 
     stimuli = StimulusSet.load(manifest)
     backbone = WideProbe()

@@ -26,10 +26,10 @@ import torch
 
 from record import machine, print_and_append
 from sharedattr.data import StimulusSet
-from sharedattr.insilico import DEFAULT_NEURONS, write_insilico
-from sharedattr.specs import ExperimentSpec
-from sharedattr.synthesis.figures import role_means
-from sharedattr.synthesis.runner import synthesize_experiment
+from sharedattr.data.insilico import DEFAULT_NEURONS, write_insilico
+from sharedattr.config.spec import ExperimentSpec
+from sharedattr.report.figures import role_means
+from sharedattr.experiment.synthesize import synthesize_experiment
 
 EVALUATORS = [
     {"label": "val-split1", "role": "val", "split_seed": 1},
@@ -144,7 +144,7 @@ def main() -> None:
     spec = spec_for(data, args, norm)
     result = synthesize_experiment(spec, out, progress=True)
     wall = time.perf_counter() - start
-    from sharedattr.explain import labels as spec_labels
+    from sharedattr.plugins.specs import labels as spec_labels
 
     labels = spec_labels(spec.synthesis)
     text, notes = table(result, labels, synthesizers(args, norm))

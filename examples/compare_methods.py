@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 import sharedattr
-from sharedattr.demo import make_demo_data
-from sharedattr.fitting import fit_experiment
+from sharedattr.experiment.demo import make_demo_data
+from sharedattr.experiment.stages import fit_experiment
 
 
 def main(out: Path) -> None:

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from sharedattr.synthesis.prior_training import PriorTrainConfig, save_prior, train_prior
+from trainers.diffusion_prior import PriorTrainConfig, save_prior, train_prior
 
 OUT = Path(__file__).resolve().parents[1] / "sharedattr" / "assets" / "diffusion_prior"
 

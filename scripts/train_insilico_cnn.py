@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from sharedattr.models.insilico_training import TrainConfig, save, train
+from trainers.insilico_cnn import TrainConfig, save, train
 
 ASSETS = Path(__file__).resolve().parents[1] / "sharedattr" / "assets"
 

@@ -3,52 +3,43 @@
 Encoding models (backbone + readout), shared-feature attribution by parallel backprop
 (Lappe et al., NeurIPS 2024) beside Captum baselines, evaluation metrics and stimulus
 synthesis, all chosen by name from a pluggy registry.
+
+The package is laid out in pipeline order: ``plugins`` (hooks, registry, params, contracts)
+→ ``config`` → ``data`` → ``encoding`` → ``selection`` → ``attribution`` → ``metrics`` →
+``synthesis`` → ``report`` → ``experiment`` (the commands), on a small ``runtime``. A module
+imports only from the packages before it. Plugin authors use :mod:`sharedattr.plugin`.
 """
 
 from __future__ import annotations
 
-from .hookspecs import hookimpl
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "hookimpl",
-    "get_registry",
-    "load_registry",
-    "load_experiment",
-    "validate_experiment",
-    "ExperimentSpec",
-    "experiment_json_schema",
-    "load_model",
-    "save_model",
-    "compare",
-]
+from sharedattr import _deprecated  # noqa: E402 - old import paths keep working, with a warning
+from sharedattr.plugins.hookspecs import hookimpl  # noqa: E402
+
+_PUBLIC = {
+    "get_registry": "sharedattr.plugins.loading",
+    "load_registry": "sharedattr.plugins.loading",
+    "load_experiment": "sharedattr.config.files",
+    "validate_experiment": "sharedattr.config.validation",
+    "ExperimentSpec": "sharedattr.config.spec",
+    "experiment_json_schema": "sharedattr.config.schema",
+    "load_model": "sharedattr.encoding.store",
+    "save_model": "sharedattr.encoding.store",
+    "fit_experiment": "sharedattr.experiment.stages",
+    "run_experiment": "sharedattr.experiment.run",
+    "synthesize_experiment": "sharedattr.experiment.synthesize",
+    "compare": "sharedattr.experiment.compare",
+}
+
+__all__ = ["__version__", "hookimpl", *_PUBLIC]
+
+_deprecated.install()
 
 
 def __getattr__(name: str):  # lazy: `import sharedattr` stays light for plugins
-    if name in ("get_registry", "load_registry"):
-        from . import registry
-
-        return getattr(registry, name)
-    if name == "load_experiment":
-        from .config import load_experiment
-
-        return load_experiment
-    if name in ("validate_experiment", "ExperimentSpec"):
-        from . import specs
-
-        return getattr(specs, name)
-    if name in ("load_model", "save_model"):
-        from . import fitting
-
-        return getattr(fitting, name)
-    if name == "compare":
-        from .comparison import compare
-
-        return compare
-    if name == "experiment_json_schema":
-        from .schema import experiment_json_schema
-
-        return experiment_json_schema
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'sharedattr' has no attribute {name!r}")

@@ -10,15 +10,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import UserError
+from sharedattr import __version__
+from sharedattr.runtime.errors import UserError
 
 EXIT_USAGE = 2
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    from .errors import plural
-    from .registry import get_registry
+    from sharedattr.runtime.errors import plural
+    from sharedattr.plugins.loading import get_registry
 
     registry = get_registry()
     if args.json:
@@ -40,11 +40,11 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from .schema import experiment_json_schema
+    from sharedattr.config.schema import experiment_json_schema
 
     text = json.dumps(experiment_json_schema(), indent=args.indent)
     if args.output:
-        from .io import atomic_write_text
+        from sharedattr.runtime.io import atomic_write_text
 
         atomic_write_text(args.output, text + "\n")
         print(f"wrote {args.output}", file=sys.stderr)
@@ -54,7 +54,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .config import load_experiment
+    from sharedattr.config.files import load_experiment
 
     spec = load_experiment(args.config)
     print(f"{args.config}: valid experiment {spec.name!r} (spec digest {spec.digest()})")
@@ -65,9 +65,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _run(spec, out: Path, progress: bool) -> int:
-    from .distributed import ranks_from_environment
-    from .fitting import resolve_device
-    from .pipeline import format_summary, run_experiment
+    from sharedattr.runtime.distributed import ranks_from_environment
+    from sharedattr.runtime.devices import resolve_device
+    from sharedattr.experiment.tables import format_summary
+    from sharedattr.experiment.run import run_experiment
 
     start = time.perf_counter()
     with ranks_from_environment(resolve_device(spec.device)) as ranks:
@@ -86,8 +87,8 @@ def _run(spec, out: Path, progress: bool) -> int:
 def _cmd_fit(args: argparse.Namespace) -> int:
     import torch
 
-    from .config import load_experiment
-    from .fitting import fit_experiment
+    from sharedattr.config.files import load_experiment
+    from sharedattr.experiment.stages import fit_experiment
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -109,16 +110,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_experiment
+    from sharedattr.config.files import load_experiment
 
     return _run(load_experiment(args.config), Path(args.out), not args.no_progress)
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> int:
-    from .config import load_experiment
-    from .distributed import ranks_from_environment
-    from .fitting import resolve_device
-    from .synthesis.runner import format_synthesis_summary, synthesize_experiment
+    from sharedattr.config.files import load_experiment
+    from sharedattr.runtime.distributed import ranks_from_environment
+    from sharedattr.runtime.devices import resolve_device
+    from sharedattr.experiment.synthesize import format_synthesis_summary, synthesize_experiment
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -135,9 +136,9 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .config import load_experiment
-    from .demo import make_demo_data
-    from .distributed import environment_world
+    from sharedattr.config.files import load_experiment
+    from sharedattr.experiment.demo import make_demo_data
+    from sharedattr.runtime.distributed import environment_world
 
     if environment_world()[1] > 1:
         raise UserError("the demo runs in one process; under torchrun, run a config: "
@@ -155,7 +156,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from sharedattr.report import write_report
 
     print(write_report(args.run_dir))
     return 0

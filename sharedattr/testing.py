@@ -22,11 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .components import AttributionBatch, reduce_channels
-from .methods.matchers import match_references
-from .models.encoding import EncodingModel
-from .models.readouts import RidgeReadout
-from .registry import Registry, get_registry
+from sharedattr.plugins.contracts import AttributionBatch
+from sharedattr.attribution.engine import reduce_channels
+from sharedattr.plugins.contracts import match_references
+from sharedattr.encoding.model import EncodingModel
+from sharedattr.encoding.readouts.ridge import RidgeReadout
+from sharedattr.plugins.registry import Registry
+from sharedattr.plugins.loading import get_registry
 
 
 class TinyBackbone(nn.Module):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sharedattr.registry import Registry, load_registry, reset_registry
+from sharedattr.plugins.registry import Registry
+from sharedattr.plugins.loading import load_registry, reset_registry
 
 TINY_BACKBONE = {"name": "torchvision", "model": "resnet18", "layer": "layer1", "input_size": 32}
 
@@ -61,7 +62,7 @@ def install_plugin(tmp_path, monkeypatch) -> Callable[..., str]:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A small in-silico stimulus set (12 per category, 32 px) with responses and a demo config."""
-    from sharedattr.demo import make_demo_data
+    from sharedattr.experiment.demo import make_demo_data
 
     folder = tmp_path_factory.mktemp("tiny")
     make_demo_data(folder, n_per_category=12, size=32, seed=1)

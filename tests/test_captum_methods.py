@@ -25,12 +25,12 @@ from captum.attr import (
 )
 from torch import Tensor, nn
 
-from sharedattr.errors import SpecError, UserError
-from sharedattr.methods.captum_methods import UpsampledGradCam
-from sharedattr.methods.hook_safety import CallSiteRouter, calls_per_module, hook_safe_copy, private_copy
-from sharedattr.models.encoding import EncodingModel
-from sharedattr.models.readouts import RidgeReadout
-from sharedattr.registry import load_registry
+from sharedattr.runtime.errors import SpecError, UserError
+from sharedattr.attribution.captum_methods import UpsampledGradCam
+from sharedattr.attribution.hook_safety import CallSiteRouter, calls_per_module, hook_safe_copy, private_copy
+from sharedattr.encoding.model import EncodingModel
+from sharedattr.encoding.readouts.ridge import RidgeReadout
+from sharedattr.plugins.loading import load_registry
 from sharedattr.testing import _check_method, tiny_model
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Setting (forward, )?backward hooks:UserWarning"),

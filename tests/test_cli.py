@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from sharedattr.cli import main
-from sharedattr.errors import plural
-from sharedattr.hookspecs import KINDS
+from sharedattr.runtime.errors import plural
+from sharedattr.plugins.hookspecs import KINDS
 
 COMMANDS = ["plugins", "schema", "validate", "fit", "run", "synthesize", "demo"]
 
@@ -41,7 +41,7 @@ def test_plugins_lists_every_kind_with_sources(capsys):
     for kind in KINDS:
         assert f"\n{plural(kind)}:" in f"\n{out}"
     assert "energies:" in out and "energys" not in out
-    assert "[sharedattr-timm]" in out and "[sharedattr.models.readouts]" in out
+    assert "[sharedattr-timm]" in out and "[sharedattr.encoding.readouts.ridge]" in out
 
 
 def test_plugins_json(capsys):
@@ -97,8 +97,8 @@ def test_error_wrong_type_and_unknown_param(capsys, tmp_path, tiny_config):
     tiny_config["methods"][1]["n_steps"] = "ten"
     tiny_config["metrics"][1]["stepz"] = 3
     err = _expect_user_error(capsys, ["validate", str(_write(tmp_path, tiny_config))], "2 problems",
-                             "methods[1].n_steps: Input should be a valid integer")
-    assert "metrics[1].stepz: unknown parameter" in err
+                             "methods[1] (integrated_gradients).n_steps: Input should be a valid integer")
+    assert "metrics[1] (deletion).stepz: unknown parameter" in err
 
 
 def test_error_malformed_config(capsys, tmp_path):

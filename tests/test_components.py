@@ -11,11 +11,13 @@ import torch
 from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
-from sharedattr.components import AttributionBatch, pearson_columns
-from sharedattr.errors import UserError
-from sharedattr.metrics.builtin import DeletionMetric, InsertionMetric, gini
-from sharedattr.models.encoding import EncodingModel
-from sharedattr.models.readouts import RidgeReadout
+from sharedattr.plugins.contracts import AttributionBatch
+from sharedattr.encoding.scores import pearson_columns
+from sharedattr.runtime.errors import UserError
+from sharedattr.metrics.faithfulness import DeletionMetric, InsertionMetric
+from sharedattr.metrics.complexity import gini
+from sharedattr.encoding.model import EncodingModel
+from sharedattr.encoding.readouts.ridge import RidgeReadout
 
 
 # -- ridge -----------------------------------------------------------------------------
@@ -237,7 +239,7 @@ def test_gradient_ascent_clips_to_pixel_range(registry):
 
 # -- matching contract -----------------------------------------------------------------
 def test_a_matcher_needs_only_similarity():
-    from sharedattr.methods.matchers import match_references
+    from sharedattr.plugins.contracts import match_references
 
     class Dot:  # no base class, no match()
         def similarity(self, a, b):

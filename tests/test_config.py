@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from sharedattr.config import load_experiment, read_config
-from sharedattr.errors import ConfigError, MissingFileError, SpecError
+from sharedattr.config.files import load_experiment, read_config
+from sharedattr.runtime.errors import ConfigError, MissingFileError, SpecError
 from toml_writer import toml_text
 
 

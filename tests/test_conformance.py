@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sharedattr.hookspecs import KINDS
-from sharedattr.registry import load_registry
+from sharedattr.plugins.hookspecs import KINDS
+from sharedattr.plugins.loading import load_registry
 from sharedattr.testing import check_component
 
 # Params for components whose params have no defaults, or whose defaults are slow in a test.

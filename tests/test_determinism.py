@@ -18,8 +18,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from sharedattr.pipeline import run_experiment
-from sharedattr.specs import validate_experiment
+from sharedattr.experiment.run import run_experiment
+from sharedattr.config.validation import validate_experiment
 
 TIME_COLUMNS = {"seconds", "ms_per_pair", "wall_s", "wall_time", "time_s"}
 IDENTICAL_FILES = ["spec.json", "pairs.csv", "results.csv", "summary.csv", "scores.csv", "model/model.json",

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from sharedattr.errors import UserError
+from sharedattr.runtime.errors import UserError
 from sharedattr.synthesis.prior import (
     DiffusionPrior,
     PriorError,
@@ -182,7 +182,7 @@ def test_bad_sources_raise_clear_errors(tmp_path):
 
 # -- training --------------------------------------------------------------------------------------
 def test_tiny_training_run_saves_and_round_trips(tmp_path):
-    from sharedattr.synthesis.prior_training import PriorTrainConfig, save_prior, train_prior
+    from trainers.diffusion_prior import PriorTrainConfig, save_prior, train_prior
 
     config = PriorTrainConfig(
         size=16, render_size=32, n_per_category=16, steps=8, batch_size=8, lr=2e-3, warmup_steps=2, log_every=4,

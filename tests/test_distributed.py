@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from sharedattr.cli import main
-from sharedattr.distributed import Ranks, environment_world, rank_device
-from sharedattr.errors import UserError
-from sharedattr.pipeline import run_experiment
-from sharedattr.specs import validate_experiment
+from sharedattr.runtime.distributed import Ranks, environment_world, rank_device
+from sharedattr.runtime.errors import UserError
+from sharedattr.experiment.run import run_experiment
+from sharedattr.config.validation import validate_experiment
 
 TIMING_COLUMNS = {"wall_s"}  # wall time differs between runs; everything else must match
 

@@ -14,12 +14,13 @@ import pytest
 import torch
 import yaml
 
-from sharedattr.components import AttributionBatch
-from sharedattr.config import read_config, tomllib
-from sharedattr.hookspecs import KINDS
-from sharedattr.registry import load_registry
-from sharedattr.schema import experiment_json_schema
-from sharedattr.specs import ExperimentSpec, Strict, validate_experiment
+from sharedattr.plugins.contracts import AttributionBatch
+from sharedattr.config.files import read_config, tomllib
+from sharedattr.plugins.hookspecs import KINDS
+from sharedattr.plugins.loading import load_registry
+from sharedattr.config.schema import experiment_json_schema
+from sharedattr.config.spec import ExperimentSpec, Strict
+from sharedattr.config.validation import validate_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -145,7 +146,7 @@ def test_readme_and_example_configs_validate(schema_validator, source, tmp_path)
 
 
 def test_every_built_in_component_is_documented():
-    from sharedattr.registry import DEFAULT_PLUGINS
+    from sharedattr.plugins.loading import DEFAULT_PLUGINS
 
     text = (DOCS / "config.md").read_text()
     section = text[text.index("## Built-in components"):]

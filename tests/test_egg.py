@@ -7,8 +7,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from torch import nn
 
-from sharedattr.errors import SpecError
-from sharedattr.registry import load_registry
+from sharedattr.runtime.errors import SpecError
+from sharedattr.plugins.loading import load_registry
 from sharedattr.synthesis import egg as egg_module
 from sharedattr.synthesis.egg import EGG, guidance_step, make_scheduler
 from sharedattr.synthesis.preprocess import fit_to_model
@@ -56,7 +56,7 @@ def own_alphas_cumprod() -> torch.Tensor:
 
 def pixel_energy(images: torch.Tensor):
     """A non-linear energy of images in [0, 1] whose gradient differs between samples."""
-    from sharedattr.components import EnergyValue
+    from sharedattr.plugins.contracts import EnergyValue
 
     target = torch.linspace(0, 1, images[0].numel()).view_as(images[0])
     energy = ((images - target) ** 2).flatten(1).mean(1) + images.flatten(1)[:, :5].sum(1) ** 2

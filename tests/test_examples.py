@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sharedattr.demo import make_demo_data
+from sharedattr.experiment.demo import make_demo_data
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from sharedattr.data import StimulusSet
-from sharedattr.features import extract_features
+from sharedattr.data.features import extract_features
 from sharedattr.testing import TinyBackbone
 
 SPEC = {"name": "tiny-test-backbone", "seed": 0}

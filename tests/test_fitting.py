@@ -10,10 +10,11 @@ import torch
 import yaml
 
 from sharedattr.cli import main
-from sharedattr.errors import UserError
-from sharedattr.fitting import fit_experiment, load_model
-from sharedattr.models.backbones import TorchvisionBackbone
-from sharedattr.specs import validate_experiment
+from sharedattr.runtime.errors import UserError
+from sharedattr.experiment.stages import fit_experiment
+from sharedattr.encoding.store import load_model
+from sharedattr.encoding.backbones.torchvision_models import TorchvisionBackbone
+from sharedattr.config.validation import validate_experiment
 
 
 @pytest.fixture
@@ -256,7 +257,7 @@ def test_npy_responses_fit_like_csv(tiny_data, tiny_config, tmp_path):
 def test_npy_responses_need_their_ids(tiny_config, tmp_path):
     import numpy as np
 
-    from sharedattr.errors import SpecError
+    from sharedattr.runtime.errors import SpecError
 
     np.save(tmp_path / "r.npy", np.zeros((3, 2)))
     tiny_config["data"]["responses"] = str(tmp_path / "r.npy")

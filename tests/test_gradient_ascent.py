@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sharedattr.errors import SpecError
+from sharedattr.runtime.errors import SpecError
 from sharedattr.synthesis.energies import build_energy
 from sharedattr.synthesis.preconditioning import fourier_precondition, fourier_scale, gaussian_blur
 from sharedattr.synthesis.regularizers import lp_norm, total_variation

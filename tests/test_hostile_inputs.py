@@ -1,7 +1,7 @@
 """Hostile input: random and malformed configs, odd and corrupt images, extreme responses, unknown ids.
 
 Every input either works (possibly after a documented conversion) or raises a
-:class:`~sharedattr.errors.UserError` naming the file and the field: never another
+:class:`~sharedattr.runtime.errors.UserError` naming the file and the field: never another
 exception type, never a traceback from the CLI, never a NaN in what is written.
 """
 
@@ -28,13 +28,15 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from sharedattr.cli import main
-from sharedattr.config import load_experiment
+from sharedattr.config.files import load_experiment
 from sharedattr.data import StimulusSet, load_responses
 from sharedattr.data.responses import MAX_ABS_RESPONSE
 from sharedattr.data.stimuli import DataError
-from sharedattr.errors import ConfigError, SpecError, UserError
-from sharedattr.fitting import fit_experiment, held_out_r
-from sharedattr.specs import ExperimentSpec, validate_experiment
+from sharedattr.runtime.errors import ConfigError, SpecError, UserError
+from sharedattr.experiment.stages import fit_experiment
+from sharedattr.encoding.scores import held_out_r
+from sharedattr.config.spec import ExperimentSpec
+from sharedattr.config.validation import validate_experiment
 from toml_writer import toml_text
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
@@ -231,7 +233,7 @@ def test_shared_yaml_aliases_are_fine(tiny_config, tmp_path):
         load_experiment(path)
     assert [i.loc for i in info.value.issues] == ["x_shared"]
     (tmp_path / "plain.yaml").write_text("a: &s [1, [2]]\nb: [*s]\nc: [*s, {k: *s}]\n")
-    from sharedattr.config import read_config
+    from sharedattr.config.files import read_config
 
     assert read_config(tmp_path / "plain.yaml") == {"a": [1, [2]], "b": [[1, [2]]], "c": [[1, [2]], {"k": [1, [2]]}]}
 
@@ -640,12 +642,12 @@ def test_fit_refuses_unusable_responses_before_compute(one_thread, tiny_data, ti
 
 # -- (d) ids that do not match ------------------------------------------------------------------------------
 def test_unknown_selected_neurons_fail_before_feature_extraction(tiny_config, tmp_path, capsys, monkeypatch):
-    import sharedattr.features
+    import sharedattr.experiment.stages as stages
 
     def no_compute(*args, **kwargs):
         raise AssertionError("features extracted before the neuron ids were checked")
 
-    monkeypatch.setattr(sharedattr.features, "extract_features", no_compute)
+    monkeypatch.setattr(stages, "extract_features", no_compute)
     tiny_config["selection"] = {"neurons": ["limbz", "head", "zzz"]}
     path = write_config(tmp_path / "exp.json", tiny_config)
     code = main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
@@ -657,9 +659,9 @@ def test_unknown_selected_neurons_fail_before_feature_extraction(tiny_config, tm
 
 
 def test_unknown_preferred_category_fails_before_feature_extraction(tiny_config, tmp_path, capsys, monkeypatch):
-    import sharedattr.features
+    import sharedattr.experiment.stages as stages
 
-    monkeypatch.setattr(sharedattr.features, "extract_features", lambda *a, **k: pytest.fail("features extracted"))
+    monkeypatch.setattr(stages, "extract_features", lambda *a, **k: pytest.fail("features extracted"))
     tiny_config["data"]["preferred_category"] = "body"
     code = main(["fit", str(write_config(tmp_path / "exp.json", tiny_config)), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
@@ -699,7 +701,7 @@ def test_component_params_refuse_infinite_and_nan_numbers(tiny_config, tmp_path,
 
 @pytest.mark.parametrize("scale", [1e-9, 1e-6, 1.0, 1e6, 1e12])
 def test_held_out_pearson_is_the_same_in_any_units(scale):
-    from sharedattr.components import pearson_columns
+    from sharedattr.encoding.scores import pearson_columns
 
     g = torch.Generator().manual_seed(0)
     truth = torch.randn(50, 3, generator=g)
@@ -719,4 +721,4 @@ def test_component_seeds_are_bounded_like_the_spec_seeds(tiny_config, tmp_path, 
         tiny_config["metrics"] = [{"name": "randomisation", "seed": -1}]
     with pytest.raises(SpecError) as info:
         load_experiment(write_config(tmp_path / "exp.json", tiny_config))
-    assert [i.loc for i in info.value.issues] == [f"{where}.seed" if where == "readout" else "metrics[0].seed"]
+    assert [i.loc for i in info.value.issues] == [f"{where}.seed" if where == "readout" else "metrics[0] (randomisation).seed"]

@@ -10,11 +10,11 @@ import torch
 
 from sharedattr.data import DataError, StimulusSet
 from sharedattr.data.ground_truth import load_neuron_parts, pair_parts, shared_parts
-from sharedattr.explain import PairImages
-from sharedattr.insilico import (DEFAULT_NEURONS, PARTS, GroundTruthNeuron, neuron_population, render_scene,
+from sharedattr.data.pairs import PairImages
+from sharedattr.data.insilico import (DEFAULT_NEURONS, PARTS, GroundTruthNeuron, neuron_population, render_scene,
                                  render_set, simulate_responses, write_insilico)
-from sharedattr.insilico.neurons import TYPICAL_AREA
-from sharedattr.matching import Pair
+from sharedattr.data.insilico.neurons import TYPICAL_AREA
+from sharedattr.selection.matching import Pair
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -172,8 +172,8 @@ def test_missing_part_mask_file_is_reported(tmp_path, written):
 
 
 def test_run_scores_localisation_on_shared_parts(tmp_path, written):
-    from sharedattr.config import load_experiment
-    from sharedattr.pipeline import run_experiment
+    from sharedattr.config.files import load_experiment
+    from sharedattr.experiment.run import run_experiment
 
     folder, files, _ = written
     config = tmp_path / "exp.toml"
@@ -212,7 +212,7 @@ figures = false
     again = run_experiment(load_experiment(config), tmp_path / "run", progress=False)
     assert again.reused["work_items_reused"] == 1 and again.reused["work_items_computed"] == 2
     config.write_text(config.read_text().replace('neurons = ["limbs", "head"]', 'neurons = ["limbs", "bogus"]'))
-    from sharedattr.errors import UserError
+    from sharedattr.runtime.errors import UserError
 
     with pytest.raises(UserError, match="bogus"):
         run_experiment(load_experiment(config), tmp_path / "run2", progress=False)
@@ -222,7 +222,7 @@ figures = false
 def test_atomic_writes_get_normal_file_permissions(tmp_path):
     import os
 
-    from sharedattr.io import atomic_write_text
+    from sharedattr.runtime.io import atomic_write_text
 
     umask = os.umask(0o022)
     try:

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sharedattr.errors import SpecError, UserError
-from sharedattr.insilico.render import PARTS, render_set
-from sharedattr.models.backbones import load_state_dict_file
-from sharedattr.models.encoding import EncodingModel
-from sharedattr.models.insilico_cnn import (
+from sharedattr.runtime.errors import SpecError, UserError
+from sharedattr.data.insilico.render import PARTS, render_set
+from sharedattr.encoding.backbones.frozen import load_state_dict_file
+from sharedattr.encoding.model import EncodingModel
+from sharedattr.encoding.backbones.insilico_cnn import (
     LAYERS,
     METADATA_KEY,
     InsilicoCNN,
@@ -23,7 +23,7 @@ from sharedattr.models.insilico_cnn import (
     shipped_record,
     shipped_weights_path,
 )
-from sharedattr.models.insilico_training import (
+from trainers.insilico_cnn import (
     SetSpec,
     TrainConfig,
     evaluate,
@@ -34,8 +34,8 @@ from sharedattr.models.insilico_training import (
     to_tensor,
     train,
 )
-from sharedattr.models.readouts import RidgeReadout
-from sharedattr.registry import get_registry
+from sharedattr.encoding.readouts.ridge import RidgeReadout
+from sharedattr.plugins.loading import get_registry
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Setting (forward, )?backward hooks:UserWarning"),
               pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients:UserWarning")]

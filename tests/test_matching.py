@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from sharedattr.errors import UserError
-from sharedattr.matching import match_drivers, match_pairs, preferred_categories, select_neurons, top_drivers
-from sharedattr.methods.matchers import CosineMatcher, DotMatcher, EuclideanMatcher, PearsonMatcher
+from sharedattr.runtime.errors import UserError
+from sharedattr.selection.matching import match_drivers, match_pairs
+from sharedattr.selection.neurons import preferred_categories, select_neurons, top_drivers
+from sharedattr.selection.matchers import CosineMatcher, DotMatcher, EuclideanMatcher, PearsonMatcher
 
 
 class SharedLatentReadout(nn.Module):

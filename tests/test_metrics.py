@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from sharedattr.components import AttributionBatch
+from sharedattr.plugins.contracts import AttributionBatch
 from sharedattr.metrics.faithfulness import FaithfulnessCorrelationMetric
 from sharedattr.metrics.localisation import PointingGameMetric, RelevanceMassMetric, RelevanceRankMetric
 from sharedattr.metrics.randomisation import RandomisationMetric, randomised_model, reset_modules, spearman_rows
@@ -245,8 +245,8 @@ def test_faithfulness_reuses_response_drops_across_maps_of_the_same_images():
 
 def test_randomising_the_readout_leaves_a_torchvision_backbone_exactly_as_it_was(registry):
     from sharedattr.metrics.randomisation import randomised_model
-    from sharedattr.models.encoding import EncodingModel
-    from sharedattr.models.readouts import RidgeReadout
+    from sharedattr.encoding.model import EncodingModel
+    from sharedattr.encoding.readouts.ridge import RidgeReadout
 
     backbone = registry.build("backbone", "torchvision", model="resnet18", layer="layer1", input_size=32)
     x = torch.rand(6, 3, 32, 32)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharedattr.errors import SpecError
-from sharedattr.methods.parallel_backprop import (
+from sharedattr.runtime.errors import SpecError
+from sharedattr.attribution.parallel_backprop import (
     ParallelBackprop,
     clip_percentile,
     gaussian_smooth,
     shared_weights,
 )
-from sharedattr.models.attention import AttentionReadout
-from sharedattr.models.factorized import FactorizedReadout
-from sharedattr.models.gaussian import Gaussian2dReadout
+from sharedattr.encoding.readouts.attention import AttentionReadout
+from sharedattr.encoding.readouts.factorized import FactorizedReadout
+from sharedattr.encoding.readouts.gaussian import Gaussian2dReadout
 from sharedattr.testing import tiny_model
 
 QUICK = {"max_epochs": 3, "patience": 2}

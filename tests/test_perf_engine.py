@@ -6,11 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from sharedattr.matching import match_drivers, shared_latents
-from sharedattr.methods.matchers import CosineMatcher, DotMatcher, EuclideanMatcher, Matcher, PearsonMatcher
-from sharedattr.methods.parallel_backprop import ParallelBackprop, neuron_latents
-from sharedattr.models.encoding import EncodingModel
-from sharedattr.models.readouts import RidgeReadout
+from sharedattr.selection.matching import match_drivers, shared_latents
+from sharedattr.selection.matchers import CosineMatcher, DotMatcher, EuclideanMatcher, PearsonMatcher
+from sharedattr.plugins.contracts import Matcher
+from sharedattr.attribution.parallel_backprop import ParallelBackprop, neuron_latents
+from sharedattr.encoding.model import EncodingModel
+from sharedattr.encoding.readouts.ridge import RidgeReadout
 from sharedattr.testing import TinyBackbone, tiny_model
 
 

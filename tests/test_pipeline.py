@@ -12,12 +12,13 @@ from safetensors.torch import load_file
 
 import sharedattr
 from sharedattr.cli import main
-from sharedattr.errors import SpecError, UserError
-from sharedattr.methods.parallel_backprop import ParallelBackprop
-from sharedattr.metrics.builtin import GiniMetric
-from sharedattr.models.factorized import FactorizedReadout
-from sharedattr.pipeline import RESULT_COLUMNS, run_experiment
-from sharedattr.specs import validate_experiment
+from sharedattr.runtime.errors import SpecError, UserError
+from sharedattr.attribution.parallel_backprop import ParallelBackprop
+from sharedattr.metrics.complexity import GiniMetric
+from sharedattr.encoding.readouts.factorized import FactorizedReadout
+from sharedattr.experiment.tables import RESULT_COLUMNS
+from sharedattr.experiment.run import run_experiment
+from sharedattr.config.validation import validate_experiment
 
 
 def read_csv(path):
@@ -111,7 +112,7 @@ def test_compare_returns_the_tidy_table_for_a_fitted_model(tiny_config, tiny_dat
     assert len(table) == 2 * 2 * 2 * 2 * 3  # neurons × drivers × methods × images × metrics
     assert set(table["neuron"]) == {"limbs", "body"}
     assert (table["driver_category"] == "objects").all() and table["reference"].str.startswith("bodies_").all()
-    with pytest.raises(SpecError, match=r"methods\[1\].n_steps"):
+    with pytest.raises(SpecError, match=r"methods\[1\] \(integrated_gradients\).n_steps"):
         sharedattr.compare(model, tiny_data / "stimuli" / "manifest.csv",
                            methods=["saliency", {"name": "integrated_gradients", "n_steps": 0}])
     with pytest.raises(UserError, match="unknown neuron"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sharedattr.components import AttributionBatch
+from sharedattr.plugins.contracts import AttributionBatch
 from test_metrics import LinearNeurons, linear_batch
 
 QUANTUS_METRICS = ["quantus_pointing_game", "quantus_relevance_mass", "quantus_relevance_rank",

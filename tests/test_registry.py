@@ -6,9 +6,10 @@ import pytest
 from pydantic import BaseModel, create_model
 
 from sharedattr import hookimpl
-from sharedattr.errors import DuplicateComponentError, PluginDefinitionError, SpecError, UnknownComponentError
-from sharedattr.hookspecs import KINDS
-from sharedattr.registry import DEFAULT_PLUGINS, PluginLoadWarning, Registry, load_registry
+from sharedattr.runtime.errors import DuplicateComponentError, PluginDefinitionError, SpecError, UnknownComponentError
+from sharedattr.plugins.hookspecs import KINDS
+from sharedattr.plugins.loading import DEFAULT_PLUGINS, PluginLoadWarning, load_registry
+from sharedattr.plugins.registry import Registry
 
 PLUGIN_SOURCE = """
 from sharedattr import hookimpl
@@ -38,7 +39,7 @@ def test_builtins_cover_every_kind(registry):
         assert registry.names(kind), f"no built-in {kind}"
     for module in DEFAULT_PLUGINS:
         assert module in registry.plugins
-    assert registry.get("readout", "ridge").source == "sharedattr.models.readouts"
+    assert registry.get("readout", "ridge").source == "sharedattr.encoding.readouts.ridge"
 
 
 def test_entry_point_plugin_is_discovered(install_plugin):
@@ -106,7 +107,7 @@ def test_duplicate_name_names_both_sources(install_plugin):
         load_registry()
     message = str(info.value)
     assert "readout 'ridge'" in message
-    assert "sharedattr.models.readouts" in message and "sharedattr-clash" in message
+    assert "sharedattr.encoding.readouts.ridge" in message and "sharedattr-clash" in message
 
 
 def test_same_name_in_different_kinds_is_fine():
@@ -117,7 +118,7 @@ def test_same_name_in_different_kinds_is_fine():
 
     registry = load_registry(extra_plugins=[("mine", Plugin())])
     assert registry.get("metric", "cosine").source == "mine"
-    assert registry.get("matcher", "cosine").source == "sharedattr.methods.matchers"
+    assert registry.get("matcher", "cosine").source == "sharedattr.selection.matchers"
 
 
 def test_load_plugins_env_filters_entry_points(install_plugin, monkeypatch):

@@ -15,11 +15,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sharedattr.cli import main
-from sharedattr.pipeline import SUMMARY_COLUMNS, run_experiment
+from sharedattr.experiment.tables import SUMMARY_COLUMNS
+from sharedattr.experiment.run import run_experiment
 from sharedattr.report import SECTIONS, build_report, write_report
 from sharedattr.report.reading import Score, contests, metric_family, read_summary, versus_baseline
 from sharedattr.report.selectivity import dprime, selectivity
-from sharedattr.specs import validate_experiment
+from sharedattr.config.validation import validate_experiment
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,7 +14,7 @@ import torch
 
 from sharedattr.data.responses import Responses, load_responses
 from sharedattr.data.stimuli import DataError, StimulusSet
-from sharedattr.errors import MissingFileError, UserError
+from sharedattr.runtime.errors import MissingFileError, UserError
 
 IDS = ["s0", "s1", "s2", "s3", "s4"]
 NEURONS = ["n_a", "n_b", "n_c"]

@@ -12,9 +12,9 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from sharedattr.io import atomic_write_bytes, remove_stale_temporaries
-from sharedattr.pipeline import run_experiment
-from sharedattr.specs import validate_experiment
+from sharedattr.runtime.io import atomic_write_bytes, remove_stale_temporaries
+from sharedattr.experiment.run import run_experiment
+from sharedattr.config.validation import validate_experiment
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharedattr.models.readouts import RidgeReadout, ridge_cv
+from sharedattr.encoding.readouts.ridge import RidgeReadout, ridge_cv
 
 
 def naive_ridge(x, y, alpha):
@@ -112,7 +112,7 @@ def test_loo_ridge_equals_scikit_learn_ridgecv(n, d, fit_intercept):
 @pytest.mark.parametrize("fit_intercept", [True, False], ids=["intercept", "no intercept"])
 def test_loo_errors_equal_refitting_without_each_image(n, d, fit_intercept):
     """The efficient LOO errors against n explicit refits, one per left-out image (independent of sklearn)."""
-    from sharedattr.models.readouts import _loo_sse, _Spectrum
+    from sharedattr.encoding.readouts.ridge import _loo_sse, _Spectrum
 
     x, y = planted_loo_data(n, d, seed=5)
     alphas = torch.tensor([0.1, 3.0, 100.0], dtype=torch.float64)
@@ -140,7 +140,7 @@ def test_loo_errors_equal_refitting_without_each_image(n, d, fit_intercept):
 
 
 def test_loo_is_an_option_of_the_readout_and_kfold_stays_the_default(registry):
-    from sharedattr.errors import SpecError
+    from sharedattr.runtime.errors import SpecError
 
     g = torch.Generator().manual_seed(6)
     latents = torch.randn(50, 4, 3, 3, generator=g)

@@ -8,10 +8,10 @@ import jsonschema
 import pytest
 
 from sharedattr import hookimpl
-from sharedattr.hookspecs import KINDS
-from sharedattr.params import Params
-from sharedattr.registry import load_registry
-from sharedattr.schema import experiment_json_schema
+from sharedattr.plugins.hookspecs import KINDS
+from sharedattr.plugins.params import Params
+from sharedattr.plugins.loading import load_registry
+from sharedattr.config.schema import experiment_json_schema
 
 
 def by_title(schema: dict) -> dict:

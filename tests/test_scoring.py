@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from sharedattr.components import pearson_columns
-from sharedattr.scoring import (
+from sharedattr.encoding.scores import pearson_columns
+from sharedattr.encoding.scores import (
     MIN_REPEATED_STIMULI,
     fraction_explainable_variance_explained,
     noise_ceiling,

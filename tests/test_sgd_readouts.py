@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from sharedattr.components import pearson_columns
-from sharedattr.errors import SpecError, UserError
-from sharedattr.models.attention import AttentionReadout, positional_encoding
-from sharedattr.models.factorized import FactorizedReadout
-from sharedattr.models.gaussian import Gaussian2dReadout
-from sharedattr.models.training import masked_mse
+from sharedattr.encoding.scores import pearson_columns
+from sharedattr.runtime.errors import SpecError, UserError
+from sharedattr.encoding.readouts.attention import AttentionReadout, positional_encoding
+from sharedattr.encoding.readouts.factorized import FactorizedReadout
+from sharedattr.encoding.readouts.gaussian import Gaussian2dReadout
+from sharedattr.encoding.readouts.training import masked_mse
 
 S, C, H, W, N = 500, 8, 6, 6, 4  # planted populations: fit on the first 300 images, score on the other 200
 FIT = 300

@@ -6,8 +6,10 @@ import copy
 
 import pytest
 
-from sharedattr.errors import SpecError
-from sharedattr.specs import ExperimentSpec, MethodSpec, validate_experiment
+from sharedattr.runtime.errors import SpecError
+from sharedattr.config.spec import ExperimentSpec
+from sharedattr.plugins.specs import MethodSpec
+from sharedattr.config.validation import validate_experiment
 
 
 def test_valid_spec_fills_component_defaults(tiny_config):
@@ -43,14 +45,14 @@ def _issues(config) -> list[str]:
 def test_unknown_component_names_field_and_suggests(tiny_config):
     tiny_config["methods"][0] = "salency"
     (issue,) = _issues(tiny_config)
-    assert issue.startswith("methods[0].name: unknown method 'salency'; did you mean 'saliency'?")
+    assert issue.startswith("methods[0] (salency).name: unknown method 'salency'; did you mean 'saliency'?")
     assert "integrated_gradients" in issue
 
 
 def test_wrong_param_type_gives_field_path(tiny_config):
     tiny_config["methods"][1]["n_steps"] = "many"
     (issue,) = _issues(tiny_config)
-    assert issue.startswith("methods[1].n_steps: Input should be a valid integer") and "'many'" in issue
+    assert issue.startswith("methods[1] (integrated_gradients).n_steps: Input should be a valid integer") and "'many'" in issue
 
 
 def test_unknown_param_gives_field_path(tiny_config):
@@ -73,7 +75,7 @@ def test_every_problem_is_reported_at_once(tiny_config):
     issues = _issues(tiny_config)
     assert len(issues) == 3
     assert any(i.startswith("matcher.name: unknown matcher 'cosinus'") for i in issues)
-    assert any(i.startswith("metrics[0].steps: Input should be greater than or equal to 2") for i in issues)
+    assert any(i.startswith("metrics[0] (deletion).steps: Input should be greater than or equal to 2") for i in issues)
     assert any("backbone.model" in i and "did you mean 'resnet18'" in i for i in issues)
 
 
@@ -124,7 +126,7 @@ def test_component_errors_are_reported_with_structural_ones(tiny_config):
     issues = _issues(tiny_config)
     assert any(i.startswith("seed: Input should be a valid integer") for i in issues)
     assert any(i.startswith("matcher.name: unknown matcher 'cosinus'") for i in issues)
-    assert any(i.startswith("methods[1].n_steps: Input should be greater than or equal to 1") for i in issues)
+    assert any(i.startswith("methods[1] (integrated_gradients).n_steps: Input should be greater than or equal to 1") for i in issues)
 
 
 def test_schema_key_is_ignored(tiny_config):

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from sharedattr.cli import main
-from sharedattr.errors import SpecError
-from sharedattr.specs import validate_experiment
+from sharedattr.runtime.errors import SpecError
+from sharedattr.config.validation import validate_experiment
 from sharedattr.synthesis.evaluation import Evaluator
-from sharedattr.synthesis.runner import synthesize_experiment
+from sharedattr.experiment.synthesize import synthesize_experiment
 
 
 def read_csv(path):
@@ -89,7 +89,7 @@ def test_a_second_synthesize_reuses_every_item_and_evaluator(synth_config, tmp_p
         raise AssertionError("recomputed a finished synthesis item")
 
     monkeypatch.setattr(gradient_ascent.GradientAscent, "synthesize", fail)
-    monkeypatch.setattr("sharedattr.models.readouts.RidgeReadout.fit", fail)
+    monkeypatch.setattr("sharedattr.encoding.readouts.ridge.RidgeReadout.fit", fail)
     synthesize_experiment(spec, tmp_path, progress=False)
     second = read_csv(tmp_path / "scores.csv")
     old = read_csv_text(first)

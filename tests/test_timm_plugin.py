@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharedattr.errors import SpecError, UserError
+from sharedattr.runtime.errors import SpecError, UserError
 
 
 def test_timm_backbone_contract(registry):

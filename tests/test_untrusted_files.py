@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 import torch
 
-from sharedattr.config import load_experiment
-from sharedattr.errors import ConfigError, SpecError, UserError
+from sharedattr.config.files import load_experiment
+from sharedattr.runtime.errors import ConfigError, SpecError, UserError
 from toml_writer import toml_text
 
 TINY = {"model": "resnet18", "layer": "layer1", "input_size": 32}
@@ -90,9 +90,9 @@ def test_backbone_weights_file_refuses_pickles(registry, tmp_path, marker, case,
 @pytest.fixture
 def saved_model(registry, tmp_path) -> Path:
     """A model folder as ``sharedattr fit`` writes it (random backbone, zero ridge readout)."""
-    from sharedattr.fitting import save_model
-    from sharedattr.models.encoding import EncodingModel
-    from sharedattr.specs import BackboneSpec, ReadoutSpec
+    from sharedattr.encoding.store import save_model
+    from sharedattr.encoding.model import EncodingModel
+    from sharedattr.plugins.specs import BackboneSpec, ReadoutSpec
 
     backbone_spec = BackboneSpec(name="torchvision", **TINY)
     readout_spec = ReadoutSpec(name="ridge")
@@ -103,7 +103,7 @@ def saved_model(registry, tmp_path) -> Path:
 
 
 def test_saved_model_round_trips_then_refuses_a_pickled_readout(saved_model, marker):
-    from sharedattr.fitting import load_model
+    from sharedattr.encoding.store import load_model
 
     assert load_model(saved_model).neuron_ids == ["a", "b"]
     raw_pickle(saved_model / "readout.safetensors", marker)
@@ -118,7 +118,7 @@ def test_saved_model_round_trips_then_refuses_a_pickled_readout(saved_model, mar
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_saved_model_description_cannot_point_at_a_pickle(saved_model, tmp_path, marker):
-    from sharedattr.fitting import load_model
+    from sharedattr.encoding.store import load_model
 
     meta = json.loads((saved_model / "model.json").read_text())
     meta["backbone"]["weights_file"] = str(raw_pickle(tmp_path / "evil.pt", marker))
@@ -133,7 +133,7 @@ def test_saved_model_description_cannot_point_at_a_pickle(saved_model, tmp_path,
 
 
 def test_a_damaged_saved_readout_is_fitted_again_not_trusted(saved_model, marker):
-    from sharedattr.fitting import saved_digest
+    from sharedattr.encoding.store import saved_digest
 
     meta = json.loads((saved_model / "model.json").read_text())
     (saved_model / "model.json").write_text(json.dumps({**meta, "fit_digest": "abc"}))
@@ -146,12 +146,14 @@ def test_a_damaged_saved_readout_is_fitted_again_not_trusted(saved_model, marker
 def test_feature_cache_never_unpickles(tiny_config, tmp_path, marker):
     """A pickle (or an object array) planted under the feature cache's file name is not unpickled."""
     from sharedattr.data import StimulusSet
-    from sharedattr.features import extract_features, feature_key
-    from sharedattr.specs import validate_experiment
+    from sharedattr.data.features import extract_features, feature_key
+    from sharedattr.config.validation import validate_experiment
+
+    from sharedattr.plugins.loading import get_registry
 
     spec = validate_experiment(tiny_config)
     stimuli = StimulusSet.load(spec.data.stimuli)
-    backbone = spec.backbone.build()
+    backbone = spec.backbone.build(get_registry())
     backbone_spec = spec.backbone.model_dump(mode="json")
     key = feature_key(backbone_spec, stimuli.content_digest(), tuple(backbone.input_size), backbone.in_channels)
     cache = tmp_path / "cache"
@@ -201,7 +203,7 @@ def test_diffusion_prior_reads_only_safetensors(tmp_path, marker):
 
 
 def test_work_store_recomputes_over_a_planted_pickle(tmp_path, marker):
-    from sharedattr.work_store import WorkStore
+    from sharedattr.runtime.work_store import WorkStore
 
     store = WorkStore(tmp_path / "work")
     (tmp_path / "work").mkdir()
@@ -249,7 +251,7 @@ def test_component_names_are_never_imported(tiny_config, tmp_path, marker, no_ne
     message = str(info.value)
     assert message.startswith(f"invalid spec in {path}")
     for field, kind in COMPONENT_FIELDS.items():
-        loc = f"{field}[0].name" if field in ("methods", "metrics", "synthesis") else f"{field}.name"
+        loc = f"{field}[0] ({name}).name" if field in ("methods", "metrics", "synthesis") else f"{field}.name"
         assert f"{loc}: unknown {kind} {name!r}" in message
 
 
@@ -291,17 +293,19 @@ def test_import_paths_in_strings_stay_strings(tiny_config, tmp_path, no_new_impo
     with pytest.raises(SpecError) as info:
         load_experiment(path)
     locs = {i.loc for i in info.value.issues}
-    assert locs == {"device", "methods[1].n_steps"}, info.value
+    assert locs == {"device", "methods[1] (integrated_gradients).n_steps"}, info.value
 
 
 def test_config_loading_uses_safe_parsers_only():
     """The config reader's source: yaml.safe_load, no yaml.load/unsafe loaders, no eval/exec/import_module."""
     import inspect
 
-    import sharedattr.config as config
-    import sharedattr.specs as specs
+    import sharedattr.config.files as files
+    import sharedattr.config.spec as spec
+    import sharedattr.config.validation as validation
+    import sharedattr.plugins.specs as component_specs
 
-    source = inspect.getsource(config) + inspect.getsource(specs)
+    source = "".join(inspect.getsource(m) for m in (files, spec, validation, component_specs))
     assert "yaml.safe_load(" in source
     for unsafe in ("yaml.load(", "yaml.unsafe_load", "UnsafeLoader", "FullLoader", "eval(", "exec(",
                    "import_module", "__import__", "pickle"):

@@ -1,6 +1,6 @@
 """Data in: stimulus sets and recorded responses."""
 
-from .responses import Responses, load_responses
-from .stimuli import DataError, StimulusSet
+from sharedattr.data.responses import Responses, load_responses
+from sharedattr.data.stimuli import DataError, StimulusSet
 
 __all__ = ["DataError", "Responses", "StimulusSet", "load_responses"]

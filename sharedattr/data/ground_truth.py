@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import MissingFileError
-from .stimuli import DataError, StimulusSet
+from sharedattr.runtime.errors import MissingFileError
+from sharedattr.data.stimuli import DataError, StimulusSet
 
 if TYPE_CHECKING:
-    from ..matching import Pair
+    from sharedattr.selection.matching import Pair
 
 
 def load_neuron_parts(path: str | Path, part_names: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:

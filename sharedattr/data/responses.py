@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import MissingFileError, UserError
-from .stimuli import DataError, StimulusSet
+from sharedattr.runtime.errors import MissingFileError, UserError
+from sharedattr.data.stimuli import DataError, StimulusSet
 
 if TYPE_CHECKING:
     import xarray
@@ -386,3 +386,10 @@ def _checked(path: Path, ids: Sequence[str], neurons: Sequence[str], trials: np.
         raise DataError(path, problems)
     trials = np.ascontiguousarray(trials, dtype=np.float32)
     return Responses(torch.from_numpy(trials), tuple(ids), tuple(neurons), str(path))
+
+
+def require_measured_neurons(responses: Tensor, who: str) -> None:
+    """Raise :class:`~sharedattr.errors.UserError` naming every neuron (column of ``[S, N]``) that is all NaN."""
+    empty = torch.isnan(responses).all(0).nonzero().squeeze(1).tolist()
+    if empty:
+        raise UserError(f"{who}: neuron(s) {empty} have no valid (non-NaN) response")

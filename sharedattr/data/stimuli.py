@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import MissingFileError, UserError
+from sharedattr.runtime.errors import MissingFileError, UserError
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage

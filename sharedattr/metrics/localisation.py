@@ -12,9 +12,9 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ..components import AttributionBatch
-from ..hookspecs import hookimpl
-from ..params import Params
+from sharedattr.plugins.contracts import AttributionBatch
+from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.plugins.params import Params
 
 Relevance = Literal["positive", "absolute"]
 
@@ -73,6 +73,7 @@ class PointingGameMetric:
     """Pointing game (Zhang et al. 2018): is the map's maximum inside the mask? Higher is better."""
 
     higher_is_better: ClassVar[bool] = True
+    family: ClassVar[str] = "localisation"
     requires_masks: ClassVar[bool] = True
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
@@ -89,6 +90,7 @@ class RelevanceMassMetric:
     """Relevance mass accuracy (Arras et al. 2022): relevance inside the mask / total relevance. Higher is better."""
 
     higher_is_better: ClassVar[bool] = True
+    family: ClassVar[str] = "localisation"
     requires_masks: ClassVar[bool] = True
 
     def __init__(self, relevance: Relevance = "positive") -> None:
@@ -102,6 +104,7 @@ class RelevanceRankMetric:
     """Relevance rank accuracy (Arras et al. 2022): share of the top-|mask| pixels inside the mask. Higher is better."""
 
     higher_is_better: ClassVar[bool] = True
+    family: ClassVar[str] = "localisation"
     requires_masks: ClassVar[bool] = True
 
     def __call__(self, batch: AttributionBatch) -> Tensor:

@@ -37,10 +37,10 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from ..components import AttributionBatch
-from ..hookspecs import hookimpl
-from ..methods.hook_safety import private_copy
-from ..params import Params, Seed
+from sharedattr.plugins.contracts import AttributionBatch
+from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.attribution.hook_safety import private_copy
+from sharedattr.plugins.params import Params, Seed
 
 Layers = Literal["readout", "backbone", "all"]
 
@@ -143,6 +143,7 @@ class RandomisationMetric:
     """Spearman ρ between each map and the same map from a randomised model. Lower is better."""
 
     higher_is_better: ClassVar[bool] = False
+    family: ClassVar[str] = "sanity"
     requires_masks: ClassVar[bool] = False
     requires_explainer: ClassVar[bool] = True
 

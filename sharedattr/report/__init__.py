@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io import atomic_write_text
-from .html import join, page
-from .reading import read_summary
-from .rundir import RunDir
-from .sections import SECTIONS, Context, all_sections
+from sharedattr.runtime.io import atomic_write_text
+from sharedattr.report.html import join, page
+from sharedattr.report.reading import read_summary
+from sharedattr.report.rundir import RunDir
+from sharedattr.report.sections import SECTIONS, Context, all_sections
 
 REPORT_FILE = "report.html"
 

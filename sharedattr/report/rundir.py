@@ -15,8 +15,8 @@ from typing import Any
 
 from torch import Tensor
 
-from ..errors import MissingFileError, UserError
-from .reading import Score
+from sharedattr.runtime.errors import MissingFileError, UserError
+from sharedattr.report.reading import Score
 
 SPEC_FILE = "spec.json"
 
@@ -119,7 +119,7 @@ class RunDir:
     @cached_property
     def stimuli(self) -> Any:
         """The run's :class:`~sharedattr.data.StimulusSet`, or the :class:`UserError` that prevented loading it."""
-        from ..data import StimulusSet
+        from sharedattr.data import StimulusSet
 
         path = self.data_path("stimuli")
         if path is None:

@@ -15,11 +15,11 @@ from typing import Any
 
 from torch import Tensor
 
-from ..errors import UserError
-from . import plots
-from .html import Html, esc, figure, img, join, mean_sem, note, num, section, table, tag
-from .reading import Comparison, Reading, Score, arrow, contests, is_pairwise, metric_family
-from .rundir import RunDir, read_csv
+from sharedattr.runtime.errors import UserError
+from sharedattr.report import figures as plots
+from sharedattr.report.html import Html, esc, figure, img, join, mean_sem, note, num, section, table, tag
+from sharedattr.report.reading import Comparison, Reading, Score, arrow, contests, is_pairwise, metric_family
+from sharedattr.report.rundir import RunDir, read_csv
 
 SECTIONS: list[tuple[str, str]] = [
     ("summary", "Summary"),
@@ -203,7 +203,7 @@ def fit(ctx: Context) -> Html:
 # 3 ---------------------------------------------------------------------------------------------
 def selectivity(ctx: Context) -> Html:
     """Mean measured response per category and d' of the preferred category, per neuron."""
-    from .selectivity import measured_responses, selectivity as compute
+    from sharedattr.report.selectivity import measured_responses, selectivity as compute
 
     run = ctx.run
     stimuli = run.stimuli

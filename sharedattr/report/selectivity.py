@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data import StimulusSet, load_responses
-from ..matching import preferred_categories
+from sharedattr.data import StimulusSet, load_responses
+from sharedattr.selection.neurons import preferred_categories
 
 
 @dataclass(frozen=True)

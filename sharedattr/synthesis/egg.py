@@ -33,14 +33,14 @@ import torch
 from pydantic import AfterValidator, Field, ValidationInfo
 from torch import Tensor, nn
 
-from ..components import EnergyValue, SynthesisResult
-from ..hookspecs import hookimpl
-from ..params import BASE_DIR_KEY, CHECK_FILES_KEY, Params, Seed
-from ..specs import EnergySpec
-from .cost import CallCounter, Stopwatch, cost_record
-from .energies import EnergyParam, build_energy
-from .preprocess import fit_to_model
-from .prior import DEFAULT_PRIOR, SHIPPED_PRIORS, load_prior, sample_generators, sample_prior, to_unit
+from sharedattr.plugins.contracts import EnergyValue, SynthesisResult
+from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.plugins.params import BASE_DIR_KEY, CHECK_FILES_KEY, Params, Seed
+from sharedattr.plugins.specs import EnergySpec
+from sharedattr.synthesis.cost import CallCounter, Stopwatch, cost_record
+from sharedattr.synthesis.energies import EnergyParam, build_energy
+from sharedattr.synthesis.preprocess import fit_to_model
+from sharedattr.synthesis.prior import DEFAULT_PRIOR, SHIPPED_PRIORS, load_prior, sample_generators, sample_prior, to_unit
 
 __all__ = ["EGG", "EGGParams", "GuidanceStep", "guidance_step", "make_scheduler", "normalise_gradient",
            "predict_x0", "unclamped_unit"]

@@ -18,35 +18,40 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import torch
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, ValidationInfo
 from torch import Tensor, nn
 
-from ..components import Energy, EnergyValue
-from ..errors import SpecError
-from ..hookspecs import hookimpl
-from ..params import Params
-from ..specs import EnergySpec
-from .preprocess import fit_to_model
+from sharedattr.plugins.contracts import Energy, EnergyValue
+from sharedattr.runtime.errors import SpecError
+from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.plugins.params import Params
+from sharedattr.plugins.loading import get_registry
+from sharedattr.plugins.specs import REGISTRY_KEY, EnergySpec
+from sharedattr.synthesis.preprocess import fit_to_model
 
 
-def _check_energy_spec(spec: EnergySpec) -> EnergySpec:
-    """Validate a nested energy spec against the registry (its name and its params)."""
-    from ..registry import get_registry
-
+def _check_energy_spec(spec: EnergySpec, info: ValidationInfo) -> EnergySpec:
+    """Validate a nested energy spec (its name and its params) against the registry the outer spec is validated
+    with (the process-wide one outside a validation)."""
+    registry = (info.context or {}).get(REGISTRY_KEY) or get_registry()
     try:
-        spec.validated_params(get_registry())
+        spec.validated_params(registry)
     except SpecError as err:
         raise ValueError("; ".join(str(i) for i in err.issues)) from None
     return spec
 
 
 EnergyParam = Annotated[EnergySpec, AfterValidator(_check_energy_spec)]
-"""A synthesizer param naming a registered energy: ``"mei"`` or ``{name = "reconstruction", neurons = [0, 2]}``."""
+"""A synthesizer param naming a registered energy: ``"mei"`` or ``{name = "reconstruction", neurons = [0, 2]}``.
+Built through the registry, the synthesizer receives the energy built."""
 
 
-def build_energy(spec: EnergySpec | str | dict[str, Any]) -> Energy:
-    """Build an energy from its spec (a name, a mapping or an :class:`EnergySpec`)."""
-    return EnergySpec.model_validate(spec).build()
+def build_energy(energy: Energy | EnergySpec | str | dict[str, Any]) -> Energy:
+    """An energy: ``energy`` itself when already built (it has ``bind``), else built from its spec (a name, a
+    mapping or an :class:`EnergySpec`) by the process-wide registry."""
+    if callable(getattr(energy, "bind", None)):
+        return energy
+    return EnergySpec.model_validate(energy).build(get_registry())
 
 
 class PreprocessParams(Params):

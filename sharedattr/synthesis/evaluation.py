@@ -11,17 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from ..fitting import Experiment, fit_readout, save_model, saved_digest
-from ..models.encoding import EncodingModel
-from ..registry import Registry
-from ..specs import EvaluatorSpec, ExperimentSpec
-from .preprocess import fit_to_model
+from sharedattr.config.spec import EvaluatorSpec, ExperimentSpec
+from sharedattr.encoding.model import EncodingModel
+from sharedattr.synthesis.preprocess import fit_to_model
 
 TRAIN = "train"
 
@@ -46,62 +42,22 @@ class Evaluator:
         return torch.cat(out) if out else torch.zeros(0)
 
 
-def train_evaluator(experiment: Experiment, spec: ExperimentSpec) -> Evaluator:
-    """The model the images are optimised on, as an evaluator."""
-    fit = experiment.fit
-    return Evaluator(TRAIN, TRAIN, fit.model, fit.predicted.max(0).values, fit.test_r,
-                     _describe(spec.backbone.model_dump(mode="json"), spec.readout.model_dump(mode="json"),
-                               spec.data.split_seed))
-
-
-def evaluator_digest(experiment: Experiment, spec: ExperimentSpec, evaluator: EvaluatorSpec) -> str:
-    """Identity of a fitted evaluator: the experiment's data identity plus the evaluator's specs and split."""
-    resolved = _resolved(spec, evaluator)
-    payload = {"experiment": experiment.fit_digest, **resolved}
+def evaluator_digest(fit_digest: str, spec: ExperimentSpec, evaluator: EvaluatorSpec) -> str:
+    """Identity of a fitted evaluator: the experiment's model digest (its data identity) plus the evaluator's
+    specs and split."""
+    resolved = resolved_evaluator(spec, evaluator)
+    payload = {"experiment": fit_digest, **resolved}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def fit_evaluators(spec: ExperimentSpec, experiment: Experiment, folder: Path, *, registry: Registry,
-                   device: torch.device, progress: bool = True) -> list[Evaluator]:
-    """The train model plus every ``spec.evaluators`` entry, fitted (or reloaded from ``folder/<label>``)."""
-    from ..features import default_cache_dir, extract_features
-
-    evaluators = [train_evaluator(experiment, spec)]
-    for e in tqdm(spec.evaluators, desc="evaluator models", disable=not progress or not spec.evaluators,
-                  leave=False):
-        resolved = _resolved(spec, e)
-        backbone_spec, readout_spec = e.backbone or spec.backbone, e.readout or spec.readout
-        backbone = backbone_spec.build(registry=registry).to(device)
-        if backbone_spec == spec.backbone:
-            latents = experiment.latents  # same features: no second pass over the images
-        else:
-            latents, _ = extract_features(
-                backbone, experiment.stimuli,
-                backbone_spec=backbone_spec.model_dump(mode="json") if spec.cache else None,
-                cache_dir=(spec.cache_dir or default_cache_dir()) if spec.cache else None,
-                batch_size=spec.batch_size, device=device, progress=progress,
-            )
-        target = folder / e.label
-        digest = evaluator_digest(experiment, spec, e)
-        saved = target if saved_digest(target, "evaluator_digest") == digest else None
-        fit = fit_readout(readout_spec, backbone, latents, experiment.responses, experiment.fit.neuron_ids,
-                          test_fraction=spec.data.test_fraction, split_seed=resolved["split_seed"],
-                          batch_size=spec.batch_size, device=device, registry=registry, saved=saved)
-        if saved is None:
-            save_model(fit.model, backbone_spec, readout_spec, fit.neuron_ids, target,
-                       extra={"evaluator_digest": digest, "role": e.role})
-        evaluators.append(Evaluator(e.label, e.role, fit.model, fit.predicted.max(0).values, fit.test_r,
-                                    _describe(resolved["backbone"], resolved["readout"], resolved["split_seed"])))
-    return evaluators
-
-
-def _resolved(spec: ExperimentSpec, e: EvaluatorSpec) -> dict:
+def resolved_evaluator(spec: ExperimentSpec, e: EvaluatorSpec) -> dict:
+    """The evaluator's backbone and readout specs and split seed, the experiment's where it gives none."""
     return {"backbone": (e.backbone or spec.backbone).model_dump(mode="json"),
             "readout": (e.readout or spec.readout).model_dump(mode="json"),
             "split_seed": e.split_seed if e.split_seed is not None else spec.data.split_seed}
 
 
-def _describe(backbone: dict, readout: dict, split_seed: int) -> str:
+def describe_model(backbone: dict, readout: dict, split_seed: int) -> str:
     def one(d: dict) -> str:
         params = ", ".join(f"{k}={v}" for k, v in d.items() if k != "name")
         return f"{d['name']}({params})"

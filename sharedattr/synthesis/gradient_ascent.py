@@ -15,16 +15,16 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from ..components import SynthesisResult
-from ..hookspecs import hookimpl
-from ..params import Params, Seed
-from ..specs import EnergySpec
-from .cost import CallCounter, Stopwatch, cost_record
-from .energies import EnergyParam, build_energy
-from .preconditioning import fourier_precondition, gaussian_blur, make_preconditioner
-from .preprocess import GREY, fix_norm, model_input_shape
-from .regularizers import lp_norm, total_variation
-from .transforms import RandomTransform
+from sharedattr.plugins.contracts import SynthesisResult
+from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.plugins.params import Params, Seed
+from sharedattr.plugins.specs import EnergySpec
+from sharedattr.synthesis.cost import CallCounter, Stopwatch, cost_record
+from sharedattr.synthesis.energies import EnergyParam, build_energy
+from sharedattr.synthesis.preconditioning import fourier_precondition, gaussian_blur, make_preconditioner
+from sharedattr.synthesis.preprocess import GREY, fix_norm, model_input_shape
+from sharedattr.synthesis.regularizers import lp_norm, total_variation
+from sharedattr.synthesis.transforms import RandomTransform
 
 __all__ = ["GradientAscent", "GradientAscentParams", "fourier_precondition", "gaussian_blur"]
 

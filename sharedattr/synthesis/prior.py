@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import UserError
+from sharedattr.runtime.errors import UserError
 
 SHIPPED_PRIORS: dict[str, str] = {"insilico-ddpm-v1": "diffusion_prior"}
 """Shipped prior name → its folder under ``sharedattr/assets/``."""

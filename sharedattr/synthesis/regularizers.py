@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .preprocess import GREY
+from sharedattr.synthesis.preprocess import GREY
 
 
 def total_variation(x: Tensor, squared: bool = False) -> Tensor:

@@ -26,9 +26,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from sharedattr import hookimpl
-from sharedattr.components import AttributionBatch
-from sharedattr.params import Params
+from sharedattr.plugin import AttributionBatch, Params, hookimpl
 
 
 @contextlib.contextmanager
@@ -120,6 +118,8 @@ class PointingGame(QuantusMetric):
     here; Quantus 0.6 itself returns True, as it writes NaN into a boolean array.
     """
 
+    family = "localisation"
+
     quantus_name = "PointingGame"
     requires_masks = True
 
@@ -144,6 +144,8 @@ class RelevanceMass(QuantusMetric):
     score can leave [0, 1]; sharedattr's ``relevance_mass`` has no signed variant.
     """
 
+    family = "localisation"
+
     quantus_name = "RelevanceMassAccuracy"
     requires_masks = True
 
@@ -167,6 +169,8 @@ class RelevanceRank(QuantusMetric):
     sharedattr's ``relevance_rank`` (row-major order).
     """
 
+    family = "localisation"
+
     quantus_name = "RelevanceRankAccuracy"
     requires_masks = True
 
@@ -176,6 +180,8 @@ class Sparseness(QuantusMetric):
 
     Quantus adds 1e-7 to every value first, so the two agree to about 1e-7 / mean(|map|).
     """
+
+    family = "complexity"
 
     quantus_name = "Sparseness"
 
@@ -198,6 +204,8 @@ class FaithfulnessCorrelation(QuantusMetric):
     whole pixels. The two coincide in definition on one-channel images only, and draw
     different random subsets.
     """
+
+    family = "faithfulness"
 
     quantus_name = "FaithfulnessCorrelation"
     needs_model = True

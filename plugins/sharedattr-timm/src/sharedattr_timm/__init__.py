@@ -13,10 +13,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from sharedattr import hookimpl
-from sharedattr.errors import UserError, closest
-from sharedattr.models.backbones import FrozenBackbone, load_state_dict_file
-from sharedattr.params import InputPath, Params
+from sharedattr.plugin import FrozenBackbone, InputPath, Params, UserError, closest, hookimpl, load_state_dict_file
 
 
 class TimmParams(Params):

@@ -1,0 +1,1 @@
+"""Trainers of the assets sharedattr ships (the in-silico CNN, the diffusion prior); outside the wheel."""

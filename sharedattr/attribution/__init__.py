@@ -1,0 +1,1 @@
+"""Attribution: parallel backprop, the Captum baselines, hook-safe model copies and the engine that runs them."""

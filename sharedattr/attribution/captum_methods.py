@@ -1,0 +1,405 @@
+"""Captum baselines as registered methods.
+
+Each wrapper is a :class:`captum.attr.Attribution` whose ``attribute(inputs, target=...)``
+calls the Captum method with the validated params as defaults (keyword arguments override
+them), so it can be used exactly like Captum's own classes. Inputs are images
+``[B, C, H, W]`` in [0, 1]; ``target`` indexes the model's ``[B, N]`` output (a neuron, an
+int or a ``[B]`` tensor); attributions have the inputs' shape (Grad-CAM: ``[B, 1, H, W]``).
+
+Methods that hook ReLU (or other nonlinearity) modules run on a private
+:func:`~sharedattr.methods.hook_safety.hook_safe_copy` of the model, so in-place and reused
+activations of torchvision networks are handled; functional ``F.relu`` calls outside FX
+graphs stay invisible to those hooks. Any method but ``gradient_shap`` and ``smoothgrad`` takes
+``noise_tunnel``: Captum's NoiseTunnel (SmoothGrad, SmoothGrad², VarGrad) around it.
+Stochastic methods are seeded: the same call gives the same result, though not the
+same as a per-item loop (the noise is drawn for the whole batch).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from captum.attr import (
+    Attribution,
+    Deconvolution,
+    DeepLift,
+    GradientAttribution,
+    GradientShap,
+    GuidedBackprop,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from captum.log import log_usage
+from pydantic import Field
+from torch import Tensor, nn
+
+from sharedattr.runtime.errors import UserError
+from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.plugins.params import Params
+from sharedattr.attribution.hook_safety import hook_safe_copy, resolve_layer
+
+InterpolateMode = Literal["nearest", "bilinear", "bicubic", "area"]
+NOISE_STDEV = "Standard deviation of the Gaussian noise, in pixel units of [0, 1] images."
+
+
+def seed_field() -> Any:
+    """The ``seed`` param of stochastic methods (numpy's generator takes seeds below 2³²)."""
+    return Field(0, ge=0, lt=2**32, description="Seed of the random draws: the same call gives the same result.")
+
+
+def layer_field() -> Any:
+    """The ``layer`` param of the Grad-CAM methods."""
+    return Field(
+        None, min_length=1,
+        description="Backbone module or graph node, e.g. 'layer1' or 'body.layer1' (torchvision) or 'net.2'; "
+        "null = the backbone's output (the cut layer's latents).",
+    )
+
+
+# -- shared params -------------------------------------------------------------------------
+class NoiseTunnelParams(Params):
+    """Captum NoiseTunnel around a method: combine its maps of ``samples`` noisy copies of each input."""
+
+    type: Literal["smoothgrad", "smoothgrad_sq", "vargrad"] = Field(
+        "smoothgrad",
+        description="Mean of the maps (smoothgrad), mean of their squares (smoothgrad_sq) or their variance (vargrad).",
+    )
+    samples: int = Field(16, ge=1, description="Noisy copies per input.")
+    stdevs: float = Field(0.15, gt=0, description=NOISE_STDEV)
+    samples_batch_size: int | None = Field(None, ge=1, description="Noisy copies per pass; bounds memory (null = all).")
+    seed: int = seed_field()
+
+    def arguments(self) -> dict[str, Any]:
+        """Keyword arguments of ``NoiseTunnel.attribute``."""
+        return {"nt_type": self.type, "nt_samples": self.samples, "stdevs": self.stdevs,
+                "nt_samples_batch_size": self.samples_batch_size}
+
+
+class CaptumParams(Params):
+    """Params every NoiseTunnel-able Captum method takes."""
+
+    noise_tunnel: NoiseTunnelParams | None = Field(
+        None, description="Wrap the method in Captum's NoiseTunnel, e.g. {type: smoothgrad, samples: 16, stdevs: 0.15}."
+    )
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run with torch's (CPU and CUDA) and numpy's global generators seeded; restore them afterwards."""
+    state = np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            yield
+    finally:
+        np.random.set_state(state)
+
+
+def constant_images(inputs: Tensor, values: Sequence[float]) -> Tensor:
+    """One constant image per value, shaped like an input: ``[len(values), C, H, W]``."""
+    return torch.stack([torch.full_like(inputs[0], float(v)) for v in values])
+
+
+# -- base ----------------------------------------------------------------------------------
+class CaptumMethod(Attribution):
+    """A Captum attribution method with fixed default arguments to ``attribute``, optionally in a NoiseTunnel.
+
+    ``hook_based`` methods are built on a private hook-safe copy of the model.
+    ``batch_invariant``: whether a batch gives the same maps as a per-item loop (False for
+    stochastic methods, and for any method wrapped in a noise tunnel).
+    """
+
+    captum_class: ClassVar[type[Attribution]]
+    pairwise: ClassVar[bool] = False
+    hook_based: ClassVar[bool] = False
+    batch_invariant: bool = True
+
+    def __init__(self, model: nn.Module, noise_tunnel: NoiseTunnelParams | Mapping[str, Any] | None = None,
+                 **defaults: Any) -> None:
+        network = hook_safe_copy(model) if self.needs_safe_copy() else model
+        super().__init__(network)
+        self.network = network
+        self.noise_tunnel = None if noise_tunnel is None else NoiseTunnelParams.model_validate(noise_tunnel)
+        self.seed: int | None = None if self.noise_tunnel is None else self.noise_tunnel.seed
+        inner = self.build_captum(network)
+        self.method: Attribution = inner if self.noise_tunnel is None else NoiseTunnel(inner)
+        if self.noise_tunnel is not None:
+            self.batch_invariant = False
+        self.defaults = defaults
+
+    def needs_safe_copy(self) -> bool:
+        """Whether the Captum object must run on a hook-safe copy of the model."""
+        return self.hook_based
+
+    def build_captum(self, network: nn.Module) -> Attribution:
+        """The Captum attribution object on ``network`` (the model, or its hook-safe copy)."""
+        return self.captum_class(network)
+
+    @log_usage()
+    def attribute(self, inputs: Tensor, target: Any = None, **kwargs: Any) -> Tensor:
+        """Attributions of images ``inputs`` ``[B, C, H, W]`` for output ``target`` of ``[B, N]``.
+
+        ``kwargs`` are the Captum method's (and NoiseTunnel's) keyword arguments; they override
+        the params.
+        """
+        args = self._arguments(inputs, kwargs)
+        if self.noise_tunnel is not None:
+            args = {**self.noise_tunnel.arguments(), **args}
+        with seeded(self.seed, inputs.device) if self.seed is not None else nullcontext(), warnings.catch_warnings():
+            # Captum announces its ReLU/nonlinearity hooks on every call; they act on our private copy only.
+            warnings.filterwarnings("ignore", message=r"Setting (forward, )?backward hooks", category=UserWarning)
+            return self.method.attribute(inputs, target=target, **args)
+
+    def _arguments(self, inputs: Tensor, overrides: dict[str, Any]) -> dict[str, Any]:
+        return {**self.defaults, **overrides}
+
+
+# -- gradients -----------------------------------------------------------------------------
+class SaliencyParams(CaptumParams):
+    abs: bool = Field(True, description="Absolute value of the gradient (Simonyan et al.).")
+
+
+class SaliencyMethod(CaptumMethod):
+    """|∂r_n/∂x| (or the signed gradient)."""
+
+    captum_class = Saliency
+
+
+class InputXGradientMethod(CaptumMethod):
+    """x ⊙ ∂r_n/∂x."""
+
+    captum_class = InputXGradient
+
+
+class IntegratedGradientsParams(CaptumParams):
+    n_steps: int = Field(50, ge=1, description="Steps of the path integral.")
+    method: Literal["riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre"] = Field(
+        "gausslegendre", description="Integration rule."
+    )
+    baseline: float = Field(0.0, description="Constant baseline pixel value (0 = black, 0.5 = mid-grey).")
+    internal_batch_size: int | None = Field(None, ge=1, description="Bound memory by chunking the path steps.")
+
+
+class IntegratedGradientsMethod(CaptumMethod):
+    """(x − x₀) ⊙ ∫ ∂r_n/∂x along the straight path from the baseline x₀."""
+
+    captum_class = IntegratedGradients
+
+    def __init__(self, model: nn.Module, baseline: float = 0.0, noise_tunnel: NoiseTunnelParams | None = None,
+                 **defaults: Any) -> None:
+        super().__init__(model, noise_tunnel, baselines=float(baseline), **defaults)
+
+
+class SmoothGradParams(Params):
+    abs: bool = Field(True, description="Average the absolute gradient (false: the signed gradient).")
+    samples: int = Field(16, ge=1, description="Noisy copies per input.")
+    stdevs: float = Field(0.15, gt=0, description=NOISE_STDEV)
+    samples_batch_size: int | None = Field(None, ge=1, description="Noisy copies per pass; bounds memory (null = all).")
+    seed: int = seed_field()
+
+
+class SmoothGradMethod(CaptumMethod):
+    """mean over k of |∂r_n/∂x| at x + ε_k, ε_k ~ N(0, σ²): Saliency in a smoothgrad NoiseTunnel."""
+
+    captum_class = Saliency
+    batch_invariant = False
+
+    def __init__(self, model: nn.Module, samples: int = 16, stdevs: float = 0.15, samples_batch_size: int | None = None,
+                 abs: bool = True, seed: int = 0) -> None:
+        tunnel = NoiseTunnelParams(type="smoothgrad", samples=samples, stdevs=stdevs,
+                                   samples_batch_size=samples_batch_size, seed=seed)
+        super().__init__(model, noise_tunnel=tunnel, abs=abs)
+
+
+# -- modified backpropagation (ReLU hooks) ----------------------------------------------------
+class GuidedBackpropMethod(CaptumMethod):
+    """∂r_n/∂x with every ReLU passing back only positive gradients where its input is positive."""
+
+    captum_class = GuidedBackprop
+    hook_based = True
+
+
+class DeconvolutionMethod(CaptumMethod):
+    """∂r_n/∂x with every ReLU applied to the gradient instead of gated by its input."""
+
+    captum_class = Deconvolution
+    hook_based = True
+
+
+class DeepLiftParams(CaptumParams):
+    baseline: float = Field(0.0, description="Constant baseline pixel value (0 = black, 0.5 = mid-grey).")
+    multiply_by_inputs: bool = Field(
+        True, description="Multiply the multipliers by (x − x₀) (global attribution); false: the multipliers alone."
+    )
+
+
+class DeepLiftMethod(CaptumMethod):
+    """(x − x₀) ⊙ m: rescale-rule multipliers m; the map sums to r_n(x) − r_n(x₀)."""
+
+    captum_class = DeepLift
+    hook_based = True
+
+    def __init__(self, model: nn.Module, baseline: float = 0.0, multiply_by_inputs: bool = True,
+                 noise_tunnel: NoiseTunnelParams | None = None) -> None:
+        self.multiply_by_inputs = multiply_by_inputs
+        super().__init__(model, noise_tunnel, baselines=float(baseline))
+
+    def build_captum(self, network: nn.Module) -> Attribution:
+        return DeepLift(network, multiply_by_inputs=self.multiply_by_inputs)
+
+
+# -- sampling and perturbation ---------------------------------------------------------------
+class GradientShapParams(Params):
+    baselines: list[float] = Field(
+        [0.0, 1.0], min_length=1, description="Constant baseline images (pixel values) to draw x₀ from."
+    )
+    n_samples: int = Field(16, ge=1, description="Random (baseline, α, noise) draws per input.")
+    stdevs: float = Field(0.0, ge=0, description="Standard deviation of Gaussian noise added to the inputs.")
+    seed: int = seed_field()
+
+
+class GradientShapMethod(CaptumMethod):
+    """E[(x̃ − x₀) ⊙ ∂r_n/∂x at x₀ + α(x̃ − x₀)], x̃ = x + ε, ε ~ N(0, σ²), x₀ from the baselines, α ~ U(0, 1).
+
+    No noise tunnel: GradientShap is already one, and NoiseTunnel rejects its baseline set.
+    """
+
+    captum_class = GradientShap
+    batch_invariant = False
+
+    def __init__(self, model: nn.Module, baselines: Sequence[float] = (0.0, 1.0), n_samples: int = 16,
+                 stdevs: float = 0.0, seed: int = 0) -> None:
+        super().__init__(model, n_samples=n_samples, stdevs=stdevs)
+        self.baseline_values = tuple(float(v) for v in baselines)
+        self.seed = seed
+
+    def _arguments(self, inputs: Tensor, overrides: dict[str, Any]) -> dict[str, Any]:
+        return {"baselines": constant_images(inputs, self.baseline_values), **super()._arguments(inputs, overrides)}
+
+
+class OcclusionParams(CaptumParams):
+    window: int = Field(8, ge=1, description="Side of the square patch, in pixels (covers all channels).")
+    stride: int = Field(4, ge=1, description="Step between patch positions, in pixels.")
+    baseline: float = Field(0.0, description="Pixel value the patch is filled with.")
+    perturbations_per_eval: int = Field(32, ge=1, description="Occluded copies per forward pass (speed vs memory).")
+
+
+class OcclusionMethod(CaptumMethod):
+    """Mean over the patches covering a pixel of r_n(x) − r_n(x with the patch set to the baseline)."""
+
+    captum_class = Occlusion
+
+    def __init__(self, model: nn.Module, window: int = 8, stride: int = 4, baseline: float = 0.0,
+                 perturbations_per_eval: int = 32, noise_tunnel: NoiseTunnelParams | None = None) -> None:
+        super().__init__(model, noise_tunnel, baselines=float(baseline), perturbations_per_eval=perturbations_per_eval)
+        self.window, self.stride = window, stride
+
+    def _arguments(self, inputs: Tensor, overrides: dict[str, Any]) -> dict[str, Any]:
+        channels, height, width = inputs.shape[1:]
+        if self.window > min(height, width):
+            raise UserError(f"occlusion: window {self.window} is larger than the {height}×{width} images")
+        shapes = {"sliding_window_shapes": (channels, self.window, self.window),
+                  "strides": (channels, self.stride, self.stride)}
+        return {**shapes, **super()._arguments(inputs, overrides)}
+
+
+# -- Grad-CAM ----------------------------------------------------------------------------------
+class UpsampledGradCam(GradientAttribution):
+    """Captum's LayerGradCam at ``layer``, upsampled to the input size: ``[B, 1, H, W]``."""
+
+    def __init__(self, forward_func: nn.Module, layer: nn.Module) -> None:
+        super().__init__(forward_func)
+        self.grad_cam = LayerGradCam(forward_func, layer)
+
+    @log_usage()
+    def attribute(self, inputs: Tensor, target: Any = None, relu_attributions: bool = True,
+                  interpolate_mode: str = "bilinear", attribute_to_layer_input: bool = False) -> Tensor:
+        """Grad-CAM of images ``inputs`` ``[B, C, H, W]`` → ``[B, 1, H, W]``."""
+        cam = self.grad_cam.attribute(inputs, target=target, relu_attributions=relu_attributions,
+                                      attribute_to_layer_input=attribute_to_layer_input)
+        if cam.dim() != 4:
+            raise UserError(f"grad_cam needs a layer with a spatial output [B, C, H, W]; this one gives "
+                            f"{tuple(cam.shape)}")
+        return LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode=interpolate_mode)
+
+
+class GradCamParams(CaptumParams):
+    layer: str | None = layer_field()
+    relu_attributions: bool = Field(True, description="Keep only positive evidence (Selvaraju et al.).")
+    interpolate_mode: InterpolateMode = Field("bilinear", description="Upsampling of the layer map to the image size.")
+
+
+class GradCamMethod(CaptumMethod):
+    """ReLU(Σ_k α_k A_k), α_k = mean over positions of ∂r_n/∂A_k, upsampled to the image: ``[B, 1, H, W]``."""
+
+    captum_class = UpsampledGradCam
+
+    def __init__(self, model: nn.Module, layer: str | None = None, relu_attributions: bool = True,
+                 interpolate_mode: InterpolateMode = "bilinear", noise_tunnel: NoiseTunnelParams | None = None) -> None:
+        self.layer = layer
+        super().__init__(model, noise_tunnel, relu_attributions=relu_attributions, interpolate_mode=interpolate_mode)
+
+    def needs_safe_copy(self) -> bool:
+        return self.layer is not None  # a private copy to tap, without in-place ops after the tap
+
+    def build_captum(self, network: nn.Module) -> Attribution:
+        return UpsampledGradCam(network, resolve_layer(network, self.layer))
+
+
+class GuidedGradCamParams(CaptumParams):
+    layer: str | None = layer_field()
+    interpolate_mode: InterpolateMode = Field("bilinear",
+                                              description="Upsampling of the Grad-CAM map to the image size.")
+
+
+class GuidedGradCamMethod(CaptumMethod):
+    """Guided backprop ⊙ upsampled Grad-CAM (with ReLU)."""
+
+    captum_class = GuidedGradCam
+    hook_based = True
+
+    def __init__(self, model: nn.Module, layer: str | None = None, interpolate_mode: InterpolateMode = "bilinear",
+                 noise_tunnel: NoiseTunnelParams | None = None) -> None:
+        self.layer = layer
+        super().__init__(model, noise_tunnel, interpolate_mode=interpolate_mode)
+
+    def build_captum(self, network: nn.Module) -> Attribution:
+        return GuidedGradCam(network, resolve_layer(network, self.layer))
+
+
+@hookimpl
+def register_methods(register):
+    register("saliency", SaliencyMethod, params=SaliencyParams, description="Captum Saliency: the input gradient.")
+    register("input_x_gradient", InputXGradientMethod, params=CaptumParams,
+             description="Captum InputXGradient: input times gradient.")
+    register("integrated_gradients", IntegratedGradientsMethod, params=IntegratedGradientsParams,
+             description="Captum IntegratedGradients from a constant baseline.")
+    register("smoothgrad", SmoothGradMethod, params=SmoothGradParams,
+             description="Captum Saliency in a smoothgrad NoiseTunnel: the gradient averaged over noisy inputs.")
+    register("guided_backprop", GuidedBackpropMethod, params=CaptumParams,
+             description="Captum GuidedBackprop (on a hook-safe copy of the model).")
+    register("deconvolution", DeconvolutionMethod, params=CaptumParams,
+             description="Captum Deconvolution (on a hook-safe copy of the model).")
+    register("deep_lift", DeepLiftMethod, params=DeepLiftParams,
+             description="Captum DeepLift (rescale rule) from a constant baseline, on a hook-safe copy of the model.")
+    register("gradient_shap", GradientShapMethod, params=GradientShapParams,
+             description="Captum GradientShap with constant baseline images; seeded.")
+    register("occlusion", OcclusionMethod, params=OcclusionParams,
+             description="Captum Occlusion with a square patch over all channels.")
+    register("grad_cam", GradCamMethod, params=GradCamParams,
+             description="Captum LayerGradCam at a backbone layer, upsampled to the image: [B, 1, H, W].")
+    register("guided_grad_cam", GuidedGradCamMethod, params=GuidedGradCamParams,
+             description="Captum GuidedGradCam: guided backprop times upsampled Grad-CAM, on a hook-safe copy.")

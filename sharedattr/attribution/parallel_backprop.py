@@ -1,0 +1,266 @@
+"""Shared-feature attribution by parallel backpropagation (Lappe et al., NeurIPS 2024).
+
+For neuron ``n`` with readout weights ``w_n`` ``[D]``, an out-of-category image ``x_a``
+that drives it and its matched preferred-category reference ``x_b``, the *shared weights*
+
+    s = w_n ⊙ z_n(x_a) ⊙ z_n(x_b)        (variant "product"; computed without gradient)
+
+boost the latent dimensions both images use and damp the rest. Each image is then
+backpropagated to its pixels with the same objective, ``S(x) = ∂⟨s, z_n(x)⟩/∂x``: one
+vector-Jacobian product per image, both images of every (neuron, pair) item in one batch.
+The ``ig`` path integrates the same objective along a straight line from a baseline image,
+``(x − x₀) ⊙ ∫₀¹ ∂⟨s, z_n(x₀ + α(x − x₀))⟩/∂x dα`` (Gauss–Legendre quadrature).
+
+Items are independent, so a batch of B items costs one forward and one backward pass over
+2B images (``internal_batch_size`` bounds memory), and equals a per-item loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from captum.attr import Attribution
+from pydantic import Field
+from torch import Tensor, nn
+
+from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.plugins.params import Params
+
+Variant = Literal["product", "positive", "min", "mask"]
+Reduction = Literal["none", "sum", "abs_sum"]
+
+
+class SharedAttribution(NamedTuple):
+    """What :meth:`ParallelBackprop.attribute` returns for a batch of B items.
+
+    ``ooc`` and ``ref``: pixel maps of the out-of-category image and of its reference,
+    ``[B, C, H, W]`` (``[B, 1, H, W]`` after a channel reduction). ``shared``: the shared
+    weights ``s`` ``[B, D]`` that were backpropagated (inspect which latent dimensions the
+    two images share). Indexing works as for Captum's tuple outputs: ``result[0]`` is ``ooc``.
+    """
+
+    ooc: Tensor
+    ref: Tensor
+    shared: Tensor
+
+
+def shared_weights(w: Tensor, z_a: Tensor, z_b: Tensor, variant: Variant = "product",
+                   mask_threshold: float = 0.0) -> Tensor:
+    """Shared weights ``s`` ``[B, D]`` from weights ``w`` and pooled latents ``z_a``, ``z_b``, all ``[B, D]``.
+
+    - ``product``: ``w ⊙ z_a ⊙ z_b``;
+    - ``positive``: the product where both contributions ``w ⊙ z`` are > 0, else 0;
+    - ``min``: ``w ⊙ sign(z_a) ⊙ min(|z_a|, |z_b|)`` where ``z_a`` and ``z_b`` have the same
+      (non-zero) sign, else 0 (for non-negative latents, ``w ⊙ min(z_a, z_b)``);
+    - ``mask``: ``w ⊙ 1[c_a > t·max(c_a) ∧ c_b > t·max(c_b)]``, a binary mask of the
+      dimensions where both contributions ``c = w ⊙ z`` are positive (above the fraction
+      ``t = mask_threshold`` of each image's largest contribution).
+    """
+    if variant == "product":
+        return w * z_a * z_b
+    if variant == "positive":
+        both = (w * z_a > 0) & (w * z_b > 0)
+        return torch.where(both, w * z_a * z_b, torch.zeros_like(w))
+    if variant == "min":
+        agree = torch.sign(z_a) == torch.sign(z_b)
+        return torch.where(agree, w * torch.sign(z_a) * torch.minimum(z_a.abs(), z_b.abs()), torch.zeros_like(w))
+    if variant == "mask":
+        c_a, c_b = w * z_a, w * z_b
+        t_a = (mask_threshold * c_a.amax(dim=1, keepdim=True)).clamp(min=0)
+        t_b = (mask_threshold * c_b.amax(dim=1, keepdim=True)).clamp(min=0)
+        return torch.where((c_a > t_a) & (c_b > t_b), w, torch.zeros_like(w))
+    raise ValueError(f"unknown shared-weight variant {variant!r}; use product, positive, min or mask")
+
+
+def gaussian_smooth(maps: Tensor, sigma: float) -> Tensor:
+    """Blur each channel of ``maps`` ``[B, C, H, W]`` with a Gaussian of ``sigma`` pixels (reflect padding).
+
+    The kernel is truncated at ``3σ`` (and at the map's size, which reflect padding needs).
+    """
+    b, c, h, w = maps.shape
+    radius = min(int(round(3 * sigma)), h - 1, w - 1)
+    if sigma <= 0 or radius < 1:
+        return maps
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    flat = F.pad(maps.reshape(b * c, 1, h, w), (radius, radius, radius, radius), mode="reflect")
+    flat = F.conv2d(F.conv2d(flat, kernel.view(1, 1, -1, 1)), kernel.view(1, 1, 1, -1))
+    return flat.view(b, c, h, w)
+
+
+def clip_percentile(maps: Tensor, percentile: float | None) -> Tensor:
+    """Clip each map of ``maps`` ``[B, ...]`` to ``±q``, with ``q`` the ``percentile`` of its absolute values."""
+    if percentile is None or percentile >= 100:
+        return maps
+    q = torch.quantile(maps.detach().abs().flatten(1).float(), percentile / 100, dim=1).to(maps.dtype)
+    q = q.view(-1, *([1] * (maps.dim() - 1)))
+    return torch.maximum(torch.minimum(maps, q), -q)
+
+
+def postprocess(maps: Tensor, reduce: Reduction, smooth_sigma: float, clip: float | None) -> Tensor:
+    """Channel reduction → ``[B, 1, H, W]`` (or unchanged ``[B, C, H, W]``), then smoothing, then clipping."""
+    if reduce == "sum":
+        maps = maps.sum(dim=1, keepdim=True)
+    elif reduce == "abs_sum":
+        maps = maps.abs().sum(dim=1, keepdim=True)
+    return clip_percentile(gaussian_smooth(maps, smooth_sigma), clip)
+
+
+def neuron_latents(model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
+    """``z_{t_i}(x_i)`` ``[B, D]``: each image's pooled latent vector for its own target neuron.
+
+    A readout whose neurons share one vector (``readout.shared_pooled``, e.g. ridge) gives it
+    directly: indexing ``pooled`` ``[B, N, D]`` would cost a ``[B, N, D]`` gradient buffer.
+    """
+    latents = model.latents(images)
+    shared = getattr(model.readout, "shared_pooled", None)
+    if callable(shared):
+        return shared(latents)
+    pooled = model.readout.pooled(latents)  # [B, N, D]
+    return pooled[torch.arange(images.shape[0], device=pooled.device), targets]
+
+
+def _targets(target: Any, batch: int, device: torch.device) -> Tensor:
+    """Captum-style ``target`` (int, sequence or tensor) → ``[B]`` long tensor of neuron indices."""
+    if target is None:
+        raise ValueError("parallel_backprop explains one neuron per item: pass target=<neuron index or [B] tensor>")
+    t = torch.as_tensor(target, device=device).long().flatten()
+    if t.numel() == 1:
+        t = t.expand(batch)
+    if t.numel() != batch:
+        raise ValueError(f"target has {t.numel()} entries for {batch} items")
+    return t
+
+
+class ParallelBackpropParams(Params):
+    """Params of ``parallel_backprop``."""
+
+    variant: Variant = Field("product", description="Shared weights s: product, positive, min or mask (see docs).")
+    mask_threshold: float = Field(
+        0.0, ge=0, lt=1, description="variant = mask: a dimension is shared where both contributions exceed this "
+        "fraction of their image's largest contribution."
+    )
+    path: Literal["gradient", "ig"] = Field(
+        "gradient", description="gradient: S(x) = ∂⟨s, z_n(x)⟩/∂x; ig: the same objective path-integrated from a baseline."
+    )
+    n_steps: int = Field(16, ge=1, description="path = ig: quadrature points (Gauss–Legendre) along the path.")
+    baseline: float = Field(0.0, description="path = ig: constant baseline pixel value (0 = black, 0.5 = mid-grey).")
+    reduce: Reduction = Field(
+        "none", description="Channel reduction of the pixel maps: none ([B, C, H, W]), sum or abs_sum ([B, 1, H, W])."
+    )
+    smooth_sigma: float = Field(0.0, ge=0, description="Gaussian smoothing of the maps, in pixels (0 = off).")
+    clip_percentile: float | None = Field(
+        None, gt=0, le=100, description="Clip each map to ± this percentile of its absolute values (null = off)."
+    )
+    internal_batch_size: int | None = Field(
+        None, ge=1, description="Items (pairs) per forward/backward pass; bounds memory (null = all at once)."
+    )
+
+
+class ParallelBackprop(Attribution):
+    """Parallel backpropagation of a driver/reference pair through their shared latent features.
+
+    ``model`` is an encoding model (images ``[B, C, H, W]`` in [0, 1] → ``[B, N]``) with
+    ``latents(images)`` and a readout meeting ``r_n = φ(⟨w_n, z_n(x)⟩ + b_n)``.
+    """
+
+    pairwise: ClassVar[bool] = True
+    batch_invariant: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, variant: Variant = "product", mask_threshold: float = 0.0,
+                 path: Literal["gradient", "ig"] = "gradient", n_steps: int = 16, baseline: float = 0.0,
+                 reduce: Reduction = "none", smooth_sigma: float = 0.0, clip_percentile: float | None = None,
+                 internal_batch_size: int | None = None) -> None:
+        super().__init__(model)
+        self.model = model
+        self.variant, self.mask_threshold = variant, mask_threshold
+        self.path, self.n_steps, self.baseline = path, n_steps, baseline
+        self.reduce, self.smooth_sigma, self.clip_percentile = reduce, smooth_sigma, clip_percentile
+        self.internal_batch_size = internal_batch_size
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return self.path == "ig"
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    def attribute(self, inputs: tuple[Tensor, Tensor], target: Any = None, *,
+                  shared_weights: Tensor | None = None) -> SharedAttribution:
+        """Maps of both images of each item for neuron ``target``.
+
+        ``inputs = (x_ooc, x_ref)``, each ``[B, C, H, W]`` in [0, 1]; ``target`` an int or a
+        ``[B]`` tensor of neuron indices. ``shared_weights`` ``[B, D]`` or ``[D]`` overrides
+        ``s`` (e.g. ``s = w_n`` gives the plain gradient of a linear neuron). Returns
+        :class:`SharedAttribution` ``(ooc, ref, shared)``.
+        """
+        x_a, x_b = inputs
+        if x_a.shape != x_b.shape:
+            raise ValueError(f"the two images of a pair must have one shape; got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
+        x_a, x_b = x_a.detach(), x_b.detach()
+        targets = _targets(target, x_a.shape[0], x_a.device)
+        if shared_weights is not None and shared_weights.dim() == 1:
+            shared_weights = shared_weights.expand(x_a.shape[0], -1)
+        step = self.internal_batch_size or max(1, x_a.shape[0])
+        parts = [self._attribute_items(x_a[i:i + step], x_b[i:i + step], targets[i:i + step],
+                                       None if shared_weights is None else shared_weights[i:i + step])
+                 for i in range(0, x_a.shape[0], step)]
+        ooc, ref, shared = parts[0] if len(parts) == 1 else (torch.cat(p) for p in zip(*parts))
+        return SharedAttribution(postprocess(ooc, self.reduce, self.smooth_sigma, self.clip_percentile),
+                                 postprocess(ref, self.reduce, self.smooth_sigma, self.clip_percentile), shared)
+
+    def _attribute_items(self, x_a: Tensor, x_b: Tensor, targets: Tensor,
+                         shared: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Raw gradients (or IG) ``[b, C, H, W]`` for one chunk of ``b`` items, and their ``s`` ``[b, D]``."""
+        b = x_a.shape[0]
+        both = torch.cat([x_a, x_b])  # [2b, C, H, W]: one batch for both images of every item
+        both_targets = torch.cat([targets, targets])
+        with torch.enable_grad():
+            if self.path == "gradient":
+                x = both.requires_grad_(True)  # a fresh tensor: torch.cat copied the inputs
+                z = neuron_latents(self.model, x, both_targets)  # [2b, D]
+                s = self._shared(z.detach(), targets, shared)
+                (grad,) = torch.autograd.grad((z * torch.cat([s, s])).sum(), x)
+                return grad[:b], grad[b:], s
+            if shared is None:
+                with torch.no_grad():
+                    z_end = neuron_latents(self.model, both, both_targets)
+            s = self._shared(z_end if shared is None else None, targets, shared)
+            integrated = self._path_integral(both, both_targets, torch.cat([s, s]))
+            return integrated[:b], integrated[b:], s
+
+    def _shared(self, z: Tensor | None, targets: Tensor, override: Tensor | None) -> Tensor:
+        """``s`` ``[b, D]`` from the pooled latents of both images ``z`` ``[2b, D]`` (or the override)."""
+        if override is not None:
+            return override.to(device=targets.device).detach()
+        b = targets.shape[0]
+        w = self.model.readout.weight[targets.to(self.model.readout.weight.device)].to(z.device)
+        return shared_weights(w, z[:b], z[b:], self.variant, self.mask_threshold).detach()
+
+    def _path_integral(self, x: Tensor, targets: Tensor, s: Tensor) -> Tensor:
+        """``(x − x₀) ⊙ Σ_k ω_k ∂⟨s, z(x₀ + α_k(x − x₀))⟩/∂x`` ``[B, C, H, W]``: all steps in one batch."""
+        nodes, weights = np.polynomial.legendre.leggauss(self.n_steps)
+        alphas = torch.tensor((nodes + 1) / 2, dtype=x.dtype, device=x.device)  # in (0, 1)
+        omegas = torch.tensor(weights / 2, dtype=x.dtype, device=x.device)  # sum to 1
+        base = torch.full_like(x, self.baseline)
+        k, n = self.n_steps, x.shape[0]
+        path = (base[None] + alphas.view(k, 1, 1, 1, 1) * (x - base)[None]).reshape(k * n, *x.shape[1:])
+        path.requires_grad_(True)
+        z = neuron_latents(self.model, path, targets.repeat(k))  # [k·n, D]
+        (grad,) = torch.autograd.grad((z * s.repeat(k, 1)).sum(), path)
+        mean_grad = (grad.view(k, n, *x.shape[1:]) * omegas.view(k, 1, 1, 1, 1)).sum(0)
+        return (x - base) * mean_grad
+
+
+@hookimpl
+def register_methods(register):
+    register(
+        "parallel_backprop",
+        ParallelBackprop,
+        params=ParallelBackpropParams,
+        description="Shared-feature attribution (Lappe et al. 2024): both images of a pair backpropagated through s.",
+    )

@@ -1,0 +1,15 @@
+"""In-silico ground truth: procedural stimuli with part masks, and model neurons tuned to those parts.
+
+- :mod:`~sharedattr.insilico.render`: seeded bodies and objects with pixel-exact part masks;
+- :mod:`~sharedattr.insilico.neurons`: neurons whose responses are known functions of the parts;
+- :mod:`~sharedattr.insilico.dataset`: writes both as a normal stimulus set + responses + ground truth.
+"""
+
+from sharedattr.data.insilico.dataset import InSilicoFiles, write_insilico
+from sharedattr.data.insilico.neurons import DEFAULT_NEURONS, GroundTruthNeuron, neuron_population, simulate_responses
+from sharedattr.data.insilico.render import CATEGORIES, PARTS, RenderedSet, Scene, render_scene, render_set
+
+__all__ = [
+    "CATEGORIES", "DEFAULT_NEURONS", "PARTS", "GroundTruthNeuron", "InSilicoFiles", "RenderedSet", "Scene",
+    "neuron_population", "render_scene", "render_set", "simulate_responses", "write_insilico",
+]

@@ -1,0 +1,1 @@
+"""Encoding models: backbones and readouts, fitting and held-out scores, saving and loading."""

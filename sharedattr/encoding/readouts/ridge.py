@@ -1,0 +1,332 @@
+"""Built-in readout: ridge regression with a per-neuron penalty chosen by k-fold or leave-one-out CV.
+
+One eigendecomposition per fold (k-fold) or one in all (leave-one-out) is shared by all
+neurons and all penalties (the closed form ``W = V diag(s / (s² + α_n)) Uᵀ y_n``), so the
+cost barely grows with the number of neurons or the size of the penalty grid.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import Tensor, nn
+
+from sharedattr.data.responses import require_measured_neurons
+from sharedattr.runtime.errors import UserError
+from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.plugins.params import Params, Seed
+
+DEFAULT_ALPHAS = tuple(10.0**k for k in range(-2, 9))
+
+
+class RidgeParams(Params):
+    """Params of the ``ridge`` readout."""
+
+    alphas: tuple[float, ...] = Field(DEFAULT_ALPHAS, min_length=1, description="Penalty grid searched per neuron.")
+    cv: Literal["kfold", "loo"] = Field(
+        "kfold", description="How each neuron's penalty is chosen: kfold (k-fold CV with 'folds') or loo (exact "
+        "efficient leave-one-out from one eigendecomposition; the choice of scikit-learn's RidgeCV)."
+    )
+    folds: int = Field(5, ge=2, description="Cross-validation folds for the penalty choice (cv = kfold).")
+    pooling: Literal["none", "avg", "max"] = Field(
+        "none", description="Spatial pooling of [C, H, W] latents before the linear map: none (flatten), avg or max."
+    )
+    fit_intercept: bool = Field(True, description="Fit a bias per neuron.")
+    pca: int | None = Field(
+        None, ge=1, description="Keep only the top-k principal components of the features (fitted within each fold)."
+    )
+    seed: Seed = Field(0, description="Seed of the fold assignment.")
+
+    @field_validator("alphas")
+    @classmethod
+    def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(a <= 0 for a in value):
+            raise ValueError("every penalty must be > 0")
+        return tuple(sorted(value))
+
+    @model_validator(mode="after")
+    def _loo_without_pca(self) -> "RidgeParams":
+        if self.cv == "loo" and self.pca is not None:
+            raise ValueError("cv = 'loo' cannot be combined with pca (the components would be refitted per left-out "
+                             "image); use cv = 'kfold'")
+        return self
+
+
+def _top(lam: Tensor, vecs: Tensor, k: int | None) -> tuple[Tensor, Tensor]:
+    """Eigenpairs (ascending from ``eigh``) → the top ``k`` (all when None), negatives clamped to 0."""
+    if k is not None and k < lam.shape[0]:
+        lam, vecs = lam[-k:], vecs[:, -k:]
+    return lam.clamp(min=0), vecs
+
+
+class _Spectrum:
+    """Ridge for all penalties and neurons from one eigendecomposition.
+
+    With centred training features ``x [n, D]`` and targets ``y [n, N]``, both the primal
+    form ``x (xᵀx + α)⁻¹ xᵀ y`` and the dual form ``k (xxᵀ + α)⁻¹ y`` predict new rows as
+    ``P diag(1 / (λ + α)) Uᵀy``, where ``P`` holds the new rows projected on the
+    eigenvectors. The dual form (from the Gram matrix ``xxᵀ``) is used when ``n < D``, the
+    primal (from ``xᵀx``) otherwise. ``pca = k`` keeps the top-k eigencomponents only
+    (principal-component ridge).
+    """
+
+    def __init__(self, square: Tensor, rhs: Tensor, pca: int | None) -> None:
+        """``square``: ``xxᵀ [n, n]`` (dual) or ``xᵀx [D, D]`` (primal); ``rhs``: ``y`` or ``xᵀy``."""
+        self.lam, self.vecs = _top(*torch.linalg.eigh(square), pca)
+        self.uty = self.vecs.T @ rhs  # [k, N]
+
+    def predict_all(self, p: Tensor, alphas: Tensor) -> Tensor:
+        """Predictions ``[A, m, N]`` from projections ``p [m, k]`` for every penalty ``alphas [A]``."""
+        return torch.einsum("mk,ka,kn->amn", p, 1.0 / (self.lam[:, None] + alphas[None, :]), self.uty)
+
+    def solve(self, alpha: Tensor) -> Tensor:
+        """``vecs diag(1 / (λ + α_n)) Uᵀy`` with one penalty per neuron ``alpha [N]`` → ``[n or D, N]``."""
+        return self.vecs @ (self.uty / (self.lam[:, None] + alpha[None, :]))
+
+
+def _gram(x: Tensor, block: int = 512) -> Tensor:
+    """``x xᵀ`` ``[n, n]`` from the upper block triangle only, mirrored: about 5/8 of a full product's work.
+
+    (BLAS has a symmetric rank-k update for this; torch exposes none.) Rows go in ``block``-row
+    blocks, at most 4 per side, so each product stays large.
+    """
+    n = x.shape[0]
+    block = max(block, -(-n // 4))
+    if n <= block:
+        return x @ x.T
+    out = torch.empty(n, n, dtype=x.dtype, device=x.device)
+    for i in range(0, n, block):
+        for j in range(i, n, block):
+            part = x[i : i + block] @ x[j : j + block].T
+            out[i : i + block, j : j + block] = part
+            if j != i:
+                out[j : j + block, i : i + block] = part.T
+    return out
+
+
+def _centre_gram(g_rows: Tensor, g_train: Tensor) -> Tensor:
+    """Centre Gram blocks ``x_a x_bᵀ`` with the mean of the training rows ``b``: ``(x_a − m)(x_b − m)ᵀ``.
+
+    ``g_rows`` is ``x_a x_bᵀ`` ``[m, n]``; ``g_train`` is ``x_b x_bᵀ`` ``[n, n]``.
+    """
+    col = g_train.mean(0)  # m·x_b_j  [n]
+    return g_rows - g_rows.mean(1, keepdim=True) - col[None, :] + col.mean()
+
+
+def _loo_sse(spectrum: _Spectrum, alphas: Tensor, ones_proj: Tensor | None,
+             primal: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Leave-one-out squared error ``[A, N]`` of every penalty and neuron, from the full-data spectrum.
+
+    The exact efficient form of linear smoothers (as scikit-learn's ``RidgeCV`` computes it):
+    the LOO residual of image ``i`` is ``e_i / (1 − h_ii)`` with ``e`` the training residual
+    and ``h`` the hat matrix, plus ``1/n`` on the diagonal for the unpenalised intercept.
+    Dual form (``primal`` None; ``spectrum`` of the centred Gram ``Q Λ Qᵀ``): residual ``α Q D Qᵀy``
+    and ``1 − h_ii = α (Q D Qᵀ)_ii − α (Q D Qᵀ1)_i / n`` with ``D = (Λ + α)⁻¹``, the common
+    factor ``α`` cancelled. Primal form (``primal = (P, y)``, ``P = x V`` ``[n, D]`` and ``y``
+    ``[n, N]``, both centred): residual ``y − P D Vᵀxᵀy`` and ``h_ii = Σ_k P_ik² D_k``.
+    ``ones_proj`` ``[k]`` (with an intercept; None without): ``Qᵀ1`` (dual) or ``Vᵀxᵀ1``
+    (primal, ≈ 0 for centred ``x``).
+    """
+    sse = torch.empty(len(alphas), spectrum.uty.shape[1], dtype=spectrum.uty.dtype)
+    basis = spectrum.vecs if primal is None else primal[0]  # [n, k]
+    basis_sq = basis.pow(2)
+    n = basis.shape[0]
+    for i, alpha in enumerate(alphas.tolist()):
+        inv = 1.0 / (spectrum.lam + alpha)  # [k]
+        smooth = basis @ (inv[:, None] * spectrum.uty)  # [n, N]
+        diag = basis_sq @ inv  # [n]
+        if primal is None:
+            num, den = smooth, diag
+            if ones_proj is not None:
+                den = den - (basis @ (inv * ones_proj)) / n
+        else:
+            num, den = primal[1] - smooth, 1.0 - diag
+            if ones_proj is not None:
+                den = den - (1.0 - basis @ (inv * ones_proj)) / n
+        sse[i] = (num / den[:, None]).pow(2).sum(0)
+    return sse
+
+
+def ridge_cv(
+    x: Tensor, y: Tensor, alphas: Tensor, folds: int, fit_intercept: bool, generator: torch.Generator,
+    pca: int | None = None, cv: Literal["kfold", "loo"] = "kfold",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Fit ridge for all neurons at once. ``x [n, D]``, ``y [n, N]`` (no NaN) → ``W [N, D]``, ``b [N]``, ``α [N]``.
+
+    The penalty of each neuron minimises its cross-validated squared error over ``alphas``:
+    k-fold (``cv = "kfold"``, ``folds`` folds from ``generator``) or exact leave-one-out
+    (``cv = "loo"``, from the eigendecomposition of the final fit, as scikit-learn's
+    ``RidgeCV(alphas, alpha_per_target=True)``; no ``pca``). In the dual form (``n < D``)
+    one Gram matrix ``x xᵀ`` serves every fold and the final fit: centring is applied to
+    its blocks, and ``x`` is touched only to form it and to map the final dual coefficients
+    back to weights.
+    """
+    n, d = x.shape
+    if cv not in ("kfold", "loo"):
+        raise ValueError(f"unknown cv {cv!r}; use kfold or loo")
+    if cv == "loo" and pca is not None:
+        raise UserError("ridge readout: cv = 'loo' cannot be combined with pca; use cv = 'kfold'")
+    if cv == "kfold" and n < folds:
+        raise UserError(f"ridge readout: {n} training images cannot be split into {folds} folds; lower 'folds'")
+    if cv == "loo" and n < 2 + fit_intercept:
+        raise UserError(f"ridge readout: leave-one-out needs at least {2 + fit_intercept} training images; got {n}")
+    dual = n < d
+    gram = _gram(x) if dual else None  # [n, n], uncentred
+    if cv == "kfold":
+        alpha = alphas[_kfold_sse(x, y, gram, alphas, folds, fit_intercept, generator, pca).argmin(0)]
+    xm = x.mean(0) if fit_intercept else torch.zeros(d, dtype=x.dtype)
+    ym = y.mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
+    if dual:
+        spectrum = _Spectrum(_centre_gram(gram, gram) if fit_intercept else gram, y - ym, pca)
+        if cv == "loo":
+            ones_proj = spectrum.vecs.sum(0) if fit_intercept else None  # Qᵀ1
+            alpha = alphas[_loo_sse(spectrum, alphas, ones_proj).argmin(0)]
+        dual_coef = spectrum.solve(alpha)  # [n, N]
+        coef = x.T @ dual_coef - xm[:, None] * dual_coef.sum(0)[None, :]  # (x − 1mᵀ)ᵀ A, without copying x
+    else:
+        xc, yc = x - xm, y - ym
+        spectrum = _Spectrum(xc.T @ xc, xc.T @ yc, pca)
+        if cv == "loo":
+            ones_proj = spectrum.vecs.T @ xc.sum(0) if fit_intercept else None  # Vᵀxᵀ1
+            alpha = alphas[_loo_sse(spectrum, alphas, ones_proj, (xc @ spectrum.vecs, yc)).argmin(0)]
+        coef = spectrum.solve(alpha)  # [D, N]
+    return coef.T.contiguous(), ym - xm @ coef, alpha  # ties: the smallest penalty wins, since alphas are sorted
+
+
+def _kfold_sse(x: Tensor, y: Tensor, gram: Tensor | None, alphas: Tensor, folds: int, fit_intercept: bool,
+               generator: torch.Generator, pca: int | None) -> Tensor:
+    """k-fold cross-validated squared error ``[A, N]`` per penalty and neuron (``gram``: ``x xᵀ``, dual form)."""
+    n, d = x.shape
+    fold_of = torch.randperm(n, generator=generator) % folds
+    sse = torch.zeros(len(alphas), y.shape[1], dtype=x.dtype)
+    for k in range(folds):
+        tr, va = fold_of != k, fold_of == k
+        ym = y[tr].mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
+        if gram is not None:
+            g_tt, g_vt = gram[tr][:, tr], gram[va][:, tr]
+            if fit_intercept:
+                g_tt, g_vt = _centre_gram(g_tt, g_tt), _centre_gram(g_vt, g_tt)
+            spectrum = _Spectrum(g_tt, y[tr] - ym, pca)
+            p = g_vt @ spectrum.vecs
+        else:
+            xm = x[tr].mean(0) if fit_intercept else torch.zeros(d, dtype=x.dtype)
+            xc = x[tr] - xm
+            spectrum = _Spectrum(xc.T @ xc, xc.T @ (y[tr] - ym), pca)
+            p = (x[va] - xm) @ spectrum.vecs
+        sse += (spectrum.predict_all(p, alphas) + ym - y[va]).pow(2).sum(1)
+    return sse
+
+
+class RidgeReadout(nn.Module):
+    """Linear readout ``r_n = ⟨w_n, z(x)⟩ + b_n`` with ``z`` the (pooled,) flattened latents, shared by all neurons."""
+
+    def __init__(
+        self,
+        alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+        folds: int = 5,
+        pooling: str = "none",
+        fit_intercept: bool = True,
+        pca: int | None = None,
+        seed: int = 0,
+        cv: Literal["kfold", "loo"] = "kfold",
+    ) -> None:
+        super().__init__()
+        self.alphas, self.folds, self.pooling = tuple(alphas), folds, pooling
+        self.fit_intercept, self.pca, self.seed, self.cv = fit_intercept, pca, seed, cv
+        self.register_buffer("_weight", torch.empty(0, 0))
+        self.register_buffer("_bias", torch.empty(0))
+        self.register_buffer("alpha", torch.empty(0))
+
+    def feature_dim(self, latent_shape: tuple[int, ...]) -> int:
+        """``D`` for latents of ``latent_shape`` (``[C, H, W]`` or ``[D]``)."""
+        if len(latent_shape) == 3 and self.pooling in ("avg", "max"):
+            return int(latent_shape[0])
+        return int(torch.Size(latent_shape).numel())
+
+    def initialize(self, latent_shape: tuple[int, ...], n_neurons: int) -> None:
+        """Zero ``w [N, D]``, ``b [N]`` and ``alpha [N]`` for latents of ``latent_shape``."""
+        d = self.feature_dim(tuple(latent_shape))
+        self._weight = torch.zeros(n_neurons, d)
+        self._bias = torch.zeros(n_neurons)
+        self.alpha = torch.zeros(n_neurons, dtype=torch.float64)
+
+    def features(self, latents: Tensor) -> Tensor:
+        """Latents ``[B, C, H, W]`` or ``[B, D]`` → shared feature vector ``[B, D]``."""
+        if latents.dim() == 4 and self.pooling == "avg":
+            latents = latents.mean(dim=(2, 3))
+        elif latents.dim() == 4 and self.pooling == "max":
+            latents = latents.amax(dim=(2, 3))
+        return latents.flatten(1)
+
+    def fit(self, latents: Tensor, responses: Tensor) -> "RidgeReadout":
+        """Fit all neurons. NaN responses are left out per neuron (neurons sharing a NaN pattern share one fit)."""
+        x = self.features(latents).detach().to(torch.float64).cpu()
+        y = responses.detach().to(torch.float64).cpu()
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"latents have {x.shape[0]} images but responses {y.shape[0]}")
+        require_measured_neurons(y, "ridge readout")
+        n_neurons = y.shape[1]
+        self.initialize(tuple(latents.shape[1:]), n_neurons)
+        weight = torch.zeros(n_neurons, x.shape[1], dtype=torch.float64)
+        bias = torch.zeros(n_neurons, dtype=torch.float64)
+        alpha = torch.zeros(n_neurons, dtype=torch.float64)
+        valid = ~torch.isnan(y)
+        patterns, group = torch.unique(valid.T, dim=0, return_inverse=True)
+        for g, pattern in enumerate(patterns):
+            cols = (group == g).nonzero().squeeze(1)
+            generator = torch.Generator().manual_seed(self.seed)
+            everything = bool(pattern.all())  # the usual case: no copy of x
+            w, b, a = ridge_cv(
+                x if everything else x[pattern], (y if everything else y[pattern])[:, cols],
+                torch.tensor(self.alphas, dtype=torch.float64),
+                self.folds, self.fit_intercept, generator, self.pca, self.cv,
+            )
+            weight[cols], bias[cols], alpha[cols] = w, b, a
+        self._weight = weight.to(torch.float32)
+        self._bias = bias.to(torch.float32)
+        self.alpha = alpha
+        return self
+
+    @property
+    def weight(self) -> Tensor:
+        """``w`` ``[N, D]``."""
+        if self._weight.numel() == 0:
+            raise RuntimeError("the ridge readout is not fitted yet; call fit(latents, responses)")
+        return self._weight
+
+    @property
+    def bias(self) -> Tensor:
+        """``b`` ``[N]``."""
+        return self._bias
+
+    def nonlinearity(self, x: Tensor) -> Tensor:
+        return x
+
+    def pooled(self, latents: Tensor) -> Tensor:
+        """``z`` ``[B, N, D]``: the same feature vector for every neuron (an expanded view of :meth:`shared_pooled`)."""
+        z = self.shared_pooled(latents)
+        return z[:, None, :].expand(-1, self.weight.shape[0], -1)
+
+    def shared_pooled(self, latents: Tensor) -> Tensor:
+        """``z`` ``[B, D]``, the vector every neuron shares: ``pooled(latents)[:, n]`` for any ``n``.
+
+        Optional in the readout contract: attribution and matching use it, where present, instead
+        of indexing ``pooled``, whose gradient would fill a ``[B, N, D]`` tensor.
+        """
+        return self.features(latents)
+
+    def forward(self, latents: Tensor) -> Tensor:
+        return self.features(latents) @ self.weight.T + self._bias
+
+
+@hookimpl
+def register_readouts(register):
+    register(
+        "ridge",
+        RidgeReadout,
+        params=RidgeParams,
+        description="Closed-form ridge on flattened or pooled latents; per-neuron penalty by k-fold or "
+        "leave-one-out CV, one eigendecomposition shared.",
+    )

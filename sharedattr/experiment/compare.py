@@ -1,0 +1,105 @@
+"""``sharedattr.compare``: the method comparison of ``sharedattr run`` as one Python call on a fitted model.
+
+It runs the same explanation chain as ``sharedattr run``
+(:func:`sharedattr.experiment.stages.explain_stage`) on a model you already have, and returns the
+tidy table as a pandas DataFrame; nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sharedattr.data import StimulusSet
+from sharedattr.data.features import extract_features
+from sharedattr.data.ground_truth import load_neuron_parts
+from sharedattr.encoding.fit import predict
+from sharedattr.encoding.model import EncodingModel
+from sharedattr.experiment.context import RunContext, validated_specs
+from sharedattr.experiment.stages import PairSettings, explain_stage
+from sharedattr.experiment.tables import RESULT_COLUMNS
+from sharedattr.plugins.loading import get_registry
+from sharedattr.plugins.registry import Registry
+from sharedattr.plugins.specs import MatcherSpec, MethodSpec, MetricSpec
+from sharedattr.runtime.errors import UserError
+from sharedattr.selection.neurons import measured_else_predicted
+
+ComponentLike = str | Mapping[str, Any]
+SOURCE = "sharedattr.compare"
+
+
+def _neuron_indices(neurons: Sequence[str | int] | None, neuron_ids: list[str]) -> list[int]:
+    if neurons is None:
+        return list(range(len(neuron_ids)))
+    index = {n: i for i, n in enumerate(neuron_ids)}
+    out, unknown = [], []
+    for n in neurons:
+        if isinstance(n, int) and 0 <= n < len(neuron_ids):
+            out.append(n)
+        elif isinstance(n, str) and n in index:
+            out.append(index[n])
+        else:
+            unknown.append(n)
+    if unknown:
+        raise UserError(f"compare(neurons=...): unknown neuron(s) {unknown}; the model has {neuron_ids[:20]}"
+                        f"{' …' if len(neuron_ids) > 20 else ''} (ids or indices 0..{len(neuron_ids) - 1})")
+    return out
+
+
+def compare(model: EncodingModel, stimuli: StimulusSet | str | Path, *, neurons: Sequence[str | int] | None = None,
+            methods: Sequence[ComponentLike] = ("parallel_backprop", "saliency", "integrated_gradients"),
+            metrics: Sequence[ComponentLike] = ("gini", "deletion", "insertion"),
+            matcher: ComponentLike = "cosine", responses: Tensor | None = None,
+            preferred_category: str | None = None, drivers_per_neuron: int = 2, references_per_driver: int = 1,
+            on_reference: bool = True, reduce: str = "sum", batch_size: int = 32,
+            device: torch.device | str = "cpu", registry: Registry | None = None, progress: bool = False,
+            return_maps: bool = False, neuron_parts: Mapping[str, Sequence[str]] | str | Path | None = None) -> Any:
+    """Compare attribution methods on the same neurons, drivers and references; return the tidy table.
+
+    ``model``: a fitted encoding model (e.g. :func:`sharedattr.load_model`), images ``[B, C, H, W]``
+    in [0, 1] → ``[B, N]``; its ``neuron_ids`` name the outputs when present. ``stimuli``: a
+    :class:`~sharedattr.data.StimulusSet`, a manifest CSV or a folder per category (masks,
+    where the set has them, enable the localisation metrics). ``neurons``: ids or output
+    indices (default: all). ``responses`` ``[S, N]`` aligned with the stimuli rank the drivers
+    (NaN = not measured); without them the model's predictions do. ``methods``, ``metrics``
+    and ``matcher`` are registered names or ``{"name": ..., **params}`` dicts. ``neuron_parts``
+    (``{neuron id: [part, ...]}`` or a JSON file, see :mod:`sharedattr.data.ground_truth`)
+    scores localisation against the parts each pair shares (manifest ``mask:<part>`` columns).
+
+    Returns a pandas DataFrame, one row per neuron × driver × reference × method × image ×
+    metric (and, with ``return_maps``, the maps ``{method: {"driver"|"reference": [P, H, W]}}`` too).
+    """
+    import pandas as pd
+
+    registry = registry if registry is not None else get_registry()
+    if reduce not in ("sum", "abs_sum"):
+        raise UserError(f"compare(reduce={reduce!r}): use 'sum' (signed) or 'abs_sum'")
+    method_specs = validated_specs("methods", MethodSpec, methods, registry, f"{SOURCE}(methods=...)")
+    metric_specs = validated_specs("metrics", MetricSpec, metrics, registry, f"{SOURCE}(metrics=...)")
+    (matcher_spec,) = validated_specs("matcher", MatcherSpec, [matcher], registry, f"{SOURCE}(matcher=...)")
+    ctx = RunContext(registry, torch.device(device), progress=progress)
+    stimuli = stimuli if isinstance(stimuli, StimulusSet) else StimulusSet.load(Path(stimuli))
+    model = model.to(device).eval()
+    latents, _ = extract_features(model.backbone, stimuli, batch_size=batch_size, device=device, progress=progress)
+    predicted = predict(model.readout, latents, batch_size, device)  # [S, N]
+    neuron_ids = [str(n) for n in getattr(model, "neuron_ids", None) or range(predicted.shape[1])]
+    drive = predicted
+    if responses is not None:
+        responses = torch.as_tensor(responses, dtype=torch.float32)
+        if tuple(responses.shape) != tuple(predicted.shape):
+            raise UserError(f"compare(responses=...): expected [stimuli, neurons] = {tuple(predicted.shape)}, "
+                            f"got {tuple(responses.shape)}")
+        drive = measured_else_predicted(responses, predicted)
+    if isinstance(neuron_parts, (str, Path)):
+        neuron_parts = load_neuron_parts(neuron_parts, list(stimuli.part_masks))
+    settings = PairSettings(preferred_category, drivers_per_neuron, references_per_driver, on_reference, reduce,
+                            batch_size)
+    explanation = explain_stage(ctx, model, stimuli, latents, drive, neuron_ids, _neuron_indices(neurons, neuron_ids),
+                                settings, matcher=ctx.build(matcher_spec), methods=ctx.methods(method_specs),
+                                metrics=ctx.metrics(metric_specs), neuron_parts=neuron_parts)
+    table = pd.DataFrame(explanation.rows, columns=RESULT_COLUMNS)
+    return (table, explanation.explained.maps) if return_maps else table

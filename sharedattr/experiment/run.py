@@ -1,0 +1,144 @@
+"""``sharedattr run``: data → encoding model → neuron/driver selection → matching → attribution → metrics.
+
+The stages (:mod:`sharedattr.experiment.stages`) use the components named in the
+:class:`~sharedattr.config.spec.ExperimentSpec`, each built once by the run's
+:class:`~sharedattr.experiment.context.RunContext`. Results are written atomically to the output folder:
+
+- ``spec.json``: the validated spec with every default filled in, and its digest;
+- ``scores.csv``, ``model/`` and ``figures/fit.png``: the fitted encoding model and its
+  held-out Pearson r per neuron (as ``sharedattr fit`` writes them);
+- ``pairs.csv``: per neuron, each out-of-category driver and its matched references;
+- ``results.csv`` (and ``results.parquet`` when pyarrow is installed): tidy, one row per
+  neuron × driver × reference × method × image (driver or reference) × metric;
+- ``summary.csv``: method × image × metric mean ± sem (also printed);
+- ``maps.safetensors``: every attribution map ``[P, H, W]``, keyed ``<method>/<image>``;
+- ``methods.csv``: per method, the wall time to make all its maps and the milliseconds per pair;
+- ``components.json``: what each method and metric declares (pairwise; family and direction) and its plugin;
+- ``synthesis/``: when synthesizers are configured, their images scored on the train, val and cross
+  evaluator models (see :mod:`sharedattr.experiment.synthesize`);
+- ``figures/``: PNGs (fit quality, one attribution grid per neuron);
+- ``work/``: finished work items (per method × block of ``batch_size`` pairs: its maps, and its
+  scores per metric × image), so a second run of the same spec, or a run after an
+  interruption, recomputes nothing that was finished (see docs/scaling.md);
+- ``timings.json``: seconds spent in each stage;
+- ``report.html``: a self-contained HTML report of all of the above (rebuild it with ``sharedattr report``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from sharedattr.attribution.engine import NamedMethod, NamedMetric
+from sharedattr.config.spec import ExperimentSpec
+from sharedattr.experiment.context import RunContext
+from sharedattr.experiment.stages import Explanation, Experiment, PairSettings, explain_stage, fit_for_run, select_stage
+from sharedattr.experiment.tables import (
+    COMPONENTS_FILE,
+    METHOD_COLUMNS,
+    RESULT_COLUMNS,
+    SUMMARY_COLUMNS,
+    method_times,
+    save_maps,
+    summarise,
+    write_components,
+    write_pairs,
+    write_table,
+)
+from sharedattr.plugins.registry import Registry
+from sharedattr.report import write_report
+from sharedattr.runtime.distributed import SINGLE, Ranks
+from sharedattr.runtime.io import atomic_write_csv, atomic_write_json
+from sharedattr.runtime.work_store import WorkStore
+from sharedattr.selection.matching import Pair
+
+STAGES = ("fit", "match", "attribute", "write", "synthesize")
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_experiment` wrote, in memory: ``rows`` is the tidy table, ``summary`` its means."""
+
+    out_dir: Path
+    neuron_ids: list[str]
+    test_r: Tensor
+    selected: list[int]
+    pairs: list[Pair]
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    timings: dict[str, float] = field(default_factory=dict)
+    reused: dict[str, Any] = field(default_factory=dict)
+
+
+def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Registry | None = None,
+                   progress: bool = True, ranks: Ranks = SINGLE) -> RunResult | None:
+    """Run the whole experiment described by ``spec``; write the results to ``out_dir``.
+
+    Everything already computed in ``out_dir`` by a run of the same spec (the fitted model,
+    each work item's maps and scores) is reused, so a repeated or resumed run is cheap.
+
+    With several ``ranks`` (see :mod:`sharedattr.runtime.distributed`; ``out_dir`` on a folder every
+    rank sees), rank 0 fits, every rank matches, the work items are dealt out round-robin, and
+    rank 0 merges them and writes every output, the same as a single process; the other ranks
+    return None. Progress bars are shown by rank 0 only.
+    """
+    out = Path(out_dir)
+    ctx = RunContext.start(spec, out, registry=registry, ranks=ranks, progress=progress, stages=STAGES)
+    ctx.mark("fit")
+    experiment = fit_for_run(ctx, spec, out, out)
+    neurons = select_stage(spec, experiment)
+    methods, metrics = ctx.methods(spec.methods), ctx.metrics(spec.metrics)
+    store = WorkStore(out / "work")
+    explanation = explain_stage(
+        ctx, experiment.fit.model, experiment.stimuli, experiment.latents, experiment.drive,
+        experiment.fit.neuron_ids, neurons, PairSettings.from_spec(spec), matcher=ctx.build(spec.matcher),
+        methods=methods, metrics=metrics, neuron_parts=experiment.neuron_parts, store=store,
+        model_digest=experiment.fit_digest)
+    if explanation.explained is None:  # another rank than 0: its items are written; rank 0 merges them
+        synthesize_stage(ctx, spec, experiment, neurons, out)
+        return None
+    ctx.mark("write")
+    summary = write_outputs(spec, out, experiment, explanation, methods, metrics)
+    ctx.mark("synthesize")
+    synthesize_stage(ctx, spec, experiment, neurons, out)
+    durations = ctx.timer.durations()
+    atomic_write_json(out / "timings.json", durations)
+    write_report(out)
+    reused = {"model": int(experiment.reused), "work_items_reused": store.hits, "work_items_computed": store.misses,
+              "work_items_computed_by_rank": explanation.explained.computed_by_rank}
+    fit = experiment.fit
+    return RunResult(out, fit.neuron_ids, fit.test_r, neurons, explanation.pairs, explanation.rows, summary,
+                     durations, reused)
+
+
+def write_outputs(spec: ExperimentSpec, out: Path, experiment: Experiment, explanation: Explanation,
+                  methods: list[NamedMethod], metrics: list[NamedMetric]) -> list[dict[str, Any]]:
+    """The run's tables, maps, components and figures (rank 0); returns the summary rows."""
+    fit, stimuli, explained, pairs = experiment.fit, experiment.stimuli, explanation.explained, explanation.pairs
+    neuron_ids, categories = fit.neuron_ids, list(stimuli.categories)
+    write_pairs(out / "pairs.csv", pairs, experiment.drive, neuron_ids, stimuli.ids, categories)
+    write_table(out / "results.csv", explanation.rows, RESULT_COLUMNS)
+    summary = summarise(explanation.rows)
+    atomic_write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
+    atomic_write_csv(out / "methods.csv", method_times(explained, len(pairs)), METHOD_COLUMNS)
+    write_components(out / COMPONENTS_FILE, methods, metrics, {m.label: m.pairwise(fit.model) for m in methods})
+    if spec.output.save_maps and explained.maps:
+        save_maps(out / "maps.safetensors", explained, pairs, neuron_ids, stimuli.ids)
+    if spec.output.figures:
+        from sharedattr.report.figures import attribution_grids  # matplotlib only when figures are on
+
+        attribution_grids(pairs, explanation.images.drivers, explanation.images.references, explained.maps,
+                          neuron_ids, stimuli.ids, out / "figures", spec.output.dpi)
+    return summary
+
+
+def synthesize_stage(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, neurons: list[int],
+                     out: Path) -> None:
+    """The configured synthesizers on the selected neurons, into ``out/synthesis`` (nothing when none)."""
+    if spec.synthesis:
+        from sharedattr.experiment.synthesize import run_synthesis
+
+        run_synthesis(ctx, spec, experiment, neurons, out / "synthesis")

@@ -1,0 +1,255 @@
+"""The stages every command is made of, each written once.
+
+- :func:`fit_stage`: data → checks → features → fitted (or saved) encoding model → scores; and
+  :func:`fit_for_run`, the same at the start of ``run`` and ``synthesize`` (rank 0 fits, the
+  other ranks load what it saved);
+- :func:`select_stage`: which neurons to explain, by the spec's rule;
+- :func:`explain_stage`: the explanation chain: preferred categories → drivers and matched
+  references → ground-truth parts → pair images → every method on every pair → every metric
+  on every map → the tidy rows. ``sharedattr run`` and :func:`sharedattr.compare` both run it.
+
+``sharedattr run`` is fit → select → explain → write → synthesise → report
+(:mod:`sharedattr.experiment.run`), ``sharedattr synthesize`` fit → select → synthesise
+(:mod:`sharedattr.experiment.synthesize`), ``compare`` features → explain
+(:mod:`sharedattr.experiment.compare`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sharedattr.attribution.engine import Explained, ExplainSettings, NamedMethod, NamedMetric, explain_pairs
+from sharedattr.config.spec import ExperimentSpec
+from sharedattr.data import StimulusSet, load_responses
+from sharedattr.data.features import default_cache_dir, extract_features
+from sharedattr.data.ground_truth import load_neuron_parts, pair_parts
+from sharedattr.data.pairs import PairImages
+from sharedattr.data.stimuli import DataError
+from sharedattr.encoding.fit import Fit, fit_readout
+from sharedattr.encoding.model import EncodingModel
+from sharedattr.encoding.store import fit_digest, save_model, saved_digest
+from sharedattr.experiment.context import RunContext
+from sharedattr.experiment.tables import tidy_rows, write_scores
+from sharedattr.plugins.loading import get_registry
+from sharedattr.plugins.registry import Registry
+from sharedattr.runtime.devices import resolve_device
+from sharedattr.runtime.errors import UserError, closest
+from sharedattr.runtime.io import atomic_write_json, remove_stale_temporaries
+from sharedattr.runtime.work_store import WorkStore
+from sharedattr.selection.matching import Pair, match_pairs
+from sharedattr.selection.neurons import measured_else_predicted, preferred_categories, select_neurons
+
+
+# -- fit ----------------------------------------------------------------------------------
+@dataclass
+class Experiment:
+    """Everything the later stages need from the data and the fitted model.
+
+    ``responses`` ``[S, N]`` are aligned to ``stimuli`` (NaN = not measured); ``latents``
+    ``[S, ...]`` may be memory-mapped from the feature cache.
+    """
+
+    stimuli: StimulusSet
+    responses: Tensor
+    latents: Tensor
+    fit: Fit
+    cache_hit: bool
+    fit_digest: str = ""
+    reused: bool = False
+    neuron_parts: dict[str, tuple[str, ...]] | None = None
+
+    @property
+    def drive(self) -> Tensor:
+        """``[S, N]``: what ranks the drivers and natural images: measured responses, else the model's predictions."""
+        return measured_else_predicted(self.responses, self.fit.predicted)
+
+
+def fit_stage(ctx: RunContext, spec: ExperimentSpec, out: str | Path, *, reuse: bool = False,
+              write: bool = True) -> Experiment:
+    """Load and check the data, extract (or reuse) features, fit and score the readout, save the model.
+
+    Writes ``scores.csv``, ``model/`` and, with figures on, ``figures/fit.png`` into ``out``
+    (unless ``write`` is False: the ranks of a distributed run other than rank 0 only read).
+    With ``reuse``, a model already saved in ``out/model`` by a fit of the same data, backbone,
+    readout and seed (the same :func:`~sharedattr.encoding.store.fit_digest`) is loaded instead of
+    fitted again.
+    """
+    out = Path(out)
+    stimuli = StimulusSet.load(spec.data.stimuli)
+    stimuli.check_categories(spec.data.categories)
+    recorded = load_responses(spec.data.responses, ids_path=spec.data.response_ids,
+                              neuron_ids_path=spec.data.neuron_ids)
+    check_selection(spec, stimuli, recorded.neuron_ids)
+    responses = recorded.aligned_to(stimuli)
+    neuron_parts = checked_neuron_parts(spec, stimuli, recorded.neuron_ids)
+    stimuli_digest = stimuli.content_digest()
+    digest = fit_digest(spec, stimuli_digest, spec.data.responses)
+    backbone = ctx.build(spec.backbone).to(ctx.device)
+    latents, hit = features(ctx, spec, spec.backbone, backbone, stimuli, stimuli_digest)
+    reused = reuse and saved_digest(out / "model") == digest
+    fit = fit_readout(ctx.build(spec.readout), backbone, latents, responses, list(recorded.neuron_ids),
+                      test_fraction=spec.data.test_fraction, split_seed=spec.data.split_seed,
+                      batch_size=spec.batch_size, device=ctx.device, saved=out / "model" if reused else None,
+                      name=spec.readout.name)
+    if recorded.has_repeats:
+        fit.score_repeats(recorded.trials_aligned_to(stimuli))
+    experiment = Experiment(stimuli, responses, latents, fit, hit, digest, reused, neuron_parts)
+    if not write:
+        return experiment
+    write_scores(fit, out / "scores.csv")
+    if not reused:
+        save_model(fit.model, spec.backbone, spec.readout, fit.neuron_ids, out / "model",
+                   extra={"spec_digest": spec.digest(), "fit_digest": digest}, registry=ctx.registry)
+    if spec.output.figures:
+        from sharedattr.report.figures import fit_figure  # matplotlib only when figures are on
+
+        fit_figure(fit.test_r, fit.predicted[fit.test], responses[fit.test], fit.neuron_ids,
+                   out / "figures" / "fit.png", spec.output.dpi)
+    return experiment
+
+
+def features(ctx: RunContext, spec: ExperimentSpec, backbone_spec: Any, backbone: Any, stimuli: StimulusSet,
+             stimuli_digest: str | None = None) -> tuple[Tensor, bool]:
+    """Latents ``[S, ...]`` of every stimulus by ``backbone`` (built from ``backbone_spec``), through the
+    feature cache when ``spec.cache`` is on; and whether the cache hit."""
+    return extract_features(
+        backbone, stimuli,
+        backbone_spec=backbone_spec.model_dump(mode="json") if spec.cache else None,
+        cache_dir=(spec.cache_dir or default_cache_dir()) if spec.cache else None,
+        batch_size=spec.batch_size, device=ctx.device, progress=ctx.progress, stimuli_digest=stimuli_digest,
+    )
+
+
+def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry | None = None,
+                   device: torch.device | str | None = None, progress: bool = True, reuse: bool = False) -> Experiment:
+    """``sharedattr fit``: :func:`fit_stage` of ``spec`` into ``out``, on ``device`` (default: the spec's)."""
+    ctx = RunContext(registry if registry is not None else get_registry(),
+                     torch.device(device) if device is not None else resolve_device(spec.device), progress=progress)
+    return fit_stage(ctx, spec, out, reuse=reuse)
+
+
+def check_selection(spec: ExperimentSpec, stimuli: StimulusSet, neuron_ids: Sequence[str]) -> None:
+    """``selection.neurons`` must name recorded neurons, ``data.preferred_category`` a stimulus category:
+    checked before any compute."""
+    preferred, categories = spec.data.preferred_category, stimuli.category_names
+    if preferred is not None and preferred not in categories:
+        hint = closest(preferred, categories)
+        raise UserError(f"data.preferred_category: {preferred!r} is not one of {categories}"
+                        + (f"; did you mean {hint!r}?" if hint else "") + f" (the categories of {spec.data.stimuli})")
+    unknown = [n for n in spec.selection.neurons or [] if n not in set(neuron_ids)]
+    if unknown:
+        hints = [f"{closest(n, neuron_ids)!r} for {n!r}" for n in unknown if closest(n, neuron_ids)]
+        shown = ", ".join(neuron_ids[:20]) + (" ..." if len(neuron_ids) > 20 else "")
+        raise UserError(f"selection.neurons: unknown neuron id(s) {unknown}"
+                        + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+                        + f"; the responses ({spec.data.responses}) have {len(neuron_ids)} neurons: {shown}")
+
+
+def checked_neuron_parts(spec: ExperimentSpec, stimuli: StimulusSet,
+                         neuron_ids: Sequence[str]) -> dict[str, tuple[str, ...]] | None:
+    """``data.neuron_parts``, checked against the manifest's part columns and the recorded neuron ids."""
+    if spec.data.neuron_parts is None:
+        return None
+    parts = load_neuron_parts(spec.data.neuron_parts, list(stimuli.part_masks))
+    unknown = sorted(set(parts) - set(neuron_ids))
+    if unknown:
+        raise DataError(spec.data.neuron_parts, [f"neuron {n!r} is not in the responses ({spec.data.responses})"
+                                                 for n in unknown])
+    return parts
+
+
+def fit_for_run(ctx: RunContext, spec: ExperimentSpec, out: Path, fit_dir: Path) -> Experiment:
+    """The start of ``sharedattr run``/``synthesize``: the fitted (or saved) model in ``fit_dir``.
+
+    Rank 0 writes ``out/spec.json``, removes the temporaries a killed run left under ``out``
+    and fits (reusing a saved model of the same digest); after a barrier, the other ranks load
+    what rank 0 saved, writing nothing.
+    """
+    ranks = ctx.ranks
+    if ranks.is_main:
+        atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
+        remove_stale_temporaries(out)
+        experiment = fit_stage(ctx, spec, fit_dir, reuse=True)
+    ranks.barrier()  # the other ranks load the model rank 0 saved
+    if not ranks.is_main:
+        experiment = fit_stage(ctx, spec, fit_dir, reuse=True, write=False)
+    return experiment
+
+
+# -- select -------------------------------------------------------------------------------
+def select_stage(spec: ExperimentSpec, experiment: Experiment) -> list[int]:
+    """Output indices of the neurons to explain, by ``spec.selection`` (explicit ids, or the best held-out r)."""
+    sel, fit = spec.selection, experiment.fit
+    return select_neurons(fit.neuron_ids, fit.test_r, neurons=sel.neurons, top_k=sel.top_k, min_r=sel.min_r)
+
+
+# -- explain ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairSettings:
+    """How drivers and references are chosen and their maps made comparable.
+
+    From ``spec.data``/``spec.selection``/``spec.attribution`` (:meth:`from_spec`) or from
+    :func:`sharedattr.compare`'s arguments.
+    """
+
+    preferred_category: str | None = None
+    drivers_per_neuron: int = 2
+    references_per_driver: int = 1
+    on_reference: bool = True
+    reduce: str = "sum"
+    batch_size: int = 32
+
+    @classmethod
+    def from_spec(cls, spec: ExperimentSpec) -> PairSettings:
+        return cls(spec.data.preferred_category, spec.selection.drivers_per_neuron,
+                   spec.selection.references_per_driver, spec.attribution.on_reference, spec.attribution.reduce,
+                   spec.batch_size)
+
+
+@dataclass
+class Explanation:
+    """What the explanation chain made: the pairs (neuron, driver, reference), their images and masks, every
+    method's maps and every metric's scores, and the tidy rows. ``explained`` is None (and ``rows`` empty)
+    on the ranks of a distributed run other than rank 0."""
+
+    pairs: list[Pair]
+    images: PairImages
+    explained: Explained | None
+    rows: list[dict[str, Any]]
+
+
+def explain_stage(ctx: RunContext, model: EncodingModel, stimuli: StimulusSet, latents: Tensor, drive: Tensor,
+                  neuron_ids: Sequence[str], neurons: Sequence[int], settings: PairSettings, *, matcher: Any,
+                  methods: Sequence[NamedMethod], metrics: Sequence[NamedMetric],
+                  neuron_parts: Mapping[str, Sequence[str]] | None = None, store: WorkStore | None = None,
+                  model_digest: str | None = None) -> Explanation:
+    """The explanation chain for ``neurons`` (output indices of ``model``).
+
+    ``latents`` ``[S, ...]`` and ``drive`` ``[S, N]`` (measured responses, else predictions)
+    are aligned with ``stimuli``. With ``store`` and ``model_digest``, every work item is kept in
+    (and reused from) the store, keyed by the model's digest and the pairs' ids.
+    """
+    ctx.mark("match")
+    categories = list(stimuli.categories)
+    preferred = preferred_categories(categories, drive, neurons, settings.preferred_category)
+    pairs = match_pairs(model.readout, latents, matcher, categories, drive, neurons, preferred,
+                        drivers_per_neuron=settings.drivers_per_neuron,
+                        references_per_driver=settings.references_per_driver, batch_size=settings.batch_size,
+                        device=ctx.device)
+    ctx.mark("attribute")
+    shared = None if neuron_parts is None else pair_parts(stimuli, neuron_parts, neuron_ids, pairs)
+    images = PairImages.load(stimuli, pairs, model.input_size, model.in_channels, shared)
+    identity = None if model_digest is None else {
+        "model": model_digest,
+        "pairs": [[neuron_ids[p.neuron], stimuli.ids[p.driver], stimuli.ids[p.reference]] for p in pairs]}
+    explained = explain_pairs(model, pairs, images, methods, metrics,
+                              ExplainSettings(settings.on_reference, settings.reduce, settings.batch_size, ctx.device),
+                              store=store, identity=identity, progress=ctx.progress, ranks=ctx.ranks)
+    rows = [] if explained is None else tidy_rows(pairs, explained, neuron_ids, stimuli.ids, categories)
+    return Explanation(pairs, images, explained, rows)

@@ -1,0 +1,271 @@
+"""``sharedattr synthesize``, and the synthesis stage of ``sharedattr run``: the configured synthesizers on the
+selected neurons, their images scored on every evaluator model (the EGG paper's protocol).
+
+Writes into one folder (``<run>/synthesis`` for ``sharedattr run``, ``--out`` for
+``sharedattr synthesize``):
+
+- ``scores.csv``: one row per neuron × synthesizer × seed × evaluator model: the response,
+  the evaluator's prediction for the neuron's best natural image, their ratio (``relative``)
+  and the synthesizer's cost (model forward/backward calls, denoiser calls, wall seconds);
+- ``summary.csv``: per synthesizer × evaluator, the mean ± sem relative activation and cost;
+- ``evaluators.csv``: each evaluator model, its role and its held-out fit;
+- ``images.safetensors``: ``<synthesizer>/<neuron>`` ``[S, C, H, W]`` (what the model saw),
+  ``<synthesizer>/<neuron>/prior`` (a diffusion prior's own resolution) and
+  ``natural/<neuron>`` (the neuron's most exciting natural images);
+- ``images.png`` (grid), ``comparison.png`` (activation per evaluator role and compute) and
+  ``prior_samples.png`` (unguided samples of each diffusion prior);
+- ``work/``: each finished (synthesizer, neuron) item, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from sharedattr.config.spec import ExperimentSpec
+from sharedattr.encoding.fit import fit_readout
+from sharedattr.encoding.store import save_model, saved_digest
+from sharedattr.experiment.context import NamedSynthesizer, RunContext
+from sharedattr.experiment.stages import Experiment, features, fit_for_run, select_stage
+from sharedattr.plugins.contracts import SynthesisResult
+from sharedattr.plugins.registry import Registry
+from sharedattr.runtime.distributed import SINGLE, Ranks
+from sharedattr.runtime.errors import UserError
+from sharedattr.runtime.io import atomic_save_tensors, atomic_write_csv
+from sharedattr.runtime.work_store import WorkStore, work_key
+from sharedattr.synthesis.evaluation import TRAIN, Evaluator, describe_model, evaluator_digest, resolved_evaluator
+
+SCORE_COLUMNS = ["neuron", "synthesizer", "seed", "evaluator", "role", "response", "best_natural", "relative"]
+COST_COLUMNS = ["steps", "forward_calls", "backward_calls", "model_images", "denoiser_calls",
+                "denoiser_backward_calls", "wall_s"]
+SUMMARY_COLUMNS = ["synthesizer", "evaluator", "role", "mean_relative", "sem_relative", "n", "mean_response",
+                   "wall_s_per_neuron", "forward_calls", "backward_calls", "denoiser_calls"]
+EVALUATOR_COLUMNS = ["evaluator", "role", "model", "median_test_r"]
+PRIOR_SAMPLES = 16
+
+
+@dataclass
+class SynthesisRun:
+    """What :func:`run_synthesis` wrote, in memory."""
+
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    evaluators: list[Evaluator]
+    images: dict[str, Tensor]
+    histories: dict[str, Tensor]  # "<synthesizer>/<neuron>" → [steps, S] train-model response per step
+
+
+def best_natural_indices(drive: Tensor, neuron: int, k: int) -> list[int]:
+    """The ``k`` stimuli with the strongest response of ``neuron`` (``drive`` ``[S, N]``, NaN-free), best first."""
+    return drive[:, neuron].topk(min(k, drive.shape[0])).indices.tolist()
+
+
+def run_synthesis(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, selected: list[int],
+                  folder: Path) -> SynthesisRun | None:
+    """Synthesise for every ``spec.synthesis`` entry × selected neuron; score on every evaluator; write ``folder``.
+
+    Each (synthesizer, neuron) is one work item in ``folder/work``. With several ranks,
+    each computes its own items (round-robin), all wait at a barrier, and rank 0 fits the
+    evaluators, merges the items and writes the outputs (the other ranks return None).
+    """
+    folder = Path(folder)
+    ranks, device, progress = ctx.ranks, ctx.device, ctx.progress
+    fit, stimuli = experiment.fit, experiment.stimuli
+    neuron_ids, model = fit.neuron_ids, fit.model
+    drive = experiment.drive
+    store = WorkStore(folder / "work")
+    size, channels = model.input_size, model.in_channels
+    n_natural = 4
+    top_natural = {n: best_natural_indices(drive, n, n_natural) for n in selected}  # best first
+    synthesizers = ctx.synthesizers(spec.synthesis)
+    items = [(synth, n) for synth in synthesizers for n in selected]
+
+    def synthesised(synth: NamedSynthesizer, n: int, reference: Tensor) -> dict[str, Tensor]:
+        """The stored (or newly computed) result of synthesizer ``synth`` for neuron ``n``."""
+        key = work_key(model=experiment.fit_digest, synthesizer=synth.spec, neuron=neuron_ids[n],
+                       reference=stimuli.ids[top_natural[n][0]], seed=spec.seed)
+
+        def compute() -> dict[str, Tensor]:
+            torch.manual_seed(spec.seed)
+            return _as_tensors(synth.synthesizer.synthesize(model, n, reference=reference.to(device)))
+
+        return store.get_or_compute("synthesis", key, compute)
+
+    if ranks.distributed:
+        mine = ranks.share(items)
+        for synth, n in tqdm(mine, desc=f"synthesis, rank {ranks.rank}", disable=not progress, leave=False):
+            synthesised(synth, n, stimuli.load_images(size, channels, top_natural[n][:1])[0])
+        ranks.barrier()
+        if not ranks.is_main:
+            return None
+    evaluators = fit_evaluators(ctx, spec, experiment, folder / "evaluators")
+    rows: list[dict[str, Any]] = []
+    images: dict[str, Tensor] = {}
+    histories: dict[str, Tensor] = {}
+    prior_samples: dict[str, Tensor] = {}
+    for n in selected:
+        images[f"natural/{neuron_ids[n]}"] = stimuli.load_images(size, channels, top_natural[n])
+    for synth, n in tqdm(items, desc="synthesis", disable=not progress, leave=False):
+        label = synth.label
+        stored = synthesised(synth, n, images[f"natural/{neuron_ids[n]}"][0])
+        result_images = stored["images"]
+        images[f"{label}/{neuron_ids[n]}"] = result_images
+        histories[f"{label}/{neuron_ids[n]}"] = stored["history"]
+        if "prior_images" in stored:
+            images[f"{label}/{neuron_ids[n]}/prior"] = stored["prior_images"]
+        cost = {k.removeprefix("cost/"): float(v) for k, v in stored.items() if k.startswith("cost/")}
+        for evaluator in evaluators:
+            responses = evaluator.responses(result_images, n, spec.batch_size)
+            best = float(evaluator.best_natural[n])
+            for seed, value in enumerate(responses.tolist()):
+                rows.append({"neuron": neuron_ids[n], "synthesizer": label, "seed": seed,
+                             "evaluator": evaluator.label, "role": evaluator.role, "response": value,
+                             "best_natural": best, "relative": value / best if best > 0 else math.nan, **cost})
+        if hasattr(synth.synthesizer, "prior_samples") and label not in prior_samples:
+            samples = store.get_or_compute("prior_samples", work_key(synthesizer=synth.spec, n=PRIOR_SAMPLES,
+                                                                     seed=spec.seed),
+                                           lambda s=synth.synthesizer: {"images": s.prior_samples(PRIOR_SAMPLES,
+                                                                                                   seed=spec.seed)})
+            prior_samples[label] = samples["images"]
+    _warn_undefined(rows)
+    cost_columns = [c for c in COST_COLUMNS if any(c in r for r in rows)]
+    cost_columns += sorted({k for r in rows for k in r} - set(SCORE_COLUMNS) - set(cost_columns))
+    atomic_write_csv(folder / "scores.csv", rows, SCORE_COLUMNS + cost_columns)
+    summary = summarise(rows)
+    atomic_write_csv(folder / "summary.csv", summary, SUMMARY_COLUMNS)
+    atomic_write_csv(folder / "evaluators.csv", [
+        {"evaluator": e.label, "role": e.role, "model": e.description,
+         "median_test_r": float(e.test_r[torch.isfinite(e.test_r)].median()) if torch.isfinite(e.test_r).any()
+         else math.nan} for e in evaluators], EVALUATOR_COLUMNS)
+    atomic_save_tensors(folder / "images.safetensors",
+                        {**images, **{f"prior_samples/{k}": v for k, v in prior_samples.items()}})
+    if spec.output.figures:
+        from sharedattr.report.figures import comparison_figure, image_grid  # matplotlib only when figures are on
+
+        grid = {}
+        for n in selected:
+            grid[f"{neuron_ids[n]} · natural (top {n_natural})"] = images[f"natural/{neuron_ids[n]}"]
+            for label in (synth.label for synth in synthesizers):
+                grid[f"{neuron_ids[n]} · {label}"] = images[f"{label}/{neuron_ids[n]}"]
+        image_grid(grid, folder / "images.png", spec.output.dpi)
+        comparison_figure(summary, folder / "comparison.png", spec.output.dpi)
+        if prior_samples:
+            sample_rows = {f"{label}: unguided prior samples {i + 1}–{i + len(chunk)}": chunk
+                           for label, v in prior_samples.items()
+                           for i, chunk in zip(range(0, len(v), 8), v.split(8))}
+            image_grid(sample_rows, folder / "prior_samples.png", spec.output.dpi)
+    return SynthesisRun(rows, summary, evaluators, images, histories)
+
+
+def train_evaluator(experiment: Experiment, spec: ExperimentSpec) -> Evaluator:
+    """The model the images are optimised on, as an evaluator."""
+    fit = experiment.fit
+    return Evaluator(TRAIN, TRAIN, fit.model, fit.predicted.max(0).values, fit.test_r,
+                     describe_model(spec.backbone.model_dump(mode="json"), spec.readout.model_dump(mode="json"),
+                               spec.data.split_seed))
+
+
+def fit_evaluators(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, folder: Path) -> list[Evaluator]:
+    """The train model plus every ``spec.evaluators`` entry, fitted (or reloaded from ``folder/<label>``)."""
+    evaluators = [train_evaluator(experiment, spec)]
+    for e in tqdm(spec.evaluators, desc="evaluator models", disable=not ctx.progress or not spec.evaluators,
+                  leave=False):
+        resolved = resolved_evaluator(spec, e)
+        backbone_spec, readout_spec = e.backbone or spec.backbone, e.readout or spec.readout
+        backbone = ctx.build(backbone_spec).to(ctx.device)
+        if backbone_spec == spec.backbone:
+            latents = experiment.latents  # same features: no second pass over the images
+        else:
+            latents, _ = features(ctx, spec, backbone_spec, backbone, experiment.stimuli)
+        target = folder / e.label
+        digest = evaluator_digest(experiment.fit_digest, spec, e)
+        saved = target if saved_digest(target, "evaluator_digest") == digest else None
+        fit = fit_readout(ctx.build(readout_spec), backbone, latents, experiment.responses, experiment.fit.neuron_ids,
+                          test_fraction=spec.data.test_fraction, split_seed=resolved["split_seed"],
+                          batch_size=spec.batch_size, device=ctx.device, saved=saved, name=readout_spec.name)
+        if saved is None:
+            save_model(fit.model, backbone_spec, readout_spec, fit.neuron_ids, target,
+                       extra={"evaluator_digest": digest, "role": e.role}, registry=ctx.registry)
+        evaluators.append(Evaluator(e.label, e.role, fit.model, fit.predicted.max(0).values, fit.test_r,
+                                    describe_model(resolved["backbone"], resolved["readout"], resolved["split_seed"])))
+    return evaluators
+
+
+def _as_tensors(result: SynthesisResult) -> dict[str, Tensor]:
+    out = {"images": result.images.detach().cpu().contiguous(), "responses": result.responses.detach().cpu(),
+           "history": result.history.detach().cpu()}
+    prior = getattr(result, "prior_images", None)
+    if prior is not None:
+        out["prior_images"] = prior.detach().cpu().contiguous()
+    for k, v in result.cost.items():
+        out[f"cost/{k}"] = torch.tensor(float(v), dtype=torch.float64)
+    return out
+
+
+def _warn_undefined(rows: list[dict[str, Any]]) -> None:
+    bad = sorted({(r["neuron"], r["evaluator"]) for r in rows if not r["best_natural"] > 0})
+    if bad:
+        warnings.warn(f"relative activation is undefined (left empty) where the evaluator predicts no positive "
+                      f"response to any natural image: {bad}", stacklevel=2)
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per synthesizer × evaluator: mean ± sem of ``relative`` over neurons × seeds, and the mean cost."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["synthesizer"], r["evaluator"], r["role"]), []).append(r)
+    out = []
+    for (synth, evaluator, role), group in groups.items():
+        rel = [r["relative"] for r in group if math.isfinite(r["relative"])]
+        n = len(rel)
+        mean = sum(rel) / n if n else math.nan
+        sem = math.sqrt(sum((v - mean) ** 2 for v in rel) / (n - 1) / n) if n > 1 else math.nan
+        per_neuron = {r["neuron"]: r for r in group}.values()  # cost is per (synthesizer, neuron)
+
+        def avg(key: str) -> float:
+            values = [float(r.get(key, math.nan)) for r in per_neuron]
+            return sum(values) / len(values) if values else math.nan
+
+        out.append({"synthesizer": synth, "evaluator": evaluator, "role": role, "mean_relative": mean,
+                    "sem_relative": sem, "n": n, "mean_response": sum(r["response"] for r in group) / len(group),
+                    "wall_s_per_neuron": avg("wall_s"), "forward_calls": avg("forward_calls"),
+                    "backward_calls": avg("backward_calls"), "denoiser_calls": avg("denoiser_calls")})
+    return out
+
+
+def synthesize_experiment(spec: ExperimentSpec, out: Path, *, registry: Registry | None = None,
+                          progress: bool = True, ranks: Ranks = SINGLE) -> SynthesisRun | None:
+    """``sharedattr synthesize``: fit the model (into ``out/fit``, reused when unchanged), select the
+    neurons as ``sharedattr run`` does, then synthesise and score everything into ``out``.
+
+    With several ``ranks``, rank 0 fits, the (synthesizer, neuron) items are dealt out, and rank 0
+    merges and writes (the other ranks return None), as in :func:`sharedattr.experiment.run.run_experiment`.
+    """
+    if not spec.synthesis:
+        raise UserError("the config has no synthesizers: add a [[synthesis]] table, e.g. name = \"egg\" or "
+                        "name = \"gradient_ascent\" (see docs/synthesis.md)")
+    out = Path(out)
+    ctx = RunContext.start(spec, out, registry=registry, ranks=ranks, progress=progress)
+    experiment = fit_for_run(ctx, spec, out, out / "fit")
+    return run_synthesis(ctx, spec, experiment, select_stage(spec, experiment), out)
+
+
+def format_synthesis_summary(summary: list[dict[str, Any]]) -> str:
+    """The summary as an aligned text table."""
+    header = ["synthesizer", "evaluator", "role", "relative ± sem", "n", "s/neuron", "fwd", "bwd", "denoiser"]
+    lines = [[r["synthesizer"], r["evaluator"], r["role"],
+              f"{r['mean_relative']:.3f} ± {r['sem_relative']:.3f}" if math.isfinite(r["sem_relative"])
+              else f"{r['mean_relative']:.3f}", str(r["n"]), f"{r['wall_s_per_neuron']:.2f}",
+              f"{r['forward_calls']:.0f}", f"{r['backward_calls']:.0f}", f"{r['denoiser_calls']:.0f}"]
+             for r in summary]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)),
+                      *(fmt.format(*line) for line in lines)])

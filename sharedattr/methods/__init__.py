@@ -1,1 +1,0 @@
-"""Attribution methods and the matching of driver images to references."""

@@ -1,1 +1,0 @@
-"""Encoding models: backbones, readouts and their combination."""

@@ -1,0 +1,227 @@
+"""The contracts every component kind meets.
+
+Most are structural (:class:`typing.Protocol`: a plugin's classes need not inherit). Two are
+base classes because they carry shared behaviour or metadata that the run reads:
+:class:`Matcher` (the top-k step and the factored similarity) and
+:class:`PairwiseAttribution` (a method that explains a driver and its reference together).
+A metric declares its :data:`MetricFamily` and direction (``family``, ``higher_is_better``),
+which the report and its verdict read: nothing downstream decides by a component's name.
+
+Shapes: images ``[B, C, H, W]`` float in [0, 1]; latents ``[B, C', H', W']`` or ``[B, D]``;
+responses ``[B, N]``; pooled latents ``z`` ``[B, N, D]``; readout weights ``w`` ``[N, D]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
+
+from captum.attr import Attribution
+from torch import Tensor, nn
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """A frozen, eval-mode network cut at a layer (an ``nn.Module``: the pipeline moves it to a device)."""
+
+    input_size: tuple[int, int]
+    in_channels: int
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """Images ``[B, C, H, W]`` in [0, 1] at ``input_size`` → the network's normalised input."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Preprocessed images ``[B, C, H, W]`` → latents ``[B, C', H', W']`` or ``[B, D]``."""
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one image's latents, without the batch dimension."""
+
+
+@runtime_checkable
+class Readout(Protocol):
+    """Per-neuron readout meeting ``r_n(x) = φ(⟨w_n, z_n(x)⟩ + b_n)`` (an ``nn.Module``)."""
+
+    def initialize(self, latent_shape: tuple[int, ...], n_neurons: int) -> None:
+        """Allocate parameters for latents of ``latent_shape`` (no batch dim) and ``n_neurons``.
+
+        After this, ``load_state_dict`` of a fitted readout of the same spec restores it exactly.
+        """
+
+    def fit(self, latents: Tensor, responses: Tensor) -> "Readout":
+        """Initialize, then fit in place to latents ``[B, ...]`` and responses ``[B, N]`` (NaN = missing); returns self."""
+
+    def __call__(self, latents: Tensor) -> Tensor:
+        """Latents ``[B, ...]`` → responses ``[B, N]``."""
+
+    def pooled(self, latents: Tensor) -> Tensor:
+        """``z``: each neuron's pooled latent vector, ``[B, N, D]`` (may be an expanded view)."""
+
+    @property
+    def weight(self) -> Tensor:
+        """``w`` ``[N, D]``."""
+
+    @property
+    def bias(self) -> Tensor:
+        """``b`` ``[N]``."""
+
+    def nonlinearity(self, x: Tensor) -> Tensor:
+        """``φ``, applied elementwise to ``⟨w_n, z_n⟩ + b_n``."""
+
+
+def match_references(matcher: Any, query: Tensor, candidates: Tensor, top_k: int = 1) -> tuple[Tensor, Tensor]:
+    """Top-k candidates per query by ``matcher.similarity`` (the only method a matcher must have).
+
+    ``query [..., Q, D]``, ``candidates [..., K, D]`` → scores and indices ``[..., Q, min(k, K)]``,
+    most similar first.
+    """
+    sim = matcher.similarity(query, candidates)
+    expected = (*query.shape[:-1], candidates.shape[-2])
+    if tuple(sim.shape) != expected:
+        raise TypeError(f"{type(matcher).__name__}.similarity returned shape {tuple(sim.shape)}, expected {expected}")
+    return sim.topk(min(top_k, sim.shape[-1]), dim=-1)
+
+
+class Matcher:
+    """A similarity between contribution vectors ``c_n(x) = w_n ⊙ z_n(x)``; higher is more similar.
+
+    The contract is ``similarity(a [..., Q, D], b [..., K, D]) -> [..., Q, K]`` (one batched call
+    for many neurons and drivers); a matcher need not subclass this base, which adds the top-k
+    step (:meth:`match`) and a default :meth:`similarity_factored`.
+    """
+
+    def __init__(self, eps: float = 1e-12) -> None:
+        self.eps = eps
+
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """``a [..., Q, D]``, ``b [..., K, D]`` → ``[..., Q, K]``."""
+        raise NotImplementedError
+
+    def similarity_factored(self, query: Tensor, weight: Tensor, latents: Tensor) -> Tensor:
+        """``similarity(query, weight[:, None] * latents[None])``: candidates given as factors.
+
+        ``query`` ``[G, Q, D]`` (contribution vectors), ``weight`` ``[G, D]`` and shared candidate
+        latents ``latents`` ``[K, D]`` → ``[G, Q, K]``. ``query`` is a scratch tensor the method may
+        overwrite. This default forms the candidates' contributions ``[G, K, D]``; matchers whose
+        similarity factorises override it.
+        """
+        return self.similarity(query, weight[:, None, :] * latents[None])
+
+    def match(self, query: Tensor, candidates: Tensor, top_k: int = 1) -> tuple[Tensor, Tensor]:
+        """Top-k candidates per query: ``query [..., Q, D]``, ``candidates [..., K, D]`` → scores, indices ``[..., Q, k]``."""
+        return match_references(self, query, candidates, top_k)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class PairwiseAttribution(Attribution):
+    """The pairwise contract: a method that explains an out-of-category driver and its reference together.
+
+    ``attribute((x_ooc, x_ref), target=...)`` takes both images ``[B, C, H, W]`` and returns a
+    tuple whose first two entries are their maps (``[B, C, H, W]`` or ``[B, H, W]``). The run
+    explains both images of every pair with such a method and never runs it on one image alone.
+    A method that cannot subclass this declares ``pairwise = True`` instead; :func:`is_pairwise`
+    reads either.
+    """
+
+    pairwise: ClassVar[bool] = True
+
+    def attribute(self, inputs: tuple[Tensor, Tensor], target: Any = None, **kwargs: Any) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+
+def is_pairwise(method: Any) -> bool:
+    """Whether ``method`` (an instance or its class) explains a pair of images (:class:`PairwiseAttribution`)."""
+    return isinstance(method, PairwiseAttribution) or bool(getattr(method, "pairwise", False))
+
+
+@dataclass
+class AttributionBatch:
+    """Everything a metric may need about a batch of attribution maps.
+
+    ``inputs`` ``[B, C, H, W]``; ``maps`` ``[B, H, W]`` (channel-reduced, signed);
+    ``targets`` ``[B]`` neuron indices into the model output ``[B, N]``; ``masks``
+    ``[B, H, W]`` bool ground truth, when the stimulus set has it.
+
+    ``explain``, when given, recomputes these very maps with another encoding model:
+    the same method, params, images (and pair partners), targets and channel reduction;
+    ``explain(other_model) -> [B, H, W]``. Metrics that re-run the method (the model
+    parameter randomisation check) declare ``requires_explainer = True`` and are skipped
+    where it is missing.
+    """
+
+    model: nn.Module
+    inputs: Tensor
+    maps: Tensor
+    targets: Tensor
+    masks: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    explain: Callable[[nn.Module], Tensor] | None = None
+
+
+MetricFamily = Literal["localisation", "faithfulness", "complexity", "sanity", "other"]
+"""What a metric measures: agreement with ground-truth masks (``localisation``), whether the map predicts the
+model's response to perturbations (``faithfulness``), how concentrated the map is (``complexity``), whether
+it depends on the model at all (``sanity``, e.g. the randomisation check), or ``other``."""
+METRIC_FAMILIES: tuple[str, ...] = ("localisation", "faithfulness", "complexity", "sanity", "other")
+
+
+def metric_family(metric: Any) -> str:
+    """A metric's declared ``family`` (one of :data:`METRIC_FAMILIES`), ``other`` when it declares none."""
+    family = getattr(metric, "family", "other")
+    if family not in METRIC_FAMILIES:
+        raise ValueError(f"{type(metric).__name__}.family is {family!r}; use one of {', '.join(METRIC_FAMILIES)}")
+    return family
+
+
+class Metric(Protocol):
+    """Scores attribution maps; ``higher_is_better`` sets the direction for rankings, ``family`` the group the
+    report reads it in (see :data:`MetricFamily`)."""
+
+    higher_is_better: bool
+    family: MetricFamily  # optional; "other" when absent
+    requires_masks: bool  # optional; False when absent
+    requires_explainer: bool  # optional; False when absent (needs ``batch.explain``)
+
+    def __call__(self, batch: AttributionBatch) -> Tensor:
+        """One score per map, ``[B]`` (NaN only where the metric is undefined, e.g. no mask)."""
+
+
+@dataclass
+class SynthesisResult:
+    """Synthesised images ``[S, C, H, W]`` in [0, 1], their responses ``[S]`` and the cost.
+
+    ``prior_images``: a generative prior's own images ``[S, C', H', W']`` in [0, 1] (its
+    resolution and channels), before they were fitted to the model; ``None`` without a prior.
+    """
+
+    images: Tensor
+    responses: Tensor
+    history: Tensor  # [steps, S] response of the target neuron per step
+    cost: dict[str, float]
+    prior_images: Tensor | None = None
+
+
+class Synthesizer(Protocol):
+    def synthesize(self, model: nn.Module, neuron: int, *, reference: Tensor | None = None) -> SynthesisResult:
+        """Synthesise images that drive output ``neuron`` of ``model`` (images → ``[B, N]``).
+
+        ``reference`` ``[C, H, W]`` in [0, 1] is the neuron's best natural image, when known.
+        The returned images are what the model was evaluated on: ``responses`` equal
+        ``model(images)[:, neuron]``.
+        """
+
+
+class EnergyValue(NamedTuple):
+    """An energy evaluated on a batch: ``energy`` ``[B]`` (lower is better) and the neuron's ``response`` ``[B]``."""
+
+    energy: Tensor
+    response: Tensor
+
+
+class Energy(Protocol):
+    def bind(self, model: nn.Module, neuron: int,
+             reference: Tensor | None = None) -> Callable[[Tensor], EnergyValue]:
+        """The energy of images ``[B, C, H, W]`` in [0, 1] for output ``neuron`` of ``model``."""

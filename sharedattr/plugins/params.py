@@ -1,0 +1,89 @@
+"""Base class for component params, and conversion of pydantic errors to field paths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+
+from sharedattr.runtime.errors import SpecIssue
+
+
+SEED_MAX = 2**63 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+"""A seed: a non-negative 64-bit integer (what torch's generators accept)."""
+
+
+class Params(BaseModel):
+    """Base class for a component's params model: unknown keys are errors, values immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class NoParams(Params):
+    """Params model of a component that takes no parameters."""
+
+
+def join_loc(prefix: str, loc: Iterable[Any]) -> str:
+    """Join a field path: ``join_loc("methods[1]", ("n_steps",)) == "methods[1].n_steps"``."""
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def issues_from_validation(err: ValidationError, prefix: str = "", drop: Sequence[str] = ()) -> list[SpecIssue]:
+    """One :class:`SpecIssue` per pydantic error, with its field path under ``prefix``.
+
+    ``drop`` removes internal path parts (e.g. union tags) that mean nothing to a user.
+    """
+    issues = []
+    for e in err.errors(include_url=False):
+        loc = [p for p in e["loc"] if p not in drop]
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown parameter (remove it, or check its spelling)"
+        elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
+            msg += f" (got {e['input']!r})"
+        issues.append(SpecIssue(join_loc(prefix, loc), msg))
+    return issues
+
+
+# -- paths in specs ----------------------------------------------------------------------
+BASE_DIR_KEY = "base_dir"
+CHECK_FILES_KEY = "check_files"
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    context = info.context or {}
+    base = context.get(BASE_DIR_KEY)
+    path = Path(value).expanduser()
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    try:
+        exists = path.exists()
+    except OSError as err:  # e.g. a name longer than the filesystem allows
+        raise ValueError(f"cannot check the path {str(path)[:200]}: {err.strerror}") from None
+    if context.get(CHECK_FILES_KEY, True) and not exists:
+        where = " (relative paths are resolved against the config file's folder)" if base is not None else ""
+        raise ValueError(f"file not found: {path}{where}")
+    return path
+
+
+InputPath = Annotated[Path, AfterValidator(_resolve_path)]
+"""A path to an existing input file or folder; relative paths resolve against the config file's folder."""
+
+
+def _resolve_output_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get(BASE_DIR_KEY)
+    path = Path(value).expanduser()
+    return Path(base) / path if base is not None and not path.is_absolute() else path
+
+
+OutputPath = Annotated[Path, AfterValidator(_resolve_output_path)]
+"""A path that need not exist yet (an output or cache folder); relative to the config file's folder."""

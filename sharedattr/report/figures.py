@@ -1,0 +1,303 @@
+"""Every matplotlib figure of sharedattr, as PNG files or bytes (Agg backend, nothing shown on screen).
+
+- a run's figures (written by the stages): held-out fit quality, one attribution grid per
+  neuron, image grids, the synthesis comparison;
+- the report's small figures (inlined into ``report.html``): fit bars, category selectivity,
+  image thumbnails and attribution overlays.
+
+Images are ``[C, H, W]`` in [0, 1] (grey for one channel); maps ``[H, W]``, drawn blue (< 0) /
+red (> 0) on one symmetric colour scale per driver/reference pair.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sharedattr.report.selectivity import Selectivity
+from sharedattr.runtime.io import atomic_write_bytes
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path, dpi: int) -> Path:
+    return atomic_write_bytes(path, figure_png(fig, dpi))
+
+
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """``fig`` as PNG bytes (tight bounding box); a pyplot figure is closed afterwards."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    if "matplotlib.pyplot" in sys.modules:
+        _plt().close(fig)
+    return buf.getvalue()
+
+
+def _image(x: Tensor):
+    """``[C, H, W]`` in [0, 1] → something ``imshow`` draws (grey for one channel)."""
+    x = x.detach().cpu().clamp(0, 1)
+    return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+
+
+def fit_figure(test_r: Tensor, predicted: Tensor, measured: Tensor, neuron_ids: Sequence[str], path: Path,
+               dpi: int = 120, n_best: int = 3) -> Path:
+    """Distribution of held-out r, and predicted vs measured for the ``n_best`` best neurons."""
+    plt = _plt()
+    best = test_r.argsort(descending=True)[:n_best].tolist()
+    fig, axes = plt.subplots(1, 1 + len(best), figsize=(3.2 * (1 + len(best)), 3))
+    axes[0].hist(test_r.numpy(), bins=20, color="0.4")
+    axes[0].set(xlabel="held-out Pearson r", ylabel="neurons", title="readout fit")
+    axes[0].yaxis.get_major_locator().set_params(integer=True)
+    for ax, n in zip(axes[1:], best):
+        ok = ~torch.isnan(measured[:, n])
+        ax.scatter(measured[ok, n].numpy(), predicted[ok, n].numpy(), s=8, alpha=0.7)
+        ax.set(xlabel="measured", ylabel="predicted", title=f"{neuron_ids[n]}  r={float(test_r[n]):.2f}")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def attribution_grids(pairs: Sequence[Any], drivers: Tensor, references: Tensor,
+                      maps: Mapping[str, Mapping[str, Tensor]], neuron_ids: Sequence[str],
+                      stimulus_ids: Sequence[str], folder: Path, dpi: int = 120) -> list[Path]:
+    """One PNG per neuron: rows = driver/reference pairs; columns = the two images, then per method its
+    driver map and, where computed, its reference map, side by side.
+
+    ``drivers``/``references`` ``[P, C, H, W]`` and ``maps[method][image]`` ``[P, H, W]`` are
+    aligned with ``pairs``. Within a row, each method's driver and reference maps share one
+    symmetric colour scale (blue < 0 < red), so the two images' evidence is directly comparable.
+    """
+    plt = _plt()
+    paths = []
+    by_neuron: dict[int, list[int]] = {}
+    for i, p in enumerate(pairs):
+        by_neuron.setdefault(p.neuron, []).append(i)
+    columns = [(label, which) for label, m in maps.items() for which in ("driver", "reference") if which in m]
+    for n, items in by_neuron.items():
+        cols = 2 + len(columns)
+        fig, axes = plt.subplots(len(items), cols, figsize=(1.9 * cols, 2.1 * len(items)), squeeze=False)
+        for row, i in enumerate(items):
+            p = pairs[i]
+            axes[row, 0].imshow(_image(drivers[i]), cmap="gray", vmin=0, vmax=1)
+            axes[row, 0].set_title(f"driver {stimulus_ids[p.driver]}", fontsize=7)
+            axes[row, 1].imshow(_image(references[i]), cmap="gray", vmin=0, vmax=1)
+            axes[row, 1].set_title(f"ref {stimulus_ids[p.reference]}\nsim={p.similarity:.2f}", fontsize=7)
+            for col, (label, which) in enumerate(columns, start=2):
+                scale = max(float(m[i].abs().max()) for m in maps[label].values()) or 1.0
+                axes[row, col].imshow(maps[label][which][i].numpy(), cmap="bwr", vmin=-scale, vmax=scale)
+                axes[row, col].set_title(f"{label}\n{which}", fontsize=7)
+        for ax in axes.flat:
+            ax.axis("off")
+        fig.suptitle(f"neuron {neuron_ids[n]}: driver | reference | maps (colour scale shared by each pair)",
+                     fontsize=8)
+        fig.tight_layout()
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in neuron_ids[n])
+        paths.append(_save(fig, folder / f"neuron_{safe}.png", dpi))
+    return paths
+
+
+def image_grid(tensors: Mapping[str, Tensor], path: Path, dpi: int = 120) -> Path:
+    """Rows = entries of ``tensors`` (each ``[S, C, H, W]`` in [0, 1]); columns = their images."""
+    plt = _plt()
+    cols = max((t.shape[0] for t in tensors.values()), default=1)
+    fig, axes = plt.subplots(len(tensors), cols, figsize=(2 * cols, 2 * len(tensors)), squeeze=False)
+    for row, (label, imgs) in enumerate(tensors.items()):
+        for col in range(cols):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col < imgs.shape[0]:
+                ax.imshow(_image(imgs[col]), cmap="gray", vmin=0, vmax=1)
+        axes[row, 0].set_title(label, fontsize=7, loc="left")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def overlay(image: Tensor | None, attribution: Tensor, scale: float) -> Any:
+    """An RGB array ``[H, W, 3]`` in [0, 1]: ``attribution`` ``[H, W]`` in blue (< 0) / red (> 0) over a
+    lightened grey version of ``image`` ``[C, H, W]`` (white without one); opacity grows with
+    ``|attribution| / scale`` (a symmetric scale, e.g. shared by a driver map and its reference map)."""
+    from matplotlib import colormaps
+
+    m = attribution.detach().float().cpu().numpy()
+    if image is None:
+        base = np.ones(m.shape)
+    else:
+        x = image.detach().float().cpu().clamp(0, 1)
+        base = 0.3 + 0.6 * (x.mean(0).numpy() if x.shape[0] > 1 else x[0].numpy())
+    scale = scale if scale > 0 else 1.0
+    colour = colormaps["bwr"](np.clip(m / scale, -1, 1) * 0.5 + 0.5)[..., :3]
+    alpha = (np.clip(np.abs(m) / scale, 0, 1) ** 0.6 * 0.9)[..., None]
+    return base[..., None] * (1 - alpha) + colour * alpha
+
+
+# -- synthesis ----------------------------------------------------------------------------------
+ROLES = ("train", "val", "cross")
+
+
+def role_means(summary: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per synthesizer, per role: the mean relative activation over that role's evaluators, and its sem.
+
+    Several evaluators of one role (e.g. two val seeds) are pooled by averaging their means
+    (weighted by their counts), the sem likewise combined.
+    """
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for synth in dict.fromkeys(r["synthesizer"] for r in summary):
+        out[synth] = {}
+        for role in ROLES:
+            group = [r for r in summary if r["synthesizer"] == synth and r["role"] == role
+                     and math.isfinite(r["mean_relative"]) and r["n"] > 0]
+            if not group:
+                continue
+            n = sum(r["n"] for r in group)
+            mean = sum(r["mean_relative"] * r["n"] for r in group) / n
+            sems = [r["sem_relative"] for r in group if math.isfinite(r["sem_relative"])]
+            sem = math.sqrt(sum(s * s for s in sems)) / len(sems) if sems else math.nan
+            out[synth][role] = (mean, sem)
+    return out
+
+
+def comparison_figure(summary: Sequence[dict[str, Any]], path: Path, dpi: int = 120) -> Path:
+    """Left: mean relative activation (± sem) on the train, val and cross models, one bar per synthesizer.
+    Right: wall seconds per neuron (all seeds), annotated with model and denoiser calls."""
+    plt = _plt()
+    means = role_means(summary)
+    synths = list(means)
+    fig, (ax, ax_cost) = plt.subplots(1, 2, figsize=(9.5, 3.4), gridspec_kw={"width_ratios": [3, 2]})
+    width = 0.8 / max(len(synths), 1)
+    for i, synth in enumerate(synths):
+        xs = [j + (i - (len(synths) - 1) / 2) * width for j in range(len(ROLES))]
+        values = [means[synth].get(role, (math.nan, math.nan)) for role in ROLES]
+        ax.bar(xs, [v[0] for v in values], width,
+               yerr=[v[1] if math.isfinite(v[1]) else 0 for v in values], capsize=3, label=synth)
+    ax.axhline(1.0, color="0.3", lw=0.8, ls="--")
+    ax.set_xticks(range(len(ROLES)), ["train (optimised on)", "val (other seeds)", "cross (other model)"],
+                  fontsize=8)
+    ax.set_ylabel("response / best natural image")
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title("activation relative to the best natural image", fontsize=9)
+    per_synth = {}
+    for r in summary:
+        if r["role"] == "train":
+            per_synth[r["synthesizer"]] = r
+    walls = [per_synth.get(s, {}).get("wall_s_per_neuron", math.nan) for s in synths]
+    bars = ax_cost.barh(range(len(synths)), walls, color=[f"C{i}" for i in range(len(synths))])
+    for bar, synth in zip(bars, synths):
+        r = per_synth.get(synth, {})
+        ax_cost.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                     f" fwd {r.get('forward_calls', math.nan):.0f}, bwd {r.get('backward_calls', math.nan):.0f},"
+                     f" denoiser {r.get('denoiser_calls', math.nan):.0f}", va="center", fontsize=7)
+    ax_cost.set_yticks(range(len(synths)), synths, fontsize=8)
+    ax_cost.set_xlabel("wall seconds per neuron")
+    ax_cost.set_title("compute", fontsize=9)
+    ax_cost.margins(x=0.6)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+# -- the report's small figures -------------------------------------------------------------------
+DPI = 100
+MAX_BARS = 40
+HIGHLIGHT, MUTED = "#3867d6", "#b8c2d6"
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.add_subplot()
+
+
+def fit_bars(neuron_ids: Sequence[str], test_r: Sequence[float], explained: Collection[str]) -> bytes:
+    """Held-out r per neuron, best first (explained neurons highlighted); a histogram for many neurons."""
+    r = np.asarray(test_r, dtype=float)
+    if len(r) > MAX_BARS:
+        fig, ax = _figure(6.0, 2.6)
+        ax.hist(r[np.isfinite(r)], bins=30, color=HIGHLIGHT)
+        ax.set(xlabel="held-out Pearson r", ylabel="neurons", title=f"held-out r of {len(r)} neurons")
+        return figure_png(fig, DPI)
+    order = np.argsort(-np.nan_to_num(r, nan=-np.inf))
+    fig, ax = _figure(6.0, 0.6 + 0.28 * len(r))
+    y = np.arange(len(r))
+    ax.barh(y, np.nan_to_num(r[order]), color=[HIGHLIGHT if neuron_ids[i] in explained else MUTED for i in order])
+    ax.set_yticks(y, [neuron_ids[i] for i in order], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="0.3", lw=0.8)
+    for yi, i in zip(y, order):
+        if math.isfinite(r[i]):
+            ax.text(max(r[i], 0) + 0.01, yi, f"{r[i]:.2f}", va="center", fontsize=7)
+    ax.set_xlim(min(0.0, float(np.nanmin(r)) - 0.05) if np.isfinite(r).any() else 0, 1.08)
+    ax.set_xlabel("held-out Pearson r (blue: explained neurons)")
+    ax.spines[["top", "right"]].set_visible(False)
+    return figure_png(fig, DPI)
+
+
+def selectivity_bars(sel: Selectivity, neurons: Sequence[int]) -> bytes:
+    """Mean response (± sem over stimuli) per category, grouped by neuron; the preferred category outlined."""
+    k = len(sel.categories)
+    fig, ax = _figure(min(11.0, 1.6 + 0.55 * k * len(neurons)), 2.8)
+    width = 0.8 / k
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    for j, cat in enumerate(sel.categories):
+        x = np.arange(len(neurons)) + (j - (k - 1) / 2) * width
+        ax.bar(x, sel.means[neurons, j], width, yerr=np.nan_to_num(sel.sems[neurons, j]), capsize=2,
+               color=palette(j % 10), label=cat,
+               edgecolor=["black" if sel.preferred[n] == cat else "none" for n in neurons], linewidth=1.2)
+    ax.set_xticks(np.arange(len(neurons)),
+                  [f"{sel.neuron_ids[n]}\nd'={sel.dprime[n]:.2f}" for n in neurons], fontsize=8)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_ylabel("mean response")
+    ax.legend(fontsize=8, frameon=False, ncols=min(k, 6), loc="upper center", bbox_to_anchor=(0.5, 1.18))
+    ax.spines[["top", "right"]].set_visible(False)
+    return figure_png(fig, DPI)
+
+
+def png(rgb: np.ndarray, max_size: int = 112) -> bytes:
+    """An ``[H, W]`` or ``[H, W, 3]`` array in [0, 1] as a PNG, shrunk (box filter) to at most ``max_size`` px.
+
+    Small images keep their pixels; the page scales them up (``image-rendering: pixelated``).
+    """
+    from PIL import Image
+
+    im = Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8))
+    if max(im.size) > max_size:
+        factor = max_size / max(im.size)
+        im = im.resize((max(1, round(im.size[0] * factor)), max(1, round(im.size[1] * factor))), Image.BOX)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def thumbnail(image: Tensor, max_size: int = 112) -> bytes:
+    """A ``[C, H, W]`` image in [0, 1] as a PNG (grey for one channel)."""
+    x = image.detach().float().cpu().clamp(0, 1)
+    return png(x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy(), max_size)
+
+
+def overlay_png(image: Tensor | None, attribution: Tensor, scale: float) -> bytes:
+    """``attribution`` ``[H, W]`` over ``image`` as a PNG (see :func:`overlay`)."""
+    return png(overlay(image, attribution, scale))
+
+
+def symmetric_scale(maps: Sequence[Tensor], percentile: float = 99.0) -> float:
+    """The ``percentile`` of ``|map|`` over ``maps`` (each ``[H, W]``): one colour scale shared by them."""
+    values = torch.cat([m.detach().flatten().abs().float() for m in maps])
+    if not values.numel():
+        return 1.0
+    scale = float(torch.quantile(values, percentile / 100)) if values.numel() <= 16_000_000 else float(values.max())
+    return scale or float(values.max()) or 1.0
