@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 import time
 import warnings
 from collections.abc import Sequence
@@ -17,10 +19,10 @@ EXIT_USAGE = 2
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
+    from sharedattr.plugins.loading import BLOCK_PLUGINS_ENV, LOAD_PLUGINS_ENV, debugging, load_registry
     from sharedattr.runtime.errors import plural
-    from sharedattr.plugins.loading import get_registry
 
-    registry = get_registry()
+    registry = load_registry(on_clash="record")  # list everything, clashes included: this is the diagnostic
     if args.json:
         print(json.dumps(registry.describe(), indent=2))
         return 0
@@ -32,10 +34,24 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         width = max((len(c.name) for c in components), default=0)
         for c in components:
             print(f"  {c.name:<{width}}  {c.description}  [{c.source}]")
+    if registry.clashes:
+        print("name clashes (a config naming one of these is refused until one plugin is left out with "
+              f"{BLOCK_PLUGINS_ENV}):")
+        for (kind, name), sources in registry.clashes.items():
+            print(f"  {kind} {name!r}: registered by {', '.join(sources)} (listed above: {sources[0]})")
+    if registry.not_loaded:
+        print("installed plugins that were not loaded:")
+        for label, variable in registry.not_loaded.items():
+            print(f"  {label}: left out by {variable}={os.environ.get(variable, '')!r}")
     if registry.failed_plugins:
         print("plugins that failed to load:")
         for name, why in registry.failed_plugins.items():
             print(f"  {name}: {why}")
+            if debugging() and name in registry.failed_tracebacks:
+                print("    " + registry.failed_tracebacks[name].rstrip().replace("\n", "\n    "))
+        if not debugging():
+            print(f"  (run with --debug, or SHAREDATTR_DEBUG=1, for the full tracebacks; {LOAD_PLUGINS_ENV} or "
+                  f"{BLOCK_PLUGINS_ENV} choose which plugins load)")
     return 0
 
 
@@ -55,12 +71,14 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from sharedattr.config.files import load_experiment
+    from sharedattr.plugins.loading import get_registry
 
     spec = load_experiment(args.config)
+    registry = get_registry()
     print(f"{args.config}: valid experiment {spec.name!r} (spec digest {spec.digest()})")
     for loc, component in spec.component_specs():
         params = ", ".join(f"{k}={v!r}" for k, v in component.params.items())
-        print(f"  {loc:<14} {component.name}({params})")
+        print(f"  {loc:<14} {component.name}({params})  [{component.component(registry).source}]")
     return 0
 
 
@@ -176,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Captum baselines, metrics and stimulus synthesis, all chosen by name from a plugin registry.",
     )
     parser.add_argument("--version", action="version", version=f"sharedattr {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="print full tracebacks: of plugins that failed to load, and of errors (same as "
+                        "SHAREDATTR_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("plugins", help="list registered components per kind, with their source plugin",
@@ -245,13 +266,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sharedattr`` command; returns the exit code."""
+    from sharedattr.plugins.loading import DEBUG_ENV, debugging
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"  # read by plugin loading, in this process and any it starts
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
         return int(args.func(args) or 0)
     except UserError as err:
+        if debugging():
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
