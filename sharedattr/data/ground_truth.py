@@ -12,13 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from sharedattr.runtime.errors import MissingFileError
 from sharedattr.data.stimuli import DataError, StimulusSet
-
-if TYPE_CHECKING:
-    from sharedattr.selection.matching import Pair
+from sharedattr.runtime.errors import MissingFileError
 
 
 def load_neuron_parts(path: str | Path, part_names: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:
@@ -60,8 +57,10 @@ def shared_parts(stimuli: StimulusSet, parts: Sequence[str], driver: int, refere
 
 
 def pair_parts(stimuli: StimulusSet, neuron_parts: Mapping[str, Sequence[str]], neuron_ids: Sequence[str],
-               pairs: Sequence[Pair]) -> list[tuple[str, ...] | None]:
-    """Per pair, its shared parts, or None when ``neuron_parts`` does not name the pair's neuron."""
+               pairs: Sequence[Any]) -> list[tuple[str, ...] | None]:
+    """Per pair (anything with ``neuron``, ``driver`` and ``reference`` indices, such as
+    :class:`sharedattr.selection.matching.Pair`), its shared parts, or None when ``neuron_parts`` does not
+    name the pair's neuron."""
     out: list[tuple[str, ...] | None] = []
     for p in pairs:
         parts = neuron_parts.get(neuron_ids[p.neuron])

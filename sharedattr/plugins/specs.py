@@ -2,21 +2,28 @@
 
 A config selects each component by such a spec; its params are validated by the model the
 component's plugin registered (:meth:`ComponentSpec.validated_params`). The specs know
-nothing of any registry until one is passed in, so this module and
-:mod:`sharedattr.plugins.registry` do not import each other.
+nothing of any registry until one is passed in (anything with ``get`` and ``build``, such as
+:class:`sharedattr.plugins.registry.Registry`, which builds on this module).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sharedattr.runtime.errors import SpecError, SpecIssue, UnknownComponentError
 
-if TYPE_CHECKING:
-    from sharedattr.plugins.registry import Component, Registry
+
+class Registry(Protocol):
+    """What a spec needs of a registry: its components by kind and name."""
+
+    def get(self, kind: str, name: str) -> Any:
+        """The registered component (with ``validate_params``); raises UnknownComponentError."""
+
+    def build(self, kind: str, name: str, *args: Any, **params: Any) -> Any:
+        """The built component."""
 
 REGISTRY_KEY = "registry"
 """Key of the registry in pydantic's validation context: params that name another component validate it there."""
@@ -40,7 +47,7 @@ class ComponentSpec(BaseModel):
         """The raw params: every key but ``name``."""
         return dict(self.model_extra or {})
 
-    def component(self, registry: Registry) -> Component:
+    def component(self, registry: Registry) -> Any:
         """The registered component this spec names (raises :class:`UnknownComponentError`)."""
         return registry.get(self.kind, self.name)
 
