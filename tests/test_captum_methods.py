@@ -547,3 +547,28 @@ def test_an_observable_in_place_functional_relu_is_left_alone():
     graph = torch.fx.symbolic_trace(Mutating())
     safe = hook_safe_copy(graph, example=images(1, 8))  # raises if the copy computed something else
     assert [n.op for n in safe.graph.nodes if "relu" in str(n.target)] == ["call_function"]
+
+
+def test_graph_node_names_come_from_the_backbone_not_its_class():
+    """hook_safety asks the backbone (duck typing) for its graph's qualified node names: any backbone that
+    offers ``qualified_node_names`` gets the exact scopes, whatever its class; one without gets module paths."""
+    from sharedattr.attribution.hook_safety import node_scopes
+    from sharedattr.plugins.loading import load_registry
+
+    torchvision_backbone = load_registry(entry_points=False).build(
+        "backbone", "torchvision", model="resnet18", layer="layer2", input_size=32)
+    graph = torchvision_backbone.body
+
+    class Other(nn.Module):  # not a TorchvisionBackbone
+        def __init__(self, body, names):
+            super().__init__()
+            self.body, self._names = body, names
+
+        def qualified_node_names(self):
+            return self._names
+
+    exact = node_scopes(graph, torchvision_backbone)
+    assert node_scopes(graph, Other(graph, torchvision_backbone.qualified_node_names())) == exact
+    assert any(v.endswith(".add") for v in exact.values())  # functional nodes are named too
+    plain = node_scopes(graph, nn.Module())
+    assert not any(v.endswith(".add") for v in plain.values())  # module paths only
