@@ -158,3 +158,54 @@ def test_every_built_in_component_is_documented():
     plugins_doc = (DOCS / "plugins.md").read_text()
     for module in DEFAULT_PLUGINS:
         assert f"`{module}`" in plugins_doc, f"{module} is missing from the DEFAULT_PLUGINS list in docs/plugins.md"
+
+
+# -- the public plugin API ---------------------------------------------------------------------
+def test_the_public_plugin_module_exports_exactly_the_documented_names():
+    import sharedattr.plugin as plugin
+
+    table = marked_block_table(DOCS / "plugins.md", "public-plugin-api")
+    assert table == list(plugin.__all__), "docs/plugins.md's table and sharedattr.plugin.__all__ differ"
+    for name in table:
+        assert getattr(plugin, name, None) is not None, f"sharedattr.plugin.{name} is documented but missing"
+
+
+def marked_block_table(path: Path, marker: str) -> list[str]:
+    """The first column (backticked names) of the markdown table right after ``<!-- test: marker -->``."""
+    text = path.read_text()
+    m = re.search(rf"<!-- test: {re.escape(marker)} -->\n((?:\|.*\n)+)", text)
+    assert m, f"{path.name}: no table marked {marker!r}"
+    return re.findall(r"^\| `([^`]+)` \|", m.group(1), re.M)
+
+
+def test_docs_and_shipped_plugins_import_only_the_public_plugin_module():
+    """Plugin code (the docs' example, the workspace plugins) uses sharedattr.plugin, never internal modules."""
+    sources = {"docs/plugins.md example": marked_block(DOCS / "plugins.md", "example-plugin")}
+    for path in sorted((ROOT / "plugins").glob("*/src/**/*.py")):
+        sources[str(path.relative_to(ROOT))] = path.read_text()
+    for where, source in sources.items():
+        internal = [m for m in re.findall(r"^\s*(?:from|import) (sharedattr[\w.]*)", source, re.M)
+                    if m not in ("sharedattr.plugin", "sharedattr.testing")]
+        assert not internal, f"{where} imports sharedattr internals: {internal}"
+
+
+def test_every_command_in_the_plugin_guide_runs_through_uv():
+    text = (DOCS / "plugins.md").read_text()
+    commands = re.findall(r"^\$ (.*)$", text, re.M)
+    assert commands
+    for command in commands:
+        words = command.split("#")[0].split()
+        words = [w for w in words if "=" not in w or w.startswith("-")]  # drop VAR=value prefixes
+        assert words[0] not in ("sharedattr", "pip", "python", "pytest", "torchrun"), \
+            f"docs/plugins.md: write `uv run ...` / `uv pip ...`: {command}"
+
+
+def test_the_readme_documents_every_compare_parameter():
+    import inspect
+
+    from sharedattr.experiment.compare import compare
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("`sharedattr.compare(model, stimuli, ...)`"):]
+    documented = re.findall(r"^\| `(\w+)` \|", table, re.M)
+    assert documented == list(inspect.signature(compare).parameters)
