@@ -16,6 +16,8 @@ from sharedattr import __version__
 from sharedattr.runtime.errors import UserError
 
 EXIT_USAGE = 2
+MIN_DEMO_STIMULI = 6
+"""Fewest stimuli per category the demo runs on (its splits and drivers need a few of each)."""
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -163,7 +165,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                         "torchrun --nproc-per-node K -m sharedattr run CONFIG --out DIR")
     out = Path(args.out)
     start = time.perf_counter()
-    config = make_demo_data(out / "data", n_per_category=args.n_per_category, progress=not args.no_progress)
+    config = make_demo_data(out / "data", n_per_category=args.n_per_category, drivers=args.drivers,
+                            progress=not args.no_progress)
     print(f"demo data and config written to {out / 'data'} ({time.perf_counter() - start:.1f} s); running {config}",
           file=sys.stderr)
     code = _run(load_experiment(config), out / "results", not args.no_progress)
@@ -178,6 +181,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     print(write_report(args.run_dir))
     return 0
+
+
+def _at_least(minimum: int):
+    """An argparse type: an integer ≥ ``minimum`` (argparse reports anything else with exit code 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def _config_and_out(parser: argparse.ArgumentParser) -> None:
@@ -246,7 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate a seeded stimulus set with simulated neurons, then run the whole "
                        "pipeline on it. Needs no network and no GPU.")
     p.add_argument("--out", type=Path, default=Path("sharedattr-demo"), help="output folder (default ./sharedattr-demo)")
-    p.add_argument("--n-per-category", type=int, default=60, help="stimuli per category (default 60)")
+    p.add_argument("--n-per-category", type=_at_least(MIN_DEMO_STIMULI), default=60,
+                   help=f"stimuli per category (default 60, at least {MIN_DEMO_STIMULI})")
+    p.add_argument("--drivers", type=_at_least(1), default=3,
+                   help="out-of-category drivers explained per neuron (default 3; 1 for a quick look)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_demo)
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 
 import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
 import sharedattr
-from sharedattr.cli import main
 from sharedattr.runtime.errors import SpecError, UserError
 from sharedattr.attribution.parallel_backprop import ParallelBackprop
 from sharedattr.metrics.complexity import GiniMetric
@@ -126,18 +124,3 @@ def test_explicit_neurons_and_unknown_ids(tiny_config, tmp_path):
     tiny_config["selection"] = {"neurons": ["V4_unit_9"]}
     with pytest.raises(UserError, match=r"selection.neurons: unknown neuron id\(s\) \['V4_unit_9'\]"):
         run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
-
-
-def test_demo_command_runs_end_to_end(tmp_path, capsys):
-    code = main(["demo", "--out", str(tmp_path), "--n-per-category", "10", "--no-progress"])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "integrated_gradients" in out and "driver/reference pairs" in out
-    assert (tmp_path / "results" / "summary.csv").is_file()
-    assert (tmp_path / "data" / "demo.toml").is_file()
-    assert (tmp_path / "data" / "neuron_parts.json").is_file()
-    report = tmp_path / "results" / "report.html"
-    assert report.is_file() and f"report: {report.resolve()}" in out
-    rows = read_csv(tmp_path / "results" / "results.csv")
-    mass = [float(r["value"]) for r in rows if r["metric"] == "relevance_mass"]
-    assert mass and sum(math.isfinite(v) for v in mass) > len(mass) / 2  # scored on the parts each pair shares

@@ -49,6 +49,8 @@ SUMMARY_COLUMNS = ["synthesizer", "evaluator", "role", "mean_relative", "sem_rel
                    "wall_s_per_neuron", "forward_calls", "backward_calls", "denoiser_calls"]
 EVALUATOR_COLUMNS = ["evaluator", "role", "model", "median_test_r"]
 PRIOR_SAMPLES = 16
+N_NATURAL = 4
+"""Most exciting natural images kept (and shown) per neuron."""
 
 
 @dataclass
@@ -82,8 +84,7 @@ def run_synthesis(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment,
     drive = experiment.drive
     store = WorkStore(folder / "work")
     size, channels = model.input_size, model.in_channels
-    n_natural = 4
-    top_natural = {n: best_natural_indices(drive, n, n_natural) for n in selected}  # best first
+    top_natural = {n: best_natural_indices(drive, n, N_NATURAL) for n in selected}  # best first
     synthesizers = ctx.synthesizers(spec.synthesis)
     items = [(synth, n) for synth in synthesizers for n in selected]
 
@@ -121,13 +122,7 @@ def run_synthesis(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment,
         if "prior_images" in stored:
             images[f"{label}/{neuron_ids[n]}/prior"] = stored["prior_images"]
         cost = {k.removeprefix("cost/"): float(v) for k, v in stored.items() if k.startswith("cost/")}
-        for evaluator in evaluators:
-            responses = evaluator.responses(result_images, n, spec.batch_size)
-            best = float(evaluator.best_natural[n])
-            for seed, value in enumerate(responses.tolist()):
-                rows.append({"neuron": neuron_ids[n], "synthesizer": label, "seed": seed,
-                             "evaluator": evaluator.label, "role": evaluator.role, "response": value,
-                             "best_natural": best, "relative": value / best if best > 0 else math.nan, **cost})
+        rows += evaluator_rows(evaluators, result_images, n, neuron_ids[n], label, cost, spec.batch_size)
         if hasattr(synth.synthesizer, "prior_samples") and label not in prior_samples:
             samples = store.get_or_compute("prior_samples", work_key(synthesizer=synth.spec, n=PRIOR_SAMPLES,
                                                                      seed=spec.seed),
@@ -135,33 +130,57 @@ def run_synthesis(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment,
                                                                                                    seed=spec.seed)})
             prior_samples[label] = samples["images"]
     _warn_undefined(rows)
+    result = SynthesisRun(rows, summarise(rows), evaluators, images, histories)
+    write_synthesis(folder, spec, result, prior_samples, [neuron_ids[n] for n in selected],
+                    [synth.label for synth in synthesizers])
+    return result
+
+
+def evaluator_rows(evaluators: list[Evaluator], images: Tensor, neuron: int, neuron_id: str, label: str,
+                   cost: dict[str, float], batch_size: int) -> list[dict[str, Any]]:
+    """The rows of ``scores.csv`` for one synthesizer's images ``[S, C, H, W]`` of one neuron: one per evaluator ×
+    seed, the response relative to the evaluator's prediction for the neuron's best natural image."""
+    rows = []
+    for evaluator in evaluators:
+        responses = evaluator.responses(images, neuron, batch_size)
+        best = float(evaluator.best_natural[neuron])
+        for seed, value in enumerate(responses.tolist()):
+            rows.append({"neuron": neuron_id, "synthesizer": label, "seed": seed, "evaluator": evaluator.label,
+                         "role": evaluator.role, "response": value, "best_natural": best,
+                         "relative": value / best if best > 0 else math.nan, **cost})
+    return rows
+
+
+def write_synthesis(folder: Path, spec: ExperimentSpec, result: SynthesisRun, prior_samples: dict[str, Tensor],
+                    neuron_ids: list[str], labels: list[str]) -> None:
+    """``scores.csv``, ``summary.csv``, ``evaluators.csv``, ``images.safetensors`` and, with figures on,
+    ``images.png``, ``comparison.png`` and ``prior_samples.png`` (``neuron_ids``: the selected neurons)."""
+    rows, images, evaluators = result.rows, result.images, result.evaluators
     cost_columns = [c for c in COST_COLUMNS if any(c in r for r in rows)]
     cost_columns += sorted({k for r in rows for k in r} - set(SCORE_COLUMNS) - set(cost_columns))
     atomic_write_csv(folder / "scores.csv", rows, SCORE_COLUMNS + cost_columns)
-    summary = summarise(rows)
-    atomic_write_csv(folder / "summary.csv", summary, SUMMARY_COLUMNS)
+    atomic_write_csv(folder / "summary.csv", result.summary, SUMMARY_COLUMNS)
     atomic_write_csv(folder / "evaluators.csv", [
         {"evaluator": e.label, "role": e.role, "model": e.description,
          "median_test_r": float(e.test_r[torch.isfinite(e.test_r)].median()) if torch.isfinite(e.test_r).any()
          else math.nan} for e in evaluators], EVALUATOR_COLUMNS)
     atomic_save_tensors(folder / "images.safetensors",
                         {**images, **{f"prior_samples/{k}": v for k, v in prior_samples.items()}})
-    if spec.output.figures:
-        from sharedattr.report.figures import comparison_figure, image_grid  # matplotlib only when figures are on
+    if not spec.output.figures:
+        return
+    from sharedattr.report.figures import comparison_figure, image_grid  # matplotlib only when figures are on
 
-        grid = {}
-        for n in selected:
-            grid[f"{neuron_ids[n]} · natural (top {n_natural})"] = images[f"natural/{neuron_ids[n]}"]
-            for label in (synth.label for synth in synthesizers):
-                grid[f"{neuron_ids[n]} · {label}"] = images[f"{label}/{neuron_ids[n]}"]
-        image_grid(grid, folder / "images.png", spec.output.dpi)
-        comparison_figure(summary, folder / "comparison.png", spec.output.dpi)
-        if prior_samples:
-            sample_rows = {f"{label}: unguided prior samples {i + 1}–{i + len(chunk)}": chunk
-                           for label, v in prior_samples.items()
-                           for i, chunk in zip(range(0, len(v), 8), v.split(8))}
-            image_grid(sample_rows, folder / "prior_samples.png", spec.output.dpi)
-    return SynthesisRun(rows, summary, evaluators, images, histories)
+    grid = {}
+    for neuron in neuron_ids:
+        grid[f"{neuron} · natural (top {N_NATURAL})"] = images[f"natural/{neuron}"]
+        for label in labels:
+            grid[f"{neuron} · {label}"] = images[f"{label}/{neuron}"]
+    image_grid(grid, folder / "images.png", spec.output.dpi)
+    comparison_figure(result.summary, folder / "comparison.png", spec.output.dpi)
+    if prior_samples:
+        sample_rows = {f"{label}: unguided prior samples {i + 1}–{i + len(chunk)}": chunk
+                       for label, v in prior_samples.items() for i, chunk in zip(range(0, len(v), 8), v.split(8))}
+        image_grid(sample_rows, folder / "prior_samples.png", spec.output.dpi)
 
 
 def train_evaluator(experiment: Experiment, spec: ExperimentSpec) -> Evaluator:
