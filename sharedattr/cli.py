@@ -290,8 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug_before = os.environ.get(DEBUG_ENV)
     if args.debug:
-        os.environ[DEBUG_ENV] = "1"  # read by plugin loading, in this process and any it starts
+        os.environ[DEBUG_ENV] = "1"  # read by plugin loading, for this command
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
@@ -306,6 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         warnings.showwarning = previous
+        if args.debug:
+            if debug_before is None:
+                os.environ.pop(DEBUG_ENV, None)
+            else:
+                os.environ[DEBUG_ENV] = debug_before
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from sharedattr.plugins.registry import Registry
 from sharedattr.plugins.loading import load_registry, reset_registry
+from sharedattr.plugins.registry import Registry
 
 TINY_BACKBONE = {"name": "torchvision", "model": "resnet18", "layer": "layer1", "input_size": 32}
 
 
 @pytest.fixture(autouse=True)
 def _fresh_global_registry(monkeypatch, tmp_path):
-    """Each test sees a freshly discovered registry, no plugin filter and its own feature cache."""
-    monkeypatch.delenv("SHAREDATTR_LOAD_PLUGINS", raising=False)
+    """Each test sees a freshly discovered registry, no plugin filter or debug switch, and its own feature cache."""
+    for variable in ("SHAREDATTR_LOAD_PLUGINS", "SHAREDATTR_BLOCK_PLUGINS", "SHAREDATTR_DEBUG"):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("SHAREDATTR_CACHE", str(tmp_path / "feature-cache"))
     reset_registry()
     torch.manual_seed(0)

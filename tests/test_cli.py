@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from sharedattr.cli import main
-from sharedattr.runtime.errors import plural
 from sharedattr.plugins.hookspecs import KINDS
+from sharedattr.runtime.errors import plural
 
 COMMANDS = ["plugins", "schema", "validate", "fit", "run", "synthesize", "demo"]
 

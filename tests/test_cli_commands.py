@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from toml_writer import toml_text
 
 

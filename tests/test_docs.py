@@ -14,13 +14,13 @@ import pytest
 import torch
 import yaml
 
-from sharedattr.plugins.contracts import AttributionBatch
 from sharedattr.config.files import read_config, tomllib
-from sharedattr.plugins.hookspecs import KINDS
-from sharedattr.plugins.loading import load_registry
 from sharedattr.config.schema import experiment_json_schema
 from sharedattr.config.spec import ExperimentSpec, Strict
 from sharedattr.config.validation import validate_experiment
+from sharedattr.plugins.contracts import AttributionBatch
+from sharedattr.plugins.hookspecs import KINDS
+from sharedattr.plugins.loading import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -1,0 +1,167 @@
+"""parallel_backprop against independent autograd computations on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sharedattr.attribution.parallel_backprop import (
+    ParallelBackprop,
+    clip_percentile,
+    gaussian_smooth,
+    shared_weights,
+)
+from sharedattr.encoding.readouts.attention import AttentionReadout
+from sharedattr.encoding.readouts.factorized import FactorizedReadout
+from sharedattr.encoding.readouts.gaussian import Gaussian2dReadout
+from sharedattr.runtime.errors import SpecError
+from sharedattr.testing import tiny_model
+
+QUICK = {"max_epochs": 3, "patience": 2}
+
+
+def pair(b=4, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, 16, 16, generator=g), torch.rand(b, 3, 16, 16, generator=g)
+
+
+def grad_of(fn, x):
+    """An independent per-image gradient: d fn(x_i) / d x_i, one image at a time."""
+    out = []
+    for i in range(x.shape[0]):
+        xi = x[i : i + 1].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(fn(xi, i), xi)
+        out.append(g)
+    return torch.cat(out)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(n_neurons=3)
+
+
+def test_shared_weights_equal_to_the_readout_weights_give_the_neurons_gradient(model):
+    x_a, x_b = pair()
+    targets = torch.tensor([0, 1, 2, 1])
+    w = model.readout.weight[targets]
+    result = ParallelBackprop(model).attribute((x_a, x_b), target=targets, shared_weights=w)
+    expected_a = grad_of(lambda x, i: model(x)[0, targets[i]], x_a)
+    expected_b = grad_of(lambda x, i: model(x)[0, targets[i]], x_b)
+    torch.testing.assert_close(result.ooc, expected_a, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(result.ref, expected_b, atol=1e-6, rtol=1e-5)
+
+
+def test_product_variant_equals_an_independent_autograd_computation(model):
+    x_a, x_b = pair()
+    targets = torch.tensor([2, 0, 1, 2])
+    result = ParallelBackprop(model).attribute((x_a, x_b), target=targets)
+    for i, n in enumerate(targets.tolist()):
+        with torch.no_grad():
+            z_a = model.readout.features(model.latents(x_a[i : i + 1]))[0]
+            z_b = model.readout.features(model.latents(x_b[i : i + 1]))[0]
+        s = model.readout.weight[n] * z_a * z_b
+        torch.testing.assert_close(result.shared[i], s)
+        for x, got in ((x_a, result.ooc), (x_b, result.ref)):
+            xi = x[i : i + 1].clone().requires_grad_(True)
+            (g,) = torch.autograd.grad((model.readout.features(model.latents(xi))[0] * s).sum(), xi)
+            torch.testing.assert_close(got[i : i + 1], g, atol=1e-6, rtol=1e-5)
+
+
+def test_the_shared_objective_differs_from_the_plain_gradient(model):
+    x_a, x_b = pair()
+    shared = ParallelBackprop(model).attribute((x_a, x_b), target=0).ooc
+    plain = grad_of(lambda x, i: model(x)[0, 0], x_a)
+    cos = torch.nn.functional.cosine_similarity(shared.flatten(1), plain.flatten(1))
+    assert (cos < 0.99).all()  # s re-weights the latents: not a rescaled gradient
+
+
+@pytest.mark.parametrize("variant", ["product", "positive", "min", "mask"])
+@pytest.mark.parametrize("path", ["gradient", "ig"])
+def test_batched_equals_looped_and_swapping_the_pair_swaps_the_maps(model, variant, path):
+    x_a, x_b = pair(5)
+    targets = torch.tensor([0, 1, 2, 0, 1])
+    method = ParallelBackprop(model, variant=variant, path=path, n_steps=4, baseline=0.5, mask_threshold=0.1)
+    batched = method.attribute((x_a, x_b), target=targets)
+    looped = [method.attribute((x_a[i : i + 1], x_b[i : i + 1]), target=targets[i]) for i in range(5)]
+    for field in ("ooc", "ref", "shared"):
+        torch.testing.assert_close(getattr(batched, field), torch.cat([getattr(r, field) for r in looped]),
+                                   atol=1e-6, rtol=1e-5)
+    chunked = ParallelBackprop(model, variant=variant, path=path, n_steps=4, baseline=0.5, mask_threshold=0.1,
+                               internal_batch_size=2).attribute((x_a, x_b), target=targets)
+    torch.testing.assert_close(chunked.ooc, batched.ooc, atol=1e-6, rtol=1e-5)
+    swapped = method.attribute((x_b, x_a), target=targets)
+    torch.testing.assert_close(swapped.ooc, batched.ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(swapped.ref, batched.ooc, atol=1e-6, rtol=1e-5)
+
+
+def test_ig_path_is_complete(model):
+    """IG of the shared objective sums to ⟨s, z(x)⟩ − ⟨s, z(x₀)⟩ (completeness) for each image."""
+    x_a, x_b = pair(3)
+    result = ParallelBackprop(model, path="ig", n_steps=48, baseline=0.5).attribute((x_a, x_b), target=1)
+    with torch.no_grad():
+        for x, maps in ((x_a, result.ooc), (x_b, result.ref)):
+            objective = (model.readout.features(model.latents(x)) * result.shared).sum(1)
+            at_base = (model.readout.features(model.latents(torch.full_like(x, 0.5))) * result.shared).sum(1)
+            torch.testing.assert_close(maps.flatten(1).sum(1), objective - at_base, atol=1e-3, rtol=2e-2)
+
+
+@pytest.mark.parametrize("readout", [FactorizedReadout(**QUICK), Gaussian2dReadout(**QUICK),
+                                     AttentionReadout(**QUICK)], ids=["factorized", "gaussian2d", "attention"])
+def test_every_readout_works_and_s_equal_to_w_gives_the_gradient(readout):
+    model = tiny_model(readout)
+    x_a, x_b = pair(3)
+    targets = torch.tensor([2, 0, 1])
+    result = ParallelBackprop(model).attribute((x_a, x_b), target=targets)
+    assert result.shared.shape == (3, model.readout.weight.shape[1])
+    looped = torch.cat([ParallelBackprop(model).attribute((x_a[i:i + 1], x_b[i:i + 1]), target=int(t)).ooc
+                        for i, t in enumerate(targets)])
+    torch.testing.assert_close(result.ooc, looped, atol=1e-6, rtol=1e-5)
+    w = model.readout.weight[targets].detach()
+    via_w = ParallelBackprop(model).attribute((x_a, x_b), target=targets, shared_weights=w).ooc
+    expected = grad_of(lambda x, i: model(x)[0, targets[i]], x_a)  # identity φ: ∂r_n/∂x = ∂⟨w, z⟩/∂x
+    torch.testing.assert_close(via_w, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_shared_weight_variants_on_planted_vectors():
+    w = torch.tensor([[1.0, -1.0, 2.0, 1.0, 1.0]])
+    z_a = torch.tensor([[2.0, 1.0, 1.0, -1.0, 0.0]])
+    z_b = torch.tensor([[3.0, 1.0, -2.0, -3.0, 5.0]])
+    torch.testing.assert_close(shared_weights(w, z_a, z_b, "product"), torch.tensor([[6.0, -1.0, -4.0, 3.0, 0.0]]))
+    # positive: both contributions w ⊙ z > 0 only in dimension 0
+    torch.testing.assert_close(shared_weights(w, z_a, z_b, "positive"), torch.tensor([[6.0, 0.0, 0.0, 0.0, 0.0]]))
+    # min: same sign in dims 0, 1, 3 → w·sign·min(|a|, |b|)
+    torch.testing.assert_close(shared_weights(w, z_a, z_b, "min"), torch.tensor([[2.0, -1.0, 0.0, -1.0, 0.0]]))
+    torch.testing.assert_close(shared_weights(w, z_a, z_b, "mask"), torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0]]))
+    # with a threshold of 0.5 of the largest contribution (2 for a, 3 for b), dim 0 (2 and 3) still passes
+    torch.testing.assert_close(shared_weights(w, z_a, z_b, "mask", 0.5), torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0]]))
+
+
+def test_post_processing_reduces_smooths_and_clips(model):
+    x_a, x_b = pair(2)
+    raw = ParallelBackprop(model).attribute((x_a, x_b), target=0)
+    summed = ParallelBackprop(model, reduce="sum").attribute((x_a, x_b), target=0)
+    torch.testing.assert_close(summed.ooc, raw.ooc.sum(1, keepdim=True))
+    absolute = ParallelBackprop(model, reduce="abs_sum").attribute((x_a, x_b), target=0)
+    torch.testing.assert_close(absolute.ref, raw.ref.abs().sum(1, keepdim=True))
+    constant = torch.full((1, 2, 9, 9), 3.0)
+    torch.testing.assert_close(gaussian_smooth(constant, 1.5), constant)
+    impulse = torch.zeros(1, 1, 15, 15)
+    impulse[0, 0, 7, 7] = 1.0
+    blurred = gaussian_smooth(impulse, 1.0)
+    assert abs(float(blurred.sum()) - 1.0) < 1e-5 and float(blurred.max()) < 0.2
+    maps = torch.arange(100.0).view(1, 1, 10, 10) - 50
+    clipped = clip_percentile(maps, 90)
+    assert float(clipped.abs().max()) <= float(torch.quantile(maps.abs().flatten(), 0.9)) + 1e-6
+
+
+def test_params_are_validated_and_errors_are_clear(registry, model):
+    with pytest.raises(SpecError, match="variant"):
+        registry.build("method", "parallel_backprop", model, variant="sum")
+    with pytest.raises(SpecError, match="clip_percentile"):
+        registry.build("method", "parallel_backprop", model, clip_percentile=120)
+    method = registry.build("method", "parallel_backprop", model, reduce="sum")
+    x_a, x_b = pair(2)
+    with pytest.raises(ValueError, match="target"):
+        method.attribute((x_a, x_b))
+    with pytest.raises(ValueError, match="one shape"):
+        method.attribute((x_a, x_b[:, :, :8]), target=0)

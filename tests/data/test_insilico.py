@@ -1,0 +1,240 @@
+"""In-silico ground truth: rendered part masks, ground-truth neurons and shared-part localisation masks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sharedattr.data import DataError, StimulusSet
+from sharedattr.data.ground_truth import load_neuron_parts, pair_parts, shared_parts
+from sharedattr.data.insilico import (
+    DEFAULT_NEURONS,
+    PARTS,
+    GroundTruthNeuron,
+    neuron_population,
+    render_scene,
+    render_set,
+    simulate_responses,
+    write_insilico,
+)
+from sharedattr.data.insilico.neurons import TYPICAL_AREA
+from sharedattr.data.pairs import PairImages
+from sharedattr.selection.matching import Pair
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("category", ["bodies", "objects"])
+def test_masks_are_exactly_the_pixels_that_differ_from_the_background(category, channels):
+    for i in range(12):
+        scene = render_scene(category, 64, channels=channels, rng=np.random.default_rng(i), noise_std=0.0)
+        background = np.round(scene.background).astype(np.uint8)
+        changed = (scene.image != background).any(-1)
+        np.testing.assert_array_equal(changed, scene.mask)
+        np.testing.assert_array_equal(scene.image[scene.mask], np.round(scene.paint[scene.mask]).astype(np.uint8))
+        stacked = np.stack(list(scene.parts.values()))
+        assert stacked.sum(0).max() == 1, "a pixel belongs to two parts"
+        assert all(m.any() for m in scene.parts.values()), "an empty part mask was kept"
+
+
+def test_parts_follow_the_category_and_the_attachment():
+    for i in range(30):
+        body = render_scene("bodies", 64, rng=np.random.default_rng(i))
+        assert set(body.parts) == {"head", "torso", "limbs"}
+    for attachment, parts in {"none": set(), "limb": {"limbs"}, "head": {"head"}, "both": {"limbs", "head"}}.items():
+        for i in range(5):
+            obj = render_scene("objects", 64, rng=np.random.default_rng(i), attachment=attachment)
+            assert set(obj.parts) - {"shape"} <= parts and "shape" in obj.parts
+            assert "torso" not in obj.parts
+
+
+def test_rendering_is_seeded_and_independent_of_the_set_size():
+    small, large = render_set(3, 32, seed=4), render_set(6, 32, seed=4)
+    np.testing.assert_array_equal(small.images[:3], large.images[:3])
+    np.testing.assert_array_equal(small.images[3:], large.images[6:9])
+    assert not np.array_equal(render_set(3, 32, seed=5).images, small.images)
+    rgb = render_set(2, 48, channels=3, seed=0)
+    assert rgb.images.shape == (4, 48, 48, 3) and rgb.images.dtype == np.uint8
+    assert set(rgb.parts) == set(PARTS) and rgb.parts["torso"].shape == (4, 48, 48)
+
+
+def test_typical_areas_are_those_of_rendered_bodies():
+    areas = render_set(60, 64, seed=0, categories=["bodies"]).areas()
+    for part in ("head", "torso", "limbs"):
+        assert 0.75 < np.median(areas[part]) / TYPICAL_AREA[part] < 1.33, part
+
+
+def test_neurons_respond_as_specified():
+    rendered = render_set(40, 64, seed=2)
+    areas = rendered.areas()
+    sim = simulate_responses(areas, DEFAULT_NEURONS, repeats=3, seed=0)
+    by_name = {n.name: k for k, n in enumerate(DEFAULT_NEURONS)}
+    expected_limbs = 1.0 * areas["limbs"] / TYPICAL_AREA["limbs"] + 0.2 * areas["head"] / TYPICAL_AREA["head"]
+    np.testing.assert_allclose(sim.expected[:, by_name["limbs"]], expected_limbs, rtol=1e-12)
+    conj = sim.expected[:, by_name["head_and_limbs"]]
+    has_both = (areas["head"] > 0) & (areas["limbs"] > 0)
+    assert np.all(conj[~has_both] == 0) and np.all(conj[has_both] > 0)
+    np.testing.assert_allclose(conj[has_both], np.sqrt(areas["head"][has_both] / TYPICAL_AREA["head"]
+                                                       * areas["limbs"][has_both] / TYPICAL_AREA["limbs"]))
+    bodies = np.array([c == "bodies" for c in rendered.categories])
+    for name in ("limbs", "head", "body"):  # body-selective, yet driven by objects with body-like parts
+        r = sim.expected[:, by_name[name]]
+        assert r[bodies].mean() > 1.5 * r[~bodies].mean()
+    attachments = np.array(rendered.attachments)
+    limbs = sim.expected[:, by_name["limbs"]]
+    plain_objects = (attachments == "none") & ~bodies
+    assert limbs[attachments == "limb"].min() > 0 and np.all(limbs[plain_objects] == 0)
+    shape = sim.expected[:, by_name["shape"]]
+    assert np.all(shape[bodies] == 0) and np.all(shape[~bodies] > 0)
+    noise = sim.trials - sim.expected[:, None, :]
+    assert sim.trials.shape == (80, 3, 5)
+    assert 0.08 < noise.std() < 0.12  # default noise 0.1
+
+
+def test_neuron_definitions_are_validated_and_populations_jitter():
+    with pytest.raises(ValueError, match="unknown part"):
+        GroundTruthNeuron("x", {"tail": 1.0})
+    with pytest.raises(ValueError, match="combine"):
+        GroundTruthNeuron("x", {"head": 1.0}, combine="max")
+    population = neuron_population(3, seed=1)
+    assert len(population) == 3 * len(DEFAULT_NEURONS) and population[0].name == "limbs_0"
+    assert population[0].weights != population[1].weights and set(population[0].parts) == {"limbs", "head"}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("insilico")
+    files = write_insilico(folder, n_per_category=8, size=32, seed=3)
+    return folder, files, render_set(8, 32, seed=3)
+
+
+def test_written_set_loads_with_every_part_mask(written):
+    folder, files, rendered = written
+    stimuli = StimulusSet.load(files.manifest)
+    assert stimuli.ids == rendered.ids and set(stimuli.part_masks) == set(PARTS)
+    images = stimuli.load_images((32, 32), 1)
+    np.testing.assert_array_equal((images[:, 0] * 255).round().byte().numpy(), rendered.images[..., 0])
+    for part in PARTS:
+        masks = stimuli.load_part_masks((32, 32), range(len(stimuli)), [[part]] * len(stimuli))
+        np.testing.assert_array_equal(masks.numpy(), rendered.parts[part])
+        assert [stimuli.has_part(i, part) for i in range(len(stimuli))] == list(rendered.parts[part].any((1, 2)))
+    union = stimuli.load_masks((32, 32))
+    np.testing.assert_array_equal(union.numpy(), np.any([rendered.parts[p] for p in PARTS], axis=0))
+    truth = json.loads(files.neuron_parts.read_text())
+    assert truth["limbs"] == {"limbs": 1.0, "head": 0.2}
+
+
+def test_localisation_masks_are_the_parts_a_pair_shares(written):
+    folder, files, rendered = written
+    stimuli = StimulusSet.load(files.manifest)
+    neuron_parts = load_neuron_parts(files.neuron_parts, list(stimuli.part_masks))
+    assert neuron_parts["body"] == ("head", "torso", "limbs")
+    attachments = list(rendered.attachments)
+    obj = attachments.index("limb") if "limb" in attachments else attachments.index("both")
+    body = 0
+    assert shared_parts(stimuli, neuron_parts["body"], obj, body) in (("limbs",), ("head", "limbs"))
+    assert "torso" not in shared_parts(stimuli, neuron_parts["body"], obj, body)
+    pairs = [Pair(neuron=2, driver=obj, reference=body, similarity=0.9, rank=0),  # body neuron
+             Pair(neuron=4, driver=obj, reference=body, similarity=0.5, rank=0),  # shape neuron: nothing shared
+             Pair(neuron=0, driver=obj, reference=body, similarity=0.5, rank=0)]  # not in neuron_parts below
+    ids = [n.name for n in DEFAULT_NEURONS]
+    partial = {k: v for k, v in neuron_parts.items() if k != "limbs"}
+    parts = pair_parts(stimuli, partial, ids, pairs)
+    assert parts[1] == () and parts[2] is None
+    images = PairImages.load(stimuli, pairs, (32, 32), 1, parts)
+    shared = list(parts[0])
+    expected_driver = np.any([rendered.parts[p][obj] for p in shared], axis=0)
+    expected_reference = np.any([rendered.parts[p][body] for p in shared], axis=0)
+    np.testing.assert_array_equal(images.driver_masks[0].numpy(), expected_driver)
+    np.testing.assert_array_equal(images.reference_masks[0].numpy(), expected_reference)
+    assert not images.driver_masks[1].any()  # nothing shared: the metric is undefined (NaN), not zero
+    np.testing.assert_array_equal(images.driver_masks[2].numpy(), stimuli.load_masks((32, 32), [obj])[0].numpy())
+    assert images.masks_digest() != PairImages.load(stimuli, pairs, (32, 32), 1).masks_digest()
+
+
+def test_neuron_parts_errors_name_the_file_and_the_fix(tmp_path, written):
+    _, files, _ = written
+    bad = tmp_path / "parts.json"
+    bad.write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_neuron_parts(bad)
+    bad.write_text(json.dumps({"n1": ["tail"], "n2": 3}))
+    with pytest.raises(DataError) as err:
+        load_neuron_parts(bad, ["head", "limbs"])
+    assert "unknown part(s) 'tail'" in str(err.value) and "'n2'" in str(err.value) and str(bad) in str(err.value)
+    stimuli = StimulusSet.load(files.manifest)
+    with pytest.raises(DataError, match="no manifest column mask:tail"):
+        stimuli.load_part_masks((8, 8), [0], [["tail"]])
+
+
+def test_missing_part_mask_file_is_reported(tmp_path, written):
+    _, files, _ = written
+    text = files.manifest.read_text().replace("masks/bodies_0000-head.png", "masks/nowhere.png")
+    manifest = files.manifest.parent / "broken.csv"
+    manifest.write_text(text)
+    with pytest.raises(DataError, match="mask:head not found"):
+        StimulusSet.load(manifest)
+    manifest.unlink()
+
+
+def test_run_scores_localisation_on_shared_parts(tmp_path, written):
+    from sharedattr.config.files import load_experiment
+    from sharedattr.experiment.run import run_experiment
+
+    folder, files, _ = written
+    config = tmp_path / "exp.toml"
+    config.write_text(f"""
+name = "gt"
+cache = false
+[data]
+stimuli = "{files.manifest}"
+responses = "{files.responses}"
+neuron_parts = "{files.neuron_parts}"
+preferred_category = "bodies"
+[backbone]
+name = "torchvision"
+model = "resnet18"
+layer = "layer1"
+input_size = 32
+[readout]
+name = "ridge"
+[selection]
+neurons = ["limbs", "head"]
+drivers_per_neuron = 2
+[[methods]]
+name = "saliency"
+[[metrics]]
+name = "relevance_mass"
+[output]
+figures = false
+""")
+    result = run_experiment(load_experiment(config), tmp_path / "run", progress=False)
+    values = [r["value"] for r in result.rows if r["metric"] == "relevance_mass"]
+    assert len(values) == 8 and all(np.isfinite(values))  # limbs/head drivers share their part with a body
+    # new ground truth: the localisation scores are recomputed, the maps reused
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"limbs": ["limbs"], "head": ["head"]}))
+    config.write_text(config.read_text().replace(str(files.neuron_parts), str(truth)))
+    again = run_experiment(load_experiment(config), tmp_path / "run", progress=False)
+    assert again.reused["work_items_reused"] == 1 and again.reused["work_items_computed"] == 2
+    config.write_text(config.read_text().replace('neurons = ["limbs", "head"]', 'neurons = ["limbs", "bogus"]'))
+    from sharedattr.runtime.errors import UserError
+
+    with pytest.raises(UserError, match="bogus"):
+        run_experiment(load_experiment(config), tmp_path / "run2", progress=False)
+    assert torch.isfinite(result.test_r).all()
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    import os
+
+    from sharedattr.runtime.io import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "x.txt", "hello")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the lab, not only by the owner (mkstemp's 0600)

@@ -1,0 +1,203 @@
+"""Ridge against an independent naive computation (a linear solve per fold and penalty)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sharedattr.encoding.readouts.ridge import RidgeReadout, ridge_cv
+from sharedattr.encoding.scores import pearson_columns
+
+
+def naive_ridge(x, y, alpha):
+    """Centred ridge by a direct solve: ``W [D, N]``, ``b [N]``."""
+    xm, ym = x.mean(0), y.mean(0)
+    xc, yc = x - xm, y - ym
+    w = torch.linalg.solve(xc.T @ xc + alpha * torch.eye(x.shape[1], dtype=x.dtype), xc.T @ yc)
+    return w, ym - xm @ w
+
+
+def naive_cv_alpha(x, y, alphas, folds, seed):
+    """Per-neuron penalty minimising the k-fold squared error, fold by fold, penalty by penalty."""
+    fold_of = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed)) % folds
+    sse = torch.zeros(len(alphas), y.shape[1], dtype=x.dtype)
+    for i, a in enumerate(alphas):
+        for k in range(folds):
+            tr, va = fold_of != k, fold_of == k
+            w, b = naive_ridge(x[tr], y[tr], a)
+            sse[i] += (x[va] @ w + b - y[va]).pow(2).sum(0)
+    return torch.tensor(alphas, dtype=x.dtype)[sse.argmin(0)]
+
+
+@pytest.mark.parametrize(("n", "d"), [(60, 200), (200, 30)], ids=["dual n<D", "primal n>D"])
+def test_ridge_cv_matches_naive_computation(n, d):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    w_true = torch.randn(d, 5, generator=g, dtype=torch.float64)
+    y = x @ w_true + torch.randn(n, 5, generator=g, dtype=torch.float64) * torch.tensor([0.1, 1, 5, 20, 100.0])
+    alphas = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]
+    w, b, alpha = ridge_cv(x, y, torch.tensor(alphas, dtype=torch.float64), 4, True, torch.Generator().manual_seed(7))
+    expected_alpha = naive_cv_alpha(x, y, alphas, 4, 7)
+    assert torch.equal(alpha, expected_alpha)
+    for j in range(5):
+        w_ref, b_ref = naive_ridge(x, y[:, j : j + 1], float(alpha[j]))
+        torch.testing.assert_close(w[j], w_ref[:, 0], rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(b[j], b_ref[0], rtol=1e-7, atol=1e-9)
+
+
+def test_pca_ridge_uses_only_the_top_components():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(80, 40, generator=g, dtype=torch.float64) * torch.linspace(5, 0.1, 40, dtype=torch.float64)
+    y = torch.randn(80, 3, generator=g, dtype=torch.float64)
+    w, _, _ = ridge_cv(x, y, torch.tensor([1.0], dtype=torch.float64), 3, True, torch.Generator(), pca=4)
+    xc = x - x.mean(0)
+    _, _, vh = torch.linalg.svd(xc, full_matrices=False)
+    top = vh[:4]  # [4, D]
+    torch.testing.assert_close(w @ top.T @ top, w, rtol=1e-8, atol=1e-10)  # weights lie in the top-4 span
+    scores = xc @ top.T  # ridge on the 4 PC scores, mapped back
+    w_pc, _ = naive_ridge(scores, y, 1.0)
+    torch.testing.assert_close(w, (top.T @ w_pc).T, rtol=1e-7, atol=1e-9)
+
+
+def test_readout_pca_option_fits():
+    g = torch.Generator().manual_seed(2)
+    latents = torch.randn(90, 4, 5, 5, generator=g)
+    y = latents.flatten(1)[:, :3] * 2 + 0.01 * torch.randn(90, 3, generator=g)
+    readout = RidgeReadout(folds=3, pca=60).fit(latents, y)
+    assert readout.weight.shape == (3, 100)
+    r = torch.corrcoef(torch.cat([readout(latents).T, y.T]))[:3, 3:].diagonal()
+    assert (r > 0.95).all()
+
+
+def test_ridge_matches_scikit_learn():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    g = torch.Generator().manual_seed(3)
+    for n, d in [(50, 300), (300, 20)]:
+        x = torch.randn(n, d, generator=g, dtype=torch.float64)
+        y = torch.randn(n, 4, generator=g, dtype=torch.float64)
+        w, b, _ = ridge_cv(x, y, torch.tensor([3.0], dtype=torch.float64), 2, True, torch.Generator())
+        reference = sklearn.Ridge(alpha=3.0).fit(x.numpy(), y.numpy())
+        torch.testing.assert_close(w, torch.from_numpy(reference.coef_), rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(b, torch.from_numpy(reference.intercept_), rtol=1e-7, atol=1e-9)
+
+
+# -- cv = "loo": exact efficient leave-one-out, as scikit-learn's RidgeCV ---------------------------
+def planted_loo_data(n, d, seed=4):
+    """Features with an offset and a decaying spectrum; neurons from almost noiseless to pure noise."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(3, 0.1, d, dtype=torch.float64) + 0.5
+    w = torch.randn(d, 6, generator=g, dtype=torch.float64)
+    noise = torch.tensor([0.1, 1, 5, 20, 100.0, 1000.0], dtype=torch.float64)
+    return x, x @ w + torch.randn(n, 6, generator=g, dtype=torch.float64) * noise
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False], ids=["intercept", "no intercept"])
+@pytest.mark.parametrize(("n", "d"), [(60, 200), (200, 30)], ids=["dual n<D", "primal n>D"])
+def test_loo_ridge_equals_scikit_learn_ridgecv(n, d, fit_intercept):
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    x, y = planted_loo_data(n, d)
+    alphas = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]
+    w, b, alpha = ridge_cv(x, y, torch.tensor(alphas, dtype=torch.float64), 5, fit_intercept, torch.Generator(),
+                           cv="loo")
+    reference = sklearn.RidgeCV(alphas=alphas, alpha_per_target=True, fit_intercept=fit_intercept)
+    reference.fit(x.numpy(), y.numpy())
+    assert alpha.tolist() == reference.alpha_.tolist()
+    assert len(set(alpha.tolist())) > 1  # the planted neurons need different penalties
+    torch.testing.assert_close(w, torch.from_numpy(reference.coef_), rtol=1e-7, atol=1e-9)
+    intercept = torch.as_tensor(reference.intercept_, dtype=torch.float64).expand(y.shape[1])  # 0.0 without
+    torch.testing.assert_close(b, intercept, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(x @ w.T + b, torch.from_numpy(reference.predict(x.numpy())), rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize(("n", "d"), [(40, 90), (90, 12)], ids=["dual n<D", "primal n>D"])
+@pytest.mark.parametrize("fit_intercept", [True, False], ids=["intercept", "no intercept"])
+def test_loo_errors_equal_refitting_without_each_image(n, d, fit_intercept):
+    """The efficient LOO errors against n explicit refits, one per left-out image (independent of sklearn)."""
+    from sharedattr.encoding.readouts.ridge import _loo_sse, _Spectrum
+
+    x, y = planted_loo_data(n, d, seed=5)
+    alphas = torch.tensor([0.1, 3.0, 100.0], dtype=torch.float64)
+    expected = torch.zeros(3, y.shape[1], dtype=torch.float64)
+    for i in range(n):
+        keep = torch.arange(n) != i
+        for a, alpha in enumerate(alphas.tolist()):
+            xt, yt = x[keep], y[keep]
+            xm = xt.mean(0) if fit_intercept else torch.zeros(d, dtype=x.dtype)
+            ym = yt.mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
+            xc = xt - xm
+            w = torch.linalg.solve(xc.T @ xc + alpha * torch.eye(d, dtype=x.dtype), xc.T @ (yt - ym))
+            expected[a] += ((x[i] - xm) @ w + ym - y[i]) ** 2
+    xm = x.mean(0) if fit_intercept else torch.zeros(d, dtype=x.dtype)
+    ym = y.mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
+    xc, yc = x - xm, y - ym
+    if n < d:
+        spectrum = _Spectrum(xc @ xc.T, yc, None)
+        sse = _loo_sse(spectrum, alphas, spectrum.vecs.sum(0) if fit_intercept else None)
+    else:
+        spectrum = _Spectrum(xc.T @ xc, xc.T @ yc, None)
+        ones = spectrum.vecs.T @ xc.sum(0) if fit_intercept else None
+        sse = _loo_sse(spectrum, alphas, ones, (xc @ spectrum.vecs, yc))
+    torch.testing.assert_close(sse, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_loo_is_an_option_of_the_readout_and_kfold_stays_the_default(registry):
+    from sharedattr.runtime.errors import SpecError
+
+    g = torch.Generator().manual_seed(6)
+    latents = torch.randn(50, 4, 3, 3, generator=g)
+    y = latents.flatten(1)[:, :2] + 0.1 * torch.randn(50, 2, generator=g)
+    default = registry.build("readout", "ridge")
+    assert default.cv == "kfold"
+    loo = registry.build("readout", "ridge", cv="loo").fit(latents, y)
+    x = latents.flatten(1).double()
+    w, b, alpha = ridge_cv(x, y.double(), torch.tensor(loo.alphas, dtype=torch.float64), 5, True,
+                           torch.Generator(), cv="loo")
+    assert torch.equal(loo.alpha, alpha)
+    torch.testing.assert_close(loo.weight, w.float())
+    with pytest.raises((SpecError, ValueError), match="pca"):
+        registry.build("readout", "ridge", cv="loo", pca=3)
+
+
+# -- ridge -----------------------------------------------------------------------------
+def planted(n=300, d=40, neurons=6, noise=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    w = torch.randn(neurons, d, generator=g)
+    y = x @ w.T + 0.5
+    if noise is not None:
+        y = y + torch.randn(n, neurons, generator=g) * torch.tensor(noise)
+    return x, w, y
+
+def test_ridge_recovers_planted_weights():
+    x, w, y = planted()
+    readout = RidgeReadout(alphas=(1e-3, 1e-1, 10.0), folds=4).fit(x[:200], y[:200])
+    r = pearson_columns(readout(x[200:]), y[200:])
+    assert (r > 0.99).all()
+    torch.testing.assert_close(readout.weight, w, atol=2e-2, rtol=0)
+    torch.testing.assert_close(readout.bias, torch.full((6,), 0.5), atol=2e-2, rtol=0)
+
+def test_ridge_picks_larger_penalty_for_noisier_neurons():
+    x, _, y = planted(n=120, d=60, neurons=4, noise=[0.01, 1.0, 10.0, 100.0])
+    readout = RidgeReadout(alphas=tuple(10.0**k for k in range(-3, 6)), folds=5).fit(x, y)
+    alpha = readout.alpha.tolist()
+    assert alpha == sorted(alpha) and alpha[-1] > alpha[0]
+
+def test_ridge_leaves_out_nan_per_neuron():
+    x, _, y = planted(n=200)
+    y_nan = y.clone()
+    y_nan[:50, 0] = math.nan
+    full = RidgeReadout(alphas=(1e-3,), folds=3).fit(x[50:], y[50:])
+    masked = RidgeReadout(alphas=(1e-3,), folds=3).fit(x, y_nan)
+    torch.testing.assert_close(masked.weight[0], full.weight[0], atol=1e-4, rtol=1e-4)
+    assert torch.isfinite(masked.weight).all()
+
+def test_ridge_meets_the_linear_contract():
+    latents = torch.randn(50, 4, 3, 3)
+    y = torch.randn(50, 5)
+    for pooling in ("none", "avg", "max"):
+        readout = RidgeReadout(pooling=pooling, folds=3).fit(latents, y)
+        z = readout.pooled(latents)  # [B, N, D]
+        contract = readout.nonlinearity((z * readout.weight).sum(-1) + readout.bias)
+        torch.testing.assert_close(readout(latents), contract)

@@ -1,0 +1,89 @@
+"""A real run killed mid-way (SIGKILL) and started again finishes, recomputes no finished item, leaves no corrupt file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from sharedattr.config.validation import validate_experiment
+from sharedattr.experiment.run import run_experiment
+from sharedattr.runtime.io import atomic_write_bytes, remove_stale_temporaries
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` is true; fail if it ends first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (exit {proc.returncode}) before it could be killed: {proc.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the run never reached the point where it should be killed")
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("stage", ["attribution", "synthesis"])
+def test_a_run_killed_mid_way_resumes_without_recomputing_finished_items(stage, tiny_config, tmp_path, one_thread):
+    tiny_config.update(batch_size=1)  # 4 pairs: 4 blocks per method, so the kill lands between items
+    tiny_config["methods"] = ["saliency", {"name": "integrated_gradients", "n_steps": 16}, "parallel_backprop"]
+    tiny_config["synthesis"] = [{"name": "gradient_ascent", "steps": 30, "n_seeds": 2}]
+    tiny_config["selection"] = {"top_k": 3, "drivers_per_neuron": 2}
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tiny_config))
+    out = tmp_path / "killed"
+    work = out / ("work" if stage == "attribution" else "synthesis/work")
+    proc = subprocess.Popen([sys.executable, "-m", "sharedattr", "run", str(config), "--out", str(out), "--no-progress"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    kill_when(proc, lambda: len(list(work.glob("*.safetensors"))) >= 2)
+    assert not (out / "results.csv").exists() or stage == "synthesis"
+    assert not (out / "report.html").exists()
+    finished = {p.name: p.read_bytes() for p in out.rglob("*.safetensors")}
+
+    resumed = run_experiment(validate_experiment(tiny_config), out, progress=False)
+    assert resumed.reused["model"] == 1  # the saved model, not a second fit
+    for name, data in finished.items():  # every finished item was reused as it was, none rewritten
+        matches = list(out.rglob(name))
+        assert len(matches) == 1 and matches[0].read_bytes() == data
+    assert resumed.reused["work_items_reused"] >= (2 if stage == "attribution" else 1)
+    assert not list(out.rglob(".*.tmp"))  # temporaries of the killed writer are cleaned up
+
+    clean = run_experiment(validate_experiment(tiny_config), tmp_path / "clean", progress=False)
+    for name in ["results.csv", "pairs.csv", "summary.csv", "scores.csv"]:
+        assert (out / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name
+    maps, clean_maps = load_file(out / "maps.safetensors"), load_file(tmp_path / "clean" / "maps.safetensors")
+    assert maps.keys() == clean_maps.keys() and all((maps[k] == clean_maps[k]).all() for k in maps)
+    assert resumed.reused["work_items_computed"] + resumed.reused["work_items_reused"] == \
+        clean.reused["work_items_computed"]
+
+
+def test_an_interrupted_atomic_write_leaves_the_old_file_and_only_a_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "results.csv"
+    target.write_text("old\n")
+
+    def crash(fd, *args):  # the process dies between writing and renaming
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"new\n")
+    monkeypatch.undo()
+    assert target.read_text() == "old\n"
+    assert not list(tmp_path.glob(".*.tmp"))  # cleaned up when the interpreter is alive to do it
+    (tmp_path / "work").mkdir()
+    stale = tmp_path / "work" / ".maps-abc.safetensors.x1y2.tmp"  # what a SIGKILL leaves
+    stale.write_bytes(b"partial")
+    keep = tmp_path / "work" / "maps-abc.safetensors"
+    keep.write_bytes(b"complete")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert not stale.exists() and keep.exists()

@@ -1,0 +1,126 @@
+"""End to end: the run pipeline and the offline demo on tiny data."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+import sharedattr
+from sharedattr.attribution.parallel_backprop import ParallelBackprop
+from sharedattr.config.validation import validate_experiment
+from sharedattr.encoding.readouts.factorized import FactorizedReadout
+from sharedattr.experiment.run import run_experiment
+from sharedattr.experiment.tables import RESULT_COLUMNS
+from sharedattr.metrics.complexity import GiniMetric
+from sharedattr.runtime.errors import SpecError, UserError
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_produces_a_tidy_table_per_pair_method_metric(tiny_config, tmp_path):
+    tiny_config["synthesis"] = [{"name": "gradient_ascent", "steps": 5, "n_seeds": 2}]
+    tiny_config["output"] = {"figures": True, "dpi": 40}
+    tiny_config["methods"].append({"name": "parallel_backprop"})
+    tiny_config["metrics"].append("pointing_game")
+    spec = validate_experiment(tiny_config)
+    result = run_experiment(spec, tmp_path, progress=False)
+
+    pairs = read_csv(tmp_path / "pairs.csv")
+    assert len(pairs) == len(result.pairs) == 2 * 2  # top_k neurons × drivers
+    assert all(p["driver_category"] != "bodies" for p in pairs)  # drivers are out of category
+    assert all(p["reference"].startswith("bodies_") for p in pairs)  # references from the preferred category
+    rows = read_csv(tmp_path / "results.csv")
+    assert len(rows) == len(pairs) * 3 * 2 * 3  # × methods × images (driver, reference) × metrics
+    assert {r["method"] for r in rows} == {"saliency", "integrated_gradients", "parallel_backprop"}
+    assert {r["image"] for r in rows} == {"driver", "reference"}
+    assert all(r["value"] not in ("", "nan") for r in rows if r["metric"] != "pointing_game")
+    table = pd.read_parquet(tmp_path / "results.parquet")
+    assert len(table) == len(rows) and list(table.columns) == RESULT_COLUMNS
+    summary = read_csv(tmp_path / "summary.csv")
+    assert len(summary) == 3 * 2 * 3
+    assert all(int(s["n"]) == len(pairs) for s in summary if s["metric"] != "pointing_game")
+
+    maps = load_file(str(tmp_path / "maps.safetensors"))
+    assert set(maps) == {f"{m}/{i}" for m in ("saliency", "integrated_gradients", "parallel_backprop")
+                         for i in ("driver", "reference")}
+    assert maps["saliency/driver"].shape == (len(pairs), 32, 32)
+    saved = json.loads((tmp_path / "spec.json").read_text())
+    assert saved["digest"] == spec.digest()
+    scores = read_csv(tmp_path / "scores.csv")
+    assert [s["neuron"] for s in scores] == ["limbs", "head", "body", "head_and_limbs", "shape"]
+    synthesis = read_csv(tmp_path / "synthesis" / "scores.csv")
+    assert len(synthesis) == 2 * 2 and {"forward_calls", "wall_s"} <= set(synthesis[0])
+    for name in ["figures/fit.png", "synthesis/images.png"]:
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    assert len(list((tmp_path / "figures").glob("neuron_*.png"))) == 2
+
+
+def test_a_second_run_reuses_the_model_maps_and_scores(tiny_config, tmp_path, monkeypatch):
+    tiny_config["readout"] = {"name": "factorized", "max_epochs": 3}
+    tiny_config["methods"] = ["parallel_backprop", "saliency"]
+    spec = validate_experiment(tiny_config)
+    first = run_experiment(spec, tmp_path, progress=False)
+    assert first.reused == {"model": 0, "work_items_reused": 0, "work_items_computed": 2 + 2 * 2 * 2,
+                            "work_items_computed_by_rank": [10]}
+    results = (tmp_path / "results.csv").read_bytes()
+
+    calls = []
+    monkeypatch.setattr(ParallelBackprop, "attribute", lambda *a, **k: calls.append("attribute"))
+    monkeypatch.setattr(FactorizedReadout, "fit", lambda *a, **k: calls.append("fit"))
+    monkeypatch.setattr(GiniMetric, "__call__", lambda *a, **k: calls.append("gini"))
+    second = run_experiment(spec, tmp_path, progress=False)
+    assert calls == []  # nothing recomputed: no readout fit, no attribution, no metric
+    assert second.reused == {"model": 1, "work_items_reused": 10, "work_items_computed": 0,
+                             "work_items_computed_by_rank": [0]}
+    assert (tmp_path / "results.csv").read_bytes() == results
+
+    tiny_config["metrics"].append("insertion")  # a new metric: only its scores are computed
+    monkeypatch.undo()
+    third = run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
+    assert third.reused == {"model": 1, "work_items_reused": 10, "work_items_computed": 4,
+                            "work_items_computed_by_rank": [4]}
+
+
+def test_a_damaged_work_item_is_recomputed(tiny_config, tmp_path):
+    spec = validate_experiment(tiny_config)
+    run_experiment(spec, tmp_path, progress=False)
+    results = (tmp_path / "results.csv").read_bytes()
+    for item in (tmp_path / "work").glob("maps-*.safetensors"):
+        item.write_bytes(item.read_bytes()[:40])  # truncated, as by a crash of another tool
+    again = run_experiment(spec, tmp_path, progress=False)
+    assert again.reused["work_items_computed"] == 2
+    assert (tmp_path / "results.csv").read_bytes() == results
+
+
+def test_compare_returns_the_tidy_table_for_a_fitted_model(tiny_config, tiny_data, tmp_path):
+    run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
+    model = sharedattr.load_model(tmp_path / "model")
+    table = sharedattr.compare(model, tiny_data / "stimuli" / "manifest.csv", neurons=["limbs", 2],
+                               methods=["parallel_backprop", {"name": "saliency", "abs": False}],
+                               metrics=["gini", {"name": "deletion", "steps": 4}, "relevance_mass"],
+                               preferred_category="bodies", drivers_per_neuron=2)
+    assert list(table.columns) == RESULT_COLUMNS
+    assert len(table) == 2 * 2 * 2 * 2 * 3  # neurons × drivers × methods × images × metrics
+    assert set(table["neuron"]) == {"limbs", "body"}
+    assert (table["driver_category"] == "objects").all() and table["reference"].str.startswith("bodies_").all()
+    with pytest.raises(SpecError, match=r"methods\[1\] \(integrated_gradients\).n_steps"):
+        sharedattr.compare(model, tiny_data / "stimuli" / "manifest.csv",
+                           methods=["saliency", {"name": "integrated_gradients", "n_steps": 0}])
+    with pytest.raises(UserError, match="unknown neuron"):
+        sharedattr.compare(model, tiny_data / "stimuli" / "manifest.csv", neurons=["V4_unit_9"])
+
+
+def test_explicit_neurons_and_unknown_ids(tiny_config, tmp_path):
+    tiny_config["selection"] = {"neurons": ["head"], "drivers_per_neuron": 1}
+    result = run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
+    assert [result.neuron_ids[n] for n in result.selected] == ["head"]
+    tiny_config["selection"] = {"neurons": ["V4_unit_9"]}
+    with pytest.raises(UserError, match=r"selection.neurons: unknown neuron id\(s\) \['V4_unit_9'\]"):
+        run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
