@@ -37,7 +37,6 @@ from sharedattr.config.spec import ExperimentSpec
 from sharedattr.experiment.context import RunContext
 from sharedattr.experiment.stages import Explanation, Experiment, PairSettings, explain_stage, fit_for_run, select_stage
 from sharedattr.experiment.tables import (
-    COMPONENTS_FILE,
     METHOD_COLUMNS,
     RESULT_COLUMNS,
     SUMMARY_COLUMNS,
@@ -50,6 +49,7 @@ from sharedattr.experiment.tables import (
 )
 from sharedattr.plugins.registry import Registry
 from sharedattr.report import write_report
+from sharedattr.report.rundir import COMPONENTS_FILE
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.io import atomic_write_csv, atomic_write_json
 from sharedattr.runtime.work_store import WorkStore

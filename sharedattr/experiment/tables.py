@@ -27,7 +27,6 @@ RESULT_COLUMNS = ["neuron", "driver", "driver_category", "reference", "rank", "s
 SUMMARY_COLUMNS = ["method", "image", "metric", "mean", "sem", "n", "higher_is_better"]
 METHOD_COLUMNS = ["method", "seconds", "pairs", "ms_per_pair"]
 PAIR_COLUMNS = ["neuron", "driver", "driver_category", "reference", "rank", "similarity", "driver_response"]
-COMPONENTS_FILE = "components.json"
 
 
 def write_scores(fit: Fit, path: Path) -> None:

@@ -1,7 +1,8 @@
 """A self-contained HTML report of a finished run: ``<run_dir>/report.html``.
 
 The page has no external references: figures are inlined as base64 PNG ``data:`` URIs and
-the CSS is inline. Sections, in order: summary and verdict, readout fit quality, category
+the CSS is inline; it is rendered from the Jinja2 templates in ``templates/``, which escape every
+string a run can put on it. Sections, in order: summary and verdict, readout fit quality, category
 selectivity, driver/reference pairs, attribution maps, the method × metric tables, a
 plain-language reading of who won, synthesis (when run) and timings. Rebuild it with
 ``sharedattr report RUN_DIR``.
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sharedattr.runtime.io import atomic_write_text
-from sharedattr.report.html import join, page
+from sharedattr.report.html import PAGE_TEMPLATE, render
 from sharedattr.report.reading import read_summary
 from sharedattr.report.rundir import RunDir
 from sharedattr.report.sections import SECTIONS, Context, all_sections
@@ -26,11 +27,12 @@ def build_report(run_dir: str | Path) -> str:
     """The report of the run in ``run_dir`` as an HTML string.
 
     Raises :class:`~sharedattr.errors.MissingFileError` when ``run_dir`` or its ``spec.json`` is
-    missing; any other missing file only leaves a note in its section.
+    missing, a :class:`~sharedattr.runtime.errors.UserError` when ``maps.safetensors`` is damaged;
+    any other missing file only leaves a note in its section.
     """
     run = RunDir(run_dir)
-    ctx = Context(run, read_summary(run.summary or []))
-    return page(f"sharedattr report: {run.name}", join(all_sections(ctx), "\n"))
+    ctx = Context(run, read_summary(run.summary or [], run.components, run.pair_values))
+    return render(PAGE_TEMPLATE, title=f"sharedattr report: {run.name}", sections=all_sections(ctx))
 
 
 def write_report(run_dir: str | Path) -> Path:

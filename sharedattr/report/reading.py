@@ -1,11 +1,12 @@
-"""The plain-language reading of ``summary.csv``: who won each metric, by how much, and whether beyond noise.
+"""The plain-language reading of a run's scores: who won each metric, by how much, and whether beyond noise.
 
-Pure functions of the summary rows (method × image × metric mean ± sem), so every
-sentence the report prints is derived from the numbers. A lead is *beyond noise* when it
-is larger than the combined standard error of the two means, ``sqrt(sem_a² + sem_b²)``.
-Every method whose label starts with ``parallel_backprop`` (``parallel_backprop``,
-``parallel_backprop#2`` …) is a pairwise method and is compared with the best
-*single-image baseline* (the best of the other methods) on each metric and image.
+Pure functions of the summary rows (method × image × metric mean ± sem), what the components
+declare (:class:`~sharedattr.report.components.Components`: pairwise methods, metric families)
+and the per-pair values of ``results.csv`` (:data:`~sharedattr.report.stats.PairValues`), so
+every sentence the report prints is derived from the numbers. Rankings use the means; a lead is
+*beyond noise* when a paired Wilcoxon signed-rank test on the pairs both methods scored gives
+p < 0.05 (:mod:`sharedattr.report.stats`). Every pairwise method is compared with the best
+*single-image baseline* (the best-ranked method that is not pairwise) on each metric and image.
 """
 
 from __future__ import annotations
@@ -14,15 +15,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-PAIRWISE_PREFIX = "parallel_backprop"
+from sharedattr.report.components import Components
+from sharedattr.report.stats import (ALPHA, CONFIDENCE, TEST_NAME, PairedTest, PairValues, aligned, min_nonzero,
+                                     paired_test, to_float)
 
-# Metric families by (base) name; a ``quantus_`` prefix and a ``#n`` suffix are ignored.
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "localisation": ("pointing_game", "relevance_mass", "relevance_rank"),
-    "faithfulness": ("deletion", "insertion", "faithfulness_correlation"),
-    "complexity": ("gini", "sparseness"),
-    "randomisation": ("randomisation",),
-}
 HEADLINE_FAMILIES = ("localisation", "faithfulness")
 
 
@@ -39,9 +35,9 @@ class Score:
     higher_is_better: bool
 
     @classmethod
-    def from_row(cls, row: Mapping[str, str]) -> "Score":
+    def from_row(cls, row: Mapping[str, str]) -> Score:
         """Parse a CSV row (strings; empty → NaN; ``higher_is_better`` ``True``/``False``)."""
-        return cls(row["method"], row["image"], row["metric"], _float(row["mean"]), _float(row["sem"]),
+        return cls(row["method"], row["image"], row["metric"], to_float(row["mean"]), to_float(row["sem"]),
                    int(float(row["n"] or 0)), str(row["higher_is_better"]).strip().lower() in ("true", "1"))
 
     @property
@@ -49,41 +45,28 @@ class Score:
         return math.isfinite(self.mean)
 
 
-def _float(text: str | float | None) -> float:
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
-
-
-def is_pairwise(method: str) -> bool:
-    """Whether ``method`` is a parallel_backprop variant."""
-    return method.startswith(PAIRWISE_PREFIX)
-
-
-def metric_family(metric: str) -> str:
-    """``localisation``, ``faithfulness``, ``complexity``, ``randomisation`` or ``other``."""
-    base = metric.split("#")[0].removeprefix("quantus_")
-    return next((f for f, names in FAMILIES.items() if base in names), "other")
-
-
 def arrow(higher_is_better: bool) -> str:
     return "↑" if higher_is_better else "↓"
 
 
-def combined_sem(a: Score, b: Score) -> float:
-    """``sqrt(sem_a² + sem_b²)`` (NaN when either is undefined)."""
-    return math.hypot(a.sem, b.sem) if math.isfinite(a.sem) and math.isfinite(b.sem) else math.nan
+def compare(values: PairValues | None, first: Score, second: Score) -> PairedTest | None:
+    """The paired test of ``first`` against ``second`` (same metric and image); None without per-pair values."""
+    if values is None:
+        return None
+    a, b = aligned(values, (first.method, first.image, first.metric), (second.method, second.image, second.metric))
+    return paired_test(a, b, first.higher_is_better)
 
 
 @dataclass(frozen=True)
 class Contest:
-    """All methods' scores on one metric and one image, best first (finite means only)."""
+    """All methods' scores on one metric and one image, best first (finite means only), and the paired test
+    of the winner against the runner-up (None without a runner-up or without per-pair values)."""
 
     metric: str
     image: str
     higher_is_better: bool
     ranking: tuple[Score, ...]
+    test: PairedTest | None = None
 
     @property
     def winner(self) -> Score:
@@ -103,11 +86,8 @@ class Contest:
         return abs(self.winner.mean - self.runner_up.mean) if self.runner_up else math.nan
 
     def beyond_noise(self) -> bool | None:
-        """Whether the lead exceeds the combined sem; None when that sem is undefined or there is no runner-up."""
-        if self.runner_up is None:
-            return None
-        noise = combined_sem(self.winner, self.runner_up)
-        return None if not math.isfinite(noise) else self.lead() > noise
+        """Whether the paired test finds the winner's lead beyond noise; None when it could not be tested."""
+        return self.test.significant if self.test else None
 
     def ranks(self) -> dict[str, int]:
         """Competition ranks (1 = best; equal means share a rank)."""
@@ -121,7 +101,7 @@ class Contest:
         return f"{self.metric} {arrow(self.higher_is_better)} ({self.image} maps)"
 
 
-def contests(scores: Iterable[Score]) -> list[Contest]:
+def contests(scores: Iterable[Score], values: PairValues | None = None) -> list[Contest]:
     """One :class:`Contest` per (metric, image) with at least one finite mean, in first-appearance order."""
     groups: dict[tuple[str, str], list[Score]] = {}
     for s in scores:
@@ -129,22 +109,24 @@ def contests(scores: Iterable[Score]) -> list[Contest]:
     out = []
     for (metric, image), group in groups.items():
         higher = group[0].higher_is_better
-        finite = sorted((s for s in group if s.finite), key=lambda s: -s.mean if higher else s.mean)
-        if finite:
-            out.append(Contest(metric, image, higher, tuple(finite)))
+        ranking = sorted((s for s in group if s.finite), key=lambda s: -s.mean if higher else s.mean)
+        if ranking:
+            test = compare(values, ranking[0], ranking[1]) if len(ranking) > 1 else None
+            out.append(Contest(metric, image, higher, tuple(ranking), test))
     return out
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """A pairwise method against the best single-image baseline on one contest.
+    """A pairwise method against the best single-image baseline on one contest, with their paired test.
 
-    ``diff`` > 0 means the pairwise method is better (in the metric's direction).
+    ``diff`` > 0 means the pairwise method is better (in the metric's direction), as does the test's.
     """
 
     contest: Contest
     method: Score
     baseline: Score
+    test: PairedTest | None = None
 
     @property
     def diff(self) -> float:
@@ -152,23 +134,22 @@ class Comparison:
         return d if self.contest.higher_is_better else -d
 
     @property
-    def noise(self) -> float:
-        return combined_sem(self.method, self.baseline)
-
-    @property
     def outcome(self) -> str:
-        """``better``, ``worse`` or ``level``."""
+        """``better``, ``worse`` or ``level`` (by the means)."""
         return "better" if self.diff > 0 else "worse" if self.diff < 0 else "level"
 
     def beyond_noise(self) -> bool | None:
-        return None if not math.isfinite(self.noise) else abs(self.diff) > self.noise
+        return self.test.significant if self.test else None
 
 
-def versus_baseline(contest: Contest, method: str) -> Comparison | None:
-    """``method`` against the best non-pairwise method of ``contest``; None if either is missing."""
+def versus_baseline(contest: Contest, method: str, components: Components,
+                    values: PairValues | None = None) -> Comparison | None:
+    """``method`` against the best-ranked non-pairwise method of ``contest``; None if either is missing."""
     mine = next((s for s in contest.ranking if s.method == method), None)
-    baseline = next((s for s in contest.ranking if not is_pairwise(s.method)), None)
-    return Comparison(contest, mine, baseline) if mine and baseline else None
+    baseline = next((s for s in contest.ranking if not components.is_pairwise(s.method)), None)
+    if mine is None or baseline is None:
+        return None
+    return Comparison(contest, mine, baseline, compare(values, mine, baseline))
 
 
 def mean_ranks(cs: Sequence[Contest]) -> list[tuple[str, float, int]]:
@@ -192,16 +173,57 @@ def ordinal(k: int) -> str:
     return f"{k}{suffix}"
 
 
-def _fmt(x: float) -> str:
+def fmt(x: float) -> str:
+    """Three significant digits; ``–`` for NaN."""
     return f"{x:.3g}" if math.isfinite(x) else "–"
 
 
+def p_value(p: float) -> str:
+    """``0.031``, ``< 0.001``; ``–`` when not tested."""
+    return "–" if not math.isfinite(p) else "< 0.001" if p < 0.001 else f"{p:.2g}"
+
+
+def fmt_p(p: float) -> str:
+    """``p = 0.031``, ``p < 0.001``."""
+    text = p_value(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def _ms(s: Score) -> str:
-    return f"{_fmt(s.mean)} ± {_fmt(s.sem)}" if math.isfinite(s.sem) else _fmt(s.mean)
+    return f"{fmt(s.mean)} ± {fmt(s.sem)}" if math.isfinite(s.sem) else fmt(s.mean)
 
 
 def _names(methods: Sequence[str]) -> str:
     return methods[0] if len(methods) == 1 else ", ".join(methods[:-1]) + f" and {methods[-1]}"
+
+
+def effect(test: PairedTest) -> str:
+    """``paired difference 0.2, 95% CI 0.1 to 0.3`` (the CI only where defined)."""
+    ci = f", {CONFIDENCE:.0%} CI {fmt(test.ci_low)} to {fmt(test.ci_high)}" if math.isfinite(test.ci_low) else ""
+    return f"paired difference {fmt(test.mean_diff)}{ci}"
+
+
+def pairs_phrase(test: PairedTest) -> str:
+    """``the 24 driver/reference pairs both methods scored`` (and how many were left out)."""
+    text = f"the {test.n} driver/reference pair{'s' if test.n != 1 else ''} both methods scored"
+    return text + (f" ({test.dropped} more left out: a value is missing or not finite)" if test.dropped else "")
+
+
+def noise_phrase(test: PairedTest | None) -> str:
+    """Whether a difference is beyond noise, with the test, its pairs, p and the effect size."""
+    if test is None:
+        return "noise cannot be judged: results.csv, with the per-pair values, is missing"
+    status = test.status
+    if status == "no_pairs":
+        return "noise cannot be judged: no driver/reference pair has a finite value from both methods"
+    if status == "level":
+        return f"level on each of {pairs_phrase(test)} (p = 1)"
+    if status == "too_few":
+        return (f"too few pairs to test: {test.nonzero} nonzero difference{'s' if test.nonzero != 1 else ''} on "
+                f"{pairs_phrase(test)}, and a two-sided {TEST_NAME} needs {min_nonzero()} to reach p < {ALPHA:g} "
+                f"({effect(test)})")
+    word = "beyond noise" if status == "beyond" else "within noise"
+    return f"{word} ({effect(test)}; {TEST_NAME} on {pairs_phrase(test)}; {fmt_p(test.p)})"
 
 
 def contest_sentence(c: Contest) -> str:
@@ -210,29 +232,27 @@ def contest_sentence(c: Contest) -> str:
     if r is None:
         return f"{c.title}: only {w.method} has a score ({_ms(w)}), so there is nothing to compare."
     if len(c.best) > 1:
-        return f"{c.title}: {_names(c.best)} tie at {_fmt(w.mean)}."
-    head = f"{c.title}: {w.method} is best ({_ms(w)}), ahead of {r.method} ({_ms(r)}) by {_fmt(c.lead())}"
-    verdict = c.beyond_noise()
-    if verdict is None:
-        return head + "; the sem is undefined (fewer than 2 values), so it cannot be told whether this is beyond noise."
-    noise = combined_sem(w, r)
-    if verdict:
-        return head + f", more than the combined sem ({_fmt(noise)}): a clear lead."
-    return head + f", within the combined sem ({_fmt(noise)}): the difference is within noise."
+        return f"{c.title}: {_names(c.best)} tie at {fmt(w.mean)}."
+    return (f"{c.title}: {w.method} is best ({_ms(w)}), ahead of {r.method} ({_ms(r)}) by {fmt(c.lead())}: "
+            f"{noise_phrase(c.test)}.")
 
 
 def comparison_sentence(cmp: Comparison) -> str:
-    """How a parallel_backprop variant compares with the best single-image baseline on one contest."""
+    """How a pairwise method compares with the best single-image baseline on one contest."""
     c, m, b = cmp.contest, cmp.method, cmp.baseline
     head = f"{c.title}: {m.method} {_ms(m)} vs {b.method} {_ms(b)}"
+    size = "level by the means" if cmp.outcome == "level" else f"{cmp.outcome} by {fmt(abs(cmp.diff))}"
+    return f"{head}: {size}; {noise_phrase(cmp.test)}."
+
+
+def comparison_reading(cmp: Comparison) -> str:
+    """A comparison's outcome in a few words: ``better, beyond noise``, ``worse, too few pairs to test`` …"""
     if cmp.outcome == "level":
-        return head + ": level."
-    verdict = cmp.beyond_noise()
-    size = f"{cmp.outcome} by {_fmt(abs(cmp.diff))}"
-    if verdict is None:
-        return head + f": {size} (sem undefined, noise cannot be judged)."
-    return head + (f": {size}, beyond noise (combined sem {_fmt(cmp.noise)})." if verdict else
-                   f": {size}, within noise (combined sem {_fmt(cmp.noise)}).")
+        return "level"
+    status = cmp.test.status if cmp.test else None
+    noise = {"beyond": "beyond noise", "within": "within noise", "level": "level on every pair",
+             "too_few": "too few pairs to test"}.get(status, "noise unknown")
+    return f"{cmp.outcome}, {noise}"
 
 
 @dataclass(frozen=True)
@@ -245,15 +265,19 @@ class Tally:
     worse: int
     worse_clear: int
     level: int
+    untested: int
 
     @property
     def total(self) -> int:
         return self.better + self.worse + self.level
 
     def sentence(self) -> str:
+        untested = (f"; {self.untested} of the {self.total} had too few pairs to test whether the difference is "
+                    "beyond noise") if self.untested else ""
         return (f"Against the best single-image baseline, {self.method} is better on {self.better} of {self.total} "
                 f"metric × image results ({self.better_clear} beyond noise), worse on {self.worse} "
-                f"({self.worse_clear} beyond noise)" + (f" and level on {self.level}" if self.level else "") + ".")
+                f"({self.worse_clear} beyond noise)" + (f" and level on {self.level}" if self.level else "")
+                + untested + ".")
 
 
 def tally(comparisons: Sequence[Comparison], method: str) -> Tally:
@@ -263,12 +287,14 @@ def tally(comparisons: Sequence[Comparison], method: str) -> Tally:
     def count(outcome: str, clear: bool = False) -> int:
         return sum(c.outcome == outcome and (not clear or bool(c.beyond_noise())) for c in mine)
 
-    return Tally(method, count("better"), count("better", True), count("worse"), count("worse", True), count("level"))
+    untested = sum(c.test is not None and c.test.status == "too_few" for c in mine)
+    return Tally(method, count("better"), count("better", True), count("worse"), count("worse", True),
+                 count("level"), untested)
 
 
 @dataclass(frozen=True)
 class PairwiseReading:
-    """One parallel_backprop variant: its overall rank, its tally, and its comparisons (with one sentence each)."""
+    """One pairwise method: its overall rank, its tally, and its comparisons (with one sentence each)."""
 
     method: str
     rank: str
@@ -282,17 +308,19 @@ class PairwiseReading:
 
 @dataclass(frozen=True)
 class Reading:
-    """Everything the report says about who won: headline bullets, per-metric and per-variant sentences."""
+    """Everything the report says about who won: headline bullets, per-metric and per-method sentences, and
+    notes on what the reading could not resolve."""
 
     headline: list[str]
     per_metric: list[str]
     pairwise: list[PairwiseReading]
     contests: list[Contest]
+    notes: list[str]
 
 
-def family_sentence(family: str, cs: Sequence[Contest]) -> str:
-    """Who won a metric family, by mean rank over its metric × image results."""
-    mine = [c for c in contested(cs) if metric_family(c.metric) == family]
+def family_sentence(family: str, cs: Sequence[Contest], components: Components) -> str:
+    """Who won a metric family (as the metrics declare it), by mean rank over its metric × image results."""
+    mine = [c for c in contested(cs) if components.family(c.metric) == family]
     if not mine:
         return f"{family.capitalize()}: no {family} metric compared two or more methods in this run."
     standings = mean_ranks(mine)
@@ -307,7 +335,7 @@ def family_sentence(family: str, cs: Sequence[Contest]) -> str:
 
 
 def pairwise_rank_sentence(method: str, cs: Sequence[Contest]) -> str:
-    """Where a parallel_backprop variant ranks among all methods, by mean rank over every contest."""
+    """Where a pairwise method ranks among all methods, by mean rank over every contest."""
     standings = mean_ranks(cs)
     ranks = {m: (r, n) for m, r, n in standings}
     if method not in ranks:
@@ -318,22 +346,35 @@ def pairwise_rank_sentence(method: str, cs: Sequence[Contest]) -> str:
             f"{counted} metric × image result{'s' if counted != 1 else ''}).")
 
 
-def read_pairwise(method: str, cs: Sequence[Contest]) -> PairwiseReading:
+def read_pairwise(method: str, cs: Sequence[Contest], components: Components,
+                  values: PairValues | None = None) -> PairwiseReading:
     """How ``method`` ranks overall and compares with the best single-image baseline on each contest."""
-    comparisons = [cmp for c in cs if (cmp := versus_baseline(c, method)) is not None]
+    comparisons = [cmp for c in cs if (cmp := versus_baseline(c, method, components, values)) is not None]
+    rank = pairwise_rank_sentence(method, cs)
     if not comparisons:
-        return PairwiseReading(method, pairwise_rank_sentence(method, cs),
-                               "No single-image baseline was scored, so there is nothing to compare it with.", [])
-    return PairwiseReading(method, pairwise_rank_sentence(method, cs), tally(comparisons, method).sentence(),
-                           comparisons)
+        return PairwiseReading(method, rank, "No single-image baseline was scored, so there is nothing to compare "
+                                             "it with.", [])
+    return PairwiseReading(method, rank, tally(comparisons, method).sentence(), comparisons)
 
 
-def read_summary(scores: Sequence[Score]) -> Reading:
-    """The whole reading of a summary: headline, per-metric sentences and parallel_backprop comparisons."""
-    cs = contests(scores)
+NO_PAIRWISE = "No pairwise method (one that explains a driver and its reference together) in this run."
+
+
+def read_summary(scores: Sequence[Score], components: Components | None = None,
+                 values: PairValues | None = None) -> Reading:
+    """The whole reading: headline, per-metric sentences and every pairwise method against the best baseline.
+
+    ``components`` says which methods are pairwise and each metric's family (none declared: every
+    method single-image, every metric ``other``); ``values`` are the per-pair values for the paired
+    tests (None: noise cannot be judged).
+    """
+    components = components or Components()
+    methods = list(dict.fromkeys(s.method for s in scores))
+    notes = components.notes(methods, list(dict.fromkeys(s.metric for s in scores)))
+    cs = contests(scores, values)
     if not cs:
-        return Reading(["No metric produced a finite score, so there is no winner to report."], [], [], [])
-    pairwise = [read_pairwise(m, cs) for m in dict.fromkeys(s.method for s in scores) if is_pairwise(m)]
-    headline = [family_sentence(f, cs) for f in HEADLINE_FAMILIES]
-    headline += [f"{p.rank} {p.tally}" for p in pairwise] or ["No parallel_backprop method in this run."]
-    return Reading(headline, [contest_sentence(c) for c in cs], pairwise, cs)
+        return Reading(["No metric produced a finite score, so there is no winner to report."], [], [], [], notes)
+    pairwise = [read_pairwise(m, cs, components, values) for m in methods if components.is_pairwise(m)]
+    headline = [family_sentence(f, cs, components) for f in HEADLINE_FAMILIES]
+    headline += [f"{p.rank} {p.tally}" for p in pairwise] or [NO_PAIRWISE]
+    return Reading(headline, [contest_sentence(c) for c in cs], pairwise, cs, notes)

@@ -1,7 +1,8 @@
 """Read a finished run folder (what :func:`sharedattr.pipeline.run_experiment` wrote).
 
 Only ``spec.json`` is required; every other file is optional and reads as None when absent,
-so a report can be built from a partial run. The stimuli and responses are found through
+so a report can be built from a partial run (``components.json``, when absent, is resolved
+from the plugin registry instead). The stimuli and responses are found through
 the spec's ``data`` paths (absolute, or relative to the working directory or the run folder).
 """
 
@@ -16,9 +17,13 @@ from typing import Any
 from torch import Tensor
 
 from sharedattr.runtime.errors import MissingFileError, UserError
+from sharedattr.report import components
 from sharedattr.report.reading import Score
+from sharedattr.report.stats import PairValues, pair_values
 
 SPEC_FILE = "spec.json"
+COMPONENTS_FILE = "components.json"
+"""What each method and metric of the run declares (written by :func:`sharedattr.experiment.tables.write_components`)."""
 
 
 def read_csv(path: Path) -> list[dict[str, str]] | None:
@@ -74,6 +79,17 @@ class RunDir:
         """``summary.csv`` as :class:`Score` rows."""
         rows = read_csv(self.path / "summary.csv")
         return None if rows is None else [Score.from_row(r) for r in rows]
+
+    @cached_property
+    def pair_values(self) -> PairValues | None:
+        """``results.csv``: every method's per-pair values by (method, image, metric), for the paired tests."""
+        rows = read_csv(self.path / "results.csv")
+        return None if rows is None else pair_values(rows)
+
+    @cached_property
+    def components(self) -> components.Components:
+        """What the run's methods and metrics declare (``components.json``, else resolved from the registry)."""
+        return components.load(self.path / COMPONENTS_FILE, self.spec)
 
     @cached_property
     def timings(self) -> dict[str, float] | None:

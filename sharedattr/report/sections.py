@@ -1,6 +1,8 @@
-"""The report's sections, in order; each takes a :class:`RunDir` (and what it needs) and returns :class:`Html`.
+"""The report's sections, in order: each turns the run into a :class:`Section`, the view its template renders.
 
-A section whose input file is missing says so in a note instead of failing.
+A view holds plain strings, formatted numbers and :class:`Image` data URIs; the markup lives in
+the templates (``templates/<anchor>.html.j2``), which escape every value. A section whose input
+file is missing shows a note (``templates/empty.html.j2``) instead of failing.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -17,9 +19,12 @@ from torch import Tensor
 
 from sharedattr.runtime.errors import UserError
 from sharedattr.report import figures as plots
-from sharedattr.report.html import Html, esc, figure, img, join, mean_sem, note, num, section, table, tag
-from sharedattr.report.reading import Comparison, Reading, Score, arrow, contests, is_pairwise, metric_family
+from sharedattr.report.components import Components, spec_labels
+from sharedattr.report.html import data_uri, mean_sem, num
+from sharedattr.report.reading import (NO_PAIRWISE, Comparison, Reading, Score, arrow, comparison_reading,
+                                       contests, fmt, p_value)
 from sharedattr.report.rundir import RunDir, read_csv
+from sharedattr.report.stats import ALPHA, CONFIDENCE, TEST_NAME, min_nonzero, to_float
 
 SECTIONS: list[tuple[str, str]] = [
     ("summary", "Summary"),
@@ -38,11 +43,52 @@ MAX_TABLE_ROWS = 60
 IMAGES = ("driver", "reference")
 
 
-def _float(text: str | None) -> float:
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
+@dataclass(frozen=True)
+class Image:
+    """An inline PNG: its ``data:`` URI, alt text, and optionally a width and the ``thumb`` style."""
+
+    uri: str
+    alt: str
+    width: int | None = None
+    thumb: bool = False
+
+    @classmethod
+    def of(cls, png: bytes, alt: str, width: int | None = None, thumb: bool = False) -> Image:
+        return cls(data_uri(png), alt, width, thumb)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """An inline PNG with a caption underneath."""
+
+    image: Image
+    caption: str
+
+    @classmethod
+    def of(cls, png: bytes, caption: str, alt: str) -> Figure:
+        return cls(Image.of(png, alt), caption)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the page: its anchor and title, and the view its template renders (``v`` there)."""
+
+    anchor: str
+    view: dict[str, Any] = field(default_factory=dict)
+    template: str = ""
+
+    @property
+    def title(self) -> str:
+        return TITLES[self.anchor]
+
+    @property
+    def template_name(self) -> str:
+        return self.template or f"{self.anchor}.html.j2"
+
+
+def empty(anchor: str, why: str) -> Section:
+    """A section that only says why it has nothing to show."""
+    return Section(anchor, {"note": why}, "empty.html.j2")
 
 
 def describe_component(spec: Any) -> str:
@@ -56,10 +102,15 @@ def describe_component(spec: Any) -> str:
 
 @dataclass
 class Context:
-    """Everything the sections share, computed once: the run, the reading of its summary, pair images."""
+    """Everything the sections share, computed once: the run, the reading of its scores, the pair images."""
 
     run: RunDir
     reading: Reading
+
+    @property
+    def components(self) -> Components:
+        """What the run's methods and metrics declare (components.json, else the registry)."""
+        return self.run.components
 
     @cached_property
     def neurons(self) -> list[str]:
@@ -70,12 +121,7 @@ class Context:
     def methods(self) -> list[str]:
         """Method labels in run order: the spec's (``name``, ``name#2`` … as the run labels repeats), then any
         others in ``summary.csv`` or ``maps.safetensors``."""
-        counts: dict[str, int] = {}
-        out = []
-        for m in self.run.spec.get("methods") or []:
-            name = str(m.get("name", "?") if isinstance(m, dict) else m)
-            counts[name] = counts.get(name, 0) + 1
-            out.append(name if counts[name] == 1 else f"{name}#{counts[name]}")
+        out = [label for label, _ in spec_labels(self.run.spec.get("methods") or [])]
         out += [s.method for s in self.run.summary or []]
         if self.run.maps is not None:
             out += [k.rsplit("/", 1)[0] for k in self.run.maps[0]]
@@ -131,20 +177,22 @@ class Context:
     def shown_neurons(self) -> list[str]:
         return self.neurons[:MAX_NEURONS]
 
-    def capped(self) -> Html:
-        extra = len(self.neurons) - len(self.shown_neurons)
-        return note(f"Showing the first {MAX_NEURONS} of {len(self.neurons)} neurons; "
-                    "figures/ holds a grid for every neuron.") if extra > 0 else Html("")
+    def capped(self) -> str | None:
+        """A note when only the first :data:`MAX_NEURONS` neurons are shown; None otherwise."""
+        if len(self.neurons) <= len(self.shown_neurons):
+            return None
+        return (f"Showing the first {MAX_NEURONS} of {len(self.neurons)} neurons; figures/ holds a grid for every "
+                "neuron.")
 
 
 # 1 ---------------------------------------------------------------------------------------------
-def summary(ctx: Context) -> Html:
+def summary(ctx: Context) -> Section:
     """Title, key facts and the headline verdict: one screen."""
     run, spec = ctx.run, ctx.run.spec
-    r = [_float(s["test_r"]) for s in run.scores or []]
+    r = [to_float(s["test_r"]) for s in run.scores or []]
     finite = [x for x in r if math.isfinite(x)]
     total = sum(run.timings.values()) if run.timings else math.nan
-    methods = ctx.methods or [m.get("name", "?") if isinstance(m, dict) else str(m) for m in spec.get("methods", [])]
+    methods = ctx.methods
     metrics = list(dict.fromkeys(s.metric for s in run.summary or []))
     pref = (spec.get("data") or {}).get("preferred_category")
     facts = [
@@ -160,48 +208,41 @@ def summary(ctx: Context) -> Html:
         ("Metrics", f"{len(metrics)}: {', '.join(metrics)}" if metrics else "none"),
     ]
     when = datetime.fromtimestamp((run.path / "spec.json").stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-    grid = join(Html(f'<div class="fact"><span class="k">{esc(k)}</span><span class="v">{esc(v)}</span></div>')
-                for k, v in facts)
-    verdict = Html('<div class="verdict"><h3>Verdict</h3><ul>'
-                   + "".join(f"<li>{esc(line)}</li>" for line in ctx.reading.headline) + "</ul></div>")
-    toc = Html('<nav class="toc">' + "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in SECTIONS[1:]) + "</nav>")
-    head = Html(f"<h1>sharedattr report: {esc(run.name)}</h1>"
-                f'<p class="sub">{esc(run.path.resolve())} · spec digest {esc(run.digest or "–")} · '
-                f"{esc(when)}</p>")
-    return Html(f'<section id="summary">{head}<h2>{esc(TITLES["summary"])}</h2>'
-                f'<div class="facts">{grid}</div>{verdict}{toc}</section>')
+    toc = [(a, t) for a, t in SECTIONS[1:] if a != "synthesis" or run.file("synthesis") is not None]
+    return Section("summary", {"name": run.name, "path": str(run.path.resolve()), "digest": run.digest or "–",
+                               "when": when, "facts": facts, "headline": ctx.reading.headline,
+                               "notes": ctx.reading.notes, "toc": toc})
 
 
 # 2 ---------------------------------------------------------------------------------------------
-def fit(ctx: Context) -> Html:
+def fit(ctx: Context) -> Section:
     """Held-out r per neuron: bars and a table; the pipeline's predicted-vs-measured figure when present."""
     run = ctx.run
     if run.scores is None:
-        return section("fit", TITLES["fit"], note("scores.csv is missing."))
+        return empty("fit", "scores.csv is missing.")
     ids = [s["neuron"] for s in run.scores]
-    r = [_float(s["test_r"]) for s in run.scores]
+    r = [to_float(s["test_r"]) for s in run.scores]
     explained = set(ctx.neurons)
-    parts = [figure(plots.fit_bars(ids, r, explained),
-                    "Held-out Pearson r between predicted and measured responses per neuron, best first; "
-                    "blue bars are the neurons explained below.", "held-out r per neuron")]
-    rows = sorted(run.scores, key=lambda s: -_float(s["test_r"]) if math.isfinite(_float(s["test_r"])) else math.inf)
+    bars = Figure.of(plots.fit_bars(ids, r, explained),
+                     "Held-out Pearson r between predicted and measured responses per neuron, best first; "
+                     "blue bars are the neurons explained below.", "held-out r per neuron")
+    rows = sorted(run.scores, key=lambda s: -x if math.isfinite(x := to_float(s["test_r"])) else math.inf)
+    capped = None
     if len(rows) > MAX_TABLE_ROWS:
         rows = [s for s in rows if s["neuron"] in explained]
-        parts.append(note(f"The table lists the {len(rows)} explained neurons of {len(run.scores)}; "
-                          "scores.csv has them all."))
-    parts.append(table(
-        ["neuron", "held-out r", "noise ceiling", "FEV", "explained", "train / test images", "note"],
-        [[s["neuron"], num(_float(s["test_r"])), num(_float(s.get("noise_ceiling"))), num(_float(s.get("fev"))),
-          "yes" if s["neuron"] in explained else "", f"{s.get('n_train', '')} / {s.get('n_test', '')}",
-          s.get("note", "")] for s in rows], numeric=[1, 2, 3]))
+        capped = f"The table lists the {len(rows)} explained neurons of {len(run.scores)}; scores.csv has them all."
+    table = [{"neuron": s["neuron"], "r": num(to_float(s["test_r"])), "ceiling": num(to_float(s.get("noise_ceiling"))),
+              "fev": num(to_float(s.get("fev"))), "explained": "yes" if s["neuron"] in explained else "",
+              "images": f"{s.get('n_train', '')} / {s.get('n_test', '')}", "note": s.get("note", "")} for s in rows]
+    figure = None
     if (png := run.file("figures/fit.png")) is not None:
-        parts.append(figure(png.read_bytes(), "Distribution of held-out r, and predicted vs measured responses on "
-                            "held-out images for the best neurons (figures/fit.png).", "fit figure"))
-    return section("fit", TITLES["fit"], *parts)
+        figure = Figure.of(png.read_bytes(), "Distribution of held-out r, and predicted vs measured responses on "
+                           "held-out images for the best neurons (figures/fit.png).", "fit figure")
+    return Section("fit", {"bars": bars, "capped": capped, "rows": table, "figure": figure})
 
 
 # 3 ---------------------------------------------------------------------------------------------
-def selectivity(ctx: Context) -> Html:
+def selectivity(ctx: Context) -> Section:
     """Mean measured response per category and d' of the preferred category, per neuron."""
     from sharedattr.report.selectivity import measured_responses, selectivity as compute
 
@@ -210,292 +251,235 @@ def selectivity(ctx: Context) -> Html:
     responses = run.data_path("responses")
     if isinstance(stimuli, UserError) or responses is None or not responses.exists():
         why = stimuli if isinstance(stimuli, UserError) else f"responses file not found: {responses}"
-        return section("selectivity", TITLES["selectivity"], note(f"Selectivity unavailable: {why}"))
+        return empty("selectivity", f"Selectivity unavailable: {why}")
     data = run.spec.get("data") or {}
     try:
         values, neuron_ids = measured_responses(str(responses), stimuli, ids_path=run.data_path("response_ids"),
                                                 neuron_ids_path=run.data_path("neuron_ids"))
     except UserError as err:
-        return section("selectivity", TITLES["selectivity"], note(f"Selectivity unavailable: {err}"))
+        return empty("selectivity", f"Selectivity unavailable: {err}")
     sel = compute(values, list(stimuli.categories), neuron_ids, data.get("preferred_category"))
     explained = [n for n in ctx.neurons if n in neuron_ids]
     index = {n: i for i, n in enumerate(neuron_ids)}
     shown = [index[n] for n in explained] if len(neuron_ids) > 8 else list(range(len(neuron_ids)))
-    parts = [Html("<p>Trial-averaged measured responses per stimulus category (mean ± sem over stimuli). "
-                  "d′ = (mean<sub>pref</sub> − mean<sub>other</sub>) / "
-                  "√((var<sub>pref</sub> + var<sub>other</sub>)"
-                  " / 2) compares the preferred category with all others.</p>")]
+    figure = None
     if shown:
-        parts.append(figure(plots.selectivity_bars(sel, shown), "Mean response per category (± sem over stimuli); "
-                            "the preferred category's bar is outlined." + (" Explained neurons only."
-                                                                           if len(shown) < len(neuron_ids) else ""),
-                            "selectivity per neuron"))
+        figure = Figure.of(plots.selectivity_bars(sel, shown), "Mean response per category (± sem over stimuli); "
+                           "the preferred category's bar is outlined."
+                           + (" Explained neurons only." if len(shown) < len(neuron_ids) else ""),
+                           "selectivity per neuron")
     order = [index[n] for n in explained] + [i for i in range(len(neuron_ids)) if neuron_ids[i] not in explained]
-    rows = []
-    for n in order[:MAX_TABLE_ROWS]:
-        cells: list[Any] = [neuron_ids[n]]
-        for k, cat in enumerate(sel.categories):
-            text = mean_sem(float(sel.means[n, k]), float(sel.sems[n, k]))
-            cells.append(tag("b", text) if cat == sel.preferred[n] else text)
-        cells += [sel.preferred[n], num(float(sel.dprime[n])), "yes" if neuron_ids[n] in ctx.neurons else ""]
-        rows.append(cells)
-    k = len(sel.categories)
-    parts.append(table(["neuron", *sel.categories, "preferred", "d′", "explained"], rows,
-                       numeric=[*range(1, k + 1), k + 2]))
+    rows = [{"neuron": neuron_ids[n],
+             "cells": [(mean_sem(float(sel.means[n, k]), float(sel.sems[n, k])), cat == sel.preferred[n])
+                       for k, cat in enumerate(sel.categories)],
+             "preferred": sel.preferred[n], "dprime": num(float(sel.dprime[n])),
+             "explained": "yes" if neuron_ids[n] in ctx.neurons else ""} for n in order[:MAX_TABLE_ROWS]]
     source = "the spec (data.preferred_category)" if data.get("preferred_category") else \
         "the highest mean measured response"
-    parts.append(note(f"Preferred category from {source}. Stimuli per category: "
-                      + ", ".join(f"{c} {int(sel.counts[0, j])}" for j, c in enumerate(sel.categories)) + "."))
-    return section("selectivity", TITLES["selectivity"], *parts)
+    counts = ", ".join(f"{c} {int(sel.counts[0, j])}" for j, c in enumerate(sel.categories))
+    return Section("selectivity", {"figure": figure, "categories": sel.categories, "rows": rows,
+                                   "source": f"Preferred category from {source}. Stimuli per category: {counts}."})
 
 
 # 4 ---------------------------------------------------------------------------------------------
-def pairs(ctx: Context) -> Html:
+def pairs(ctx: Context) -> Section:
     """Per neuron: each driver and its matched reference, as thumbnails, with similarity and driver response."""
     run = ctx.run
     if not run.pairs:
-        return section("pairs", TITLES["pairs"], note("pairs.csv is missing or empty."))
+        return empty("pairs", "pairs.csv is missing or empty.")
     drivers, references, why = ctx.pair_images
-    parts: list[Any] = [Html("<p>Drivers are the out-of-category images that drive each neuron most; each "
-                             "reference is a preferred-category image the matcher ranks most similar to the driver "
-                             "in the neuron's readout contributions.</p>")]
-    if why:
-        parts.append(note(why))
 
-    def thumb(images: Tensor | None, i: int, alt: str) -> Html:
-        return img(plots.thumbnail(images[i]), alt, width=80, class_="thumb") if images is not None else Html("–")
+    def thumb(images: Tensor | None, i: int, alt: str) -> Image | None:
+        return Image.of(plots.thumbnail(images[i]), alt, 80, True) if images is not None else None
 
-    for neuron in ctx.shown_neurons:
-        rows = [[p["rank"], thumb(drivers, i, f"driver {p['driver']}"), p["driver"], p["driver_category"],
-                 num(_float(p["driver_response"])), thumb(references, i, f"reference {p['reference']}"),
-                 p["reference"], num(_float(p["similarity"]))]
-                for i in ctx.rows_of(neuron) for p in [run.pairs[i]]]
-        parts += [tag("h3", f"neuron {neuron}"),
-                  table(["ref. rank", "driver", "driver id", "category", "driver response", "reference",
-                         "reference id", "similarity"], rows, numeric=[0, 4, 7])]
-    parts.append(ctx.capped())
-    return section("pairs", TITLES["pairs"], *parts)
+    neurons = [{"id": neuron, "rows": [
+        {"rank": p["rank"], "driver_img": thumb(drivers, i, f"driver {p['driver']}"), "driver": p["driver"],
+         "category": p["driver_category"], "response": num(to_float(p["driver_response"])),
+         "reference_img": thumb(references, i, f"reference {p['reference']}"), "reference": p["reference"],
+         "similarity": num(to_float(p["similarity"]))}
+        for i in ctx.rows_of(neuron) for p in [run.pairs[i]]]} for neuron in ctx.shown_neurons]
+    return Section("pairs", {"why": why, "neurons": neurons, "capped": ctx.capped()})
 
 
 # 5 ---------------------------------------------------------------------------------------------
-def attribution_grid(ctx: Context, neuron: str, maps: dict[str, dict[str, Tensor]], drivers: Tensor | None,
-                     references: Tensor | None) -> Html:
-    """One neuron's grid: a row per pair; the two images, then per method its driver and reference maps."""
-    def tile(png: bytes, alt: str) -> Html:
-        return img(png, alt, width=96, class_="thumb")
-
-    head1 = '<th colspan="2">images</th>' + "".join(f'<th colspan="2" class="method">{esc(m)}</th>' for m in maps)
-    head2 = "<th>driver</th><th>reference</th>" + "<th>driver</th><th>reference</th>" * len(maps)
-    body = []
+def attribution_rows(ctx: Context, neuron: str, maps: dict[str, dict[str, Tensor]], drivers: Tensor | None,
+                     references: Tensor | None) -> list[dict[str, Any]]:
+    """One neuron's grid rows: per pair, the two images with labels, then per method its driver and reference
+    maps (None where not computed)."""
+    rows = []
     for i in ctx.rows_of(neuron):
         p = ctx.run.pairs[i]
+        labelled = (("driver", drivers, f"{p['driver']}\nresponse {num(to_float(p['driver_response']))}"),
+                    ("reference", references, f"{p['reference']}\nsimilarity {num(to_float(p['similarity']))}"))
+        images = [(Image.of(plots.thumbnail(pictures[i]), f"{which} {p[which]}", 96, True)
+                   if pictures is not None else None, label) for which, pictures, label in labelled]
         cells = []
-        labelled = (("driver", drivers, f"{p['driver']}\nresponse {num(_float(p['driver_response']))}"),
-                    ("reference", references, f"{p['reference']}\nsimilarity {num(_float(p['similarity']))}"))
-        for which, images, label in labelled:
-            picture = tile(plots.thumbnail(images[i]), f"{which} {p[which]}") if images is not None else Html("")
-            cells.append(f"<td>{picture}<div class=\"lbl\">{esc(label)}</div></td>")
         for method, by_image in maps.items():
             scale = plots.symmetric_scale([m[i] for m in by_image.values()])
-            for which in IMAGES:
-                if which not in by_image:
-                    cells.append('<td class="na">not computed</td>')
-                    continue
-                image = (drivers if which == "driver" else references)
-                png = plots.overlay_png(image[i] if image is not None else None, by_image[which][i], scale)
-                cells.append(f"<td>{tile(png, f'{method} {which} map of pair {i}')}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return Html(f'<div class="scroll"><table class="grid"><thead><tr>{head1}</tr><tr>{head2}</tr></thead>'
-                f'<tbody>{"".join(body)}</tbody></table></div>')
+            for which, pictures in zip(IMAGES, (drivers, references)):
+                png = plots.overlay_png(pictures[i] if pictures is not None else None, by_image[which][i], scale) \
+                    if which in by_image else None
+                cells.append(Image.of(png, f"{method} {which} map of pair {i}", 96, True) if png else None)
+        rows.append({"images": images, "maps": cells})
+    return rows
 
 
-def attribution(ctx: Context) -> Html:
+def attribution(ctx: Context) -> Section:
     """Per neuron: pairs as rows; per method its driver and reference maps over the images."""
     maps, why = ctx.maps
     if maps is None:
-        return section("attribution", TITLES["attribution"], note(why))
+        return empty("attribution", why)
     drivers, references, img_why = ctx.pair_images
-    parts: list[Any] = [Html(
-        "<p>Per neuron, one row per driver/reference pair; per method, its driver map and reference map over the "
-        "images. <span style=\"color:#c0392b\">Red</span> = positive attribution (evidence for the response), "
-        "<span style=\"color:#2c5fd1\">blue</span> = negative; opacity grows with |attribution|. A method's two "
-        "maps in a row share one colour scale (the 99th percentile of |map| over both), so they are directly "
-        "comparable.</p>")]
-    if img_why:
-        parts.append(note(f"{img_why}; maps are drawn without the images."))
-    for neuron in ctx.shown_neurons:
-        parts += [tag("h3", f"neuron {neuron}"), attribution_grid(ctx, neuron, maps, drivers, references)]
-    parts.append(ctx.capped())
-    return section("attribution", TITLES["attribution"], *parts)
+    neurons = [{"id": n, "rows": attribution_rows(ctx, n, maps, drivers, references)} for n in ctx.shown_neurons]
+    return Section("attribution", {"why": f"{img_why}; maps are drawn without the images." if img_why else None,
+                                   "methods": list(maps), "neurons": neurons, "capped": ctx.capped()})
 
 
 # 6 ---------------------------------------------------------------------------------------------
-def score_table(scores: Sequence[Score], image: str, methods: Sequence[str]) -> Html:
-    """Methods × metrics for one image: mean ± sem, the best per column bold, arrows for the better direction."""
+def score_table(scores: Sequence[Score], image: str, methods: Sequence[str],
+                components: Components) -> dict[str, Any]:
+    """Methods × metrics for one image: mean ± sem, the best per column marked, each metric's arrow and family."""
     mine = [s for s in scores if s.image == image]
     metrics = list(dict.fromkeys(s.metric for s in mine))
     cell = {(s.method, s.metric): s for s in mine}
     best = {c.metric: set(c.best) for c in contests(mine) if c.runner_up is not None}
     n_max = max((s.n for s in mine), default=0)
     higher = {s.metric: s.higher_is_better for s in mine}
-    header = ["method", *(Html(f"{esc(m)} {arrow(higher[m])}<br><span class=\"n\">{esc(metric_family(m))}</span>")
-                          for m in metrics)]
-    rows, classes = [], []
+    rows = []
     for method in [m for m in methods if any(k[0] == m for k in cell)]:
-        row: list[Any] = [method]
+        cells = []
         for metric in metrics:
             s = cell.get((method, metric))
-            if s is None:
-                row.append("–")
-                continue
-            text = esc(mean_sem(s.mean, s.sem))
-            if s.n < n_max:
-                text = Html(f'{text} <span class="n">n={s.n}</span>')
-            row.append(Html(f"<b>{text}</b>") if method in best.get(metric, ()) else text)
-        rows.append(row)
-        classes.append("pb" if is_pairwise(method) else None)
-    return table(header, rows, numeric=range(1, len(metrics) + 1), row_classes=classes,
-                 caption=f"{image} maps")
+            cells.append(None if s is None else {"text": mean_sem(s.mean, s.sem), "n": s.n if s.n < n_max else None,
+                                                 "best": method in best.get(metric, ())})
+        rows.append({"method": method, "pairwise": components.is_pairwise(method), "cells": cells})
+    return {"caption": f"{image} maps", "rows": rows,
+            "metrics": [{"label": m, "arrow": arrow(higher[m]), "family": components.family(m)} for m in metrics]}
 
 
-def scores(ctx: Context) -> Html:
-    """One method × metric table per image (driver, reference)."""
+def component_rows(ctx: Context) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """What each method and metric of the run declares: pairwise or not, family and direction, and plugin."""
+    comps = ctx.components
+    methods = [{"label": m, "explains": "pairwise" if comps.is_pairwise(m) else "single image",
+                "plugin": info.plugin if (info := comps.methods.get(m)) else "not declared"} for m in ctx.methods]
+    metric_labels = dict.fromkeys([*comps.metrics, *(s.metric for s in ctx.run.summary or [])])
+    metrics = []
+    for m in metric_labels:
+        info = comps.metrics.get(m)
+        direction = "" if info is None or info.higher_is_better is None else \
+            f"{arrow(info.higher_is_better)} {'higher' if info.higher_is_better else 'lower'} is better"
+        metrics.append({"label": m, "family": comps.family(m), "direction": direction,
+                        "plugin": info.plugin if info else "not declared"})
+    return methods, metrics
+
+
+def scores(ctx: Context) -> Section:
+    """One method × metric table per image (driver, reference), and what the components declare."""
     summary_rows = ctx.run.summary
     if not summary_rows:
-        return section("scores", TITLES["scores"], note("summary.csv is missing or empty."))
+        return empty("scores", "summary.csv is missing or empty.")
     images = [i for i in IMAGES if any(s.image == i for s in summary_rows)]
     images += [i for i in dict.fromkeys(s.image for s in summary_rows) if i not in images]
-    parts: list[Any] = [Html("<p>Mean ± standard error over the driver/reference pairs (summary.csv). ↑: higher is "
-                             "better, ↓: lower is better; the best value per column is <b>bold</b>; parallel "
-                             "backprop rows are shaded. <span class=\"n\">n=…</span> marks means over fewer maps "
-                             "(a metric undefined for some).</p>")]
-    parts += [score_table(summary_rows, image, ctx.methods) for image in images]
-    return section("scores", TITLES["scores"], *parts)
+    methods, metrics = component_rows(ctx)
+    return Section("scores", {"tables": [score_table(summary_rows, i, ctx.methods, ctx.components) for i in images],
+                              "methods": methods, "metrics": metrics, "notes": ctx.reading.notes})
 
 
 # 7 ---------------------------------------------------------------------------------------------
-def reading(ctx: Context) -> Html:
-    """Who won each metric and whether the lead is beyond noise; parallel_backprop vs the best baseline."""
+def comparison_row(c: Comparison) -> dict[str, str]:
+    """One row of a pairwise method's table against the best single-image baseline."""
+    t = c.test
+    effect = "–" if t is None or t.n == 0 else fmt(t.mean_diff) + (
+        f" ({fmt(t.ci_low)} to {fmt(t.ci_high)})" if math.isfinite(t.ci_low) else "")
+    return {"metric": f"{c.contest.metric} {arrow(c.contest.higher_is_better)}", "image": c.contest.image,
+            "score": mean_sem(c.method.mean, c.method.sem), "baseline": c.baseline.method,
+            "baseline_score": mean_sem(c.baseline.mean, c.baseline.sem), "diff": num(abs(c.diff)),
+            "effect": effect, "pairs": str(t.n) if t else "–", "p": p_value(t.p) if t else "–",
+            "reading": comparison_reading(c), "class": {"better": "win", "worse": "loss"}.get(c.outcome, "tie")}
+
+
+def reading(ctx: Context) -> Section:
+    """Who won each metric and whether the lead is beyond noise; each pairwise method vs the best baseline."""
     rd = ctx.reading
     if not rd.contests:
-        return section("reading", TITLES["reading"], note(rd.headline[0]))
-    parts: list[Any] = [
-        Html('<ul class="reading">' + "".join(f"<li>{esc(s)}</li>" for s in rd.headline) + "</ul>"),
-        Html("<p>A lead counts as <em>beyond noise</em> when it is larger than the combined standard error of the "
-             "two means, √(sem₁² + sem₂²). The methods are scored on the same pairs, so this is a rough guide, "
-             "not a significance test.</p>"),
-        tag("h3", "Per metric"),
-        Html('<ul class="reading">' + "".join(f"<li>{esc(s)}</li>" for s in rd.per_metric) + "</ul>"),
-    ]
-    for p in rd.pairwise:
-        parts += [tag("h3", f"{p.method} vs the best single-image baseline"), tag("p", f"{p.rank} {p.tally}")]
-        if p.comparisons:
-            parts.append(comparison_table(p.comparisons))
-    if not rd.pairwise:
-        parts.append(note("No parallel_backprop method in this run."))
-    return section("reading", TITLES["reading"], *parts)
-
-
-def comparison_table(comparisons: Sequence[Comparison]) -> Html:
-    """A parallel_backprop variant against the best single-image baseline, one row per metric × image."""
-    rows, classes = [], []
-    for c in comparisons:
-        clear = c.beyond_noise()
-        reading = c.outcome if c.outcome == "level" else \
-            f"{c.outcome}, {'beyond noise' if clear else 'within noise' if clear is not None else 'noise unknown'}"
-        rows.append([f"{c.contest.metric} {arrow(c.contest.higher_is_better)}", c.contest.image,
-                     mean_sem(c.method.mean, c.method.sem), c.baseline.method,
-                     mean_sem(c.baseline.mean, c.baseline.sem),
-                     num(abs(c.diff)), num(c.noise),
-                     tag("span", reading, class_={"better": "win", "worse": "loss"}.get(c.outcome, "tie"))])
-    return table(["metric", "maps", comparisons[0].method.method, "best baseline", "its score", "difference",
-                  "combined sem", "reading"], rows, numeric=[2, 4, 5, 6])
+        return Section("reading", {"headline": rd.headline}, "reading_empty.html.j2")
+    pairwise = [{"method": p.method, "summary": f"{p.rank} {p.tally}",
+                 "rows": [comparison_row(c) for c in p.comparisons]} for p in rd.pairwise]
+    return Section("reading", {"headline": rd.headline, "per_metric": rd.per_metric,
+                               "pairwise": pairwise, "test": TEST_NAME, "alpha": f"{ALPHA:g}",
+                               "confidence": f"{CONFIDENCE:.0%}", "min_nonzero": min_nonzero(),
+                               "no_pairwise": NO_PAIRWISE})
 
 
 # 8 ---------------------------------------------------------------------------------------------
-def synthesis(ctx: Context) -> Html | None:
+def _mean(values: list[float] | None) -> float:
+    vals = [v for v in values or [] if math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def synthesis_neurons(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Per neuron and synthesizer: the mean relative activation on the train, val and cross models."""
+    groups: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for r in rows:
+        roles = groups.setdefault((r.get("neuron", ""), r.get("synthesizer", "")), {})
+        roles.setdefault(r.get("role", "train"), []).append(to_float(r.get("relative")))
+    return [{"neuron": n, "synthesizer": s, "train": num(_mean(g.get("train"))), "val": num(_mean(g.get("val"))),
+             "cross": num(_mean(g.get("cross")))} for (n, s), g in groups.items()]
+
+
+def synthesis(ctx: Context) -> Section | None:
     """Synthesised images scored on the train, val and cross models; None without a ``synthesis/`` folder."""
     run = ctx.run
     if run.file("synthesis") is None:
         return None
-    parts: list[Any] = []
-    if not run.spec.get("synthesis"):
-        parts.append(note("This spec configures no synthesizer: synthesis/ is left from an earlier run."))
-    summary = read_csv(run.path / "synthesis" / "summary.csv")
-    if (png := run.file("synthesis/comparison.png")) is not None:
-        parts.append(figure(png.read_bytes(), "Left: each synthesizer's response relative to the neuron's best "
-                            "natural image, on the model it optimised (train), on the same architecture fitted "
-                            "with other seeds (val) and on another backbone or readout (cross); 1 = as strong as "
-                            "the strongest natural stimulus. Right: compute per neuron (synthesis/comparison.png).",
-                            "synthesis comparison"))
-    if summary:
-        parts.append(table(
-            ["synthesizer", "evaluator", "role", "relative ± sem", "n", "seconds per neuron", "model forward",
-             "model backward", "denoiser calls"],
-            [[r["synthesizer"], r["evaluator"], r["role"],
-              mean_sem(_float(r["mean_relative"]), _float(r["sem_relative"])), r["n"],
-              num(_float(r["wall_s_per_neuron"])), num(_float(r["forward_calls"])),
-              num(_float(r["backward_calls"])), num(_float(r["denoiser_calls"]))] for r in summary],
-            numeric=range(3, 9), caption="Activation relative to the best natural image, per evaluator model "
-            "(synthesis/summary.csv; n = neurons × seeds)."))
-    evaluators = read_csv(run.path / "synthesis" / "evaluators.csv")
-    if evaluators:
-        parts.append(table(["evaluator", "role", "model", "median held-out r"],
-                           [[e["evaluator"], e["role"], e["model"], num(_float(e["median_test_r"]))]
-                            for e in evaluators], numeric=[3], caption="The models that scored the images."))
-    if (png := run.file("synthesis/images.png")) is not None:
-        parts.append(figure(png.read_bytes(), "Per neuron: its most exciting natural images (top row), then one "
-                            "row per synthesizer, one column per seed, as the model saw them (synthesis/images.png).",
-                            "synthesized images"))
-    if (png := run.file("synthesis/prior_samples.png")) is not None:
-        parts.append(figure(png.read_bytes(), "Unguided samples of each diffusion prior: what it generates without "
-                            "an energy, i.e. the image distribution the guided samples are drawn towards.",
-                            "diffusion prior samples"))
-    rows = run.synthesis_scores
-    if rows:
-        groups: dict[tuple[str, str], dict[str, list[float]]] = {}
-        for r in rows:
-            roles = groups.setdefault((r.get("neuron", ""), r.get("synthesizer", "")), {})
-            roles.setdefault(r.get("role", "train"), []).append(_float(r.get("relative")))
 
-        def mean(values: list[float] | None) -> float:
-            vals = [v for v in values or [] if math.isfinite(v)]
-            return sum(vals) / len(vals) if vals else math.nan
+    def figure(name: str, caption: str, alt: str) -> Figure | None:
+        png = run.file(f"synthesis/{name}")
+        return Figure.of(png.read_bytes(), caption, alt) if png is not None else None
 
-        parts.append(table(["neuron", "synthesizer", "relative on train", "on val", "on cross"],
-                           [[n, s, num(mean(g.get("train"))), num(mean(g.get("val"))), num(mean(g.get("cross")))]
-                            for (n, s), g in groups.items()], numeric=range(2, 5),
-                           caption="Per neuron (means over seeds and evaluators of a role; synthesis/scores.csv)."))
-    else:
-        parts.append(note("synthesis/scores.csv is missing."))
-    return section("synthesis", TITLES["synthesis"], *parts)
+    summary_rows = [{"synthesizer": r["synthesizer"], "evaluator": r["evaluator"], "role": r["role"],
+                     "relative": mean_sem(to_float(r["mean_relative"]), to_float(r["sem_relative"])), "n": r["n"],
+                     "seconds": num(to_float(r["wall_s_per_neuron"])), "forward": num(to_float(r["forward_calls"])),
+                     "backward": num(to_float(r["backward_calls"])), "denoiser": num(to_float(r["denoiser_calls"]))}
+                    for r in read_csv(run.path / "synthesis" / "summary.csv") or []]
+    evaluators = [{"evaluator": e["evaluator"], "role": e["role"], "model": e["model"],
+                   "r": num(to_float(e["median_test_r"]))} for e in read_csv(run.path / "synthesis" / "evaluators.csv")
+                  or []]
+    scores_rows = run.synthesis_scores
+    return Section("synthesis", {
+        "stale": not run.spec.get("synthesis"),
+        "comparison": figure("comparison.png", "Left: each synthesizer's response relative to the neuron's best "
+                             "natural image, on the model it optimised (train), on the same architecture fitted "
+                             "with other seeds (val) and on another backbone or readout (cross); 1 = as strong as "
+                             "the strongest natural stimulus. Right: compute per neuron (synthesis/comparison.png).",
+                             "synthesis comparison"),
+        "summary": summary_rows, "evaluators": evaluators,
+        "images": figure("images.png", "Per neuron: its most exciting natural images (top row), then one row per "
+                         "synthesizer, one column per seed, as the model saw them (synthesis/images.png).",
+                         "synthesized images"),
+        "prior": figure("prior_samples.png", "Unguided samples of each diffusion prior: what it generates without "
+                        "an energy, i.e. the image distribution the guided samples are drawn towards.",
+                        "diffusion prior samples"),
+        "neurons": synthesis_neurons(scores_rows) if scores_rows else None,
+    })
 
 
-def timings(ctx: Context) -> Html:
-    """Seconds per pipeline stage, with bars."""
+# 9 ---------------------------------------------------------------------------------------------
+def timings(ctx: Context) -> Section:
+    """Seconds per pipeline stage, with bars; attribution time per method when ``methods.csv`` exists."""
     t = ctx.run.timings
     if not t:
-        return section("timings", TITLES["timings"], note("timings.json is missing."))
+        return empty("timings", "timings.json is missing.")
     total, longest = sum(t.values()) or 1.0, max(t.values()) or 1.0
-    rows = [[stage, f"{sec:.2f}", f"{100 * sec / total:.0f}%",
-             Html(f'<span class="bar" style="width:{max(1, round(240 * sec / longest))}px"></span>')]
-            for stage, sec in t.items()]
-    rows.append([Html("<b>total</b>"), Html(f"<b>{sum(t.values()):.2f}</b>"), "", ""])
-    parts: list[Any] = [table(["stage", "seconds", "share", ""], rows, numeric=[1, 2]),
-                        note("Stages as in timings.json (the report itself is not timed). A run that reuses work/ "
-                             "items is faster than the first.")]
-    methods = read_csv(ctx.run.path / "methods.csv")
-    if methods:
-        parts.append(table(["method", "seconds for all maps", "pairs", "ms per pair"],
-                           [[m.get("method", ""), num(_float(m.get("seconds"))), m.get("pairs", ""),
-                             num(_float(m.get("ms_per_pair")))] for m in methods],
-                           numeric=[1, 2, 3], caption="Attribution time per method (methods.csv)"))
-    return section("timings", TITLES["timings"], *parts)
+    stages = [{"stage": stage, "seconds": f"{sec:.2f}", "share": f"{100 * sec / total:.0f}%",
+               "width": max(1, round(240 * sec / longest))} for stage, sec in t.items()]
+    methods = [{"method": m.get("method", ""), "seconds": num(to_float(m.get("seconds"))), "pairs": m.get("pairs", ""),
+                "ms": num(to_float(m.get("ms_per_pair")))} for m in read_csv(ctx.run.path / "methods.csv") or []]
+    return Section("timings", {"stages": stages, "total": f"{sum(t.values()):.2f}", "methods": methods})
 
 
-def all_sections(ctx: Context) -> list[Html]:
+def all_sections(ctx: Context) -> list[Section]:
     """Every section in report order (synthesis only when present)."""
     out = [summary(ctx), fit(ctx), selectivity(ctx), pairs(ctx), attribution(ctx), scores(ctx), reading(ctx),
            synthesis(ctx), timings(ctx)]
     return [s for s in out if s is not None]
-

@@ -1,0 +1,544 @@
+"""The HTML report: written by every run, self-contained, escaped, and its reading derived from the numbers."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from scipy.stats import wilcoxon
+
+from sharedattr.cli import main
+from sharedattr.config.validation import validate_experiment
+from sharedattr.experiment.run import run_experiment
+from sharedattr.experiment.tables import RESULT_COLUMNS, SUMMARY_COLUMNS, summarise
+from sharedattr.report import SECTIONS, build_report, write_report
+from sharedattr.report.components import Components, MethodInfo, MetricInfo
+from sharedattr.report.html import environment, render
+from sharedattr.report.reading import (
+    NO_PAIRWISE,
+    Score,
+    contests,
+    read_summary,
+    versus_baseline,
+)
+from sharedattr.report.sections import Section
+from sharedattr.report.selectivity import dprime, selectivity
+from sharedattr.report.stats import pair_values
+from sharedattr.runtime.errors import UserError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory) -> Path:
+    """One small finished run (with parallel_backprop, localisation, deletion, synthesis and figures)."""
+    out = tmp_path_factory.mktemp("run")
+    spec = validate_experiment({
+        "name": "tiny-report", "device": "cpu", "batch_size": 16, "cache": False,
+        "data": {"stimuli": str(tiny_data / "stimuli" / "manifest.csv"), "responses": str(tiny_data / "responses.csv"),
+                 "preferred_category": "bodies"},
+        "backbone": {"name": "torchvision", "model": "resnet18", "layer": "layer1", "input_size": 32},
+        "readout": {"name": "ridge", "folds": 3}, "matcher": "cosine",
+        "selection": {"top_k": 2, "drivers_per_neuron": 2},
+        "methods": ["parallel_backprop", "saliency", {"name": "integrated_gradients", "n_steps": 4}],
+        "metrics": ["pointing_game", "gini", {"name": "deletion", "steps": 4}],
+        "synthesis": [{"name": "gradient_ascent", "steps": 3, "n_seeds": 2}],
+        "output": {"figures": True, "dpi": 40},
+    })
+    run_experiment(spec, out, progress=False)
+    return out
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path) -> Path:
+    """A private copy of the tiny run, to edit."""
+    return Path(shutil.copytree(tiny_run, tmp_path / "run"))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def text_of(html: str) -> str:
+    """The page's text without tags (entities kept)."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+# -- the report of a real run -------------------------------------------------------------------
+def test_every_run_writes_a_self_contained_report(tiny_run):
+    html = (tiny_run / "report.html").read_text(encoding="utf-8")
+    headings = re.findall(r"<h2>([^<]*)</h2>", html)
+    titles = [t for _, t in SECTIONS]
+    assert [h for h in headings if h in titles] == titles, "every section, in order"
+    assert "http://" not in html and "https://" not in html
+    assert "&lt;section" not in html and "&lt;div" not in html, "markup escaped twice"
+    sources = re.findall(r'\b(?:src|href)="([^"]*)"', html)
+    images = re.findall(r'<img [^>]*src="([^"]*)"', html)
+    assert len(images) >= 2 * 2 * 2 + 2, "pair thumbnails, map overlays, fit and selectivity figures"
+    for s in sources:
+        assert s.startswith(("data:image/png;base64,", "#")), s[:60]
+    for s in images:
+        assert base64.b64decode(s.removeprefix("data:image/png;base64,"), validate=True).startswith(PNG_MAGIC)
+    assert "<script" not in html and "<link" not in html
+
+
+def test_report_content_follows_the_run_files(tiny_run):
+    html = (tiny_run / "report.html").read_text(encoding="utf-8")
+    text = text_of(html)
+    pairs = read_csv(tiny_run / "pairs.csv")
+    for p in pairs:
+        assert p["driver"] in text and p["reference"] in text
+    for neuron in {p["neuron"] for p in pairs}:
+        assert f"neuron {neuron}" in text
+    for method in ("parallel_backprop", "saliency", "integrated_gradients"):
+        assert method in text
+    assert "Median held-out r" in text and "Total run time" in text
+    assert "parallel_backprop ranks" in text and "parallel_backprop vs the best single-image baseline" in text
+    assert "gradient_ascent" in text  # synthesis table
+    assert "too few pairs to test: 4 nonzero differences on the 4 driver/reference pairs both methods scored" in text
+    assert "Wilcoxon signed-rank test" in text and "a two-sided Wilcoxon signed-rank test needs 6" in text
+    verdict = html[html.index('<div class="verdict">'):html.index("</div>", html.index('<div class="verdict">'))]
+    assert "Localisation:" in verdict and "Faithfulness:" in verdict
+
+
+def test_write_report_rebuilds_the_same_page(tiny_run, run_copy):
+    (run_copy / "report.html").unlink()
+    path = write_report(run_copy)
+    assert path == run_copy / "report.html"
+    assert not list(run_copy.glob(".report.html.*.tmp")), "written atomically, no temporary left"
+    rebuilt = path.read_text(encoding="utf-8")
+    original = (tiny_run / "report.html").read_text(encoding="utf-8")
+    strip = re.compile(r'<p class="sub">.*?</p>', re.S)  # the header names the folder
+    assert strip.sub("", rebuilt) == strip.sub("", original)
+
+
+# -- hand-made per-pair values: the verdict names the winners and tests them in pairs ---------------------
+N_PAIRS = 12
+E = [(i - 5.5) / 100 for i in range(N_PAIRS)]  # small per-pair wiggles, -0.055 … 0.055
+
+
+def result_rows(method, metric, values, higher=True, images=("driver", "reference")):
+    """Tidy results.csv rows of one method and metric: ``values[i]`` on hand-made pair ``i``."""
+    return [{"neuron": "n0", "driver": f"d{i}", "driver_category": "objects", "reference": f"r{i}", "rank": 0,
+             "similarity": 0.5, "method": method, "image": image, "metric": metric, "value": v,
+             "higher_is_better": higher} for image in images for i, v in enumerate(values)]
+
+
+def write_results(run: Path, rows: list[dict]) -> None:
+    """``rows`` as results.csv and their summary (mean ± sem, as the run computes it) as summary.csv."""
+    write_csv(run / "results.csv", rows, RESULT_COLUMNS)
+    write_csv(run / "summary.csv", summarise(rows), SUMMARY_COLUMNS)
+
+
+def hand_made_results() -> list[dict]:
+    """integrated_gradients wins pointing_game clearly; saliency leads deletion within noise (one NaN pair)."""
+    deletion_sal = [math.nan] + [0.30 + e for e in E[1:]]
+    return (result_rows("parallel_backprop", "pointing_game", [0.6 + e / 2 for e in E])
+            + result_rows("saliency", "pointing_game", [0.4 + e for e in E])
+            + result_rows("integrated_gradients", "pointing_game", [0.9 + e for e in E])
+            + result_rows("parallel_backprop", "deletion", [0.5 + e for e in E], higher=False)
+            + result_rows("saliency", "deletion", deletion_sal, higher=False)
+            + result_rows("integrated_gradients", "deletion",
+                          [0.30 + e + (0.25 if i % 2 == 0 else -0.15) for i, e in enumerate(E)], higher=False))
+
+
+def test_the_verdict_names_the_metric_winners_and_tests_them_in_pairs(run_copy):
+    write_results(run_copy, hand_made_results())
+    html = build_report(run_copy)
+    text = text_of(html)
+    assert "Localisation: integrated_gradients wins" in text
+    assert "Faithfulness: saliency wins" in text
+    assert "parallel_backprop ranks 3rd of 3 methods (mean rank 2.5 over 4 metric × image results)" in text
+    assert "parallel_backprop is better on 0 of 4 metric × image results (0 beyond noise), worse on 4 " \
+           "(4 beyond noise)" in text
+    assert ("pointing_game ↑ (driver maps): integrated_gradients is best (0.9 ± 0.0104), ahead of parallel_backprop "
+            "(0.6 ± 0.0052) by 0.3: beyond noise (paired difference 0.3, 95% CI 0.289 to 0.311; Wilcoxon signed-rank "
+            "test on the 12 driver/reference pairs both methods scored; p &lt; 0.001).") in text  # exact p = 2/4096
+    assert ("deletion ↓ (driver maps): saliency is best (0.305 ± 0.01), ahead of integrated_gradients (0.35 ± "
+            "0.0597) by 0.045: within noise (paired difference 0.0318, 95% CI -0.109 to 0.172") in text
+    deletion = {m: [r["value"] for r in hand_made_results() if r["method"] == m and r["metric"] == "deletion"]
+                for m in ("integrated_gradients", "saliency")}
+    diffs = np.subtract(deletion["integrated_gradients"], deletion["saliency"])[1:N_PAIRS]  # pair 0: saliency's NaN
+    p = wilcoxon(diffs, zero_method="wilcox").pvalue
+    assert (f"; Wilcoxon signed-rank test on the 11 driver/reference pairs both methods scored (1 more left out: a "
+            f"value is missing or not finite); p = {p:.2g})") in text
+    # best per column in bold: integrated_gradients on pointing_game, saliency on deletion
+    table = html[html.index("<caption>driver maps</caption>"):]
+    table = table[:table.index("</table>")]
+    assert "<b>0.9 ± 0.0104</b>" in table and '<b>0.305 ± 0.01 <span class="n">n=11</span></b>' in table
+    assert "<b>0.6 ± " not in table
+
+
+def test_the_comparison_table_reports_the_paired_test(run_copy):
+    write_results(run_copy, hand_made_results())
+    html = build_report(run_copy)
+    section = html[html.index('<section id="reading">'):]
+    section = section[:section.index("</section>")]
+    assert "<h3>parallel_backprop vs the best single-image baseline</h3>" in section
+    rows = re.findall(r"<tr><td>(pointing_game ↑|deletion ↓)</td><td>(driver|reference)</td>(.*?)</tr>", section)
+    assert len(rows) == 4
+    for metric, _, cells in rows:
+        values = re.findall(r"<td[^>]*>(.*?)</td>", cells)
+        baseline, pairs, p, reading = values[1], values[5], values[6], values[7]
+        assert baseline == ("integrated_gradients" if metric.startswith("pointing") else "saliency")
+        assert pairs == ("12" if metric.startswith("pointing") else "11"), "the NaN pair is left out"
+        assert p == "&lt; 0.001" and reading == '<span class="loss">worse, beyond noise</span>'
+    assert "Wilcoxon signed-rank test" in section and "too few pairs to test" in section
+
+
+def test_too_few_pairs_and_a_missing_results_csv(run_copy):
+    rows = [r for r in hand_made_results() if int(r["driver"][1:]) < 4]  # 4 pairs: the test cannot reach 0.05
+    write_results(run_copy, rows)
+    text = text_of(build_report(run_copy))
+    assert ("ahead of parallel_backprop (0.58 ± 0.00323) by 0.28: too few pairs to test: 4 nonzero differences on "
+            "the 4 driver/reference pairs both methods scored, and a two-sided Wilcoxon signed-rank test needs 6 to "
+            "reach p &lt; 0.05 (paired difference 0.28, 95% CI 0.27 to 0.29).") in text
+    assert "within noise" not in text.split("Who won")[-1].split("Synthesis")[0]
+    (run_copy / "results.csv").unlink()
+    text = text_of(build_report(run_copy))
+    assert "noise cannot be judged: results.csv, with the per-pair values, is missing" in text
+
+
+# -- the reading module on synthetic numbers -----------------------------------------------------
+def S(method, mean, sem=0.1, metric="m", image="driver", higher=True, n=5):
+    return Score(method, image, metric, mean, sem, n, higher)
+
+
+def scored(per_method: dict[str, list[float]], metric="m", image="driver", higher=True):
+    """Scores (mean ± sem over the finite values) and per-pair values of hand-made per-pair values."""
+    rows = [{"neuron": "n", "driver": f"d{i}", "reference": "r", "rank": "0", "method": m, "image": image,
+             "metric": metric, "value": v, "higher_is_better": higher}
+            for m, vs in per_method.items() for i, v in enumerate(vs)]
+    scores = [Score.from_row({k: str(v) for k, v in r.items()}) for r in summarise(rows)]
+    return scores, pair_values({k: str(v) for k, v in r.items()} for r in rows)
+
+
+PAIRWISE = Components(methods={"parallel_backprop": MethodInfo(True), "parallel_backprop#2": MethodInfo(True),
+                               "saliency": MethodInfo(False), "integrated_gradients": MethodInfo(False)})
+FAMILIES = Components(metrics={"pointing_game": MetricInfo("localisation"), "deletion": MetricInfo("faithfulness"),
+                               "gini": MetricInfo("complexity")},
+                      methods={"parallel_backprop": MethodInfo(True)})
+
+
+def test_the_winner_and_a_clear_lead():
+    scores, values = scored({"a": [1.0 + e for e in E], "b": [2.0 + e / 2 for e in E], "c": [0.5] * N_PAIRS})
+    (c,) = contests(scores, values)
+    assert [s.method for s in c.ranking] == ["b", "a", "c"]
+    assert c.winner.method == "b" and c.runner_up.method == "a"
+    assert c.lead() == pytest.approx(1.0)
+    assert c.test.n == 12 and c.test.mean_diff == pytest.approx(1.0) and c.test.p < 0.001
+    assert c.beyond_noise() is True
+    assert c.ranks() == {"b": 1, "a": 2, "c": 3}
+
+
+def test_a_lead_of_mixed_signs_is_within_noise():
+    wiggle = [0.3 if i % 2 else -0.25 for i in range(N_PAIRS)]
+    scores, values = scored({"a": [1.0] * N_PAIRS, "b": [1.0 + w for w in wiggle]})
+    (c,) = contests(scores, values)
+    assert c.winner.method == "b" and c.lead() == pytest.approx(0.025)
+    assert c.beyond_noise() is False
+    sentence = read_summary(scores, Components(), values).per_metric[0]
+    assert "b is best" in sentence and "within noise" in sentence
+    assert "Wilcoxon signed-rank test on the 12 driver/reference pairs both methods scored; p = " in sentence
+
+
+def test_lower_is_better_ties_nan_and_no_per_pair_values():
+    (c,) = contests([S("a", 1.0, higher=False), S("b", 0.2, higher=False), S("c", math.nan, higher=False)])
+    assert [s.method for s in c.ranking] == ["b", "a"], "NaN means take no part"
+    (tie,) = contests([S("a", 1.0), S("b", 1.0), S("c", 0.0)])
+    assert tie.best == ["a", "b"] and tie.ranks() == {"a": 1, "b": 1, "c": 3}
+    assert "a and b tie at 1" in read_summary([S("a", 1.0), S("b", 1.0), S("c", 0.0)]).per_metric[0]
+    (untested,) = contests([S("a", 1.0, sem=math.nan), S("b", 0.0, sem=math.nan)])
+    assert untested.test is None and untested.beyond_noise() is None, "without results.csv"
+    assert "noise cannot be judged" in read_summary([S("a", 1.0), S("b", 0.0)]).per_metric[0]
+    unpaired = read_summary([S("a", 1.0), S("b", 0.0)], values={}).per_metric[0]
+    assert "no driver/reference pair has a finite value from both methods" in unpaired
+    assert contests([S("a", math.nan)]) == []
+
+
+def test_every_pairwise_method_is_compared_with_the_best_baseline():
+    scores, values = scored({"parallel_backprop": [0.9 + e / 2 for e in E],
+                             "parallel_backprop#2": [0.55 + e for e in E], "saliency": [0.5 + e for e in E],
+                             "integrated_gradients": [0.7 + e for e in E]})
+    (c,) = contests(scores, values)
+    first = versus_baseline(c, "parallel_backprop", PAIRWISE, values)
+    second = versus_baseline(c, "parallel_backprop#2", PAIRWISE, values)
+    assert first.baseline.method == second.baseline.method == "integrated_gradients", "never another pairwise one"
+    assert first.outcome == "better" and first.beyond_noise() is True
+    assert second.outcome == "worse" and second.beyond_noise() is True and second.test.mean_diff < 0
+    reading = read_summary(scores, PAIRWISE, values)
+    assert [p.method for p in reading.pairwise] == ["parallel_backprop", "parallel_backprop#2"]
+    assert reading.pairwise[0].rank.startswith("parallel_backprop ranks 1st of 4 methods")
+    assert reading.pairwise[1].rank.startswith("parallel_backprop#2 ranks 3rd of 4 methods")
+    assert "better on 1 of 1" in reading.pairwise[0].tally
+    assert "worse on 1 (1 beyond noise)" in reading.pairwise[1].tally
+    assert ("integrated_gradients 0.7 ± 0.0104: better by 0.2; beyond noise (paired difference 0.2, 95% CI "
+            in reading.pairwise[0].sentences[0])
+    assert "; Wilcoxon signed-rank test on the 12 driver/reference pairs both methods scored; p &lt;" not in \
+        reading.pairwise[0].sentences[0], "plain text: the templates escape"
+    assert reading.pairwise[0].sentences[0].endswith("both methods scored; p < 0.001).")
+
+
+def test_no_name_decides_what_is_pairwise():
+    scores = [S("parallel_backprop", 0.9), S("my_pair", 0.8), S("saliency", 0.5)]
+    plugin = Components(methods={"parallel_backprop": MethodInfo(False), "my_pair": MethodInfo(True),
+                                 "saliency": MethodInfo(False)})
+    reading = read_summary(scores, plugin)
+    assert [p.method for p in reading.pairwise] == ["my_pair"]
+    assert reading.pairwise[0].comparisons[0].baseline.method == "parallel_backprop", "the best non-pairwise one"
+    assert read_summary(scores).headline[-1] == NO_PAIRWISE, "nothing declared: nothing pairwise"
+
+
+def test_headline_per_family_and_without_a_pairwise_method():
+    scores = [S("a", 0.9, metric="pointing_game"), S("b", 0.1, metric="pointing_game"),
+              S("a", 0.3, metric="deletion", higher=False), S("b", 0.1, metric="deletion", higher=False),
+              S("a", 0.5, metric="gini"), S("b", 0.6, metric="gini")]
+    headline = read_summary(scores, FAMILIES).headline
+    assert headline[0].startswith("Localisation: a wins")
+    assert headline[1].startswith("Faithfulness: b wins")
+    assert headline[2] == NO_PAIRWISE
+    only_gini = read_summary([S("a", 0.5, metric="gini"), S("parallel_backprop", 0.6, metric="gini")],
+                             FAMILIES).headline
+    assert only_gini[0] == "Localisation: no localisation metric compared two or more methods in this run."
+    assert "Against the best single-image baseline, parallel_backprop is better on 1 of 1" in only_gini[2]
+    alone = read_summary([S("parallel_backprop", 0.6)], FAMILIES)
+    assert "nothing to compare" in alone.pairwise[0].tally
+    # a metric only parallel_backprop scored (single-image methods without on_reference) is not ranked
+    partial = read_summary([S("parallel_backprop", 0.2), S("saliency", 0.4),
+                            S("parallel_backprop", 0.9, image="reference")], FAMILIES)
+    assert partial.pairwise[0].rank == ("parallel_backprop ranks 2nd of 2 methods "
+                                        "(mean rank 2.0 over 1 metric × image result).")
+    assert "only parallel_backprop has a score" in partial.per_metric[1]
+    assert read_summary([]).headline == ["No metric produced a finite score, so there is no winner to report."]
+
+
+def test_score_rows_parse_summary_csv_text():
+    s = Score.from_row({"method": "a", "image": "driver", "metric": "m", "mean": "nan", "sem": "", "n": "0",
+                        "higher_is_better": "False"})
+    assert math.isnan(s.mean) and math.isnan(s.sem) and s.n == 0 and s.higher_is_better is False
+
+
+# -- selectivity ----------------------------------------------------------------------------------
+def test_selectivity_means_dprime_and_preferred_category():
+    values = torch.tensor([[1.0, 0.0], [3.0, 0.5], [0.0, 2.0], [1.0, 4.0], [math.nan, 3.0]])
+    categories = ["bodies", "bodies", "objects", "objects", "objects"]
+    sel = selectivity(values, categories, ["n0", "n1"])
+    assert sel.categories == ["bodies", "objects"] and sel.preferred == ["bodies", "objects"]
+    assert sel.means[0].tolist() == pytest.approx([2.0, 0.5]) and sel.counts[0].tolist() == [2, 2]
+    expected = (2.0 - 0.5) / math.sqrt((2.0 + 0.5) / 2)  # sample variances 2.0 and 0.5
+    assert sel.dprime[0] == pytest.approx(expected)
+    assert selectivity(values, categories, ["n0", "n1"], preferred="bodies").preferred == ["bodies", "bodies"]
+    assert math.isnan(dprime(torch.tensor([1.0]).numpy(), torch.tensor([1.0, 2.0]).numpy()))
+
+
+# -- escaping and missing files -------------------------------------------------------------------
+def rename_neuron(run: Path, tiny_data: Path, old: str, new: str) -> None:
+    """Give neuron ``old`` the id ``new`` everywhere the report reads it (responses, scores, pairs, maps)."""
+    responses = run / "responses.csv"
+    lines = (tiny_data / "responses.csv").read_text().splitlines()
+    lines[0] = ",".join(new if h == old else h for h in lines[0].split(","))
+    responses.write_text("\n".join(lines) + "\n")
+    saved = json.loads((run / "spec.json").read_text())
+    saved["spec"]["data"]["responses"] = str(responses)
+    saved["spec"]["name"] = '<script>alert("x")</script>'
+    (run / "spec.json").write_text(json.dumps(saved))
+    for name in ("scores.csv", "pairs.csv"):
+        rows = read_csv(run / name)
+        for r in rows:
+            r["neuron"] = new if r["neuron"] == old else r["neuron"]
+        write_csv(run / name, rows, list(rows[0]))
+    maps = load_file(str(run / "maps.safetensors"))
+    pairs = ";".join(f"{p['neuron']}|{p['driver']}|{p['reference']}" for p in read_csv(run / "pairs.csv"))
+    save_file(maps, str(run / "maps.safetensors"), metadata={"pairs": pairs})
+
+
+def test_user_strings_are_escaped(run_copy, tiny_data):
+    neuron = read_csv(run_copy / "pairs.csv")[0]["neuron"]
+    rename_neuron(run_copy, tiny_data, neuron, "<b>x</b>")
+    html = build_report(run_copy)
+    assert "<b>x</b>" not in html and "<script>" not in html
+    assert "neuron &lt;b&gt;x&lt;/b&gt;" in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    assert "does not match pairs.csv" not in html, "the renamed run is still consistent"
+    assert html.count("<h3>neuron &lt;b&gt;x&lt;/b&gt;</h3>") == 2  # pairs and attribution maps
+    assert html.count("<td>&lt;b&gt;x&lt;/b&gt;</td>") == 2  # fit and selectivity tables
+
+
+def relabel(run: Path, kind: str, old: str, new: str, **declared) -> None:
+    """Call method or metric ``old`` of the run ``new`` in every file the report reads, and update what
+    components.json declares for it with ``declared`` (e.g. ``pairwise=True``, ``family="localisation"``)."""
+    column = "method" if kind == "methods" else "metric"
+    for name in ("summary.csv", "results.csv", "methods.csv"):
+        rows = read_csv(run / name)
+        if rows and column in rows[0]:
+            for r in rows:
+                r[column] = new if r[column] == old else r[column]
+            write_csv(run / name, rows, list(rows[0]))
+    components = json.loads((run / "components.json").read_text())
+    components[kind][new] = {**components[kind].pop(old), **declared}
+    (run / "components.json").write_text(json.dumps(components))
+    if kind == "methods":
+        maps = load_file(str(run / "maps.safetensors"))
+        with safe_open(str(run / "maps.safetensors"), framework="pt") as f:
+            metadata = f.metadata()
+        renamed = {(new if k.rsplit("/", 1)[0] == old else k.rsplit("/", 1)[0]) + "/" + k.rsplit("/", 1)[1]: v
+                   for k, v in maps.items()}
+        save_file(renamed, str(run / "maps.safetensors"), metadata=metadata)
+
+
+def test_hostile_neuron_ids_and_method_labels_are_escaped(run_copy, tiny_data):
+    neuron = read_csv(run_copy / "pairs.csv")[0]["neuron"]
+    rename_neuron(run_copy, tiny_data, neuron, "<script>alert(1)</script>")
+    label = """sal&"'<>"""
+    relabel(run_copy, "methods", "saliency", label)
+    relabel(run_copy, "metrics", "gini", "<i>gini</i>", family="complexity")
+    html = build_report(run_copy)
+    assert "<script" not in html and "<i>gini" not in html and label not in html
+    assert html.count("<h3>neuron &lt;script&gt;alert(1)&lt;/script&gt;</h3>") == 2
+    escaped = "sal&amp;&#34;&#39;&lt;&gt;"
+    assert f'<th colspan="2" class="method">{escaped}</th>' in html, "attribution grid header"
+    assert f"<tr><td>{escaped}</td>" in html, "score, components and timing tables"
+    assert f'alt="{escaped} driver map of pair 0"' in html, "attribute values too"
+    assert "&lt;i&gt;gini&lt;/i&gt; ↑" in html
+    assert "does not match pairs.csv" not in html, "the relabelled run is still consistent"
+
+
+def test_a_plugin_pairwise_method_is_compared_with_the_best_baseline(run_copy):
+    """Pairwise is what components.json declares, whatever the label: never decided by a name prefix."""
+    relabel(run_copy, "methods", "integrated_gradients", "pair_plugin", pairwise=True)
+    relabel(run_copy, "methods", "parallel_backprop", "parallel_backprop", pairwise=False)
+    html = build_report(run_copy)
+    text = text_of(html)
+    assert "<h3>pair_plugin vs the best single-image baseline</h3>" in html
+    assert "parallel_backprop vs the best single-image baseline" not in html
+    assert "pair_plugin ranks" in text and "parallel_backprop ranks" not in text
+    section = html[html.index('<section id="reading">'):html.index("</section>", html.index('<section id="reading">'))]
+    baselines = re.findall(r"<tr><td>[^<]*</td><td>(?:driver|reference)</td><td[^>]*>[^<]*</td><td>([^<]*)</td>",
+                           section)
+    assert baselines and set(baselines) <= {"parallel_backprop", "saliency"}, "the best non-pairwise method"
+    assert "too few pairs to test: 4 nonzero differences on the 4 driver/reference pairs" in section  # a tiny run
+    scores = html[html.index('<section id="scores">'):]
+    assert '<tr class="pairwise"><td>pair_plugin</td>' in scores and '<tr><td>parallel_backprop</td>' in scores
+
+
+def test_plugin_metrics_enter_the_verdict_by_their_declared_family(run_copy):
+    relabel(run_copy, "metrics", "gini", "my_mass", family="localisation")
+    relabel(run_copy, "metrics", "deletion", "entropy", family="other")
+    html = build_report(run_copy)
+    verdict = text_of(html[html.index('<div class="verdict">'):html.index("</div>", html.index('class="verdict"'))])
+    assert "over pointing_game and my_mass on driver and reference maps" in verdict
+    assert "entropy" not in verdict and "gini" not in verdict
+    assert "Faithfulness: no faithfulness metric compared two or more methods in this run." in verdict
+    table = html[html.index("<caption>driver maps</caption>"):]
+    table = table[:table.index("</table>")]
+    assert 'my_mass ↑<br><span class="n">localisation</span>' in table
+    assert 'entropy ↓<br><span class="n">other</span>' in table
+    assert "<tr><td>my_mass</td><td>localisation</td><td>↑ higher is better</td>" in html  # the components table
+    assert "Could not resolve" not in html
+
+
+def test_without_components_json_the_registry_resolves_the_spec(run_copy):
+    (run_copy / "components.json").unlink()
+    saved = json.loads((run_copy / "spec.json").read_text())
+    saved["spec"]["metrics"].append({"name": "<i>gone</i>", "k": 1})  # a plugin that is not installed
+    saved["spec"]["methods"].append({"name": "pairs_from_elsewhere"})
+    (run_copy / "spec.json").write_text(json.dumps(saved))
+    rows = read_csv(run_copy / "summary.csv")
+    rows += [{**r, "metric": "<i>gone</i>"} for r in rows if r["metric"] == "gini"]
+    write_csv(run_copy / "summary.csv", rows, SUMMARY_COLUMNS)
+    html = build_report(run_copy)
+    text = text_of(html)
+    assert "parallel_backprop ranks" in text, "pairwise, as its registered class declares"
+    assert "Localisation: " in text and "over pointing_game on driver and reference maps" in text
+    assert '<span class="n">complexity</span>' in html and '<span class="n">faithfulness</span>' in html
+    assert "This run folder has no components.json" in text
+    assert "run the same config into the same folder again (it reuses every finished item)" in text
+    assert "Could not resolve" in text and "&lt;i&gt;gone&lt;/i&gt;" in html and "<i>gone" not in html
+    assert "method pairs_from_elsewhere (unknown method" in text
+    assert '&lt;i&gt;gone&lt;/i&gt; ↑<br><span class="n">other</span>' in html
+
+
+def test_a_damaged_maps_file_is_a_user_error_naming_it(run_copy):
+    (run_copy / "maps.safetensors").write_bytes(b"\x00" * 12)
+    with pytest.raises(UserError, match="maps.safetensors: not a readable safetensors file"):
+        build_report(run_copy)
+
+
+def test_missing_optional_files_leave_notes(run_copy):
+    for name in ("synthesis", "figures"):
+        shutil.rmtree(run_copy / name)
+    for name in ("maps.safetensors", "timings.json", "summary.csv", "methods.csv"):
+        (run_copy / name).unlink(missing_ok=True)
+    saved = json.loads((run_copy / "spec.json").read_text())
+    saved["spec"]["data"]["stimuli"] = str(run_copy / "moved" / "manifest.csv")
+    (run_copy / "spec.json").write_text(json.dumps(saved))
+    html = write_report(run_copy).read_text(encoding="utf-8")
+    text = text_of(html)
+    assert "<h2>Synthesis</h2>" not in html
+    assert "maps.safetensors was not written" in text and "timings.json is missing" in text
+    assert "summary.csv is missing" in text and "stimulus set not found" in text
+    assert "Selectivity unavailable" in text
+
+
+def test_stale_maps_are_not_drawn(run_copy):
+    maps = load_file(str(run_copy / "maps.safetensors"))
+    save_file(maps, str(run_copy / "maps.safetensors"), metadata={"pairs": "a|b|c"})
+    assert "does not match pairs.csv" in build_report(run_copy)
+
+
+# -- the command line -------------------------------------------------------------------------------
+def test_cli_report_rebuilds_and_prints_the_path(run_copy, capsys):
+    (run_copy / "report.html").unlink()
+    assert main(["report", str(run_copy)]) == 0
+    assert capsys.readouterr().out.strip() == str(run_copy / "report.html")
+    assert (run_copy / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_cli_report_user_errors_exit_2(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    assert main(["report", str(missing)]) == 2
+    assert f"run folder not found: {missing}" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert f"run spec not found: {tmp_path / 'empty' / 'spec.json'}" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "spec.json").write_text("{not json")
+    assert main(["report", str(tmp_path / "bad")]) == 2
+    assert "spec.json: not a run spec" in capsys.readouterr().err
+
+
+def test_cli_report_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["report", "--help"])
+    assert info.value.code == 0 and "RUN_DIR" in capsys.readouterr().out
+
+
+# -- the templates ----------------------------------------------------------------------------------
+def test_templates_ship_in_the_package_and_escape_everything():
+    env = environment()
+    names = env.list_templates()
+    assert {"page.html.j2", "report.css", *(f"{anchor}.html.j2" for anchor, _ in SECTIONS)} <= set(names)
+    for name in names:
+        source = env.loader.get_source(env, name)[0].replace(" ", "")
+        assert "|safe" not in source and "autoescape" not in source and "Markup" not in source, name
+    html = render("empty.html.j2", section=Section("fit"), v={"note": """<script>alert('&"')</script>"""})
+    assert html == "<h2>Readout fit quality</h2>\n<p class=\"note\">&lt;script&gt;alert(&#39;&amp;&#34;&#39;)" \
+                   "&lt;/script&gt;</p>\n"
