@@ -21,10 +21,10 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from captum.attr import Attribution
 from pydantic import Field
 from torch import Tensor, nn
+from torchvision.transforms.v2.functional import gaussian_blur
 
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Params
@@ -78,18 +78,13 @@ def shared_weights(w: Tensor, z_a: Tensor, z_b: Tensor, variant: Variant = "prod
 def gaussian_smooth(maps: Tensor, sigma: float) -> Tensor:
     """Blur each channel of ``maps`` ``[B, C, H, W]`` with a Gaussian of ``sigma`` pixels (reflect padding).
 
-    The kernel is truncated at ``3σ`` (and at the map's size, which reflect padding needs).
+    The kernel is truncated at ``3σ`` (and at the map's size, which reflect padding needs);
+    torchvision's ``gaussian_blur`` does the filtering.
     """
-    b, c, h, w = maps.shape
-    radius = min(int(round(3 * sigma)), h - 1, w - 1)
+    radius = min(int(round(3 * sigma)), maps.shape[-2] - 1, maps.shape[-1] - 1)
     if sigma <= 0 or radius < 1:
         return maps
-    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    flat = F.pad(maps.reshape(b * c, 1, h, w), (radius, radius, radius, radius), mode="reflect")
-    flat = F.conv2d(F.conv2d(flat, kernel.view(1, 1, -1, 1)), kernel.view(1, 1, 1, -1))
-    return flat.view(b, c, h, w)
+    return gaussian_blur(maps, [2 * radius + 1] * 2, [sigma, sigma])
 
 
 def clip_percentile(maps: Tensor, percentile: float | None) -> Tensor:

@@ -11,27 +11,22 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torchvision.transforms.v2.functional import gaussian_blur as tv_gaussian_blur
 
 Preconditioner = Callable[[Tensor], Tensor]
 
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Depthwise Gaussian blur of ``[B, C, H, W]``, std ``sigma`` pixels (reflect padding; ``sigma <= 0``: identity)."""
+    """Depthwise Gaussian blur of ``[B, C, H, W]``, std ``sigma`` pixels (reflect padding; ``sigma <= 0``: identity).
+
+    The kernel reaches ``⌈3σ⌉`` pixels (at least 1), cropped to fit images smaller than it;
+    torchvision's ``gaussian_blur`` does the filtering.
+    """
     if sigma <= 0:
         return x
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    pad = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
-    if pad < radius:  # image smaller than the kernel: crop the kernel to fit
-        k = k[radius - pad : radius + pad + 1] / k[radius - pad : radius + pad + 1].sum()
-    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    radius = min(max(1, int(math.ceil(3 * sigma))), x.shape[-1] - 1, x.shape[-2] - 1)
+    return tv_gaussian_blur(x, [2 * radius + 1] * 2, [sigma, sigma])
 
 
 def fourier_scale(height: int, width: int, decay: float, *, device: torch.device | str | None = None,

@@ -165,3 +165,17 @@ def test_params_are_validated_and_errors_are_clear(registry, model):
         method.attribute((x_a, x_b))
     with pytest.raises(ValueError, match="one shape"):
         method.attribute((x_a, x_b[:, :, :8]), target=0)
+
+
+def test_smoothing_is_a_gaussian_truncated_at_three_sigma():
+    import torch.nn.functional as F
+
+    maps = torch.randn(2, 1, 12, 10, generator=torch.Generator().manual_seed(0))
+    sigma, radius = 1.5, 4  # round(4.5) = 4
+    t = torch.arange(-radius, radius + 1, dtype=maps.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    padded = F.pad(maps, (radius,) * 4, mode="reflect")
+    expected = F.conv2d(F.conv2d(padded, k.view(1, 1, -1, 1)), k.view(1, 1, 1, -1))
+    torch.testing.assert_close(gaussian_smooth(maps, sigma), expected, atol=1e-6, rtol=0)
+    assert torch.equal(gaussian_smooth(maps, 0.1), maps)  # round(0.3) = 0: no kernel to apply

@@ -316,3 +316,23 @@ def test_gradient_ascent_reaches_the_constrained_optimum_with_sgd(registry):
 def test_gradient_ascent_clips_to_pixel_range(registry):
     result = registry.build("synthesizer", "gradient_ascent", steps=20, lr=0.5).synthesize(PixelNeuron(), 0)
     assert result.images.min() >= 0 and result.images.max() <= 1
+
+
+def separable_blur(x: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
+    """An independent Gaussian blur: a normalised kernel of ``radius`` pixels, reflect padding, two 1-D passes."""
+    import torch.nn.functional as F
+
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius,) * 4, mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+@pytest.mark.parametrize(("shape", "sigma", "radius"), [((2, 3, 20, 24), 1.0, 3), ((1, 1, 16, 16), 2.5, 8),
+                                                        ((2, 1, 5, 7), 1.0, 3), ((1, 2, 3, 9), 2.0, 2)])
+def test_the_blur_preconditioner_is_a_gaussian_of_radius_ceil_3_sigma(shape, sigma, radius):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(gaussian_blur(x, sigma), separable_blur(x, sigma, radius), atol=1e-6, rtol=0)
