@@ -24,7 +24,6 @@ import torch
 from captum.attr import Attribution
 from pydantic import Field
 from torch import Tensor, nn
-from torchvision.transforms.v2.functional import gaussian_blur
 
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Params
@@ -47,8 +46,9 @@ class SharedAttribution(NamedTuple):
     shared: Tensor
 
 
-def shared_weights(w: Tensor, z_a: Tensor, z_b: Tensor, variant: Variant = "product",
-                   mask_threshold: float = 0.0) -> Tensor:
+def shared_weights(
+    w: Tensor, z_a: Tensor, z_b: Tensor, variant: Variant = "product", mask_threshold: float = 0.0
+) -> Tensor:
     """Shared weights ``s`` ``[B, D]`` from weights ``w`` and pooled latents ``z_a``, ``z_b``, all ``[B, D]``.
 
     - ``product``: ``w ⊙ z_a ⊙ z_b``;
@@ -84,6 +84,8 @@ def gaussian_smooth(maps: Tensor, sigma: float) -> Tensor:
     radius = min(int(round(3 * sigma)), maps.shape[-2] - 1, maps.shape[-1] - 1)
     if sigma <= 0 or radius < 1:
         return maps
+    from torchvision.transforms.v2.functional import gaussian_blur  # torchvision takes seconds to import
+
     return gaussian_blur(maps, [2 * radius + 1] * 2, [sigma, sigma])
 
 
@@ -136,11 +138,15 @@ class ParallelBackpropParams(Params):
 
     variant: Variant = Field("product", description="Shared weights s: product, positive, min or mask (see docs).")
     mask_threshold: float = Field(
-        0.0, ge=0, lt=1, description="variant = mask: a dimension is shared where both contributions exceed this "
-        "fraction of their image's largest contribution."
+        0.0,
+        ge=0,
+        lt=1,
+        description="variant = mask: a dimension is shared where both contributions exceed this "
+        "fraction of their image's largest contribution.",
     )
     path: Literal["gradient", "ig"] = Field(
-        "gradient", description="gradient: S(x) = ∂⟨s, z_n(x)⟩/∂x; ig: the same objective path-integrated from a baseline."
+        "gradient",
+        description="gradient: S(x) = ∂⟨s, z_n(x)⟩/∂x; ig: the same objective path-integrated from a baseline.",
     )
     n_steps: int = Field(16, ge=1, description="path = ig: quadrature points (Gauss–Legendre) along the path.")
     baseline: float = Field(0.0, description="path = ig: constant baseline pixel value (0 = black, 0.5 = mid-grey).")
@@ -166,10 +172,19 @@ class ParallelBackprop(Attribution):
     pairwise: ClassVar[bool] = True
     batch_invariant: ClassVar[bool] = True
 
-    def __init__(self, model: nn.Module, variant: Variant = "product", mask_threshold: float = 0.0,
-                 path: Literal["gradient", "ig"] = "gradient", n_steps: int = 16, baseline: float = 0.0,
-                 reduce: Reduction = "none", smooth_sigma: float = 0.0, clip_percentile: float | None = None,
-                 internal_batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        variant: Variant = "product",
+        mask_threshold: float = 0.0,
+        path: Literal["gradient", "ig"] = "gradient",
+        n_steps: int = 16,
+        baseline: float = 0.0,
+        reduce: Reduction = "none",
+        smooth_sigma: float = 0.0,
+        clip_percentile: float | None = None,
+        internal_batch_size: int | None = None,
+    ) -> None:
         super().__init__(model)
         self.model = model
         self.variant, self.mask_threshold = variant, mask_threshold
@@ -184,8 +199,9 @@ class ParallelBackprop(Attribution):
     def has_convergence_delta(self) -> bool:
         return False
 
-    def attribute(self, inputs: tuple[Tensor, Tensor], target: Any = None, *,
-                  shared_weights: Tensor | None = None) -> SharedAttribution:
+    def attribute(
+        self, inputs: tuple[Tensor, Tensor], target: Any = None, *, shared_weights: Tensor | None = None
+    ) -> SharedAttribution:
         """Maps of both images of each item for neuron ``target``.
 
         ``inputs = (x_ooc, x_ref)``, each ``[B, C, H, W]`` in [0, 1]; ``target`` an int or a
@@ -195,21 +211,33 @@ class ParallelBackprop(Attribution):
         """
         x_a, x_b = inputs
         if x_a.shape != x_b.shape:
-            raise ValueError(f"the two images of a pair must have one shape; got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
+            raise ValueError(
+                f"the two images of a pair must have one shape; got {tuple(x_a.shape)} and {tuple(x_b.shape)}"
+            )
         x_a, x_b = x_a.detach(), x_b.detach()
         targets = _targets(target, x_a.shape[0], x_a.device)
         if shared_weights is not None and shared_weights.dim() == 1:
             shared_weights = shared_weights.expand(x_a.shape[0], -1)
         step = self.internal_batch_size or max(1, x_a.shape[0])
-        parts = [self._attribute_items(x_a[i:i + step], x_b[i:i + step], targets[i:i + step],
-                                       None if shared_weights is None else shared_weights[i:i + step])
-                 for i in range(0, x_a.shape[0], step)]
+        parts = [
+            self._attribute_items(
+                x_a[i : i + step],
+                x_b[i : i + step],
+                targets[i : i + step],
+                None if shared_weights is None else shared_weights[i : i + step],
+            )
+            for i in range(0, x_a.shape[0], step)
+        ]
         ooc, ref, shared = parts[0] if len(parts) == 1 else (torch.cat(p) for p in zip(*parts))
-        return SharedAttribution(postprocess(ooc, self.reduce, self.smooth_sigma, self.clip_percentile),
-                                 postprocess(ref, self.reduce, self.smooth_sigma, self.clip_percentile), shared)
+        return SharedAttribution(
+            postprocess(ooc, self.reduce, self.smooth_sigma, self.clip_percentile),
+            postprocess(ref, self.reduce, self.smooth_sigma, self.clip_percentile),
+            shared,
+        )
 
-    def _attribute_items(self, x_a: Tensor, x_b: Tensor, targets: Tensor,
-                         shared: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def _attribute_items(
+        self, x_a: Tensor, x_b: Tensor, targets: Tensor, shared: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Raw gradients (or IG) ``[b, C, H, W]`` for one chunk of ``b`` items, and their ``s`` ``[b, D]``."""
         b = x_a.shape[0]
         both = torch.cat([x_a, x_b])  # [2b, C, H, W]: one batch for both images of every item

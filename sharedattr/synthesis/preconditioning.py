@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torchvision.transforms.v2.functional import gaussian_blur as tv_gaussian_blur
 
 Preconditioner = Callable[[Tensor], Tensor]
 
@@ -25,12 +24,20 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     """
     if sigma <= 0:
         return x
+    from torchvision.transforms.v2.functional import gaussian_blur as blur  # torchvision takes seconds to import
+
     radius = min(max(1, int(math.ceil(3 * sigma))), x.shape[-1] - 1, x.shape[-2] - 1)
-    return tv_gaussian_blur(x, [2 * radius + 1] * 2, [sigma, sigma])
+    return blur(x, [2 * radius + 1] * 2, [sigma, sigma])
 
 
-def fourier_scale(height: int, width: int, decay: float, *, device: torch.device | str | None = None,
-                  dtype: torch.dtype = torch.float32) -> Tensor:
+def fourier_scale(
+    height: int,
+    width: int,
+    decay: float,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """Per-frequency gains ``[H, W // 2 + 1]`` (the ``rfft2`` layout): ``(f_min / max(f, f_min))^decay``.
 
     ``f = √(f_y² + f_x²)`` in cycles per pixel (from ``fftfreq``/``rfftfreq``) and
