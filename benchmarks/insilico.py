@@ -20,11 +20,10 @@ import csv
 import time
 from pathlib import Path
 
-
 from record import machine, print_and_append
+from sharedattr.config.spec import ExperimentSpec
 from sharedattr.data.insilico import DEFAULT_NEURONS, neuron_population, write_insilico
 from sharedattr.experiment.run import run_experiment
-from sharedattr.config.spec import ExperimentSpec
 
 BODY_KINDS = [n for n in DEFAULT_NEURONS if n.name != "shape"]  # the shape neuron prefers objects: nothing shared
 METHODS = [
@@ -61,29 +60,46 @@ METRICS = [
 ]
 # (metric, image, column title) of the table
 COLUMNS = [
-    ("relevance_mass", "driver", "mass drv ↑"), ("relevance_mass", "reference", "mass ref ↑"),
-    ("pointing_game", "driver", "point drv ↑"), ("pointing_game", "reference", "point ref ↑"),
-    ("relevance_rank", "driver", "rank drv ↑"), ("deletion", "driver", "deletion drv ↓"),
-    ("gini", "driver", "gini ↑"), ("randomisation", "driver", "random ρ ↓"),
+    ("relevance_mass", "driver", "mass drv ↑"),
+    ("relevance_mass", "reference", "mass ref ↑"),
+    ("pointing_game", "driver", "point drv ↑"),
+    ("pointing_game", "reference", "point ref ↑"),
+    ("relevance_rank", "driver", "rank drv ↑"),
+    ("deletion", "driver", "deletion drv ↓"),
+    ("gini", "driver", "gini ↑"),
+    ("randomisation", "driver", "random ρ ↓"),
 ]
 
 
 def spec_for(data: Path, args: argparse.Namespace, neurons: list[str]) -> ExperimentSpec:
-    backbone = ({"name": "insilico_cnn", "layer": args.layer, "input_size": args.size} if args.backbone == "trained"
-                else {"name": "insilico_cnn", "layer": args.layer, "input_size": args.size, "weights": None})
-    return ExperimentSpec.model_validate({
-        "name": f"insilico-benchmark-{args.backbone}", "seed": 0, "device": args.device, "batch_size": 32,
-        "cache": False,
-        "data": {"stimuli": str(data / "stimuli" / "manifest.csv"), "responses": str(data / "responses.csv"),
-                 "neuron_parts": str(data / "neuron_parts.json"), "preferred_category": "bodies"},
-        "backbone": backbone,
-        "readout": {"name": "ridge", "pooling": args.pooling},
-        "matcher": {"name": "cosine"},
-        "selection": {"neurons": neurons, "drivers_per_neuron": args.drivers},
-        "attribution": {"on_reference": True},
-        "methods": VARIANTS if args.variants else METHODS, "metrics": METRICS,
-        "output": {"figures": False},
-    })
+    backbone = (
+        {"name": "insilico_cnn", "layer": args.layer, "input_size": args.size}
+        if args.backbone == "trained"
+        else {"name": "insilico_cnn", "layer": args.layer, "input_size": args.size, "weights": None}
+    )
+    return ExperimentSpec.model_validate(
+        {
+            "name": f"insilico-benchmark-{args.backbone}",
+            "seed": 0,
+            "device": args.device,
+            "batch_size": 32,
+            "cache": False,
+            "data": {
+                "stimuli": str(data / "stimuli" / "manifest.csv"),
+                "responses": str(data / "responses.csv"),
+                "neuron_parts": str(data / "neuron_parts.json"),
+                "preferred_category": "bodies",
+            },
+            "backbone": backbone,
+            "readout": {"name": "ridge", "pooling": args.pooling},
+            "matcher": {"name": "cosine"},
+            "selection": {"neurons": neurons, "drivers_per_neuron": args.drivers},
+            "attribution": {"on_reference": True},
+            "methods": VARIANTS if args.variants else METHODS,
+            "metrics": METRICS,
+            "output": {"figures": False},
+        }
+    )
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -95,13 +111,14 @@ def table(run: Path, given: list[dict]) -> str:
     """The markdown table of ``run``; ``given`` are the method specs it ran, in order (their labels' notes)."""
     summary = {(r["method"], r["metric"], r["image"]): r for r in read_csv(run / "summary.csv")}
     times = {r["method"]: float(r["ms_per_pair"]) for r in read_csv(run / "methods.csv")}
-    lines = ["| method | " + " | ".join(c[2] for c in COLUMNS) + " | ms / pair |",
-             "|---" * (len(COLUMNS) + 2) + "|"]
+    lines = ["| method | " + " | ".join(c[2] for c in COLUMNS) + " | ms / pair |", "|---" * (len(COLUMNS) + 2) + "|"]
     for m, spec in zip(times, given):
         cells = []
         for metric, image, _ in COLUMNS:
             r = summary.get((m, metric, image))
-            cells.append(f"{float(r['mean']):.2f} ± {float(r['sem']):.2f}" if r and r["mean"] not in ("", "nan") else "–")
+            cells.append(
+                f"{float(r['mean']):.2f} ± {float(r['sem']):.2f}" if r and r["mean"] not in ("", "nan") else "–"
+            )
         note = ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("name", "n_steps", "n_samples", "samples"))
         lines.append(f"| {m} ({note}) | " if note else f"| {m} | ")
         lines[-1] += " | ".join(cells) + f" | {times[m]:.1f} |"
@@ -116,15 +133,25 @@ def main() -> None:
     parser.add_argument("--drivers", type=int, default=4)
     parser.add_argument("--backbone", choices=["trained", "random"], default="trained")
     parser.add_argument("--layer", default="block3")
-    parser.add_argument("--pooling", choices=["none", "avg", "max"], default="none",
-                        help="ridge readout's spatial pooling (avg: position-invariant contributions)")
+    parser.add_argument(
+        "--pooling",
+        choices=["none", "avg", "max"],
+        default="none",
+        help="ridge readout's spatial pooling (avg: position-invariant contributions)",
+    )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--variants", action="store_true",
-                        help="compare parallel_backprop's variants (path, baseline) with IG and DeepLift instead")
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="compare parallel_backprop's variants (path, baseline) with IG and DeepLift instead",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("runs/benchmark-insilico"))
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = parser.parse_args()
-    data, run = args.workdir / "data", args.workdir / f"run-{args.backbone}-{args.layer}-{args.pooling}{'-variants' if args.variants else ''}"
+    data, run = (
+        args.workdir / "data",
+        args.workdir / f"run-{args.backbone}-{args.layer}-{args.pooling}{'-variants' if args.variants else ''}",
+    )
     neurons = neuron_population(args.neurons_per_kind, seed=0, kinds=BODY_KINDS)
     start = time.perf_counter()
     write_insilico(data, args.n_per_category, args.size, seed=0, neurons=neurons, progress=True)
@@ -133,12 +160,16 @@ def main() -> None:
     pairs = len(result.pairs)
     text = table(run, VARIANTS if args.variants else METHODS)
     r = result.test_r[result.selected]
-    heading = (f"### In-silico shared-part localisation: {args.backbone} `insilico_cnn` ({args.layer}), "
-               f"ridge pooling {args.pooling}, {len(result.selected)} neurons × {args.drivers} drivers = {pairs} pairs, "
-               f"{2 * args.n_per_category} images at {args.size} px")
-    notes = (f"Held-out r of the explained neurons: median {r.median():.2f} (min {r.min():.2f}). "
-             f"Localisation is scored against the neuron's parts present in both images of each pair. "
-             f"Total wall time {wall:.0f} s.\n\n{machine(args.device)}")
+    heading = (
+        f"### In-silico shared-part localisation: {args.backbone} `insilico_cnn` ({args.layer}), "
+        f"ridge pooling {args.pooling}, {len(result.selected)} neurons × {args.drivers} drivers = {pairs} pairs, "
+        f"{2 * args.n_per_category} images at {args.size} px"
+    )
+    notes = (
+        f"Held-out r of the explained neurons: median {r.median():.2f} (min {r.min():.2f}). "
+        f"Localisation is scored against the neuron's parts present in both images of each pair. "
+        f"Total wall time {wall:.0f} s.\n\n{machine(args.device)}"
+    )
     print_and_append(f"{heading}\n\n{text}\n\n{notes}\n", write=not args.no_write)
 
 

@@ -16,9 +16,11 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 def machine(device: str) -> str:
     """``Machine: …, 2 CPU cores, torch … (N threads), device …, <date>. Command: `…`.``"""
     script = Path(sys.argv[0]).name
-    return (f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), device {device}, {datetime.date.today()}. "
-            f"Command: `{' '.join([f'uv run python benchmarks/{script}', *sys.argv[1:]])}`.")
+    return (
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), device {device}, {datetime.date.today()}. "
+        f"Command: `{' '.join([f'uv run python benchmarks/{script}', *sys.argv[1:]])}`."
+    )
 
 
 def print_and_append(block: str, write: bool = True) -> None:

@@ -75,9 +75,11 @@ def main() -> None:
             pred_ours = ours(torch.from_numpy(probe)).numpy()
         pred_sk = sk.predict(probe.astype(np.float64))
         close = np.allclose(pred_ours, pred_sk, rtol=1e-3, atol=1e-4 * np.abs(pred_sk).max())
-        check = (f"At a fixed α = {a:g}, predictions of sharedattr and scikit-learn `Ridge` agree: "
-                 f"allclose = {close} (max abs difference {np.abs(pred_ours - pred_sk).max():.2e}, "
-                 f"response scale {np.abs(pred_sk).max():.2f}).")
+        check = (
+            f"At a fixed α = {a:g}, predictions of sharedattr and scikit-learn `Ridge` agree: "
+            f"allclose = {close} (max abs difference {np.abs(pred_ours - pred_sk).max():.2e}, "
+            f"response scale {np.abs(pred_sk).max():.2f})."
+        )
 
     header = f"### Ridge fit: {n} images × {d} features × {m} neurons, {len(ALPHAS)} penalties"
     lines = [header, "", "| fit | seconds |", "|---|---|"]
@@ -85,14 +87,18 @@ def main() -> None:
     lines += ["", check] if check else []
     chosen = np.bincount(np.searchsorted(ALPHAS, readout.alpha.numpy()), minlength=len(ALPHAS))
     lines += ["", f"Penalties chosen (count per α in {list(ALPHAS)}): {chosen.tolist()}."]
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch "
-               f"{torch.__version__} ({torch.get_num_threads()} threads), {datetime.date.today()}")
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads), {datetime.date.today()}"
+    )
     lines += ["", f"Machine: {machine}. Command: `uv run python benchmarks/ridge.py`."]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
         out = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-        existing = out.read_text() if out.exists() else "# Benchmarks\n\nTables appended by the scripts in `benchmarks/`.\n"
+        existing = (
+            out.read_text() if out.exists() else "# Benchmarks\n\nTables appended by the scripts in `benchmarks/`.\n"
+        )
         out.write_text(existing.rstrip() + "\n\n" + text + "\n")
 
 

@@ -88,15 +88,20 @@ def fitted_ridge(d: int, n_neurons: int, seed: int = 0) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     readout = RidgeReadout(pooling="avg")
     readout.initialize((d,), n_neurons)
-    readout.load_state_dict({"_weight": torch.randn(n_neurons, d, generator=g) / d**0.5,
-                             "_bias": torch.randn(n_neurons, generator=g),
-                             "alpha": torch.ones(n_neurons, dtype=torch.float64)})
+    readout.load_state_dict(
+        {
+            "_weight": torch.randn(n_neurons, d, generator=g) / d**0.5,
+            "_bias": torch.randn(n_neurons, generator=g),
+            "alpha": torch.ones(n_neurons, dtype=torch.float64),
+        }
+    )
     return readout
 
 
 # -- 1. parallel backprop ------------------------------------------------------------------------
-def attribution_rows(label: str, backbone: nn.Module, items: int, neurons: int, repeats: int, ig_items: int,
-                     ig_batch: int) -> tuple[list[Row], str]:
+def attribution_rows(
+    label: str, backbone: nn.Module, items: int, neurons: int, repeats: int, ig_items: int, ig_batch: int
+) -> tuple[list[Row], str]:
     """Parallel backprop against the bare forward+backward floor, a per-item loop and Captum IG."""
     from captum.attr import IntegratedGradients
 
@@ -118,8 +123,8 @@ def attribution_rows(label: str, backbone: nn.Module, items: int, neurons: int, 
 
     def floor_loop() -> None:  # the floor, one item (2 images) at a time: what small batches cost by themselves
         for i in range(items):
-            x = both[i :: items].detach().requires_grad_(True)
-            torch.autograd.grad(model(x)[torch.arange(2), both_targets[i :: items]].sum(), x)
+            x = both[i::items].detach().requires_grad_(True)
+            torch.autograd.grad(model(x)[torch.arange(2), both_targets[i::items]].sum(), x)
 
     def batched() -> Any:
         return method.attribute((x_a, x_b), target=targets)
@@ -141,23 +146,39 @@ def attribution_rows(label: str, backbone: nn.Module, items: int, neurons: int, 
     floor_ratio = best["floor"] / best["batched"]
     loop_ratio = best["loop"] / best["batched"]
     rows: list[Row] = [
-        (f"parallel backprop vs bare fwd+bwd, {label}", "≥ 0.8×",
-         f"{floor_ratio:.2f}× ({items / best['batched']:.2f} items/s vs floor {items / best['floor']:.2f}; "
-         f"medians {med['floor'] / med['batched']:.2f}×)",
-         verdict(floor_ratio, 0.8, "engine overhead")),
-        (f"parallel backprop vs per-item loop, {label}", "≥ 5×",
-         f"{loop_ratio:.2f}× (medians {med['loop'] / med['batched']:.2f}×)",
-         verdict(loop_ratio, 5.0, f"compute-bound on CPU: a bare fwd+bwd loop over single items itself takes "
-                                  f"{best['floor_loop'] / best['floor']:.2f}× the batch's time; engine overhead "
-                                  f"{1000 * (best['loop'] - best['floor_loop']) / items:+.1f} ms per item vs "
-                                  f"{1000 * per_item:.1f} ms of compute")),
-        (f"parallel backprop vs Captum IG (n_steps 50, driver + reference), {label}", "reported",
-         f"{ig_per_item / per_item:.0f}× faster ({ig_per_item:.2f} vs {per_item:.3f} s per item)", "–"),
+        (
+            f"parallel backprop vs bare fwd+bwd, {label}",
+            "≥ 0.8×",
+            f"{floor_ratio:.2f}× ({items / best['batched']:.2f} items/s vs floor {items / best['floor']:.2f}; "
+            f"medians {med['floor'] / med['batched']:.2f}×)",
+            verdict(floor_ratio, 0.8, "engine overhead"),
+        ),
+        (
+            f"parallel backprop vs per-item loop, {label}",
+            "≥ 5×",
+            f"{loop_ratio:.2f}× (medians {med['loop'] / med['batched']:.2f}×)",
+            verdict(
+                loop_ratio,
+                5.0,
+                f"compute-bound on CPU: a bare fwd+bwd loop over single items itself takes "
+                f"{best['floor_loop'] / best['floor']:.2f}× the batch's time; engine overhead "
+                f"{1000 * (best['loop'] - best['floor_loop']) / items:+.1f} ms per item vs "
+                f"{1000 * per_item:.1f} ms of compute",
+            ),
+        ),
+        (
+            f"parallel backprop vs Captum IG (n_steps 50, driver + reference), {label}",
+            "reported",
+            f"{ig_per_item / per_item:.0f}× faster ({ig_per_item:.2f} vs {per_item:.3f} s per item)",
+            "–",
+        ),
     ]
-    note = (f"{label}: best of {repeats} (spread max/min: floor {spread(t['floor']):.2f}, batched "
-            f"{spread(t['batched']):.2f}, loop {spread(t['loop']):.2f}, bare loop {spread(t['floor_loop']):.2f}); "
-            f"IG timed once on {ig_items} item(s) "
-            f"({2 * ig_items * 50} image passes, internal batch {ig_batch}).")
+    note = (
+        f"{label}: best of {repeats} (spread max/min: floor {spread(t['floor']):.2f}, batched "
+        f"{spread(t['batched']):.2f}, loop {spread(t['loop']):.2f}, bare loop {spread(t['floor_loop']):.2f}); "
+        f"IG timed once on {ig_items} item(s) "
+        f"({2 * ig_items * 50} image passes, internal batch {ig_batch})."
+    )
     return rows, note
 
 
@@ -170,8 +191,8 @@ def build_backbone(name: str, **params: Any) -> nn.Module:
 # -- 2. matching ---------------------------------------------------------------------------------
 def matching_rows(neurons: int, drivers: int, candidates: int, dim: int, repeats: int) -> tuple[list[Row], str]:
     """match_drivers (cosine) against a bare bmm of the same shapes; matches checked against the generic path."""
-    from sharedattr.selection.matching import match_drivers
     from sharedattr.selection.matchers import CosineMatcher
+    from sharedattr.selection.matching import match_drivers
 
     g = torch.Generator().manual_seed(2)
     latents = torch.randn(drivers + candidates, dim, generator=g).relu_()  # pooled latents [S, D]
@@ -213,32 +234,43 @@ def matching_rows(neurons: int, drivers: int, candidates: int, dim: int, repeats
     same = bool(torch.equal(generic[1], refs[:k]) and torch.allclose(generic[0], scores[:k], rtol=1e-4, atol=1e-5))
     label = f"{neurons} neurons × {drivers} drivers × {candidates} candidates, D = {dim}"
     rows: list[Row] = [
-        (f"matching (cosine) vs bare bmm, {label}", "≥ 0.8×",
-         f"{ratio:.2f}× ({flops / t_ours / 1e9:.0f} vs {flops / t_bmm / 1e9:.0f} GFLOP/s; {t_ours:.1f} s vs "
-         f"{t_bmm:.1f} s)", verdict(ratio, 0.8, "gathering and normalising the contributions")),
-        (f"matching: same matches as the generic path ({k} neurons)", "equal", "equal" if same else "DIFFERENT",
-         "met" if same else "missed"),
+        (
+            f"matching (cosine) vs bare bmm, {label}",
+            "≥ 0.8×",
+            f"{ratio:.2f}× ({flops / t_ours / 1e9:.0f} vs {flops / t_bmm / 1e9:.0f} GFLOP/s; {t_ours:.1f} s vs "
+            f"{t_bmm:.1f} s)",
+            verdict(ratio, 0.8, "gathering and normalising the contributions"),
+        ),
+        (
+            f"matching: same matches as the generic path ({k} neurons)",
+            "equal",
+            "equal" if same else "DIFFERENT",
+            "met" if same else "missed",
+        ),
     ]
-    note = (f"Matching: {flops / 1e12:.1f} TFLOP nominal (2·G·Q·K·D); ridge's neurons share one vector per image, "
-            f"so the cosine matcher runs one [G·Q, D] × [D, K] product and never forms the candidates' "
-            f"[G, K, D] contributions; bmm in chunks of {chunk} neurons (1 GiB); best of {repeats} interleaved "
-            f"runs each.")
+    note = (
+        f"Matching: {flops / 1e12:.1f} TFLOP nominal (2·G·Q·K·D); ridge's neurons share one vector per image, "
+        f"so the cosine matcher runs one [G·Q, D] × [D, K] product and never forms the candidates' "
+        f"[G, K, D] contributions; bmm in chunks of {chunk} neurons (1 GiB); best of {repeats} interleaved "
+        f"runs each."
+    )
     return rows, note
 
 
 # -- 3. ridge ------------------------------------------------------------------------------------
 def ridge_rows(images: int, features: int, neurons: int) -> tuple[list[Row], str]:
     """Our ridge (cv = loo) against scikit-learn RidgeCV with per-target alphas, on identical data."""
+    from ridge import ALPHAS, planted
     from sklearn.linear_model import RidgeCV
 
-    from ridge import ALPHAS, planted
     from sharedattr.encoding.readouts.ridge import RidgeReadout
 
     x, y = planted(images, features, neurons)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     t_ours, ours = once(lambda: RidgeReadout(alphas=ALPHAS, cv="loo").fit(xt, yt))
-    t_sk, sk = once(lambda: RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(x.astype(np.float64),
-                                                                               y.astype(np.float64)))
+    t_sk, sk = once(
+        lambda: RidgeCV(alphas=ALPHAS, alpha_per_target=True).fit(x.astype(np.float64), y.astype(np.float64))
+    )
     probe = x[: min(200, images)]
     with torch.no_grad():
         pred_ours = ours(torch.from_numpy(probe)).numpy().astype(np.float64)
@@ -248,16 +280,30 @@ def ridge_rows(images: int, features: int, neurons: int) -> tuple[list[Row], str
     agree = int((ours.alpha.numpy() == np.asarray(sk.alpha_)).sum())
     label = f"{images} images × {features} features × {neurons} neurons, {len(ALPHAS)} penalties"
     rows: list[Row] = [
-        (f"ridge (cv = loo) vs scikit-learn RidgeCV (per-target α), {label}", "faster",
-         f"{t_sk / t_ours:.1f}× ({t_ours:.1f} s vs {t_sk:.1f} s)", verdict(t_sk / t_ours, 1.0, "")),
-        ("ridge: same penalties as RidgeCV", "all neurons", f"{agree}/{neurons}",
-         "met" if agree == neurons else f"missed ({neurons - agree} differ)"),
-        ("ridge: same predictions as RidgeCV (allclose)", "allclose",
-         f"max |Δ| {np.abs(pred_ours - pred_sk).max():.1e} at scale {scale:.1f}", "met" if close else "missed"),
+        (
+            f"ridge (cv = loo) vs scikit-learn RidgeCV (per-target α), {label}",
+            "faster",
+            f"{t_sk / t_ours:.1f}× ({t_ours:.1f} s vs {t_sk:.1f} s)",
+            verdict(t_sk / t_ours, 1.0, ""),
+        ),
+        (
+            "ridge: same penalties as RidgeCV",
+            "all neurons",
+            f"{agree}/{neurons}",
+            "met" if agree == neurons else f"missed ({neurons - agree} differ)",
+        ),
+        (
+            "ridge: same predictions as RidgeCV (allclose)",
+            "allclose",
+            f"max |Δ| {np.abs(pred_ours - pred_sk).max():.1e} at scale {scale:.1f}",
+            "met" if close else "missed",
+        ),
     ]
     chosen = np.bincount(np.searchsorted(ALPHAS, ours.alpha.numpy()), minlength=len(ALPHAS)).tolist()
-    note = (f"Ridge: both fits include the float64 conversion; predictions on {len(probe)} images, float32 weights "
-            f"(ours) vs float64 (scikit-learn). Penalties chosen (count per α in {list(ALPHAS)}): {chosen}.")
+    note = (
+        f"Ridge: both fits include the float64 conversion; predictions on {len(probe)} images, float32 weights "
+        f"(ours) vs float64 (scikit-learn). Penalties chosen (count per α in {list(ALPHAS)}): {chosen}."
+    )
     return rows, note
 
 
@@ -321,12 +367,22 @@ def memory_child(manifest: str, cache: str) -> None:
     stimuli = StimulusSet.load(manifest)
     backbone = WideProbe()
     before = peak_rss_kib()
-    latents, hit = extract_features(backbone, stimuli, backbone_spec={"name": "wide-probe"}, cache_dir=Path(cache),
-                                    batch_size=64, progress=False)
+    latents, hit = extract_features(
+        backbone, stimuli, backbone_spec={"name": "wide-probe"}, cache_dir=Path(cache), batch_size=64, progress=False
+    )
     peak = peak_rss_kib()
-    print(json.dumps({"images": len(stimuli), "before_kib": before, "peak_kib": peak, "hit": hit,
-                      "file_bytes": sum(f.stat().st_size for f in Path(cache).glob("features-*.npy")),
-                      "shape": list(latents.shape)}))
+    print(
+        json.dumps(
+            {
+                "images": len(stimuli),
+                "before_kib": before,
+                "peak_kib": peak,
+                "hit": hit,
+                "file_bytes": sum(f.stat().st_size for f in Path(cache).glob("features-*.npy")),
+                "shape": list(latents.shape),
+            }
+        )
+    )
 
 
 def memory_rows(n: int, workdir: Path) -> tuple[list[Row], str]:
@@ -336,23 +392,31 @@ def memory_rows(n: int, workdir: Path) -> tuple[list[Row], str]:
     results = []
     for k in (n // 10, n):
         cache = workdir / f"cache-{k}"
-        out = subprocess.run([sys.executable, __file__, "--memory-child", str(folder / f"manifest-{k}.csv"),
-                              str(cache)], check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(folder / f"manifest-{k}.csv"), str(cache)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     small, large = results
     growth = large["peak_kib"] / small["peak_kib"] - 1
     mib = 1 / 1024
     rows: list[Row] = [
-        (f"feature extraction peak RSS, {small['images']} vs {large['images']} images (cached, fresh processes)",
-         "< 20% apart",
-         f"{small['peak_kib'] * mib:.0f} vs {large['peak_kib'] * mib:.0f} MiB ({100 * growth:+.1f}%); "
-         f"cache files {small['file_bytes'] / 2**20:.0f} vs {large['file_bytes'] / 2**20:.0f} MiB",
-         "met" if abs(growth) < 0.2 else f"missed by {100 * (abs(growth) - 0.2):.0f} points"),
+        (
+            f"feature extraction peak RSS, {small['images']} vs {large['images']} images (cached, fresh processes)",
+            "< 20% apart",
+            f"{small['peak_kib'] * mib:.0f} vs {large['peak_kib'] * mib:.0f} MiB ({100 * growth:+.1f}%); "
+            f"cache files {small['file_bytes'] / 2**20:.0f} vs {large['file_bytes'] / 2**20:.0f} MiB",
+            "met" if abs(growth) < 0.2 else f"missed by {100 * (abs(growth) - 0.2):.0f} points",
+        ),
     ]
-    note = (f"Memory: latents [2048, 2, 2] float32 per image (32 KiB), 32 px PNGs on disk, batch 64; resident memory "
-            f"after imports, before extraction: {small['before_kib'] * mib:.0f} and "
-            f"{large['before_kib'] * mib:.0f} MiB "
-            f"(peak RSS read from VmHWM: ru_maxrss would carry the parent's peak over exec).")
+    note = (
+        f"Memory: latents [2048, 2, 2] float32 per image (32 KiB), 32 px PNGs on disk, batch 64; resident memory "
+        f"after imports, before extraction: {small['before_kib'] * mib:.0f} and "
+        f"{large['before_kib'] * mib:.0f} MiB "
+        f"(peak RSS read from VmHWM: ru_maxrss would carry the parent's peak over exec)."
+    )
     return rows, note
 
 
@@ -372,11 +436,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats on the torchvision backbone")
     parser.add_argument("--small-repeats", type=int, default=15, help="timed repeats on insilico_cnn (fast, noisy)")
     parser.add_argument("--ig-items", type=int, default=1, help="items Captum IG attributes on the big backbone")
-    parser.add_argument("--match", type=int, nargs=4, default=[500, 1000, 1000, 2048], metavar=("G", "Q", "K", "D"),
-                        help="matching: neurons, drivers per neuron, candidates, dimensions")
+    parser.add_argument(
+        "--match",
+        type=int,
+        nargs=4,
+        default=[500, 1000, 1000, 2048],
+        metavar=("G", "Q", "K", "D"),
+        help="matching: neurons, drivers per neuron, candidates, dimensions",
+    )
     parser.add_argument("--match-repeats", type=int, default=3, help="interleaved runs of matching and bmm (best of)")
-    parser.add_argument("--ridge", type=int, nargs=3, default=[2000, 50000, 500], metavar=("N", "D", "NEURONS"),
-                        help="ridge: images, features, neurons")
+    parser.add_argument(
+        "--ridge",
+        type=int,
+        nargs=3,
+        default=[2000, 50000, 500],
+        metavar=("N", "D", "NEURONS"),
+        help="ridge: images, features, neurons",
+    )
     parser.add_argument("--memory-images", type=int, default=10000, help="the larger set; the smaller has a tenth")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
@@ -394,17 +470,21 @@ def main() -> None:
     start = time.perf_counter()
     if "attribution" in only:
         big = build_backbone("torchvision", model=args.backbone, layer=args.layer, input_size=args.size)
-        label = (f"{args.backbone} {args.layer} (d = {big.latent_shape[0]}), {args.size} px, "
-                 f"{args.items} items = {2 * args.items} images")
-        for r, n in [attribution_rows(label, big, args.items, args.neurons, args.repeats, args.ig_items,
-                                      2 * args.items)]:
+        label = (
+            f"{args.backbone} {args.layer} (d = {big.latent_shape[0]}), {args.size} px, "
+            f"{args.items} items = {2 * args.items} images"
+        )
+        for r, n in [
+            attribution_rows(label, big, args.items, args.neurons, args.repeats, args.ig_items, 2 * args.items)
+        ]:
             rows += r
             notes.append(n)
         del big
         small = build_backbone("insilico_cnn", layer="block3", input_size=64)
         label = f"insilico_cnn block3 (d = {small.latent_shape[0]}), 64 px, {args.small_items} items"
-        r, n = attribution_rows(label, small, args.small_items, args.neurons, args.small_repeats,
-                                min(4, args.small_items), 200)
+        r, n = attribution_rows(
+            label, small, args.small_items, args.neurons, args.small_repeats, min(4, args.small_items), 200
+        )
         rows += r
         notes.append(n)
     if "matching" in only:
@@ -421,8 +501,12 @@ def main() -> None:
         rows += r
         notes.append(n)
     wall = time.perf_counter() - start
-    lines = ["### Performance targets (benchmarks/run.py)", "",
-             "| target | goal | measured | result |", "|---|---|---|---|"]
+    lines = [
+        "### Performance targets (benchmarks/run.py)",
+        "",
+        "| target | goal | measured | result |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {t} | {g} | {m} | {v} |" for t, g, m, v in rows]
     lines += ["", *[f"- {n}" for n in notes], "", f"Total wall time {wall:.0f} s. {machine('cpu')}", ""]
     print_and_append("\n".join(lines), write=not args.no_write)

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from record import machine, print_and_append
+from sharedattr.config.spec import ExperimentSpec
 from sharedattr.data import StimulusSet
 from sharedattr.data.insilico import DEFAULT_NEURONS, write_insilico
-from sharedattr.config.spec import ExperimentSpec
-from sharedattr.report.figures import role_means
 from sharedattr.experiment.synthesize import synthesize_experiment
+from sharedattr.report.figures import role_means
 
 EVALUATORS = [
     {"label": "val-split1", "role": "val", "split_seed": 1},
@@ -46,11 +46,28 @@ def natural_norm(stimuli: Path, size: int) -> float:
 
 
 def synthesizers(args: argparse.Namespace, norm: float) -> list[dict]:
-    ga = {"name": "gradient_ascent", "steps": args.ga_steps, "lr": args.ga_lr, "optimizer": "adamw",
-          "precondition": "blur", "blur_sigma": 1.0, "norm": norm, "clip": False, "n_seeds": args.seeds}
-    eggs = [{"name": "egg", "steps": args.egg_steps, "scheduler": item.split(":")[0],
-             "guidance_scale": float(item.split(":")[1]), "energy": {"name": "mei", "norm": norm},
-             "n_seeds": args.seeds} for item in args.egg]
+    ga = {
+        "name": "gradient_ascent",
+        "steps": args.ga_steps,
+        "lr": args.ga_lr,
+        "optimizer": "adamw",
+        "precondition": "blur",
+        "blur_sigma": 1.0,
+        "norm": norm,
+        "clip": False,
+        "n_seeds": args.seeds,
+    }
+    eggs = [
+        {
+            "name": "egg",
+            "steps": args.egg_steps,
+            "scheduler": item.split(":")[0],
+            "guidance_scale": float(item.split(":")[1]),
+            "energy": {"name": "mei", "norm": norm},
+            "n_seeds": args.seeds,
+        }
+        for item in args.egg
+    ]
     return [ga, *eggs]
 
 
@@ -58,16 +75,26 @@ def spec_for(data: Path, args: argparse.Namespace, norm: float) -> ExperimentSpe
     for e in EVALUATORS:
         if "backbone" in e:
             e["backbone"]["input_size"] = args.size
-    return ExperimentSpec.model_validate({
-        "name": "synthesis-benchmark", "seed": 0, "device": args.device, "batch_size": 32, "cache": False,
-        "data": {"stimuli": str(data / "stimuli" / "manifest.csv"), "responses": str(data / "responses.csv"),
-                 "preferred_category": "bodies"},
-        "backbone": {"name": "insilico_cnn", "layer": "block3", "input_size": args.size},
-        "readout": {"name": "ridge"},
-        "selection": {"neurons": [n.name for n in DEFAULT_NEURONS]},
-        "synthesis": synthesizers(args, norm), "evaluators": EVALUATORS,
-        "output": {"figures": True},
-    })
+    return ExperimentSpec.model_validate(
+        {
+            "name": "synthesis-benchmark",
+            "seed": 0,
+            "device": args.device,
+            "batch_size": 32,
+            "cache": False,
+            "data": {
+                "stimuli": str(data / "stimuli" / "manifest.csv"),
+                "responses": str(data / "responses.csv"),
+                "preferred_category": "bodies",
+            },
+            "backbone": {"name": "insilico_cnn", "layer": "block3", "input_size": args.size},
+            "readout": {"name": "ridge"},
+            "selection": {"neurons": [n.name for n in DEFAULT_NEURONS]},
+            "synthesis": synthesizers(args, norm),
+            "evaluators": EVALUATORS,
+            "output": {"figures": True},
+        }
+    )
 
 
 def ga_steps_to_reach(history: torch.Tensor, target: float) -> float:
@@ -84,16 +111,23 @@ def table(result, labels: list[str], specs: list[dict]) -> tuple[str, list[str]]
     """The markdown table and the notes on compute to reach EGG's activation."""
     means = role_means(result.summary)
     train = {r["synthesizer"]: r for r in result.summary if r["role"] == "train"}
-    lines = ["| synthesizer | train ↑ | val ↑ | cross ↑ | s / neuron | model fwd+bwd / neuron | denoiser calls / neuron |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| synthesizer | train ↑ | val ↑ | cross ↑ | s / neuron | model fwd+bwd / neuron | denoiser calls / neuron |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, spec in zip(labels, specs):
         m, t = means[label], train[label]
-        note = (f"λ {spec['guidance_scale']}, {spec['steps']} {spec['scheduler'].upper()} steps" if spec["name"] == "egg"
-                else f"{spec['steps']} steps, lr {spec['lr']}, blur σ {spec['blur_sigma']}")
-        lines.append(f"| {label} ({note}) | " + " | ".join(fmt(*m.get(role, (math.nan, math.nan)))
-                                                        for role in ("train", "val", "cross"))
-                     + f" | {t['wall_s_per_neuron']:.2f} | {t['forward_calls'] + t['backward_calls']:.0f}"
-                     + f" | {t['denoiser_calls']:.0f} |")
+        note = (
+            f"λ {spec['guidance_scale']}, {spec['steps']} {spec['scheduler'].upper()} steps"
+            if spec["name"] == "egg"
+            else f"{spec['steps']} steps, lr {spec['lr']}, blur σ {spec['blur_sigma']}"
+        )
+        lines.append(
+            f"| {label} ({note}) | "
+            + " | ".join(fmt(*m.get(role, (math.nan, math.nan))) for role in ("train", "val", "cross"))
+            + f" | {t['wall_s_per_neuron']:.2f} | {t['forward_calls'] + t['backward_calls']:.0f}"
+            + f" | {t['denoiser_calls']:.0f} |"
+        )
     notes = []
     ga_label = labels[0]
     neurons = sorted({r["neuron"] for r in result.rows})
@@ -102,8 +136,11 @@ def table(result, labels: list[str], specs: list[dict]) -> tuple[str, list[str]]
     for label in labels[1:]:
         steps, ratios = [], []
         for n in neurons:
-            finals = [r["response"] for r in result.rows
-                      if r["synthesizer"] == label and r["neuron"] == n and r["role"] == "train"]
+            finals = [
+                r["response"]
+                for r in result.rows
+                if r["synthesizer"] == label and r["neuron"] == n and r["role"] == "train"
+            ]
             target = sum(finals) / len(finals)  # EGG's mean final response on the train model
             k = ga_steps_to_reach(result.histories[f"{ga_label}/{n}"], target)
             steps.append(k)
@@ -113,9 +150,11 @@ def table(result, labels: list[str], specs: list[dict]) -> tuple[str, list[str]]
         finite = sorted(k for k in steps if math.isfinite(k))
         median = finite[len(finite) // 2] if finite else math.nan
         ratio = sorted(ratios)[len(ratios) // 2] if ratios else math.nan
-        notes.append(f"`{label}`: gradient ascent reaches this EGG run's mean train-model response for {reached}/{len(neurons)} "
-                     f"neurons, after a median {median:.0f} of {ga_total_steps} steps; wall-time ratio GA-to-reach / "
-                     f"EGG (median over the neurons reached): {ratio:.2f}×.")
+        notes.append(
+            f"`{label}`: gradient ascent reaches this EGG run's mean train-model response for {reached}/{len(neurons)} "
+            f"neurons, after a median {median:.0f} of {ga_total_steps} steps; wall-time ratio GA-to-reach / "
+            f"EGG (median over the neurons reached): {ratio:.2f}×."
+        )
     return "\n".join(lines), notes
 
 
@@ -127,11 +166,19 @@ def main() -> None:
     parser.add_argument("--ga-steps", type=int, default=1000)
     parser.add_argument("--ga-lr", type=float, default=0.05)
     parser.add_argument("--egg-steps", type=int, default=50)
-    parser.add_argument("--egg", nargs="+", default=["ddpm:2", "ddpm:5", "ddpm:10", "ddim:5"],
-                        help="EGG runs as SCHEDULER:λ (scheduler ddpm or ddim, λ the guidance scale)")
+    parser.add_argument(
+        "--egg",
+        nargs="+",
+        default=["ddpm:2", "ddpm:5", "ddpm:10", "ddim:5"],
+        help="EGG runs as SCHEDULER:λ (scheduler ddpm or ddim, λ the guidance scale)",
+    )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (1 keeps the timings fair when other work shares the cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 keeps the timings fair when other work shares the cores)",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("runs/benchmark-synthesis"))
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = parser.parse_args()
@@ -149,13 +196,18 @@ def main() -> None:
     labels = spec_labels(spec.synthesis)
     text, notes = table(result, labels, synthesizers(args, norm))
     evaluators = ", ".join(f"{e.label} ({e.role}, median r {e.test_r.median():.2f})" for e in result.evaluators)
-    heading = (f"### Synthesis: EGG vs gradient ascent on {len(DEFAULT_NEURONS)} in-silico neurons, "
-               f"{args.seeds} seeds, `insilico_cnn` block3 + ridge ({2 * args.n_per_category} images at {args.size} px)")
-    body = (f"Mean ± sem over neurons × seeds of the response relative to each evaluator's best natural image "
-            f"(1 = as strong as the strongest stimulus in the set); several evaluators of a role are pooled. "
-            f"Contrast fixed for both methods: ‖x − 0.5‖₂ = {norm:.2f} (the natural images' mean). "
-            f"Evaluators: {evaluators}.\n\n" + "\n".join(f"- {n}" for n in notes) +
-            f"\n\nTotal wall time {wall:.0f} s. {machine(args.device)}")
+    heading = (
+        f"### Synthesis: EGG vs gradient ascent on {len(DEFAULT_NEURONS)} in-silico neurons, "
+        f"{args.seeds} seeds, `insilico_cnn` block3 + ridge ({2 * args.n_per_category} images at {args.size} px)"
+    )
+    body = (
+        f"Mean ± sem over neurons × seeds of the response relative to each evaluator's best natural image "
+        f"(1 = as strong as the strongest stimulus in the set); several evaluators of a role are pooled. "
+        f"Contrast fixed for both methods: ‖x − 0.5‖₂ = {norm:.2f} (the natural images' mean). "
+        f"Evaluators: {evaluators}.\n\n"
+        + "\n".join(f"- {n}" for n in notes)
+        + f"\n\nTotal wall time {wall:.0f} s. {machine(args.device)}"
+    )
     print_and_append(f"{heading}\n\n{text}\n\n{body}\n", write=not args.no_write)
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Train the shipped diffusion prior ``insilico-ddpm-v1`` and write it in diffusers format with its record.
 
-    uv run python scripts/train_diffusion_prior.py --threads 2          # CPU, deterministic; writes sharedattr/assets/diffusion_prior/
-    uv run python scripts/train_diffusion_prior.py --device cuda        # faster, not bit-reproducible
+    uv run python scripts/train_diffusion_prior.py --threads 2    # CPU, deterministic; writes the shipped prior
+    uv run python scripts/train_diffusion_prior.py --device cuda  # faster, not bit-reproducible
 
 Writes a ``DDPMPipeline`` folder (``model_index.json``, ``unet/config.json``,
 ``unet/diffusion_pytorch_model.safetensors``, ``scheduler/scheduler_config.json``) and
@@ -47,10 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     unet, scheduler, record = train_prior(config, log=lambda message: print(message, flush=True))
     record["wall_time_s"]["script"] = round(time.perf_counter() - start, 1)
     written = save_prior(unet, scheduler, record, args.out)
-    print(json.dumps({"final_loss": written["training"]["final_loss"], "parameters": written["unet"]["parameters"],
-                      "quality": {k: written["quality"][k]["fraction_present"] for k in ("samples", "real")},
-                      "sha256": written["file"]["sha256"], "bytes": written["file"]["bytes"],
-                      "wall_time_s": written["wall_time_s"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "final_loss": written["training"]["final_loss"],
+                "parameters": written["unet"]["parameters"],
+                "quality": {k: written["quality"][k]["fraction_present"] for k in ("samples", "real")},
+                "sha256": written["file"]["sha256"],
+                "bytes": written["file"]["bytes"],
+                "wall_time_s": written["wall_time_s"],
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
     return 0
 

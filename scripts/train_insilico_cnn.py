@@ -44,9 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     record["wall_time_s"]["script"] = round(time.perf_counter() - start, 1)
     written = save(model, record, args.out / "insilico_cnn.safetensors", args.out / "insilico_cnn.json")
     overall = written["test"]["overall"]
-    print(json.dumps({"mean_accuracy": overall["mean_accuracy"], "accuracy": overall["accuracy"],
-                      "sha256": written["file"]["sha256"], "bytes": written["file"]["bytes"],
-                      "wall_time_s": written["wall_time_s"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "mean_accuracy": overall["mean_accuracy"],
+                "accuracy": overall["accuracy"],
+                "sha256": written["file"]["sha256"],
+                "bytes": written["file"]["bytes"],
+                "wall_time_s": written["wall_time_s"],
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out / 'insilico_cnn.safetensors'} and {args.out / 'insilico_cnn.json'}")
     return 0
 

@@ -26,8 +26,12 @@ MOVED: dict[str, tuple[str, ...]] = {
     "sharedattr.hookspecs": ("sharedattr.plugins.hookspecs",),
     "sharedattr.registry": ("sharedattr.plugins.registry", "sharedattr.plugins.loading"),
     "sharedattr.params": ("sharedattr.plugins.params",),
-    "sharedattr.components": ("sharedattr.plugins.contracts", "sharedattr.attribution.engine",
-                              "sharedattr.data.responses", "sharedattr.encoding.scores"),
+    "sharedattr.components": (
+        "sharedattr.plugins.contracts",
+        "sharedattr.attribution.engine",
+        "sharedattr.data.responses",
+        "sharedattr.encoding.scores",
+    ),
     "sharedattr.specs": ("sharedattr.config.spec", "sharedattr.plugins.specs", "sharedattr.config.validation"),
     "sharedattr.schema": ("sharedattr.config.schema",),
     "sharedattr.features": ("sharedattr.data.features",),
@@ -37,18 +41,29 @@ MOVED: dict[str, tuple[str, ...]] = {
     "sharedattr.insilico.dataset": ("sharedattr.data.insilico.dataset",),
     "sharedattr.models": ("sharedattr.encoding",),
     "sharedattr.models.encoding": ("sharedattr.encoding.model",),
-    "sharedattr.models.backbones": ("sharedattr.encoding.backbones.frozen",
-                                    "sharedattr.encoding.backbones.torchvision_models"),
+    "sharedattr.models.backbones": (
+        "sharedattr.encoding.backbones.frozen",
+        "sharedattr.encoding.backbones.torchvision_models",
+    ),
     "sharedattr.models.insilico_cnn": ("sharedattr.encoding.backbones.insilico_cnn",),
     "sharedattr.models.readouts": ("sharedattr.encoding.readouts.ridge",),
     "sharedattr.models.factorized": ("sharedattr.encoding.readouts.factorized",),
     "sharedattr.models.gaussian": ("sharedattr.encoding.readouts.gaussian",),
     "sharedattr.models.attention": ("sharedattr.encoding.readouts.attention",),
     "sharedattr.models.training": ("sharedattr.encoding.readouts.training",),
-    "sharedattr.models.sgd_readouts": ("sharedattr.encoding.readouts.factorized", "sharedattr.encoding.readouts.gaussian",
-                                       "sharedattr.encoding.readouts.attention"),
-    "sharedattr.fitting": ("sharedattr.encoding.fit", "sharedattr.encoding.store", "sharedattr.encoding.scores",
-                           "sharedattr.runtime.devices", "sharedattr.experiment.stages", "sharedattr.experiment.tables"),
+    "sharedattr.models.sgd_readouts": (
+        "sharedattr.encoding.readouts.factorized",
+        "sharedattr.encoding.readouts.gaussian",
+        "sharedattr.encoding.readouts.attention",
+    ),
+    "sharedattr.fitting": (
+        "sharedattr.encoding.fit",
+        "sharedattr.encoding.store",
+        "sharedattr.encoding.scores",
+        "sharedattr.runtime.devices",
+        "sharedattr.experiment.stages",
+        "sharedattr.experiment.tables",
+    ),
     "sharedattr.scoring": ("sharedattr.encoding.scores",),
     "sharedattr.matching": ("sharedattr.selection.matching", "sharedattr.selection.neurons"),
     "sharedattr.methods": ("sharedattr.attribution",),
@@ -56,8 +71,12 @@ MOVED: dict[str, tuple[str, ...]] = {
     "sharedattr.methods.parallel_backprop": ("sharedattr.attribution.parallel_backprop",),
     "sharedattr.methods.captum_methods": ("sharedattr.attribution.captum_methods",),
     "sharedattr.methods.hook_safety": ("sharedattr.attribution.hook_safety",),
-    "sharedattr.explain": ("sharedattr.attribution.engine", "sharedattr.data.pairs", "sharedattr.plugins.specs",
-                           "sharedattr.experiment.tables"),
+    "sharedattr.explain": (
+        "sharedattr.attribution.engine",
+        "sharedattr.data.pairs",
+        "sharedattr.plugins.specs",
+        "sharedattr.experiment.tables",
+    ),
     "sharedattr.metrics.builtin": ("sharedattr.metrics.complexity", "sharedattr.metrics.faithfulness"),
     "sharedattr.figures": ("sharedattr.report.figures",),
     "sharedattr.report.plots": ("sharedattr.report.figures",),
@@ -101,8 +120,12 @@ class AliasModule(types.ModuleType):
 class _AliasLoader(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         targets = MOVED[spec.name]
-        warnings.warn(f"{spec.name} is deprecated and will be removed in sharedattr {RELEASE}: import from "
-                      f"{' or '.join(targets)} (plugins: from sharedattr.plugin)", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{spec.name} is deprecated and will be removed in sharedattr {RELEASE}: import from "
+            f"{' or '.join(targets)} (plugins: from sharedattr.plugin)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return AliasModule(spec.name, targets)
 
     def exec_module(self, module: types.ModuleType) -> None:
@@ -115,7 +138,9 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
         if fullname in LEFT_THE_WHEEL:
             raise ModuleNotFoundError(
                 f"{fullname} was a trainer of a shipped asset and is no longer part of the installed package: it is "
-                f"{LEFT_THE_WHEEL[fullname]} in the sharedattr source repository", name=fullname)
+                f"{LEFT_THE_WHEEL[fullname]} in the sharedattr source repository",
+                name=fullname,
+            )
         if fullname not in MOVED:
             return None
         return importlib.machinery.ModuleSpec(fullname, _AliasLoader(), is_package=fullname in PACKAGES)

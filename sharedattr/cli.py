@@ -6,8 +6,8 @@ import argparse
 import json
 import os
 import sys
-import traceback
 import time
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,8 +37,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         for c in components:
             print(f"  {c.name:<{width}}  {c.description}  [{c.source}]")
     if registry.clashes:
-        print("name clashes (a config naming one of these is refused until one plugin is left out with "
-              f"{BLOCK_PLUGINS_ENV}):")
+        print(
+            "name clashes (a config naming one of these is refused until one plugin is left out with "
+            f"{BLOCK_PLUGINS_ENV}):"
+        )
         for (kind, name), sources in registry.clashes.items():
             print(f"  {kind} {name!r}: registered by {', '.join(sources)} (listed above: {sources[0]})")
     if registry.not_loaded:
@@ -52,8 +54,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             if debugging() and name in registry.failed_tracebacks:
                 print("    " + registry.failed_tracebacks[name].rstrip().replace("\n", "\n    "))
         if not debugging():
-            print(f"  (run with --debug, or SHAREDATTR_DEBUG=1, for the full tracebacks; {LOAD_PLUGINS_ENV} or "
-                  f"{BLOCK_PLUGINS_ENV} choose which plugins load)")
+            print(
+                f"  (run with --debug, or SHAREDATTR_DEBUG=1, for the full tracebacks; {LOAD_PLUGINS_ENV} or "
+                f"{BLOCK_PLUGINS_ENV} choose which plugins load)"
+            )
     return 0
 
 
@@ -85,10 +89,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _run(spec, out: Path, progress: bool) -> int:
-    from sharedattr.runtime.distributed import ranks_from_environment
-    from sharedattr.runtime.devices import resolve_device
-    from sharedattr.experiment.tables import format_summary
     from sharedattr.experiment.run import run_experiment
+    from sharedattr.experiment.tables import format_summary
+    from sharedattr.runtime.devices import resolve_device
+    from sharedattr.runtime.distributed import ranks_from_environment
 
     start = time.perf_counter()
     with ranks_from_environment(resolve_device(spec.device)) as ranks:
@@ -99,8 +103,10 @@ def _run(spec, out: Path, progress: bool) -> int:
     by_rank = result.reused["work_items_computed_by_rank"]
     if len(by_rank) > 1:
         print(f"\n{len(by_rank)} processes; work items computed per rank: {', '.join(map(str, by_rank))}")
-    print(f"\n{len(result.selected)} neurons, {len(result.pairs)} driver/reference pairs; "
-          f"results in {out} ({time.perf_counter() - start:.1f} s)")
+    print(
+        f"\n{len(result.selected)} neurons, {len(result.pairs)} driver/reference pairs; "
+        f"results in {out} ({time.perf_counter() - start:.1f} s)"
+    )
     return 0
 
 
@@ -116,15 +122,22 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     fit = experiment.fit
     r = fit.test_r
     order = r.argsort(descending=True).tolist()
-    print(f"fitted {len(fit.neuron_ids)} neurons on {len(fit.train)} images, scored on {len(fit.test)} held out "
-          f"(features {'from cache' if experiment.cache_hit else 'computed'})")
-    print(f"held-out Pearson r: median {r.median():.3f}, best {fit.neuron_ids[order[0]]} {r[order[0]]:.3f}, "
-          f"worst {fit.neuron_ids[order[-1]]} {r[order[-1]]:.3f}")
+    print(
+        f"fitted {len(fit.neuron_ids)} neurons on {len(fit.train)} images, scored on {len(fit.test)} held out "
+        f"(features {'from cache' if experiment.cache_hit else 'computed'})"
+    )
+    print(
+        f"held-out Pearson r: median {r.median():.3f}, best {fit.neuron_ids[order[0]]} {r[order[0]]:.3f}, "
+        f"worst {fit.neuron_ids[order[-1]]} {r[order[-1]]:.3f}"
+    )
     if fit.fev is not None:
         fev = fit.fev[torch.isfinite(fit.fev)]
-        print(f"fraction of explainable variance explained (held out): median {fev.median():.3f} over "
-              f"{len(fev)} neurons with enough repeats" if len(fev) else
-              "no neuron has enough repeated trials for a noise ceiling (see scores.csv, column note)")
+        print(
+            f"fraction of explainable variance explained (held out): median {fev.median():.3f} over "
+            f"{len(fev)} neurons with enough repeats"
+            if len(fev)
+            else "no neuron has enough repeated trials for a noise ceiling (see scores.csv, column note)"
+        )
     print(f"model, scores.csv and figures in {out} ({time.perf_counter() - start:.1f} s)")
     return 0
 
@@ -137,9 +150,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_synthesize(args: argparse.Namespace) -> int:
     from sharedattr.config.files import load_experiment
-    from sharedattr.runtime.distributed import ranks_from_environment
-    from sharedattr.runtime.devices import resolve_device
     from sharedattr.experiment.synthesize import format_synthesis_summary, synthesize_experiment
+    from sharedattr.runtime.devices import resolve_device
+    from sharedattr.runtime.distributed import ranks_from_environment
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -149,9 +162,11 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
     if result is None:  # a rank other than 0 of a torchrun launch: rank 0 reports
         return 0
     print(format_synthesis_summary(result.summary))
-    print(f"\n{len({r['neuron'] for r in result.rows})} neurons × {len({r['synthesizer'] for r in result.rows})} "
-          f"synthesizers scored on {len(result.evaluators)} models; images.png, scores.csv and comparison.png "
-          f"in {out} ({time.perf_counter() - start:.1f} s)")
+    print(
+        f"\n{len({r['neuron'] for r in result.rows})} neurons × {len({r['synthesizer'] for r in result.rows})} "
+        f"synthesizers scored on {len(result.evaluators)} models; images.png, scores.csv and comparison.png "
+        f"in {out} ({time.perf_counter() - start:.1f} s)"
+    )
     return 0
 
 
@@ -161,14 +176,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from sharedattr.runtime.distributed import environment_world
 
     if environment_world()[1] > 1:
-        raise UserError("the demo runs in one process; under torchrun, run a config: "
-                        "torchrun --nproc-per-node K -m sharedattr run CONFIG --out DIR")
+        raise UserError(
+            "the demo runs in one process; under torchrun, run a config: "
+            "torchrun --nproc-per-node K -m sharedattr run CONFIG --out DIR"
+        )
     out = Path(args.out)
     start = time.perf_counter()
-    config = make_demo_data(out / "data", n_per_category=args.n_per_category, drivers=args.drivers,
-                            progress=not args.no_progress)
-    print(f"demo data and config written to {out / 'data'} ({time.perf_counter() - start:.1f} s); running {config}",
-          file=sys.stderr)
+    config = make_demo_data(
+        out / "data", n_per_category=args.n_per_category, drivers=args.drivers, progress=not args.no_progress
+    )
+    print(
+        f"demo data and config written to {out / 'data'} ({time.perf_counter() - start:.1f} s); running {config}",
+        file=sys.stderr,
+    )
     code = _run(load_experiment(config), out / "results", not args.no_progress)
     report = out / "results" / "report.html"
     if report.is_file():
@@ -185,6 +205,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _at_least(minimum: int):
     """An argparse type: an integer ≥ ``minimum`` (argparse reports anything else with exit code 2)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -211,71 +232,111 @@ def build_parser() -> argparse.ArgumentParser:
         "Captum baselines, metrics and stimulus synthesis, all chosen by name from a plugin registry.",
     )
     parser.add_argument("--version", action="version", version=f"sharedattr {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="print full tracebacks: of plugins that failed to load, and of errors (same as "
-                        "SHAREDATTR_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print full tracebacks: of plugins that failed to load, and of errors (same as SHAREDATTR_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("plugins", help="list registered components per kind, with their source plugin",
-                       description="List every registered component (backbones, readouts, matchers, methods, "
-                       "metrics, synthesizers, energies) and the plugin that provides it.")
+    p = sub.add_parser(
+        "plugins",
+        help="list registered components per kind, with their source plugin",
+        description="List every registered component (backbones, readouts, matchers, methods, "
+        "metrics, synthesizers, energies) and the plugin that provides it.",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output, with each component's params schema")
     p.set_defaults(func=_cmd_plugins)
 
-    p = sub.add_parser("schema", help="print the JSON Schema of an experiment config",
-                       description="Print the JSON Schema of an experiment config, including the params of every "
-                       "registered component (built-in and third-party).")
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of an experiment config",
+        description="Print the JSON Schema of an experiment config, including the params of every "
+        "registered component (built-in and third-party).",
+    )
     p.add_argument("--indent", type=int, default=2, help="JSON indentation (default 2)")
     p.add_argument("--output", "-o", type=Path, help="write to this file instead of standard output")
     p.set_defaults(func=_cmd_schema)
 
-    p = sub.add_parser("validate", help="validate an experiment config (TOML, YAML or JSON)",
-                       description="Validate an experiment config without running it; print the resolved components.")
+    p = sub.add_parser(
+        "validate",
+        help="validate an experiment config (TOML, YAML or JSON)",
+        description="Validate an experiment config without running it; print the resolved components.",
+    )
     p.add_argument("config", type=Path, help="experiment config: .toml, .yaml/.yml or .json")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("fit", help="fit and score the encoding model of an experiment",
-                       description="Load and check the data, extract (or reuse cached) backbone features, fit the "
-                       "readout on a train split and score it on held-out images. Writes model/ (reload it with "
-                       "sharedattr.load_model), scores.csv and figures/fit.png.")
+    p = sub.add_parser(
+        "fit",
+        help="fit and score the encoding model of an experiment",
+        description="Load and check the data, extract (or reuse cached) backbone features, fit the "
+        "readout on a train split and score it on held-out images. Writes model/ (reload it with "
+        "sharedattr.load_model), scores.csv and figures/fit.png.",
+    )
     _config_and_out(p)
     p.set_defaults(func=_cmd_fit)
 
-    p = sub.add_parser("run", help="run an experiment",
-                       description="Fit the encoding model, select neurons and drivers, match references, attribute "
-                       "with every configured method, score every metric and write the results. An interrupted run "
-                       "started again resumes: finished work items are reused. Under torchrun "
-                       "(torchrun --nproc-per-node K -m sharedattr run CONFIG --out DIR) the work items are shared "
-                       "out across the K processes and rank 0 writes the results.")
+    p = sub.add_parser(
+        "run",
+        help="run an experiment",
+        description="Fit the encoding model, select neurons and drivers, match references, attribute "
+        "with every configured method, score every metric and write the results. An interrupted run "
+        "started again resumes: finished work items are reused. Under torchrun "
+        "(torchrun --nproc-per-node K -m sharedattr run CONFIG --out DIR) the work items are shared "
+        "out across the K processes and rank 0 writes the results.",
+    )
     _config_and_out(p)
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("synthesize", help="synthesise most exciting images and score them across models",
-                       description="Fit the encoding model (reused when unchanged), run every configured "
-                       "synthesizer (gradient_ascent, egg, ...) on the selected neurons and score the images on "
-                       "the model they were optimised on and on every configured evaluator (val: other seeds; "
-                       "cross: another backbone or readout), relative to each neuron's best natural image. "
-                       "Writes images.png/.safetensors, scores.csv, summary.csv and comparison.png.")
+    p = sub.add_parser(
+        "synthesize",
+        help="synthesise most exciting images and score them across models",
+        description="Fit the encoding model (reused when unchanged), run every configured "
+        "synthesizer (gradient_ascent, egg, ...) on the selected neurons and score the images on "
+        "the model they were optimised on and on every configured evaluator (val: other seeds; "
+        "cross: another backbone or readout), relative to each neuron's best natural image. "
+        "Writes images.png/.safetensors, scores.csv, summary.csv and comparison.png.",
+    )
     _config_and_out(p)
     p.set_defaults(func=_cmd_synthesize)
 
-    p = sub.add_parser("demo", help="run the offline in-silico demo end to end",
-                       description="Generate a seeded stimulus set with simulated neurons, then run the whole "
-                       "pipeline on it. Needs no network and no GPU.")
-    p.add_argument("--out", type=Path, default=Path("sharedattr-demo"), help="output folder (default ./sharedattr-demo)")
-    p.add_argument("--n-per-category", type=_at_least(MIN_DEMO_STIMULI), default=60,
-                   help=f"stimuli per category (default 60, at least {MIN_DEMO_STIMULI})")
-    p.add_argument("--drivers", type=_at_least(1), default=3,
-                   help="out-of-category drivers explained per neuron (default 3; 1 for a quick look)")
+    p = sub.add_parser(
+        "demo",
+        help="run the offline in-silico demo end to end",
+        description="Generate a seeded stimulus set with simulated neurons, then run the whole "
+        "pipeline on it. Needs no network and no GPU.",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("sharedattr-demo"), help="output folder (default ./sharedattr-demo)"
+    )
+    p.add_argument(
+        "--n-per-category",
+        type=_at_least(MIN_DEMO_STIMULI),
+        default=60,
+        help=f"stimuli per category (default 60, at least {MIN_DEMO_STIMULI})",
+    )
+    p.add_argument(
+        "--drivers",
+        type=_at_least(1),
+        default=3,
+        help="out-of-category drivers explained per neuron (default 3; 1 for a quick look)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("report", help="rebuild the HTML report of a finished run",
-                       description="Write RUN_DIR/report.html: one self-contained page (figures inlined, no network "
-                       "access) with the fit quality, selectivity, driver/reference pairs, attribution maps, the "
-                       "method × metric scores and a plain-language reading of who won. Prints its path.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
-                   help="output folder of `sharedattr run` (for `sharedattr demo --out X`: X/results)")
+    p = sub.add_parser(
+        "report",
+        help="rebuild the HTML report of a finished run",
+        description="Write RUN_DIR/report.html: one self-contained page (figures inlined, no network "
+        "access) with the fit quality, selectivity, driver/reference pairs, attribution maps, the "
+        "method × metric scores and a plain-language reading of who won. Prints its path.",
+    )
+    p.add_argument(
+        "run_dir",
+        type=Path,
+        metavar="RUN_DIR",
+        help="output folder of `sharedattr run` (for `sharedattr demo --out X`: X/results)",
+    )
     p.set_defaults(func=_cmd_report)
     return parser
 

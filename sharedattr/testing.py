@@ -22,13 +22,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sharedattr.plugins.contracts import AttributionBatch
 from sharedattr.attribution.engine import reduce_channels
-from sharedattr.plugins.contracts import match_references
 from sharedattr.encoding.model import EncodingModel
 from sharedattr.encoding.readouts.ridge import RidgeReadout
-from sharedattr.plugins.registry import Registry
+from sharedattr.plugins.contracts import AttributionBatch, match_references
 from sharedattr.plugins.loading import get_registry
+from sharedattr.plugins.registry import Registry
 
 
 class TinyBackbone(nn.Module):
@@ -41,8 +40,9 @@ class TinyBackbone(nn.Module):
         super().__init__()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(),
-                                     nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU())
+            self.net = nn.Sequential(
+                nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU()
+            )
         self.requires_grad_(False).eval()
 
     @property
@@ -55,7 +55,7 @@ class TinyBackbone(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def train(self, mode: bool = True) -> "TinyBackbone":
+    def train(self, mode: bool = True) -> TinyBackbone:
         return super().train(False)
 
 
@@ -87,7 +87,8 @@ def _check_backbone(backbone: Any) -> None:
     assert x.shape[0] == 2 and x.shape[-2:] == images.shape[-2:], f"preprocess changed the shape to {tuple(x.shape)}"
     latents = backbone(x)
     assert tuple(latents.shape[1:]) == tuple(backbone.latent_shape), (
-        f"latents {tuple(latents.shape[1:])} do not match latent_shape {tuple(backbone.latent_shape)}")
+        f"latents {tuple(latents.shape[1:])} do not match latent_shape {tuple(backbone.latent_shape)}"
+    )
     assert torch.isfinite(latents).all(), "latents must be finite"
     latents.sum().backward()
     assert images.grad is not None and torch.isfinite(images.grad).all(), "gradients must flow back to the pixels"
@@ -105,14 +106,18 @@ def _check_readout(readout: Any) -> None:
     assert w.shape == (n, z.shape[2]), f"weight must be [N, D] = {(n, z.shape[2])}; got {tuple(w.shape)}"
     assert b.shape == (n,), f"bias must be [N]; got {tuple(b.shape)}"
     contract = readout.nonlinearity((z * w).sum(-1) + b)
-    torch.testing.assert_close(out, contract, atol=1e-4, rtol=1e-4,
-                               msg="the readout breaks r_n = φ(⟨w_n, z_n⟩ + b_n)")
+    torch.testing.assert_close(out, contract, atol=1e-4, rtol=1e-4, msg="the readout breaks r_n = φ(⟨w_n, z_n⟩ + b_n)")
     fresh = copy.deepcopy(readout)
     fresh.initialize(tuple(latents.shape[1:]), n)
     fresh.load_state_dict(readout.state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(fresh(latents), out.detach(), rtol=0, atol=0,
-                                   msg="initialize() + load_state_dict() must restore the fitted readout exactly")
+        torch.testing.assert_close(
+            fresh(latents),
+            out.detach(),
+            rtol=0,
+            atol=0,
+            msg="initialize() + load_state_dict() must restore the fitted readout exactly",
+        )
 
 
 def _check_matcher(matcher: Any) -> None:
@@ -150,9 +155,14 @@ def _check_method(method_factory: Callable[[nn.Module], Any]) -> None:
     assert maps.shape == (3, 16, 16), f"attributions must be [B, C, H, W] or [B, H, W]; got maps {tuple(maps.shape)}"
     assert torch.isfinite(maps).all(), "attributions must be finite"
     if not getattr(method, "batch_invariant", True):  # stochastic: noise drawn per batch, but seeded
-        torch.testing.assert_close(run(x, ref, target), maps, atol=0, rtol=0,
-                                   msg="a stochastic method (batch_invariant = False) must be seeded: "
-                                       "repeated calls must give identical attributions")
+        torch.testing.assert_close(
+            run(x, ref, target),
+            maps,
+            atol=0,
+            rtol=0,
+            msg="a stochastic method (batch_invariant = False) must be seeded: "
+            "repeated calls must give identical attributions",
+        )
         return
     looped = torch.cat([run(x[i : i + 1], ref[i : i + 1], target[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(maps, looped, atol=1e-5, rtol=1e-4, msg="batched attributions must equal looped ones")
@@ -170,10 +180,13 @@ def _check_metric(metric: Any) -> None:
             (grad,) = torch.autograd.grad(other(x).gather(1, targets[:, None]).sum(), x)
         return grad.sum(1)
 
-    batch = AttributionBatch(model, inputs, explain(model), targets, torch.rand(4, 16, 16, generator=g) > 0.5,
-                             explain=explain)
+    batch = AttributionBatch(
+        model, inputs, explain(model), targets, torch.rand(4, 16, 16, generator=g) > 0.5, explain=explain
+    )
     scores = metric(batch)
-    assert isinstance(scores, Tensor) and scores.shape == (4,), f"a metric returns one score per map, [B]; got {scores!r}"
+    assert isinstance(scores, Tensor) and scores.shape == (4,), (
+        f"a metric returns one score per map, [B]; got {scores!r}"
+    )
 
 
 def _check_synthesizer(synthesizer: Any) -> None:
@@ -184,8 +197,13 @@ def _check_synthesizer(synthesizer: Any) -> None:
     assert result.responses.shape == (s,), f"responses must be [S]; got {tuple(result.responses.shape)}"
     with torch.no_grad():
         actual = model(result.images)[:, 1]
-    torch.testing.assert_close(result.responses, actual, atol=1e-4, rtol=1e-4,
-                               msg="responses must be the neuron's responses to the returned images")
+    torch.testing.assert_close(
+        result.responses,
+        actual,
+        atol=1e-4,
+        rtol=1e-4,
+        msg="responses must be the neuron's responses to the returned images",
+    )
     assert result.history.dim() == 2 and result.history.shape[1] == s, "history must be [steps, S]"
     assert all(isinstance(v, float) for v in result.cost.values()), "cost values must be floats"
 
@@ -196,8 +214,10 @@ def _check_energy(energy: Any) -> None:
     images = torch.rand(3, 1, 24, 24, generator=g, requires_grad=True)  # another size and channel count
     bound = energy.bind(model, 1, reference=torch.rand(3, 16, 16, generator=g))
     value = bound(images)
-    assert value.energy.shape == (3,) and value.response.shape == (3,), \
-        f"an energy returns energies [B] and responses [B]; got {tuple(value.energy.shape)}, {tuple(value.response.shape)}"
+    assert value.energy.shape == (3,) and value.response.shape == (3,), (
+        f"an energy returns energies [B] and responses [B]; got {tuple(value.energy.shape)}, "
+        f"{tuple(value.response.shape)}"
+    )
     (grad,) = torch.autograd.grad(value.energy.sum(), images)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0, "an energy must be differentiable in the images"
 
@@ -213,8 +233,9 @@ CHECKS: dict[str, Callable[[Any], None]] = {
 }
 
 
-def check_component(kind: str, name: str, params: Mapping[str, Any] | None = None, *,
-                    registry: Registry | None = None) -> None:
+def check_component(
+    kind: str, name: str, params: Mapping[str, Any] | None = None, *, registry: Registry | None = None
+) -> None:
     """Build component ``name`` of ``kind`` with ``params`` and check it against its contract.
 
     Raises ``AssertionError`` with the broken part of the contract.

@@ -13,8 +13,19 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sharedattr"
-LAYERS = ["runtime", "plugins", "config", "data", "encoding", "selection", "attribution", "metrics", "synthesis",
-          "report", "experiment"]
+LAYERS = [
+    "runtime",
+    "plugins",
+    "config",
+    "data",
+    "encoding",
+    "selection",
+    "attribution",
+    "metrics",
+    "synthesis",
+    "report",
+    "experiment",
+]
 """The packages in pipeline order (the report sits below the experiment commands, which write it)."""
 ENTRY_POINTS = {"cli", "testing", "plugin", "_deprecated", "__main__", "__init__"}
 """Top-level modules: the public entry points, which may import from every package."""
@@ -78,7 +89,7 @@ def test_no_import_cycles():
             if target not in GRAPH or target == "sharedattr":
                 continue  # the root package (for __version__) is initialised first
             if state.get(target) == 1:
-                cycles.append(stack[stack.index(target):] + [target])
+                cycles.append(stack[stack.index(target) :] + [target])
             elif target not in state:
                 visit(target, [*stack, target])
         state[module] = 2

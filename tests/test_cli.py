@@ -89,15 +89,25 @@ def _expect_user_error(capsys, argv, *fragments):
 def test_error_unknown_component(capsys, tmp_path, tiny_config):
     tiny_config["matcher"] = "cosin"
     path = _write(tmp_path, tiny_config)
-    _expect_user_error(capsys, ["validate", str(path)], str(path), "matcher.name: unknown matcher 'cosin'",
-                       "did you mean 'cosine'?", "Available matchers: cosine, dot, euclidean, pearson")
+    _expect_user_error(
+        capsys,
+        ["validate", str(path)],
+        str(path),
+        "matcher.name: unknown matcher 'cosin'",
+        "did you mean 'cosine'?",
+        "Available matchers: cosine, dot, euclidean, pearson",
+    )
 
 
 def test_error_wrong_type_and_unknown_param(capsys, tmp_path, tiny_config):
     tiny_config["methods"][1]["n_steps"] = "ten"
     tiny_config["metrics"][1]["stepz"] = 3
-    err = _expect_user_error(capsys, ["validate", str(_write(tmp_path, tiny_config))], "2 problems",
-                             "methods[1] (integrated_gradients).n_steps: Input should be a valid integer")
+    err = _expect_user_error(
+        capsys,
+        ["validate", str(_write(tmp_path, tiny_config))],
+        "2 problems",
+        "methods[1] (integrated_gradients).n_steps: Input should be a valid integer",
+    )
     assert "metrics[1] (deletion).stepz: unknown parameter" in err
 
 
@@ -108,34 +118,52 @@ def test_error_malformed_config(capsys, tmp_path):
 
 
 def test_error_missing_config_file(capsys, tmp_path):
-    _expect_user_error(capsys, ["run", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")],
-                       "config file not found", "missing.toml")
+    _expect_user_error(
+        capsys,
+        ["run", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")],
+        "config file not found",
+        "missing.toml",
+    )
 
 
 def test_error_missing_data_file(capsys, tmp_path, tiny_config):
     tiny_config["data"]["stimuli"] = "nowhere/manifest.csv"
-    _expect_user_error(capsys, ["validate", str(_write(tmp_path, tiny_config))], "data.stimuli",
-                       "file not found", "nowhere/manifest.csv", "resolved against the config file's folder")
+    _expect_user_error(
+        capsys,
+        ["validate", str(_write(tmp_path, tiny_config))],
+        "data.stimuli",
+        "file not found",
+        "nowhere/manifest.csv",
+        "resolved against the config file's folder",
+    )
 
 
 def test_error_bad_backbone_layer_at_run_time(capsys, tmp_path, tiny_config):
     tiny_config["backbone"]["layer"] = "layr1"
-    _expect_user_error(capsys, ["run", str(_write(tmp_path, tiny_config)), "--out", str(tmp_path / "o"),
-                                "--no-progress"], "backbone.layer", "did you mean 'layer1'?")
+    _expect_user_error(
+        capsys,
+        ["run", str(_write(tmp_path, tiny_config)), "--out", str(tmp_path / "o"), "--no-progress"],
+        "backbone.layer",
+        "did you mean 'layer1'?",
+    )
 
 
 def test_error_broken_manifest_lists_every_row(capsys, tmp_path, tiny_data, tiny_config):
     manifest = tmp_path / "manifest.csv"
     lines = (tiny_data / "stimuli" / "manifest.csv").read_text().splitlines()
     images = tiny_data / "stimuli"
-    rows = [lines[0]] + [",".join([r.split(",")[0], str(images / r.split(",")[1]), r.split(",")[2], ""])
-                         for r in lines[1:]]
+    rows = [lines[0]] + [
+        ",".join([r.split(",")[0], str(images / r.split(",")[1]), r.split(",")[2], ""]) for r in lines[1:]
+    ]
     rows[2] = rows[1]  # duplicate id
     rows[3] = "x_missing,missing.png,bodies,"
     manifest.write_text("\n".join(rows) + "\n")
     tiny_config["data"]["stimuli"] = str(manifest)
-    err = _expect_user_error(capsys, ["run", str(_write(tmp_path, tiny_config)), "--out", str(tmp_path / "o"),
-                                      "--no-progress"], "2 problem(s)")
+    err = _expect_user_error(
+        capsys,
+        ["run", str(_write(tmp_path, tiny_config)), "--out", str(tmp_path / "o"), "--no-progress"],
+        "2 problem(s)",
+    )
     assert "line 3: duplicate stimulus_id 'bodies_0000'" in err and "line 4: image not found" in err
 
 

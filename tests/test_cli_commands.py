@@ -14,13 +14,15 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from toml_writer import toml_text
 
 
 def sharedattr(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """``python -m sharedattr ARGS``: the finished process (exit code, stdout, stderr)."""
-    return subprocess.run([sys.executable, "-m", "sharedattr", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sharedattr", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +30,16 @@ def config(tiny_data, tmp_path_factory) -> Path:
     """A TOML config over the tiny data set, with a synthesizer and an evaluator for `synthesize`."""
     folder = tmp_path_factory.mktemp("cli")
     spec = {
-        "name": "cli", "device": "cpu", "batch_size": 16, "cache_dir": str(folder / "cache"),
-        "data": {"stimuli": str(tiny_data / "stimuli" / "manifest.csv"), "responses": str(tiny_data / "responses.csv"),
-                 "neuron_parts": str(tiny_data / "neuron_parts.json"), "preferred_category": "bodies"},
+        "name": "cli",
+        "device": "cpu",
+        "batch_size": 16,
+        "cache_dir": str(folder / "cache"),
+        "data": {
+            "stimuli": str(tiny_data / "stimuli" / "manifest.csv"),
+            "responses": str(tiny_data / "responses.csv"),
+            "neuron_parts": str(tiny_data / "neuron_parts.json"),
+            "preferred_category": "bodies",
+        },
         "backbone": {"name": "torchvision", "model": "resnet18", "layer": "layer1", "input_size": 32},
         "readout": {"name": "ridge", "folds": 3},
         "selection": {"top_k": 2, "drivers_per_neuron": 2},
@@ -90,8 +99,18 @@ def test_run_then_report(config, tmp_path):
     done = sharedattr("run", str(config), "--out", str(out), "--no-progress")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "driver/reference pairs" in done.stdout and "parallel_backprop" in done.stdout
-    for name in ("spec.json", "pairs.csv", "results.csv", "summary.csv", "methods.csv", "components.json",
-                 "maps.safetensors", "timings.json", "report.html", "synthesis/scores.csv"):
+    for name in (
+        "spec.json",
+        "pairs.csv",
+        "results.csv",
+        "summary.csv",
+        "methods.csv",
+        "components.json",
+        "maps.safetensors",
+        "timings.json",
+        "report.html",
+        "synthesis/scores.csv",
+    ):
         assert (out / name).is_file(), name
     components = json.loads((out / "components.json").read_text())
     assert components["methods"]["parallel_backprop"]["pairwise"] is True

@@ -70,8 +70,13 @@ def test_example_plugin_registers_and_works(example_plugin):
             sims = component.similarity(a[:, :1], b_same)
             assert torch.all(sims[..., 0] >= sims[..., 2])  # identical vector is at least as similar
         elif kind == "metric":
-            batch = AttributionBatch(torch.nn.Identity(), torch.rand(4, 1, 6, 6), torch.randn(4, 6, 6),
-                                     torch.zeros(4, dtype=torch.long), torch.rand(4, 6, 6) > 0.5)
+            batch = AttributionBatch(
+                torch.nn.Identity(),
+                torch.rand(4, 1, 6, 6),
+                torch.randn(4, 6, 6),
+                torch.zeros(4, dtype=torch.long),
+                torch.rand(4, 6, 6) > 0.5,
+            )
             scores = component(batch)
             assert scores.shape == (4,) and torch.isfinite(scores).all()
             assert isinstance(component.higher_is_better, bool)
@@ -132,8 +137,10 @@ def _experiment_toml(doc: Path) -> str:
     return blocks[0]
 
 
-@pytest.mark.parametrize("source", ["README.md", "docs/fitting.md",
-                                    *sorted(f"examples/{p.name}" for p in (ROOT / "examples").glob("*.toml"))])
+@pytest.mark.parametrize(
+    "source",
+    ["README.md", "docs/fitting.md", *sorted(f"examples/{p.name}" for p in (ROOT / "examples").glob("*.toml"))],
+)
 def test_readme_and_example_configs_validate(schema_validator, source, tmp_path):
     if source.endswith(".md"):
         path = tmp_path / "doc.toml"
@@ -149,7 +156,7 @@ def test_every_built_in_component_is_documented():
     from sharedattr.plugins.loading import DEFAULT_PLUGINS
 
     text = (DOCS / "config.md").read_text()
-    section = text[text.index("## Built-in components"):]
+    section = text[text.index("## Built-in components") :]
     registry = load_registry(entry_points=False)
     for kind in KINDS:
         for component in registry.components(kind):
@@ -184,8 +191,11 @@ def test_docs_and_shipped_plugins_import_only_the_public_plugin_module():
     for path in sorted((ROOT / "plugins").glob("*/src/**/*.py")):
         sources[str(path.relative_to(ROOT))] = path.read_text()
     for where, source in sources.items():
-        internal = [m for m in re.findall(r"^\s*(?:from|import) (sharedattr[\w.]*)", source, re.M)
-                    if m not in ("sharedattr.plugin", "sharedattr.testing")]
+        internal = [
+            m
+            for m in re.findall(r"^\s*(?:from|import) (sharedattr[\w.]*)", source, re.M)
+            if m not in ("sharedattr.plugin", "sharedattr.testing")
+        ]
         assert not internal, f"{where} imports sharedattr internals: {internal}"
 
 
@@ -196,8 +206,9 @@ def test_every_command_in_the_plugin_guide_runs_through_uv():
     for command in commands:
         words = command.split("#")[0].split()
         words = [w for w in words if "=" not in w or w.startswith("-")]  # drop VAR=value prefixes
-        assert words[0] not in ("sharedattr", "pip", "python", "pytest", "torchrun"), \
+        assert words[0] not in ("sharedattr", "pip", "python", "pytest", "torchrun"), (
             f"docs/plugins.md: write `uv run ...` / `uv pip ...`: {command}"
+        )
 
 
 def test_the_readme_documents_every_compare_parameter():
@@ -206,6 +217,6 @@ def test_the_readme_documents_every_compare_parameter():
     from sharedattr.experiment.compare import compare
 
     readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("`sharedattr.compare(model, stimuli, ...)`"):]
+    table = readme[readme.index("`sharedattr.compare(model, stimuli, ...)`") :]
     documented = re.findall(r"^\| `(\w+)` \|", table, re.M)
     assert documented == list(inspect.signature(compare).parameters)

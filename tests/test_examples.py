@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def sharedattr(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """``python -m sharedattr ARGS`` in ``cwd``: the finished process, with its exit code, stdout and stderr."""
-    return subprocess.run([sys.executable, "-m", "sharedattr", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sharedattr", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -68,8 +69,15 @@ def test_synthesis_config_prints_its_summary_and_writes_every_output(demo_root):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     out = demo_root / "runs" / "synthesis"
-    for name in ("scores.csv", "summary.csv", "evaluators.csv", "images.safetensors", "images.png",
-                 "comparison.png", "prior_samples.png"):
+    for name in (
+        "scores.csv",
+        "summary.csv",
+        "evaluators.csv",
+        "images.safetensors",
+        "images.png",
+        "comparison.png",
+        "prior_samples.png",
+    ):
         assert (out / name).is_file(), name
     scores = read_csv(out / "scores.csv")
     neurons, synthesizers = {r["neuron"] for r in scores}, {r["synthesizer"] for r in scores}
@@ -79,8 +87,12 @@ def test_synthesis_config_prints_its_summary_and_writes_every_output(demo_root):
 
 
 def test_compare_script_prints_the_comparison_and_writes_the_table(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "compare_methods.py"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "compare_methods.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     table = read_csv(tmp_path / "comparison.csv")
     assert {r["neuron"] for r in table} == {"limbs", "head"}

@@ -12,31 +12,64 @@ import pytest
 import sharedattr
 from sharedattr import _deprecated
 
-PUBLIC = ["compare", "load_model", "save_model", "get_registry", "load_registry", "load_experiment",
-          "validate_experiment", "ExperimentSpec", "experiment_json_schema", "run_experiment", "fit_experiment",
-          "synthesize_experiment", "hookimpl"]
+PUBLIC = [
+    "compare",
+    "load_model",
+    "save_model",
+    "get_registry",
+    "load_registry",
+    "load_experiment",
+    "validate_experiment",
+    "ExperimentSpec",
+    "experiment_json_schema",
+    "run_experiment",
+    "fit_experiment",
+    "synthesize_experiment",
+    "hookimpl",
+]
 
 OLD_NAMES = [  # (old module, name) pairs the docs, examples and plugins of sharedattr 0.1 used
-    ("sharedattr.fitting", "fit_experiment"), ("sharedattr.fitting", "load_model"), ("sharedattr.fitting", "Fit"),
-    ("sharedattr.fitting", "held_out_r"), ("sharedattr.fitting", "resolve_device"),
-    ("sharedattr.pipeline", "run_experiment"), ("sharedattr.pipeline", "RESULT_COLUMNS"),
-    ("sharedattr.comparison", "compare"), ("sharedattr.registry", "get_registry"),
-    ("sharedattr.registry", "Registry"), ("sharedattr.registry", "PluginLoadWarning"),
-    ("sharedattr.specs", "validate_experiment"), ("sharedattr.specs", "ExperimentSpec"),
-    ("sharedattr.specs", "MethodSpec"), ("sharedattr.params", "Params"), ("sharedattr.params", "InputPath"),
-    ("sharedattr.components", "AttributionBatch"), ("sharedattr.components", "reduce_channels"),
-    ("sharedattr.components", "pearson_columns"), ("sharedattr.hookspecs", "KINDS"),
-    ("sharedattr.errors", "UserError"), ("sharedattr.models.backbones", "FrozenBackbone"),
-    ("sharedattr.models.backbones", "TorchvisionBackbone"), ("sharedattr.models.readouts", "RidgeReadout"),
-    ("sharedattr.models.encoding", "EncodingModel"), ("sharedattr.methods.matchers", "Matcher"),
-    ("sharedattr.methods.matchers", "CosineMatcher"), ("sharedattr.methods.parallel_backprop", "ParallelBackprop"),
-    ("sharedattr.metrics.builtin", "gini"), ("sharedattr.metrics.builtin", "DeletionMetric"),
-    ("sharedattr.matching", "match_pairs"), ("sharedattr.matching", "select_neurons"),
-    ("sharedattr.explain", "PairImages"), ("sharedattr.features", "extract_features"),
-    ("sharedattr.insilico", "write_insilico"), ("sharedattr.insilico.render", "render_set"),
-    ("sharedattr.synthesis.runner", "synthesize_experiment"), ("sharedattr.synthesis.figures", "role_means"),
-    ("sharedattr.figures", "fit_figure"), ("sharedattr.demo", "make_demo_data"), ("sharedattr.schema",
-                                                                                   "experiment_json_schema"),
+    ("sharedattr.fitting", "fit_experiment"),
+    ("sharedattr.fitting", "load_model"),
+    ("sharedattr.fitting", "Fit"),
+    ("sharedattr.fitting", "held_out_r"),
+    ("sharedattr.fitting", "resolve_device"),
+    ("sharedattr.pipeline", "run_experiment"),
+    ("sharedattr.pipeline", "RESULT_COLUMNS"),
+    ("sharedattr.comparison", "compare"),
+    ("sharedattr.registry", "get_registry"),
+    ("sharedattr.registry", "Registry"),
+    ("sharedattr.registry", "PluginLoadWarning"),
+    ("sharedattr.specs", "validate_experiment"),
+    ("sharedattr.specs", "ExperimentSpec"),
+    ("sharedattr.specs", "MethodSpec"),
+    ("sharedattr.params", "Params"),
+    ("sharedattr.params", "InputPath"),
+    ("sharedattr.components", "AttributionBatch"),
+    ("sharedattr.components", "reduce_channels"),
+    ("sharedattr.components", "pearson_columns"),
+    ("sharedattr.hookspecs", "KINDS"),
+    ("sharedattr.errors", "UserError"),
+    ("sharedattr.models.backbones", "FrozenBackbone"),
+    ("sharedattr.models.backbones", "TorchvisionBackbone"),
+    ("sharedattr.models.readouts", "RidgeReadout"),
+    ("sharedattr.models.encoding", "EncodingModel"),
+    ("sharedattr.methods.matchers", "Matcher"),
+    ("sharedattr.methods.matchers", "CosineMatcher"),
+    ("sharedattr.methods.parallel_backprop", "ParallelBackprop"),
+    ("sharedattr.metrics.builtin", "gini"),
+    ("sharedattr.metrics.builtin", "DeletionMetric"),
+    ("sharedattr.matching", "match_pairs"),
+    ("sharedattr.matching", "select_neurons"),
+    ("sharedattr.explain", "PairImages"),
+    ("sharedattr.features", "extract_features"),
+    ("sharedattr.insilico", "write_insilico"),
+    ("sharedattr.insilico.render", "render_set"),
+    ("sharedattr.synthesis.runner", "synthesize_experiment"),
+    ("sharedattr.synthesis.figures", "role_means"),
+    ("sharedattr.figures", "fit_figure"),
+    ("sharedattr.demo", "make_demo_data"),
+    ("sharedattr.schema", "experiment_json_schema"),
 ]
 
 
@@ -51,9 +84,15 @@ def test_the_entry_point_group_and_hook_names_are_unchanged():
     from sharedattr.plugins.loading import ENTRY_POINT_GROUP
 
     assert ENTRY_POINT_GROUP == "sharedattr"
-    assert KINDS == {"backbone": "register_backbones", "readout": "register_readouts",
-                     "matcher": "register_matchers", "method": "register_methods", "metric": "register_metrics",
-                     "synthesizer": "register_synthesizers", "energy": "register_energies"}
+    assert KINDS == {
+        "backbone": "register_backbones",
+        "readout": "register_readouts",
+        "matcher": "register_matchers",
+        "method": "register_methods",
+        "metric": "register_metrics",
+        "synthesizer": "register_synthesizers",
+        "energy": "register_energies",
+    }
 
 
 @pytest.fixture

@@ -58,8 +58,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sharedattr.data.insilico.render import CATEGORIES, PARTS, render_set
-from sharedattr.runtime.io import atomic_write_json
 from sharedattr.encoding.readouts.training import reproducible_training
+from sharedattr.runtime.io import atomic_write_json
 from sharedattr.synthesis.prior import (
     DEFAULT_PRIOR,
     RECORD_NAME,
@@ -125,13 +125,18 @@ class PriorTrainConfig:
         return out
 
     def unet_config(self) -> dict[str, Any]:
-        return {"sample_size": self.size, "in_channels": self.channels, "out_channels": self.channels,
-                **{k: (tuple(v) if isinstance(v, list) else v) for k, v in self.unet.items()}}
+        return {
+            "sample_size": self.size,
+            "in_channels": self.channels,
+            "out_channels": self.channels,
+            **{k: (tuple(v) if isinstance(v, list) else v) for k, v in self.unet.items()},
+        }
 
 
 # -- data ------------------------------------------------------------------------------------------
-def render_images(n_per_category: int, seed: int, size: int, render_size: int, channels: int = 1,
-                  noise_std: float = 4.0) -> Tensor:
+def render_images(
+    n_per_category: int, seed: int, size: int, render_size: int, channels: int = 1, noise_std: float = 4.0
+) -> Tensor:
     """In-silico stimuli ``[2 n, C, size, size]`` float32 in ``[0, 1]``: bodies then objects.
 
     Rendered at ``render_size`` and area-averaged down to ``size`` (``render_size`` must be a
@@ -173,51 +178,75 @@ def background_luminance(x: Tensor) -> Tensor:
 
 def _summary(x: Tensor, images: np.ndarray) -> dict[str, Any]:
     p = presence_probabilities(images)
-    return {"n": len(x),
-            "mean_presence_probability": {part: round(float(p[:, j].mean()), 4) for j, part in enumerate(PARTS)},
-            "fraction_present": {part: round(float((p[:, j] > 0.5).mean()), 4) for j, part in enumerate(PARTS)},
-            "fraction_body_like": round(float(((p[:, PARTS.index("torso")] > 0.5)).mean()), 4),
-            "mean_pixel_std": round(float(x.flatten(1).std(1).mean()), 4),
-            "background_luminance_std": round(float(background_luminance(x).std()), 4),
-            "mean_pixel_value": round(float(x.mean()), 4)}
+    return {
+        "n": len(x),
+        "mean_presence_probability": {part: round(float(p[:, j].mean()), 4) for j, part in enumerate(PARTS)},
+        "fraction_present": {part: round(float((p[:, j] > 0.5).mean()), 4) for j, part in enumerate(PARTS)},
+        "fraction_body_like": round(float((p[:, PARTS.index("torso")] > 0.5).mean()), 4),
+        "mean_pixel_std": round(float(x.flatten(1).std(1).mean()), 4),
+        "background_luminance_std": round(float(background_luminance(x).std()), 4),
+        "mean_pixel_value": round(float(x.mean()), 4),
+    }
 
 
 def sample_quality(prior: DiffusionPrior, config: PriorTrainConfig) -> dict[str, Any]:
-    """Unguided samples vs real stimuli (processed like the training data), scored by the ``insilico_cnn`` classifier."""
-    samples = sample_prior(prior, config.quality_samples, steps=config.quality_steps, scheduler="ddim",
-                           seed=config.quality_seed)
-    samples_ddpm = sample_prior(prior, config.quality_samples, steps=config.quality_steps, scheduler="ddpm",
-                                seed=config.quality_seed)
+    """Unguided samples vs real stimuli (processed like the training data), scored by the ``insilico_cnn``
+    classifier."""
+    samples = sample_prior(
+        prior, config.quality_samples, steps=config.quality_steps, scheduler="ddim", seed=config.quality_seed
+    )
+    samples_ddpm = sample_prior(
+        prior, config.quality_samples, steps=config.quality_steps, scheduler="ddpm", seed=config.quality_seed
+    )
     check = sample_prior(prior, 2, steps=4, scheduler="ddim", seed=config.quality_seed)
     half = config.quality_samples // 2
-    real = render_images(half, config.quality_real_seed, config.size, config.render_size, config.channels,
-                         config.noise_std)
-    real_full = render_set(half, config.render_size, channels=config.channels, seed=config.quality_real_seed,
-                           noise_std=config.noise_std).images
+    real = render_images(
+        half, config.quality_real_seed, config.size, config.render_size, config.channels, config.noise_std
+    )
+    real_full = render_set(
+        half, config.render_size, channels=config.channels, seed=config.quality_real_seed, noise_std=config.noise_std
+    ).images
     real_categories = np.repeat(np.arange(len(CATEGORIES)), half)
     real_summary = _summary(real, to_uint8_64(real))
     p_real = presence_probabilities(to_uint8_64(real))
     real_summary["fraction_present_by_category"] = {
         c: {part: round(float((p_real[real_categories == k, j] > 0.5).mean()), 4) for j, part in enumerate(PARTS)}
-        for k, c in enumerate(CATEGORIES)}
+        for k, c in enumerate(CATEGORIES)
+    }
     return {
         "classifier": "insilico_cnn weights insilico-v1 (part-presence head); images resized to 64 px (bilinear); "
-                      "present when probability > 0.5; body_like = torso present; background_luminance_std = std "
-                      "over images of the median of the top and bottom 3 rows",
-        "samples": {"scheduler": "ddim", "eta": 0.0, "steps": config.quality_steps, "seed": config.quality_seed,
-                    **_summary(samples, to_uint8_64(samples))},
-        "samples_ddpm": {"scheduler": "ddpm", "steps": config.quality_steps, "seed": config.quality_seed,
-                         **_summary(samples_ddpm, to_uint8_64(samples_ddpm))},
-        "real": {"render_set_seed": config.quality_real_seed, "n_per_category": half,
-                 "processing": f"rendered at {config.render_size} px, averaged to {config.size} px, resized to 64 px",
-                 **real_summary},
-        "real_full_resolution": {"note": f"the same real images at {config.render_size} px, unresized",
-                                 **_summary(torch.from_numpy(real_full).permute(0, 3, 1, 2).float() / 255,
-                                            real_full)},
-        "check": {"note": "sample_prior(prior, 2, steps=4, scheduler='ddim', seed=seed): per-sample pixel means and "
-                          "first-row values, re-computed by tests/test_diffusion_prior.py",
-                  "seed": config.quality_seed, "mean": [round(float(v), 5) for v in check.flatten(1).mean(1)],
-                  "first_row": [[round(float(v), 4) for v in row] for row in check[:, 0, 0, :8]]},
+        "present when probability > 0.5; body_like = torso present; background_luminance_std = std "
+        "over images of the median of the top and bottom 3 rows",
+        "samples": {
+            "scheduler": "ddim",
+            "eta": 0.0,
+            "steps": config.quality_steps,
+            "seed": config.quality_seed,
+            **_summary(samples, to_uint8_64(samples)),
+        },
+        "samples_ddpm": {
+            "scheduler": "ddpm",
+            "steps": config.quality_steps,
+            "seed": config.quality_seed,
+            **_summary(samples_ddpm, to_uint8_64(samples_ddpm)),
+        },
+        "real": {
+            "render_set_seed": config.quality_real_seed,
+            "n_per_category": half,
+            "processing": f"rendered at {config.render_size} px, averaged to {config.size} px, resized to 64 px",
+            **real_summary,
+        },
+        "real_full_resolution": {
+            "note": f"the same real images at {config.render_size} px, unresized",
+            **_summary(torch.from_numpy(real_full).permute(0, 3, 1, 2).float() / 255, real_full),
+        },
+        "check": {
+            "note": "sample_prior(prior, 2, steps=4, scheduler='ddim', seed=seed): per-sample pixel means and "
+            "first-row values, re-computed by tests/test_diffusion_prior.py",
+            "seed": config.quality_seed,
+            "mean": [round(float(v), 5) for v in check.flatten(1).mean(1)],
+            "first_row": [[round(float(v), 4) for v in row] for row in check[:, 0, 0, :8]],
+        },
     }
 
 
@@ -247,13 +276,17 @@ def train_prior(config: PriorTrainConfig = PriorTrainConfig(), log: Callable[[st
     start = time.perf_counter()
     device = torch.device(config.device)
     with reproducible_training(device, config.seed, config.threads) as threads:
-        data = render_images(config.n_per_category, config.data_seed, config.size, config.render_size,
-                             config.channels, config.noise_std)
+        data = render_images(
+            config.n_per_category, config.data_seed, config.size, config.render_size, config.channels, config.noise_std
+        )
         data = from_unit(data)
         render_s = time.perf_counter() - start
         log(f"rendered {len(data)} training images ({config.render_size} px → {config.size} px) in {render_s:.1f} s")
-        scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps,
-                                  beta_schedule=config.beta_schedule, prediction_type="epsilon")
+        scheduler = DDPMScheduler(
+            num_train_timesteps=config.num_train_timesteps,
+            beta_schedule=config.beta_schedule,
+            prediction_type="epsilon",
+        )
         unet = UNet2DModel(**config.unet_config()).to(device)
         ema = UNet2DModel(**config.unet_config()).to(device).requires_grad_(False)
         ema.load_state_dict(unet.state_dict())
@@ -263,40 +296,76 @@ def train_prior(config: PriorTrainConfig = PriorTrainConfig(), log: Callable[[st
         unet = (ema if config.ema_decay is not None else unet).cpu().eval().requires_grad_(False)
         t = time.perf_counter()
         scheduler_config = {k: v for k, v in scheduler.config.items() if not k.startswith("_")}
-        prior = DiffusionPrior(unet=unet, scheduler_config=scheduler_config, sample_size=config.size,
-                               channels=config.channels, source="training")
+        prior = DiffusionPrior(
+            unet=unet,
+            scheduler_config=scheduler_config,
+            sample_size=config.size,
+            channels=config.channels,
+            source="training",
+        )
         quality = sample_quality(prior, config)
         quality_s = time.perf_counter() - t
-        log(f"sample quality ({quality_s:.1f} s): samples {quality['samples']['fraction_present']}, "
-            f"real {quality['real']['fraction_present']}")
-    tail = [h["loss"] for h in history[-max(1, len(history) // 10):]]
+        log(
+            f"sample quality ({quality_s:.1f} s): samples {quality['samples']['fraction_present']}, "
+            f"real {quality['real']['fraction_present']}"
+        )
+    tail = [h["loss"] for h in history[-max(1, len(history) // 10) :]]
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "name": config.name,
         "reproduce": REPRODUCE,
-        "unet": {"class": "UNet2DModel", **{k: (list(v) if isinstance(v, tuple) else v)
-                                           for k, v in config.unet_config().items()},
-                 "parameters": parameter_count(unet)},
-        "scheduler": {"class": "DDPMScheduler", "num_train_timesteps": config.num_train_timesteps,
-                      "beta_schedule": config.beta_schedule, "prediction_type": "epsilon"},
+        "unet": {
+            "class": "UNet2DModel",
+            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in config.unet_config().items()},
+            "parameters": parameter_count(unet),
+        },
+        "scheduler": {
+            "class": "DDPMScheduler",
+            "num_train_timesteps": config.num_train_timesteps,
+            "beta_schedule": config.beta_schedule,
+            "prediction_type": "epsilon",
+        },
         "value_range": [-1.0, 1.0],
-        "data": {"generator": "sharedattr.insilico.render.render_set", "categories": list(CATEGORIES),
-                 "n_per_category": config.n_per_category, "n_images": len(data), "seed": config.data_seed,
-                 "render_size": config.render_size, "size": config.size, "channels": config.channels,
-                 "noise_std": config.noise_std, "processing": "area-average to size, x / 255 * 2 - 1",
-                 "hflip": config.hflip},
-        "training": {**config.as_dict(), "loss": "MSE between predicted and true noise (epsilon prediction)",
-                     "optimizer": "AdamW, linear warm-up then cosine decay, gradient norm clipping",
-                     "ema": "weights shipped are the EMA, decay min(ema_decay, (1 + step) / (10 + step))",
-                     "images_seen": config.steps * config.batch_size, "torch_threads": threads,
-                     "final_loss": round(float(np.mean(tail)), 5), "history": history},
+        "data": {
+            "generator": "sharedattr.insilico.render.render_set",
+            "categories": list(CATEGORIES),
+            "n_per_category": config.n_per_category,
+            "n_images": len(data),
+            "seed": config.data_seed,
+            "render_size": config.render_size,
+            "size": config.size,
+            "channels": config.channels,
+            "noise_std": config.noise_std,
+            "processing": "area-average to size, x / 255 * 2 - 1",
+            "hflip": config.hflip,
+        },
+        "training": {
+            **config.as_dict(),
+            "loss": "MSE between predicted and true noise (epsilon prediction)",
+            "optimizer": "AdamW, linear warm-up then cosine decay, gradient norm clipping",
+            "ema": "weights shipped are the EMA, decay min(ema_decay, (1 + step) / (10 + step))",
+            "images_seen": config.steps * config.batch_size,
+            "torch_threads": threads,
+            "final_loss": round(float(np.mean(tail)), 5),
+            "history": history,
+        },
         "quality": quality,
-        "environment": {"torch": torch.__version__, "diffusers": diffusers.__version__, "numpy": np.__version__,
-                        "python": platform.python_version(), "machine": platform.machine(),
-                        "cpu_count": os.cpu_count(), "device": str(device)},
-        "wall_time_s": {"render": round(render_s, 1), "train": round(train_s, 1), "quality": round(quality_s, 1),
-                        "total": round(time.perf_counter() - start, 1)},
+        "environment": {
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "device": str(device),
+        },
+        "wall_time_s": {
+            "render": round(render_s, 1),
+            "train": round(train_s, 1),
+            "quality": round(quality_s, 1),
+            "total": round(time.perf_counter() - start, 1),
+        },
     }
     return unet, scheduler, record
 
@@ -309,14 +378,23 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         e.copy_(b)
 
 
-def _fit(unet: torch.nn.Module, ema: torch.nn.Module, scheduler: Any, data: Tensor, config: PriorTrainConfig,
-         device: torch.device, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _fit(
+    unet: torch.nn.Module,
+    ema: torch.nn.Module,
+    scheduler: Any,
+    data: Tensor,
+    config: PriorTrainConfig,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
     """``config.steps`` optimiser steps of the DDPM loss; the loss averaged over every ``log_every`` steps."""
     generator = torch.Generator().manual_seed(config.seed)
     decay_params = [p for p in unet.parameters() if p.dim() > 1]
     other_params = [p for p in unet.parameters() if p.dim() <= 1]
-    optimiser = torch.optim.AdamW([{"params": decay_params, "weight_decay": config.weight_decay},
-                                   {"params": other_params, "weight_decay": 0.0}], lr=config.lr)
+    optimiser = torch.optim.AdamW(
+        [{"params": decay_params, "weight_decay": config.weight_decay}, {"params": other_params, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(step, config))
     history: list[dict[str, Any]] = []
     unet.train()
@@ -346,10 +424,18 @@ def _fit(unet: torch.nn.Module, ema: torch.nn.Module, scheduler: Any, data: Tens
         n_seen += 1
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             seconds = time.perf_counter() - t0
-            history.append({"step": step + 1, "loss": round(loss_sum / n_seen, 5), "seconds": round(seconds, 1),
-                            "lr": round(optimiser.param_groups[0]["lr"], 7)})
-            log(f"step {step + 1}/{config.steps}: loss {history[-1]['loss']:.4f} "
-                f"({seconds / n_seen:.2f} s/step, lr {history[-1]['lr']:.2e})")
+            history.append(
+                {
+                    "step": step + 1,
+                    "loss": round(loss_sum / n_seen, 5),
+                    "seconds": round(seconds, 1),
+                    "lr": round(optimiser.param_groups[0]["lr"], 7),
+                }
+            )
+            log(
+                f"step {step + 1}/{config.steps}: loss {history[-1]['loss']:.4f} "
+                f"({seconds / n_seen:.2f} s/step, lr {history[-1]['lr']:.2e})"
+            )
             loss_sum, n_seen, t0 = 0.0, 0, time.perf_counter()
     unet.eval()
     if config.ema_decay is None:
@@ -374,8 +460,15 @@ def save_prior(unet: Any, scheduler: Any, record: Mapping[str, Any], folder: str
         DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
         weights = tmp / "unet" / WEIGHTS_NAME
         data = weights.read_bytes()
-        written = {**record, "file": {"name": f"unet/{WEIGHTS_NAME}", "bytes": len(data),
-                                      "sha256": hashlib.sha256(data).hexdigest(), "dtype": "float32"}}
+        written = {
+            **record,
+            "file": {
+                "name": f"unet/{WEIGHTS_NAME}",
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "dtype": "float32",
+            },
+        }
         atomic_write_json(tmp / RECORD_NAME, written)
         mask = _umask()
         for path in [tmp, *tmp.rglob("*")]:  # temporary files are 0o600: give the modes of normally created ones

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sharedattr.data.insilico.render import PARTS, RenderedSet, render_set
-from sharedattr.runtime.io import atomic_save_tensors, atomic_write_json
 from sharedattr.encoding.backbones.insilico_cnn import (
     DEFAULT_ARCHITECTURE,
     DEFAULT_MEAN,
@@ -42,6 +41,7 @@ from sharedattr.encoding.backbones.insilico_cnn import (
     parameter_count,
 )
 from sharedattr.encoding.readouts.training import reproducible_training
+from sharedattr.runtime.io import atomic_save_tensors, atomic_write_json
 
 MIN_PART_PIXELS = 4
 """A part is present in an image when at least this many of its pixels are visible."""
@@ -54,7 +54,8 @@ def part_presence(parts: Mapping[str, np.ndarray], min_pixels: int = MIN_PART_PI
 
 @dataclass(frozen=True)
 class SetSpec:
-    """A rendered stimulus set: ``render_set(n_per_category, size, channels=channels, seed=seed, noise_std=noise_std)``."""
+    """A rendered stimulus set:
+    ``render_set(n_per_category, size, channels=channels, seed=seed, noise_std=noise_std)``."""
 
     n_per_category: int
     size: int
@@ -76,12 +77,16 @@ class TrainConfig:
     """Everything that determines the trained weights (and the test sets they are scored on)."""
 
     train_sets: tuple[SetSpec, ...] = (
-        SetSpec(1800, 64, 1, seed=1), SetSpec(1800, 64, 3, seed=2),
-        SetSpec(600, 96, 1, seed=3), SetSpec(600, 96, 3, seed=4),  # scale robustness
+        SetSpec(1800, 64, 1, seed=1),
+        SetSpec(1800, 64, 3, seed=2),
+        SetSpec(600, 96, 1, seed=3),
+        SetSpec(600, 96, 3, seed=4),  # scale robustness
     )
     test_sets: tuple[SetSpec, ...] = (
-        SetSpec(500, 64, 1, seed=1001), SetSpec(500, 64, 3, seed=1002),
-        SetSpec(150, 96, 1, seed=1003), SetSpec(150, 96, 3, seed=1004),
+        SetSpec(500, 64, 1, seed=1001),
+        SetSpec(500, 64, 3, seed=1002),
+        SetSpec(150, 96, 1, seed=1003),
+        SetSpec(150, 96, 3, seed=1004),
     )
     check_n_per_category: int = 50  # the first images of each test set, scored again by the unit tests
     architecture: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_ARCHITECTURE))
@@ -111,7 +116,8 @@ class TrainConfig:
 
 # -- data ------------------------------------------------------------------------------------------
 def to_tensor(images: np.ndarray) -> Tensor:
-    """``[N, H, W, C]`` uint8 images → ``[N, 3, H, W]`` uint8 (grayscale repeated, as the backbone's preprocess does)."""
+    """``[N, H, W, C]`` uint8 images → ``[N, 3, H, W]`` uint8 (grayscale repeated, as the backbone's preprocess
+    does)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     return (x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x).contiguous()
 
@@ -133,8 +139,14 @@ def set_digest(rendered: RenderedSet, min_pixels: int = MIN_PART_PIXELS) -> str:
 
 # -- evaluation ----------------------------------------------------------------------------------
 @torch.no_grad()
-def predict(model: nn.Module, images: np.ndarray, *, mean: Sequence[float] = DEFAULT_MEAN,
-            std: Sequence[float] = DEFAULT_STD, batch_size: int = 250) -> np.ndarray:
+def predict(
+    model: nn.Module,
+    images: np.ndarray,
+    *,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+    batch_size: int = 250,
+) -> np.ndarray:
     """Predicted presence ``[N, n_outputs]`` bool (logit > 0) of images ``[N, H, W, C]`` uint8.
 
     ``model`` maps normalised images ``[B, 3, H, W]`` to logits (e.g. :class:`InsilicoCNN`).
@@ -144,16 +156,24 @@ def predict(model: nn.Module, images: np.ndarray, *, mean: Sequence[float] = DEF
     model.eval()
     try:
         x = to_tensor(images)
-        out = [model(normalise(x[i : i + batch_size].to(device), mean, std)).cpu() > 0
-               for i in range(0, len(x), batch_size)]
+        out = [
+            model(normalise(x[i : i + batch_size].to(device), mean, std)).cpu() > 0
+            for i in range(0, len(x), batch_size)
+        ]
     finally:
         model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, len(PARTS)), dtype=bool)
 
 
-def evaluate(model: nn.Module, test_set: RenderedSet, *, mean: Sequence[float] = DEFAULT_MEAN,
-             std: Sequence[float] = DEFAULT_STD, min_pixels: int = MIN_PART_PIXELS,
-             batch_size: int = 250) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module,
+    test_set: RenderedSet,
+    *,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+    min_pixels: int = MIN_PART_PIXELS,
+    batch_size: int = 250,
+) -> dict[str, Any]:
     """Part-presence accuracy on ``test_set``: per part, their mean, and the counts behind them.
 
     Returns ``{"n_images", "accuracy": {part: float}, "mean_accuracy", "correct": {part: int},
@@ -164,8 +184,10 @@ def evaluate(model: nn.Module, test_set: RenderedSet, *, mean: Sequence[float] =
     n = len(labels)
     correct = {p: int(right[:, j].sum()) for j, p in enumerate(PARTS)}
     categories = np.array(test_set.categories)
-    errors = {str(c): {p: int((~right[categories == c, j]).sum()) for j, p in enumerate(PARTS)}
-              for c in sorted(set(test_set.categories))}
+    errors = {
+        str(c): {p: int((~right[categories == c, j]).sum()) for j, p in enumerate(PARTS)}
+        for c in sorted(set(test_set.categories))
+    }
     return {
         "n_images": n,
         "accuracy": {p: correct[p] / n if n else float("nan") for p in PARTS},
@@ -179,8 +201,12 @@ def pooled(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Accuracies over several evaluated sets together."""
     n = sum(r["n_images"] for r in results)
     correct = {p: sum(r["correct"][p] for r in results) for p in PARTS}
-    return {"n_images": n, "accuracy": {p: correct[p] / n for p in PARTS},
-            "mean_accuracy": sum(correct.values()) / (n * len(PARTS)), "correct": correct}
+    return {
+        "n_images": n,
+        "accuracy": {p: correct[p] / n for p in PARTS},
+        "mean_accuracy": sum(correct.values()) / (n * len(PARTS)),
+        "correct": correct,
+    }
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -197,7 +223,11 @@ def _training_data(config: TrainConfig, log: Callable[[str], None]) -> list[tupl
         t = time.perf_counter()
         rendered = spec.render()
         by_size.setdefault(spec.size, []).append(
-            (to_tensor(rendered.images), torch.from_numpy(part_presence(rendered.parts, config.min_part_pixels)).float()))
+            (
+                to_tensor(rendered.images),
+                torch.from_numpy(part_presence(rendered.parts, config.min_part_pixels)).float(),
+            )
+        )
         log(f"rendered {len(rendered)} training images {spec.as_dict()} in {time.perf_counter() - t:.1f} s")
     return [(torch.cat([x for x, _ in v]), torch.cat([y for _, y in v])) for _, v in sorted(by_size.items())]
 
@@ -225,27 +255,51 @@ def train(config: TrainConfig = TrainConfig(), log: Callable[[str], None] | None
         "format": FORMAT + ".record",
         "format_version": FORMAT_VERSION,
         "weights": config.weights_name,
-        "architecture": {**dict(config.architecture), "layers": list(LAYERS),
-                         "block": "stride-2 conv3x3-BN-ReLU, then (convs - 1) x conv3x3-BN-ReLU",
-                         "head": "global average pool + linear (training only; not part of the backbone)",
-                         "parameters": parameter_count(model),
-                         "backbone_parameters": parameter_count(model) - parameter_count(model.head)},
-        "normalisation": {"mean": list(config.mean), "std": list(config.std),
-                          "input": "[0, 1] RGB (grayscale repeated), then (x - mean) / std"},
-        "task": {"parts": list(PARTS), "min_part_pixels": config.min_part_pixels,
-                 "label": "part present when its visible mask has >= min_part_pixels pixels; predicted when logit > 0"},
-        "training": {**config.as_dict(), "n_train_images": sum(len(x) for x, _ in groups),
-                     "torch_threads": threads, "history": history},
+        "architecture": {
+            **dict(config.architecture),
+            "layers": list(LAYERS),
+            "block": "stride-2 conv3x3-BN-ReLU, then (convs - 1) x conv3x3-BN-ReLU",
+            "head": "global average pool + linear (training only; not part of the backbone)",
+            "parameters": parameter_count(model),
+            "backbone_parameters": parameter_count(model) - parameter_count(model.head),
+        },
+        "normalisation": {
+            "mean": list(config.mean),
+            "std": list(config.std),
+            "input": "[0, 1] RGB (grayscale repeated), then (x - mean) / std",
+        },
+        "task": {
+            "parts": list(PARTS),
+            "min_part_pixels": config.min_part_pixels,
+            "label": "part present when its visible mask has >= min_part_pixels pixels; predicted when logit > 0",
+        },
+        "training": {
+            **config.as_dict(),
+            "n_train_images": sum(len(x) for x, _ in groups),
+            "torch_threads": threads,
+            "history": history,
+        },
         **evaluation,
-        "environment": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-                        "machine": platform.machine(), "device": str(device)},
-        "wall_time_s": {"render": round(render_s, 1), "train": round(train_s, 1), "evaluate": round(eval_s, 1),
-                        "total": round(time.perf_counter() - start, 1)},
+        "environment": {
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "device": str(device),
+        },
+        "wall_time_s": {
+            "render": round(render_s, 1),
+            "train": round(train_s, 1),
+            "evaluate": round(eval_s, 1),
+            "total": round(time.perf_counter() - start, 1),
+        },
     }
     return model, record
 
 
-def _batches(groups: list[tuple[Tensor, Tensor]], batch_size: int, generator: torch.Generator) -> list[tuple[int, Tensor]]:
+def _batches(
+    groups: list[tuple[Tensor, Tensor]], batch_size: int, generator: torch.Generator
+) -> list[tuple[int, Tensor]]:
     """One epoch of ``(group, indices)`` batches, shuffled within and across groups; no batch of one (BatchNorm)."""
     batches = []
     for g, (x, _) in enumerate(groups):
@@ -259,8 +313,13 @@ def _batch_norms(model: nn.Module) -> list[nn.BatchNorm2d]:
 
 
 @torch.no_grad()
-def recalibrate_batch_norm(model: nn.Module, groups: list[tuple[Tensor, Tensor]], config: TrainConfig,
-                           device: torch.device, generator: torch.Generator) -> None:
+def recalibrate_batch_norm(
+    model: nn.Module,
+    groups: list[tuple[Tensor, Tensor]],
+    config: TrainConfig,
+    device: torch.device,
+    generator: torch.Generator,
+) -> None:
     """Set every BatchNorm's running statistics to their exact average over one pass of the training batches.
 
     Batches hold one image size each, and activation statistics differ between sizes; the
@@ -278,8 +337,13 @@ def recalibrate_batch_norm(model: nn.Module, groups: list[tuple[Tensor, Tensor]]
         m.momentum = momentum
 
 
-def _fit(model: InsilicoCNN, groups: list[tuple[Tensor, Tensor]], config: TrainConfig, device: torch.device,
-         log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _fit(
+    model: InsilicoCNN,
+    groups: list[tuple[Tensor, Tensor]],
+    config: TrainConfig,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
     """``config.epochs`` epochs with batch statistics, then ``frozen_bn_epochs`` with fixed BatchNorm statistics.
 
     A batch holds images of one size. With batch statistics alone, the network learns to rely
@@ -292,8 +356,9 @@ def _fit(model: InsilicoCNN, groups: list[tuple[Tensor, Tensor]], config: TrainC
     n_epochs = config.epochs + config.frozen_bn_epochs
     total = max(1, len(_batches(groups, config.batch_size, torch.Generator().manual_seed(0))) * n_epochs)
     optimiser = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=total,
-                                                   pct_start=config.warmup_fraction, anneal_strategy="cos")
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=config.lr, total_steps=total, pct_start=config.warmup_fraction, anneal_strategy="cos"
+    )
     history = []
     for epoch in range(n_epochs):
         t = time.perf_counter()
@@ -318,10 +383,18 @@ def _fit(model: InsilicoCNN, groups: list[tuple[Tensor, Tensor]], config: TrainC
             schedule.step()
             loss_sum += float(loss.detach()) * len(x)
             n_seen += len(x)
-        history.append({"epoch": epoch + 1, "batch_norm": "frozen" if frozen else "batch statistics",
-                        "loss": loss_sum / max(n_seen, 1), "seconds": round(time.perf_counter() - t, 1)})
-        log(f"epoch {epoch + 1}/{n_epochs} ({history[-1]['batch_norm']}): loss {history[-1]['loss']:.4f} "
-            f"({history[-1]['seconds']} s)")
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "batch_norm": "frozen" if frozen else "batch statistics",
+                "loss": loss_sum / max(n_seen, 1),
+                "seconds": round(time.perf_counter() - t, 1),
+            }
+        )
+        log(
+            f"epoch {epoch + 1}/{n_epochs} ({history[-1]['batch_norm']}): loss {history[-1]['loss']:.4f} "
+            f"({history[-1]['seconds']} s)"
+        )
     model.eval()
     return history
 
@@ -337,19 +410,30 @@ def _evaluate_sets(model: InsilicoCNN, config: TrainConfig, log: Callable[[str],
         n_check = min(config.check_n_per_category, spec.n_per_category)
         subset = spec.render(n_check)
         check = evaluate(model, subset, mean=config.mean, std=config.std, min_pixels=config.min_part_pixels)
-        checks.append({"spec": spec.as_dict(), "n_per_category": n_check,
-                       "digest": set_digest(subset, config.min_part_pixels),
-                       **check})
-    return {"test": {"sets": sets, "overall": pooled(sets)},
-            "check": {"note": "the first n_per_category images per category of each test set, re-scored by "
-                              "tests/test_insilico_cnn.py; digest = sha256 of their images and labels",
-                      "sets": checks}}
+        checks.append(
+            {
+                "spec": spec.as_dict(),
+                "n_per_category": n_check,
+                "digest": set_digest(subset, config.min_part_pixels),
+                **check,
+            }
+        )
+    return {
+        "test": {"sets": sets, "overall": pooled(sets)},
+        "check": {
+            "note": "the first n_per_category images per category of each test set, re-scored by "
+            "tests/test_insilico_cnn.py; digest = sha256 of their images and labels",
+            "sets": checks,
+        },
+    }
 
 
 # -- files ---------------------------------------------------------------------------------------
-def save(model: InsilicoCNN, record: Mapping[str, Any], weights_path: str | Path,
-         record_path: str | Path | None = None) -> dict[str, Any]:
-    """Write the weights (safetensors, float32, with metadata) and the record (JSON, with the weights' sha256), atomically.
+def save(
+    model: InsilicoCNN, record: Mapping[str, Any], weights_path: str | Path, record_path: str | Path | None = None
+) -> dict[str, Any]:
+    """Write the weights (safetensors, float32, with metadata) and the record (JSON, with the weights' sha256),
+    atomically.
 
     Returns the record as written. ``record_path`` defaults to ``weights_path`` with a ``.json`` suffix.
     """
@@ -357,12 +441,23 @@ def save(model: InsilicoCNN, record: Mapping[str, Any], weights_path: str | Path
     record_path = Path(record_path) if record_path is not None else weights_path.with_suffix(".json")
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     normalisation = record.get("normalisation", {})
-    metadata = file_metadata(model.architecture, normalisation.get("mean", DEFAULT_MEAN),
-                             normalisation.get("std", DEFAULT_STD), weights=record.get("weights"),
-                             parts=list(PARTS))
+    metadata = file_metadata(
+        model.architecture,
+        normalisation.get("mean", DEFAULT_MEAN),
+        normalisation.get("std", DEFAULT_STD),
+        weights=record.get("weights"),
+        parts=list(PARTS),
+    )
     atomic_save_tensors(weights_path, state, metadata)
     data = weights_path.read_bytes()
-    written = {**record, "file": {"name": weights_path.name, "bytes": len(data),
-                                  "sha256": hashlib.sha256(data).hexdigest(), "metadata_key": next(iter(metadata))}}
+    written = {
+        **record,
+        "file": {
+            "name": weights_path.name,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "metadata_key": next(iter(metadata)),
+        },
+    }
     atomic_write_json(record_path, written)
     return written

@@ -44,10 +44,10 @@ from captum.log import log_usage
 from pydantic import Field
 from torch import Tensor, nn
 
-from sharedattr.runtime.errors import UserError
+from sharedattr.attribution.hook_safety import hook_safe_copy, resolve_layer
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Params
-from sharedattr.attribution.hook_safety import hook_safe_copy, resolve_layer
+from sharedattr.runtime.errors import UserError
 
 InterpolateMode = Literal["nearest", "bilinear", "bicubic", "area"]
 NOISE_STDEV = "Standard deviation of the Gaussian noise, in pixel units of [0, 1] images."
@@ -61,7 +61,8 @@ def seed_field() -> Any:
 def layer_field() -> Any:
     """The ``layer`` param of the Grad-CAM methods."""
     return Field(
-        None, min_length=1,
+        None,
+        min_length=1,
         description="Backbone module or graph node, e.g. 'layer1' or 'body.layer1' (torchvision) or 'net.2'; "
         "null = the backbone's output (the cut layer's latents).",
     )
@@ -82,8 +83,12 @@ class NoiseTunnelParams(Params):
 
     def arguments(self) -> dict[str, Any]:
         """Keyword arguments of ``NoiseTunnel.attribute``."""
-        return {"nt_type": self.type, "nt_samples": self.samples, "stdevs": self.stdevs,
-                "nt_samples_batch_size": self.samples_batch_size}
+        return {
+            "nt_type": self.type,
+            "nt_samples": self.samples,
+            "stdevs": self.stdevs,
+            "nt_samples_batch_size": self.samples_batch_size,
+        }
 
 
 class CaptumParams(Params):
@@ -127,8 +132,9 @@ class CaptumMethod(Attribution):
     hook_based: ClassVar[bool] = False
     batch_invariant: bool = True
 
-    def __init__(self, model: nn.Module, noise_tunnel: NoiseTunnelParams | Mapping[str, Any] | None = None,
-                 **defaults: Any) -> None:
+    def __init__(
+        self, model: nn.Module, noise_tunnel: NoiseTunnelParams | Mapping[str, Any] | None = None, **defaults: Any
+    ) -> None:
         network = hook_safe_copy(model) if self.needs_safe_copy() else model
         super().__init__(network)
         self.network = network
@@ -198,8 +204,9 @@ class IntegratedGradientsMethod(CaptumMethod):
 
     captum_class = IntegratedGradients
 
-    def __init__(self, model: nn.Module, baseline: float = 0.0, noise_tunnel: NoiseTunnelParams | None = None,
-                 **defaults: Any) -> None:
+    def __init__(
+        self, model: nn.Module, baseline: float = 0.0, noise_tunnel: NoiseTunnelParams | None = None, **defaults: Any
+    ) -> None:
         super().__init__(model, noise_tunnel, baselines=float(baseline), **defaults)
 
 
@@ -217,10 +224,18 @@ class SmoothGradMethod(CaptumMethod):
     captum_class = Saliency
     batch_invariant = False
 
-    def __init__(self, model: nn.Module, samples: int = 16, stdevs: float = 0.15, samples_batch_size: int | None = None,
-                 abs: bool = True, seed: int = 0) -> None:
-        tunnel = NoiseTunnelParams(type="smoothgrad", samples=samples, stdevs=stdevs,
-                                   samples_batch_size=samples_batch_size, seed=seed)
+    def __init__(
+        self,
+        model: nn.Module,
+        samples: int = 16,
+        stdevs: float = 0.15,
+        samples_batch_size: int | None = None,
+        abs: bool = True,
+        seed: int = 0,
+    ) -> None:
+        tunnel = NoiseTunnelParams(
+            type="smoothgrad", samples=samples, stdevs=stdevs, samples_batch_size=samples_batch_size, seed=seed
+        )
         super().__init__(model, noise_tunnel=tunnel, abs=abs)
 
 
@@ -252,8 +267,13 @@ class DeepLiftMethod(CaptumMethod):
     captum_class = DeepLift
     hook_based = True
 
-    def __init__(self, model: nn.Module, baseline: float = 0.0, multiply_by_inputs: bool = True,
-                 noise_tunnel: NoiseTunnelParams | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        baseline: float = 0.0,
+        multiply_by_inputs: bool = True,
+        noise_tunnel: NoiseTunnelParams | None = None,
+    ) -> None:
         self.multiply_by_inputs = multiply_by_inputs
         super().__init__(model, noise_tunnel, baselines=float(baseline))
 
@@ -280,8 +300,14 @@ class GradientShapMethod(CaptumMethod):
     captum_class = GradientShap
     batch_invariant = False
 
-    def __init__(self, model: nn.Module, baselines: Sequence[float] = (0.0, 1.0), n_samples: int = 16,
-                 stdevs: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        baselines: Sequence[float] = (0.0, 1.0),
+        n_samples: int = 16,
+        stdevs: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(model, n_samples=n_samples, stdevs=stdevs)
         self.baseline_values = tuple(float(v) for v in baselines)
         self.seed = seed
@@ -302,8 +328,15 @@ class OcclusionMethod(CaptumMethod):
 
     captum_class = Occlusion
 
-    def __init__(self, model: nn.Module, window: int = 8, stride: int = 4, baseline: float = 0.0,
-                 perturbations_per_eval: int = 32, noise_tunnel: NoiseTunnelParams | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        window: int = 8,
+        stride: int = 4,
+        baseline: float = 0.0,
+        perturbations_per_eval: int = 32,
+        noise_tunnel: NoiseTunnelParams | None = None,
+    ) -> None:
         super().__init__(model, noise_tunnel, baselines=float(baseline), perturbations_per_eval=perturbations_per_eval)
         self.window, self.stride = window, stride
 
@@ -311,8 +344,10 @@ class OcclusionMethod(CaptumMethod):
         channels, height, width = inputs.shape[1:]
         if self.window > min(height, width):
             raise UserError(f"occlusion: window {self.window} is larger than the {height}×{width} images")
-        shapes = {"sliding_window_shapes": (channels, self.window, self.window),
-                  "strides": (channels, self.stride, self.stride)}
+        shapes = {
+            "sliding_window_shapes": (channels, self.window, self.window),
+            "strides": (channels, self.stride, self.stride),
+        }
         return {**shapes, **super()._arguments(inputs, overrides)}
 
 
@@ -325,14 +360,25 @@ class UpsampledGradCam(GradientAttribution):
         self.grad_cam = LayerGradCam(forward_func, layer)
 
     @log_usage()
-    def attribute(self, inputs: Tensor, target: Any = None, relu_attributions: bool = True,
-                  interpolate_mode: str = "bilinear", attribute_to_layer_input: bool = False) -> Tensor:
+    def attribute(
+        self,
+        inputs: Tensor,
+        target: Any = None,
+        relu_attributions: bool = True,
+        interpolate_mode: str = "bilinear",
+        attribute_to_layer_input: bool = False,
+    ) -> Tensor:
         """Grad-CAM of images ``inputs`` ``[B, C, H, W]`` → ``[B, 1, H, W]``."""
-        cam = self.grad_cam.attribute(inputs, target=target, relu_attributions=relu_attributions,
-                                      attribute_to_layer_input=attribute_to_layer_input)
+        cam = self.grad_cam.attribute(
+            inputs,
+            target=target,
+            relu_attributions=relu_attributions,
+            attribute_to_layer_input=attribute_to_layer_input,
+        )
         if cam.dim() != 4:
-            raise UserError(f"grad_cam needs a layer with a spatial output [B, C, H, W]; this one gives "
-                            f"{tuple(cam.shape)}")
+            raise UserError(
+                f"grad_cam needs a layer with a spatial output [B, C, H, W]; this one gives {tuple(cam.shape)}"
+            )
         return LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode=interpolate_mode)
 
 
@@ -347,8 +393,14 @@ class GradCamMethod(CaptumMethod):
 
     captum_class = UpsampledGradCam
 
-    def __init__(self, model: nn.Module, layer: str | None = None, relu_attributions: bool = True,
-                 interpolate_mode: InterpolateMode = "bilinear", noise_tunnel: NoiseTunnelParams | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | None = None,
+        relu_attributions: bool = True,
+        interpolate_mode: InterpolateMode = "bilinear",
+        noise_tunnel: NoiseTunnelParams | None = None,
+    ) -> None:
         self.layer = layer
         super().__init__(model, noise_tunnel, relu_attributions=relu_attributions, interpolate_mode=interpolate_mode)
 
@@ -361,8 +413,9 @@ class GradCamMethod(CaptumMethod):
 
 class GuidedGradCamParams(CaptumParams):
     layer: str | None = layer_field()
-    interpolate_mode: InterpolateMode = Field("bilinear",
-                                              description="Upsampling of the Grad-CAM map to the image size.")
+    interpolate_mode: InterpolateMode = Field(
+        "bilinear", description="Upsampling of the Grad-CAM map to the image size."
+    )
 
 
 class GuidedGradCamMethod(CaptumMethod):
@@ -371,8 +424,13 @@ class GuidedGradCamMethod(CaptumMethod):
     captum_class = GuidedGradCam
     hook_based = True
 
-    def __init__(self, model: nn.Module, layer: str | None = None, interpolate_mode: InterpolateMode = "bilinear",
-                 noise_tunnel: NoiseTunnelParams | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | None = None,
+        interpolate_mode: InterpolateMode = "bilinear",
+        noise_tunnel: NoiseTunnelParams | None = None,
+    ) -> None:
         self.layer = layer
         super().__init__(model, noise_tunnel, interpolate_mode=interpolate_mode)
 
@@ -383,23 +441,63 @@ class GuidedGradCamMethod(CaptumMethod):
 @hookimpl
 def register_methods(register):
     register("saliency", SaliencyMethod, params=SaliencyParams, description="Captum Saliency: the input gradient.")
-    register("input_x_gradient", InputXGradientMethod, params=CaptumParams,
-             description="Captum InputXGradient: input times gradient.")
-    register("integrated_gradients", IntegratedGradientsMethod, params=IntegratedGradientsParams,
-             description="Captum IntegratedGradients from a constant baseline.")
-    register("smoothgrad", SmoothGradMethod, params=SmoothGradParams,
-             description="Captum Saliency in a smoothgrad NoiseTunnel: the gradient averaged over noisy inputs.")
-    register("guided_backprop", GuidedBackpropMethod, params=CaptumParams,
-             description="Captum GuidedBackprop (on a hook-safe copy of the model).")
-    register("deconvolution", DeconvolutionMethod, params=CaptumParams,
-             description="Captum Deconvolution (on a hook-safe copy of the model).")
-    register("deep_lift", DeepLiftMethod, params=DeepLiftParams,
-             description="Captum DeepLift (rescale rule) from a constant baseline, on a hook-safe copy of the model.")
-    register("gradient_shap", GradientShapMethod, params=GradientShapParams,
-             description="Captum GradientShap with constant baseline images; seeded.")
-    register("occlusion", OcclusionMethod, params=OcclusionParams,
-             description="Captum Occlusion with a square patch over all channels.")
-    register("grad_cam", GradCamMethod, params=GradCamParams,
-             description="Captum LayerGradCam at a backbone layer, upsampled to the image: [B, 1, H, W].")
-    register("guided_grad_cam", GuidedGradCamMethod, params=GuidedGradCamParams,
-             description="Captum GuidedGradCam: guided backprop times upsampled Grad-CAM, on a hook-safe copy.")
+    register(
+        "input_x_gradient",
+        InputXGradientMethod,
+        params=CaptumParams,
+        description="Captum InputXGradient: input times gradient.",
+    )
+    register(
+        "integrated_gradients",
+        IntegratedGradientsMethod,
+        params=IntegratedGradientsParams,
+        description="Captum IntegratedGradients from a constant baseline.",
+    )
+    register(
+        "smoothgrad",
+        SmoothGradMethod,
+        params=SmoothGradParams,
+        description="Captum Saliency in a smoothgrad NoiseTunnel: the gradient averaged over noisy inputs.",
+    )
+    register(
+        "guided_backprop",
+        GuidedBackpropMethod,
+        params=CaptumParams,
+        description="Captum GuidedBackprop (on a hook-safe copy of the model).",
+    )
+    register(
+        "deconvolution",
+        DeconvolutionMethod,
+        params=CaptumParams,
+        description="Captum Deconvolution (on a hook-safe copy of the model).",
+    )
+    register(
+        "deep_lift",
+        DeepLiftMethod,
+        params=DeepLiftParams,
+        description="Captum DeepLift (rescale rule) from a constant baseline, on a hook-safe copy of the model.",
+    )
+    register(
+        "gradient_shap",
+        GradientShapMethod,
+        params=GradientShapParams,
+        description="Captum GradientShap with constant baseline images; seeded.",
+    )
+    register(
+        "occlusion",
+        OcclusionMethod,
+        params=OcclusionParams,
+        description="Captum Occlusion with a square patch over all channels.",
+    )
+    register(
+        "grad_cam",
+        GradCamMethod,
+        params=GradCamParams,
+        description="Captum LayerGradCam at a backbone layer, upsampled to the image: [B, 1, H, W].",
+    )
+    register(
+        "guided_grad_cam",
+        GuidedGradCamMethod,
+        params=GuidedGradCamParams,
+        description="Captum GuidedGradCam: guided backprop times upsampled Grad-CAM, on a hook-safe copy.",
+    )

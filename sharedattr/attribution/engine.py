@@ -20,6 +20,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -103,8 +104,9 @@ def reduce_channels(attributions: Tensor, how: str = "sum") -> Tensor:
     raise ValueError(f"unknown channel reduction {how!r}; use 'sum' or 'abs_sum'")
 
 
-def attribute_chunk(method: Any, x_drv: Tensor, x_ref: Tensor, targets: Tensor, *, on_reference: bool,
-                    reduce: str) -> tuple[Tensor, Tensor | None]:
+def attribute_chunk(
+    method: Any, x_drv: Tensor, x_ref: Tensor, targets: Tensor, *, on_reference: bool, reduce: str
+) -> tuple[Tensor, Tensor | None]:
     """One batch of pairs → driver and reference maps ``[b, H, W]`` (reference None when not computed)."""
     if is_pairwise(method):
         result = method.attribute((x_drv, x_ref), target=targets)
@@ -125,8 +127,14 @@ def attribute_pairs(method: Any, images: PairImages, targets: Tensor, settings: 
     device = settings.device
     for i in range(0, len(targets), settings.batch_size):
         sl = slice(i, i + settings.batch_size)
-        d, r = attribute_chunk(method, images.drivers[sl].to(device), images.references[sl].to(device),
-                               targets[sl].to(device), on_reference=settings.on_reference, reduce=settings.reduce)
+        d, r = attribute_chunk(
+            method,
+            images.drivers[sl].to(device),
+            images.references[sl].to(device),
+            targets[sl].to(device),
+            on_reference=settings.on_reference,
+            reduce=settings.reduce,
+        )
         drv.append(d.cpu())
         if r is not None:
             ref.append(r.cpu())
@@ -136,15 +144,26 @@ def attribute_pairs(method: Any, images: PairImages, targets: Tensor, settings: 
     return out
 
 
-def score_maps(metric: Any, model: nn.Module, images: Tensor, maps: Tensor, targets: Tensor, masks: Tensor | None,
-               explain: Callable[[slice, nn.Module], Tensor] | None, settings: ExplainSettings) -> Tensor:
+def score_maps(
+    metric: Any,
+    model: nn.Module,
+    images: Tensor,
+    maps: Tensor,
+    targets: Tensor,
+    masks: Tensor | None,
+    explain: Callable[[slice, nn.Module], Tensor] | None,
+    settings: ExplainSettings,
+) -> Tensor:
     """One metric on P maps ``[P, H, W]`` of ``images`` ``[P, C, H, W]`` → scores ``[P]`` on the CPU."""
     device = settings.device
     values = []
     for i in range(0, len(targets), settings.batch_size):
         sl = slice(i, i + settings.batch_size)
         batch = AttributionBatch(
-            model, images[sl].to(device), maps[sl].to(device), targets[sl].to(device),
+            model,
+            images[sl].to(device),
+            maps[sl].to(device),
+            targets[sl].to(device),
             masks[sl].to(device) if masks is not None else None,
             explain=(lambda other, sl=sl: explain(sl, other).to(device)) if explain is not None else None,
         )
@@ -171,10 +190,19 @@ def work_blocks(n_pairs: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, n_pairs)) for i in range(0, n_pairs, batch_size)]
 
 
-def explain_pairs(model: nn.Module, pairs: Sequence[Pair], images: PairImages, methods: Sequence[NamedMethod],
-                  metrics: Sequence[NamedMetric], settings: ExplainSettings, *, store: WorkStore | None = None,
-                  identity: dict[str, Any] | None = None, progress: bool = False,
-                  ranks: Ranks = SINGLE) -> Explained | None:
+def explain_pairs(
+    model: nn.Module,
+    pairs: Sequence[Pair],
+    images: PairImages,
+    methods: Sequence[NamedMethod],
+    metrics: Sequence[NamedMetric],
+    settings: ExplainSettings,
+    *,
+    store: WorkStore | None = None,
+    identity: dict[str, Any] | None = None,
+    progress: bool = False,
+    ranks: Ranks = SINGLE,
+) -> Explained | None:
     """Attribute the pairs with every method and score every map with every metric.
 
     The work is split into items: one per method × block of ``settings.batch_size`` pairs
@@ -192,16 +220,23 @@ def explain_pairs(model: nn.Module, pairs: Sequence[Pair], images: PairImages, m
     identity = identity or {}
     pair_ids = identity.get("pairs")
     base = {key: value for key, value in identity.items() if key != "pairs"}
-    base.update({"reduce": settings.reduce, "on_reference": settings.on_reference,
-                 "size": list(images.drivers.shape[1:]), "batch_size": settings.batch_size})
+    base.update(
+        {
+            "reduce": settings.reduce,
+            "on_reference": settings.on_reference,
+            "size": list(images.drivers.shape[1:]),
+            "batch_size": settings.batch_size,
+        }
+    )
     higher = {m.label: m.higher_is_better for m in metrics}
     blocks = work_blocks(len(pairs), settings.batch_size)
     units = [(method, block) for method in methods for block in blocks]
 
     def run(method: NamedMethod, block: slice) -> tuple[dict[str, Tensor], dict[tuple[str, str], Tensor]]:
         block_ids = None if pair_ids is None else pair_ids[block]
-        return explain_block(model, images.subset(block), targets[block], method, metrics, settings, store,
-                             {**base, "pairs": block_ids})
+        return explain_block(
+            model, images.subset(block), targets[block], method, metrics, settings, store, {**base, "pairs": block_ids}
+        )
 
     computed = [0] * ranks.world  # items each rank computed (the others were already in the store)
     if ranks.distributed:
@@ -225,8 +260,11 @@ def explain_pairs(model: nn.Module, pairs: Sequence[Pair], images: PairImages, m
             score_parts.setdefault((label, m_label, which), []).append(values)
     result.computed_by_rank[0] += store.misses - before
     if ranks.distributed and store.misses > before:
-        warnings.warn(f"rank 0 found {store.misses - before} work items of other ranks missing in {store.folder} and "
-                      "computed them itself: is the output folder on a filesystem every rank shares?", stacklevel=2)
+        warnings.warn(
+            f"rank 0 found {store.misses - before} work items of other ranks missing in {store.folder} and "
+            "computed them itself: is the output folder on a filesystem every rank shares?",
+            stacklevel=2,
+        )
     for label, parts in maps_parts.items():
         result.maps[label] = {which: torch.cat([p[which] for p in parts]) for which in parts[0]}
     for key, parts in score_parts.items():
@@ -236,9 +274,16 @@ def explain_pairs(model: nn.Module, pairs: Sequence[Pair], images: PairImages, m
     return result
 
 
-def explain_block(model: nn.Module, images: PairImages, targets: Tensor, method: NamedMethod,
-                  metrics: Sequence[NamedMetric], settings: ExplainSettings, store: WorkStore,
-                  identity: dict[str, Any]) -> tuple[dict[str, Tensor], dict[tuple[str, str], Tensor]]:
+def explain_block(
+    model: nn.Module,
+    images: PairImages,
+    targets: Tensor,
+    method: NamedMethod,
+    metrics: Sequence[NamedMetric],
+    settings: ExplainSettings,
+    store: WorkStore,
+    identity: dict[str, Any],
+) -> tuple[dict[str, Tensor], dict[tuple[str, str], Tensor]]:
     """One work item: a block's maps under ``method`` (``{"driver": [b, H, W], …, "seconds": []}``) and
     their scores ``{(metric label, image): [b]}`` under each of ``metrics``."""
 
@@ -262,14 +307,20 @@ def explain_block(model: nn.Module, images: PairImages, targets: Tensor, method:
                 continue  # no ground truth in this stimulus set
             key = work_key(maps=maps_key, image=which, metric=named.spec, masks=masks_digest)
             explain = _explainer(method, images, which, targets, settings)
-            scores[(named.label, which)] = store.get_or_compute("scores", key, lambda: {"values": score_maps(
-                metric, model, images.images(which), scored[which], targets, masks, explain, settings)})["values"]
+            compute = partial(
+                score_maps, metric, model, images.images(which), scored[which], targets, masks, explain, settings
+            )
+            scores[(named.label, which)] = store.get_or_compute("scores", key, lambda c=compute: {"values": c()})[
+                "values"
+            ]
     return maps, scores
 
 
-def _explainer(method: NamedMethod, images: PairImages, which: str, targets: Tensor,
-               settings: ExplainSettings) -> Callable[[slice, nn.Module], Tensor]:
+def _explainer(
+    method: NamedMethod, images: PairImages, which: str, targets: Tensor, settings: ExplainSettings
+) -> Callable[[slice, nn.Module], Tensor]:
     """``explain(rows, other_model)``: the ``which`` maps of pairs ``rows``, recomputed with ``other_model``."""
+
     def explain(rows: slice, other: nn.Module) -> Tensor:
         built = method.build(other)
         device = settings.device
@@ -285,8 +336,10 @@ def _explainer(method: NamedMethod, images: PairImages, which: str, targets: Ten
 def _warn_undefined(values: Tensor, metric: str, method: str, which: str) -> None:
     undefined = int((~torch.isfinite(values)).sum())
     if undefined:
-        warnings.warn(f"metric {metric} is undefined (NaN) for {undefined} of {len(values)} {method} {which} maps "
-                      "(e.g. a deletion/insertion curve of an image whose clean response is not positive, a constant "
-                      "map in a rank correlation, or an empty ground-truth mask: a pair that shares none of the "
-                      "neuron's parts); summary.csv averages the finite values and counts them in n",
-                      stacklevel=3)
+        warnings.warn(
+            f"metric {metric} is undefined (NaN) for {undefined} of {len(values)} {method} {which} maps "
+            "(e.g. a deletion/insertion curve of an image whose clean response is not positive, a constant "
+            "map in a rank correlation, or an empty ground-truth mask: a pair that shares none of the "
+            "neuron's parts); summary.csv averages the finite values and counts them in n",
+            stacklevel=3,
+        )

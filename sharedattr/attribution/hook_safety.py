@@ -215,8 +215,9 @@ def split_shared_modules(model: nn.Module, example: Tensor) -> None:
                 _replace(model, module, CallSiteRouter(module, n))
         if reset is None:
             reset = model.register_forward_pre_hook(_reset_routers)
-    raise RuntimeError(f"modules of {type(model).__name__} are still shared after {MAX_SPLIT_ROUNDS} rounds of "
-                       "splitting")
+    raise RuntimeError(
+        f"modules of {type(model).__name__} are still shared after {MAX_SPLIT_ROUNDS} rounds of splitting"
+    )
 
 
 def calls_per_module(model: nn.Module, example: Tensor) -> dict[nn.Module, int]:
@@ -226,8 +227,11 @@ def calls_per_module(model: nn.Module, example: Tensor) -> dict[nn.Module, int]:
     def count(module: nn.Module, _inputs: object) -> None:
         counts[module] = counts.get(module, 0) + 1
 
-    handles = [m.register_forward_pre_hook(count) for m in model.modules()
-               if m is not model and not isinstance(m, CallSiteRouter)]
+    handles = [
+        m.register_forward_pre_hook(count)
+        for m in model.modules()
+        if m is not model and not isinstance(m, CallSiteRouter)
+    ]
     try:
         with torch.no_grad():
             model(example)
@@ -346,9 +350,12 @@ def _unknown_layer_message(backbone: nn.Module, layer: str) -> str:
         nodes = list(node_scopes(root, backbone).values())
     hint = closest(layer.removeprefix("backbone.").removeprefix("body."), modules + nodes)
     shown = ", ".join(m for m in modules if m.count(".") < 2)
-    return (f"layer {layer!r} is not a module or graph node of the {type(backbone).__name__} "
-            "(modules past the backbone's cut layer are not part of it)"
-            + (f"; did you mean {hint!r}?" if hint else ".") + f" Modules: {shown[:600]}")
+    return (
+        f"layer {layer!r} is not a module or graph node of the {type(backbone).__name__} "
+        "(modules past the backbone's cut layer are not part of it)"
+        + (f"; did you mean {hint!r}?" if hint else ".")
+        + f" Modules: {shown[:600]}"
+    )
 
 
 def _public_module_names(root: nn.Module) -> Iterator[str]:

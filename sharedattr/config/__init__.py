@@ -15,6 +15,9 @@ def __getattr__(name: str):
 
     if name.startswith("__") or not hasattr(files, name):
         raise AttributeError(f"module 'sharedattr.config' has no attribute {name!r}")
-    warnings.warn(f"sharedattr.config.{name} is deprecated: import it from sharedattr.config.files",
-                  DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        f"sharedattr.config.{name} is deprecated: import it from sharedattr.config.files",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return getattr(files, name)

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from sharedattr.runtime.errors import ConfigError, MissingFileError, SpecError
-from sharedattr.plugins.registry import Registry
 from sharedattr.config.spec import ExperimentSpec
 from sharedattr.config.validation import validate_experiment
+from sharedattr.plugins.registry import Registry
+from sharedattr.runtime.errors import ConfigError, MissingFileError, SpecError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,8 +52,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
         else:
             data = _parse_json(path, text)
     except RecursionError:
-        raise ConfigError(path, f"invalid {fmt}: nested too deeply (a config needs a few levels, at most "
-                                f"{MAX_DEPTH})") from None
+        raise ConfigError(
+            path, f"invalid {fmt}: nested too deeply (a config needs a few levels, at most {MAX_DEPTH})"
+        ) from None
     if data is None:
         raise ConfigError(path, "the file is empty")
     if not isinstance(data, dict):
@@ -76,8 +77,11 @@ def _check_values(path: Path, data: dict[str, Any]) -> None:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise ConfigError(path, f"{loc or 'a key'}: not valid Unicode text (a lone surrogate escape such "
-                                        "as \\ud800); write the character itself") from None
+                raise ConfigError(
+                    path,
+                    f"{loc or 'a key'}: not valid Unicode text (a lone surrogate escape such "
+                    "as \\ud800); write the character itself",
+                ) from None
             continue
         if not isinstance(value, (dict, list)):
             continue
@@ -89,7 +93,7 @@ def _check_values(path: Path, data: dict[str, Any]) -> None:
             continue
         seen.add(id(value))
         inner = (*ancestors, id(value))
-        for key, item in (value.items() if isinstance(value, dict) else enumerate(value)):
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
             if isinstance(key, str):
                 stack.append((key, f"{loc}.{key}" if loc else key, ()))
             sub = f"{loc}[{key}]" if isinstance(value, list) else (f"{loc}.{key}" if loc else str(key))
@@ -114,8 +118,9 @@ def _check_values(path: Path, data: dict[str, Any]) -> None:
     if size[id(data)] > MAX_VALUES:
         raise ConfigError(path, f"the config holds more than {MAX_VALUES} values once its YAML aliases are expanded")
     if depth[id(data)] > MAX_DEPTH:
-        raise ConfigError(path, f"the config is nested more than {MAX_DEPTH} levels deep once its YAML aliases "
-                                "are expanded")
+        raise ConfigError(
+            path, f"the config is nested more than {MAX_DEPTH} levels deep once its YAML aliases are expanded"
+        )
 
 
 def _parse_toml(path: Path, text: str) -> Any:

@@ -12,10 +12,10 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, Field, create_model
 
-from sharedattr.plugins.registry import Component, Registry
-from sharedattr.plugins.loading import get_registry
-from sharedattr.plugins.specs import ComponentSpec
 from sharedattr.config.spec import ExperimentSpec
+from sharedattr.plugins.loading import get_registry
+from sharedattr.plugins.registry import Component, Registry
+from sharedattr.plugins.specs import ComponentSpec
 
 
 def component_spec_model(component: Component, registry: Registry | None = None) -> type[BaseModel]:
@@ -29,9 +29,12 @@ def component_spec_model(component: Component, registry: Registry | None = None)
         for field_name, info in component.params.model_fields.items():
             annotation = info.annotation
             if isinstance(annotation, type) and issubclass(annotation, ComponentSpec) and annotation.kind:
-                nested[field_name] = (_kind_union(annotation.kind, registry),
-                                      Field(default=_dump_default(info.get_default(call_default_factory=True)),
-                                            description=info.description))
+                nested[field_name] = (
+                    _kind_union(annotation.kind, registry),
+                    Field(
+                        default=_dump_default(info.get_default(call_default_factory=True)), description=info.description
+                    ),
+                )
     return create_model(
         f"{component.kind}:{component.name}",
         __base__=component.params,
@@ -80,8 +83,10 @@ def experiment_json_schema(registry: Registry | None = None) -> dict[str, Any]:
             fields[name] = (new, Field(**kwargs))
     model = create_model("Experiment", __base__=ExperimentSpec.__base__, __doc__=ExperimentSpec.__doc__, **fields)
     schema = model.model_json_schema()
-    schema["properties"] = {"$schema": {"type": "string", "description": "Ignored; lets editors find this schema."},
-                            **schema["properties"]}
+    schema["properties"] = {
+        "$schema": {"type": "string", "description": "Ignored; lets editors find this schema."},
+        **schema["properties"],
+    }
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "sharedattr experiment"
     return schema

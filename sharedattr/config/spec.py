@@ -27,7 +27,6 @@ from sharedattr.plugins.specs import (
     SynthesizerSpec,
 )
 
-
 BATCH_MAX = 2**31 - 1
 
 
@@ -71,9 +70,8 @@ class DataSpec(Strict):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of stimuli held out for scoring.")
     split_seed: Seed = Field(0, description="Seed of the train/test split.")
 
-
     @model_validator(mode="after")
-    def _ids_go_with_npy(self) -> "DataSpec":
+    def _ids_go_with_npy(self) -> DataSpec:
         is_npy = self.responses.suffix.lower() == ".npy"
         if is_npy and self.response_ids is None:
             raise ValueError("responses is a .npy array: give response_ids, a text file of its stimulus ids")
@@ -85,8 +83,7 @@ class DataSpec(Strict):
 class SelectionSpec(Strict):
     """Which neurons to explain, and which of their out-of-category drivers."""
 
-    neurons: list[str] | None = Field(None, min_length=1,
-                                      description="Explicit neuron ids (response column names).")
+    neurons: list[str] | None = Field(None, min_length=1, description="Explicit neuron ids (response column names).")
     top_k: int | None = Field(None, ge=1, description="The k neurons best predicted on held-out images.")
     min_r: float | None = Field(None, ge=-1.0, le=1.0, description="All neurons with held-out Pearson r ≥ min_r.")
     drivers_per_neuron: int = Field(2, ge=1, description="Out-of-category images with the highest response.")
@@ -101,7 +98,7 @@ class SelectionSpec(Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_rule(self) -> "SelectionSpec":
+    def _one_rule(self) -> SelectionSpec:
         if self.neurons is not None and (self.top_k is not None or self.min_r is not None):
             raise ValueError("give either explicit 'neurons' or a 'top_k'/'min_r' rule, not both")
         if self.neurons is None and self.top_k is None and self.min_r is None:
@@ -113,8 +110,9 @@ class AttributionSpec(Strict):
     """How every method's maps are made comparable."""
 
     on_reference: bool = Field(
-        True, description="Also run single-image methods on each driver's reference (same neuron), so both "
-        "images of a pair are scored for every method; pairwise methods always explain both."
+        True,
+        description="Also run single-image methods on each driver's reference (same neuron), so both "
+        "images of a pair are scored for every method; pairwise methods always explain both.",
     )
     reduce: Literal["sum", "abs_sum"] = Field(
         "sum", description="Channel reduction of every map [C, H, W] → [H, W] before scoring: signed sum or abs-sum."
@@ -144,16 +142,17 @@ class EvaluatorSpec(Strict):
     backbone: BackboneSpec | None = Field(None, description="The evaluator's backbone (default: the experiment's).")
     readout: ReadoutSpec | None = Field(None, description="The evaluator's readout (default: the experiment's).")
     split_seed: Seed | None = Field(
-        None,
-        description="Seed of the evaluator's train/test split (default: the experiment's data.split_seed)."
+        None, description="Seed of the evaluator's train/test split (default: the experiment's data.split_seed)."
     )
 
     @field_validator("label")
     @classmethod
     def _label(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value) or value == "train":
-            raise ValueError("use letters, digits, '_', '.' and '-' (a folder name), and not 'train' "
-                             "(the model the images were optimised on)")
+            raise ValueError(
+                "use letters, digits, '_', '.' and '-' (a folder name), and not 'train' "
+                "(the model the images were optimised on)"
+            )
         return value
 
 
@@ -184,13 +183,14 @@ class ExperimentSpec(Strict):
         default_factory=list, description="Stimulus synthesizers run on every selected neuron."
     )
     evaluators: list[EvaluatorSpec] = Field(
-        default_factory=list, description="Other models that score the synthesised images (val: other seeds; "
-        "cross: another backbone or readout)."
+        default_factory=list,
+        description="Other models that score the synthesised images (val: other seeds; "
+        "cross: another backbone or readout).",
     )
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @model_validator(mode="after")
-    def _evaluators(self) -> "ExperimentSpec":
+    def _evaluators(self) -> ExperimentSpec:
         labels = [e.label for e in self.evaluators]
         if len(set(labels)) != len(labels):
             raise ValueError(f"evaluators: labels must be unique, got {labels}")
@@ -199,16 +199,26 @@ class ExperimentSpec(Strict):
             split = e.split_seed if e.split_seed is not None else self.data.split_seed
             same_kinds = backbone.name == self.backbone.name and readout.name == self.readout.name
             if e.role == "val" and not same_kinds:
-                raise ValueError(f"evaluators[{i}] ({e.label}): a 'val' evaluator keeps the experiment's backbone "
-                                 f"({self.backbone.name}) and readout ({self.readout.name}) kinds and changes seeds; "
-                                 "use role = 'cross' for another architecture")
-            if e.role == "val" and backbone == self.backbone and readout == self.readout \
-                    and split == self.data.split_seed:
-                raise ValueError(f"evaluators[{i}] ({e.label}): this is the training model itself; give another "
-                                 "split_seed or a readout seed")
+                raise ValueError(
+                    f"evaluators[{i}] ({e.label}): a 'val' evaluator keeps the experiment's backbone "
+                    f"({self.backbone.name}) and readout ({self.readout.name}) kinds and changes seeds; "
+                    "use role = 'cross' for another architecture"
+                )
+            if (
+                e.role == "val"
+                and backbone == self.backbone
+                and readout == self.readout
+                and split == self.data.split_seed
+            ):
+                raise ValueError(
+                    f"evaluators[{i}] ({e.label}): this is the training model itself; give another "
+                    "split_seed or a readout seed"
+                )
             if e.role == "cross" and same_kinds and backbone == self.backbone:
-                raise ValueError(f"evaluators[{i}] ({e.label}): a 'cross' evaluator needs another backbone (or "
-                                 "layer) or another readout kind")
+                raise ValueError(
+                    f"evaluators[{i}] ({e.label}): a 'cross' evaluator needs another backbone (or "
+                    "layer) or another readout kind"
+                )
         return self
 
     @field_validator("device")

@@ -39,7 +39,9 @@ def validate_experiment(
     registry = registry if registry is not None else get_registry()
     context = {BASE_DIR_KEY: base_dir, CHECK_FILES_KEY: check_files}
     if not isinstance(data, Mapping):
-        raise SpecError([SpecIssue("", f"an experiment spec is a table of settings, got {type(data).__name__}")], source)
+        raise SpecError(
+            [SpecIssue("", f"an experiment spec is a table of settings, got {type(data).__name__}")], source
+        )
     data = {k: v for k, v in data.items() if k != SCHEMA_KEY}  # editors add "$schema" for completion
     try:
         spec = ExperimentSpec.model_validate(data, context=context)
@@ -47,8 +49,9 @@ def validate_experiment(
         structural = issues_from_validation(err)
         reported = {i.loc for i in structural}
         # Also check the component specs that are well-formed, so every problem is reported at once.
-        extra = [i for i in _component_issues(_raw_component_specs(data), registry, context)
-                 if _plain(i.loc) not in reported]
+        extra = [
+            i for i in _component_issues(_raw_component_specs(data), registry, context) if _plain(i.loc) not in reported
+        ]
         raise SpecError(structural + extra, source) from None
     issues = _component_issues(spec.component_specs(), registry, context)
     if issues:
@@ -69,8 +72,9 @@ def _plain(loc: str) -> str:
     return re.sub(r"\] \([^)]*\)", "]", loc)
 
 
-def _component_issues(component_specs: list[tuple[str, ComponentSpec]], registry: Registry,
-                      context: Mapping[str, Any]) -> list[SpecIssue]:
+def _component_issues(
+    component_specs: list[tuple[str, ComponentSpec]], registry: Registry, context: Mapping[str, Any]
+) -> list[SpecIssue]:
     """Validate each component spec's params; put the canonical params (defaults filled in) back into it."""
     issues: list[SpecIssue] = []
     for loc, component_spec in component_specs:

@@ -38,8 +38,16 @@ def default_cache_dir() -> Path:
 
 def feature_key(backbone_spec: dict[str, Any], stimuli_digest: str, size: tuple[int, int], channels: int) -> str:
     """The cache key of one backbone × stimulus set: a SHA-256 prefix."""
-    payload = json.dumps({"format": CACHE_FORMAT, "backbone": backbone_spec, "stimuli": stimuli_digest,
-                          "size": list(size), "channels": channels}, sort_keys=True)
+    payload = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "backbone": backbone_spec,
+            "stimuli": stimuli_digest,
+            "size": list(size),
+            "channels": channels,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -70,11 +78,12 @@ def extract_features(
 
     Before computing, every image is decoded once and all failures are raised together
     (:meth:`StimulusSet.check_images`). A cache hit skips that: its key hashes the very bytes
-    that decoded when the cache was written. ``backbone_spec`` (the canonical spec dict) and ``cache_dir`` enable the cache; without
-    them the latents are computed into memory. ``stimuli_digest`` passes a
-    :meth:`StimulusSet.content_digest` the caller already has (it reads every image file). Peak memory is one batch of images plus,
-    without a cache, the latents themselves (with a cache, the latents go to the file batch by
-    batch, and an interrupted extraction leaves neither the cache file nor its temporary file).
+    that decoded when the cache was written. ``backbone_spec`` (the canonical spec dict) and
+    ``cache_dir`` enable the cache; without them the latents are computed into memory.
+    ``stimuli_digest`` passes a :meth:`StimulusSet.content_digest` the caller already has (it reads
+    every image file). Peak memory is one batch of images plus, without a cache, the latents
+    themselves (with a cache, the latents go to the file batch by batch, and an interrupted
+    extraction leaves neither the cache file nor its temporary file).
     """
     size, channels = tuple(backbone.input_size), int(backbone.in_channels)
     shape = (len(stimuli), *backbone.latent_shape)
@@ -92,14 +101,17 @@ def extract_features(
     stimuli.check_images()  # every decode error at once, before the first forward pass
 
     def batches():
-        for start in tqdm(range(0, len(stimuli), batch_size), desc="features", disable=not progress, leave=False,
-                          unit="batch"):
+        for start in tqdm(
+            range(0, len(stimuli), batch_size), desc="features", disable=not progress, leave=False, unit="batch"
+        ):
             indices = range(start, min(start + batch_size, len(stimuli)))
             images = stimuli.load_images(size, channels, indices).to(device)
             latents = backbone(backbone.preprocess(images)).float().cpu().numpy()
             if latents.shape != (len(indices), *shape[1:]):
-                raise ValueError(f"backbone returned latents of shape {latents.shape} for {len(indices)} images; "
-                                 f"expected {(len(indices), *shape[1:])} (its latent_shape)")
+                raise ValueError(
+                    f"backbone returned latents of shape {latents.shape} for {len(indices)} images; "
+                    f"expected {(len(indices), *shape[1:])} (its latent_shape)"
+                )
             yield start, indices.stop, np.ascontiguousarray(latents)
 
     if path is None:

@@ -34,8 +34,9 @@ def load_neuron_parts(path: str | Path, part_names: Sequence[str] | None = None)
     for neuron, parts in raw.items():
         if isinstance(parts, list) and all(isinstance(p, str) for p in parts):
             names = tuple(parts)
-        elif isinstance(parts, dict) and all(isinstance(w, (int, float)) and not isinstance(w, bool)
-                                              for w in parts.values()):
+        elif isinstance(parts, dict) and all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) for w in parts.values()
+        ):
             names = tuple(p for p, w in parts.items() if w > 0)
         else:
             problems.append(f"{neuron!r}: expected a list of part names or an object of part weights, got {parts!r}")
@@ -43,8 +44,10 @@ def load_neuron_parts(path: str | Path, part_names: Sequence[str] | None = None)
         if part_names is not None:
             unknown = [p for p in names if p not in part_names]
             if unknown:
-                problems.append(f"{neuron!r}: unknown part(s) {', '.join(map(repr, unknown))}; the stimulus manifest "
-                                f"has mask columns for {', '.join(part_names) or 'no parts'}")
+                problems.append(
+                    f"{neuron!r}: unknown part(s) {', '.join(map(repr, unknown))}; the stimulus manifest "
+                    f"has mask columns for {', '.join(part_names) or 'no parts'}"
+                )
         out[str(neuron)] = names
     if problems:
         raise DataError(path, problems)
@@ -56,8 +59,9 @@ def shared_parts(stimuli: StimulusSet, parts: Sequence[str], driver: int, refere
     return tuple(p for p in parts if stimuli.has_part(driver, p) and stimuli.has_part(reference, p))
 
 
-def pair_parts(stimuli: StimulusSet, neuron_parts: Mapping[str, Sequence[str]], neuron_ids: Sequence[str],
-               pairs: Sequence[Any]) -> list[tuple[str, ...] | None]:
+def pair_parts(
+    stimuli: StimulusSet, neuron_parts: Mapping[str, Sequence[str]], neuron_ids: Sequence[str], pairs: Sequence[Any]
+) -> list[tuple[str, ...] | None]:
     """Per pair (anything with ``neuron``, ``driver`` and ``reference`` indices, such as
     :class:`sharedattr.selection.matching.Pair`), its shared parts, or None when ``neuron_parts`` does not
     name the pair's neuron."""

@@ -28,8 +28,14 @@ class PairImages:
     reference_masks: Tensor | None = None
 
     @classmethod
-    def load(cls, stimuli: Any, pairs: Sequence[Any], size: tuple[int, int], channels: int,
-             parts: Sequence[Sequence[str] | None] | None = None) -> "PairImages":
+    def load(
+        cls,
+        stimuli: Any,
+        pairs: Sequence[Any],
+        size: tuple[int, int],
+        channels: int,
+        parts: Sequence[Sequence[str] | None] | None = None,
+    ) -> PairImages:
         """The drivers' and references' images and masks of ``pairs`` from a :class:`~sharedattr.data.StimulusSet`.
 
         ``parts`` (per pair; see :func:`sharedattr.data.ground_truth.pair_parts`) names the parts
@@ -37,8 +43,12 @@ class PairImages:
         Pairs without parts (None) use the stimulus set's ``mask`` column.
         """
         drivers, references = [p.driver for p in pairs], [p.reference for p in pairs]
-        images = cls(stimuli.load_images(size, channels, drivers), stimuli.load_images(size, channels, references),
-                     stimuli.load_masks(size, drivers), stimuli.load_masks(size, references))
+        images = cls(
+            stimuli.load_images(size, channels, drivers),
+            stimuli.load_images(size, channels, references),
+            stimuli.load_masks(size, drivers),
+            stimuli.load_masks(size, references),
+        )
         rows = [i for i, names in enumerate(parts or []) if names is not None]
         if rows:
             names = [parts[i] for i in rows]
@@ -62,13 +72,15 @@ class PairImages:
     def images(self, which: str) -> Tensor:
         return self.drivers if which == "driver" else self.references
 
-    def subset(self, rows: slice) -> "PairImages":
+    def subset(self, rows: slice) -> PairImages:
         """The images and masks of pairs ``rows`` (views, no copy)."""
+
         def part(t: Tensor | None) -> Tensor | None:
             return None if t is None else t[rows]
 
-        return PairImages(self.drivers[rows], self.references[rows], part(self.driver_masks),
-                          part(self.reference_masks))
+        return PairImages(
+            self.drivers[rows], self.references[rows], part(self.driver_masks), part(self.reference_masks)
+        )
 
     def masks(self, which: str) -> Tensor | None:
         return self.driver_masks if which == "driver" else self.reference_masks

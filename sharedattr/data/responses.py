@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sharedattr.runtime.errors import MissingFileError, UserError
 from sharedattr.data.stimuli import DataError, StimulusSet
+from sharedattr.runtime.errors import MissingFileError, UserError
 
 if TYPE_CHECKING:
     import xarray
@@ -71,8 +71,9 @@ class Responses:
         if self.trials.dim() != 3 or self.trials.dtype != torch.float32:
             raise ValueError(f"trials must be a float32 tensor [S, R, N]; got {self.trials.dtype} {shape}")
         if shape[0] != len(self.ids) or shape[2] != len(self.neuron_ids):
-            raise ValueError(f"trials {shape} do not match {len(self.ids)} stimulus ids and "
-                             f"{len(self.neuron_ids)} neuron ids")
+            raise ValueError(
+                f"trials {shape} do not match {len(self.ids)} stimulus ids and {len(self.neuron_ids)} neuron ids"
+            )
         if len(set(self.ids)) != len(self.ids) or len(set(self.neuron_ids)) != len(self.neuron_ids):
             raise ValueError("stimulus ids and neuron ids must be unique")
 
@@ -117,8 +118,9 @@ class Responses:
         return torch.tensor([index[sid] for sid in self.ids], dtype=torch.long)
 
 
-def load_responses(path: str | Path, *, ids_path: str | Path | None = None,
-                   neuron_ids_path: str | Path | None = None) -> Responses:
+def load_responses(
+    path: str | Path, *, ids_path: str | Path | None = None, neuron_ids_path: str | Path | None = None
+) -> Responses:
     """Load and check recorded responses from a ``.csv``, ``.npy`` (with ``ids_path``) or ``.nc`` file.
 
     Raises :class:`~sharedattr.errors.MissingFileError` for a missing file and
@@ -130,14 +132,20 @@ def load_responses(path: str | Path, *, ids_path: str | Path | None = None,
     if suffix == ".npy":
         return _load_npy(path, ids_path, neuron_ids_path)
     if ids_path is not None or neuron_ids_path is not None:
-        raise DataError(path, ["ids_path and neuron_ids_path apply only to .npy responses; "
-                               "this file carries its own ids"])
+        raise DataError(
+            path, ["ids_path and neuron_ids_path apply only to .npy responses; this file carries its own ids"]
+        )
     if suffix == ".csv":
         return _load_csv(path)
     if suffix == ".nc":
         return _load_netcdf(path)
-    raise DataError(path, [f"unsupported responses format {path.suffix!r}; "
-                           "use .csv, .npy (with a stimulus id list) or .nc (NetCDF assembly)"])
+    raise DataError(
+        path,
+        [
+            f"unsupported responses format {path.suffix!r}; "
+            "use .csv, .npy (with a stimulus id list) or .nc (NetCDF assembly)"
+        ],
+    )
 
 
 def _existing(path: str | Path, what: str = "responses file") -> Path:
@@ -183,8 +191,10 @@ def _load_csv(path: Path) -> Responses:
                 problems.append(f"line {line}, neuron {name}: infinite response")
                 v = math.nan  # reported; kept out of the per-neuron checks
             elif abs(v) > MAX_ABS_RESPONSE:
-                problems.append(f"line {line}, neuron {name}: {cell.strip()} is too large (more than "
-                                f"{MAX_ABS_RESPONSE:.0e} in magnitude); rescale the responses")
+                problems.append(
+                    f"line {line}, neuron {name}: {cell.strip()} is too large (more than "
+                    f"{MAX_ABS_RESPONSE:.0e} in magnitude); rescale the responses"
+                )
                 v = math.nan
             parsed.append(v)
         row_ids.append(sid)
@@ -197,15 +207,25 @@ def _load_csv(path: Path) -> Responses:
 def _load_npy(path: Path, ids_path: str | Path | None, neuron_ids_path: str | Path | None) -> Responses:
     """A numeric ``[S, N]`` or ``[S, R, N]`` array with stimulus ids (and optionally neuron ids) in text files."""
     if ids_path is None:
-        raise DataError(path, ["a .npy responses file needs ids_path: a text file with one stimulus id per line "
-                               "(in the order of the array's first axis)"])
+        raise DataError(
+            path,
+            [
+                "a .npy responses file needs ids_path: a text file with one stimulus id per line "
+                "(in the order of the array's first axis)"
+            ],
+        )
     ids, problems = _read_id_list(_existing(ids_path, "stimulus id list"))
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:
         if "pickle" in str(err).lower():
-            raise DataError(path, ["holds Python objects (pickled data); sharedattr never unpickles data files: "
-                                   "save a numeric array (e.g. np.save(path, x.astype(np.float32)))"]) from None
+            raise DataError(
+                path,
+                [
+                    "holds Python objects (pickled data); sharedattr never unpickles data files: "
+                    "save a numeric array (e.g. np.save(path, x.astype(np.float32)))"
+                ],
+            ) from None
         raise DataError(path, [f"not a readable .npy array: {err}"]) from None
     except (OSError, EOFError) as err:
         raise DataError(path, [f"not a readable .npy array: {err}"]) from None
@@ -223,11 +243,15 @@ def _load_npy(path: Path, ids_path: str | Path | None, neuron_ids_path: str | Pa
         neurons, neuron_problems = _read_id_list(neuron_file)
         problems += neuron_problems
         if array.ndim in (2, 3) and len(neurons) != n_neurons:
-            problems.append(f"{len(neurons)} neuron ids in {neuron_file} but the array has {n_neurons} neurons "
-                            f"(last axis of shape {array.shape})")
+            problems.append(
+                f"{len(neurons)} neuron ids in {neuron_file} but the array has {n_neurons} neurons "
+                f"(last axis of shape {array.shape})"
+            )
     if array.ndim in (2, 3) and len(ids) != array.shape[0]:
-        problems.append(f"{len(ids)} stimulus ids in {ids_path} but the array has {array.shape[0]} stimuli "
-                        f"(first axis of shape {array.shape})")
+        problems.append(
+            f"{len(ids)} stimulus ids in {ids_path} but the array has {array.shape[0]} stimuli "
+            f"(first axis of shape {array.shape})"
+        )
     if problems:
         raise DataError(path, problems)
     trials = array[:, None, :] if array.ndim == 2 else array
@@ -262,8 +286,13 @@ def _load_netcdf(path: Path) -> Responses:
         raise DataError(path, [f"cannot read as NetCDF: {type(err).__name__}: {err}"]) from None
     names = list(dataset.data_vars)
     if len(names) != 1:
-        raise DataError(path, [f"expected exactly one data variable (the assembly); found {len(names)}: "
-                               f"{', '.join(map(str, names)) or '(none)'}"])
+        raise DataError(
+            path,
+            [
+                f"expected exactly one data variable (the assembly); found {len(names)}: "
+                f"{', '.join(map(str, names)) or '(none)'}"
+            ],
+        )
     data = dataset[names[0]]
     problems = _assembly_problems(data)
     if problems:
@@ -284,8 +313,10 @@ def _import_xarray() -> ModuleType:
     try:
         import xarray
     except ImportError:
-        raise UserError("reading NetCDF responses (.nc) needs xarray and a NetCDF backend: "
-                        "install sharedattr[xarray] (pip install 'sharedattr[xarray]')") from None
+        raise UserError(
+            "reading NetCDF responses (.nc) needs xarray and a NetCDF backend: "
+            "install sharedattr[xarray] (pip install 'sharedattr[xarray]')"
+        ) from None
     return xarray
 
 
@@ -294,8 +325,10 @@ def _assembly_problems(data: xarray.DataArray) -> list[str]:
     problems = []
     dims = [d for d in data.dims if not (d == "time_bin" and data.sizes[d] == 1)]
     if sorted(map(str, dims)) != sorted(NETCDF_DIMS):
-        problems.append(f"dims are {tuple(data.dims)}; expected presentation × neuroid "
-                        "(either order; plus time_bin only if it has size 1)")
+        problems.append(
+            f"dims are {tuple(data.dims)}; expected presentation × neuroid "
+            "(either order; plus time_bin only if it has size 1)"
+        )
     if data.dtype.kind not in "iuf":
         problems.append(f"dtype {data.dtype} is not a real number type (need integers or floats)")
     for coord, dim in (("stimulus_id", "presentation"), ("repetition", "presentation"), ("neuroid_id", "neuroid")):
@@ -350,9 +383,10 @@ def _infinite_values(ids: Sequence[str], neurons: Sequence[str], trials: np.ndar
     with np.errstate(invalid="ignore"):
         infinite = np.isinf(trials)
         large = np.abs(np.where(infinite, 0, np.nan_to_num(trials, nan=0.0))) > MAX_ABS_RESPONSE
-    for bad, what in ((infinite, "infinite value(s)"),
-                      (large, f"value(s) too large (more than {MAX_ABS_RESPONSE:.0e} in magnitude; rescale the "
-                              "responses)")):
+    for bad, what in (
+        (infinite, "infinite value(s)"),
+        (large, f"value(s) too large (more than {MAX_ABS_RESPONSE:.0e} in magnitude; rescale the responses)"),
+    ):
         for n in np.flatnonzero(bad.any(axis=(0, 1))):
             stims = np.flatnonzero(bad[:, :, n].any(axis=1))
             count = int(bad[:, :, n].sum())
@@ -360,9 +394,9 @@ def _infinite_values(ids: Sequence[str], neurons: Sequence[str], trials: np.ndar
     return problems
 
 
-
-def _checked(path: Path, ids: Sequence[str], neurons: Sequence[str], trials: np.ndarray,
-             problems: list[str]) -> Responses:
+def _checked(
+    path: Path, ids: Sequence[str], neurons: Sequence[str], trials: np.ndarray, problems: list[str]
+) -> Responses:
     """:class:`Responses` from checked parts; adds the checks every format shares and raises on any problem.
 
     Shared checks: no stimuli or no neurons, duplicate neuron ids, infinite or too large values,

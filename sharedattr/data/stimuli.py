@@ -72,7 +72,7 @@ class StimulusSet:
         return sorted(set(self.categories))
 
     @classmethod
-    def load(cls, path: str | Path) -> "StimulusSet":
+    def load(cls, path: str | Path) -> StimulusSet:
         """From a CSV manifest or a folder per category."""
         path = Path(path)
         if not path.exists():
@@ -83,7 +83,7 @@ class StimulusSet:
             raise DataError(path, [f"cannot read: {type(err).__name__}: {err}"]) from None
 
     @classmethod
-    def from_manifest(cls, path: Path) -> "StimulusSet":
+    def from_manifest(cls, path: Path) -> StimulusSet:
         problems: list[str] = []
         try:
             with open(path, newline="", encoding="utf-8") as f:
@@ -91,22 +91,36 @@ class StimulusSet:
                 columns = set(reader.fieldnames or [])
                 missing = {"stimulus_id", "path", "category"} - columns
                 if missing:
-                    raise DataError(path, [f"missing column(s) {', '.join(sorted(missing))}; "
-                                           "a manifest needs stimulus_id, path, category (and optionally mask)"])
+                    raise DataError(
+                        path,
+                        [
+                            f"missing column(s) {', '.join(sorted(missing))}; "
+                            "a manifest needs stimulus_id, path, category (and optionally mask)"
+                        ],
+                    )
                 part_columns = [c for c in reader.fieldnames or [] if c.startswith(PART_PREFIX)]
                 for c in part_columns:
-                    if not c[len(PART_PREFIX):].strip():
+                    if not c[len(PART_PREFIX) :].strip():
                         problems.append(f"column {c!r}: a part mask column needs a part name, e.g. 'mask:head'")
                 rows = list(reader)
         except UnicodeDecodeError as err:
-            raise DataError(path, [f"not UTF-8 text ({err.reason} at byte {err.start}); a manifest is a CSV "
-                                   "file (stimulus_id, path, category)"]) from None
+            raise DataError(
+                path,
+                [
+                    f"not UTF-8 text ({err.reason} at byte {err.start}); a manifest is a CSV "
+                    "file (stimulus_id, path, category)"
+                ],
+            ) from None
         except csv.Error as err:
             raise DataError(path, [f"not a readable CSV file: {err}"]) from None
         ids, paths, cats, masks, seen = [], [], [], [], {}
-        parts: dict[str, list[Path | None]] = {c[len(PART_PREFIX):].strip(): [] for c in part_columns}
+        parts: dict[str, list[Path | None]] = {c[len(PART_PREFIX) :].strip(): [] for c in part_columns}
         for line, row in enumerate(rows, start=2):
-            sid, rel, cat = (row.get("stimulus_id") or "").strip(), (row.get("path") or "").strip(), (row.get("category") or "").strip()
+            sid, rel, cat = (
+                (row.get("stimulus_id") or "").strip(),
+                (row.get("path") or "").strip(),
+                (row.get("category") or "").strip(),
+            )
             if not sid:
                 problems.append(f"line {line}: empty stimulus_id")
             elif sid in seen:
@@ -126,7 +140,7 @@ class StimulusSet:
                 part_mask = path.parent / part_rel if part_rel else None
                 if part_mask is not None and not _is_file(part_mask):
                     problems.append(f"line {line}: {column} not found: {part_mask}")
-                parts[column[len(PART_PREFIX):].strip()].append(part_mask)
+                parts[column[len(PART_PREFIX) :].strip()].append(part_mask)
             ids.append(sid), paths.append(image), cats.append(cat), masks.append(mask)
         if not rows:
             problems.append("the manifest lists no stimuli")
@@ -135,15 +149,17 @@ class StimulusSet:
         return cls(tuple(ids), tuple(paths), tuple(cats), tuple(masks), {p: tuple(v) for p, v in parts.items()})
 
     @classmethod
-    def from_folder(cls, path: Path) -> "StimulusSet":
+    def from_folder(cls, path: Path) -> StimulusSet:
         ids, paths, cats, first = [], [], [], {}
         problems = []
         for category in sorted(p for p in path.iterdir() if p.is_dir()):
             for image in sorted(p for p in category.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
                 sid = f"{category.name}/{image.stem}"
                 if sid in first:
-                    problems.append(f"{image.name} and {first[sid].name} in {category.name}/ both give stimulus id "
-                                    f"{sid!r}; rename one of them")
+                    problems.append(
+                        f"{image.name} and {first[sid].name} in {category.name}/ both give stimulus id "
+                        f"{sid!r}; rename one of them"
+                    )
                     continue
                 first[sid] = image
                 ids.append(sid)
@@ -170,8 +186,9 @@ class StimulusSet:
                         problems.append(f"{sid}: unusable pixels in image {p}: {err}")
             except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
                 problems.append(f"{sid}: cannot decode image {p}: {type(err).__name__}: {err}")
-            masks = [("mask", self.masks[i])] + [(f"{PART_PREFIX}{part}", paths[i])
-                                                  for part, paths in self.part_masks.items()]
+            masks = [("mask", self.masks[i])] + [
+                (f"{PART_PREFIX}{part}", paths[i]) for part, paths in self.part_masks.items()
+            ]
             for column, mask in masks:
                 if mask is not None:
                     try:
@@ -185,8 +202,11 @@ class StimulusSet:
         """Raise :class:`DataError` listing every stimulus whose category is not in ``allowed`` (if given)."""
         if allowed is None:
             return
-        unknown = [f"{sid}: unknown category {c!r} (allowed: {', '.join(allowed)})"
-                   for sid, c in zip(self.ids, self.categories) if c not in allowed]
+        unknown = [
+            f"{sid}: unknown category {c!r} (allowed: {', '.join(allowed)})"
+            for sid, c in zip(self.ids, self.categories)
+            if c not in allowed
+        ]
         if unknown:
             raise DataError("stimulus categories", unknown)
 
@@ -257,17 +277,21 @@ class StimulusSet:
         """Whether stimulus ``index`` has a mask for ``part`` (a ``mask:<part>`` manifest cell)."""
         return part in self.part_masks and self.part_masks[part][index] is not None
 
-    def load_part_masks(self, size: tuple[int, int], indices: Sequence[int],
-                        parts: Sequence[Sequence[str]]) -> Tensor:
-        """Per row, the union of the masks of ``parts[row]`` on stimulus ``indices[row]``: ``[len(indices), H, W]`` bool.
+    def load_part_masks(self, size: tuple[int, int], indices: Sequence[int], parts: Sequence[Sequence[str]]) -> Tensor:
+        """Per row, the union of the masks of ``parts[row]`` on stimulus ``indices[row]``: ``[len(indices), H, W]``
+        bool.
 
         Parts a stimulus lacks add nothing; a row with no parts is all False.
         """
         unknown = sorted({p for row in parts for p in row} - set(self.part_masks))
         if unknown:
-            raise DataError("stimulus part masks", [
-                f"no manifest column {PART_PREFIX}{p} (part masks given: "
-                f"{', '.join(self.part_masks) or 'none'})" for p in unknown])
+            raise DataError(
+                "stimulus part masks",
+                [
+                    f"no manifest column {PART_PREFIX}{p} (part masks given: {', '.join(self.part_masks) or 'none'})"
+                    for p in unknown
+                ],
+            )
         out = torch.zeros(len(indices), *size, dtype=torch.bool)
         for row, (i, names) in enumerate(zip(indices, parts)):
             for name in names:
@@ -299,12 +323,16 @@ def _high_depth_grey(im: PILImage) -> np.ndarray | None:
     low, high = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
     if im.mode == "F":
         if low < 0 or high > 1:
-            raise ValueError(f"float (mode F) pixels range from {low:g} to {high:g}; sharedattr reads float images "
-                             "as intensities in [0, 1]: rescale them, or save 8- or 16-bit images")
+            raise ValueError(
+                f"float (mode F) pixels range from {low:g} to {high:g}; sharedattr reads float images "
+                "as intensities in [0, 1]: rescale them, or save 8- or 16-bit images"
+            )
         return a.astype(np.float32)
     if low < 0 or high > 65535:
-        raise ValueError(f"32-bit integer (mode {im.mode}) pixels range from {low:g} to {high:g}; sharedattr reads "
-                         "them as 16-bit intensities in 0 ... 65535: rescale them, or save 8- or 16-bit images")
+        raise ValueError(
+            f"32-bit integer (mode {im.mode}) pixels range from {low:g} to {high:g}; sharedattr reads "
+            "them as 16-bit intensities in 0 ... 65535: rescale them, or save 8- or 16-bit images"
+        )
     return (a / 65535.0).astype(np.float32)
 
 

@@ -36,7 +36,6 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[Tensor, Tens
     return perm[n_test:].sort().values, perm[:n_test].sort().values
 
 
-
 @dataclass
 class Fit:
     """A fitted encoding model and its held-out scores.
@@ -64,12 +63,10 @@ class Fit:
         self.notes = unscorable_reasons(held_out, predicted)
 
 
-
 @torch.inference_mode()
 def predict(readout: nn.Module, latents: Tensor, batch_size: int, device: torch.device | str) -> Tensor:
     """Readout predictions ``[S, N]`` on the CPU, in batches (latents may be memory-mapped)."""
     return torch.cat([readout(chunk.to(device)).cpu() for chunk in latents.split(batch_size)])
-
 
 
 def fit_readout(
@@ -100,10 +97,12 @@ def fit_readout(
     n_train = (~torch.isnan(responses[train])).sum(0)
     few = [f"{neuron_ids[i]} ({int(n_train[i])})" for i in (n_train < MIN_TRAIN_STIMULI).nonzero().squeeze(1).tolist()]
     if few:
-        raise UserError(f"data.responses: neuron(s) measured on fewer than {MIN_TRAIN_STIMULI} training stimuli "
-                        f"(the count in brackets; {len(train)} stimuli in the training split): {', '.join(few[:20])}"
-                        f"{' ...' if len(few) > 20 else ''}. Remove these neurons' columns, or record them on more "
-                        "stimuli.")
+        raise UserError(
+            f"data.responses: neuron(s) measured on fewer than {MIN_TRAIN_STIMULI} training stimuli "
+            f"(the count in brackets; {len(train)} stimuli in the training split): {', '.join(few[:20])}"
+            f"{' ...' if len(few) > 20 else ''}. Remove these neurons' columns, or record them on more "
+            "stimuli."
+        )
     if saved is None:
         readout.fit(latents[train], responses[train])
     else:
@@ -114,8 +113,10 @@ def fit_readout(
     predicted = predict(readout, latents, batch_size, device)
     bad = (~torch.isfinite(predicted)).any(0).nonzero().squeeze(1).tolist()
     if bad:
-        raise UserError(f"the {name} readout predicts NaN or infinite responses for neuron(s) "
-                        f"{', '.join(neuron_ids[i] for i in bad[:20])}: check data.responses for extreme values "
-                        "(rescale them) and the backbone's normalisation (mean, std)")
+        raise UserError(
+            f"the {name} readout predicts NaN or infinite responses for neuron(s) "
+            f"{', '.join(neuron_ids[i] for i in bad[:20])}: check data.responses for extreme values "
+            "(rescale them) and the backbone's normalisation (mean, std)"
+        )
     test_r, r_notes = held_out_r(predicted[test], responses[test])
     return Fit(model, list(neuron_ids), train, test, predicted, test_r, r_notes=r_notes)

@@ -21,7 +21,6 @@ import math
 import torch
 from torch import Tensor
 
-
 MIN_REPEATED_STIMULI = 3
 DEFAULT_SPLITS = 50
 
@@ -52,8 +51,9 @@ def pearson(predicted: Tensor, measured: Tensor) -> Tensor:
     column is constant over those stimuli (or fewer than two remain).
     """
     if predicted.dim() != 2 or predicted.shape != measured.shape:
-        raise ValueError(f"predicted and measured must both be [S, N]; got {tuple(predicted.shape)} "
-                         f"and {tuple(measured.shape)}")
+        raise ValueError(
+            f"predicted and measured must both be [S, N]; got {tuple(predicted.shape)} and {tuple(measured.shape)}"
+        )
     return pearson_columns(predicted, measured)
 
 
@@ -180,8 +180,10 @@ def unscorable_reasons(trials: Tensor, predicted: Tensor | None = None) -> list[
         if count < MIN_REPEATED_STIMULI:
             reasons.append(f"only {count} stimuli with 2 or more valid trials (need {MIN_REPEATED_STIMULI})")
         elif components is not None and components[0][n] <= components[1][n]:
-            reasons.append(f"no explainable variance: the trial-to-trial variance {float(components[1][n]):.4g} "
-                           f"is at least the total variance {float(components[0][n]):.4g}")
+            reasons.append(
+                f"no explainable variance: the trial-to-trial variance {float(components[1][n]):.4g} "
+                f"is at least the total variance {float(components[0][n]):.4g}"
+            )
         else:
             reasons.append(None)
     return reasons
@@ -213,8 +215,10 @@ def _variance_components(predicted: Tensor, trials: Tensor) -> tuple[Tensor, Ten
     Computed in float64 over the stimuli with a prediction; NaN where a term has no data.
     """
     if trials.dim() != 3 or predicted.shape != (trials.shape[0], trials.shape[2]):
-        raise ValueError(f"predicted must be [S, N] and trials [S, R, N] for the same S and N; got "
-                         f"{tuple(predicted.shape)} and {tuple(trials.shape)}")
+        raise ValueError(
+            f"predicted must be [S, N] and trials [S, R, N] for the same S and N; got "
+            f"{tuple(predicted.shape)} and {tuple(trials.shape)}"
+        )
     y = trials.to(torch.float64)
     p = predicted.to(torch.float64).unsqueeze(1)  # [S, 1, N]
     valid = ~torch.isnan(y) & ~torch.isnan(p)

@@ -42,9 +42,16 @@ def backbone_checksum(backbone: nn.Module) -> str:
     return h.hexdigest()
 
 
-def save_model(model: EncodingModel, backbone_spec: BackboneSpec, readout_spec: ReadoutSpec,
-               neuron_ids: list[str], folder: str | Path, extra: dict[str, Any] | None = None, *,
-               registry: Registry | None = None) -> Path:
+def save_model(
+    model: EncodingModel,
+    backbone_spec: BackboneSpec,
+    readout_spec: ReadoutSpec,
+    neuron_ids: list[str],
+    folder: str | Path,
+    extra: dict[str, Any] | None = None,
+    *,
+    registry: Registry | None = None,
+) -> Path:
     """Write ``model.json`` and ``readout.safetensors`` into ``folder`` (atomically); return the folder.
 
     ``model.json`` records, under ``components``, the plugin, distribution and version that provide
@@ -53,22 +60,26 @@ def save_model(model: EncodingModel, backbone_spec: BackboneSpec, readout_spec: 
     folder = Path(folder)
     registry = registry if registry is not None else get_registry()
     atomic_save_tensors(folder / READOUT_FILE, model.readout.state_dict())
-    atomic_write_json(folder / MODEL_FILE, {
-        "format": MODEL_FORMAT,
-        "sharedattr_version": __version__,
-        "backbone": backbone_spec.model_dump(mode="json"),
-        "readout": readout_spec.model_dump(mode="json"),
-        "neuron_ids": list(neuron_ids),
-        "latent_shape": list(model.backbone.latent_shape),
-        "backbone_checksum": backbone_checksum(model.backbone),
-        "components": {spec.kind: spec.component(registry).provenance() for spec in (backbone_spec, readout_spec)},
-        **(extra or {}),
-    })
+    atomic_write_json(
+        folder / MODEL_FILE,
+        {
+            "format": MODEL_FORMAT,
+            "sharedattr_version": __version__,
+            "backbone": backbone_spec.model_dump(mode="json"),
+            "readout": readout_spec.model_dump(mode="json"),
+            "neuron_ids": list(neuron_ids),
+            "latent_shape": list(model.backbone.latent_shape),
+            "backbone_checksum": backbone_checksum(model.backbone),
+            "components": {spec.kind: spec.component(registry).provenance() for spec in (backbone_spec, readout_spec)},
+            **(extra or {}),
+        },
+    )
     return folder
 
 
-def load_model(folder: str | Path, *, registry: Registry | None = None, device: torch.device | str = "cpu",
-               verify: bool = True) -> EncodingModel:
+def load_model(
+    folder: str | Path, *, registry: Registry | None = None, device: torch.device | str = "cpu", verify: bool = True
+) -> EncodingModel:
     """Restore a model saved by :func:`save_model` (or ``sharedattr fit``); ``model.neuron_ids`` lists its outputs.
 
     With ``verify`` the rebuilt backbone must match the saved checksum (e.g. a changed
@@ -94,14 +105,18 @@ def load_model(folder: str | Path, *, registry: Registry | None = None, device: 
         latent_shape = tuple(int(d) for d in meta["latent_shape"])
         checksum = str(meta["backbone_checksum"])
     except (KeyError, TypeError, ValueError, ValidationError) as err:
-        raise UserError(f"{meta_path}: damaged model description ({type(err).__name__}: {err}); fit the model "
-                        "again with `sharedattr fit`") from None
+        raise UserError(
+            f"{meta_path}: damaged model description ({type(err).__name__}: {err}); fit the model "
+            "again with `sharedattr fit`"
+        ) from None
     registry = registry if registry is not None else get_registry()
     provenance = meta.get("components") if isinstance(meta.get("components"), dict) else {}
     backbone = _build_saved(backbone_spec, registry, provenance, meta_path)
     if verify and backbone_checksum(backbone) != checksum:
-        raise UserError(f"{meta_path}: the rebuilt backbone's weights differ from the saved model's "
-                        "(changed weights file or library version); pass verify=False to load anyway")
+        raise UserError(
+            f"{meta_path}: the rebuilt backbone's weights differ from the saved model's "
+            "(changed weights file or library version); pass verify=False to load anyway"
+        )
     readout = _build_saved(readout_spec, registry, provenance, meta_path)
     readout.initialize(latent_shape, len(neuron_ids))
     load_readout_state(readout, folder / READOUT_FILE)
@@ -114,15 +129,21 @@ def _build_saved(spec: ComponentSpec, registry: Registry, provenance: dict[str, 
         component = spec.component(registry)
     except UnknownComponentError as err:
         origin = provenance.get(spec.kind)
-        if not isinstance(origin, dict) or origin.get("name") != spec.name or not origin.get("distribution") \
-                or origin.get("distribution") == "sharedattr":  # a built-in is always there: a damaged description
+        if (
+            not isinstance(origin, dict)
+            or origin.get("name") != spec.name
+            or not origin.get("distribution")
+            or origin.get("distribution") == "sharedattr"
+        ):  # a built-in is always there: a damaged description
             raise UserError(f"{meta_path}: {err}") from None
         dist, version = str(origin["distribution"]), origin.get("version")
         pin = f"=={version}" if version else ""
-        raise UserError(f"{meta_path}: the saved model's {spec.kind} {spec.name!r} comes from the plugin "
-                        f"{origin.get('plugin', dist)!r} (distribution {dist}{' ' + str(version) if version else ''}), "
-                        f"which is not installed here; install it (e.g. `uv pip install '{dist}{pin}'`) and load the "
-                        "model again") from None
+        raise UserError(
+            f"{meta_path}: the saved model's {spec.kind} {spec.name!r} comes from the plugin "
+            f"{origin.get('plugin', dist)!r} (distribution {dist}{' ' + str(version) if version else ''}), "
+            f"which is not installed here; install it (e.g. `uv pip install '{dist}{pin}'`) and load the "
+            "model again"
+        ) from None
     return component.build(**spec.params)
 
 
@@ -133,13 +154,16 @@ def load_readout_state(readout: nn.Module, path: Path) -> None:
     try:
         state = load_file(str(path))
     except Exception as err:  # noqa: BLE001 - missing, truncated or foreign file (SafetensorError, OSError)
-        raise UserError(f"cannot load the saved readout {path}: {type(err).__name__}: {err}; fit the model "
-                        "again with `sharedattr fit`") from None
+        raise UserError(
+            f"cannot load the saved readout {path}: {type(err).__name__}: {err}; fit the model "
+            "again with `sharedattr fit`"
+        ) from None
     try:
         readout.load_state_dict(state)
     except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
-        raise UserError(f"the saved readout {path} does not fit its model description: "
-                        f"{str(err).strip()[:600]}") from None
+        raise UserError(
+            f"the saved readout {path} does not fit its model description: {str(err).strip()[:600]}"
+        ) from None
 
 
 def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_path: Path) -> str:
@@ -149,9 +173,15 @@ def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_path: Path) 
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     data = spec.data.model_dump(mode="json", exclude={"neuron_parts"})  # ground truth does not change the fit
-    payload = {"data": data, "backbone": spec.backbone.model_dump(mode="json"),
-               "readout": spec.readout.model_dump(mode="json"), "seed": spec.seed, "stimuli": stimuli_digest,
-               "responses": h.hexdigest(), "format": MODEL_FORMAT}
+    payload = {
+        "data": data,
+        "backbone": spec.backbone.model_dump(mode="json"),
+        "readout": spec.readout.model_dump(mode="json"),
+        "seed": spec.seed,
+        "stimuli": stimuli_digest,
+        "responses": h.hexdigest(),
+        "format": MODEL_FORMAT,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 

@@ -45,19 +45,34 @@ def _neuron_indices(neurons: Sequence[str | int] | None, neuron_ids: list[str]) 
         else:
             unknown.append(n)
     if unknown:
-        raise UserError(f"compare(neurons=...): unknown neuron(s) {unknown}; the model has {neuron_ids[:20]}"
-                        f"{' …' if len(neuron_ids) > 20 else ''} (ids or indices 0..{len(neuron_ids) - 1})")
+        raise UserError(
+            f"compare(neurons=...): unknown neuron(s) {unknown}; the model has {neuron_ids[:20]}"
+            f"{' …' if len(neuron_ids) > 20 else ''} (ids or indices 0..{len(neuron_ids) - 1})"
+        )
     return out
 
 
-def compare(model: EncodingModel, stimuli: StimulusSet | str | Path, *, neurons: Sequence[str | int] | None = None,
-            methods: Sequence[ComponentLike] = ("parallel_backprop", "saliency", "integrated_gradients"),
-            metrics: Sequence[ComponentLike] = ("gini", "deletion", "insertion"),
-            matcher: ComponentLike = "cosine", responses: Tensor | None = None,
-            preferred_category: str | None = None, drivers_per_neuron: int = 2, references_per_driver: int = 1,
-            on_reference: bool = True, reduce: str = "sum", batch_size: int = 32,
-            device: torch.device | str = "cpu", registry: Registry | None = None, progress: bool = False,
-            return_maps: bool = False, neuron_parts: Mapping[str, Sequence[str]] | str | Path | None = None) -> Any:
+def compare(
+    model: EncodingModel,
+    stimuli: StimulusSet | str | Path,
+    *,
+    neurons: Sequence[str | int] | None = None,
+    methods: Sequence[ComponentLike] = ("parallel_backprop", "saliency", "integrated_gradients"),
+    metrics: Sequence[ComponentLike] = ("gini", "deletion", "insertion"),
+    matcher: ComponentLike = "cosine",
+    responses: Tensor | None = None,
+    preferred_category: str | None = None,
+    drivers_per_neuron: int = 2,
+    references_per_driver: int = 1,
+    on_reference: bool = True,
+    reduce: str = "sum",
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    registry: Registry | None = None,
+    progress: bool = False,
+    return_maps: bool = False,
+    neuron_parts: Mapping[str, Sequence[str]] | str | Path | None = None,
+) -> Any:
     """Compare attribution methods on the same neurons, drivers and references; return the tidy table.
 
     ``model``: a fitted encoding model (e.g. :func:`sharedattr.load_model`), images ``[B, C, H, W]``
@@ -91,15 +106,29 @@ def compare(model: EncodingModel, stimuli: StimulusSet | str | Path, *, neurons:
     if responses is not None:
         responses = torch.as_tensor(responses, dtype=torch.float32)
         if tuple(responses.shape) != tuple(predicted.shape):
-            raise UserError(f"compare(responses=...): expected [stimuli, neurons] = {tuple(predicted.shape)}, "
-                            f"got {tuple(responses.shape)}")
+            raise UserError(
+                f"compare(responses=...): expected [stimuli, neurons] = {tuple(predicted.shape)}, "
+                f"got {tuple(responses.shape)}"
+            )
         drive = measured_else_predicted(responses, predicted)
     if isinstance(neuron_parts, (str, Path)):
         neuron_parts = load_neuron_parts(neuron_parts, list(stimuli.part_masks))
-    settings = PairSettings(preferred_category, drivers_per_neuron, references_per_driver, on_reference, reduce,
-                            batch_size)
-    explanation = explain_stage(ctx, model, stimuli, latents, drive, neuron_ids, _neuron_indices(neurons, neuron_ids),
-                                settings, matcher=ctx.build(matcher_spec), methods=ctx.methods(method_specs),
-                                metrics=ctx.metrics(metric_specs), neuron_parts=neuron_parts)
+    settings = PairSettings(
+        preferred_category, drivers_per_neuron, references_per_driver, on_reference, reduce, batch_size
+    )
+    explanation = explain_stage(
+        ctx,
+        model,
+        stimuli,
+        latents,
+        drive,
+        neuron_ids,
+        _neuron_indices(neurons, neuron_ids),
+        settings,
+        matcher=ctx.build(matcher_spec),
+        methods=ctx.methods(method_specs),
+        metrics=ctx.metrics(metric_specs),
+        neuron_parts=neuron_parts,
+    )
     table = pd.DataFrame(explanation.rows, columns=RESULT_COLUMNS)
     return (table, explanation.explained.maps) if return_maps else table

@@ -80,8 +80,16 @@ class RunContext:
             self.timer.mark(stage)
 
     @classmethod
-    def start(cls, spec: ExperimentSpec, out: Path | None = None, *, registry: Registry | None = None,
-              ranks: Ranks = SINGLE, progress: bool = True, stages: Sequence[str] = ()) -> RunContext:
+    def start(
+        cls,
+        spec: ExperimentSpec,
+        out: Path | None = None,
+        *,
+        registry: Registry | None = None,
+        ranks: Ranks = SINGLE,
+        progress: bool = True,
+        stages: Sequence[str] = (),
+    ) -> RunContext:
         """The context of a run of ``spec``: seeds torch's global generator with ``spec.seed``, makes ``out``
         (when given) and resolves the device for this rank; with ``stages``, times them."""
         if out is not None:
@@ -106,25 +114,34 @@ class RunContext:
         for label, spec in zip(labels(specs), specs):
             component = self.component(spec)
             params = spec.validated_params(self.registry)
-            out.append(NamedMethod(label, spec.model_dump(mode="json"),
-                                   lambda model, c=component, p=params: c.build_validated(p, model,
-                                                                                          registry=self.registry),
-                                   component.provenance()))
+            out.append(
+                NamedMethod(
+                    label,
+                    spec.model_dump(mode="json"),
+                    lambda model, c=component, p=params: c.build_validated(p, model, registry=self.registry),
+                    component.provenance(),
+                )
+            )
         return out
 
     def metrics(self, specs: Sequence[MetricSpec]) -> list[NamedMetric]:
         """Each metric, labelled and built once."""
-        return [NamedMetric(label, spec.model_dump(mode="json"), self.build(spec), self.component(spec).provenance())
-                for label, spec in zip(labels(specs), specs)]
+        return [
+            NamedMetric(label, spec.model_dump(mode="json"), self.build(spec), self.component(spec).provenance())
+            for label, spec in zip(labels(specs), specs)
+        ]
 
     def synthesizers(self, specs: Sequence[ComponentSpec]) -> list[NamedSynthesizer]:
         """Each synthesizer, labelled and built once."""
-        return [NamedSynthesizer(label, spec.model_dump(mode="json"), self.build(spec))
-                for label, spec in zip(labels(specs), specs)]
+        return [
+            NamedSynthesizer(label, spec.model_dump(mode="json"), self.build(spec))
+            for label, spec in zip(labels(specs), specs)
+        ]
 
 
-def validated_specs(kind: str, spec_cls: type[ComponentSpec], values: Sequence[Any], registry: Registry,
-                    source: str) -> list[Any]:
+def validated_specs(
+    kind: str, spec_cls: type[ComponentSpec], values: Sequence[Any], registry: Registry, source: str
+) -> list[Any]:
     """Component specs from names or ``{name, **params}`` mappings, their params validated against ``registry``;
     every problem at once, as a :class:`SpecError` against ``source`` (e.g. ``sharedattr.compare(methods=...)``)."""
     specs, issues = [], []

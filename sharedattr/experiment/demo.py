@@ -141,15 +141,21 @@ backbone = {{ name = "insilico_cnn", layer = "block4", input_size = {size} }}
 """
 
 
-def make_demo_data(folder: Path, n_per_category: int = 60, size: int = 64, seed: int = 0, drivers: int = 3,
-                   repeats: int = 2, progress: bool = False) -> Path:
+def make_demo_data(
+    folder: Path,
+    n_per_category: int = 60,
+    size: int = 64,
+    seed: int = 0,
+    drivers: int = 3,
+    repeats: int = 2,
+    progress: bool = False,
+) -> Path:
     """Write the in-silico data set (``stimuli/``, ``responses.csv``, ``neuron_parts.json``) and ``demo.toml``.
 
     Returns the config's path. ``drivers`` is the number of out-of-category drivers per neuron.
     """
     folder = Path(folder)
-    write_insilico(folder, n_per_category, size, seed=seed, neurons=DEFAULT_NEURONS, repeats=repeats,
-                   progress=progress)
+    write_insilico(folder, n_per_category, size, seed=seed, neurons=DEFAULT_NEURONS, repeats=repeats, progress=progress)
     config = folder / "demo.toml"
     atomic_write_text(config, DEMO_CONFIG.format(config_name=config.name, size=size, seed=seed, drivers=drivers))
     return config

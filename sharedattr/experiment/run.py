@@ -35,7 +35,7 @@ from torch import Tensor
 from sharedattr.attribution.engine import NamedMethod, NamedMetric
 from sharedattr.config.spec import ExperimentSpec
 from sharedattr.experiment.context import RunContext
-from sharedattr.experiment.stages import Explanation, Experiment, PairSettings, explain_stage, fit_for_run, select_stage
+from sharedattr.experiment.stages import Experiment, Explanation, PairSettings, explain_stage, fit_for_run, select_stage
 from sharedattr.experiment.tables import (
     METHOD_COLUMNS,
     RESULT_COLUMNS,
@@ -73,8 +73,14 @@ class RunResult:
     reused: dict[str, Any] = field(default_factory=dict)
 
 
-def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Registry | None = None,
-                   progress: bool = True, ranks: Ranks = SINGLE) -> RunResult | None:
+def run_experiment(
+    spec: ExperimentSpec,
+    out_dir: str | Path,
+    *,
+    registry: Registry | None = None,
+    progress: bool = True,
+    ranks: Ranks = SINGLE,
+) -> RunResult | None:
     """Run the whole experiment described by ``spec``; write the results to ``out_dir``.
 
     Everything already computed in ``out_dir`` by a run of the same spec (the fitted model,
@@ -93,10 +99,21 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     methods, metrics = ctx.methods(spec.methods), ctx.metrics(spec.metrics)
     store = WorkStore(out / "work")
     explanation = explain_stage(
-        ctx, experiment.fit.model, experiment.stimuli, experiment.latents, experiment.drive,
-        experiment.fit.neuron_ids, neurons, PairSettings.from_spec(spec), matcher=ctx.build(spec.matcher),
-        methods=methods, metrics=metrics, neuron_parts=experiment.neuron_parts, store=store,
-        model_digest=experiment.fit_digest)
+        ctx,
+        experiment.fit.model,
+        experiment.stimuli,
+        experiment.latents,
+        experiment.drive,
+        experiment.fit.neuron_ids,
+        neurons,
+        PairSettings.from_spec(spec),
+        matcher=ctx.build(spec.matcher),
+        methods=methods,
+        metrics=metrics,
+        neuron_parts=experiment.neuron_parts,
+        store=store,
+        model_digest=experiment.fit_digest,
+    )
     if explanation.explained is None:  # another rank than 0: its items are written; rank 0 merges them
         synthesize_stage(ctx, spec, experiment, neurons, out)
         return None
@@ -107,15 +124,26 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path, *, registry: Regis
     durations = ctx.timer.durations()
     atomic_write_json(out / "timings.json", durations)
     write_report(out)
-    reused = {"model": int(experiment.reused), "work_items_reused": store.hits, "work_items_computed": store.misses,
-              "work_items_computed_by_rank": explanation.explained.computed_by_rank}
+    reused = {
+        "model": int(experiment.reused),
+        "work_items_reused": store.hits,
+        "work_items_computed": store.misses,
+        "work_items_computed_by_rank": explanation.explained.computed_by_rank,
+    }
     fit = experiment.fit
-    return RunResult(out, fit.neuron_ids, fit.test_r, neurons, explanation.pairs, explanation.rows, summary,
-                     durations, reused)
+    return RunResult(
+        out, fit.neuron_ids, fit.test_r, neurons, explanation.pairs, explanation.rows, summary, durations, reused
+    )
 
 
-def write_outputs(spec: ExperimentSpec, out: Path, experiment: Experiment, explanation: Explanation,
-                  methods: list[NamedMethod], metrics: list[NamedMetric]) -> list[dict[str, Any]]:
+def write_outputs(
+    spec: ExperimentSpec,
+    out: Path,
+    experiment: Experiment,
+    explanation: Explanation,
+    methods: list[NamedMethod],
+    metrics: list[NamedMetric],
+) -> list[dict[str, Any]]:
     """The run's tables, maps, components and figures (rank 0); returns the summary rows."""
     fit, stimuli, explained, pairs = experiment.fit, experiment.stimuli, explanation.explained, explanation.pairs
     neuron_ids, categories = fit.neuron_ids, list(stimuli.categories)
@@ -130,13 +158,22 @@ def write_outputs(spec: ExperimentSpec, out: Path, experiment: Experiment, expla
     if spec.output.figures:
         from sharedattr.report.figures import attribution_grids  # matplotlib only when figures are on
 
-        attribution_grids(pairs, explanation.images.drivers, explanation.images.references, explained.maps,
-                          neuron_ids, stimuli.ids, out / "figures", spec.output.dpi)
+        attribution_grids(
+            pairs,
+            explanation.images.drivers,
+            explanation.images.references,
+            explained.maps,
+            neuron_ids,
+            stimuli.ids,
+            out / "figures",
+            spec.output.dpi,
+        )
     return summary
 
 
-def synthesize_stage(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, neurons: list[int],
-                     out: Path) -> None:
+def synthesize_stage(
+    ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, neurons: list[int], out: Path
+) -> None:
     """The configured synthesizers on the selected neurons, into ``out/synthesis`` (nothing when none)."""
     if spec.synthesis:
         from sharedattr.experiment.synthesize import run_synthesis

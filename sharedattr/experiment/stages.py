@@ -70,8 +70,9 @@ class Experiment:
         return measured_else_predicted(self.responses, self.fit.predicted)
 
 
-def fit_stage(ctx: RunContext, spec: ExperimentSpec, out: str | Path, *, reuse: bool = False,
-              write: bool = True) -> Experiment:
+def fit_stage(
+    ctx: RunContext, spec: ExperimentSpec, out: str | Path, *, reuse: bool = False, write: bool = True
+) -> Experiment:
     """Load and check the data, extract (or reuse) features, fit and score the readout, save the model.
 
     Writes ``scores.csv``, ``model/`` and, with figures on, ``figures/fit.png`` into ``out``
@@ -83,8 +84,9 @@ def fit_stage(ctx: RunContext, spec: ExperimentSpec, out: str | Path, *, reuse: 
     out = Path(out)
     stimuli = StimulusSet.load(spec.data.stimuli)
     stimuli.check_categories(spec.data.categories)
-    recorded = load_responses(spec.data.responses, ids_path=spec.data.response_ids,
-                              neuron_ids_path=spec.data.neuron_ids)
+    recorded = load_responses(
+        spec.data.responses, ids_path=spec.data.response_ids, neuron_ids_path=spec.data.neuron_ids
+    )
     check_selection(spec, stimuli, recorded.neuron_ids)
     responses = recorded.aligned_to(stimuli)
     neuron_parts = checked_neuron_parts(spec, stimuli, recorded.neuron_ids)
@@ -93,10 +95,19 @@ def fit_stage(ctx: RunContext, spec: ExperimentSpec, out: str | Path, *, reuse: 
     backbone = ctx.build(spec.backbone).to(ctx.device)
     latents, hit = features(ctx, spec, spec.backbone, backbone, stimuli, stimuli_digest)
     reused = reuse and saved_digest(out / "model") == digest
-    fit = fit_readout(ctx.build(spec.readout), backbone, latents, responses, list(recorded.neuron_ids),
-                      test_fraction=spec.data.test_fraction, split_seed=spec.data.split_seed,
-                      batch_size=spec.batch_size, device=ctx.device, saved=out / "model" if reused else None,
-                      name=spec.readout.name)
+    fit = fit_readout(
+        ctx.build(spec.readout),
+        backbone,
+        latents,
+        responses,
+        list(recorded.neuron_ids),
+        test_fraction=spec.data.test_fraction,
+        split_seed=spec.data.split_seed,
+        batch_size=spec.batch_size,
+        device=ctx.device,
+        saved=out / "model" if reused else None,
+        name=spec.readout.name,
+    )
     if recorded.has_repeats:
         fit.score_repeats(recorded.trials_aligned_to(stimuli))
     experiment = Experiment(stimuli, responses, latents, fit, hit, digest, reused, neuron_parts)
@@ -104,33 +115,66 @@ def fit_stage(ctx: RunContext, spec: ExperimentSpec, out: str | Path, *, reuse: 
         return experiment
     write_scores(fit, out / "scores.csv")
     if not reused:
-        save_model(fit.model, spec.backbone, spec.readout, fit.neuron_ids, out / "model",
-                   extra={"spec_digest": spec.digest(), "fit_digest": digest}, registry=ctx.registry)
+        save_model(
+            fit.model,
+            spec.backbone,
+            spec.readout,
+            fit.neuron_ids,
+            out / "model",
+            extra={"spec_digest": spec.digest(), "fit_digest": digest},
+            registry=ctx.registry,
+        )
     if spec.output.figures:
         from sharedattr.report.figures import fit_figure  # matplotlib only when figures are on
 
-        fit_figure(fit.test_r, fit.predicted[fit.test], responses[fit.test], fit.neuron_ids,
-                   out / "figures" / "fit.png", spec.output.dpi)
+        fit_figure(
+            fit.test_r,
+            fit.predicted[fit.test],
+            responses[fit.test],
+            fit.neuron_ids,
+            out / "figures" / "fit.png",
+            spec.output.dpi,
+        )
     return experiment
 
 
-def features(ctx: RunContext, spec: ExperimentSpec, backbone_spec: Any, backbone: Any, stimuli: StimulusSet,
-             stimuli_digest: str | None = None) -> tuple[Tensor, bool]:
+def features(
+    ctx: RunContext,
+    spec: ExperimentSpec,
+    backbone_spec: Any,
+    backbone: Any,
+    stimuli: StimulusSet,
+    stimuli_digest: str | None = None,
+) -> tuple[Tensor, bool]:
     """Latents ``[S, ...]`` of every stimulus by ``backbone`` (built from ``backbone_spec``), through the
     feature cache when ``spec.cache`` is on; and whether the cache hit."""
     return extract_features(
-        backbone, stimuli,
+        backbone,
+        stimuli,
         backbone_spec=backbone_spec.model_dump(mode="json") if spec.cache else None,
         cache_dir=(spec.cache_dir or default_cache_dir()) if spec.cache else None,
-        batch_size=spec.batch_size, device=ctx.device, progress=ctx.progress, stimuli_digest=stimuli_digest,
+        batch_size=spec.batch_size,
+        device=ctx.device,
+        progress=ctx.progress,
+        stimuli_digest=stimuli_digest,
     )
 
 
-def fit_experiment(spec: ExperimentSpec, out: str | Path, *, registry: Registry | None = None,
-                   device: torch.device | str | None = None, progress: bool = True, reuse: bool = False) -> Experiment:
+def fit_experiment(
+    spec: ExperimentSpec,
+    out: str | Path,
+    *,
+    registry: Registry | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    reuse: bool = False,
+) -> Experiment:
     """``sharedattr fit``: :func:`fit_stage` of ``spec`` into ``out``, on ``device`` (default: the spec's)."""
-    ctx = RunContext(registry if registry is not None else get_registry(),
-                     torch.device(device) if device is not None else resolve_device(spec.device), progress=progress)
+    ctx = RunContext(
+        registry if registry is not None else get_registry(),
+        torch.device(device) if device is not None else resolve_device(spec.device),
+        progress=progress,
+    )
     return fit_stage(ctx, spec, out, reuse=reuse)
 
 
@@ -140,27 +184,34 @@ def check_selection(spec: ExperimentSpec, stimuli: StimulusSet, neuron_ids: Sequ
     preferred, categories = spec.data.preferred_category, stimuli.category_names
     if preferred is not None and preferred not in categories:
         hint = closest(preferred, categories)
-        raise UserError(f"data.preferred_category: {preferred!r} is not one of {categories}"
-                        + (f"; did you mean {hint!r}?" if hint else "") + f" (the categories of {spec.data.stimuli})")
+        raise UserError(
+            f"data.preferred_category: {preferred!r} is not one of {categories}"
+            + (f"; did you mean {hint!r}?" if hint else "")
+            + f" (the categories of {spec.data.stimuli})"
+        )
     unknown = [n for n in spec.selection.neurons or [] if n not in set(neuron_ids)]
     if unknown:
         hints = [f"{closest(n, neuron_ids)!r} for {n!r}" for n in unknown if closest(n, neuron_ids)]
         shown = ", ".join(neuron_ids[:20]) + (" ..." if len(neuron_ids) > 20 else "")
-        raise UserError(f"selection.neurons: unknown neuron id(s) {unknown}"
-                        + (f" (did you mean {', '.join(hints)}?)" if hints else "")
-                        + f"; the responses ({spec.data.responses}) have {len(neuron_ids)} neurons: {shown}")
+        raise UserError(
+            f"selection.neurons: unknown neuron id(s) {unknown}"
+            + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+            + f"; the responses ({spec.data.responses}) have {len(neuron_ids)} neurons: {shown}"
+        )
 
 
-def checked_neuron_parts(spec: ExperimentSpec, stimuli: StimulusSet,
-                         neuron_ids: Sequence[str]) -> dict[str, tuple[str, ...]] | None:
+def checked_neuron_parts(
+    spec: ExperimentSpec, stimuli: StimulusSet, neuron_ids: Sequence[str]
+) -> dict[str, tuple[str, ...]] | None:
     """``data.neuron_parts``, checked against the manifest's part columns and the recorded neuron ids."""
     if spec.data.neuron_parts is None:
         return None
     parts = load_neuron_parts(spec.data.neuron_parts, list(stimuli.part_masks))
     unknown = sorted(set(parts) - set(neuron_ids))
     if unknown:
-        raise DataError(spec.data.neuron_parts, [f"neuron {n!r} is not in the responses ({spec.data.responses})"
-                                                 for n in unknown])
+        raise DataError(
+            spec.data.neuron_parts, [f"neuron {n!r} is not in the responses ({spec.data.responses})" for n in unknown]
+        )
     return parts
 
 
@@ -207,9 +258,14 @@ class PairSettings:
 
     @classmethod
     def from_spec(cls, spec: ExperimentSpec) -> PairSettings:
-        return cls(spec.data.preferred_category, spec.selection.drivers_per_neuron,
-                   spec.selection.references_per_driver, spec.attribution.on_reference, spec.attribution.reduce,
-                   spec.batch_size)
+        return cls(
+            spec.data.preferred_category,
+            spec.selection.drivers_per_neuron,
+            spec.selection.references_per_driver,
+            spec.attribution.on_reference,
+            spec.attribution.reduce,
+            spec.batch_size,
+        )
 
 
 @dataclass
@@ -224,11 +280,23 @@ class Explanation:
     rows: list[dict[str, Any]]
 
 
-def explain_stage(ctx: RunContext, model: EncodingModel, stimuli: StimulusSet, latents: Tensor, drive: Tensor,
-                  neuron_ids: Sequence[str], neurons: Sequence[int], settings: PairSettings, *, matcher: Any,
-                  methods: Sequence[NamedMethod], metrics: Sequence[NamedMetric],
-                  neuron_parts: Mapping[str, Sequence[str]] | None = None, store: WorkStore | None = None,
-                  model_digest: str | None = None) -> Explanation:
+def explain_stage(
+    ctx: RunContext,
+    model: EncodingModel,
+    stimuli: StimulusSet,
+    latents: Tensor,
+    drive: Tensor,
+    neuron_ids: Sequence[str],
+    neurons: Sequence[int],
+    settings: PairSettings,
+    *,
+    matcher: Any,
+    methods: Sequence[NamedMethod],
+    metrics: Sequence[NamedMetric],
+    neuron_parts: Mapping[str, Sequence[str]] | None = None,
+    store: WorkStore | None = None,
+    model_digest: str | None = None,
+) -> Explanation:
     """The explanation chain for ``neurons`` (output indices of ``model``).
 
     ``latents`` ``[S, ...]`` and ``drive`` ``[S, N]`` (measured responses, else predictions)
@@ -238,18 +306,41 @@ def explain_stage(ctx: RunContext, model: EncodingModel, stimuli: StimulusSet, l
     ctx.mark("match")
     categories = list(stimuli.categories)
     preferred = preferred_categories(categories, drive, neurons, settings.preferred_category)
-    pairs = match_pairs(model.readout, latents, matcher, categories, drive, neurons, preferred,
-                        drivers_per_neuron=settings.drivers_per_neuron,
-                        references_per_driver=settings.references_per_driver, batch_size=settings.batch_size,
-                        device=ctx.device)
+    pairs = match_pairs(
+        model.readout,
+        latents,
+        matcher,
+        categories,
+        drive,
+        neurons,
+        preferred,
+        drivers_per_neuron=settings.drivers_per_neuron,
+        references_per_driver=settings.references_per_driver,
+        batch_size=settings.batch_size,
+        device=ctx.device,
+    )
     ctx.mark("attribute")
     shared = None if neuron_parts is None else pair_parts(stimuli, neuron_parts, neuron_ids, pairs)
     images = PairImages.load(stimuli, pairs, model.input_size, model.in_channels, shared)
-    identity = None if model_digest is None else {
-        "model": model_digest,
-        "pairs": [[neuron_ids[p.neuron], stimuli.ids[p.driver], stimuli.ids[p.reference]] for p in pairs]}
-    explained = explain_pairs(model, pairs, images, methods, metrics,
-                              ExplainSettings(settings.on_reference, settings.reduce, settings.batch_size, ctx.device),
-                              store=store, identity=identity, progress=ctx.progress, ranks=ctx.ranks)
+    identity = (
+        None
+        if model_digest is None
+        else {
+            "model": model_digest,
+            "pairs": [[neuron_ids[p.neuron], stimuli.ids[p.driver], stimuli.ids[p.reference]] for p in pairs],
+        }
+    )
+    explained = explain_pairs(
+        model,
+        pairs,
+        images,
+        methods,
+        metrics,
+        ExplainSettings(settings.on_reference, settings.reduce, settings.batch_size, ctx.device),
+        store=store,
+        identity=identity,
+        progress=ctx.progress,
+        ranks=ctx.ranks,
+    )
     rows = [] if explained is None else tidy_rows(pairs, explained, neuron_ids, stimuli.ids, categories)
     return Explanation(pairs, images, explained, rows)

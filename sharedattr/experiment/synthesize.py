@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,28 @@ from sharedattr.runtime.work_store import WorkStore, work_key
 from sharedattr.synthesis.evaluation import TRAIN, Evaluator, describe_model, evaluator_digest, resolved_evaluator
 
 SCORE_COLUMNS = ["neuron", "synthesizer", "seed", "evaluator", "role", "response", "best_natural", "relative"]
-COST_COLUMNS = ["steps", "forward_calls", "backward_calls", "model_images", "denoiser_calls",
-                "denoiser_backward_calls", "wall_s"]
-SUMMARY_COLUMNS = ["synthesizer", "evaluator", "role", "mean_relative", "sem_relative", "n", "mean_response",
-                   "wall_s_per_neuron", "forward_calls", "backward_calls", "denoiser_calls"]
+COST_COLUMNS = [
+    "steps",
+    "forward_calls",
+    "backward_calls",
+    "model_images",
+    "denoiser_calls",
+    "denoiser_backward_calls",
+    "wall_s",
+]
+SUMMARY_COLUMNS = [
+    "synthesizer",
+    "evaluator",
+    "role",
+    "mean_relative",
+    "sem_relative",
+    "n",
+    "mean_response",
+    "wall_s_per_neuron",
+    "forward_calls",
+    "backward_calls",
+    "denoiser_calls",
+]
 EVALUATOR_COLUMNS = ["evaluator", "role", "model", "median_test_r"]
 PRIOR_SAMPLES = 16
 N_NATURAL = 4
@@ -69,8 +88,9 @@ def best_natural_indices(drive: Tensor, neuron: int, k: int) -> list[int]:
     return drive[:, neuron].topk(min(k, drive.shape[0])).indices.tolist()
 
 
-def run_synthesis(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, selected: list[int],
-                  folder: Path) -> SynthesisRun | None:
+def run_synthesis(
+    ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, selected: list[int], folder: Path
+) -> SynthesisRun | None:
     """Synthesise for every ``spec.synthesis`` entry × selected neuron; score on every evaluator; write ``folder``.
 
     Each (synthesizer, neuron) is one work item in ``folder/work``. With several ranks,
@@ -90,8 +110,13 @@ def run_synthesis(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment,
 
     def synthesised(synth: NamedSynthesizer, n: int, reference: Tensor) -> dict[str, Tensor]:
         """The stored (or newly computed) result of synthesizer ``synth`` for neuron ``n``."""
-        key = work_key(model=experiment.fit_digest, synthesizer=synth.spec, neuron=neuron_ids[n],
-                       reference=stimuli.ids[top_natural[n][0]], seed=spec.seed)
+        key = work_key(
+            model=experiment.fit_digest,
+            synthesizer=synth.spec,
+            neuron=neuron_ids[n],
+            reference=stimuli.ids[top_natural[n][0]],
+            seed=spec.seed,
+        )
 
         def compute() -> dict[str, Tensor]:
             torch.manual_seed(spec.seed)
@@ -124,20 +149,29 @@ def run_synthesis(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment,
         cost = {k.removeprefix("cost/"): float(v) for k, v in stored.items() if k.startswith("cost/")}
         rows += evaluator_rows(evaluators, result_images, n, neuron_ids[n], label, cost, spec.batch_size)
         if hasattr(synth.synthesizer, "prior_samples") and label not in prior_samples:
-            samples = store.get_or_compute("prior_samples", work_key(synthesizer=synth.spec, n=PRIOR_SAMPLES,
-                                                                     seed=spec.seed),
-                                           lambda s=synth.synthesizer: {"images": s.prior_samples(PRIOR_SAMPLES,
-                                                                                                   seed=spec.seed)})
+            samples = store.get_or_compute(
+                "prior_samples",
+                work_key(synthesizer=synth.spec, n=PRIOR_SAMPLES, seed=spec.seed),
+                lambda s=synth.synthesizer: {"images": s.prior_samples(PRIOR_SAMPLES, seed=spec.seed)},
+            )
             prior_samples[label] = samples["images"]
     _warn_undefined(rows)
     result = SynthesisRun(rows, summarise(rows), evaluators, images, histories)
-    write_synthesis(folder, spec, result, prior_samples, [neuron_ids[n] for n in selected],
-                    [synth.label for synth in synthesizers])
+    write_synthesis(
+        folder, spec, result, prior_samples, [neuron_ids[n] for n in selected], [synth.label for synth in synthesizers]
+    )
     return result
 
 
-def evaluator_rows(evaluators: list[Evaluator], images: Tensor, neuron: int, neuron_id: str, label: str,
-                   cost: dict[str, float], batch_size: int) -> list[dict[str, Any]]:
+def evaluator_rows(
+    evaluators: list[Evaluator],
+    images: Tensor,
+    neuron: int,
+    neuron_id: str,
+    label: str,
+    cost: dict[str, float],
+    batch_size: int,
+) -> list[dict[str, Any]]:
     """The rows of ``scores.csv`` for one synthesizer's images ``[S, C, H, W]`` of one neuron: one per evaluator ×
     seed, the response relative to the evaluator's prediction for the neuron's best natural image."""
     rows = []
@@ -145,14 +179,30 @@ def evaluator_rows(evaluators: list[Evaluator], images: Tensor, neuron: int, neu
         responses = evaluator.responses(images, neuron, batch_size)
         best = float(evaluator.best_natural[neuron])
         for seed, value in enumerate(responses.tolist()):
-            rows.append({"neuron": neuron_id, "synthesizer": label, "seed": seed, "evaluator": evaluator.label,
-                         "role": evaluator.role, "response": value, "best_natural": best,
-                         "relative": value / best if best > 0 else math.nan, **cost})
+            rows.append(
+                {
+                    "neuron": neuron_id,
+                    "synthesizer": label,
+                    "seed": seed,
+                    "evaluator": evaluator.label,
+                    "role": evaluator.role,
+                    "response": value,
+                    "best_natural": best,
+                    "relative": value / best if best > 0 else math.nan,
+                    **cost,
+                }
+            )
     return rows
 
 
-def write_synthesis(folder: Path, spec: ExperimentSpec, result: SynthesisRun, prior_samples: dict[str, Tensor],
-                    neuron_ids: list[str], labels: list[str]) -> None:
+def write_synthesis(
+    folder: Path,
+    spec: ExperimentSpec,
+    result: SynthesisRun,
+    prior_samples: dict[str, Tensor],
+    neuron_ids: list[str],
+    labels: list[str],
+) -> None:
     """``scores.csv``, ``summary.csv``, ``evaluators.csv``, ``images.safetensors`` and, with figures on,
     ``images.png``, ``comparison.png`` and ``prior_samples.png`` (``neuron_ids``: the selected neurons)."""
     rows, images, evaluators = result.rows, result.images, result.evaluators
@@ -160,12 +210,24 @@ def write_synthesis(folder: Path, spec: ExperimentSpec, result: SynthesisRun, pr
     cost_columns += sorted({k for r in rows for k in r} - set(SCORE_COLUMNS) - set(cost_columns))
     atomic_write_csv(folder / "scores.csv", rows, SCORE_COLUMNS + cost_columns)
     atomic_write_csv(folder / "summary.csv", result.summary, SUMMARY_COLUMNS)
-    atomic_write_csv(folder / "evaluators.csv", [
-        {"evaluator": e.label, "role": e.role, "model": e.description,
-         "median_test_r": float(e.test_r[torch.isfinite(e.test_r)].median()) if torch.isfinite(e.test_r).any()
-         else math.nan} for e in evaluators], EVALUATOR_COLUMNS)
-    atomic_save_tensors(folder / "images.safetensors",
-                        {**images, **{f"prior_samples/{k}": v for k, v in prior_samples.items()}})
+    atomic_write_csv(
+        folder / "evaluators.csv",
+        [
+            {
+                "evaluator": e.label,
+                "role": e.role,
+                "model": e.description,
+                "median_test_r": float(e.test_r[torch.isfinite(e.test_r)].median())
+                if torch.isfinite(e.test_r).any()
+                else math.nan,
+            }
+            for e in evaluators
+        ],
+        EVALUATOR_COLUMNS,
+    )
+    atomic_save_tensors(
+        folder / "images.safetensors", {**images, **{f"prior_samples/{k}": v for k, v in prior_samples.items()}}
+    )
     if not spec.output.figures:
         return
     from sharedattr.report.figures import comparison_figure, image_grid  # matplotlib only when figures are on
@@ -178,24 +240,35 @@ def write_synthesis(folder: Path, spec: ExperimentSpec, result: SynthesisRun, pr
     image_grid(grid, folder / "images.png", spec.output.dpi)
     comparison_figure(result.summary, folder / "comparison.png", spec.output.dpi)
     if prior_samples:
-        sample_rows = {f"{label}: unguided prior samples {i + 1}–{i + len(chunk)}": chunk
-                       for label, v in prior_samples.items() for i, chunk in zip(range(0, len(v), 8), v.split(8))}
+        sample_rows = {
+            f"{label}: unguided prior samples {i + 1}–{i + len(chunk)}": chunk
+            for label, v in prior_samples.items()
+            for i, chunk in zip(range(0, len(v), 8), v.split(8))
+        }
         image_grid(sample_rows, folder / "prior_samples.png", spec.output.dpi)
 
 
 def train_evaluator(experiment: Experiment, spec: ExperimentSpec) -> Evaluator:
     """The model the images are optimised on, as an evaluator."""
     fit = experiment.fit
-    return Evaluator(TRAIN, TRAIN, fit.model, fit.predicted.max(0).values, fit.test_r,
-                     describe_model(spec.backbone.model_dump(mode="json"), spec.readout.model_dump(mode="json"),
-                               spec.data.split_seed))
+    return Evaluator(
+        TRAIN,
+        TRAIN,
+        fit.model,
+        fit.predicted.max(0).values,
+        fit.test_r,
+        describe_model(
+            spec.backbone.model_dump(mode="json"), spec.readout.model_dump(mode="json"), spec.data.split_seed
+        ),
+    )
 
 
 def fit_evaluators(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, folder: Path) -> list[Evaluator]:
     """The train model plus every ``spec.evaluators`` entry, fitted (or reloaded from ``folder/<label>``)."""
     evaluators = [train_evaluator(experiment, spec)]
-    for e in tqdm(spec.evaluators, desc="evaluator models", disable=not ctx.progress or not spec.evaluators,
-                  leave=False):
+    for e in tqdm(
+        spec.evaluators, desc="evaluator models", disable=not ctx.progress or not spec.evaluators, leave=False
+    ):
         resolved = resolved_evaluator(spec, e)
         backbone_spec, readout_spec = e.backbone or spec.backbone, e.readout or spec.readout
         backbone = ctx.build(backbone_spec).to(ctx.device)
@@ -206,20 +279,48 @@ def fit_evaluators(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment
         target = folder / e.label
         digest = evaluator_digest(experiment.fit_digest, spec, e)
         saved = target if saved_digest(target, "evaluator_digest") == digest else None
-        fit = fit_readout(ctx.build(readout_spec), backbone, latents, experiment.responses, experiment.fit.neuron_ids,
-                          test_fraction=spec.data.test_fraction, split_seed=resolved["split_seed"],
-                          batch_size=spec.batch_size, device=ctx.device, saved=saved, name=readout_spec.name)
+        fit = fit_readout(
+            ctx.build(readout_spec),
+            backbone,
+            latents,
+            experiment.responses,
+            experiment.fit.neuron_ids,
+            test_fraction=spec.data.test_fraction,
+            split_seed=resolved["split_seed"],
+            batch_size=spec.batch_size,
+            device=ctx.device,
+            saved=saved,
+            name=readout_spec.name,
+        )
         if saved is None:
-            save_model(fit.model, backbone_spec, readout_spec, fit.neuron_ids, target,
-                       extra={"evaluator_digest": digest, "role": e.role}, registry=ctx.registry)
-        evaluators.append(Evaluator(e.label, e.role, fit.model, fit.predicted.max(0).values, fit.test_r,
-                                    describe_model(resolved["backbone"], resolved["readout"], resolved["split_seed"])))
+            save_model(
+                fit.model,
+                backbone_spec,
+                readout_spec,
+                fit.neuron_ids,
+                target,
+                extra={"evaluator_digest": digest, "role": e.role},
+                registry=ctx.registry,
+            )
+        evaluators.append(
+            Evaluator(
+                e.label,
+                e.role,
+                fit.model,
+                fit.predicted.max(0).values,
+                fit.test_r,
+                describe_model(resolved["backbone"], resolved["readout"], resolved["split_seed"]),
+            )
+        )
     return evaluators
 
 
 def _as_tensors(result: SynthesisResult) -> dict[str, Tensor]:
-    out = {"images": result.images.detach().cpu().contiguous(), "responses": result.responses.detach().cpu(),
-           "history": result.history.detach().cpu()}
+    out = {
+        "images": result.images.detach().cpu().contiguous(),
+        "responses": result.responses.detach().cpu(),
+        "history": result.history.detach().cpu(),
+    }
     prior = getattr(result, "prior_images", None)
     if prior is not None:
         out["prior_images"] = prior.detach().cpu().contiguous()
@@ -231,8 +332,17 @@ def _as_tensors(result: SynthesisResult) -> dict[str, Tensor]:
 def _warn_undefined(rows: list[dict[str, Any]]) -> None:
     bad = sorted({(r["neuron"], r["evaluator"]) for r in rows if not r["best_natural"] > 0})
     if bad:
-        warnings.warn(f"relative activation is undefined (left empty) where the evaluator predicts no positive "
-                      f"response to any natural image: {bad}", stacklevel=2)
+        warnings.warn(
+            f"relative activation is undefined (left empty) where the evaluator predicts no positive "
+            f"response to any natural image: {bad}",
+            stacklevel=2,
+        )
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float:
+    """The mean of ``key`` over ``rows`` (NaN where a row lacks it, or without rows)."""
+    values = [float(r.get(key, math.nan)) for r in rows]
+    return sum(values) / len(values) if values else math.nan
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -246,21 +356,30 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         n = len(rel)
         mean = sum(rel) / n if n else math.nan
         sem = math.sqrt(sum((v - mean) ** 2 for v in rel) / (n - 1) / n) if n > 1 else math.nan
-        per_neuron = {r["neuron"]: r for r in group}.values()  # cost is per (synthesizer, neuron)
+        per_neuron = list({r["neuron"]: r for r in group}.values())  # cost is per (synthesizer, neuron)
+        avg = partial(_mean_of, per_neuron)
 
-        def avg(key: str) -> float:
-            values = [float(r.get(key, math.nan)) for r in per_neuron]
-            return sum(values) / len(values) if values else math.nan
-
-        out.append({"synthesizer": synth, "evaluator": evaluator, "role": role, "mean_relative": mean,
-                    "sem_relative": sem, "n": n, "mean_response": sum(r["response"] for r in group) / len(group),
-                    "wall_s_per_neuron": avg("wall_s"), "forward_calls": avg("forward_calls"),
-                    "backward_calls": avg("backward_calls"), "denoiser_calls": avg("denoiser_calls")})
+        out.append(
+            {
+                "synthesizer": synth,
+                "evaluator": evaluator,
+                "role": role,
+                "mean_relative": mean,
+                "sem_relative": sem,
+                "n": n,
+                "mean_response": sum(r["response"] for r in group) / len(group),
+                "wall_s_per_neuron": avg("wall_s"),
+                "forward_calls": avg("forward_calls"),
+                "backward_calls": avg("backward_calls"),
+                "denoiser_calls": avg("denoiser_calls"),
+            }
+        )
     return out
 
 
-def synthesize_experiment(spec: ExperimentSpec, out: Path, *, registry: Registry | None = None,
-                          progress: bool = True, ranks: Ranks = SINGLE) -> SynthesisRun | None:
+def synthesize_experiment(
+    spec: ExperimentSpec, out: Path, *, registry: Registry | None = None, progress: bool = True, ranks: Ranks = SINGLE
+) -> SynthesisRun | None:
     """``sharedattr synthesize``: fit the model (into ``out/fit``, reused when unchanged), select the
     neurons as ``sharedattr run`` does, then synthesise and score everything into ``out``.
 
@@ -268,8 +387,10 @@ def synthesize_experiment(spec: ExperimentSpec, out: Path, *, registry: Registry
     merges and writes (the other ranks return None), as in :func:`sharedattr.experiment.run.run_experiment`.
     """
     if not spec.synthesis:
-        raise UserError("the config has no synthesizers: add a [[synthesis]] table, e.g. name = \"egg\" or "
-                        "name = \"gradient_ascent\" (see docs/synthesis.md)")
+        raise UserError(
+            'the config has no synthesizers: add a [[synthesis]] table, e.g. name = "egg" or '
+            'name = "gradient_ascent" (see docs/synthesis.md)'
+        )
     out = Path(out)
     ctx = RunContext.start(spec, out, registry=registry, ranks=ranks, progress=progress)
     experiment = fit_for_run(ctx, spec, out, out / "fit")
@@ -279,12 +400,24 @@ def synthesize_experiment(spec: ExperimentSpec, out: Path, *, registry: Registry
 def format_synthesis_summary(summary: list[dict[str, Any]]) -> str:
     """The summary as an aligned text table."""
     header = ["synthesizer", "evaluator", "role", "relative ± sem", "n", "s/neuron", "fwd", "bwd", "denoiser"]
-    lines = [[r["synthesizer"], r["evaluator"], r["role"],
-              f"{r['mean_relative']:.3f} ± {r['sem_relative']:.3f}" if math.isfinite(r["sem_relative"])
-              else f"{r['mean_relative']:.3f}", str(r["n"]), f"{r['wall_s_per_neuron']:.2f}",
-              f"{r['forward_calls']:.0f}", f"{r['backward_calls']:.0f}", f"{r['denoiser_calls']:.0f}"]
-             for r in summary]
+    lines = [
+        [
+            r["synthesizer"],
+            r["evaluator"],
+            r["role"],
+            f"{r['mean_relative']:.3f} ± {r['sem_relative']:.3f}"
+            if math.isfinite(r["sem_relative"])
+            else f"{r['mean_relative']:.3f}",
+            str(r["n"]),
+            f"{r['wall_s_per_neuron']:.2f}",
+            f"{r['forward_calls']:.0f}",
+            f"{r['backward_calls']:.0f}",
+            f"{r['denoiser_calls']:.0f}",
+        ]
+        for r in summary
+    ]
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)),
-                      *(fmt.format(*line) for line in lines)])
+    return "\n".join(
+        [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*line) for line in lines)]
+    )

@@ -22,8 +22,19 @@ from sharedattr.runtime.io import atomic_save_tensors, atomic_write_bytes, atomi
 from sharedattr.selection.matching import Pair
 
 SCORE_COLUMNS = ["neuron", "test_r", "noise_ceiling", "fev", "n_train", "n_test", "note"]
-RESULT_COLUMNS = ["neuron", "driver", "driver_category", "reference", "rank", "similarity", "method", "image",
-                  "metric", "value", "higher_is_better"]
+RESULT_COLUMNS = [
+    "neuron",
+    "driver",
+    "driver_category",
+    "reference",
+    "rank",
+    "similarity",
+    "method",
+    "image",
+    "metric",
+    "value",
+    "higher_is_better",
+]
 SUMMARY_COLUMNS = ["method", "image", "metric", "mean", "sem", "n", "higher_is_better"]
 METHOD_COLUMNS = ["method", "seconds", "pairs", "ms_per_pair"]
 PAIR_COLUMNS = ["neuron", "driver", "driver_category", "reference", "rank", "similarity", "driver_response"]
@@ -36,6 +47,7 @@ def write_scores(fit: Fit, path: Path) -> None:
     r that is undefined because a column is constant is 0 (:func:`held_out_r`), also with the
     reason in ``note``.
     """
+
     def value(t: Tensor | None, i: int) -> float | str:
         return "" if t is None or not torch.isfinite(t[i]) else float(t[i])
 
@@ -44,31 +56,69 @@ def write_scores(fit: Fit, path: Path) -> None:
         note = "no repeated trials" if fit.notes is None else (fit.notes[i] or "")
         if fit.r_notes is not None and fit.r_notes[i]:
             note = f"{fit.r_notes[i]}; {note}" if note else fit.r_notes[i]
-        rows.append({"neuron": n, "test_r": value(fit.test_r, i), "noise_ceiling": value(fit.noise_ceiling, i),
-                     "fev": value(fit.fev, i), "n_train": len(fit.train), "n_test": len(fit.test), "note": note})
+        rows.append(
+            {
+                "neuron": n,
+                "test_r": value(fit.test_r, i),
+                "noise_ceiling": value(fit.noise_ceiling, i),
+                "fev": value(fit.fev, i),
+                "n_train": len(fit.train),
+                "n_test": len(fit.test),
+                "note": note,
+            }
+        )
     atomic_write_csv(path, rows, SCORE_COLUMNS)
 
 
-def tidy_rows(pairs: Sequence[Pair], explained: Explained, neuron_ids: Sequence[str],
-              stimulus_ids: Sequence[str], categories: Sequence[str]) -> list[dict[str, Any]]:
+def tidy_rows(
+    pairs: Sequence[Pair],
+    explained: Explained,
+    neuron_ids: Sequence[str],
+    stimulus_ids: Sequence[str],
+    categories: Sequence[str],
+) -> list[dict[str, Any]]:
     """One row per pair × method × image × metric (the tidy results table)."""
     rows = []
     for (method, metric, which), values in explained.scores.items():
         for p, v in zip(pairs, values.tolist()):
-            rows.append({"neuron": neuron_ids[p.neuron], "driver": stimulus_ids[p.driver],
-                         "driver_category": categories[p.driver], "reference": stimulus_ids[p.reference],
-                         "rank": p.rank, "similarity": p.similarity, "method": method, "image": which,
-                         "metric": metric, "value": v, "higher_is_better": explained.higher_is_better[metric]})
+            rows.append(
+                {
+                    "neuron": neuron_ids[p.neuron],
+                    "driver": stimulus_ids[p.driver],
+                    "driver_category": categories[p.driver],
+                    "reference": stimulus_ids[p.reference],
+                    "rank": p.rank,
+                    "similarity": p.similarity,
+                    "method": method,
+                    "image": which,
+                    "metric": metric,
+                    "value": v,
+                    "higher_is_better": explained.higher_is_better[metric],
+                }
+            )
     return rows
 
 
-def write_pairs(path: Path, pairs: list[Pair], drive: Tensor, neuron_ids: list[str], stimulus_ids: list[str],
-                categories: list[str]) -> None:
+def write_pairs(
+    path: Path, pairs: list[Pair], drive: Tensor, neuron_ids: list[str], stimulus_ids: list[str], categories: list[str]
+) -> None:
     """``pairs.csv``: one row per (neuron, driver, reference), with the similarity and the driver's response."""
-    atomic_write_csv(path, ({"neuron": neuron_ids[p.neuron], "driver": stimulus_ids[p.driver],
-                             "driver_category": categories[p.driver], "reference": stimulus_ids[p.reference],
-                             "rank": p.rank, "similarity": p.similarity,
-                             "driver_response": float(drive[p.driver, p.neuron])} for p in pairs), PAIR_COLUMNS)
+    atomic_write_csv(
+        path,
+        (
+            {
+                "neuron": neuron_ids[p.neuron],
+                "driver": stimulus_ids[p.driver],
+                "driver_category": categories[p.driver],
+                "reference": stimulus_ids[p.reference],
+                "rank": p.rank,
+                "similarity": p.similarity,
+                "driver_response": float(drive[p.driver, p.neuron]),
+            }
+            for p in pairs
+        ),
+        PAIR_COLUMNS,
+    )
 
 
 def write_table(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -85,19 +135,33 @@ def write_table(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> N
     atomic_write_bytes(path.with_suffix(".parquet"), buf.getvalue())
 
 
-def save_maps(path: Path, explained: Explained, pairs: list[Pair], neuron_ids: list[str],
-              stimulus_ids: list[str]) -> None:
+def save_maps(
+    path: Path, explained: Explained, pairs: list[Pair], neuron_ids: list[str], stimulus_ids: list[str]
+) -> None:
     """Every map ``[P, H, W]`` as ``<method>/<image>`` in one safetensors file; the pairs in its metadata."""
     tensors = {f"{label}/{which}": m for label, maps in explained.maps.items() for which, m in maps.items()}
-    atomic_save_tensors(path, tensors, {"pairs": ";".join(
-        f"{neuron_ids[p.neuron]}|{stimulus_ids[p.driver]}|{stimulus_ids[p.reference]}" for p in pairs)})
+    atomic_save_tensors(
+        path,
+        tensors,
+        {
+            "pairs": ";".join(
+                f"{neuron_ids[p.neuron]}|{stimulus_ids[p.driver]}|{stimulus_ids[p.reference]}" for p in pairs
+            )
+        },
+    )
 
 
 def method_times(explained: Explained, n_pairs: int) -> list[dict[str, Any]]:
     """Per method: seconds to make all maps of ``n_pairs`` pairs (driver and, where run, reference) and ms per pair."""
-    return [{"method": label, "seconds": round(s, 4), "pairs": n_pairs,
-             "ms_per_pair": round(1000 * s / n_pairs, 3) if n_pairs else math.nan}
-            for label, s in explained.seconds.items()]
+    return [
+        {
+            "method": label,
+            "seconds": round(s, 4),
+            "pairs": n_pairs,
+            "ms_per_pair": round(1000 * s / n_pairs, 3) if n_pairs else math.nan,
+        }
+        for label, s in explained.seconds.items()
+    ]
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,8 +179,17 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         n = len(vals)
         mean = sum(vals) / n if n else math.nan
         sem = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) / math.sqrt(n)) if n > 1 else math.nan
-        out.append({"method": method, "image": image, "metric": metric, "mean": mean, "sem": sem, "n": n,
-                    "higher_is_better": better[metric]})
+        out.append(
+            {
+                "method": method,
+                "image": image,
+                "metric": metric,
+                "mean": mean,
+                "sem": sem,
+                "n": n,
+                "higher_is_better": better[metric],
+            }
+        )
     return out
 
 
@@ -125,24 +198,43 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
     if not summary:
         return "(no results)"
     header = ["method", "image", "metric", "mean ± sem", "n"]
-    lines = [[r["method"], r["image"], f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}",
-              f"{r['mean']:.4f} ± {r['sem']:.4f}" if math.isfinite(r["sem"]) else f"{r['mean']:.4f}", str(r["n"])]
-             for r in sorted(summary, key=lambda r: (r["metric"], r["image"], r["method"]))]
-    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
+    lines = [
+        [
+            r["method"],
+            r["image"],
+            f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}",
+            f"{r['mean']:.4f} ± {r['sem']:.4f}" if math.isfinite(r["sem"]) else f"{r['mean']:.4f}",
+            str(r["n"]),
+        ]
+        for r in sorted(summary, key=lambda r: (r["metric"], r["image"], r["method"]))
+    ]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*l) for l in lines)])
+    return "\n".join(
+        [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*line) for line in lines)]
+    )
 
 
-def write_components(path: Path, methods: Sequence[NamedMethod], metrics: Sequence[NamedMetric],
-                     pairwise: dict[str, bool]) -> None:
+def write_components(
+    path: Path, methods: Sequence[NamedMethod], metrics: Sequence[NamedMetric], pairwise: dict[str, bool]
+) -> None:
     """``components.json``: what each method and metric label of the run declares (the report reads it).
 
     Per method label: its spec, whether it is pairwise, and the plugin that provides it; per
     metric label: its spec, family, direction and plugin.
     """
-    atomic_write_json(path, {
-        "methods": {m.label: {"spec": m.spec, "pairwise": pairwise[m.label], "plugin": m.origin}
-                    for m in methods},
-        "metrics": {m.label: {"spec": m.spec, "family": m.family, "higher_is_better": m.higher_is_better,
-                              "plugin": m.origin} for m in metrics},
-    })
+    atomic_write_json(
+        path,
+        {
+            "methods": {m.label: {"spec": m.spec, "pairwise": pairwise[m.label], "plugin": m.origin} for m in methods},
+            "metrics": {
+                m.label: {
+                    "spec": m.spec,
+                    "family": m.family,
+                    "higher_is_better": m.higher_is_better,
+                    "plugin": m.origin,
+                }
+                for m in metrics
+            },
+        },
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import OrderedDict
-
 from typing import ClassVar
 
 import torch
@@ -103,8 +102,10 @@ class FaithfulnessCorrelationParams(Params):
 def random_subsets(n_runs: int, n_pixels: int, subset_size: int, seed: int) -> Tensor:
     """``n_runs`` seeded uniform random subsets of ``subset_size`` of ``n_pixels`` pixels, as masks ``[R, P]``."""
     if not 0 < subset_size < n_pixels:
-        raise ValueError(f"faithfulness_correlation: subset_size must be in [1, {n_pixels - 1}] for images with "
-                         f"{n_pixels} pixels; got {subset_size}")
+        raise ValueError(
+            f"faithfulness_correlation: subset_size must be in [1, {n_pixels - 1}] for images with "
+            f"{n_pixels} pixels; got {subset_size}"
+        )
     keys = torch.rand(n_runs, n_pixels, generator=torch.Generator().manual_seed(seed))
     chosen = keys.topk(subset_size, dim=1).indices
     return torch.zeros(n_runs, n_pixels, dtype=torch.bool).scatter_(1, chosen, True)
@@ -154,8 +155,9 @@ class FaithfulnessCorrelationMetric:
     family: ClassVar[str] = "faithfulness"
     requires_masks: ClassVar[bool] = False
 
-    def __init__(self, n_runs: int = 100, subset_size: int = 224, baseline: float = 0.0, seed: int = 0,
-                 batch_size: int = 64) -> None:
+    def __init__(
+        self, n_runs: int = 100, subset_size: int = 224, baseline: float = 0.0, seed: int = 0, batch_size: int = 64
+    ) -> None:
         self.n_runs, self.subset_size, self.baseline = n_runs, subset_size, baseline
         self.seed, self.batch_size = seed, batch_size
         self._drops: OrderedDict[tuple[int, str], tuple[weakref.ref, Tensor]] = OrderedDict()
@@ -166,7 +168,6 @@ class FaithfulnessCorrelationMetric:
         relevance = maps @ subsets.to(maps).T  # [B, R]: summed attribution of each subset
         drops = self._cached_drops(batch, subsets)
         return row_pearson(relevance.double(), drops.to(relevance.device).double()).to(maps.dtype)
-
 
     def _cached_drops(self, batch: AttributionBatch, subsets: Tensor) -> Tensor:
         """:func:`response_drops`, reused for a batch with the same model object, images and neurons."""
@@ -188,15 +189,21 @@ class FaithfulnessCorrelationMetric:
 @hookimpl
 def register_metrics(register):
     register(
-        "deletion", DeletionMetric, params=PerturbationParams,
+        "deletion",
+        DeletionMetric,
+        params=PerturbationParams,
         description="Deletion AUC of the neuron's response, normalised by the clean response (lower is better).",
     )
     register(
-        "insertion", InsertionMetric, params=PerturbationParams,
+        "insertion",
+        InsertionMetric,
+        params=PerturbationParams,
         description="Insertion AUC of the neuron's response, normalised by the clean response (higher is better).",
     )
     register(
-        "faithfulness_correlation", FaithfulnessCorrelationMetric, params=FaithfulnessCorrelationParams,
+        "faithfulness_correlation",
+        FaithfulnessCorrelationMetric,
+        params=FaithfulnessCorrelationParams,
         description="Pearson r between a random pixel subset's summed attribution and the neuron's response drop "
-                    "when it is removed (higher is better).",
+        "when it is removed (higher is better).",
     )

@@ -52,8 +52,9 @@ def relevance_mass(maps: Tensor, masks: Tensor, relevance: Relevance = "positive
     r = maps.clamp(min=0) if relevance == "positive" else maps.abs()
     total = r.sum(1)
     inside = (r * masks).sum(1)
-    return _undefined_where(inside / torch.where(total > 0, total, torch.ones_like(total)),
-                            (total <= 0) | ~masks.any(1))
+    return _undefined_where(
+        inside / torch.where(total > 0, total, torch.ones_like(total)), (total <= 0) | ~masks.any(1)
+    )
 
 
 def relevance_rank(maps: Tensor, masks: Tensor) -> Tensor:
@@ -113,9 +114,19 @@ class RelevanceRankMetric:
 
 @hookimpl
 def register_metrics(register):
-    register("pointing_game", PointingGameMetric,
-             description="1 if the map's maximum lies inside the ground-truth mask, else 0 (higher is better).")
-    register("relevance_mass", RelevanceMassMetric, params=RelevanceMassParams,
-             description="Share of the map's positive (or absolute) relevance inside the mask (higher is better).")
-    register("relevance_rank", RelevanceRankMetric,
-             description="Share of the top-|mask| pixels of the map that lie inside the mask (higher is better).")
+    register(
+        "pointing_game",
+        PointingGameMetric,
+        description="1 if the map's maximum lies inside the ground-truth mask, else 0 (higher is better).",
+    )
+    register(
+        "relevance_mass",
+        RelevanceMassMetric,
+        params=RelevanceMassParams,
+        description="Share of the map's positive (or absolute) relevance inside the mask (higher is better).",
+    )
+    register(
+        "relevance_rank",
+        RelevanceRankMetric,
+        description="Share of the top-|mask| pixels of the map that lie inside the mask (higher is better).",
+    )

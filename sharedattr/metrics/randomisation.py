@@ -37,18 +37,16 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from sharedattr.attribution.hook_safety import private_copy
 from sharedattr.plugins.contracts import AttributionBatch
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.attribution.hook_safety import private_copy
 from sharedattr.plugins.params import Params, Seed
 
 Layers = Literal["readout", "backbone", "all"]
 
 
 class RandomisationParams(Params):
-    layers: Layers = Field(
-        "all", description="What to randomise: the 'readout', the 'backbone', or 'all' (both)."
-    )
+    layers: Layers = Field("all", description="What to randomise: the 'readout', the 'backbone', or 'all' (both).")
     absolute: bool = Field(True, description="Correlate |map| (True) or the signed maps (False).")
     seed: Seed = Field(0, description="Seed of the randomisation.")
 
@@ -98,8 +96,10 @@ def _device_of(model: nn.Module) -> torch.device:
 def _part(model: nn.Module, name: str) -> nn.Module:
     part = getattr(model, name, None)
     if not isinstance(part, nn.Module):
-        raise ValueError(f"randomisation: layers={name!r} needs an encoding model with a .{name} module; "
-                         f"got a {type(model).__name__}")
+        raise ValueError(
+            f"randomisation: layers={name!r} needs an encoding model with a .{name} module; "
+            f"got a {type(model).__name__}"
+        )
     return part
 
 
@@ -152,8 +152,10 @@ class RandomisationMetric:
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         if batch.explain is None:
-            raise ValueError("randomisation needs batch.explain, which recomputes the maps with another model "
-                             "(the pipeline provides it; this metric is skipped where it cannot)")
+            raise ValueError(
+                "randomisation needs batch.explain, which recomputes the maps with another model "
+                "(the pipeline provides it; this metric is skipped where it cannot)"
+            )
         random_maps = batch.explain(randomised_model(batch.model, self.layers, self.seed)).detach()
         original = batch.maps.detach()
         if self.absolute:
@@ -165,7 +167,9 @@ class RandomisationMetric:
 @hookimpl
 def register_metrics(register):
     register(
-        "randomisation", RandomisationMetric, params=RandomisationParams,
+        "randomisation",
+        RandomisationMetric,
+        params=RandomisationParams,
         description="Model parameter randomisation test: Spearman rho between the maps of the trained and of a "
-                    "weight-randomised model (lower is better).",
+        "weight-randomised model (lower is better).",
     )

@@ -49,8 +49,9 @@ class Readout(Protocol):
         After this, ``load_state_dict`` of a fitted readout of the same spec restores it exactly.
         """
 
-    def fit(self, latents: Tensor, responses: Tensor) -> "Readout":
-        """Initialize, then fit in place to latents ``[B, ...]`` and responses ``[B, N]`` (NaN = missing); returns self."""
+    def fit(self, latents: Tensor, responses: Tensor) -> Readout:
+        """Initialize, then fit in place to latents ``[B, ...]`` and responses ``[B, N]`` (NaN = missing); returns
+        self."""
 
     def __call__(self, latents: Tensor) -> Tensor:
         """Latents ``[B, ...]`` → responses ``[B, N]``."""
@@ -109,7 +110,8 @@ class Matcher:
         return self.similarity(query, weight[:, None, :] * latents[None])
 
     def match(self, query: Tensor, candidates: Tensor, top_k: int = 1) -> tuple[Tensor, Tensor]:
-        """Top-k candidates per query: ``query [..., Q, D]``, ``candidates [..., K, D]`` → scores, indices ``[..., Q, k]``."""
+        """Top-k candidates per query: ``query [..., Q, D]``, ``candidates [..., K, D]`` → scores, indices
+        ``[..., Q, k]``."""
         return match_references(self, query, candidates, top_k)
 
     def __repr__(self) -> str:
@@ -222,6 +224,5 @@ class EnergyValue(NamedTuple):
 
 
 class Energy(Protocol):
-    def bind(self, model: nn.Module, neuron: int,
-             reference: Tensor | None = None) -> Callable[[Tensor], EnergyValue]:
+    def bind(self, model: nn.Module, neuron: int, reference: Tensor | None = None) -> Callable[[Tensor], EnergyValue]:
         """The energy of images ``[B, C, H, W]`` in [0, 1] for output ``neuron`` of ``model``."""

@@ -105,9 +105,11 @@ def _selected_entry_points(registry: Registry) -> list[tuple[str, importlib.meta
     for variable, names in ((LOAD_PLUGINS_ENV, wanted or set()), (BLOCK_PLUGINS_ENV, blocked)):
         for name in sorted(names - installed):
             hint = closest(name, installed)
-            _warn(f"{variable} names {name!r}, which is no installed sharedattr plugin"
-                  + (f" (did you mean {hint!r}?)" if hint else "")
-                  + f"; installed: {', '.join(label for label, _ in labelled) or 'none'}")
+            _warn(
+                f"{variable} names {name!r}, which is no installed sharedattr plugin"
+                + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; installed: {', '.join(label for label, _ in labelled) or 'none'}"
+            )
     selected = []
     for label, ep in labelled:
         names = _entry_point_names(ep)
@@ -150,8 +152,11 @@ def _hook_problems(plugin: object) -> list[str]:
             continue
         if attr not in known:
             hint = closest(attr, known)
-            problems.append(f"{attr!r} is not a sharedattr hook" + (f"; did you mean {hint!r}?" if hint else "")
-                            + f" (the hooks: {', '.join(known)})")
+            problems.append(
+                f"{attr!r} is not a sharedattr hook"
+                + (f"; did you mean {hint!r}?" if hint else "")
+                + f" (the hooks: {', '.join(known)})"
+            )
             continue
         try:
             args = list(inspect.signature(function).parameters)
@@ -223,8 +228,13 @@ def load_registry(
             try:
                 plugin = ep.load()
             except Exception as err:  # noqa: BLE001 - any import failure of a third-party plugin
-                _failed(registry, label, "failed to import and was skipped", err,
-                        f"{type(err).__name__}: {err}{_where(err)}")
+                _failed(
+                    registry,
+                    label,
+                    "failed to import and was skipped",
+                    err,
+                    f"{type(err).__name__}: {err}{_where(err)}",
+                )
                 continue
             _register_checked(pm, plugin, label, registry)
     for name, plugin in extra_plugins:
@@ -235,8 +245,14 @@ def load_registry(
     return registry
 
 
-def _collect(pm: pluggy.PluginManager, plugin_name: str, plugin: object, registry: Registry,
-             provenance: tuple[str | None, str | None], on_clash: str) -> None:
+def _collect(
+    pm: pluggy.PluginManager,
+    plugin_name: str,
+    plugin: object,
+    registry: Registry,
+    provenance: tuple[str | None, str | None],
+    on_clash: str,
+) -> None:
     """Call each ``register_*`` hook of one plugin; on failure, withdraw all it registered."""
     added: list[Component] = []
     clashed = 0
@@ -246,13 +262,28 @@ def _collect(pm: pluggy.PluginManager, plugin_name: str, plugin: object, registr
                 if impl.plugin is not plugin:
                     continue
 
-                def register(name: str, factory: Callable[..., Any], *, params: Any = None, description: str = "",
-                             _kind: str = kind) -> None:
+                def register(
+                    name: str,
+                    factory: Callable[..., Any],
+                    *,
+                    params: Any = None,
+                    description: str = "",
+                    _kind: str = kind,
+                ) -> None:
                     nonlocal clashed
                     try:
-                        added.append(registry.add(_kind, name, factory, params=params, description=description,
-                                                  source=plugin_name, distribution=provenance[0],
-                                                  version=provenance[1]))
+                        added.append(
+                            registry.add(
+                                _kind,
+                                name,
+                                factory,
+                                params=params,
+                                description=description,
+                                source=plugin_name,
+                                distribution=provenance[0],
+                                version=provenance[1],
+                            )
+                        )
                     except DuplicateComponentError as err:
                         if on_clash == "raise":
                             raise
@@ -268,12 +299,19 @@ def _collect(pm: pluggy.PluginManager, plugin_name: str, plugin: object, registr
             registry.components_by_kind[component.kind].pop(component.name, None)
         if plugin_name in DEFAULT_PLUGINS:
             raise
-        _failed(registry, plugin_name, "failed while registering and was skipped", err,
-                f"{type(err).__name__}: {err}{_where(err)}")
+        _failed(
+            registry,
+            plugin_name,
+            "failed while registering and was skipped",
+            err,
+            f"{type(err).__name__}: {err}{_where(err)}",
+        )
         return
     if not added and not clashed:
-        _warn(f"sharedattr plugin {plugin_name} loaded but registered no component: are its hook functions "
-              "decorated with @sharedattr.plugin.hookimpl, and do they call register(...)?")
+        _warn(
+            f"sharedattr plugin {plugin_name} loaded but registered no component: are its hook functions "
+            "decorated with @sharedattr.plugin.hookimpl, and do they call register(...)?"
+        )
     registry.plugins.append(plugin_name)
 
 

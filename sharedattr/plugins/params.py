@@ -10,7 +10,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from sharedattr.runtime.errors import SpecIssue
 
-
 SEED_MAX = 2**63 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 """A seed: a non-negative 64-bit integer (what torch's generators accept)."""

@@ -59,7 +59,8 @@ class Component:
             raise SpecError(issues_from_validation(err, prefix=loc)) from None
 
     def build(self, *args: Any, registry: Registry | None = None, **params: Any) -> Any:
-        """Validate ``params`` and call the factory: ``factory(*args, **validated_params)`` (see :meth:`build_validated`)."""
+        """Validate ``params`` and call the factory: ``factory(*args, **validated_params)`` (see
+        :meth:`build_validated`)."""
         context = None if registry is None else {REGISTRY_KEY: registry}
         return self.build_validated(self.validate_params(params, context=context), *args, registry=registry)
 
@@ -133,8 +134,7 @@ class Registry:
         existing = self.components_by_kind[kind].get(name)
         if existing is not None:
             raise DuplicateComponentError(kind, name, existing.source, source)
-        component = Component(kind, name, factory, params, " ".join(description.split()), source, distribution,
-                              version)
+        component = Component(kind, name, factory, params, " ".join(description.split()), source, distribution, version)
         self.components_by_kind[kind][name] = component
         return component
 
@@ -146,8 +146,9 @@ class Registry:
         except KeyError:
             if kind not in self.components_by_kind:
                 raise UnknownComponentError("component kind", kind, list(self.components_by_kind)) from None
-            raise UnknownComponentError(kind, name, list(self.components_by_kind[kind]),
-                                        not_loaded=self.not_loaded) from None
+            raise UnknownComponentError(
+                kind, name, list(self.components_by_kind[kind]), not_loaded=self.not_loaded
+            ) from None
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.components_by_kind[kind])
@@ -167,8 +168,9 @@ class Registry:
             "failed_plugins": dict(self.failed_plugins),
             "entry_points": dict(self.entry_points),
             "not_loaded": dict(self.not_loaded),
-            "clashes": [{"kind": kind, "name": name, "plugins": sources}
-                        for (kind, name), sources in self.clashes.items()],
+            "clashes": [
+                {"kind": kind, "name": name, "plugins": sources} for (kind, name), sources in self.clashes.items()
+            ],
             "components": {
                 kind: [
                     {
@@ -200,6 +202,9 @@ def _checked_params_model(params: Any, kind: str, name: str, source: str) -> typ
         )
     if params.model_config.get("extra") != "forbid" or params.model_config.get("allow_inf_nan", True):
         # Unknown keys in a config must be errors, never silently dropped; inf and NaN are never valid settings.
-        params = type(params.__name__, (params,),
-                      {"model_config": {**params.model_config, "extra": "forbid", "allow_inf_nan": False}})
+        params = type(
+            params.__name__,
+            (params,),
+            {"model_config": {**params.model_config, "extra": "forbid", "allow_inf_nan": False}},
+        )
     return params

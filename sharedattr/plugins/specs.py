@@ -25,6 +25,7 @@ class Registry(Protocol):
     def build(self, kind: str, name: str, *args: Any, **params: Any) -> Any:
         """The built component."""
 
+
 REGISTRY_KEY = "registry"
 """Key of the registry in pydantic's validation context: params that name another component validate it there."""
 
@@ -52,7 +53,8 @@ class ComponentSpec(BaseModel):
         return registry.get(self.kind, self.name)
 
     def validated_params(self, registry: Registry, loc: str = "", context: Mapping | None = None) -> BaseModel:
-        """The params validated by the component's own model (raises :class:`SpecError` with field paths under ``loc``)."""
+        """The params validated by the component's own model (raises :class:`SpecError` with field paths under
+        ``loc``)."""
         try:
             component = self.component(registry)
         except UnknownComponentError as err:

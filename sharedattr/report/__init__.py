@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sharedattr.runtime.io import atomic_write_text
 from sharedattr.report.html import PAGE_TEMPLATE, render
 from sharedattr.report.reading import read_summary
 from sharedattr.report.rundir import RunDir
 from sharedattr.report.sections import SECTIONS, Context, all_sections
+from sharedattr.runtime.io import atomic_write_text
 
 REPORT_FILE = "report.html"
 

@@ -63,14 +63,21 @@ class Components:
         (including those of ``methods``/``metrics``, e.g. from summary.csv, that nothing declares)."""
         out = []
         if self.fallback:
-            out.append(f"{self.fallback}, so pairwise methods and metric families were read from the installed "
-                       f"plugins, by the names in spec.json. To write components.json, {REFRESH}.")
-        missing = [*self.unresolved, *(f"method {m} (not declared)" for m in methods if m not in self.methods),
-                   *(f"metric {m} (not declared)" for m in metrics if m not in self.metrics)]
+            out.append(
+                f"{self.fallback}, so pairwise methods and metric families were read from the installed "
+                f"plugins, by the names in spec.json. To write components.json, {REFRESH}."
+            )
+        missing = [
+            *self.unresolved,
+            *(f"method {m} (not declared)" for m in methods if m not in self.methods),
+            *(f"metric {m} (not declared)" for m in metrics if m not in self.metrics),
+        ]
         if missing:
-            out.append(f"Could not resolve {', '.join(missing)}: such methods count as not pairwise and such "
-                       f"metrics as family “other” (left out of the localisation and faithfulness verdict). "
-                       f"To refresh, {REFRESH}.")
+            out.append(
+                f"Could not resolve {', '.join(missing)}: such methods count as not pairwise and such "
+                f"metrics as family “other” (left out of the localisation and faithfulness verdict). "
+                f"To refresh, {REFRESH}."
+            )
         return out
 
 
@@ -107,8 +114,9 @@ def from_json(data: Mapping[str, Any]) -> Components:
         family = entry.get("family") if isinstance(entry, Mapping) else None
         if family in METRIC_FAMILIES:
             higher = entry.get("higher_is_better")
-            metrics[str(label)] = MetricInfo(family, higher if isinstance(higher, bool) else None,
-                                             describe_plugin(entry.get("plugin")))
+            metrics[str(label)] = MetricInfo(
+                family, higher if isinstance(higher, bool) else None, describe_plugin(entry.get("plugin"))
+            )
         else:
             unresolved.append(f"metric {label} (no valid family in components.json)")
     return Components(methods, metrics, "", tuple(unresolved))
@@ -119,8 +127,12 @@ def _error(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-def from_registry(method_specs: Sequence[Any], metric_specs: Sequence[Any], registry: Any,
-                  fallback: str = "This run folder has no components.json") -> Components:
+def from_registry(
+    method_specs: Sequence[Any],
+    metric_specs: Sequence[Any],
+    registry: Any,
+    fallback: str = "This run folder has no components.json",
+) -> Components:
     """Components resolved through ``registry`` from the method and metric specs of ``spec.json``."""
     methods, metrics, unresolved = {}, {}, []
     for label, spec in spec_labels(method_specs):
@@ -132,13 +144,18 @@ def from_registry(method_specs: Sequence[Any], metric_specs: Sequence[Any], regi
         if isinstance(component.factory, type):
             methods[label] = MethodInfo(is_pairwise(component.factory), describe_plugin(component.provenance()))
         else:
-            unresolved.append(f"method {label} (its factory is not a class: only a built method tells whether it is pairwise)")
+            unresolved.append(
+                f"method {label} (its factory is not a class: only a built method tells whether it is pairwise)"
+            )
     for label, spec in spec_labels(metric_specs):
         params = {k: v for k, v in spec.items() if k != "name"}
         try:
             metric = registry.build("metric", spec["name"], **params)
-            metrics[label] = MetricInfo(metric_family(metric), bool(metric.higher_is_better),
-                                        describe_plugin(registry.get("metric", spec["name"]).provenance()))
+            metrics[label] = MetricInfo(
+                metric_family(metric),
+                bool(metric.higher_is_better),
+                describe_plugin(registry.get("metric", spec["name"]).provenance()),
+            )
         except Exception as err:  # noqa: BLE001 - unknown plugin, changed params, a bad family: reported
             unresolved.append(f"metric {label} ({_error(err)})")
     return Components(methods, metrics, fallback, tuple(unresolved))

@@ -54,8 +54,15 @@ def _image(x: Tensor):
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
 
 
-def fit_figure(test_r: Tensor, predicted: Tensor, measured: Tensor, neuron_ids: Sequence[str], path: Path,
-               dpi: int = 120, n_best: int = 3) -> Path:
+def fit_figure(
+    test_r: Tensor,
+    predicted: Tensor,
+    measured: Tensor,
+    neuron_ids: Sequence[str],
+    path: Path,
+    dpi: int = 120,
+    n_best: int = 3,
+) -> Path:
     """Distribution of held-out r, and predicted vs measured for the ``n_best`` best neurons."""
     plt = _plt()
     best = test_r.argsort(descending=True)[:n_best].tolist()
@@ -71,9 +78,16 @@ def fit_figure(test_r: Tensor, predicted: Tensor, measured: Tensor, neuron_ids: 
     return _save(fig, path, dpi)
 
 
-def attribution_grids(pairs: Sequence[Any], drivers: Tensor, references: Tensor,
-                      maps: Mapping[str, Mapping[str, Tensor]], neuron_ids: Sequence[str],
-                      stimulus_ids: Sequence[str], folder: Path, dpi: int = 120) -> list[Path]:
+def attribution_grids(
+    pairs: Sequence[Any],
+    drivers: Tensor,
+    references: Tensor,
+    maps: Mapping[str, Mapping[str, Tensor]],
+    neuron_ids: Sequence[str],
+    stimulus_ids: Sequence[str],
+    folder: Path,
+    dpi: int = 120,
+) -> list[Path]:
     """One PNG per neuron: rows = driver/reference pairs; columns = the two images, then per method its
     driver map and, where computed, its reference map, side by side.
 
@@ -102,8 +116,9 @@ def attribution_grids(pairs: Sequence[Any], drivers: Tensor, references: Tensor,
                 axes[row, col].set_title(f"{label}\n{which}", fontsize=7)
         for ax in axes.flat:
             ax.axis("off")
-        fig.suptitle(f"neuron {neuron_ids[n]}: driver | reference | maps (colour scale shared by each pair)",
-                     fontsize=8)
+        fig.suptitle(
+            f"neuron {neuron_ids[n]}: driver | reference | maps (colour scale shared by each pair)", fontsize=8
+        )
         fig.tight_layout()
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in neuron_ids[n])
         paths.append(_save(fig, folder / f"neuron_{safe}.png", dpi))
@@ -158,8 +173,11 @@ def role_means(summary: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[f
     for synth in dict.fromkeys(r["synthesizer"] for r in summary):
         out[synth] = {}
         for role in ROLES:
-            group = [r for r in summary if r["synthesizer"] == synth and r["role"] == role
-                     and math.isfinite(r["mean_relative"]) and r["n"] > 0]
+            group = [
+                r
+                for r in summary
+                if r["synthesizer"] == synth and r["role"] == role and math.isfinite(r["mean_relative"]) and r["n"] > 0
+            ]
             if not group:
                 continue
             n = sum(r["n"] for r in group)
@@ -181,11 +199,16 @@ def comparison_figure(summary: Sequence[dict[str, Any]], path: Path, dpi: int = 
     for i, synth in enumerate(synths):
         xs = [j + (i - (len(synths) - 1) / 2) * width for j in range(len(ROLES))]
         values = [means[synth].get(role, (math.nan, math.nan)) for role in ROLES]
-        ax.bar(xs, [v[0] for v in values], width,
-               yerr=[v[1] if math.isfinite(v[1]) else 0 for v in values], capsize=3, label=synth)
+        ax.bar(
+            xs,
+            [v[0] for v in values],
+            width,
+            yerr=[v[1] if math.isfinite(v[1]) else 0 for v in values],
+            capsize=3,
+            label=synth,
+        )
     ax.axhline(1.0, color="0.3", lw=0.8, ls="--")
-    ax.set_xticks(range(len(ROLES)), ["train (optimised on)", "val (other seeds)", "cross (other model)"],
-                  fontsize=8)
+    ax.set_xticks(range(len(ROLES)), ["train (optimised on)", "val (other seeds)", "cross (other model)"], fontsize=8)
     ax.set_ylabel("response / best natural image")
     ax.legend(fontsize=7, frameon=False)
     ax.set_title("activation relative to the best natural image", fontsize=9)
@@ -197,9 +220,14 @@ def comparison_figure(summary: Sequence[dict[str, Any]], path: Path, dpi: int = 
     bars = ax_cost.barh(range(len(synths)), walls, color=[f"C{i}" for i in range(len(synths))])
     for bar, synth in zip(bars, synths):
         r = per_synth.get(synth, {})
-        ax_cost.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
-                     f" fwd {r.get('forward_calls', math.nan):.0f}, bwd {r.get('backward_calls', math.nan):.0f},"
-                     f" denoiser {r.get('denoiser_calls', math.nan):.0f}", va="center", fontsize=7)
+        ax_cost.text(
+            bar.get_width(),
+            bar.get_y() + bar.get_height() / 2,
+            f" fwd {r.get('forward_calls', math.nan):.0f}, bwd {r.get('backward_calls', math.nan):.0f},"
+            f" denoiser {r.get('denoiser_calls', math.nan):.0f}",
+            va="center",
+            fontsize=7,
+        )
     ax_cost.set_yticks(range(len(synths)), synths, fontsize=8)
     ax_cost.set_xlabel("wall seconds per neuron")
     ax_cost.set_title("compute", fontsize=9)
@@ -255,11 +283,20 @@ def selectivity_bars(sel: Selectivity, neurons: Sequence[int]) -> bytes:
     palette = colormaps["tab10"]
     for j, cat in enumerate(sel.categories):
         x = np.arange(len(neurons)) + (j - (k - 1) / 2) * width
-        ax.bar(x, sel.means[neurons, j], width, yerr=np.nan_to_num(sel.sems[neurons, j]), capsize=2,
-               color=palette(j % 10), label=cat,
-               edgecolor=["black" if sel.preferred[n] == cat else "none" for n in neurons], linewidth=1.2)
-    ax.set_xticks(np.arange(len(neurons)),
-                  [f"{sel.neuron_ids[n]}\nd'={sel.dprime[n]:.2f}" for n in neurons], fontsize=8)
+        ax.bar(
+            x,
+            sel.means[neurons, j],
+            width,
+            yerr=np.nan_to_num(sel.sems[neurons, j]),
+            capsize=2,
+            color=palette(j % 10),
+            label=cat,
+            edgecolor=["black" if sel.preferred[n] == cat else "none" for n in neurons],
+            linewidth=1.2,
+        )
+    ax.set_xticks(
+        np.arange(len(neurons)), [f"{sel.neuron_ids[n]}\nd'={sel.dprime[n]:.2f}" for n in neurons], fontsize=8
+    )
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_ylabel("mean response")
     ax.legend(fontsize=8, frameon=False, ncols=min(k, 6), loc="upper center", bbox_to_anchor=(0.5, 1.18))

@@ -39,9 +39,14 @@ def data_uri(png: bytes) -> str:
 @cache
 def environment() -> jinja2.Environment:
     """The report's environment: the package's templates, auto-escaping on, undefined names an error."""
-    return jinja2.Environment(loader=jinja2.PackageLoader("sharedattr.report", "templates"),
-                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("sharedattr.report", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
 
 
 def render(template: str, **context: Any) -> str:

@@ -16,8 +16,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sharedattr.report.components import Components
-from sharedattr.report.stats import (ALPHA, CONFIDENCE, TEST_NAME, PairedTest, PairValues, aligned, min_nonzero,
-                                     paired_test, to_float)
+from sharedattr.report.stats import (
+    ALPHA,
+    CONFIDENCE,
+    TEST_NAME,
+    PairedTest,
+    PairValues,
+    aligned,
+    min_nonzero,
+    paired_test,
+    to_float,
+)
 
 HEADLINE_FAMILIES = ("localisation", "faithfulness")
 
@@ -37,8 +46,15 @@ class Score:
     @classmethod
     def from_row(cls, row: Mapping[str, str]) -> Score:
         """Parse a CSV row (strings; empty → NaN; ``higher_is_better`` ``True``/``False``)."""
-        return cls(row["method"], row["image"], row["metric"], to_float(row["mean"]), to_float(row["sem"]),
-                   int(float(row["n"] or 0)), str(row["higher_is_better"]).strip().lower() in ("true", "1"))
+        return cls(
+            row["method"],
+            row["image"],
+            row["metric"],
+            to_float(row["mean"]),
+            to_float(row["sem"]),
+            int(float(row["n"] or 0)),
+            str(row["higher_is_better"]).strip().lower() in ("true", "1"),
+        )
 
     @property
     def finite(self) -> bool:
@@ -142,8 +158,9 @@ class Comparison:
         return self.test.significant if self.test else None
 
 
-def versus_baseline(contest: Contest, method: str, components: Components,
-                    values: PairValues | None = None) -> Comparison | None:
+def versus_baseline(
+    contest: Contest, method: str, components: Components, values: PairValues | None = None
+) -> Comparison | None:
     """``method`` against the best-ranked non-pairwise method of ``contest``; None if either is missing."""
     mine = next((s for s in contest.ranking if s.method == method), None)
     baseline = next((s for s in contest.ranking if not components.is_pairwise(s.method)), None)
@@ -219,9 +236,11 @@ def noise_phrase(test: PairedTest | None) -> str:
     if status == "level":
         return f"level on each of {pairs_phrase(test)} (p = 1)"
     if status == "too_few":
-        return (f"too few pairs to test: {test.nonzero} nonzero difference{'s' if test.nonzero != 1 else ''} on "
-                f"{pairs_phrase(test)}, and a two-sided {TEST_NAME} needs {min_nonzero()} to reach p < {ALPHA:g} "
-                f"({effect(test)})")
+        return (
+            f"too few pairs to test: {test.nonzero} nonzero difference{'s' if test.nonzero != 1 else ''} on "
+            f"{pairs_phrase(test)}, and a two-sided {TEST_NAME} needs {min_nonzero()} to reach p < {ALPHA:g} "
+            f"({effect(test)})"
+        )
     word = "beyond noise" if status == "beyond" else "within noise"
     return f"{word} ({effect(test)}; {TEST_NAME} on {pairs_phrase(test)}; {fmt_p(test.p)})"
 
@@ -233,8 +252,10 @@ def contest_sentence(c: Contest) -> str:
         return f"{c.title}: only {w.method} has a score ({_ms(w)}), so there is nothing to compare."
     if len(c.best) > 1:
         return f"{c.title}: {_names(c.best)} tie at {fmt(w.mean)}."
-    return (f"{c.title}: {w.method} is best ({_ms(w)}), ahead of {r.method} ({_ms(r)}) by {fmt(c.lead())}: "
-            f"{noise_phrase(c.test)}.")
+    return (
+        f"{c.title}: {w.method} is best ({_ms(w)}), ahead of {r.method} ({_ms(r)}) by {fmt(c.lead())}: "
+        f"{noise_phrase(c.test)}."
+    )
 
 
 def comparison_sentence(cmp: Comparison) -> str:
@@ -250,8 +271,12 @@ def comparison_reading(cmp: Comparison) -> str:
     if cmp.outcome == "level":
         return "level"
     status = cmp.test.status if cmp.test else None
-    noise = {"beyond": "beyond noise", "within": "within noise", "level": "level on every pair",
-             "too_few": "too few pairs to test"}.get(status, "noise unknown")
+    noise = {
+        "beyond": "beyond noise",
+        "within": "within noise",
+        "level": "level on every pair",
+        "too_few": "too few pairs to test",
+    }.get(status, "noise unknown")
     return f"{cmp.outcome}, {noise}"
 
 
@@ -272,12 +297,19 @@ class Tally:
         return self.better + self.worse + self.level
 
     def sentence(self) -> str:
-        untested = (f"; {self.untested} of the {self.total} had too few pairs to test whether the difference is "
-                    "beyond noise") if self.untested else ""
-        return (f"Against the best single-image baseline, {self.method} is better on {self.better} of {self.total} "
-                f"metric × image results ({self.better_clear} beyond noise), worse on {self.worse} "
-                f"({self.worse_clear} beyond noise)" + (f" and level on {self.level}" if self.level else "")
-                + untested + ".")
+        untested = (
+            (f"; {self.untested} of the {self.total} had too few pairs to test whether the difference is beyond noise")
+            if self.untested
+            else ""
+        )
+        return (
+            f"Against the best single-image baseline, {self.method} is better on {self.better} of {self.total} "
+            f"metric × image results ({self.better_clear} beyond noise), worse on {self.worse} "
+            f"({self.worse_clear} beyond noise)"
+            + (f" and level on {self.level}" if self.level else "")
+            + untested
+            + "."
+        )
 
 
 def tally(comparisons: Sequence[Comparison], method: str) -> Tally:
@@ -288,8 +320,9 @@ def tally(comparisons: Sequence[Comparison], method: str) -> Tally:
         return sum(c.outcome == outcome and (not clear or bool(c.beyond_noise())) for c in mine)
 
     untested = sum(c.test is not None and c.test.status == "too_few" for c in mine)
-    return Tally(method, count("better"), count("better", True), count("worse"), count("worse", True),
-                 count("level"), untested)
+    return Tally(
+        method, count("better"), count("better", True), count("worse"), count("worse", True), count("level"), untested
+    )
 
 
 @dataclass(frozen=True)
@@ -329,9 +362,11 @@ def family_sentence(family: str, cs: Sequence[Contest], components: Components) 
     images = _names(list(dict.fromkeys(c.image for c in mine)))
     who = f"{_names(best)} tie" if len(best) > 1 else f"{best[0]} wins"
     outright = [c for c in mine if c.winner.method in best and len(c.best) == 1]
-    return (f"{family.capitalize()}: {who} (mean rank {standings[0][1]:.1f} among {len(standings)} methods over "
-            f"{metrics} on {images} maps; best on {len(outright)} of {len(mine)}, "
-            f"{sum(bool(c.beyond_noise()) for c in outright)} of them beyond noise).")
+    return (
+        f"{family.capitalize()}: {who} (mean rank {standings[0][1]:.1f} among {len(standings)} methods over "
+        f"{metrics} on {images} maps; best on {len(outright)} of {len(mine)}, "
+        f"{sum(bool(c.beyond_noise()) for c in outright)} of them beyond noise)."
+    )
 
 
 def pairwise_rank_sentence(method: str, cs: Sequence[Contest]) -> str:
@@ -342,26 +377,31 @@ def pairwise_rank_sentence(method: str, cs: Sequence[Contest]) -> str:
         return f"{method} has no score that another method was also scored on."
     rank, counted = ranks[method]
     place = 1 + sum(r < rank for _, r, _ in standings)
-    return (f"{method} ranks {ordinal(place)} of {len(standings)} methods (mean rank {rank:.1f} over "
-            f"{counted} metric × image result{'s' if counted != 1 else ''}).")
+    return (
+        f"{method} ranks {ordinal(place)} of {len(standings)} methods (mean rank {rank:.1f} over "
+        f"{counted} metric × image result{'s' if counted != 1 else ''})."
+    )
 
 
-def read_pairwise(method: str, cs: Sequence[Contest], components: Components,
-                  values: PairValues | None = None) -> PairwiseReading:
+def read_pairwise(
+    method: str, cs: Sequence[Contest], components: Components, values: PairValues | None = None
+) -> PairwiseReading:
     """How ``method`` ranks overall and compares with the best single-image baseline on each contest."""
     comparisons = [cmp for c in cs if (cmp := versus_baseline(c, method, components, values)) is not None]
     rank = pairwise_rank_sentence(method, cs)
     if not comparisons:
-        return PairwiseReading(method, rank, "No single-image baseline was scored, so there is nothing to compare "
-                                             "it with.", [])
+        return PairwiseReading(
+            method, rank, "No single-image baseline was scored, so there is nothing to compare it with.", []
+        )
     return PairwiseReading(method, rank, tally(comparisons, method).sentence(), comparisons)
 
 
 NO_PAIRWISE = "No pairwise method (one that explains a driver and its reference together) in this run."
 
 
-def read_summary(scores: Sequence[Score], components: Components | None = None,
-                 values: PairValues | None = None) -> Reading:
+def read_summary(
+    scores: Sequence[Score], components: Components | None = None, values: PairValues | None = None
+) -> Reading:
     """The whole reading: headline, per-metric sentences and every pairwise method against the best baseline.
 
     ``components`` says which methods are pairwise and each metric's family (none declared: every

@@ -16,14 +16,15 @@ from typing import Any
 
 from torch import Tensor
 
-from sharedattr.runtime.errors import MissingFileError, UserError
 from sharedattr.report import components
 from sharedattr.report.reading import Score
 from sharedattr.report.stats import PairValues, pair_values
+from sharedattr.runtime.errors import MissingFileError, UserError
 
 SPEC_FILE = "spec.json"
 COMPONENTS_FILE = "components.json"
-"""What each method and metric of the run declares (written by :func:`sharedattr.experiment.tables.write_components`)."""
+"""What each method and metric of the run declares (written by
+:func:`sharedattr.experiment.tables.write_components`)."""
 
 
 def read_csv(path: Path) -> list[dict[str, str]] | None:
@@ -51,8 +52,9 @@ class RunDir:
             saved = json.loads(spec_path.read_text(encoding="utf-8"))
             self.spec: dict[str, Any] = dict(saved["spec"])
         except (ValueError, KeyError, TypeError) as err:
-            raise UserError(f"{spec_path}: not a run spec written by `sharedattr run` ({type(err).__name__}: "
-                            f"{err})") from None
+            raise UserError(
+                f"{spec_path}: not a run spec written by `sharedattr run` ({type(err).__name__}: {err})"
+            ) from None
         self.digest = str(saved.get("digest", ""))
 
     def file(self, name: str) -> Path | None:
@@ -119,8 +121,10 @@ class RunDir:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as err:  # noqa: BLE001 - a truncated or foreign file (SafetensorError, OSError, ...)
-            raise UserError(f"{path}: not a readable safetensors file ({err}); run `sharedattr run` again into "
-                            "this folder to rewrite it") from None
+            raise UserError(
+                f"{path}: not a readable safetensors file ({err}); run `sharedattr run` again into "
+                "this folder to rewrite it"
+            ) from None
         listed = meta.get("pairs", "")
         return tensors, listed.split(";") if listed else []
 

@@ -17,14 +17,23 @@ from typing import Any
 
 from torch import Tensor
 
-from sharedattr.runtime.errors import UserError
 from sharedattr.report import figures as plots
 from sharedattr.report.components import Components, spec_labels
 from sharedattr.report.html import data_uri, mean_sem, num
-from sharedattr.report.reading import (NO_PAIRWISE, Comparison, Reading, Score, arrow, comparison_reading,
-                                       contests, fmt, p_value)
+from sharedattr.report.reading import (
+    NO_PAIRWISE,
+    Comparison,
+    Reading,
+    Score,
+    arrow,
+    comparison_reading,
+    contests,
+    fmt,
+    p_value,
+)
 from sharedattr.report.rundir import RunDir, read_csv
 from sharedattr.report.stats import ALPHA, CONFIDENCE, TEST_NAME, min_nonzero, to_float
+from sharedattr.runtime.errors import UserError
 
 SECTIONS: list[tuple[str, str]] = [
     ("summary", "Summary"),
@@ -95,8 +104,11 @@ def describe_component(spec: Any) -> str:
     """``name (k=v, …)`` with up to three scalar, non-null params (seeds left out)."""
     if not isinstance(spec, dict):
         return str(spec)
-    params = [f"{k}={v}" for k, v in spec.items()
-              if k not in ("name", "seed") and v is not None and not isinstance(v, (list, dict))][:3]
+    params = [
+        f"{k}={v}"
+        for k, v in spec.items()
+        if k not in ("name", "seed") and v is not None and not isinstance(v, (list, dict))
+    ][:3]
     return f"{spec.get('name', '?')} ({', '.join(params)})" if params else str(spec.get("name", "?"))
 
 
@@ -181,8 +193,9 @@ class Context:
         """A note when only the first :data:`MAX_NEURONS` neurons are shown; None otherwise."""
         if len(self.neurons) <= len(self.shown_neurons):
             return None
-        return (f"Showing the first {MAX_NEURONS} of {len(self.neurons)} neurons; figures/ holds a grid for every "
-                "neuron.")
+        return (
+            f"Showing the first {MAX_NEURONS} of {len(self.neurons)} neurons; figures/ holds a grid for every neuron."
+        )
 
 
 # 1 ---------------------------------------------------------------------------------------------
@@ -209,9 +222,19 @@ def summary(ctx: Context) -> Section:
     ]
     when = datetime.fromtimestamp((run.path / "spec.json").stat().st_mtime).strftime("%Y-%m-%d %H:%M")
     toc = [(a, t) for a, t in SECTIONS[1:] if a != "synthesis" or run.file("synthesis") is not None]
-    return Section("summary", {"name": run.name, "path": str(run.path.resolve()), "digest": run.digest or "–",
-                               "when": when, "facts": facts, "headline": ctx.reading.headline,
-                               "notes": ctx.reading.notes, "toc": toc})
+    return Section(
+        "summary",
+        {
+            "name": run.name,
+            "path": str(run.path.resolve()),
+            "digest": run.digest or "–",
+            "when": when,
+            "facts": facts,
+            "headline": ctx.reading.headline,
+            "notes": ctx.reading.notes,
+            "toc": toc,
+        },
+    )
 
 
 # 2 ---------------------------------------------------------------------------------------------
@@ -223,28 +246,45 @@ def fit(ctx: Context) -> Section:
     ids = [s["neuron"] for s in run.scores]
     r = [to_float(s["test_r"]) for s in run.scores]
     explained = set(ctx.neurons)
-    bars = Figure.of(plots.fit_bars(ids, r, explained),
-                     "Held-out Pearson r between predicted and measured responses per neuron, best first; "
-                     "blue bars are the neurons explained below.", "held-out r per neuron")
+    bars = Figure.of(
+        plots.fit_bars(ids, r, explained),
+        "Held-out Pearson r between predicted and measured responses per neuron, best first; "
+        "blue bars are the neurons explained below.",
+        "held-out r per neuron",
+    )
     rows = sorted(run.scores, key=lambda s: -x if math.isfinite(x := to_float(s["test_r"])) else math.inf)
     capped = None
     if len(rows) > MAX_TABLE_ROWS:
         rows = [s for s in rows if s["neuron"] in explained]
         capped = f"The table lists the {len(rows)} explained neurons of {len(run.scores)}; scores.csv has them all."
-    table = [{"neuron": s["neuron"], "r": num(to_float(s["test_r"])), "ceiling": num(to_float(s.get("noise_ceiling"))),
-              "fev": num(to_float(s.get("fev"))), "explained": "yes" if s["neuron"] in explained else "",
-              "images": f"{s.get('n_train', '')} / {s.get('n_test', '')}", "note": s.get("note", "")} for s in rows]
+    table = [
+        {
+            "neuron": s["neuron"],
+            "r": num(to_float(s["test_r"])),
+            "ceiling": num(to_float(s.get("noise_ceiling"))),
+            "fev": num(to_float(s.get("fev"))),
+            "explained": "yes" if s["neuron"] in explained else "",
+            "images": f"{s.get('n_train', '')} / {s.get('n_test', '')}",
+            "note": s.get("note", ""),
+        }
+        for s in rows
+    ]
     figure = None
     if (png := run.file("figures/fit.png")) is not None:
-        figure = Figure.of(png.read_bytes(), "Distribution of held-out r, and predicted vs measured responses on "
-                           "held-out images for the best neurons (figures/fit.png).", "fit figure")
+        figure = Figure.of(
+            png.read_bytes(),
+            "Distribution of held-out r, and predicted vs measured responses on "
+            "held-out images for the best neurons (figures/fit.png).",
+            "fit figure",
+        )
     return Section("fit", {"bars": bars, "capped": capped, "rows": table, "figure": figure})
 
 
 # 3 ---------------------------------------------------------------------------------------------
 def selectivity(ctx: Context) -> Section:
     """Mean measured response per category and d' of the preferred category, per neuron."""
-    from sharedattr.report.selectivity import measured_responses, selectivity as compute
+    from sharedattr.report.selectivity import measured_responses
+    from sharedattr.report.selectivity import selectivity as compute
 
     run = ctx.run
     stimuli = run.stimuli
@@ -254,8 +294,9 @@ def selectivity(ctx: Context) -> Section:
         return empty("selectivity", f"Selectivity unavailable: {why}")
     data = run.spec.get("data") or {}
     try:
-        values, neuron_ids = measured_responses(str(responses), stimuli, ids_path=run.data_path("response_ids"),
-                                                neuron_ids_path=run.data_path("neuron_ids"))
+        values, neuron_ids = measured_responses(
+            str(responses), stimuli, ids_path=run.data_path("response_ids"), neuron_ids_path=run.data_path("neuron_ids")
+        )
     except UserError as err:
         return empty("selectivity", f"Selectivity unavailable: {err}")
     sel = compute(values, list(stimuli.categories), neuron_ids, data.get("preferred_category"))
@@ -264,21 +305,40 @@ def selectivity(ctx: Context) -> Section:
     shown = [index[n] for n in explained] if len(neuron_ids) > 8 else list(range(len(neuron_ids)))
     figure = None
     if shown:
-        figure = Figure.of(plots.selectivity_bars(sel, shown), "Mean response per category (± sem over stimuli); "
-                           "the preferred category's bar is outlined."
-                           + (" Explained neurons only." if len(shown) < len(neuron_ids) else ""),
-                           "selectivity per neuron")
+        figure = Figure.of(
+            plots.selectivity_bars(sel, shown),
+            "Mean response per category (± sem over stimuli); "
+            "the preferred category's bar is outlined."
+            + (" Explained neurons only." if len(shown) < len(neuron_ids) else ""),
+            "selectivity per neuron",
+        )
     order = [index[n] for n in explained] + [i for i in range(len(neuron_ids)) if neuron_ids[i] not in explained]
-    rows = [{"neuron": neuron_ids[n],
-             "cells": [(mean_sem(float(sel.means[n, k]), float(sel.sems[n, k])), cat == sel.preferred[n])
-                       for k, cat in enumerate(sel.categories)],
-             "preferred": sel.preferred[n], "dprime": num(float(sel.dprime[n])),
-             "explained": "yes" if neuron_ids[n] in ctx.neurons else ""} for n in order[:MAX_TABLE_ROWS]]
-    source = "the spec (data.preferred_category)" if data.get("preferred_category") else \
-        "the highest mean measured response"
+    rows = [
+        {
+            "neuron": neuron_ids[n],
+            "cells": [
+                (mean_sem(float(sel.means[n, k]), float(sel.sems[n, k])), cat == sel.preferred[n])
+                for k, cat in enumerate(sel.categories)
+            ],
+            "preferred": sel.preferred[n],
+            "dprime": num(float(sel.dprime[n])),
+            "explained": "yes" if neuron_ids[n] in ctx.neurons else "",
+        }
+        for n in order[:MAX_TABLE_ROWS]
+    ]
+    source = (
+        "the spec (data.preferred_category)" if data.get("preferred_category") else "the highest mean measured response"
+    )
     counts = ", ".join(f"{c} {int(sel.counts[0, j])}" for j, c in enumerate(sel.categories))
-    return Section("selectivity", {"figure": figure, "categories": sel.categories, "rows": rows,
-                                   "source": f"Preferred category from {source}. Stimuli per category: {counts}."})
+    return Section(
+        "selectivity",
+        {
+            "figure": figure,
+            "categories": sel.categories,
+            "rows": rows,
+            "source": f"Preferred category from {source}. Stimuli per category: {counts}.",
+        },
+    )
 
 
 # 4 ---------------------------------------------------------------------------------------------
@@ -292,33 +352,60 @@ def pairs(ctx: Context) -> Section:
     def thumb(images: Tensor | None, i: int, alt: str) -> Image | None:
         return Image.of(plots.thumbnail(images[i]), alt, 80, True) if images is not None else None
 
-    neurons = [{"id": neuron, "rows": [
-        {"rank": p["rank"], "driver_img": thumb(drivers, i, f"driver {p['driver']}"), "driver": p["driver"],
-         "category": p["driver_category"], "response": num(to_float(p["driver_response"])),
-         "reference_img": thumb(references, i, f"reference {p['reference']}"), "reference": p["reference"],
-         "similarity": num(to_float(p["similarity"]))}
-        for i in ctx.rows_of(neuron) for p in [run.pairs[i]]]} for neuron in ctx.shown_neurons]
+    neurons = [
+        {
+            "id": neuron,
+            "rows": [
+                {
+                    "rank": p["rank"],
+                    "driver_img": thumb(drivers, i, f"driver {p['driver']}"),
+                    "driver": p["driver"],
+                    "category": p["driver_category"],
+                    "response": num(to_float(p["driver_response"])),
+                    "reference_img": thumb(references, i, f"reference {p['reference']}"),
+                    "reference": p["reference"],
+                    "similarity": num(to_float(p["similarity"])),
+                }
+                for i in ctx.rows_of(neuron)
+                for p in [run.pairs[i]]
+            ],
+        }
+        for neuron in ctx.shown_neurons
+    ]
     return Section("pairs", {"why": why, "neurons": neurons, "capped": ctx.capped()})
 
 
 # 5 ---------------------------------------------------------------------------------------------
-def attribution_rows(ctx: Context, neuron: str, maps: dict[str, dict[str, Tensor]], drivers: Tensor | None,
-                     references: Tensor | None) -> list[dict[str, Any]]:
+def attribution_rows(
+    ctx: Context, neuron: str, maps: dict[str, dict[str, Tensor]], drivers: Tensor | None, references: Tensor | None
+) -> list[dict[str, Any]]:
     """One neuron's grid rows: per pair, the two images with labels, then per method its driver and reference
     maps (None where not computed)."""
     rows = []
     for i in ctx.rows_of(neuron):
         p = ctx.run.pairs[i]
-        labelled = (("driver", drivers, f"{p['driver']}\nresponse {num(to_float(p['driver_response']))}"),
-                    ("reference", references, f"{p['reference']}\nsimilarity {num(to_float(p['similarity']))}"))
-        images = [(Image.of(plots.thumbnail(pictures[i]), f"{which} {p[which]}", 96, True)
-                   if pictures is not None else None, label) for which, pictures, label in labelled]
+        labelled = (
+            ("driver", drivers, f"{p['driver']}\nresponse {num(to_float(p['driver_response']))}"),
+            ("reference", references, f"{p['reference']}\nsimilarity {num(to_float(p['similarity']))}"),
+        )
+        images = [
+            (
+                Image.of(plots.thumbnail(pictures[i]), f"{which} {p[which]}", 96, True)
+                if pictures is not None
+                else None,
+                label,
+            )
+            for which, pictures, label in labelled
+        ]
         cells = []
         for method, by_image in maps.items():
             scale = plots.symmetric_scale([m[i] for m in by_image.values()])
             for which, pictures in zip(IMAGES, (drivers, references)):
-                png = plots.overlay_png(pictures[i] if pictures is not None else None, by_image[which][i], scale) \
-                    if which in by_image else None
+                png = (
+                    plots.overlay_png(pictures[i] if pictures is not None else None, by_image[which][i], scale)
+                    if which in by_image
+                    else None
+                )
                 cells.append(Image.of(png, f"{method} {which} map of pair {i}", 96, True) if png else None)
         rows.append({"images": images, "maps": cells})
     return rows
@@ -331,13 +418,19 @@ def attribution(ctx: Context) -> Section:
         return empty("attribution", why)
     drivers, references, img_why = ctx.pair_images
     neurons = [{"id": n, "rows": attribution_rows(ctx, n, maps, drivers, references)} for n in ctx.shown_neurons]
-    return Section("attribution", {"why": f"{img_why}; maps are drawn without the images." if img_why else None,
-                                   "methods": list(maps), "neurons": neurons, "capped": ctx.capped()})
+    return Section(
+        "attribution",
+        {
+            "why": f"{img_why}; maps are drawn without the images." if img_why else None,
+            "methods": list(maps),
+            "neurons": neurons,
+            "capped": ctx.capped(),
+        },
+    )
 
 
 # 6 ---------------------------------------------------------------------------------------------
-def score_table(scores: Sequence[Score], image: str, methods: Sequence[str],
-                components: Components) -> dict[str, Any]:
+def score_table(scores: Sequence[Score], image: str, methods: Sequence[str], components: Components) -> dict[str, Any]:
     """Methods × metrics for one image: mean ± sem, the best per column marked, each metric's arrow and family."""
     mine = [s for s in scores if s.image == image]
     metrics = list(dict.fromkeys(s.metric for s in mine))
@@ -350,26 +443,51 @@ def score_table(scores: Sequence[Score], image: str, methods: Sequence[str],
         cells = []
         for metric in metrics:
             s = cell.get((method, metric))
-            cells.append(None if s is None else {"text": mean_sem(s.mean, s.sem), "n": s.n if s.n < n_max else None,
-                                                 "best": method in best.get(metric, ())})
+            cells.append(
+                None
+                if s is None
+                else {
+                    "text": mean_sem(s.mean, s.sem),
+                    "n": s.n if s.n < n_max else None,
+                    "best": method in best.get(metric, ()),
+                }
+            )
         rows.append({"method": method, "pairwise": components.is_pairwise(method), "cells": cells})
-    return {"caption": f"{image} maps", "rows": rows,
-            "metrics": [{"label": m, "arrow": arrow(higher[m]), "family": components.family(m)} for m in metrics]}
+    return {
+        "caption": f"{image} maps",
+        "rows": rows,
+        "metrics": [{"label": m, "arrow": arrow(higher[m]), "family": components.family(m)} for m in metrics],
+    }
 
 
 def component_rows(ctx: Context) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """What each method and metric of the run declares: pairwise or not, family and direction, and plugin."""
     comps = ctx.components
-    methods = [{"label": m, "explains": "pairwise" if comps.is_pairwise(m) else "single image",
-                "plugin": info.plugin if (info := comps.methods.get(m)) else "not declared"} for m in ctx.methods]
+    methods = [
+        {
+            "label": m,
+            "explains": "pairwise" if comps.is_pairwise(m) else "single image",
+            "plugin": info.plugin if (info := comps.methods.get(m)) else "not declared",
+        }
+        for m in ctx.methods
+    ]
     metric_labels = dict.fromkeys([*comps.metrics, *(s.metric for s in ctx.run.summary or [])])
     metrics = []
     for m in metric_labels:
         info = comps.metrics.get(m)
-        direction = "" if info is None or info.higher_is_better is None else \
-            f"{arrow(info.higher_is_better)} {'higher' if info.higher_is_better else 'lower'} is better"
-        metrics.append({"label": m, "family": comps.family(m), "direction": direction,
-                        "plugin": info.plugin if info else "not declared"})
+        direction = (
+            ""
+            if info is None or info.higher_is_better is None
+            else f"{arrow(info.higher_is_better)} {'higher' if info.higher_is_better else 'lower'} is better"
+        )
+        metrics.append(
+            {
+                "label": m,
+                "family": comps.family(m),
+                "direction": direction,
+                "plugin": info.plugin if info else "not declared",
+            }
+        )
     return methods, metrics
 
 
@@ -381,21 +499,39 @@ def scores(ctx: Context) -> Section:
     images = [i for i in IMAGES if any(s.image == i for s in summary_rows)]
     images += [i for i in dict.fromkeys(s.image for s in summary_rows) if i not in images]
     methods, metrics = component_rows(ctx)
-    return Section("scores", {"tables": [score_table(summary_rows, i, ctx.methods, ctx.components) for i in images],
-                              "methods": methods, "metrics": metrics, "notes": ctx.reading.notes})
+    return Section(
+        "scores",
+        {
+            "tables": [score_table(summary_rows, i, ctx.methods, ctx.components) for i in images],
+            "methods": methods,
+            "metrics": metrics,
+            "notes": ctx.reading.notes,
+        },
+    )
 
 
 # 7 ---------------------------------------------------------------------------------------------
 def comparison_row(c: Comparison) -> dict[str, str]:
     """One row of a pairwise method's table against the best single-image baseline."""
     t = c.test
-    effect = "–" if t is None or t.n == 0 else fmt(t.mean_diff) + (
-        f" ({fmt(t.ci_low)} to {fmt(t.ci_high)})" if math.isfinite(t.ci_low) else "")
-    return {"metric": f"{c.contest.metric} {arrow(c.contest.higher_is_better)}", "image": c.contest.image,
-            "score": mean_sem(c.method.mean, c.method.sem), "baseline": c.baseline.method,
-            "baseline_score": mean_sem(c.baseline.mean, c.baseline.sem), "diff": num(abs(c.diff)),
-            "effect": effect, "pairs": str(t.n) if t else "–", "p": p_value(t.p) if t else "–",
-            "reading": comparison_reading(c), "class": {"better": "win", "worse": "loss"}.get(c.outcome, "tie")}
+    effect = (
+        "–"
+        if t is None or t.n == 0
+        else fmt(t.mean_diff) + (f" ({fmt(t.ci_low)} to {fmt(t.ci_high)})" if math.isfinite(t.ci_low) else "")
+    )
+    return {
+        "metric": f"{c.contest.metric} {arrow(c.contest.higher_is_better)}",
+        "image": c.contest.image,
+        "score": mean_sem(c.method.mean, c.method.sem),
+        "baseline": c.baseline.method,
+        "baseline_score": mean_sem(c.baseline.mean, c.baseline.sem),
+        "diff": num(abs(c.diff)),
+        "effect": effect,
+        "pairs": str(t.n) if t else "–",
+        "p": p_value(t.p) if t else "–",
+        "reading": comparison_reading(c),
+        "class": {"better": "win", "worse": "loss"}.get(c.outcome, "tie"),
+    }
 
 
 def reading(ctx: Context) -> Section:
@@ -403,12 +539,23 @@ def reading(ctx: Context) -> Section:
     rd = ctx.reading
     if not rd.contests:
         return Section("reading", {"headline": rd.headline}, "reading_empty.html.j2")
-    pairwise = [{"method": p.method, "summary": f"{p.rank} {p.tally}",
-                 "rows": [comparison_row(c) for c in p.comparisons]} for p in rd.pairwise]
-    return Section("reading", {"headline": rd.headline, "per_metric": rd.per_metric,
-                               "pairwise": pairwise, "test": TEST_NAME, "alpha": f"{ALPHA:g}",
-                               "confidence": f"{CONFIDENCE:.0%}", "min_nonzero": min_nonzero(),
-                               "no_pairwise": NO_PAIRWISE})
+    pairwise = [
+        {"method": p.method, "summary": f"{p.rank} {p.tally}", "rows": [comparison_row(c) for c in p.comparisons]}
+        for p in rd.pairwise
+    ]
+    return Section(
+        "reading",
+        {
+            "headline": rd.headline,
+            "per_metric": rd.per_metric,
+            "pairwise": pairwise,
+            "test": TEST_NAME,
+            "alpha": f"{ALPHA:g}",
+            "confidence": f"{CONFIDENCE:.0%}",
+            "min_nonzero": min_nonzero(),
+            "no_pairwise": NO_PAIRWISE,
+        },
+    )
 
 
 # 8 ---------------------------------------------------------------------------------------------
@@ -423,8 +570,16 @@ def synthesis_neurons(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     for r in rows:
         roles = groups.setdefault((r.get("neuron", ""), r.get("synthesizer", "")), {})
         roles.setdefault(r.get("role", "train"), []).append(to_float(r.get("relative")))
-    return [{"neuron": n, "synthesizer": s, "train": num(_mean(g.get("train"))), "val": num(_mean(g.get("val"))),
-             "cross": num(_mean(g.get("cross")))} for (n, s), g in groups.items()]
+    return [
+        {
+            "neuron": n,
+            "synthesizer": s,
+            "train": num(_mean(g.get("train"))),
+            "val": num(_mean(g.get("val"))),
+            "cross": num(_mean(g.get("cross"))),
+        }
+        for (n, s), g in groups.items()
+    ]
 
 
 def synthesis(ctx: Context) -> Section | None:
@@ -437,31 +592,54 @@ def synthesis(ctx: Context) -> Section | None:
         png = run.file(f"synthesis/{name}")
         return Figure.of(png.read_bytes(), caption, alt) if png is not None else None
 
-    summary_rows = [{"synthesizer": r["synthesizer"], "evaluator": r["evaluator"], "role": r["role"],
-                     "relative": mean_sem(to_float(r["mean_relative"]), to_float(r["sem_relative"])), "n": r["n"],
-                     "seconds": num(to_float(r["wall_s_per_neuron"])), "forward": num(to_float(r["forward_calls"])),
-                     "backward": num(to_float(r["backward_calls"])), "denoiser": num(to_float(r["denoiser_calls"]))}
-                    for r in read_csv(run.path / "synthesis" / "summary.csv") or []]
-    evaluators = [{"evaluator": e["evaluator"], "role": e["role"], "model": e["model"],
-                   "r": num(to_float(e["median_test_r"]))} for e in read_csv(run.path / "synthesis" / "evaluators.csv")
-                  or []]
+    summary_rows = [
+        {
+            "synthesizer": r["synthesizer"],
+            "evaluator": r["evaluator"],
+            "role": r["role"],
+            "relative": mean_sem(to_float(r["mean_relative"]), to_float(r["sem_relative"])),
+            "n": r["n"],
+            "seconds": num(to_float(r["wall_s_per_neuron"])),
+            "forward": num(to_float(r["forward_calls"])),
+            "backward": num(to_float(r["backward_calls"])),
+            "denoiser": num(to_float(r["denoiser_calls"])),
+        }
+        for r in read_csv(run.path / "synthesis" / "summary.csv") or []
+    ]
+    evaluators = [
+        {"evaluator": e["evaluator"], "role": e["role"], "model": e["model"], "r": num(to_float(e["median_test_r"]))}
+        for e in read_csv(run.path / "synthesis" / "evaluators.csv") or []
+    ]
     scores_rows = run.synthesis_scores
-    return Section("synthesis", {
-        "stale": not run.spec.get("synthesis"),
-        "comparison": figure("comparison.png", "Left: each synthesizer's response relative to the neuron's best "
-                             "natural image, on the model it optimised (train), on the same architecture fitted "
-                             "with other seeds (val) and on another backbone or readout (cross); 1 = as strong as "
-                             "the strongest natural stimulus. Right: compute per neuron (synthesis/comparison.png).",
-                             "synthesis comparison"),
-        "summary": summary_rows, "evaluators": evaluators,
-        "images": figure("images.png", "Per neuron: its most exciting natural images (top row), then one row per "
-                         "synthesizer, one column per seed, as the model saw them (synthesis/images.png).",
-                         "synthesized images"),
-        "prior": figure("prior_samples.png", "Unguided samples of each diffusion prior: what it generates without "
-                        "an energy, i.e. the image distribution the guided samples are drawn towards.",
-                        "diffusion prior samples"),
-        "neurons": synthesis_neurons(scores_rows) if scores_rows else None,
-    })
+    return Section(
+        "synthesis",
+        {
+            "stale": not run.spec.get("synthesis"),
+            "comparison": figure(
+                "comparison.png",
+                "Left: each synthesizer's response relative to the neuron's best "
+                "natural image, on the model it optimised (train), on the same architecture fitted "
+                "with other seeds (val) and on another backbone or readout (cross); 1 = as strong as "
+                "the strongest natural stimulus. Right: compute per neuron (synthesis/comparison.png).",
+                "synthesis comparison",
+            ),
+            "summary": summary_rows,
+            "evaluators": evaluators,
+            "images": figure(
+                "images.png",
+                "Per neuron: its most exciting natural images (top row), then one row per "
+                "synthesizer, one column per seed, as the model saw them (synthesis/images.png).",
+                "synthesized images",
+            ),
+            "prior": figure(
+                "prior_samples.png",
+                "Unguided samples of each diffusion prior: what it generates without "
+                "an energy, i.e. the image distribution the guided samples are drawn towards.",
+                "diffusion prior samples",
+            ),
+            "neurons": synthesis_neurons(scores_rows) if scores_rows else None,
+        },
+    )
 
 
 # 9 ---------------------------------------------------------------------------------------------
@@ -471,15 +649,38 @@ def timings(ctx: Context) -> Section:
     if not t:
         return empty("timings", "timings.json is missing.")
     total, longest = sum(t.values()) or 1.0, max(t.values()) or 1.0
-    stages = [{"stage": stage, "seconds": f"{sec:.2f}", "share": f"{100 * sec / total:.0f}%",
-               "width": max(1, round(240 * sec / longest))} for stage, sec in t.items()]
-    methods = [{"method": m.get("method", ""), "seconds": num(to_float(m.get("seconds"))), "pairs": m.get("pairs", ""),
-                "ms": num(to_float(m.get("ms_per_pair")))} for m in read_csv(ctx.run.path / "methods.csv") or []]
+    stages = [
+        {
+            "stage": stage,
+            "seconds": f"{sec:.2f}",
+            "share": f"{100 * sec / total:.0f}%",
+            "width": max(1, round(240 * sec / longest)),
+        }
+        for stage, sec in t.items()
+    ]
+    methods = [
+        {
+            "method": m.get("method", ""),
+            "seconds": num(to_float(m.get("seconds"))),
+            "pairs": m.get("pairs", ""),
+            "ms": num(to_float(m.get("ms_per_pair"))),
+        }
+        for m in read_csv(ctx.run.path / "methods.csv") or []
+    ]
     return Section("timings", {"stages": stages, "total": f"{sum(t.values()):.2f}", "methods": methods})
 
 
 def all_sections(ctx: Context) -> list[Section]:
     """Every section in report order (synthesis only when present)."""
-    out = [summary(ctx), fit(ctx), selectivity(ctx), pairs(ctx), attribution(ctx), scores(ctx), reading(ctx),
-           synthesis(ctx), timings(ctx)]
+    out = [
+        summary(ctx),
+        fit(ctx),
+        selectivity(ctx),
+        pairs(ctx),
+        attribution(ctx),
+        scores(ctx),
+        reading(ctx),
+        synthesis(ctx),
+        timings(ctx),
+    ]
     return [s for s in out if s is not None]

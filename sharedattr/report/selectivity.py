@@ -44,8 +44,9 @@ def dprime(pref: np.ndarray, other: np.ndarray) -> float:
     return float((pref.mean() - other.mean()) / pooled) if pooled > 0 else math.nan
 
 
-def selectivity(values: Tensor, categories: Sequence[str], neuron_ids: Sequence[str],
-                preferred: str | None = None) -> Selectivity:
+def selectivity(
+    values: Tensor, categories: Sequence[str], neuron_ids: Sequence[str], preferred: str | None = None
+) -> Selectivity:
     """Selectivity of every neuron from trial-averaged responses ``values`` ``[S, N]`` (NaN = not measured)."""
     names = sorted(set(categories))
     prefs = preferred_categories(list(categories), values, list(range(values.shape[1])), preferred)
@@ -65,8 +66,13 @@ def selectivity(values: Tensor, categories: Sequence[str], neuron_ids: Sequence[
     return Selectivity(list(neuron_ids), names, means, sems, counts, prefs, d)
 
 
-def measured_responses(responses_path: str | Path, stimuli: StimulusSet, *, ids_path: str | Path | None = None,
-                       neuron_ids_path: str | Path | None = None) -> tuple[Tensor, list[str]]:
+def measured_responses(
+    responses_path: str | Path,
+    stimuli: StimulusSet,
+    *,
+    ids_path: str | Path | None = None,
+    neuron_ids_path: str | Path | None = None,
+) -> tuple[Tensor, list[str]]:
     """Trial-averaged measured responses ``[S, N]`` aligned to ``stimuli``, and the neuron ids."""
     recorded = load_responses(responses_path, ids_path=ids_path, neuron_ids_path=neuron_ids_path)
     return recorded.aligned_to(stimuli).to(torch.float32), list(recorded.neuron_ids)

@@ -21,8 +21,8 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import torch
 
@@ -76,13 +76,16 @@ SINGLE = Ranks()
 
 def environment_world() -> tuple[int, int, int]:
     """``(rank, world, local_rank)`` from the launcher's environment (torchrun, or SLURM through torchrun)."""
+
     def number(name: str, default: int) -> int:
         value = os.environ.get(name, "")
         try:
             return int(value) if value else default
         except ValueError:
-            raise UserError(f"environment variable {name}={value!r} is not an integer; launch with torchrun "
-                            "(it sets RANK, WORLD_SIZE and LOCAL_RANK)") from None
+            raise UserError(
+                f"environment variable {name}={value!r} is not an integer; launch with torchrun "
+                "(it sets RANK, WORLD_SIZE and LOCAL_RANK)"
+            ) from None
 
     world = number("WORLD_SIZE", 1)
     rank = number("RANK", 0)
@@ -96,8 +99,10 @@ def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
     if device.type != "cuda" or not ranks.distributed:
         return device
     if ranks.local_rank >= torch.cuda.device_count():
-        raise UserError(f"LOCAL_RANK {ranks.local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
-                        "start at most that many processes per node (torchrun --nproc-per-node)")
+        raise UserError(
+            f"LOCAL_RANK {ranks.local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
+            "start at most that many processes per node (torchrun --nproc-per-node)"
+        )
     return torch.device("cuda", ranks.local_rank)
 
 

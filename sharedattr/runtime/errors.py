@@ -67,7 +67,7 @@ class SpecError(UserError):
             msg = f"{head} ({len(self.issues)} problems):\n" + "\n".join(f"  - {i}" for i in self.issues)
         super().__init__(msg)
 
-    def with_source(self, source: object) -> "SpecError":
+    def with_source(self, source: object) -> SpecError:
         """The same issues, reported against ``source`` (e.g. a config file path)."""
         return SpecError(self.issues, source=source)
 
@@ -86,8 +86,9 @@ def plural(kind: str) -> str:
 class UnknownComponentError(UserError, KeyError):
     """No component of this kind is registered under this name."""
 
-    def __init__(self, kind: str, name: str, available: Sequence[str], *,
-                 not_loaded: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, kind: str, name: str, available: Sequence[str], *, not_loaded: Mapping[str, str] | None = None
+    ) -> None:
         """``not_loaded``: installed plugins a plugin filter left out (label → the variable that did it)."""
         self.kind, self.name, self.available = kind, name, sorted(available)
         self.suggestion = closest(name, self.available)
@@ -98,8 +99,11 @@ class UnknownComponentError(UserError, KeyError):
             by_variable: dict[str, list[str]] = {}
             for label, variable in not_loaded.items():
                 by_variable.setdefault(variable, []).append(label)
-            msg += " Installed plugins that were not loaded, and may provide it: " + "; ".join(
-                f"{', '.join(labels)} (left out by {variable})" for variable, labels in by_variable.items()) + "."
+            msg += (
+                " Installed plugins that were not loaded, and may provide it: "
+                + "; ".join(f"{', '.join(labels)} (left out by {variable})" for variable, labels in by_variable.items())
+                + "."
+            )
         msg += " Run `sharedattr plugins` to see every component and the plugin that provides it."
         super().__init__(msg)
 

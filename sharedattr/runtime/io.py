@@ -63,7 +63,9 @@ def _fmt(value: Any) -> Any:
     return value
 
 
-def atomic_save_tensors(path: str | Path, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> Path:
+def atomic_save_tensors(
+    path: str | Path, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None
+) -> Path:
     """Save tensors as safetensors, atomically."""
     from safetensors.torch import save
 

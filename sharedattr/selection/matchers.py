@@ -73,6 +73,8 @@ class EuclideanMatcher(Matcher):
 @hookimpl
 def register_matchers(register):
     register("cosine", CosineMatcher, params=MatcherParams, description="Cosine similarity of contribution vectors.")
-    register("pearson", PearsonMatcher, params=MatcherParams, description="Pearson correlation of contribution vectors.")
+    register(
+        "pearson", PearsonMatcher, params=MatcherParams, description="Pearson correlation of contribution vectors."
+    )
     register("euclidean", EuclideanMatcher, params=MatcherParams, description="Negative Euclidean distance.")
     register("dot", DotMatcher, params=MatcherParams, description="Dot product of contribution vectors.")

@@ -2,7 +2,8 @@
 
 A neuron's contribution vector for image ``x`` is ``c_n(x) = w_n ⊙ z_n(x)`` ``[D]``. For each
 selected neuron, its *drivers* are the out-of-category images with the highest response
-(:mod:`sharedattr.selection.neurons`), and each driver's *references* are the preferred-category images whose contribution
+(:mod:`sharedattr.selection.neurons`), and each driver's *references* are the preferred-category images whose
+contribution
 vectors a matcher ranks most similar. All neurons of a preferred category are matched as
 batched matrix products, ``[G, Q, D] × [G, K, D] → [G, Q, K]``, in chunks of neurons that
 keep the contributions under a memory budget. When all neurons share one latent vector per
@@ -37,8 +38,14 @@ class Pair:
 
 
 @torch.inference_mode()
-def own_contributions(readout: nn.Module, latents: Tensor, rows: Tensor, neurons: Tensor, batch_size: int,
-                      device: torch.device | str = "cpu") -> Tensor:
+def own_contributions(
+    readout: nn.Module,
+    latents: Tensor,
+    rows: Tensor,
+    neurons: Tensor,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """``c_{n_i}(x_{r_i})`` ``[M, D]``: stimulus ``rows[i]``'s contribution vector for neuron ``neurons[i]``.
 
     ``latents`` ``[S, ...]`` may be memory-mapped; ``batch_size`` stimuli go through the readout at a time.
@@ -53,8 +60,14 @@ def own_contributions(readout: nn.Module, latents: Tensor, rows: Tensor, neurons
 
 
 @torch.inference_mode()
-def candidate_contributions(readout: nn.Module, latents: Tensor, candidates: Tensor, neurons: Tensor,
-                            batch_size: int, device: torch.device | str = "cpu") -> Tensor:
+def candidate_contributions(
+    readout: nn.Module,
+    latents: Tensor,
+    candidates: Tensor,
+    neurons: Tensor,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """``c_n(x)`` for every candidate stimulus and every neuron of ``neurons`` → ``[G, K, D]`` on the CPU."""
     w = readout.weight[neurons.to(readout.weight.device)]  # [G, D]
     out = []
@@ -65,8 +78,9 @@ def candidate_contributions(readout: nn.Module, latents: Tensor, candidates: Ten
 
 
 @torch.inference_mode()
-def shared_latents(readout: nn.Module, latents: Tensor, rows: Tensor, batch_size: int,
-                   device: torch.device | str = "cpu") -> Tensor | None:
+def shared_latents(
+    readout: nn.Module, latents: Tensor, rows: Tensor, batch_size: int, device: torch.device | str = "cpu"
+) -> Tensor | None:
     """``z(x)`` ``[len(rows), D]`` of stimuli ``rows`` when every neuron shares one pooled vector, else None.
 
     Shared means the readout has ``shared_pooled(latents) → [B, D]`` (ridge), or its
@@ -87,9 +101,19 @@ def shared_latents(readout: nn.Module, latents: Tensor, rows: Tensor, batch_size
     return torch.cat(out) if out else None
 
 
-def match_drivers(readout: nn.Module, latents: Tensor, matcher: object, drivers: Tensor, candidates: Tensor,
-                  neurons: Tensor, top_k: int, *, batch_size: int = 256, device: torch.device | str = "cpu",
-                  memory_bytes: int = 1 << 30) -> tuple[Tensor, Tensor]:
+def match_drivers(
+    readout: nn.Module,
+    latents: Tensor,
+    matcher: object,
+    drivers: Tensor,
+    candidates: Tensor,
+    neurons: Tensor,
+    top_k: int,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    memory_bytes: int = 1 << 30,
+) -> tuple[Tensor, Tensor]:
     """Match each driver to its most similar candidates, for its own neuron.
 
     ``drivers`` ``[G, Q]`` stimulus indices per neuron of ``neurons`` ``[G]``; ``candidates``
@@ -104,8 +128,9 @@ def match_drivers(readout: nn.Module, latents: Tensor, matcher: object, drivers:
     if drivers.numel() and callable(getattr(matcher, "similarity_factored", None)):
         cand_z = shared_latents(readout, latents, candidates, batch_size, device)  # [K, D]
         if cand_z is not None:
-            return _match_factored(readout, latents, matcher, drivers, candidates, neurons, top_k, cand_z,
-                                   batch_size, device, memory_bytes)
+            return _match_factored(
+                readout, latents, matcher, drivers, candidates, neurons, top_k, cand_z, batch_size, device, memory_bytes
+            )
     g_count, q_count = drivers.shape
     d = int(readout.weight.shape[1])
     chunk = max(1, memory_bytes // max(1, (len(candidates) + q_count) * d * 4))
@@ -113,8 +138,9 @@ def match_drivers(readout: nn.Module, latents: Tensor, matcher: object, drivers:
     for start in range(0, g_count, chunk):
         sl = slice(start, start + chunk)
         g = len(neurons[sl])
-        query = own_contributions(readout, latents, drivers[sl].flatten(), neurons[sl].repeat_interleave(q_count),
-                                  batch_size, device).view(g, q_count, -1)  # [g, Q, D]
+        query = own_contributions(
+            readout, latents, drivers[sl].flatten(), neurons[sl].repeat_interleave(q_count), batch_size, device
+        ).view(g, q_count, -1)  # [g, Q, D]
         cand = candidate_contributions(readout, latents, candidates, neurons[sl], batch_size, device)  # [g, K, D]
         s, idx = match_references(matcher, query, cand, top_k)
         scores.append(s)
@@ -123,9 +149,19 @@ def match_drivers(readout: nn.Module, latents: Tensor, matcher: object, drivers:
 
 
 @torch.inference_mode()
-def _match_factored(readout: nn.Module, latents: Tensor, matcher: object, drivers: Tensor, candidates: Tensor,
-                    neurons: Tensor, top_k: int, cand_z: Tensor, batch_size: int, device: torch.device | str,
-                    memory_bytes: int) -> tuple[Tensor, Tensor]:
+def _match_factored(
+    readout: nn.Module,
+    latents: Tensor,
+    matcher: object,
+    drivers: Tensor,
+    candidates: Tensor,
+    neurons: Tensor,
+    top_k: int,
+    cand_z: Tensor,
+    batch_size: int,
+    device: torch.device | str,
+    memory_bytes: int,
+) -> tuple[Tensor, Tensor]:
     """:func:`match_drivers` for shared latents ``cand_z`` ``[K, D]``: ``matcher.similarity_factored`` per chunk."""
     g_count, q_count = drivers.shape
     k_count, d = cand_z.shape
@@ -145,18 +181,29 @@ def _match_factored(readout: nn.Module, latents: Tensor, matcher: object, driver
         sim = matcher.similarity_factored(query, weight[sl], cand_z)
         expected = (*query.shape[:-1], k_count)
         if tuple(sim.shape) != expected:
-            raise TypeError(f"{type(matcher).__name__}.similarity_factored returned shape {tuple(sim.shape)}, "
-                            f"expected {expected}")
+            raise TypeError(
+                f"{type(matcher).__name__}.similarity_factored returned shape {tuple(sim.shape)}, expected {expected}"
+            )
         s, idx = sim.topk(min(top_k, k_count), dim=-1)
         scores.append(s.cpu())
         refs.append(candidates[idx.cpu()])
     return torch.cat(scores), torch.cat(refs)
 
 
-def match_pairs(readout: nn.Module, latents: Tensor, matcher: object, categories: Sequence[str], drive: Tensor,
-                neurons: Sequence[int], preferred: Sequence[str], *, drivers_per_neuron: int,
-                references_per_driver: int, batch_size: int = 256,
-                device: torch.device | str = "cpu") -> list[Pair]:
+def match_pairs(
+    readout: nn.Module,
+    latents: Tensor,
+    matcher: object,
+    categories: Sequence[str],
+    drive: Tensor,
+    neurons: Sequence[int],
+    preferred: Sequence[str],
+    *,
+    drivers_per_neuron: int,
+    references_per_driver: int,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> list[Pair]:
     """Drivers and matched references of every neuron, grouped by preferred category.
 
     ``drive`` ``[S, N]`` ranks the drivers (measured responses, else predictions). Pairs are
@@ -169,9 +216,13 @@ def match_pairs(readout: nn.Module, latents: Tensor, matcher: object, categories
         ooc = torch.tensor([i for i, c in enumerate(categories) if c != category])
         idx = torch.tensor(group)
         drivers = top_drivers(drive, ooc, idx, drivers_per_neuron)  # [G, Q]
-        scores, refs = match_drivers(readout, latents, matcher, drivers, cand, idx, references_per_driver,
-                                     batch_size=batch_size, device=device)
+        scores, refs = match_drivers(
+            readout, latents, matcher, drivers, cand, idx, references_per_driver, batch_size=batch_size, device=device
+        )
         for g, n in enumerate(group):
-            by_neuron[n] = [Pair(n, int(drivers[g, q]), int(refs[g, q, k]), float(scores[g, q, k]), k)
-                            for q in range(drivers.shape[1]) for k in range(refs.shape[-1])]
+            by_neuron[n] = [
+                Pair(n, int(drivers[g, q]), int(refs[g, q, k]), float(scores[g, q, k]), k)
+                for q in range(drivers.shape[1])
+                for k in range(refs.shape[-1])
+            ]
     return [p for n in neurons for p in by_neuron[n]]

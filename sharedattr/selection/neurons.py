@@ -20,8 +20,14 @@ def measured_else_predicted(measured: Tensor, predicted: Tensor) -> Tensor:
     return torch.where(torch.isnan(measured), predicted, measured)
 
 
-def select_neurons(neuron_ids: Sequence[str], test_r: Tensor | None, *, neurons: Sequence[str] | None = None,
-                   top_k: int | None = None, min_r: float | None = None) -> list[int]:
+def select_neurons(
+    neuron_ids: Sequence[str],
+    test_r: Tensor | None,
+    *,
+    neurons: Sequence[str] | None = None,
+    top_k: int | None = None,
+    min_r: float | None = None,
+) -> list[int]:
     """Output indices of the neurons to explain: explicit ids, or the best predicted by held-out r.
 
     ``min_r`` keeps neurons with ``test_r ≥ min_r``; ``top_k`` keeps the k best (after ``min_r``).
@@ -30,8 +36,9 @@ def select_neurons(neuron_ids: Sequence[str], test_r: Tensor | None, *, neurons:
         index = {n: i for i, n in enumerate(neuron_ids)}
         unknown = [n for n in neurons if n not in index]
         if unknown:
-            raise UserError(f"selection.neurons: unknown neuron id(s) {unknown}; the responses have "
-                            f"{list(neuron_ids)[:20]}")
+            raise UserError(
+                f"selection.neurons: unknown neuron id(s) {unknown}; the responses have {list(neuron_ids)[:20]}"
+            )
         return [index[n] for n in neurons]
     if test_r is None:
         raise UserError("selection: without held-out scores, name the neurons explicitly")
@@ -41,12 +48,15 @@ def select_neurons(neuron_ids: Sequence[str], test_r: Tensor | None, *, neurons:
     if top_k is not None:
         order = order[:top_k]
     if not order:
-        raise UserError(f"selection: no neuron has held-out r ≥ {min_r}; best r = {float(test_r.nan_to_num(-math.inf).max()):.3f}")
+        raise UserError(
+            f"selection: no neuron has held-out r ≥ {min_r}; best r = {float(test_r.nan_to_num(-math.inf).max()):.3f}"
+        )
     return order
 
 
-def preferred_categories(categories: Sequence[str], drive: Tensor, neurons: Sequence[int],
-                         preferred: str | None = None) -> list[str]:
+def preferred_categories(
+    categories: Sequence[str], drive: Tensor, neurons: Sequence[int], preferred: str | None = None
+) -> list[str]:
     """Per neuron: ``preferred``, or the category with the highest mean ``drive`` ``[S, N]``."""
     names = sorted(set(categories))
     if len(names) < 2:

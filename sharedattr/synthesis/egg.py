@@ -40,10 +40,25 @@ from sharedattr.plugins.specs import EnergySpec
 from sharedattr.synthesis.cost import CallCounter, Stopwatch, cost_record
 from sharedattr.synthesis.energies import EnergyParam, build_energy
 from sharedattr.synthesis.preprocess import fit_to_model
-from sharedattr.synthesis.prior import DEFAULT_PRIOR, SHIPPED_PRIORS, load_prior, sample_generators, sample_prior, to_unit
+from sharedattr.synthesis.prior import (
+    DEFAULT_PRIOR,
+    SHIPPED_PRIORS,
+    load_prior,
+    sample_generators,
+    sample_prior,
+    to_unit,
+)
 
-__all__ = ["EGG", "EGGParams", "GuidanceStep", "guidance_step", "make_scheduler", "normalise_gradient",
-           "predict_x0", "unclamped_unit"]
+__all__ = [
+    "EGG",
+    "EGGParams",
+    "GuidanceStep",
+    "guidance_step",
+    "make_scheduler",
+    "normalise_gradient",
+    "predict_x0",
+    "unclamped_unit",
+]
 
 Generators = torch.Generator | list[torch.Generator] | None
 
@@ -59,8 +74,10 @@ def _check_prior_source(value: str, info: ValidationInfo) -> str:
         path = Path(base) / path
     if context.get(CHECK_FILES_KEY, True) and not path.is_dir():
         where = " (relative paths are resolved against the config file's folder)" if base is not None else ""
-        raise ValueError(f"unknown diffusion prior {value!r}: neither a shipped prior ({', '.join(SHIPPED_PRIORS)}) "
-                         f"nor an existing diffusers folder{where}")
+        raise ValueError(
+            f"unknown diffusion prior {value!r}: neither a shipped prior ({', '.join(SHIPPED_PRIORS)}) "
+            f"nor an existing diffusers folder{where}"
+        )
     return str(path)
 
 
@@ -80,7 +97,9 @@ class EGGParams(Params):
     )
     steps: int = Field(50, ge=1, description="Sampling steps (the prior's training timesteps respaced to this many).")
     eta: float = Field(
-        0.0, ge=0, le=1,
+        0.0,
+        ge=0,
+        le=1,
         description="DDIM noise: 0 = deterministic DDIM, 1 = ancestral (DDPM-like) sampling (scheduler = ddim only).",
     )
     guidance_scale: float = Field(
@@ -140,9 +159,17 @@ def _step_kwargs(scheduler: Any, eta: float) -> dict[str, Any]:
     return {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
 
 
-def guidance_step(unet: nn.Module, scheduler: Any, x_t: Tensor, t: Tensor | int,
-                  energy_fn: Callable[[Tensor], EnergyValue] | None, scale: float, normalize: str = "sample",
-                  generator: Generators = None, eta: float = 0.0) -> GuidanceStep:
+def guidance_step(
+    unet: nn.Module,
+    scheduler: Any,
+    x_t: Tensor,
+    t: Tensor | int,
+    energy_fn: Callable[[Tensor], EnergyValue] | None,
+    scale: float,
+    normalize: str = "sample",
+    generator: Generators = None,
+    eta: float = 0.0,
+) -> GuidanceStep:
     """One EGG step from ``x_t`` (``[B, C, H, W]`` in the prior's [-1, 1] space) at timestep ``t``.
 
     ``energy_fn`` maps images in [0, 1] to an :class:`EnergyValue`; it is evaluated at
@@ -217,9 +244,18 @@ class EGG:
     :class:`~.prior.DiffusionPrior`). Loaded priors are cached per (source, device).
     """
 
-    def __init__(self, prior: Any = DEFAULT_PRIOR, scheduler: str = "ddim", steps: int = 50, eta: float = 0.0,
-                 guidance_scale: float = 5.0, normalize: str = "sample",
-                 energy: EnergySpec | str | dict[str, Any] = "mei", n_seeds: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        prior: Any = DEFAULT_PRIOR,
+        scheduler: str = "ddim",
+        steps: int = 50,
+        eta: float = 0.0,
+        guidance_scale: float = 5.0,
+        normalize: str = "sample",
+        energy: EnergySpec | str | dict[str, Any] = "mei",
+        n_seeds: int = 1,
+        seed: int = 0,
+    ) -> None:
         if scheduler not in ("ddim", "ddpm"):
             raise ValueError(f"unknown scheduler {scheduler!r}; use 'ddim' or 'ddpm'")
         if normalize not in ("sample", "batch"):
@@ -238,8 +274,16 @@ class EGG:
         self.prior.unet.to(device)
         return self.prior
 
-    def _sample(self, unet: nn.Module, prior: Any, n: int, seed: int, device: torch.device,
-                energy_fn: Callable[[Tensor], EnergyValue] | None, scale: float) -> tuple[Tensor, list[Tensor]]:
+    def _sample(
+        self,
+        unet: nn.Module,
+        prior: Any,
+        n: int,
+        seed: int,
+        device: torch.device,
+        energy_fn: Callable[[Tensor], EnergyValue] | None,
+        scale: float,
+    ) -> tuple[Tensor, list[Tensor]]:
         """Run the sampler from seeded noise; ``x_0`` in [-1, 1] space and the per-step responses.
 
         Sample ``i`` draws its initial and sampler noise from its own generator
@@ -271,16 +315,20 @@ class EGG:
         stopwatch = Stopwatch()
         model_counter, unet_counter = CallCounter(model), CallCounter(prior.unet)
         energy_fn = self.energy.bind(model_counter, neuron, reference)
-        x0, history = self._sample(unet_counter, prior, self.n_seeds, self.seed, device, energy_fn,
-                                   self.guidance_scale)
+        x0, history = self._sample(unet_counter, prior, self.n_seeds, self.seed, device, energy_fn, self.guidance_scale)
         prior_images = to_unit(x0).float()  # clamped to [0, 1]
-        images = fit_to_model(prior_images, model, grayscale=getattr(self.energy, "grayscale", False),
-                              norm=getattr(self.energy, "norm", None))
+        images = fit_to_model(
+            prior_images,
+            model,
+            grayscale=getattr(self.energy, "grayscale", False),
+            norm=getattr(self.energy, "norm", None),
+        )
         with torch.no_grad():
             responses = model_counter(images)[:, neuron].detach().cpu()
         cost = cost_record(model_counter, stopwatch, unet_counter) | {"steps": float(self.steps)}
-        return SynthesisResult(images.detach().cpu(), responses, torch.stack(history), cost,
-                               prior_images=prior_images.cpu())
+        return SynthesisResult(
+            images.detach().cpu(), responses, torch.stack(history), cost, prior_images=prior_images.cpu()
+        )
 
     def prior_samples(self, n: int, seed: int = 0, device: torch.device | str = "cpu") -> Tensor:
         """``n`` unguided samples ``[n, C, H, W]`` in [0, 1] on the CPU (same scheduler, steps and eta; λ = 0).

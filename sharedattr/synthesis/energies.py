@@ -22,11 +22,11 @@ from pydantic import AfterValidator, Field, ValidationInfo
 from torch import Tensor, nn
 
 from sharedattr.plugins.contracts import Energy, EnergyValue
-from sharedattr.runtime.errors import SpecError
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import Params
 from sharedattr.plugins.loading import get_registry
+from sharedattr.plugins.params import Params
 from sharedattr.plugins.specs import REGISTRY_KEY, EnergySpec
+from sharedattr.runtime.errors import SpecError
 from sharedattr.synthesis.preprocess import fit_to_model
 
 
@@ -91,8 +91,10 @@ class ReconstructionEnergy:
 
     def bind(self, model: nn.Module, neuron: int, reference: Tensor | None = None) -> Callable[[Tensor], EnergyValue]:
         if reference is None:
-            raise ValueError("the reconstruction energy needs a reference image: the caller passes the neuron's "
-                             "best natural image (sharedattr run/synthesize do)")
+            raise ValueError(
+                "the reconstruction energy needs a reference image: the caller passes the neuron's "
+                "best natural image (sharedattr run/synthesize do)"
+            )
         fit = lambda x: fit_to_model(x, model, grayscale=self.grayscale, norm=self.norm)  # noqa: E731
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         with torch.no_grad():
@@ -112,9 +114,21 @@ class ReconstructionEnergy:
 
 @hookimpl
 def register_energies(register):
-    register("mei", MEIEnergy, params=PreprocessParams,
-             description="−r_n(x): the most exciting input (after resize, optional grayscale and fixed norm).")
-    register("meni", MEIEnergy, params=PreprocessParams,
-             description="−r_n(x) with a diffusion prior at low guidance (1–10): the most exciting natural image.")
-    register("reconstruction", ReconstructionEnergy, params=ReconstructionParams,
-             description="Mean squared error between the population's responses and those to a reference image.")
+    register(
+        "mei",
+        MEIEnergy,
+        params=PreprocessParams,
+        description="−r_n(x): the most exciting input (after resize, optional grayscale and fixed norm).",
+    )
+    register(
+        "meni",
+        MEIEnergy,
+        params=PreprocessParams,
+        description="−r_n(x) with a diffusion prior at low guidance (1–10): the most exciting natural image.",
+    )
+    register(
+        "reconstruction",
+        ReconstructionEnergy,
+        params=ReconstructionParams,
+        description="Mean squared error between the population's responses and those to a reference image.",
+    )

@@ -37,8 +37,10 @@ class Evaluator:
     def responses(self, images: Tensor, neuron: int, batch_size: int = 32) -> Tensor:
         """The model's response ``[S]`` of output ``neuron`` to images ``[S, C, H, W]`` (fitted to its input)."""
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
-        out = [self.model(fit_to_model(chunk.to(device), self.model))[:, neuron].cpu()
-               for chunk in images.split(batch_size)]
+        out = [
+            self.model(fit_to_model(chunk.to(device), self.model))[:, neuron].cpu()
+            for chunk in images.split(batch_size)
+        ]
         return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -52,9 +54,11 @@ def evaluator_digest(fit_digest: str, spec: ExperimentSpec, evaluator: Evaluator
 
 def resolved_evaluator(spec: ExperimentSpec, e: EvaluatorSpec) -> dict:
     """The evaluator's backbone and readout specs and split seed, the experiment's where it gives none."""
-    return {"backbone": (e.backbone or spec.backbone).model_dump(mode="json"),
-            "readout": (e.readout or spec.readout).model_dump(mode="json"),
-            "split_seed": e.split_seed if e.split_seed is not None else spec.data.split_seed}
+    return {
+        "backbone": (e.backbone or spec.backbone).model_dump(mode="json"),
+        "readout": (e.readout or spec.readout).model_dump(mode="json"),
+        "split_seed": e.split_seed if e.split_seed is not None else spec.data.split_seed,
+    }
 
 
 def describe_model(backbone: dict, readout: dict, split_seed: int) -> str:
@@ -63,4 +67,3 @@ def describe_model(backbone: dict, readout: dict, split_seed: int) -> str:
         return f"{d['name']}({params})"
 
     return f"{one(backbone)} → {one(readout)}, split_seed={split_seed}"
-

@@ -50,7 +50,9 @@ class GradientAscentParams(Params):
     )
     jitter: int = Field(0, ge=0, description="Random shift (roll) of the images by up to this many pixels each step.")
     crop_scale: float | None = Field(
-        None, gt=0, le=1,
+        None,
+        gt=0,
+        le=1,
         description="Random crop of this fraction of the height and width each step, resized back (null = off).",
     )
     tv_weight: float = Field(
@@ -61,7 +63,8 @@ class GradientAscentParams(Params):
     norm: float | None = Field(None, gt=0, description="Fix the L2 norm of (x − 0.5) after every step (null = off).")
     clip: bool = Field(True, description="Clip pixels to [0, 1] after every step (after the norm).")
     patience: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="Stop early after this many consecutive steps without improvement of the objective (null = off).",
     )
     min_delta: float = Field(
@@ -80,12 +83,28 @@ class GradientAscent:
     ``[steps_run, n_seeds]`` and the cost (forward/backward calls, wall time, ``steps``).
     """
 
-    def __init__(self, steps: int = 200, lr: float = 0.05, optimizer: str = "adamw",
-                 energy: EnergySpec | str | dict[str, Any] = "mei", precondition: str = "blur",
-                 blur_sigma: float = 1.0, fourier_decay: float = 1.0, jitter: int = 0,
-                 crop_scale: float | None = None, tv_weight: float = 0.0, lp_weight: float = 0.0,
-                 lp_p: float = 2.0, norm: float | None = None, clip: bool = True, patience: int | None = None,
-                 min_delta: float = 1e-3, n_seeds: int = 1, seed: int = 0, init_std: float = 0.1) -> None:
+    def __init__(
+        self,
+        steps: int = 200,
+        lr: float = 0.05,
+        optimizer: str = "adamw",
+        energy: EnergySpec | str | dict[str, Any] = "mei",
+        precondition: str = "blur",
+        blur_sigma: float = 1.0,
+        fourier_decay: float = 1.0,
+        jitter: int = 0,
+        crop_scale: float | None = None,
+        tv_weight: float = 0.0,
+        lp_weight: float = 0.0,
+        lp_p: float = 2.0,
+        norm: float | None = None,
+        clip: bool = True,
+        patience: int | None = None,
+        min_delta: float = 1e-3,
+        n_seeds: int = 1,
+        seed: int = 0,
+        init_std: float = 0.1,
+    ) -> None:
         self.steps, self.lr, self.optimizer = steps, lr, optimizer
         self.energy = build_energy(energy)
         self.precondition = make_preconditioner(precondition, blur_sigma=blur_sigma, fourier_decay=fourier_decay)

@@ -50,8 +50,10 @@ RECORD_NAME = "prior.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 SCHEDULERS = ("ddim", "ddpm")
 
-_FIX = (f"give a diffusers-format folder (model_index.json with unet/ and scheduler/, or a UNet2DModel folder "
-        f"with config.json and {WEIGHTS_NAME}) or the shipped name {DEFAULT_PRIOR!r}")
+_FIX = (
+    f"give a diffusers-format folder (model_index.json with unet/ and scheduler/, or a UNet2DModel folder "
+    f"with config.json and {WEIGHTS_NAME}) or the shipped name {DEFAULT_PRIOR!r}"
+)
 
 
 class PriorError(UserError, ValueError):
@@ -118,9 +120,11 @@ def shipped_prior_path(name: str = DEFAULT_PRIOR) -> Iterator[Path]:
     with importlib.resources.as_file(resource) as path:
         path = Path(path)
         if not (path / "unet" / WEIGHTS_NAME).is_file():
-            raise PriorError(f"the shipped diffusion prior {name!r} is missing from the sharedattr installation "
-                             f"({path / 'unet' / WEIGHTS_NAME}); reinstall sharedattr or retrain it with "
-                             "`uv run python scripts/train_diffusion_prior.py`")
+            raise PriorError(
+                f"the shipped diffusion prior {name!r} is missing from the sharedattr installation "
+                f"({path / 'unet' / WEIGHTS_NAME}); reinstall sharedattr or retrain it with "
+                "`uv run python scripts/train_diffusion_prior.py`"
+            )
         yield path
 
 
@@ -150,13 +154,20 @@ def _layout(folder: Path) -> tuple[Path, Path | None]:
         scheduler = folder / "scheduler_config.json"
         scheduler = scheduler if scheduler.is_file() else None
     if not (unet_dir / "config.json").is_file():
-        raise PriorError(f"diffusion prior folder {folder} holds no UNet ({unet_dir / 'config.json'} is missing); "
-                         f"{_FIX}")
+        raise PriorError(
+            f"diffusion prior folder {folder} holds no UNet ({unet_dir / 'config.json'} is missing); {_FIX}"
+        )
     if not (unet_dir / WEIGHTS_NAME).is_file():
         others = sorted(p.name for p in unet_dir.glob("diffusion_pytorch_model*"))
-        hint = (f" (it has {', '.join(others)}: only {WEIGHTS_NAME} is read, never pickled weights; convert them "
+        hint = (
+            (
+                f" (it has {', '.join(others)}: only {WEIGHTS_NAME} is read, never pickled weights; convert them "
                 "with UNet2DModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True) "
-                "if you trust the file)") if others else ""
+                "if you trust the file)"
+            )
+            if others
+            else ""
+        )
         raise PriorError(f"diffusion prior folder {folder}: {unet_dir / WEIGHTS_NAME} is missing{hint}; {_FIX}")
     return unet_dir, scheduler
 
@@ -166,8 +177,9 @@ def _sample_size(config: dict[str, Any], unet_dir: Path) -> int:
     if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
         size = size[0]
     if not isinstance(size, int) or size < 1:
-        raise PriorError(f"{unet_dir / 'config.json'}: sample_size {size!r} is not one positive image size "
-                         "(square images only)")
+        raise PriorError(
+            f"{unet_dir / 'config.json'}: sample_size {size!r} is not one positive image size (square images only)"
+        )
     return size
 
 
@@ -195,8 +207,10 @@ def load_prior(source: str | Path = DEFAULT_PRIOR, device: str | torch.device = 
             return _load_folder(folder, source, device)
     folder = Path(source).expanduser()
     if not folder.exists() and isinstance(source, str) and "/" not in source and "\\" not in source:
-        raise PriorError(f"unknown diffusion prior {source!r}: neither a shipped prior "
-                         f"({', '.join(SHIPPED_PRIORS)}) nor an existing folder; {_FIX}")
+        raise PriorError(
+            f"unknown diffusion prior {source!r}: neither a shipped prior "
+            f"({', '.join(SHIPPED_PRIORS)}) nor an existing folder; {_FIX}"
+        )
     return _load_folder(folder, str(source), device)
 
 
@@ -207,34 +221,55 @@ def _load_folder(folder: Path, source: str, device: str | torch.device) -> Diffu
     config = _read_json(unet_dir / "config.json")
     cls = config.get("_class_name", "UNet2DModel")
     if cls != "UNet2DModel":
-        raise PriorError(f"{unet_dir / 'config.json'} describes a {cls}; a diffusion prior needs an unconditional "
-                         f"UNet2DModel; {_FIX}")
+        raise PriorError(
+            f"{unet_dir / 'config.json'} describes a {cls}; a diffusion prior needs an unconditional "
+            f"UNet2DModel; {_FIX}"
+        )
     if config.get("class_embed_type") or config.get("num_class_embeds"):
-        raise PriorError(f"{unet_dir / 'config.json'} describes a class-conditional UNet2DModel; a diffusion prior "
-                         "must be unconditional")
+        raise PriorError(
+            f"{unet_dir / 'config.json'} describes a class-conditional UNet2DModel; a diffusion prior "
+            "must be unconditional"
+        )
     size = _sample_size(config, unet_dir)
     scheduler_config = scheduler_config_of(scheduler_file)
     try:
-        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True,
-                                           torch_dtype=torch.float32, low_cpu_mem_usage=False)
+        unet = UNet2DModel.from_pretrained(
+            unet_dir, use_safetensors=True, local_files_only=True, torch_dtype=torch.float32, low_cpu_mem_usage=False
+        )
     except Exception as err:  # noqa: BLE001 - a corrupt or mismatched weights file
         raise PriorError(f"cannot load the UNet of {folder}: {type(err).__name__}: {err}") from None
     unet = unet.float().to(device).eval().requires_grad_(False)
     record = _read_json(folder / RECORD_NAME) if (folder / RECORD_NAME).is_file() else {}
-    return DiffusionPrior(unet=unet, scheduler_config=scheduler_config, sample_size=size,
-                          channels=int(unet.config.in_channels), source=source, record=record)
+    return DiffusionPrior(
+        unet=unet,
+        scheduler_config=scheduler_config,
+        sample_size=size,
+        channels=int(unet.config.in_channels),
+        source=source,
+        record=record,
+    )
 
 
 # -- unguided sampling -----------------------------------------------------------------------------
 def sample_generators(seed: int, indices: range | list[int]) -> list[torch.Generator]:
     """One CPU generator per sample: sample ``i`` of seed ``seed`` draws only from its own generator."""
-    return [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0] >> 1))
-            for i in indices]
+    return [
+        torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0] >> 1))
+        for i in indices
+    ]
 
 
 @torch.no_grad()
-def sample_prior(prior: DiffusionPrior, n: int, *, steps: int = 50, scheduler: Literal["ddim", "ddpm"] = "ddim",
-                 seed: int = 0, batch_size: int = 64, eta: float = 0.0) -> Tensor:
+def sample_prior(
+    prior: DiffusionPrior,
+    n: int,
+    *,
+    steps: int = 50,
+    scheduler: Literal["ddim", "ddpm"] = "ddim",
+    seed: int = 0,
+    batch_size: int = 64,
+    eta: float = 0.0,
+) -> Tensor:
     """``n`` unguided samples ``[n, C, H, W]`` float32 in ``[0, 1]`` on the CPU.
 
     ``scheduler="ddim"`` runs DDIM with ``eta`` (0: deterministic given the initial noise);
@@ -243,8 +278,9 @@ def sample_prior(prior: DiffusionPrior, n: int, *, steps: int = 50, scheduler: L
     if scheduler not in SCHEDULERS:
         raise PriorError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     if n < 0 or steps < 1 or batch_size < 1:
-        raise PriorError(f"need n >= 0, steps >= 1 and batch_size >= 1 (got n={n}, steps={steps}, "
-                         f"batch_size={batch_size})")
+        raise PriorError(
+            f"need n >= 0, steps >= 1 and batch_size >= 1 (got n={n}, steps={steps}, batch_size={batch_size})"
+        )
     from diffusers.utils.torch_utils import randn_tensor
 
     device = prior.device

@@ -32,7 +32,7 @@ def random_crop(x: Tensor, scale: float, generator: torch.Generator | None = Non
     ch, cw = max(1, round(scale * h)), max(1, round(scale * w))
     tops = torch.randint(0, h - ch + 1, (x.shape[0],), generator=generator).tolist()
     lefts = torch.randint(0, w - cw + 1, (x.shape[0],), generator=generator).tolist()
-    crops = torch.stack([img[..., t : t + ch, l : l + cw] for img, t, l in zip(x, tops, lefts)])
+    crops = torch.stack([img[..., t : t + ch, left : left + cw] for img, t, left in zip(x, tops, lefts)])
     return F.interpolate(crops, size=(h, w), mode="bilinear", align_corners=False)
 
 
@@ -42,8 +42,9 @@ class RandomTransform:
     With both off it is the identity and draws no random numbers.
     """
 
-    def __init__(self, jitter: int = 0, crop_scale: float | None = None,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, jitter: int = 0, crop_scale: float | None = None, generator: torch.Generator | None = None
+    ) -> None:
         if jitter < 0:
             raise ValueError(f"jitter must be >= 0 pixels, got {jitter}")
         if crop_scale is not None and not 0 < crop_scale <= 1:

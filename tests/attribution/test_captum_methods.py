@@ -38,12 +38,13 @@ from sharedattr.plugins.loading import load_registry
 from sharedattr.runtime.errors import SpecError, UserError
 from sharedattr.testing import _check_method, tiny_model
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Setting (forward, )?backward hooks:UserWarning"),
-              pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients:UserWarning"),
-              pytest.mark.usefixtures("one_thread")]  # tiny networks: one thread is fastest
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Setting (forward, )?backward hooks:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients:UserWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]  # tiny networks: one thread is fastest
 
 TARGET = torch.tensor([0, 2, 1])
-
 
 
 def images(n: int = 3, size: int = 16, seed: int = 1) -> Tensor:
@@ -61,8 +62,9 @@ def fit_model(backbone: nn.Module, n_neurons: int = 3, seed: int = 0) -> Encodin
     """``backbone`` + a ridge readout fitted to responses planted linearly in random latents."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        latents = torch.randn(40, *backbone(backbone.preprocess(torch.zeros(1, 3, *backbone.input_size))).shape[1:],
-                              generator=g)
+        latents = torch.randn(
+            40, *backbone(backbone.preprocess(torch.zeros(1, 3, *backbone.input_size))).shape[1:], generator=g
+        )
     weights = torch.randn(n_neurons, latents[0].numel(), generator=g)
     readout = RidgeReadout(folds=3).fit(latents, latents.flatten(1) @ weights.T)
     return EncodingModel(backbone, readout).eval()
@@ -86,54 +88,148 @@ def nt(method, **kw):
 DIRECT = [
     ("saliency", {}, lambda m, x, t: Saliency(m).attribute(x, target=t, abs=True)),
     ("input_x_gradient", {}, lambda m, x, t: InputXGradient(m).attribute(x, target=t)),
-    ("integrated_gradients", {"n_steps": 8, "baseline": 0.5},
-     lambda m, x, t: IntegratedGradients(m).attribute(x, baselines=torch.full_like(x, 0.5), target=t, n_steps=8)),
+    (
+        "integrated_gradients",
+        {"n_steps": 8, "baseline": 0.5},
+        lambda m, x, t: IntegratedGradients(m).attribute(x, baselines=torch.full_like(x, 0.5), target=t, n_steps=8),
+    ),
     ("guided_backprop", {}, lambda m, x, t: GuidedBackprop(m).attribute(x, target=t)),
     ("deconvolution", {}, lambda m, x, t: Deconvolution(m).attribute(x, target=t)),
     ("deep_lift", {"baseline": 0.25}, lambda m, x, t: DeepLift(m).attribute(x, baselines=0.25, target=t)),
-    ("deep_lift", {"multiply_by_inputs": False},
-     lambda m, x, t: DeepLift(m, multiply_by_inputs=False).attribute(x, baselines=0.0, target=t)),
-    ("gradient_shap", {"n_samples": 4, "stdevs": 0.1, "seed": 3},
-     lambda m, x, t: seeded(3, lambda: GradientShap(m).attribute(
-         x, baselines=torch.stack([torch.zeros_like(x[0]), torch.ones_like(x[0])]), n_samples=4, stdevs=0.1,
-         target=t))),
-    ("occlusion", {"window": 4, "stride": 4, "baseline": 0.5, "perturbations_per_eval": 3},
-     lambda m, x, t: Occlusion(m).attribute(x, sliding_window_shapes=(3, 4, 4), strides=(3, 4, 4), baselines=0.5,
-                                            target=t, perturbations_per_eval=3)),
-    ("grad_cam", {"layer": "net.1"},
-     lambda m, x, t: LayerAttribution.interpolate(LayerGradCam(m, m.backbone.net[1]).attribute(
-         x, target=t, relu_attributions=True), (16, 16), interpolate_mode="bilinear")),
-    ("grad_cam", {"relu_attributions": False, "interpolate_mode": "nearest"},
-     lambda m, x, t: LayerAttribution.interpolate(LayerGradCam(m, m.backbone).attribute(x, target=t), (16, 16))),
-    ("guided_grad_cam", {"layer": "net.2"},
-     lambda m, x, t: GuidedGradCam(m, m.backbone.net[2]).attribute(x, target=t, interpolate_mode="bilinear")),
-    ("smoothgrad", {"samples": 4, "stdevs": 0.2, "seed": 5},
-     lambda m, x, t: seeded(5, lambda: nt(Saliency(m), inputs=x, nt_type="smoothgrad", nt_samples=4, stdevs=0.2,
-                                          target=t, abs=True))),
-    ("saliency", {"abs": False, "noise_tunnel": {"type": "vargrad", "samples": 3, "seed": 7}},
-     lambda m, x, t: seeded(7, lambda: nt(Saliency(m), inputs=x, nt_type="vargrad", nt_samples=3, stdevs=0.15,
-                                          target=t, abs=False))),
-    ("guided_backprop", {"noise_tunnel": {"type": "smoothgrad_sq", "samples": 3, "samples_batch_size": 2, "seed": 1}},
-     lambda m, x, t: seeded(1, lambda: nt(GuidedBackprop(m), inputs=x, nt_type="smoothgrad_sq", nt_samples=3,
-                                          nt_samples_batch_size=2, stdevs=0.15, target=t))),
-    ("deep_lift", {"noise_tunnel": {"samples": 2, "stdevs": 0.3, "seed": 4}},
-     lambda m, x, t: seeded(4, lambda: nt(DeepLift(m), inputs=x, nt_type="smoothgrad", nt_samples=2, stdevs=0.3,
-                                          baselines=0.0, target=t))),
-    ("integrated_gradients", {"n_steps": 4, "noise_tunnel": {"samples": 2}},
-     lambda m, x, t: seeded(0, lambda: nt(IntegratedGradients(m), inputs=x, nt_type="smoothgrad", nt_samples=2,
-                                          stdevs=0.15, n_steps=4, baselines=0.0, target=t))),
-    ("occlusion", {"noise_tunnel": {"samples": 2, "seed": 2}},
-     lambda m, x, t: seeded(2, lambda: nt(Occlusion(m), inputs=x, nt_type="smoothgrad", nt_samples=2, stdevs=0.15,
-                                          sliding_window_shapes=(3, 8, 8), strides=(3, 4, 4), baselines=0.0,
-                                          target=t))),
-    ("grad_cam", {"noise_tunnel": {"samples": 2, "seed": 6}},
-     lambda m, x, t: seeded(6, lambda: nt(UpsampledGradCam(m, m.backbone), inputs=x, nt_type="smoothgrad",
-                                          nt_samples=2, stdevs=0.15, target=t))),
+    (
+        "deep_lift",
+        {"multiply_by_inputs": False},
+        lambda m, x, t: DeepLift(m, multiply_by_inputs=False).attribute(x, baselines=0.0, target=t),
+    ),
+    (
+        "gradient_shap",
+        {"n_samples": 4, "stdevs": 0.1, "seed": 3},
+        lambda m, x, t: seeded(
+            3,
+            lambda: GradientShap(m).attribute(
+                x,
+                baselines=torch.stack([torch.zeros_like(x[0]), torch.ones_like(x[0])]),
+                n_samples=4,
+                stdevs=0.1,
+                target=t,
+            ),
+        ),
+    ),
+    (
+        "occlusion",
+        {"window": 4, "stride": 4, "baseline": 0.5, "perturbations_per_eval": 3},
+        lambda m, x, t: Occlusion(m).attribute(
+            x, sliding_window_shapes=(3, 4, 4), strides=(3, 4, 4), baselines=0.5, target=t, perturbations_per_eval=3
+        ),
+    ),
+    (
+        "grad_cam",
+        {"layer": "net.1"},
+        lambda m, x, t: LayerAttribution.interpolate(
+            LayerGradCam(m, m.backbone.net[1]).attribute(x, target=t, relu_attributions=True),
+            (16, 16),
+            interpolate_mode="bilinear",
+        ),
+    ),
+    (
+        "grad_cam",
+        {"relu_attributions": False, "interpolate_mode": "nearest"},
+        lambda m, x, t: LayerAttribution.interpolate(LayerGradCam(m, m.backbone).attribute(x, target=t), (16, 16)),
+    ),
+    (
+        "guided_grad_cam",
+        {"layer": "net.2"},
+        lambda m, x, t: GuidedGradCam(m, m.backbone.net[2]).attribute(x, target=t, interpolate_mode="bilinear"),
+    ),
+    (
+        "smoothgrad",
+        {"samples": 4, "stdevs": 0.2, "seed": 5},
+        lambda m, x, t: seeded(
+            5, lambda: nt(Saliency(m), inputs=x, nt_type="smoothgrad", nt_samples=4, stdevs=0.2, target=t, abs=True)
+        ),
+    ),
+    (
+        "saliency",
+        {"abs": False, "noise_tunnel": {"type": "vargrad", "samples": 3, "seed": 7}},
+        lambda m, x, t: seeded(
+            7, lambda: nt(Saliency(m), inputs=x, nt_type="vargrad", nt_samples=3, stdevs=0.15, target=t, abs=False)
+        ),
+    ),
+    (
+        "guided_backprop",
+        {"noise_tunnel": {"type": "smoothgrad_sq", "samples": 3, "samples_batch_size": 2, "seed": 1}},
+        lambda m, x, t: seeded(
+            1,
+            lambda: nt(
+                GuidedBackprop(m),
+                inputs=x,
+                nt_type="smoothgrad_sq",
+                nt_samples=3,
+                nt_samples_batch_size=2,
+                stdevs=0.15,
+                target=t,
+            ),
+        ),
+    ),
+    (
+        "deep_lift",
+        {"noise_tunnel": {"samples": 2, "stdevs": 0.3, "seed": 4}},
+        lambda m, x, t: seeded(
+            4,
+            lambda: nt(DeepLift(m), inputs=x, nt_type="smoothgrad", nt_samples=2, stdevs=0.3, baselines=0.0, target=t),
+        ),
+    ),
+    (
+        "integrated_gradients",
+        {"n_steps": 4, "noise_tunnel": {"samples": 2}},
+        lambda m, x, t: seeded(
+            0,
+            lambda: nt(
+                IntegratedGradients(m),
+                inputs=x,
+                nt_type="smoothgrad",
+                nt_samples=2,
+                stdevs=0.15,
+                n_steps=4,
+                baselines=0.0,
+                target=t,
+            ),
+        ),
+    ),
+    (
+        "occlusion",
+        {"noise_tunnel": {"samples": 2, "seed": 2}},
+        lambda m, x, t: seeded(
+            2,
+            lambda: nt(
+                Occlusion(m),
+                inputs=x,
+                nt_type="smoothgrad",
+                nt_samples=2,
+                stdevs=0.15,
+                sliding_window_shapes=(3, 8, 8),
+                strides=(3, 4, 4),
+                baselines=0.0,
+                target=t,
+            ),
+        ),
+    ),
+    (
+        "grad_cam",
+        {"noise_tunnel": {"samples": 2, "seed": 6}},
+        lambda m, x, t: seeded(
+            6,
+            lambda: nt(
+                UpsampledGradCam(m, m.backbone), inputs=x, nt_type="smoothgrad", nt_samples=2, stdevs=0.15, target=t
+            ),
+        ),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "params", "direct"), DIRECT,
-                         ids=[f"{n}-{'-'.join(p) or 'defaults'}" for n, p, _ in DIRECT])
+@pytest.mark.parametrize(
+    ("name", "params", "direct"), DIRECT, ids=[f"{n}-{'-'.join(p) or 'defaults'}" for n, p, _ in DIRECT]
+)
 def test_wrappers_equal_direct_captum_calls(registry, tiny, name, params, direct):
     model, x = tiny, images()
     maps = registry.build("method", name, model, **params).attribute(x, target=TARGET)
@@ -197,18 +293,21 @@ def test_method_check_demands_determinism_of_stochastic_methods():
 
 
 # -- params --------------------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "params", "message"), [
-    ("occlusion", {"window": 0}, r"window: Input should be greater than or equal to 1"),
-    ("occlusion", {"stride": 2.5}, r"stride: Input should be a valid integer"),
-    ("saliency", {"noise_tunnel": {"type": "gauss"}}, r"noise_tunnel\.type: Input should be 'smoothgrad'"),
-    ("deep_lift", {"noise_tunnel": {"samples": 0}}, r"noise_tunnel\.samples: Input should be greater"),
-    ("guided_backprop", {"noise_tunnel": {"sample": 4}}, r"noise_tunnel\.sample: unknown parameter"),
-    ("gradient_shap", {"baselines": []}, r"baselines: List should have at least 1 item"),
-    ("gradient_shap", {"noise_tunnel": {"samples": 2}}, r"noise_tunnel: unknown parameter"),
-    ("smoothgrad", {"seed": -1}, r"seed: Input should be greater than or equal to 0"),
-    ("grad_cam", {"interpolate_mode": "linear"}, r"interpolate_mode: Input should be 'nearest'"),
-    ("guided_grad_cam", {"layer": ""}, r"layer: String should have at least 1 character"),
-])
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("occlusion", {"window": 0}, r"window: Input should be greater than or equal to 1"),
+        ("occlusion", {"stride": 2.5}, r"stride: Input should be a valid integer"),
+        ("saliency", {"noise_tunnel": {"type": "gauss"}}, r"noise_tunnel\.type: Input should be 'smoothgrad'"),
+        ("deep_lift", {"noise_tunnel": {"samples": 0}}, r"noise_tunnel\.samples: Input should be greater"),
+        ("guided_backprop", {"noise_tunnel": {"sample": 4}}, r"noise_tunnel\.sample: unknown parameter"),
+        ("gradient_shap", {"baselines": []}, r"baselines: List should have at least 1 item"),
+        ("gradient_shap", {"noise_tunnel": {"samples": 2}}, r"noise_tunnel: unknown parameter"),
+        ("smoothgrad", {"seed": -1}, r"seed: Input should be greater than or equal to 0"),
+        ("grad_cam", {"interpolate_mode": "linear"}, r"interpolate_mode: Input should be 'nearest'"),
+        ("guided_grad_cam", {"layer": ""}, r"layer: String should have at least 1 character"),
+    ],
+)
 def test_bad_params_are_spec_errors_with_field_paths(registry, tiny, name, params, message):
     with pytest.raises(SpecError, match=message):
         registry.build("method", name, tiny, **params)
@@ -260,8 +359,13 @@ def resnet_model() -> EncodingModel:
     return fit_model(backbone)
 
 
-RESNET_METHODS = [("guided_backprop", {}), ("deconvolution", {}), ("deep_lift", {}),
-                  ("guided_grad_cam", {"layer": "layer1"}), ("grad_cam", {"layer": "layer1"})]
+RESNET_METHODS = [
+    ("guided_backprop", {}),
+    ("deconvolution", {}),
+    ("deep_lift", {}),
+    ("guided_grad_cam", {"layer": "layer1"}),
+    ("grad_cam", {"layer": "layer1"}),
+]
 
 
 @pytest.mark.parametrize(("name", "params"), RESNET_METHODS, ids=[n for n, _ in RESNET_METHODS])
@@ -317,8 +421,9 @@ class FunctionModule(nn.Module):
         return self.function.apply(x)
 
 
-def gradient_with_relus_replaced(model: nn.Module, function: type[torch.autograd.Function], x: Tensor,
-                                 target: Tensor) -> Tensor:
+def gradient_with_relus_replaced(
+    model: nn.Module, function: type[torch.autograd.Function], x: Tensor, target: Tensor
+) -> Tensor:
     """∂r/∂x of a plain copy of ``model`` whose every ``nn.ReLU`` module is ``function`` (no hooks)."""
     reference = copy.deepcopy(model).eval()
     for name, module in list(reference.named_modules()):
@@ -352,26 +457,34 @@ def test_deep_lift_fails_on_raw_resnet_but_is_complete_on_the_safe_copy(registry
 
 def recorded_activation(model: nn.Module, module: str, call: int, of_input: bool):
     """A runner for :func:`grad_cam_by_hand`: the ``call``-th input or output of a body module."""
+
     def run(x, acts):
         seen: list[Tensor] = []
         sub = model.backbone.body.get_submodule(module)
-        hook = (sub.register_forward_pre_hook(lambda m, inp: seen.append(inp[0])) if of_input
-                else sub.register_forward_hook(lambda m, inp, out: seen.append(out)))
+        hook = (
+            sub.register_forward_pre_hook(lambda m, inp: seen.append(inp[0]))
+            if of_input
+            else sub.register_forward_hook(lambda m, inp, out: seen.append(out))
+        )
         try:
             out = model(x)
         finally:
             hook.remove()
         acts.append(seen[call])
         return out
+
     return run
 
 
-@pytest.mark.parametrize(("layer", "module", "call", "of_input"), [
-    ("layer1", "layer1.1.relu", 1, False),  # a container: the output of its last node
-    ("body.layer1", "layer1.1.relu", 1, False),
-    ("layer1.0.add", "layer1.0.relu", 1, True),  # a functional graph node (torchvision node name)
-    ("layer1.0.relu", "layer1.0.relu", 0, False),  # a module called twice: its first call, as in torchvision
-])
+@pytest.mark.parametrize(
+    ("layer", "module", "call", "of_input"),
+    [
+        ("layer1", "layer1.1.relu", 1, False),  # a container: the output of its last node
+        ("body.layer1", "layer1.1.relu", 1, False),
+        ("layer1.0.add", "layer1.0.relu", 1, True),  # a functional graph node (torchvision node name)
+        ("layer1.0.relu", "layer1.0.relu", 0, False),  # a module called twice: its first call, as in torchvision
+    ],
+)
 def test_grad_cam_taps_torchvision_layers(registry, resnet_model, layer, module, call, of_input):
     x, target = images(2, 32), torch.tensor([2, 0])
     reference = copy.deepcopy(resnet_model).eval()
@@ -469,8 +582,11 @@ class FxBackbone(nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(4)
         act = nn.ReLU(inplace=True)
-        net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True),
-                            nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), act, nn.Conv2d(4, 5, 3, stride=2), act))
+        net = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), act, nn.Conv2d(4, 5, 3, stride=2), act),
+        )
         for p in net.parameters():
             p.data = torch.randn(p.shape, generator=g) * 0.3
         self.body = torch.fx.symbolic_trace(net)
@@ -561,7 +677,8 @@ def test_graph_node_names_come_from_the_backbone_not_its_class():
     from sharedattr.plugins.loading import load_registry
 
     torchvision_backbone = load_registry(entry_points=False).build(
-        "backbone", "torchvision", model="resnet18", layer="layer2", input_size=32)
+        "backbone", "torchvision", model="resnet18", layer="layer2", input_size=32
+    )
     graph = torchvision_backbone.body
 
     class Other(nn.Module):  # not a TorchvisionBackbone

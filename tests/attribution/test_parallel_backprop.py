@@ -84,10 +84,12 @@ def test_batched_equals_looped_and_swapping_the_pair_swaps_the_maps(model, varia
     batched = method.attribute((x_a, x_b), target=targets)
     looped = [method.attribute((x_a[i : i + 1], x_b[i : i + 1]), target=targets[i]) for i in range(5)]
     for field in ("ooc", "ref", "shared"):
-        torch.testing.assert_close(getattr(batched, field), torch.cat([getattr(r, field) for r in looped]),
-                                   atol=1e-6, rtol=1e-5)
-    chunked = ParallelBackprop(model, variant=variant, path=path, n_steps=4, baseline=0.5, mask_threshold=0.1,
-                               internal_batch_size=2).attribute((x_a, x_b), target=targets)
+        torch.testing.assert_close(
+            getattr(batched, field), torch.cat([getattr(r, field) for r in looped]), atol=1e-6, rtol=1e-5
+        )
+    chunked = ParallelBackprop(
+        model, variant=variant, path=path, n_steps=4, baseline=0.5, mask_threshold=0.1, internal_batch_size=2
+    ).attribute((x_a, x_b), target=targets)
     torch.testing.assert_close(chunked.ooc, batched.ooc, atol=1e-6, rtol=1e-5)
     swapped = method.attribute((x_b, x_a), target=targets)
     torch.testing.assert_close(swapped.ooc, batched.ref, atol=1e-6, rtol=1e-5)
@@ -105,16 +107,23 @@ def test_ig_path_is_complete(model):
             torch.testing.assert_close(maps.flatten(1).sum(1), objective - at_base, atol=1e-3, rtol=2e-2)
 
 
-@pytest.mark.parametrize("readout", [FactorizedReadout(**QUICK), Gaussian2dReadout(**QUICK),
-                                     AttentionReadout(**QUICK)], ids=["factorized", "gaussian2d", "attention"])
+@pytest.mark.parametrize(
+    "readout",
+    [FactorizedReadout(**QUICK), Gaussian2dReadout(**QUICK), AttentionReadout(**QUICK)],
+    ids=["factorized", "gaussian2d", "attention"],
+)
 def test_every_readout_works_and_s_equal_to_w_gives_the_gradient(readout):
     model = tiny_model(readout)
     x_a, x_b = pair(3)
     targets = torch.tensor([2, 0, 1])
     result = ParallelBackprop(model).attribute((x_a, x_b), target=targets)
     assert result.shared.shape == (3, model.readout.weight.shape[1])
-    looped = torch.cat([ParallelBackprop(model).attribute((x_a[i:i + 1], x_b[i:i + 1]), target=int(t)).ooc
-                        for i, t in enumerate(targets)])
+    looped = torch.cat(
+        [
+            ParallelBackprop(model).attribute((x_a[i : i + 1], x_b[i : i + 1]), target=int(t)).ooc
+            for i, t in enumerate(targets)
+        ]
+    )
     torch.testing.assert_close(result.ooc, looped, atol=1e-6, rtol=1e-5)
     w = model.readout.weight[targets].detach()
     via_w = ParallelBackprop(model).attribute((x_a, x_b), target=targets, shared_weights=w).ooc

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import yaml
-from toml_writer import toml_text
 
 from sharedattr.config.files import load_experiment, read_config
 from sharedattr.runtime.errors import ConfigError, MissingFileError, SpecError
+from toml_writer import toml_text
 
 
 @pytest.fixture

@@ -52,7 +52,10 @@ def test_unknown_component_names_field_and_suggests(tiny_config):
 def test_wrong_param_type_gives_field_path(tiny_config):
     tiny_config["methods"][1]["n_steps"] = "many"
     (issue,) = _issues(tiny_config)
-    assert issue.startswith("methods[1] (integrated_gradients).n_steps: Input should be a valid integer") and "'many'" in issue
+    assert (
+        issue.startswith("methods[1] (integrated_gradients).n_steps: Input should be a valid integer")
+        and "'many'" in issue
+    )
 
 
 def test_unknown_param_gives_field_path(tiny_config):
@@ -126,7 +129,10 @@ def test_component_errors_are_reported_with_structural_ones(tiny_config):
     issues = _issues(tiny_config)
     assert any(i.startswith("seed: Input should be a valid integer") for i in issues)
     assert any(i.startswith("matcher.name: unknown matcher 'cosinus'") for i in issues)
-    assert any(i.startswith("methods[1] (integrated_gradients).n_steps: Input should be greater than or equal to 1") for i in issues)
+    assert any(
+        i.startswith("methods[1] (integrated_gradients).n_steps: Input should be greater than or equal to 1")
+        for i in issues
+    )
 
 
 def test_schema_key_is_ignored(tiny_config):

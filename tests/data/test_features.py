@@ -49,8 +49,9 @@ def stimuli(tmp_path):
 def test_cached_extraction_writes_the_latents_and_reads_them_back(stimuli, tmp_path):
     backbone = TinyBackbone()
     cache = tmp_path / "cache"
-    latents, hit = extract_features(backbone, stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3,
-                                    progress=False)
+    latents, hit = extract_features(
+        backbone, stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3, progress=False
+    )
     assert not hit and latents.shape == (10, *backbone.latent_shape)
     with torch.no_grad():
         expected = backbone(backbone.preprocess(stimuli.load_images((16, 16), 3)))
@@ -60,14 +61,14 @@ def test_cached_extraction_writes_the_latents_and_reads_them_back(stimuli, tmp_p
     on_disk = np.load(file)  # a valid .npy: header and data
     assert on_disk.dtype == np.float32 and on_disk.shape == tuple(latents.shape)
     np.testing.assert_array_equal(on_disk, latents.numpy())
-    reference = np.lib.format.open_memmap(tmp_path / "reference.npy", mode="w+", dtype=np.float32,
-                                          shape=on_disk.shape)  # the layout the cache always had
+    reference = np.lib.format.open_memmap(
+        tmp_path / "reference.npy", mode="w+", dtype=np.float32, shape=on_disk.shape
+    )  # the layout the cache always had
     reference[:] = on_disk
     reference.flush()
     del reference
     assert (tmp_path / "reference.npy").read_bytes() == file.read_bytes()
-    again, hit = extract_features(backbone, stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=4,
-                                  progress=False)
+    again, hit = extract_features(backbone, stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=4, progress=False)
     assert hit
     torch.testing.assert_close(again, latents, rtol=0, atol=0)
     without_cache, hit = extract_features(backbone, stimuli, batch_size=3, progress=False)
@@ -83,8 +84,9 @@ def test_an_interrupted_extraction_leaves_no_cache_file_and_no_temporary_file(st
         extract_features(backbone, stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3, progress=False)
     assert backbone.calls == fail_on + 1
     assert list(cache.iterdir()) == []  # neither features-*.npy nor .features-*.tmp
-    latents, hit = extract_features(TinyBackbone(), stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3,
-                                    progress=False)
+    latents, hit = extract_features(
+        TinyBackbone(), stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3, progress=False
+    )
     assert not hit and latents.shape[0] == 10 and len(list(cache.iterdir())) == 1
 
 

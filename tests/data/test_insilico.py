@@ -76,8 +76,10 @@ def test_neurons_respond_as_specified():
     conj = sim.expected[:, by_name["head_and_limbs"]]
     has_both = (areas["head"] > 0) & (areas["limbs"] > 0)
     assert np.all(conj[~has_both] == 0) and np.all(conj[has_both] > 0)
-    np.testing.assert_allclose(conj[has_both], np.sqrt(areas["head"][has_both] / TYPICAL_AREA["head"]
-                                                       * areas["limbs"][has_both] / TYPICAL_AREA["limbs"]))
+    np.testing.assert_allclose(
+        conj[has_both],
+        np.sqrt(areas["head"][has_both] / TYPICAL_AREA["head"] * areas["limbs"][has_both] / TYPICAL_AREA["limbs"]),
+    )
     bodies = np.array([c == "bodies" for c in rendered.categories])
     for name in ("limbs", "head", "body"):  # body-selective, yet driven by objects with body-like parts
         r = sim.expected[:, by_name[name]]
@@ -136,9 +138,11 @@ def test_localisation_masks_are_the_parts_a_pair_shares(written):
     body = 0
     assert shared_parts(stimuli, neuron_parts["body"], obj, body) in (("limbs",), ("head", "limbs"))
     assert "torso" not in shared_parts(stimuli, neuron_parts["body"], obj, body)
-    pairs = [Pair(neuron=2, driver=obj, reference=body, similarity=0.9, rank=0),  # body neuron
-             Pair(neuron=4, driver=obj, reference=body, similarity=0.5, rank=0),  # shape neuron: nothing shared
-             Pair(neuron=0, driver=obj, reference=body, similarity=0.5, rank=0)]  # not in neuron_parts below
+    pairs = [
+        Pair(neuron=2, driver=obj, reference=body, similarity=0.9, rank=0),  # body neuron
+        Pair(neuron=4, driver=obj, reference=body, similarity=0.5, rank=0),  # shape neuron: nothing shared
+        Pair(neuron=0, driver=obj, reference=body, similarity=0.5, rank=0),
+    ]  # not in neuron_parts below
     ids = [n.name for n in DEFAULT_NEURONS]
     partial = {k: v for k, v in neuron_parts.items() if k != "limbs"}
     parts = pair_parts(stimuli, partial, ids, pairs)

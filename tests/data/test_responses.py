@@ -63,10 +63,13 @@ def assembly(trials: np.ndarray, *, shuffle: bool = True):
         rows = [rows[i] for i in np.random.default_rng(1).permutation(len(rows))]
     values = np.stack([r[2] for r in rows]).T[:, :, None]  # [N, P, 1]
     return xr.DataArray(
-        values, dims=("neuroid", "presentation", "time_bin"),
-        coords={"stimulus_id": ("presentation", [r[0] for r in rows]),
-                "repetition": ("presentation", [r[1] for r in rows]),
-                "neuroid_id": ("neuroid", NEURONS)},
+        values,
+        dims=("neuroid", "presentation", "time_bin"),
+        coords={
+            "stimulus_id": ("presentation", [r[0] for r in rows]),
+            "repetition": ("presentation", [r[1] for r in rows]),
+            "neuroid_id": ("neuroid", NEURONS),
+        },
         name="responses",
     )
 
@@ -160,9 +163,16 @@ CSV_CASES = {
     "empty file": ("", ["the first row must be a header"]),
     "no rows": ("stimulus_id,n_a\n", ["no responses: the file holds no stimuli"]),
     "all-NaN neuron": ("stimulus_id,n_a,n_b\ns0,1,nan\ns0,2,\ns1,3,NA\n", ["neuron n_b: no valid (non-NaN) response"]),
-    "all at once": ("stimulus_id,n_a,n_b,n_c\ns0,x,1,2\ns1,1,-inf,3\ns2,1\n,1,2,3\n",
-                    ["4 problem(s)", "line 2, neuron n_a: not a number: 'x'", "line 3, neuron n_b: infinite response",
-                     "line 4: 2 fields, expected 4", "line 5: empty stimulus_id"]),
+    "all at once": (
+        "stimulus_id,n_a,n_b,n_c\ns0,x,1,2\ns1,1,-inf,3\ns2,1\n,1,2,3\n",
+        [
+            "4 problem(s)",
+            "line 2, neuron n_a: not a number: 'x'",
+            "line 3, neuron n_b: infinite response",
+            "line 4: 2 fields, expected 4",
+            "line 5: empty stimulus_id",
+        ],
+    ),
 }
 
 
@@ -233,8 +243,22 @@ def _npy_case(tmp_path: Path, name: str) -> tuple[dict, list[str]]:
     raise AssertionError(name)
 
 
-@pytest.mark.parametrize("case", ["no ids", "stimulus count", "neuron count", "duplicate ids", "infinite",
-                                  "all-NaN neuron", "empty", "wrong rank", "strings", "object array", "raw pickle"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no ids",
+        "stimulus count",
+        "neuron count",
+        "duplicate ids",
+        "infinite",
+        "all-NaN neuron",
+        "empty",
+        "wrong rank",
+        "strings",
+        "object array",
+        "raw pickle",
+    ],
+)
 def test_npy_problems_name_the_file(tmp_path, case):
     kwargs, expected = _npy_case(tmp_path, case)
     path = kwargs.pop("path")
@@ -262,13 +286,15 @@ def _nc_case(trials: np.ndarray, name: str) -> tuple[object, list[str]]:
         data[0, 3, 0] = np.inf
         return data, ["neuron n_a: 1 infinite value(s)"]
     if name == "duplicate repetition":
-        return data.assign_coords(repetition=("presentation", np.zeros(data.sizes["presentation"], int))), \
-            ["stimulus_id 's0': repetition 0 appears more than once"]
+        return data.assign_coords(repetition=("presentation", np.zeros(data.sizes["presentation"], int))), [
+            "stimulus_id 's0': repetition 0 appears more than once"
+        ]
     raise AssertionError(name)
 
 
-@pytest.mark.parametrize("case", ["no stimulus_id", "wrong dims", "time bins", "two variables", "infinite",
-                                  "duplicate repetition"])
+@pytest.mark.parametrize(
+    "case", ["no stimulus_id", "wrong dims", "time bins", "two variables", "infinite", "duplicate repetition"]
+)
 def test_netcdf_problems_name_the_file(tmp_path, trials, case):
     data, expected = _nc_case(trials, case)
     path = write_nc(tmp_path / "r.nc", data)

@@ -46,9 +46,11 @@ def test_weights_file_round_trip_and_pickle_refused(registry, tmp_path):
         registry.build("backbone", "torchvision", weights_file=tmp_path / "evil.pt", **spec)
     assert not marker.exists()
 
+
 def test_unknown_weights_name_lists_options(registry):
     with pytest.raises(UserError, match=r"'IMAGENET9K' is not a weights name of resnet18; choose one of DEFAULT, "):
         registry.build("backbone", "torchvision", model="resnet18", layer="layer1", weights="IMAGENET9K")
+
 
 def test_encoding_model_contributions_sum_to_response(registry):
     backbone = registry.build("backbone", "torchvision", model="resnet18", layer="layer1", input_size=32)
@@ -58,5 +60,6 @@ def test_encoding_model_contributions_sum_to_response(registry):
     readout = RidgeReadout(folds=3, pooling="avg").fit(latents, torch.randn(20, 3))
     model = EncodingModel(backbone, readout)
     with torch.no_grad():
-        torch.testing.assert_close(model.contributions(images).sum(-1) + readout.bias, model(images),
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            model.contributions(images).sum(-1) + readout.bias, model(images), atol=1e-4, rtol=1e-4
+        )

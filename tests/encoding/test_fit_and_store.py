@@ -71,9 +71,16 @@ def test_cache_can_be_disabled(tiny_config, tmp_path, count_forwards):
     assert not fit_experiment(spec, tmp_path / "b", progress=False).cache_hit and count_forwards["n"] == 2
 
 
-@pytest.mark.parametrize("readout", [{"name": "ridge", "folds": 3}, {"name": "factorized", "max_epochs": 5},
-                                     {"name": "gaussian2d", "max_epochs": 5}, {"name": "attention", "max_epochs": 5}],
-                         ids=lambda r: r["name"])
+@pytest.mark.parametrize(
+    "readout",
+    [
+        {"name": "ridge", "folds": 3},
+        {"name": "factorized", "max_epochs": 5},
+        {"name": "gaussian2d", "max_epochs": 5},
+        {"name": "attention", "max_epochs": 5},
+    ],
+    ids=lambda r: r["name"],
+)
 def test_save_load_round_trips_bit_for_bit(tiny_config, tmp_path, readout):
     tiny_config["output"] = {"figures": True, "dpi": 40}
     tiny_config["readout"] = readout
@@ -128,8 +135,9 @@ def test_torchvision_default_weights_load_offline_from_the_hub_cache(tmp_path, m
     assert backbone.input_size == (224, 224)  # the weights' crop size
     assert torch.allclose(backbone.mean.flatten(), torch.tensor(ResNet18_Weights.DEFAULT.transforms().mean))
     torch.testing.assert_close(backbone.body.conv1.weight, reference.conv1.weight, rtol=0, atol=0)
-    same = registry.build("backbone", "torchvision", model="resnet18", layer="layer1",
-                          weights="ResNet18_Weights.IMAGENET1K_V1")
+    same = registry.build(
+        "backbone", "torchvision", model="resnet18", layer="layer1", weights="ResNet18_Weights.IMAGENET1K_V1"
+    )
     torch.testing.assert_close(same.body.conv1.weight, reference.conv1.weight, rtol=0, atol=0)
 
 
@@ -141,7 +149,9 @@ def test_missing_hub_weights_give_a_clear_error(tmp_path, monkeypatch, registry)
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(UserError, match=r"cannot load torchvision weights .* place the checkpoint in torch's hub cache"):
+    with pytest.raises(
+        UserError, match=r"cannot load torchvision weights .* place the checkpoint in torch's hub cache"
+    ):
         registry.build("backbone", "torchvision", model="resnet18", layer="layer1", weights="DEFAULT")
 
 
@@ -202,8 +212,9 @@ def _all_nan_neuron(data):
     return "neuron shape: no valid (non-NaN) response"
 
 
-@pytest.mark.parametrize("breaker", [_break_decode, _truncate, _duplicate, _missing, _unknown_response_id,
-                                     _all_nan_neuron])
+@pytest.mark.parametrize(
+    "breaker", [_break_decode, _truncate, _duplicate, _missing, _unknown_response_id, _all_nan_neuron]
+)
 def test_data_errors_exit_2_with_a_clear_message(breaker, tiny_data, tiny_config, tmp_path, capsys, count_forwards):
     data = _copy_stimuli(tiny_data, tmp_path)
     expected = breaker(data)
@@ -246,8 +257,11 @@ def test_npy_responses_fit_like_csv(tiny_data, tiny_config, tmp_path):
     (tmp_path / "ids.txt").write_text("\n".join(recorded.ids) + "\n")
     (tmp_path / "neurons.txt").write_text("\n".join(recorded.neuron_ids) + "\n")
     via_csv = fit_experiment(validate_experiment(tiny_config), tmp_path / "csv", progress=False)
-    tiny_config["data"].update(responses=str(tmp_path / "r.npy"), response_ids=str(tmp_path / "ids.txt"),
-                               neuron_ids=str(tmp_path / "neurons.txt"))
+    tiny_config["data"].update(
+        responses=str(tmp_path / "r.npy"),
+        response_ids=str(tmp_path / "ids.txt"),
+        neuron_ids=str(tmp_path / "neurons.txt"),
+    )
     via_npy = fit_experiment(validate_experiment(tiny_config), tmp_path / "npy", progress=False)
     assert via_npy.fit.neuron_ids == via_csv.fit.neuron_ids
     torch.testing.assert_close(via_npy.fit.test_r, via_csv.fit.test_r)

@@ -9,17 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from trainers.insilico_cnn import (
-    SetSpec,
-    TrainConfig,
-    evaluate,
-    normalise,
-    part_presence,
-    save,
-    set_digest,
-    to_tensor,
-    train,
-)
 
 from sharedattr.data.insilico.render import PARTS, render_set
 from sharedattr.encoding.backbones.frozen import load_state_dict_file
@@ -36,9 +25,22 @@ from sharedattr.encoding.model import EncodingModel
 from sharedattr.encoding.readouts.ridge import RidgeReadout
 from sharedattr.plugins.loading import get_registry
 from sharedattr.runtime.errors import SpecError, UserError
+from trainers.insilico_cnn import (
+    SetSpec,
+    TrainConfig,
+    evaluate,
+    normalise,
+    part_presence,
+    save,
+    set_digest,
+    to_tensor,
+    train,
+)
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Setting (forward, )?backward hooks:UserWarning"),
-              pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients:UserWarning")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Setting (forward, )?backward hooks:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients:UserWarning"),
+]
 
 
 def build(**params) -> InsilicoCNNBackbone:
@@ -88,8 +90,11 @@ def test_shipped_weights_reproduce_the_recorded_test_accuracy(record):
         subset = spec.render(check["n_per_category"])
         assert set_digest(subset, record["task"]["min_part_pixels"]) == check["digest"], (
             f"the renderer no longer draws test set {check['spec']} as when the weights were trained: retrain them "
-            "with `uv run python scripts/train_insilico_cnn.py` (and bump the weights name if they change)")
-        result = evaluate(model, subset, mean=norm["mean"], std=norm["std"], min_pixels=record["task"]["min_part_pixels"])
+            "with `uv run python scripts/train_insilico_cnn.py` (and bump the weights name if they change)"
+        )
+        result = evaluate(
+            model, subset, mean=norm["mean"], std=norm["std"], min_pixels=record["task"]["min_part_pixels"]
+        )
         for part in PARTS:  # float summation order may differ across machines: one image of slack
             assert abs(result["correct"][part] - check["correct"][part]) <= 1, (part, check["spec"], result["correct"])
     # the preprocessing the backbone applies is the training's normalisation
@@ -108,7 +113,8 @@ def test_record_matches_the_shipped_file(record):
     overall = record["test"]["overall"]
     assert overall["mean_accuracy"] >= 0.95, overall
     assert {s["spec"]["seed"] for s in record["test"]["sets"]}.isdisjoint(
-        {s["seed"] for s in record["training"]["train_sets"]}), "test sets must be rendered with other seeds"
+        {s["seed"] for s in record["training"]["train_sets"]}
+    ), "test sets must be rendered with other seeds"
     assert record["training"]["epochs"] >= 1 and record["wall_time_s"]["total"] > 0
 
 
@@ -169,8 +175,11 @@ def test_weights_file_rejects_a_bad_state_dict(tmp_path):
     state = InsilicoCNN().state_dict()
     wrong_shape = dict(state, **{"block1.0.weight": torch.zeros(16, 3, 3, 3)})
     torch.save(wrong_shape, tmp_path / "shape.pt")
-    with pytest.raises(UserError, match=r"1 tensors of the wrong shape.*"
-                                        r"block1\.0\.weight \(16, 3, 3, 3\) \(expected \(32, 3, 3, 3\)\)"):
+    with pytest.raises(
+        UserError,
+        match=r"1 tensors of the wrong shape.*"
+        r"block1\.0\.weight \(16, 3, 3, 3\) \(expected \(32, 3, 3, 3\)\)",
+    ):
         build(weights_file=str(tmp_path / "shape.pt"))
     foreign = {"conv1.weight": torch.zeros(64, 3, 7, 7), **state}
     torch.save(foreign, tmp_path / "foreign.pt")
@@ -189,8 +198,11 @@ def test_weights_file_rejects_a_bad_state_dict(tmp_path):
 
 
 def test_unknown_layer_and_weights_are_clear_errors():
-    with pytest.raises(SpecError, match=r"layer: .*unknown layer 'blok3'; did you mean 'block3'\? "
-                                        r"Choose one of block1, block2, block3, block4"):
+    with pytest.raises(
+        SpecError,
+        match=r"layer: .*unknown layer 'blok3'; did you mean 'block3'\? "
+        r"Choose one of block1, block2, block3, block4",
+    ):
         build(layer="blok3")
     with pytest.raises(SpecError, match=r"weights: .*'insilico-v1'"):
         build(weights="imagenet")
@@ -212,9 +224,14 @@ def test_part_presence_counts_visible_pixels():
 
 
 def test_a_tiny_training_run_writes_loadable_weights_and_record(tmp_path):
-    config = TrainConfig(train_sets=(SetSpec(6, 24, 1, seed=1), SetSpec(4, 32, 3, seed=2)),
-                         test_sets=(SetSpec(3, 24, 3, seed=9),), check_n_per_category=2, epochs=1, batch_size=8,
-                         threads=1)
+    config = TrainConfig(
+        train_sets=(SetSpec(6, 24, 1, seed=1), SetSpec(4, 32, 3, seed=2)),
+        test_sets=(SetSpec(3, 24, 3, seed=9),),
+        check_n_per_category=2,
+        epochs=1,
+        batch_size=8,
+        threads=1,
+    )
     model, record = train(config)
     assert not model.training and record["training"]["n_train_images"] == 20
     assert [h["batch_norm"] for h in record["training"]["history"]] == ["batch statistics", "frozen"]
@@ -273,9 +290,16 @@ def test_grad_cam_at_an_inner_block_equals_a_hand_computation(model):
         get_registry().build("method", "grad_cam", model, layer="blok2")
 
 
-METHODS = [("saliency", {}), ("integrated_gradients", {"n_steps": 4}), ("guided_backprop", {}),
-           ("deconvolution", {}), ("deep_lift", {}), ("gradient_shap", {"n_samples": 4}),
-           ("guided_grad_cam", {"layer": "block2.3"}), ("grad_cam", {"layer": "block1"})]
+METHODS = [
+    ("saliency", {}),
+    ("integrated_gradients", {"n_steps": 4}),
+    ("guided_backprop", {}),
+    ("deconvolution", {}),
+    ("deep_lift", {}),
+    ("gradient_shap", {"n_samples": 4}),
+    ("guided_grad_cam", {"layer": "block2.3"}),
+    ("grad_cam", {"layer": "block1"}),
+]
 
 
 @pytest.mark.parametrize(("name", "params"), METHODS, ids=[n for n, _ in METHODS])

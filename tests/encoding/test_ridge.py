@@ -99,8 +99,9 @@ def test_loo_ridge_equals_scikit_learn_ridgecv(n, d, fit_intercept):
     sklearn = pytest.importorskip("sklearn.linear_model")
     x, y = planted_loo_data(n, d)
     alphas = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]
-    w, b, alpha = ridge_cv(x, y, torch.tensor(alphas, dtype=torch.float64), 5, fit_intercept, torch.Generator(),
-                           cv="loo")
+    w, b, alpha = ridge_cv(
+        x, y, torch.tensor(alphas, dtype=torch.float64), 5, fit_intercept, torch.Generator(), cv="loo"
+    )
     reference = sklearn.RidgeCV(alphas=alphas, alpha_per_target=True, fit_intercept=fit_intercept)
     reference.fit(x.numpy(), y.numpy())
     assert alpha.tolist() == reference.alpha_.tolist()
@@ -152,8 +153,9 @@ def test_loo_is_an_option_of_the_readout_and_kfold_stays_the_default(registry):
     assert default.cv == "kfold"
     loo = registry.build("readout", "ridge", cv="loo").fit(latents, y)
     x = latents.flatten(1).double()
-    w, b, alpha = ridge_cv(x, y.double(), torch.tensor(loo.alphas, dtype=torch.float64), 5, True,
-                           torch.Generator(), cv="loo")
+    w, b, alpha = ridge_cv(
+        x, y.double(), torch.tensor(loo.alphas, dtype=torch.float64), 5, True, torch.Generator(), cv="loo"
+    )
     assert torch.equal(loo.alpha, alpha)
     torch.testing.assert_close(loo.weight, w.float())
     with pytest.raises((SpecError, ValueError), match="pca"):
@@ -170,6 +172,7 @@ def planted(n=300, d=40, neurons=6, noise=None, seed=0):
         y = y + torch.randn(n, neurons, generator=g) * torch.tensor(noise)
     return x, w, y
 
+
 def test_ridge_recovers_planted_weights():
     x, w, y = planted()
     readout = RidgeReadout(alphas=(1e-3, 1e-1, 10.0), folds=4).fit(x[:200], y[:200])
@@ -178,11 +181,13 @@ def test_ridge_recovers_planted_weights():
     torch.testing.assert_close(readout.weight, w, atol=2e-2, rtol=0)
     torch.testing.assert_close(readout.bias, torch.full((6,), 0.5), atol=2e-2, rtol=0)
 
+
 def test_ridge_picks_larger_penalty_for_noisier_neurons():
     x, _, y = planted(n=120, d=60, neurons=4, noise=[0.01, 1.0, 10.0, 100.0])
     readout = RidgeReadout(alphas=tuple(10.0**k for k in range(-3, 6)), folds=5).fit(x, y)
     alpha = readout.alpha.tolist()
     assert alpha == sorted(alpha) and alpha[-1] > alpha[0]
+
 
 def test_ridge_leaves_out_nan_per_neuron():
     x, _, y = planted(n=200)
@@ -192,6 +197,7 @@ def test_ridge_leaves_out_nan_per_neuron():
     masked = RidgeReadout(alphas=(1e-3,), folds=3).fit(x, y_nan)
     torch.testing.assert_close(masked.weight[0], full.weight[0], atol=1e-4, rtol=1e-4)
     assert torch.isfinite(masked.weight).all()
+
 
 def test_ridge_meets_the_linear_contract():
     latents = torch.randn(50, 4, 3, 3)

@@ -92,7 +92,7 @@ def test_fev_skips_stimuli_without_a_prediction_and_nan_trials():
 def test_nan_only_without_enough_repeats_and_the_reason_says_so():
     _, trials = simulate()
     trials = trials[:, :, [0, 8, 16]].clone()  # one neuron per noise level
-    trials[MIN_REPEATED_STIMULI - 1:, 1:, 0] = math.nan  # neuron 0: only 2 stimuli keep repeats
+    trials[MIN_REPEATED_STIMULI - 1 :, 1:, 0] = math.nan  # neuron 0: only 2 stimuli keep repeats
     noise = torch.randn(S, R, generator=torch.Generator().manual_seed(5))
     trials[:, :, 2] = noise - noise.mean(1, keepdim=True)  # neuron 2: noise only, every stimulus mean 0
     reliability = split_half_reliability(trials)

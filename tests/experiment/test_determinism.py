@@ -22,16 +22,26 @@ from sharedattr.config.validation import validate_experiment
 from sharedattr.experiment.run import run_experiment
 
 TIME_COLUMNS = {"seconds", "ms_per_pair", "wall_s", "wall_time", "time_s"}
-IDENTICAL_FILES = ["spec.json", "pairs.csv", "results.csv", "summary.csv", "scores.csv", "model/model.json",
-                   "model/readout.safetensors"]
+IDENTICAL_FILES = [
+    "spec.json",
+    "pairs.csv",
+    "results.csv",
+    "summary.csv",
+    "scores.csv",
+    "model/model.json",
+    "model/readout.safetensors",
+]
 
 
 def _config(tiny_config: dict, seed: int = 0) -> dict:
     config = copy.deepcopy(tiny_config)
     config.update(
         selection={"top_k": 2, "drivers_per_neuron": 1},
-        methods=["saliency", {"name": "smoothgrad", "samples": 3, "seed": seed},
-                 {"name": "gradient_shap", "n_samples": 3, "seed": seed}],
+        methods=[
+            "saliency",
+            {"name": "smoothgrad", "samples": 3, "seed": seed},
+            {"name": "gradient_shap", "n_samples": 3, "seed": seed},
+        ],
         metrics=["gini", {"name": "deletion", "steps": 4}],
         synthesis=[{"name": "gradient_ascent", "steps": 3, "jitter": 2, "n_seeds": 2, "seed": seed}],
         output={"figures": False},
@@ -78,9 +88,15 @@ def runs(tiny_config_module, tmp_path_factory, one_thread):
 def tiny_config_module(tiny_data) -> dict:
     """conftest's ``tiny_config``, for a module-scoped fixture."""
     return {
-        "name": "tiny", "device": "cpu", "batch_size": 16, "seed": 0,
-        "data": {"stimuli": str(tiny_data / "stimuli" / "manifest.csv"), "responses": str(tiny_data / "responses.csv"),
-                 "preferred_category": "bodies"},
+        "name": "tiny",
+        "device": "cpu",
+        "batch_size": 16,
+        "seed": 0,
+        "data": {
+            "stimuli": str(tiny_data / "stimuli" / "manifest.csv"),
+            "responses": str(tiny_data / "responses.csv"),
+            "preferred_category": "bodies",
+        },
         "backbone": {"name": "torchvision", "model": "resnet18", "layer": "layer1", "input_size": 32},
         "readout": {"name": "ridge", "folds": 3},
         "matcher": "cosine",

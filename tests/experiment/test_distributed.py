@@ -92,9 +92,25 @@ def test_torchrun_with_two_cpu_processes_writes_what_one_process_writes(tiny_con
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "sharedattr", "run", str(config), "--out", str(tmp_path / "two"), "--no-progress"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "sharedattr",
+            "run",
+            str(config),
+            "--out",
+            str(tmp_path / "two"),
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # 3 methods × 3 blocks = 9 items, each with its maps and 2 metrics × 2 images of scores: 45 stored items

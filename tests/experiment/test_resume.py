@@ -1,4 +1,5 @@
-"""A real run killed mid-way (SIGKILL) and started again finishes, recomputes no finished item, leaves no corrupt file."""
+"""A real run killed mid-way (SIGKILL) and started again finishes, recomputes no finished item, leaves no corrupt
+file."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None:
-            pytest.fail(f"the run ended (exit {proc.returncode}) before it could be killed: {proc.stderr.read()[-2000:]}")
+            pytest.fail(
+                f"the run ended (exit {proc.returncode}) before it could be killed: {proc.stderr.read()[-2000:]}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail("the run never reached the point where it should be killed")
@@ -42,9 +45,13 @@ def test_a_run_killed_mid_way_resumes_without_recomputing_finished_items(stage, 
     config.write_text(json.dumps(tiny_config))
     out = tmp_path / "killed"
     work = out / ("work" if stage == "attribution" else "synthesis/work")
-    proc = subprocess.Popen([sys.executable, "-m", "sharedattr", "run", str(config), "--out", str(out), "--no-progress"],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sharedattr", "run", str(config), "--out", str(out), "--no-progress"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     kill_when(proc, lambda: len(list(work.glob("*.safetensors"))) >= 2)
     assert not (out / "results.csv").exists() or stage == "synthesis"
     assert not (out / "report.html").exists()
@@ -63,8 +70,10 @@ def test_a_run_killed_mid_way_resumes_without_recomputing_finished_items(stage, 
         assert (out / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name
     maps, clean_maps = load_file(out / "maps.safetensors"), load_file(tmp_path / "clean" / "maps.safetensors")
     assert maps.keys() == clean_maps.keys() and all((maps[k] == clean_maps[k]).all() for k in maps)
-    assert resumed.reused["work_items_computed"] + resumed.reused["work_items_reused"] == \
-        clean.reused["work_items_computed"]
+    assert (
+        resumed.reused["work_items_computed"] + resumed.reused["work_items_reused"]
+        == clean.reused["work_items_computed"]
+    )
 
 
 def test_an_interrupted_atomic_write_leaves_the_old_file_and_only_a_temporary(tmp_path, monkeypatch):

@@ -48,8 +48,9 @@ def test_run_produces_a_tidy_table_per_pair_method_metric(tiny_config, tmp_path)
     assert all(int(s["n"]) == len(pairs) for s in summary if s["metric"] != "pointing_game")
 
     maps = load_file(str(tmp_path / "maps.safetensors"))
-    assert set(maps) == {f"{m}/{i}" for m in ("saliency", "integrated_gradients", "parallel_backprop")
-                         for i in ("driver", "reference")}
+    assert set(maps) == {
+        f"{m}/{i}" for m in ("saliency", "integrated_gradients", "parallel_backprop") for i in ("driver", "reference")
+    }
     assert maps["saliency/driver"].shape == (len(pairs), 32, 32)
     saved = json.loads((tmp_path / "spec.json").read_text())
     assert saved["digest"] == spec.digest()
@@ -67,8 +68,12 @@ def test_a_second_run_reuses_the_model_maps_and_scores(tiny_config, tmp_path, mo
     tiny_config["methods"] = ["parallel_backprop", "saliency"]
     spec = validate_experiment(tiny_config)
     first = run_experiment(spec, tmp_path, progress=False)
-    assert first.reused == {"model": 0, "work_items_reused": 0, "work_items_computed": 2 + 2 * 2 * 2,
-                            "work_items_computed_by_rank": [10]}
+    assert first.reused == {
+        "model": 0,
+        "work_items_reused": 0,
+        "work_items_computed": 2 + 2 * 2 * 2,
+        "work_items_computed_by_rank": [10],
+    }
     results = (tmp_path / "results.csv").read_bytes()
 
     calls = []
@@ -77,15 +82,23 @@ def test_a_second_run_reuses_the_model_maps_and_scores(tiny_config, tmp_path, mo
     monkeypatch.setattr(GiniMetric, "__call__", lambda *a, **k: calls.append("gini"))
     second = run_experiment(spec, tmp_path, progress=False)
     assert calls == []  # nothing recomputed: no readout fit, no attribution, no metric
-    assert second.reused == {"model": 1, "work_items_reused": 10, "work_items_computed": 0,
-                             "work_items_computed_by_rank": [0]}
+    assert second.reused == {
+        "model": 1,
+        "work_items_reused": 10,
+        "work_items_computed": 0,
+        "work_items_computed_by_rank": [0],
+    }
     assert (tmp_path / "results.csv").read_bytes() == results
 
     tiny_config["metrics"].append("insertion")  # a new metric: only its scores are computed
     monkeypatch.undo()
     third = run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
-    assert third.reused == {"model": 1, "work_items_reused": 10, "work_items_computed": 4,
-                            "work_items_computed_by_rank": [4]}
+    assert third.reused == {
+        "model": 1,
+        "work_items_reused": 10,
+        "work_items_computed": 4,
+        "work_items_computed_by_rank": [4],
+    }
 
 
 def test_a_damaged_work_item_is_recomputed(tiny_config, tmp_path):
@@ -102,17 +115,25 @@ def test_a_damaged_work_item_is_recomputed(tiny_config, tmp_path):
 def test_compare_returns_the_tidy_table_for_a_fitted_model(tiny_config, tiny_data, tmp_path):
     run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
     model = sharedattr.load_model(tmp_path / "model")
-    table = sharedattr.compare(model, tiny_data / "stimuli" / "manifest.csv", neurons=["limbs", 2],
-                               methods=["parallel_backprop", {"name": "saliency", "abs": False}],
-                               metrics=["gini", {"name": "deletion", "steps": 4}, "relevance_mass"],
-                               preferred_category="bodies", drivers_per_neuron=2)
+    table = sharedattr.compare(
+        model,
+        tiny_data / "stimuli" / "manifest.csv",
+        neurons=["limbs", 2],
+        methods=["parallel_backprop", {"name": "saliency", "abs": False}],
+        metrics=["gini", {"name": "deletion", "steps": 4}, "relevance_mass"],
+        preferred_category="bodies",
+        drivers_per_neuron=2,
+    )
     assert list(table.columns) == RESULT_COLUMNS
     assert len(table) == 2 * 2 * 2 * 2 * 3  # neurons × drivers × methods × images × metrics
     assert set(table["neuron"]) == {"limbs", "body"}
     assert (table["driver_category"] == "objects").all() and table["reference"].str.startswith("bodies_").all()
     with pytest.raises(SpecError, match=r"methods\[1\] \(integrated_gradients\).n_steps"):
-        sharedattr.compare(model, tiny_data / "stimuli" / "manifest.csv",
-                           methods=["saliency", {"name": "integrated_gradients", "n_steps": 0}])
+        sharedattr.compare(
+            model,
+            tiny_data / "stimuli" / "manifest.csv",
+            methods=["saliency", {"name": "integrated_gradients", "n_steps": 0}],
+        )
     with pytest.raises(UserError, match="unknown neuron"):
         sharedattr.compare(model, tiny_data / "stimuli" / "manifest.csv", neurons=["V4_unit_9"])
 

@@ -23,12 +23,17 @@ def read_csv(path):
 
 @pytest.fixture
 def synth_config(tiny_config):
-    tiny_config["synthesis"] = [{"name": "gradient_ascent", "steps": 4, "n_seeds": 2},
-                                {"name": "gradient_ascent", "steps": 2, "n_seeds": 2, "precondition": "none"}]
+    tiny_config["synthesis"] = [
+        {"name": "gradient_ascent", "steps": 4, "n_seeds": 2},
+        {"name": "gradient_ascent", "steps": 2, "n_seeds": 2, "precondition": "none"},
+    ]
     tiny_config["evaluators"] = [
         {"label": "val-split1", "role": "val", "split_seed": 1},
-        {"label": "cross-layer2", "role": "cross",
-         "backbone": {"name": "torchvision", "model": "resnet18", "layer": "layer2", "input_size": 32}},
+        {
+            "label": "cross-layer2",
+            "role": "cross",
+            "backbone": {"name": "torchvision", "model": "resnet18", "layer": "layer2", "input_size": 32},
+        },
     ]
     tiny_config["output"] = {"figures": True, "dpi": 40}
     return tiny_config
@@ -40,8 +45,11 @@ def test_synthesize_scores_every_neuron_method_seed_and_evaluator(synth_config, 
     rows = read_csv(tmp_path / "scores.csv")
     assert len(rows) == 2 * 2 * 2 * 3  # neurons × synthesizers × seeds × evaluators
     assert {r["synthesizer"] for r in rows} == {"gradient_ascent", "gradient_ascent#2"}
-    assert {(r["evaluator"], r["role"]) for r in rows} == {("train", "train"), ("val-split1", "val"),
-                                                           ("cross-layer2", "cross")}
+    assert {(r["evaluator"], r["role"]) for r in rows} == {
+        ("train", "train"),
+        ("val-split1", "val"),
+        ("cross-layer2", "cross"),
+    }
     for r in rows:
         assert float(r["best_natural"]) > 0
         assert math.isclose(float(r["relative"]), float(r["response"]) / float(r["best_natural"]), rel_tol=1e-5)
@@ -93,8 +101,9 @@ def test_a_second_synthesize_reuses_every_item_and_evaluator(synth_config, tmp_p
     synthesize_experiment(spec, tmp_path, progress=False)
     second = read_csv(tmp_path / "scores.csv")
     old = read_csv_text(first)
-    assert [{k: v for k, v in r.items() if k != "wall_s"} for r in second] == \
-           [{k: v for k, v in r.items() if k != "wall_s"} for r in old]
+    assert [{k: v for k, v in r.items() if k != "wall_s"} for r in second] == [
+        {k: v for k, v in r.items() if k != "wall_s"} for r in old
+    ]
     assert [r["wall_s"] for r in second] == [r["wall_s"] for r in old]  # the recorded cost, not a new one
 
 
@@ -102,12 +111,15 @@ def read_csv_text(text):
     return list(csv.DictReader(text.splitlines()))
 
 
-@pytest.mark.parametrize(("evaluator", "message"), [
-    ({"label": "v", "role": "val"}, "training model itself"),
-    ({"label": "v", "role": "val", "readout": {"name": "factorized"}}, "use role = 'cross'"),
-    ({"label": "c", "role": "cross", "split_seed": 3}, "needs another backbone"),
-    ({"label": "train", "role": "val", "split_seed": 3}, "not 'train'"),
-])
+@pytest.mark.parametrize(
+    ("evaluator", "message"),
+    [
+        ({"label": "v", "role": "val"}, "training model itself"),
+        ({"label": "v", "role": "val", "readout": {"name": "factorized"}}, "use role = 'cross'"),
+        ({"label": "c", "role": "cross", "split_seed": 3}, "needs another backbone"),
+        ({"label": "train", "role": "val", "split_seed": 3}, "not 'train'"),
+    ],
+)
 def test_evaluator_specs_are_checked(tiny_config, evaluator, message):
     tiny_config["evaluators"] = [evaluator]
     with pytest.raises(SpecError, match=message):

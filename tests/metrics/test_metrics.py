@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from linear_neurons import linear_batch
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
+from linear_neurons import linear_batch
 from sharedattr.metrics.complexity import gini
 from sharedattr.metrics.faithfulness import (
     DeletionMetric,
@@ -50,11 +50,16 @@ def assert_scores(actual: Tensor, expected: list[float]) -> None:
     torch.testing.assert_close(actual, torch.tensor(expected), equal_nan=True)
 
 
-@pytest.mark.parametrize(("name", "higher", "masks", "explainer"), [
-    ("pointing_game", True, True, False), ("relevance_mass", True, True, False),
-    ("relevance_rank", True, True, False), ("faithfulness_correlation", True, False, False),
-    ("randomisation", False, False, True),
-])
+@pytest.mark.parametrize(
+    ("name", "higher", "masks", "explainer"),
+    [
+        ("pointing_game", True, True, False),
+        ("relevance_mass", True, True, False),
+        ("relevance_rank", True, True, False),
+        ("faithfulness_correlation", True, False, False),
+        ("randomisation", False, False, True),
+    ],
+)
 def test_registered_with_direction_and_needs(registry, name, higher, masks, explainer):
     metric = registry.build("metric", name)
     assert metric.higher_is_better is higher
@@ -118,7 +123,8 @@ def test_faithfulness_correlation_batching_and_undefined_cases():
     whole = FaithfulnessCorrelationMetric(n_runs=30, subset_size=10, batch_size=64)(batch)
     chunked = FaithfulnessCorrelationMetric(n_runs=30, subset_size=10, batch_size=7)(batch)
     alone = FaithfulnessCorrelationMetric(n_runs=30, subset_size=10)(
-        AttributionBatch(batch.model, batch.inputs[2:3], batch.maps[2:3], batch.targets[2:3]))
+        AttributionBatch(batch.model, batch.inputs[2:3], batch.maps[2:3], batch.targets[2:3])
+    )
     torch.testing.assert_close(chunked, whole)
     torch.testing.assert_close(alone, whole[2:3])  # the same subsets for every map: independent of the batch
     assert not torch.equal(whole, FaithfulnessCorrelationMetric(n_runs=30, subset_size=10, seed=1)(batch))
@@ -147,8 +153,9 @@ def rand_batch(explainer) -> AttributionBatch:
     model = tiny_model()
     g = torch.Generator().manual_seed(3)
     x, targets = torch.rand(4, 3, 16, 16, generator=g), torch.tensor([0, 1, 2, 0])
-    return AttributionBatch(model, x, explainer(model, x, targets), targets,
-                            explain=lambda other: explainer(other, x, targets))
+    return AttributionBatch(
+        model, x, explainer(model, x, targets), targets, explain=lambda other: explainer(other, x, targets)
+    )
 
 
 @pytest.mark.parametrize("layers", ["readout", "backbone", "all"])
@@ -263,6 +270,7 @@ class RegionNeuron(nn.Module):
     def forward(self, x):
         return torch.stack([(x.sum(1) * self.mask).sum((1, 2)), x.sum((1, 2, 3))], dim=1)
 
+
 # -- metrics ---------------------------------------------------------------------------
 def test_gini_extremes():
     n = 100
@@ -272,6 +280,7 @@ def test_gini_extremes():
     assert gini(uniform).item() == pytest.approx(0.0, abs=1e-6)
     assert gini(one_hot).item() == pytest.approx(1 - 1 / n)
     assert gini(torch.zeros(1, 4, 4)).item() == 0.0
+
 
 def test_deletion_and_insertion_reward_the_true_region():
     model = RegionNeuron()

@@ -115,8 +115,9 @@ def test_plugins_command_lists_everything_and_shows_a_clash(install_plugin, caps
     assert "name clashes" in out
     assert "matcher 'cosine': registered by sharedattr.selection.matchers, sharedattr-dup" in out
     code, out, _ = run_cli(capsys, "plugins", "--json")
-    assert json.loads(out)["clashes"] == [{"kind": "matcher", "name": "cosine",
-                                           "plugins": ["sharedattr.selection.matchers", "sharedattr-dup"]}]
+    assert json.loads(out)["clashes"] == [
+        {"kind": "matcher", "name": "cosine", "plugins": ["sharedattr.selection.matchers", "sharedattr-dup"]}
+    ]
     with pytest.raises(DuplicateComponentError, match="SHAREDATTR_BLOCK_PLUGINS"):
         load_registry()  # anything but the diagnostic refuses to guess
 
@@ -137,53 +138,74 @@ def register_metrics(register):
 
 def test_a_failing_plugin_names_file_and_line_and_debug_prints_the_traceback(install_plugin, capsys):
     install_plugin("sharedattr-broken", "sharedattr_broken", BROKEN_PLUGIN)
-    with pytest.warns(PluginLoadWarning, match=r"ValueError: the plugin's own bug \(raised at .*sharedattr_broken\.py"
-                                                r":6 in helper\) \(set SHAREDATTR_DEBUG=1 for the full traceback\)"):
+    with pytest.warns(
+        PluginLoadWarning,
+        match=r"ValueError: the plugin's own bug \(raised at .*sharedattr_broken\.py"
+        r":6 in helper\) \(set SHAREDATTR_DEBUG=1 for the full traceback\)",
+    ):
         load_registry()
     code, out, _ = run_cli(capsys, "plugins")
     assert code == 0 and "sharedattr-broken: ValueError: the plugin's own bug" in out and "--debug" in out
     assert "Traceback" not in out
     code, out, _ = run_cli(capsys, "--debug", "plugins")
-    assert code == 0 and "Traceback (most recent call last)" in out and 'line 6, in helper' in out
+    assert code == 0 and "Traceback (most recent call last)" in out and "line 6, in helper" in out
     assert "SHAREDATTR_DEBUG" not in os.environ  # --debug lasts for its command only
 
 
 def test_a_misspelled_hook_gets_the_nearest_hook_name(install_plugin):
-    install_plugin("sharedattr-typo", "sharedattr_typo", """
+    install_plugin(
+        "sharedattr-typo",
+        "sharedattr_typo",
+        """
         from sharedattr.plugin import hookimpl
 
         @hookimpl
         def register_matcher(register):
             register("never", object)
-    """)
-    with pytest.warns(PluginLoadWarning, match=r"'register_matcher' is not a sharedattr hook; did you mean "
-                                                r"'register_matchers'\?"):
+    """,
+    )
+    with pytest.warns(
+        PluginLoadWarning,
+        match=r"'register_matcher' is not a sharedattr hook; did you mean "
+        r"'register_matchers'\?",
+    ):
         registry = load_registry()
     assert "never" not in registry.names("matcher")
 
 
 def test_a_hook_argument_with_another_name_is_one_clear_line(install_plugin, capsys):
-    install_plugin("sharedattr-args", "sharedattr_args", """
+    install_plugin(
+        "sharedattr-args",
+        "sharedattr_args",
+        """
         from sharedattr.plugin import hookimpl
 
         @hookimpl
         def register_matchers(reg):
             reg("never", object)
-    """)
-    with pytest.warns(PluginLoadWarning, match=r"hook register_matchers\(reg\) must take exactly one argument "
-                                                r"called 'register'"):
+    """,
+    )
+    with pytest.warns(
+        PluginLoadWarning,
+        match=r"hook register_matchers\(reg\) must take exactly one argument "
+        r"called 'register'",
+    ):
         registry = load_registry()
     assert "\n" not in registry.failed_plugins["sharedattr-args"]
 
 
 def test_a_plugin_that_registers_nothing_is_warned_about(install_plugin):
-    install_plugin("sharedattr-empty", "sharedattr_empty", """
+    install_plugin(
+        "sharedattr-empty",
+        "sharedattr_empty",
+        """
         from sharedattr.plugin import hookimpl
 
         @hookimpl
         def register_metrics(register):
             pass
-    """)
+    """,
+    )
     with pytest.warns(PluginLoadWarning, match="sharedattr-empty loaded but registered no component"):
         load_registry()
 
@@ -197,23 +219,37 @@ def test_unknown_names_are_punctuated(registry):
 def test_a_saved_model_names_the_plugin_it_needs(install_plugin, tmp_path):
     from sharedattr.testing import tiny_model
 
-    install_plugin("sharedattr-gabor", "sharedattr_gabor", """
+    install_plugin(
+        "sharedattr-gabor",
+        "sharedattr_gabor",
+        """
         from sharedattr.plugin import hookimpl
         from sharedattr.testing import TinyBackbone
 
         @hookimpl
         def register_backbones(register):
             register("gabor", TinyBackbone, description="test backbone")
-    """)
+    """,
+    )
     registry = load_registry()
     from sharedattr.plugins.specs import BackboneSpec, ReadoutSpec
 
     model = tiny_model()
-    folder = save_model(model, BackboneSpec(name="gabor"), ReadoutSpec(name="ridge", folds=3), ["a", "b", "c"],
-                        tmp_path / "model", registry=registry)
+    folder = save_model(
+        model,
+        BackboneSpec(name="gabor"),
+        ReadoutSpec(name="ridge", folds=3),
+        ["a", "b", "c"],
+        tmp_path / "model",
+        registry=registry,
+    )
     meta = json.loads((folder / "model.json").read_text())
-    assert meta["components"]["backbone"] == {"name": "gabor", "plugin": "sharedattr-gabor",
-                                              "distribution": "sharedattr-gabor", "version": "0.1"}
+    assert meta["components"]["backbone"] == {
+        "name": "gabor",
+        "plugin": "sharedattr-gabor",
+        "distribution": "sharedattr-gabor",
+        "version": "0.1",
+    }
     assert meta["components"]["readout"]["distribution"] == "sharedattr"
     assert load_model(folder, registry=registry).neuron_ids == ["a", "b", "c"]
     with warnings.catch_warnings():

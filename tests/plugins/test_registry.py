@@ -72,14 +72,18 @@ def test_plugin_that_fails_to_import_warns_and_others_keep_working(install_plugi
 
 
 def test_plugin_that_raises_while_registering_is_withdrawn(install_plugin):
-    install_plugin("sharedattr-faulty", "sharedattr_faulty", """
+    install_plugin(
+        "sharedattr-faulty",
+        "sharedattr_faulty",
+        """
         from sharedattr import hookimpl
 
         @hookimpl
         def register_matchers(register):
             register("faulty_ok", object)
             raise RuntimeError("boom")
-    """)
+    """,
+    )
     with pytest.warns(PluginLoadWarning, match=r"sharedattr-faulty failed while registering.*boom"):
         registry = load_registry()
     assert "faulty_ok" not in registry.names("matcher")
@@ -87,13 +91,17 @@ def test_plugin_that_raises_while_registering_is_withdrawn(install_plugin):
 
 
 def test_misspelled_hook_is_caught_by_check_pending(install_plugin):
-    install_plugin("sharedattr-typo", "sharedattr_typo", """
+    install_plugin(
+        "sharedattr-typo",
+        "sharedattr_typo",
+        """
         from sharedattr import hookimpl
 
         @hookimpl
         def register_matcher(register):  # missing 's'
             register("never", object)
-    """)
+    """,
+    )
     with pytest.warns(PluginLoadWarning, match=r"sharedattr-typo was not loaded.*register_matcher"):
         registry = load_registry()
     assert "sharedattr-typo" in registry.failed_plugins
@@ -101,13 +109,17 @@ def test_misspelled_hook_is_caught_by_check_pending(install_plugin):
 
 
 def test_duplicate_name_names_both_sources(install_plugin):
-    install_plugin("sharedattr-clash", "sharedattr_clash", """
+    install_plugin(
+        "sharedattr-clash",
+        "sharedattr_clash",
+        """
         from sharedattr import hookimpl
 
         @hookimpl
         def register_readouts(register):
             register("ridge", object)
-    """)
+    """,
+    )
     with pytest.raises(DuplicateComponentError) as info:
         load_registry()
     message = str(info.value)

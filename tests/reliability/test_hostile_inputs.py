@@ -26,7 +26,6 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from toml_writer import toml_text
 
 from sharedattr.cli import main
 from sharedattr.config.files import load_experiment
@@ -38,9 +37,14 @@ from sharedattr.data.stimuli import DataError
 from sharedattr.encoding.scores import held_out_r
 from sharedattr.experiment.stages import fit_experiment
 from sharedattr.runtime.errors import ConfigError, SpecError, UserError
+from toml_writer import toml_text
 
-FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 _counter = itertools.count()
 
 
@@ -90,22 +94,85 @@ def check_config(path: Path, capsys) -> ExperimentSpec | None:
 # -- (a) configs -------------------------------------------------------------------------------------
 SUFFIXES = [".toml", ".yaml", ".yml", ".json"]
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
-HOSTILE_NAMES = ["os.system", "os:system", "this", "builtins.__import__", "sharedattr.pipeline:run_experiment",
-                 "", " ", "saliency ", "SALIENCY", "../../etc/passwd", "ridge\x00", "cosine; rm -rf /", "💥"]
-FIELDS = ["name", "seed", "device", "batch_size", "cache", "cache_dir", "data", "data.stimuli", "data.responses",
-          "data.response_ids", "data.test_fraction", "data.split_seed", "data.categories", "data.preferred_category",
-          "backbone", "backbone.name", "backbone.model", "backbone.layer", "backbone.input_size", "backbone.mean",
-          "backbone.weights", "backbone.weights_file", "readout", "readout.name", "readout.folds", "readout.alphas",
-          "matcher", "methods", "methods.0", "methods.1.n_steps", "metrics", "metrics.1.steps", "selection",
-          "selection.neurons", "selection.top_k", "selection.min_r", "attribution.reduce", "synthesis", "evaluators",
-          "output", "output.dpi", "unknown_key", "data.unknown", "backbone.unknown", "selection.unknown"]
-COMPONENT_NAME_FIELDS = ["backbone.name", "readout.name", "matcher", "methods.0", "metrics.0.name",
-                         "synthesis.0.name", "evaluators.0.readout.name"]
+HOSTILE_NAMES = [
+    "os.system",
+    "os:system",
+    "this",
+    "builtins.__import__",
+    "sharedattr.pipeline:run_experiment",
+    "",
+    " ",
+    "saliency ",
+    "SALIENCY",
+    "../../etc/passwd",
+    "ridge\x00",
+    "cosine; rm -rf /",
+    "💥",
+]
+FIELDS = [
+    "name",
+    "seed",
+    "device",
+    "batch_size",
+    "cache",
+    "cache_dir",
+    "data",
+    "data.stimuli",
+    "data.responses",
+    "data.response_ids",
+    "data.test_fraction",
+    "data.split_seed",
+    "data.categories",
+    "data.preferred_category",
+    "backbone",
+    "backbone.name",
+    "backbone.model",
+    "backbone.layer",
+    "backbone.input_size",
+    "backbone.mean",
+    "backbone.weights",
+    "backbone.weights_file",
+    "readout",
+    "readout.name",
+    "readout.folds",
+    "readout.alphas",
+    "matcher",
+    "methods",
+    "methods.0",
+    "methods.1.n_steps",
+    "metrics",
+    "metrics.1.steps",
+    "selection",
+    "selection.neurons",
+    "selection.top_k",
+    "selection.min_r",
+    "attribution.reduce",
+    "synthesis",
+    "evaluators",
+    "output",
+    "output.dpi",
+    "unknown_key",
+    "data.unknown",
+    "backbone.unknown",
+    "selection.unknown",
+]
+COMPONENT_NAME_FIELDS = [
+    "backbone.name",
+    "readout.name",
+    "matcher",
+    "methods.0",
+    "metrics.0.name",
+    "synthesis.0.name",
+    "evaluators.0.readout.name",
+]
 
 
 def _set(config: dict, dotted: str, value) -> None:
@@ -143,11 +210,15 @@ def _set(config: dict, dotted: str, value) -> None:
             node[last] = value
 
 
-MUTATIONS = st.lists(st.one_of(
-    st.tuples(st.sampled_from(FIELDS), JSON_VALUES),
-    st.tuples(st.sampled_from(FIELDS), st.just(...)),
-    st.tuples(st.sampled_from(COMPONENT_NAME_FIELDS), st.sampled_from(HOSTILE_NAMES)),
-), min_size=1, max_size=4)
+MUTATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(FIELDS), JSON_VALUES),
+        st.tuples(st.sampled_from(FIELDS), st.just(...)),
+        st.tuples(st.sampled_from(COMPONENT_NAME_FIELDS), st.sampled_from(HOSTILE_NAMES)),
+    ),
+    min_size=1,
+    max_size=4,
+)
 
 
 @FUZZ
@@ -202,18 +273,21 @@ def _alias_bomb(levels: int) -> str:
     return "\n".join(lines) + f"\nmethods: *a{levels - 1}\n"
 
 
-@pytest.mark.parametrize(("name", "text", "fragment"), [
-    ("deep.json", "[" * 5_000 + "]" * 5_000, "nested too deeply"),
-    ("deep2.json", '{"a": ' * 200 + "1" + "}" * 200, "nested more than 64 levels deep"),
-    ("deep.yaml", "[" * 700 + "]" * 700, "nested too deeply"),
-    ("deep.toml", "a = " + "[" * 5_000 + "]" * 5_000, "nested too deeply"),
-    ("deep2.toml", "a = " + "{b = " * 3_000 + "1" + "}" * 3_000, "nested too deeply"),
-    ("self.yaml", "name: x\nmethods: &m [saliency, *m]\n", "methods[1]: refers to itself"),
-    ("bomb.yaml", _alias_bomb(8), "more than 100000 values once its YAML aliases are expanded"),
-    ("surrogate.json", '{"name": "\\ud800"}', "name: not valid Unicode text"),
-    ("latin1.yaml", "name: caf\xe9\n".encode("latin-1"), "not UTF-8 text"),
-    ("bom.json", "\ufeff{}", "invalid JSON"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "fragment"),
+    [
+        ("deep.json", "[" * 5_000 + "]" * 5_000, "nested too deeply"),
+        ("deep2.json", '{"a": ' * 200 + "1" + "}" * 200, "nested more than 64 levels deep"),
+        ("deep.yaml", "[" * 700 + "]" * 700, "nested too deeply"),
+        ("deep.toml", "a = " + "[" * 5_000 + "]" * 5_000, "nested too deeply"),
+        ("deep2.toml", "a = " + "{b = " * 3_000 + "1" + "}" * 3_000, "nested too deeply"),
+        ("self.yaml", "name: x\nmethods: &m [saliency, *m]\n", "methods[1]: refers to itself"),
+        ("bomb.yaml", _alias_bomb(8), "more than 100000 values once its YAML aliases are expanded"),
+        ("surrogate.json", '{"name": "\\ud800"}', "name: not valid Unicode text"),
+        ("latin1.yaml", "name: caf\xe9\n".encode("latin-1"), "not UTF-8 text"),
+        ("bom.json", "\ufeff{}", "invalid JSON"),
+    ],
+)
 def test_pathological_config_files(tmp_path, capsys, name, text, fragment):
     path = tmp_path / name
     path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
@@ -238,21 +312,24 @@ def test_shared_yaml_aliases_are_fine(tiny_config, tmp_path):
     assert read_config(tmp_path / "plain.yaml") == {"a": [1, [2]], "b": [[1, [2]]], "c": [[1, [2]], {"k": [1, [2]]}]}
 
 
-@pytest.mark.parametrize(("edit", "loc", "fragment"), [
-    ({"seed": 2**70}, "seed", "less than or equal to 9223372036854775807"),
-    ({"seed": -1}, "seed", "greater than or equal to 0"),
-    ({"batch_size": 10**40}, "batch_size", "less than or equal to 2147483647"),
-    ({"data.split_seed": 2**64}, "data.split_seed", "less than or equal to"),
-    ({"selection.neurons": []}, "selection.neurons", "at least 1 item"),
-    ({"selection.neurons": ["limbs", "head", "limbs"]}, "selection.neurons", "'limbs' appear more than once"),
-    ({"backbone.input_size": 0}, "backbone.input_size", "between 1 and 4096"),
-    ({"backbone.input_size": 10**6}, "backbone.input_size", "between 1 and 4096"),
-    ({"backbone.mean": [float("nan")] * 3}, "backbone.mean[0]", "finite number"),
-    ({"backbone.std": [0.2, 0.0, 0.2]}, "backbone.std", "std must be > 0"),
-    ({"backbone.seed": 2**64}, "backbone.seed", "less than or equal to"),
-    ({"backbone": {"name": "insilico_cnn", "input_size": 5000}}, "backbone.input_size", "at most 4096"),
-    ({"backbone": {"name": "insilico_cnn", "std": [float("inf")]}}, "backbone.std[0]", "finite number"),
-])
+@pytest.mark.parametrize(
+    ("edit", "loc", "fragment"),
+    [
+        ({"seed": 2**70}, "seed", "less than or equal to 9223372036854775807"),
+        ({"seed": -1}, "seed", "greater than or equal to 0"),
+        ({"batch_size": 10**40}, "batch_size", "less than or equal to 2147483647"),
+        ({"data.split_seed": 2**64}, "data.split_seed", "less than or equal to"),
+        ({"selection.neurons": []}, "selection.neurons", "at least 1 item"),
+        ({"selection.neurons": ["limbs", "head", "limbs"]}, "selection.neurons", "'limbs' appear more than once"),
+        ({"backbone.input_size": 0}, "backbone.input_size", "between 1 and 4096"),
+        ({"backbone.input_size": 10**6}, "backbone.input_size", "between 1 and 4096"),
+        ({"backbone.mean": [float("nan")] * 3}, "backbone.mean[0]", "finite number"),
+        ({"backbone.std": [0.2, 0.0, 0.2]}, "backbone.std", "std must be > 0"),
+        ({"backbone.seed": 2**64}, "backbone.seed", "less than or equal to"),
+        ({"backbone": {"name": "insilico_cnn", "input_size": 5000}}, "backbone.input_size", "at most 4096"),
+        ({"backbone": {"name": "insilico_cnn", "std": [float("inf")]}}, "backbone.std[0]", "finite number"),
+    ],
+)
 def test_out_of_range_settings_are_spec_errors(tiny_config, tmp_path, capsys, edit, loc, fragment):
     for field, value in edit.items():
         _set(tiny_config, field, value)
@@ -296,8 +373,19 @@ def _image(mode: str, size: tuple[int, int] = (7, 5)) -> Image.Image:
     raise AssertionError(mode)
 
 
-MODE_FILES = {"1": "png", "L": "png", "P": "png", "P+transparency": "png", "LA": "png", "RGB": "jpg", "RGBA": "png",
-              "CMYK": "jpg", "I;16": "png", "I": "tif", "F": "tif"}
+MODE_FILES = {
+    "1": "png",
+    "L": "png",
+    "P": "png",
+    "P+transparency": "png",
+    "LA": "png",
+    "RGB": "jpg",
+    "RGBA": "png",
+    "CMYK": "jpg",
+    "I;16": "png",
+    "I": "tif",
+    "F": "tif",
+}
 
 
 def _one(path: Path) -> StimulusSet:
@@ -342,11 +430,16 @@ def test_alpha_is_dropped_and_odd_sizes_resize(tmp_path):
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` × ``height`` pixels, with almost no pixel data."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _write_bad(path: Path, kind: str) -> str:
@@ -389,8 +482,17 @@ def _write_bad(path: Path, kind: str) -> str:
     raise AssertionError(kind)
 
 
-BAD_IMAGES = ["truncated png", "truncated jpeg", "empty", "text", "decompression bomb", "huge header, little data",
-              "NaN pixels", "float out of range", "int32 out of range"]
+BAD_IMAGES = [
+    "truncated png",
+    "truncated jpeg",
+    "empty",
+    "text",
+    "decompression bomb",
+    "huge header, little data",
+    "NaN pixels",
+    "float out of range",
+    "int32 out of range",
+]
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -402,8 +504,12 @@ def test_hostile_images_are_all_listed_with_their_files(tmp_path):
         expected[path] = _write_bad(path, kind)
         paths.append(path)
     _image("RGB").save(tmp_path / "good.png")
-    stimuli = StimulusSet(tuple(p.stem for p in paths) + ("good",), (*paths, tmp_path / "good.png"),
-                          ("c",) * (len(paths) + 1), (None,) * (len(paths) + 1))
+    stimuli = StimulusSet(
+        tuple(p.stem for p in paths) + ("good",),
+        (*paths, tmp_path / "good.png"),
+        ("c",) * (len(paths) + 1),
+        (None,) * (len(paths) + 1),
+    )
     for check in (stimuli.check_images, lambda: stimuli.load_images((4, 4), 3)):
         with pytest.raises(DataError) as info:
             check()
@@ -443,14 +549,17 @@ def test_mangled_image_bytes_decode_or_are_reported(tmp_path, monkeypatch, fmt, 
         assert torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1
 
 
-@pytest.mark.parametrize(("content", "fragment"), [
-    (b"stimulus_id,path,category\n\xff\xfe,a.png,c\n", "not UTF-8 text"),
-    (b"stimulus_id,path,category\ns0,\"" + b"x" * 200_000 + b"\",c\n", "not a readable CSV file"),
-    (b"stimulus_id,path,category\ns0," + b"p" * 5000 + b".png,c\n", "line 2: image not found"),
-    (b"stimulus_id,path,category\ns0,a\x00.png,c\n", "line 2: image not found"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00", "not UTF-8 text"),
-    (b"", "missing column(s) category, path, stimulus_id"),
-])
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"stimulus_id,path,category\n\xff\xfe,a.png,c\n", "not UTF-8 text"),
+        (b'stimulus_id,path,category\ns0,"' + b"x" * 200_000 + b'",c\n', "not a readable CSV file"),
+        (b"stimulus_id,path,category\ns0," + b"p" * 5000 + b".png,c\n", "line 2: image not found"),
+        (b"stimulus_id,path,category\ns0,a\x00.png,c\n", "line 2: image not found"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "not UTF-8 text"),
+        (b"", "missing column(s) category, path, stimulus_id"),
+    ],
+)
 def test_hostile_manifests_are_data_errors(tmp_path, content, fragment):
     path = tmp_path / "manifest.csv"
     path.write_bytes(content)
@@ -487,8 +596,11 @@ def _copy_data(tiny_data: Path, tmp_path: Path) -> Path:
 
 def _fit_config(tiny_config: dict, data: Path, **data_fields) -> dict:
     config = copy.deepcopy(tiny_config)
-    config["data"] = {"stimuli": str(data / "stimuli" / "manifest.csv"), "responses": str(data / "responses.csv"),
-                      **data_fields}
+    config["data"] = {
+        "stimuli": str(data / "stimuli" / "manifest.csv"),
+        "responses": str(data / "responses.csv"),
+        **data_fields,
+    }
     return config
 
 
@@ -502,8 +614,17 @@ def test_odd_image_modes_and_sizes_fit_end_to_end(one_thread, tiny_data, tiny_co
     """`sharedattr fit` on a stimulus set whose images come in every odd mode and size: exit 0, no NaN scores."""
     data = _copy_data(tiny_data, tmp_path)
     images = sorted((data / "stimuli" / "images").glob("*.png"))
-    odd = {"1": "PNG", "P": "PNG", "P+transparency": "PNG", "LA": "PNG", "RGBA": "PNG", "I;16": "PNG",
-           "I": "TIFF", "F": "TIFF", "CMYK": "JPEG"}  # the file name stays .png: Pillow reads the content
+    odd = {
+        "1": "PNG",
+        "P": "PNG",
+        "P+transparency": "PNG",
+        "LA": "PNG",
+        "RGBA": "PNG",
+        "I;16": "PNG",
+        "I": "TIFF",
+        "F": "TIFF",
+        "CMYK": "JPEG",
+    }  # the file name stays .png: Pillow reads the content
     for path, (mode, fmt) in zip(images, odd.items()):
         with Image.open(path) as im:
             grey = np.asarray(im.convert("L"), dtype=np.float64) / 255
@@ -525,10 +646,17 @@ def test_odd_image_modes_and_sizes_fit_end_to_end(one_thread, tiny_data, tiny_co
 
 
 # -- (c) responses ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("cell", "fragment"), [
-    ("inf", "infinite response"), ("-Infinity", "infinite response"), ("1e300", "1e300 is too large"),
-    ("-1e300", "-1e300 is too large"), ("1e38", "1e38 is too large"), ("3e15", "3e15 is too large"),
-])
+@pytest.mark.parametrize(
+    ("cell", "fragment"),
+    [
+        ("inf", "infinite response"),
+        ("-Infinity", "infinite response"),
+        ("1e300", "1e300 is too large"),
+        ("-1e300", "-1e300 is too large"),
+        ("1e38", "1e38 is too large"),
+        ("3e15", "3e15 is too large"),
+    ],
+)
 def test_csv_extreme_values_are_listed_with_line_and_neuron(tmp_path, cell, fragment):
     path = tmp_path / "r.csv"
     path.write_text(f"stimulus_id,n_a,n_b\ns0,1,2\ns1,{cell},3\ns2,2,1\n")
@@ -549,13 +677,17 @@ def test_npy_values_beyond_float32_or_the_limit_are_refused(tmp_path, value):
         load_responses(tmp_path / "r.npy", ids_path=tmp_path / "ids.txt")
 
 
-FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
-                   st.sampled_from([0.0, 1e-45, -1e-38, 1e15, -1e15, 1e15 * (1 + 1e-9), 3.4e38, 1e300, math.nan]))
+FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from([0.0, 1e-45, -1e-38, 1e15, -1e15, 1e15 * (1 + 1e-9), 3.4e38, 1e300, math.nan]),
+)
 
 
 @FUZZ
-@given(values=st.lists(st.lists(FLOATS, min_size=2, max_size=2), min_size=2, max_size=6),
-       predicted=st.lists(st.floats(-1e6, 1e6), min_size=6, max_size=6))
+@given(
+    values=st.lists(st.lists(FLOATS, min_size=2, max_size=2), min_size=2, max_size=6),
+    predicted=st.lists(st.floats(-1e6, 1e6), min_size=6, max_size=6),
+)
 def test_any_csv_numbers_load_cleanly_and_score_finitely(tmp_path, values, predicted):
     path = fresh(tmp_path, "r.csv")
     path.write_text("stimulus_id,n_a,n_b\n" + "".join(f"s{i},{a!r},{b!r}\n" for i, (a, b) in enumerate(values)))
@@ -621,15 +753,19 @@ def test_fit_with_extreme_but_legal_responses_writes_no_nan(one_thread, tiny_dat
     assert math.isfinite(float(rows["holey"]["test_r"]))
 
 
-@pytest.mark.parametrize(("edit", "expected"), [
-    (lambda h, b: [r.__setitem__(5, "1e300") for r in b[:1]], "line 2, neuron shape: 1e300 is too large"),
-    (lambda h, b: [r.__setitem__(5, "nan") for r in b[2:]], "fewer than 2 training stimuli"),
-    (lambda h, b: [r.__setitem__(5, "") for r in b], "neuron shape: no valid (non-NaN) response"),
-    (lambda h, b: [r.__setitem__(0, "ghost_" + r[0]) for r in b], "stimulus_id 'ghost_bodies_0000' is not in"),
-    (lambda h, b: h.__setitem__(2, " limbs "), "duplicate neuron id(s): 'limbs'"),
-])
-def test_fit_refuses_unusable_responses_before_compute(one_thread, tiny_data, tiny_config, tmp_path, capsys, edit,
-                                                       expected):
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda h, b: [r.__setitem__(5, "1e300") for r in b[:1]], "line 2, neuron shape: 1e300 is too large"),
+        (lambda h, b: [r.__setitem__(5, "nan") for r in b[2:]], "fewer than 2 training stimuli"),
+        (lambda h, b: [r.__setitem__(5, "") for r in b], "neuron shape: no valid (non-NaN) response"),
+        (lambda h, b: [r.__setitem__(0, "ghost_" + r[0]) for r in b], "stimulus_id 'ghost_bodies_0000' is not in"),
+        (lambda h, b: h.__setitem__(2, " limbs "), "duplicate neuron id(s): 'limbs'"),
+    ],
+)
+def test_fit_refuses_unusable_responses_before_compute(
+    one_thread, tiny_data, tiny_config, tmp_path, capsys, edit, expected
+):
     data = _copy_data(tiny_data, tmp_path)
     _rewrite_responses(data, edit)
     path = write_config(tmp_path / "exp.json", _fit_config(tiny_config, data))
@@ -653,8 +789,10 @@ def test_unknown_selected_neurons_fail_before_feature_extraction(tiny_config, tm
     code = main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
-    assert "selection.neurons: unknown neuron id(s) ['limbz', 'zzz'] (did you mean 'limbs' for 'limbz'?); " \
-           "the responses" in err
+    assert (
+        "selection.neurons: unknown neuron id(s) ['limbz', 'zzz'] (did you mean 'limbs' for 'limbz'?); "
+        "the responses" in err
+    )
     assert str(tiny_config["data"]["responses"]) in err
 
 
@@ -672,19 +810,19 @@ def test_unknown_preferred_category_fails_before_feature_extraction(tiny_config,
 def test_responses_for_a_subset_of_stimuli_and_odd_neuron_ids(one_thread, tiny_data, tiny_config, tmp_path):
     """Stimuli without responses are left out of the fit; neuron ids with commas, quotes and unicode survive."""
     data = _copy_data(tiny_data, tmp_path)
-    names = ['a,b', 'say "hi"', "ünï cödé", "tab\tid", "limbs"]
+    names = ["a,b", 'say "hi"', "ünï cödé", "tab\tid", "limbs"]
 
     def edit(header, body):
         header[1:] = names
         body[:] = [r for r in body if not r[0].endswith(("1", "2"))]
 
     _rewrite_responses(data, edit)
-    experiment = fit_experiment(validate_experiment(_fit_config(tiny_config, data)), tmp_path / "out",
-                                progress=False)
+    experiment = fit_experiment(validate_experiment(_fit_config(tiny_config, data)), tmp_path / "out", progress=False)
     assert [r["neuron"] for r in _scores(tmp_path / "out")] == names
     measured = ~torch.isnan(experiment.responses).all(1)
     assert set(experiment.fit.train.tolist()) | set(experiment.fit.test.tolist()) == set(
-        measured.nonzero().squeeze(1).tolist())
+        measured.nonzero().squeeze(1).tolist()
+    )
     assert not measured.all()
 
 
@@ -721,4 +859,6 @@ def test_component_seeds_are_bounded_like_the_spec_seeds(tiny_config, tmp_path, 
         tiny_config["metrics"] = [{"name": "randomisation", "seed": -1}]
     with pytest.raises(SpecError) as info:
         load_experiment(write_config(tmp_path / "exp.json", tiny_config))
-    assert [i.loc for i in info.value.issues] == [f"{where}.seed" if where == "readout" else "metrics[0] (randomisation).seed"]
+    assert [i.loc for i in info.value.issues] == [
+        f"{where}.seed" if where == "readout" else "metrics[0] (randomisation).seed"
+    ]

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toml_writer import toml_text
 
 from sharedattr.config.files import load_experiment
 from sharedattr.runtime.errors import ConfigError, SpecError, UserError
+from toml_writer import toml_text
 
 TINY = {"model": "resnet18", "layer": "layer1", "input_size": 32}
 
@@ -158,16 +158,17 @@ def test_feature_cache_never_unpickles(tiny_config, tmp_path, marker):
     cache = tmp_path / "cache"
     cache.mkdir()
     planted = cache / f"features-{key}.npy"
-    for write in (lambda: raw_pickle(planted, marker),
-                  lambda: np.save(planted, np.array([Marker(marker)] * len(stimuli), dtype=object),
-                                  allow_pickle=True)):
+    for write in (
+        lambda: raw_pickle(planted, marker),
+        lambda: np.save(planted, np.array([Marker(marker)] * len(stimuli), dtype=object), allow_pickle=True),
+    ):
         write()
-        latents, hit = extract_features(backbone, stimuli, backbone_spec=backbone_spec, cache_dir=cache,
-                                        progress=False)
+        latents, hit = extract_features(backbone, stimuli, backbone_spec=backbone_spec, cache_dir=cache, progress=False)
         assert not hit and latents.dtype == torch.float32  # recomputed over it (np.load never unpickles)
         assert not marker.exists()
-        assert extract_features(backbone, stimuli, backbone_spec=backbone_spec, cache_dir=cache,
-                                progress=False)[1]  # and the recomputed file replaced it
+        assert extract_features(backbone, stimuli, backbone_spec=backbone_spec, cache_dir=cache, progress=False)[
+            1
+        ]  # and the recomputed file replaced it
 
 
 @pytest.mark.parametrize("kind", ["raw pickle", "object array"])
@@ -223,10 +224,24 @@ def test_run_folder_maps_are_never_unpickled(tmp_path, marker):
 
 
 # -- configs cannot import code ------------------------------------------------------------------------
-IMPORT_LIKE_NAMES = ["os.system", "os:system", "this", "this:s", "builtins.__import__",
-                     "sharedattr.testing:TinyBackbone", "pathlib:Path.touch", "__import__('this')"]
-COMPONENT_FIELDS = {"backbone": "backbone", "readout": "readout", "matcher": "matcher", "methods": "method",
-                    "metrics": "metric", "synthesis": "synthesizer"}
+IMPORT_LIKE_NAMES = [
+    "os.system",
+    "os:system",
+    "this",
+    "this:s",
+    "builtins.__import__",
+    "sharedattr.testing:TinyBackbone",
+    "pathlib:Path.touch",
+    "__import__('this')",
+]
+COMPONENT_FIELDS = {
+    "backbone": "backbone",
+    "readout": "readout",
+    "matcher": "matcher",
+    "methods": "method",
+    "metrics": "metric",
+    "synthesis": "synthesizer",
+}
 
 
 @pytest.fixture
@@ -254,14 +269,17 @@ def test_component_names_are_never_imported(tiny_config, tmp_path, marker, no_ne
         assert f"{loc}: unknown {kind} {name!r}" in message
 
 
-@pytest.mark.parametrize("tag", [
-    "!!python/object/apply:os.system ['touch {marker}']",
-    "!!python/object/apply:pathlib.Path.touch ['{marker}']",
-    "!!python/object/new:pathlib.Path ['{marker}']",
-    "!!python/name:this.s",
-    "!!python/module:this",
-    "!python/object/apply:os.system ['touch {marker}']",
-])
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "!!python/object/apply:os.system ['touch {marker}']",
+        "!!python/object/apply:pathlib.Path.touch ['{marker}']",
+        "!!python/object/new:pathlib.Path ['{marker}']",
+        "!!python/name:this.s",
+        "!!python/module:this",
+        "!python/object/apply:os.system ['touch {marker}']",
+    ],
+)
 def test_yaml_python_tags_are_refused(tiny_config, tmp_path, marker, no_new_imports, tag):
     import yaml
 
@@ -306,6 +324,15 @@ def test_config_loading_uses_safe_parsers_only():
 
     source = "".join(inspect.getsource(m) for m in (files, spec, validation, component_specs))
     assert "yaml.safe_load(" in source
-    for unsafe in ("yaml.load(", "yaml.unsafe_load", "UnsafeLoader", "FullLoader", "eval(", "exec(",
-                   "import_module", "__import__", "pickle"):
+    for unsafe in (
+        "yaml.load(",
+        "yaml.unsafe_load",
+        "UnsafeLoader",
+        "FullLoader",
+        "eval(",
+        "exec(",
+        "import_module",
+        "__import__",
+        "pickle",
+    ):
         assert unsafe not in source, unsafe

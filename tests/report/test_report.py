@@ -43,18 +43,27 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
     """One small finished run (with parallel_backprop, localisation, deletion, synthesis and figures)."""
     out = tmp_path_factory.mktemp("run")
-    spec = validate_experiment({
-        "name": "tiny-report", "device": "cpu", "batch_size": 16, "cache": False,
-        "data": {"stimuli": str(tiny_data / "stimuli" / "manifest.csv"), "responses": str(tiny_data / "responses.csv"),
-                 "preferred_category": "bodies"},
-        "backbone": {"name": "torchvision", "model": "resnet18", "layer": "layer1", "input_size": 32},
-        "readout": {"name": "ridge", "folds": 3}, "matcher": "cosine",
-        "selection": {"top_k": 2, "drivers_per_neuron": 2},
-        "methods": ["parallel_backprop", "saliency", {"name": "integrated_gradients", "n_steps": 4}],
-        "metrics": ["pointing_game", "gini", {"name": "deletion", "steps": 4}],
-        "synthesis": [{"name": "gradient_ascent", "steps": 3, "n_seeds": 2}],
-        "output": {"figures": True, "dpi": 40},
-    })
+    spec = validate_experiment(
+        {
+            "name": "tiny-report",
+            "device": "cpu",
+            "batch_size": 16,
+            "cache": False,
+            "data": {
+                "stimuli": str(tiny_data / "stimuli" / "manifest.csv"),
+                "responses": str(tiny_data / "responses.csv"),
+                "preferred_category": "bodies",
+            },
+            "backbone": {"name": "torchvision", "model": "resnet18", "layer": "layer1", "input_size": 32},
+            "readout": {"name": "ridge", "folds": 3},
+            "matcher": "cosine",
+            "selection": {"top_k": 2, "drivers_per_neuron": 2},
+            "methods": ["parallel_backprop", "saliency", {"name": "integrated_gradients", "n_steps": 4}],
+            "metrics": ["pointing_game", "gini", {"name": "deletion", "steps": 4}],
+            "synthesis": [{"name": "gradient_ascent", "steps": 3, "n_seeds": 2}],
+            "output": {"figures": True, "dpi": 40},
+        }
+    )
     run_experiment(spec, out, progress=False)
     return out
 
@@ -115,7 +124,7 @@ def test_report_content_follows_the_run_files(tiny_run):
     assert "gradient_ascent" in text  # synthesis table
     assert "too few pairs to test: 4 nonzero differences on the 4 driver/reference pairs both methods scored" in text
     assert "Wilcoxon signed-rank test" in text and "a two-sided Wilcoxon signed-rank test needs 6" in text
-    verdict = html[html.index('<div class="verdict">'):html.index("</div>", html.index('<div class="verdict">'))]
+    verdict = html[html.index('<div class="verdict">') : html.index("</div>", html.index('<div class="verdict">'))]
     assert "Localisation:" in verdict and "Faithfulness:" in verdict
 
 
@@ -137,9 +146,23 @@ E = [(i - 5.5) / 100 for i in range(N_PAIRS)]  # small per-pair wiggles, -0.055 
 
 def result_rows(method, metric, values, higher=True, images=("driver", "reference")):
     """Tidy results.csv rows of one method and metric: ``values[i]`` on hand-made pair ``i``."""
-    return [{"neuron": "n0", "driver": f"d{i}", "driver_category": "objects", "reference": f"r{i}", "rank": 0,
-             "similarity": 0.5, "method": method, "image": image, "metric": metric, "value": v,
-             "higher_is_better": higher} for image in images for i, v in enumerate(values)]
+    return [
+        {
+            "neuron": "n0",
+            "driver": f"d{i}",
+            "driver_category": "objects",
+            "reference": f"r{i}",
+            "rank": 0,
+            "similarity": 0.5,
+            "method": method,
+            "image": image,
+            "metric": metric,
+            "value": v,
+            "higher_is_better": higher,
+        }
+        for image in images
+        for i, v in enumerate(values)
+    ]
 
 
 def write_results(run: Path, rows: list[dict]) -> None:
@@ -151,13 +174,19 @@ def write_results(run: Path, rows: list[dict]) -> None:
 def hand_made_results() -> list[dict]:
     """integrated_gradients wins pointing_game clearly; saliency leads deletion within noise (one NaN pair)."""
     deletion_sal = [math.nan] + [0.30 + e for e in E[1:]]
-    return (result_rows("parallel_backprop", "pointing_game", [0.6 + e / 2 for e in E])
-            + result_rows("saliency", "pointing_game", [0.4 + e for e in E])
-            + result_rows("integrated_gradients", "pointing_game", [0.9 + e for e in E])
-            + result_rows("parallel_backprop", "deletion", [0.5 + e for e in E], higher=False)
-            + result_rows("saliency", "deletion", deletion_sal, higher=False)
-            + result_rows("integrated_gradients", "deletion",
-                          [0.30 + e + (0.25 if i % 2 == 0 else -0.15) for i, e in enumerate(E)], higher=False))
+    return (
+        result_rows("parallel_backprop", "pointing_game", [0.6 + e / 2 for e in E])
+        + result_rows("saliency", "pointing_game", [0.4 + e for e in E])
+        + result_rows("integrated_gradients", "pointing_game", [0.9 + e for e in E])
+        + result_rows("parallel_backprop", "deletion", [0.5 + e for e in E], higher=False)
+        + result_rows("saliency", "deletion", deletion_sal, higher=False)
+        + result_rows(
+            "integrated_gradients",
+            "deletion",
+            [0.30 + e + (0.25 if i % 2 == 0 else -0.15) for i, e in enumerate(E)],
+            higher=False,
+        )
+    )
 
 
 def test_the_verdict_names_the_metric_winners_and_tests_them_in_pairs(run_copy):
@@ -167,22 +196,32 @@ def test_the_verdict_names_the_metric_winners_and_tests_them_in_pairs(run_copy):
     assert "Localisation: integrated_gradients wins" in text
     assert "Faithfulness: saliency wins" in text
     assert "parallel_backprop ranks 3rd of 3 methods (mean rank 2.5 over 4 metric × image results)" in text
-    assert "parallel_backprop is better on 0 of 4 metric × image results (0 beyond noise), worse on 4 " \
-           "(4 beyond noise)" in text
-    assert ("pointing_game ↑ (driver maps): integrated_gradients is best (0.9 ± 0.0104), ahead of parallel_backprop "
-            "(0.6 ± 0.0052) by 0.3: beyond noise (paired difference 0.3, 95% CI 0.289 to 0.311; Wilcoxon signed-rank "
-            "test on the 12 driver/reference pairs both methods scored; p &lt; 0.001).") in text  # exact p = 2/4096
-    assert ("deletion ↓ (driver maps): saliency is best (0.305 ± 0.01), ahead of integrated_gradients (0.35 ± "
-            "0.0597) by 0.045: within noise (paired difference 0.0318, 95% CI -0.109 to 0.172") in text
-    deletion = {m: [r["value"] for r in hand_made_results() if r["method"] == m and r["metric"] == "deletion"]
-                for m in ("integrated_gradients", "saliency")}
+    assert (
+        "parallel_backprop is better on 0 of 4 metric × image results (0 beyond noise), worse on 4 "
+        "(4 beyond noise)" in text
+    )
+    assert (
+        "pointing_game ↑ (driver maps): integrated_gradients is best (0.9 ± 0.0104), ahead of parallel_backprop "
+        "(0.6 ± 0.0052) by 0.3: beyond noise (paired difference 0.3, 95% CI 0.289 to 0.311; Wilcoxon signed-rank "
+        "test on the 12 driver/reference pairs both methods scored; p &lt; 0.001)."
+    ) in text  # exact p = 2/4096
+    assert (
+        "deletion ↓ (driver maps): saliency is best (0.305 ± 0.01), ahead of integrated_gradients (0.35 ± "
+        "0.0597) by 0.045: within noise (paired difference 0.0318, 95% CI -0.109 to 0.172"
+    ) in text
+    deletion = {
+        m: [r["value"] for r in hand_made_results() if r["method"] == m and r["metric"] == "deletion"]
+        for m in ("integrated_gradients", "saliency")
+    }
     diffs = np.subtract(deletion["integrated_gradients"], deletion["saliency"])[1:N_PAIRS]  # pair 0: saliency's NaN
     p = wilcoxon(diffs, zero_method="wilcox").pvalue
-    assert (f"; Wilcoxon signed-rank test on the 11 driver/reference pairs both methods scored (1 more left out: a "
-            f"value is missing or not finite); p = {p:.2g})") in text
+    assert (
+        f"; Wilcoxon signed-rank test on the 11 driver/reference pairs both methods scored (1 more left out: a "
+        f"value is missing or not finite); p = {p:.2g})"
+    ) in text
     # best per column in bold: integrated_gradients on pointing_game, saliency on deletion
-    table = html[html.index("<caption>driver maps</caption>"):]
-    table = table[:table.index("</table>")]
+    table = html[html.index("<caption>driver maps</caption>") :]
+    table = table[: table.index("</table>")]
     assert "<b>0.9 ± 0.0104</b>" in table and '<b>0.305 ± 0.01 <span class="n">n=11</span></b>' in table
     assert "<b>0.6 ± " not in table
 
@@ -190,8 +229,8 @@ def test_the_verdict_names_the_metric_winners_and_tests_them_in_pairs(run_copy):
 def test_the_comparison_table_reports_the_paired_test(run_copy):
     write_results(run_copy, hand_made_results())
     html = build_report(run_copy)
-    section = html[html.index('<section id="reading">'):]
-    section = section[:section.index("</section>")]
+    section = html[html.index('<section id="reading">') :]
+    section = section[: section.index("</section>")]
     assert "<h3>parallel_backprop vs the best single-image baseline</h3>" in section
     rows = re.findall(r"<tr><td>(pointing_game ↑|deletion ↓)</td><td>(driver|reference)</td>(.*?)</tr>", section)
     assert len(rows) == 4
@@ -208,9 +247,11 @@ def test_too_few_pairs_and_a_missing_results_csv(run_copy):
     rows = [r for r in hand_made_results() if int(r["driver"][1:]) < 4]  # 4 pairs: the test cannot reach 0.05
     write_results(run_copy, rows)
     text = text_of(build_report(run_copy))
-    assert ("ahead of parallel_backprop (0.58 ± 0.00323) by 0.28: too few pairs to test: 4 nonzero differences on "
-            "the 4 driver/reference pairs both methods scored, and a two-sided Wilcoxon signed-rank test needs 6 to "
-            "reach p &lt; 0.05 (paired difference 0.28, 95% CI 0.27 to 0.29).") in text
+    assert (
+        "ahead of parallel_backprop (0.58 ± 0.00323) by 0.28: too few pairs to test: 4 nonzero differences on "
+        "the 4 driver/reference pairs both methods scored, and a two-sided Wilcoxon signed-rank test needs 6 to "
+        "reach p &lt; 0.05 (paired difference 0.28, 95% CI 0.27 to 0.29)."
+    ) in text
     assert "within noise" not in text.split("Who won")[-1].split("Synthesis")[0]
     (run_copy / "results.csv").unlink()
     text = text_of(build_report(run_copy))
@@ -224,18 +265,41 @@ def S(method, mean, sem=0.1, metric="m", image="driver", higher=True, n=5):
 
 def scored(per_method: dict[str, list[float]], metric="m", image="driver", higher=True):
     """Scores (mean ± sem over the finite values) and per-pair values of hand-made per-pair values."""
-    rows = [{"neuron": "n", "driver": f"d{i}", "reference": "r", "rank": "0", "method": m, "image": image,
-             "metric": metric, "value": v, "higher_is_better": higher}
-            for m, vs in per_method.items() for i, v in enumerate(vs)]
+    rows = [
+        {
+            "neuron": "n",
+            "driver": f"d{i}",
+            "reference": "r",
+            "rank": "0",
+            "method": m,
+            "image": image,
+            "metric": metric,
+            "value": v,
+            "higher_is_better": higher,
+        }
+        for m, vs in per_method.items()
+        for i, v in enumerate(vs)
+    ]
     scores = [Score.from_row({k: str(v) for k, v in r.items()}) for r in summarise(rows)]
     return scores, pair_values({k: str(v) for k, v in r.items()} for r in rows)
 
 
-PAIRWISE = Components(methods={"parallel_backprop": MethodInfo(True), "parallel_backprop#2": MethodInfo(True),
-                               "saliency": MethodInfo(False), "integrated_gradients": MethodInfo(False)})
-FAMILIES = Components(metrics={"pointing_game": MetricInfo("localisation"), "deletion": MetricInfo("faithfulness"),
-                               "gini": MetricInfo("complexity")},
-                      methods={"parallel_backprop": MethodInfo(True)})
+PAIRWISE = Components(
+    methods={
+        "parallel_backprop": MethodInfo(True),
+        "parallel_backprop#2": MethodInfo(True),
+        "saliency": MethodInfo(False),
+        "integrated_gradients": MethodInfo(False),
+    }
+)
+FAMILIES = Components(
+    metrics={
+        "pointing_game": MetricInfo("localisation"),
+        "deletion": MetricInfo("faithfulness"),
+        "gini": MetricInfo("complexity"),
+    },
+    methods={"parallel_backprop": MethodInfo(True)},
+)
 
 
 def test_the_winner_and_a_clear_lead():
@@ -275,9 +339,14 @@ def test_lower_is_better_ties_nan_and_no_per_pair_values():
 
 
 def test_every_pairwise_method_is_compared_with_the_best_baseline():
-    scores, values = scored({"parallel_backprop": [0.9 + e / 2 for e in E],
-                             "parallel_backprop#2": [0.55 + e for e in E], "saliency": [0.5 + e for e in E],
-                             "integrated_gradients": [0.7 + e for e in E]})
+    scores, values = scored(
+        {
+            "parallel_backprop": [0.9 + e / 2 for e in E],
+            "parallel_backprop#2": [0.55 + e for e in E],
+            "saliency": [0.5 + e for e in E],
+            "integrated_gradients": [0.7 + e for e in E],
+        }
+    )
     (c,) = contests(scores, values)
     first = versus_baseline(c, "parallel_backprop", PAIRWISE, values)
     second = versus_baseline(c, "parallel_backprop#2", PAIRWISE, values)
@@ -290,17 +359,22 @@ def test_every_pairwise_method_is_compared_with_the_best_baseline():
     assert reading.pairwise[1].rank.startswith("parallel_backprop#2 ranks 3rd of 4 methods")
     assert "better on 1 of 1" in reading.pairwise[0].tally
     assert "worse on 1 (1 beyond noise)" in reading.pairwise[1].tally
-    assert ("integrated_gradients 0.7 ± 0.0104: better by 0.2; beyond noise (paired difference 0.2, 95% CI "
-            in reading.pairwise[0].sentences[0])
-    assert "; Wilcoxon signed-rank test on the 12 driver/reference pairs both methods scored; p &lt;" not in \
-        reading.pairwise[0].sentences[0], "plain text: the templates escape"
+    assert (
+        "integrated_gradients 0.7 ± 0.0104: better by 0.2; beyond noise (paired difference 0.2, 95% CI "
+        in reading.pairwise[0].sentences[0]
+    )
+    assert (
+        "; Wilcoxon signed-rank test on the 12 driver/reference pairs both methods scored; p &lt;"
+        not in reading.pairwise[0].sentences[0]
+    ), "plain text: the templates escape"
     assert reading.pairwise[0].sentences[0].endswith("both methods scored; p < 0.001).")
 
 
 def test_no_name_decides_what_is_pairwise():
     scores = [S("parallel_backprop", 0.9), S("my_pair", 0.8), S("saliency", 0.5)]
-    plugin = Components(methods={"parallel_backprop": MethodInfo(False), "my_pair": MethodInfo(True),
-                                 "saliency": MethodInfo(False)})
+    plugin = Components(
+        methods={"parallel_backprop": MethodInfo(False), "my_pair": MethodInfo(True), "saliency": MethodInfo(False)}
+    )
     reading = read_summary(scores, plugin)
     assert [p.method for p in reading.pairwise] == ["my_pair"]
     assert reading.pairwise[0].comparisons[0].baseline.method == "parallel_backprop", "the best non-pairwise one"
@@ -308,31 +382,48 @@ def test_no_name_decides_what_is_pairwise():
 
 
 def test_headline_per_family_and_without_a_pairwise_method():
-    scores = [S("a", 0.9, metric="pointing_game"), S("b", 0.1, metric="pointing_game"),
-              S("a", 0.3, metric="deletion", higher=False), S("b", 0.1, metric="deletion", higher=False),
-              S("a", 0.5, metric="gini"), S("b", 0.6, metric="gini")]
+    scores = [
+        S("a", 0.9, metric="pointing_game"),
+        S("b", 0.1, metric="pointing_game"),
+        S("a", 0.3, metric="deletion", higher=False),
+        S("b", 0.1, metric="deletion", higher=False),
+        S("a", 0.5, metric="gini"),
+        S("b", 0.6, metric="gini"),
+    ]
     headline = read_summary(scores, FAMILIES).headline
     assert headline[0].startswith("Localisation: a wins")
     assert headline[1].startswith("Faithfulness: b wins")
     assert headline[2] == NO_PAIRWISE
-    only_gini = read_summary([S("a", 0.5, metric="gini"), S("parallel_backprop", 0.6, metric="gini")],
-                             FAMILIES).headline
+    only_gini = read_summary(
+        [S("a", 0.5, metric="gini"), S("parallel_backprop", 0.6, metric="gini")], FAMILIES
+    ).headline
     assert only_gini[0] == "Localisation: no localisation metric compared two or more methods in this run."
     assert "Against the best single-image baseline, parallel_backprop is better on 1 of 1" in only_gini[2]
     alone = read_summary([S("parallel_backprop", 0.6)], FAMILIES)
     assert "nothing to compare" in alone.pairwise[0].tally
     # a metric only parallel_backprop scored (single-image methods without on_reference) is not ranked
-    partial = read_summary([S("parallel_backprop", 0.2), S("saliency", 0.4),
-                            S("parallel_backprop", 0.9, image="reference")], FAMILIES)
-    assert partial.pairwise[0].rank == ("parallel_backprop ranks 2nd of 2 methods "
-                                        "(mean rank 2.0 over 1 metric × image result).")
+    partial = read_summary(
+        [S("parallel_backprop", 0.2), S("saliency", 0.4), S("parallel_backprop", 0.9, image="reference")], FAMILIES
+    )
+    assert partial.pairwise[0].rank == (
+        "parallel_backprop ranks 2nd of 2 methods (mean rank 2.0 over 1 metric × image result)."
+    )
     assert "only parallel_backprop has a score" in partial.per_metric[1]
     assert read_summary([]).headline == ["No metric produced a finite score, so there is no winner to report."]
 
 
 def test_score_rows_parse_summary_csv_text():
-    s = Score.from_row({"method": "a", "image": "driver", "metric": "m", "mean": "nan", "sem": "", "n": "0",
-                        "higher_is_better": "False"})
+    s = Score.from_row(
+        {
+            "method": "a",
+            "image": "driver",
+            "metric": "m",
+            "mean": "nan",
+            "sem": "",
+            "n": "0",
+            "higher_is_better": "False",
+        }
+    )
     assert math.isnan(s.mean) and math.isnan(s.sem) and s.n == 0 and s.higher_is_better is False
 
 
@@ -399,8 +490,10 @@ def relabel(run: Path, kind: str, old: str, new: str, **declared) -> None:
         maps = load_file(str(run / "maps.safetensors"))
         with safe_open(str(run / "maps.safetensors"), framework="pt") as f:
             metadata = f.metadata()
-        renamed = {(new if k.rsplit("/", 1)[0] == old else k.rsplit("/", 1)[0]) + "/" + k.rsplit("/", 1)[1]: v
-                   for k, v in maps.items()}
+        renamed = {
+            (new if k.rsplit("/", 1)[0] == old else k.rsplit("/", 1)[0]) + "/" + k.rsplit("/", 1)[1]: v
+            for k, v in maps.items()
+        }
         save_file(renamed, str(run / "maps.safetensors"), metadata=metadata)
 
 
@@ -430,25 +523,28 @@ def test_a_plugin_pairwise_method_is_compared_with_the_best_baseline(run_copy):
     assert "<h3>pair_plugin vs the best single-image baseline</h3>" in html
     assert "parallel_backprop vs the best single-image baseline" not in html
     assert "pair_plugin ranks" in text and "parallel_backprop ranks" not in text
-    section = html[html.index('<section id="reading">'):html.index("</section>", html.index('<section id="reading">'))]
-    baselines = re.findall(r"<tr><td>[^<]*</td><td>(?:driver|reference)</td><td[^>]*>[^<]*</td><td>([^<]*)</td>",
-                           section)
+    section = html[
+        html.index('<section id="reading">') : html.index("</section>", html.index('<section id="reading">'))
+    ]
+    baselines = re.findall(
+        r"<tr><td>[^<]*</td><td>(?:driver|reference)</td><td[^>]*>[^<]*</td><td>([^<]*)</td>", section
+    )
     assert baselines and set(baselines) <= {"parallel_backprop", "saliency"}, "the best non-pairwise method"
     assert "too few pairs to test: 4 nonzero differences on the 4 driver/reference pairs" in section  # a tiny run
-    scores = html[html.index('<section id="scores">'):]
-    assert '<tr class="pairwise"><td>pair_plugin</td>' in scores and '<tr><td>parallel_backprop</td>' in scores
+    scores = html[html.index('<section id="scores">') :]
+    assert '<tr class="pairwise"><td>pair_plugin</td>' in scores and "<tr><td>parallel_backprop</td>" in scores
 
 
 def test_plugin_metrics_enter_the_verdict_by_their_declared_family(run_copy):
     relabel(run_copy, "metrics", "gini", "my_mass", family="localisation")
     relabel(run_copy, "metrics", "deletion", "entropy", family="other")
     html = build_report(run_copy)
-    verdict = text_of(html[html.index('<div class="verdict">'):html.index("</div>", html.index('class="verdict"'))])
+    verdict = text_of(html[html.index('<div class="verdict">') : html.index("</div>", html.index('class="verdict"'))])
     assert "over pointing_game and my_mass on driver and reference maps" in verdict
     assert "entropy" not in verdict and "gini" not in verdict
     assert "Faithfulness: no faithfulness metric compared two or more methods in this run." in verdict
-    table = html[html.index("<caption>driver maps</caption>"):]
-    table = table[:table.index("</table>")]
+    table = html[html.index("<caption>driver maps</caption>") :]
+    table = table[: table.index("</table>")]
     assert 'my_mass ↑<br><span class="n">localisation</span>' in table
     assert 'entropy ↓<br><span class="n">other</span>' in table
     assert "<tr><td>my_mass</td><td>localisation</td><td>↑ higher is better</td>" in html  # the components table
@@ -540,5 +636,7 @@ def test_templates_ship_in_the_package_and_escape_everything():
         source = env.loader.get_source(env, name)[0].replace(" ", "")
         assert "|safe" not in source and "autoescape" not in source and "Markup" not in source, name
     html = render("empty.html.j2", section=Section("fit"), v={"note": """<script>alert('&"')</script>"""})
-    assert html == "<h2>Readout fit quality</h2>\n<p class=\"note\">&lt;script&gt;alert(&#39;&amp;&#34;&#39;)" \
-                   "&lt;/script&gt;</p>\n"
+    assert (
+        html == '<h2>Readout fit quality</h2>\n<p class="note">&lt;script&gt;alert(&#39;&amp;&#34;&#39;)'
+        "&lt;/script&gt;</p>\n"
+    )

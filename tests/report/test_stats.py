@@ -95,12 +95,28 @@ def test_no_finite_pair_and_a_single_pair():
 
 def test_results_rows_are_paired_by_neuron_driver_reference_and_rank():
     def row(method, neuron, driver, value, rank="0"):
-        return {"neuron": neuron, "driver": driver, "reference": "r", "rank": rank, "method": method,
-                "image": "driver", "metric": "m", "value": value}
+        return {
+            "neuron": neuron,
+            "driver": driver,
+            "reference": "r",
+            "rank": rank,
+            "method": method,
+            "image": "driver",
+            "metric": "m",
+            "value": value,
+        }
 
-    values = pair_values([row("a", "n1", "d1", "1.5"), row("a", "n1", "d2", "nan"), row("a", "n2", "d1", "2"),
-                          row("b", "n2", "d1", "1"), row("b", "n1", "d1", "0.5"), row("b", "n1", "d1", "9", "1"),
-                          row("b", "n3", "d1", "")])
+    values = pair_values(
+        [
+            row("a", "n1", "d1", "1.5"),
+            row("a", "n1", "d2", "nan"),
+            row("a", "n2", "d1", "2"),
+            row("b", "n2", "d1", "1"),
+            row("b", "n1", "d1", "0.5"),
+            row("b", "n1", "d1", "9", "1"),
+            row("b", "n3", "d1", ""),
+        ]
+    )
     a, b = aligned(values, ("a", "driver", "m"), ("b", "driver", "m"))
     assert a[0] == 1.5 and b[0] == 0.5, "same (neuron, driver, reference, rank)"
     assert a[2] == 2.0 and b[2] == 1.0

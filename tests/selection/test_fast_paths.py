@@ -23,8 +23,13 @@ from sharedattr.testing import TinyBackbone, tiny_model
 def ridge(weight: torch.Tensor) -> RidgeReadout:
     readout = RidgeReadout(pooling="avg")
     readout.initialize((weight.shape[1],), weight.shape[0])
-    readout.load_state_dict({"_weight": weight, "_bias": torch.zeros(weight.shape[0]),
-                             "alpha": torch.ones(weight.shape[0], dtype=torch.float64)})
+    readout.load_state_dict(
+        {
+            "_weight": weight,
+            "_bias": torch.zeros(weight.shape[0]),
+            "alpha": torch.ones(weight.shape[0], dtype=torch.float64),
+        }
+    )
     return readout
 
 
@@ -62,8 +67,9 @@ def matching_problem(seed: int = 0, g: int = 5, q: int = 7, k: int = 30, d: int 
     return readout, latents, drivers, torch.arange(q + 5, q + 5 + k), torch.arange(g)
 
 
-@pytest.mark.parametrize("matcher", [CosineMatcher(), DotMatcher(), PearsonMatcher(), EuclideanMatcher()],
-                         ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize(
+    "matcher", [CosineMatcher(), DotMatcher(), PearsonMatcher(), EuclideanMatcher()], ids=lambda m: type(m).__name__
+)
 def test_factored_matching_equals_matching_the_formed_contributions(matcher):
     readout, latents, drivers, cand, neurons = matching_problem()
     fast = match_drivers(readout, latents, matcher, drivers, cand, neurons, 4)
@@ -75,8 +81,9 @@ def test_factored_matching_equals_matching_the_formed_contributions(matcher):
 def test_factored_matching_in_chunks_equals_one_chunk():
     readout, latents, drivers, cand, neurons = matching_problem(seed=1)
     whole = match_drivers(readout, latents, CosineMatcher(), drivers, cand, neurons, 3)
-    chunked = match_drivers(readout, latents, CosineMatcher(), drivers, cand, neurons, 3, batch_size=4,
-                            memory_bytes=1)  # one neuron per chunk
+    chunked = match_drivers(
+        readout, latents, CosineMatcher(), drivers, cand, neurons, 3, batch_size=4, memory_bytes=1
+    )  # one neuron per chunk
     torch.testing.assert_close(whole[0], chunked[0])
     assert torch.equal(whole[1], chunked[1])
 

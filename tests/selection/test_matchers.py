@@ -21,6 +21,7 @@ def test_matchers_find_the_planted_reference(registry, name):
     assert torch.equal(index[..., 0], truth)
     assert (scores[..., 0] >= scores[..., 1]).all()
 
+
 def test_cosine_and_pearson_against_direct_formulas(registry):
     a, b = torch.randn(4, 10), torch.randn(6, 10)
     cos = registry.build("matcher", "cosine").similarity(a, b)
@@ -28,6 +29,7 @@ def test_cosine_and_pearson_against_direct_formulas(registry):
     pear = registry.build("matcher", "pearson").similarity(a, b)
     direct = torch.corrcoef(torch.cat([a, b]))[:4, 4:]
     torch.testing.assert_close(pear, direct, atol=1e-5, rtol=1e-5)
+
 
 # -- matching contract -----------------------------------------------------------------
 def test_a_matcher_needs_only_similarity():

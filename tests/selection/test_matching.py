@@ -59,8 +59,15 @@ def planted(matcher: str, seed: int = 0):
     return SharedLatentReadout(w), latents, torch.tensor(answers)
 
 
-@pytest.mark.parametrize("name,matcher", [("cosine", CosineMatcher()), ("pearson", PearsonMatcher()),
-                                          ("euclidean", EuclideanMatcher()), ("dot", DotMatcher())])
+@pytest.mark.parametrize(
+    "name,matcher",
+    [
+        ("cosine", CosineMatcher()),
+        ("pearson", PearsonMatcher()),
+        ("euclidean", EuclideanMatcher()),
+        ("dot", DotMatcher()),
+    ],
+)
 def test_every_matcher_finds_the_planted_reference(name, matcher):
     readout, latents, answers = planted(name)
     drivers = torch.tensor([[12, 13, 14]])
@@ -81,8 +88,15 @@ def test_matching_is_neuron_specific():
     a[:5] = driver[:5]  # candidate 0 shares the driver's dimensions 0-4
     b[5:] = driver[5:]  # candidate 1 shares dimensions 5-9
     latents = torch.stack([a, b, driver])
-    _, refs = match_drivers(SharedLatentReadout(w), latents, CosineMatcher(), torch.tensor([[2], [2]]),
-                            torch.tensor([0, 1]), torch.tensor([0, 1]), top_k=1)
+    _, refs = match_drivers(
+        SharedLatentReadout(w),
+        latents,
+        CosineMatcher(),
+        torch.tensor([[2], [2]]),
+        torch.tensor([0, 1]),
+        torch.tensor([0, 1]),
+        top_k=1,
+    )
     assert refs[:, 0, 0].tolist() == [0, 1]
 
 
@@ -110,8 +124,17 @@ def test_match_pairs_groups_by_preferred_category():
     latents = torch.randn(10, 8, generator=g)
     categories = ["a"] * 5 + ["b"] * 5
     drive = torch.randn(10, 2, generator=g)
-    pairs = match_pairs(readout, latents, CosineMatcher(), categories, drive, [1, 0], ["a", "b"],
-                        drivers_per_neuron=2, references_per_driver=2)
+    pairs = match_pairs(
+        readout,
+        latents,
+        CosineMatcher(),
+        categories,
+        drive,
+        [1, 0],
+        ["a", "b"],
+        drivers_per_neuron=2,
+        references_per_driver=2,
+    )
     assert [p.neuron for p in pairs] == [1, 1, 1, 1, 0, 0, 0, 0]  # in the order asked for
     for p in pairs:
         pref = "a" if p.neuron == 1 else "b"

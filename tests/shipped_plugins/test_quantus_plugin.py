@@ -6,12 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from linear_neurons import LinearNeurons, linear_batch
 
+from linear_neurons import LinearNeurons, linear_batch
 from sharedattr.plugins.contracts import AttributionBatch
 
-QUANTUS_METRICS = ["quantus_pointing_game", "quantus_relevance_mass", "quantus_relevance_rank",
-                   "quantus_sparseness", "quantus_faithfulness_correlation"]
+QUANTUS_METRICS = [
+    "quantus_pointing_game",
+    "quantus_relevance_mass",
+    "quantus_relevance_rank",
+    "quantus_sparseness",
+    "quantus_faithfulness_correlation",
+]
 
 
 @pytest.fixture
@@ -21,8 +26,9 @@ def batch() -> AttributionBatch:
     maps = torch.randn(6, 12, 12, generator=g)
     masks = torch.rand(6, 12, 12, generator=g) > 0.6
     masks[3] = False
-    return AttributionBatch(torch.nn.Identity(), torch.rand(6, 3, 12, 12, generator=g), maps,
-                            torch.zeros(6, dtype=torch.long), masks)
+    return AttributionBatch(
+        torch.nn.Identity(), torch.rand(6, 3, 12, 12, generator=g), maps, torch.zeros(6, dtype=torch.long), masks
+    )
 
 
 def both(registry, ours: str, theirs: str, batch: AttributionBatch, **params) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,12 +41,15 @@ def test_plugin_is_discovered_through_its_entry_point(registry):
         assert registry.get("metric", name).source == "sharedattr-quantus"
 
 
-@pytest.mark.parametrize(("ours", "theirs", "params"), [
-    ("pointing_game", "quantus_pointing_game", {}),
-    ("relevance_mass", "quantus_relevance_mass", {"relevance": "positive"}),
-    ("relevance_mass", "quantus_relevance_mass", {"relevance": "absolute"}),
-    ("relevance_rank", "quantus_relevance_rank", {}),
-])
+@pytest.mark.parametrize(
+    ("ours", "theirs", "params"),
+    [
+        ("pointing_game", "quantus_pointing_game", {}),
+        ("relevance_mass", "quantus_relevance_mass", {"relevance": "positive"}),
+        ("relevance_mass", "quantus_relevance_mass", {"relevance": "absolute"}),
+        ("relevance_rank", "quantus_relevance_rank", {}),
+    ],
+)
 def test_localisation_agrees_with_quantus(registry, batch, ours, theirs, params):
     mine, quantus = both(registry, ours, theirs, batch, **params)
     torch.testing.assert_close(quantus, mine, equal_nan=True)
@@ -60,13 +69,14 @@ def test_known_differences(registry, batch):
     # raw Quantus scores map 3 as a hit; the plugin restores the NaN Quantus meant.
     with quiet():
         raw = quantus_module().PointingGame(normalise=False, abs=False, disable_warnings=True)(
-            model=None, **as_numpy(batch), channel_first=True)
+            model=None, **as_numpy(batch), channel_first=True
+        )
     assert bool(raw[3]) is True and torch.isnan(PointingGame()(batch)[3])
 
     # Ties at the maximum: Quantus counts a hit if any maximal pixel is inside, sharedattr the first one.
     mask = batch.masks[0].flatten()
     outside = int((~mask).nonzero()[0, 0])
-    inside = outside + 1 + int(mask[outside + 1:].nonzero()[0, 0])  # a later pixel, inside the mask
+    inside = outside + 1 + int(mask[outside + 1 :].nonzero()[0, 0])  # a later pixel, inside the mask
     batch.maps[0].view(-1)[[outside, inside]] = 10.0
     mine, quantus = both(registry, "pointing_game", "quantus_pointing_game", batch)
     assert mine[0] == 0 and quantus[0] == 1

@@ -31,9 +31,17 @@ def shipped() -> DiffusionPrior:
 
 def tiny_unet(seed: int = 0, size: int = 16, channels: int = 1) -> UNet2DModel:
     torch.manual_seed(seed)
-    return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, block_out_channels=(8, 16),
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                       layers_per_block=1, norm_num_groups=4, attention_head_dim=4)
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+        attention_head_dim=4,
+    )
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -101,8 +109,9 @@ def test_sample_prior_shape_range_determinism(shipped, scheduler):
     torch.testing.assert_close(sample_prior(shipped, 2, steps=4, scheduler=scheduler, seed=3), a, rtol=0, atol=0)
     assert not torch.allclose(sample_prior(shipped, 2, steps=4, scheduler=scheduler, seed=4), a)
     # sample i depends on (seed, i) only, not on the batching
-    torch.testing.assert_close(sample_prior(shipped, 2, steps=4, scheduler=scheduler, seed=3, batch_size=1), a,
-                               rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        sample_prior(shipped, 2, steps=4, scheduler=scheduler, seed=3, batch_size=1), a, rtol=0, atol=1e-4
+    )
     assert not torch.allclose(a[0], a[1])
 
 
@@ -117,8 +126,9 @@ def test_sample_prior_rejects_bad_arguments(shipped):
 # -- user folders ----------------------------------------------------------------------------------
 def test_load_pipeline_folder(tmp_path):
     unet = tiny_unet(seed=1, channels=3)
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=400, beta_schedule="squaredcos_cap_v2")
-                 ).save_pretrained(tmp_path / "pipe", safe_serialization=True)
+    DDPMPipeline(
+        unet=unet, scheduler=DDPMScheduler(num_train_timesteps=400, beta_schedule="squaredcos_cap_v2")
+    ).save_pretrained(tmp_path / "pipe", safe_serialization=True)
     prior = load_prior(tmp_path / "pipe")
     assert prior.sample_size == 16 and prior.channels == 3 and prior.source == str(tmp_path / "pipe")
     assert prior.scheduler_config["num_train_timesteps"] == 400
@@ -185,11 +195,27 @@ def test_tiny_training_run_saves_and_round_trips(tmp_path):
     from trainers.diffusion_prior import PriorTrainConfig, save_prior, train_prior
 
     config = PriorTrainConfig(
-        size=16, render_size=32, n_per_category=16, steps=8, batch_size=8, lr=2e-3, warmup_steps=2, log_every=4,
-        unet={"block_out_channels": [8, 16], "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-              "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "layers_per_block": 1, "norm_num_groups": 4,
-              "attention_head_dim": 4},
-        quality_samples=4, quality_steps=2, threads=1, name="tiny")
+        size=16,
+        render_size=32,
+        n_per_category=16,
+        steps=8,
+        batch_size=8,
+        lr=2e-3,
+        warmup_steps=2,
+        log_every=4,
+        unet={
+            "block_out_channels": [8, 16],
+            "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+            "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+            "layers_per_block": 1,
+            "norm_num_groups": 4,
+            "attention_head_dim": 4,
+        },
+        quality_samples=4,
+        quality_steps=2,
+        threads=1,
+        name="tiny",
+    )
     messages: list[str] = []
     unet, scheduler, record = train_prior(config, log=messages.append)
     history = record["training"]["history"]

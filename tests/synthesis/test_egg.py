@@ -22,9 +22,16 @@ BETA_START, BETA_END, T_TRAIN = 1e-4, 0.02, 1000  # DDPMScheduler's linear-sched
 def tiny_unet(seed: int = 0) -> UNet2DModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DModel(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16),
-                           layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
-                           up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+        unet = UNet2DModel(
+            sample_size=16,
+            in_channels=1,
+            out_channels=1,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"),
+            norm_num_groups=4,
+        )
     return unet.eval().requires_grad_(False)
 
 
@@ -121,10 +128,10 @@ def test_normalisation_sets_the_update_norm(prior, normalize):
     scheduler = make_scheduler("ddpm", prior.scheduler_config, 4)
     t = scheduler.timesteps[0]
     x_t = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(3))
-    guided = guidance_step(prior.unet, scheduler, x_t, t, pixel_energy, 3.0, normalize,
-                           torch.Generator().manual_seed(9))
-    plain = guidance_step(prior.unet, scheduler, x_t, t, pixel_energy, 0.0, normalize,
-                          torch.Generator().manual_seed(9))
+    guided = guidance_step(
+        prior.unet, scheduler, x_t, t, pixel_energy, 3.0, normalize, torch.Generator().manual_seed(9)
+    )
+    plain = guidance_step(prior.unet, scheduler, x_t, t, pixel_energy, 0.0, normalize, torch.Generator().manual_seed(9))
     per_sample = (guided.x_prev - plain.x_prev).flatten(1).norm(dim=1)
     if normalize == "sample":
         torch.testing.assert_close(guided.g.flatten(1).norm(dim=1), torch.ones(4))
@@ -142,8 +149,9 @@ def test_reconstruction_energy_decreases(prior, model, kind):
     ref = reference_image()
     energies = {}
     for scale in (0.0, 0.5):
-        synth = EGG(prior=prior, scheduler=kind, steps=STEPS, guidance_scale=scale, n_seeds=4, seed=1,
-                    energy="reconstruction")
+        synth = EGG(
+            prior=prior, scheduler=kind, steps=STEPS, guidance_scale=scale, n_seeds=4, seed=1, energy="reconstruction"
+        )
         result = synth.synthesize(model, 1, reference=ref)
         energies[scale] = synth.energy.bind(model, 1, ref)(result.images).energy
     assert (energies[0.5] < energies[0.0]).all(), energies
@@ -217,17 +225,20 @@ def test_cost_counts_calls(prior, model):
 
 
 # -- (7) params and registration -----------------------------------------------------------
-@pytest.mark.parametrize("params", [
-    {"scheduler": "euler"},
-    {"guidance_scale": -1.0},
-    {"steps": 0},
-    {"eta": 1.5},
-    {"normalize": "layer"},
-    {"n_seeds": 0},
-    {"energy": "no_such_energy"},
-    {"energy": {"name": "mei", "norm": -1}},
-    {"guidance": 5.0},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"scheduler": "euler"},
+        {"guidance_scale": -1.0},
+        {"steps": 0},
+        {"eta": 1.5},
+        {"normalize": "layer"},
+        {"n_seeds": 0},
+        {"energy": "no_such_energy"},
+        {"energy": {"name": "mei", "norm": -1}},
+        {"guidance": 5.0},
+    ],
+)
 def test_bad_params_are_rejected(params):
     with pytest.raises(SpecError):
         load_registry().get("synthesizer", "egg").validate_params(params)
@@ -275,8 +286,9 @@ def test_a_prior_folder_runs_through_the_registry(prior, model, tmp_path, monkey
     DDPMScheduler.from_config(prior.scheduler_config).save_config(folder)
     monkeypatch.setattr(egg_module, "_PRIORS", {})
     component = load_registry().get("synthesizer", "egg")
-    params = component.validate_params({"prior": "my-prior", "steps": STEPS, "n_seeds": 2},
-                                       context={"base_dir": str(tmp_path)})
+    params = component.validate_params(
+        {"prior": "my-prior", "steps": STEPS, "n_seeds": 2}, context={"base_dir": str(tmp_path)}
+    )
     assert params.prior == str(folder)
     synth = component.build(prior=params.prior, steps=STEPS, n_seeds=2)
     result = synth.synthesize(model, 1)

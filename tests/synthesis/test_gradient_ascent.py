@@ -169,8 +169,15 @@ def test_reconstruction_energy_is_minimised(registry):
 
 def test_params_are_validated(registry):
     component = registry.get("synthesizer", "gradient_ascent")
-    for bad in ({"energy": "no_such_energy"}, {"crop_scale": 0.0}, {"crop_scale": 1.5}, {"jitter": -1},
-                {"precondition": "wavelet"}, {"patience": 0}, {"lp_p": 0.5}):
+    for bad in (
+        {"energy": "no_such_energy"},
+        {"crop_scale": 0.0},
+        {"crop_scale": 1.5},
+        {"jitter": -1},
+        {"precondition": "wavelet"},
+        {"patience": 0},
+        {"lp_p": 0.5},
+    ):
         with pytest.raises(SpecError):
             component.validate_params(bad)
     params = component.validate_params({"energy": {"name": "reconstruction", "neurons": [0, 1]}})
@@ -285,11 +292,13 @@ class PixelNeuron(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.w = nn.Parameter(torch.randn(1, 1, 12, 12, generator=torch.Generator().manual_seed(3)),
-                              requires_grad=False)
+        self.w = nn.Parameter(
+            torch.randn(1, 1, 12, 12, generator=torch.Generator().manual_seed(3)), requires_grad=False
+        )
 
     def forward(self, x):
         return (x * self.w).sum((1, 2, 3))[:, None]
+
 
 def test_gradient_ascent_raises_response_monotonically_enough(registry):
     model = PixelNeuron()
@@ -305,13 +314,16 @@ def test_gradient_ascent_raises_response_monotonically_enough(registry):
     torch.testing.assert_close(norms, torch.full((3,), 2.0))
     assert result.cost["forward_calls"] == 61 and result.cost["backward_calls"] == 60
 
+
 def test_gradient_ascent_reaches_the_constrained_optimum_with_sgd(registry):
     model = PixelNeuron()
-    synth = registry.build("synthesizer", "gradient_ascent", steps=100, lr=0.05, optimizer="sgd", norm=2.0,
-                           clip=False, blur_sigma=0.0)
+    synth = registry.build(
+        "synthesizer", "gradient_ascent", steps=100, lr=0.05, optimizer="sgd", norm=2.0, clip=False, blur_sigma=0.0
+    )
     result = synth.synthesize(model, 0)
     optimum = 0.5 * model.w.sum() + 2.0 * model.w.norm()  # x* = 0.5 + 2 w / |w|
     assert result.responses.item() > 0.99 * optimum.item()
+
 
 def test_gradient_ascent_clips_to_pixel_range(registry):
     result = registry.build("synthesizer", "gradient_ascent", steps=20, lr=0.5).synthesize(PixelNeuron(), 0)
@@ -331,8 +343,10 @@ def separable_blur(x: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-@pytest.mark.parametrize(("shape", "sigma", "radius"), [((2, 3, 20, 24), 1.0, 3), ((1, 1, 16, 16), 2.5, 8),
-                                                        ((2, 1, 5, 7), 1.0, 3), ((1, 2, 3, 9), 2.0, 2)])
+@pytest.mark.parametrize(
+    ("shape", "sigma", "radius"),
+    [((2, 3, 20, 24), 1.0, 3), ((1, 1, 16, 16), 2.5, 8), ((2, 1, 5, 7), 1.0, 3), ((1, 2, 3, 9), 2.0, 2)],
+)
 def test_the_blur_preconditioner_is_a_gaussian_of_radius_ceil_3_sigma(shape, sigma, radius):
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(gaussian_blur(x, sigma), separable_blur(x, sigma, radius), atol=1e-6, rtol=0)

@@ -10,6 +10,16 @@ from sharedattr.data.insilico.neurons import DEFAULT_NEURONS, GroundTruthNeuron,
 from sharedattr.data.insilico.render import CATEGORIES, PARTS, RenderedSet, Scene, render_scene, render_set
 
 __all__ = [
-    "CATEGORIES", "DEFAULT_NEURONS", "PARTS", "GroundTruthNeuron", "InSilicoFiles", "RenderedSet", "Scene",
-    "neuron_population", "render_scene", "render_set", "simulate_responses", "write_insilico",
+    "CATEGORIES",
+    "DEFAULT_NEURONS",
+    "PARTS",
+    "GroundTruthNeuron",
+    "InSilicoFiles",
+    "RenderedSet",
+    "Scene",
+    "neuron_population",
+    "render_scene",
+    "render_set",
+    "simulate_responses",
+    "write_insilico",
 ]

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from sharedattr.runtime.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from sharedattr.data.insilico.neurons import DEFAULT_NEURONS, GroundTruthNeuron, SimulatedResponses, simulate_responses
 from sharedattr.data.insilico.render import PARTS, RenderedSet, render_set
+from sharedattr.runtime.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,22 @@ def write_stimuli(rendered: RenderedSet, folder: Path, progress: bool = False) -
             else:
                 part_cells.append("")
         atomic_write_bytes(stim / "masks" / f"{sid}.png", _png(union.astype(np.uint8) * 255))
-        rows.append([sid, f"images/{sid}.png", rendered.categories[i], f"masks/{sid}.png", *part_cells,
-                     rendered.kinds[i], rendered.attachments[i]])
+        rows.append(
+            [
+                sid,
+                f"images/{sid}.png",
+                rendered.categories[i],
+                f"masks/{sid}.png",
+                *part_cells,
+                rendered.kinds[i],
+                rendered.attachments[i],
+            ]
+        )
         area_rows.append([sid, *(f"{areas[p][i]:.6f}" for p in PARTS)])
     manifest = stim / "manifest.csv"
-    _write_csv(manifest, ["stimulus_id", "path", "category", "mask", *(f"mask:{p}" for p in PARTS), "kind",
-                          "attachment"], rows)
+    _write_csv(
+        manifest, ["stimulus_id", "path", "category", "mask", *(f"mask:{p}" for p in PARTS), "kind", "attachment"], rows
+    )
     parts = Path(folder) / "parts.csv"
     _write_csv(parts, ["stimulus_id", *PARTS], area_rows)
     return manifest, parts
@@ -87,14 +97,26 @@ def write_stimuli(rendered: RenderedSet, folder: Path, progress: bool = False) -
 def write_responses(ids: Sequence[str], simulated: SimulatedResponses, path: Path) -> Path:
     """``responses.csv``: one row per stimulus and trial, one column per neuron."""
     names = [n.name for n in simulated.neurons]
-    rows = [[sid, *(f"{v:.5f}" for v in simulated.trials[i, r])]
-            for i, sid in enumerate(ids) for r in range(simulated.trials.shape[1])]
+    rows = [
+        [sid, *(f"{v:.5f}" for v in simulated.trials[i, r])]
+        for i, sid in enumerate(ids)
+        for r in range(simulated.trials.shape[1])
+    ]
     return _write_csv(path, ["stimulus_id", *names], rows)
 
 
-def write_insilico(folder: str | Path, n_per_category: int = 40, size: int = 64, *, channels: int = 1, seed: int = 0,
-                   neurons: Sequence[GroundTruthNeuron] = DEFAULT_NEURONS, repeats: int = 2,
-                   noise_std: float = 4.0, progress: bool = False) -> InSilicoFiles:
+def write_insilico(
+    folder: str | Path,
+    n_per_category: int = 40,
+    size: int = 64,
+    *,
+    channels: int = 1,
+    seed: int = 0,
+    neurons: Sequence[GroundTruthNeuron] = DEFAULT_NEURONS,
+    repeats: int = 2,
+    noise_std: float = 4.0,
+    progress: bool = False,
+) -> InSilicoFiles:
     """Render, simulate and write a complete in-silico data set into ``folder`` (see the module docstring)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,7 +124,8 @@ def write_insilico(folder: str | Path, n_per_category: int = 40, size: int = 64,
     manifest, parts = write_stimuli(rendered, folder, progress)
     simulated = simulate_responses(rendered.areas(), neurons, repeats=repeats, seed=seed)
     responses = write_responses(rendered.ids, simulated, folder / "responses.csv")
-    truth = atomic_write_text(folder / "neuron_parts.json",
-                              json.dumps({n.name: {p: w for p, w in n.weights.items() if w > 0} for n in neurons},
-                                         indent=2) + "\n")
+    truth = atomic_write_text(
+        folder / "neuron_parts.json",
+        json.dumps({n.name: {p: w for p, w in n.weights.items() if w > 0} for n in neurons}, indent=2) + "\n",
+    )
     return InSilicoFiles(manifest, responses, truth, parts)

@@ -27,7 +27,8 @@ TYPICAL_AREA = {"head": 0.02, "torso": 0.033, "limbs": 0.035, "shape": 0.08}
 
 @dataclass(frozen=True)
 class GroundTruthNeuron:
-    """A neuron tuned to parts: ``weights`` maps part names (of :data:`~sharedattr.insilico.render.PARTS`) to ≥ 0 weights."""
+    """A neuron tuned to parts: ``weights`` maps part names (of :data:`~sharedattr.data.insilico.render.PARTS`) to
+    ≥ 0 weights."""
 
     name: str
     weights: Mapping[str, float]
@@ -72,15 +73,18 @@ DEFAULT_NEURONS = (
 )
 
 
-def neuron_population(n_per_kind: int, seed: int = 0, kinds: Sequence[GroundTruthNeuron] = DEFAULT_NEURONS,
-                      jitter: float = 0.3) -> list[GroundTruthNeuron]:
+def neuron_population(
+    n_per_kind: int, seed: int = 0, kinds: Sequence[GroundTruthNeuron] = DEFAULT_NEURONS, jitter: float = 0.3
+) -> list[GroundTruthNeuron]:
     """``n_per_kind`` variants of each kind, each tuned weight scaled by a factor in ``[1-jitter, 1+jitter]``."""
     rng = np.random.default_rng(seed)
     out = []
     for kind in kinds:
         for i in range(n_per_kind):
             weights = {p: w * float(rng.uniform(1 - jitter, 1 + jitter)) for p, w in kind.weights.items()}
-            out.append(GroundTruthNeuron(f"{kind.name}_{i}", weights, kind.combine, kind.gain, kind.baseline, kind.noise))
+            out.append(
+                GroundTruthNeuron(f"{kind.name}_{i}", weights, kind.combine, kind.gain, kind.baseline, kind.noise)
+            )
     return out
 
 
@@ -93,9 +97,11 @@ class SimulatedResponses:
     neurons: list[GroundTruthNeuron] = field(default_factory=list)
 
 
-def simulate_responses(areas: Mapping[str, np.ndarray], neurons: Sequence[GroundTruthNeuron], repeats: int = 2,
-                       seed: int = 0) -> SimulatedResponses:
-    """Simulate ``repeats`` noisy trials of every neuron for stimuli with the given part ``areas`` (``[S]`` per part)."""
+def simulate_responses(
+    areas: Mapping[str, np.ndarray], neurons: Sequence[GroundTruthNeuron], repeats: int = 2, seed: int = 0
+) -> SimulatedResponses:
+    """Simulate ``repeats`` noisy trials of every neuron for stimuli with the given part ``areas`` (``[S]`` per
+    part)."""
     if repeats < 1:
         raise ValueError(f"repeats must be ≥ 1, got {repeats}")
     expected = np.stack([n.response(areas) for n in neurons], axis=1)

@@ -106,8 +106,9 @@ class _Canvas:
         return {p: m for p, m in out.items() if m.any()}
 
 
-def _transform(points: Sequence[tuple[float, float]], centre: tuple[float, float], scale: float,
-               angle: float) -> list[tuple[float, float]]:
+def _transform(
+    points: Sequence[tuple[float, float]], centre: tuple[float, float], scale: float, angle: float
+) -> list[tuple[float, float]]:
     """Figure coordinates (units of ``scale`` pixels, y down) → pixel coordinates, rotated by ``angle``."""
     c, s = math.cos(angle), math.sin(angle)
     return [(centre[0] + scale * (c * x - s * y), centre[1] + scale * (s * x + c * y)) for x, y in points]
@@ -117,8 +118,9 @@ def _polar(origin: tuple[float, float], length: float, angle: float) -> tuple[fl
     return origin[0] + length * math.cos(angle), origin[1] + length * math.sin(angle)
 
 
-def _draw_body(canvas: _Canvas, rng: np.random.Generator, centre: tuple[float, float], scale: float,
-               angle: float) -> None:
+def _draw_body(
+    canvas: _Canvas, rng: np.random.Generator, centre: tuple[float, float], scale: float, angle: float
+) -> None:
     """A stick figure about ``scale`` pixels tall: legs, torso, head, then arms (in front)."""
     t = lambda pts: _transform(pts, centre, scale, angle)  # noqa: E731
     width = 0.045 * scale * rng.uniform(0.85, 1.25)
@@ -131,12 +133,21 @@ def _draw_body(canvas: _Canvas, rng: np.random.Generator, centre: tuple[float, f
         foot = _polar(knee, 0.16, thigh + side * rng.uniform(-0.6, 0.4))
         canvas.limb("limbs", t([hip, knee, foot]), width)
     if rng.random() < 0.5:
-        canvas.polygon("torso", t([(-torso_w / 2, top), (torso_w / 2, top), (torso_w / 2, bottom), (-torso_w / 2, bottom)]))
+        canvas.polygon(
+            "torso", t([(-torso_w / 2, top), (torso_w / 2, top), (torso_w / 2, bottom), (-torso_w / 2, bottom)])
+        )
     else:
-        canvas.polygon("torso", t([(torso_w / 2 * math.cos(a), torso_h / 2 * math.sin(a))
-                                   for a in np.linspace(0, 2 * math.pi, 24, endpoint=False)]))
+        canvas.polygon(
+            "torso",
+            t(
+                [
+                    (torso_w / 2 * math.cos(a), torso_h / 2 * math.sin(a))
+                    for a in np.linspace(0, 2 * math.pi, 24, endpoint=False)
+                ]
+            ),
+        )
     r_head = 0.085 * rng.uniform(0.85, 1.2)
-    (hx, hy), = t([(rng.uniform(-0.02, 0.02), top - r_head - 0.02)])
+    ((hx, hy),) = t([(rng.uniform(-0.02, 0.02), top - r_head - 0.02)])
     canvas.disc("head", (hx, hy), r_head * scale)
     for side in (-1, 1):  # arms: shoulder → elbow → hand, from hanging down to raised
         shoulder = (side * torso_w * 0.45, top + 0.03)
@@ -155,15 +166,24 @@ def _shape_outline(kind: str, rng: np.random.Generator, w: float, h: float) -> l
         angles = np.sort(rng.uniform(0, 2 * math.pi, 6))
         return [(w * math.cos(a) * rng.uniform(0.75, 1), h * math.sin(a) * rng.uniform(0.75, 1)) for a in angles]
     if kind == "star":
-        return [((w if i % 2 == 0 else 0.45 * w) * math.cos(a), (h if i % 2 == 0 else 0.45 * h) * math.sin(a))
-                for i, a in enumerate(np.linspace(-math.pi / 2, 1.5 * math.pi, 10, endpoint=False))]
+        return [
+            ((w if i % 2 == 0 else 0.45 * w) * math.cos(a), (h if i % 2 == 0 else 0.45 * h) * math.sin(a))
+            for i, a in enumerate(np.linspace(-math.pi / 2, 1.5 * math.pi, 10, endpoint=False))
+        ]
     if kind == "triangle":
         return [(0.0, -h), (w, h), (-w, h)]
     raise ValueError(f"unknown object kind {kind!r}; choose one of {', '.join(OBJECT_KINDS)}")
 
 
-def _draw_object(canvas: _Canvas, rng: np.random.Generator, kind: str, attachment: str,
-                 centre: tuple[float, float], scale: float, angle: float) -> None:
+def _draw_object(
+    canvas: _Canvas,
+    rng: np.random.Generator,
+    kind: str,
+    attachment: str,
+    centre: tuple[float, float],
+    scale: float,
+    angle: float,
+) -> None:
     """A ``kind`` shape about ``0.3–0.5 · scale`` wide, with an optional limb-like arm and/or head-like disc."""
     t = lambda pts: _transform(pts, centre, scale, angle)  # noqa: E731
     w, h = rng.uniform(0.14, 0.26), rng.uniform(0.14, 0.26)
@@ -177,7 +197,7 @@ def _draw_object(canvas: _Canvas, rng: np.random.Generator, kind: str, attachmen
         canvas.limb("limbs", t([start, joint, end]), 0.045 * scale * rng.uniform(0.85, 1.25))
     if attachment in ("head", "both"):  # a disc on top, with the body's head proportions
         r = 0.085 * rng.uniform(0.85, 1.2)
-        (hx, hy), = t([(rng.uniform(-0.3, 0.3) * w, -h - r - 0.02)])
+        ((hx, hy),) = t([(rng.uniform(-0.3, 0.3) * w, -h - r - 0.02)])
         canvas.disc("head", (hx, hy), r * scale)
 
 
@@ -215,8 +235,16 @@ def _texture(rng: np.random.Generator, size: int, kind: str, amplitude: float) -
     raise ValueError(f"unknown texture {kind!r}; choose one of {', '.join(TEXTURES)}")
 
 
-def render_scene(category: str, size: int = 64, *, channels: int = 1, rng: np.random.Generator | None = None,
-                 noise_std: float = 4.0, kind: str | None = None, attachment: str | None = None) -> Scene:
+def render_scene(
+    category: str,
+    size: int = 64,
+    *,
+    channels: int = 1,
+    rng: np.random.Generator | None = None,
+    noise_std: float = 4.0,
+    kind: str | None = None,
+    attachment: str | None = None,
+) -> Scene:
     """Render one ``category`` ("bodies" or "objects") stimulus of ``size`` × ``size`` pixels.
 
     ``kind`` and ``attachment`` fix an object's shape and body-like extra (default: random).
@@ -238,7 +266,9 @@ def render_scene(category: str, size: int = 64, *, channels: int = 1, rng: np.ra
     else:
         kind = kind or str(rng.choice(OBJECT_KINDS))
         attachment = attachment or str(rng.choice(ATTACHMENTS, p=ATTACHMENT_PROBS))
-        _draw_object(canvas, rng, kind, attachment, centre, scale * rng.uniform(1.0, 1.3), angle + rng.uniform(-0.5, 0.5))
+        _draw_object(
+            canvas, rng, kind, attachment, centre, scale * rng.uniform(1.0, 1.3), angle + rng.uniform(-0.5, 0.5)
+        )
     bg_colour, fg_colour = _base_colours(rng, channels)
     background = bg_colour + _texture(rng, size, str(rng.choice(["flat", "blotches"])), 12.0)[..., None]
     paint = fg_colour + _texture(rng, size, str(rng.choice(TEXTURES)), 22.0)[..., None]
@@ -282,20 +312,35 @@ def image_rng(seed: int, category: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, CATEGORIES.index(category), index])
 
 
-def render_set(n_per_category: int, size: int = 64, *, channels: int = 1, seed: int = 0,
-               noise_std: float = 4.0, categories: Sequence[str] = CATEGORIES) -> RenderedSet:
-    """Render ``n_per_category`` images of each category; image ``i`` of a category depends only on ``seed`` and ``i``."""
+def render_set(
+    n_per_category: int,
+    size: int = 64,
+    *,
+    channels: int = 1,
+    seed: int = 0,
+    noise_std: float = 4.0,
+    categories: Sequence[str] = CATEGORIES,
+) -> RenderedSet:
+    """Render ``n_per_category`` images of each category; image ``i`` of a category depends only on ``seed`` and
+    ``i``."""
     ids, cats, kinds, attachments, images = [], [], [], [], []
     parts = {p: [] for p in PARTS}
     for category in categories:
         for i in range(n_per_category):
-            scene = render_scene(category, size, channels=channels, rng=image_rng(seed, category, i), noise_std=noise_std)
+            scene = render_scene(
+                category, size, channels=channels, rng=image_rng(seed, category, i), noise_std=noise_std
+            )
             ids.append(f"{category}_{i:04d}")
             cats.append(category), kinds.append(scene.kind), attachments.append(scene.attachment)
             images.append(scene.image)
             for p in PARTS:
                 parts[p].append(scene.parts.get(p, np.zeros((size, size), dtype=bool)))
     empty = np.zeros((0, size, size), dtype=bool)
-    return RenderedSet(tuple(ids), tuple(cats), tuple(kinds), tuple(attachments),
-                       np.stack(images) if images else np.zeros((0, size, size, channels), np.uint8),
-                       {p: (np.stack(v) if v else empty) for p, v in parts.items()})
+    return RenderedSet(
+        tuple(ids),
+        tuple(cats),
+        tuple(kinds),
+        tuple(attachments),
+        np.stack(images) if images else np.zeros((0, size, size, channels), np.uint8),
+        {p: (np.stack(v) if v else empty) for p, v in parts.items()},
+    )

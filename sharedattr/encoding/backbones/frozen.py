@@ -50,8 +50,10 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
         try:
             return load_file(str(path))
         except Exception as err:  # noqa: BLE001 - a corrupt or foreign file (SafetensorError, OSError, ...)
-            raise UserError(f"cannot load weights file {path}: {type(err).__name__}: {err}. "
-                            "It must be a valid safetensors file of tensors.") from None
+            raise UserError(
+                f"cannot load weights file {path}: {type(err).__name__}: {err}. "
+                "It must be a valid safetensors file of tensors."
+            ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - refuse anything that is not plain tensors
@@ -65,8 +67,10 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
         raise UserError(f"weights file {path} does not hold a state dict (got {type(state).__name__})")
     foreign = [str(k) for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if foreign:
-        raise UserError(f"weights file {path} is not a state dict of named tensors: {', '.join(foreign[:3])} "
-                        f"{'are' if len(foreign) > 1 else 'is'} not a tensor")
+        raise UserError(
+            f"weights file {path} is not a state dict of named tensors: {', '.join(foreign[:3])} "
+            f"{'are' if len(foreign) > 1 else 'is'} not a tensor"
+        )
     return state
 
 
@@ -79,8 +83,14 @@ class FrozenBackbone(nn.Module):
     :meth:`setup`, which also probes ``latent_shape`` with one zero image.
     """
 
-    def setup(self, body: nn.Module, input_size: int | tuple[int, int], in_channels: int,
-              mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def setup(
+        self,
+        body: nn.Module,
+        input_size: int | tuple[int, int],
+        in_channels: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ) -> None:
         self.body = body.eval().requires_grad_(False)
         self.input_size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         self.in_channels = int(in_channels)
@@ -88,8 +98,10 @@ class FrozenBackbone(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         for name, values in (("mean", mean), ("std", std)):
             if len(values) not in (1, self.in_channels):
-                raise UserError(f"backbone.{name}: {len(values)} values for a network of {self.in_channels} input "
-                                f"channels; give {self.in_channels} (one per channel) or 1")
+                raise UserError(
+                    f"backbone.{name}: {len(values)} values for a network of {self.in_channels} input "
+                    f"channels; give {self.in_channels} (one per channel) or 1"
+                )
         with torch.no_grad():
             probe = torch.zeros(1, self.in_channels, *self.input_size)
             try:
@@ -97,8 +109,10 @@ class FrozenBackbone(nn.Module):
             except Exception as err:  # noqa: BLE001 - e.g. an input too small for the network's pooling
                 message = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 size = f"{self.input_size[0]}×{self.input_size[1]}"
-                raise UserError(f"backbone: the network cannot run on {size} px inputs ({type(err).__name__}: "
-                                f"{message}); choose another backbone.input_size") from None
+                raise UserError(
+                    f"backbone: the network cannot run on {size} px inputs ({type(err).__name__}: "
+                    f"{message}); choose another backbone.input_size"
+                ) from None
 
     def select(self, output: Any) -> Tensor:
         """The latents ``[B, ...]`` in the body's output (the output itself by default)."""
@@ -119,5 +133,5 @@ class FrozenBackbone(nn.Module):
         """Preprocessed images ``[B, C, H, W]`` → latents."""
         return self.select(self.body(x))
 
-    def train(self, mode: bool = True) -> "FrozenBackbone":  # frozen: always eval
+    def train(self, mode: bool = True) -> FrozenBackbone:  # frozen: always eval
         return super().train(False)

@@ -29,10 +29,10 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from sharedattr.runtime.errors import UserError, closest
+from sharedattr.encoding.backbones.frozen import MAX_INPUT_SIZE, FrozenBackbone, load_state_dict_file
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import InputPath, Params, Seed
-from sharedattr.encoding.backbones.frozen import MAX_INPUT_SIZE, FrozenBackbone, load_state_dict_file
+from sharedattr.runtime.errors import UserError, closest
 
 FORMAT = "sharedattr.insilico_cnn"
 FORMAT_VERSION = 1
@@ -70,15 +70,24 @@ class InsilicoCNN(nn.Module):
     ``block<k>.<i>.*`` and ``head.*``.
     """
 
-    def __init__(self, in_channels: int = 3, channels: Sequence[int] = (32, 64, 128, 128),
-                 convs: Sequence[int] = (2, 2, 2, 1), n_outputs: int = 4) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        channels: Sequence[int] = (32, 64, 128, 128),
+        convs: Sequence[int] = (2, 2, 2, 1),
+        n_outputs: int = 4,
+    ) -> None:
         super().__init__()
         if len(channels) != len(LAYERS) or len(convs) != len(LAYERS):
             raise ValueError(f"channels and convs need one entry per block ({len(LAYERS)})")
         if min(convs) < 1 or min(channels) < 1:
             raise ValueError("every block needs at least one convolution and one channel")
-        self.architecture = {"in_channels": int(in_channels), "channels": [int(c) for c in channels],
-                             "convs": [int(k) for k in convs], "n_outputs": int(n_outputs)}
+        self.architecture = {
+            "in_channels": int(in_channels),
+            "channels": [int(c) for c in channels],
+            "convs": [int(k) for k in convs],
+            "n_outputs": int(n_outputs),
+        }
         c = in_channels
         for name, c_out, k in zip(LAYERS, channels, convs):
             layers = conv_bn_relu(c, c_out, stride=2)
@@ -89,7 +98,7 @@ class InsilicoCNN(nn.Module):
         self.head = nn.Linear(c, n_outputs)
 
     @classmethod
-    def from_architecture(cls, architecture: Mapping[str, Any]) -> "InsilicoCNN":
+    def from_architecture(cls, architecture: Mapping[str, Any]) -> InsilicoCNN:
         return cls(**{k: architecture[k] for k in ("in_channels", "channels", "convs", "n_outputs")})
 
     def blocks(self) -> Iterator[tuple[str, nn.Module]]:
@@ -118,13 +127,17 @@ def parameter_count(module: nn.Module) -> int:
 def shipped_weights_path(name: str) -> Iterator[Path]:
     """The file of the shipped weights ``name`` (package data), as a real path while the context lasts."""
     if name not in SHIPPED_WEIGHTS:
-        raise UserError(f"backbone.weights: unknown insilico_cnn weights {name!r}; choose one of "
-                        f"{', '.join(SHIPPED_WEIGHTS)} or null")
+        raise UserError(
+            f"backbone.weights: unknown insilico_cnn weights {name!r}; choose one of "
+            f"{', '.join(SHIPPED_WEIGHTS)} or null"
+        )
     resource = importlib.resources.files(ASSET_PACKAGE).joinpath(ASSET_FOLDER, SHIPPED_WEIGHTS[name])
     if not resource.is_file():
-        raise UserError(f"the shipped insilico_cnn weights {name!r} ({SHIPPED_WEIGHTS[name]}) are missing from the "
-                        "sharedattr installation; reinstall sharedattr or retrain them with "
-                        "scripts/train_insilico_cnn.py")
+        raise UserError(
+            f"the shipped insilico_cnn weights {name!r} ({SHIPPED_WEIGHTS[name]}) are missing from the "
+            "sharedattr installation; reinstall sharedattr or retrain them with "
+            "scripts/train_insilico_cnn.py"
+        )
     with importlib.resources.as_file(resource) as path:
         yield Path(path)
 
@@ -153,17 +166,27 @@ def read_metadata(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError:
         raise UserError(f"weights file {path}: its {METADATA_KEY!r} metadata is not JSON") from None
     if metadata.get("format") != FORMAT or int(metadata.get("format_version", -1)) > FORMAT_VERSION:
-        raise UserError(f"weights file {path} has format {metadata.get('format')!r} version "
-                        f"{metadata.get('format_version')!r}; this sharedattr reads {FORMAT!r} up to version "
-                        f"{FORMAT_VERSION}")
+        raise UserError(
+            f"weights file {path} has format {metadata.get('format')!r} version "
+            f"{metadata.get('format_version')!r}; this sharedattr reads {FORMAT!r} up to version "
+            f"{FORMAT_VERSION}"
+        )
     return metadata
 
 
-def file_metadata(architecture: Mapping[str, Any], mean: Sequence[float], std: Sequence[float],
-                  **extra: Any) -> dict[str, str]:
+def file_metadata(
+    architecture: Mapping[str, Any], mean: Sequence[float], std: Sequence[float], **extra: Any
+) -> dict[str, str]:
     """The safetensors metadata of a weights file: one key holding a JSON document (bytes stay reproducible)."""
-    document = {"format": FORMAT, "format_version": FORMAT_VERSION, "architecture": dict(architecture),
-                "layers": list(LAYERS), "mean": list(mean), "std": list(std), **extra}
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": dict(architecture),
+        "layers": list(LAYERS),
+        "mean": list(mean),
+        "std": list(std),
+        **extra,
+    }
     return {METADATA_KEY: json.dumps(document, sort_keys=True)}
 
 
@@ -176,8 +199,11 @@ def load_into(net: InsilicoCNN, state: Mapping[str, Tensor], layer: str, source:
     needed = [k for k in own if k.split(".", 1)[0] in LAYERS[: LAYERS.index(layer) + 1]]
     missing = [k for k in needed if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-              for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+        for k in state
+        if k in own and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
         problems = []
         if missing:
@@ -186,10 +212,13 @@ def load_into(net: InsilicoCNN, state: Mapping[str, Tensor], layer: str, source:
             problems.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[:3]})")
         if shapes:
             problems.append(f"{len(shapes)} tensors of the wrong shape (e.g. {shapes[:2]})")
-        raise UserError(f"weights file {source} does not fit the insilico_cnn network up to {layer} "
-                        f"({net.architecture['channels']} channels): " + "; ".join(problems)
-                        + ". It needs a state dict of sharedattr.models.insilico_cnn.InsilicoCNN, "
-                        "as written by scripts/train_insilico_cnn.py.")
+        raise UserError(
+            f"weights file {source} does not fit the insilico_cnn network up to {layer} "
+            f"({net.architecture['channels']} channels): "
+            + "; ".join(problems)
+            + ". It needs a state dict of sharedattr.models.insilico_cnn.InsilicoCNN, "
+            "as written by scripts/train_insilico_cnn.py."
+        )
     with torch.no_grad():
         for key, value in state.items():
             own[key].copy_(value.to(own[key].dtype))
@@ -224,12 +253,14 @@ class InsilicoCNNParams(Params):
         "null: a random initialisation seeded by 'seed'.",
     )
     weights_file: InputPath | None = Field(
-        None, description="A local state dict of the network (.safetensors, or .pt/.pth loaded with weights_only=True), "
+        None,
+        description="A local state dict of the network (.safetensors, or .pt/.pth loaded with weights_only=True), "
         "e.g. written by scripts/train_insilico_cnn.py. Replaces 'weights'.",
     )
     seed: Seed = Field(0, description="Seed of the random initialisation (weights: null).")
     input_size: int | tuple[int, int] = Field(
-        DEFAULT_INPUT_SIZE, description="Input height and width in pixels (fully convolutional: any size works; "
+        DEFAULT_INPUT_SIZE,
+        description="Input height and width in pixels (fully convolutional: any size works; "
         "the shipped weights were trained at 64).",
     )
     mean: tuple[float, ...] | None = Field(None, description="Normalisation mean per channel (default: the weights').")
@@ -240,8 +271,11 @@ class InsilicoCNNParams(Params):
     def _known_layer(cls, value: str) -> str:
         if value not in LAYERS:
             hint = closest(value, LAYERS)
-            raise ValueError(f"unknown layer {value!r}" + (f"; did you mean {hint!r}?" if hint else "")
-                             + f" Choose one of {', '.join(LAYERS)}")
+            raise ValueError(
+                f"unknown layer {value!r}"
+                + (f"; did you mean {hint!r}?" if hint else "")
+                + f" Choose one of {', '.join(LAYERS)}"
+            )
         return value
 
     @field_validator("input_size")
@@ -277,7 +311,7 @@ class InsilicoCNNParams(Params):
         return data
 
     @model_validator(mode="after")
-    def _one_weights_source(self) -> "InsilicoCNNParams":
+    def _one_weights_source(self) -> InsilicoCNNParams:
         if self.weights is not None and self.weights_file is not None:
             raise ValueError("give 'weights' (shipped weights) or 'weights_file' (a local file), not both")
         return self

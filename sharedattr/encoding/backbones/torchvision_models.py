@@ -41,8 +41,12 @@ class TorchvisionParams(Params):
     input_size: int | tuple[int, int] | None = Field(
         None, description="Input height and width in pixels. Default: the weights' crop size, else 224."
     )
-    mean: tuple[float, ...] | None = Field(None, description="Normalisation mean per channel (default: weights' or ImageNet).")
-    std: tuple[float, ...] | None = Field(None, description="Normalisation std per channel (default: weights' or ImageNet).")
+    mean: tuple[float, ...] | None = Field(
+        None, description="Normalisation mean per channel (default: weights' or ImageNet)."
+    )
+    std: tuple[float, ...] | None = Field(
+        None, description="Normalisation std per channel (default: weights' or ImageNet)."
+    )
 
     @field_validator("model")
     @classmethod
@@ -52,16 +56,14 @@ class TorchvisionParams(Params):
         names = torchvision.models.list_models()
         if value not in names:
             hint = closest(value, names)
-            raise ValueError(
-                f"unknown torchvision model {value!r}" + (f"; did you mean {hint!r}?" if hint else "")
-            )
+            raise ValueError(f"unknown torchvision model {value!r}" + (f"; did you mean {hint!r}?" if hint else ""))
         return value
 
     _input_size = field_validator("input_size")(check_input_size)
     _normalisation = field_validator("mean", "std")(check_normalisation)
 
     @model_validator(mode="after")
-    def _one_weights_source(self) -> "TorchvisionParams":
+    def _one_weights_source(self) -> TorchvisionParams:
         if self.weights is not None and self.weights_file is not None:
             raise ValueError("give 'weights' (torchvision enum) or 'weights_file' (local file), not both")
         return self
@@ -142,12 +144,14 @@ class TorchvisionBackbone(FrozenBackbone):
             try:
                 missing, unexpected = net.load_state_dict(load_state_dict_file(weights_file), strict=False)
             except RuntimeError as err:  # e.g. tensors of the wrong shape
-                raise UserError(f"weights file {weights_file} does not fit torchvision {model}: "
-                                f"{str(err).strip()[:600]}") from None
+                raise UserError(
+                    f"weights file {weights_file} does not fit torchvision {model}: {str(err).strip()[:600]}"
+                ) from None
             if missing or unexpected:
                 raise UserError(
                     f"weights file {weights_file} does not fit torchvision {model}: "
-                    f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+                    f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+                    f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
                 )
         net.eval()
         nodes = get_graph_node_names(net)[1]

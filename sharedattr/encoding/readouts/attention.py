@@ -22,8 +22,8 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.encoding.readouts.training import TrainedReadout, TrainedReadoutParams, l1_penalty
+from sharedattr.plugins.hookspecs import hookimpl
 
 
 class AttentionParams(TrainedReadoutParams):
@@ -83,7 +83,8 @@ class AttentionReadout(TrainedReadout):
         self.features = nn.Parameter(torch.randn(n_neurons, d) / math.sqrt(d))
 
     def attention(self, latents: Tensor) -> tuple[Tensor, Tensor]:
-        """Attention weights ``a`` ``[B, N, S]`` (summing to 1 over the ``S = HW`` pixels) and values ``v`` ``[B, S, d]``."""
+        """Attention weights ``a`` ``[B, N, S]`` (summing to 1 over the ``S = HW`` pixels) and values ``v``
+        ``[B, S, d]``."""
         x = self.spatial(latents)
         tokens = torch.cat([x.flatten(2).transpose(1, 2), self.position.expand(x.shape[0], -1, -1)], dim=2)
         scores = torch.einsum("bsd,nd->bns", self.key(tokens), self.queries) / self.hparams.temperature
@@ -110,5 +111,6 @@ def register_readouts(register):
         "attention",
         AttentionReadout,
         params=AttentionParams,
-        description="EGG's V4 readout: per-neuron query attends over positional-encoded latents; SGD, L1 features/queries.",
+        description="EGG's V4 readout: per-neuron query attends over positional-encoded latents; SGD, "
+        "L1 features/queries.",
     )

@@ -15,14 +15,16 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.encoding.readouts.training import TrainedReadout, TrainedReadoutParams, l1_penalty
+from sharedattr.plugins.hookspecs import hookimpl
 
 
 class FactorizedParams(TrainedReadoutParams):
     """Params of the ``factorized`` readout."""
 
-    l1_mask: float = Field(1e-3, ge=0, description="L1 penalty on each neuron's spatial mask (sparse receptive fields).")
+    l1_mask: float = Field(
+        1e-3, ge=0, description="L1 penalty on each neuron's spatial mask (sparse receptive fields)."
+    )
     l1_features: float = Field(1e-3, ge=0, description="L1 penalty on each neuron's feature vector (few channels).")
 
 

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.encoding.readouts.training import TrainedReadout, TrainedReadoutParams, l1_penalty
+from sharedattr.plugins.hookspecs import hookimpl
 
 
 class Gaussian2dParams(TrainedReadoutParams):
@@ -69,7 +69,7 @@ class Gaussian2dReadout(TrainedReadout):
         self.sigma = nn.Parameter(torch.full((n_neurons,), self.hparams.init_sigma))
         self.features = nn.Parameter(torch.randn(n_neurons, c) / math.sqrt(c))
 
-    def fit(self, latents: Tensor, responses: Tensor) -> "Gaussian2dReadout":
+    def fit(self, latents: Tensor, responses: Tensor) -> Gaussian2dReadout:
         """Train (see :meth:`TrainedReadout.fit`), then clamp ``μ`` to [-1, 1]², where eval already reads it."""
         super().fit(latents, responses)
         with torch.no_grad():
@@ -93,7 +93,8 @@ class Gaussian2dReadout(TrainedReadout):
         super().init_from_data(latents, responses)
 
     def locations(self, batch_size: int) -> Tensor:
-        """Readout points ``[B, N, 2]``: ``μ`` in eval mode, ``μ + σ·ε`` (ε ~ N(0, I)) in training; clamped to [-1, 1]."""
+        """Readout points ``[B, N, 2]``: ``μ`` in eval mode, ``μ + σ·ε`` (ε ~ N(0, I)) in training; clamped to
+        [-1, 1]."""
         loc = self.mu.expand(batch_size, -1, -1)
         if self.training:
             loc = loc + self.sigma[:, None] * torch.randn_like(loc)
@@ -121,5 +122,6 @@ def register_readouts(register):
         "gaussian2d",
         Gaussian2dReadout,
         params=Gaussian2dParams,
-        description="Latents read at one learned location per neuron (Gaussian-jittered while training); SGD, L1 features.",
+        description="Latents read at one learned location per neuron (Gaussian-jittered while training); SGD, "
+        "L1 features.",
     )

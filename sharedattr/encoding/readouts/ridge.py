@@ -14,9 +14,9 @@ from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from sharedattr.data.responses import require_measured_neurons
-from sharedattr.runtime.errors import UserError
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Params, Seed
+from sharedattr.runtime.errors import UserError
 
 DEFAULT_ALPHAS = tuple(10.0**k for k in range(-2, 9))
 
@@ -26,8 +26,9 @@ class RidgeParams(Params):
 
     alphas: tuple[float, ...] = Field(DEFAULT_ALPHAS, min_length=1, description="Penalty grid searched per neuron.")
     cv: Literal["kfold", "loo"] = Field(
-        "kfold", description="How each neuron's penalty is chosen: kfold (k-fold CV with 'folds') or loo (exact "
-        "efficient leave-one-out from one eigendecomposition; the choice of scikit-learn's RidgeCV)."
+        "kfold",
+        description="How each neuron's penalty is chosen: kfold (k-fold CV with 'folds') or loo (exact "
+        "efficient leave-one-out from one eigendecomposition; the choice of scikit-learn's RidgeCV).",
     )
     folds: int = Field(5, ge=2, description="Cross-validation folds for the penalty choice (cv = kfold).")
     pooling: Literal["none", "avg", "max"] = Field(
@@ -47,10 +48,12 @@ class RidgeParams(Params):
         return tuple(sorted(value))
 
     @model_validator(mode="after")
-    def _loo_without_pca(self) -> "RidgeParams":
+    def _loo_without_pca(self) -> RidgeParams:
         if self.cv == "loo" and self.pca is not None:
-            raise ValueError("cv = 'loo' cannot be combined with pca (the components would be refitted per left-out "
-                             "image); use cv = 'kfold'")
+            raise ValueError(
+                "cv = 'loo' cannot be combined with pca (the components would be refitted per left-out "
+                "image); use cv = 'kfold'"
+            )
         return self
 
 
@@ -115,8 +118,9 @@ def _centre_gram(g_rows: Tensor, g_train: Tensor) -> Tensor:
     return g_rows - g_rows.mean(1, keepdim=True) - col[None, :] + col.mean()
 
 
-def _loo_sse(spectrum: _Spectrum, alphas: Tensor, ones_proj: Tensor | None,
-             primal: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def _loo_sse(
+    spectrum: _Spectrum, alphas: Tensor, ones_proj: Tensor | None, primal: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """Leave-one-out squared error ``[A, N]`` of every penalty and neuron, from the full-data spectrum.
 
     The exact efficient form of linear smoothers (as scikit-learn's ``RidgeCV`` computes it):
@@ -150,8 +154,14 @@ def _loo_sse(spectrum: _Spectrum, alphas: Tensor, ones_proj: Tensor | None,
 
 
 def ridge_cv(
-    x: Tensor, y: Tensor, alphas: Tensor, folds: int, fit_intercept: bool, generator: torch.Generator,
-    pca: int | None = None, cv: Literal["kfold", "loo"] = "kfold",
+    x: Tensor,
+    y: Tensor,
+    alphas: Tensor,
+    folds: int,
+    fit_intercept: bool,
+    generator: torch.Generator,
+    pca: int | None = None,
+    cv: Literal["kfold", "loo"] = "kfold",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Fit ridge for all neurons at once. ``x [n, D]``, ``y [n, N]`` (no NaN) → ``W [N, D]``, ``b [N]``, ``α [N]``.
 
@@ -195,8 +205,16 @@ def ridge_cv(
     return coef.T.contiguous(), ym - xm @ coef, alpha  # ties: the smallest penalty wins, since alphas are sorted
 
 
-def _kfold_sse(x: Tensor, y: Tensor, gram: Tensor | None, alphas: Tensor, folds: int, fit_intercept: bool,
-               generator: torch.Generator, pca: int | None) -> Tensor:
+def _kfold_sse(
+    x: Tensor,
+    y: Tensor,
+    gram: Tensor | None,
+    alphas: Tensor,
+    folds: int,
+    fit_intercept: bool,
+    generator: torch.Generator,
+    pca: int | None,
+) -> Tensor:
     """k-fold cross-validated squared error ``[A, N]`` per penalty and neuron (``gram``: ``x xᵀ``, dual form)."""
     n, d = x.shape
     fold_of = torch.randperm(n, generator=generator) % folds
@@ -260,7 +278,7 @@ class RidgeReadout(nn.Module):
             latents = latents.amax(dim=(2, 3))
         return latents.flatten(1)
 
-    def fit(self, latents: Tensor, responses: Tensor) -> "RidgeReadout":
+    def fit(self, latents: Tensor, responses: Tensor) -> RidgeReadout:
         """Fit all neurons. NaN responses are left out per neuron (neurons sharing a NaN pattern share one fit)."""
         x = self.features(latents).detach().to(torch.float64).cpu()
         y = responses.detach().to(torch.float64).cpu()
@@ -279,9 +297,14 @@ class RidgeReadout(nn.Module):
             generator = torch.Generator().manual_seed(self.seed)
             everything = bool(pattern.all())  # the usual case: no copy of x
             w, b, a = ridge_cv(
-                x if everything else x[pattern], (y if everything else y[pattern])[:, cols],
+                x if everything else x[pattern],
+                (y if everything else y[pattern])[:, cols],
                 torch.tensor(self.alphas, dtype=torch.float64),
-                self.folds, self.fit_intercept, generator, self.pca, self.cv,
+                self.folds,
+                self.fit_intercept,
+                generator,
+                self.pca,
+                self.cv,
             )
             weight[cols], bias[cols], alpha[cols] = w, b, a
         self._weight = weight.to(torch.float32)

@@ -26,10 +26,10 @@ from pydantic import Field, ValidationError
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sharedattr.encoding.scores import pearson_columns
 from sharedattr.data.responses import require_measured_neurons
-from sharedattr.runtime.errors import SpecError, UserError
+from sharedattr.encoding.scores import pearson_columns
 from sharedattr.plugins.params import Params, Seed, issues_from_validation
+from sharedattr.runtime.errors import SpecError, UserError
 
 
 class TrainingParams(Params):
@@ -37,7 +37,9 @@ class TrainingParams(Params):
 
     lr: float = Field(2e-2, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(
-        0.0, ge=0, description="AdamW decoupled weight decay (not applied to biases, nor to Gaussian locations and stds)."
+        0.0,
+        ge=0,
+        description="AdamW decoupled weight decay (not applied to biases, nor to Gaussian locations and stds).",
     )
     batch_size: int = Field(128, ge=1, description="Images per mini-batch.")
     max_epochs: int = Field(200, ge=1, description="Upper bound on training epochs.")
@@ -110,7 +112,9 @@ class TrainingHistory:
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global RNG (and ``device``'s, for CUDA) inside the block; restore it afterwards."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
@@ -246,8 +250,10 @@ class TrainedReadout(nn.Module, abc.ABC):
         self._bias = nn.Parameter(torch.zeros(n_neurons))
 
     def _spatial_message(self, dim: int) -> str:
-        return (f"the {self.readout_name} readout needs spatial latents [B, C, H, W]; got {dim}-D latents "
-                "(cut the backbone at a convolutional layer, or use the ridge readout)")
+        return (
+            f"the {self.readout_name} readout needs spatial latents [B, C, H, W]; got {dim}-D latents "
+            "(cut the backbone at a convolutional layer, or use the ridge readout)"
+        )
 
     def _fitted(self, value: Any) -> Any:
         """``value`` (a parameter or the latent shape), or a clear error while it is still unset."""
@@ -260,8 +266,10 @@ class TrainedReadout(nn.Module, abc.ABC):
         if latents.dim() != 4:
             raise UserError(self._spatial_message(latents.dim()))
         if tuple(latents.shape[1:]) != self._fitted(self.latent_shape):
-            raise UserError(f"the {self.readout_name} readout was fitted to latents {list(self.latent_shape)}; "
-                            f"got {list(latents.shape[1:])}")
+            raise UserError(
+                f"the {self.readout_name} readout was fitted to latents {list(self.latent_shape)}; "
+                f"got {list(latents.shape[1:])}"
+            )
         return latents
 
     @abc.abstractmethod
@@ -297,15 +305,17 @@ class TrainedReadout(nn.Module, abc.ABC):
         """Latents ``[B, C, H, W]`` → responses ``[B, N]``."""
         return self.nonlinearity(self.preactivation(latents))
 
-    def fit(self, latents: Tensor, responses: Tensor) -> "TrainedReadout":
+    def fit(self, latents: Tensor, responses: Tensor) -> TrainedReadout:
         """Initialise, then train in place on latents ``[S, C, H, W]`` and responses ``[S, N]`` (NaN = missing)."""
         if latents.dim() != 4:
             raise UserError(self._spatial_message(latents.dim()))
         x = latents.detach().float()
         y = responses.detach().float().to(x.device)
         if y.dim() != 2 or y.shape[0] != x.shape[0]:
-            raise UserError(f"{self.readout_name} readout: responses must be [S, N] with S = {x.shape[0]} images; "
-                            f"got {list(y.shape)}")
+            raise UserError(
+                f"{self.readout_name} readout: responses must be [S, N] with S = {x.shape[0]} images; "
+                f"got {list(y.shape)}"
+            )
         require_measured_neurons(y, f"{self.readout_name} readout")
         with seeded(self.hparams.seed, x.device):
             self.initialize(tuple(x.shape[1:]), y.shape[1])
@@ -324,4 +334,3 @@ class TrainedReadout(nn.Module, abc.ABC):
         self._bias.zero_()
         drive = torch.cat([self.preactivation(chunk) for chunk in latents.split(self.hparams.batch_size)]).mean(0)
         self._bias.copy_(self._inverse_nonlinearity(torch.nanmean(responses, 0)) - drive)
-

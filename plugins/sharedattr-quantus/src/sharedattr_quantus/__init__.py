@@ -133,7 +133,7 @@ class RelevanceMassParams(Params):
     relevance: Literal["positive", "absolute", "signed"] = Field(
         "positive",
         description="Relevance counted: 'positive' (maps clipped at 0 before Quantus, as sharedattr's default), "
-                    "'absolute' (Quantus abs=True) or 'signed' (Quantus' own default: the raw map).",
+        "'absolute' (Quantus abs=True) or 'signed' (Quantus' own default: the raw map).",
     )
 
 
@@ -214,8 +214,13 @@ class FaithfulnessCorrelation(QuantusMetric):
         self.n_runs, self.subset_size, self.baseline, self.seed = n_runs, subset_size, baseline, seed
 
     def options(self) -> dict[str, Any]:
-        return {"abs": False, "nr_runs": self.n_runs, "subset_size": self.subset_size,
-                "perturb_baseline": self.baseline, "return_aggregate": False}
+        return {
+            "abs": False,
+            "nr_runs": self.n_runs,
+            "subset_size": self.subset_size,
+            "perturb_baseline": self.baseline,
+            "return_aggregate": False,
+        }
 
     def run(self, batch: AttributionBatch) -> np.ndarray:
         state = np.random.get_state()
@@ -228,12 +233,26 @@ class FaithfulnessCorrelation(QuantusMetric):
 
 @hookimpl
 def register_metrics(register):
-    register("quantus_pointing_game", PointingGame,
-             description="Quantus PointingGame: 1 if the map's maximum (any tied one) is inside the mask.")
-    register("quantus_relevance_mass", RelevanceMass, params=RelevanceMassParams,
-             description="Quantus RelevanceMassAccuracy: relevance inside the mask / total relevance.")
-    register("quantus_relevance_rank", RelevanceRank,
-             description="Quantus RelevanceRankAccuracy: share of the top-|mask| pixels inside the mask.")
+    register(
+        "quantus_pointing_game",
+        PointingGame,
+        description="Quantus PointingGame: 1 if the map's maximum (any tied one) is inside the mask.",
+    )
+    register(
+        "quantus_relevance_mass",
+        RelevanceMass,
+        params=RelevanceMassParams,
+        description="Quantus RelevanceMassAccuracy: relevance inside the mask / total relevance.",
+    )
+    register(
+        "quantus_relevance_rank",
+        RelevanceRank,
+        description="Quantus RelevanceRankAccuracy: share of the top-|mask| pixels inside the mask.",
+    )
     register("quantus_sparseness", Sparseness, description="Quantus Sparseness: the Gini index of |map|.")
-    register("quantus_faithfulness_correlation", FaithfulnessCorrelation, params=FaithfulnessCorrelationParams,
-             description="Quantus FaithfulnessCorrelation on the neuron's response (feature subsets, not pixels).")
+    register(
+        "quantus_faithfulness_correlation",
+        FaithfulnessCorrelation,
+        params=FaithfulnessCorrelationParams,
+        description="Quantus FaithfulnessCorrelation on the neuron's response (feature subsets, not pixels).",
+    )

@@ -22,7 +22,9 @@ class TimmParams(Params):
     model: str = Field(description="A timm model name, e.g. 'resnet50', 'convnext_tiny', 'vit_small_patch16_224'.")
     stage: int = Field(-1, description="Feature stage to cut at (timm features_only out_indices); -1 = the last.")
     pretrained: bool = Field(False, description="Load timm's pretrained weights (downloads unless cached).")
-    weights_file: InputPath | None = Field(None, description="A local state dict (.safetensors, or .pt with weights_only).")
+    weights_file: InputPath | None = Field(
+        None, description="A local state dict (.safetensors, or .pt with weights_only)."
+    )
     seed: int = Field(0, description="Seed of the random initialisation.")
     in_chans: int = Field(3, ge=1, description="Input channels.")
     input_size: int | None = Field(None, ge=8, description="Input height and width (default: the model's own).")
@@ -42,8 +44,16 @@ class TimmParams(Params):
 class TimmBackbone(FrozenBackbone):
     """A timm network cut at one feature stage: preprocessed images ``[B, C, H, W]`` → ``[B, C', H', W']``."""
 
-    def __init__(self, model: str, stage: int = -1, pretrained: bool = False, weights_file: Path | None = None,
-                 seed: int = 0, in_chans: int = 3, input_size: int | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        stage: int = -1,
+        pretrained: bool = False,
+        weights_file: Path | None = None,
+        seed: int = 0,
+        in_chans: int = 3,
+        input_size: int | None = None,
+    ) -> None:
         super().__init__()
         import timm
         from timm.data import resolve_data_config
@@ -66,7 +76,9 @@ class TimmBackbone(FrozenBackbone):
         body = timm.create_model(model, pretrained=False, features_only=True, out_indices=(index,), in_chans=in_chans)
         missing = body.load_state_dict(full.state_dict(), strict=False)
         if missing.missing_keys:
-            raise UserError(f"timm {model}: feature extractor does not match the model's weights ({missing.missing_keys[:3]})")
+            raise UserError(
+                f"timm {model}: feature extractor does not match the model's weights ({missing.missing_keys[:3]})"
+            )
         config = resolve_data_config({}, model=full)
         mean, std = config["mean"], config["std"]
         if len(mean) != in_chans:
@@ -79,5 +91,9 @@ class TimmBackbone(FrozenBackbone):
 
 @hookimpl
 def register_backbones(register):
-    register("timm", TimmBackbone, params=TimmParams,
-             description="Any timm model cut at a feature stage (plugin sharedattr-timm).")
+    register(
+        "timm",
+        TimmBackbone,
+        params=TimmParams,
+        description="Any timm model cut at a feature stage (plugin sharedattr-timm).",
+    )
