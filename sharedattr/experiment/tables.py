@@ -80,45 +80,44 @@ def tidy_rows(
     """One row per pair × method × image × metric (the tidy results table)."""
     rows = []
     for (method, metric, which), values in explained.scores.items():
+        higher = explained.higher_is_better[metric]
         for p, v in zip(pairs, values.tolist()):
             rows.append(
                 {
-                    "neuron": neuron_ids[p.neuron],
-                    "driver": stimulus_ids[p.driver],
-                    "driver_category": categories[p.driver],
-                    "reference": stimulus_ids[p.reference],
-                    "rank": p.rank,
-                    "similarity": p.similarity,
+                    **pair_row(p, neuron_ids, stimulus_ids, categories),
                     "method": method,
                     "image": which,
                     "metric": metric,
                     "value": v,
-                    "higher_is_better": explained.higher_is_better[metric],
+                    "higher_is_better": higher,
                 }
             )
     return rows
+
+
+def pair_row(
+    pair: Pair, neuron_ids: Sequence[str], stimulus_ids: Sequence[str], categories: Sequence[str]
+) -> dict[str, Any]:
+    """The columns that name a pair: its neuron, driver (and category), reference, rank and similarity."""
+    return {
+        "neuron": neuron_ids[pair.neuron],
+        "driver": stimulus_ids[pair.driver],
+        "driver_category": categories[pair.driver],
+        "reference": stimulus_ids[pair.reference],
+        "rank": pair.rank,
+        "similarity": pair.similarity,
+    }
 
 
 def write_pairs(
     path: Path, pairs: list[Pair], drive: Tensor, neuron_ids: list[str], stimulus_ids: list[str], categories: list[str]
 ) -> None:
     """``pairs.csv``: one row per (neuron, driver, reference), with the similarity and the driver's response."""
-    atomic_write_csv(
-        path,
-        (
-            {
-                "neuron": neuron_ids[p.neuron],
-                "driver": stimulus_ids[p.driver],
-                "driver_category": categories[p.driver],
-                "reference": stimulus_ids[p.reference],
-                "rank": p.rank,
-                "similarity": p.similarity,
-                "driver_response": float(drive[p.driver, p.neuron]),
-            }
-            for p in pairs
-        ),
-        PAIR_COLUMNS,
+    rows = (
+        {**pair_row(p, neuron_ids, stimulus_ids, categories), "driver_response": float(drive[p.driver, p.neuron])}
+        for p in pairs
     )
+    atomic_write_csv(path, rows, PAIR_COLUMNS)
 
 
 def write_table(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
