@@ -7,7 +7,7 @@ Renders a seeded stimulus set, simulates part-tuned neurons (limbs, head, body, 
 ``--neurons-per-kind`` jittered variants each), fits the readout on the chosen backbone, picks
 each neuron's strongest out-of-category drivers and their best-matching bodies, and runs
 ``parallel_backprop`` next to the Captum baselines through the normal pipeline
-(:func:`sharedattr.pipeline.run_experiment`). Localisation is scored against the neuron's parts
+(:func:`sharedattr.experiment.run.run_experiment`). Localisation is scored against the neuron's parts
 that *both* images of a pair contain (``data.neuron_parts``), on the driver and on the
 reference. Prints a markdown table and appends it, with the command and machine info, to
 docs/benchmarks.md.

@@ -3,14 +3,14 @@
     uv run python benchmarks/run.py [--backbone resnet50 --size 224 --items 8] [--no-write]
     uv run python benchmarks/run.py --only attribution,matching --items 4   # a subset, smaller
 
-1. *Parallel backprop throughput*: :class:`~sharedattr.methods.parallel_backprop.ParallelBackprop`
+1. *Parallel backprop throughput*: :class:`~sharedattr.attribution.parallel_backprop.ParallelBackprop`
    on B (neuron, pair) items (2B images) against the physical floor, one bare batched
    forward + backward of the same backbone + readout on the same 2B images (goal ≥ 0.8× its
    rate); against a per-item loop (goal ≥ 5×); and against Captum ``IntegratedGradients``
    (``n_steps = 50``) on the driver and the reference (reported). On a real-size torchvision
    backbone (random weights; ``--backbone``, ``--layer``, ``--size``) and on the shipped
    ``insilico_cnn`` (64 px), where Python overhead matters most.
-2. *Matching*: :func:`sharedattr.matching.match_drivers` (cosine) for G neurons × Q drivers
+2. *Matching*: :func:`sharedattr.selection.matching.match_drivers` (cosine) for G neurons × Q drivers
    × K candidates at D dimensions, its GFLOP/s (2·G·Q·K·D per run) against a bare
    ``torch.bmm`` of the same shapes (goal ≥ 0.8×), and a check that its matches equal the
    generic path's (contributions formed, ``similarity`` called).

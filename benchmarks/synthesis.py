@@ -7,7 +7,7 @@ body, head∧limbs, shape), fits the "train" model (shipped ``insilico_cnn`` blo
 and the evaluators: the same architecture fitted on other data splits ("val") and other
 layers/readouts of the network ("cross"). Gradient ascent (AdamW, blurred gradients,
 fixed norm) and EGG (the shipped diffusion prior, DDPM and DDIM, several guidance scales) synthesise
-for every neuron through :func:`sharedattr.synthesis.runner.synthesize_experiment`. Both are
+for every neuron through :func:`sharedattr.experiment.synthesize.synthesize_experiment`. Both are
 held to the same contrast: the norm ‖x − 0.5‖₂ of the model's input is fixed to the mean
 norm of the natural stimuli. Activations are relative to each evaluator's prediction for the
 neuron's best natural image. Compute: wall time and calls per neuron, and the gradient-ascent

@@ -9,7 +9,7 @@ Writes a ``DDPMPipeline`` folder (``model_index.json``, ``unet/config.json``,
 ``prior.json`` (UNet config, training config and seeds, loss curve, sample quality against real
 stimuli, sha256 of the weights, versions, wall time) into ``--out``, replacing it whole
 (written to a temporary folder, then renamed). The defaults are
-:class:`sharedattr.synthesis.prior_training.PriorTrainConfig`. The shipped prior took 1115 s on
+:class:`trainers.diffusion_prior.PriorTrainConfig`. The shipped prior took 1115 s on
 2 CPU cores (``--threads 2``); on cores shared with other processes, ``OMP_WAIT_POLICY=PASSIVE``
 keeps torch's threads from spinning (it changes no result).
 """

@@ -7,7 +7,7 @@
 Writes ``insilico_cnn.safetensors`` (float32 state dict of the network: blocks and head) and
 ``insilico_cnn.json`` (architecture, training config and seeds, normalisation, test-set specs
 and accuracies, sha256 of the weights, versions, wall time) atomically into ``--out``. The
-defaults are :class:`sharedattr.models.insilico_training.TrainConfig`.
+defaults are :class:`trainers.insilico_cnn.TrainConfig`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ The model is a small unconditional ``diffusers.UNet2DModel`` (grayscale, 32 × 3
 GroupNorm with 8 groups; 686,769 parameters, 2.8 MB float32) trained with the standard epsilon-prediction DDPM loss
 (MSE on the noise, 1000 linear-beta timesteps) and AdamW (warm-up then cosine decay, gradient
 clipping); the weights shipped are an exponential moving average. Data: freshly rendered
-in-silico stimuli (:func:`sharedattr.insilico.render.render_set`, bodies and objects 50/50,
+in-silico stimuli (:func:`sharedattr.data.insilico.render.render_set`, bodies and objects 50/50,
 grayscale) drawn at 64 px and averaged 2 × 2 down to 32 px (anti-aliased), scaled to
 ``[-1, 1]``, mirrored at random. 32 px rather than the stimuli's 64 px because a training step
 at 64 px costs about 3 × more on the CPU, which would leave too few steps in the

@@ -3,7 +3,7 @@
 ``scripts/train_insilico_cnn.py`` runs :func:`train` with the default :class:`TrainConfig`
 and :func:`save` writes ``sharedattr/assets/insilico_cnn.safetensors`` and its record
 ``insilico_cnn.json``. The task is multi-label: for each part of
-:data:`~sharedattr.insilico.render.PARTS`, is it visible in the image
+:data:`~sharedattr.data.insilico.render.PARTS`, is it visible in the image
 (:func:`part_presence`)? Training and test sets are rendered in memory with different
 seeds; every image of a set depends only on its spec (:class:`SetSpec`), so the record
 names the test sets exactly and anyone can re-render them.

@@ -7,7 +7,7 @@ them), so it can be used exactly like Captum's own classes. Inputs are images
 int or a ``[B]`` tensor); attributions have the inputs' shape (Grad-CAM: ``[B, 1, H, W]``).
 
 Methods that hook ReLU (or other nonlinearity) modules run on a private
-:func:`~sharedattr.methods.hook_safety.hook_safe_copy` of the model, so in-place and reused
+:func:`~sharedattr.attribution.hook_safety.hook_safe_copy` of the model, so in-place and reused
 activations of torchvision networks are handled; functional ``F.relu`` calls outside FX
 graphs stay invisible to those hooks. Any method but ``gradient_shap`` and ``smoothgrad`` takes
 ``noise_tunnel``: Captum's NoiseTunnel (SmoothGrad, SmoothGrad², VarGrad) around it.

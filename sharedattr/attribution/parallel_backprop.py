@@ -21,10 +21,10 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
-from captum.attr import Attribution
 from pydantic import Field
 from torch import Tensor, nn
 
+from sharedattr.plugins.contracts import PairwiseAttribution
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Params
 
@@ -162,14 +162,13 @@ class ParallelBackpropParams(Params):
     )
 
 
-class ParallelBackprop(Attribution):
+class ParallelBackprop(PairwiseAttribution):
     """Parallel backpropagation of a driver/reference pair through their shared latent features.
 
     ``model`` is an encoding model (images ``[B, C, H, W]`` in [0, 1] → ``[B, N]``) with
     ``latents(images)`` and a readout meeting ``r_n = φ(⟨w_n, z_n(x)⟩ + b_n)``.
     """
 
-    pairwise: ClassVar[bool] = True
     batch_invariant: ClassVar[bool] = True
 
     def __init__(

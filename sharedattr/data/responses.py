@@ -22,7 +22,7 @@ Values: missing ones are NaN (in CSV an empty cell, ``nan``, ``NaN`` or ``NA``) 
 out per neuron. These are errors: infinite values; magnitudes above :data:`MAX_ABS_RESPONSE`
 (1e15, which keeps every float32 sum of squares in fitting, scoring and attribution finite;
 rescale such data, e.g. to spikes/s or z-scores); a neuron without any valid value. A
-constant neuron loads (see :func:`sharedattr.fitting.fit_readout` for how it is scored).
+constant neuron loads (see :func:`sharedattr.encoding.fit.fit_readout` for how it is scored).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def load_responses(
 ) -> Responses:
     """Load and check recorded responses from a ``.csv``, ``.npy`` (with ``ids_path``) or ``.nc`` file.
 
-    Raises :class:`~sharedattr.errors.MissingFileError` for a missing file and
+    Raises :class:`~sharedattr.runtime.errors.MissingFileError` for a missing file and
     :class:`~sharedattr.data.stimuli.DataError` listing every problem in its content.
     ``ids_path`` and ``neuron_ids_path`` apply to ``.npy`` only.
     """
@@ -423,7 +423,8 @@ def _checked(
 
 
 def require_measured_neurons(responses: Tensor, who: str) -> None:
-    """Raise :class:`~sharedattr.errors.UserError` naming every neuron (column of ``[S, N]``) that is all NaN."""
+    """Raise :class:`~sharedattr.runtime.errors.UserError` naming every neuron (column of ``[S, N]``) that is all
+    NaN."""
     empty = torch.isnan(responses).all(0).nonzero().squeeze(1).tolist()
     if empty:
         raise UserError(f"{who}: neuron(s) {empty} have no valid (non-NaN) response")

@@ -60,7 +60,7 @@ def pearson(predicted: Tensor, measured: Tensor) -> Tensor:
 def held_out_r(predicted: Tensor, measured: Tensor) -> tuple[Tensor, list[str | None]]:
     """Pearson r per neuron ``[S, N]`` → ``[N]`` float32, and per neuron why r is undefined (None where it is not).
 
-    Computed in float64 (:func:`~sharedattr.components.pearson_columns`), so it is the same for
+    Computed in float64 (:func:`~sharedattr.encoding.scores.pearson_columns`), so it is the same for
     responses in any units (1e-30 or 1e15) and neither overflows nor underflows. NaN
     rows are left out per neuron. Where r is undefined, because the measured or the predicted
     column is constant or fewer than two stimuli remain, r is 0 and the note says why.

@@ -1,7 +1,7 @@
 """``sharedattr demo``: the whole method on in-silico neurons with known ground truth, offline, in minutes.
 
 It renders a seeded stimulus set of bodies and objects with part masks
-(:mod:`sharedattr.insilico`), simulates neurons tuned to body parts, and writes them as a
+(:mod:`sharedattr.data.insilico`), simulates neurons tuned to body parts, and writes them as a
 normal stimulus set, responses CSV, ground-truth ``neuron_parts.json`` and a TOML config.
 That config is then run exactly as ``sharedattr run`` would: the readouts are fitted on the
 shipped ``insilico_cnn`` backbone, each body neuron's strongest object drivers are matched to

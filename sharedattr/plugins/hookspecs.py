@@ -46,7 +46,7 @@ KINDS: dict[str, str] = {
 def register_backbones(register: Register) -> None:
     """Register backbones: frozen networks cut at a layer.
 
-    ``factory(**params)`` returns a :class:`sharedattr.components.Backbone`: a frozen,
+    ``factory(**params)`` returns a :class:`sharedattr.plugins.contracts.Backbone`: a frozen,
     eval-mode ``nn.Module`` mapping preprocessed images ``[B, C, H, W]`` to latents
     ``[B, C', H', W']`` (or ``[B, D]``). It exposes ``preprocess(images)`` (float images
     in [0, 1] ``[B, C, H, W]`` → the network's normalised input), ``input_size`` ``(H, W)``,
@@ -58,7 +58,7 @@ def register_backbones(register: Register) -> None:
 def register_readouts(register: Register) -> None:
     """Register readouts: per-neuron maps from latents to responses ``[B, N]``.
 
-    ``factory(**params)`` returns a :class:`sharedattr.components.Readout`, an
+    ``factory(**params)`` returns a :class:`sharedattr.plugins.contracts.Readout`, an
     ``nn.Module``. ``initialize(latent_shape, n_neurons)`` allocates its parameters (so a
     saved ``state_dict`` can be loaded); after ``fit(latents, responses)`` (which
     initializes, then fits in place) it meets the linear contract
@@ -71,9 +71,9 @@ def register_readouts(register: Register) -> None:
 def register_matchers(register: Register) -> None:
     """Register matching metrics (similarities between contribution vectors).
 
-    ``factory(**params)`` returns a :class:`sharedattr.components.Matcher` whose
+    ``factory(**params)`` returns a :class:`sharedattr.plugins.contracts.Matcher` whose
     ``similarity(a [..., Q, D], b [..., K, D]) -> [..., Q, K]`` is higher for more
-    similar vectors; :func:`sharedattr.methods.matchers.match_references` turns it into
+    similar vectors; :func:`sharedattr.plugins.contracts.match_references` turns it into
     the top-k references.
     """
 
@@ -85,8 +85,9 @@ def register_methods(register: Register) -> None:
     ``factory(model, **params)`` receives the encoding model (images ``[B, C, H, W]`` →
     responses ``[B, N]``) and returns an object with Captum's interface:
     ``attribute(inputs, target=..., **kwargs)``. Methods that explain a pair of images
-    (out-of-category driver, reference) set ``pairwise = True`` and take
-    ``inputs=(x_ooc, x_ref)``.
+    (out-of-category driver, reference) subclass
+    :class:`sharedattr.plugins.contracts.PairwiseAttribution` (or declare ``pairwise = True``) and
+    take ``inputs=(x_ooc, x_ref)``.
     """
 
 
@@ -94,10 +95,11 @@ def register_methods(register: Register) -> None:
 def register_metrics(register: Register) -> None:
     """Register evaluation metrics for attribution maps.
 
-    ``factory(**params)`` returns a :class:`sharedattr.components.Metric` with
-    ``higher_is_better: bool``, optionally ``requires_masks: bool`` (default False: the
-    metric is skipped on stimulus sets without ground-truth masks when True), and
-    ``__call__(batch: AttributionBatch) -> Tensor [B]``.
+    ``factory(**params)`` returns a :class:`sharedattr.plugins.contracts.Metric` with
+    ``higher_is_better: bool``, optionally ``family`` (one of
+    :data:`~sharedattr.plugins.contracts.METRIC_FAMILIES`, default ``"other"``) and
+    ``requires_masks: bool`` (default False: the metric is skipped on stimulus sets without
+    ground-truth masks when True), and ``__call__(batch: AttributionBatch) -> Tensor [B]``.
     """
 
 
@@ -105,7 +107,7 @@ def register_metrics(register: Register) -> None:
 def register_synthesizers(register: Register) -> None:
     """Register stimulus synthesizers (most exciting inputs and friends).
 
-    ``factory(**params)`` returns a :class:`sharedattr.components.Synthesizer` with
+    ``factory(**params)`` returns a :class:`sharedattr.plugins.contracts.Synthesizer` with
     ``synthesize(model, neuron: int, *, reference: Tensor | None = None) -> SynthesisResult``;
     ``reference`` ``[C, H, W]`` is the neuron's best natural image when the caller has one
     (the target of reconstruction energies).
@@ -116,9 +118,9 @@ def register_synthesizers(register: Register) -> None:
 def register_energies(register: Register) -> None:
     """Register energies: what a synthesizer minimises (``mei``, ``reconstruction``, ...).
 
-    ``factory(**params)`` returns a :class:`sharedattr.components.Energy` whose
+    ``factory(**params)`` returns a :class:`sharedattr.plugins.contracts.Energy` whose
     ``bind(model, neuron, reference=None)`` gives a function from images ``[B, C, H, W]``
     in [0, 1] (any size: the energy fits them to the model) to an
-    :class:`~sharedattr.components.EnergyValue`: energies ``[B]`` (lower is better) and the
+    :class:`~sharedattr.plugins.contracts.EnergyValue`: energies ``[B]`` (lower is better) and the
     neuron's responses ``[B]``.
     """

@@ -26,7 +26,7 @@ __all__ = ["REPORT_FILE", "SECTIONS", "build_report", "write_report"]
 def build_report(run_dir: str | Path) -> str:
     """The report of the run in ``run_dir`` as an HTML string.
 
-    Raises :class:`~sharedattr.errors.MissingFileError` when ``run_dir`` or its ``spec.json`` is
+    Raises :class:`~sharedattr.runtime.errors.MissingFileError` when ``run_dir`` or its ``spec.json`` is
     missing, a :class:`~sharedattr.runtime.errors.UserError` when ``maps.safetensors`` is damaged;
     any other missing file only leaves a note in its section.
     """

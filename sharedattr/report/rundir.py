@@ -1,4 +1,4 @@
-"""Read a finished run folder (what :func:`sharedattr.pipeline.run_experiment` wrote).
+"""Read a finished run folder (what :func:`sharedattr.experiment.run.run_experiment` wrote).
 
 Only ``spec.json`` is required; every other file is optional and reads as None when absent,
 so a report can be built from a partial run (``components.json``, when absent, is resolved

@@ -2,7 +2,7 @@
 
 For each neuron, the preferred category is the spec's ``data.preferred_category`` or, when
 absent, the category with the highest mean response, as
-:func:`sharedattr.matching.preferred_categories` decides it for the run (here from the
+:func:`sharedattr.selection.neurons.preferred_categories` decides it for the run (here from the
 measured responses only). ``d' = (mean_pref − mean_other) / sqrt((var_pref + var_other) / 2)``
 over the stimuli of the preferred category and of all other categories (sample variances).
 """

@@ -9,7 +9,7 @@ Sources (:func:`load_prior`):
 
 * ``"insilico-ddpm-v1"``, the shipped prior (``sharedattr/assets/diffusion_prior/``): a small
   grayscale 32 × 32 DDPM trained on the in-silico stimuli by
-  ``scripts/train_diffusion_prior.py`` (:mod:`sharedattr.synthesis.prior_training`); its
+  ``scripts/train_diffusion_prior.py`` (:mod:`trainers.diffusion_prior`); its
   ``prior.json`` records how and how well.
 * any folder in diffusers format: a pipeline folder (``model_index.json``, ``unet/``,
   ``scheduler/``, as written by ``DDPMPipeline.save_pretrained``) or a bare UNet folder

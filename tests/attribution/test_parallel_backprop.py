@@ -188,3 +188,9 @@ def test_smoothing_is_a_gaussian_truncated_at_three_sigma():
     expected = F.conv2d(F.conv2d(padded, k.view(1, 1, -1, 1)), k.view(1, 1, 1, -1))
     torch.testing.assert_close(gaussian_smooth(maps, sigma), expected, atol=1e-6, rtol=0)
     assert torch.equal(gaussian_smooth(maps, 0.1), maps)  # round(0.3) = 0: no kernel to apply
+
+
+def test_parallel_backprop_declares_the_pairwise_contract():
+    from sharedattr.plugin import PairwiseAttribution, is_pairwise
+
+    assert issubclass(ParallelBackprop, PairwiseAttribution) and is_pairwise(ParallelBackprop)

@@ -1,8 +1,8 @@
 """In-silico ground truth: procedural stimuli with part masks, and model neurons tuned to those parts.
 
-- :mod:`~sharedattr.insilico.render`: seeded bodies and objects with pixel-exact part masks;
-- :mod:`~sharedattr.insilico.neurons`: neurons whose responses are known functions of the parts;
-- :mod:`~sharedattr.insilico.dataset`: writes both as a normal stimulus set + responses + ground truth.
+- :mod:`~sharedattr.data.insilico.render`: seeded bodies and objects with pixel-exact part masks;
+- :mod:`~sharedattr.data.insilico.neurons`: neurons whose responses are known functions of the parts;
+- :mod:`~sharedattr.data.insilico.dataset`: writes both as a normal stimulus set + responses + ground truth.
 """
 
 from sharedattr.data.insilico.dataset import InSilicoFiles, write_insilico

@@ -5,12 +5,12 @@ resolution with a stride-2 3×3 convolution and adds 3×3 convolutions at the ne
 resolution (every convolution is followed by BatchNorm and an out-of-place ``nn.ReLU``
 module, so Captum's module hooks see every nonlinearity once). A training ``head``
 (global average pool + linear) predicts which of the parts of
-:data:`sharedattr.insilico.render.PARTS` an image shows; it is not part of the backbone,
+:data:`sharedattr.data.insilico.render.PARTS` an image shows; it is not part of the backbone,
 whose latents are the output of one block.
 
 The weights ``"insilico-v1"`` ship in ``sharedattr/assets/insilico_cnn.safetensors``
 (with ``insilico_cnn.json``, the record of their training and test accuracy) and are
-reproduced by ``scripts/train_insilico_cnn.py`` (:mod:`sharedattr.models.insilico_training`).
+reproduced by ``scripts/train_insilico_cnn.py`` (:mod:`trainers.insilico_cnn`).
 Being fully convolutional, the backbone accepts any input size; it was trained on 64 and
 96 px stimuli.
 """
@@ -216,7 +216,7 @@ def load_into(net: InsilicoCNN, state: Mapping[str, Tensor], layer: str, source:
             f"weights file {source} does not fit the insilico_cnn network up to {layer} "
             f"({net.architecture['channels']} channels): "
             + "; ".join(problems)
-            + ". It needs a state dict of sharedattr.models.insilico_cnn.InsilicoCNN, "
+            + ". It needs a state dict of sharedattr.encoding.backbones.insilico_cnn.InsilicoCNN, "
             "as written by scripts/train_insilico_cnn.py."
         )
     with torch.no_grad():

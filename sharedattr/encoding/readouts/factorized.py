@@ -2,7 +2,7 @@
 
 ``z_n(x) = Σ_hw m_nhw · x_:hw`` ``[C]`` pools the latents with the neuron's spatial mask
 ``m_n`` ``[H, W]``; the neuron's feature vector ``f_n`` ``[C]`` is its weight:
-``r_n = φ(⟨f_n, z_n(x)⟩ + b_n)``. Trained by SGD (:func:`sharedattr.models.training.train`)
+``r_n = φ(⟨f_n, z_n(x)⟩ + b_n)``. Trained by SGD (:func:`sharedattr.encoding.readouts.training.train`)
 with L1 penalties on masks and features.
 """
 
