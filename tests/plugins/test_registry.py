@@ -17,8 +17,7 @@ from sharedattr.runtime.errors import (
 )
 
 PLUGIN_SOURCE = """
-from sharedattr import hookimpl
-from sharedattr.params import Params
+from sharedattr.plugin import Params, hookimpl
 
 
 class HalfParams(Params):
