@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ class Experiment:
     reused: bool = False
     neuron_parts: dict[str, tuple[str, ...]] | None = None
 
-    @property
+    @cached_property
     def drive(self) -> Tensor:
         """``[S, N]``: what ranks the drivers and natural images: measured responses, else the model's predictions."""
         return measured_else_predicted(self.responses, self.fit.predicted)
