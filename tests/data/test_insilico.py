@@ -242,3 +242,41 @@ def test_atomic_writes_get_normal_file_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644  # readable by the lab, not only by the owner (mkstemp's 0600)
+
+
+# -- bodies with pieces missing, objects with several parts, and controlled pairs -------------------------
+def test_missing_pieces_and_several_attachments_follow_their_rates():
+    from sharedattr.data.insilico.render import render_set
+
+    default = render_set(8, 32, seed=5)
+    assert np.array_equal(render_set(8, 32, seed=5, missing=None).images, default.images)  # no new draws by default
+    rendered = render_set(
+        200, 32, seed=5, missing={"head": 0.5, "legs": 0.25}, attachment_probs={"none": 0.0, "limbs2": 0.5, "all": 0.5}
+    )
+    bodies = [i for i, c in enumerate(rendered.categories) if c == "bodies"]
+    headless = np.mean([not rendered.parts["head"][i].any() for i in bodies])
+    assert 0.4 < headless < 0.6
+    objects = [i for i, c in enumerate(rendered.categories) if c == "objects"]
+    assert set(rendered.attachments[i] for i in objects) == {"limbs2", "all"}
+    assert all(rendered.parts["limbs"][i].any() for i in objects)
+    with pytest.raises(ValueError, match="unknown piece"):
+        render_scene("bodies", 32, rng=np.random.default_rng(0), missing={"tail": 1.0})
+
+
+@pytest.mark.parametrize("position", ["matched", "mismatched"])
+def test_pairs_share_exactly_the_copied_pieces(position):
+    from sharedattr.data.insilico.pairs import render_pairs
+
+    for pair in render_pairs(6, 64, seed=2, position=position):
+        intact, headless = pair.references["intact"], pair.references["headless"]
+        head = intact.parts["head"]
+        assert "head" not in headless.parts and np.array_equal(intact.image[~head], headless.image[~head])
+        assert set(pair.driver.parts) >= {"shape", "limbs"} and pair.carried[0] in ("arm_left", "arm_right")
+        arm = next(s for s in intact.shapes if s.name == pair.carried[0])
+        ys, xs = np.nonzero(pair.driver.parts["limbs"])
+        centre = np.array([xs.mean(), ys.mean()])
+        body_arm = np.mean(arm.points, axis=0)
+        distance = np.linalg.norm(centre - np.array(pair.transform(tuple(body_arm))))
+        assert distance < 4  # the copy sits where the transform puts the body's arm
+        moved = np.linalg.norm(np.array(pair.transform(tuple(body_arm))) - body_arm)
+        assert (moved < 1e-9) if position == "matched" else (moved > 8)

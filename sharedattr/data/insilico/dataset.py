@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,11 +116,25 @@ def write_insilico(
     repeats: int = 2,
     noise_std: float = 4.0,
     progress: bool = False,
+    missing: Mapping[str, float] | None = None,
+    attachment_probs: Mapping[str, float] | None = None,
 ) -> InSilicoFiles:
-    """Render, simulate and write a complete in-silico data set into ``folder`` (see the module docstring)."""
+    """Render, simulate and write a complete in-silico data set into ``folder`` (see the module docstring).
+
+    ``missing`` and ``attachment_probs`` set how often bodies lack pieces and which body-like parts
+    objects carry (:func:`~sharedattr.data.insilico.render.render_scene`).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rendered = render_set(n_per_category, size, channels=channels, seed=seed, noise_std=noise_std)
+    rendered = render_set(
+        n_per_category,
+        size,
+        channels=channels,
+        seed=seed,
+        noise_std=noise_std,
+        missing=missing,
+        attachment_probs=attachment_probs,
+    )
     manifest, parts = write_stimuli(rendered, folder, progress)
     simulated = simulate_responses(rendered.areas(), neurons, repeats=repeats, seed=seed)
     responses = write_responses(rendered.ids, simulated, folder / "responses.csv")

@@ -15,7 +15,7 @@ part). Sensor noise (``noise_std``, grey levels) is added last.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +25,8 @@ CATEGORIES = ("bodies", "objects")
 OBJECT_KINDS = ("box", "ellipse", "polygon", "star", "triangle")
 ATTACHMENTS = ("none", "limb", "head", "both")
 ATTACHMENT_PROBS = (0.5, 0.2, 0.18, 0.12)
+MORE_ATTACHMENTS = ("limbs2", "all")
+"""Objects with several body-like parts: two arms (``limbs2``), two arms and a head disc (``all``)."""
 TEXTURES = ("flat", "stripes", "checks", "blotches")
 MIN_CONTRAST = 70.0  # grey levels between a figure's base luminance and its background's
 
@@ -36,7 +38,8 @@ class Scene:
     ``image`` ``[H, W, C]`` uint8 (sensor noise included); ``background`` and ``paint``
     ``[H, W, C]`` float32 grey levels: the noise-free background and the figure's texture;
     ``parts`` maps each part present to its visible mask ``[H, W]`` bool; ``kind`` is
-    ``"body"`` or the object kind; ``attachment`` is the object's body-like extra.
+    ``"body"`` or the object kind; ``attachment`` is the object's body-like extra; ``shapes``
+    the primitives drawn, in z-order.
     """
 
     image: np.ndarray
@@ -46,6 +49,7 @@ class Scene:
     category: str
     kind: str
     attachment: str = "none"
+    shapes: tuple[Shape, ...] = ()
 
     @property
     def mask(self) -> np.ndarray:
@@ -61,12 +65,59 @@ class Scene:
         return float(m.mean()) if m is not None else 0.0
 
 
+@dataclass(frozen=True)
+class Shape:
+    """One drawn primitive of a figure, in pixel coordinates: a ``polygon`` (``points``), a ``disc``
+    (``points = [centre]``, ``size`` = radius) or a ``limb`` (a thick polyline, ``size`` = width).
+
+    ``part`` is the part label it paints (``head``, ``torso``, ``limbs``, ``shape``); ``name``
+    says which piece it is (``arm_left``, ``leg_right``, ``head`` ...), so a paired stimulus can
+    copy one piece of another figure.
+    """
+
+    part: str
+    kind: str
+    points: tuple[tuple[float, float], ...]
+    size: float = 0.0
+    name: str = ""
+
+    def moved(self, transform: Affine) -> Shape:
+        """The shape mapped by ``transform`` (its size scaled with it)."""
+        return Shape(
+            self.part, self.kind, tuple(transform(p) for p in self.points), self.size * transform.scale, self.name
+        )
+
+
+@dataclass(frozen=True)
+class Affine:
+    """Rotate by ``angle`` and scale by ``scale`` about ``pivot``, then shift by ``shift`` (pixels)."""
+
+    pivot: tuple[float, float] = (0.0, 0.0)
+    angle: float = 0.0
+    scale: float = 1.0
+    shift: tuple[float, float] = (0.0, 0.0)
+
+    def __call__(self, point: tuple[float, float]) -> tuple[float, float]:
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        x, y = point[0] - self.pivot[0], point[1] - self.pivot[1]
+        return (
+            self.pivot[0] + self.scale * (c * x - s * y) + self.shift[0],
+            self.pivot[1] + self.scale * (s * x + c * y) + self.shift[1],
+        )
+
+
 @dataclass
 class _Canvas:
-    """Part shapes drawn in z-order; later shapes occlude earlier ones."""
+    """Part shapes drawn in z-order; later shapes occlude earlier ones. ``shapes`` records each one drawn."""
 
     size: int
     layers: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    shapes: list[Shape] = field(default_factory=list)
+
+    def without(self, names: Collection[str]) -> _Canvas:
+        """A copy of this canvas without the shapes called ``names`` (e.g. ``{"head"}``: a headless body)."""
+        kept = [(layer, shape) for layer, shape in zip(self.layers, self.shapes) if shape.name not in names]
+        return _Canvas(self.size, [layer for layer, _ in kept], [shape for _, shape in kept])
 
     def _new(self):  # noqa: ANN202 - (PIL image, draw)
         from PIL import Image, ImageDraw
@@ -74,26 +125,34 @@ class _Canvas:
         im = Image.new("L", (self.size, self.size), 0)
         return im, ImageDraw.Draw(im)
 
-    def polygon(self, part: str, points: Sequence[tuple[float, float]]) -> None:
-        im, draw = self._new()
-        draw.polygon([tuple(map(float, p)) for p in points], fill=255)
-        self.layers.append((part, np.asarray(im) > 0))
+    def polygon(self, part: str, points: Sequence[tuple[float, float]], name: str = "") -> None:
+        self.draw(Shape(part, "polygon", tuple((float(x), float(y)) for x, y in points), 0.0, name or part))
 
-    def disc(self, part: str, centre: tuple[float, float], radius: float) -> None:
-        im, draw = self._new()
-        x, y = centre
-        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=255)
-        self.layers.append((part, np.asarray(im) > 0))
+    def disc(self, part: str, centre: tuple[float, float], radius: float, name: str = "") -> None:
+        self.draw(Shape(part, "disc", ((float(centre[0]), float(centre[1])),), float(radius), name or part))
 
-    def limb(self, part: str, points: Sequence[tuple[float, float]], width: float) -> None:
+    def limb(self, part: str, points: Sequence[tuple[float, float]], width: float, name: str = "") -> None:
         """A thick polyline with round joints and ends."""
+        self.draw(Shape(part, "limb", tuple((float(x), float(y)) for x, y in points), float(width), name or part))
+
+    def draw(self, shape: Shape) -> None:
+        """Rasterise ``shape`` above everything drawn so far."""
         im, draw = self._new()
-        w = max(2, int(round(width)))
-        draw.line([tuple(map(float, p)) for p in points], fill=255, width=w, joint="curve")
-        r = w / 2
-        for x, y in points:
+        if shape.kind == "polygon":
+            draw.polygon(list(shape.points), fill=255)
+        elif shape.kind == "disc":
+            ((x, y),), r = shape.points, shape.size
             draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
-        self.layers.append((part, np.asarray(im) > 0))
+        elif shape.kind == "limb":
+            w = max(2, int(round(shape.size)))
+            draw.line(list(shape.points), fill=255, width=w, joint="curve")
+            r = w / 2
+            for x, y in shape.points:
+                draw.ellipse([x - r, y - r, x + r, y + r], fill=255)
+        else:
+            raise ValueError(f"unknown shape kind {shape.kind!r}")
+        self.layers.append((shape.part, np.asarray(im) > 0))
+        self.shapes.append(shape)
 
     def visible_parts(self) -> dict[str, np.ndarray]:
         """Each part's visible mask, resolved for occlusion (empty parts dropped)."""
@@ -131,7 +190,7 @@ def _draw_body(
         thigh = math.pi / 2 - side * rng.uniform(0.05, 0.55)
         knee = _polar(hip, 0.17, thigh)
         foot = _polar(knee, 0.16, thigh + side * rng.uniform(-0.6, 0.4))
-        canvas.limb("limbs", t([hip, knee, foot]), width)
+        canvas.limb("limbs", t([hip, knee, foot]), width, name=f"leg_{'left' if side < 0 else 'right'}")
     if rng.random() < 0.5:
         canvas.polygon(
             "torso", t([(-torso_w / 2, top), (torso_w / 2, top), (torso_w / 2, bottom), (-torso_w / 2, bottom)])
@@ -154,7 +213,7 @@ def _draw_body(
         upper = math.pi / 2 - side * rng.uniform(0.2, 2.6)
         elbow = _polar(shoulder, 0.15, upper)
         hand = _polar(elbow, 0.14, upper + side * rng.uniform(-1.2, 0.6))
-        canvas.limb("limbs", t([shoulder, elbow, hand]), width)
+        canvas.limb("limbs", t([shoulder, elbow, hand]), width, name=f"arm_{'left' if side < 0 else 'right'}")
 
 
 def _shape_outline(kind: str, rng: np.random.Generator, w: float, h: float) -> list[tuple[float, float]]:
@@ -188,14 +247,15 @@ def _draw_object(
     t = lambda pts: _transform(pts, centre, scale, angle)  # noqa: E731
     w, h = rng.uniform(0.14, 0.26), rng.uniform(0.14, 0.26)
     canvas.polygon("shape", t(_shape_outline(kind, rng, w, h)))
-    if attachment in ("limb", "both"):  # an elongated two-segment bar leaving the shape's side
-        side = rng.choice([-1, 1])
+    arms = 2 if attachment in ("limbs2", "all") else 1 if attachment in ("limb", "both") else 0
+    first = rng.choice([-1, 1]) if arms else 1
+    for side in (first, -first)[:arms]:  # an elongated two-segment bar leaving the shape's side
         start = (side * w * 0.8, rng.uniform(-0.3, 0.3) * h)
         direction = (0.0 if side > 0 else math.pi) + rng.uniform(-1.0, 1.0)
         joint = _polar(start, rng.uniform(0.14, 0.2), direction)
         end = _polar(joint, rng.uniform(0.1, 0.16), direction + rng.uniform(-0.9, 0.9))
-        canvas.limb("limbs", t([start, joint, end]), 0.045 * scale * rng.uniform(0.85, 1.25))
-    if attachment in ("head", "both"):  # a disc on top, with the body's head proportions
+        canvas.limb("limbs", t([start, joint, end]), 0.045 * scale * rng.uniform(0.85, 1.25), name="arm")
+    if attachment in ("head", "both", "all"):  # a disc on top, with the body's head proportions
         r = 0.085 * rng.uniform(0.85, 1.2)
         ((hx, hy),) = t([(rng.uniform(-0.3, 0.3) * w, -h - r - 0.02)])
         canvas.disc("head", (hx, hy), r * scale)
@@ -244,12 +304,18 @@ def render_scene(
     noise_std: float = 4.0,
     kind: str | None = None,
     attachment: str | None = None,
+    missing: Mapping[str, float] | None = None,
+    attachment_probs: Mapping[str, float] | None = None,
 ) -> Scene:
     """Render one ``category`` ("bodies" or "objects") stimulus of ``size`` × ``size`` pixels.
 
-    ``kind`` and ``attachment`` fix an object's shape and body-like extra (default: random).
-    The figure texture's amplitude stays below half the figure/background contrast, so every
-    figure pixel differs visibly from the background.
+    ``kind`` and ``attachment`` fix an object's shape and body-like extra (default: random, with
+    ``attachment_probs``, default :data:`ATTACHMENT_PROBS` over :data:`ATTACHMENTS`; the extras of
+    :data:`MORE_ATTACHMENTS` carry several parts). ``missing`` (bodies) gives the probability that
+    a piece is left out: ``head``, ``torso``, ``arm`` (one arm, either side) and ``legs`` (both),
+    each drawn independently, e.g. ``{"head": 0.2}`` makes one body in five headless. The figure
+    texture's amplitude stays below half the figure/background contrast, so every figure pixel
+    differs visibly from the background.
     """
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r}; choose one of {', '.join(CATEGORIES)}")
@@ -263,12 +329,57 @@ def render_scene(
     if category == "bodies":
         kind, attachment = "body", "none"
         _draw_body(canvas, rng, centre, scale, angle)
+        if missing:
+            canvas = canvas.without(_missing_pieces(rng, missing))
     else:
         kind = kind or str(rng.choice(OBJECT_KINDS))
-        attachment = attachment or str(rng.choice(ATTACHMENTS, p=ATTACHMENT_PROBS))
+        if attachment is None:
+            names, probs = (
+                (ATTACHMENTS, ATTACHMENT_PROBS)
+                if attachment_probs is None
+                else (tuple(attachment_probs), tuple(attachment_probs.values()))
+            )
+            attachment = str(rng.choice(names, p=probs))
         _draw_object(
             canvas, rng, kind, attachment, centre, scale * rng.uniform(1.0, 1.3), angle + rng.uniform(-0.5, 0.5)
         )
+    return paint_scene(canvas, rng, channels, noise_std, category, kind, attachment)
+
+
+BODY_PIECES = {
+    "head": ("head",),
+    "torso": ("torso",),
+    "arm": ("arm_left", "arm_right"),
+    "legs": ("leg_left", "leg_right"),
+}
+"""The pieces of a body that can be missing: ``arm`` removes one arm (chosen at random), ``legs`` both legs."""
+
+
+def _missing_pieces(rng: np.random.Generator, missing: Mapping[str, float]) -> set[str]:
+    """The names of the body's shapes to leave out, each group with its probability in ``missing``."""
+    unknown = set(missing) - set(BODY_PIECES)
+    if unknown:
+        raise ValueError(f"missing: unknown piece(s) {sorted(unknown)}; choose from {', '.join(BODY_PIECES)}")
+    out: set[str] = set()
+    for piece in BODY_PIECES:
+        if piece in missing and rng.random() < missing[piece]:
+            names = BODY_PIECES[piece]
+            out |= {names[int(rng.integers(len(names)))]} if piece == "arm" else set(names)
+    return out
+
+
+def paint_scene(
+    canvas: _Canvas,
+    rng: np.random.Generator,
+    channels: int,
+    noise_std: float,
+    category: str,
+    kind: str,
+    attachment: str = "none",
+) -> Scene:
+    """Paint the figure drawn on ``canvas``: random background and figure colours and textures (their luminances
+    ≥ :data:`MIN_CONTRAST` apart), the visible part masks, then sensor noise."""
+    size = canvas.size
     bg_colour, fg_colour = _base_colours(rng, channels)
     background = bg_colour + _texture(rng, size, str(rng.choice(["flat", "blotches"])), 12.0)[..., None]
     paint = fg_colour + _texture(rng, size, str(rng.choice(TEXTURES)), 22.0)[..., None]
@@ -280,7 +391,16 @@ def render_scene(
     clean = np.where(union[..., None], paint, background)
     noisy = clean + (rng.normal(0, noise_std, clean.shape) if noise_std > 0 else 0.0)
     image = np.clip(np.round(noisy), 0, 255).astype(np.uint8)
-    return Scene(image, background.astype(np.float32), paint.astype(np.float32), parts, category, kind, attachment)
+    return Scene(
+        image,
+        background.astype(np.float32),
+        paint.astype(np.float32),
+        parts,
+        category,
+        kind,
+        attachment,
+        tuple(canvas.shapes),
+    )
 
 
 @dataclass
@@ -320,15 +440,23 @@ def render_set(
     seed: int = 0,
     noise_std: float = 4.0,
     categories: Sequence[str] = CATEGORIES,
+    missing: Mapping[str, float] | None = None,
+    attachment_probs: Mapping[str, float] | None = None,
 ) -> RenderedSet:
     """Render ``n_per_category`` images of each category; image ``i`` of a category depends only on ``seed`` and
-    ``i``."""
+    ``i`` (and on ``missing`` and ``attachment_probs``, see :func:`render_scene`)."""
     ids, cats, kinds, attachments, images = [], [], [], [], []
     parts = {p: [] for p in PARTS}
     for category in categories:
         for i in range(n_per_category):
             scene = render_scene(
-                category, size, channels=channels, rng=image_rng(seed, category, i), noise_std=noise_std
+                category,
+                size,
+                channels=channels,
+                rng=image_rng(seed, category, i),
+                noise_std=noise_std,
+                missing=missing,
+                attachment_probs=attachment_probs,
             )
             ids.append(f"{category}_{i:04d}")
             cats.append(category), kinds.append(scene.kind), attachments.append(scene.attachment)
