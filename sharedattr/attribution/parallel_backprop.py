@@ -8,6 +8,12 @@ that drives it and its matched preferred-category reference ``x_b``, the *shared
 boost the latent dimensions both images use and damp the rest. Each image is then
 backpropagated to its pixels with the same objective, ``S(x) = ∂⟨s, z_n(x)⟩/∂x``: one
 vector-Jacobian product per image, both images of every (neuron, pair) item in one batch.
+
+With ``sharing="channel"`` what is shared is decided per latent channel instead, from each
+channel's contribution pooled over its positions, ``C_k(x) = Σ_{d ∈ k} w_d z_d(x)``; every
+dimension of channel ``k`` gets ``s_d = w_d · g_k(C_k(x_a), C_k(x_b))``, so a part shared at
+different places in the two images is still shared (:func:`channel_shared_weights`). The
+``own`` variant, ``s = w``, is the control: the neuron's own objective along the same path.
 The ``ig`` path integrates the same objective along a straight line from a baseline image,
 ``(x − x₀) ⊙ ∫₀¹ ∂⟨s, z_n(x₀ + α(x − x₀))⟩/∂x dα`` (Gauss–Legendre quadrature).
 
@@ -28,7 +34,8 @@ from sharedattr.plugins.contracts import PairwiseAttribution
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Params
 
-Variant = Literal["product", "positive", "min", "mask"]
+Variant = Literal["product", "positive", "min", "mask", "own"]
+Sharing = Literal["dimension", "channel"]
 Reduction = Literal["none", "sum", "abs_sum"]
 
 
@@ -57,8 +64,12 @@ def shared_weights(
       (non-zero) sign, else 0 (for non-negative latents, ``w ⊙ min(z_a, z_b)``);
     - ``mask``: ``w ⊙ 1[c_a > t·max(c_a) ∧ c_b > t·max(c_b)]``, a binary mask of the
       dimensions where both contributions ``c = w ⊙ z`` are positive (above the fraction
-      ``t = mask_threshold`` of each image's largest contribution).
+      ``t = mask_threshold`` of each image's largest contribution);
+    - ``own``: ``w``, the neuron's own objective, whatever the images share (the control that
+      isolates the effect of the shared weighting from that of the path).
     """
+    if variant == "own":
+        return w.expand_as(z_a).clone()
     if variant == "product":
         return w * z_a * z_b
     if variant == "positive":
@@ -68,11 +79,69 @@ def shared_weights(
         agree = torch.sign(z_a) == torch.sign(z_b)
         return torch.where(agree, w * torch.sign(z_a) * torch.minimum(z_a.abs(), z_b.abs()), torch.zeros_like(w))
     if variant == "mask":
-        c_a, c_b = w * z_a, w * z_b
-        t_a = (mask_threshold * c_a.amax(dim=1, keepdim=True)).clamp(min=0)
-        t_b = (mask_threshold * c_b.amax(dim=1, keepdim=True)).clamp(min=0)
-        return torch.where((c_a > t_a) & (c_b > t_b), w, torch.zeros_like(w))
-    raise ValueError(f"unknown shared-weight variant {variant!r}; use product, positive, min or mask")
+        return w * shared_mask(w * z_a, w * z_b, mask_threshold)
+    raise ValueError(f"unknown shared-weight variant {variant!r}; use product, positive, min, mask or own")
+
+
+def shared_mask(c_a: Tensor, c_b: Tensor, threshold: float) -> Tensor:
+    """``1[c_a > t·max(c_a) ∧ c_b > t·max(c_b)]`` ``[B, K]`` (float) for contributions ``[B, K]``, ``t = threshold``."""
+    t_a = (threshold * c_a.amax(dim=1, keepdim=True)).clamp(min=0)
+    t_b = (threshold * c_b.amax(dim=1, keepdim=True)).clamp(min=0)
+    return ((c_a > t_a) & (c_b > t_b)).to(c_a.dtype)
+
+
+def channel_contributions(w: Tensor, z: Tensor, channels: Tensor, n_channels: int) -> Tensor:
+    """``C_k = Σ_{d : channel(d) = k} w_d z_d`` ``[B, K]``: each channel's contribution, for weights and latents
+    ``[B, D]`` and the channel index of each dimension ``channels`` ``[D]``."""
+    out = torch.zeros(z.shape[0], n_channels, dtype=z.dtype, device=z.device)
+    return out.index_add_(1, channels, w * z)
+
+
+def channel_shared_weights(
+    w: Tensor, z_a: Tensor, z_b: Tensor, channels: Tensor, variant: Variant = "positive", mask_threshold: float = 0.0
+) -> Tensor:
+    """Position-tolerant shared weights ``s`` ``[B, D]``: what is shared is decided per latent *channel*, from each
+    image's channel contributions ``C_k`` (:func:`channel_contributions`, pooled over the channel's positions), and
+    every dimension of a channel gets ``s_d = w_d · g_k``, so ``⟨s, z(x)⟩ = Σ_k g_k C_k(x)`` backpropagates through
+    each image's own positions. ``g_k`` by ``variant``:
+
+    - ``product``: ``C_k(a) C_k(b)``;
+    - ``positive``: ``C_k(a) C_k(b)`` where both are > 0, else 0 (channels that drive the neuron in both images);
+    - ``min``: ``min(C_k(a), C_k(b))`` where both are > 0, else 0;
+    - ``mask``: ``1[C_k(a) > t·max C(a) ∧ C_k(b) > t·max C(b)]``;
+    - ``own``: 1 (``s = w``).
+    """
+    if variant == "own":
+        return w.expand_as(z_a).clone()
+    k = int(channels.max()) + 1 if channels.numel() else 0
+    c_a, c_b = channel_contributions(w, z_a, channels, k), channel_contributions(w, z_b, channels, k)
+    both = (c_a > 0) & (c_b > 0)
+    if variant == "product":
+        g = c_a * c_b
+    elif variant == "positive":
+        g = torch.where(both, c_a * c_b, torch.zeros_like(c_a))
+    elif variant == "min":
+        g = torch.where(both, torch.minimum(c_a, c_b), torch.zeros_like(c_a))
+    elif variant == "mask":
+        g = shared_mask(c_a, c_b, mask_threshold)
+    else:
+        raise ValueError(f"unknown shared-weight variant {variant!r}; use product, positive, min, mask or own")
+    return w * g[:, channels]
+
+
+def dimension_channels(readout: nn.Module, n_dimensions: int, device: torch.device) -> Tensor:
+    """The latent channel of each readout dimension ``[D]``: the readout's ``dimension_channels()`` where it has
+    one (ridge on flattened ``[C, H, W]`` latents), else each dimension is its own channel (pooled readouts)."""
+    channels = getattr(readout, "dimension_channels", None)
+    if callable(channels):
+        index = channels().to(device=device, dtype=torch.long)
+        if index.shape != (n_dimensions,):
+            raise ValueError(
+                f"{type(readout).__name__}.dimension_channels() has shape {tuple(index.shape)}; "
+                f"expected ({n_dimensions},)"
+            )
+        return index
+    return torch.arange(n_dimensions, device=device)
 
 
 def gaussian_smooth(maps: Tensor, sigma: float) -> Tensor:
@@ -136,7 +205,16 @@ def _targets(target: Any, batch: int, device: torch.device) -> Tensor:
 class ParallelBackpropParams(Params):
     """Params of ``parallel_backprop``."""
 
-    variant: Variant = Field("product", description="Shared weights s: product, positive, min or mask (see docs).")
+    variant: Variant = Field(
+        "product",
+        description="Shared weights s: product, positive, min or mask (see docs); own (s = w) is the control without "
+        "sharing, on the same path.",
+    )
+    sharing: Sharing = Field(
+        "dimension",
+        description="What is compared between the two images: each latent dimension (channel × position for "
+        "flattened latents), or each channel's contribution pooled over positions (position-tolerant).",
+    )
     mask_threshold: float = Field(
         0.0,
         ge=0,
@@ -176,6 +254,7 @@ class ParallelBackprop(PairwiseAttribution):
         model: nn.Module,
         variant: Variant = "product",
         mask_threshold: float = 0.0,
+        sharing: Sharing = "dimension",
         path: Literal["gradient", "ig"] = "gradient",
         n_steps: int = 16,
         baseline: float = 0.0,
@@ -186,7 +265,7 @@ class ParallelBackprop(PairwiseAttribution):
     ) -> None:
         super().__init__(model)
         self.model = model
-        self.variant, self.mask_threshold = variant, mask_threshold
+        self.variant, self.mask_threshold, self.sharing = variant, mask_threshold, sharing
         self.path, self.n_steps, self.baseline = path, n_steps, baseline
         self.reduce, self.smooth_sigma, self.clip_percentile = reduce, smooth_sigma, clip_percentile
         self.internal_batch_size = internal_batch_size
@@ -260,7 +339,11 @@ class ParallelBackprop(PairwiseAttribution):
         if override is not None:
             return override.to(device=targets.device).detach()
         b = targets.shape[0]
-        w = self.model.readout.weight[targets.to(self.model.readout.weight.device)].to(z.device)
+        readout = self.model.readout
+        w = readout.weight[targets.to(readout.weight.device)].to(z.device)
+        if self.sharing == "channel":
+            channels = dimension_channels(readout, w.shape[1], z.device)
+            return channel_shared_weights(w, z[:b], z[b:], channels, self.variant, self.mask_threshold).detach()
         return shared_weights(w, z[:b], z[b:], self.variant, self.mask_threshold).detach()
 
     def _path_integral(self, x: Tensor, targets: Tensor, s: Tensor) -> Tensor:

@@ -194,3 +194,58 @@ def test_parallel_backprop_declares_the_pairwise_contract():
     from sharedattr.plugin import PairwiseAttribution, is_pairwise
 
     assert issubclass(ParallelBackprop, PairwiseAttribution) and is_pairwise(ParallelBackprop)
+
+
+# -- position-tolerant (channel) sharing and the own-objective control ----------------------------------------
+def test_channel_sharing_pools_each_channels_contribution_over_positions(model):
+    """s_d = w_d · g_k with g_k from C_k = Σ_{positions} w z of channel k, computed here by reshaping [C, H·W]."""
+    from sharedattr.attribution.parallel_backprop import neuron_latents
+
+    x_a, x_b = pair()
+    t = torch.tensor([0, 1, 2, 0])
+    method = ParallelBackprop(model, variant="positive", sharing="channel")
+    result = method.attribute((x_a, x_b), target=t)
+    with torch.no_grad():
+        za, zb = neuron_latents(model, x_a, t), neuron_latents(model, x_b, t)
+    w = model.readout.weight[t]
+    c, hw = 6, 16  # TinyBackbone latents [6, 4, 4], flattened by the ridge readout
+    ca, cb = (w * za).view(4, c, hw).sum(-1), (w * zb).view(4, c, hw).sum(-1)
+    g = torch.where((ca > 0) & (cb > 0), ca * cb, torch.zeros_like(ca))
+    expected = (w.view(4, c, hw) * g[..., None]).reshape(4, -1)
+    torch.testing.assert_close(result.shared, expected)
+
+    def objective(x, i):
+        return (neuron_latents(model, x, t[i : i + 1]) * expected[i]).sum()
+
+    torch.testing.assert_close(result.ooc, grad_of(objective, x_a), atol=1e-6, rtol=1e-5)
+
+
+def test_channel_sharing_does_not_care_where_a_channel_is_active():
+    from sharedattr.attribution.parallel_backprop import channel_shared_weights, shared_weights
+
+    g = torch.Generator().manual_seed(0)
+    w, z_a, z_b = torch.randn(2, 12, generator=g), torch.rand(2, 12, generator=g), torch.rand(2, 12, generator=g)
+    channels = torch.arange(12) // 4  # 3 channels of 4 positions
+    moved = z_b.view(2, 3, 4).roll(1, dims=2).reshape(2, 12)  # the reference's activity at other positions
+    w_flat = w.view(2, 3, 4).mean(-1, keepdim=True).expand(2, 3, 4).reshape(2, 12)  # weights equal over positions
+    for variant in ("product", "positive", "min", "mask"):
+        same = channel_shared_weights(w_flat, z_a, z_b, channels, variant)
+        torch.testing.assert_close(channel_shared_weights(w_flat, z_a, moved, channels, variant), same)
+    assert not torch.allclose(shared_weights(w_flat, z_a, moved, "product"), shared_weights(w_flat, z_a, z_b, "product"))
+
+
+def test_the_own_variant_is_the_neurons_own_gradient(model):
+    x_a, x_b = pair()
+    t = torch.tensor([2, 0, 1, 1])
+    for sharing in ("dimension", "channel"):
+        result = ParallelBackprop(model, variant="own", sharing=sharing).attribute((x_a, x_b), target=t)
+        expected = grad_of(lambda x, i: model(x)[0, t[i]], x_a)  # a linear readout: d r_n / dx
+        torch.testing.assert_close(result.ooc, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("readout", [FactorizedReadout, Gaussian2dReadout, AttentionReadout])
+def test_channel_sharing_works_on_pooled_readouts(readout):
+    model = tiny_model(readout(**QUICK))
+    x_a, x_b = pair()
+    result = ParallelBackprop(model, variant="positive", sharing="channel").attribute((x_a, x_b), target=1)
+    assert result.ooc.shape == x_a.shape and torch.isfinite(result.ooc).all() and result.shared.abs().sum() > 0

@@ -256,6 +256,7 @@ class RidgeReadout(nn.Module):
         self.register_buffer("_weight", torch.empty(0, 0))
         self.register_buffer("_bias", torch.empty(0))
         self.register_buffer("alpha", torch.empty(0))
+        self.latent_shape: tuple[int, ...] = ()
 
     def feature_dim(self, latent_shape: tuple[int, ...]) -> int:
         """``D`` for latents of ``latent_shape`` (``[C, H, W]`` or ``[D]``)."""
@@ -265,6 +266,7 @@ class RidgeReadout(nn.Module):
 
     def initialize(self, latent_shape: tuple[int, ...], n_neurons: int) -> None:
         """Zero ``w [N, D]``, ``b [N]`` and ``alpha [N]`` for latents of ``latent_shape``."""
+        self.latent_shape = tuple(int(s) for s in latent_shape)
         d = self.feature_dim(tuple(latent_shape))
         self._weight = torch.zeros(n_neurons, d)
         self._bias = torch.zeros(n_neurons)
@@ -326,6 +328,19 @@ class RidgeReadout(nn.Module):
 
     def nonlinearity(self, x: Tensor) -> Tensor:
         return x
+
+    def dimension_channels(self) -> Tensor:
+        """The latent channel of each of the ``D`` dimensions ``[D]``: ``d // (H·W)`` for flattened ``[C, H, W]``
+        latents (``pooling = "none"``), else each dimension is its own channel.
+
+        Optional in the readout contract: position-tolerant sharing (``parallel_backprop`` with
+        ``sharing = "channel"``, channel matching) pools each neuron's contributions over the dimensions
+        of one channel.
+        """
+        d = self.weight.shape[1]
+        shape = getattr(self, "latent_shape", ())
+        per_channel = d // shape[0] if len(shape) == 3 and self.pooling == "none" else 1
+        return torch.arange(d, device=self.weight.device) // per_channel
 
     def pooled(self, latents: Tensor) -> Tensor:
         """``z`` ``[B, N, D]``: the same feature vector for every neuron (an expanded view of :meth:`shared_pooled`)."""
