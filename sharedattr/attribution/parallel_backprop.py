@@ -30,6 +30,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from sharedattr.encoding.channels import channel_contributions, dimension_channels
 from sharedattr.plugins.contracts import PairwiseAttribution
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Params
@@ -90,13 +91,6 @@ def shared_mask(c_a: Tensor, c_b: Tensor, threshold: float) -> Tensor:
     return ((c_a > t_a) & (c_b > t_b)).to(c_a.dtype)
 
 
-def channel_contributions(w: Tensor, z: Tensor, channels: Tensor, n_channels: int) -> Tensor:
-    """``C_k = Σ_{d : channel(d) = k} w_d z_d`` ``[B, K]``: each channel's contribution, for weights and latents
-    ``[B, D]`` and the channel index of each dimension ``channels`` ``[D]``."""
-    out = torch.zeros(z.shape[0], n_channels, dtype=z.dtype, device=z.device)
-    return out.index_add_(1, channels, w * z)
-
-
 def channel_shared_weights(
     w: Tensor, z_a: Tensor, z_b: Tensor, channels: Tensor, variant: Variant = "positive", mask_threshold: float = 0.0
 ) -> Tensor:
@@ -113,8 +107,7 @@ def channel_shared_weights(
     """
     if variant == "own":
         return w.expand_as(z_a).clone()
-    k = int(channels.max()) + 1 if channels.numel() else 0
-    c_a, c_b = channel_contributions(w, z_a, channels, k), channel_contributions(w, z_b, channels, k)
+    c_a, c_b = channel_contributions(w * z_a, channels), channel_contributions(w * z_b, channels)
     both = (c_a > 0) & (c_b > 0)
     if variant == "product":
         g = c_a * c_b
@@ -127,21 +120,6 @@ def channel_shared_weights(
     else:
         raise ValueError(f"unknown shared-weight variant {variant!r}; use product, positive, min, mask or own")
     return w * g[:, channels]
-
-
-def dimension_channels(readout: nn.Module, n_dimensions: int, device: torch.device) -> Tensor:
-    """The latent channel of each readout dimension ``[D]``: the readout's ``dimension_channels()`` where it has
-    one (ridge on flattened ``[C, H, W]`` latents), else each dimension is its own channel (pooled readouts)."""
-    channels = getattr(readout, "dimension_channels", None)
-    if callable(channels):
-        index = channels().to(device=device, dtype=torch.long)
-        if index.shape != (n_dimensions,):
-            raise ValueError(
-                f"{type(readout).__name__}.dimension_channels() has shape {tuple(index.shape)}; "
-                f"expected ({n_dimensions},)"
-            )
-        return index
-    return torch.arange(n_dimensions, device=device)
 
 
 def gaussian_smooth(maps: Tensor, sigma: float) -> Tensor:

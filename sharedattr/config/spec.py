@@ -88,6 +88,11 @@ class SelectionSpec(Strict):
     min_r: float | None = Field(None, ge=-1.0, le=1.0, description="All neurons with held-out Pearson r ≥ min_r.")
     drivers_per_neuron: int = Field(2, ge=1, description="Out-of-category images with the highest response.")
     references_per_driver: int = Field(1, ge=1, description="Preferred-category references per driver (top-k).")
+    match_on: Literal["dimensions", "channels"] = Field(
+        "dimensions",
+        description="What the matcher compares: each neuron's contribution vectors over the readout's dimensions, or "
+        "summed within each latent channel (position-tolerant: where a channel is active does not matter).",
+    )
 
     @field_validator("neurons")
     @classmethod

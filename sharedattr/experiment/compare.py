@@ -64,6 +64,7 @@ def compare(
     preferred_category: str | None = None,
     drivers_per_neuron: int = 2,
     references_per_driver: int = 1,
+    match_on: str = "dimensions",
     on_reference: bool = True,
     reduce: str = "sum",
     batch_size: int = 32,
@@ -113,8 +114,10 @@ def compare(
         drive = measured_else_predicted(responses, predicted)
     if isinstance(neuron_parts, (str, Path)):
         neuron_parts = load_neuron_parts(neuron_parts, list(stimuli.part_masks))
+    if match_on not in ("dimensions", "channels"):
+        raise UserError(f"compare(match_on={match_on!r}): use 'dimensions' or 'channels'")
     settings = PairSettings(
-        preferred_category, drivers_per_neuron, references_per_driver, on_reference, reduce, batch_size
+        preferred_category, drivers_per_neuron, references_per_driver, on_reference, reduce, batch_size, match_on
     )
     explanation = explain_stage(
         ctx,

@@ -256,6 +256,7 @@ class PairSettings:
     on_reference: bool = True
     reduce: str = "sum"
     batch_size: int = 32
+    match_on: str = "dimensions"
 
     @classmethod
     def from_spec(cls, spec: ExperimentSpec) -> PairSettings:
@@ -266,6 +267,7 @@ class PairSettings:
             spec.attribution.on_reference,
             spec.attribution.reduce,
             spec.batch_size,
+            spec.selection.match_on,
         )
 
 
@@ -319,6 +321,7 @@ def explain_stage(
         references_per_driver=settings.references_per_driver,
         batch_size=settings.batch_size,
         device=ctx.device,
+        on=settings.match_on,
     )
     ctx.mark("attribute")
     shared = None if neuron_parts is None else pair_parts(stimuli, neuron_parts, neuron_ids, pairs)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from sharedattr.encoding.channels import channel_contributions, dimension_channels
 from sharedattr.plugins.contracts import match_references
 from sharedattr.selection.neurons import top_drivers
 
@@ -45,17 +46,20 @@ def own_contributions(
     neurons: Tensor,
     batch_size: int,
     device: torch.device | str = "cpu",
+    channels: Tensor | None = None,
 ) -> Tensor:
     """``c_{n_i}(x_{r_i})`` ``[M, D]``: stimulus ``rows[i]``'s contribution vector for neuron ``neurons[i]``.
 
-    ``latents`` ``[S, ...]`` may be memory-mapped; ``batch_size`` stimuli go through the readout at a time.
+    ``latents`` ``[S, ...]`` may be memory-mapped; ``batch_size`` stimuli go through the readout at a time. With
+    ``channels`` (the channel of each dimension ``[D]``), the contributions are summed within each channel ``[M, K]``.
     """
     out = []
     for r, n in zip(rows.split(batch_size), neurons.split(batch_size)):
         pooled = readout.pooled(latents[r].to(device))  # [b, N, D] (often an expanded view)
         n = n.to(pooled.device)
         z = pooled[torch.arange(len(r), device=pooled.device), n]  # [b, D]
-        out.append((z * readout.weight[n].to(z.device)).float().cpu())
+        c = z * readout.weight[n].to(z.device)
+        out.append((c if channels is None else channel_contributions(c, channels)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
@@ -67,13 +71,16 @@ def candidate_contributions(
     neurons: Tensor,
     batch_size: int,
     device: torch.device | str = "cpu",
+    channels: Tensor | None = None,
 ) -> Tensor:
-    """``c_n(x)`` for every candidate stimulus and every neuron of ``neurons`` → ``[G, K, D]`` on the CPU."""
+    """``c_n(x)`` for every candidate stimulus and every neuron of ``neurons`` → ``[G, K, D]`` on the CPU (``[G, K, C]``
+    summed within each channel, with ``channels``)."""
     w = readout.weight[neurons.to(readout.weight.device)]  # [G, D]
     out = []
     for chunk in candidates.split(batch_size):
         pooled = readout.pooled(latents[chunk].to(device))[:, neurons.to(device)]  # [b, G, D]
-        out.append((pooled * w.to(pooled.device)).float().cpu())
+        c = pooled * w.to(pooled.device)
+        out.append((c if channels is None else channel_contributions(c, channels)).float().cpu())
     return torch.cat(out).transpose(0, 1)
 
 
@@ -113,8 +120,13 @@ def match_drivers(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     memory_bytes: int = 1 << 30,
+    on: str = "dimensions",
 ) -> tuple[Tensor, Tensor]:
     """Match each driver to its most similar candidates, for its own neuron.
+
+    ``on = "dimensions"`` compares the contribution vectors ``c_n(x)`` ``[D]``; ``"channels"`` compares them summed
+    within each latent channel ``[K]`` (:mod:`sharedattr.encoding.channels`), so that where in the image a channel is
+    active does not matter (position-tolerant matching).
 
     ``drivers`` ``[G, Q]`` stimulus indices per neuron of ``neurons`` ``[G]``; ``candidates``
     ``[K]`` stimulus indices (the preferred category). Returns similarities and candidate
@@ -125,7 +137,10 @@ def match_drivers(
     is pooled once, the candidates' contributions are never formed, and the similarities are
     computed on ``device``; otherwise contributions are formed per chunk and matched on the CPU.
     """
-    if drivers.numel() and callable(getattr(matcher, "similarity_factored", None)):
+    if on not in ("dimensions", "channels"):
+        raise ValueError(f"on must be 'dimensions' or 'channels', got {on!r}")
+    channels = dimension_channels(readout, int(readout.weight.shape[1]), device) if on == "channels" else None
+    if channels is None and drivers.numel() and callable(getattr(matcher, "similarity_factored", None)):
         cand_z = shared_latents(readout, latents, candidates, batch_size, device)  # [K, D]
         if cand_z is not None:
             return _match_factored(
@@ -139,9 +154,15 @@ def match_drivers(
         sl = slice(start, start + chunk)
         g = len(neurons[sl])
         query = own_contributions(
-            readout, latents, drivers[sl].flatten(), neurons[sl].repeat_interleave(q_count), batch_size, device
-        ).view(g, q_count, -1)  # [g, Q, D]
-        cand = candidate_contributions(readout, latents, candidates, neurons[sl], batch_size, device)  # [g, K, D]
+            readout,
+            latents,
+            drivers[sl].flatten(),
+            neurons[sl].repeat_interleave(q_count),
+            batch_size,
+            device,
+            channels,
+        ).view(g, q_count, -1)  # [g, Q, D or C]
+        cand = candidate_contributions(readout, latents, candidates, neurons[sl], batch_size, device, channels)
         s, idx = match_references(matcher, query, cand, top_k)
         scores.append(s)
         refs.append(candidates[idx])
@@ -203,11 +224,13 @@ def match_pairs(
     references_per_driver: int,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    on: str = "dimensions",
 ) -> list[Pair]:
     """Drivers and matched references of every neuron, grouped by preferred category.
 
     ``drive`` ``[S, N]`` ranks the drivers (measured responses, else predictions). Pairs are
-    ordered by neuron (in ``neurons`` order), then driver rank, then reference rank.
+    ordered by neuron (in ``neurons`` order), then driver rank, then reference rank. ``on``: what the
+    matcher compares (:func:`match_drivers`).
     """
     by_neuron: dict[int, list[Pair]] = {}
     for category in sorted(set(preferred)):
@@ -217,7 +240,16 @@ def match_pairs(
         idx = torch.tensor(group)
         drivers = top_drivers(drive, ooc, idx, drivers_per_neuron)  # [G, Q]
         scores, refs = match_drivers(
-            readout, latents, matcher, drivers, cand, idx, references_per_driver, batch_size=batch_size, device=device
+            readout,
+            latents,
+            matcher,
+            drivers,
+            cand,
+            idx,
+            references_per_driver,
+            batch_size=batch_size,
+            device=device,
+            on=on,
         )
         for g, n in enumerate(group):
             by_neuron[n] = [

@@ -231,7 +231,9 @@ def test_channel_sharing_does_not_care_where_a_channel_is_active():
     for variant in ("product", "positive", "min", "mask"):
         same = channel_shared_weights(w_flat, z_a, z_b, channels, variant)
         torch.testing.assert_close(channel_shared_weights(w_flat, z_a, moved, channels, variant), same)
-    assert not torch.allclose(shared_weights(w_flat, z_a, moved, "product"), shared_weights(w_flat, z_a, z_b, "product"))
+    assert not torch.allclose(
+        shared_weights(w_flat, z_a, moved, "product"), shared_weights(w_flat, z_a, z_b, "product")
+    )
 
 
 def test_the_own_variant_is_the_neurons_own_gradient(model):

@@ -156,3 +156,31 @@ def test_neuron_selection_and_preferred_categories():
     assert preferred_categories(["x", "x", "y", "y"], drive, [0, 1]) == ["x", "y"]
     with pytest.raises(UserError, match="not one of"):
         preferred_categories(["x", "y"], drive[:2], [0], "z")
+
+
+def test_channel_matching_compares_contributions_summed_within_each_channel():
+    """on = "channels": the similarity of Σ_positions w ⊙ z per channel, so a reference with the driver's channel
+    activity at other positions is found."""
+    from sharedattr.encoding.readouts.ridge import RidgeReadout
+    from sharedattr.selection.matchers import CosineMatcher
+    from sharedattr.selection.matching import match_drivers
+
+    g = torch.Generator().manual_seed(0)
+    c, h, w = 3, 2, 2
+    readout = RidgeReadout()
+    readout.initialize((c, h, w), 1)
+    readout.load_state_dict(
+        {"_weight": torch.ones(1, c * h * w), "_bias": torch.zeros(1), "alpha": torch.ones(1, dtype=torch.float64)}
+    )
+    driver = torch.zeros(c, h, w)
+    driver[0, 0, 0], driver[1, 0, 0] = 1.0, 2.0
+    moved = torch.zeros(c, h, w)
+    moved[0, 1, 1], moved[1, 1, 1] = 1.0, 2.0  # the same channels, elsewhere
+    other = torch.rand(c, h, w, generator=g)
+    other[:, 0, 0] = driver[:, 0, 0] * 0.9  # close position by position, other channels elsewhere
+    other[2] += 2.0
+    latents = torch.stack([driver, moved, other])
+    drivers, candidates, neurons = torch.tensor([[0]]), torch.tensor([1, 2]), torch.tensor([0])
+    _, by_dimension = match_drivers(readout, latents, CosineMatcher(), drivers, candidates, neurons, 1)
+    _, by_channel = match_drivers(readout, latents, CosineMatcher(), drivers, candidates, neurons, 1, on="channels")
+    assert by_dimension.item() == 2 and by_channel.item() == 1
