@@ -180,8 +180,24 @@ def _check_metric(metric: Any) -> None:
             (grad,) = torch.autograd.grad(other(x).gather(1, targets[:, None]).sum(), x)
         return grad.sum(1)
 
+    def explain_with(partners: Tensor) -> Tensor:  # a map that depends on the partner: the gradient, scaled by it
+        return explain(model) * partners.mean(dim=(1, 2, 3))[:, None, None]
+
+    masks = torch.rand(4, 16, 16, generator=g) > 0.5
+    head, limbs = masks & (torch.rand(4, 16, 16, generator=g) > 0.5), masks & (torch.rand(4, 16, 16, generator=g) > 0.5)
+    partner_head = torch.rand(4, 16, 16, generator=g) > 0.7
     batch = AttributionBatch(
-        model, inputs, explain(model), targets, torch.rand(4, 16, 16, generator=g) > 0.5, explain=explain
+        model,
+        inputs,
+        explain(model),
+        targets,
+        head | limbs,
+        explain=explain,
+        unshared_masks=~masks & (torch.rand(4, 16, 16, generator=g) > 0.7),
+        shared_parts={"head": head, "limbs": limbs},
+        partner_parts={"head": partner_head, "limbs": ~partner_head},
+        partners=torch.rand(4, 3, 16, 16, generator=g),
+        explain_with_partners=explain_with,
     )
     scores = metric(batch)
     assert isinstance(scores, Tensor) and scores.shape == (4,), (

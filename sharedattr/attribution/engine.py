@@ -27,13 +27,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sharedattr.data.pairs import PairImages
+from sharedattr.data.pairs import IMAGES, PairImages
 from sharedattr.plugins.contracts import AttributionBatch, is_pairwise, metric_family
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.work_store import WorkStore, work_key
 from sharedattr.selection.matching import Pair
-
-IMAGES = ("driver", "reference")
 
 
 @dataclass(eq=False)
@@ -147,28 +145,44 @@ def attribute_pairs(method: Any, images: PairImages, targets: Tensor, settings: 
 def score_maps(
     metric: Any,
     model: nn.Module,
-    images: Tensor,
+    images: PairImages,
+    which: str,
     maps: Tensor,
     targets: Tensor,
-    masks: Tensor | None,
     explain: Callable[[slice, nn.Module], Tensor] | None,
+    explain_with: Callable[[slice, Tensor], Tensor] | None,
     settings: ExplainSettings,
 ) -> Tensor:
-    """One metric on P maps ``[P, H, W]`` of ``images`` ``[P, C, H, W]`` → scores ``[P]`` on the CPU."""
+    """One metric on the P maps ``[P, H, W]`` of image ``which`` of the pairs → scores ``[P]`` on the CPU."""
     device = settings.device
+
+    def on(t: Tensor | None, sl: slice) -> Tensor | None:
+        return None if t is None else t[sl].to(device)
+
     values = []
     for i in range(0, len(targets), settings.batch_size):
         sl = slice(i, i + settings.batch_size)
         batch = AttributionBatch(
             model,
-            images[sl].to(device),
+            images.images(which)[sl].to(device),
             maps[sl].to(device),
             targets[sl].to(device),
-            masks[sl].to(device) if masks is not None else None,
+            on(images.masks(which), sl),
             explain=(lambda other, sl=sl: explain(sl, other).to(device)) if explain is not None else None,
+            unshared_masks=on(images.unshared(which), sl),
+            shared_parts={k: v[sl].to(device) for k, v in images.parts(which).items()},
+            partner_parts={k: v[sl].to(device) for k, v in images.parts(_other(which)).items()},
+            partners=images.partners(which)[sl].to(device),
+            explain_with_partners=(lambda partners, sl=sl: explain_with(sl, partners).to(device))
+            if explain_with is not None
+            else None,
         )
         values.append(metric(batch).detach().float().cpu())
     return torch.cat(values) if values else torch.empty(0)
+
+
+def _other(which: str) -> str:
+    return "reference" if which == "driver" else "driver"
 
 
 @dataclass
@@ -302,13 +316,15 @@ def explain_block(
         for which in IMAGES:
             if which not in scored:
                 continue
-            masks = images.masks(which)
-            if getattr(metric, "requires_masks", False) and masks is None:
+            if getattr(metric, "requires_masks", False) and images.masks(which) is None:
                 continue  # no ground truth in this stimulus set
+            if getattr(metric, "requires_part_truth", False) and images.unshared(which) is None:
+                continue  # no part ground truth (manifest part masks and data.neuron_parts)
             key = work_key(maps=maps_key, image=which, metric=named.spec, masks=masks_digest)
             explain = _explainer(method, images, which, targets, settings)
+            explain_with = _partner_explainer(method, model, images, which, targets, settings)
             compute = partial(
-                score_maps, metric, model, images.images(which), scored[which], targets, masks, explain, settings
+                score_maps, metric, model, images, which, scored[which], targets, explain, explain_with, settings
             )
             scores[(named.label, which)] = store.get_or_compute("scores", key, lambda c=compute: {"values": c()})[
                 "values"
@@ -331,6 +347,25 @@ def _explainer(
         return attribute_single(built, x_drv if which == "driver" else x_ref, t, settings.reduce)
 
     return explain
+
+
+def _partner_explainer(
+    method: NamedMethod, model: nn.Module, images: PairImages, which: str, targets: Tensor, settings: ExplainSettings
+) -> Callable[[slice, Tensor], Tensor] | None:
+    """``explain_with(rows, partners)``: the ``which`` maps of pairs ``rows`` recomputed with other partner images;
+    None for a single-image method (its maps do not depend on the partner)."""
+    if not method.pairwise(model):
+        return None
+
+    def explain_with(rows: slice, partners: Tensor) -> Tensor:
+        device = settings.device
+        mine, t = images.images(which)[rows].to(device), targets[rows].to(device)
+        partners = partners.to(device)
+        x_drv, x_ref = (mine, partners) if which == "driver" else (partners, mine)
+        drv, ref = attribute_chunk(method.build(model), x_drv, x_ref, t, on_reference=True, reduce=settings.reduce)
+        return drv if which == "driver" else ref
+
+    return explain_with
 
 
 def _warn_undefined(values: Tensor, metric: str, method: str, which: str) -> None:

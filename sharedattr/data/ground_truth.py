@@ -2,15 +2,22 @@
 
 A JSON file maps neuron ids to the parts (manifest columns ``mask:<part>``) that drive them,
 as a list (``{"n1": ["limbs", "head"]}``) or as weights (``{"n1": {"limbs": 1.0, "head": 0.2}}``,
-parts with weight > 0 count). For a neuron and a driver/reference pair, the *shared* parts
-are the neuron's parts present in both images; localisation metrics are then scored against
-the union of those parts' masks on each image. Without this file they use the ``mask`` column.
+parts with weight > 0 count). For a neuron and a driver/reference pair (:class:`PairTruth`):
+
+- the *shared* driving parts are the neuron's parts present in both images; localisation
+  metrics are scored against the union of their masks on each image;
+- the *unshared* driving parts of an image are the neuron's parts it shows and its partner
+  lacks (the shared-part selectivity metric penalises mass there);
+- everything else is the rest of the image.
+
+Without this file the localisation metrics use the ``mask`` column.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,43 @@ def load_neuron_parts(path: str | Path, part_names: Sequence[str] | None = None)
 def shared_parts(stimuli: StimulusSet, parts: Sequence[str], driver: int, reference: int) -> tuple[str, ...]:
     """The ``parts`` present in both the driver's and the reference's part masks."""
     return tuple(p for p in parts if stimuli.has_part(driver, p) and stimuli.has_part(reference, p))
+
+
+@dataclass(frozen=True)
+class PairTruth:
+    """The ground truth of one pair for its neuron: the driving parts both images show (``shared``), and those only
+    the driver (``driver_only``) or only the reference (``reference_only``) shows."""
+
+    shared: tuple[str, ...]
+    driver_only: tuple[str, ...]
+    reference_only: tuple[str, ...]
+
+    def unshared(self, which: str) -> tuple[str, ...]:
+        """The driving parts of image ``which`` (``driver`` or ``reference``) that its partner lacks."""
+        return self.driver_only if which == "driver" else self.reference_only
+
+
+def pair_truth(
+    stimuli: StimulusSet, neuron_parts: Mapping[str, Sequence[str]], neuron_ids: Sequence[str], pairs: Sequence[Any]
+) -> list[PairTruth | None]:
+    """Per pair (anything with ``neuron``, ``driver`` and ``reference`` indices), its :class:`PairTruth`, or None when
+    ``neuron_parts`` does not name the pair's neuron."""
+    out: list[PairTruth | None] = []
+    for p in pairs:
+        parts = neuron_parts.get(neuron_ids[p.neuron])
+        if parts is None:
+            out.append(None)
+            continue
+        on_driver = {q for q in parts if stimuli.has_part(p.driver, q)}
+        on_reference = {q for q in parts if stimuli.has_part(p.reference, q)}
+        out.append(
+            PairTruth(
+                tuple(q for q in parts if q in on_driver and q in on_reference),
+                tuple(q for q in parts if q in on_driver - on_reference),
+                tuple(q for q in parts if q in on_reference - on_driver),
+            )
+        )
+    return out
 
 
 def pair_parts(

@@ -29,7 +29,7 @@ from sharedattr.attribution.engine import Explained, ExplainSettings, NamedMetho
 from sharedattr.config.spec import ExperimentSpec
 from sharedattr.data import StimulusSet, load_responses
 from sharedattr.data.features import default_cache_dir, extract_features
-from sharedattr.data.ground_truth import load_neuron_parts, pair_parts
+from sharedattr.data.ground_truth import load_neuron_parts, pair_truth
 from sharedattr.data.pairs import PairImages
 from sharedattr.data.stimuli import DataError
 from sharedattr.encoding.fit import Fit, fit_readout
@@ -324,8 +324,8 @@ def explain_stage(
         on=settings.match_on,
     )
     ctx.mark("attribute")
-    shared = None if neuron_parts is None else pair_parts(stimuli, neuron_parts, neuron_ids, pairs)
-    images = PairImages.load(stimuli, pairs, model.input_size, model.in_channels, shared)
+    truth = None if neuron_parts is None else pair_truth(stimuli, neuron_parts, neuron_ids, pairs)
+    images = PairImages.load(stimuli, pairs, model.input_size, model.in_channels, truth)
     identity = (
         None
         if model_digest is None

@@ -145,13 +145,22 @@ class AttributionBatch:
 
     ``inputs`` ``[B, C, H, W]``; ``maps`` ``[B, H, W]`` (channel-reduced, signed);
     ``targets`` ``[B]`` neuron indices into the model output ``[B, N]``; ``masks``
-    ``[B, H, W]`` bool ground truth, when the stimulus set has it.
+    ``[B, H, W]`` bool ground truth, when the stimulus set has it: with part annotations and
+    ``neuron_parts``, the driving parts both images of the pair show.
+
+    Part ground truth (empty or None without it): ``unshared_masks`` ``[B, H, W]`` the driving
+    parts this image shows and its partner lacks; ``shared_parts`` each shared part's own mask
+    on this image, and ``partner_parts`` the same parts on the partner (``{part: [B, H, W]}``, all
+    False in rows whose pair does not share the part); ``partners`` ``[B, C, H, W]`` the other
+    image of each pair.
 
     ``explain``, when given, recomputes these very maps with another encoding model:
     the same method, params, images (and pair partners), targets and channel reduction;
     ``explain(other_model) -> [B, H, W]``. Metrics that re-run the method (the model
     parameter randomisation check) declare ``requires_explainer = True`` and are skipped
-    where it is missing.
+    where it is missing. ``explain_with_partners(other_partners [B, C, H, W]) -> [B, H, W]``
+    recomputes them with other partner images; it is None for a single-image method, whose
+    maps cannot depend on the partner.
     """
 
     model: nn.Module
@@ -161,13 +170,19 @@ class AttributionBatch:
     masks: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     explain: Callable[[nn.Module], Tensor] | None = None
+    unshared_masks: Tensor | None = None
+    shared_parts: dict[str, Tensor] = field(default_factory=dict)
+    partner_parts: dict[str, Tensor] = field(default_factory=dict)
+    partners: Tensor | None = None
+    explain_with_partners: Callable[[Tensor], Tensor] | None = None
 
 
-MetricFamily = Literal["localisation", "faithfulness", "complexity", "sanity", "other"]
-"""What a metric measures: agreement with ground-truth masks (``localisation``), whether the map predicts the
-model's response to perturbations (``faithfulness``), how concentrated the map is (``complexity``), whether
+MetricFamily = Literal["sharing", "localisation", "faithfulness", "complexity", "sanity", "other"]
+"""What a metric measures: whether the map shows what the two images of a pair share rather than what drives the
+neuron in one of them (``sharing``), agreement with ground-truth masks (``localisation``), whether the map predicts
+the model's response to perturbations (``faithfulness``), how concentrated the map is (``complexity``), whether
 it depends on the model at all (``sanity``, e.g. the randomisation check), or ``other``."""
-METRIC_FAMILIES: tuple[str, ...] = ("localisation", "faithfulness", "complexity", "sanity", "other")
+METRIC_FAMILIES: tuple[str, ...] = ("sharing", "localisation", "faithfulness", "complexity", "sanity", "other")
 
 
 def metric_family(metric: Any) -> str:
@@ -186,6 +201,7 @@ class Metric(Protocol):
     family: MetricFamily  # optional; "other" when absent
     requires_masks: bool  # optional; False when absent
     requires_explainer: bool  # optional; False when absent (needs ``batch.explain``)
+    requires_part_truth: bool  # optional; False when absent (needs ``unshared_masks`` and the part masks)
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         """One score per map, ``[B]`` (NaN only where the metric is undefined, e.g. no mask)."""

@@ -51,6 +51,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sharedattr.metrics.localisation",
     "sharedattr.metrics.faithfulness",
     "sharedattr.metrics.randomisation",
+    "sharedattr.metrics.sharing",
     "sharedattr.synthesis.energies",
     "sharedattr.synthesis.gradient_ascent",
     "sharedattr.synthesis.egg",

@@ -75,7 +75,7 @@ class Components:
         if missing:
             out.append(
                 f"Could not resolve {', '.join(missing)}: such methods count as not pairwise and such "
-                f"metrics as family “other” (left out of the localisation and faithfulness verdict). "
+                f"metrics as family “other” (left out of the sharing, localisation and faithfulness verdict). "
                 f"To refresh, {REFRESH}."
             )
         return out

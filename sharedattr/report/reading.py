@@ -28,7 +28,7 @@ from sharedattr.report.stats import (
     to_float,
 )
 
-HEADLINE_FAMILIES = ("localisation", "faithfulness")
+HEADLINE_FAMILIES = ("sharing", "localisation", "faithfulness")
 
 
 @dataclass(frozen=True)

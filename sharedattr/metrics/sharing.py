@@ -1,0 +1,151 @@
+"""Sharing metrics: does a map show what the two images of a pair *share*, rather than what drives the neuron?
+
+Both need part ground truth (manifest ``mask:<part>`` columns and ``data.neuron_parts``): for a
+pair, the *shared* driving parts are the neuron's parts both images show, the *unshared* ones
+those only this image shows (:class:`~sharedattr.data.ground_truth.PairTruth`). Relevance is
+the positive part of the map, ``R⁺ = max(R, 0)``.
+
+- ``shared_part_selectivity``: ``Σ R⁺ over the shared driving parts / Σ R⁺ over all driving parts``
+  of the image, in [0, 1]. A map that spreads evenly over the driving parts scores their area
+  ratio (chance); a map of what is shared scores 1. Undefined (NaN) where the image has no
+  unshared driving part (then every map scores 1 and nothing is learned) or no relevance on its
+  driving parts.
+- ``reference_sensitivity``: for each shared part ``P``, the map is recomputed with ``P`` erased
+  from the partner image, and ``1 − share_P(erased) / share_P(intact)``, where ``share_P`` is
+  the share of the map's driving-part relevance on ``P``; averaged over the pair's shared
+  parts. 1: the map drops ``P`` entirely once the partner lacks it; 0: it does not change. A
+  single-image method's map cannot depend on the partner: it scores 0 by construction. ``P`` is
+  erased by filling its pixels with ``fill`` (default: the median of the partner's pixels
+  outside its annotated parts, per channel: its background, for figures on a background).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from sharedattr.plugins.contracts import AttributionBatch
+from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.plugins.params import Params
+
+
+def positive_mass(maps: Tensor, masks: Tensor) -> Tensor:
+    """``Σ max(R, 0)`` inside each mask: maps and masks ``[B, H, W]`` → ``[B]``."""
+    return (maps.clamp(min=0) * masks.to(maps.dtype)).flatten(1).sum(1)
+
+
+def shared_part_selectivity(maps: Tensor, shared: Tensor, unshared: Tensor) -> Tensor:
+    """``R⁺(shared) / R⁺(shared ∪ unshared)`` ``[B]``; NaN where ``unshared`` is empty or no relevance falls on the
+    driving parts."""
+    inside = positive_mass(maps, shared)
+    total = positive_mass(maps, shared | unshared)
+    ok = (total > 0) & unshared.flatten(1).any(1) & shared.flatten(1).any(1)
+    return torch.where(ok, inside / torch.where(total > 0, total, torch.ones_like(total)), torch.nan)
+
+
+def part_share(maps: Tensor, part: Tensor, driving: Tensor) -> Tensor:
+    """The share of the driving-part relevance that falls on ``part`` ``[B]`` (NaN without driving relevance)."""
+    total = positive_mass(maps, driving)
+    return torch.where(total > 0, positive_mass(maps, part) / torch.where(total > 0, total, 1.0), torch.nan)
+
+
+def erase(images: Tensor, mask: Tensor, known: Tensor, fill: float | None) -> Tensor:
+    """``images`` ``[B, C, H, W]`` with the pixels of ``mask`` ``[B, H, W]`` set to ``fill``, or (None) to the
+    median per image and channel of the pixels outside ``known`` (the annotated parts)."""
+    out = images.clone()
+    m = mask[:, None].expand_as(images)
+    if fill is not None:
+        return out.masked_fill_(m, fill)
+    for i in range(images.shape[0]):
+        outside = ~known[i]
+        if not outside.any():
+            continue
+        values = images[i][:, outside].median(dim=1).values  # [C]
+        out[i] = torch.where(mask[i][None], values[:, None, None], images[i])
+    return out
+
+
+class SharedPartSelectivityMetric:
+    """Share of the map's driving-part relevance on the parts the pair shares (higher is better; chance: area ratio)."""
+
+    higher_is_better: ClassVar[bool] = True
+    family: ClassVar[str] = "sharing"
+    requires_masks: ClassVar[bool] = True
+    requires_part_truth: ClassVar[bool] = True
+
+    def __call__(self, batch: AttributionBatch) -> Tensor:
+        if batch.masks is None or batch.unshared_masks is None:
+            raise ValueError("shared_part_selectivity needs part ground truth (batch.masks and batch.unshared_masks)")
+        maps = batch.maps.detach().float()
+        return shared_part_selectivity(maps, batch.masks.bool(), batch.unshared_masks.bool())
+
+
+class ReferenceSensitivityParams(Params):
+    fill: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Pixel value that erases a part from the partner image; null = the median of the partner's "
+        "pixels outside its annotated parts (its background).",
+    )
+
+
+class ReferenceSensitivityMetric:
+    """How much of a shared part the map drops once the partner lacks it (higher is better; single-image maps: 0)."""
+
+    higher_is_better: ClassVar[bool] = True
+    family: ClassVar[str] = "sharing"
+    requires_part_truth: ClassVar[bool] = True
+
+    def __init__(self, fill: float | None = None) -> None:
+        self.fill = fill
+
+    def __call__(self, batch: AttributionBatch) -> Tensor:
+        if batch.unshared_masks is None or batch.partners is None:
+            raise ValueError("reference_sensitivity needs part ground truth and the pairs' partner images")
+        maps = batch.maps.detach().float()
+        shared = torch.zeros_like(batch.unshared_masks, dtype=torch.bool)
+        for part in batch.shared_parts.values():
+            shared |= part.bool()
+        driving = shared | batch.unshared_masks.bool()
+        partner_known = torch.zeros_like(next(iter(batch.partner_parts.values()), shared), dtype=torch.bool)
+        for part in batch.partner_parts.values():
+            partner_known |= part.bool()
+        total = torch.zeros(maps.shape[0], dtype=maps.dtype, device=maps.device)
+        count = torch.zeros_like(total)
+        for name, part in batch.shared_parts.items():
+            on_partner = batch.partner_parts[name].bool()
+            rows = part.flatten(1).any(1) & on_partner.flatten(1).any(1)
+            if not rows.any():
+                continue
+            before = part_share(maps, part.bool(), driving)
+            if batch.explain_with_partners is None:  # a single-image map does not depend on its partner
+                after = before
+            else:
+                erased = erase(batch.partners, on_partner & rows[:, None, None], partner_known, self.fill)
+                after = part_share(batch.explain_with_partners(erased).detach().float(), part.bool(), driving)
+            value = 1 - after / before
+            ok = rows & torch.isfinite(value) & (before > 0)
+            total += torch.where(ok, value, 0.0)
+            count += ok.to(total.dtype)
+        return torch.where(count > 0, total / count.clamp(min=1), torch.nan)
+
+
+@hookimpl
+def register_metrics(register):
+    register(
+        "shared_part_selectivity",
+        SharedPartSelectivityMetric,
+        description="Share of the map's relevance on the driving parts both images of a pair show, of that on all "
+        "driving parts (needs part ground truth; chance = their area ratio).",
+    )
+    register(
+        "reference_sensitivity",
+        ReferenceSensitivityMetric,
+        params=ReferenceSensitivityParams,
+        description="How much of a shared part the map drops when the part is erased from the partner image "
+        "(1 = all, 0 = unchanged, as every single-image map).",
+    )
