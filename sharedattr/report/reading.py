@@ -29,6 +29,8 @@ from sharedattr.report.stats import (
 )
 
 HEADLINE_FAMILIES = ("sharing", "localisation", "faithfulness")
+ALWAYS_READ = ("localisation", "faithfulness")
+"""Families the headline reads even when the run scored none of their metrics (to say so)."""
 
 
 @dataclass(frozen=True)
@@ -415,6 +417,7 @@ def read_summary(
     if not cs:
         return Reading(["No metric produced a finite score, so there is no winner to report."], [], [], [], notes)
     pairwise = [read_pairwise(m, cs, components, values) for m in methods if components.is_pairwise(m)]
-    headline = [family_sentence(f, cs, components) for f in HEADLINE_FAMILIES]
+    scored = {components.family(c.metric) for c in cs}
+    headline = [family_sentence(f, cs, components) for f in HEADLINE_FAMILIES if f in scored or f in ALWAYS_READ]
     headline += [f"{p.rank} {p.tally}" for p in pairwise] or [NO_PAIRWISE]
     return Reading(headline, [contest_sentence(c) for c in cs], pairwise, cs, notes)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sharedattr.data import DataError, StimulusSet
-from sharedattr.data.ground_truth import load_neuron_parts, pair_parts, shared_parts
+from sharedattr.data.ground_truth import PairTruth, load_neuron_parts, pair_parts, pair_truth, shared_parts
 from sharedattr.data.insilico import (
     DEFAULT_NEURONS,
     PARTS,
@@ -147,8 +147,20 @@ def test_localisation_masks_are_the_parts_a_pair_shares(written):
     partial = {k: v for k, v in neuron_parts.items() if k != "limbs"}
     parts = pair_parts(stimuli, partial, ids, pairs)
     assert parts[1] == () and parts[2] is None
-    images = PairImages.load(stimuli, pairs, (32, 32), 1, parts)
+    truth = pair_truth(stimuli, partial, ids, pairs)
+    assert [t.shared if t else None for t in truth] == parts
+    only_body = tuple(
+        q for q in ("head", "torso", "limbs") if rendered.parts[q][body].any() and not rendered.parts[q][obj].any()
+    )
+    assert "torso" in only_body and truth[0].reference_only == only_body and truth[0].driver_only == ()
+    assert truth[1] == PairTruth((), ("shape",), ())  # the shape neuron: the body lacks the object's shape
+    images = PairImages.load(stimuli, pairs, (32, 32), 1, truth)
     shared = list(parts[0])
+    np.testing.assert_array_equal(
+        images.reference_unshared[0].numpy(), np.any([rendered.parts[q][body] for q in only_body], axis=0)
+    )
+    for part in shared:
+        np.testing.assert_array_equal(images.driver_parts[part][0].numpy(), rendered.parts[part][obj])
     expected_driver = np.any([rendered.parts[p][obj] for p in shared], axis=0)
     expected_reference = np.any([rendered.parts[p][body] for p in shared], axis=0)
     np.testing.assert_array_equal(images.driver_masks[0].numpy(), expected_driver)
