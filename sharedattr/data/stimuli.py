@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 """Pillow modes of one grey channel deeper than 8 bits: scaled to [0, 1] by sharedattr, not clipped by Pillow."""
+GREY_MODES = ("1", "L", "LA", *HIGH_DEPTH_MODES)
+"""Pillow modes of grey images (``LA``: grey with alpha, which is dropped)."""
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 MAX_LISTED = 20
 PART_PREFIX = "mask:"
@@ -240,6 +242,27 @@ class StimulusSet:
         if problems:
             raise DataError("stimulus images", problems)
         return out
+
+    def channels_for(self, model_channels: int, indices: Sequence[int] | None = None) -> int:
+        """The channels to read stimuli ``indices`` (all when None) with for a model of ``model_channels`` inputs:
+        1 where every one of them is a grey image (its attributions are then taken with respect to the image as
+        given, one channel; the backbone repeats it to its own channels), else ``model_channels``.
+
+        Reads only the files' headers; an image that cannot be opened counts as colour (decoding reports it).
+        """
+        from PIL import Image
+
+        if model_channels == 1:
+            return 1
+        indices = range(len(self)) if indices is None else indices
+        for i in indices:
+            try:
+                with Image.open(self.paths[i]) as im:
+                    if im.mode not in GREY_MODES:
+                        return model_channels
+            except Exception:  # noqa: BLE001 - decoding reports unreadable files with their reason
+                return model_channels
+        return 1
 
     def content_digest(self) -> str:
         """SHA-256 of the ids, categories and every image file's bytes: the identity of the stimulus content."""

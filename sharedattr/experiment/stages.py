@@ -325,7 +325,8 @@ def explain_stage(
     )
     ctx.mark("attribute")
     truth = None if neuron_parts is None else pair_truth(stimuli, neuron_parts, neuron_ids, pairs)
-    images = PairImages.load(stimuli, pairs, model.input_size, model.in_channels, truth)
+    indices = [i for p in pairs for i in (p.driver, p.reference)]
+    images = PairImages.load(stimuli, pairs, model.input_size, stimuli.channels_for(model.in_channels, indices), truth)
     identity = (
         None
         if model_digest is None

@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 
 import sharedattr
@@ -145,3 +146,35 @@ def test_explicit_neurons_and_unknown_ids(tiny_config, tmp_path):
     tiny_config["selection"] = {"neurons": ["V4_unit_9"]}
     with pytest.raises(UserError, match=r"selection.neurons: unknown neuron id\(s\) \['V4_unit_9'\]"):
         run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
+
+
+def test_grey_stimuli_are_explained_as_one_channel_images(tiny_config, tiny_data):
+    """The in-silico stimuli are grey and the ResNet takes RGB: saliency is |∂r/∂x| of the image's one channel
+    (the backbone repeats it), not the sum over three identical copies of |∂r/∂x_c|."""
+    from sharedattr.data import StimulusSet
+    from sharedattr.experiment.stages import fit_experiment
+
+    spec = validate_experiment(tiny_config)
+    model = fit_experiment(spec, tiny_data.parent / "grey-fit", progress=False).fit.model
+    stimuli = StimulusSet.load(spec.data.stimuli)
+    assert model.in_channels == 3 and stimuli.channels_for(3) == 1
+    table, maps = sharedattr.compare(
+        model,
+        stimuli,
+        neurons=["head"],
+        methods=["saliency"],
+        metrics=["gini"],
+        drivers_per_neuron=1,
+        on_reference=False,
+        return_maps=True,
+    )
+    driver = stimuli.ids.index(table["driver"][0])
+    x = stimuli.load_images(model.input_size, 1, [driver]).requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x)[0, model.neuron_ids.index("head")], x)
+    scale = float(grad.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(maps["saliency"]["driver"][0] / scale, grad.abs()[0, 0] / scale, atol=1e-5, rtol=1e-4)
+    x3 = stimuli.load_images(model.input_size, 3, [driver]).requires_grad_(True)
+    (grad3,) = torch.autograd.grad(model(x3)[0, model.neuron_ids.index("head")], x3)
+    three_copies = grad3.abs().sum(1)[0] / scale  # what reading the grey image as RGB would give
+    assert (three_copies - maps["saliency"]["driver"][0] / scale).abs().max() > 1e-2
