@@ -52,6 +52,35 @@ def _neuron_indices(neurons: Sequence[str | int] | None, neuron_ids: list[str]) 
     return out
 
 
+def _given_pairs(
+    pairs: Sequence[tuple[str | int, str, str]], neuron_ids: list[str], stimulus_ids: Sequence[str]
+) -> list[tuple[int, int, int]]:
+    """``(neuron, driver id, reference id)`` → index triples; every unknown neuron or stimulus is named at once."""
+    index = {s: i for i, s in enumerate(stimulus_ids)}
+    out, problems = [], []
+    for k, triple in enumerate(pairs):
+        if not isinstance(triple, (tuple, list)) or len(triple) != 3:
+            problems.append(f"pairs[{k}] = {triple!r}: expected (neuron, driver id, reference id)")
+            continue
+        neuron, driver, reference = triple
+        try:
+            (n,) = _neuron_indices([neuron], neuron_ids)
+        except UserError:
+            problems.append(f"pairs[{k}]: unknown neuron {neuron!r}")
+            continue
+        unknown = [str(s) for s in (driver, reference) if s not in index]
+        if unknown:
+            problems.append(f"pairs[{k}]: unknown stimulus id(s) {', '.join(unknown)}")
+            continue
+        out.append((n, index[driver], index[reference]))
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; … ({len(problems) - 10} more)" if len(problems) > 10 else "")
+        raise UserError(f"compare(pairs=...): {shown}. Use the model's neuron ids and the stimulus set's ids")
+    if not out:
+        raise UserError("compare(pairs=...): no pairs given")
+    return out
+
+
 def compare(
     model: EncodingModel,
     stimuli: StimulusSet | str | Path,
@@ -73,6 +102,7 @@ def compare(
     progress: bool = False,
     return_maps: bool = False,
     neuron_parts: Mapping[str, Sequence[str]] | str | Path | None = None,
+    pairs: Sequence[tuple[str | int, str, str]] | None = None,
 ) -> Any:
     """Compare attribution methods on the same neurons, drivers and references; return the tidy table.
 
@@ -85,6 +115,10 @@ def compare(
     and ``matcher`` are registered names or ``{"name": ..., **params}`` dicts. ``neuron_parts``
     (``{neuron id: [part, ...]}`` or a JSON file, see :mod:`sharedattr.data.ground_truth`)
     scores localisation against the parts each pair shares (manifest ``mask:<part>`` columns).
+    ``pairs``: ``(neuron, driver id, reference id)`` triples to explain instead of the selected
+    drivers and their matched references (e.g. pairs whose shared parts a benchmark set by
+    construction); ``neurons``, ``drivers_per_neuron`` and ``references_per_driver`` then do not
+    apply, and each pair's ``similarity`` is the matcher's for its two images.
 
     Returns a pandas DataFrame, one row per neuron × driver × reference × method × image ×
     metric (and, with ``return_maps``, the maps ``{method: {"driver"|"reference": [P, H, W]}}`` too).
@@ -116,6 +150,11 @@ def compare(
         neuron_parts = load_neuron_parts(neuron_parts, list(stimuli.part_masks))
     if match_on not in ("dimensions", "channels"):
         raise UserError(f"compare(match_on={match_on!r}): use 'dimensions' or 'channels'")
+    given = None
+    if pairs is not None:
+        if neurons is not None:
+            raise UserError("compare(): pass either neurons=... or pairs=..., not both (the pairs name their neurons)")
+        given = _given_pairs(pairs, neuron_ids, stimuli.ids)
     settings = PairSettings(
         preferred_category, drivers_per_neuron, references_per_driver, on_reference, reduce, batch_size, match_on
     )
@@ -132,6 +171,7 @@ def compare(
         methods=ctx.methods(method_specs),
         metrics=ctx.metrics(metric_specs),
         neuron_parts=neuron_parts,
+        given=given,
     )
     table = pd.DataFrame(explanation.rows, columns=RESULT_COLUMNS)
     return (table, explanation.explained.maps) if return_maps else table

@@ -43,7 +43,7 @@ from sharedattr.runtime.devices import resolve_device
 from sharedattr.runtime.errors import UserError, closest
 from sharedattr.runtime.io import atomic_write_json, remove_stale_temporaries
 from sharedattr.runtime.work_store import WorkStore
-from sharedattr.selection.matching import Pair, match_pairs
+from sharedattr.selection.matching import Pair, given_pairs, match_pairs
 from sharedattr.selection.neurons import measured_else_predicted, preferred_categories, select_neurons
 
 
@@ -299,30 +299,44 @@ def explain_stage(
     neuron_parts: Mapping[str, Sequence[str]] | None = None,
     store: WorkStore | None = None,
     model_digest: str | None = None,
+    given: Sequence[tuple[int, int, int]] | None = None,
 ) -> Explanation:
     """The explanation chain for ``neurons`` (output indices of ``model``).
 
     ``latents`` ``[S, ...]`` and ``drive`` ``[S, N]`` (measured responses, else predictions)
     are aligned with ``stimuli``. With ``store`` and ``model_digest``, every work item is kept in
-    (and reused from) the store, keyed by the model's digest and the pairs' ids.
+    (and reused from) the store, keyed by the model's digest and the pairs' ids. ``given``
+    ``(neuron, driver, reference)`` index triples replace driver selection and matching (each pair
+    keeps the matcher's similarity).
     """
     ctx.mark("match")
     categories = list(stimuli.categories)
-    preferred = preferred_categories(categories, drive, neurons, settings.preferred_category)
-    pairs = match_pairs(
-        model.readout,
-        latents,
-        matcher,
-        categories,
-        drive,
-        neurons,
-        preferred,
-        drivers_per_neuron=settings.drivers_per_neuron,
-        references_per_driver=settings.references_per_driver,
-        batch_size=settings.batch_size,
-        device=ctx.device,
-        on=settings.match_on,
-    )
+    if given is not None:
+        pairs = given_pairs(
+            model.readout,
+            latents,
+            matcher,
+            given,
+            batch_size=settings.batch_size,
+            device=ctx.device,
+            on=settings.match_on,
+        )
+    else:
+        preferred = preferred_categories(categories, drive, neurons, settings.preferred_category)
+        pairs = match_pairs(
+            model.readout,
+            latents,
+            matcher,
+            categories,
+            drive,
+            neurons,
+            preferred,
+            drivers_per_neuron=settings.drivers_per_neuron,
+            references_per_driver=settings.references_per_driver,
+            batch_size=settings.batch_size,
+            device=ctx.device,
+            on=settings.match_on,
+        )
     ctx.mark("attribute")
     truth = None if neuron_parts is None else pair_truth(stimuli, neuron_parts, neuron_ids, pairs)
     indices = [i for p in pairs for i in (p.driver, p.reference)]

@@ -258,3 +258,29 @@ def match_pairs(
                 for k in range(refs.shape[-1])
             ]
     return [p for n in neurons for p in by_neuron[n]]
+
+
+@torch.inference_mode()
+def given_pairs(
+    readout: nn.Module,
+    latents: Tensor,
+    matcher: object,
+    triples: Sequence[tuple[int, int, int]],
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    on: str = "dimensions",
+) -> list[Pair]:
+    """Pairs chosen by the caller, ``(neuron, driver, reference)`` output and stimulus indices, in that order, each
+    with the matcher's similarity of its two images for its neuron (``rank`` 0): the same pairs for every method when
+    a benchmark defines them by construction."""
+    if on not in ("dimensions", "channels"):
+        raise ValueError(f"on must be 'dimensions' or 'channels', got {on!r}")
+    if not triples:
+        return []
+    channels = dimension_channels(readout, int(readout.weight.shape[1]), device) if on == "channels" else None
+    neurons, drivers, references = (torch.tensor(column) for column in zip(*triples))
+    query = own_contributions(readout, latents, drivers, neurons, batch_size, device, channels)  # [M, D or C]
+    cand = own_contributions(readout, latents, references, neurons, batch_size, device, channels)
+    scores, _ = match_references(matcher, query[:, None], cand[:, None], 1)  # [M, 1, 1]
+    return [Pair(int(n), int(d), int(r), float(s), 0) for (n, d, r), s in zip(triples, scores.flatten())]

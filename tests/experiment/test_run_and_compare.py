@@ -139,6 +139,36 @@ def test_compare_returns_the_tidy_table_for_a_fitted_model(tiny_config, tiny_dat
         sharedattr.compare(model, tiny_data / "stimuli" / "manifest.csv", neurons=["V4_unit_9"])
 
 
+def test_compare_explains_the_pairs_it_is_given_with_their_similarity(tiny_config, tiny_data, tmp_path):
+    run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
+    model = sharedattr.load_model(tmp_path / "model")
+    manifest = tiny_data / "stimuli" / "manifest.csv"
+    matched = sharedattr.compare(
+        model,
+        manifest,
+        neurons=["head"],
+        methods=["saliency"],
+        metrics=["gini"],
+        drivers_per_neuron=2,
+        on_reference=False,
+    )
+    first = matched.iloc[0]
+    given = [("head", first["driver"], first["reference"]), (1, "objects_0000", "bodies_0003")]
+    table = sharedattr.compare(model, manifest, methods=["saliency"], metrics=["gini"], pairs=given, on_reference=False)
+    assert list(zip(table["neuron"], table["driver"], table["reference"])) == [
+        ("head", first["driver"], first["reference"]),
+        (model.neuron_ids[1], "objects_0000", "bodies_0003"),
+    ]
+    assert table["similarity"].iloc[0] == pytest.approx(first["similarity"], rel=1e-5)  # the matcher's own score
+    assert table["value"].iloc[0] == pytest.approx(first["value"])  # the same map
+    with pytest.raises(UserError, match=r"pairs\[0\]: unknown stimulus id\(s\) nope.*pairs\[1\]: unknown neuron 'V9'"):
+        sharedattr.compare(
+            model, manifest, pairs=[("head", "nope", "bodies_003"), ("V9", "objects_0000", "bodies_0003")]
+        )
+    with pytest.raises(UserError, match="either neurons=... or pairs=..."):
+        sharedattr.compare(model, manifest, neurons=["head"], pairs=given)
+
+
 def test_explicit_neurons_and_unknown_ids(tiny_config, tmp_path):
     tiny_config["selection"] = {"neurons": ["head"], "drivers_per_neuron": 1}
     result = run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
