@@ -292,3 +292,31 @@ def test_pairs_share_exactly_the_copied_pieces(position):
         assert distance < 4  # the copy sits where the transform puts the body's arm
         moved = np.linalg.norm(np.array(pair.transform(tuple(body_arm))) - body_arm)
         assert (moved < 1e-9) if position == "matched" else (moved > 8)
+
+
+def test_written_pairs_load_as_a_stimulus_set_with_their_parts(tmp_path):
+    import csv
+
+    from sharedattr.data import StimulusSet
+    from sharedattr.data.insilico import write_pairs
+    from sharedattr.data.insilico.pairs import render_pairs
+
+    conditions = {
+        "both": render_pairs(2, 32, seed=1, carry_head=True),
+        "arm": render_pairs(3, 32, seed=1, carry_head=False, position="mismatched"),
+    }
+    manifest, table = write_pairs(tmp_path, conditions)
+    stimuli = StimulusSet.load(manifest)
+    assert len(stimuli) == 5 * 3 and stimuli.channels_for(3) == 1
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["condition"], r["position"]) for r in rows] == [("both", "matched")] * 2 + [("arm", "mismatched")] * 3
+    assert [len(r["carried"].split()) for r in rows] == [2, 2, 1, 1, 1]
+    for row, pair in zip(rows, [*conditions["both"], *conditions["arm"]]):
+        driver, headless = stimuli.ids.index(row["driver"]), stimuli.ids.index(row["reference:headless"])
+        assert stimuli.categories[driver] == "objects" and stimuli.categories[headless] == "bodies"
+        image = stimuli.load_images((32, 32), 1, [driver])[0, 0].numpy()
+        assert np.array_equal(np.round(image * 255).astype(np.uint8), pair.driver.image[..., 0])
+        limbs = stimuli.load_part_masks((32, 32), [driver], [["limbs"]])[0].numpy()
+        assert np.array_equal(limbs, pair.driver.parts["limbs"])
+        assert stimuli.has_part(driver, "head") == ("head" in pair.carried) and not stimuli.has_part(headless, "head")

@@ -2,10 +2,11 @@
 
 - :mod:`~sharedattr.data.insilico.render`: seeded bodies and objects with pixel-exact part masks;
 - :mod:`~sharedattr.data.insilico.neurons`: neurons whose responses are known functions of the parts;
-- :mod:`~sharedattr.data.insilico.dataset`: writes both as a normal stimulus set + responses + ground truth.
+- :mod:`~sharedattr.data.insilico.pairs`: driver/reference pairs whose shared parts are known by construction;
+- :mod:`~sharedattr.data.insilico.dataset`: writes them as a normal stimulus set + responses + ground truth.
 """
 
-from sharedattr.data.insilico.dataset import InSilicoFiles, write_insilico
+from sharedattr.data.insilico.dataset import InSilicoFiles, write_insilico, write_pairs
 from sharedattr.data.insilico.neurons import DEFAULT_NEURONS, GroundTruthNeuron, neuron_population, simulate_responses
 from sharedattr.data.insilico.render import CATEGORIES, PARTS, RenderedSet, Scene, render_scene, render_set
 
@@ -22,4 +23,5 @@ __all__ = [
     "render_set",
     "simulate_responses",
     "write_insilico",
+    "write_pairs",
 ]

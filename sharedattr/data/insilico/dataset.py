@@ -10,6 +10,9 @@ Layout written into ``folder``::
     responses.csv             stimulus_id, one column per neuron; one row per trial
     neuron_parts.json         {neuron: {part: weight}}: the ground truth (``data.neuron_parts``)
     parts.csv                 stimulus_id and each part's visible area (image fraction)
+
+:func:`write_pairs` writes driver/reference pairs (:mod:`~sharedattr.data.insilico.pairs`) the
+same way, with ``pairs.csv`` naming each pair's images.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sharedattr.data.insilico.neurons import DEFAULT_NEURONS, GroundTruthNeuron, SimulatedResponses, simulate_responses
+from sharedattr.data.insilico.pairs import StimulusPair
 from sharedattr.data.insilico.render import PARTS, RenderedSet, render_set
 from sharedattr.runtime.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
@@ -143,3 +147,33 @@ def write_insilico(
         json.dumps({n.name: {p: w for p, w in n.weights.items() if w > 0} for n in neurons}, indent=2) + "\n",
     )
     return InSilicoFiles(manifest, responses, truth, parts)
+
+
+def write_pairs(folder: str | Path, conditions: Mapping[str, Sequence[StimulusPair]]) -> tuple[Path, Path]:
+    """Write every driver and reference variant of ``conditions`` (``{condition: pairs}``) as one stimulus set in
+    ``folder/stimuli``, and ``folder/pairs.csv``: condition, index, position, carried pieces, and the stimulus id of
+    the driver and of each reference variant (columns ``driver``, ``reference:<variant>``).
+
+    Ids are ``<condition>-<index>-driver`` and ``<condition>-<index>-<variant>``; drivers are ``objects``, references
+    ``bodies``. Returns the manifest and pairs.csv paths.
+    """
+    folder = Path(folder)
+    ids, scenes, rows = [], [], []
+    variants: list[str] = []
+    for condition, pairs in conditions.items():
+        for i, pair in enumerate(pairs):
+            stem = f"{condition}-{i:04d}"
+            ids.append(f"{stem}-driver"), scenes.append(pair.driver)
+            row = {"condition": condition, "index": i, "position": pair.position, "carried": " ".join(pair.carried)}
+            row["driver"] = f"{stem}-driver"
+            for name, scene in pair.references.items():
+                ids.append(f"{stem}-{name}"), scenes.append(scene)
+                row[f"reference:{name}"] = f"{stem}-{name}"
+                variants += [name] if name not in variants else []
+            rows.append(row)
+    if len(set(ids)) != len(ids):
+        raise ValueError("condition names must be unique and not contain each other's ids")
+    manifest, _ = write_stimuli(RenderedSet.from_scenes(ids, scenes), folder)
+    header = ["condition", "index", "position", "carried", "driver", *(f"reference:{v}" for v in variants)]
+    table = atomic_write_csv(folder / "pairs.csv", ({h: r.get(h, "") for h in header} for r in rows), header)
+    return manifest, table

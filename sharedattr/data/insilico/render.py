@@ -422,6 +422,24 @@ class RenderedSet:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @classmethod
+    def from_scenes(cls, ids: Sequence[str], scenes: Sequence[Scene]) -> RenderedSet:
+        """The set of ``scenes`` (all of one size and channel count) under ``ids``."""
+        if len(ids) != len(scenes):
+            raise ValueError(f"{len(ids)} ids for {len(scenes)} scenes")
+        if not scenes:
+            raise ValueError("no scenes")
+        h, w, c = scenes[0].image.shape
+        empty = np.zeros((h, w), dtype=bool)
+        return cls(
+            tuple(ids),
+            tuple(s.category for s in scenes),
+            tuple(s.kind for s in scenes),
+            tuple(s.attachment for s in scenes),
+            np.stack([s.image for s in scenes]),
+            {p: np.stack([s.parts.get(p, empty) for s in scenes]) for p in PARTS},
+        )
+
     def areas(self) -> dict[str, np.ndarray]:
         """Visible area of each part as a fraction of the image, ``[N]`` per part."""
         return {p: m.reshape(len(self), -1).mean(1) for p, m in self.parts.items()}
@@ -445,8 +463,7 @@ def render_set(
 ) -> RenderedSet:
     """Render ``n_per_category`` images of each category; image ``i`` of a category depends only on ``seed`` and
     ``i`` (and on ``missing`` and ``attachment_probs``, see :func:`render_scene`)."""
-    ids, cats, kinds, attachments, images = [], [], [], [], []
-    parts = {p: [] for p in PARTS}
+    ids, scenes = [], []
     for category in categories:
         for i in range(n_per_category):
             scene = render_scene(
@@ -459,16 +476,8 @@ def render_set(
                 attachment_probs=attachment_probs,
             )
             ids.append(f"{category}_{i:04d}")
-            cats.append(category), kinds.append(scene.kind), attachments.append(scene.attachment)
-            images.append(scene.image)
-            for p in PARTS:
-                parts[p].append(scene.parts.get(p, np.zeros((size, size), dtype=bool)))
-    empty = np.zeros((0, size, size), dtype=bool)
-    return RenderedSet(
-        tuple(ids),
-        tuple(cats),
-        tuple(kinds),
-        tuple(attachments),
-        np.stack(images) if images else np.zeros((0, size, size, channels), np.uint8),
-        {p: (np.stack(v) if v else empty) for p, v in parts.items()},
-    )
+            scenes.append(scene)
+    if not scenes:
+        empty = np.zeros((0, size, size), dtype=bool)
+        return RenderedSet((), (), (), (), np.zeros((0, size, size, channels), np.uint8), {p: empty for p in PARTS})
+    return RenderedSet.from_scenes(ids, scenes)
