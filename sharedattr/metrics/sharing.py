@@ -11,12 +11,14 @@ the positive part of the map, ``R⁺ = max(R, 0)``.
   unshared driving part (then every map scores 1 and nothing is learned) or no relevance on its
   driving parts.
 - ``reference_sensitivity``: for each shared part ``P``, the map is recomputed with ``P`` erased
-  from the partner image, and ``1 − share_P(erased) / share_P(intact)``, where ``share_P`` is
-  the share of the map's driving-part relevance on ``P``; averaged over the pair's shared
-  parts. 1: the map drops ``P`` entirely once the partner lacks it; 0: it does not change. A
-  single-image method's map cannot depend on the partner: it scores 0 by construction. ``P`` is
-  erased by filling its pixels with ``fill`` (default: the median of the partner's pixels
-  outside its annotated parts, per channel: its background, for figures on a background).
+  from the partner image; ``share_P`` is the share of the map's driving-part relevance on ``P``
+  before (``b_P``) and after (``a_P``). The score is ``Σ_P (b_P − a_P) / Σ_P b_P``: the fraction of
+  the map's shared-part relevance share that goes once the partner lacks the part, each part
+  weighted by its share (one part: ``1 − a_P / b_P``). 1: the map drops every part the partner
+  lacks; 0: it does not change, as a single-image method's map cannot (0 by construction);
+  negative: the part gains. ``parts`` restricts it to some shared parts (e.g. the head alone).
+  ``P`` is erased by filling its pixels with ``fill`` (default: the median of the partner's
+  pixels outside its annotated parts, per channel: its background, for figures on a background).
 """
 
 from __future__ import annotations
@@ -91,17 +93,25 @@ class ReferenceSensitivityParams(Params):
         description="Pixel value that erases a part from the partner image; null = the median of the partner's "
         "pixels outside its annotated parts (its background).",
     )
+    parts: list[str] | None = Field(
+        None,
+        min_length=1,
+        description='Score only these shared parts (e.g. ["head"]); null = every part the pair shares. A pair that '
+        "shares none of them is NaN.",
+    )
 
 
 class ReferenceSensitivityMetric:
-    """How much of a shared part the map drops once the partner lacks it (higher is better; single-image maps: 0)."""
+    """How much of its shared parts the map drops once the partner lacks them (higher is better; single-image maps:
+    0)."""
 
     higher_is_better: ClassVar[bool] = True
     family: ClassVar[str] = "sharing"
     requires_part_truth: ClassVar[bool] = True
 
-    def __init__(self, fill: float | None = None) -> None:
+    def __init__(self, fill: float | None = None, parts: list[str] | None = None) -> None:
         self.fill = fill
+        self.parts = None if parts is None else list(parts)
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         if batch.unshared_masks is None or batch.partners is None:
@@ -114,9 +124,17 @@ class ReferenceSensitivityMetric:
         partner_known = torch.zeros_like(next(iter(batch.partner_parts.values()), shared), dtype=torch.bool)
         for part in batch.partner_parts.values():
             partner_known |= part.bool()
-        total = torch.zeros(maps.shape[0], dtype=maps.dtype, device=maps.device)
-        count = torch.zeros_like(total)
+        unknown = sorted(set(self.parts or ()) - set(batch.shared_parts))
+        if unknown and batch.shared_parts:
+            raise ValueError(
+                f"reference_sensitivity.parts: unknown part(s) {', '.join(unknown)}; the ground truth has "
+                f"{', '.join(sorted(batch.shared_parts))}"
+            )
+        lost = torch.zeros(maps.shape[0], dtype=maps.dtype, device=maps.device)
+        held = torch.zeros_like(lost)
         for name, part in batch.shared_parts.items():
+            if self.parts is not None and name not in self.parts:
+                continue
             on_partner = batch.partner_parts[name].bool()
             rows = part.flatten(1).any(1) & on_partner.flatten(1).any(1)
             if not rows.any():
@@ -127,11 +145,10 @@ class ReferenceSensitivityMetric:
             else:
                 erased = erase(batch.partners, on_partner & rows[:, None, None], partner_known, self.fill)
                 after = part_share(batch.explain_with_partners(erased).detach().float(), part.bool(), driving)
-            value = 1 - after / before
-            ok = rows & torch.isfinite(value) & (before > 0)
-            total += torch.where(ok, value, 0.0)
-            count += ok.to(total.dtype)
-        return torch.where(count > 0, total / count.clamp(min=1), torch.nan)
+            ok = rows & torch.isfinite(before) & torch.isfinite(after)
+            lost += torch.where(ok, before - after, 0.0)
+            held += torch.where(ok, before, 0.0)
+        return torch.where(held > 0, lost / torch.where(held > 0, held, 1.0), torch.nan)
 
 
 @hookimpl
@@ -146,6 +163,6 @@ def register_metrics(register):
         "reference_sensitivity",
         ReferenceSensitivityMetric,
         params=ReferenceSensitivityParams,
-        description="How much of a shared part the map drops when the part is erased from the partner image "
-        "(1 = all, 0 = unchanged, as every single-image map).",
+        description="How much of its shared parts' relevance share the map drops when each is erased from the "
+        "partner image, weighted by share (1 = all, 0 = unchanged, as every single-image map).",
     )

@@ -95,3 +95,30 @@ def test_a_run_scores_sharing_for_every_method(tiny_config, tiny_data, tmp_path)
     assert single and all(v == 0.0 for v in single)
     assert pairwise and any(v != 0.0 for v in pairwise)
     assert any(math.isfinite(v) for v in values[("parallel_backprop", "shared_part_selectivity")])
+
+
+def test_reference_sensitivity_weights_parts_by_share_and_can_score_one_part():
+    head, limbs = masks_2x4()
+    partner = torch.tensor([[[[0.9, 0.8, 0.8, 0.2]]]])
+
+    def explain_with(partners):  # drops the head entirely when the partner lacks it; the limbs never change
+        head_present = float(partners[0, 0, 0, 0] > 0.5)
+        return torch.tensor([[[3.0 * head_present, 1.0, 0.0, 0.0]]])
+
+    shared = {"head": head, "limbs": limbs}
+    b = batch(
+        explain_with(partner),
+        head | limbs,
+        torch.zeros_like(head),
+        shared_parts=shared,
+        partner_parts=shared,
+        partners=partner,
+        explain_with_partners=explain_with,
+    )
+    # head share 0.75 → 0 when the head is erased; limbs share 0.25 → 0.25 when the limbs are: weighted 0.75, where
+    # the unweighted mean of the two ratios would give 0.5
+    assert float(ReferenceSensitivityMetric()(b)) == pytest.approx((0.75 - 0.0 + 0.25 - 0.25) / (0.75 + 0.25))
+    assert float(ReferenceSensitivityMetric(parts=["head"])(b)) == pytest.approx(1.0)
+    assert float(ReferenceSensitivityMetric(parts=["limbs"])(b)) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="unknown part.*torsoo.*head, limbs"):
+        ReferenceSensitivityMetric(parts=["torsoo"])(b)
