@@ -15,7 +15,10 @@ dimension of channel ``k`` gets ``s_d = w_d · g_k(C_k(x_a), C_k(x_b))``, so a p
 different places in the two images is still shared (:func:`channel_shared_weights`). The
 ``own`` variant, ``s = w``, is the control: the neuron's own objective along the same path.
 The ``ig`` path integrates the same objective along a straight line from a baseline image,
-``(x − x₀) ⊙ ∫₀¹ ∂⟨s, z_n(x₀ + α(x − x₀))⟩/∂x dα`` (Gauss–Legendre quadrature).
+``(x − x₀) ⊙ ∫₀¹ ∂⟨s, z_n(x₀ + α(x − x₀))⟩/∂x dα`` (Gauss–Legendre quadrature). The ``layer``
+path stops at the backbone's output ``F(x)`` ``[K, h, w]``, as Grad-CAM does: the map is
+``Σ_k (∂⟨s, z_n⟩/∂F ⊙ F)_k`` ``[h, w]``, each position's share of the shared objective,
+upsampled bilinearly to the image.
 
 Items are independent, so a batch of B items costs one forward and one backward pass over
 2B images (``internal_batch_size`` bounds memory), and equals a per-item loop.
@@ -27,6 +30,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -36,6 +40,7 @@ from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Params
 
 Variant = Literal["product", "positive", "min", "mask", "own"]
+Path = Literal["gradient", "ig", "layer"]
 Sharing = Literal["dimension", "channel"]
 Reduction = Literal["none", "sum", "abs_sum"]
 
@@ -155,17 +160,21 @@ def postprocess(maps: Tensor, reduce: Reduction, smooth_sigma: float, clip: floa
 
 
 def neuron_latents(model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
-    """``z_{t_i}(x_i)`` ``[B, D]``: each image's pooled latent vector for its own target neuron.
+    """``z_{t_i}(x_i)`` ``[B, D]``: each image's pooled latent vector for its own target neuron."""
+    return pooled_for_targets(model, model.latents(images), targets)
+
+
+def pooled_for_targets(model: nn.Module, latents: Tensor, targets: Tensor) -> Tensor:
+    """``z_{t_i}`` ``[B, D]`` from backbone latents ``[B, ...]``: each item's pooled vector for its target neuron.
 
     A readout whose neurons share one vector (``readout.shared_pooled``, e.g. ridge) gives it
     directly: indexing ``pooled`` ``[B, N, D]`` would cost a ``[B, N, D]`` gradient buffer.
     """
-    latents = model.latents(images)
     shared = getattr(model.readout, "shared_pooled", None)
     if callable(shared):
         return shared(latents)
     pooled = model.readout.pooled(latents)  # [B, N, D]
-    return pooled[torch.arange(images.shape[0], device=pooled.device), targets]
+    return pooled[torch.arange(latents.shape[0], device=pooled.device), targets]
 
 
 def _targets(target: Any, batch: int, device: torch.device) -> Tensor:
@@ -200,9 +209,10 @@ class ParallelBackpropParams(Params):
         description="variant = mask: a dimension is shared where both contributions exceed this "
         "fraction of their image's largest contribution.",
     )
-    path: Literal["gradient", "ig"] = Field(
+    path: Path = Field(
         "gradient",
-        description="gradient: S(x) = ∂⟨s, z_n(x)⟩/∂x; ig: the same objective path-integrated from a baseline.",
+        description="gradient: S(x) = ∂⟨s, z_n(x)⟩/∂x; ig: the same objective path-integrated from a baseline; "
+        "layer: gradient × activation at the backbone output, summed over channels and upsampled (as Grad-CAM).",
     )
     n_steps: int = Field(16, ge=1, description="path = ig: quadrature points (Gauss–Legendre) along the path.")
     baseline: float = Field(0.0, description="path = ig: constant baseline pixel value (0 = black, 0.5 = mid-grey).")
@@ -233,7 +243,7 @@ class ParallelBackprop(PairwiseAttribution):
         variant: Variant = "product",
         mask_threshold: float = 0.0,
         sharing: Sharing = "dimension",
-        path: Literal["gradient", "ig"] = "gradient",
+        path: Path = "gradient",
         n_steps: int = 16,
         baseline: float = 0.0,
         reduce: Reduction = "none",
@@ -250,7 +260,7 @@ class ParallelBackprop(PairwiseAttribution):
 
     @property
     def multiplies_by_inputs(self) -> bool:
-        return self.path == "ig"
+        return self.path in ("ig", "layer")
 
     def has_convergence_delta(self) -> bool:
         return False
@@ -299,6 +309,21 @@ class ParallelBackprop(PairwiseAttribution):
         both = torch.cat([x_a, x_b])  # [2b, C, H, W]: one batch for both images of every item
         both_targets = torch.cat([targets, targets])
         with torch.enable_grad():
+            if self.path == "layer":
+                with torch.no_grad():
+                    latents = self.model.latents(both)
+                if latents.dim() != 4:
+                    raise ValueError(
+                        f"parallel_backprop.path = 'layer' needs latents [B, K, h, w] from the backbone, got shape "
+                        f"{tuple(latents.shape)}; use path = 'gradient' or 'ig'"
+                    )
+                latents.requires_grad_(True)
+                z = pooled_for_targets(self.model, latents, both_targets)  # [2b, D]
+                s = self._shared(z.detach(), targets, shared)
+                (grad,) = torch.autograd.grad((z * torch.cat([s, s])).sum(), latents)
+                cam = (grad * latents).sum(dim=1, keepdim=True).detach()  # [2b, 1, h, w]
+                maps = F.interpolate(cam, size=tuple(both.shape[-2:]), mode="bilinear", align_corners=False)
+                return maps[:b], maps[b:], s
             if self.path == "gradient":
                 x = both.requires_grad_(True)  # a fresh tensor: torch.cat copied the inputs
                 z = neuron_latents(self.model, x, both_targets)  # [2b, D]

@@ -76,7 +76,7 @@ def test_the_shared_objective_differs_from_the_plain_gradient(model):
 
 
 @pytest.mark.parametrize("variant", ["product", "positive", "min", "mask"])
-@pytest.mark.parametrize("path", ["gradient", "ig"])
+@pytest.mark.parametrize("path", ["gradient", "ig", "layer"])
 def test_batched_equals_looped_and_swapping_the_pair_swaps_the_maps(model, variant, path):
     x_a, x_b = pair(5)
     targets = torch.tensor([0, 1, 2, 0, 1])
@@ -251,3 +251,35 @@ def test_channel_sharing_works_on_pooled_readouts(readout):
     x_a, x_b = pair()
     result = ParallelBackprop(model, variant="positive", sharing="channel").attribute((x_a, x_b), target=1)
     assert result.ooc.shape == x_a.shape and torch.isfinite(result.ooc).all() and result.shared.abs().sum() > 0
+
+
+def test_layer_path_is_each_positions_share_of_the_shared_objective_upsampled(model):
+    """path = 'layer': Σ_k (∂⟨s, z⟩/∂F ⊙ F)_k at the backbone output, bilinearly upsampled; for a linear readout on
+    flattened latents ∂⟨s, z⟩/∂F = s, so the map is Σ_k s_k,p F_k,p, and before upsampling it sums to ⟨s, z⟩."""
+    x_a, x_b = pair()
+    t = torch.tensor([0, 2, 1, 1])
+    result = ParallelBackprop(model, variant="positive", path="layer").attribute((x_a, x_b), target=t)
+    assert result.ooc.shape == (4, 1, 16, 16)
+    with torch.no_grad():
+        for x, got in ((x_a, result.ooc), (x_b, result.ref)):
+            latents = model.latents(x)  # [B, K, h, w]
+            cam = (result.shared.view_as(latents) * latents).sum(1, keepdim=True)
+            torch.testing.assert_close(
+                (cam.flatten(1).sum(1)), (model.readout.features(latents) * result.shared).sum(1)
+            )
+            up = torch.nn.functional.interpolate(cam, size=(16, 16), mode="bilinear", align_corners=False)
+            torch.testing.assert_close(got, up, atol=1e-6, rtol=1e-5)
+    own = ParallelBackprop(model, variant="own", path="layer").attribute((x_a, x_b), target=t)
+    torch.testing.assert_close(own.shared, model.readout.weight[t])
+
+
+def test_layer_path_needs_spatial_latents():
+    from torch import nn
+
+    class Flat(nn.Module):
+        def latents(self, x):
+            return x.flatten(1)
+
+    method = ParallelBackprop(Flat(), path="layer")
+    with pytest.raises(ValueError, match=r"path = 'layer' needs latents \[B, K, h, w\].*got shape \(4, 12\)"):
+        method.attribute((torch.rand(2, 3, 2, 2), torch.rand(2, 3, 2, 2)), target=0)
