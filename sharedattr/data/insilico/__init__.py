@@ -8,12 +8,23 @@
 
 from sharedattr.data.insilico.dataset import InSilicoFiles, write_insilico, write_pairs
 from sharedattr.data.insilico.neurons import DEFAULT_NEURONS, GroundTruthNeuron, neuron_population, simulate_responses
-from sharedattr.data.insilico.render import CATEGORIES, PARTS, RenderedSet, Scene, render_scene, render_set
+from sharedattr.data.insilico.render import (
+    CATEGORIES,
+    PARTS,
+    VARIED_ATTACHMENTS,
+    VARIED_MISSING,
+    RenderedSet,
+    Scene,
+    render_scene,
+    render_set,
+)
 
 __all__ = [
     "CATEGORIES",
     "DEFAULT_NEURONS",
     "PARTS",
+    "VARIED_ATTACHMENTS",
+    "VARIED_MISSING",
     "GroundTruthNeuron",
     "InSilicoFiles",
     "RenderedSet",

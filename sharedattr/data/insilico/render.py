@@ -27,6 +27,12 @@ ATTACHMENTS = ("none", "limb", "head", "both")
 ATTACHMENT_PROBS = (0.5, 0.2, 0.18, 0.12)
 MORE_ATTACHMENTS = ("limbs2", "all")
 """Objects with several body-like parts: two arms (``limbs2``), two arms and a head disc (``all``)."""
+VARIED_MISSING = {"head": 0.2, "torso": 0.15, "arm": 0.2, "legs": 0.15}
+"""Rates at which bodies lack pieces in ``sharedattr demo`` and the shared-parts benchmark: the parts' drives are
+not confounded (every body showing every part would make them so), and pairs differ in which driving parts they
+share."""
+VARIED_ATTACHMENTS = {"none": 0.4, "limb": 0.15, "head": 0.15, "both": 0.1, "limbs2": 0.1, "all": 0.1}
+"""The objects' body-like extras in ``sharedattr demo`` and the shared-parts benchmark, zero to several parts."""
 TEXTURES = ("flat", "stripes", "checks", "blotches")
 MIN_CONTRAST = 70.0  # grey levels between a figure's base luminance and its background's
 
