@@ -44,7 +44,7 @@ def test_shared_weights_equal_to_the_readout_weights_give_the_neurons_gradient(m
     x_a, x_b = pair()
     targets = torch.tensor([0, 1, 2, 1])
     w = model.readout.weight[targets]
-    result = ParallelBackprop(model).attribute((x_a, x_b), target=targets, shared_weights=w)
+    result = ParallelBackprop(model, path="gradient").attribute((x_a, x_b), target=targets, shared_weights=w)
     expected_a = grad_of(lambda x, i: model(x)[0, targets[i]], x_a)
     expected_b = grad_of(lambda x, i: model(x)[0, targets[i]], x_b)
     torch.testing.assert_close(result.ooc, expected_a, atol=1e-6, rtol=1e-5)
@@ -54,7 +54,7 @@ def test_shared_weights_equal_to_the_readout_weights_give_the_neurons_gradient(m
 def test_product_variant_equals_an_independent_autograd_computation(model):
     x_a, x_b = pair()
     targets = torch.tensor([2, 0, 1, 2])
-    result = ParallelBackprop(model).attribute((x_a, x_b), target=targets)
+    result = ParallelBackprop(model, path="gradient").attribute((x_a, x_b), target=targets)
     for i, n in enumerate(targets.tolist()):
         with torch.no_grad():
             z_a = model.readout.features(model.latents(x_a[i : i + 1]))[0]
@@ -69,7 +69,7 @@ def test_product_variant_equals_an_independent_autograd_computation(model):
 
 def test_the_shared_objective_differs_from_the_plain_gradient(model):
     x_a, x_b = pair()
-    shared = ParallelBackprop(model).attribute((x_a, x_b), target=0).ooc
+    shared = ParallelBackprop(model, path="gradient").attribute((x_a, x_b), target=0).ooc
     plain = grad_of(lambda x, i: model(x)[0, 0], x_a)
     cos = torch.nn.functional.cosine_similarity(shared.flatten(1), plain.flatten(1))
     assert (cos < 0.99).all()  # s re-weights the latents: not a rescaled gradient
@@ -116,17 +116,17 @@ def test_every_readout_works_and_s_equal_to_w_gives_the_gradient(readout):
     model = tiny_model(readout)
     x_a, x_b = pair(3)
     targets = torch.tensor([2, 0, 1])
-    result = ParallelBackprop(model).attribute((x_a, x_b), target=targets)
+    result = ParallelBackprop(model, path="gradient").attribute((x_a, x_b), target=targets)
     assert result.shared.shape == (3, model.readout.weight.shape[1])
     looped = torch.cat(
         [
-            ParallelBackprop(model).attribute((x_a[i : i + 1], x_b[i : i + 1]), target=int(t)).ooc
+            ParallelBackprop(model, path="gradient").attribute((x_a[i : i + 1], x_b[i : i + 1]), target=int(t)).ooc
             for i, t in enumerate(targets)
         ]
     )
     torch.testing.assert_close(result.ooc, looped, atol=1e-6, rtol=1e-5)
     w = model.readout.weight[targets].detach()
-    via_w = ParallelBackprop(model).attribute((x_a, x_b), target=targets, shared_weights=w).ooc
+    via_w = ParallelBackprop(model, path="gradient").attribute((x_a, x_b), target=targets, shared_weights=w).ooc
     expected = grad_of(lambda x, i: model(x)[0, targets[i]], x_a)  # identity φ: ∂r_n/∂x = ∂⟨w, z⟩/∂x
     torch.testing.assert_close(via_w, expected, atol=1e-6, rtol=1e-5)
 
@@ -147,10 +147,10 @@ def test_shared_weight_variants_on_planted_vectors():
 
 def test_post_processing_reduces_smooths_and_clips(model):
     x_a, x_b = pair(2)
-    raw = ParallelBackprop(model).attribute((x_a, x_b), target=0)
-    summed = ParallelBackprop(model, reduce="sum").attribute((x_a, x_b), target=0)
+    raw = ParallelBackprop(model, path="gradient").attribute((x_a, x_b), target=0)
+    summed = ParallelBackprop(model, path="gradient", reduce="sum").attribute((x_a, x_b), target=0)
     torch.testing.assert_close(summed.ooc, raw.ooc.sum(1, keepdim=True))
-    absolute = ParallelBackprop(model, reduce="abs_sum").attribute((x_a, x_b), target=0)
+    absolute = ParallelBackprop(model, path="gradient", reduce="abs_sum").attribute((x_a, x_b), target=0)
     torch.testing.assert_close(absolute.ref, raw.ref.abs().sum(1, keepdim=True))
     constant = torch.full((1, 2, 9, 9), 3.0)
     torch.testing.assert_close(gaussian_smooth(constant, 1.5), constant)
@@ -203,7 +203,7 @@ def test_channel_sharing_pools_each_channels_contribution_over_positions(model):
 
     x_a, x_b = pair()
     t = torch.tensor([0, 1, 2, 0])
-    method = ParallelBackprop(model, variant="positive", sharing="channel")
+    method = ParallelBackprop(model, variant="positive", sharing="channel", path="gradient")
     result = method.attribute((x_a, x_b), target=t)
     with torch.no_grad():
         za, zb = neuron_latents(model, x_a, t), neuron_latents(model, x_b, t)
@@ -240,7 +240,9 @@ def test_the_own_variant_is_the_neurons_own_gradient(model):
     x_a, x_b = pair()
     t = torch.tensor([2, 0, 1, 1])
     for sharing in ("dimension", "channel"):
-        result = ParallelBackprop(model, variant="own", sharing=sharing).attribute((x_a, x_b), target=t)
+        result = ParallelBackprop(model, variant="own", sharing=sharing, path="gradient").attribute(
+            (x_a, x_b), target=t
+        )
         expected = grad_of(lambda x, i: model(x)[0, t[i]], x_a)  # a linear readout: d r_n / dx
         torch.testing.assert_close(result.ooc, expected, atol=1e-6, rtol=1e-5)
 
@@ -249,7 +251,9 @@ def test_the_own_variant_is_the_neurons_own_gradient(model):
 def test_channel_sharing_works_on_pooled_readouts(readout):
     model = tiny_model(readout(**QUICK))
     x_a, x_b = pair()
-    result = ParallelBackprop(model, variant="positive", sharing="channel").attribute((x_a, x_b), target=1)
+    result = ParallelBackprop(model, variant="positive", sharing="channel", path="gradient").attribute(
+        (x_a, x_b), target=1
+    )
     assert result.ooc.shape == x_a.shape and torch.isfinite(result.ooc).all() and result.shared.abs().sum() > 0
 
 
@@ -283,3 +287,34 @@ def test_layer_path_needs_spatial_latents():
     method = ParallelBackprop(Flat(), path="layer")
     with pytest.raises(ValueError, match=r"path = 'layer' needs latents \[B, K, h, w\].*got shape \(4, 12\)"):
         method.attribute((torch.rand(2, 3, 2, 2), torch.rand(2, 3, 2, 2)), target=0)
+
+
+def test_the_default_is_the_product_on_the_layer_path(model):
+    """The default chosen by benchmarks/shared_parts.py: s = w ⊙ z(a) ⊙ z(b), mapped at the backbone output."""
+    x_a, x_b = pair()
+    t = torch.tensor([1, 0, 2, 1])
+    default = ParallelBackprop(model).attribute((x_a, x_b), target=t)
+    explicit = ParallelBackprop(model, variant="product", path="layer").attribute((x_a, x_b), target=t)
+    assert default.ooc.shape == (4, 1, 16, 16)
+    torch.testing.assert_close(default.ooc, explicit.ooc)
+    with torch.no_grad():
+        z_a, z_b = model.readout.features(model.latents(x_a)), model.readout.features(model.latents(x_b))
+    torch.testing.assert_close(default.shared, model.readout.weight[t] * z_a * z_b)
+
+
+@pytest.mark.parametrize("readout", [FactorizedReadout, Gaussian2dReadout, AttentionReadout])
+def test_layer_path_works_on_pooled_readouts_and_sums_to_the_shared_objective(readout):
+    """For pooled readouts z_n is a (learned) pooling of F; the map before upsampling is Σ_k ∂⟨s, z_n⟩/∂F ⊙ F."""
+    from sharedattr.attribution.parallel_backprop import pooled_for_targets
+
+    model = tiny_model(readout(**QUICK))
+    x_a, x_b = pair(3)
+    t = torch.tensor([0, 2, 1])
+    result = ParallelBackprop(model, path="layer").attribute((x_a, x_b), target=t)
+    assert result.ooc.shape == (3, 1, 16, 16) and torch.isfinite(result.ooc).all()
+    latents = model.latents(x_a).detach().requires_grad_(True)
+    objective = (pooled_for_targets(model, latents, t) * result.shared).sum()
+    (grad,) = torch.autograd.grad(objective, latents)
+    cam = (grad * latents).sum(1, keepdim=True).detach()
+    expected = torch.nn.functional.interpolate(cam, size=(16, 16), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(result.ooc, expected, atol=1e-6, rtol=1e-5)

@@ -125,7 +125,12 @@ def test_parallel_backprop_through_the_shared_vector_equals_indexing_pooled():
     x_a, x_b = torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 3, 16, 16, generator=g)
     targets = torch.tensor([0, 2, 1, 2])
     torch.testing.assert_close(neuron_latents(model, x_a, targets), neuron_latents(slow_model, x_a, targets))
-    for params in ({}, {"variant": "positive", "path": "ig", "n_steps": 4}, {"internal_batch_size": 3}):
+    for params in (
+        {},
+        {"path": "gradient"},
+        {"variant": "positive", "path": "ig", "n_steps": 4},
+        {"internal_batch_size": 3},
+    ):
         fast = ParallelBackprop(model, **params).attribute((x_a, x_b), target=targets)
         slow = ParallelBackprop(slow_model, **params).attribute((x_a, x_b), target=targets)
         for a, b in zip(fast, slow):
@@ -137,6 +142,7 @@ def test_parallel_backprop_leaves_the_callers_images_alone():
     g = torch.Generator().manual_seed(4)
     x_a, x_b = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
     copies = x_a.clone(), x_b.clone()
-    ParallelBackprop(model).attribute((x_a, x_b), target=1)
+    for path in ("layer", "gradient", "ig"):
+        ParallelBackprop(model, path=path, n_steps=2).attribute((x_a, x_b), target=1)
     assert not x_a.requires_grad and not x_b.requires_grad
     assert torch.equal(x_a, copies[0]) and torch.equal(x_b, copies[1])
