@@ -29,12 +29,20 @@ def main(out: Path) -> None:
         neurons=["limbs", "head"],
         preferred_category="bodies",
         methods=[
-            "parallel_backprop",
+            "parallel_backprop",  # the default: product weighting on the layer path
+            {"name": "parallel_backprop", "variant": "own"},  # its control: the neuron's own map, same path
             "saliency",
-            {"name": "integrated_gradients", "n_steps": 16, "baseline": 0.5},
+            {"name": "integrated_gradients", "n_steps": 16, "baseline": 0.0},  # the same black baseline
             "grad_cam",
         ],
-        metrics=[{"name": "deletion", "steps": 10, "baseline": 0.5}, "relevance_mass", "pointing_game", "gini"],
+        metrics=[
+            "shared_part_selectivity",
+            "reference_sensitivity",
+            {"name": "deletion", "steps": 10, "baseline": 0.5},
+            "relevance_mass",
+            "pointing_game",
+            "gini",
+        ],
         drivers_per_neuron=3,
         neuron_parts=out / "data" / "neuron_parts.json",
     )

@@ -57,8 +57,12 @@ def test_compare_config_runs_every_method_and_metric(demo_root):
     assert {"parallel_backprop", "parallel_backprop#2", "saliency", "grad_cam", "deep_lift", "occlusion"} <= methods
     metrics = {r["metric"] for r in summary}
     assert {"deletion", "pointing_game", "relevance_mass", "randomisation", "faithfulness_correlation"} <= metrics
+    assert {"shared_part_selectivity", "reference_sensitivity"} <= metrics
     assert {r["image"] for r in summary} == {"driver", "reference"}  # baselines explain the reference too
-    assert all(int(r["n"]) > 0 for r in summary)
+    # a driver matched to a reference that shows all its driving parts has none that is not shared: there its
+    # shared-part selectivity is undefined (the run warns why); every other score is defined
+    assert all(int(r["n"]) > 0 for r in summary if (r["metric"], r["image"]) != ("shared_part_selectivity", "driver"))
+    assert any(int(r["n"]) > 0 for r in summary if r["metric"] == "shared_part_selectivity")
     assert "parallel_backprop" in done.stdout and "driver/reference pairs" in done.stdout
     assert (out / "report.html").is_file()
 
@@ -96,7 +100,9 @@ def test_compare_script_prints_the_comparison_and_writes_the_table(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     table = read_csv(tmp_path / "comparison.csv")
     assert {r["neuron"] for r in table} == {"limbs", "head"}
-    assert {r["method"] for r in table} == {"parallel_backprop", "saliency", "integrated_gradients", "grad_cam"}
+    methods = {"parallel_backprop", "parallel_backprop#2", "saliency", "integrated_gradients", "grad_cam"}
+    assert {r["method"] for r in table} == methods
+    assert {"shared_part_selectivity", "reference_sensitivity"} <= {r["metric"] for r in table}
     assert f"{len(table)} rows" in done.stdout
 
 

@@ -12,9 +12,10 @@ localisation against the parts each driver/reference pair shares. The run ends w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-from sharedattr.data.insilico import DEFAULT_NEURONS, write_insilico
+from sharedattr.data.insilico import DEFAULT_NEURONS, VARIED_ATTACHMENTS, VARIED_MISSING, write_insilico
 from sharedattr.runtime.io import atomic_write_text
 
 DEMO_CONFIG = """\
@@ -47,14 +48,14 @@ name = "cosine"
 neurons = ["limbs", "head", "body", "head_and_limbs"]
 drivers_per_neuron = {drivers}
 
+# Every path method starts from the same black baseline (0) and takes 16 steps or samples, so
+# the methods differ in what they weight, not in where they start (docs/benchmarks.md).
 [[methods]]
-name = "parallel_backprop"
+name = "parallel_backprop"   # the default: s = w ⊙ z(ooc) ⊙ z(ref), mapped at the backbone output
 
 [[methods]]
-name = "parallel_backprop"
-variant = "positive"
-path = "ig"
-n_steps = 16
+name = "parallel_backprop"   # the control: s = w, the neuron's own map on the same path
+variant = "own"
 
 [[methods]]
 name = "saliency"
@@ -65,31 +66,39 @@ name = "input_x_gradient"
 [[methods]]
 name = "integrated_gradients"
 n_steps = 16
-baseline = 0.5        # mid-grey
+baseline = 0.0
 
 [[methods]]
 name = "smoothgrad"
-samples = 8
+samples = 16
 
 [[methods]]
 name = "guided_backprop"
 
 [[methods]]
 name = "deep_lift"
-baseline = 0.5
+baseline = 0.0
 
 [[methods]]
 name = "gradient_shap"
-n_samples = 8
+n_samples = 16
+baselines = [0.0]
 
 [[methods]]
 name = "occlusion"
 window = 8
 stride = 4
-baseline = 0.5
+baseline = 0.0
 
 [[methods]]
 name = "grad_cam"
+
+# What each map shows of the parts the pair shares (docs/methods.md, "Sharing metrics").
+[[metrics]]
+name = "shared_part_selectivity"
+
+[[metrics]]
+name = "reference_sensitivity"
 
 [[metrics]]
 name = "relevance_mass"
@@ -149,13 +158,29 @@ def make_demo_data(
     drivers: int = 3,
     repeats: int = 2,
     progress: bool = False,
+    missing: Mapping[str, float] | None = VARIED_MISSING,
+    attachment_probs: Mapping[str, float] | None = VARIED_ATTACHMENTS,
 ) -> Path:
     """Write the in-silico data set (``stimuli/``, ``responses.csv``, ``neuron_parts.json``) and ``demo.toml``.
 
-    Returns the config's path. ``drivers`` is the number of out-of-category drivers per neuron.
+    Returns the config's path. ``drivers`` is the number of out-of-category drivers per neuron. Bodies lack pieces
+    and objects carry zero to several body-like parts at the rates ``missing`` and ``attachment_probs`` (default
+    :data:`~sharedattr.data.insilico.VARIED_MISSING` and :data:`~sharedattr.data.insilico.VARIED_ATTACHMENTS`), so
+    that pairs differ in which driving parts they share and the sharing metrics can tell methods apart; None renders
+    every body whole.
     """
     folder = Path(folder)
-    write_insilico(folder, n_per_category, size, seed=seed, neurons=DEFAULT_NEURONS, repeats=repeats, progress=progress)
+    write_insilico(
+        folder,
+        n_per_category,
+        size,
+        seed=seed,
+        neurons=DEFAULT_NEURONS,
+        repeats=repeats,
+        progress=progress,
+        missing=missing,
+        attachment_probs=attachment_probs,
+    )
     config = folder / "demo.toml"
     atomic_write_text(config, DEMO_CONFIG.format(config_name=config.name, size=size, seed=seed, drivers=drivers))
     return config
