@@ -79,6 +79,12 @@ class NamedMetric:
     def family(self) -> str:
         return metric_family(self.metric)
 
+    @property
+    def undefined_when(self) -> str | None:
+        """The metric's own account of when a score is NaN (``undefined_when``), None when it gives none."""
+        reason = getattr(self.metric, "undefined_when", None)
+        return reason if isinstance(reason, str) and reason else None
+
 
 @dataclass
 class ExplainSettings:
@@ -243,6 +249,7 @@ def explain_pairs(
         }
     )
     higher = {m.label: m.higher_is_better for m in metrics}
+    reasons = {m.label: m.undefined_when for m in metrics}
     blocks = work_blocks(len(pairs), settings.batch_size)
     units = [(method, block) for method in methods for block in blocks]
 
@@ -282,9 +289,8 @@ def explain_pairs(
     for label, parts in maps_parts.items():
         result.maps[label] = {which: torch.cat([p[which] for p in parts]) for which in parts[0]}
     for key, parts in score_parts.items():
-        values = torch.cat(parts)
-        _warn_undefined(values, key[1], key[0], key[2])
-        result.scores[key] = values
+        result.scores[key] = torch.cat(parts)
+    warn_undefined(result.scores, reasons)
     return result
 
 
@@ -368,13 +374,31 @@ def _partner_explainer(
     return explain_with
 
 
-def _warn_undefined(values: Tensor, metric: str, method: str, which: str) -> None:
-    undefined = int((~torch.isfinite(values)).sum())
-    if undefined:
+GENERIC_UNDEFINED = (
+    "e.g. a deletion/insertion curve of an image whose clean response is not positive, a constant map in a rank "
+    "correlation, or an empty ground-truth mask: a pair that shares none of the neuron's parts"
+)
+
+
+def warn_undefined(scores: dict[tuple[str, str, str], Tensor], reasons: dict[str, str | None]) -> None:
+    """One warning per metric with NaN scores: how many ``(method, metric, image)`` maps, and the metric's reason.
+
+    ``scores`` maps ``(method, metric, image)`` to ``[P]`` values; methods with the same count are named together
+    ("every method" when all that scored the metric on that image are)."""
+    groups: dict[str, dict[tuple[str, int, int], list[str]]] = {}
+    scored: dict[tuple[str, str], int] = {}
+    for (method, metric, which), values in scores.items():
+        scored[(metric, which)] = scored.get((metric, which), 0) + 1
+        undefined = int((~torch.isfinite(values)).sum())
+        if undefined:
+            groups.setdefault(metric, {}).setdefault((which, undefined, len(values)), []).append(method)
+    for metric, counts in groups.items():
+        parts = []
+        for (which, undefined, total), methods in counts.items():
+            who = "every method" if len(methods) == scored[(metric, which)] > 1 else ", ".join(methods)
+            parts.append(f"{undefined} of {total} {which} maps of {who}")
         warnings.warn(
-            f"metric {metric} is undefined (NaN) for {undefined} of {len(values)} {method} {which} maps "
-            "(e.g. a deletion/insertion curve of an image whose clean response is not positive, a constant "
-            "map in a rank correlation, or an empty ground-truth mask: a pair that shares none of the "
-            "neuron's parts); summary.csv averages the finite values and counts them in n",
+            f"metric {metric} is undefined (NaN) for {'; '.join(parts)} ({reasons.get(metric) or GENERIC_UNDEFINED}); "
+            "summary.csv averages the finite values and counts them in n",
             stacklevel=3,
         )

@@ -77,6 +77,10 @@ class SharedPartSelectivityMetric:
     family: ClassVar[str] = "sharing"
     requires_masks: ClassVar[bool] = True
     requires_part_truth: ClassVar[bool] = True
+    undefined_when: ClassVar[str] = (
+        "the image shows no driving part its partner lacks, so shared and driving parts coincide (common on a "
+        "driver matched to a reference that has all its parts), or the map has no positive relevance on them"
+    )
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         if batch.masks is None or batch.unshared_masks is None:
@@ -108,6 +112,10 @@ class ReferenceSensitivityMetric:
     higher_is_better: ClassVar[bool] = True
     family: ClassVar[str] = "sharing"
     requires_part_truth: ClassVar[bool] = True
+    undefined_when: ClassVar[str] = (
+        "the pair shares none of the neuron's driving parts (or none of `parts`), or the map puts no positive "
+        "relevance on the shared ones"
+    )
 
     def __init__(self, fill: float | None = None, parts: list[str] | None = None) -> None:
         self.fill = fill

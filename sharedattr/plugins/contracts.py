@@ -202,6 +202,7 @@ class Metric(Protocol):
     requires_masks: bool  # optional; False when absent
     requires_explainer: bool  # optional; False when absent (needs ``batch.explain``)
     requires_part_truth: bool  # optional; False when absent (needs ``unshared_masks`` and the part masks)
+    undefined_when: str  # optional; when a score is NaN, in words: the run's warning names it
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         """One score per map, ``[B]`` (NaN only where the metric is undefined, e.g. no mask)."""

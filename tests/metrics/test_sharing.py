@@ -122,3 +122,32 @@ def test_reference_sensitivity_weights_parts_by_share_and_can_score_one_part():
     assert float(ReferenceSensitivityMetric(parts=["limbs"])(b)) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="unknown part.*torsoo.*head, limbs"):
         ReferenceSensitivityMetric(parts=["torsoo"])(b)
+
+
+def test_a_metric_names_why_its_scores_are_undefined_once_for_all_methods():
+    from sharedattr.attribution.engine import NamedMetric, warn_undefined
+    from sharedattr.metrics.sharing import SharedPartSelectivityMetric
+
+    named = NamedMetric("shared_part_selectivity", {}, SharedPartSelectivityMetric())
+    nan = float("nan")
+    scores = {
+        ("saliency", named.label, "driver"): torch.tensor([0.5, nan]),
+        ("grad_cam", named.label, "driver"): torch.tensor([nan, 0.2]),
+        ("grad_cam", named.label, "reference"): torch.tensor([nan, nan]),
+        ("saliency", "plain", "driver"): torch.tensor([nan, 1.0]),
+        ("grad_cam", "plain", "driver"): torch.tensor([nan, 1.0]),
+    }
+    with pytest.warns(UserWarning) as caught:
+        warn_undefined(scores, {named.label: named.undefined_when, "plain": None})
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith(
+        "metric shared_part_selectivity is undefined (NaN) for 1 of 2 driver maps of every method; "
+        "2 of 2 reference maps of grad_cam (the image shows no driving part its partner lacks"
+    )
+    assert "plain is undefined (NaN) for 1 of 2 driver maps of every method (e.g. a deletion" in messages[1]
+
+    class Plain:
+        higher_is_better = True
+
+    assert NamedMetric("plain", {}, Plain()).undefined_when is None
