@@ -55,16 +55,10 @@ def test_a_single_image_map_is_insensitive_to_the_reference_by_construction():
     assert float(ReferenceSensitivityMetric()(b)) == 0.0
 
 
-def test_reference_sensitivity_rewards_dropping_the_part_the_partner_lost():
-    head, limbs = masks_2x4()
-    partner = torch.tensor([[[[0.9, 0.8, 0.8, 0.2]]]])  # head and limbs on a background of 0.2
-
-    def explain_with(partners):  # a map that shows a part only where the partner shows it
-        present = (partners[:, 0] > 0.5).float()
-        return torch.tensor([[[1.0, 1.0, 1.0, 0.0]]]) * present
-
+def partnered_batch(head, limbs, partner, explain_with):
+    """A driver map (explain_with(partner)) whose pair shares head and limbs, re-explainable with other partners."""
     shared = {"head": head, "limbs": limbs}
-    b = batch(
+    return batch(
         explain_with(partner),
         head | limbs,
         torch.zeros_like(head),
@@ -73,6 +67,17 @@ def test_reference_sensitivity_rewards_dropping_the_part_the_partner_lost():
         partners=partner,
         explain_with_partners=explain_with,
     )
+
+
+def test_reference_sensitivity_rewards_dropping_the_part_the_partner_lost():
+    head, limbs = masks_2x4()
+    partner = torch.tensor([[[[0.9, 0.8, 0.8, 0.2]]]])  # head and limbs on a background of 0.2
+
+    def explain_with(partners):  # a map that shows a part only where the partner shows it
+        present = (partners[:, 0] > 0.5).float()
+        return torch.tensor([[[1.0, 1.0, 1.0, 0.0]]]) * present
+
+    b = partnered_batch(head, limbs, partner, explain_with)
     assert float(ReferenceSensitivityMetric()(b)) == pytest.approx(1.0)  # each part dropped when erased
     erased = erase(partner, head, head | limbs, None)
     assert erased[0, 0, 0, 0] == pytest.approx(0.2) and torch.equal(erased[..., 1:], partner[..., 1:])
@@ -105,16 +110,7 @@ def test_reference_sensitivity_weights_parts_by_share_and_can_score_one_part():
         head_present = float(partners[0, 0, 0, 0] > 0.5)
         return torch.tensor([[[3.0 * head_present, 1.0, 0.0, 0.0]]])
 
-    shared = {"head": head, "limbs": limbs}
-    b = batch(
-        explain_with(partner),
-        head | limbs,
-        torch.zeros_like(head),
-        shared_parts=shared,
-        partner_parts=shared,
-        partners=partner,
-        explain_with_partners=explain_with,
-    )
+    b = partnered_batch(head, limbs, partner, explain_with)
     # head share 0.75 → 0 when the head is erased; limbs share 0.25 → 0.25 when the limbs are: weighted 0.75, where
     # the unweighted mean of the two ratios would give 0.5
     assert float(ReferenceSensitivityMetric()(b)) == pytest.approx((0.75 - 0.0 + 0.25 - 0.25) / (0.75 + 0.25))
