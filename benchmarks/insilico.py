@@ -26,29 +26,38 @@ from sharedattr.data.insilico import DEFAULT_NEURONS, neuron_population, write_i
 from sharedattr.experiment.run import run_experiment
 
 BODY_KINDS = [n for n in DEFAULT_NEURONS if n.name != "shape"]  # the shape neuron prefers objects: nothing shared
+# every path method from the same black baseline and with the same 16 steps (samples), so that differences are the
+# methods', not their baselines' (an earlier version compared parallel_backprop from black with IG from mid-grey)
 METHODS = [
-    {"name": "parallel_backprop"},
-    {"name": "parallel_backprop", "variant": "positive", "path": "ig", "n_steps": 16},
+    {"name": "parallel_backprop"},  # the default: product, layer path
+    {"name": "parallel_backprop", "variant": "own"},  # its control on the same path
+    {"name": "parallel_backprop", "variant": "positive", "path": "ig", "n_steps": 16, "baseline": 0.0},
     {"name": "saliency"},
     {"name": "input_x_gradient"},
-    {"name": "integrated_gradients", "n_steps": 32, "baseline": 0.5},
+    {"name": "integrated_gradients", "n_steps": 16, "baseline": 0.0},
     {"name": "smoothgrad", "samples": 16},
     {"name": "guided_backprop"},
-    {"name": "deep_lift", "baseline": 0.5},
-    {"name": "gradient_shap", "n_samples": 16},
-    {"name": "occlusion", "window": 8, "stride": 4, "baseline": 0.5},
+    {"name": "deep_lift", "baseline": 0.0},
+    {"name": "gradient_shap", "baselines": [0.0], "n_samples": 16},
+    {"name": "occlusion", "window": 8, "stride": 4, "baseline": 0.0},
     {"name": "grad_cam"},
 ]
-# --variants: which choices inside parallel backprop matter (path, baseline, variant), beside the best baselines
+# --variants: which choices inside parallel backprop matter (variant, path, baseline), each path beside its own
+# control (variant own) and the single-image method of the same path and baseline
 VARIANTS = [
-    {"name": "parallel_backprop"},
-    {"name": "parallel_backprop", "variant": "positive"},
-    {"name": "parallel_backprop", "path": "ig", "n_steps": 16, "baseline": 0.5},
-    {"name": "parallel_backprop", "variant": "positive", "path": "ig", "n_steps": 16},
+    {"name": "parallel_backprop", "variant": "product", "path": "gradient"},
+    {"name": "parallel_backprop", "variant": "positive", "path": "gradient"},
+    {"name": "parallel_backprop", "variant": "own", "path": "gradient"},
+    {"name": "parallel_backprop", "variant": "product", "path": "layer"},
+    {"name": "parallel_backprop", "variant": "positive", "path": "layer"},
+    {"name": "parallel_backprop", "variant": "own", "path": "layer"},
+    {"name": "parallel_backprop", "variant": "positive", "path": "ig", "n_steps": 16, "baseline": 0.0},
+    {"name": "parallel_backprop", "variant": "own", "path": "ig", "n_steps": 16, "baseline": 0.0},
+    {"name": "integrated_gradients", "n_steps": 16, "baseline": 0.0},
     {"name": "parallel_backprop", "variant": "positive", "path": "ig", "n_steps": 16, "baseline": 0.5},
-    {"name": "parallel_backprop", "variant": "mask", "path": "ig", "n_steps": 16, "baseline": 0.5},
-    {"name": "integrated_gradients", "n_steps": 32, "baseline": 0.5},
-    {"name": "deep_lift", "baseline": 0.5},
+    {"name": "parallel_backprop", "variant": "own", "path": "ig", "n_steps": 16, "baseline": 0.5},
+    {"name": "integrated_gradients", "n_steps": 16, "baseline": 0.5},
+    {"name": "grad_cam"},
 ]
 METRICS = [
     {"name": "relevance_mass"},
@@ -143,7 +152,7 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         action="store_true",
-        help="compare parallel_backprop's variants (path, baseline) with IG and DeepLift instead",
+        help="compare parallel_backprop's variants (variant, path, baseline), each beside its own-map control",
     )
     parser.add_argument("--workdir", type=Path, default=Path("runs/benchmark-insilico"))
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
@@ -161,7 +170,8 @@ def main() -> None:
     text = table(run, VARIANTS if args.variants else METHODS)
     r = result.test_r[result.selected]
     heading = (
-        f"### In-silico shared-part localisation: {args.backbone} `insilico_cnn` ({args.layer}), "
+        f"### In-silico shared-part localisation{', parallel_backprop variants' if args.variants else ''}: "
+        f"{args.backbone} `insilico_cnn` ({args.layer}), "
         f"ridge pooling {args.pooling}, {len(result.selected)} neurons × {args.drivers} drivers = {pairs} pairs, "
         f"{2 * args.n_per_category} images at {args.size} px"
     )

@@ -271,15 +271,15 @@ def chance(stimuli: StimulusSet, rows, neuron_parts: dict, size: int) -> pd.Data
     return pd.DataFrame(out)
 
 
-def cell(values: np.ndarray) -> str:
-    """``mean ± half-width of the 95 % t interval (n)`` over the finite values."""
+def cell(values: np.ndarray, median: bool = False) -> str:
+    """``mean ± half-width of the 95 % t interval`` over the finite values (and `` (median m)``)."""
     v = values[np.isfinite(values)]
     if len(v) < 2:
         return "–"
     from scipy import stats
 
     half = float(stats.t.ppf(0.975, len(v) - 1)) * float(v.std(ddof=1)) / math.sqrt(len(v))
-    return f"{v.mean():.2f} ± {half:.2f}"
+    return f"{v.mean():.2f} ± {half:.2f}" + (f" ({np.median(v):.2f})" if median else "")
 
 
 def means_table(frame: pd.DataFrame, test: str, order: list[str]) -> str:
@@ -293,7 +293,10 @@ def means_table(frame: pd.DataFrame, test: str, order: list[str]) -> str:
         m = sub[sub["method"] == method]
         if m.empty:
             continue
-        cells = [cell(m[(m["position"] == pos) & (m["neuron"] == k)]["value"].to_numpy()) for pos, k in cols]
+        cells = [
+            cell(m[(m["position"] == pos) & (m["neuron"] == k)]["value"].to_numpy(), test.startswith("RS"))
+            for pos, k in cols
+        ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -396,6 +399,17 @@ def scoreboard(frame: pd.DataFrame, variants: list[str], baselines: list[str], a
     return "\n".join(lines), best
 
 
+def peak_memory_gib() -> float:
+    """This process's peak resident memory (VmHWM), in GiB; NaN where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return math.nan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=200, help="pairs per pair set and position")
@@ -433,7 +447,8 @@ def main() -> None:
     args.candidate = args.candidate or best
     verdict, summary = verdict_table(frame, args.candidate, base_names, args.alpha)
     won = sum(1 for beaten, total, _ in summary.values() if beaten == total)
-    rs = frame[(frame["test"] == "RS") & (frame["method"] == args.candidate)].groupby(["position", "neuron"])["value"]
+    rs = frame[(frame["test"] == "RS (head)") & (frame["method"] == args.candidate)]
+    rs = rs.groupby(["position", "neuron"])["value"].agg(["mean", "median"])
     blocks = [
         f"### Shared parts: {args.backbone} `insilico_cnn` ({args.layer}) + ridge, {args.pairs} pairs per pair set "
         f"and position × {len(KINDS)} neurons, {len(methods)} methods{' (variants)' if args.variants else ''}",
@@ -441,7 +456,8 @@ def main() -> None:
         f"{2 * args.train} images): " + ", ".join(f"{n} {r:.2f}" for n, r in test_r.items()) + ".",
     ]
     for test in TEST_NAMES:
-        blocks += [f"**{test}** (mean ± 95 % CI over pairs)", means_table(frame, test, order)]
+        spread = "; in brackets, the median" if test.startswith("RS") else ""
+        blocks += [f"**{test}** (mean ± 95 % CI over pairs{spread})", means_table(frame, test, order)]
     blocks += [
         f"**Shared weighting vs its control** (mean paired difference to `own` on the same path over the four "
         f"neurons; in brackets, neurons with a difference beyond noise at p < {args.alpha}, + for the variant)",
@@ -452,9 +468,10 @@ def main() -> None:
         f"**{args.candidate} against the single-image baselines** (paired Wilcoxon; Δ > 0: the candidate is better)",
         verdict,
         f"The candidate beats every baseline (p < {args.alpha}) in {won} of {len(summary)} test × position × neuron "
-        f"cells; its reference sensitivity is "
-        + ", ".join(f"{p}/{n} {v:.2f}" for (p, n), v in rs.mean().items())
-        + f". Values per pair: `{args.workdir}`. Total wall time {wall:.0f} s.",
+        "cells. Its reference sensitivity for the head (mean / median over pairs): "
+        + ", ".join(f"{n} ({p}) {r['mean']:.2f} / {r['median']:.2f}" for (p, n), r in rs.iterrows())
+        + f". Values per pair: `{args.workdir}`. Total wall time {wall:.0f} s; peak memory "
+        f"{peak_memory_gib():.1f} GiB.",
         machine(args.device),
     ]
     print_and_append("\n\n".join(blocks) + "\n", write=not args.no_write)
