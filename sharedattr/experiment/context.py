@@ -28,6 +28,7 @@ from sharedattr.plugins.specs import ComponentSpec, MethodSpec, MetricSpec, labe
 from sharedattr.runtime.devices import resolve_device
 from sharedattr.runtime.distributed import SINGLE, Ranks, rank_device
 from sharedattr.runtime.errors import SpecError
+from sharedattr.runtime.run_folder import check_out_folder
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,25 @@ class StageTimer:
         self._bar.close()
         names, times = list(self._marks), [*self._marks.values(), time.perf_counter()]
         return {name: times[i + 1] - times[i] for i, name in enumerate(names)}
+
+
+def input_paths(spec: ExperimentSpec) -> dict[str, Path]:
+    """The files and folders a run of ``spec`` reads, by what they are (``data.stimuli``, ...): its output folder
+    may not hold them (:func:`~sharedattr.runtime.run_folder.check_out_folder`)."""
+    data = spec.data
+    paths = {
+        f"data.{field}": getattr(data, field)
+        for field in ("stimuli", "responses", "response_ids", "neuron_ids", "neuron_parts")
+        if getattr(data, field) is not None
+    }
+    backbones = [("backbone", spec.backbone)] + [
+        (f"evaluators[{i}].backbone", e.backbone) for i, e in enumerate(spec.evaluators) if e.backbone is not None
+    ]
+    for where, backbone in backbones:
+        weights = backbone.params.get("weights_file")
+        if isinstance(weights, (str, Path)) and Path(weights).is_absolute():
+            paths[f"{where}.weights_file"] = Path(weights)
+    return paths
 
 
 @dataclass
@@ -93,6 +113,7 @@ class RunContext:
         """The context of a run of ``spec``: seeds torch's global generator with ``spec.seed``, makes ``out``
         (when given) and resolves the device for this rank; with ``stages``, times them."""
         if out is not None:
+            check_out_folder(out, input_paths(spec))
             Path(out).mkdir(parents=True, exist_ok=True)
         torch.manual_seed(spec.seed)
         device = rank_device(resolve_device(spec.device), ranks)

@@ -52,6 +52,7 @@ from sharedattr.report import write_report
 from sharedattr.report.rundir import COMPONENTS_FILE
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.io import atomic_write_csv, atomic_write_json
+from sharedattr.runtime.run_folder import run_lock
 from sharedattr.runtime.work_store import WorkStore
 from sharedattr.selection.matching import Pair
 
@@ -93,6 +94,12 @@ def run_experiment(
     """
     out = Path(out_dir)
     ctx = RunContext.start(spec, out, registry=registry, ranks=ranks, progress=progress, stages=STAGES)
+    with run_lock(out, enabled=ranks.is_main):
+        return _run_locked(ctx, spec, out)
+
+
+def _run_locked(ctx: RunContext, spec: ExperimentSpec, out: Path) -> RunResult | None:
+    """:func:`run_experiment` once rank 0 holds the run lock of ``out``."""
     ctx.mark("fit")
     experiment = fit_for_run(ctx, spec, out, out)
     neurons = select_stage(spec, experiment)

@@ -41,7 +41,8 @@ from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.registry import Registry
 from sharedattr.runtime.devices import resolve_device
 from sharedattr.runtime.errors import UserError, closest
-from sharedattr.runtime.io import atomic_write_json, remove_stale_temporaries
+from sharedattr.runtime.io import atomic_write_json
+from sharedattr.runtime.run_folder import remove_stale_temporaries
 from sharedattr.runtime.work_store import WorkStore
 from sharedattr.selection.matching import Pair, given_pairs, match_pairs
 from sharedattr.selection.neurons import measured_else_predicted, preferred_categories, select_neurons
@@ -219,15 +220,16 @@ def checked_neuron_parts(
 def fit_for_run(ctx: RunContext, spec: ExperimentSpec, out: Path, fit_dir: Path) -> Experiment:
     """The start of ``sharedattr run``/``synthesize``: the fitted (or saved) model in ``fit_dir``.
 
-    Rank 0 writes ``out/spec.json``, removes the temporaries a killed run left under ``out``
-    and fits (reusing a saved model of the same digest); after a barrier, the other ranks load
-    what rank 0 saved, writing nothing.
+    Rank 0 (holding the run lock of ``out``) removes the temporaries a killed run left under ``out``, fits
+    (reusing a saved model of the same digest) and only then, the data checked, writes ``out/spec.json``: a run
+    that fails on its inputs leaves the folder's spec as it was. After a barrier, the other ranks load what rank 0
+    saved, writing nothing.
     """
     ranks = ctx.ranks
     if ranks.is_main:
-        atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
         remove_stale_temporaries(out)
         experiment = fit_stage(ctx, spec, fit_dir, reuse=True)
+        atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
     ranks.barrier()  # the other ranks load the model rank 0 saved
     if not ranks.is_main:
         experiment = fit_stage(ctx, spec, fit_dir, reuse=True, write=False)

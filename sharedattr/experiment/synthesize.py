@@ -40,6 +40,7 @@ from sharedattr.plugins.registry import Registry
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.io import atomic_save_tensors, atomic_write_csv
+from sharedattr.runtime.run_folder import run_lock
 from sharedattr.runtime.work_store import WorkStore, work_key
 from sharedattr.synthesis.evaluation import TRAIN, Evaluator, describe_model, evaluator_digest, resolved_evaluator
 
@@ -393,8 +394,9 @@ def synthesize_experiment(
         )
     out = Path(out)
     ctx = RunContext.start(spec, out, registry=registry, ranks=ranks, progress=progress)
-    experiment = fit_for_run(ctx, spec, out, out / "fit")
-    return run_synthesis(ctx, spec, experiment, select_stage(spec, experiment), out)
+    with run_lock(out, enabled=ranks.is_main):
+        experiment = fit_for_run(ctx, spec, out, out / "fit")
+        return run_synthesis(ctx, spec, experiment, select_stage(spec, experiment), out)
 
 
 def format_synthesis_summary(summary: list[dict[str, Any]]) -> str:

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sharedattr.runtime.run_folder import TEMP_SUFFIX
+
 
 def _new_file_mode() -> int:
     """The mode ``open()`` would give a new file: 0o666 minus the process umask (mkstemp uses 0o600)."""
@@ -26,7 +28,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -71,16 +73,3 @@ def atomic_save_tensors(
 
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=dict(metadata or {}))
     return atomic_write_bytes(path, data)
-
-
-def remove_stale_temporaries(folder: str | Path) -> int:
-    """Delete the temporary files (``.<name>.*.tmp``) that writers killed mid-write left under ``folder``.
-
-    Call it only while nothing else writes into ``folder`` (at the start of a run). Returns how many were removed.
-    """
-    removed = 0
-    for path in Path(folder).rglob(".*.tmp"):
-        if path.is_file():
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed

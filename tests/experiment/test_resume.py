@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from sharedattr.config.validation import validate_experiment
 from sharedattr.experiment.run import run_experiment
-from sharedattr.runtime.io import atomic_write_bytes, remove_stale_temporaries
+from sharedattr.runtime.io import atomic_write_bytes
+from sharedattr.runtime.run_folder import remove_stale_temporaries
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
@@ -90,9 +91,11 @@ def test_an_interrupted_atomic_write_leaves_the_old_file_and_only_a_temporary(tm
     assert target.read_text() == "old\n"
     assert not list(tmp_path.glob(".*.tmp"))  # cleaned up when the interpreter is alive to do it
     (tmp_path / "work").mkdir()
-    stale = tmp_path / "work" / ".maps-abc.safetensors.x1y2.tmp"  # what a SIGKILL leaves
+    stale = tmp_path / "work" / ".maps-abc.safetensors.x1y2.sharedattr.tmp"  # what a SIGKILL leaves
     stale.write_bytes(b"partial")
     keep = tmp_path / "work" / "maps-abc.safetensors"
     keep.write_bytes(b"complete")
+    users = tmp_path / "work" / ".notes.tmp"  # a user's file that merely looks temporary
+    users.write_bytes(b"mine")
     assert remove_stale_temporaries(tmp_path) == 1
-    assert not stale.exists() and keep.exists()
+    assert not stale.exists() and keep.exists() and users.read_bytes() == b"mine"
