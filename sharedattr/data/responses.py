@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,9 +48,21 @@ if TYPE_CHECKING:
     import xarray
 
 MISSING_TOKENS = {"", "nan", "NaN", "NA"}
+NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity)", re.IGNORECASE | re.ASCII)
+"""A response cell: a plain decimal number (or ±inf, reported as such); not ``1_000`` or non-ASCII digits, both of
+which Python's ``float`` accepts."""
 MAX_ABS_RESPONSE = 1e15
 """Largest response magnitude accepted: float32 sums of squares of a million such values stay finite."""
+
 NETCDF_DIMS = ("presentation", "neuroid")
+
+
+def parse_number(cell: str) -> float:
+    """``cell`` as a float if it is a plain decimal number (:data:`NUMBER`); ValueError otherwise."""
+    text = cell.strip()
+    if not NUMBER.fullmatch(text):
+        raise ValueError(f"not a number: {cell!r}")
+    return float(text)
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,7 +196,7 @@ def _load_csv(path: Path) -> Responses:
         parsed = []
         for name, cell in zip(neurons, row[1:]):
             try:
-                v = math.nan if cell.strip() in MISSING_TOKENS else float(cell)
+                v = math.nan if cell.strip() in MISSING_TOKENS else parse_number(cell)
             except ValueError:
                 problems.append(f"line {line}, neuron {name}: not a number: {cell!r}")
                 v = math.nan

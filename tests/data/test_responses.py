@@ -157,6 +157,10 @@ def test_missing_files(tmp_path, trials):
 
 CSV_CASES = {
     "non-numeric": ("stimulus_id,n_a,n_b\ns0,1,2\ns1,abc,2\n", ["line 3, neuron n_a: not a number: 'abc'"]),
+    "digit separators": (
+        "stimulus_id,n_a,n_b\ns0,1_000,2\ns1,1,\u0661\u0662\n",  # float() reads both: 1000.0 and 12.0
+        ["line 2, neuron n_a: not a number: '1_000'", "line 3, neuron n_b: not a number: '\u0661\u0662'"],
+    ),
     "infinite": ("stimulus_id,n_a,n_b\ns0,1,inf\ns1,1,2\n", ["line 2, neuron n_b: infinite response"]),
     "duplicate neuron": ("stimulus_id,n_a,n_a\ns0,1,2\n", ["duplicate neuron id(s): 'n_a'"]),
     "field count": ("stimulus_id,n_a,n_b\ns0,1\ns1,1,2\n", ["line 2: 2 fields, expected 3"]),
