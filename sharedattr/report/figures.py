@@ -11,6 +11,7 @@ red (> 0) on one symmetric colour scale per driver/reference pair.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import sys
@@ -78,6 +79,15 @@ def fit_figure(
     return _save(fig, path, dpi)
 
 
+def neuron_figure_name(neuron_id: str) -> str:
+    """``neuron_<id>.png`` for an id that is safe in a file name (ASCII letters, digits, ``-_.``); otherwise the
+    sanitised id plus a digest of the original, so that ``a/b`` and ``a_b`` never share a file."""
+    safe = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "-_." else "_" for ch in neuron_id)
+    if safe == neuron_id:
+        return f"neuron_{safe}.png"
+    return f"neuron_{safe}-{hashlib.sha256(neuron_id.encode()).hexdigest()[:8]}.png"
+
+
 def attribution_grids(
     pairs: Sequence[Any],
     drivers: Tensor,
@@ -120,8 +130,7 @@ def attribution_grids(
             f"neuron {neuron_ids[n]}: driver | reference | maps (colour scale shared by each pair)", fontsize=8
         )
         fig.tight_layout()
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in neuron_ids[n])
-        paths.append(_save(fig, folder / f"neuron_{safe}.png", dpi))
+        paths.append(_save(fig, folder / neuron_figure_name(neuron_ids[n]), dpi))
     return paths
 
 

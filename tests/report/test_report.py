@@ -640,3 +640,13 @@ def test_templates_ship_in_the_package_and_escape_everything():
         html == '<h2>Readout fit quality</h2>\n<p class="note">&lt;script&gt;alert(&#39;&amp;&#34;&#39;)'
         "&lt;/script&gt;</p>\n"
     )
+
+
+def test_neuron_figure_names_never_collide():
+    from sharedattr.report.figures import neuron_figure_name
+
+    ids = ["a_b", "a/b", "a b", "a:b", "é", "e", "../x", "V4-1.2"]
+    names = [neuron_figure_name(n) for n in ids]
+    assert len(set(names)) == len(ids), names
+    assert neuron_figure_name("a_b") == "neuron_a_b.png" and neuron_figure_name("V4-1.2") == "neuron_V4-1.2.png"
+    assert all("/" not in n and n.isascii() for n in names)
