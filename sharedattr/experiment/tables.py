@@ -8,6 +8,7 @@ image (driver or reference) × metric.
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,17 +138,11 @@ def write_table(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> N
 def save_maps(
     path: Path, explained: Explained, pairs: list[Pair], neuron_ids: list[str], stimulus_ids: list[str]
 ) -> None:
-    """Every map ``[P, H, W]`` as ``<method>/<image>`` in one safetensors file; the pairs in its metadata."""
+    """Every map ``[P, H, W]`` as ``<method>/<image>`` in one safetensors file; the pairs in its metadata, as the
+    JSON list ``pairs_json`` of ``[neuron, driver, reference]`` ids (any characters in an id survive)."""
     tensors = {f"{label}/{which}": m for label, maps in explained.maps.items() for which, m in maps.items()}
-    atomic_save_tensors(
-        path,
-        tensors,
-        {
-            "pairs": ";".join(
-                f"{neuron_ids[p.neuron]}|{stimulus_ids[p.driver]}|{stimulus_ids[p.reference]}" for p in pairs
-            )
-        },
-    )
+    listed = [[neuron_ids[p.neuron], stimulus_ids[p.driver], stimulus_ids[p.reference]] for p in pairs]
+    atomic_save_tensors(path, tensors, {"pairs_json": json.dumps(listed, ensure_ascii=False)})
 
 
 def method_times(explained: Explained, n_pairs: int) -> list[dict[str, Any]]:

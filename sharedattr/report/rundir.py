@@ -108,9 +108,10 @@ class RunDir:
         return read_csv(self.path / "synthesis" / "scores.csv")
 
     @cached_property
-    def maps(self) -> tuple[dict[str, Tensor], list[str]] | None:
-        """``maps.safetensors``: ``{"<method>/<image>": [P, H, W]}`` and the pairs of its metadata
-        (``neuron|driver|reference`` per row), or None."""
+    def maps(self) -> tuple[dict[str, Tensor], list[tuple[str, ...]]] | None:
+        """``maps.safetensors``: ``{"<method>/<image>": [P, H, W]}`` and the pairs of its metadata, one
+        ``(neuron, driver, reference)`` per row (``pairs_json``; older files: ``neuron|driver|reference`` joined by
+        ``;``), or None."""
         path = self.path / "maps.safetensors"
         if not path.is_file():
             return None
@@ -125,8 +126,7 @@ class RunDir:
                 f"{path}: not a readable safetensors file ({err}); run `sharedattr run` again into "
                 "this folder to rewrite it"
             ) from None
-        listed = meta.get("pairs", "")
-        return tensors, listed.split(";") if listed else []
+        return tensors, listed_pairs(meta, path)
 
     def data_path(self, key: str) -> Path | None:
         """The spec's ``data.<key>`` path, resolved (as is, else relative to the run folder); None if unset."""
@@ -148,3 +148,17 @@ class RunDir:
             return StimulusSet.load(path)
         except UserError as err:  # moved or deleted data: the report says so instead of failing
             return err
+
+
+def listed_pairs(meta: dict[str, str], path: Path) -> list[tuple[str, ...]]:
+    """The ``(neuron, driver, reference)`` rows of a maps file's metadata; [] when it lists none."""
+    if "pairs_json" in meta:
+        try:
+            rows = json.loads(meta["pairs_json"])
+            return [tuple(str(v) for v in row) for row in rows if isinstance(row, list) and len(row) == 3]
+        except (ValueError, TypeError):
+            raise UserError(
+                f"{path}: damaged pairs metadata; run `sharedattr run` again into this folder to rewrite it"
+            ) from None
+    listed = meta.get("pairs", "")
+    return [tuple(row.split("|")) for row in listed.split(";")] if listed else []

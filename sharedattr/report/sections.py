@@ -146,7 +146,7 @@ class Context:
             return None, "maps.safetensors was not written (output.save_maps = false, or no method ran)."
         tensors, listed = self.run.maps
         pairs = self.run.pairs or []
-        expected = [f"{p['neuron']}|{p['driver']}|{p['reference']}" for p in pairs]
+        expected = [(p["neuron"], p["driver"], p["reference"]) for p in pairs]
         if listed and listed != expected:
             return None, "maps.safetensors does not match pairs.csv (a file left from an earlier run?)."
         out: dict[str, dict[str, Tensor]] = {}

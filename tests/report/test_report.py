@@ -457,8 +457,17 @@ def rename_neuron(run: Path, tiny_data: Path, old: str, new: str) -> None:
             r["neuron"] = new if r["neuron"] == old else r["neuron"]
         write_csv(run / name, rows, list(rows[0]))
     maps = load_file(str(run / "maps.safetensors"))
-    pairs = ";".join(f"{p['neuron']}|{p['driver']}|{p['reference']}" for p in read_csv(run / "pairs.csv"))
-    save_file(maps, str(run / "maps.safetensors"), metadata={"pairs": pairs})
+    pairs = [[p["neuron"], p["driver"], p["reference"]] for p in read_csv(run / "pairs.csv")]
+    save_file(maps, str(run / "maps.safetensors"), metadata={"pairs_json": json.dumps(pairs)})
+
+
+def test_ids_with_the_old_separators_keep_their_maps(run_copy, tiny_data):
+    """`|` and `;` once separated the pairs of maps.safetensors' metadata; an id holding them lost every map."""
+    neuron = read_csv(run_copy / "pairs.csv")[0]["neuron"]
+    rename_neuron(run_copy, tiny_data, neuron, "a|b;c")
+    html = build_report(run_copy)
+    assert "does not match pairs.csv" not in html
+    assert html.count("<h3>neuron a|b;c</h3>") == 2  # pairs and attribution maps
 
 
 def test_user_strings_are_escaped(run_copy, tiny_data):
