@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from sharedattr.attribution.hook_safety import hook_safe_copy, resolve_layer
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import Params
+from sharedattr.plugins.params import MAX_STEPS, Params
 from sharedattr.runtime.errors import UserError
 
 InterpolateMode = Literal["nearest", "bilinear", "bicubic", "area"]
@@ -76,7 +76,7 @@ class NoiseTunnelParams(Params):
         "smoothgrad",
         description="Mean of the maps (smoothgrad), mean of their squares (smoothgrad_sq) or their variance (vargrad).",
     )
-    samples: int = Field(16, ge=1, description="Noisy copies per input.")
+    samples: int = Field(16, ge=1, le=MAX_STEPS, description="Noisy copies per input.")
     stdevs: float = Field(0.15, gt=0, description=NOISE_STDEV)
     samples_batch_size: int | None = Field(None, ge=1, description="Noisy copies per pass; bounds memory (null = all).")
     seed: int = seed_field()
@@ -191,7 +191,7 @@ class InputXGradientMethod(CaptumMethod):
 
 
 class IntegratedGradientsParams(CaptumParams):
-    n_steps: int = Field(50, ge=1, description="Steps of the path integral.")
+    n_steps: int = Field(50, ge=1, le=MAX_STEPS, description="Steps of the path integral.")
     method: Literal["riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre"] = Field(
         "gausslegendre", description="Integration rule."
     )
@@ -212,7 +212,7 @@ class IntegratedGradientsMethod(CaptumMethod):
 
 class SmoothGradParams(Params):
     abs: bool = Field(True, description="Average the absolute gradient (false: the signed gradient).")
-    samples: int = Field(16, ge=1, description="Noisy copies per input.")
+    samples: int = Field(16, ge=1, le=MAX_STEPS, description="Noisy copies per input.")
     stdevs: float = Field(0.15, gt=0, description=NOISE_STDEV)
     samples_batch_size: int | None = Field(None, ge=1, description="Noisy copies per pass; bounds memory (null = all).")
     seed: int = seed_field()
@@ -286,7 +286,7 @@ class GradientShapParams(Params):
     baselines: list[float] = Field(
         [0.0, 1.0], min_length=1, description="Constant baseline images (pixel values) to draw x₀ from."
     )
-    n_samples: int = Field(16, ge=1, description="Random (baseline, α, noise) draws per input.")
+    n_samples: int = Field(16, ge=1, le=MAX_STEPS, description="Random (baseline, α, noise) draws per input.")
     stdevs: float = Field(0.0, ge=0, description="Standard deviation of Gaussian noise added to the inputs.")
     seed: int = seed_field()
 

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from sharedattr.encoding.channels import channel_contributions, dimension_channels
 from sharedattr.plugins.contracts import PairwiseAttribution
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import Params
+from sharedattr.plugins.params import MAX_STEPS, Params
 
 Variant = Literal["product", "positive", "min", "mask", "own"]
 Path = Literal["gradient", "ig", "layer"]
@@ -218,7 +218,9 @@ class ParallelBackpropParams(Params):
         "backbone output, summed over channels and upsampled (as Grad-CAM; needs a [B, K, h, w] feature map); "
         "gradient: S(x) = ∂⟨s, z_n(x)⟩/∂x at the pixels; ig: the same objective path-integrated from a baseline.",
     )
-    n_steps: int = Field(16, ge=1, description="path = ig: quadrature points (Gauss–Legendre) along the path.")
+    n_steps: int = Field(
+        16, ge=1, le=MAX_STEPS, description="path = ig: quadrature points (Gauss–Legendre) along the path."
+    )
     baseline: float = Field(0.0, description="path = ig: constant baseline pixel value (0 = black, 0.5 = mid-grey).")
     reduce: Reduction = Field(
         "none", description="Channel reduction of the pixel maps: none ([B, C, H, W]), sum or abs_sum ([B, 1, H, W])."

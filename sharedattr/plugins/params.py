@@ -74,6 +74,14 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     return path
 
 
+MAX_STEPS = 4096
+"""Upper bound of the built-in components' step and sample counts (path steps, noisy copies, draws): a count
+a config can set is a spec error at its field above this, not an allocation that fails later."""
+MAX_SEEDS = 1024
+"""Upper bound of a synthesizer's ``n_seeds`` (optimised as one batch)."""
+MAX_OPTIMISATION_STEPS = 100_000
+"""Upper bound of a synthesizer's optimisation ``steps``."""
+
 InputPath = Annotated[Path, AfterValidator(_resolve_path)]
 """A path to an existing input file or folder; relative paths resolve against the config file's folder."""
 

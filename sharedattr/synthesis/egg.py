@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from sharedattr.plugins.contracts import EnergyValue, SynthesisResult
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import BASE_DIR_KEY, CHECK_FILES_KEY, Params, Seed
+from sharedattr.plugins.params import BASE_DIR_KEY, CHECK_FILES_KEY, MAX_SEEDS, Params, Seed
 from sharedattr.plugins.specs import EnergySpec
 from sharedattr.synthesis.cost import CallCounter, Stopwatch, cost_record
 from sharedattr.synthesis.energies import EnergyParam, build_energy
@@ -114,7 +114,7 @@ class EGGParams(Params):
         EnergySpec(name="mei"),
         description="The energy minimised: a registered energy's name or {name = ..., **params} (default mei).",
     )
-    n_seeds: int = Field(1, ge=1, description="Independent samples, generated as one batch.")
+    n_seeds: int = Field(1, ge=1, le=MAX_SEEDS, description="Independent samples, generated as one batch.")
     seed: Seed = Field(0, description="Seed of the initial noise and of the sampler's noise.")
 
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from sharedattr.plugins.contracts import SynthesisResult
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import Params, Seed
+from sharedattr.plugins.params import MAX_OPTIMISATION_STEPS, MAX_SEEDS, Params, Seed
 from sharedattr.plugins.specs import EnergySpec
 from sharedattr.synthesis.cost import CallCounter, Stopwatch, cost_record
 from sharedattr.synthesis.energies import EnergyParam, build_energy
@@ -32,7 +32,7 @@ __all__ = ["GradientAscent", "GradientAscentParams", "fourier_precondition", "ga
 class GradientAscentParams(Params):
     """Params of the ``gradient_ascent`` synthesizer (pixel units: images in [0, 1])."""
 
-    steps: int = Field(200, ge=1, description="Maximum number of optimisation steps.")
+    steps: int = Field(200, ge=1, le=MAX_OPTIMISATION_STEPS, description="Maximum number of optimisation steps.")
     lr: float = Field(0.05, gt=0, description="Learning rate (images are in [0, 1] pixel units).")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Optimiser (AdamW without weight decay, or SGD).")
     energy: EnergyParam = Field(
@@ -70,7 +70,9 @@ class GradientAscentParams(Params):
     min_delta: float = Field(
         1e-3, ge=0, description="Smallest improvement of the objective that counts, relative to |best objective|."
     )
-    n_seeds: int = Field(1, ge=1, description="Independent random initialisations, optimised as one batch.")
+    n_seeds: int = Field(
+        1, ge=1, le=MAX_SEEDS, description="Independent random initialisations, optimised as one batch."
+    )
     seed: Seed = Field(0, description="Seed of the initialisation and of the random transforms.")
     init_std: float = Field(0.1, ge=0, description="Std of the random-normal initialisation around mid-grey.")
 

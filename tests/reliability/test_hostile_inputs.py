@@ -862,3 +862,27 @@ def test_component_seeds_are_bounded_like_the_spec_seeds(tiny_config, tmp_path, 
     assert [i.loc for i in info.value.issues] == [
         f"{where}.seed" if where == "readout" else "metrics[0] (randomisation).seed"
     ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "component", "field", "value"),
+    [
+        ("methods", {"name": "integrated_gradients"}, "n_steps", 10**9),
+        ("methods", {"name": "smoothgrad"}, "samples", 10**9),
+        ("methods", {"name": "gradient_shap"}, "n_samples", 4097),
+        ("methods", {"name": "parallel_backprop", "path": "ig"}, "n_steps", 10**6),
+        ("synthesis", {"name": "gradient_ascent"}, "n_seeds", 10**6),
+        ("synthesis", {"name": "gradient_ascent"}, "steps", 10**9),
+    ],
+)
+def test_unbounded_work_is_a_spec_error_at_the_field(tiny_config, kind, component, field, value):
+    """A count that would validate and then exhaust memory (n_steps = 1e9) is refused where it is written."""
+    from sharedattr.config.validation import validate_experiment
+    from sharedattr.runtime.errors import SpecError
+
+    config = copy.deepcopy(tiny_config)
+    config[kind] = [{**component, field: value}]
+    with pytest.raises(
+        SpecError, match=rf"{kind}\[0\] \({component['name']}\)\.{field}: Input should be less than or equal to"
+    ):
+        validate_experiment(config)
