@@ -137,9 +137,32 @@ def _parse_toml(path: Path, text: str) -> Any:
         raise ConfigError(path, f"invalid TOML: {msg}", line, col) from None
 
 
+class TooManyValues(yaml.YAMLError):
+    """A YAML document whose merge keys (``<<``) expand beyond :data:`MAX_VALUES` entries."""
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that counts the key/value pairs merge keys (``<<: [*a, *a]``) produce while it
+    constructs, and stops at :data:`MAX_VALUES`: each level of such merges can double a mapping, so the check
+    after parsing (:func:`_check_values`) would come only after memory had run out."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.merged_pairs = 0
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        super().flatten_mapping(node)
+        self.merged_pairs += len(node.value)
+        if self.merged_pairs > MAX_VALUES:
+            raise TooManyValues(f"its merge keys (<<) expand to more than {MAX_VALUES} values")
+
+
 def _parse_yaml(path: Path, text: str) -> Any:
+    loader = BoundedLoader(text)
     try:
-        return yaml.safe_load(text)
+        return loader.get_single_data()
+    except TooManyValues as err:
+        raise ConfigError(path, f"the config is refused: {err} (a YAML merge-key bomb?)") from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         problem = " ".join(str(p) for p in (err.context, err.problem) if p)
@@ -148,6 +171,8 @@ def _parse_yaml(path: Path, text: str) -> Any:
         ) from None
     except yaml.YAMLError as err:
         raise ConfigError(path, f"invalid YAML: {err}") from None
+    finally:
+        loader.dispose()
 
 
 def _parse_json(path: Path, text: str) -> Any:

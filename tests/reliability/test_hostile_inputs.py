@@ -273,9 +273,17 @@ def _alias_bomb(levels: int) -> str:
     return "\n".join(lines) + f"\nmethods: *a{levels - 1}\n"
 
 
+def _merge_bomb(levels: int) -> str:
+    """Each level merges the previous mapping twice: PyYAML's merge doubles the pairs it constructs per level."""
+    lines = ["a0: &a0 {k: 1}"]
+    lines += [f"a{i}: &a{i}\n  <<: [*a{i - 1}, *a{i - 1}]\n  k{i}: {i}" for i in range(1, levels)]
+    return "\n".join(lines) + "\nname: bomb\n"
+
+
 @pytest.mark.parametrize(
     ("name", "text", "fragment"),
     [
+        ("merge-bomb.yaml", _merge_bomb(40), "its merge keys (<<) expand to more than 100000 values"),
         ("deep.json", "[" * 5_000 + "]" * 5_000, "nested too deeply"),
         ("deep2.json", '{"a": ' * 200 + "1" + "}" * 200, "nested more than 64 levels deep"),
         ("deep.yaml", "[" * 700 + "]" * 700, "nested too deeply"),
@@ -306,9 +314,11 @@ def test_shared_yaml_aliases_are_fine(tiny_config, tmp_path):
     with pytest.raises(SpecError) as info:
         load_experiment(path)
     assert [i.loc for i in info.value.issues] == ["x_shared"]
-    (tmp_path / "plain.yaml").write_text("a: &s [1, [2]]\nb: [*s]\nc: [*s, {k: *s}]\n")
+    (tmp_path / "merged.yaml").write_text("base: &b {x: 1, y: 2}\nmore:\n  <<: [*b, *b]\n  z: 3\n")
     from sharedattr.config.files import read_config
 
+    assert read_config(tmp_path / "merged.yaml")["more"] == {"x": 1, "y": 2, "z": 3}  # merge keys still work
+    (tmp_path / "plain.yaml").write_text("a: &s [1, [2]]\nb: [*s]\nc: [*s, {k: *s}]\n")
     assert read_config(tmp_path / "plain.yaml") == {"a": [1, [2]], "b": [[1, [2]]], "c": [[1, [2]], {"k": [1, [2]]}]}
 
 
