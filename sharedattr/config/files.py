@@ -55,6 +55,14 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             path, f"invalid {fmt}: nested too deeply (a config needs a few levels, at most {MAX_DEPTH})"
         ) from None
+    except ValueError as err:  # Python refuses int literals of more than sys.get_int_max_str_digits() digits
+        if "integer string conversion" not in str(err):
+            raise
+        raise ConfigError(
+            path,
+            f"invalid {fmt}: an integer has more than {sys.get_int_max_str_digits()} digits (no field "
+            "accepts more than 19)",
+        ) from None
     if data is None:
         raise ConfigError(path, "the file is empty")
     if not isinstance(data, dict):

@@ -34,6 +34,10 @@ def load_neuron_parts(path: str | Path, part_names: Sequence[str] | None = None)
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(path, [f"not valid JSON: {err}"]) from None
+    except RecursionError:
+        raise DataError(path, ["nested too deeply: expected {neuron id: [parts] or {part: weight}}"]) from None
+    except ValueError as err:  # an int literal beyond Python's digit limit
+        raise DataError(path, [f"not valid JSON: {str(err).split(';')[0]}"]) from None
     if not isinstance(raw, dict):
         raise DataError(path, ["expected a JSON object mapping neuron ids to a list of parts or {part: weight}"])
     problems: list[str] = []

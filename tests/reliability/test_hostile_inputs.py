@@ -284,6 +284,9 @@ def _merge_bomb(levels: int) -> str:
     ("name", "text", "fragment"),
     [
         ("merge-bomb.yaml", _merge_bomb(40), "its merge keys (<<) expand to more than 100000 values"),
+        ("bigint.json", '{"seed": ' + "9" * 5000 + "}", "invalid JSON: an integer has more than 4300 digits"),
+        ("bigint.toml", "seed = " + "9" * 5000 + "\n", "invalid TOML: an integer has more than 4300 digits"),
+        ("bigint.yaml", "seed: " + "9" * 5000 + "\n", "invalid YAML: an integer has more than 4300 digits"),
         ("deep.json", "[" * 5_000 + "]" * 5_000, "nested too deeply"),
         ("deep2.json", '{"a": ' * 200 + "1" + "}" * 200, "nested more than 64 levels deep"),
         ("deep.yaml", "[" * 700 + "]" * 700, "nested too deeply"),
@@ -896,3 +899,21 @@ def test_unbounded_work_is_a_spec_error_at_the_field(tiny_config, kind, componen
         SpecError, match=rf"{kind}\[0\] \({component['name']}\)\.{field}: Input should be less than or equal to"
     ):
         validate_experiment(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('{"n1": {"head": ' + "9" * 5000 + "}}", "not valid JSON: Exceeds the limit (4300 digits)"),
+        ('{"n1": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ],
+)
+def test_hostile_neuron_parts_are_data_errors(tmp_path, text, fragment):
+    from sharedattr.data.ground_truth import load_neuron_parts
+    from sharedattr.data.stimuli import DataError
+
+    path = tmp_path / "neuron_parts.json"
+    path.write_text(text)
+    with pytest.raises(DataError, match=re.escape(fragment)) as info:
+        load_neuron_parts(path, ["head", "limbs"])
+    assert str(path) in str(info.value)
