@@ -11,9 +11,11 @@ inputs does no backbone forward pass, and any change to either gives a new file.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from sharedattr.data import StimulusSet
+from sharedattr.runtime.run_folder import TEMP_SUFFIX, process_alive
 
 CACHE_ENV = "SHAREDATTR_CACHE"
 CACHE_FORMAT = 2  # bump when the stored layout or the image loading changes (2: 16-bit/float images scaled)
@@ -120,7 +123,8 @@ def extract_features(
             out[start:stop] = latents
         return torch.from_numpy(out), False
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    remove_dead_writers_temporaries(path)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}{TEMP_SUFFIX}")
     try:
         with open(tmp, "wb") as f:
             _write_header(f, shape)
@@ -133,3 +137,15 @@ def extract_features(
         tmp.unlink(missing_ok=True)
         raise
     return _open(path), False
+
+
+def remove_dead_writers_temporaries(path: Path) -> int:
+    """Delete the partial files ``.<name>.<host>.<pid>.sharedattr.tmp`` that extractions of ``path`` killed on this
+    host left behind (their process is gone); a live writer's, or another host's, are kept. Returns how many."""
+    host, removed = socket.gethostname(), 0
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{TEMP_SUFFIX}"):
+        parts = tmp.name[len(path.name) + 2 : -len(TEMP_SUFFIX)].rsplit(".", 1)
+        if len(parts) == 2 and parts[0] == host and parts[1].isdigit() and not process_alive(int(parts[1])):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed

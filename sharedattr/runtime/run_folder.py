@@ -57,7 +57,8 @@ def check_out_folder(out: str | Path, inputs: Mapping[str, str | Path | None]) -
         )
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -93,7 +94,7 @@ def run_lock(out: str | Path, enabled: bool = True) -> Iterator[None]:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _holder(lock)
-            if holder is not None and holder[1] == host and not _alive(holder[0]):
+            if holder is not None and holder[1] == host and not process_alive(holder[0]):
                 lock.unlink(missing_ok=True)  # left by a killed run
                 continue
             who = f"process {holder[0]} on {holder[1]}" if holder else "another process"

@@ -100,3 +100,24 @@ def test_latents_of_the_wrong_shape_are_an_error_not_a_corrupt_file(stimuli, tmp
     with pytest.raises(ValueError, match="latent_shape"):
         extract_features(Wrong(), stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3, progress=False)
     assert list(cache.iterdir()) == []
+
+
+def test_a_killed_extractions_partial_file_is_removed_and_a_live_ones_kept(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from sharedattr.data.features import remove_dead_writers_temporaries
+
+    path = tmp_path / "features-abc.npy"
+    host = socket.gethostname()
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    dead = tmp_path / f".features-abc.npy.{host}.{dead_pid}.sharedattr.tmp"  # what a SIGKILL leaves
+    live = tmp_path / f".features-abc.npy.{host}.{os.getpid()}.sharedattr.tmp"  # another extraction, still running
+    remote = tmp_path / f".features-abc.npy.other-host.{dead_pid}.sharedattr.tmp"  # cannot tell: kept
+    other = tmp_path / f".features-xyz.npy.{host}.{dead_pid}.sharedattr.tmp"  # another cache file's
+    for f in (dead, live, remote, other):
+        f.write_bytes(b"partial")
+    assert remove_dead_writers_temporaries(path) == 1
+    assert not dead.exists() and live.exists() and remote.exists() and other.exists()
