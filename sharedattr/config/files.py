@@ -1,8 +1,8 @@
 """Reading config files: TOML, YAML or JSON, chosen by the file's suffix.
 
 Parse errors name the file and, where the parser knows it, the line and column. Loading
-only parses data: YAML goes through ``yaml.safe_load`` (no Python tags), and nothing in a
-config is ever imported or executed.
+only parses data: YAML goes through a ``yaml.SafeLoader`` that counts merge keys (no Python
+tags), and nothing in a config is ever imported or executed.
 """
 
 from __future__ import annotations
@@ -166,8 +166,9 @@ class BoundedLoader(yaml.SafeLoader):
 
 
 def _parse_yaml(path: Path, text: str) -> Any:
-    loader = BoundedLoader(text)
+    loader = None
     try:
+        loader = BoundedLoader(text)  # the reader checks the characters here already
         return loader.get_single_data()
     except TooManyValues as err:
         raise ConfigError(path, f"the config is refused: {err} (a YAML merge-key bomb?)") from None
@@ -180,7 +181,8 @@ def _parse_yaml(path: Path, text: str) -> Any:
     except yaml.YAMLError as err:
         raise ConfigError(path, f"invalid YAML: {err}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _parse_json(path: Path, text: str) -> Any:

@@ -314,8 +314,11 @@ def test_import_paths_in_strings_stay_strings(tiny_config, tmp_path, no_new_impo
 
 
 def test_config_loading_uses_safe_parsers_only():
-    """The config reader's source: yaml.safe_load, no yaml.load/unsafe loaders, no eval/exec/import_module."""
+    """The config reader's source: a yaml.SafeLoader with SafeLoader's constructors only (no Python tags), no
+    yaml.load/unsafe loaders, no eval/exec/import_module."""
     import inspect
+
+    import yaml
 
     import sharedattr.config.files as files
     import sharedattr.config.spec as spec
@@ -323,7 +326,9 @@ def test_config_loading_uses_safe_parsers_only():
     import sharedattr.plugins.specs as component_specs
 
     source = "".join(inspect.getsource(m) for m in (files, spec, validation, component_specs))
-    assert "yaml.safe_load(" in source
+    assert issubclass(files.BoundedLoader, yaml.SafeLoader) and "class BoundedLoader(yaml.SafeLoader)" in source
+    assert files.BoundedLoader.yaml_constructors == yaml.SafeLoader.yaml_constructors
+    assert files.BoundedLoader.yaml_multi_constructors == yaml.SafeLoader.yaml_multi_constructors
     for unsafe in (
         "yaml.load(",
         "yaml.unsafe_load",
