@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from sharedattr.data.pairs import IMAGES, PairImages
 from sharedattr.plugins.contracts import AttributionBatch, is_pairwise, metric_family
 from sharedattr.runtime.distributed import SINGLE, Ranks
-from sharedattr.runtime.work_store import WorkStore, work_key
+from sharedattr.runtime.work_store import WorkStore, rows_validator, work_key
 from sharedattr.selection.matching import Pair
 
 
@@ -313,7 +313,9 @@ def explain_block(
         return {**maps, "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
 
     maps_key = work_key(method=method.spec, **identity)
-    maps = dict(store.get_or_compute("maps", maps_key, timed))
+    rows = len(targets)
+    required = ("driver", "reference", "seconds") if settings.on_reference else ("driver", "seconds")
+    maps = dict(store.get_or_compute("maps", maps_key, timed, rows_validator(rows, required)))
     scored = {key: value for key, value in maps.items() if key != "seconds"}
     masks_digest = images.masks_digest()  # scores depend on the ground truth; maps do not
     scores: dict[tuple[str, str], Tensor] = {}
@@ -332,9 +334,9 @@ def explain_block(
             compute = partial(
                 score_maps, metric, model, images, which, scored[which], targets, explain, explain_with, settings
             )
-            scores[(named.label, which)] = store.get_or_compute("scores", key, lambda c=compute: {"values": c()})[
-                "values"
-            ]
+            scores[(named.label, which)] = store.get_or_compute(
+                "scores", key, lambda c=compute: {"values": c()}, rows_validator(rows, ("values",))
+            )["values"]
     return maps, scores
 
 

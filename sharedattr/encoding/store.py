@@ -2,7 +2,9 @@
 
 A saved model is a folder with ``model.json`` (the backbone and readout specs, the plugins
 that provide them, the neuron ids, the latent shape and a checksum of the backbone's
-weights) and ``readout.safetensors`` (the fitted readout's state). The backbone is rebuilt
+weights) and ``readout.safetensors`` (the fitted readout's state). ``model.json`` is written last and
+records a checksum of the readout's tensors, so a folder whose two files come from different saves
+(a save killed between them) or whose readout was damaged is refused, never used. The backbone is rebuilt
 from its spec (seeded random, torchvision or local weights) and verified against the
 checksum, so :func:`load_model` restores an identical model or says why it cannot; a
 component whose plugin is not installed is named with the distribution that provided it.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from sharedattr.plugins.registry import Registry
 from sharedattr.plugins.specs import BackboneSpec, ComponentSpec, ReadoutSpec
 from sharedattr.runtime.errors import MissingFileError, UnknownComponentError, UserError
 from sharedattr.runtime.io import atomic_save_tensors, atomic_write_json
+from sharedattr.runtime.work_store import tensors_checksum
 
 MODEL_FILE = "model.json"
 READOUT_FILE = "readout.safetensors"
@@ -59,8 +63,9 @@ def save_model(
     """
     folder = Path(folder)
     registry = registry if registry is not None else get_registry()
-    atomic_save_tensors(folder / READOUT_FILE, model.readout.state_dict())
-    atomic_write_json(
+    state = model.readout.state_dict()
+    atomic_save_tensors(folder / READOUT_FILE, state)
+    atomic_write_json(  # last: the manifest of the folder
         folder / MODEL_FILE,
         {
             "format": MODEL_FORMAT,
@@ -70,6 +75,7 @@ def save_model(
             "neuron_ids": list(neuron_ids),
             "latent_shape": list(model.backbone.latent_shape),
             "backbone_checksum": backbone_checksum(model.backbone),
+            "readout_checksum": tensors_checksum(state),
             "components": {spec.kind: spec.component(registry).provenance() for spec in (backbone_spec, readout_spec)},
             **(extra or {}),
         },
@@ -104,6 +110,9 @@ def load_model(
         neuron_ids = [str(n) for n in meta["neuron_ids"]]
         latent_shape = tuple(int(d) for d in meta["latent_shape"])
         checksum = str(meta["backbone_checksum"])
+        readout_checksum = meta.get("readout_checksum")
+        if readout_checksum is not None and not isinstance(readout_checksum, str):
+            raise TypeError("readout_checksum is not a string")
     except (KeyError, TypeError, ValueError, ValidationError) as err:
         raise UserError(
             f"{meta_path}: damaged model description ({type(err).__name__}: {err}); fit the model "
@@ -119,7 +128,7 @@ def load_model(
         )
     readout = _build_saved(readout_spec, registry, provenance, meta_path)
     readout.initialize(latent_shape, len(neuron_ids))
-    load_readout_state(readout, folder / READOUT_FILE)
+    load_readout_state(readout, folder / READOUT_FILE, readout_checksum)
     return EncodingModel(backbone, readout, neuron_ids).to(device).eval()
 
 
@@ -147,8 +156,9 @@ def _build_saved(spec: ComponentSpec, registry: Registry, provenance: dict[str, 
     return component.build(**spec.params)
 
 
-def load_readout_state(readout: nn.Module, path: Path) -> None:
-    """Load a saved readout's state (safetensors only: never unpickled); :class:`UserError` if it does not fit."""
+def load_readout_state(readout: nn.Module, path: Path, checksum: str | None = None) -> None:
+    """Load a saved readout's state (safetensors only: never unpickled); :class:`UserError` if it does not fit
+    or, with ``checksum`` (``model.json``'s ``readout_checksum``), if its tensors do not match it."""
     from safetensors.torch import load_file
 
     try:
@@ -158,6 +168,12 @@ def load_readout_state(readout: nn.Module, path: Path) -> None:
             f"cannot load the saved readout {path}: {type(err).__name__}: {err}; fit the model "
             "again with `sharedattr fit`"
         ) from None
+    if checksum is not None and tensors_checksum(state) != checksum:
+        raise UserError(
+            f"the saved readout {path} does not match its model description {path.parent / MODEL_FILE} "
+            "(checksum): the file is damaged, or a save was interrupted between the two files; fit the model "
+            "again with `sharedattr fit`"
+        )
     try:
         readout.load_state_dict(state)
     except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
@@ -187,13 +203,20 @@ def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_path: Path) 
 
 def saved_digest(folder: Path, key: str = "fit_digest") -> str | None:
     """The digest ``key`` recorded in a saved model's ``model.json``; None when absent or unreadable, or when
-    its ``readout.safetensors`` is (so a damaged saved model is fitted again, never trusted)."""
-    from safetensors import safe_open
+    its ``readout.safetensors`` is, or does not match the recorded ``readout_checksum`` (so a damaged or
+    half-saved model is fitted again, never trusted; a warning names the folder)."""
+    from safetensors.torch import load_file
 
+    meta_path = folder / MODEL_FILE
+    if not meta_path.exists():
+        return None
     try:
-        digest = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8")).get(key)
-        with safe_open(str(folder / READOUT_FILE), framework="pt"):
-            pass
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        digest, checksum = meta.get(key), meta["readout_checksum"]
+        matches = tensors_checksum(load_file(str(folder / READOUT_FILE))) == checksum
     except Exception:  # noqa: BLE001 - any damage (JSON, UTF-8, safetensors header, I/O) means: fit again
+        matches = False
+    if not matches:
+        warnings.warn(f"the saved model in {folder} is damaged or half-saved: fitting it again", stacklevel=2)
         return None
     return digest

@@ -41,7 +41,7 @@ from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.io import atomic_save_tensors, atomic_write_csv
 from sharedattr.runtime.run_folder import run_lock
-from sharedattr.runtime.work_store import WorkStore, work_key
+from sharedattr.runtime.work_store import WorkStore, rows_validator, work_key
 from sharedattr.synthesis.evaluation import TRAIN, Evaluator, describe_model, evaluator_digest, resolved_evaluator
 
 SCORE_COLUMNS = ["neuron", "synthesizer", "seed", "evaluator", "role", "response", "best_natural", "relative"]
@@ -123,7 +123,7 @@ def run_synthesis(
             torch.manual_seed(spec.seed)
             return _as_tensors(synth.synthesizer.synthesize(model, n, reference=reference.to(device)))
 
-        return store.get_or_compute("synthesis", key, compute)
+        return store.get_or_compute("synthesis", key, compute, rows_validator(None, ("images", "history")))
 
     if ranks.distributed:
         mine = ranks.share(items)
@@ -154,6 +154,7 @@ def run_synthesis(
                 "prior_samples",
                 work_key(synthesizer=synth.spec, n=PRIOR_SAMPLES, seed=spec.seed),
                 lambda s=synth.synthesizer: {"images": s.prior_samples(PRIOR_SAMPLES, seed=spec.seed)},
+                rows_validator(PRIOR_SAMPLES, ("images",)),
             )
             prior_samples[label] = samples["images"]
     _warn_undefined(rows)

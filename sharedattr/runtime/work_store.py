@@ -2,20 +2,27 @@
 
 Each item is a safetensors file named by the SHA-256 of a JSON description of everything
 its value depends on (component specs, model digest, the exact pairs). Files are written
-atomically (temporary name, then rename), so an item is either complete or absent.
+atomically (temporary name, then rename), so an item is either complete or absent. Each file
+also records a checksum of its tensors (names, dtypes, shapes and bytes); an item whose
+content does not match it, that lacks it, or that the caller's ``validate`` rejects (e.g. the
+wrong number of rows) is computed again and rewritten, never trusted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from sharedattr.runtime.io import atomic_save_tensors
+
+CHECKSUM_KEY = "sharedattr_sha256"
 
 
 def work_key(**payload: Any) -> str:
@@ -24,32 +31,92 @@ def work_key(**payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def tensors_checksum(tensors: Mapping[str, Tensor]) -> str:
+    """SHA-256 over ``tensors``' names, dtypes, shapes and bytes (name order irrelevant)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def rows_validator(
+    rows: int | None, required: tuple[str, ...] = ()
+) -> Callable[[Mapping[str, Tensor]], str | None]:
+    """A ``validate`` for :meth:`WorkStore.get_or_compute`: the ``required`` keys are present and (unless
+    ``rows`` is None) every tensor of one or more dimensions has ``rows`` rows."""
+
+    def validate(tensors: Mapping[str, Tensor]) -> str | None:
+        missing = [k for k in required if k not in tensors]
+        if missing:
+            return f"missing {', '.join(missing)}"
+        for name, t in tensors.items():
+            if rows is not None and t.dim() and t.shape[0] != rows:
+                return f"{name!r} has {t.shape[0]} rows, expected {rows}"
+        return None
+
+    return validate
+
+
 class WorkStore:
-    """Finished work items in ``folder`` (``None``: remember nothing). ``hits``/``misses`` count look-ups."""
+    """Finished work items in ``folder`` (``None``: remember nothing). ``hits``/``misses`` count look-ups;
+    ``damaged`` lists the items found damaged (and recomputed)."""
 
     def __init__(self, folder: str | Path | None) -> None:
         self.folder = Path(folder) if folder is not None else None
         self.hits = 0
         self.misses = 0
+        self.damaged: list[Path] = []
 
     def path(self, kind: str, key: str) -> Path | None:
         return None if self.folder is None else self.folder / f"{kind}-{key}.safetensors"
 
-    def get_or_compute(self, kind: str, key: str, compute: Callable[[], dict[str, Tensor]]) -> dict[str, Tensor]:
-        """The stored tensors of item ``kind``/``key``, or ``compute()``'s, stored atomically on the way."""
-        from safetensors.torch import load_file
+    def get_or_compute(
+        self,
+        kind: str,
+        key: str,
+        compute: Callable[[], dict[str, Tensor]],
+        validate: Callable[[Mapping[str, Tensor]], str | None] | None = None,
+    ) -> dict[str, Tensor]:
+        """The stored tensors of item ``kind``/``key``, or ``compute()``'s, stored atomically on the way.
 
+        A stored item is used only when its checksum matches and ``validate(tensors)`` (if given)
+        returns None; otherwise it is recomputed, with a warning naming the file and the reason.
+        """
         path = self.path(kind, key)
         if path is not None and path.is_file():
-            try:
-                tensors = load_file(str(path))
-            except Exception:  # noqa: BLE001 - a damaged file is recomputed, never trusted
-                tensors = None
+            tensors, problem = _read_verified(path, validate)
             if tensors is not None:
                 self.hits += 1
                 return tensors
+            self.damaged.append(path)
+            warnings.warn(f"work item {path} is damaged ({problem}): computing it again", stacklevel=2)
         self.misses += 1
         tensors = compute()
         if path is not None:
-            atomic_save_tensors(path, tensors)
+            atomic_save_tensors(path, tensors, {CHECKSUM_KEY: tensors_checksum(tensors)})
         return tensors
+
+
+def _read_verified(
+    path: Path, validate: Callable[[Mapping[str, Tensor]], str | None] | None
+) -> tuple[dict[str, Tensor] | None, str]:
+    """The tensors of ``path`` if its checksum matches and ``validate`` accepts them, else (None, reason)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            expected = (f.metadata() or {}).get(CHECKSUM_KEY)
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except Exception as err:  # noqa: BLE001 - truncated, foreign or unreadable: recompute, never trust
+        return None, f"unreadable: {type(err).__name__}"
+    if expected is None:
+        return None, "no checksum"
+    if tensors_checksum(tensors) != expected:
+        return None, "checksum mismatch"
+    problem = validate(tensors) if validate is not None else None
+    if problem is not None:
+        return None, problem
+    return tensors, ""

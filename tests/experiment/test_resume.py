@@ -99,3 +99,48 @@ def test_an_interrupted_atomic_write_leaves_the_old_file_and_only_a_temporary(tm
     users.write_bytes(b"mine")
     assert remove_stale_temporaries(tmp_path) == 1
     assert not stale.exists() and keep.exists() and users.read_bytes() == b"mine"
+
+
+def test_damaged_work_items_are_recomputed_and_the_results_do_not_change(tiny_config, tmp_path, one_thread):
+    spec = validate_experiment(tiny_config)
+    out = tmp_path / "run"
+    run_experiment(spec, out, progress=False)
+    clean = {name: (out / name).read_bytes() for name in ["results.csv", "pairs.csv", "summary.csv"]}
+    items = sorted((out / "work").glob("*.safetensors"))
+    flipped = items[::2]
+    for path in flipped:  # a one-byte flip inside the tensor bytes: still a valid safetensors file
+        data = bytearray(path.read_bytes())
+        data[-2] ^= 0x04
+        path.write_bytes(bytes(data))
+    shorter = items[1]  # a valid file with a shorter vector (what once shifted every later row)
+    tensors = load_file(shorter)
+    from safetensors.torch import save_file
+
+    save_file({k: v[:-1] if v.dim() else v for k, v in tensors.items()}, str(shorter))
+    with pytest.warns(UserWarning, match="is damaged") as caught:
+        resumed = run_experiment(spec, out, progress=False)
+    damaged = {str(w.message).split()[2] for w in caught if "is damaged" in str(w.message)}
+    assert damaged == {str(p) for p in [*flipped, shorter]}
+    assert resumed.reused["work_items_computed"] == len(damaged)
+    for name, data in clean.items():
+        assert (out / name).read_bytes() == data, name
+
+
+def test_a_model_folder_left_half_saved_is_fitted_again(tiny_config, tmp_path, one_thread):
+    """A kill between the readout's and model.json's writes leaves a new readout beside an old description."""
+    spec = validate_experiment(tiny_config)
+    out, other = tmp_path / "run", tmp_path / "other"
+    run_experiment(spec, out, progress=False)
+    scores = (out / "scores.csv").read_bytes()
+    run_experiment(validate_experiment({**tiny_config, "readout": {"name": "ridge", "alphas": [1e6]}}), other)
+    (out / "model" / "readout.safetensors").write_bytes((other / "model" / "readout.safetensors").read_bytes())
+    from sharedattr.encoding.store import load_model
+    from sharedattr.runtime.errors import UserError
+
+    with pytest.raises(UserError, match=r"readout.safetensors does not match its model description .*model.json"):
+        load_model(out / "model")
+    with pytest.warns(UserWarning, match="damaged or half-saved: fitting it again"):
+        again = run_experiment(spec, out, progress=False)
+    assert again.reused["model"] == 0
+    assert (out / "scores.csv").read_bytes() == scores
+    load_model(out / "model")  # whole again

@@ -1,0 +1,90 @@
+"""Work items are verified before use: a damaged, forged-short or checksum-less item is recomputed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sharedattr.runtime.work_store import CHECKSUM_KEY, WorkStore, rows_validator, tensors_checksum
+
+
+def values() -> dict[str, torch.Tensor]:
+    return {"values": torch.linspace(0.0, 1.0, 8)}
+
+
+@pytest.fixture
+def store(tmp_path) -> WorkStore:
+    store = WorkStore(tmp_path / "work")
+    store.get_or_compute("scores", "k", values, rows_validator(8, ("values",)))
+    return store
+
+
+def again(store: WorkStore) -> tuple[dict[str, torch.Tensor], WorkStore]:
+    fresh = WorkStore(store.folder)
+    return fresh.get_or_compute("scores", "k", values, rows_validator(8, ("values",))), fresh
+
+
+def test_a_stored_item_carries_its_checksum_and_is_reused(store):
+    from safetensors import safe_open
+
+    with safe_open(str(store.path("scores", "k")), framework="pt") as f:
+        assert f.metadata()[CHECKSUM_KEY] == tensors_checksum(values())
+    out, fresh = again(store)
+    assert fresh.hits == 1 and fresh.misses == 0 and torch.equal(out["values"], values()["values"])
+
+
+def test_a_one_byte_flip_in_the_data_is_recomputed_not_trusted(store):
+    path = store.path("scores", "k")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # inside the last float's bytes: the file stays a valid safetensors file
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=r"work item .*scores-k.safetensors is damaged \(checksum mismatch\)"):
+        out, fresh = again(store)
+    assert fresh.misses == 1 and fresh.damaged == [path]
+    assert torch.equal(out["values"], values()["values"])
+    assert again(store)[1].hits == 1  # rewritten whole
+
+
+@pytest.mark.parametrize(
+    "planted, reason",
+    [
+        ({"values": torch.zeros(7)}, "no checksum"),  # a valid file holding a shorter vector
+        ({"values": torch.full((8,), float("nan"))}, "no checksum"),  # NaN values
+        ({"other": torch.zeros(8)}, "no checksum"),  # the key is missing
+    ],
+)
+def test_valid_files_without_a_checksum_are_recomputed(store, planted, reason):
+    save_file(planted, str(store.path("scores", "k")))
+    with pytest.warns(UserWarning, match=reason):
+        out, _ = again(store)
+    assert torch.equal(out["values"], values()["values"])
+
+
+@pytest.mark.parametrize(
+    "planted, reason",
+    [({"values": torch.zeros(7)}, "'values' has 7 rows, expected 8"), ({"other": torch.zeros(8)}, "missing values")],
+)
+def test_an_item_with_a_valid_checksum_but_the_wrong_shape_is_recomputed(store, planted, reason):
+    save_file(planted, str(store.path("scores", "k")), metadata={CHECKSUM_KEY: tensors_checksum(planted)})
+    with pytest.warns(UserWarning, match=reason):
+        out, _ = again(store)
+    assert torch.equal(out["values"], values()["values"])
+
+
+def test_truncated_items_are_recomputed(store):
+    path = store.path("scores", "k")
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.warns(UserWarning, match="unreadable"):
+        out, _ = again(store)
+    assert torch.equal(out["values"], values()["values"])
+
+
+def test_the_checksum_sees_names_dtypes_shapes_and_bytes():
+    base = {"a": torch.zeros(4)}
+    variants = [{"b": torch.zeros(4)}, {"a": torch.zeros(4, dtype=torch.float64)}, {"a": torch.zeros(2, 2)}]
+    variants.append({"a": torch.tensor([0.0, 0.0, 0.0, 1e-30])})
+    assert len({tensors_checksum(t) for t in [base, *variants]}) == 5
+    assert tensors_checksum({"a": torch.zeros(4), "b": torch.ones(1)}) == tensors_checksum(
+        {"b": torch.ones(1), "a": torch.zeros(4)}
+    )
