@@ -42,9 +42,7 @@ def tensors_checksum(tensors: Mapping[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def rows_validator(
-    rows: int | None, required: tuple[str, ...] = ()
-) -> Callable[[Mapping[str, Tensor]], str | None]:
+def rows_validator(rows: int | None, required: tuple[str, ...] = ()) -> Callable[[Mapping[str, Tensor]], str | None]:
     """A ``validate`` for :meth:`WorkStore.get_or_compute`: the ``required`` keys are present and (unless
     ``rows`` is None) every tensor of one or more dimensions has ``rows`` rows."""
 

@@ -207,3 +207,20 @@ def test_ridge_meets_the_linear_contract():
         z = readout.pooled(latents)  # [B, N, D]
         contract = readout.nonlinearity((z * readout.weight).sum(-1) + readout.bias)
         torch.testing.assert_close(readout(latents), contract)
+
+
+def test_the_ridge_fit_does_not_depend_on_the_thread_count():
+    """LAPACK's eigh differs in the last bits between thread counts; on a 2-million-weight fit that flipped a few
+    float32 weights, so a torchrun rank (one thread) and a single process fitted different models."""
+    torch.manual_seed(0)
+    x = torch.randn(200, 5000)
+    y = x[:, :20] @ torch.randn(20, 400) + torch.randn(200, 400)
+    threads = torch.get_num_threads()
+    weights = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            weights.append(RidgeReadout(folds=3).fit(x[:, :, None, None], y).state_dict()["_weight"])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(weights[0], weights[1])

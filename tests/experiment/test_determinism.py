@@ -132,3 +132,21 @@ def test_other_seeds_change_the_stochastic_outputs_only(runs):
     changed = [k for k in sa if k.startswith("gradient_ascent/")]
     assert changed and all(not torch.equal(sa[k], sc[k]) for k in changed)
     assert all(torch.equal(sa[k], sc[k]) for k in sa if k.startswith("natural/"))
+
+
+def test_the_thread_count_does_not_change_the_results(runs, tiny_config_module, tmp_path):
+    """``runs`` ran on one torch thread (what each torchrun rank gets); the same spec on two threads writes the
+    same bytes (tests/experiment/test_distributed.py compares 1 against 2 ranks)."""
+    a = runs[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = _run(_config(tiny_config_module), tmp_path / "two-threads", tmp_path / "cache")
+    finally:
+        torch.set_num_threads(threads)
+    for name in IDENTICAL_FILES:
+        assert (a / name).read_bytes() == (two / name).read_bytes(), name
+    for name in ("maps.safetensors", "synthesis/images.safetensors"):
+        (ta, ma), (tb, mb) = _tensors(a / name), _tensors(two / name)
+        assert ma == mb and ta.keys() == tb.keys()
+        assert all(torch.equal(ta[k], tb[k]) for k in ta), name

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from sharedattr.data.responses import require_measured_neurons
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Params, Seed
+from sharedattr.runtime.devices import one_thread
 from sharedattr.runtime.errors import UserError
 
 DEFAULT_ALPHAS = tuple(10.0**k for k in range(-2, 9))
@@ -77,7 +78,8 @@ class _Spectrum:
 
     def __init__(self, square: Tensor, rhs: Tensor, pca: int | None) -> None:
         """``square``: ``xxᵀ [n, n]`` (dual) or ``xᵀx [D, D]`` (primal); ``rhs``: ``y`` or ``xᵀy``."""
-        self.lam, self.vecs = _top(*torch.linalg.eigh(square), pca)
+        with one_thread():  # LAPACK's eigenvectors depend on the thread count: fit the same model everywhere
+            self.lam, self.vecs = _top(*torch.linalg.eigh(square), pca)
         self.uty = self.vecs.T @ rhs  # [k, N]
 
     def predict_all(self, p: Tensor, alphas: Tensor) -> Tensor:
