@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -341,6 +342,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FILESYSTEM_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+    }
+)
+"""Filesystem errors the user's environment causes (full disk, read-only or unwritable folders, bad paths): printed
+as one line with exit code 2 wherever they escape a more specific message."""
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     print(f"warning: {message}", file=sys.stderr)
 
@@ -362,6 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debugging():
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:
+        if err.errno not in FILESYSTEM_ERRNOS or debugging():
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err} (a file or folder the command reads or writes)", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

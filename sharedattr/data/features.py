@@ -11,11 +11,13 @@ inputs does no backbone forward pass, and any change to either gives a new file.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from sharedattr.data import StimulusSet
+from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.run_folder import TEMP_SUFFIX, process_alive
 
 CACHE_ENV = "SHAREDATTR_CACHE"
@@ -122,21 +125,41 @@ def extract_features(
         for start, stop, latents in batches():
             out[start:stop] = latents
         return torch.from_numpy(out), False
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with _writing(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_writers_temporaries(path)
     tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}{TEMP_SUFFIX}")
     try:
-        with open(tmp, "wb") as f:
-            _write_header(f, shape)
+        with _writing(tmp):
+            f = open(tmp, "wb")  # noqa: SIM115 - closed below; writes are checked one by one
+        with f:
+            with _writing(tmp):
+                _write_header(f, shape)
             for _, _, latents in batches():
-                f.write(memoryview(latents).cast("B"))
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the rename makes it visible
-        os.replace(tmp, path)
+                with _writing(tmp):
+                    f.write(memoryview(latents).cast("B"))
+            with _writing(tmp):
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename makes it visible
+        with _writing(path):
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return _open(path), False
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a filesystem error while writing the feature cache (full disk, read-only or unwritable folder) into
+    one :class:`UserError` naming the file and the fix."""
+    try:
+        yield
+    except OSError as err:
+        raise UserError(
+            f"cannot write the feature cache {path}: {err.strerror or err}; set cache_dir (or ${CACHE_ENV}) to a "
+            "folder with free space that you can write to"
+        ) from None
 
 
 def remove_dead_writers_temporaries(path: Path) -> int:

@@ -28,7 +28,7 @@ from sharedattr.plugins.specs import ComponentSpec, MethodSpec, MetricSpec, labe
 from sharedattr.runtime.devices import resolve_device
 from sharedattr.runtime.distributed import SINGLE, Ranks, rank_device
 from sharedattr.runtime.errors import SpecError
-from sharedattr.runtime.run_folder import check_out_folder
+from sharedattr.runtime.run_folder import check_out_folder, make_out_folder
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class RunContext:
         (when given) and resolves the device for this rank; with ``stages``, times them."""
         if out is not None:
             check_out_folder(out, input_paths(spec))
-            Path(out).mkdir(parents=True, exist_ok=True)
+            make_out_folder(out)
         torch.manual_seed(spec.seed)
         device = rank_device(resolve_device(spec.device), ranks)
         progress = progress and ranks.is_main

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
 from sharedattr.runtime.errors import SpecIssue
+from sharedattr.runtime.run_folder import expand_path
 
 SEED_MAX = 2**63 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
@@ -61,7 +62,7 @@ CHECK_FILES_KEY = "check_files"
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     context = info.context or {}
     base = context.get(BASE_DIR_KEY)
-    path = Path(value).expanduser()
+    path = expand_path(value)
     if base is not None and not path.is_absolute():
         path = Path(base) / path
     try:
@@ -88,8 +89,15 @@ InputPath = Annotated[Path, AfterValidator(_resolve_path)]
 
 def _resolve_output_path(value: Path, info: ValidationInfo) -> Path:
     base = (info.context or {}).get(BASE_DIR_KEY)
-    path = Path(value).expanduser()
-    return Path(base) / path if base is not None and not path.is_absolute() else path
+    path = expand_path(value)
+    path = Path(base) / path if base is not None and not path.is_absolute() else path
+    try:
+        is_file = path.exists() and not path.is_dir()
+    except OSError as err:  # e.g. a name longer than the filesystem allows
+        raise ValueError(f"cannot check the path {str(path)[:200]}: {err.strerror}") from None
+    if is_file:
+        raise ValueError(f"{path} is an existing file, not a folder")
+    return path
 
 
 OutputPath = Annotated[Path, AfterValidator(_resolve_output_path)]

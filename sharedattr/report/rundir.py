@@ -31,8 +31,32 @@ def read_csv(path: Path) -> list[dict[str, str]] | None:
     """The rows of a CSV file as dicts, or None if it does not exist."""
     if not path.is_file():
         return None
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise damaged(path, err) from None
+    if any(None in row or None in row.values() for row in rows):  # more or fewer cells than the header
+        raise damaged(path, ValueError("rows do not match the header"))
+    return rows
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document in ``path``, or None if it does not exist; :class:`UserError` naming it if damaged."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise damaged(path, err) from None
+
+
+def damaged(path: Path, err: BaseException) -> UserError:
+    """The one-line error for a damaged file of a run folder."""
+    return UserError(
+        f"{path}: damaged ({type(err).__name__}: {str(err)[:200]}); run `sharedattr run` again into "
+        f"{path.parent} to rewrite it"
+    )
 
 
 class RunDir:
@@ -96,12 +120,21 @@ class RunDir:
     @cached_property
     def timings(self) -> dict[str, float] | None:
         path = self.path / "timings.json"
-        return {str(k): float(v) for k, v in json.loads(path.read_text()).items()} if path.is_file() else None
+        timings = read_json(path)
+        if timings is None:
+            return None
+        try:
+            return {str(k): float(v) for k, v in timings.items()}
+        except (AttributeError, TypeError, ValueError) as err:
+            raise damaged(path, err) from None
 
     @cached_property
     def model_meta(self) -> dict[str, Any] | None:
         path = self.path / "model" / "model.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        meta = read_json(path)
+        if meta is not None and not isinstance(meta, dict):
+            raise damaged(path, TypeError("not a JSON object"))
+        return meta
 
     @cached_property
     def synthesis_scores(self) -> list[dict[str, str]] | None:

@@ -7,6 +7,7 @@ anything else is a bug in sharedattr or in a plugin.
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,23 @@ class MissingFileError(UserError, FileNotFoundError):
         if hint:
             msg += f" ({hint})"
         super().__init__(msg)
+
+
+class WriteError(UserError, OSError):
+    """A result could not be written (full disk, read-only or unwritable folder): names the file and the fix."""
+
+    def __init__(self, path: object, cause: OSError) -> None:
+        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "free some space, or write to another disk (--out)"
+        elif cause.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            fix = "write to a folder you can write to (--out)"
+        else:
+            fix = "check the folder, or write to another one (--out)"
+        super().__init__(f"cannot write {path}: {cause.strerror or cause}; {fix}")
+        self.path, self.errno = path, cause.errno
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class ConfigError(UserError):

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sharedattr.runtime.errors import WriteError
 from sharedattr.runtime.run_folder import TEMP_SUFFIX
 
 
@@ -24,11 +25,16 @@ def _new_file_mode() -> int:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
 
-    The file gets the permissions of a normally created file (not the temporary file's 0o600).
+    The file gets the permissions of a normally created file (not the temporary file's 0o600). A filesystem
+    error (full disk, read-only or unwritable folder) is a :class:`WriteError` naming ``path``; the old file, if
+    any, is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as err:
+        raise WriteError(path, err) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -36,6 +42,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(path, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

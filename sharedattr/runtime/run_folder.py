@@ -6,6 +6,7 @@ a time (a lock file), and a run cleans up only sharedattr's own temporaries ther
 - :func:`run_lock`: ``<out>/.sharedattr-run.lock`` holds the writing process's pid and host while a run writes; a
   second run into the same folder is refused while that process lives, and a lock left by a killed run is taken
   over.
+- :func:`make_out_folder`: the folder is created and checked writable before anything is computed.
 - Temporaries of :mod:`sharedattr.runtime.io` end in :data:`TEMP_SUFFIX`; :func:`remove_stale_temporaries` removes
   those alone, never a user's ``.something.tmp``.
 """
@@ -15,18 +16,57 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from sharedattr.runtime.errors import UserError
+from sharedattr.runtime.errors import UserError, WriteError
 
 TEMP_SUFFIX = ".sharedattr.tmp"
 """How every temporary file that sharedattr's atomic writers create ends."""
 LOCK_NAME = ".sharedattr-run.lock"
 
 
-def _resolved(path: str | Path) -> Path:
-    return Path(path).expanduser().resolve()
+def expand_path(path: str | Path) -> Path:
+    """``path`` with ``~`` and ``~user`` expanded; :class:`ValueError` with a plain reason for a NUL byte or an
+    unknown user (``Path.expanduser`` raises RuntimeError, and any later call fails on NUL)."""
+    text = str(path)
+    if "\0" in text:
+        raise ValueError(f"the path {text!r} contains a NUL byte")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        user = text[1:].split("/", 1)[0]
+        raise ValueError(
+            f"the path {text!r} starts with ~{user}, but there is no user {user!r} (or no home folder) here; "
+            "write the path out in full"
+        ) from None
+
+
+def _resolved(path: str | Path, what: str = "output folder") -> Path:
+    try:
+        return expand_path(path).resolve()
+    except (ValueError, OSError) as err:
+        raise UserError(f"{what}: {err}") from None
+
+
+def make_out_folder(out: str | Path) -> Path:
+    """Create the output folder ``out`` (and its parents) and check that a file can be written in it.
+
+    One-line :class:`UserError` naming the folder for a path that is a file, a folder that cannot be made or is
+    not writable (permissions, a read-only file system, a full disk).
+    """
+    folder = _resolved(out)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"output folder {folder} is an existing file, not a folder; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=TEMP_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise WriteError(folder, err) from None
+    return folder
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -42,7 +82,7 @@ def check_out_folder(out: str | Path, inputs: Mapping[str, str | Path | None]) -
     for what, path in inputs.items():
         if path is None:
             continue
-        source = _resolved(path)
+        source = _resolved(path, what)
         if folder == source:
             relation = "is"
         elif _inside(source, folder):

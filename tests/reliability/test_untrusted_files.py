@@ -139,7 +139,8 @@ def test_a_damaged_saved_readout_is_fitted_again_not_trusted(saved_model, marker
     (saved_model / "model.json").write_text(json.dumps({**meta, "fit_digest": "abc"}))
     assert saved_digest(saved_model) == "abc"
     raw_pickle(saved_model / "readout.safetensors", marker)
-    assert saved_digest(saved_model) is None  # fit_experiment(reuse=True) and evaluators then refit
+    with pytest.warns(UserWarning, match="damaged or half-saved"):
+        assert saved_digest(saved_model) is None  # fit_experiment(reuse=True) and evaluators then refit
 
 
 # -- data files --------------------------------------------------------------------------------------
@@ -208,7 +209,8 @@ def test_work_store_recomputes_over_a_planted_pickle(tmp_path, marker):
     store = WorkStore(tmp_path / "work")
     (tmp_path / "work").mkdir()
     raw_pickle(store.path("maps", "k"), marker)
-    out = store.get_or_compute("maps", "k", lambda: {"x": torch.ones(2)})
+    with pytest.warns(UserWarning, match="is damaged"):
+        out = store.get_or_compute("maps", "k", lambda: {"x": torch.ones(2)})
     assert torch.equal(out["x"], torch.ones(2)) and store.misses == 1 and store.hits == 0
     again = WorkStore(tmp_path / "work")  # the recomputed item replaced the pickle
     assert torch.equal(again.get_or_compute("maps", "k", lambda: {"x": torch.zeros(2)})["x"], torch.ones(2))

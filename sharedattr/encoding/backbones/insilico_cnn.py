@@ -23,10 +23,19 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from torch import Tensor, nn
 
 from sharedattr.encoding.backbones.frozen import MAX_INPUT_SIZE, FrozenBackbone, load_state_dict_file
@@ -163,15 +172,70 @@ def read_metadata(path: Path) -> dict[str, Any]:
         return {}
     try:
         metadata = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError, over-long integers, over-deep nesting
         raise UserError(f"weights file {path}: its {METADATA_KEY!r} metadata is not JSON") from None
-    if metadata.get("format") != FORMAT or int(metadata.get("format_version", -1)) > FORMAT_VERSION:
+    if not isinstance(metadata, dict):
+        raise UserError(f"weights file {path}: its {METADATA_KEY!r} metadata is not a JSON object")
+    version = metadata.get("format_version", -1)
+    if metadata.get("format") != FORMAT or not isinstance(version, int) or version > FORMAT_VERSION:
         raise UserError(
             f"weights file {path} has format {metadata.get('format')!r} version "
-            f"{metadata.get('format_version')!r}; this sharedattr reads {FORMAT!r} up to version "
+            f"{str(version)[:20]!r}; this sharedattr reads {FORMAT!r} up to version "
             f"{FORMAT_VERSION}"
         )
-    return metadata
+    try:
+        checked = WeightsMetadata.model_validate(metadata)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise UserError(
+            f"weights file {path}: metadata field {where!r}: {first['msg']} ({len(err.errors())} problem(s)); "
+            "write the file with scripts/train_insilico_cnn.py"
+        ) from None
+    checked_fields = checked.model_dump(mode="json", exclude_none=True)
+    if checked.architecture is None:
+        return {**metadata, **checked_fields}
+    architecture = checked.architecture.model_dump(mode="json")
+    with torch.device("meta"):  # count the parameters before allocating any
+        parameters = parameter_count(InsilicoCNN.from_architecture(architecture))
+    if parameters > MAX_PARAMETERS:
+        raise UserError(
+            f"weights file {path}: its architecture {architecture} has {parameters:,} parameters, more than the "
+            f"{MAX_PARAMETERS:,} an insilico_cnn may have"
+        )
+    return {**metadata, **checked_fields, "architecture": architecture}
+
+
+MAX_PARAMETERS = 50_000_000
+"""The most parameters an ``insilico_cnn`` declared by a weights file may have (200 MB in float32; the shipped one
+has about 0.6 million): checked on the meta device before anything is allocated."""
+
+
+class Architecture(BaseModel):
+    """The ``architecture`` of a weights file's metadata, bounded (a hostile file cannot ask for 360 GB)."""
+
+    model_config = ConfigDict(extra="forbid")
+    in_channels: StrictInt = Field(ge=1, le=4)
+    channels: tuple[StrictInt, StrictInt, StrictInt, StrictInt]
+    convs: tuple[StrictInt, StrictInt, StrictInt, StrictInt]
+    n_outputs: StrictInt = Field(ge=1, le=4096)
+
+    @field_validator("channels", "convs")
+    @classmethod
+    def _bounded(cls, value: tuple[int, ...], info: ValidationInfo) -> tuple[int, ...]:
+        top = 4096 if info.field_name == "channels" else 16
+        if any(not 1 <= v <= top for v in value):
+            raise ValueError(f"every entry must be between 1 and {top}")
+        return value
+
+
+class WeightsMetadata(BaseModel):
+    """What sharedattr reads of a weights file's metadata; other keys (training records) are kept unread."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    architecture: Architecture | None = None
+    mean: tuple[float, ...] | None = Field(None, min_length=1, max_length=4)
+    std: tuple[Annotated[float, Field(gt=0)], ...] | None = Field(None, min_length=1, max_length=4)
 
 
 def file_metadata(
