@@ -103,6 +103,7 @@ def extract_features(
             except (ValueError, OSError):  # damaged, or not a plain float array: recomputed, never trusted
                 cached = None
             if cached is not None and tuple(cached.shape) == shape and cached.dtype == torch.float32:
+                stimuli.check_images(images=False)  # the masks, which the cache does not cover
                 return cached, True
     stimuli.check_images()  # every decode error at once, before the first forward pass
 

@@ -173,21 +173,14 @@ class StimulusSet:
             raise DataError(path, problems)
         return cls(tuple(ids), tuple(paths), tuple(cats), (None,) * len(ids))
 
-    def check_images(self) -> None:
-        """Decode every image (and mask) once and check its pixels; raise :class:`DataError` listing all failures."""
-        from PIL import Image
-
+    def check_images(self, images: bool = True) -> None:
+        """Decode every image (unless ``images`` is False) and every mask once and check its pixels; raise
+        :class:`DataError` listing all failures. (With a warm feature cache no image needs decoding, but the masks
+        are read only later, by the metrics: they are checked whatever the cache holds.)"""
         problems = []
         for i, (sid, p) in enumerate(zip(self.ids, self.paths)):
-            try:
-                with Image.open(p) as im:
-                    im.load()
-                    try:
-                        _high_depth_grey(im)  # range and finiteness of 16-bit, 32-bit and float pixels
-                    except ValueError as err:
-                        problems.append(f"{sid}: unusable pixels in image {p}: {err}")
-            except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
-                problems.append(f"{sid}: cannot decode image {p}: {type(err).__name__}: {err}")
+            if images:
+                problems += _image_problems(sid, p)
             masks = [("mask", self.masks[i])] + [
                 (f"{PART_PREFIX}{part}", paths[i]) for part, paths in self.part_masks.items()
             ]
@@ -373,3 +366,19 @@ def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
             return torch.from_numpy(np.asarray(im.convert("L").resize((size[1], size[0]), Image.NEAREST)) > 0)
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
         raise DataError("stimulus masks", [f"cannot decode mask {path}: {type(err).__name__}: {err}"]) from None
+
+
+def _image_problems(sid: str, path: Path) -> list[str]:
+    """Why image ``path`` of stimulus ``sid`` cannot be used (empty when it can): decode errors, unusable pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            try:
+                _high_depth_grey(im)  # range and finiteness of 16-bit, 32-bit and float pixels
+            except ValueError as err:
+                return [f"{sid}: unusable pixels in image {path}: {err}"]
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
+        return [f"{sid}: cannot decode image {path}: {type(err).__name__}: {err}"]
+    return []

@@ -917,3 +917,16 @@ def test_hostile_neuron_parts_are_data_errors(tmp_path, text, fragment):
     with pytest.raises(DataError, match=re.escape(fragment)) as info:
         load_neuron_parts(path, ["head", "limbs"])
     assert str(path) in str(info.value)
+
+
+def test_a_corrupt_mask_is_refused_with_the_feature_cache_warm(one_thread, tiny_data, tiny_config, tmp_path, capsys):
+    """The cache covers the images, not the masks: a mask broken after the features were cached is still listed."""
+    data = _copy_data(tiny_data, tmp_path)
+    config = write_config(tmp_path / "c.json", {**_fit_config(tiny_config, data), "cache_dir": str(tmp_path / "c")})
+    assert main(["fit", str(config), "--out", str(tmp_path / "cold"), "--no-progress"]) == 0
+    mask = data / "stimuli" / "masks" / "bodies_0000.png"
+    mask.write_bytes(b"\x89PNG broken")
+    capsys.readouterr()
+    assert main(["fit", str(config), "--out", str(tmp_path / "warm"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "bodies_0000: mask: cannot decode mask" in err and "Traceback" not in err, err
