@@ -145,6 +145,17 @@ class CaptumMethod(Attribution):
         if self.noise_tunnel is not None:
             self.batch_invariant = False
         self.defaults = defaults
+        self.images_per_pass: int | None = None
+
+    def limit_images_per_pass(self, images: int) -> None:
+        """Hold at most about ``images`` images per forward/backward pass (path steps, noisy copies, perturbed
+        copies are chunked; see :mod:`sharedattr.attribution.memory`). A chunk size the params set wins."""
+        self.images_per_pass = int(images)
+
+    def chunk_arguments(self, batch: int, args: dict[str, Any]) -> dict[str, Any]:
+        """Captum arguments that keep a pass of ``batch`` inputs within :attr:`images_per_pass` (none by default:
+        a method that multiplies its inputs overrides this)."""
+        return {}
 
     def needs_safe_copy(self) -> bool:
         """Whether the Captum object must run on a hook-safe copy of the model."""
@@ -164,6 +175,8 @@ class CaptumMethod(Attribution):
         args = self._arguments(inputs, kwargs)
         if self.noise_tunnel is not None:
             args = {**self.noise_tunnel.arguments(), **args}
+        if self.images_per_pass is not None:
+            args = {**args, **self._bounded(inputs.shape[0], args)}
         with seeded(self.seed, inputs.device) if self.seed is not None else nullcontext(), warnings.catch_warnings():
             # Captum announces its ReLU/nonlinearity hooks on every call; they act on our private copy only.
             warnings.filterwarnings("ignore", message=r"Setting (forward, )?backward hooks", category=UserWarning)
@@ -171,6 +184,15 @@ class CaptumMethod(Attribution):
 
     def _arguments(self, inputs: Tensor, overrides: dict[str, Any]) -> dict[str, Any]:
         return {**self.defaults, **overrides}
+
+    def _bounded(self, batch: int, args: dict[str, Any]) -> dict[str, Any]:
+        """Chunk sizes for a call on ``batch`` inputs: the noise tunnel's copies per pass, then the method's own."""
+        extra: dict[str, Any] = {}
+        if self.noise_tunnel is not None and args.get("nt_samples_batch_size") is None:
+            copies = max(1, min(int(args["nt_samples"]), self.images_per_pass // batch))
+            extra["nt_samples_batch_size"] = copies
+            batch *= copies  # what the inner method sees per pass
+        return {**extra, **self.chunk_arguments(batch, args)}
 
 
 # -- gradients -----------------------------------------------------------------------------
@@ -208,6 +230,12 @@ class IntegratedGradientsMethod(CaptumMethod):
         self, model: nn.Module, baseline: float = 0.0, noise_tunnel: NoiseTunnelParams | None = None, **defaults: Any
     ) -> None:
         super().__init__(model, noise_tunnel, baselines=float(baseline), **defaults)
+
+    def chunk_arguments(self, batch: int, args: dict[str, Any]) -> dict[str, Any]:
+        if args.get("internal_batch_size") is not None:
+            return {}
+        # Captum chunks batch × n_steps path images; a chunk holds at least one step of every input
+        return {"internal_batch_size": max(batch, self.images_per_pass)}
 
 
 class SmoothGradParams(Params):
@@ -315,6 +343,24 @@ class GradientShapMethod(CaptumMethod):
     def _arguments(self, inputs: Tensor, overrides: dict[str, Any]) -> dict[str, Any]:
         return {"baselines": constant_images(inputs, self.baseline_values), **super()._arguments(inputs, overrides)}
 
+    @log_usage()
+    def attribute(self, inputs: Tensor, target: Any = None, **kwargs: Any) -> Tensor:
+        """As :meth:`CaptumMethod.attribute`; with :attr:`images_per_pass`, the ``n_samples`` draws run in chunks
+        (Captum's GradientShap has no chunking of its own) and their maps are averaged, weighted by chunk size.
+        The draws of successive chunks continue one seeded stream."""
+        args = self._arguments(inputs, kwargs)
+        n = int(args["n_samples"])
+        per_chunk = n if self.images_per_pass is None else max(1, min(n, self.images_per_pass // inputs.shape[0]))
+        if per_chunk >= n:
+            return super().attribute(inputs, target=target, **kwargs)
+        with seeded(self.seed, inputs.device):
+            total = None
+            for start in range(0, n, per_chunk):
+                m = min(per_chunk, n - start)
+                part = self.method.attribute(inputs, target=target, **{**args, "n_samples": m}) * m
+                total = part if total is None else total + part
+        return total / n
+
 
 class OcclusionParams(CaptumParams):
     window: int = Field(8, ge=1, description="Side of the square patch, in pixels (covers all channels).")
@@ -339,6 +385,10 @@ class OcclusionMethod(CaptumMethod):
     ) -> None:
         super().__init__(model, noise_tunnel, baselines=float(baseline), perturbations_per_eval=perturbations_per_eval)
         self.window, self.stride = window, stride
+
+    def chunk_arguments(self, batch: int, args: dict[str, Any]) -> dict[str, Any]:
+        fits = max(1, self.images_per_pass // batch)  # each perturbation is a copy of the whole batch
+        return {"perturbations_per_eval": min(int(args["perturbations_per_eval"]), fits)}
 
     def _arguments(self, inputs: Tensor, overrides: dict[str, Any]) -> dict[str, Any]:
         channels, height, width = inputs.shape[1:]

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from sharedattr.attribution.memory import bound_memory
 from sharedattr.data.pairs import IMAGES, PairImages
 from sharedattr.plugins.contracts import AttributionBatch, is_pairwise, metric_family
 from sharedattr.runtime.distributed import SINGLE, Ranks
@@ -89,12 +90,18 @@ class NamedMetric:
 @dataclass
 class ExplainSettings:
     """``on_reference``: run single-image methods on the reference too; ``reduce``: channel reduction
-    (``sum`` or ``abs_sum``); ``batch_size``: pairs per attribution/metric batch."""
+    (``sum`` or ``abs_sum``); ``batch_size``: pairs per attribution/metric batch; ``images_per_pass``: the
+    images one pass of a path method may hold (:mod:`sharedattr.attribution.memory`)."""
 
     on_reference: bool = True
     reduce: str = "sum"
     batch_size: int = 32
     device: torch.device | str = "cpu"
+    images_per_pass: int | None = None  # from the memory budget (sharedattr.attribution.memory); None: unbounded
+
+    def build(self, method: NamedMethod, model: nn.Module) -> Any:
+        """``method`` built on ``model``, told how many images one pass may hold."""
+        return bound_memory(method.build(model), self.images_per_pass)
 
 
 def reduce_channels(attributions: Tensor, how: str = "sum") -> Tensor:
@@ -129,8 +136,11 @@ def attribute_pairs(method: Any, images: PairImages, targets: Tensor, settings: 
     when computed), on the CPU."""
     drv, ref = [], []
     device = settings.device
-    for i in range(0, len(targets), settings.batch_size):
-        sl = slice(i, i + settings.batch_size)
+    step = settings.batch_size
+    if settings.images_per_pass is not None:  # the pairs of one call fit the budget too (a pairwise call holds both)
+        step = max(1, min(step, settings.images_per_pass // (2 if is_pairwise(method) else 1)))
+    for i in range(0, len(targets), step):
+        sl = slice(i, i + step)
         d, r = attribute_chunk(
             method,
             images.drivers[sl].to(device),
@@ -309,10 +319,11 @@ def explain_block(
 
     def timed() -> dict[str, Tensor]:
         start = time.perf_counter()
-        maps = attribute_pairs(method.build(model), images, targets, settings)
+        maps = attribute_pairs(settings.build(method, model), images, targets, settings)
         return {**maps, "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
 
-    maps_key = work_key(method=method.spec, **identity)
+    chunks = {"images_per_pass": settings.images_per_pass} if settings.images_per_pass else {}
+    maps_key = work_key(method=method.spec, **chunks, **identity)  # chunking changes noise draws and sum order
     rows = len(targets)
     required = ("driver", "reference", "seconds") if settings.on_reference else ("driver", "seconds")
     maps = dict(store.get_or_compute("maps", maps_key, timed, rows_validator(rows, required)))
@@ -346,7 +357,7 @@ def _explainer(
     """``explain(rows, other_model)``: the ``which`` maps of pairs ``rows``, recomputed with ``other_model``."""
 
     def explain(rows: slice, other: nn.Module) -> Tensor:
-        built = method.build(other)
+        built = settings.build(method, other)
         device = settings.device
         x_drv, x_ref, t = images.drivers[rows].to(device), images.references[rows].to(device), targets[rows].to(device)
         if is_pairwise(built):
@@ -370,7 +381,9 @@ def _partner_explainer(
         mine, t = images.images(which)[rows].to(device), targets[rows].to(device)
         partners = partners.to(device)
         x_drv, x_ref = (mine, partners) if which == "driver" else (partners, mine)
-        drv, ref = attribute_chunk(method.build(model), x_drv, x_ref, t, on_reference=True, reduce=settings.reduce)
+        drv, ref = attribute_chunk(
+            settings.build(method, model), x_drv, x_ref, t, on_reference=True, reduce=settings.reduce
+        )
         return drv if which == "driver" else ref
 
     return explain_with

@@ -263,6 +263,12 @@ class ParallelBackprop(PairwiseAttribution):
         self.path, self.n_steps, self.baseline = path, n_steps, baseline
         self.reduce, self.smooth_sigma, self.clip_percentile = reduce, smooth_sigma, clip_percentile
         self.internal_batch_size = internal_batch_size
+        self.images_per_pass: int | None = None
+
+    def limit_images_per_pass(self, images: int) -> None:
+        """Hold at most about ``images`` images per pass of the ``ig`` path (its steps are chunked; the sum over
+        steps runs in step order whatever the chunks, so the maps do not depend on the budget)."""
+        self.images_per_pass = int(images)
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -356,17 +362,24 @@ class ParallelBackprop(PairwiseAttribution):
         return shared_weights(w, z[:b], z[b:], self.variant, self.mask_threshold).detach()
 
     def _path_integral(self, x: Tensor, targets: Tensor, s: Tensor) -> Tensor:
-        """``(x − x₀) ⊙ Σ_k ω_k ∂⟨s, z(x₀ + α_k(x − x₀))⟩/∂x`` ``[B, C, H, W]``: all steps in one batch."""
+        """``(x − x₀) ⊙ Σ_k ω_k ∂⟨s, z(x₀ + α_k(x − x₀))⟩/∂x`` ``[B, C, H, W]``: the steps in chunks of
+        :attr:`images_per_pass` images (all in one batch when unbounded), summed in step order."""
         nodes, weights = np.polynomial.legendre.leggauss(self.n_steps)
         alphas = torch.tensor((nodes + 1) / 2, dtype=x.dtype, device=x.device)  # in (0, 1)
         omegas = torch.tensor(weights / 2, dtype=x.dtype, device=x.device)  # sum to 1
         base = torch.full_like(x, self.baseline)
-        k, n = self.n_steps, x.shape[0]
-        path = (base[None] + alphas.view(k, 1, 1, 1, 1) * (x - base)[None]).reshape(k * n, *x.shape[1:])
-        path.requires_grad_(True)
-        z = neuron_latents(self.model, path, targets.repeat(k))  # [k·n, D]
-        (grad,) = torch.autograd.grad((z * s.repeat(k, 1)).sum(), path)
-        mean_grad = (grad.view(k, n, *x.shape[1:]) * omegas.view(k, 1, 1, 1, 1)).sum(0)
+        n = x.shape[0]
+        per_chunk = self.n_steps if self.images_per_pass is None else max(1, self.images_per_pass // n)
+        mean_grad = torch.zeros_like(x)
+        for start in range(0, self.n_steps, per_chunk):
+            a = alphas[start : start + per_chunk]
+            k = a.shape[0]
+            path = (base[None] + a.view(k, 1, 1, 1, 1) * (x - base)[None]).reshape(k * n, *x.shape[1:])
+            path.requires_grad_(True)
+            z = neuron_latents(self.model, path, targets.repeat(k))  # [k·n, D]
+            (grad,) = torch.autograd.grad((z * s.repeat(k, 1)).sum(), path)
+            for j, g in enumerate(grad.view(k, n, *x.shape[1:])):
+                mean_grad += omegas[start + j] * g
         return (x - base) * mean_grad
 
 

@@ -122,6 +122,14 @@ class AttributionSpec(Strict):
     reduce: Literal["sum", "abs_sum"] = Field(
         "sum", description="Channel reduction of every map [C, H, W] → [H, W] before scoring: signed sum or abs-sum."
     )
+    memory_mb: int = Field(
+        2048,
+        ge=16,
+        le=1 << 20,
+        description="Memory budget of one attribution pass, in MiB: path methods (integrated gradients, the ig path "
+        "of parallel_backprop, SmoothGrad and noise tunnels, GradientShap, occlusion) run their steps, copies and "
+        "draws in chunks of as many images as fit, so memory does not grow with their counts.",
+    )
 
 
 class OutputSpec(Strict):

@@ -97,6 +97,7 @@ def compare(
     on_reference: bool = True,
     reduce: str = "sum",
     batch_size: int = 32,
+    memory_mb: int = 2048,
     device: torch.device | str = "cpu",
     registry: Registry | None = None,
     progress: bool = False,
@@ -118,7 +119,8 @@ def compare(
     ``pairs``: ``(neuron, driver id, reference id)`` triples to explain instead of the selected
     drivers and their matched references (e.g. pairs whose shared parts a benchmark set by
     construction); ``neurons``, ``drivers_per_neuron`` and ``references_per_driver`` then do not
-    apply, and each pair's ``similarity`` is the matcher's for its two images.
+    apply, and each pair's ``similarity`` is the matcher's for its two images. ``memory_mb`` bounds one
+    attribution pass (as ``attribution.memory_mb`` of a config: path methods run in chunks that fit).
 
     Returns a pandas DataFrame, one row per neuron × driver × reference × method × image ×
     metric (and, with ``return_maps``, the maps ``{method: {"driver"|"reference": [P, H, W]}}`` too).
@@ -128,6 +130,8 @@ def compare(
     registry = registry if registry is not None else get_registry()
     if reduce not in ("sum", "abs_sum"):
         raise UserError(f"compare(reduce={reduce!r}): use 'sum' (signed) or 'abs_sum'")
+    if not isinstance(memory_mb, int) or memory_mb < 16:
+        raise UserError(f"compare(memory_mb={memory_mb!r}): give the budget of one attribution pass in MiB (≥ 16)")
     method_specs = validated_specs("methods", MethodSpec, methods, registry, f"{SOURCE}(methods=...)")
     metric_specs = validated_specs("metrics", MetricSpec, metrics, registry, f"{SOURCE}(metrics=...)")
     (matcher_spec,) = validated_specs("matcher", MatcherSpec, [matcher], registry, f"{SOURCE}(matcher=...)")
@@ -156,7 +160,14 @@ def compare(
             raise UserError("compare(): pass either neurons=... or pairs=..., not both (the pairs name their neurons)")
         given = _given_pairs(pairs, neuron_ids, stimuli.ids)
     settings = PairSettings(
-        preferred_category, drivers_per_neuron, references_per_driver, on_reference, reduce, batch_size, match_on
+        preferred_category,
+        drivers_per_neuron,
+        references_per_driver,
+        on_reference,
+        reduce,
+        batch_size,
+        match_on,
+        memory_mb,
     )
     explanation = explain_stage(
         ctx,

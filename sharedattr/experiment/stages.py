@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from sharedattr.attribution.engine import Explained, ExplainSettings, NamedMethod, NamedMetric, explain_pairs
+from sharedattr.attribution.memory import bytes_per_image, images_per_pass
 from sharedattr.config.spec import ExperimentSpec
 from sharedattr.data import StimulusSet, load_responses
 from sharedattr.data.features import default_cache_dir, extract_features
@@ -259,6 +260,7 @@ class PairSettings:
     reduce: str = "sum"
     batch_size: int = 32
     match_on: str = "dimensions"
+    memory_mb: int = 2048
 
     @classmethod
     def from_spec(cls, spec: ExperimentSpec) -> PairSettings:
@@ -270,6 +272,7 @@ class PairSettings:
             spec.attribution.reduce,
             spec.batch_size,
             spec.selection.match_on,
+            spec.attribution.memory_mb,
         )
 
 
@@ -357,7 +360,15 @@ def explain_stage(
         images,
         methods,
         metrics,
-        ExplainSettings(settings.on_reference, settings.reduce, settings.batch_size, ctx.device),
+        ExplainSettings(
+            settings.on_reference,
+            settings.reduce,
+            settings.batch_size,
+            ctx.device,
+            images_per_pass(
+                settings.memory_mb, bytes_per_image(model, model.input_size, images.drivers.shape[1], ctx.device)
+            ),
+        ),
         store=store,
         identity=identity,
         progress=ctx.progress,

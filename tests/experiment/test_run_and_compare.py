@@ -108,7 +108,8 @@ def test_a_damaged_work_item_is_recomputed(tiny_config, tmp_path):
     results = (tmp_path / "results.csv").read_bytes()
     for item in (tmp_path / "work").glob("maps-*.safetensors"):
         item.write_bytes(item.read_bytes()[:40])  # truncated, as by a crash of another tool
-    again = run_experiment(spec, tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="is damaged"):
+        again = run_experiment(spec, tmp_path, progress=False)
     assert again.reused["work_items_computed"] == 2
     assert (tmp_path / "results.csv").read_bytes() == results
 
