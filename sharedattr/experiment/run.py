@@ -52,7 +52,7 @@ from sharedattr.report import write_report
 from sharedattr.report.rundir import COMPONENTS_FILE
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.io import atomic_write_csv, atomic_write_json
-from sharedattr.runtime.run_folder import run_lock
+from sharedattr.runtime.run_folder import run_lock, write_manifest
 from sharedattr.runtime.work_store import WorkStore
 from sharedattr.selection.matching import Pair
 
@@ -131,6 +131,7 @@ def _run_locked(ctx: RunContext, spec: ExperimentSpec, out: Path) -> RunResult |
     durations = ctx.timer.durations()
     atomic_write_json(out / "timings.json", durations)
     write_report(out)
+    write_manifest(out)
     reused = {
         "model": int(experiment.reused),
         "work_items_reused": store.hits,

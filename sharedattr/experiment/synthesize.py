@@ -40,7 +40,7 @@ from sharedattr.plugins.registry import Registry
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.io import atomic_save_tensors, atomic_write_csv
-from sharedattr.runtime.run_folder import run_lock
+from sharedattr.runtime.run_folder import run_lock, write_manifest
 from sharedattr.runtime.work_store import WorkStore, rows_validator, work_key
 from sharedattr.synthesis.evaluation import TRAIN, Evaluator, describe_model, evaluator_digest, resolved_evaluator
 
@@ -397,7 +397,10 @@ def synthesize_experiment(
     ctx = RunContext.start(spec, out, registry=registry, ranks=ranks, progress=progress)
     with run_lock(out, enabled=ranks.is_main):
         experiment = fit_for_run(ctx, spec, out, out / "fit")
-        return run_synthesis(ctx, spec, experiment, select_stage(spec, experiment), out)
+        result = run_synthesis(ctx, spec, experiment, select_stage(spec, experiment), out)
+        if ranks.is_main:
+            write_manifest(out)
+        return result
 
 
 def format_synthesis_summary(summary: list[dict[str, Any]]) -> str:

@@ -35,10 +35,11 @@ def tensors_checksum(tensors: Mapping[str, Tensor]) -> str:
     """SHA-256 over ``tensors``' names, dtypes, shapes and bytes (name order irrelevant)."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
+        t = tensors[name].detach().cpu()
         h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        if t.numel():  # a fresh standard-strided copy: a size-1 dimension may carry any stride
+            flat = t.reshape(-1).clone(memory_format=torch.contiguous_format)
+            h.update(flat.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -75,3 +75,24 @@ def test_a_run_into_its_data_folder_is_refused_and_a_failed_run_keeps_the_folder
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert (out / "spec.json").read_text() == '{"digest": "a finished run"}\n'  # the data failed: spec untouched
     assert (out / ".notes.tmp").read_text() == "a user's file" and not (out / LOCK_NAME).exists()
+
+
+def test_the_manifest_lists_what_the_folder_holds_and_finds_changes(tmp_path):
+    from sharedattr.runtime.run_folder import MANIFEST_NAME, TEMP_SUFFIX, verify_manifest, write_manifest
+
+    (tmp_path / "work").mkdir()
+    (tmp_path / "results.csv").write_text("a\n1\n")
+    (tmp_path / "work" / "maps-x.safetensors").write_bytes(b"1234")
+    (tmp_path / LOCK_NAME).write_text("{}")
+    (tmp_path / f".results.csv.abc{TEMP_SUFFIX}").write_text("partial")
+    write_manifest(tmp_path)
+    files = json.loads((tmp_path / MANIFEST_NAME).read_text())["files"]
+    assert sorted(files) == ["results.csv", "work/maps-x.safetensors"]
+    assert files["work/maps-x.safetensors"]["bytes"] == 4
+    assert verify_manifest(tmp_path) == []
+    (tmp_path / "results.csv").write_text("a\n2\n")
+    (tmp_path / "work" / "maps-x.safetensors").unlink()
+    assert verify_manifest(tmp_path) == ["results.csv: changed", "work/maps-x.safetensors: missing"]
+    (tmp_path / MANIFEST_NAME).write_text("{")
+    with pytest.raises(UserError, match="no readable manifest"):
+        verify_manifest(tmp_path)

@@ -88,3 +88,10 @@ def test_the_checksum_sees_names_dtypes_shapes_and_bytes():
     assert tensors_checksum({"a": torch.zeros(4), "b": torch.ones(1)}) == tensors_checksum(
         {"b": torch.ones(1), "a": torch.zeros(4)}
     )
+
+
+def test_the_checksum_reads_tensors_of_any_strides():
+    """A size-1 dimension may carry any stride (a synthesizer's one-seed responses did): same bytes, same checksum."""
+    odd = torch.as_strided(torch.arange(10.0), (1,), (5,))
+    column = torch.arange(15.0).view(3, 5)[:, 2]
+    assert tensors_checksum({"a": odd, "b": column}) == tensors_checksum({"a": odd.clone(), "b": column.clone()})
