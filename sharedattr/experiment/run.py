@@ -52,7 +52,8 @@ from sharedattr.report import write_report
 from sharedattr.report.rundir import COMPONENTS_FILE
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.io import atomic_write_csv, atomic_write_json
-from sharedattr.runtime.run_folder import run_lock, write_manifest
+from sharedattr.runtime.manifest import write_manifest
+from sharedattr.runtime.run_folder import run_lock
 from sharedattr.runtime.work_store import WorkStore
 from sharedattr.selection.matching import Pair
 

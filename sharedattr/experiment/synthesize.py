@@ -40,7 +40,8 @@ from sharedattr.plugins.registry import Registry
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.io import atomic_save_tensors, atomic_write_csv
-from sharedattr.runtime.run_folder import run_lock, write_manifest
+from sharedattr.runtime.manifest import write_manifest
+from sharedattr.runtime.run_folder import run_lock
 from sharedattr.runtime.work_store import WorkStore, rows_validator, work_key
 from sharedattr.synthesis.evaluation import TRAIN, Evaluator, describe_model, evaluator_digest, resolved_evaluator
 

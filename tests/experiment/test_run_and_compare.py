@@ -76,7 +76,7 @@ def test_a_second_run_reuses_the_model_maps_and_scores(tiny_config, tmp_path, mo
         "work_items_computed_by_rank": [10],
     }
     results = (tmp_path / "results.csv").read_bytes()
-    from sharedattr.runtime.run_folder import verify_manifest
+    from sharedattr.runtime.manifest import verify_manifest
 
     listed = json.loads((tmp_path / "manifest.json").read_text())["files"]
     assert {"results.csv", "spec.json", "report.html", "model/model.json"} <= listed.keys()

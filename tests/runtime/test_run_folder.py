@@ -78,7 +78,8 @@ def test_a_run_into_its_data_folder_is_refused_and_a_failed_run_keeps_the_folder
 
 
 def test_the_manifest_lists_what_the_folder_holds_and_finds_changes(tmp_path):
-    from sharedattr.runtime.run_folder import MANIFEST_NAME, TEMP_SUFFIX, verify_manifest, write_manifest
+    from sharedattr.runtime.manifest import MANIFEST_NAME, verify_manifest, write_manifest
+    from sharedattr.runtime.run_folder import TEMP_SUFFIX
 
     (tmp_path / "work").mkdir()
     (tmp_path / "results.csv").write_text("a\n1\n")
