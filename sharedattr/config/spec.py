@@ -67,6 +67,17 @@ class DataSpec(Strict):
         "them, as a list or {part: weight}. Localisation is then scored against the parts each driver/reference "
         "pair shares, instead of the mask column.",
     )
+    time_window: tuple[float, float] | None = Field(
+        None,
+        description="[start_ms, end_ms] after stimulus onset: for time-binned responses (a NetCDF time_bin dim, PSTH "
+        "arrays) the mean over the bins lying wholly inside it; for NWB spike times the counting window (spikes/s). "
+        "Required when there is more than one bin, and for NWB.",
+    )
+    time_bins: InputPath | None = Field(
+        None,
+        description="For .npy PSTH arrays [S, R, T, N]: a text file with one line per time bin, its start in ms or "
+        "its start and end ('70 80').",
+    )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of stimuli held out for scoring.")
     split_seed: Seed = Field(0, description="Seed of the train/test split.")
 
@@ -75,9 +86,19 @@ class DataSpec(Strict):
         is_npy = self.responses.suffix.lower() == ".npy"
         if is_npy and self.response_ids is None:
             raise ValueError("responses is a .npy array: give response_ids, a text file of its stimulus ids")
-        if not is_npy and (self.response_ids is not None or self.neuron_ids is not None):
-            raise ValueError("response_ids and neuron_ids go with .npy responses only (CSV and NetCDF name their ids)")
+        if not is_npy and (self.response_ids is not None or self.neuron_ids is not None or self.time_bins is not None):
+            raise ValueError(
+                "response_ids, neuron_ids and time_bins go with .npy responses only (the other formats name their "
+                "ids and bins)"
+            )
         return self
+
+    @field_validator("time_window")
+    @classmethod
+    def _window_in_order(cls, window: tuple[float, float] | None) -> tuple[float, float] | None:
+        if window is not None and not window[1] > window[0]:
+            raise ValueError(f"the window must end after it starts (got [{window[0]:g}, {window[1]:g}])")
+        return window
 
 
 class SelectionSpec(Strict):

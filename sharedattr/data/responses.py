@@ -1,6 +1,6 @@
 """Recorded responses with their trial repetitions, matched to stimuli by id.
 
-:func:`load_responses` reads three formats, chosen by the file suffix, into one
+:func:`load_responses` reads these formats, chosen by the file suffix, into one
 :class:`Responses`:
 
 - ``.csv``: header ``stimulus_id, <neuron id>, ...``; one row per trial. A stimulus id on
@@ -10,10 +10,13 @@
   line; ``neuron_ids_path`` optionally names the N neuron ids (default ``"0"`` ... ``"N-1"``).
   Loaded with ``allow_pickle=False``: object arrays are refused, never unpickled.
 - ``.nc``: a BrainIO-style NetCDF assembly (needs ``sharedattr[xarray]``): a data array with
-  dims ``presentation × neuroid`` (either order, plus an optional ``time_bin`` of size 1), a
+  dims ``presentation × neuroid`` (either order, plus an optional ``time_bin`` dim: one bin, or several with
+  ``time_bin_start``/``time_bin_end`` coordinates in ms, averaged over ``time_window``), a
   ``stimulus_id`` coordinate on ``presentation``, neuron ids from a ``neuroid_id``
   coordinate (else the ``neuroid`` index values), and several presentations of one stimulus
   as its trials, ordered by a ``repetition`` coordinate when there is one.
+- ``.npy`` PSTH arrays ``[S, R, T, N]`` with a time bin list, and ``.h5`` PSTH files: see
+  :mod:`sharedattr.data.psth`; ``.nwb`` recordings (needs ``sharedattr[nwb]``): see :mod:`sharedattr.data.nwb`.
 
 Stimuli keep the order of their first appearance. Every problem in a file is reported at
 once in one :class:`~sharedattr.data.stimuli.DataError` naming the file.
@@ -30,29 +33,34 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from sharedattr.data.stimuli import DataError, StimulusSet
+from sharedattr.data.psth import average_bins, bin_edges, binned_npy, read_hdf5, window_bins
+from sharedattr.data.stimuli import DataError
+from sharedattr.data.trials import (
+    MAX_ABS_RESPONSE,
+    Responses,
+    checked,
+    require_measured_neurons,
+    stack_trials,
+    trial_groups,
+)
 from sharedattr.runtime.errors import MissingFileError, UserError
 
 if TYPE_CHECKING:
     import xarray
 
+__all__ = ["MAX_ABS_RESPONSE", "Responses", "load_responses", "parse_number", "require_measured_neurons"]
+
 MISSING_TOKENS = {"", "nan", "NaN", "NA"}
 NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity)", re.IGNORECASE | re.ASCII)
 """A response cell: a plain decimal number (or ±inf, reported as such); not ``1_000`` or non-ASCII digits, both of
 which Python's ``float`` accepts."""
-MAX_ABS_RESPONSE = 1e15
-"""Largest response magnitude accepted: float32 sums of squares of a million such values stay finite."""
 
 NETCDF_DIMS = ("presentation", "neuroid")
 
@@ -65,100 +73,62 @@ def parse_number(cell: str) -> float:
     return float(text)
 
 
-@dataclass(frozen=True, eq=False)
-class Responses:
-    """Recorded trials ``[S, R, N]`` for stimulus ``ids`` (S, unique) and ``neuron_ids`` (N, unique).
-
-    ``trials`` is float32, NaN where a stimulus has fewer than R trials or a value is missing.
-    ``source`` names where the responses came from, for error messages. Instances compare by
-    identity; compare the fields to compare contents.
-    """
-
-    trials: Tensor
-    ids: tuple[str, ...]
-    neuron_ids: tuple[str, ...]
-    source: str = "responses"
-
-    def __post_init__(self) -> None:
-        shape = tuple(self.trials.shape)
-        if self.trials.dim() != 3 or self.trials.dtype != torch.float32:
-            raise ValueError(f"trials must be a float32 tensor [S, R, N]; got {self.trials.dtype} {shape}")
-        if shape[0] != len(self.ids) or shape[2] != len(self.neuron_ids):
-            raise ValueError(
-                f"trials {shape} do not match {len(self.ids)} stimulus ids and {len(self.neuron_ids)} neuron ids"
-            )
-        if len(set(self.ids)) != len(self.ids) or len(set(self.neuron_ids)) != len(self.neuron_ids):
-            raise ValueError("stimulus ids and neuron ids must be unique")
-
-    @classmethod
-    def from_csv(cls, path: str | Path) -> Responses:
-        """The responses in a CSV file (see :func:`load_responses`)."""
-        return _load_csv(_existing(path))
-
-    @property
-    def values(self) -> Tensor:
-        """Trial-averaged responses ``[S, N]``: NaN only where a stimulus has no valid trial for a neuron."""
-        return torch.nanmean(self.trials, dim=1)
-
-    @property
-    def n_repeats(self) -> Tensor:
-        """Valid (non-NaN) trials per stimulus and neuron, ``[S, N]`` int64."""
-        return (~torch.isnan(self.trials)).sum(dim=1)
-
-    @property
-    def has_repeats(self) -> bool:
-        """Whether any stimulus has at least two valid trials for some neuron."""
-        return bool((self.n_repeats >= 2).any())
-
-    def aligned_to(self, stimuli: StimulusSet) -> Tensor:
-        """Trial-averaged responses ``[len(stimuli), N]`` in the order of ``stimuli`` (NaN rows where unmeasured)."""
-        out = torch.full((len(stimuli), len(self.neuron_ids)), math.nan)
-        out[self._rows_in(stimuli)] = self.values
-        return out
-
-    def trials_aligned_to(self, stimuli: StimulusSet) -> Tensor:
-        """Trials ``[len(stimuli), R, N]`` in the order of ``stimuli`` (all-NaN where unmeasured)."""
-        out = torch.full((len(stimuli), self.trials.shape[1], len(self.neuron_ids)), math.nan)
-        out[self._rows_in(stimuli)] = self.trials
-        return out
-
-    def _rows_in(self, stimuli: StimulusSet) -> Tensor:
-        """Index ``[S]`` of each of our stimuli in ``stimuli``; :class:`DataError` listing every unknown id."""
-        index = {sid: i for i, sid in enumerate(stimuli.ids)}
-        unknown = [sid for sid in self.ids if sid not in index]
-        if unknown:
-            raise DataError(self.source, [f"stimulus_id {sid!r} is not in the stimulus set" for sid in unknown])
-        return torch.tensor([index[sid] for sid in self.ids], dtype=torch.long)
-
-
 def load_responses(
-    path: str | Path, *, ids_path: str | Path | None = None, neuron_ids_path: str | Path | None = None
+    path: str | Path,
+    *,
+    ids_path: str | Path | None = None,
+    neuron_ids_path: str | Path | None = None,
+    time_window: tuple[float, float] | None = None,
+    time_bins_path: str | Path | None = None,
 ) -> Responses:
-    """Load and check recorded responses from a ``.csv``, ``.npy`` (with ``ids_path``) or ``.nc`` file.
+    """Load and check recorded responses from a ``.csv``, ``.npy`` (with ``ids_path``), ``.nc``, ``.h5``/``.hdf5``
+    (PSTH) or ``.nwb`` file.
 
     Raises :class:`~sharedattr.runtime.errors.MissingFileError` for a missing file and
     :class:`~sharedattr.data.stimuli.DataError` listing every problem in its content.
-    ``ids_path`` and ``neuron_ids_path`` apply to ``.npy`` only.
+    ``ids_path``, ``neuron_ids_path`` and ``time_bins_path`` apply to ``.npy`` only. ``time_window``
+    (``[start_ms, end_ms]``) averages the time bins inside it (:mod:`sharedattr.data.psth`) of a time-binned file:
+    a NetCDF assembly with a ``time_bin`` dim, a PSTH array, an NWB recording (where it is required: the spike
+    counting window after each onset).
     """
     path = _existing(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return _load_npy(path, ids_path, neuron_ids_path)
-    if ids_path is not None or neuron_ids_path is not None:
+        return _load_npy(path, ids_path, neuron_ids_path, time_window, time_bins_path)
+    if ids_path is not None or neuron_ids_path is not None or time_bins_path is not None:
         raise DataError(
-            path, ["ids_path and neuron_ids_path apply only to .npy responses; this file carries its own ids"]
+            path,
+            [
+                "response_ids, neuron_ids and time_bins apply only to .npy responses; this file carries its own "
+                "ids and bins"
+            ],
         )
+    if suffix == ".nwb":
+        from sharedattr.data.nwb import load_nwb
+
+        return load_nwb(path, time_window)
+    if time_window is not None and suffix == ".csv":
+        raise DataError(path, [_NO_BINS])
     if suffix == ".csv":
         return _load_csv(path)
     if suffix == ".nc":
-        return _load_netcdf(path)
+        return _load_netcdf(path, time_window)
+    if suffix in (".h5", ".hdf5"):
+        ids, neurons, trials, problems = read_hdf5(path, time_window)
+        return checked(path, ids, neurons, trials, problems)
     raise DataError(
         path,
         [
-            f"unsupported responses format {path.suffix!r}; "
-            "use .csv, .npy (with a stimulus id list) or .nc (NetCDF assembly)"
+            f"unsupported responses format {path.suffix!r}; use .csv, .npy (with a stimulus id list), .nc (NetCDF "
+            "assembly), .h5 (PSTH arrays) or .nwb"
         ],
     )
+
+
+_NO_BINS = (
+    "data.time_window applies to time-binned responses (a NetCDF time_bin dim, PSTH arrays, NWB spike times); "
+    "these responses have no time bins: remove it"
+)
 
 
 def _existing(path: str | Path, what: str = "responses file") -> Path:
@@ -213,12 +183,19 @@ def _load_csv(path: Path) -> Responses:
         row_ids.append(sid)
         values.append(parsed)
     data = np.asarray(values, dtype=np.float64).reshape(len(values), len(neurons))
-    ids, trials = _stack_trials(data, _trial_groups(row_ids))
-    return _checked(path, ids, neurons, trials, problems)
+    ids, trials = stack_trials(data, trial_groups(row_ids))
+    return checked(path, ids, neurons, trials, problems)
 
 
-def _load_npy(path: Path, ids_path: str | Path | None, neuron_ids_path: str | Path | None) -> Responses:
-    """A numeric ``[S, N]`` or ``[S, R, N]`` array with stimulus ids (and optionally neuron ids) in text files."""
+def _load_npy(
+    path: Path,
+    ids_path: str | Path | None,
+    neuron_ids_path: str | Path | None,
+    time_window: tuple[float, float] | None = None,
+    time_bins_path: str | Path | None = None,
+) -> Responses:
+    """A numeric ``[S, N]`` or ``[S, R, N]`` array, or a PSTH ``[S, R, T, N]`` (with ``time_bins_path``), with stimulus
+    ids (and optionally neuron ids) in text files."""
     if ids_path is None:
         raise DataError(
             path,
@@ -246,8 +223,10 @@ def _load_npy(path: Path, ids_path: str | Path | None, neuron_ids_path: str | Pa
         raise DataError(path, ["holds an archive (.npz), not a single array; save one array with np.save"])
     if array.dtype.kind not in "iuf":
         problems.append(f"dtype {array.dtype} is not a real number type (need integers or floats)")
-    if array.ndim not in (2, 3):
-        problems.append(f"array has shape {array.shape}; expected [S, N] or [S, R, N]")
+    if array.ndim not in (2, 3, 4):
+        problems.append(f"array has shape {array.shape}; expected [S, N], [S, R, N] or a PSTH [S, R, T, N]")
+    elif array.ndim < 4 and (time_window is not None or time_bins_path is not None):
+        problems.append(_NO_BINS.replace("data.time_window", "data.time_window (or data.time_bins)"))
     n_neurons = array.shape[-1] if array.ndim else 0
     if neuron_ids_path is None:
         neurons = [str(i) for i in range(n_neurons)]
@@ -255,20 +234,24 @@ def _load_npy(path: Path, ids_path: str | Path | None, neuron_ids_path: str | Pa
         neuron_file = _existing(neuron_ids_path, "neuron id list")
         neurons, neuron_problems = _read_id_list(neuron_file)
         problems += neuron_problems
-        if array.ndim in (2, 3) and len(neurons) != n_neurons:
+        if array.ndim in (2, 3, 4) and len(neurons) != n_neurons:
             problems.append(
                 f"{len(neurons)} neuron ids in {neuron_file} but the array has {n_neurons} neurons "
                 f"(last axis of shape {array.shape})"
             )
-    if array.ndim in (2, 3) and len(ids) != array.shape[0]:
+    if array.ndim in (2, 3, 4) and len(ids) != array.shape[0]:
         problems.append(
             f"{len(ids)} stimulus ids in {ids_path} but the array has {array.shape[0]} stimuli "
             f"(first axis of shape {array.shape})"
         )
     if problems:
         raise DataError(path, problems)
-    trials = array[:, None, :] if array.ndim == 2 else array
-    return _checked(path, ids, neurons, trials, [])
+    if array.ndim == 4:
+        bins = None if time_bins_path is None else _existing(time_bins_path, "time bin list")
+        trials = binned_npy(array, bins, time_window, path)
+    else:
+        trials = array[:, None, :] if array.ndim == 2 else array
+    return checked(path, ids, neurons, trials, [])
 
 
 def _read_id_list(path: Path) -> tuple[list[str], list[str]]:
@@ -289,8 +272,9 @@ def _read_id_list(path: Path) -> tuple[list[str], list[str]]:
     return lines, problems
 
 
-def _load_netcdf(path: Path) -> Responses:
-    """A BrainIO-style ``presentation × neuroid`` assembly; repeated stimulus ids are trials."""
+def _load_netcdf(path: Path, time_window: tuple[float, float] | None = None) -> Responses:
+    """A BrainIO-style ``presentation × neuroid`` assembly, optionally with a ``time_bin`` dim (averaged over the
+    bins in ``time_window``); repeated stimulus ids are trials."""
     xr = _import_xarray()
     try:
         with xr.open_dataset(path) as dataset:
@@ -310,15 +294,40 @@ def _load_netcdf(path: Path) -> Responses:
     problems = _assembly_problems(data)
     if problems:
         raise DataError(path, problems)
-    data = data.squeeze("time_bin", drop=True) if "time_bin" in data.dims else data
+    if "time_bin" in data.dims:
+        data = _time_window(data, time_window, path)
+    elif time_window is not None:
+        raise DataError(path, [_NO_BINS])
     data = data.transpose(*NETCDF_DIMS)
     row_ids = _as_strings(data["stimulus_id"].values)
     neurons = _as_strings(data["neuroid_id"].values if "neuroid_id" in data.coords else data["neuroid"].values)
     repetition = data["repetition"].values if "repetition" in data.coords else None
     if repetition is not None:
         problems += _duplicate_repetitions(row_ids, repetition)
-    ids, trials = _stack_trials(np.asarray(data.values), _trial_groups(row_ids, repetition))
-    return _checked(path, ids, neurons, trials, problems)
+    ids, trials = stack_trials(np.asarray(data.values), trial_groups(row_ids, repetition))
+    return checked(path, ids, neurons, trials, problems)
+
+
+def _time_window(data: xarray.DataArray, window: tuple[float, float] | None, path: Path) -> xarray.DataArray:
+    """The mean over the ``time_bin`` bins inside ``window`` (a single bin needs no window and no bin coordinates)."""
+    if data.sizes["time_bin"] == 1 and window is None:
+        return data.squeeze("time_bin", drop=True)
+    missing = [c for c in ("time_bin_start", "time_bin_end") if c not in data.coords]
+    if missing:
+        raise DataError(
+            path,
+            [
+                f"the time_bin dim ({data.sizes['time_bin']} bins) needs the coordinates time_bin_start and "
+                f"time_bin_end (ms); missing {', '.join(missing)}"
+            ],
+        )
+    starts, ends = bin_edges(data["time_bin_start"].values, data["time_bin_end"].values, path)
+    bins = window_bins(starts, ends, window, path)
+    axis = data.dims.index("time_bin")
+    kept = [d for d in data.dims if d != "time_bin"]
+    averaged = average_bins(np.asarray(data.values), bins, axis=axis)
+    coords = {name: c for name, c in data.coords.items() if "time_bin" not in c.dims}
+    return type(data)(averaged, dims=kept, coords=coords)
 
 
 def _import_xarray() -> ModuleType:
@@ -336,11 +345,10 @@ def _import_xarray() -> ModuleType:
 def _assembly_problems(data: xarray.DataArray) -> list[str]:
     """Everything wrong with an assembly's dims, coordinates and dtype."""
     problems = []
-    dims = [d for d in data.dims if not (d == "time_bin" and data.sizes[d] == 1)]
+    dims = [d for d in data.dims if d != "time_bin"]
     if sorted(map(str, dims)) != sorted(NETCDF_DIMS):
         problems.append(
-            f"dims are {tuple(data.dims)}; expected presentation × neuroid "
-            "(either order; plus time_bin only if it has size 1)"
+            f"dims are {tuple(data.dims)}; expected presentation × neuroid (either order; plus an optional time_bin)"
         )
     if data.dtype.kind not in "iuf":
         problems.append(f"dtype {data.dtype} is not a real number type (need integers or floats)")
@@ -366,78 +374,3 @@ def _duplicate_repetitions(row_ids: Sequence[str], repetition: np.ndarray) -> li
             problems.append(f"stimulus_id {sid!r}: repetition {rep!r} appears more than once")
         seen.add((sid, rep))
     return problems
-
-
-def _trial_groups(row_ids: Sequence[str], order: np.ndarray | None = None) -> dict[str, list[int]]:
-    """Row indices of each stimulus id, stimuli in order of first appearance, trials in row order or by ``order``."""
-    groups: dict[str, list[int]] = {}
-    for row, sid in enumerate(row_ids):
-        groups.setdefault(sid, []).append(row)
-    if order is not None:
-        keys = order.tolist()
-        groups = {sid: sorted(rows, key=lambda r: keys[r]) for sid, rows in groups.items()}
-    return groups
-
-
-def _stack_trials(rows: np.ndarray, groups: dict[str, list[int]]) -> tuple[list[str], np.ndarray]:
-    """Rows ``[T, N]`` grouped into NaN-padded trials ``[S, R, N]``, R the most trials of any stimulus."""
-    n_repeats = max((len(g) for g in groups.values()), default=1)
-    dtype = np.result_type(rows.dtype, np.float32)  # float64 data stay float64 until checked
-    trials = np.full((len(groups), n_repeats, rows.shape[1]), np.nan, dtype=dtype)
-    for s, members in enumerate(groups.values()):
-        trials[s, : len(members)] = rows[members]
-    return list(groups), trials
-
-
-def _infinite_values(ids: Sequence[str], neurons: Sequence[str], trials: np.ndarray) -> list[str]:
-    """One problem per neuron with ±inf values or magnitudes above :data:`MAX_ABS_RESPONSE` in
-    ``trials [S, R, N]`` (any real dtype), naming the first stimulus affected."""
-    problems = []
-    with np.errstate(invalid="ignore"):
-        infinite = np.isinf(trials)
-        large = np.abs(np.where(infinite, 0, np.nan_to_num(trials, nan=0.0))) > MAX_ABS_RESPONSE
-    for bad, what in (
-        (infinite, "infinite value(s)"),
-        (large, f"value(s) too large (more than {MAX_ABS_RESPONSE:.0e} in magnitude; rescale the responses)"),
-    ):
-        for n in np.flatnonzero(bad.any(axis=(0, 1))):
-            stims = np.flatnonzero(bad[:, :, n].any(axis=1))
-            count = int(bad[:, :, n].sum())
-            problems.append(f"neuron {neurons[n]}: {count} {what}, first for stimulus_id {ids[stims[0]]!r}")
-    return problems
-
-
-def _checked(
-    path: Path, ids: Sequence[str], neurons: Sequence[str], trials: np.ndarray, problems: list[str]
-) -> Responses:
-    """:class:`Responses` from checked parts; adds the checks every format shares and raises on any problem.
-
-    Shared checks: no stimuli or no neurons, duplicate neuron ids, infinite or too large values,
-    neurons without any valid (non-NaN) value. ``trials`` may be of any real
-    dtype; they are checked before the cast to float32 (so a float64 1e300 is reported, not
-    silently turned into infinity).
-    """
-    problems = list(problems)
-    if not len(ids):
-        problems.append("no responses: the file holds no stimuli")
-    if not len(neurons):
-        problems.append("no neurons")
-    duplicates = sorted(n for n, count in Counter(neurons).items() if count > 1)
-    if duplicates:
-        problems.append(f"duplicate neuron id(s): {', '.join(repr(n) for n in duplicates)}")
-    if len(ids) and len(neurons) == trials.shape[2]:
-        problems += _infinite_values(ids, neurons, trials)
-        finite = np.isfinite(trials).any(axis=(0, 1))
-        problems += [f"neuron {n}: no valid (non-NaN) response" for n, ok in zip(neurons, finite) if not ok]
-    if problems:
-        raise DataError(path, problems)
-    trials = np.ascontiguousarray(trials, dtype=np.float32)
-    return Responses(torch.from_numpy(trials), tuple(ids), tuple(neurons), str(path))
-
-
-def require_measured_neurons(responses: Tensor, who: str) -> None:
-    """Raise :class:`~sharedattr.runtime.errors.UserError` naming every neuron (column of ``[S, N]``) that is all
-    NaN."""
-    empty = torch.isnan(responses).all(0).nonzero().squeeze(1).tolist()
-    if empty:
-        raise UserError(f"{who}: neuron(s) {empty} have no valid (non-NaN) response")

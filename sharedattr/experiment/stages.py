@@ -88,7 +88,11 @@ def fit_stage(
     stimuli = StimulusSet.load(spec.data.stimuli)
     stimuli.check_categories(spec.data.categories)
     recorded = load_responses(
-        spec.data.responses, ids_path=spec.data.response_ids, neuron_ids_path=spec.data.neuron_ids
+        spec.data.responses,
+        ids_path=spec.data.response_ids,
+        neuron_ids_path=spec.data.neuron_ids,
+        time_window=spec.data.time_window,
+        time_bins_path=spec.data.time_bins,
     )
     check_selection(spec, stimuli, recorded.neuron_ids)
     responses = recorded.aligned_to(stimuli)

@@ -294,8 +294,14 @@ def selectivity(ctx: Context) -> Section:
         return empty("selectivity", f"Selectivity unavailable: {why}")
     data = run.spec.get("data") or {}
     try:
+        window = data.get("time_window")
         values, neuron_ids = measured_responses(
-            str(responses), stimuli, ids_path=run.data_path("response_ids"), neuron_ids_path=run.data_path("neuron_ids")
+            str(responses),
+            stimuli,
+            ids_path=run.data_path("response_ids"),
+            neuron_ids_path=run.data_path("neuron_ids"),
+            time_window=tuple(window) if window else None,
+            time_bins_path=run.data_path("time_bins"),
         )
     except UserError as err:
         return empty("selectivity", f"Selectivity unavailable: {err}")

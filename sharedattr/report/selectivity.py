@@ -72,7 +72,15 @@ def measured_responses(
     *,
     ids_path: str | Path | None = None,
     neuron_ids_path: str | Path | None = None,
+    time_window: tuple[float, float] | None = None,
+    time_bins_path: str | Path | None = None,
 ) -> tuple[Tensor, list[str]]:
     """Trial-averaged measured responses ``[S, N]`` aligned to ``stimuli``, and the neuron ids."""
-    recorded = load_responses(responses_path, ids_path=ids_path, neuron_ids_path=neuron_ids_path)
+    recorded = load_responses(
+        responses_path,
+        ids_path=ids_path,
+        neuron_ids_path=neuron_ids_path,
+        time_window=time_window,
+        time_bins_path=time_bins_path,
+    )
     return recorded.aligned_to(stimuli).to(torch.float32), list(recorded.neuron_ids)

@@ -103,7 +103,7 @@ def test_netcdf_repetition_orders_shuffled_presentations(tmp_path, trials):
 
 
 def test_means_repeat_counts_and_alignment(tmp_path, trials):
-    recorded = Responses.from_csv(write_csv(tmp_path / "r.csv", trials))
+    recorded = load_responses(write_csv(tmp_path / "r.csv", trials))
     torch.testing.assert_close(recorded.values, torch.from_numpy(np.nanmean(trials, axis=1)))
     expected_counts = torch.tensor(COUNTS)[:, None].repeat(1, 3)
     expected_counts[0, 1] -= 1  # the missing value
@@ -234,7 +234,7 @@ def _npy_case(tmp_path: Path, name: str) -> tuple[dict, list[str]]:
         return kwargs, ["no responses: the file holds no stimuli"]
     if name == "wrong rank":
         np.save(path, np.zeros(3))
-        return kwargs, ["array has shape (3,); expected [S, N] or [S, R, N]"]
+        return kwargs, ["array has shape (3,); expected [S, N], [S, R, N] or a PSTH [S, R, T, N]"]
     if name == "strings":
         np.save(path, np.array([["1", "2"]] * 3))
         return kwargs, ["dtype <U1 is not a real number type"]
@@ -283,7 +283,7 @@ def _nc_case(trials: np.ndarray, name: str) -> tuple[object, list[str]]:
         return data.rename(neuroid="unit"), ["dims are ('unit', 'presentation', 'time_bin'); expected presentation"]
     if name == "time bins":
         wide = data.isel(time_bin=[0, 0]).assign_coords(time_bin=[0, 1])
-        return wide, ["dims are ('neuroid', 'presentation', 'time_bin')", "time_bin only if it has size 1"]
+        return wide, ["the time_bin dim (2 bins) needs the coordinates time_bin_start and time_bin_end"]
     if name == "two variables":
         return data.to_dataset().assign(other=data), ["expected exactly one data variable (the assembly); found 2"]
     if name == "infinite":
@@ -317,7 +317,7 @@ def test_unreadable_netcdf_and_other_formats(tmp_path):
     with pytest.raises(DataError, match=r"unsupported responses format '\.txt'"):
         load_responses(tmp_path / "r.txt")
     (tmp_path / "r.csv").write_text("stimulus_id,n\na,1\n")
-    with pytest.raises(DataError, match="ids_path and neuron_ids_path apply only to .npy"):
+    with pytest.raises(DataError, match="response_ids, neuron_ids and time_bins apply only to .npy"):
         load_responses(tmp_path / "r.csv", ids_path=tmp_path / "r.txt")
 
 

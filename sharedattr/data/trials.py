@@ -1,0 +1,160 @@
+"""Recorded trials matched to stimuli: :class:`Responses` and the checks every response format shares.
+
+Every reader (:mod:`sharedattr.data.responses` for CSV, NPY and NetCDF; :mod:`sharedattr.data.psth` for
+time-binned arrays; :mod:`sharedattr.data.nwb` for NWB) turns its file into stimulus ids, neuron ids and
+trials ``[S, R, N]`` and passes them to :func:`checked`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sharedattr.data.stimuli import DataError, StimulusSet
+from sharedattr.runtime.errors import UserError
+
+MAX_ABS_RESPONSE = 1e15
+"""Largest response magnitude accepted: float32 sums of squares of a million such values stay finite."""
+
+
+@dataclass(frozen=True, eq=False)
+class Responses:
+    """Recorded trials ``[S, R, N]`` for stimulus ``ids`` (S, unique) and ``neuron_ids`` (N, unique).
+
+    ``trials`` is float32, NaN where a stimulus has fewer than R trials or a value is missing.
+    ``source`` names where the responses came from, for error messages. Instances compare by
+    identity; compare the fields to compare contents.
+    """
+
+    trials: Tensor
+    ids: tuple[str, ...]
+    neuron_ids: tuple[str, ...]
+    source: str = "responses"
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.trials.shape)
+        if self.trials.dim() != 3 or self.trials.dtype != torch.float32:
+            raise ValueError(f"trials must be a float32 tensor [S, R, N]; got {self.trials.dtype} {shape}")
+        if shape[0] != len(self.ids) or shape[2] != len(self.neuron_ids):
+            raise ValueError(
+                f"trials {shape} do not match {len(self.ids)} stimulus ids and {len(self.neuron_ids)} neuron ids"
+            )
+        if len(set(self.ids)) != len(self.ids) or len(set(self.neuron_ids)) != len(self.neuron_ids):
+            raise ValueError("stimulus ids and neuron ids must be unique")
+
+    @property
+    def values(self) -> Tensor:
+        """Trial-averaged responses ``[S, N]``: NaN only where a stimulus has no valid trial for a neuron."""
+        return torch.nanmean(self.trials, dim=1)
+
+    @property
+    def n_repeats(self) -> Tensor:
+        """Valid (non-NaN) trials per stimulus and neuron, ``[S, N]`` int64."""
+        return (~torch.isnan(self.trials)).sum(dim=1)
+
+    @property
+    def has_repeats(self) -> bool:
+        """Whether any stimulus has at least two valid trials for some neuron."""
+        return bool((self.n_repeats >= 2).any())
+
+    def aligned_to(self, stimuli: StimulusSet) -> Tensor:
+        """Trial-averaged responses ``[len(stimuli), N]`` in the order of ``stimuli`` (NaN rows where unmeasured)."""
+        out = torch.full((len(stimuli), len(self.neuron_ids)), math.nan)
+        out[self._rows_in(stimuli)] = self.values
+        return out
+
+    def trials_aligned_to(self, stimuli: StimulusSet) -> Tensor:
+        """Trials ``[len(stimuli), R, N]`` in the order of ``stimuli`` (all-NaN where unmeasured)."""
+        out = torch.full((len(stimuli), self.trials.shape[1], len(self.neuron_ids)), math.nan)
+        out[self._rows_in(stimuli)] = self.trials
+        return out
+
+    def _rows_in(self, stimuli: StimulusSet) -> Tensor:
+        """Index ``[S]`` of each of our stimuli in ``stimuli``; :class:`DataError` listing every unknown id."""
+        index = {sid: i for i, sid in enumerate(stimuli.ids)}
+        unknown = [sid for sid in self.ids if sid not in index]
+        if unknown:
+            raise DataError(self.source, [f"stimulus_id {sid!r} is not in the stimulus set" for sid in unknown])
+        return torch.tensor([index[sid] for sid in self.ids], dtype=torch.long)
+
+
+def trial_groups(row_ids: Sequence[str], order: np.ndarray | None = None) -> dict[str, list[int]]:
+    """Row indices of each stimulus id, stimuli in order of first appearance, trials in row order or by ``order``."""
+    groups: dict[str, list[int]] = {}
+    for row, sid in enumerate(row_ids):
+        groups.setdefault(sid, []).append(row)
+    if order is not None:
+        keys = order.tolist()
+        groups = {sid: sorted(rows, key=lambda r: keys[r]) for sid, rows in groups.items()}
+    return groups
+
+
+def stack_trials(rows: np.ndarray, groups: dict[str, list[int]]) -> tuple[list[str], np.ndarray]:
+    """Rows ``[T, N]`` grouped into NaN-padded trials ``[S, R, N]``, R the most trials of any stimulus."""
+    n_repeats = max((len(g) for g in groups.values()), default=1)
+    dtype = np.result_type(rows.dtype, np.float32)  # float64 data stay float64 until checked
+    trials = np.full((len(groups), n_repeats, rows.shape[1]), np.nan, dtype=dtype)
+    for s, members in enumerate(groups.values()):
+        trials[s, : len(members)] = rows[members]
+    return list(groups), trials
+
+
+def infinite_values(ids: Sequence[str], neurons: Sequence[str], trials: np.ndarray) -> list[str]:
+    """One problem per neuron with ±inf values or magnitudes above :data:`MAX_ABS_RESPONSE` in
+    ``trials [S, R, N]`` (any real dtype), naming the first stimulus affected."""
+    problems = []
+    with np.errstate(invalid="ignore"):
+        infinite = np.isinf(trials)
+        large = np.abs(np.where(infinite, 0, np.nan_to_num(trials, nan=0.0))) > MAX_ABS_RESPONSE
+    for bad, what in (
+        (infinite, "infinite value(s)"),
+        (large, f"value(s) too large (more than {MAX_ABS_RESPONSE:.0e} in magnitude; rescale the responses)"),
+    ):
+        for n in np.flatnonzero(bad.any(axis=(0, 1))):
+            stims = np.flatnonzero(bad[:, :, n].any(axis=1))
+            count = int(bad[:, :, n].sum())
+            problems.append(f"neuron {neurons[n]}: {count} {what}, first for stimulus_id {ids[stims[0]]!r}")
+    return problems
+
+
+def checked(
+    path: Path, ids: Sequence[str], neurons: Sequence[str], trials: np.ndarray, problems: list[str]
+) -> Responses:
+    """:class:`Responses` from checked parts; adds the checks every format shares and raises on any problem.
+
+    Shared checks: no stimuli or no neurons, duplicate neuron ids, infinite or too large values,
+    neurons without any valid (non-NaN) value. ``trials`` may be of any real
+    dtype; they are checked before the cast to float32 (so a float64 1e300 is reported, not
+    silently turned into infinity).
+    """
+    problems = list(problems)
+    if not len(ids):
+        problems.append("no responses: the file holds no stimuli")
+    if not len(neurons):
+        problems.append("no neurons")
+    duplicates = sorted(n for n, count in Counter(neurons).items() if count > 1)
+    if duplicates:
+        problems.append(f"duplicate neuron id(s): {', '.join(repr(n) for n in duplicates)}")
+    if len(ids) and len(neurons) == trials.shape[2]:
+        problems += infinite_values(ids, neurons, trials)
+        finite = np.isfinite(trials).any(axis=(0, 1))
+        problems += [f"neuron {n}: no valid (non-NaN) response" for n, ok in zip(neurons, finite) if not ok]
+    if problems:
+        raise DataError(path, problems)
+    trials = np.ascontiguousarray(trials, dtype=np.float32)
+    return Responses(torch.from_numpy(trials), tuple(ids), tuple(neurons), str(path))
+
+
+def require_measured_neurons(responses: Tensor, who: str) -> None:
+    """Raise :class:`~sharedattr.runtime.errors.UserError` naming every neuron (column of ``[S, N]``) that is all
+    NaN."""
+    empty = torch.isnan(responses).all(0).nonzero().squeeze(1).tolist()
+    if empty:
+        raise UserError(f"{who}: neuron(s) {empty} have no valid (non-NaN) response")
