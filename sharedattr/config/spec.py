@@ -78,6 +78,12 @@ class DataSpec(Strict):
         description="For .npy PSTH arrays [S, R, T, N]: a text file with one line per time bin, its start in ms or "
         "its start and end ('70 80').",
     )
+    nwb_table: str | None = Field(
+        None,
+        min_length=1,
+        description="For .nwb responses: the intervals table of stimulus presentations (default: the trials table "
+        "if it has a stimulus_id column, else the one intervals table that has one).",
+    )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of stimuli held out for scoring.")
     split_seed: Seed = Field(0, description="Seed of the train/test split.")
 
@@ -91,6 +97,8 @@ class DataSpec(Strict):
                 "response_ids, neuron_ids and time_bins go with .npy responses only (the other formats name their "
                 "ids and bins)"
             )
+        if self.nwb_table is not None and self.responses.suffix.lower() != ".nwb":
+            raise ValueError("nwb_table goes with .nwb responses only")
         return self
 
     @field_validator("time_window")

@@ -80,6 +80,7 @@ def load_responses(
     neuron_ids_path: str | Path | None = None,
     time_window: tuple[float, float] | None = None,
     time_bins_path: str | Path | None = None,
+    nwb_table: str | None = None,
 ) -> Responses:
     """Load and check recorded responses from a ``.csv``, ``.npy`` (with ``ids_path``), ``.nc``, ``.h5``/``.hdf5``
     (PSTH) or ``.nwb`` file.
@@ -89,7 +90,7 @@ def load_responses(
     ``ids_path``, ``neuron_ids_path`` and ``time_bins_path`` apply to ``.npy`` only. ``time_window``
     (``[start_ms, end_ms]``) averages the time bins inside it (:mod:`sharedattr.data.psth`) of a time-binned file:
     a NetCDF assembly with a ``time_bin`` dim, a PSTH array, an NWB recording (where it is required: the spike
-    counting window after each onset).
+    counting window after each onset; ``nwb_table`` names its presentations table).
     """
     path = _existing(path)
     suffix = path.suffix.lower()
@@ -106,7 +107,7 @@ def load_responses(
     if suffix == ".nwb":
         from sharedattr.data.nwb import load_nwb
 
-        return load_nwb(path, time_window)
+        return load_nwb(path, time_window, table=nwb_table)
     if time_window is not None and suffix == ".csv":
         raise DataError(path, [_NO_BINS])
     if suffix == ".csv":

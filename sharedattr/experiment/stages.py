@@ -93,6 +93,7 @@ def fit_stage(
         neuron_ids_path=spec.data.neuron_ids,
         time_window=spec.data.time_window,
         time_bins_path=spec.data.time_bins,
+        nwb_table=spec.data.nwb_table,
     )
     check_selection(spec, stimuli, recorded.neuron_ids)
     responses = recorded.aligned_to(stimuli)

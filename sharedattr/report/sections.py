@@ -302,6 +302,7 @@ def selectivity(ctx: Context) -> Section:
             neuron_ids_path=run.data_path("neuron_ids"),
             time_window=tuple(window) if window else None,
             time_bins_path=run.data_path("time_bins"),
+            nwb_table=data.get("nwb_table"),
         )
     except UserError as err:
         return empty("selectivity", f"Selectivity unavailable: {err}")

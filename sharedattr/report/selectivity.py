@@ -74,6 +74,7 @@ def measured_responses(
     neuron_ids_path: str | Path | None = None,
     time_window: tuple[float, float] | None = None,
     time_bins_path: str | Path | None = None,
+    nwb_table: str | None = None,
 ) -> tuple[Tensor, list[str]]:
     """Trial-averaged measured responses ``[S, N]`` aligned to ``stimuli``, and the neuron ids."""
     recorded = load_responses(
@@ -82,5 +83,6 @@ def measured_responses(
         neuron_ids_path=neuron_ids_path,
         time_window=time_window,
         time_bins_path=time_bins_path,
+        nwb_table=nwb_table,
     )
     return recorded.aligned_to(stimuli).to(torch.float32), list(recorded.neuron_ids)
