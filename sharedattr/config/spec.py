@@ -40,8 +40,20 @@ class DataSpec(Strict):
     """Stimuli and recorded responses."""
 
     stimuli: InputPath = Field(
-        description="CSV manifest (columns stimulus_id, path, category, optional mask and mask:<part>) "
-        "or a folder with one sub-folder of images per category."
+        description="CSV manifest (columns stimulus_id, path, category, optional mask and mask:<part>), a BrainIO "
+        "stimulus set CSV (stimulus_id, filename and metadata columns), or a folder with one sub-folder of images per "
+        "category."
+    )
+    images: InputPath | None = Field(
+        None,
+        description="For a CSV stimulus set: where its image and mask paths lie, a folder or a ZIP archive (read "
+        "without extracting; BrainIO ships its images zipped). Default: the CSV's folder.",
+    )
+    category_column: str = Field(
+        "category",
+        min_length=1,
+        description="For a CSV stimulus set: the column holding each stimulus's category (e.g. BrainIO's "
+        "object_name or category_name).",
     )
     responses: InputPath = Field(
         description="Responses: a CSV (column stimulus_id, one column per neuron, one row per trial), an NPY "

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from sharedattr.data.archives import ZipMember, image_source, zip_members
 from sharedattr.runtime.errors import MissingFileError, UserError
 
 if TYPE_CHECKING:
@@ -61,10 +63,10 @@ class StimulusSet:
     """
 
     ids: tuple[str, ...]
-    paths: tuple[Path, ...]
+    paths: tuple[Path | ZipMember, ...]
     categories: tuple[str, ...]
-    masks: tuple[Path | None, ...]
-    part_masks: dict[str, tuple[Path | None, ...]] = field(default_factory=dict)
+    masks: tuple[Path | ZipMember | None, ...]
+    part_masks: dict[str, tuple[Path | ZipMember | None, ...]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -74,36 +76,35 @@ class StimulusSet:
         return sorted(set(self.categories))
 
     @classmethod
-    def load(cls, path: str | Path) -> StimulusSet:
-        """From a CSV manifest or a folder per category."""
+    def load(
+        cls, path: str | Path, *, images: str | Path | None = None, category_column: str = "category"
+    ) -> StimulusSet:
+        """From a CSV (a manifest, or a BrainIO stimulus set) or a folder per category.
+
+        ``images``: where a CSV's image (and mask) paths lie: a folder, or a ZIP archive read without extracting
+        (default: the CSV's folder). ``category_column``: the CSV column holding each stimulus's category.
+        """
         path = Path(path)
         if not path.exists():
             raise MissingFileError(path, "stimulus set")
         try:
-            return cls.from_folder(path) if path.is_dir() else cls.from_manifest(path)
+            if path.is_dir():
+                return cls.from_folder(path)
+            return cls.from_manifest(
+                path, images=None if images is None else Path(images), category_column=category_column
+            )
         except OSError as err:  # e.g. no permission to read the manifest or a folder
             raise DataError(path, [f"cannot read: {type(err).__name__}: {err}"]) from None
 
     @classmethod
-    def from_manifest(cls, path: Path) -> StimulusSet:
+    def from_manifest(cls, path: Path, *, images: Path | None = None, category_column: str = "category") -> StimulusSet:
+        """A CSV with ``stimulus_id``, the image column (``path``, or BrainIO's ``filename``), the category column
+        and optional ``mask``/``mask:<part>`` columns; other columns (metadata) are ignored."""
         problems: list[str] = []
         try:
             with open(path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
-                columns = set(reader.fieldnames or [])
-                missing = {"stimulus_id", "path", "category"} - columns
-                if missing:
-                    raise DataError(
-                        path,
-                        [
-                            f"missing column(s) {', '.join(sorted(missing))}; "
-                            "a manifest needs stimulus_id, path, category (and optionally mask)"
-                        ],
-                    )
-                part_columns = [c for c in reader.fieldnames or [] if c.startswith(PART_PREFIX)]
-                for c in part_columns:
-                    if not c[len(PART_PREFIX) :].strip():
-                        problems.append(f"column {c!r}: a part mask column needs a part name, e.g. 'mask:head'")
+                fieldnames = list(reader.fieldnames or [])
                 rows = list(reader)
         except UnicodeDecodeError as err:
             raise DataError(
@@ -115,13 +116,36 @@ class StimulusSet:
             ) from None
         except csv.Error as err:
             raise DataError(path, [f"not a readable CSV file: {err}"]) from None
+        columns = set(fieldnames)
+        image_column = "path" if "path" in columns or "filename" not in columns else "filename"
+        missing = [c for c in ("stimulus_id", image_column, category_column) if c not in columns]
+        if missing:
+            hint = (
+                f"; the category column is set by data.category_column (columns here: {', '.join(fieldnames)})"
+                if category_column in missing
+                else ""
+            )
+            raise DataError(
+                path,
+                [
+                    f"missing column(s) {', '.join(sorted(missing))}; a stimulus set needs stimulus_id, path "
+                    f"(or BrainIO's filename) and {category_column} (and optionally mask){hint}"
+                ],
+            )
+        part_columns = [c for c in fieldnames if c.startswith(PART_PREFIX)]
+        for c in part_columns:
+            if not c[len(PART_PREFIX) :].strip():
+                problems.append(f"column {c!r}: a part mask column needs a part name, e.g. 'mask:head'")
+        locate, missing_file, source_problems = _locator(path, images, rows, [image_column, "mask", *part_columns])
+        if source_problems:
+            raise DataError(path, source_problems)
         ids, paths, cats, masks, seen = [], [], [], [], {}
-        parts: dict[str, list[Path | None]] = {c[len(PART_PREFIX) :].strip(): [] for c in part_columns}
+        parts: dict[str, list[Any]] = {c[len(PART_PREFIX) :].strip(): [] for c in part_columns}
         for line, row in enumerate(rows, start=2):
             sid, rel, cat = (
                 (row.get("stimulus_id") or "").strip(),
-                (row.get("path") or "").strip(),
-                (row.get("category") or "").strip(),
+                (row.get(image_column) or "").strip(),
+                (row.get(category_column) or "").strip(),
             )
             if not sid:
                 problems.append(f"line {line}: empty stimulus_id")
@@ -129,19 +153,19 @@ class StimulusSet:
                 problems.append(f"line {line}: duplicate stimulus_id {sid!r} (first on line {seen[sid]})")
             seen.setdefault(sid, line)
             if not cat:
-                problems.append(f"line {line}: empty category")
-            image = (path.parent / rel) if rel else None
-            if image is None or not _is_file(image):
-                problems.append(f"line {line}: image not found: {image or '(empty path)'}")
+                problems.append(f"line {line}: empty {category_column}")
+            image = locate(rel) if rel else None
+            if image is None:
+                problems.append(f"line {line}: image {missing_file(rel) if rel else 'not found: (empty path)'}")
             mask_rel = (row.get("mask") or "").strip()
-            mask = path.parent / mask_rel if mask_rel else None
-            if mask is not None and not _is_file(mask):
-                problems.append(f"line {line}: mask not found: {mask}")
+            mask = locate(mask_rel) if mask_rel else None
+            if mask_rel and mask is None:
+                problems.append(f"line {line}: mask {missing_file(mask_rel)}")
             for column in part_columns:
                 part_rel = (row.get(column) or "").strip()
-                part_mask = path.parent / part_rel if part_rel else None
-                if part_mask is not None and not _is_file(part_mask):
-                    problems.append(f"line {line}: {column} not found: {part_mask}")
+                part_mask = locate(part_rel) if part_rel else None
+                if part_rel and part_mask is None:
+                    problems.append(f"line {line}: {column} {missing_file(part_rel)}")
                 parts[column[len(PART_PREFIX) :].strip()].append(part_mask)
             ids.append(sid), paths.append(image), cats.append(cat), masks.append(mask)
         if not rows:
@@ -219,7 +243,7 @@ class StimulusSet:
         problems = []
         for row, i in enumerate(indices):
             try:
-                with Image.open(self.paths[i]) as im:
+                with Image.open(image_source(self.paths[i])) as im:
                     grey = _high_depth_grey(im)
                     if grey is None:
                         im = im.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
@@ -250,7 +274,7 @@ class StimulusSet:
         indices = range(len(self)) if indices is None else indices
         for i in indices:
             try:
-                with Image.open(self.paths[i]) as im:
+                with Image.open(image_source(self.paths[i])) as im:
                     if im.mode not in GREY_MODES:
                         return model_channels
             except Exception:  # noqa: BLE001 - decoding reports unreadable files with their reason
@@ -264,10 +288,13 @@ class StimulusSet:
         for sid, cat, p in zip(self.ids, self.categories, self.paths):
             h.update(f"{sid}\0{cat}\0".encode())
             try:
-                with open(p, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        h.update(block)
-            except OSError as err:
+                if isinstance(p, ZipMember):
+                    h.update(p.read_bytes())
+                else:
+                    with open(p, "rb") as f:
+                        for block in iter(lambda: f.read(1 << 20), b""):
+                            h.update(block)
+            except (OSError, KeyError, zipfile.BadZipFile) as err:
                 problems.append(f"{sid}: cannot read image {p}: {type(err).__name__}: {err}")
             h.update(b"\1")
         if problems:
@@ -316,6 +343,28 @@ class StimulusSet:
         return out
 
 
+def _locator(
+    manifest: Path, images: Path | None, rows: list[dict[str, str]], columns: list[str]
+) -> tuple[Callable[[str], Path | ZipMember | None], Callable[[str], str], list[str]]:
+    """``locate(relative path)`` → the file or ZIP member (None when unusable), ``missing(relative path)`` → a
+    phrase saying where it was looked for and why it fails, and the problems of the image source itself."""
+    if images is not None and images.suffix.lower() == ".zip":
+        names = [(row.get(c) or "").strip() for row in rows for c in columns]
+        members, reasons, error = zip_members(images, [n for n in names if n])
+        return (
+            members.get,
+            lambda rel: f"{images}:{rel} {reasons.get(rel, 'is not in the archive')}",
+            [] if error is None else [error],
+        )
+    base = manifest.parent if images is None else images
+
+    def locate(rel: str) -> Path | None:
+        candidate = base / rel
+        return candidate if _is_file(candidate) else None
+
+    return locate, lambda rel: f"not found: {base / rel}", []
+
+
 def _is_file(path: Path) -> bool:
     """``path.is_file()``, False where the OS cannot even look the name up (e.g. a name too long)."""
     try:
@@ -352,12 +401,12 @@ def _high_depth_grey(im: PILImage) -> np.ndarray | None:
     return (a / 65535.0).astype(np.float32)
 
 
-def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
+def _read_mask(path: Path | ZipMember, size: tuple[int, int]) -> Tensor:
     """A mask image → ``[H, W]`` bool (nonzero pixels, nearest resize to ``size``); DataError if unreadable."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(image_source(path)) as im:
             if im.mode in HIGH_DEPTH_MODES:  # nonzero before any conversion: Pillow would round 0.4 to 0
                 a = np.asarray(im, dtype=np.float64)
                 if not np.isfinite(a).all():
@@ -368,12 +417,12 @@ def _read_mask(path: Path, size: tuple[int, int]) -> Tensor:
         raise DataError("stimulus masks", [f"cannot decode mask {path}: {type(err).__name__}: {err}"]) from None
 
 
-def _image_problems(sid: str, path: Path) -> list[str]:
+def _image_problems(sid: str, path: Path | ZipMember) -> list[str]:
     """Why image ``path`` of stimulus ``sid`` cannot be used (empty when it can): decode errors, unusable pixels."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(image_source(path)) as im:
             im.load()
             try:
                 _high_depth_grey(im)  # range and finiteness of 16-bit, 32-bit and float pixels

@@ -67,7 +67,7 @@ def input_paths(spec: ExperimentSpec) -> dict[str, Path]:
     data = spec.data
     paths = {
         f"data.{field}": getattr(data, field)
-        for field in ("stimuli", "responses", "response_ids", "neuron_ids", "neuron_parts", "time_bins")
+        for field in ("stimuli", "images", "responses", "response_ids", "neuron_ids", "neuron_parts", "time_bins")
         if getattr(data, field) is not None
     }
     backbones = [("backbone", spec.backbone)] + [

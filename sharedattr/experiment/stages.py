@@ -85,7 +85,7 @@ def fit_stage(
     fitted again.
     """
     out = Path(out)
-    stimuli = StimulusSet.load(spec.data.stimuli)
+    stimuli = StimulusSet.load(spec.data.stimuli, images=spec.data.images, category_column=spec.data.category_column)
     stimuli.check_categories(spec.data.categories)
     recorded = load_responses(
         spec.data.responses,

@@ -177,8 +177,9 @@ class RunDir:
         path = self.data_path("stimuli")
         if path is None:
             return UserError("the spec names no stimuli")
+        column = (self.spec.get("data") or {}).get("category_column") or "category"
         try:
-            return StimulusSet.load(path)
+            return StimulusSet.load(path, images=self.data_path("images"), category_column=str(column))
         except UserError as err:  # moved or deleted data: the report says so instead of failing
             return err
 
