@@ -59,18 +59,20 @@ class PerturbationCurve:
         rank.scatter_(1, order, torch.arange(h * w, device=x.device).expand(b, -1))
         fractions = torch.linspace(0, 1, self.steps + 1, device=x.device)
         counts = (fractions * h * w).round().long()  # pixels perturbed at each step
-        perturbed = rank.view(b, 1, h, w) < counts.view(1, -1, 1, 1)  # [B, T, H, W]
-        if self.insertion:
-            perturbed = ~perturbed
-        images = torch.where(perturbed[:, :, None], torch.full_like(x[:1, None], self.baseline), x[:, None])
-        images = images.reshape(-1, c, h, w)
-        targets = batch.targets.to(x.device).repeat_interleave(self.steps + 1)
+        n_steps = self.steps + 1
+        targets = batch.targets.to(x.device)
+        baseline = torch.full_like(x[:1], self.baseline)
         out = []
         with torch.no_grad():
-            for i in range(0, images.shape[0], self.batch_size):
-                resp = batch.model(images[i : i + self.batch_size])
-                out.append(resp.gather(1, targets[i : i + self.batch_size, None]).squeeze(1))
-        r = torch.cat(out).view(b, self.steps + 1)
+            for i in range(0, b * n_steps, self.batch_size):  # the perturbed images of one pass only: bounded memory
+                k = torch.arange(i, min(i + self.batch_size, b * n_steps), device=x.device)
+                image, step = k // n_steps, k % n_steps
+                perturbed = rank.view(b, 1, h, w)[image] < counts[step].view(-1, 1, 1, 1)  # [k, 1, H, W]
+                if self.insertion:
+                    perturbed = ~perturbed
+                resp = batch.model(torch.where(perturbed, baseline, x[image]))
+                out.append(resp.gather(1, targets[image, None]).squeeze(1))
+        r = torch.cat(out).view(b, n_steps)
         clean = r[:, -1] if self.insertion else r[:, 0]
         return r / torch.where(clean > 1e-12, clean, torch.full_like(clean, float("nan")))[:, None]
 
