@@ -92,8 +92,42 @@ class EGGParams(Params):
         description="The diffusion prior: a shipped prior's name (insilico-ddpm-v1) or a folder with a diffusers "
         "UNet2DModel and its scheduler config.",
     )
-    scheduler: Literal["ddim", "ddpm"] = Field(
-        "ddim", description="Sampler over the respaced timesteps: DDIM (with eta) or DDPM ancestral sampling."
+    preset: Literal["project", "reference"] = Field(
+        "project",
+        description="Defaults of the sampling fields left null: 'project' (DDIM, the prior's timestep spacing and x0 "
+        "clipping, the final sample, per-sample normalisation) or 'reference', the sinzlab energy-guided-diffusion "
+        "code the paper ran (ancestral DDPM, evenly spaced timesteps including the last, no x0 clipping, the last x0 "
+        "estimate, normalisation over the batch). See docs/synthesis.md.",
+    )
+    scheduler: Literal["ddim", "ddpm"] | None = Field(
+        None,
+        description="Sampler over the respaced timesteps: DDIM (with eta) or DDPM ancestral sampling (null: the "
+        "preset's).",
+    )
+    timestep_spacing: Literal["leading", "linspace", "trailing"] | None = Field(
+        None,
+        description="How the prior's training timesteps are respaced to 'steps' (diffusers' timestep_spacing; "
+        "'linspace' is the reference's: evenly spaced, the first and the last included). null: the preset's.",
+    )
+    clip_x0: bool | None = Field(
+        None,
+        description="Clip the sampler's x0 estimate to [-1, 1] (the prior's clip_sample when the preset leaves it "
+        "to the prior; the reference never clips).",
+    )
+    output: Literal["sample", "x0_estimate"] | None = Field(
+        None,
+        description="The returned image: the final sample, after the last guidance update ('sample'), or the last x0 "
+        "estimate, before it ('x0_estimate', the reference's). null: the preset's.",
+    )
+    use_alpha_bar: bool = Field(
+        False,
+        description="Scale the guidance step by sqrt(1 − ᾱ_t) (the reference's option; its code computes this and "
+        "then overwrites it, so the reference runs without it).",
+    )
+    guidance_units: Literal["image", "pixel"] = Field(
+        "image",
+        description="'image': λ multiplies the unit-norm gradient (a step of λ/√D per pixel, D = C·H·W); 'pixel': "
+        "λ is the root-mean-square step per pixel, the same at any prior resolution (λ_pixel = λ_image/√D).",
     )
     steps: int = Field(50, ge=1, description="Sampling steps (the prior's training timesteps respaced to this many).")
     eta: float = Field(
@@ -105,10 +139,10 @@ class EGGParams(Params):
     guidance_scale: float = Field(
         5.0, ge=0, description="λ: each step moves x_{t-1} by λ along the normalised energy gradient (0 = unguided)."
     )
-    normalize: Literal["sample", "batch"] = Field(
-        "sample",
-        description="Normalise the energy gradient per sample (g_i/‖g_i‖) or over the whole batch of seeds "
-        "(g/‖g‖, as the reference implementation).",
+    normalize: Literal["sample", "batch"] | None = Field(
+        None,
+        description="Normalise the energy gradient per sample (g_i/‖g_i‖: each seed independent of n_seeds) or over "
+        "the whole batch of seeds (g/‖g‖, as the reference implementation). null: the preset's.",
     )
     energy: EnergyParam = Field(
         EnergySpec(name="mei"),
@@ -116,6 +150,25 @@ class EGGParams(Params):
     )
     n_seeds: int = Field(1, ge=1, le=MAX_SEEDS, description="Independent samples, generated as one batch.")
     seed: Seed = Field(0, description="Seed of the initial noise and of the sampler's noise.")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "project": {
+        "scheduler": "ddim",
+        "timestep_spacing": None,
+        "clip_x0": None,
+        "output": "sample",
+        "normalize": "sample",
+    },
+    "reference": {
+        "scheduler": "ddpm",
+        "timestep_spacing": "linspace",
+        "clip_x0": False,
+        "output": "x0_estimate",
+        "normalize": "batch",
+    },
+}
+"""The sampling settings each preset gives the fields left null (``None`` here: the prior's scheduler config)."""
 
 
 # -- the guidance step -------------------------------------------------------------------
@@ -165,7 +218,7 @@ def guidance_step(
     x_t: Tensor,
     t: Tensor | int,
     energy_fn: Callable[[Tensor], EnergyValue] | None,
-    scale: float,
+    scale: float | Tensor,
     normalize: str = "sample",
     generator: Generators = None,
     eta: float = 0.0,
@@ -178,7 +231,7 @@ def guidance_step(
     from ``generator`` (one, or one per sample; DDPM, or DDIM with ``eta > 0``).
     """
     x = x_t.detach()
-    guided = scale > 0 and energy_fn is not None
+    guided = bool(torch.as_tensor(scale).gt(0).any()) and energy_fn is not None
     channels = x.shape[1]
     alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=x.device, dtype=x.dtype)
     prediction_type = scheduler.config.get("prediction_type", "epsilon")
@@ -198,18 +251,22 @@ def guidance_step(
         model_output = model_output[:, :channels]
     x_prev = scheduler.step(model_output, t, x, generator=generator, **_step_kwargs(scheduler, eta)).prev_sample
     if guided:
-        x_prev = x_prev - scale * g
+        x_prev = x_prev - scale * g  # scale: a number, or a tensor broadcastable to x (per-step, per-pixel units)
     if value is not None:
         value = EnergyValue(value.energy.detach(), value.response.detach())
     return GuidanceStep(x_prev.detach(), x0_hat.detach(), value, g.detach())
 
 
-def make_scheduler(kind: str, config: dict[str, Any], steps: int) -> Any:
-    """A fresh diffusers DDIM/DDPM scheduler from a prior's scheduler config, respaced to ``steps``."""
+def make_scheduler(
+    kind: str, config: dict[str, Any], steps: int, spacing: str | None = None, clip_x0: bool | None = None
+) -> Any:
+    """A fresh diffusers DDIM/DDPM scheduler from a prior's scheduler config, respaced to ``steps``; ``spacing``
+    and ``clip_x0`` override the config's ``timestep_spacing`` and ``clip_sample`` (None: keep them)."""
     from diffusers import DDIMScheduler, DDPMScheduler
 
     cls = DDIMScheduler if kind == "ddim" else DDPMScheduler
-    scheduler = cls.from_config(dict(config))
+    overrides = {k: v for k, v in (("timestep_spacing", spacing), ("clip_sample", clip_x0)) if v is not None}
+    scheduler = cls.from_config({**dict(config), **overrides})
     n_train = scheduler.config.num_train_timesteps
     if steps > n_train:
         raise ValueError(f"egg: steps = {steps} exceeds the prior's {n_train} training timesteps")
@@ -247,15 +304,39 @@ class EGG:
     def __init__(
         self,
         prior: Any = DEFAULT_PRIOR,
-        scheduler: str = "ddim",
+        scheduler: str | None = None,
         steps: int = 50,
         eta: float = 0.0,
         guidance_scale: float = 5.0,
-        normalize: str = "sample",
+        normalize: str | None = None,
         energy: EnergySpec | str | dict[str, Any] = "mei",
         n_seeds: int = 1,
         seed: int = 0,
+        *,
+        preset: str = "project",
+        timestep_spacing: str | None = None,
+        clip_x0: bool | None = None,
+        output: str | None = None,
+        use_alpha_bar: bool = False,
+        guidance_units: str = "image",
     ) -> None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; use {' or '.join(map(repr, PRESETS))}")
+        given = {
+            "scheduler": scheduler,
+            "timestep_spacing": timestep_spacing,
+            "clip_x0": clip_x0,
+            "output": output,
+            "normalize": normalize,
+        }
+        chosen = {k: PRESETS[preset][k] if v is None else v for k, v in given.items()}
+        scheduler, normalize = chosen["scheduler"], chosen["normalize"]
+        if chosen["output"] not in ("sample", "x0_estimate"):
+            raise ValueError(f"unknown output {chosen['output']!r}; use 'sample' or 'x0_estimate'")
+        if guidance_units not in ("image", "pixel"):
+            raise ValueError(f"unknown guidance_units {guidance_units!r}; use 'image' or 'pixel'")
+        self.preset, self.timestep_spacing, self.clip_x0 = preset, chosen["timestep_spacing"], chosen["clip_x0"]
+        self.output, self.use_alpha_bar, self.guidance_units = chosen["output"], use_alpha_bar, guidance_units
         if scheduler not in ("ddim", "ddpm"):
             raise ValueError(f"unknown scheduler {scheduler!r}; use 'ddim' or 'ddpm'")
         if normalize not in ("sample", "batch"):
@@ -293,7 +374,9 @@ class EGG:
         """
         from diffusers.utils.torch_utils import randn_tensor
 
-        scheduler = make_scheduler(self.scheduler, prior.scheduler_config, self.steps)
+        scheduler = make_scheduler(
+            self.scheduler, prior.scheduler_config, self.steps, self.timestep_spacing, self.clip_x0
+        )
         generator = sample_generators(seed, range(n))
         size = prior.sample_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
@@ -301,12 +384,24 @@ class EGG:
         x = randn_tensor((n, prior.channels, h, w), generator=generator, device=device, dtype=dtype)
         x = x * scheduler.init_noise_sigma
         responses = []
+        x0_hat = x
         for t in scheduler.timesteps:
-            step = guidance_step(unet, scheduler, x, t, energy_fn, scale, self.normalize, generator, self.eta)
-            x = step.x_prev
+            step_scale = self.step_scale(scale, scheduler, t, x)
+            step = guidance_step(unet, scheduler, x, t, energy_fn, step_scale, self.normalize, generator, self.eta)
+            x, x0_hat = step.x_prev, step.x0_hat
             if step.value is not None:
                 responses.append(step.value.response.detach().float().cpu())
-        return x, responses
+        return (x0_hat if self.output == "x0_estimate" else x), responses
+
+    def step_scale(self, scale: float, scheduler: Any, t: Tensor | int, x: Tensor) -> float:
+        """The guidance step's length at timestep ``t`` for samples ``x`` ``[B, C, H, W]``: λ, times √D in
+        ``"pixel"`` units (√(B·D) with batch normalisation: the unit-norm gradient spans the batch), times
+        √(1 − ᾱ_t) with ``use_alpha_bar``."""
+        if self.guidance_units == "pixel":
+            scale = scale * float(x[0].numel() * (x.shape[0] if self.normalize == "batch" else 1)) ** 0.5
+        if self.use_alpha_bar:
+            scale = scale * float(1 - scheduler.alphas_cumprod[int(t)]) ** 0.5
+        return scale
 
     def synthesize(self, model: nn.Module, neuron: int, *, reference: Tensor | None = None) -> SynthesisResult:
         """Images ``[n_seeds, C, H, W]`` at the model's input size; ``prior_images`` at the prior's."""
@@ -331,13 +426,17 @@ class EGG:
         )
 
     def prior_samples(self, n: int, seed: int = 0, device: torch.device | str = "cpu") -> Tensor:
-        """``n`` unguided samples ``[n, C, H, W]`` in [0, 1] on the CPU (same scheduler, steps and eta; λ = 0).
+        """``n`` unguided samples ``[n, C, H, W]`` in [0, 1] on the CPU (same scheduler, steps, eta, spacing,
+        clipping and returned image; λ = 0).
 
         Seed ``seed``'s sample ``i`` starts from the same noise as seed ``i`` of
         :meth:`synthesize` with ``seed = seed``: the unguided counterpart of each guided image.
         """
         prior = self.load_prior(torch.device(device))
-        return sample_prior(prior, n, steps=self.steps, scheduler=self.scheduler, seed=seed, eta=self.eta)
+        if (self.timestep_spacing, self.clip_x0, self.output) == (None, None, "sample"):
+            return sample_prior(prior, n, steps=self.steps, scheduler=self.scheduler, seed=seed, eta=self.eta)
+        x, _ = self._sample(prior.unet, prior, n, seed, torch.device(device), None, 0.0)  # this sampler, unguided
+        return to_unit(x).float().cpu()
 
 
 @hookimpl

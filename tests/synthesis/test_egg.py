@@ -247,8 +247,11 @@ def test_bad_params_are_rejected(params):
 def test_defaults_and_zero_guidance_are_valid():
     component = load_registry().get("synthesizer", "egg")
     defaults = component.validate_params({})
-    assert (defaults.prior, defaults.scheduler, defaults.steps, defaults.eta) == ("insilico-ddpm-v1", "ddim", 50, 0.0)
-    assert (defaults.guidance_scale, defaults.normalize, defaults.energy.name) == (5.0, "sample", "mei")
+    assert (defaults.prior, defaults.preset, defaults.steps, defaults.eta) == ("insilico-ddpm-v1", "project", 50, 0.0)
+    assert (defaults.scheduler, defaults.normalize) == (None, None)  # the preset's
+    assert (defaults.guidance_scale, defaults.energy.name) == (5.0, "mei")
+    built = EGG(prior="unused", **{k: v for k, v in defaults.model_dump().items() if k not in ("prior", "energy")})
+    assert (built.scheduler, built.normalize, built.output) == ("ddim", "sample", "sample")
     assert component.validate_params({"guidance_scale": 0.0, "energy": "reconstruction"}).guidance_scale == 0.0
     assert component.description
 
@@ -307,3 +310,71 @@ def test_unknown_prior_sources_are_rejected(tmp_path):
     assert component.validate_params({"prior": "missing"}, context={"check_files": False}).prior == "missing"
     with pytest.raises(ValueError, match="unknown diffusion prior"):
         load_prior("no-such-prior")
+
+
+# -- the reference's sampling (sinzlab/energy-guided-diffusion) --------------------------------------------------
+def test_the_reference_preset_and_explicit_fields():
+    ref = EGG(prior="unused", preset="reference")
+    assert (ref.scheduler, ref.timestep_spacing, ref.clip_x0, ref.output, ref.normalize) == (
+        "ddpm",
+        "linspace",
+        False,
+        "x0_estimate",
+        "batch",
+    )
+    mixed = EGG(prior="unused", preset="reference", normalize="sample", output="sample")  # explicit fields win
+    assert (mixed.scheduler, mixed.normalize, mixed.output) == ("ddpm", "sample", "sample")
+    with pytest.raises(ValueError, match="unknown preset"):
+        EGG(prior="unused", preset="paper")
+
+
+def test_linspace_spacing_is_the_references_and_clipping_can_be_switched_off(prior):
+    steps = 50
+    scheduler = make_scheduler("ddpm", prior.scheduler_config, steps, "linspace", False)
+    stride = (T_TRAIN - 1) / (steps - 1)  # the reference's space_timesteps for one section of 50
+    assert scheduler.timesteps.tolist() == [round(i * stride) for i in range(steps)][::-1]
+    assert scheduler.timesteps[0] == T_TRAIN - 1 and scheduler.timesteps[-1] == 0
+    assert scheduler.config.clip_sample is False
+    leading = make_scheduler("ddpm", {**prior.scheduler_config, "timestep_spacing": "leading"}, steps)
+    assert leading.timesteps[0] == 980  # the shipped prior's own spacing never reaches 999
+
+
+def test_the_x0_estimate_is_the_last_steps_before_its_guidance_update(prior, model, monkeypatch):
+    import sharedattr.synthesis.egg as egg
+
+    seen = []
+    original = egg.guidance_step
+    monkeypatch.setattr(egg, "guidance_step", lambda *a, **k: seen.append(original(*a, **k)) or seen[-1])
+    kwargs = dict(prior=prior, steps=STEPS, n_seeds=2, seed=4, guidance_scale=3.0, scheduler="ddpm")
+    estimate = EGG(output="x0_estimate", **kwargs).synthesize(model, 1)
+    last = seen[-1]
+    assert torch.allclose(estimate.prior_images, ((last.x0_hat + 1) / 2).clamp(0, 1).float())
+    seen.clear()
+    sample = EGG(output="sample", **kwargs).synthesize(model, 1)
+    assert torch.allclose(sample.prior_images, ((seen[-1].x_prev + 1) / 2).clamp(0, 1).float())
+    assert not torch.allclose(sample.prior_images, estimate.prior_images)  # the last update moved the sample
+
+
+def test_pixel_units_and_alpha_bar_scale_the_step(prior):
+    scheduler = make_scheduler("ddpm", prior.scheduler_config, 4)
+    x = torch.zeros(3, 2, 8, 8)
+    t = scheduler.timesteps[1]
+    d = 2 * 8 * 8
+    assert EGG(prior="unused").step_scale(0.5, scheduler, t, x) == 0.5
+    assert EGG(prior="unused", guidance_units="pixel").step_scale(0.5, scheduler, t, x) == pytest.approx(0.5 * d**0.5)
+    batch = EGG(prior="unused", guidance_units="pixel", normalize="batch").step_scale(0.5, scheduler, t, x)
+    assert batch == pytest.approx(0.5 * (3 * d) ** 0.5)  # the unit-norm gradient spans the batch
+    alpha = EGG(prior="unused", use_alpha_bar=True).step_scale(0.5, scheduler, t, x)
+    assert alpha == pytest.approx(0.5 * float(1 - scheduler.alphas_cumprod[int(t)]) ** 0.5)
+    # a pixel-unit λ moves each pixel by λ (root mean square) whatever the resolution
+    g = torch.randn(1, 3, 32, 32)
+    for size in (32, 256):
+        g = torch.randn(1, 3, size, size)
+        step = EGG(prior="unused", guidance_units="pixel").step_scale(0.02, scheduler, t, g) * g / g.norm()
+        assert step.pow(2).mean().sqrt().item() == pytest.approx(0.02, rel=1e-5)
+
+
+def test_reference_prior_samples_are_the_unguided_counterparts(prior, model):
+    synth = EGG(prior=prior, preset="reference", steps=STEPS, n_seeds=2, seed=5, guidance_scale=0.0)
+    unguided = synth.synthesize(model, 0).prior_images
+    assert torch.allclose(synth.prior_samples(2, seed=5), unguided)
