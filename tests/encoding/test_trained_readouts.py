@@ -238,3 +238,60 @@ def test_elu1_output_is_positive_and_keeps_the_contract():
     assert (out > 0).all()
     torch.testing.assert_close(out, contract)
     assert held_out_r(readout, x, y).mean() > 0.85
+
+
+# -- the EGG paper's attention readout (variant = "egg") ---------------------------------------
+def test_the_egg_variant_sets_the_papers_defaults_and_explicit_fields_win(registry):
+    egg = registry.get("readout", "attention").validate_params({"variant": "egg"})
+    assert (egg.embed_dim, egg.pos_dropout, egg.nonlinearity) == (128, 0.1, "elu1")
+    mine = registry.get("readout", "attention").validate_params({"variant": "egg", "embed_dim": 32})
+    assert (mine.embed_dim, mine.pos_dropout) == (32, 0.1)
+    compact = registry.get("readout", "attention").validate_params({})
+    assert (compact.variant, compact.embed_dim, compact.pos_dropout, compact.nonlinearity) == (
+        "compact",
+        16,
+        0.0,
+        "identity",
+    )
+
+
+def test_the_additive_encoding_is_the_transformers_over_rows_then_columns():
+    from sharedattr.encoding.readouts.attention import additive_positional_encoding
+
+    h, w, c = 3, 4, 6  # 3 channels for the row, 3 for the column
+    pe = additive_positional_encoding(h, w, c).view(h, w, c).double()
+    m = 3
+    omega = [10000 ** (-2 * k / m) for k in range(2)]  # channel 2k: sin(i ω_k), 2k + 1: cos(i ω_k)
+    for i in range(h):
+        for j in range(w):
+            want = [math.sin(i * omega[0]), math.cos(i * omega[0]), math.sin(i * omega[1])]
+            want += [math.sin(j * omega[0]), math.cos(j * omega[0]), math.sin(j * omega[1])]
+            torch.testing.assert_close(pe[i, j], torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-6)
+
+
+def test_the_egg_variant_equals_its_formula():
+    """r_n = ELU(⟨f_n, Σ_s softmax_s(k_s·q_n/(√C·T)) v_s⟩ + b_n) + 1, tokens = latents + encoding (eval: no dropout)."""
+    from sharedattr.encoding.readouts.attention import additive_positional_encoding
+
+    readout = AttentionReadout(variant="egg", embed_dim=8, temperature=0.7, nonlinearity="elu1")
+    readout.initialize((C, H, W), N)
+    with torch.no_grad():
+        readout._bias.copy_(torch.randn(N))
+    readout.eval()
+    x = torch.randn(2, C, H, W)
+    tokens = x.flatten(2).transpose(1, 2) + additive_positional_encoding(H, W, C)  # [B, HW, C]
+    keys, values = tokens @ readout.key.weight.T, tokens @ readout.value.weight.T
+    with torch.no_grad():
+        for b in range(2):
+            for n in range(N):
+                a = torch.softmax(keys[b] @ readout.queries[n] / (math.sqrt(C) * 0.7), dim=0)
+                pre = (a @ values[b]) @ readout.features[n] + readout._bias[n]
+                torch.testing.assert_close(readout(x)[b, n], torch.nn.functional.elu(pre) + 1)
+        readout.train()  # dropout on the encoded tokens while training only
+        assert not torch.allclose(readout(x), readout(x))
+
+
+def test_the_egg_variant_fits(registry):
+    x, y = planted_attention()
+    readout = AttentionReadout(variant="egg", embed_dim=16, max_epochs=20).fit(x[:FIT], y[:FIT] - y.min() + 0.1)
+    assert torch.isfinite(held_out_r(readout, x, y)).all()

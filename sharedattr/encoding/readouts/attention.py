@@ -1,25 +1,32 @@
-"""Built-in readout: attention, the V4 readout of EGG (Pierzchlewicz et al. 2023).
+"""Built-in readout: attention over latent positions, in two variants.
 
-The latents ``[C, H, W]`` become ``S = HW`` tokens. Each token is its channel vector
-*concatenated* with a fixed 2-D sinusoidal encoding of its (row, col) position
-(:func:`positional_encoding`). A key and a value embedding, both linear maps to ``d``
-dimensions shared by all neurons, give ``k_s`` and ``v_s``. Each neuron has a learned
-query ``q_n`` and feature vector ``f_n`` ``[d]``:
+The latents ``[C, H, W]`` become ``S = HW`` tokens. A key and a value embedding, both linear maps to ``d``
+dimensions shared by all neurons, give ``k_s`` and ``v_s``. Each neuron has a learned query ``q_n`` and feature
+vector ``f_n`` ``[d]``:
 
-``a_n = softmax_s(k_s · q_n / T)``, ``z_n = Σ_s a_sn v_s`` ``[d]``, ``r_n = φ(⟨f_n, z_n⟩ + b_n)``.
+``a_n = softmax_s(k_s · q_n · σ / T)``, ``z_n = Σ_s a_sn v_s`` ``[d]``, ``r_n = φ(⟨f_n, z_n⟩ + b_n)``.
 
-The embeddings have no bias: a key bias shifts every score of a neuron equally (no effect
-on the softmax), and a value bias only adds a constant to ``z_n`` (absorbed by ``b_n``).
-Trained by SGD with L1 penalties on features and queries.
+- ``variant = "compact"`` (default): each token is its channel vector *concatenated* with a fixed 2-D sinusoidal
+  encoding of its (row, col) position scaled to [-1, 1] (:func:`positional_encoding`, ``4F`` features); σ = 1, no
+  dropout, ``d = 16``, identity φ. Small and quick to fit on small data.
+- ``variant = "egg"``: the V4 readout of the EGG paper (Pierzchlewicz et al. 2023, the sinzlab attention readout):
+  each token is its channel vector *plus* a sinusoidal encoding over all ``C`` channels
+  (:func:`additive_positional_encoding`: the first ``C/2`` channels encode the row, the others the column,
+  transformer frequencies ``10000^(-2k/m)``), with dropout (0.1) on the sum while training; σ = 1/√C, ``d = 128``,
+  φ = ELU + 1.
+
+The embeddings have no bias: a key bias shifts every score of a neuron equally (no effect on the softmax), and a
+value bias only adds a constant to ``z_n`` (absorbed by ``b_n``). Trained by SGD with L1 penalties on features and
+queries.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from sharedattr.encoding.readouts.training import TrainedReadout, TrainedReadoutParams, l1_penalty
@@ -29,13 +36,34 @@ from sharedattr.plugins.hookspecs import hookimpl
 class AttentionParams(TrainedReadoutParams):
     """Params of the ``attention`` readout."""
 
-    embed_dim: int = Field(16, ge=1, description="Dimension d of the shared key and value embeddings.")
+    variant: Literal["compact", "egg"] = Field(
+        "compact",
+        description="compact: a concatenated 4F-feature position encoding, no scale or dropout, d = 16, identity "
+        "output; egg: the EGG paper's V4 readout (an additive encoding over all channels with dropout, scores "
+        "scaled by 1/√C, d = 128, ELU + 1 output). The variant sets the defaults of embed_dim, pos_dropout and "
+        "nonlinearity; fields given explicitly win.",
+    )
+    embed_dim: int = Field(16, ge=1, description="Dimension d of the shared key and value embeddings (egg: 128).")
+    pos_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout on the position-encoded tokens while training (egg: 0.1)."
+    )
     temperature: float = Field(1.0, gt=0, description="Softmax temperature T of the attention scores k·q / T.")
     pos_frequencies: int = Field(
         4, ge=1, description="Frequencies per axis of the sinusoidal position encoding (4 features each)."
     )
     l1_features: float = Field(1e-3, ge=0, description="L1 penalty on each neuron's feature vector.")
     l1_queries: float = Field(1e-3, ge=0, description="L1 penalty on each neuron's query vector.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variant_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("variant") == "egg":
+            data = {**EGG_DEFAULTS, **data}
+        return data
+
+
+EGG_DEFAULTS = {"embed_dim": 128, "pos_dropout": 0.1, "nonlinearity": "elu1"}
+"""What ``variant = "egg"`` sets unless given: the EGG paper's embedding size, dropout and output nonlinearity."""
 
 
 def positional_encoding(height: int, width: int, n_frequencies: int) -> Tensor:
@@ -54,6 +82,27 @@ def positional_encoding(height: int, width: int, n_frequencies: int) -> Tensor:
     return torch.cat([rows, cols], dim=2).reshape(height * width, 4 * n_frequencies)
 
 
+def additive_positional_encoding(height: int, width: int, channels: int) -> Tensor:
+    """The EGG readout's encoding ``[H·W, C]``, added to the latents, row-major like ``latents.flatten(2)``.
+
+    The first ``m = C // 2`` channels encode the row index ``i``, the other ``C − m`` the column index ``j``
+    (integer positions): for an axis of ``m`` channels, channel ``2k`` is ``sin(i ω_k)`` and ``2k + 1`` is
+    ``cos(i ω_k)``, with ``ω_k = 10000^(−2k/m)`` (the transformer's frequencies).
+    """
+
+    def axis(n: int, m: int) -> Tensor:
+        k = torch.arange(0, m, 2, dtype=torch.float64)
+        angles = torch.arange(n, dtype=torch.float64)[:, None] * torch.pow(10000.0, -k / m)[None, :]  # [n, ⌈m/2⌉]
+        out = torch.empty(n, m, dtype=torch.float64)
+        out[:, 0::2] = angles.sin()
+        out[:, 1::2] = angles.cos()[:, : m // 2]
+        return out
+
+    rows, cols = axis(height, channels // 2), axis(width, channels - channels // 2)
+    grid = torch.cat([rows[:, None, :].expand(-1, width, -1), cols[None, :, :].expand(height, -1, -1)], dim=2)
+    return grid.reshape(height * width, channels).float()
+
+
 class AttentionReadout(TrainedReadout):
     """``r_n = φ(⟨f_n, Σ_s softmax_s(k_s·q_n / T) v_s⟩ + b_n)`` with queries ``q`` and features ``f`` ``[N, d]``."""
 
@@ -69,25 +118,33 @@ class AttentionReadout(TrainedReadout):
         self.register_buffer("position", None, persistent=False)
 
     def initialize(self, latent_shape: tuple[int, ...], n_neurons: int) -> None:
-        """Allocate the bias ``[N]``, key and value embeddings ``C + 4F → d``, queries and features ``[N, d]``.
+        """Allocate the bias ``[N]``, key and value embeddings (``C + 4F → d``; egg: ``C → d``), queries and features
+        ``[N, d]``.
 
-        The position encoding ``[HW, 4F]`` is a fixed, non-persistent buffer rebuilt here.
+        The position encoding (``[HW, 4F]``; egg: ``[HW, C]``) is a fixed, non-persistent buffer rebuilt here.
         """
         super().initialize(latent_shape, n_neurons)
         c, h, w = self.latent_shape
         d, n_freq = self.hparams.embed_dim, self.hparams.pos_frequencies
-        self.position = positional_encoding(h, w, n_freq)
-        self.key = nn.Linear(c + 4 * n_freq, d, bias=False)
-        self.value = nn.Linear(c + 4 * n_freq, d, bias=False)
+        additive = self.hparams.variant == "egg"
+        self.position = additive_positional_encoding(h, w, c) if additive else positional_encoding(h, w, n_freq)
+        width = c if additive else c + 4 * n_freq
+        self.key = nn.Linear(width, d, bias=False)
+        self.value = nn.Linear(width, d, bias=False)
+        self.score_scale = 1 / math.sqrt(c) if additive else 1.0
+        self.dropout = nn.Dropout(self.hparams.pos_dropout)
         self.queries = nn.Parameter(torch.randn(n_neurons, d) / math.sqrt(d))
         self.features = nn.Parameter(torch.randn(n_neurons, d) / math.sqrt(d))
 
     def attention(self, latents: Tensor) -> tuple[Tensor, Tensor]:
         """Attention weights ``a`` ``[B, N, S]`` (summing to 1 over the ``S = HW`` pixels) and values ``v``
         ``[B, S, d]``."""
-        x = self.spatial(latents)
-        tokens = torch.cat([x.flatten(2).transpose(1, 2), self.position.expand(x.shape[0], -1, -1)], dim=2)
-        scores = torch.einsum("bsd,nd->bns", self.key(tokens), self.queries) / self.hparams.temperature
+        x = self.spatial(latents).flatten(2).transpose(1, 2)  # [B, S, C]
+        position = self.position.to(x.dtype).expand(x.shape[0], -1, -1)
+        tokens = x + position if self.hparams.variant == "egg" else torch.cat([x, position], dim=2)
+        tokens = self.dropout(tokens)
+        scores = torch.einsum("bsd,nd->bns", self.key(tokens), self.queries)
+        scores = scores * self.score_scale / self.hparams.temperature
         return scores.softmax(dim=2), self.value(tokens)
 
     def pooled(self, latents: Tensor) -> Tensor:
@@ -111,6 +168,6 @@ def register_readouts(register):
         "attention",
         AttentionReadout,
         params=AttentionParams,
-        description="EGG's V4 readout: per-neuron query attends over positional-encoded latents; SGD, "
-        "L1 features/queries.",
+        description="Attention over latent positions: a per-neuron query attends over position-encoded latents "
+        "(variant egg: the EGG paper's V4 readout); SGD, L1 features/queries.",
     )
