@@ -104,7 +104,11 @@ def fit_readout(
             "stimuli."
         )
     if saved is None:
-        readout.fit(latents[train], responses[train])
+        fit_rows = getattr(readout, "fit_rows", None)  # optional: a fit on the training rows without copying them
+        if callable(fit_rows):
+            fit_rows(latents, responses, train)
+        else:
+            readout.fit(latents[train], responses[train])
     else:
         readout.initialize(tuple(latents.shape[1:]), len(neuron_ids))
         load_readout_state(readout, saved / READOUT_FILE)

@@ -20,7 +20,8 @@ The stages (:mod:`sharedattr.experiment.stages`) use the components named in the
 - ``work/``: finished work items (per method × block of ``batch_size`` pairs: its maps, and its
   scores per metric × image), so a second run of the same spec, or a run after an
   interruption, recomputes nothing that was finished (see docs/scaling.md);
-- ``timings.json``: seconds spent in each stage;
+- ``timings.json``: per stage, its wall time (``seconds``) and peak resident memory (``peak_rss_mb``, see
+  :class:`~sharedattr.experiment.context.StageTimer`);
 - ``report.html``: a self-contained HTML report of all of the above (rebuild it with ``sharedattr report``).
 """
 
@@ -129,8 +130,9 @@ def _run_locked(ctx: RunContext, spec: ExperimentSpec, out: Path) -> RunResult |
     summary = write_outputs(spec, out, experiment, explanation, methods, metrics)
     ctx.mark("synthesize")
     synthesize_stage(ctx, spec, experiment, neurons, out)
-    durations = ctx.timer.durations()
-    atomic_write_json(out / "timings.json", durations)
+    stages = ctx.timer.stages()  # {stage: {seconds, peak_rss_mb, peak_of}}; the report also reads {stage: seconds}
+    atomic_write_json(out / "timings.json", stages)
+    durations = {stage: record["seconds"] for stage, record in stages.items()}
     write_report(out)
     write_manifest(out)
     reused = {

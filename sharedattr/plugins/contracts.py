@@ -51,7 +51,8 @@ class Readout(Protocol):
 
     def fit(self, latents: Tensor, responses: Tensor) -> Readout:
         """Initialize, then fit in place to latents ``[B, ...]`` and responses ``[B, N]`` (NaN = missing); returns
-        self."""
+        self. (Optional, besides: ``fit_rows(latents, responses, rows)`` fits on the rows ``rows`` of both without
+        copying them; the run calls it where a readout has it, as ridge does.)"""
 
     def __call__(self, latents: Tensor) -> Tensor:
         """Latents ``[B, ...]`` → responses ``[B, N]``."""

@@ -118,15 +118,28 @@ class RunDir:
         return components.load(self.path / COMPONENTS_FILE, self.spec)
 
     @cached_property
-    def timings(self) -> dict[str, float] | None:
+    def timings(self) -> dict[str, dict[str, Any]] | None:
+        """``timings.json`` per stage: ``seconds``, ``peak_rss_mb`` (MB, or None) and ``peak_of`` ("stage",
+        "process", or None where not recorded). Reads both the file of older runs, ``{stage: seconds}``, and
+        ``{stage: {seconds, peak_rss_mb, peak_of}}`` (:class:`~sharedattr.experiment.context.StageTimer`)."""
         path = self.path / "timings.json"
         timings = read_json(path)
         if timings is None:
             return None
+        out: dict[str, dict[str, Any]] = {}
         try:
-            return {str(k): float(v) for k, v in timings.items()}
-        except (AttributeError, TypeError, ValueError) as err:
+            for stage, value in timings.items():
+                if isinstance(value, dict):
+                    peak, of = value.get("peak_rss_mb"), value.get("peak_of")
+                    if of not in (None, "stage", "process"):
+                        raise ValueError(f"{stage}: peak_of {of!r} is not 'stage' or 'process'")
+                    record = {"seconds": float(value["seconds"]), "peak_rss_mb": None if peak is None else float(peak)}
+                    out[str(stage)] = {**record, "peak_of": of}
+                else:  # older runs: seconds only
+                    out[str(stage)] = {"seconds": float(value), "peak_rss_mb": None, "peak_of": None}
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
             raise damaged(path, err) from None
+        return out
 
     @cached_property
     def model_meta(self) -> dict[str, Any] | None:

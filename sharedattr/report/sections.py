@@ -204,7 +204,7 @@ def summary(ctx: Context) -> Section:
     run, spec = ctx.run, ctx.run.spec
     r = [to_float(s["test_r"]) for s in run.scores or []]
     finite = [x for x in r if math.isfinite(x)]
-    total = sum(run.timings.values()) if run.timings else math.nan
+    total = sum(t["seconds"] for t in run.timings.values()) if run.timings else math.nan
     methods = ctx.methods
     metrics = list(dict.fromkeys(s.metric for s in run.summary or []))
     pref = (spec.get("data") or {}).get("preferred_category")
@@ -651,19 +651,24 @@ def synthesis(ctx: Context) -> Section | None:
 
 # 9 ---------------------------------------------------------------------------------------------
 def timings(ctx: Context) -> Section:
-    """Seconds per pipeline stage, with bars; attribution time per method when ``methods.csv`` exists."""
+    """Seconds and peak resident memory per pipeline stage, with bars; attribution time per method when
+    ``methods.csv`` exists. Runs older than the peak record show seconds only."""
     t = ctx.run.timings
     if not t:
         return empty("timings", "timings.json is missing.")
-    total, longest = sum(t.values()) or 1.0, max(t.values()) or 1.0
+    seconds = {stage: record["seconds"] for stage, record in t.items()}
+    total, longest = sum(seconds.values()) or 1.0, max(seconds.values()) or 1.0
+    peaks = [r["peak_rss_mb"] for r in t.values() if r["peak_rss_mb"] is not None]
     stages = [
         {
             "stage": stage,
             "seconds": f"{sec:.2f}",
             "share": f"{100 * sec / total:.0f}%",
             "width": max(1, round(240 * sec / longest)),
+            "peak": "–" if t[stage]["peak_rss_mb"] is None else f"{t[stage]['peak_rss_mb']:.0f}",
+            "process": t[stage]["peak_of"] == "process",
         }
-        for stage, sec in t.items()
+        for stage, sec in seconds.items()
     ]
     methods = [
         {
@@ -674,7 +679,17 @@ def timings(ctx: Context) -> Section:
         }
         for m in read_csv(ctx.run.path / "methods.csv") or []
     ]
-    return Section("timings", {"stages": stages, "total": f"{sum(t.values()):.2f}", "methods": methods})
+    return Section(
+        "timings",
+        {
+            "stages": stages,
+            "total": f"{sum(seconds.values()):.2f}",
+            "peak": f"{max(peaks):.0f}" if peaks else "–",
+            "has_peaks": bool(peaks),
+            "any_process": any(s["process"] for s in stages),
+            "methods": methods,
+        },
+    )
 
 
 def all_sections(ctx: Context) -> list[Section]:

@@ -54,7 +54,9 @@ class CosineMatcher(Matcher):
             return super().similarity_factored(query, weight, latents)
         norm_q = query.norm(dim=-1).clamp(min=self.eps)  # [G, Q]
         sim = _weighted_dot(query, weight, latents)
-        norm_k = (latents.square() @ weight.square().T).T.sqrt().clamp(min=self.eps)  # [G, K]
+        w2 = weight.square().T  # [D, G]
+        rows = max(1, (64 << 20) // max(1, latents.shape[1] * latents.element_size()))  # square 64 MiB at a time
+        norm_k = torch.cat([chunk.square() @ w2 for chunk in latents.split(rows)]).T.sqrt().clamp(min=self.eps)
         return sim.div_(norm_q[..., None]).div_(norm_k[:, None, :])
 
 

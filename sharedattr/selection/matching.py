@@ -94,7 +94,8 @@ def shared_latents(
     ``pooled`` returns a view expanded along the neuron axis. On ``device``, float32.
     """
     method = getattr(readout, "shared_pooled", None)
-    out = []
+    out: Tensor | None = None  # filled block by block: no second copy of [len(rows), D] while concatenating
+    start = 0
     for r in rows.split(batch_size):
         x = latents[r].to(device)
         if callable(method):
@@ -104,8 +105,11 @@ def shared_latents(
             if pooled.shape[1] > 1 and pooled.stride(1) != 0:
                 return None
             z = pooled[:, 0]
-        out.append(z.float())
-    return torch.cat(out) if out else None
+        if out is None:
+            out = torch.empty(len(rows), z.shape[1], dtype=torch.float32, device=z.device)
+        out[start : start + len(r)] = z
+        start += len(r)
+    return out
 
 
 def match_drivers(

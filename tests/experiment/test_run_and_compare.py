@@ -14,7 +14,7 @@ import sharedattr
 from sharedattr.attribution.parallel_backprop import ParallelBackprop
 from sharedattr.config.validation import validate_experiment
 from sharedattr.encoding.readouts.factorized import FactorizedReadout
-from sharedattr.experiment.run import run_experiment
+from sharedattr.experiment.run import STAGES, run_experiment
 from sharedattr.experiment.tables import RESULT_COLUMNS
 from sharedattr.metrics.complexity import GiniMetric
 from sharedattr.runtime.errors import SpecError, UserError
@@ -62,6 +62,11 @@ def test_run_produces_a_tidy_table_per_pair_method_metric(tiny_config, tmp_path)
     for name in ["figures/fit.png", "synthesis/images.png"]:
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     assert len(list((tmp_path / "figures").glob("neuron_*.png"))) == 2
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert list(timings) == list(STAGES) and result.timings == {s: t["seconds"] for s, t in timings.items()}
+    for record in timings.values():  # wall time and peak resident memory per stage
+        assert set(record) == {"seconds", "peak_rss_mb", "peak_of"} and record["seconds"] >= 0
+        assert record["peak_rss_mb"] > 50 and record["peak_of"] in ("stage", "process")  # torch alone is more
 
 
 def test_a_second_run_reuses_the_model_maps_and_scores(tiny_config, tmp_path, monkeypatch):

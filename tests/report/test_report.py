@@ -603,6 +603,62 @@ def test_missing_optional_files_leave_notes(run_copy):
     assert "Selectivity unavailable" in text
 
 
+def timings_rows(html: str) -> dict[str, list[str]]:
+    """The cells of the timings table, by stage."""
+    section = html[html.index("<h2>Timings</h2>") :]
+    table = section[: section.index("</table>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)
+    cells = [[text_of(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S)] for r in rows]
+    return {c[0]: c[1:] for c in cells if c}
+
+
+def test_the_timings_show_seconds_and_peak_memory_per_stage(tiny_run):
+    timings = json.loads((tiny_run / "timings.json").read_text())
+    rows = timings_rows((tiny_run / "report.html").read_text(encoding="utf-8"))
+    assert list(rows) == [*timings, "total"]
+    for stage, record in timings.items():
+        seconds, _, _, peak = rows[stage]
+        assert seconds == f"{record['seconds']:.2f}"
+        assert peak.rstrip("*") == f"{record['peak_rss_mb']:.0f}" and float(peak.rstrip("*")) > 0
+    assert rows["total"][-1] == f"{max(r['peak_rss_mb'] for r in timings.values()):.0f}"
+    assert "Peak MB: the highest resident memory" in text_of((tiny_run / "report.html").read_text(encoding="utf-8"))
+
+
+def test_an_old_timings_file_of_seconds_still_renders(run_copy):
+    (run_copy / "timings.json").write_text(json.dumps({"fit": 1.5, "match": 0.25, "attribute": 2.0}))
+    html = write_report(run_copy).read_text(encoding="utf-8")
+    rows = timings_rows(html)
+    assert rows["fit"][0] == "1.50" and rows["fit"][-1] == "–" and rows["total"][0] == "3.75"
+    assert "Peak memory per stage was not recorded" in text_of(html)
+    assert "Total run time 3.8 s" in text_of(html)
+
+
+def test_a_peak_that_could_not_be_reset_is_marked(run_copy):
+    timings = {"fit": {"seconds": 2.0, "peak_rss_mb": 900.4, "peak_of": "process"}, "match": 0.5}
+    (run_copy / "timings.json").write_text(json.dumps(timings))
+    html = write_report(run_copy).read_text(encoding="utf-8")
+    rows = timings_rows(html)
+    assert rows["fit"][-1] == "900*" and rows["match"][-1] == "–" and rows["total"][-1] == "900"
+    assert "could not be reset at this stage" in text_of(html)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'{"fit": "fast"}',
+        b'{"fit": {"peak_rss_mb": 3}}',
+        b'{"fit": {"seconds": 1, "peak_of": 3}}',
+    ],
+)
+def test_a_damaged_timings_file_is_a_one_line_user_error(run_copy, damage):
+    (run_copy / "timings.json").write_bytes(damage)
+    with pytest.raises(UserError, match=r"timings\.json: damaged \(.*\); run `sharedattr run` again") as err:
+        build_report(run_copy)
+    assert "\n" not in str(err.value)
+
+
 def test_stale_maps_are_not_drawn(run_copy):
     maps = load_file(str(run_copy / "maps.safetensors"))
     save_file(maps, str(run_copy / "maps.safetensors"), metadata={"pairs": "a|b|c"})

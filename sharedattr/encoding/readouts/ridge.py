@@ -91,23 +91,26 @@ class _Spectrum:
         return self.vecs @ (self.uty / (self.lam[:, None] + alpha[None, :]))
 
 
-def _gram(x: Tensor, block: int = 512) -> Tensor:
-    """``x xᵀ`` ``[n, n]`` from the upper block triangle only, mirrored: about 5/8 of a full product's work.
+def _gram(x: Tensor, block: int = 512, out: Tensor | None = None) -> Tensor:
+    """``x xᵀ`` ``[n, n]`` from the upper block triangle only, mirrored: about 5/8 of a full product's work; added to
+    ``out`` when given (to sum it over column blocks of ``x``).
 
     (BLAS has a symmetric rank-k update for this; torch exposes none.) Rows go in ``block``-row
     blocks, at most 4 per side, so each product stays large.
     """
     n = x.shape[0]
     block = max(block, -(-n // 4))
+    if out is None:
+        out = torch.zeros(n, n, dtype=x.dtype, device=x.device)
     if n <= block:
-        return x @ x.T
-    out = torch.empty(n, n, dtype=x.dtype, device=x.device)
+        out += x @ x.T
+        return out
     for i in range(0, n, block):
         for j in range(i, n, block):
             part = x[i : i + block] @ x[j : j + block].T
-            out[i : i + block, j : j + block] = part
+            out[i : i + block, j : j + block] += part
             if j != i:
-                out[j : j + block, i : i + block] = part.T
+                out[j : j + block, i : i + block] += part.T
     return out
 
 
@@ -155,6 +158,49 @@ def _loo_sse(
     return sse
 
 
+BLOCK_BYTES = 32 * 2**20
+"""Bytes of one float64 block of the features converted at a time: the fit never holds the features in float64."""
+
+
+def _blocks(length: int, other: int) -> list[slice]:
+    """Slices of ``range(length)`` of about :data:`BLOCK_BYTES` of float64 ``[·, other]`` each.
+
+    They depend on the shape only (never on the thread count), so the sums over blocks are the same everywhere.
+    """
+    step = max(1, BLOCK_BYTES // (8 * max(other, 1)))
+    return [slice(start, min(start + step, length)) for start in range(0, length, step)]
+
+
+def _float64(x: Tensor, rows: Tensor | None, cols: slice = slice(None)) -> Tensor:
+    """``x[rows, cols]`` (all rows when None) in float64, contiguous: a copy, except of a whole float64 ``x``."""
+    part = x[:, cols] if rows is None else x[rows, cols]
+    return part.to(torch.float64).contiguous()
+
+
+def _primal_moments(x: Tensor, rows: Tensor, y: Tensor, fit_intercept: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean ``xm [D]``, ``xcᵀxc [D, D]`` and ``xcᵀy [D, N]`` of the images ``rows [n]`` of ``x`` (centred by ``xm``
+    when ``fit_intercept``; ``y [n, N]`` already centred), summed over float64 row blocks."""
+    d = x.shape[1]
+    xm = torch.zeros(d, dtype=torch.float64)
+    if fit_intercept:
+        for at in _blocks(len(rows), d):
+            xm += _float64(x, rows[at]).sum(0)
+        xm /= len(rows)
+    xtx = torch.zeros(d, d, dtype=torch.float64)
+    xty = torch.zeros(d, y.shape[1], dtype=torch.float64)
+    for at in _blocks(len(rows), d):
+        block = _float64(x, rows[at]) - xm
+        xtx += block.T @ block
+        xty += block.T @ y[at]
+        del block  # one block at a time
+    return xm, xtx, xty
+
+
+def _primal_project(x: Tensor, rows: Tensor, xm: Tensor, vecs: Tensor) -> Tensor:
+    """``(x[rows] − xm) V`` ``[n, k]`` over float64 row blocks."""
+    return torch.cat([(_float64(x, rows[at]) - xm) @ vecs for at in _blocks(len(rows), x.shape[1])])
+
+
 def ridge_cv(
     x: Tensor,
     y: Tensor,
@@ -164,18 +210,24 @@ def ridge_cv(
     generator: torch.Generator,
     pca: int | None = None,
     cv: Literal["kfold", "loo"] = "kfold",
+    rows: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Fit ridge for all neurons at once. ``x [n, D]``, ``y [n, N]`` (no NaN) → ``W [N, D]``, ``b [N]``, ``α [N]``.
+    """Fit ridge for all neurons at once. ``x [S, D]``, ``y [n, N]`` (no NaN) → ``W [N, D]``, ``b [N]``, ``α [N]``.
 
-    The penalty of each neuron minimises its cross-validated squared error over ``alphas``:
-    k-fold (``cv = "kfold"``, ``folds`` folds from ``generator``) or exact leave-one-out
-    (``cv = "loo"``, from the eigendecomposition of the final fit, as scikit-learn's
-    ``RidgeCV(alphas, alpha_per_target=True)``; no ``pca``). In the dual form (``n < D``)
-    one Gram matrix ``x xᵀ`` serves every fold and the final fit: centring is applied to
-    its blocks, and ``x`` is touched only to form it and to map the final dual coefficients
-    back to weights.
+    ``rows [n]`` picks the images of ``x`` to fit on (all ``S = n`` when None), without copying them. The
+    penalty of each neuron minimises its cross-validated squared error over ``alphas``: k-fold
+    (``cv = "kfold"``, ``folds`` folds from ``generator``) or exact leave-one-out (``cv = "loo"``, from the
+    eigendecomposition of the final fit, as scikit-learn's ``RidgeCV(alphas, alpha_per_target=True)``; no
+    ``pca``). Everything is computed in float64, but ``x`` (float32 or float64, possibly memory-mapped) is
+    only ever read in float64 blocks of :data:`BLOCK_BYTES`: in the dual form (``n < D``) one Gram matrix
+    ``x xᵀ`` ``[n, n]``, built over column blocks, serves every fold and the final fit (centring is applied
+    to its blocks), and a second pass over the column blocks maps the dual coefficients to weights; in the
+    primal form the row blocks are centred as they are read. ``W`` has ``x``'s dtype (at least float32);
+    ``b`` and ``α`` are float64.
     """
-    n, d = x.shape
+    n, d = (x.shape[0] if rows is None else len(rows)), x.shape[1]
+    if y.shape[0] != n:
+        raise ValueError(f"ridge_cv: {n} images of x but {y.shape[0]} rows of y")
     if cv not in ("kfold", "loo"):
         raise ValueError(f"unknown cv {cv!r}; use kfold or loo")
     if cv == "loo" and pca is not None:
@@ -184,57 +236,110 @@ def ridge_cv(
         raise UserError(f"ridge readout: {n} training images cannot be split into {folds} folds; lower 'folds'")
     if cv == "loo" and n < 2 + fit_intercept:
         raise UserError(f"ridge readout: leave-one-out needs at least {2 + fit_intercept} training images; got {n}")
-    dual = n < d
-    gram = _gram(x) if dual else None  # [n, n], uncentred
+    y = y.to(torch.float64)
+    out_dtype = torch.promote_types(x.dtype, torch.float32)
+    ym = y.mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=torch.float64)
+    if n >= d:
+        return _primal_fit(x, y, ym, alphas, folds, fit_intercept, generator, pca, cv, rows, out_dtype)
+    gram = torch.zeros(n, n, dtype=torch.float64)  # uncentred x xᵀ
+    xm = torch.zeros(d, dtype=torch.float64)
+    for cols in _blocks(d, n):
+        block = _float64(x, rows, cols)  # [n, c]
+        _gram(block, out=gram)
+        if fit_intercept:
+            xm[cols] = block.mean(0)
+        del block  # one block at a time
     if cv == "kfold":
-        alpha = alphas[_kfold_sse(x, y, gram, alphas, folds, fit_intercept, generator, pca).argmin(0)]
-    xm = x.mean(0) if fit_intercept else torch.zeros(d, dtype=x.dtype)
-    ym = y.mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
-    if dual:
-        spectrum = _Spectrum(_centre_gram(gram, gram) if fit_intercept else gram, y - ym, pca)
-        if cv == "loo":
-            ones_proj = spectrum.vecs.sum(0) if fit_intercept else None  # Qᵀ1
-            alpha = alphas[_loo_sse(spectrum, alphas, ones_proj).argmin(0)]
-        dual_coef = spectrum.solve(alpha)  # [n, N]
-        coef = x.T @ dual_coef - xm[:, None] * dual_coef.sum(0)[None, :]  # (x − 1mᵀ)ᵀ A, without copying x
-    else:
-        xc, yc = x - xm, y - ym
-        spectrum = _Spectrum(xc.T @ xc, xc.T @ yc, pca)
-        if cv == "loo":
-            ones_proj = spectrum.vecs.T @ xc.sum(0) if fit_intercept else None  # Vᵀxᵀ1
-            alpha = alphas[_loo_sse(spectrum, alphas, ones_proj, (xc @ spectrum.vecs, yc)).argmin(0)]
-        coef = spectrum.solve(alpha)  # [D, N]
-    return coef.T.contiguous(), ym - xm @ coef, alpha  # ties: the smallest penalty wins, since alphas are sorted
+        alpha = alphas[_kfold_sse_dual(gram, y, alphas, folds, fit_intercept, generator, pca).argmin(0)]
+    spectrum = _Spectrum(_centre_gram(gram, gram) if fit_intercept else gram, y - ym, pca)
+    if cv == "loo":
+        ones_proj = spectrum.vecs.sum(0) if fit_intercept else None  # Qᵀ1
+        alpha = alphas[_loo_sse(spectrum, alphas, ones_proj).argmin(0)]
+    dual_coef = spectrum.solve(alpha)  # [n, N]
+    dual_sum = dual_coef.sum(0)
+    weight = torch.empty(y.shape[1], d, dtype=out_dtype)
+    bias = ym.clone()
+    for cols in _blocks(d, n):
+        block = _float64(x, rows, cols)
+        coef = block.T @ dual_coef - xm[cols, None] * dual_sum[None, :]  # (x − 1mᵀ)ᵀ A  [c, N]
+        del block
+        weight[:, cols] = coef.T
+        bias -= xm[cols] @ coef
+    return weight, bias, alpha  # ties: the smallest penalty wins, since alphas are sorted
 
 
-def _kfold_sse(
+def _primal_fit(
     x: Tensor,
     y: Tensor,
-    gram: Tensor | None,
+    ym: Tensor,
+    alphas: Tensor,
+    folds: int,
+    fit_intercept: bool,
+    generator: torch.Generator,
+    pca: int | None,
+    cv: str,
+    rows: Tensor | None,
+    out_dtype: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`ridge_cv` in the primal form (``n ≥ D``), from ``xᵀx`` ``[D, D]`` built over row blocks."""
+    rows = torch.arange(x.shape[0]) if rows is None else rows
+    if cv == "kfold":
+        alpha = alphas[_kfold_sse_primal(x, rows, y, alphas, folds, fit_intercept, generator, pca).argmin(0)]
+    yc = y - ym
+    xm, xtx, xty = _primal_moments(x, rows, yc, fit_intercept)
+    spectrum = _Spectrum(xtx, xty, pca)
+    if cv == "loo":
+        basis = _primal_project(x, rows, xm, spectrum.vecs)  # [n, k]
+        ones_proj = basis.sum(0) if fit_intercept else None  # Vᵀxcᵀ1 (≈ 0 for centred x)
+        alpha = alphas[_loo_sse(spectrum, alphas, ones_proj, (basis, yc)).argmin(0)]
+    coef = spectrum.solve(alpha)  # [D, N]
+    return coef.T.to(out_dtype), ym - xm @ coef, alpha
+
+
+def _kfold_sse_dual(
+    gram: Tensor,
+    y: Tensor,
     alphas: Tensor,
     folds: int,
     fit_intercept: bool,
     generator: torch.Generator,
     pca: int | None,
 ) -> Tensor:
-    """k-fold cross-validated squared error ``[A, N]`` per penalty and neuron (``gram``: ``x xᵀ``, dual form)."""
-    n, d = x.shape
+    """k-fold cross-validated squared error ``[A, N]`` per penalty and neuron from the uncentred ``x xᵀ`` ``[n, n]``."""
+    n = gram.shape[0]
     fold_of = torch.randperm(n, generator=generator) % folds
-    sse = torch.zeros(len(alphas), y.shape[1], dtype=x.dtype)
+    sse = torch.zeros(len(alphas), y.shape[1], dtype=torch.float64)
     for k in range(folds):
         tr, va = fold_of != k, fold_of == k
-        ym = y[tr].mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=x.dtype)
-        if gram is not None:
-            g_tt, g_vt = gram[tr][:, tr], gram[va][:, tr]
-            if fit_intercept:
-                g_tt, g_vt = _centre_gram(g_tt, g_tt), _centre_gram(g_vt, g_tt)
-            spectrum = _Spectrum(g_tt, y[tr] - ym, pca)
-            p = g_vt @ spectrum.vecs
-        else:
-            xm = x[tr].mean(0) if fit_intercept else torch.zeros(d, dtype=x.dtype)
-            xc = x[tr] - xm
-            spectrum = _Spectrum(xc.T @ xc, xc.T @ (y[tr] - ym), pca)
-            p = (x[va] - xm) @ spectrum.vecs
+        ym = y[tr].mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=torch.float64)
+        g_tt, g_vt = gram[tr][:, tr], gram[va][:, tr]
+        if fit_intercept:
+            g_tt, g_vt = _centre_gram(g_tt, g_tt), _centre_gram(g_vt, g_tt)
+        spectrum = _Spectrum(g_tt, y[tr] - ym, pca)
+        sse += (spectrum.predict_all(g_vt @ spectrum.vecs, alphas) + ym - y[va]).pow(2).sum(1)
+    return sse
+
+
+def _kfold_sse_primal(
+    x: Tensor,
+    rows: Tensor,
+    y: Tensor,
+    alphas: Tensor,
+    folds: int,
+    fit_intercept: bool,
+    generator: torch.Generator,
+    pca: int | None,
+) -> Tensor:
+    """k-fold cross-validated squared error ``[A, N]`` per penalty and neuron in the primal form (``x`` read by
+    float64 row blocks of the images ``rows``, ``y [n, N]`` aligned with them)."""
+    fold_of = torch.randperm(len(rows), generator=generator) % folds
+    sse = torch.zeros(len(alphas), y.shape[1], dtype=torch.float64)
+    for k in range(folds):
+        tr, va = fold_of != k, fold_of == k
+        ym = y[tr].mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=torch.float64)
+        xm, xtx, xty = _primal_moments(x, rows[tr], y[tr] - ym, fit_intercept)
+        spectrum = _Spectrum(xtx, xty, pca)
+        p = _primal_project(x, rows[va], xm, spectrum.vecs)
         sse += (spectrum.predict_all(p, alphas) + ym - y[va]).pow(2).sum(1)
     return sse
 
@@ -283,35 +388,55 @@ class RidgeReadout(nn.Module):
         return latents.flatten(1)
 
     def fit(self, latents: Tensor, responses: Tensor) -> RidgeReadout:
-        """Fit all neurons. NaN responses are left out per neuron (neurons sharing a NaN pattern share one fit)."""
-        x = self.features(latents).detach().to(torch.float64).cpu()
+        """Fit all neurons to latents ``[n, ...]`` and responses ``[n, N]``. NaN responses are left out per neuron
+        (neurons sharing a NaN pattern share one fit)."""
+        return self.fit_rows(latents, responses, None)
+
+    def fit_rows(self, latents: Tensor, responses: Tensor, rows: Tensor | None) -> RidgeReadout:
+        """:meth:`fit` on the images ``rows [n]`` of latents ``[S, ...]`` and responses ``[S, N]`` (all when None),
+        without copying them: the same fit as ``fit(latents[rows], responses[rows])``.
+
+        Optional in the readout contract: :func:`~sharedattr.encoding.fit.fit_readout` uses it, where present,
+        instead of :meth:`fit` on a copy of the training rows. Besides ``latents`` (on the CPU, pooling "none"),
+        the fit holds :func:`ridge_cv`'s float64 blocks, ``[n, n]`` matrices and the ``[N, D]`` float32 weights
+        (docs/scaling.md).
+        """
+        x = self.features(latents.detach()).cpu()
+        if x.shape[0] != responses.shape[0]:
+            raise ValueError(f"latents have {x.shape[0]} images but responses {responses.shape[0]}")
         y = responses.detach().to(torch.float64).cpu()
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"latents have {x.shape[0]} images but responses {y.shape[0]}")
+        rows = torch.arange(x.shape[0]) if rows is None else torch.as_tensor(rows).reshape(-1).cpu()
+        if rows.dtype == torch.bool:
+            rows = rows.nonzero().squeeze(1)
+        y = y[rows]
         require_measured_neurons(y, "ridge readout")
         n_neurons = y.shape[1]
         self.initialize(tuple(latents.shape[1:]), n_neurons)
-        weight = torch.zeros(n_neurons, x.shape[1], dtype=torch.float64)
-        bias = torch.zeros(n_neurons, dtype=torch.float64)
-        alpha = torch.zeros(n_neurons, dtype=torch.float64)
         valid = ~torch.isnan(y)
         patterns, group = torch.unique(valid.T, dim=0, return_inverse=True)
+        weight = torch.zeros(n_neurons, x.shape[1]) if len(patterns) > 1 else None
+        bias = torch.zeros(n_neurons, dtype=torch.float64)
+        alpha = torch.zeros(n_neurons, dtype=torch.float64)
         for g, pattern in enumerate(patterns):
             cols = (group == g).nonzero().squeeze(1)
             generator = torch.Generator().manual_seed(self.seed)
-            everything = bool(pattern.all())  # the usual case: no copy of x
             w, b, a = ridge_cv(
-                x if everything else x[pattern],
-                (y if everything else y[pattern])[:, cols],
+                x,
+                y[pattern][:, cols],
                 torch.tensor(self.alphas, dtype=torch.float64),
                 self.folds,
                 self.fit_intercept,
                 generator,
                 self.pca,
                 self.cv,
+                rows=rows[pattern],
             )
-            weight[cols], bias[cols], alpha[cols] = w, b, a
-        self._weight = weight.to(torch.float32)
+            if weight is None:  # one pattern: every neuron, in order
+                weight = w.to(torch.float32)
+            else:
+                weight[cols] = w.to(torch.float32)
+            bias[cols], alpha[cols] = b, a
+        self._weight = weight
         self._bias = bias.to(torch.float32)
         self.alpha = alpha
         return self
