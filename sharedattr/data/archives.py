@@ -24,7 +24,8 @@ error (2 × ``Image.MAX_IMAGE_PIXELS`` pixels), about 716 MB."""
 MAX_COMPRESSION_RATIO = 1000
 """Members that inflate more than this many times are refused as zip bombs (PNG and JPEG barely compress)."""
 
-_OPEN: dict[Path, zipfile.ZipFile] = {}
+_OPEN: dict[tuple[Path, int, int], zipfile.ZipFile] = {}
+"""Open archives by (path, mtime, size): a file replaced at the same path is opened afresh."""
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,11 @@ class ZipMember:
 
     def read_bytes(self) -> bytes:
         """The member's bytes (the archive stays open for the next read)."""
-        archive = _OPEN.get(self.archive)
+        stat = self.archive.stat()
+        key = (self.archive, stat.st_mtime_ns, stat.st_size)
+        archive = _OPEN.get(key)
         if archive is None:
-            archive = _OPEN[self.archive] = zipfile.ZipFile(self.archive)
+            archive = _OPEN[key] = zipfile.ZipFile(self.archive)
         return archive.read(self.name)
 
     def __str__(self) -> str:

@@ -120,3 +120,13 @@ def test_a_run_on_the_brainio_set_fits_like_the_manifest(tiny_data, tiny_config,
         fit_stage(RunContext.start(spec, out, progress=False), spec, out)
         scores.append((out / "scores.csv").read_text())
     assert scores[0] == scores[1]
+
+
+def test_an_archive_replaced_at_the_same_path_is_read_afresh(tmp_path):
+    from sharedattr.data.archives import ZipMember
+
+    archive = tmp_path / "a.zip"
+    for content in (b"first", b"second, longer"):
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("x.png", content)
+        assert ZipMember(archive, "x.png").read_bytes() == content
