@@ -217,6 +217,9 @@ def saved_digest(folder: Path, key: str = "fit_digest") -> str | None:
     except Exception:  # noqa: BLE001 - any damage (JSON, UTF-8, safetensors header, I/O) means: fit again
         matches = False
     if not matches:
-        warnings.warn(f"the saved model in {folder} is damaged or half-saved: fitting it again", stacklevel=2)
+        warnings.warn(
+            f"the saved model in {folder} is damaged, half-saved or written by an older version: fitting it again",
+            stacklevel=2,
+        )
         return None
     return digest
