@@ -139,7 +139,7 @@ def test_a_model_folder_left_half_saved_is_fitted_again(tiny_config, tmp_path, o
 
     with pytest.raises(UserError, match=r"readout.safetensors does not match its model description .*model.json"):
         load_model(out / "model")
-    with pytest.warns(UserWarning, match="damaged or half-saved: fitting it again"):
+    with pytest.warns(UserWarning, match="damaged, half-saved or written by an older version: fitting it again"):
         again = run_experiment(spec, out, progress=False)
     assert again.reused["model"] == 0
     assert (out / "scores.csv").read_bytes() == scores

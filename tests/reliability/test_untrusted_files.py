@@ -139,7 +139,7 @@ def test_a_damaged_saved_readout_is_fitted_again_not_trusted(saved_model, marker
     (saved_model / "model.json").write_text(json.dumps({**meta, "fit_digest": "abc"}))
     assert saved_digest(saved_model) == "abc"
     raw_pickle(saved_model / "readout.safetensors", marker)
-    with pytest.warns(UserWarning, match="damaged or half-saved"):
+    with pytest.warns(UserWarning, match="damaged, half-saved"):
         assert saved_digest(saved_model) is None  # fit_experiment(reuse=True) and evaluators then refit
 
 
