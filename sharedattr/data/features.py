@@ -64,8 +64,25 @@ def _write_header(f: Any, shape: tuple[int, ...]) -> None:
 
 
 def _open(path: Path) -> Tensor:
-    """A cached feature file as a tensor backed by a copy-on-write memory map (no full read)."""
-    return torch.from_numpy(np.load(path, mmap_mode="c"))
+    """A cached feature file as a tensor backed by a copy-on-write memory map (no full read); the map rides along
+    as ``tensor.feature_map`` for :func:`release_pages`."""
+    array = np.load(path, mmap_mode="c")
+    tensor = torch.from_numpy(array)
+    tensor.feature_map = array
+    return tensor
+
+
+def release_pages(latents: Tensor) -> bool:
+    """Let the OS drop the resident pages of a cached feature file's map (``madvise(MADV_DONTNEED)``): they were
+    never written, so the next access reads them from the file again. Returns whether anything was released:
+    False for features held in memory (left untouched) or where ``madvise`` is missing."""
+    import mmap
+
+    handle = getattr(getattr(latents, "feature_map", None), "_mmap", None)
+    if handle is None or not hasattr(handle, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return False
+    handle.madvise(mmap.MADV_DONTNEED)
+    return True
 
 
 @torch.inference_mode()

@@ -29,7 +29,7 @@ from sharedattr.attribution.engine import Explained, ExplainSettings, NamedMetho
 from sharedattr.attribution.memory import bytes_per_image, images_per_pass
 from sharedattr.config.spec import ExperimentSpec
 from sharedattr.data import StimulusSet, load_responses
-from sharedattr.data.features import default_cache_dir, extract_features
+from sharedattr.data.features import default_cache_dir, extract_features, release_pages
 from sharedattr.data.ground_truth import load_neuron_parts, pair_truth
 from sharedattr.data.pairs import PairImages
 from sharedattr.data.stimuli import DataError
@@ -347,6 +347,7 @@ def explain_stage(
             device=ctx.device,
             on=settings.match_on,
         )
+    release_pages(latents)  # attribution reads images, not features: the OS may drop the cached map's pages
     ctx.mark("attribute")
     truth = None if neuron_parts is None else pair_truth(stimuli, neuron_parts, neuron_ids, pairs)
     indices = [i for p in pairs for i in (p.driver, p.reference)]

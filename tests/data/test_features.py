@@ -121,3 +121,22 @@ def test_a_killed_extractions_partial_file_is_removed_and_a_live_ones_kept(tmp_p
         f.write_bytes(b"partial")
     assert remove_dead_writers_temporaries(path) == 1
     assert not dead.exists() and live.exists() and remote.exists() and other.exists()
+
+
+def test_releasing_a_cached_maps_pages_keeps_its_values(tmp_path):
+    """``release_pages`` drops a cached feature file's resident pages (they are read again from the file) and leaves
+    features held in memory alone."""
+    import numpy as np
+    import torch
+
+    from sharedattr.data.features import _open, release_pages
+
+    values = np.random.default_rng(0).standard_normal((64, 8, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "features.npy", values)
+    mapped = _open(tmp_path / "features.npy")
+    before = mapped.clone()
+    assert release_pages(mapped) is True
+    assert torch.equal(mapped, before) and torch.equal(mapped[5:9], torch.from_numpy(values[5:9]))
+    in_memory = torch.from_numpy(values.copy())
+    assert release_pages(in_memory) is False
+    assert torch.equal(in_memory, before)
