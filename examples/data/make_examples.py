@@ -41,6 +41,7 @@ TRIALS = np.array(  # [S, R, N] spikes/s; NaN: the stimulus was shown once
         [[0.0, 50.0], [np.nan, np.nan]],
     ]
 )
+INDEX = {sid: s for s, (sid, _) in enumerate(STIMULI)}  # row of each stimulus in TRIALS
 STARTS = np.arange(-50.0, 250.0, 10.0)  # 30 bins of 10 ms
 WINDOW = (70.0, 170.0)
 
@@ -70,11 +71,10 @@ def presentations() -> list[tuple[str, int]]:
 
 
 def write_plain(out: Path) -> None:
-    index = {sid: s for s, (sid, _) in enumerate(STIMULI)}
     with open(out / "responses.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["stimulus_id", *NEURONS])
-        writer.writerows([sid, *(f"{v:g}" for v in TRIALS[index[sid], r])] for sid, r in presentations())
+        writer.writerows([sid, *(f"{v:g}" for v in TRIALS[INDEX[sid], r])] for sid, r in presentations())
     np.save(out / "responses.npy", TRIALS.astype(np.float32))
     (out / "ids.txt").write_text("".join(f"{sid}\n" for sid, _ in STIMULI))
     (out / "neurons.txt").write_text("".join(f"{n}\n" for n in NEURONS))
@@ -112,19 +112,18 @@ def write_netcdf(out: Path) -> None:
     except ImportError:
         print("xarray missing: assembly.nc and assembly_binned.nc not written (install sharedattr[xarray])")
         return
-    index = {sid: s for s, (sid, _) in enumerate(STIMULI)}
     shown = presentations()
     coords = {
         "stimulus_id": ("presentation", [sid for sid, _ in shown]),
         "repetition": ("presentation", [r for _, r in shown]),
         "neuroid_id": ("neuroid", NEURONS),
     }
-    values = np.stack([TRIALS[index[sid], r] for sid, r in shown])
+    values = np.stack([TRIALS[INDEX[sid], r] for sid, r in shown])
     xr.DataArray(values, dims=("presentation", "neuroid"), coords=coords, name="responses").to_netcdf(
         out / "assembly.nc", engine="h5netcdf"
     )
     psth = binned()
-    bins = np.stack([psth[index[sid], r] for sid, r in shown])  # [P, T, N]
+    bins = np.stack([psth[INDEX[sid], r] for sid, r in shown])  # [P, T, N]
     coords |= {"time_bin_start": ("time_bin", STARTS), "time_bin_end": ("time_bin", STARTS + 10)}
     xr.DataArray(bins, dims=("presentation", "time_bin", "neuroid"), coords=coords, name="responses").to_netcdf(
         out / "assembly_binned.nc", engine="h5netcdf"
@@ -138,7 +137,6 @@ def write_nwb(out: Path) -> None:
     except ImportError:
         print("pynwb missing: session.nwb not written (install sharedattr[nwb])")
         return
-    index = {sid: s for s, (sid, _) in enumerate(STIMULI)}
     nwbfile = NWBFile(
         session_description="sharedattr example session",
         identifier="sharedattr-example",
@@ -151,7 +149,7 @@ def write_nwb(out: Path) -> None:
         onset = 1.0 + p
         table.add_row(start_time=onset, stop_time=onset + 0.3, stimulus_id=sid)
         for n, unit in enumerate(spikes):
-            count = round(TRIALS[index[sid], r, n] * (WINDOW[1] - WINDOW[0]) / 1000)
+            count = round(TRIALS[INDEX[sid], r, n] * (WINDOW[1] - WINDOW[0]) / 1000)
             spikes[unit] += list(onset + (WINDOW[0] + 5 + 9 * np.arange(count)) / 1000)  # inside the window
             spikes[unit] += [onset + 0.02, onset + 0.2]  # before and after it
     for unit, times in spikes.items():

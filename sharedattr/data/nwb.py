@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from sharedattr.data.stimuli import DataError
-from sharedattr.data.trials import Responses, checked, stack_trials, trial_groups
+from sharedattr.data.trials import Responses, as_strings, checked, stack_trials, trial_groups
 from sharedattr.runtime.errors import UserError
 
 TIME_WINDOW_HINT = "NWB spike times need data.time_window = [start_ms, end_ms], e.g. [70, 170]"
@@ -125,7 +125,7 @@ def _read_units(nwbfile: Any) -> tuple[list[str], list[np.ndarray], list[str]]:
     flat = np.asarray(column.target.data[:], dtype=np.float64)
     starts = np.concatenate([[0], ends[:-1]])
     spikes = [np.sort(flat[a:b]) for a, b in zip(starts, ends)]
-    return _as_strings(units.id[:]), spikes, []
+    return as_strings(units.id[:]), spikes, []
 
 
 def _interval_tables(nwbfile: Any) -> dict[str, Any]:
@@ -173,9 +173,9 @@ def _read_presentations(
     column = chosen[stimulus_column]
     if hasattr(column, "target"):
         return [], np.empty(0), [f"column {stimulus_column!r} of {chosen.name!r} is ragged; need one id per row"]
-    row_ids = [sid.strip() for sid in _as_strings(column.data[:])]
+    row_ids = [sid.strip() for sid in as_strings(column.data[:])]
     onsets = np.asarray(chosen["start_time"].data[:], dtype=np.float64)
-    where = [f"intervals table {chosen.name!r}, row {row} (id {i})" for row, i in enumerate(_as_strings(chosen.id[:]))]
+    where = [f"intervals table {chosen.name!r}, row {row} (id {i})" for row, i in enumerate(as_strings(chosen.id[:]))]
     problems = [f"{where[row]}: empty {stimulus_column}" for row, sid in enumerate(row_ids) if not sid]
     problems += [
         f"{where[row]}: start_time {onset} is not finite"
@@ -200,9 +200,3 @@ def _rates(spikes: list[np.ndarray], onsets: np.ndarray, window: tuple[float, fl
 def _columns(table: Any) -> str:
     """A table's column names, comma-separated."""
     return ", ".join(map(str, table.colnames)) or "(no columns)"
-
-
-def _as_strings(values: Any) -> list[str]:
-    """Values as ``str`` (bytes decoded as UTF-8)."""
-    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in items]

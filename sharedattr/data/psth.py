@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from sharedattr.data.stimuli import DataError
+from sharedattr.data.trials import as_strings
 from sharedattr.runtime.errors import UserError
 
 PSTH_DATASET = "psth"
@@ -161,8 +162,8 @@ def read_hdf5(path: Path, window: tuple[float, float] | None) -> tuple[list[str]
             starts, ends = bin_edges(
                 f["time_bin_start"][()], f["time_bin_end"][()] if "time_bin_end" in names else None, path
             )
-            ids = [_text(v) for v in f["stimulus_id"][()].tolist()]
-            neurons = [_text(v) for v in f[neuron_name][()].tolist()]
+            ids = as_strings(f["stimulus_id"][()])
+            neurons = as_strings(f[neuron_name][()])
             problems = [f"duplicate stimulus_id {sid!r}" for sid in sorted({i for i in ids if ids.count(i) > 1})]
             if len(starts) != psth.shape[2]:
                 problems.append(f"{len(starts)} time bins but psth has {psth.shape[2]}")
@@ -178,7 +179,3 @@ def read_hdf5(path: Path, window: tuple[float, float] | None) -> tuple[list[str]
     except OSError as err:
         raise DataError(path, [f"cannot read as HDF5: {err}"]) from None
     return ids, neurons, trials, []
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -45,6 +45,7 @@ from sharedattr.data.stimuli import DataError
 from sharedattr.data.trials import (
     MAX_ABS_RESPONSE,
     Responses,
+    as_strings,
     checked,
     require_measured_neurons,
     stack_trials,
@@ -300,8 +301,8 @@ def _load_netcdf(path: Path, time_window: tuple[float, float] | None = None) -> 
     elif time_window is not None:
         raise DataError(path, [_NO_BINS])
     data = data.transpose(*NETCDF_DIMS)
-    row_ids = _as_strings(data["stimulus_id"].values)
-    neurons = _as_strings(data["neuroid_id"].values if "neuroid_id" in data.coords else data["neuroid"].values)
+    row_ids = as_strings(data["stimulus_id"].values)
+    neurons = as_strings(data["neuroid_id"].values if "neuroid_id" in data.coords else data["neuroid"].values)
     repetition = data["repetition"].values if "repetition" in data.coords else None
     if repetition is not None:
         problems += _duplicate_repetitions(row_ids, repetition)
@@ -359,11 +360,6 @@ def _assembly_problems(data: xarray.DataArray) -> list[str]:
     if "stimulus_id" not in data.coords:
         problems.append("no stimulus_id coordinate on the presentation dim")
     return problems
-
-
-def _as_strings(values: np.ndarray) -> list[str]:
-    """Coordinate values as ``str`` (bytes decoded as UTF-8)."""
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values.tolist()]
 
 
 def _duplicate_repetitions(row_ids: Sequence[str], repetition: np.ndarray) -> list[str]:

@@ -20,6 +20,13 @@ from torch import Tensor
 from sharedattr.data.stimuli import DataError, StimulusSet
 from sharedattr.runtime.errors import UserError
 
+
+def as_strings(values: object) -> list[str]:
+    """Ids read from a file (an array or any sequence) as ``str``, bytes decoded as UTF-8."""
+    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in items]
+
+
 MAX_ABS_RESPONSE = 1e15
 """Largest response magnitude accepted: float32 sums of squares of a million such values stay finite."""
 
