@@ -29,7 +29,7 @@ from sharedattr.plugins.registry import Registry
 from sharedattr.plugins.specs import BackboneSpec, ComponentSpec, ReadoutSpec
 from sharedattr.runtime.errors import MissingFileError, UnknownComponentError, UserError
 from sharedattr.runtime.io import atomic_save_tensors, atomic_write_json
-from sharedattr.runtime.work_store import tensors_checksum
+from sharedattr.runtime.work_store import tensor_bytes, tensors_checksum
 
 MODEL_FILE = "model.json"
 READOUT_FILE = "readout.safetensors"
@@ -39,10 +39,9 @@ MODEL_FORMAT = 1
 def backbone_checksum(backbone: nn.Module) -> str:
     """SHA-256 over the backbone's parameters and buffers (names, shapes and bytes)."""
     h = hashlib.sha256()
-    for name, tensor in sorted(backbone.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
+    for name, t in sorted(backbone.state_dict().items()):
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(tensor_bytes(t))
     return h.hexdigest()
 
 

@@ -31,15 +31,22 @@ def work_key(**payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def tensor_bytes(t: Tensor) -> bytes:
+    """The raw bytes of ``t``'s elements in row-major order, whatever its strides (a size-1 dimension may carry any
+    stride, which ``view(torch.uint8)`` refuses): a fresh standard-strided copy is read."""
+    if not t.numel():
+        return b""
+    flat = t.detach().cpu().reshape(-1).clone(memory_format=torch.contiguous_format)
+    return flat.view(torch.uint8).numpy().tobytes()
+
+
 def tensors_checksum(tensors: Mapping[str, Tensor]) -> str:
     """SHA-256 over ``tensors``' names, dtypes, shapes and bytes (name order irrelevant)."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu()
+        t = tensors[name]
         h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        if t.numel():  # a fresh standard-strided copy: a size-1 dimension may carry any stride
-            flat = t.reshape(-1).clone(memory_format=torch.contiguous_format)
-            h.update(flat.view(torch.uint8).numpy().tobytes())
+        h.update(tensor_bytes(t))
     return h.hexdigest()
 
 
