@@ -105,6 +105,7 @@ def test_run_then_report(config, tmp_path):
         "results.csv",
         "summary.csv",
         "methods.csv",
+        "metric_times.csv",
         "components.json",
         "maps.safetensors",
         "timings.json",
@@ -112,6 +113,10 @@ def test_run_then_report(config, tmp_path):
         "synthesis/scores.csv",
     ):
         assert (out / name).is_file(), name
+    timed = list(csv.DictReader((out / "metric_times.csv").open()))
+    summary = {(r["metric"], r["method"]) for r in csv.DictReader((out / "summary.csv").open())}
+    assert {(r["metric"], r["method"]) for r in timed} == summary  # every scored metric × method, timed
+    assert all(float(r["seconds"]) > 0 and int(r["maps"]) > 0 for r in timed)
     components = json.loads((out / "components.json").read_text())
     assert components["methods"]["parallel_backprop"]["pairwise"] is True
     assert components["metrics"]["relevance_mass"]["family"] == "localisation"

@@ -206,12 +206,15 @@ class Explained:
     """Maps per method label (``{"driver": [P, H, W], "reference": …}``) and scores per
     (method, metric, image) ``[P]``; ``higher_is_better`` per metric label; ``seconds`` per
     method label: wall time to make all its maps (recorded when they were computed, summed over
-    blocks); ``computed_by_rank``: stored items (maps and score vectors) each rank computed in this call."""
+    blocks); ``metric_seconds`` per (metric label, method label): wall time to score those maps (NaN
+    for items stored by a version that did not time them); ``computed_by_rank``: stored items (maps
+    and score vectors) each rank computed in this call."""
 
     maps: dict[str, dict[str, Tensor]]
     scores: dict[tuple[str, str, str], Tensor]
     higher_is_better: dict[str, bool]
     seconds: dict[str, float] = field(default_factory=dict)
+    metric_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
     computed_by_rank: list[int] = field(default_factory=lambda: [0])
 
 
@@ -263,7 +266,9 @@ def explain_pairs(
     blocks = work_blocks(len(pairs), settings.batch_size)
     units = [(method, block) for method in methods for block in blocks]
 
-    def run(method: NamedMethod, block: slice) -> tuple[dict[str, Tensor], dict[tuple[str, str], Tensor]]:
+    def run(
+        method: NamedMethod, block: slice
+    ) -> tuple[dict[str, Tensor], dict[tuple[str, str], Tensor], dict[tuple[str, str], float]]:
         block_ids = None if pair_ids is None else pair_ids[block]
         return explain_block(
             model, images.subset(block), targets[block], method, metrics, settings, store, {**base, "pairs": block_ids}
@@ -283,9 +288,12 @@ def explain_pairs(
     maps_parts: dict[str, list[dict[str, Tensor]]] = {}
     score_parts: dict[tuple[str, str, str], list[Tensor]] = {}
     for method, block in tqdm(units, desc="attribution", disable=not progress, leave=False, unit="item"):
-        maps, scores = run(method, block)
+        maps, scores, score_seconds = run(method, block)
         label = method.label
         result.seconds[label] = result.seconds.get(label, 0.0) + float(maps.pop("seconds", math.nan))
+        for (m_label, _), seconds in score_seconds.items():
+            key = (m_label, label)
+            result.metric_seconds[key] = result.metric_seconds.get(key, 0.0) + seconds
         maps_parts.setdefault(label, []).append(maps)
         for (m_label, which), values in scores.items():
             score_parts.setdefault((label, m_label, which), []).append(values)
@@ -313,9 +321,10 @@ def explain_block(
     settings: ExplainSettings,
     store: WorkStore,
     identity: dict[str, Any],
-) -> tuple[dict[str, Tensor], dict[tuple[str, str], Tensor]]:
-    """One work item: a block's maps under ``method`` (``{"driver": [b, H, W], …, "seconds": []}``) and
-    their scores ``{(metric label, image): [b]}`` under each of ``metrics``."""
+) -> tuple[dict[str, Tensor], dict[tuple[str, str], Tensor], dict[tuple[str, str], float]]:
+    """One work item: a block's maps under ``method`` (``{"driver": [b, H, W], …, "seconds": []}``), their
+    scores ``{(metric label, image): [b]}`` under each of ``metrics`` and the seconds each score took (as
+    recorded when it was computed)."""
 
     def timed() -> dict[str, Tensor]:
         start = time.perf_counter()
@@ -330,6 +339,7 @@ def explain_block(
     scored = {key: value for key, value in maps.items() if key != "seconds"}
     masks_digest = images.masks_digest()  # scores depend on the ground truth; maps do not
     scores: dict[tuple[str, str], Tensor] = {}
+    seconds: dict[tuple[str, str], float] = {}
     for named in metrics:
         metric = named.metric
         for which in IMAGES:
@@ -345,10 +355,18 @@ def explain_block(
             compute = partial(
                 score_maps, metric, model, images, which, scored[which], targets, explain, explain_with, settings
             )
-            scores[(named.label, which)] = store.get_or_compute(
-                "scores", key, lambda c=compute: {"values": c()}, rows_validator(rows, ("values",))
-            )["values"]
-    return maps, scores
+            item = store.get_or_compute(
+                "scores", key, partial(_timed_scores, compute), rows_validator(rows, ("values",))
+            )
+            scores[(named.label, which)] = item["values"]
+            seconds[(named.label, which)] = float(item["seconds"]) if "seconds" in item else math.nan
+    return maps, scores, seconds
+
+
+def _timed_scores(compute: Callable[[], Tensor]) -> dict[str, Tensor]:
+    start = time.perf_counter()
+    values = compute()
+    return {"values": values, "seconds": torch.tensor(time.perf_counter() - start, dtype=torch.float64)}
 
 
 def _explainer(

@@ -13,6 +13,8 @@ The stages (:mod:`sharedattr.experiment.stages`) use the components named in the
 - ``summary.csv``: method × image × metric mean ± sem (also printed);
 - ``maps.safetensors``: every attribution map ``[P, H, W]``, keyed ``<method>/<image>``;
 - ``methods.csv``: per method, the wall time to make all its maps and the milliseconds per pair;
+- ``metric_times.csv``: per metric × method, the wall time to score that method's maps, per map, and as a
+  share of the method's own time;
 - ``components.json``: what each method and metric declares (pairwise; family and direction) and its plugin;
 - ``synthesis/``: when synthesizers are configured, their images scored on the train, val and cross
   evaluator models (see :mod:`sharedattr.experiment.synthesize`);
@@ -39,9 +41,11 @@ from sharedattr.experiment.context import RunContext
 from sharedattr.experiment.stages import Experiment, Explanation, PairSettings, explain_stage, fit_for_run, select_stage
 from sharedattr.experiment.tables import (
     METHOD_COLUMNS,
+    METRIC_TIME_COLUMNS,
     RESULT_COLUMNS,
     SUMMARY_COLUMNS,
     method_times,
+    metric_times,
     save_maps,
     summarise,
     write_components,
@@ -163,6 +167,7 @@ def write_outputs(
     summary = summarise(explanation.rows)
     atomic_write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
     atomic_write_csv(out / "methods.csv", method_times(explained, len(pairs)), METHOD_COLUMNS)
+    atomic_write_csv(out / "metric_times.csv", metric_times(explained), METRIC_TIME_COLUMNS)
     write_components(out / COMPONENTS_FILE, methods, metrics, {m.label: m.pairwise(fit.model) for m in methods})
     if spec.output.save_maps and explained.maps:
         save_maps(out / "maps.safetensors", explained, pairs, neuron_ids, stimuli.ids)

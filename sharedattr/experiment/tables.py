@@ -38,6 +38,7 @@ RESULT_COLUMNS = [
 ]
 SUMMARY_COLUMNS = ["method", "image", "metric", "mean", "sem", "n", "higher_is_better"]
 METHOD_COLUMNS = ["method", "seconds", "pairs", "ms_per_pair"]
+METRIC_TIME_COLUMNS = ["metric", "method", "seconds", "maps", "ms_per_map", "share_of_method"]
 PAIR_COLUMNS = ["neuron", "driver", "driver_category", "reference", "rank", "similarity", "driver_response"]
 
 
@@ -156,6 +157,26 @@ def method_times(explained: Explained, n_pairs: int) -> list[dict[str, Any]]:
         }
         for label, s in explained.seconds.items()
     ]
+
+
+def metric_times(explained: Explained) -> list[dict[str, Any]]:
+    """Per metric and method: seconds to score all that method's maps, ms per map, and that time as a share
+    of the method's own (``seconds / method seconds``); NaN where a stored item was not timed."""
+    rows = []
+    for (metric, method), seconds in explained.metric_seconds.items():
+        maps = sum(len(v) for (m, mt, _), v in explained.scores.items() if m == method and mt == metric)
+        own = explained.seconds.get(method, math.nan)
+        rows.append(
+            {
+                "metric": metric,
+                "method": method,
+                "seconds": round(seconds, 4),
+                "maps": maps,
+                "ms_per_map": round(1000 * seconds / maps, 3) if maps else math.nan,
+                "share_of_method": round(seconds / own, 4) if own and math.isfinite(own) else math.nan,
+            }
+        )
+    return rows
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

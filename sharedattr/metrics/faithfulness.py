@@ -28,6 +28,51 @@ class PerturbationParams(Params):
     batch_size: int = Field(64, ge=1, description="Perturbed images per forward pass.")
 
 
+def batch_key(batch: AttributionBatch) -> tuple[int, str]:
+    """``(id(model), sha256 of the images, their shape and the target neurons)``: what a map-independent forward
+    pass over ``batch`` depends on (the maps excluded)."""
+    h = hashlib.sha256(batch.inputs.detach().cpu().contiguous().numpy().tobytes())
+    h.update(batch.targets.detach().cpu().long().numpy().tobytes())
+    h.update(str(tuple(batch.inputs.shape)).encode())
+    return id(batch.model), h.hexdigest()
+
+
+class ModelCache:
+    """The last ``size`` map-independent results, keyed by :func:`batch_key` (and a caller's extra key).
+
+    A result is reused only for the very same model object, still alive (a weak reference), so a
+    model rebuilt at the same address never reads another's results.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, tuple[weakref.ref, Tensor]] = OrderedDict()
+
+    def get(self, batch: AttributionBatch, extra: tuple, compute) -> Tensor:  # noqa: ANN001 - a callable
+        key = (*batch_key(batch), *extra)
+        cached = self._items.get(key)
+        if cached is not None and cached[0]() is batch.model:
+            self._items.move_to_end(key)
+            return cached[1]
+        value = compute()
+        self._items[key] = (weakref.ref(batch.model), value)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return value
+
+
+@torch.no_grad()
+def target_responses(batch: AttributionBatch, images: Tensor, which: Tensor, batch_size: int) -> Tensor:
+    """The target neuron's response ``[K]`` to each of ``images`` ``[K, C, H, W]``, image ``k`` scored for the
+    neuron of map ``which[k]``; ``batch_size`` images per forward pass."""
+    targets = batch.targets.to(images.device)
+    out = [
+        batch.model(images[i : i + batch_size]).gather(1, targets[which[i : i + batch_size], None]).squeeze(1)
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out) if out else images.new_zeros(0)
+
+
 class PerturbationCurve:
     """Removes (deletion) or adds (insertion) pixels in order of attribution; scores the normalised AUC.
 
@@ -37,14 +82,21 @@ class PerturbationCurve:
     deletion the perturbed image starts clean (``t = 0``) and ends all-baseline; for
     insertion it starts all-baseline and ends clean. NaN (undefined) where the clean
     response is not positive: explain neurons on images that drive them.
+
+    Cost: ``steps - 1`` forward passes per map. The two ends of every curve do not depend on the
+    map: the clean image's response is computed once per image and neuron and reused for every
+    method's maps of the same images (the last ``cache_size`` batches are kept), and the
+    all-baseline image, the same for every image, once per batch.
     """
 
     insertion: ClassVar[bool]
     family: ClassVar[str] = "faithfulness"
     requires_masks: ClassVar[bool] = False
+    cache_size: ClassVar[int] = 64
 
     def __init__(self, steps: int = 20, baseline: float = 0.0, batch_size: int = 64) -> None:
         self.steps, self.baseline, self.batch_size = steps, baseline, batch_size
+        self._clean = ModelCache(self.cache_size)
 
     @property
     def higher_is_better(self) -> bool:
@@ -59,22 +111,30 @@ class PerturbationCurve:
         rank.scatter_(1, order, torch.arange(h * w, device=x.device).expand(b, -1))
         fractions = torch.linspace(0, 1, self.steps + 1, device=x.device)
         counts = (fractions * h * w).round().long()  # pixels perturbed at each step
-        n_steps = self.steps + 1
-        targets = batch.targets.to(x.device)
+        inner = self.steps - 1  # steps 1 … steps - 1: the map's own images
         baseline = torch.full_like(x[:1], self.baseline)
+        every = torch.arange(b, device=x.device)
+        clean = self._clean.get(batch, (), lambda: target_responses(batch, x, every, self.batch_size))
         out = []
         with torch.no_grad():
-            for i in range(0, b * n_steps, self.batch_size):  # the perturbed images of one pass only: bounded memory
-                k = torch.arange(i, min(i + self.batch_size, b * n_steps), device=x.device)
-                image, step = k // n_steps, k % n_steps
+            for i in range(0, b * inner, self.batch_size):  # the perturbed images of one pass only: bounded memory
+                k = torch.arange(i, min(i + self.batch_size, b * inner), device=x.device)
+                image, step = k // inner, k % inner + 1
                 perturbed = rank.view(b, 1, h, w)[image] < counts[step].view(-1, 1, 1, 1)  # [k, 1, H, W]
                 if self.insertion:
                     perturbed = ~perturbed
-                resp = batch.model(torch.where(perturbed, baseline, x[image]))
-                out.append(resp.gather(1, targets[image, None]).squeeze(1))
-        r = torch.cat(out).view(b, n_steps)
-        clean = r[:, -1] if self.insertion else r[:, 0]
+                out.append(target_responses(batch, torch.where(perturbed, baseline, x[image]), image, self.batch_size))
+        middle = torch.cat(out).view(b, inner) if out else x.new_zeros(b, 0)
+        blank = self._blank(batch, baseline)
+        start, end = (blank, clean) if self.insertion else (clean, blank)
+        r = torch.cat([start[:, None], middle, end[:, None]], dim=1)
         return r / torch.where(clean > 1e-12, clean, torch.full_like(clean, float("nan")))[:, None]
+
+    def _blank(self, batch: AttributionBatch, baseline: Tensor) -> Tensor:
+        """Each map's target neuron's response ``[B]`` to the all-baseline image (one forward pass)."""
+        with torch.no_grad():
+            every = batch.model(baseline)[0]  # [neurons]
+        return every[batch.targets.to(every.device)]
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         curve = self.curves(batch)
@@ -162,7 +222,7 @@ class FaithfulnessCorrelationMetric:
     ) -> None:
         self.n_runs, self.subset_size, self.baseline = n_runs, subset_size, baseline
         self.seed, self.batch_size = seed, batch_size
-        self._drops: OrderedDict[tuple[int, str], tuple[weakref.ref, Tensor]] = OrderedDict()
+        self._drops = ModelCache(self.cache_size)
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         maps = batch.maps.detach().flatten(1)  # [B, P]
@@ -173,19 +233,7 @@ class FaithfulnessCorrelationMetric:
 
     def _cached_drops(self, batch: AttributionBatch, subsets: Tensor) -> Tensor:
         """:func:`response_drops`, reused for a batch with the same model object, images and neurons."""
-        h = hashlib.sha256(batch.inputs.detach().cpu().contiguous().numpy().tobytes())
-        h.update(batch.targets.detach().cpu().long().numpy().tobytes())
-        h.update(str(tuple(batch.inputs.shape)).encode())
-        key = (id(batch.model), h.hexdigest())
-        cached = self._drops.get(key)
-        if cached is not None and cached[0]() is batch.model:  # the very same model object, still alive
-            self._drops.move_to_end(key)
-            return cached[1]
-        drops = response_drops(batch, subsets, self.baseline, self.batch_size)
-        self._drops[key] = (weakref.ref(batch.model), drops)
-        while len(self._drops) > self.cache_size:
-            self._drops.popitem(last=False)
-        return drops
+        return self._drops.get(batch, (), lambda: response_drops(batch, subsets, self.baseline, self.batch_size))
 
 
 @hookimpl

@@ -652,7 +652,8 @@ def synthesis(ctx: Context) -> Section | None:
 # 9 ---------------------------------------------------------------------------------------------
 def timings(ctx: Context) -> Section:
     """Seconds and peak resident memory per pipeline stage, with bars; attribution time per method when
-    ``methods.csv`` exists. Runs older than the peak record show seconds only."""
+    ``methods.csv`` exists, scoring time per metric and method when ``metric_times.csv`` does. Runs older than
+    the peak record show seconds only."""
     t = ctx.run.timings
     if not t:
         return empty("timings", "timings.json is missing.")
@@ -679,6 +680,17 @@ def timings(ctx: Context) -> Section:
         }
         for m in read_csv(ctx.run.path / "methods.csv") or []
     ]
+    metrics = [
+        {
+            "metric": m.get("metric", ""),
+            "method": m.get("method", ""),
+            "seconds": num(to_float(m.get("seconds"))),
+            "maps": m.get("maps", ""),
+            "ms": num(to_float(m.get("ms_per_map"))),
+            "share": num(to_float(m.get("share_of_method"))),
+        }
+        for m in read_csv(ctx.run.path / "metric_times.csv") or []
+    ]
     return Section(
         "timings",
         {
@@ -688,6 +700,7 @@ def timings(ctx: Context) -> Section:
             "has_peaks": bool(peaks),
             "any_process": any(s["process"] for s in stages),
             "methods": methods,
+            "metrics": metrics,
         },
     )
 

@@ -21,7 +21,7 @@ from safetensors import safe_open
 from sharedattr.config.validation import validate_experiment
 from sharedattr.experiment.run import run_experiment
 
-TIME_COLUMNS = {"seconds", "ms_per_pair", "wall_s", "wall_time", "time_s"}
+TIME_COLUMNS = {"seconds", "ms_per_pair", "wall_s", "wall_time", "time_s", "ms_per_map", "share_of_method"}
 IDENTICAL_FILES = [
     "spec.json",
     "pairs.csv",
@@ -108,6 +108,7 @@ def test_tables_are_byte_identical(runs):
     for name in IDENTICAL_FILES:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     assert _table(a / "methods.csv") == _table(b / "methods.csv")
+    assert _table(a / "metric_times.csv") == _table(b / "metric_times.csv")
     assert _table(a / "synthesis" / "scores.csv") == _table(b / "synthesis" / "scores.csv")
     assert _table(a / "synthesis" / "summary.csv") == _table(b / "synthesis" / "summary.csv")
 

@@ -295,3 +295,58 @@ def test_deletion_and_insertion_reward_the_true_region():
     assert (insertion(good) > insertion(bad) + 0.5).all()
     curve = deletion.curves(good)
     assert torch.allclose(curve[:, 0], torch.ones(2)) and torch.allclose(curve[:, -1], torch.zeros(2))
+
+
+class CountingNeurons(nn.Module):
+    """Two nonlinear neurons of an image; counts the images it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = 0
+        self.weight = nn.Parameter(torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x):
+        self.images += len(x)
+        return F.softplus((x * self.weight[None, :, 0]).sum((2, 3)) + x.mean((1, 2, 3))[:, None])
+
+
+def naive_curves(model, x, maps, targets, steps, baseline, insertion):
+    """The perturbation curve by definition: one image per map and step, each scored alone."""
+    b, _, h, w = x.shape
+    rows = []
+    for i in range(b):
+        order = maps[i].flatten().argsort(descending=True)
+        row = []
+        for k in range(steps + 1):
+            n = round(k / steps * h * w)
+            removed = torch.zeros(h * w, dtype=torch.bool)
+            removed[order[:n]] = True
+            removed = removed.view(1, h, w)
+            image = torch.where(~removed if insertion else removed, torch.full_like(x[i], baseline), x[i])
+            row.append(model(image[None])[0, targets[i]])
+        rows.append(torch.stack(row))
+    r = torch.stack(rows)
+    clean = r[:, -1] if insertion else r[:, 0]
+    return r / clean[:, None]
+
+
+@pytest.mark.parametrize("metric_class", [DeletionMetric, InsertionMetric])
+def test_perturbation_curves_follow_their_definition_and_share_their_ends(metric_class):
+    model = CountingNeurons()
+    x = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([0, 1, 0])
+    maps = [torch.rand(3, 6, 6, generator=torch.Generator().manual_seed(s)) for s in (2, 3)]
+    metric = metric_class(steps=9, baseline=0.25, batch_size=4)
+    with torch.no_grad():
+        for m in maps:
+            expected = naive_curves(model, x, m, targets, 9, 0.25, metric.insertion)
+            before = model.images
+            curve = metric.curves(AttributionBatch(model, x, m, targets))
+            torch.testing.assert_close(curve, expected, rtol=1e-5, atol=1e-6)
+            seen = model.images - before
+            # steps - 1 images per map, one all-baseline image; the clean images only the first time
+            assert seen == 3 * 8 + 1 + (3 if m is maps[0] else 0)
+    other = CountingNeurons()  # another model: nothing is reused
+    other.load_state_dict(model.state_dict())
+    metric.curves(AttributionBatch(other, x, maps[0], targets))
+    assert other.images == 3 * 8 + 1 + 3
