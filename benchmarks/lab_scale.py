@@ -80,7 +80,7 @@ name = "relevance_mass"
 
 [[metrics]]
 name = "deletion"
-"""
+{deletion}"""
 
 
 def mb(n_bytes: float) -> float:
@@ -143,7 +143,13 @@ def run_once(config: Path, out: Path, threads: int) -> dict:
     timings = json.loads((out / "timings.json").read_text())
     with open(out / "scores.csv", newline="") as f:
         r = [float(row["test_r"]) for row in csv.DictReader(f) if row["test_r"]]
-    return {**measured, "stages": timings, "r": r}
+    with open(out / "methods.csv", newline="") as f:
+        methods = {row["method"]: float(row["seconds"]) for row in csv.DictReader(f)}
+    metrics: dict[str, float] = {}
+    with open(out / "metric_times.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            metrics[row["metric"]] = metrics.get(row["metric"], 0.0) + float(row["seconds"])
+    return {**measured, "stages": timings, "r": r, "methods": methods, "metrics": metrics}
 
 
 def lab_run(args: argparse.Namespace) -> str:
@@ -156,9 +162,10 @@ def lab_run(args: argparse.Namespace) -> str:
     seconds = write_data(args, data)
     print(f"data in {data} ({f'written in {seconds:.0f} s' if seconds else 'kept'})", flush=True)
     config = work / "lab.toml"
-    config.write_text(CONFIG.format(seed=args.seed, cache=cache, data=data, size=args.size))
+    deletion = "" if args.deletion_steps is None else f"steps = {args.deletion_steps}\n"
+    config.write_text(CONFIG.format(seed=args.seed, cache=cache, data=data, size=args.size, deletion=deletion))
     results = {}
-    for label in ("cold", "warm"):
+    for label in args.runs:
         if label == "cold":
             shutil.rmtree(cache, ignore_errors=True)
         results[label] = run_once(config, work / f"out-{label}", args.threads)
@@ -194,8 +201,18 @@ def lab_run(args: argparse.Namespace) -> str:
         run_peak = f"{max(peaks):.0f}" if peaks else "–"
         row = [label, f"{res['wall_s']:.0f}", run_peak, f"{res['peak_mb']:.0f}", *cells]
         lines.append("| " + " | ".join(row) + " |")
-    r = results["warm"]["r"]
-    fit_peak = results["cold"]["stages"]["fit"]["peak_rss_mb"]
+    r = results[args.runs[-1]]["r"]
+    fit_peak = results[args.runs[0]]["stages"]["fit"]["peak_rss_mb"]
+    cost = []
+    for label, res in results.items():
+        methods, metrics = sum(res["methods"].values()), sum(res["metrics"].values())
+        cost.append(
+            f"{label}: methods {methods:.1f} s ("
+            + ", ".join(f"{k} {v:.1f}" for k, v in res["methods"].items())
+            + f"), metrics {metrics:.1f} s ("
+            + ", ".join(f"{k} {v:.1f}" for k, v in res["metrics"].items())
+            + f"): metrics ÷ methods = {metrics / methods:.2f}"
+        )
     lines += [
         "",
         f"Feature matrix: {shape[0]} × {' × '.join(map(str, shape[1:]))} float32 = {mb(feature_bytes) / 1e3:.2f} GB "
@@ -205,8 +222,10 @@ def lab_run(args: argparse.Namespace) -> str:
         "reads the same kernel high-water mark when the process exits, which the reset at the last stage start "
         "lowered: its maximum resident set size is the peak since then (the last stage and the report), not the "
         "run's. "
-        f"The cold fit stage (extraction and fit) peaked at {fit_peak:.0f} MB, "
-        f"{fit_peak / mb(feature_bytes):.2f}× the feature matrix.",
+        f"The {args.runs[0]} fit stage (extraction and fit) peaked at {fit_peak:.0f} MB, "
+        f"{fit_peak / mb(feature_bytes):.2f}× the feature matrix. Deletion steps: "
+        f"{args.deletion_steps or 'the default (20)'}. Attribution and scoring seconds (methods.csv, "
+        "metric_times.csv): " + "; ".join(cost) + ".",
         "",
         machine("cpu"),
     ]
@@ -291,6 +310,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="OMP_NUM_THREADS of the run")
     parser.add_argument("--workdir", default="/tmp/sharedattr-lab")
+    parser.add_argument("--deletion-steps", type=int, default=None, help="deletion's steps (default: its default)")
+    parser.add_argument(
+        "--runs", nargs="+", default=["cold", "warm"], choices=["cold", "warm"], help="which runs, in order"
+    )
     parser.add_argument("--fit-only", action="store_true", help="only the fit stage, on synthetic features")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = parser.parse_args()

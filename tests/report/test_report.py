@@ -624,6 +624,18 @@ def test_the_timings_show_seconds_and_peak_memory_per_stage(tiny_run):
     assert "Peak MB: the highest resident memory" in text_of((tiny_run / "report.html").read_text(encoding="utf-8"))
 
 
+def test_the_timings_show_each_metrics_scoring_time(tiny_run):
+    html = (tiny_run / "report.html").read_text(encoding="utf-8")
+    section = html[html.index("Scoring time per metric and method") :]
+    table = section[: section.index("</table>")]
+    rows = [
+        [text_of(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S)]
+        for r in re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)
+    ]
+    timed = list(csv.DictReader((tiny_run / "metric_times.csv").open()))
+    assert timed and [r[:2] for r in rows if r] == [[t["metric"], t["method"]] for t in timed]
+
+
 def test_an_old_timings_file_of_seconds_still_renders(run_copy):
     (run_copy / "timings.json").write_text(json.dumps({"fit": 1.5, "match": 0.25, "attribute": 2.0}))
     html = write_report(run_copy).read_text(encoding="utf-8")
