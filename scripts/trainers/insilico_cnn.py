@@ -36,6 +36,8 @@ from sharedattr.encoding.backbones.insilico_cnn import (
     FORMAT,
     FORMAT_VERSION,
     LAYERS,
+    RESNET18_ARCHITECTURE,
+    SHIPPED_WEIGHTS,
     InsilicoCNN,
     file_metadata,
     parameter_count,
@@ -112,6 +114,19 @@ class TrainConfig:
         out["architecture"] = dict(self.architecture)
         out["mean"], out["std"] = list(self.mean), list(self.std)
         return out
+
+
+def resnet18_config(**overrides: Any) -> TrainConfig:
+    """``insilico-resnet18-v1``: the same task, data, schedule and seeds on the ResNet-18-shaped network."""
+    return dataclasses.replace(
+        TrainConfig(),
+        **{"architecture": dict(RESNET18_ARCHITECTURE), "weights_name": "insilico-resnet18-v1", **overrides},
+    )
+
+
+WEIGHTS_CONFIGS = {"insilico-v1": TrainConfig, "insilico-resnet18-v1": resnet18_config}
+"""Shipped weights name → the function giving its training config (file names: ``SHIPPED_WEIGHTS``)."""
+assert set(WEIGHTS_CONFIGS) == set(SHIPPED_WEIGHTS)
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -258,7 +273,12 @@ def train(config: TrainConfig = TrainConfig(), log: Callable[[str], None] | None
         "architecture": {
             **dict(config.architecture),
             "layers": list(LAYERS),
-            "block": "stride-2 conv3x3-BN-ReLU, then (convs - 1) x conv3x3-BN-ReLU",
+            "block": (
+                "block1 starts with a stride-1 conv3x3-BN-ReLU stem; then convs x residual basic block "
+                "(conv3x3-BN-ReLU-conv3x3-BN, + shortcut, ReLU), the first with stride 2"
+                if config.architecture.get("residual")
+                else "stride-2 conv3x3-BN-ReLU, then (convs - 1) x conv3x3-BN-ReLU"
+            ),
             "head": "global average pool + linear (training only; not part of the backbone)",
             "parameters": parameter_count(model),
             "backbone_parameters": parameter_count(model) - parameter_count(model.head),

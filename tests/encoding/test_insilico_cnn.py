@@ -68,18 +68,20 @@ class PresenceModel(nn.Module):
 
 
 # -- (a), (b): the shipped weights and their record ------------------------------------------
-@pytest.fixture(scope="module")
-def record() -> dict:
-    return shipped_record("insilico-v1")
+@pytest.fixture(scope="module", params=["insilico-v1", "insilico-resnet18-v1"])
+def record(request) -> dict:
+    return shipped_record(request.param)
 
 
 def test_shipped_weights_reproduce_the_recorded_test_accuracy(record):
-    backbone = build(layer="block4")
-    assert backbone.weights_source == "insilico-v1" and backbone.input_size == (64, 64)
+    name = record["weights"]
+    backbone = build(layer="block4", weights=name)
+    assert backbone.weights_source == name and backbone.input_size == (64, 64)
+    assert backbone.architecture == {k: v for k, v in record["architecture"].items() if k in backbone.architecture}
     norm = record["normalisation"]
     torch.testing.assert_close(backbone.mean.flatten(), torch.tensor(norm["mean"]))
     torch.testing.assert_close(backbone.std.flatten(), torch.tensor(norm["std"]))
-    with shipped_weights_path("insilico-v1") as path:
+    with shipped_weights_path(name) as path:
         state = load_state_dict_file(path)
     head = nn.Linear(*state["head.weight"].shape[::-1])
     head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
@@ -103,7 +105,7 @@ def test_shipped_weights_reproduce_the_recorded_test_accuracy(record):
 
 
 def test_record_matches_the_shipped_file(record):
-    with shipped_weights_path("insilico-v1") as path:
+    with shipped_weights_path(record["weights"]) as path:
         data = path.read_bytes()
         metadata = read_metadata(path)
     assert hashlib.sha256(data).hexdigest() == record["file"]["sha256"]
@@ -223,8 +225,11 @@ def test_part_presence_counts_visible_pixels():
     assert not part_presence(rendered.parts, min_pixels=10**6).any()
 
 
-def test_a_tiny_training_run_writes_loadable_weights_and_record(tmp_path):
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+def test_a_tiny_training_run_writes_loadable_weights_and_record(tmp_path, residual):
+    architecture = {"in_channels": 3, "channels": [4, 8, 8, 8], "convs": [2, 2, 1, 1], "n_outputs": 4}
     config = TrainConfig(
+        architecture={**architecture, "residual": True} if residual else architecture,
         train_sets=(SetSpec(6, 24, 1, seed=1), SetSpec(4, 32, 3, seed=2)),
         test_sets=(SetSpec(3, 24, 3, seed=9),),
         check_n_per_category=2,
@@ -313,6 +318,31 @@ def test_captum_methods_run_and_leave_the_model_alone(model, name, params):
     assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
     with torch.no_grad():
         torch.testing.assert_close(model(x), before, rtol=0, atol=0)
+
+
+def test_the_residual_network_is_resnet18_shaped():
+    """17 3×3 convolutions (a stem, then 2 basic blocks of 2 per block), shortcuts where the shape changes."""
+    backbone = build(layer="block4", weights="insilico-resnet18-v1")
+    convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+    assert sum(c.kernel_size == (3, 3) for c in convs) == 17
+    assert sum(c.kernel_size == (1, 1) for c in convs) == 4  # one projection shortcut per block
+    assert latents(backbone, pixels(1, 64)).shape == (1, 128, 4, 4)
+    relus = [m for m in backbone.modules() if isinstance(m, nn.ReLU)]
+    assert len(relus) == 17 and len({id(r) for r in relus}) == 17 and not any(r.inplace for r in relus)
+
+
+def test_deep_lift_is_complete_on_the_residual_network():
+    """Residual sums are linear: DeepLift stays complete through the shortcuts."""
+    backbone = build(layer="block3", weights="insilico-resnet18-v1", input_size=32)
+    g = torch.Generator().manual_seed(0)
+    z = latents(backbone, torch.rand(40, 3, 32, 32, generator=g))
+    readout = RidgeReadout(folds=3).fit(z, z.flatten(1) @ torch.randn(2, z[0].numel(), generator=g).T)
+    model = EncodingModel(backbone, readout).eval()
+    x, target = pixels(2), torch.tensor([1, 0])
+    maps = get_registry().build("method", "deep_lift", model, baseline=0.5).attribute(x, target=target)
+    with torch.no_grad():
+        delta = (model(x) - model(torch.full_like(x, 0.5)))[torch.arange(2), target]
+    torch.testing.assert_close(maps.sum((1, 2, 3)), delta, rtol=1e-3, atol=1e-4)
 
 
 def test_deep_lift_is_complete(model):

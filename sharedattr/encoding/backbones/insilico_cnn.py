@@ -8,9 +8,17 @@ module, so Captum's module hooks see every nonlinearity once). A training ``head
 :data:`sharedattr.data.insilico.render.PARTS` an image shows; it is not part of the backbone,
 whose latents are the output of one block.
 
+With ``residual = True`` the network is ResNet-18-shaped instead: a stride-1 3×3 stem
+convolution, then in every block ``convs`` residual basic blocks (two 3×3 convolutions and a
+shortcut, 1×1 convolution + BatchNorm where the shape changes; ReLU after the sum), the first
+with stride 2: with ``convs = [2, 2, 2, 2]`` that is 17 convolutions and the head, ResNet-18's
+layout on narrower channels.
+
 The weights ``"insilico-v1"`` ship in ``sharedattr/assets/insilico_cnn.safetensors``
 (with ``insilico_cnn.json``, the record of their training and test accuracy) and are
-reproduced by ``scripts/train_insilico_cnn.py`` (:mod:`trainers.insilico_cnn`).
+reproduced by ``scripts/train_insilico_cnn.py`` (:mod:`trainers.insilico_cnn`); the residual
+``"insilico-resnet18-v1"`` ship in ``insilico_resnet18.safetensors`` (``--weights
+insilico-resnet18-v1``).
 Being fully convolutional, the backbone accepts any input size; it was trained on 64 and
 96 px stimuli.
 """
@@ -30,6 +38,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     ValidationError,
     ValidationInfo,
@@ -63,12 +72,45 @@ DEFAULT_STD = (0.25, 0.25, 0.25)
 
 ASSET_PACKAGE = "sharedattr"
 ASSET_FOLDER = "assets"
-SHIPPED_WEIGHTS: dict[str, str] = {"insilico-v1": "insilico_cnn.safetensors"}
+SHIPPED_WEIGHTS: dict[str, str] = {
+    "insilico-v1": "insilico_cnn.safetensors",
+    "insilico-resnet18-v1": "insilico_resnet18.safetensors",
+}
+RESNET18_ARCHITECTURE: dict[str, Any] = {
+    "in_channels": 3,
+    "channels": [16, 32, 64, 128],
+    "convs": [2, 2, 2, 2],  # residual basic blocks per block
+    "n_outputs": 4,
+    "residual": True,
+}
 
 
 # -- the network ---------------------------------------------------------------------------------
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class BasicBlock(nn.Module):
+    """A residual basic block: ``relu2(bn2(conv2(relu1(bn1(conv1(x))))) + shortcut(x))``, ``[B, c_in, H, W]`` →
+    ``[B, c_out, H / stride, W / stride]``; the shortcut is the identity or a 1×1 convolution + BatchNorm."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu2 = nn.ReLU()
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(y + self.shortcut(x))
 
 
 class InsilicoCNN(nn.Module):
@@ -85,6 +127,7 @@ class InsilicoCNN(nn.Module):
         channels: Sequence[int] = (32, 64, 128, 128),
         convs: Sequence[int] = (2, 2, 2, 1),
         n_outputs: int = 4,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if len(channels) != len(LAYERS) or len(convs) != len(LAYERS):
@@ -97,18 +140,26 @@ class InsilicoCNN(nn.Module):
             "convs": [int(k) for k in convs],
             "n_outputs": int(n_outputs),
         }
+        if residual:
+            self.architecture["residual"] = True
         c = in_channels
         for name, c_out, k in zip(LAYERS, channels, convs):
-            layers = conv_bn_relu(c, c_out, stride=2)
-            for _ in range(k - 1):
-                layers += conv_bn_relu(c_out, c_out)
+            if residual:
+                layers = conv_bn_relu(c, c_out) if name == LAYERS[0] else []  # the stem
+                c = c_out if name == LAYERS[0] else c
+                layers += [BasicBlock(c, c_out, stride=2)] + [BasicBlock(c_out, c_out) for _ in range(k - 1)]
+            else:
+                layers = conv_bn_relu(c, c_out, stride=2)
+                for _ in range(k - 1):
+                    layers += conv_bn_relu(c_out, c_out)
             self.add_module(name, nn.Sequential(*layers))
             c = c_out
         self.head = nn.Linear(c, n_outputs)
 
     @classmethod
     def from_architecture(cls, architecture: Mapping[str, Any]) -> InsilicoCNN:
-        return cls(**{k: architecture[k] for k in ("in_channels", "channels", "convs", "n_outputs")})
+        keys = ("in_channels", "channels", "convs", "n_outputs")
+        return cls(**{k: architecture[k] for k in keys}, residual=bool(architecture.get("residual", False)))
 
     def blocks(self) -> Iterator[tuple[str, nn.Module]]:
         for name in LAYERS:
@@ -196,6 +247,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if checked.architecture is None:
         return {**metadata, **checked_fields}
     architecture = checked.architecture.model_dump(mode="json")
+    if not architecture["residual"]:
+        del architecture["residual"]  # the plain network's architecture, as its files have always written it
     with torch.device("meta"):  # count the parameters before allocating any
         parameters = parameter_count(InsilicoCNN.from_architecture(architecture))
     if parameters > MAX_PARAMETERS:
@@ -219,6 +272,7 @@ class Architecture(BaseModel):
     channels: tuple[StrictInt, StrictInt, StrictInt, StrictInt]
     convs: tuple[StrictInt, StrictInt, StrictInt, StrictInt]
     n_outputs: StrictInt = Field(ge=1, le=4096)
+    residual: StrictBool = False
 
     @field_validator("channels", "convs")
     @classmethod
@@ -311,10 +365,11 @@ class InsilicoCNNParams(Params):
     """Params of the ``insilico_cnn`` backbone."""
 
     layer: str = Field(DEFAULT_LAYER, description=f"The block whose output are the latents: {', '.join(LAYERS)}.")
-    weights: Literal["insilico-v1"] | None = Field(
+    weights: Literal["insilico-v1", "insilico-resnet18-v1"] | None = Field(
         "insilico-v1",
         description="'insilico-v1': the weights shipped with sharedattr (trained on the in-silico stimuli); "
-        "null: a random initialisation seeded by 'seed'.",
+        "'insilico-resnet18-v1': the shipped ResNet-18-shaped network (residual blocks, 17 convolutions), "
+        "trained on the same task; null: a random initialisation seeded by 'seed'.",
     )
     weights_file: InputPath | None = Field(
         None,
