@@ -23,15 +23,22 @@ import sys
 import time
 from pathlib import Path
 
-from trainers.diffusion_prior import PriorTrainConfig, save_prior, train_prior
+from trainers.diffusion_prior import PriorTrainConfig, prior_v2_config, save_prior, train_prior
 
-OUT = Path(__file__).resolve().parents[1] / "sharedattr" / "assets" / "diffusion_prior"
+ASSETS = Path(__file__).resolve().parents[1] / "sharedattr" / "assets"
+PRIORS = {"v1": ("diffusion_prior", PriorTrainConfig), "v2": ("diffusion_prior_v2", prior_v2_config)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu (default) or cuda")
-    parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default: {OUT})")
+    parser.add_argument(
+        "--prior",
+        choices=sorted(PRIORS),
+        default="v1",
+        help="which shipped prior: v1 = insilico-ddpm-v1 (32 px), v2 = insilico-ddpm-v2 (64 px, 2 x 2 patches)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the shipped prior's folder)")
     parser.add_argument("--steps", type=int, default=None, help="override the number of optimiser steps")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=None, help="override the training seed")
@@ -42,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides["steps"] = args.steps
     if args.seed is not None:
         overrides["seed"] = args.seed
-    config = dataclasses.replace(PriorTrainConfig(), **overrides)
+    folder, make_config = PRIORS[args.prior]
+    config = dataclasses.replace(make_config(), **overrides)
+    args.out = args.out or ASSETS / folder
     start = time.perf_counter()
     unet, scheduler, record = train_prior(config, log=lambda message: print(message, flush=True))
     record["wall_time_s"]["script"] = round(time.perf_counter() - start, 1)

@@ -65,7 +65,9 @@ from sharedattr.synthesis.prior import (
     RECORD_NAME,
     WEIGHTS_NAME,
     DiffusionPrior,
+    PatchedUNet,
     from_unit,
+    inner_unet,
     sample_prior,
 )
 
@@ -93,6 +95,7 @@ class PriorTrainConfig:
     size: int = 32  # the model's image size
     render_size: int = 64  # stimuli are rendered at this size, then average-pooled to ``size``
     channels: int = 1
+    patch_size: int = 1  # > 1: the UNet denoises patch_size² space-to-depth patches (PatchedUNet)
     unet: Mapping[str, Any] = field(default_factory=default_unet)
     num_train_timesteps: int = 1000
     beta_schedule: str = "linear"
@@ -125,10 +128,12 @@ class PriorTrainConfig:
         return out
 
     def unet_config(self) -> dict[str, Any]:
+        if self.size % self.patch_size:
+            raise ValueError(f"size {self.size} must be a multiple of patch_size {self.patch_size}")
         return {
-            "sample_size": self.size,
-            "in_channels": self.channels,
-            "out_channels": self.channels,
+            "sample_size": self.size // self.patch_size,
+            "in_channels": self.channels * self.patch_size**2,
+            "out_channels": self.channels * self.patch_size**2,
             **{k: (tuple(v) if isinstance(v, list) else v) for k, v in self.unet.items()},
         }
 
@@ -251,6 +256,16 @@ def sample_quality(prior: DiffusionPrior, config: PriorTrainConfig) -> dict[str,
 
 
 # -- training --------------------------------------------------------------------------------------
+def _patched(unet: torch.nn.Module, patch_size: int) -> torch.nn.Module:
+    return PatchedUNet(unet, patch_size) if patch_size > 1 else unet
+
+
+def prior_v2_config(**overrides: Any) -> PriorTrainConfig:
+    """``insilico-ddpm-v2``: the stimuli's 64 px, the v1 UNet on 2 × 2 patches, 5000 steps, 256 quality samples."""
+    v2 = {"size": 64, "render_size": 64, "patch_size": 2, "steps": 5000, "quality_samples": 256}
+    return dataclasses.replace(PriorTrainConfig(), **{**v2, "name": "insilico-ddpm-v2", **overrides})
+
+
 def _lr_factor(step: int, config: PriorTrainConfig) -> float:
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
@@ -287,8 +302,8 @@ def train_prior(config: PriorTrainConfig = PriorTrainConfig(), log: Callable[[st
             beta_schedule=config.beta_schedule,
             prediction_type="epsilon",
         )
-        unet = UNet2DModel(**config.unet_config()).to(device)
-        ema = UNet2DModel(**config.unet_config()).to(device).requires_grad_(False)
+        unet = _patched(UNet2DModel(**config.unet_config()).to(device), config.patch_size)
+        ema = _patched(UNet2DModel(**config.unet_config()).to(device), config.patch_size).requires_grad_(False)
         ema.load_state_dict(unet.state_dict())
         log(f"UNet2DModel: {parameter_count(unet):,} parameters")
         history = _fit(unet, ema, scheduler, data, config, device, log)
@@ -314,7 +329,10 @@ def train_prior(config: PriorTrainConfig = PriorTrainConfig(), log: Callable[[st
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "name": config.name,
-        "reproduce": REPRODUCE,
+        "reproduce": REPRODUCE
+        if config.name == DEFAULT_PRIOR
+        else f"{REPRODUCE} --prior {config.name.rsplit('-', 1)[-1]}",
+        "patch_size": config.patch_size,
         "unet": {
             "class": "UNet2DModel",
             **{k: (list(v) if isinstance(v, tuple) else v) for k, v in config.unet_config().items()},
@@ -457,7 +475,7 @@ def save_prior(unet: Any, scheduler: Any, record: Mapping[str, Any], folder: str
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     old = None
     try:
-        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
+        DDPMPipeline(unet=inner_unet(unet), scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
         weights = tmp / "unet" / WEIGHTS_NAME
         data = weights.read_bytes()
         written = {

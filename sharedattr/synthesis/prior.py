@@ -43,7 +43,7 @@ from torch import Tensor
 
 from sharedattr.runtime.errors import UserError
 
-SHIPPED_PRIORS: dict[str, str] = {"insilico-ddpm-v1": "diffusion_prior"}
+SHIPPED_PRIORS: dict[str, str] = {"insilico-ddpm-v1": "diffusion_prior", "insilico-ddpm-v2": "diffusion_prior_v2"}
 """Shipped prior name → its folder under ``sharedattr/assets/``."""
 DEFAULT_PRIOR = "insilico-ddpm-v1"
 RECORD_NAME = "prior.json"
@@ -108,6 +108,38 @@ class DiffusionPrior:
 
     to_unit = staticmethod(to_unit)
     from_unit = staticmethod(from_unit)
+
+
+class PatchedUNet(torch.nn.Module):
+    """A UNet that denoises space-to-depth patches of the image (the "patching" of Hoogeboom et al. 2023).
+
+    ``forward(sample [B, C, H, W], t [B])`` folds every ``patch_size × patch_size`` block of pixels into
+    channels (``pixel_unshuffle``: ``[B, C p², H / p, W / p]``), runs ``unet`` there and unfolds its
+    prediction back (``pixel_shuffle``), so the diffusion itself stays in pixel space at ``H × W``
+    while the network costs what it costs at ``H / p``. Returns an object with ``.sample``
+    ``[B, C, H, W]``, like ``UNet2DModel``.
+    """
+
+    def __init__(self, unet: torch.nn.Module, patch_size: int) -> None:
+        super().__init__()
+        self.unet = unet
+        self.patch_size = int(patch_size)
+
+    @property
+    def config(self) -> Any:
+        return self.unet.config
+
+    def forward(self, sample: Tensor, timestep: Tensor | int, **kwargs: Any) -> Any:
+        from diffusers.models.unets.unet_2d import UNet2DOutput
+
+        p = self.patch_size
+        out = self.unet(torch.nn.functional.pixel_unshuffle(sample, p), timestep, **kwargs).sample
+        return UNet2DOutput(sample=torch.nn.functional.pixel_shuffle(out, p))
+
+
+def inner_unet(unet: torch.nn.Module) -> torch.nn.Module:
+    """The ``UNet2DModel`` of a :class:`PatchedUNet` (or ``unet`` itself): what a diffusers folder stores."""
+    return unet.unet if isinstance(unet, PatchedUNet) else unet
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -240,11 +272,20 @@ def _load_folder(folder: Path, source: str, device: str | torch.device) -> Diffu
         raise PriorError(f"cannot load the UNet of {folder}: {type(err).__name__}: {err}") from None
     unet = unet.float().to(device).eval().requires_grad_(False)
     record = _read_json(folder / RECORD_NAME) if (folder / RECORD_NAME).is_file() else {}
+    patch = record.get("patch_size", 1)
+    channels = int(unet.config.in_channels)
+    if not isinstance(patch, int) or isinstance(patch, bool) or not 1 <= patch <= 8 or channels % (patch * patch):
+        raise PriorError(
+            f"{folder / RECORD_NAME}: patch_size {patch!r} must be an integer from 1 to 8 whose square divides the "
+            f"UNet's {channels} input channels"
+        )
+    if patch > 1:
+        unet = PatchedUNet(unet, patch).eval().requires_grad_(False)
     return DiffusionPrior(
         unet=unet,
         scheduler_config=scheduler_config,
-        sample_size=size,
-        channels=int(unet.config.in_channels),
+        sample_size=size * patch,
+        channels=channels // (patch * patch),
         source=source,
         record=record,
     )

@@ -66,27 +66,36 @@ def test_shipped_prior_loads_frozen(shipped):
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_shipped_record_matches_the_files(shipped):
-    record = shipped.record
-    with shipped_prior_path() as folder:
+@pytest.fixture(scope="module", params=["insilico-ddpm-v1", "insilico-ddpm-v2"])
+def any_shipped(request) -> DiffusionPrior:
+    return load_prior(request.param)
+
+
+def test_shipped_record_matches_the_files(any_shipped):
+    shipped, record = any_shipped, any_shipped.record
+    with shipped_prior_path(shipped.source) as folder:
         data = (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
         unet_config = json.loads((folder / "unet" / "config.json").read_text())
         assert json.loads((folder / "model_index.json").read_text())["_class_name"] == "DDPMPipeline"
-    assert record["name"] == "insilico-ddpm-v1"
+    assert record["name"] == shipped.source
     assert hashlib.sha256(data).hexdigest() == record["file"]["sha256"]
     assert len(data) == record["file"]["bytes"] <= 4_200_000
     assert unet_config["block_out_channels"] == record["unet"]["block_out_channels"]
     assert record["unet"]["parameters"] == sum(p.numel() for p in shipped.unet.parameters())
+    if shipped.source == "insilico-ddpm-v2":  # the prior at the stimuli's resolution, on 2 × 2 patches
+        assert shipped.sample_size == 64 and record["patch_size"] == 2 and record["quality"]["samples"]["n"] >= 256
     assert record["training"]["steps"] >= 100 and record["wall_time_s"]["total"] > 0
     quality = record["quality"]
     for key in ("samples", "real"):
         assert set(quality[key]["fraction_present"]) == {"head", "torso", "limbs", "shape"}
         assert quality[key]["n"] >= 64
+    assert record.get("patch_size", 1) * unet_config["sample_size"] == shipped.sample_size
     assert quality["samples"]["mean_pixel_std"] > 0.03, "the prior's samples are flat: it collapsed"
     assert record["data"]["seed"] != quality["real"]["render_set_seed"]
 
 
-def test_shipped_prior_reproduces_its_recorded_samples(shipped):
+def test_shipped_prior_reproduces_its_recorded_samples(any_shipped):
+    shipped = any_shipped
     check = shipped.record["quality"]["check"]
     x = sample_prior(shipped, 2, steps=4, scheduler="ddim", seed=check["seed"])
     # float summation order may differ across machines and thread counts: small slack
@@ -242,3 +251,64 @@ def test_tiny_training_run_saves_and_round_trips(tmp_path):
     assert prior.sample_size == 16 and prior.channels == 1 and prior.record["name"] == "tiny"
     assert prior.scheduler_config["num_train_timesteps"] == 1000
     assert same_weights(prior.unet, unet)
+
+
+# -- patched priors (insilico-ddpm-v2) -------------------------------------------------------------
+def test_patched_unet_denoises_space_to_depth_patches(tmp_path):
+    """A prior whose prior.json says patch_size 2: images of twice the UNet's size, one channel per pixel."""
+    from sharedattr.synthesis.prior import PatchedUNet, inner_unet
+
+    unet = tiny_unet(seed=4, size=8, channels=4)
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).save_pretrained(tmp_path / "pipe", safe_serialization=True)
+    (tmp_path / "pipe" / "prior.json").write_text(json.dumps({"patch_size": 2}))
+    prior = load_prior(tmp_path / "pipe")
+    assert isinstance(prior.unet, PatchedUNet) and inner_unet(prior.unet) is prior.unet.unet
+    assert prior.sample_size == 16 and prior.channels == 1 and not prior.unet.training
+    x, t = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([10, 700])
+    with torch.no_grad():
+        out = prior.unet(x, t).sample
+        # by hand: pixel (2i + a, 2j + b) is channel 2a + b of patch (i, j)
+        patches = x.view(2, 1, 8, 2, 8, 2).permute(0, 1, 3, 5, 2, 4).reshape(2, 4, 8, 8)
+        expected = unet(patches, t).sample.view(2, 1, 2, 2, 8, 8).permute(0, 1, 4, 2, 5, 3).reshape(2, 1, 16, 16)
+    torch.testing.assert_close(out, expected)
+    samples = sample_prior(prior, 2, steps=2, seed=0)
+    assert samples.shape == (2, 1, 16, 16) and 0 <= samples.min() and samples.max() <= 1
+    for bad in (3, 0, "2", True):  # 3² does not divide 4 channels
+        (tmp_path / "pipe" / "prior.json").write_text(json.dumps({"patch_size": bad}))
+        with pytest.raises(PriorError, match="patch_size"):
+            load_prior(tmp_path / "pipe")
+
+
+def test_a_patched_prior_trains_saves_and_loads(tmp_path):
+    from sharedattr.synthesis.prior import PatchedUNet
+    from trainers.diffusion_prior import PriorTrainConfig, save_prior, train_prior
+
+    config = PriorTrainConfig(
+        size=16,
+        render_size=16,
+        patch_size=2,
+        n_per_category=4,
+        steps=2,
+        batch_size=4,
+        warmup_steps=1,
+        log_every=1,
+        unet={
+            "block_out_channels": [8, 16],
+            "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+            "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+            "layers_per_block": 1,
+            "norm_num_groups": 4,
+            "attention_head_dim": 4,
+        },
+        quality_samples=2,
+        quality_steps=1,
+        threads=1,
+        name="tiny-patched",
+    )
+    unet, scheduler, record = train_prior(config, log=None)
+    assert isinstance(unet, PatchedUNet) and record["patch_size"] == 2
+    assert record["unet"]["sample_size"] == 8 and record["unet"]["in_channels"] == 4
+    save_prior(unet, scheduler, record, tmp_path / "prior")
+    prior = load_prior(tmp_path / "prior")
+    assert isinstance(prior.unet, PatchedUNet) and prior.sample_size == 16 and prior.channels == 1
+    assert same_weights(prior.unet.unet, unet.unet)
