@@ -95,9 +95,11 @@ def run_synthesis(
 ) -> SynthesisRun | None:
     """Synthesise for every ``spec.synthesis`` entry × selected neuron; score on every evaluator; write ``folder``.
 
-    Each (synthesizer, neuron) is one work item in ``folder/work``. With several ranks,
-    each computes its own items (round-robin), all wait at a barrier, and rank 0 fits the
-    evaluators, merges the items and writes the outputs (the other ranks return None).
+    Each (synthesizer, neuron) is one work item in ``folder/work``. A synthesizer with ``synthesize_many``
+    samples its ``neuron_batch`` neurons at a time in one loop (:func:`neuron_loops`: fixed chunks of the
+    selection, so resumed and distributed runs batch alike). With several ranks, each computes its own loops
+    (round-robin), all wait at a barrier, and rank 0 fits the evaluators, merges the items and writes the
+    outputs (the other ranks return None).
     """
     folder = Path(folder)
     ranks, device, progress = ctx.ranks, ctx.device, ctx.progress
@@ -108,28 +110,45 @@ def run_synthesis(
     size, channels = model.input_size, model.in_channels
     top_natural = {n: best_natural_indices(drive, n, N_NATURAL) for n in selected}  # best first
     synthesizers = ctx.synthesizers(spec.synthesis)
-    items = [(synth, n) for synth in synthesizers for n in selected]
+    loops = {synth.label: neuron_loops(synth.synthesizer, selected) for synth in synthesizers}
+    loop_of = {(label, n): loop for label, chunks in loops.items() for loop in chunks for n in loop}
+    valid = rows_validator(None, ("images", "history"))
 
-    def synthesised(synth: NamedSynthesizer, n: int, reference: Tensor) -> dict[str, Tensor]:
-        """The stored (or newly computed) result of synthesizer ``synth`` for neuron ``n``."""
-        key = work_key(
+    def item_key(synth: NamedSynthesizer, n: int) -> str:
+        loop = loop_of[(synth.label, n)]
+        together = {"loop": [neuron_ids[k] for k in loop]} if len(loop) > 1 else {}  # batch composition matters
+        return work_key(
             model=experiment.fit_digest,
             synthesizer=synth.spec,
             neuron=neuron_ids[n],
             reference=stimuli.ids[top_natural[n][0]],
             seed=spec.seed,
+            **together,
         )
 
-        def compute() -> dict[str, Tensor]:
-            torch.manual_seed(spec.seed)
-            return _as_tensors(synth.synthesizer.synthesize(model, n, reference=reference.to(device)))
+    def run_loop(synth: NamedSynthesizer, loop: list[int]) -> dict[int, dict[str, Tensor]]:
+        """The stored results of the neurons of ``loop``; if any is missing, the loop is synthesised again, all its
+        neurons together (one sampling loop, the batch every run of this selection uses)."""
+        keys = [item_key(synth, n) for n in loop]
+        stored = [store.lookup("synthesis", key, valid) for key in keys]
+        if all(item is not None for item in stored):
+            return dict(zip(loop, stored))
+        references = [stimuli.load_images(size, channels, top_natural[n][:1])[0].to(device) for n in loop]
+        torch.manual_seed(spec.seed)
+        if len(loop) == 1:
+            results = [synth.synthesizer.synthesize(model, loop[0], reference=references[0])]
+        else:
+            results = synth.synthesizer.synthesize_many(model, loop, references=references)
+        return {
+            n: store.get_or_compute("synthesis", key, lambda r=result: _as_tensors(r), valid)
+            for n, key, result in zip(loop, keys, results)
+        }
 
-        return store.get_or_compute("synthesis", key, compute, rows_validator(None, ("images", "history")))
-
+    units = [(synth, loop) for synth in synthesizers for loop in loops[synth.label]]
     if ranks.distributed:
-        mine = ranks.share(items)
-        for synth, n in tqdm(mine, desc=f"synthesis, rank {ranks.rank}", disable=not progress, leave=False):
-            synthesised(synth, n, stimuli.load_images(size, channels, top_natural[n][:1])[0])
+        mine = ranks.share(units)
+        for synth, loop in tqdm(mine, desc=f"synthesis, rank {ranks.rank}", disable=not progress, leave=False):
+            run_loop(synth, loop)
         ranks.barrier()
         if not ranks.is_main:
             return None
@@ -140,24 +159,28 @@ def run_synthesis(
     prior_samples: dict[str, Tensor] = {}
     for n in selected:
         images[f"natural/{neuron_ids[n]}"] = stimuli.load_images(size, channels, top_natural[n])
-    for synth, n in tqdm(items, desc="synthesis", disable=not progress, leave=False):
-        label = synth.label
-        stored = synthesised(synth, n, images[f"natural/{neuron_ids[n]}"][0])
-        result_images = stored["images"]
-        images[f"{label}/{neuron_ids[n]}"] = result_images
-        histories[f"{label}/{neuron_ids[n]}"] = stored["history"]
-        if "prior_images" in stored:
-            images[f"{label}/{neuron_ids[n]}/prior"] = stored["prior_images"]
-        cost = {k.removeprefix("cost/"): float(v) for k, v in stored.items() if k.startswith("cost/")}
-        rows += evaluator_rows(evaluators, result_images, n, neuron_ids[n], label, cost, spec.batch_size)
-        if hasattr(synth.synthesizer, "prior_samples") and label not in prior_samples:
-            samples = store.get_or_compute(
-                "prior_samples",
-                work_key(synthesizer=synth.spec, n=PRIOR_SAMPLES, seed=spec.seed),
-                lambda s=synth.synthesizer: {"images": s.prior_samples(PRIOR_SAMPLES, seed=spec.seed)},
-                rows_validator(PRIOR_SAMPLES, ("images",)),
-            )
-            prior_samples[label] = samples["images"]
+    results = {}
+    for synth, loop in tqdm(units, desc="synthesis", disable=not progress, leave=False):
+        results |= {(synth.label, n): item for n, item in run_loop(synth, loop).items()}
+    for synth in synthesizers:
+        for n in selected:
+            label = synth.label
+            stored = results[(label, n)]
+            result_images = stored["images"]
+            images[f"{label}/{neuron_ids[n]}"] = result_images
+            histories[f"{label}/{neuron_ids[n]}"] = stored["history"]
+            if "prior_images" in stored:
+                images[f"{label}/{neuron_ids[n]}/prior"] = stored["prior_images"]
+            cost = {k.removeprefix("cost/"): float(v) for k, v in stored.items() if k.startswith("cost/")}
+            rows += evaluator_rows(evaluators, result_images, n, neuron_ids[n], label, cost, spec.batch_size)
+            if hasattr(synth.synthesizer, "prior_samples") and label not in prior_samples:
+                samples = store.get_or_compute(
+                    "prior_samples",
+                    work_key(synthesizer=synth.spec, n=PRIOR_SAMPLES, seed=spec.seed),
+                    lambda s=synth.synthesizer: {"images": s.prior_samples(PRIOR_SAMPLES, seed=spec.seed)},
+                    rows_validator(PRIOR_SAMPLES, ("images",)),
+                )
+                prior_samples[label] = samples["images"]
     _warn_undefined(rows)
     result = SynthesisRun(rows, summarise(rows), evaluators, images, histories)
     write_synthesis(
@@ -316,6 +339,17 @@ def fit_evaluators(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment
             )
         )
     return evaluators
+
+
+def neuron_loops(synthesizer: Any, selected: list[int]) -> list[list[int]]:
+    """The selected neurons in the groups a synthesizer samples together: chunks of its ``neuron_batch`` in
+    selection order when it has ``synthesize_many``, else one neuron each. Fixed by the selection alone, so a
+    resumed or distributed run batches exactly as an uninterrupted single process does."""
+    size = (
+        int(getattr(synthesizer, "neuron_batch", 1)) if callable(getattr(synthesizer, "synthesize_many", None)) else 1
+    )
+    size = max(1, size)
+    return [selected[i : i + size] for i in range(0, len(selected), size)]
 
 
 def _as_tensors(result: SynthesisResult) -> dict[str, Tensor]:

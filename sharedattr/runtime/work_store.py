@@ -79,6 +79,25 @@ class WorkStore:
     def path(self, kind: str, key: str) -> Path | None:
         return None if self.folder is None else self.folder / f"{kind}-{key}.safetensors"
 
+    def lookup(
+        self, kind: str, key: str, validate: Callable[[Mapping[str, Tensor]], str | None] | None = None
+    ) -> dict[str, Tensor] | None:
+        """The stored tensors of item ``kind``/``key`` when present and sound (counted as a hit), else None.
+
+        A damaged item is reported as :meth:`get_or_compute` reports it (a warning naming the file) and left for
+        the caller to compute.
+        """
+        path = self.path(kind, key)
+        if path is None or not path.is_file():
+            return None
+        tensors, problem = _read_verified(path, validate)
+        if tensors is None:
+            self.damaged.append(path)
+            warnings.warn(f"work item {path} is damaged ({problem}): computing it again", stacklevel=2)
+            return None
+        self.hits += 1
+        return tensors
+
     def get_or_compute(
         self,
         kind: str,

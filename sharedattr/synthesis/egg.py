@@ -25,7 +25,7 @@ model's input (size, channels, and the energy's ``grayscale``/``norm``) and scor
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -38,7 +38,7 @@ from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import BASE_DIR_KEY, CHECK_FILES_KEY, MAX_SEEDS, Params, Seed
 from sharedattr.plugins.specs import EnergySpec
 from sharedattr.synthesis.cost import CallCounter, Stopwatch, cost_record
-from sharedattr.synthesis.energies import EnergyParam, build_energy
+from sharedattr.synthesis.energies import EnergyParam, bind_many, build_energy
 from sharedattr.synthesis.preprocess import fit_to_model
 from sharedattr.synthesis.prior import (
     DEFAULT_PRIOR,
@@ -89,8 +89,8 @@ class EGGParams(Params):
 
     prior: PriorSource = Field(
         DEFAULT_PRIOR,
-        description="The diffusion prior: a shipped prior's name (insilico-ddpm-v1) or a folder with a diffusers "
-        "UNet2DModel and its scheduler config.",
+        description="The diffusion prior: a shipped prior's name (insilico-ddpm-v1; insilico-ddpm-v2, 64 px) or a "
+        "folder with a diffusers UNet2DModel and its scheduler config.",
     )
     preset: Literal["project", "reference"] = Field(
         "project",
@@ -149,6 +149,13 @@ class EGGParams(Params):
         description="The energy minimised: a registered energy's name or {name = ..., **params} (default mei).",
     )
     n_seeds: int = Field(1, ge=1, le=MAX_SEEDS, description="Independent samples, generated as one batch.")
+    neuron_batch: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="Neurons sampled together in one loop (their n_seeds samples share every UNet and model pass); "
+        "1 = one neuron at a time. The results equal one at a time up to float rounding of the larger batch.",
+    )
     seed: Seed = Field(0, description="Seed of the initial noise and of the sampler's noise.")
 
 
@@ -188,13 +195,18 @@ def predict_x0(model_output: Tensor, x_t: Tensor, alpha_bar: Tensor, prediction_
     raise ValueError(f"unsupported prediction_type {prediction_type!r} (epsilon, sample or v_prediction)")
 
 
-def normalise_gradient(g: Tensor, how: str = "sample") -> Tensor:
-    """``g_i/‖g_i‖`` per sample (``"sample"``) or ``g/‖g‖`` over the batch (``"batch"``); zero stays zero."""
+def normalise_gradient(g: Tensor, how: str = "sample", groups: int = 1) -> Tensor:
+    """``g_i/‖g_i‖`` per sample (``"sample"``) or ``g/‖g‖`` over the batch (``"batch"``); zero stays zero.
+
+    With ``groups > 1`` the batch is that many consecutive groups of equal size (one neuron's seeds each) and
+    ``"batch"`` normalises each group over itself, as if it were sampled alone.
+    """
     if how == "sample":
         norms = g.flatten(1).norm(dim=1).clamp(min=1e-12)
         return g / norms.view(-1, *([1] * (g.dim() - 1)))
     if how == "batch":
-        return g / g.norm().clamp(min=1e-12)
+        norms = g.reshape(groups, -1).norm(dim=1).clamp(min=1e-12)
+        return (g.reshape(groups, -1) / norms[:, None]).view_as(g)
     raise ValueError(f"unknown normalisation {how!r}; use 'sample' or 'batch'")
 
 
@@ -222,13 +234,15 @@ def guidance_step(
     normalize: str = "sample",
     generator: Generators = None,
     eta: float = 0.0,
+    groups: int = 1,
 ) -> GuidanceStep:
     """One EGG step from ``x_t`` (``[B, C, H, W]`` in the prior's [-1, 1] space) at timestep ``t``.
 
     ``energy_fn`` maps images in [0, 1] to an :class:`EnergyValue`; it is evaluated at
     ``unclamped_unit(x0_hat)``. With ``scale == 0`` the energy is only evaluated (no gradient,
     no denoiser backward); with ``energy_fn=None`` neither. The scheduler draws its noise
-    from ``generator`` (one, or one per sample; DDPM, or DDIM with ``eta > 0``).
+    from ``generator`` (one, or one per sample; DDPM, or DDIM with ``eta > 0``). ``groups``: the batch is that
+    many consecutive groups (one neuron's seeds each), normalised separately (:func:`normalise_gradient`).
     """
     x = x_t.detach()
     guided = bool(torch.as_tensor(scale).gt(0).any()) and energy_fn is not None
@@ -245,7 +259,7 @@ def guidance_step(
             value = energy_fn(unclamped_unit(x0_hat))
         if guided:
             (grad,) = torch.autograd.grad(value.energy.sum(), x_in)
-            g = normalise_gradient(grad, normalize)
+            g = normalise_gradient(grad, normalize, groups)
     model_output = out.detach()
     if "eta" in _step_kwargs(scheduler, eta):  # DDIM has no learned variance: pass the prediction only
         model_output = model_output[:, :channels]
@@ -313,6 +327,7 @@ class EGG:
         n_seeds: int = 1,
         seed: int = 0,
         *,
+        neuron_batch: int = 8,
         preset: str = "project",
         timestep_spacing: str | None = None,
         clip_x0: bool | None = None,
@@ -347,6 +362,9 @@ class EGG:
         self.guidance_scale, self.normalize = guidance_scale, normalize
         self.energy = build_energy(energy)
         self.n_seeds, self.seed = n_seeds, seed
+        if neuron_batch < 1:
+            raise ValueError(f"neuron_batch must be ≥ 1, got {neuron_batch}")
+        self.neuron_batch = int(neuron_batch)
 
     def load_prior(self, device: torch.device | str = "cpu") -> Any:
         """The prior on ``device`` (cached when named by a string)."""
@@ -364,10 +382,12 @@ class EGG:
         device: torch.device,
         energy_fn: Callable[[Tensor], EnergyValue] | None,
         scale: float,
+        groups: int = 1,
     ) -> tuple[Tensor, list[Tensor]]:
         """Run the sampler from seeded noise; ``x_0`` in [-1, 1] space and the per-step responses.
 
-        Sample ``i`` draws its initial and sampler noise from its own generator
+        The batch is ``groups`` groups of ``n`` samples (one neuron's seeds each). Sample ``i`` of
+        every group draws its initial and sampler noise from its own generator
         (:func:`~.prior.sample_generators`), as :func:`~.prior.sample_prior` does: with
         per-sample normalisation it does not depend on ``n``, and at λ = 0 it is the prior's
         own sample ``i``.
@@ -377,25 +397,27 @@ class EGG:
         scheduler = make_scheduler(
             self.scheduler, prior.scheduler_config, self.steps, self.timestep_spacing, self.clip_x0
         )
-        generator = sample_generators(seed, range(n))
+        generator = [g for _ in range(groups) for g in sample_generators(seed, range(n))]
         size = prior.sample_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         dtype = next(prior.unet.parameters()).dtype
-        x = randn_tensor((n, prior.channels, h, w), generator=generator, device=device, dtype=dtype)
+        x = randn_tensor((n * groups, prior.channels, h, w), generator=generator, device=device, dtype=dtype)
         x = x * scheduler.init_noise_sigma
         responses = []
         x0_hat = x
         for t in scheduler.timesteps:
-            step_scale = self.step_scale(scale, scheduler, t, x)
-            step = guidance_step(unet, scheduler, x, t, energy_fn, step_scale, self.normalize, generator, self.eta)
+            step_scale = self.step_scale(scale, scheduler, t, x[:n])
+            step = guidance_step(
+                unet, scheduler, x, t, energy_fn, step_scale, self.normalize, generator, self.eta, groups
+            )
             x, x0_hat = step.x_prev, step.x0_hat
             if step.value is not None:
                 responses.append(step.value.response.detach().float().cpu())
         return (x0_hat if self.output == "x0_estimate" else x), responses
 
     def step_scale(self, scale: float, scheduler: Any, t: Tensor | int, x: Tensor) -> float:
-        """The guidance step's length at timestep ``t`` for samples ``x`` ``[B, C, H, W]``: λ, times √D in
-        ``"pixel"`` units (√(B·D) with batch normalisation: the unit-norm gradient spans the batch), times
+        """The guidance step's length at timestep ``t`` for one neuron's samples ``x`` ``[B, C, H, W]``: λ, times
+        √D in ``"pixel"`` units (√(B·D) with batch normalisation: the unit-norm gradient spans the batch), times
         √(1 − ᾱ_t) with ``use_alpha_bar``."""
         if self.guidance_units == "pixel":
             scale = scale * float(x[0].numel() * (x.shape[0] if self.normalize == "batch" else 1)) ** 0.5
@@ -405,12 +427,30 @@ class EGG:
 
     def synthesize(self, model: nn.Module, neuron: int, *, reference: Tensor | None = None) -> SynthesisResult:
         """Images ``[n_seeds, C, H, W]`` at the model's input size; ``prior_images`` at the prior's."""
+        return self.synthesize_many(model, [neuron], references=[reference])[0]
+
+    def synthesize_many(
+        self, model: nn.Module, neurons: Sequence[int], *, references: Sequence[Tensor | None] | None = None
+    ) -> list[SynthesisResult]:
+        """:meth:`synthesize` for several neurons in one sampling loop: their ``n_seeds`` samples each share every
+        UNet and model pass (``[len(neurons) · n_seeds, C, H, W]``).
+
+        Neuron ``k``'s samples draw the same noise as :meth:`synthesize` of that neuron alone, and batch
+        normalisation runs over each neuron's samples, so the results equal one neuron at a time up to float
+        rounding of the larger batch. Each result's cost is the loop's divided by the number of neurons.
+        """
+        neurons = [int(n) for n in neurons]
+        references = list(references) if references is not None else [None] * len(neurons)
+        if len(references) != len(neurons):
+            raise ValueError(f"{len(neurons)} neurons but {len(references)} references")
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         prior = self.load_prior(device)  # once per (source, device): not part of wall_s
         stopwatch = Stopwatch()
         model_counter, unet_counter = CallCounter(model), CallCounter(prior.unet)
-        energy_fn = self.energy.bind(model_counter, neuron, reference)
-        x0, history = self._sample(unet_counter, prior, self.n_seeds, self.seed, device, energy_fn, self.guidance_scale)
+        energy_fn = bind_many(self.energy, model_counter, neurons, references, self.n_seeds)
+        x0, history = self._sample(
+            unet_counter, prior, self.n_seeds, self.seed, device, energy_fn, self.guidance_scale, len(neurons)
+        )
         prior_images = to_unit(x0).float()  # clamped to [0, 1]
         images = fit_to_model(
             prior_images,
@@ -418,12 +458,25 @@ class EGG:
             grayscale=getattr(self.energy, "grayscale", False),
             norm=getattr(self.energy, "norm", None),
         )
+        index = torch.tensor(neurons, device=images.device).repeat_interleave(self.n_seeds)
         with torch.no_grad():
-            responses = model_counter(images)[:, neuron].detach().cpu()
-        cost = cost_record(model_counter, stopwatch, unet_counter) | {"steps": float(self.steps)}
-        return SynthesisResult(
-            images.detach().cpu(), responses, torch.stack(history), cost, prior_images=prior_images.cpu()
-        )
+            responses = model_counter(images).gather(1, index[:, None]).squeeze(1).detach().cpu()
+        cost = {k: v / len(neurons) for k, v in cost_record(model_counter, stopwatch, unet_counter).items()}
+        cost |= {"steps": float(self.steps), "neurons_per_loop": float(len(neurons))}
+        steps = torch.stack(history) if history else torch.zeros(0, len(images))
+        out = []
+        for k in range(len(neurons)):
+            rows = slice(k * self.n_seeds, (k + 1) * self.n_seeds)
+            out.append(
+                SynthesisResult(
+                    images[rows].detach().cpu(),
+                    responses[rows],
+                    steps[:, rows],
+                    dict(cost),
+                    prior_images=prior_images[rows].cpu(),
+                )
+            )
+        return out
 
     def prior_samples(self, n: int, seed: int = 0, device: torch.device | str = "cpu") -> Tensor:
         """``n`` unguided samples ``[n, C, H, W]`` in [0, 1] on the CPU (same scheduler, steps, eta, spacing,

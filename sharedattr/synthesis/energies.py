@@ -14,7 +14,7 @@ resize, optional grayscale, optional fixed contrast norm), so a diffusion prior'
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import torch
@@ -54,6 +54,28 @@ def build_energy(energy: Energy | EnergySpec | str | dict[str, Any]) -> Energy:
     return EnergySpec.model_validate(energy).build(get_registry())
 
 
+def bind_many(
+    energy: Energy, model: nn.Module, neurons: Sequence[int], references: Sequence[Tensor | None], group: int
+) -> Callable[[Tensor], EnergyValue]:
+    """The energy of a batch of ``len(neurons)`` consecutive groups of ``group`` images, group ``k`` for output
+    ``neurons[k]`` (with ``references[k]``).
+
+    An energy with its own ``bind_many`` (e.g. :class:`MEIEnergy`: one model pass for every group) is used as is;
+    any other is bound once per neuron and evaluated on its group's rows.
+    """
+    if callable(getattr(energy, "bind_many", None)):
+        return energy.bind_many(model, neurons, references, group)
+    bound = [energy.bind(model, n, r) for n, r in zip(neurons, references)]
+    if len(bound) == 1:
+        return bound[0]
+
+    def evaluate(images: Tensor) -> EnergyValue:
+        values = [fn(images[k * group : (k + 1) * group]) for k, fn in enumerate(bound)]
+        return EnergyValue(torch.cat([v.energy for v in values]), torch.cat([v.response for v in values]))
+
+    return evaluate
+
+
 class PreprocessParams(Params):
     """How images are fitted to the model before the energy is evaluated."""
 
@@ -72,6 +94,19 @@ class MEIEnergy:
     def bind(self, model: nn.Module, neuron: int, reference: Tensor | None = None) -> Callable[[Tensor], EnergyValue]:
         def energy(images: Tensor) -> EnergyValue:
             response = model(fit_to_model(images, model, grayscale=self.grayscale, norm=self.norm))[:, neuron]
+            return EnergyValue(-response, response)
+
+        return energy
+
+    def bind_many(
+        self, model: nn.Module, neurons: Sequence[int], references: Sequence[Tensor | None], group: int
+    ) -> Callable[[Tensor], EnergyValue]:
+        """:func:`bind_many`: one model pass for all groups, row ``i`` scored for neuron ``neurons[i // group]``."""
+        index = torch.tensor([int(n) for n in neurons]).repeat_interleave(group)
+
+        def energy(images: Tensor) -> EnergyValue:
+            responses = model(fit_to_model(images, model, grayscale=self.grayscale, norm=self.norm))
+            response = responses.gather(1, index.to(responses.device)[:, None]).squeeze(1)
             return EnergyValue(-response, response)
 
         return energy

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from sharedattr.config.validation import validate_experiment
@@ -144,3 +145,26 @@ def test_a_model_folder_left_half_saved_is_fitted_again(tiny_config, tmp_path, o
     assert again.reused["model"] == 0
     assert (out / "scores.csv").read_bytes() == scores
     load_model(out / "model")  # whole again
+
+
+def test_neurons_sampled_together_resume_to_the_same_images(tiny_config, tmp_path, one_thread):
+    """EGG samples neuron_batch neurons per loop; an item lost from a loop recomputes that whole loop, batched as
+    before, so the resumed images equal the uninterrupted run's bit for bit and the other loops are reused."""
+    tiny_config.update(selection={"top_k": 3, "drivers_per_neuron": 1})
+    tiny_config["synthesis"] = [{"name": "egg", "steps": 3, "n_seeds": 2, "neuron_batch": 2}]  # loops [2, 1]
+    spec = validate_experiment(tiny_config)
+    out = tmp_path / "run"
+    run_experiment(spec, out, progress=False)
+    images = load_file(out / "synthesis" / "images.safetensors")
+    scores = (out / "synthesis" / "scores.csv").read_text()
+    assert "neurons_per_loop" in scores.splitlines()[0]
+    items = sorted((out / "synthesis" / "work").glob("synthesis-*.safetensors"))
+    assert len(items) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in items}
+    items[0].unlink()
+    (out / "synthesis" / "images.safetensors").unlink()
+    run_experiment(spec, out, progress=False)
+    assert items[0].is_file()  # recomputed with its loop; every other item read, not written again
+    assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items() if p != items[0])
+    again = load_file(out / "synthesis" / "images.safetensors")
+    assert again.keys() == images.keys() and all(torch.equal(again[k], images[k]) for k in images)

@@ -209,6 +209,37 @@ def test_a_seed_does_not_depend_on_the_batch(prior, model):
     torch.testing.assert_close(three.prior_images[:2], two.prior_images, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("normalize", ["sample", "batch"])
+@pytest.mark.parametrize("energy", ["mei", "reconstruction"])
+def test_neurons_sampled_together_equal_one_at_a_time(prior, model, normalize, energy):
+    """One loop over 3 neurons × 2 seeds: each neuron's images as when sampled alone (same noise; batch
+    normalisation over each neuron's seeds), one UNet call per step for all of them."""
+    synth = EGG(prior=prior, scheduler="ddpm", steps=STEPS, n_seeds=2, seed=2, normalize=normalize, energy=energy)
+    neurons, refs = [2, 0, 1], [reference_image(), reference_image() * 0.5, reference_image().flip(-1)]
+    together = synth.synthesize_many(model, neurons, references=refs)
+    for neuron, ref, result in zip(neurons, refs, together):
+        alone = synth.synthesize(model, neuron, reference=ref)
+        torch.testing.assert_close(result.prior_images, alone.prior_images, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(result.responses, alone.responses, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(result.history, alone.history, rtol=1e-4, atol=1e-4)
+        assert result.images.shape == alone.images.shape and result.history.shape == (STEPS, 2)
+    cost = together[0].cost
+    assert cost["neurons_per_loop"] == 3 and cost["denoiser_calls"] == STEPS / 3  # the loop's, shared
+    if energy == "mei":  # one model pass for all neurons: 6 images per call, a third of them this neuron's
+        assert cost["model_images"] == 2 * (STEPS + 1) and cost["forward_calls"] == (STEPS + 1) / 3
+    with pytest.raises(ValueError, match="references"):
+        synth.synthesize_many(model, [0, 1], references=[None])
+
+
+def test_neuron_loops_are_fixed_chunks_of_the_selection(prior):
+    from sharedattr.experiment.synthesize import neuron_loops
+    from sharedattr.synthesis.gradient_ascent import GradientAscent
+
+    assert neuron_loops(EGG(prior=prior, neuron_batch=2), [5, 1, 7, 3, 9]) == [[5, 1], [7, 3], [9]]
+    assert neuron_loops(EGG(prior=prior, neuron_batch=1), [5, 1]) == [[5], [1]]
+    assert neuron_loops(GradientAscent(), [5, 1]) == [[5], [1]]  # no synthesize_many: one at a time
+
+
 # -- (6) cost ----------------------------------------------------------------------------------
 def test_cost_counts_calls(prior, model):
     result = EGG(prior=prior, steps=STEPS, n_seeds=2).synthesize(model, 1)
@@ -234,6 +265,7 @@ def test_cost_counts_calls(prior, model):
         {"eta": 1.5},
         {"normalize": "layer"},
         {"n_seeds": 0},
+        {"neuron_batch": 0},
         {"energy": "no_such_energy"},
         {"energy": {"name": "mei", "norm": -1}},
         {"guidance": 5.0},
