@@ -22,6 +22,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from record import machine, print_and_append
@@ -31,12 +32,26 @@ from sharedattr.data.insilico import DEFAULT_NEURONS, write_insilico
 from sharedattr.experiment.synthesize import synthesize_experiment
 from sharedattr.report.figures import role_means
 
-EVALUATORS = [
-    {"label": "val-split1", "role": "val", "split_seed": 1},
-    {"label": "val-split2", "role": "val", "split_seed": 2},
-    {"label": "cross-block4", "role": "cross", "backbone": {"name": "insilico_cnn", "layer": "block4"}},
-    {"label": "cross-block2", "role": "cross", "backbone": {"name": "insilico_cnn", "layer": "block2"}},
-]
+WEIGHTS = ("insilico-v1", "insilico-resnet18-v1")  # the plain CNN and the ResNet-18-shaped network
+ARCH_PREFIX = "cross-arch-"  # evaluators of the other architecture; "cross-layer-": the same network, another layer
+
+
+def evaluators_for(weights: str, size: int) -> list[dict]:
+    """Two val evaluators (other data splits), two of the same network at other layers, and two of the other
+    architecture (the other shipped weights) at block3 and block4: every one fitted to the same responses."""
+    other = next(w for w in WEIGHTS if w != weights)
+
+    def backbone(w: str, layer: str) -> dict:
+        return {"name": "insilico_cnn", "weights": w, "layer": layer, "input_size": size}
+
+    return [
+        {"label": "val-split1", "role": "val", "split_seed": 1},
+        {"label": "val-split2", "role": "val", "split_seed": 2},
+        {"label": "cross-layer-block4", "role": "cross", "backbone": backbone(weights, "block4")},
+        {"label": "cross-layer-block2", "role": "cross", "backbone": backbone(weights, "block2")},
+        {"label": f"{ARCH_PREFIX}block3", "role": "cross", "backbone": backbone(other, "block3")},
+        {"label": f"{ARCH_PREFIX}block4", "role": "cross", "backbone": backbone(other, "block4")},
+    ]
 
 
 def natural_norm(stimuli: Path, size: int) -> float:
@@ -60,6 +75,9 @@ def synthesizers(args: argparse.Namespace, norm: float) -> list[dict]:
     eggs = [
         {
             "name": "egg",
+            "prior": args.prior,
+            "preset": args.preset,
+            "guidance_units": args.units,
             "steps": args.egg_steps,
             "scheduler": item.split(":")[0],
             "guidance_scale": float(item.split(":")[1]),
@@ -72,9 +90,6 @@ def synthesizers(args: argparse.Namespace, norm: float) -> list[dict]:
 
 
 def spec_for(data: Path, args: argparse.Namespace, norm: float) -> ExperimentSpec:
-    for e in EVALUATORS:
-        if "backbone" in e:
-            e["backbone"]["input_size"] = args.size
     return ExperimentSpec.model_validate(
         {
             "name": "synthesis-benchmark",
@@ -87,11 +102,11 @@ def spec_for(data: Path, args: argparse.Namespace, norm: float) -> ExperimentSpe
                 "responses": str(data / "responses.csv"),
                 "preferred_category": "bodies",
             },
-            "backbone": {"name": "insilico_cnn", "layer": "block3", "input_size": args.size},
+            "backbone": {"name": "insilico_cnn", "weights": args.weights, "layer": "block3", "input_size": args.size},
             "readout": {"name": "ridge"},
             "selection": {"neurons": [n.name for n in DEFAULT_NEURONS]},
             "synthesis": synthesizers(args, norm),
-            "evaluators": EVALUATORS,
+            "evaluators": evaluators_for(args.weights, args.size),
             "output": {"figures": True},
         }
     )
@@ -158,6 +173,101 @@ def table(result, labels: list[str], specs: list[dict]) -> tuple[str, list[str]]
     return "\n".join(lines), notes
 
 
+def per_sample(rows: list[dict], label: str, keep) -> dict[tuple[str, int], float]:  # noqa: ANN001 - a predicate
+    """``(neuron, seed)`` → the mean relative activation of synthesizer ``label`` over the evaluators ``keep`` takes."""
+    groups: dict[tuple[str, int], list[float]] = {}
+    for r in rows:
+        if r["synthesizer"] == label and keep(r) and math.isfinite(r["relative"]):
+            groups.setdefault((r["neuron"], int(r["seed"])), []).append(r["relative"])
+    return {k: sum(v) / len(v) for k, v in groups.items()}
+
+
+def paired_table(result, labels: list[str]) -> str:
+    """Each EGG run against gradient ascent on the same neurons × seeds: train activation ratio, and the transfer
+    ratio cross ÷ train for the other architecture and for the other layers (paired test, :mod:`report.stats`)."""
+    from sharedattr.report.stats import confidence_interval, paired_test
+
+    rows, ga = result.rows, labels[0]
+    train = {lab: per_sample(rows, lab, lambda r: r["role"] == "train") for lab in labels}
+    arch = {lab: per_sample(rows, lab, lambda r: r["evaluator"].startswith(ARCH_PREFIX)) for lab in labels}
+    layer = {lab: per_sample(rows, lab, lambda r: r["evaluator"].startswith("cross-layer-")) for lab in labels}
+    wall = {r["synthesizer"]: r["wall_s_per_neuron"] for r in result.summary if r["role"] == "train"}
+    lines = [
+        "| EGG run | n | train: EGG ÷ GA [95 % CI] | cross-arch ÷ train: EGG, GA; EGG − GA [95 % CI], p | "
+        "cross-layer ÷ train: EGG, GA; EGG − GA [95 % CI], p | wall: EGG ÷ GA's full run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label in labels[1:]:
+        keys = sorted(k for k in train[ga] if k in train[label] and train[ga][k] > 0 and train[label][k] > 0)
+        ratio = np.array([train[label][k] / train[ga][k] for k in keys])
+        low, high = confidence_interval(ratio)
+        cells = []
+        for cross in (arch, layer):
+            egg = [cross[label][k] / train[label][k] for k in keys]
+            gas = [cross[ga][k] / train[ga][k] for k in keys]
+            t = paired_test(egg, gas)
+            cells.append(
+                f"{np.mean(egg):.3f}, {np.mean(gas):.3f}; {t.mean_diff:+.3f} [{t.ci_low:+.3f}, {t.ci_high:+.3f}], "
+                f"p {t.p:.2g}"
+            )
+        lines.append(
+            f"| {label} | {len(keys)} | {ratio.mean():.3f} [{low:.3f}, {high:.3f}] | {cells[0]} | {cells[1]} "
+            f"| {wall[label] / wall[ga]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def floor_seconds(model: torch.nn.Module, prior_source: str | None, seeds: int, reps: int = 5) -> float:
+    """Seconds of one bare step's compute for ``seeds`` images, the physical floor of a synthesis step: with
+    ``prior_source``, the UNet's forward on noisy images, the x0 estimate, the train model's forward on it and the
+    backward through both (an EGG step without the scheduler or any bookkeeping); without, the model's forward and
+    backward on ``seeds`` images at its input size (a gradient-ascent step without the optimiser)."""
+    from sharedattr.synthesis.preprocess import fit_to_model
+    from sharedattr.synthesis.prior import load_prior
+
+    g = torch.Generator().manual_seed(0)
+    if prior_source is None:
+        channels, size = model.in_channels, model.input_size
+        x = torch.rand(seeds, channels, *(size if isinstance(size, tuple) else (size, size)), generator=g)
+        t = unet = None
+    else:
+        prior = load_prior(prior_source)
+        unet = prior.unet
+        x = torch.randn(seeds, prior.channels, prior.sample_size, prior.sample_size, generator=g)
+        t = torch.full((seeds,), 500, dtype=torch.long)
+
+    def step() -> None:
+        x_in = x.clone().requires_grad_(True)
+        images = x_in if unet is None else (x_in - 0.5 * unet(x_in, t).sample + 1) / 2
+        response = model(fit_to_model(images, model))[:, 0].sum()
+        torch.autograd.grad(response, x_in)
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(reps):
+        step()
+    return (time.perf_counter() - start) / reps
+
+
+def floor_notes(result, labels: list[str], specs: list[dict], seeds: int) -> list[str]:
+    """Each synthesizer's wall time per neuron against its floor: steps × :func:`floor_seconds` on the batch it ran
+    (``neurons_per_loop`` × seeds images for EGG, which samples several neurons per loop), per neuron."""
+    train = next(e for e in result.evaluators if e.role == "train").model
+    wall = {r["synthesizer"]: r["wall_s_per_neuron"] for r in result.summary if r["role"] == "train"}
+    together = {r["synthesizer"]: float(r.get("neurons_per_loop", 1) or 1) for r in result.rows}
+    notes = []
+    for label, spec in zip(labels, specs):
+        k = round(together.get(label, 1.0))
+        floor = spec["steps"] * floor_seconds(train, spec.get("prior"), k * seeds) / k
+        notes.append(
+            f"`{label}`: {wall[label]:.2f} s per neuron against a floor of {floor:.2f} s ({spec['steps']} bare "
+            f"{'UNet + model' if 'prior' in spec else 'model'} forward+backward passes on {k * seeds} images"
+            f"{f', {k} neurons × {seeds} seeds, per neuron' if k > 1 else ''}): "
+            f"{floor / wall[label]:.2f} of the floor's rate."
+        )
+    return notes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-per-category", type=int, default=150)
@@ -171,6 +281,14 @@ def main() -> None:
         nargs="+",
         default=["ddpm:2", "ddpm:5", "ddpm:10", "ddim:5"],
         help="EGG runs as SCHEDULER:λ (scheduler ddpm or ddim, λ the guidance scale)",
+    )
+    parser.add_argument("--prior", default="insilico-ddpm-v1", help="EGG's diffusion prior (shipped name or folder)")
+    parser.add_argument("--preset", default="project", choices=["project", "reference"], help="EGG's sampling preset")
+    parser.add_argument(
+        "--units", default="image", choices=["image", "pixel"], help="EGG's guidance_units (pixel: λ per pixel)"
+    )
+    parser.add_argument(
+        "--weights", default="insilico-v1", choices=WEIGHTS, help="the train model's insilico_cnn weights"
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -195,10 +313,13 @@ def main() -> None:
 
     labels = spec_labels(spec.synthesis)
     text, notes = table(result, labels, synthesizers(args, norm))
+    paired = paired_table(result, labels)
+    notes += floor_notes(result, labels, synthesizers(args, norm), args.seeds)
     evaluators = ", ".join(f"{e.label} ({e.role}, median r {e.test_r.median():.2f})" for e in result.evaluators)
     heading = (
         f"### Synthesis: EGG vs gradient ascent on {len(DEFAULT_NEURONS)} in-silico neurons, "
-        f"{args.seeds} seeds, `insilico_cnn` block3 + ridge ({2 * args.n_per_category} images at {args.size} px)"
+        f"{args.seeds} seeds, `insilico_cnn` ({args.weights}) block3 + ridge ({2 * args.n_per_category} images at "
+        f"{args.size} px), prior {args.prior}, preset {args.preset}, λ in {args.units} units"
     )
     body = (
         f"Mean ± sem over neurons × seeds of the response relative to each evaluator's best natural image "
@@ -206,6 +327,12 @@ def main() -> None:
         f"Contrast fixed for both methods: ‖x − 0.5‖₂ = {norm:.2f} (the natural images' mean). "
         f"Evaluators: {evaluators}.\n\n"
         + "\n".join(f"- {n}" for n in notes)
+        + "\n\nPaired over neurons × seeds (the same neurons and seeds for every synthesizer): the train-model "
+        "activation of each EGG run as a fraction of gradient ascent's, and the transfer ratio (the mean relative "
+        "activation on the cross evaluators ÷ on the train model, per neuron and seed) of EGG against gradient "
+        "ascent: Wilcoxon signed-rank p and the mean paired difference with its 95 % t interval. cross-arch: the other "
+        "shipped network (block3, block4); cross-layer: the train network's block2 and block4.\n\n"
+        + paired
         + f"\n\nTotal wall time {wall:.0f} s. {machine(args.device)}"
     )
     print_and_append(f"{heading}\n\n{text}\n\n{body}\n", write=not args.no_write)

@@ -46,6 +46,23 @@ def test_a_one_byte_flip_in_the_data_is_recomputed_not_trusted(store):
     assert again(store)[1].hits == 1  # rewritten whole
 
 
+def test_lookup_reads_a_sound_item_and_reports_a_damaged_one(store):
+    fresh = WorkStore(store.folder)
+    assert torch.equal(fresh.lookup("scores", "k", rows_validator(8, ("values",)))["values"], values()["values"])
+    assert fresh.hits == 1 and fresh.misses == 0
+    assert fresh.lookup("scores", "missing") is None and fresh.misses == 0  # nothing computed, nothing counted
+    with pytest.warns(UserWarning, match="expected 7"):  # the caller's check fails: reported, not trusted
+        assert fresh.lookup("scores", "k", rows_validator(7, ("values",))) is None
+    path = store.path("scores", "k")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="is damaged"):
+        assert fresh.lookup("scores", "k") is None
+    assert path in fresh.damaged
+    assert WorkStore(None).lookup("scores", "k") is None
+
+
 @pytest.mark.parametrize(
     "planted, reason",
     [
