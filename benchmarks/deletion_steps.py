@@ -133,8 +133,8 @@ def main() -> None:
         f"The same maps of {', '.join(method_names)} (drivers and references of 8 neurons × 2 drivers × 2 references) "
         "scored by `deletion` at every step count in one run; mean diff > 0: the first method's AUC is lower "
         "(better), Wilcoxon signed-rank p on the same pairs. ms / map from metric_times.csv. "
-        f"Total wall time {time.perf_counter() - start:.0f} s. {machine('cpu')} Command: "
-        "`uv run python benchmarks/deletion_steps.py`."
+        f"Total wall time {time.perf_counter() - start:.0f} s (work items reused from an earlier run are not "
+        f"recomputed). {machine('cpu')}"
     )
     print_and_append(f"{heading}\n\n" + "\n".join(lines) + f"\n\n{body}\n", write=not args.no_write)
 

@@ -1,18 +1,24 @@
 """Synthesis benchmark: EGG against gradient ascent on in-silico neurons (the EGG paper's protocol).
 
     uv run python benchmarks/synthesis.py [--n-per-category 150 --seeds 3 --ga-steps 1000]
+    uv run python benchmarks/synthesis.py --prior insilico-ddpm-v2 --preset reference --units pixel \
+        --weights insilico-resnet18-v1 --egg ddpm:0.0226 ddpm:0.05 ddpm:0.1     # the fair test of issue 18
 
 Renders a seeded in-silico stimulus set, simulates the part-tuned neurons (limbs, head,
-body, head∧limbs, shape), fits the "train" model (shipped ``insilico_cnn`` block3 + ridge)
-and the evaluators: the same architecture fitted on other data splits ("val") and other
-layers/readouts of the network ("cross"). Gradient ascent (AdamW, blurred gradients,
-fixed norm) and EGG (the shipped diffusion prior, DDPM and DDIM, several guidance scales) synthesise
+body, head∧limbs, shape; ``--per-kind`` variants of each), fits the "train" model (``insilico_cnn``
+with ``--weights``, block3 + ridge) and the evaluators: the same network fitted on other data
+splits ("val"), the same network at block2 and block4 ("cross-layer") and the other shipped
+architecture at block3 and block4 ("cross-arch"). Gradient ascent (AdamW, blurred gradients,
+fixed norm) and EGG (``--prior``, ``--preset``, λ in ``--units``, several guidance scales) synthesise
 for every neuron through :func:`sharedattr.experiment.synthesize.synthesize_experiment`. Both are
 held to the same contrast: the norm ‖x − 0.5‖₂ of the model's input is fixed to the mean
 norm of the natural stimuli. Activations are relative to each evaluator's prediction for the
-neuron's best natural image. Compute: wall time and calls per neuron, and the gradient-ascent
-steps (and seconds) needed to reach EGG's within-model activation, read off its history.
-Prints a markdown table and appends it, with the command and machine info, to docs/benchmarks.md.
+neuron's best natural image. Compute: wall time and calls per neuron, the gradient-ascent
+steps (and seconds) needed to reach EGG's within-model activation, read off its history, and
+each synthesizer's time against the floor of bare forward+backward passes. Paired over neurons ×
+seeds (and per neuron, seeds averaged): EGG's train activation as a fraction of gradient ascent's
+and the transfer ratio cross ÷ train of each (Wilcoxon signed-rank, :mod:`sharedattr.report.stats`).
+Prints markdown tables and appends them, with the command and machine info, to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import torch
 from record import machine, print_and_append
 from sharedattr.config.spec import ExperimentSpec
 from sharedattr.data import StimulusSet
-from sharedattr.data.insilico import DEFAULT_NEURONS, write_insilico
+from sharedattr.data.insilico import DEFAULT_NEURONS, neuron_population, write_insilico
 from sharedattr.experiment.synthesize import synthesize_experiment
 from sharedattr.report.figures import role_means
 
@@ -89,7 +95,7 @@ def synthesizers(args: argparse.Namespace, norm: float) -> list[dict]:
     return [ga, *eggs]
 
 
-def spec_for(data: Path, args: argparse.Namespace, norm: float) -> ExperimentSpec:
+def spec_for(data: Path, args: argparse.Namespace, norm: float, neurons: list[str]) -> ExperimentSpec:
     return ExperimentSpec.model_validate(
         {
             "name": "synthesis-benchmark",
@@ -104,7 +110,7 @@ def spec_for(data: Path, args: argparse.Namespace, norm: float) -> ExperimentSpe
             },
             "backbone": {"name": "insilico_cnn", "weights": args.weights, "layer": "block3", "input_size": args.size},
             "readout": {"name": "ridge"},
-            "selection": {"neurons": [n.name for n in DEFAULT_NEURONS]},
+            "selection": {"neurons": neurons},
             "synthesis": synthesizers(args, norm),
             "evaluators": evaluators_for(args.weights, args.size),
             "output": {"figures": True},
@@ -202,13 +208,17 @@ def paired_table(result, labels: list[str]) -> str:
         ratio = np.array([train[label][k] / train[ga][k] for k in keys])
         low, high = confidence_interval(ratio)
         cells = []
+        neurons = sorted({k[0] for k in keys})
         for cross in (arch, layer):
             egg = [cross[label][k] / train[label][k] for k in keys]
             gas = [cross[ga][k] / train[ga][k] for k in keys]
             t = paired_test(egg, gas)
+            # the same per neuron, its seeds averaged first (seeds of one neuron are not independent)
+            per = {n: [e - g for k, e, g in zip(keys, egg, gas) if k[0] == n] for n in neurons}
+            tn = paired_test([float(np.mean(v)) for v in per.values()], [0.0] * len(per))
             cells.append(
                 f"{np.mean(egg):.3f}, {np.mean(gas):.3f}; {t.mean_diff:+.3f} [{t.ci_low:+.3f}, {t.ci_high:+.3f}], "
-                f"p {t.p:.2g}"
+                f"p {t.p:.2g}; per neuron ({len(per)}): p {tn.p:.2g}"
             )
         lines.append(
             f"| {label} | {len(keys)} | {ratio.mean():.3f} [{low:.3f}, {high:.3f}] | {cells[0]} | {cells[1]} "
@@ -250,19 +260,26 @@ def floor_seconds(model: torch.nn.Module, prior_source: str | None, seeds: int, 
 
 
 def floor_notes(result, labels: list[str], specs: list[dict], seeds: int) -> list[str]:
-    """Each synthesizer's wall time per neuron against its floor: steps × :func:`floor_seconds` on the batch it ran
-    (``neurons_per_loop`` × seeds images for EGG, which samples several neurons per loop), per neuron."""
+    """Each synthesizer's wall time per neuron against its floor: steps × :func:`floor_seconds` on the batch each
+    neuron ran in (``neurons_per_loop`` × seeds images for EGG, which samples several neurons per loop), divided
+    by that loop's neurons, averaged over the neurons."""
     train = next(e for e in result.evaluators if e.role == "train").model
     wall = {r["synthesizer"]: r["wall_s_per_neuron"] for r in result.summary if r["role"] == "train"}
-    together = {r["synthesizer"]: float(r.get("neurons_per_loop", 1) or 1) for r in result.rows}
     notes = []
     for label, spec in zip(labels, specs):
-        k = round(together.get(label, 1.0))
-        floor = spec["steps"] * floor_seconds(train, spec.get("prior"), k * seeds) / k
+        loop = {
+            r["neuron"]: round(float(r.get("neurons_per_loop", 1) or 1))
+            for r in result.rows
+            if r["synthesizer"] == label
+        }
+        sizes = sorted(set(loop.values()))
+        per_size = {k: spec["steps"] * floor_seconds(train, spec.get("prior"), k * seeds) / k for k in sizes}
+        floor = sum(per_size[k] for k in loop.values()) / len(loop)
+        batches = ", ".join(f"{k * seeds}" for k in sizes)
         notes.append(
             f"`{label}`: {wall[label]:.2f} s per neuron against a floor of {floor:.2f} s ({spec['steps']} bare "
-            f"{'UNet + model' if 'prior' in spec else 'model'} forward+backward passes on {k * seeds} images"
-            f"{f', {k} neurons × {seeds} seeds, per neuron' if k > 1 else ''}): "
+            f"{'UNet + model' if 'prior' in spec else 'model'} forward+backward passes on batches of {batches} "
+            f"images{f' ({seeds} seeds of each neuron of a loop), per neuron' if sizes != [1] else ''}): "
             f"{floor / wall[label]:.2f} of the floor's rate."
         )
     return notes
@@ -273,6 +290,7 @@ def main() -> None:
     parser.add_argument("--n-per-category", type=int, default=150)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--per-kind", type=int, default=1, help="neurons per kind (5 kinds); 1 = the 5 default neurons")
     parser.add_argument("--ga-steps", type=int, default=1000)
     parser.add_argument("--ga-lr", type=float, default=0.05)
     parser.add_argument("--egg-steps", type=int, default=50)
@@ -304,9 +322,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     data, out = args.workdir / "data", args.workdir / "out"
     start = time.perf_counter()
-    write_insilico(data, args.n_per_category, args.size, seed=0, neurons=DEFAULT_NEURONS, progress=True)
+    neurons = DEFAULT_NEURONS if args.per_kind == 1 else neuron_population(args.per_kind, seed=0)
+    write_insilico(data, args.n_per_category, args.size, seed=0, neurons=neurons, progress=True)
     norm = natural_norm(data / "stimuli" / "manifest.csv", args.size)
-    spec = spec_for(data, args, norm)
+    spec = spec_for(data, args, norm, [n.name for n in neurons])
     result = synthesize_experiment(spec, out, progress=True)
     wall = time.perf_counter() - start
     from sharedattr.plugins.specs import labels as spec_labels
@@ -317,7 +336,7 @@ def main() -> None:
     notes += floor_notes(result, labels, synthesizers(args, norm), args.seeds)
     evaluators = ", ".join(f"{e.label} ({e.role}, median r {e.test_r.median():.2f})" for e in result.evaluators)
     heading = (
-        f"### Synthesis: EGG vs gradient ascent on {len(DEFAULT_NEURONS)} in-silico neurons, "
+        f"### Synthesis: EGG vs gradient ascent on {len(neurons)} in-silico neurons, "
         f"{args.seeds} seeds, `insilico_cnn` ({args.weights}) block3 + ridge ({2 * args.n_per_category} images at "
         f"{args.size} px), prior {args.prior}, preset {args.preset}, λ in {args.units} units"
     )
