@@ -225,6 +225,13 @@ class SynthesisResult:
 
 
 class Synthesizer(Protocol):
+    """Makes images for one neuron at a time (:meth:`synthesize`).
+
+    Optionally, a synthesizer that can sample several neurons together declares ``neuron_batch: int`` and
+    ``synthesize_many(model, neurons, *, references) -> list[SynthesisResult]`` (one result per neuron, in
+    order); runs then call it on fixed chunks of ``neuron_batch`` selected neurons (as ``egg`` does).
+    """
+
     def synthesize(self, model: nn.Module, neuron: int, *, reference: Tensor | None = None) -> SynthesisResult:
         """Synthesise images that drive output ``neuron`` of ``model`` (images → ``[B, N]``).
 
