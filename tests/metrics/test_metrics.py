@@ -350,3 +350,23 @@ def test_perturbation_curves_follow_their_definition_and_share_their_ends(metric
     other.load_state_dict(model.state_dict())
     metric.curves(AttributionBatch(other, x, maps[0], targets))
     assert other.images == 3 * 8 + 1 + 3
+
+
+def test_perturbed_images_per_pass_default_to_the_devices():
+    from sharedattr.metrics.faithfulness import images_per_pass
+
+    assert images_per_pass(None, torch.device("cpu")) == 8
+    assert images_per_pass(None, torch.device("cuda")) == 64  # a device object needs no GPU
+    assert images_per_pass(3, torch.device("cpu")) == 3
+
+    class Widest(CountingNeurons):
+        widest = 0
+
+        def forward(self, x):
+            self.widest = max(self.widest, len(x))
+            return super().forward(x)
+
+    model = Widest()
+    x = torch.rand(4, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    DeletionMetric(steps=10).curves(AttributionBatch(model, x, torch.rand(4, 6, 6), torch.zeros(4, dtype=torch.long)))
+    assert model.widest == 8 and model.images == 4 * 9 + 1 + 4
