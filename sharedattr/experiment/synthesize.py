@@ -139,10 +139,13 @@ def run_synthesis(
             results = [synth.synthesizer.synthesize(model, loop[0], reference=references[0])]
         else:
             results = synth.synthesizer.synthesize_many(model, loop, references=references)
-        return {
-            n: store.get_or_compute("synthesis", key, lambda r=result: _as_tensors(r), valid)
-            for n, key, result in zip(loop, keys, results)
-        }
+        out = {}
+        for n, key, item, result in zip(loop, keys, stored, results):
+            if item is None:  # a sound stored item is kept: the same batch gave it
+                item = _as_tensors(result)
+                store.put("synthesis", key, item)
+            out[n] = item
+        return out
 
     units = [(synth, loop) for synth in synthesizers for loop in loops[synth.label]]
     if ranks.distributed:

@@ -93,7 +93,7 @@ class WorkStore:
         tensors, problem = _read_verified(path, validate)
         if tensors is None:
             self.damaged.append(path)
-            warnings.warn(f"work item {path} is damaged ({problem}): computing it again", stacklevel=2)
+            warnings.warn(f"work item {path} is damaged ({problem}): computing it again", stacklevel=3)
             return None
         self.hits += 1
         return tensors
@@ -110,19 +110,18 @@ class WorkStore:
         A stored item is used only when its checksum matches and ``validate(tensors)`` (if given)
         returns None; otherwise it is recomputed, with a warning naming the file and the reason.
         """
-        path = self.path(kind, key)
-        if path is not None and path.is_file():
-            tensors, problem = _read_verified(path, validate)
-            if tensors is not None:
-                self.hits += 1
-                return tensors
-            self.damaged.append(path)
-            warnings.warn(f"work item {path} is damaged ({problem}): computing it again", stacklevel=2)
+        tensors = self.lookup(kind, key, validate)
+        if tensors is None:
+            tensors = compute()
+            self.put(kind, key, tensors)
+        return tensors
+
+    def put(self, kind: str, key: str, tensors: dict[str, Tensor]) -> None:
+        """Store ``tensors`` as item ``kind``/``key`` (atomically, with their checksum), counted as a computed item."""
         self.misses += 1
-        tensors = compute()
+        path = self.path(kind, key)
         if path is not None:
             atomic_save_tensors(path, tensors, {CHECKSUM_KEY: tensors_checksum(tensors)})
-        return tensors
 
 
 def _read_verified(

@@ -168,3 +168,11 @@ def test_neurons_sampled_together_resume_to_the_same_images(tiny_config, tmp_pat
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items() if p != items[0])
     again = load_file(out / "synthesis" / "images.safetensors")
     assert again.keys() == images.keys() and all(torch.equal(again[k], images[k]) for k in images)
+    damaged = bytearray(items[1].read_bytes())  # a damaged item is reported once, and its loop recomputed
+    damaged[-2] ^= 0x04
+    items[1].write_bytes(bytes(damaged))
+    with pytest.warns(UserWarning, match="is damaged") as caught:
+        run_experiment(spec, out, progress=False)
+    assert sum("is damaged" in str(w.message) for w in caught) == 1
+    again = load_file(out / "synthesis" / "images.safetensors")
+    assert all(torch.equal(again[k], images[k]) for k in images)
