@@ -44,6 +44,17 @@ def tiny_unet(seed: int = 0, size: int = 16, channels: int = 1) -> UNet2DModel:
     )
 
 
+TINY_UNET_CONFIG = {
+    "block_out_channels": [8, 16],
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "attention_head_dim": 4,
+}
+"""The tiny UNet of the training tests, as PriorTrainConfig.unet takes it."""
+
+
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k].float().cpu(), sb[k].float().cpu()) for k in sa)
@@ -212,14 +223,7 @@ def test_tiny_training_run_saves_and_round_trips(tmp_path):
         lr=2e-3,
         warmup_steps=2,
         log_every=4,
-        unet={
-            "block_out_channels": [8, 16],
-            "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-            "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-            "layers_per_block": 1,
-            "norm_num_groups": 4,
-            "attention_head_dim": 4,
-        },
+        unet=TINY_UNET_CONFIG,
         quality_samples=4,
         quality_steps=2,
         threads=1,
@@ -292,14 +296,7 @@ def test_a_patched_prior_trains_saves_and_loads(tmp_path):
         batch_size=4,
         warmup_steps=1,
         log_every=1,
-        unet={
-            "block_out_channels": [8, 16],
-            "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
-            "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-            "layers_per_block": 1,
-            "norm_num_groups": 4,
-            "attention_head_dim": 4,
-        },
+        unet=TINY_UNET_CONFIG,
         quality_samples=2,
         quality_steps=1,
         threads=1,

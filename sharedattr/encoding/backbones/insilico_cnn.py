@@ -145,8 +145,9 @@ class InsilicoCNN(nn.Module):
         c = in_channels
         for name, c_out, k in zip(LAYERS, channels, convs):
             if residual:
-                layers = conv_bn_relu(c, c_out) if name == LAYERS[0] else []  # the stem
-                c = c_out if name == LAYERS[0] else c
+                layers = []
+                if name == LAYERS[0]:  # the stem
+                    layers, c = conv_bn_relu(c, c_out), c_out
                 layers += [BasicBlock(c, c_out, stride=2)] + [BasicBlock(c_out, c_out) for _ in range(k - 1)]
             else:
                 layers = conv_bn_relu(c, c_out, stride=2)
