@@ -15,6 +15,18 @@ The response of a unit to a presentation is its number of spikes ``t`` with
 (start_ms, end_ms)`` in milliseconds relative to the onset, edges computed in float64 as
 ``onset + ms / 1000``), divided by the window's duration in seconds: a rate in spikes/s.
 
+**The recording's extent.** A window must lie within what was recorded, or its count would be a silent 0:
+
+- with the Units table's ``obs_intervals`` column (NWB's record of when each unit was observed), the recording ends
+  at the latest end of any unit's intervals; without it, the file does not say, and the last spike time of any unit
+  is taken as the end (a recording goes on after its last stimulus, so its last spike follows the last window);
+- a window that ends after the end of the recording (``onset + end_ms / 1000`` past it; for ``obs_intervals`` also
+  one that starts before their earliest start) is refused, before any compute, with the number of presentations
+  affected and the first of them;
+- with ``obs_intervals``, a window inside the recording that is not wholly inside one of a unit's own intervals
+  (the unit was not observed then: it appeared late, was lost early or has a gap) is that unit's missing value
+  (NaN, left out per neuron), with one warning counting them.
+
 Several presentations of one stimulus are its trials, in order of onset; stimuli keep the
 order of their first presentation. The result is a
 :class:`~sharedattr.data.trials.Responses` with trials ``[S, R, N]`` (S stimuli, R the most
@@ -26,6 +38,7 @@ Every problem in the file is reported at once in one
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -34,7 +47,15 @@ from typing import Any
 import numpy as np
 
 from sharedattr.data.stimuli import DataError
-from sharedattr.data.trials import Responses, as_strings, checked, stack_trials, trial_groups
+from sharedattr.data.trials import (
+    MAX_DIM,
+    Responses,
+    as_strings,
+    checked,
+    size_problem,
+    stack_trials,
+    trial_groups,
+)
 from sharedattr.runtime.errors import UserError
 
 TIME_WINDOW_HINT = "NWB spike times need data.time_window = [start_ms, end_ms], e.g. [70, 170]"
@@ -68,18 +89,26 @@ def load_nwb(
             io.close()
         raise DataError(path, [f"cannot read as NWB: {type(err).__name__}: {err}"]) from None
     try:
-        row_ids, onsets, table_problems = _read_presentations(nwbfile, table, stimulus_column)
-        neurons, spikes, unit_problems = _read_units(nwbfile)
+        row_ids, onsets, where, table_problems = _read_presentations(nwbfile, table, stimulus_column)
+        neurons, spikes, observed, unit_problems = _read_units(nwbfile)
     finally:
         io.close()
     problems += table_problems + unit_problems
+    if not problems:
+        too_large = size_problem("the rates [presentations, units] in float64", (len(onsets), len(neurons)), 8)
+        problems += [too_large] if too_large else []
     if problems:
         raise DataError(path, problems)
     assert window is not None  # a missing or bad window is a problem above
     order = np.argsort(onsets, kind="stable")  # presentations in time; ties keep row order
-    row_ids, onsets = [row_ids[i] for i in order], onsets[order]
+    row_ids, onsets, where = [row_ids[i] for i in order], onsets[order], [where[i] for i in order]
+    outside = _outside_recording(spikes, observed, onsets, window, row_ids, where)
+    if outside:
+        raise DataError(path, [outside])
     rates = _rates(spikes, onsets, window)
-    ids, trials = stack_trials(rates, trial_groups(row_ids))
+    if observed is not None:
+        _leave_out_unobserved(rates, observed, onsets, window, neurons, row_ids, path)
+    ids, trials = stack_trials(rates, trial_groups(row_ids), path)
     return checked(path, ids, neurons, trials, [])
 
 
@@ -109,23 +138,136 @@ def _window_problems(time_window: tuple[float, float] | None) -> tuple[list[str]
     return [], (start, end)
 
 
-def _read_units(nwbfile: Any) -> tuple[list[str], list[np.ndarray], list[str]]:
-    """Unit ids (as strings), each unit's sorted spike times (s) and the problems with the Units table."""
+def _read_units(nwbfile: Any) -> tuple[list[str], list[np.ndarray], list[np.ndarray] | None, list[str]]:
+    """Unit ids (as strings), each unit's sorted spike times (s), each unit's observation intervals ``[K, 2]`` (s,
+    sorted and merged; None without an ``obs_intervals`` column) and the problems with the Units table."""
     units = nwbfile.units
     if units is None:
-        return [], [], ["no Units table (nwbfile.units): the file holds no spike times"]
+        return [], [], None, ["no Units table (nwbfile.units): the file holds no spike times"]
     if len(units) == 0:
-        return [], [], ["no units: the Units table is empty"]
+        return [], [], None, ["no units: the Units table is empty"]
     if "spike_times" not in units.colnames:
-        return [], [], [f"the Units table has no spike_times column (its columns: {_columns(units)})"]
-    column = units["spike_times"]
-    if not hasattr(column, "target"):  # a VectorIndex over the flat spike times
-        return [], [], ["the Units table's spike_times column is not ragged (one list of spike times per unit)"]
-    ends = np.asarray(column.data[:], dtype=np.int64)
-    flat = np.asarray(column.target.data[:], dtype=np.float64)
-    starts = np.concatenate([[0], ends[:-1]])
-    spikes = [np.sort(flat[a:b]) for a, b in zip(starts, ends)]
-    return as_strings(units.id[:]), spikes, []
+        return [], [], None, [f"the Units table has no spike_times column (its columns: {_columns(units)})"]
+    spikes, problems = _ragged(units, "spike_times", 1)
+    if spikes is None:
+        return [], [], None, problems
+    observed = None
+    if "obs_intervals" in units.colnames:
+        intervals, problems = _ragged(units, "obs_intervals", 2)
+        if intervals is None:
+            return [], [], None, problems
+        bad = [
+            n
+            for n, i in zip(as_strings(units.id[:]), intervals)
+            if not np.isfinite(i).all() or (i[:, 1] < i[:, 0]).any()
+        ]
+        if bad:
+            return (
+                [],
+                [],
+                None,
+                [f"unit(s) {', '.join(bad[:10])}: obs_intervals must be finite [start, stop] pairs with stop >= start"],
+            )
+        observed = [_merged(i) for i in intervals]
+    return as_strings(units.id[:]), [np.sort(s) for s in spikes], observed, []
+
+
+def _ragged(units: Any, name: str, width: int) -> tuple[list[np.ndarray] | None, list[str]]:
+    """The ragged column ``name`` of the Units table, one float64 array per unit (``[k]`` for ``width`` 1, ``[k, 2]``
+    for 2), its declared size checked before it is read; or None and the problems."""
+    column = units[name]
+    if not hasattr(column, "target"):  # a VectorIndex over the flat values
+        return None, [f"the Units table's {name} column is not ragged (one list per unit)"]
+    index, flat = column.data, column.target.data
+    shape = tuple(getattr(flat, "shape", (len(flat),)))
+    too_large = size_problem(f"the Units table's {name} index", (len(index),), 8) or size_problem(
+        f"the Units table's {name}", shape, 8, check_dims=False
+    )
+    if too_large:
+        return None, [too_large]
+    if shape[1:] != ((width,) if width > 1 else ()):
+        return None, [f"the Units table's {name} has shape {shape}; expected {'[k, 2]' if width > 1 else '[k]'}"]
+    ends = np.asarray(index[:], dtype=np.int64)
+    values = np.asarray(flat[:], dtype=np.float64)
+    if len(ends) and ((np.diff(ends) < 0).any() or ends[0] < 0 or ends[-1] > len(values)):
+        return None, [f"the Units table's {name} index does not fit its {len(values)} values (damaged file?)"]
+    starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    return [values[a:b] for a, b in zip(starts, ends)], []
+
+
+def _merged(intervals: np.ndarray) -> np.ndarray:
+    """Intervals ``[K, 2]`` sorted by start, overlapping or touching ones merged."""
+    out: list[list[float]] = []
+    for a, b in sorted(intervals.tolist()):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return np.asarray(out, dtype=np.float64).reshape(-1, 2)
+
+
+def _outside_recording(
+    spikes: list[np.ndarray],
+    observed: list[np.ndarray] | None,
+    onsets: np.ndarray,
+    window: tuple[float, float],
+    row_ids: list[str],
+    where: list[str],
+) -> str | None:
+    """The problem with the presentations (in onset order) whose window reaches outside the recording (module
+    docstring), or None: how many, the first, the recording's extent and the fix."""
+    lower, upper = onsets + window[0] / 1000, onsets + window[1] / 1000
+    if observed is not None:
+        ends = [i[-1, 1] for i in observed if len(i)]
+        starts = [i[0, 0] for i in observed if len(i)]
+        begin, end = (min(starts), max(ends)) if ends else (math.inf, -math.inf)
+        extent, evidence = f"{begin:g} s to {end:g} s", "the Units table's obs_intervals"
+        hint = ""
+    else:
+        begin = -math.inf
+        end = max((float(t[-1]) for t in spikes if len(t)), default=-math.inf)
+        extent, evidence = f"up to {end:g} s", "its last spike time: the file has no obs_intervals"
+        hint = "; if the recording went on after its last spike, record that with the Units table's obs_intervals"
+    bad = np.flatnonzero((upper > end) | (lower < begin))
+    if not len(bad):
+        return None
+    first = int(bad[0])
+    return (
+        f"data.time_window [{window[0]:g}, {window[1]:g}] ms reaches outside the recording ({extent}, from "
+        f"{evidence}) for {len(bad)} of {len(onsets)} presentations, the first {where[first]}: stimulus "
+        f"{row_ids[first]!r} at onset {onsets[first]:g} s, window {lower[first]:g} s to {upper[first]:g} s; their "
+        f"spikes were not recorded: shorten data.time_window, or leave those presentations out of the table{hint}"
+    )
+
+
+def _leave_out_unobserved(
+    rates: np.ndarray,
+    observed: list[np.ndarray],
+    onsets: np.ndarray,
+    window: tuple[float, float],
+    neurons: list[str],
+    row_ids: list[str],
+    path: Path,
+) -> None:
+    """Set to NaN (missing) the rates ``[P, N]`` of each unit for the presentations whose window is not wholly inside
+    one of its observation intervals; one warning counts them."""
+    lower, upper = onsets + window[0] / 1000, onsets + window[1] / 1000
+    missing, first = 0, None
+    for n, intervals in enumerate(observed):
+        k = np.searchsorted(intervals[:, 0], lower, side="right") - 1  # the interval starting at or before each window
+        inside = (
+            (k >= 0) & (upper <= intervals[np.clip(k, 0, None), 1]) if len(intervals) else np.zeros(len(onsets), bool)
+        )
+        rates[~inside, n] = np.nan
+        if first is None and not inside.all():
+            first = (neurons[n], row_ids[int(np.flatnonzero(~inside)[0])])
+        missing += int((~inside).sum())
+    if first is not None:
+        warnings.warn(
+            f"{path}: {missing} unit × presentation window(s) lie outside the unit's obs_intervals (the first: unit "
+            f"{first[0]}, stimulus {first[1]!r}): left out as missing values",
+            stacklevel=3,
+        )
 
 
 def _interval_tables(nwbfile: Any) -> dict[str, Any]:
@@ -143,16 +285,17 @@ def _interval_tables(nwbfile: Any) -> dict[str, Any]:
 
 def _read_presentations(
     nwbfile: Any, table: str | None, stimulus_column: str
-) -> tuple[list[str], np.ndarray, list[str]]:
-    """Stimulus id and onset (s) of each row of the presentations table, and the problems with them."""
+) -> tuple[list[str], np.ndarray, list[str], list[str]]:
+    """Stimulus id, onset (s) and description (table, row, id) of each row of the presentations table, and the
+    problems with them."""
     tables = _interval_tables(nwbfile)
     listing = "; ".join(f"{name} ({_columns(t)})" for name, t in tables.items()) or "(none)"
     if table is not None:
         if table not in tables:
-            return [], np.empty(0), [f"no intervals table {table!r}; the file's intervals tables: {listing}"]
+            return [], np.empty(0), [], [f"no intervals table {table!r}; the file's intervals tables: {listing}"]
         chosen = tables[table]
         if stimulus_column not in chosen.colnames:
-            return [], np.empty(0), [f"intervals table {table!r} has no {stimulus_column!r} column ({listing})"]
+            return [], np.empty(0), [], [f"intervals table {table!r} has no {stimulus_column!r} column ({listing})"]
     else:
         trials = tables.get("trials")
         if trials is not None and stimulus_column in trials.colnames:
@@ -164,6 +307,7 @@ def _read_presentations(
                 return (
                     [],
                     np.empty(0),
+                    [],
                     [
                         f"{found} a {stimulus_column!r} column; the file's intervals tables: {listing}; "
                         "name the presentations table to read (data.nwb_table, or table= in Python)"
@@ -172,7 +316,10 @@ def _read_presentations(
             chosen = tables[having[0]]
     column = chosen[stimulus_column]
     if hasattr(column, "target"):
-        return [], np.empty(0), [f"column {stimulus_column!r} of {chosen.name!r} is ragged; need one id per row"]
+        return [], np.empty(0), [], [f"column {stimulus_column!r} of {chosen.name!r} is ragged; need one id per row"]
+    rows = len(chosen)
+    if rows > MAX_DIM:
+        return [], np.empty(0), [], [f"intervals table {chosen.name!r} declares {rows:,} rows, more than {MAX_DIM:,}"]
     row_ids = [sid.strip() for sid in as_strings(column.data[:])]
     onsets = np.asarray(chosen["start_time"].data[:], dtype=np.float64)
     where = [f"intervals table {chosen.name!r}, row {row} (id {i})" for row, i in enumerate(as_strings(chosen.id[:]))]
@@ -184,7 +331,7 @@ def _read_presentations(
     ]
     if not row_ids:
         problems.append(f"no presentations: intervals table {chosen.name!r} has no rows")
-    return row_ids, onsets, problems
+    return row_ids, onsets, where, problems
 
 
 def _rates(spikes: list[np.ndarray], onsets: np.ndarray, window: tuple[float, float]) -> np.ndarray:

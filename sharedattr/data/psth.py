@@ -14,22 +14,30 @@ PSTH arrays, the layout of Brain-Score's packaging scripts, come as
 - ``.h5``/``.hdf5`` (h5py, in ``sharedattr[xarray]``) holding the datasets ``psth`` ``[S, R, T, N]``,
   ``stimulus_id`` ``[S]``, ``neuroid_id`` (or ``channel_id``) ``[N]``, ``time_bin_start`` ``[T]`` and optionally
   ``time_bin_end`` ``[T]``, all in ms.
+
+Only the window's bins are read, a block of about :data:`BLOCK_BYTES` at a time (:func:`window_mean`), and only
+after the shapes the file declares were checked against :data:`~sharedattr.data.trials.MAX_RESPONSE_BYTES` and
+:data:`~sharedattr.data.trials.MAX_DIM` (:func:`~sharedattr.data.trials.size_problem`).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from sharedattr.data.stimuli import DataError
-from sharedattr.data.trials import as_strings
+from sharedattr.data.trials import SHORTER_WINDOW, as_strings, dims_problem, size_problem
 from sharedattr.runtime.errors import UserError
 
 PSTH_DATASET = "psth"
 NEURON_DATASETS = ("neuroid_id", "channel_id")
+BLOCK_BYTES = 16 * 2**20
+"""About the most bytes of stored values read at once: a time-binned array is read in blocks of stimuli (or
+presentations), each averaged over the window's bins before the next is read, so memory holds the averaged trials and
+one block."""
 
 
 def bin_edges(starts: Sequence[float], ends: Sequence[float] | None, source: object) -> tuple[np.ndarray, np.ndarray]:
@@ -103,6 +111,34 @@ def average_bins(psth: np.ndarray, bins: np.ndarray, axis: int = 2) -> np.ndarra
         return np.nanmean(selected, axis=axis)
 
 
+def window_mean(
+    read: Callable[[slice], np.ndarray], rows: int, row_bytes: int, bins: np.ndarray, axis: int
+) -> np.ndarray:
+    """The mean over ``bins`` along ``axis`` (not 0) of an array of ``rows`` rows (axis 0), read block by block:
+    ``read(rows slice)`` returns those rows, ``row_bytes`` bytes each as read, about :data:`BLOCK_BYTES` at a time.
+    The result has ``axis`` removed; NaN where every selected bin is NaN."""
+    step = max(1, BLOCK_BYTES // max(1, row_bytes))
+    out = None
+    for start in range(0, max(rows, 1), step):
+        stop = min(start + step, rows)
+        block = average_bins(np.asarray(read(slice(start, stop))), bins, axis=axis)
+        if out is None:
+            out = np.empty((rows, *block.shape[1:]), dtype=block.dtype)
+        out[start:stop] = block
+    assert out is not None
+    return out
+
+
+def psth_size_problems(shape: Sequence[int], itemsize: int, bins: np.ndarray, variable: str) -> list[str]:
+    """Why a PSTH ``[S, R, T, N]`` declared as ``shape`` cannot be averaged over ``bins`` within the bounds: its
+    window's bins (``S × R × (last - first + 1) × N`` as stored) or the trials ``[S, R, N]`` in float64."""
+    s, r, _, n = (int(d) for d in shape)
+    width = int(bins.max()) - int(bins.min()) + 1
+    found = size_problem(variable, shape, itemsize, (s, r, width, n), SHORTER_WINDOW)
+    found = found or size_problem(f"{variable} (averaged to trials [S, R, N] in float64)", (s, r, n), 8)
+    return [found] if found else []
+
+
 def read_time_bins(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Bins from a text file: one line per bin, ``start`` or ``start end`` (ms)."""
     try:
@@ -134,7 +170,13 @@ def binned_npy(
     starts, ends = read_time_bins(time_bins)
     if len(starts) != array.shape[2]:
         raise DataError(source, [f"{len(starts)} time bins in {time_bins} but the array has {array.shape[2]}"])
-    return average_bins(array, window_bins(starts, ends, window, source))
+    bins = window_bins(starts, ends, window, source)
+    problems = psth_size_problems(array.shape, array.dtype.itemsize, bins, "the array")
+    if problems:
+        raise DataError(source, problems)
+    lo, hi = int(bins.min()), int(bins.max()) + 1  # a memory-mapped array: only the window's bins are read
+    row_bytes = array.shape[1] * (hi - lo) * array.shape[3] * array.dtype.itemsize
+    return window_mean(lambda rows: array[rows, :, lo:hi], array.shape[0], row_bytes, bins - lo, axis=2)
 
 
 def read_hdf5(path: Path, window: tuple[float, float] | None) -> tuple[list[str], list[str], np.ndarray, list[str]]:
@@ -159,23 +201,33 @@ def read_hdf5(path: Path, window: tuple[float, float] | None) -> tuple[list[str]
             psth = f[PSTH_DATASET]
             if psth.ndim != 4 or psth.dtype.kind not in "iuf":
                 raise DataError(path, [f"psth is {psth.dtype} {psth.shape}; expected numbers [S, R, T, N]"])
+            problems = [p for p in [dims_problem(PSTH_DATASET, psth.shape, psth.dtype.itemsize)] if p]
+            lists = {  # 1-D lists of the psth's dims: their lengths are checked before any of them is read
+                "stimulus_id": (0, "stimuli"),
+                neuron_name: (3, "channels"),
+                "time_bin_start": (2, "time bins"),
+                **({"time_bin_end": (2, "time bins")} if "time_bin_end" in names else {}),
+            }
+            for name, (axis, what) in lists.items():
+                if f[name].shape != (psth.shape[axis],):
+                    problems.append(f"{name} has shape {f[name].shape} but psth has {psth.shape[axis]} {what}")
+            if problems:
+                raise DataError(path, problems)
             starts, ends = bin_edges(
                 f["time_bin_start"][()], f["time_bin_end"][()] if "time_bin_end" in names else None, path
             )
             ids = as_strings(f["stimulus_id"][()])
             neurons = as_strings(f[neuron_name][()])
             problems = [f"duplicate stimulus_id {sid!r}" for sid in sorted({i for i in ids if ids.count(i) > 1})]
-            if len(starts) != psth.shape[2]:
-                problems.append(f"{len(starts)} time bins but psth has {psth.shape[2]}")
-            if len(ids) != psth.shape[0]:
-                problems.append(f"{len(ids)} stimulus ids but psth has {psth.shape[0]} stimuli")
-            if len(neurons) != psth.shape[3]:
-                problems.append(f"{len(neurons)} {neuron_name} values but psth has {psth.shape[3]} channels")
             if problems:
                 raise DataError(path, problems)
             bins = window_bins(starts, ends, window, path)
+            problems = psth_size_problems(psth.shape, psth.dtype.itemsize, bins, PSTH_DATASET)
+            if problems:
+                raise DataError(path, problems)
             lo, hi = int(bins.min()), int(bins.max()) + 1  # read only the window's bins (a contiguous slice)
-            trials = average_bins(np.asarray(psth[:, :, lo:hi, :]), bins - lo)
+            row_bytes = psth.shape[1] * (hi - lo) * psth.shape[3] * psth.dtype.itemsize
+            trials = window_mean(lambda rows: psth[rows, :, lo:hi, :], psth.shape[0], row_bytes, bins - lo, axis=2)
     except OSError as err:
         raise DataError(path, [f"cannot read as HDF5: {err}"]) from None
     return ids, neurons, trials, []

@@ -31,6 +31,8 @@ constant neuron loads (see :func:`sharedattr.encoding.fit.fit_readout` for how i
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -40,14 +42,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sharedattr.data.psth import average_bins, bin_edges, binned_npy, read_hdf5, window_bins
+from sharedattr.data.psth import bin_edges, binned_npy, read_hdf5, window_bins, window_mean
 from sharedattr.data.stimuli import DataError
 from sharedattr.data.trials import (
     MAX_ABS_RESPONSE,
+    SHORTER_WINDOW,
     Responses,
     as_strings,
     checked,
+    dims_problem,
     require_measured_neurons,
+    size_problem,
     stack_trials,
     trial_groups,
 )
@@ -56,7 +61,17 @@ from sharedattr.runtime.errors import MissingFileError, UserError
 if TYPE_CHECKING:
     import xarray
 
-__all__ = ["MAX_ABS_RESPONSE", "Responses", "load_responses", "parse_number", "require_measured_neurons"]
+    from sharedattr.config.spec import DataSpec
+
+__all__ = [
+    "MAX_ABS_RESPONSE",
+    "RESPONSE_FILES",
+    "Responses",
+    "load_responses",
+    "parse_number",
+    "require_measured_neurons",
+    "responses_digest",
+]
 
 MISSING_TOKENS = {"", "nan", "NaN", "NA"}
 NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf|infinity)", re.IGNORECASE | re.ASCII)
@@ -133,6 +148,33 @@ _NO_BINS = (
 )
 
 
+RESPONSE_FILES = ("responses", "response_ids", "neuron_ids", "time_bins")
+"""The fields of the data spec (:class:`~sharedattr.config.spec.DataSpec`) naming files that decide the recorded
+responses: the values (CSV, NPY, NetCDF, HDF5 or NWB) and, for .npy, the stimulus ids, the neuron ids and the time
+bins. The settings that decide them without being files (``time_window``, ``nwb_table``) are part of the spec."""
+
+
+def responses_digest(data: DataSpec) -> str:
+    """SHA-256 of the content of every file of :data:`RESPONSE_FILES` that ``data`` names (of the JSON object
+    ``{field: SHA-256 of the file's bytes}``), so that changing any of them, e.g. only the stimulus id list of a .npy,
+    changes the identity of the fitted model (:func:`sharedattr.encoding.store.fit_digest`). A file that cannot be
+    read raises :class:`~sharedattr.runtime.errors.MissingFileError` or :class:`DataError` naming it."""
+    digests = {}
+    for field in RESPONSE_FILES:
+        path = getattr(data, field)
+        if path is None:
+            continue
+        h = hashlib.sha256()
+        try:
+            with open(_existing(path, f"data.{field} file"), "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError as err:
+            raise DataError(path, [f"cannot read data.{field}: {type(err).__name__}: {err}"]) from None
+        digests[field] = h.hexdigest()
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+
+
 def _existing(path: str | Path, what: str = "responses file") -> Path:
     """``path`` as a Path; :class:`MissingFileError` unless it is a file."""
     path = Path(path)
@@ -185,7 +227,7 @@ def _load_csv(path: Path) -> Responses:
         row_ids.append(sid)
         values.append(parsed)
     data = np.asarray(values, dtype=np.float64).reshape(len(values), len(neurons))
-    ids, trials = stack_trials(data, trial_groups(row_ids))
+    ids, trials = stack_trials(data, trial_groups(row_ids), path)
     return checked(path, ids, neurons, trials, problems)
 
 
@@ -207,10 +249,10 @@ def _load_npy(
             ],
         )
     ids, problems = _read_id_list(_existing(ids_path, "stimulus id list"))
-    try:
-        array = np.load(path, allow_pickle=False)
+    try:  # memory-mapped: nothing is read before the shape is checked, and of a PSTH only the window's bins
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as err:
-        if "pickle" in str(err).lower():
+        if "pickle" in str(err).lower() or "python objects" in str(err).lower():
             raise DataError(
                 path,
                 [
@@ -218,6 +260,8 @@ def _load_npy(
                     "save a numeric array (e.g. np.save(path, x.astype(np.float32)))"
                 ],
             ) from None
+        if "mmap length is greater than file size" in str(err):
+            err = "the file is shorter than the array its header declares (truncated?)"
         raise DataError(path, [f"not a readable .npy array: {err}"]) from None
     except (OSError, EOFError) as err:
         raise DataError(path, [f"not a readable .npy array: {err}"]) from None
@@ -229,6 +273,14 @@ def _load_npy(
         problems.append(f"array has shape {array.shape}; expected [S, N], [S, R, N] or a PSTH [S, R, T, N]")
     elif array.ndim < 4 and (time_window is not None or time_bins_path is not None):
         problems.append(_NO_BINS.replace("data.time_window", "data.time_window (or data.time_bins)"))
+    elif array.ndim < 4:
+        trials_shape = array.shape if array.ndim == 3 else (array.shape[0], 1, array.shape[1])
+        too_large = size_problem("the array", array.shape, array.dtype.itemsize) or size_problem(
+            "the array (as trials [S, R, N] in float64)", trials_shape, 8
+        )
+        problems += [too_large] if too_large else []
+    else:
+        problems += [p for p in [dims_problem("the array", array.shape, array.dtype.itemsize)] if p]
     n_neurons = array.shape[-1] if array.ndim else 0
     if neuron_ids_path is None:
         neurons = [str(i) for i in range(n_neurons)]
@@ -252,7 +304,8 @@ def _load_npy(
         bins = None if time_bins_path is None else _existing(time_bins_path, "time bin list")
         trials = binned_npy(array, bins, time_window, path)
     else:
-        trials = array[:, None, :] if array.ndim == 2 else array
+        trials = np.array(array[:, None, :] if array.ndim == 2 else array)  # read, so the file can be closed
+    del array  # unmaps the file
     return checked(path, ids, neurons, trials, [])
 
 
@@ -276,13 +329,63 @@ def _read_id_list(path: Path) -> tuple[list[str], list[str]]:
 
 def _load_netcdf(path: Path, time_window: tuple[float, float] | None = None) -> Responses:
     """A BrainIO-style ``presentation × neuroid`` assembly, optionally with a ``time_bin`` dim (averaged over the
-    bins in ``time_window``); repeated stimulus ids are trials."""
+    bins in ``time_window``); repeated stimulus ids are trials.
+
+    The file is opened lazily: its declared shape is checked (:func:`~sharedattr.data.trials.size_problem`) before
+    any value is read, and then only the window's bins are read, block by block
+    (:func:`~sharedattr.data.psth.window_mean`)."""
     xr = _import_xarray()
+    too_long = _hdf5_dims_problems(path)
+    if too_long:
+        raise DataError(path, too_long)
     try:
-        with xr.open_dataset(path) as dataset:
-            dataset = dataset.load()
+        dataset = xr.open_dataset(path, cache=False, **_lazy_open_options(xr))
     except Exception as err:  # noqa: BLE001 - each backend raises its own types for unreadable files
         raise DataError(path, [f"cannot read as NetCDF: {type(err).__name__}: {err}"]) from None
+    with dataset:
+        try:
+            return _read_assembly(dataset, path, time_window)
+        except UserError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the backends' errors on damaged chunks or coordinates
+            raise DataError(path, [f"cannot read as NetCDF: {type(err).__name__}: {err}"]) from None
+
+
+def _hdf5_dims_problems(path: Path) -> list[str]:
+    """For a NetCDF-4 file (HDF5): one problem per variable declaring a dim above
+    :data:`~sharedattr.data.trials.MAX_DIM`, from the file's metadata alone. Checked before xarray opens the file,
+    which reads string coordinates (e.g. ``stimulus_id``) whole; a NetCDF-3 file holds what it declares."""
+    try:
+        import h5py
+    except ImportError:  # xarray's NetCDF-4 backends need it; without it such a file does not open anyway
+        return []
+    problems: list[str] = []
+
+    def visit(name: str, item: object) -> None:
+        if isinstance(item, h5py.Dataset):
+            found = dims_problem(f"variable {name!r}", item.shape, item.dtype.itemsize)
+            problems.extend([found] if found else [])
+
+    try:
+        if h5py.is_hdf5(path):
+            with h5py.File(path, "r") as f:
+                f.visititems(visit)
+    except (OSError, ValueError):  # damaged: xarray reports it
+        return []
+    return problems
+
+
+def _lazy_open_options(xr: ModuleType) -> dict[str, bool]:
+    """``create_default_indexes=False`` where xarray has it (2025.06 on): otherwise a coordinate variable named like
+    its dim (e.g. ``presentation``) is read whole into an index when the file is opened, before any size check."""
+    import inspect
+
+    parameters = inspect.signature(xr.open_dataset).parameters
+    return {"create_default_indexes": False} if "create_default_indexes" in parameters else {}
+
+
+def _read_assembly(dataset: xarray.Dataset, path: Path, time_window: tuple[float, float] | None) -> Responses:
+    """:func:`_load_netcdf` on the lazily opened ``dataset``."""
     names = list(dataset.data_vars)
     if len(names) != 1:
         raise DataError(
@@ -296,40 +399,61 @@ def _load_netcdf(path: Path, time_window: tuple[float, float] | None = None) -> 
     problems = _assembly_problems(data)
     if problems:
         raise DataError(path, problems)
+    too_long = dims_problem(f"variable {names[0]!r} {tuple(data.dims)}", data.shape, data.dtype.itemsize)
+    if too_long:
+        raise DataError(path, [too_long])
     if "time_bin" in data.dims:
-        data = _time_window(data, time_window, path)
+        values = _time_window(data.transpose("presentation", "time_bin", "neuroid"), time_window, path)
     elif time_window is not None:
         raise DataError(path, [_NO_BINS])
-    data = data.transpose(*NETCDF_DIMS)
+    else:
+        data = data.transpose(*NETCDF_DIMS)
+        too_large = size_problem(f"variable {names[0]!r} {tuple(data.dims)}", data.shape, data.dtype.itemsize)
+        if too_large:
+            raise DataError(path, [too_large])
+        values = np.asarray(data.values)
     row_ids = as_strings(data["stimulus_id"].values)
     neurons = as_strings(data["neuroid_id"].values if "neuroid_id" in data.coords else data["neuroid"].values)
     repetition = data["repetition"].values if "repetition" in data.coords else None
     if repetition is not None:
         problems += _duplicate_repetitions(row_ids, repetition)
-    ids, trials = stack_trials(np.asarray(data.values), trial_groups(row_ids, repetition))
+    ids, trials = stack_trials(values, trial_groups(row_ids, repetition), path)
     return checked(path, ids, neurons, trials, problems)
 
 
-def _time_window(data: xarray.DataArray, window: tuple[float, float] | None, path: Path) -> xarray.DataArray:
-    """The mean over the ``time_bin`` bins inside ``window`` (a single bin needs no window and no bin coordinates)."""
-    if data.sizes["time_bin"] == 1 and window is None:
-        return data.squeeze("time_bin", drop=True)
-    missing = [c for c in ("time_bin_start", "time_bin_end") if c not in data.coords]
-    if missing:
-        raise DataError(
-            path,
-            [
-                f"the time_bin dim ({data.sizes['time_bin']} bins) needs the coordinates time_bin_start and "
-                f"time_bin_end (ms); missing {', '.join(missing)}"
-            ],
-        )
-    starts, ends = bin_edges(data["time_bin_start"].values, data["time_bin_end"].values, path)
-    bins = window_bins(starts, ends, window, path)
-    axis = data.dims.index("time_bin")
-    kept = [d for d in data.dims if d != "time_bin"]
-    averaged = average_bins(np.asarray(data.values), bins, axis=axis)
-    coords = {name: c for name, c in data.coords.items() if "time_bin" not in c.dims}
-    return type(data)(averaged, dims=kept, coords=coords)
+def _time_window(data: xarray.DataArray, window: tuple[float, float] | None, path: Path) -> np.ndarray:
+    """``[presentation, neuroid]``: the mean over the bins inside ``window`` of the lazily read assembly ``data``
+    ``[presentation, time_bin, neuroid]`` (a single bin needs no window and no bin coordinates). Only the window's
+    bins are read, after the size they take was checked."""
+    variable = f"variable {data.name!r} (presentation, time_bin, neuroid)"
+    n_rows, n_bins, n_neurons = data.shape
+    itemsize = data.dtype.itemsize
+    if n_bins == 1 and window is None:
+        bins = np.array([0])
+    else:
+        missing = [c for c in ("time_bin_start", "time_bin_end") if c not in data.coords]
+        if missing:
+            raise DataError(
+                path,
+                [
+                    f"the time_bin dim ({n_bins} bins) needs the coordinates time_bin_start and time_bin_end (ms); "
+                    f"missing {', '.join(missing)}"
+                ],
+            )
+        starts, ends = bin_edges(data["time_bin_start"].values, data["time_bin_end"].values, path)
+        bins = window_bins(starts, ends, window, path)
+    lo, hi = int(bins.min()), int(bins.max()) + 1
+    too_large = size_problem(variable, data.shape, itemsize, (n_rows, hi - lo, n_neurons), SHORTER_WINDOW)
+    too_large = too_large or size_problem(f"{variable} (averaged, in float64)", (n_rows, n_neurons), 8)
+    if too_large:
+        raise DataError(path, [too_large])
+    return window_mean(
+        lambda rows: data.isel(presentation=rows, time_bin=slice(lo, hi)).values,
+        n_rows,
+        (hi - lo) * n_neurons * itemsize,
+        bins - lo,
+        axis=1,
+    )
 
 
 def _import_xarray() -> ModuleType:

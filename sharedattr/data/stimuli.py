@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sharedattr.data.archives import ZipMember, image_source, zip_members
+from sharedattr.data.archives import ZipMember, ZipReadError, image_source, zip_members
 from sharedattr.runtime.errors import MissingFileError, UserError
 
 if TYPE_CHECKING:
@@ -140,6 +139,7 @@ class StimulusSet:
         if source_problems:
             raise DataError(path, source_problems)
         ids, paths, cats, masks, seen = [], [], [], [], {}
+        located: list[tuple[str, str, Path | ZipMember | None]] = []  # (line: column, stimulus id, file) per cell
         parts: dict[str, list[Any]] = {c[len(PART_PREFIX) :].strip(): [] for c in part_columns}
         for line, row in enumerate(rows, start=2):
             sid, rel, cat = (
@@ -154,24 +154,27 @@ class StimulusSet:
             seen.setdefault(sid, line)
             if not cat:
                 problems.append(f"line {line}: empty {category_column}")
+            of = f" (stimulus_id {sid!r})" if sid else ""
             image = locate(rel) if rel else None
             if image is None:
-                problems.append(f"line {line}: image {missing_file(rel) if rel else 'not found: (empty path)'}")
+                problems.append(f"line {line}: image {missing_file(rel) if rel else 'not found: (empty path)'}{of}")
             mask_rel = (row.get("mask") or "").strip()
             mask = locate(mask_rel) if mask_rel else None
             if mask_rel and mask is None:
-                problems.append(f"line {line}: mask {missing_file(mask_rel)}")
+                problems.append(f"line {line}: mask {missing_file(mask_rel)}{of}")
             for column in part_columns:
                 part_rel = (row.get(column) or "").strip()
                 part_mask = locate(part_rel) if part_rel else None
                 if part_rel and part_mask is None:
-                    problems.append(f"line {line}: {column} {missing_file(part_rel)}")
+                    problems.append(f"line {line}: {column} {missing_file(part_rel)}{of}")
                 parts[column[len(PART_PREFIX) :].strip()].append(part_mask)
+                located.append((f"line {line}: {column}", sid, part_mask))
             ids.append(sid), paths.append(image), cats.append(cat), masks.append(mask)
+            located += [(f"line {line}: image", sid, image), (f"line {line}: mask", sid, mask)]
         if not rows:
             problems.append("the manifest lists no stimuli")
         if problems:
-            raise DataError(path, problems)
+            raise DataError(path, problems + _unreadable_members(located))
         return cls(tuple(ids), tuple(paths), tuple(cats), tuple(masks), {p: tuple(v) for p, v in parts.items()})
 
     @classmethod
@@ -201,9 +204,16 @@ class StimulusSet:
         """Decode every image (unless ``images`` is False) and every mask once and check its pixels; raise
         :class:`DataError` listing all failures. (With a warm feature cache no image needs decoding, but the masks
         are read only later, by the metrics: they are checked whatever the cache holds.)"""
+        problems = self._problems(images)
+        if problems:
+            raise DataError("stimulus images", problems)
+
+    def _problems(self, images: bool = True, skip: frozenset[int] = frozenset()) -> list[str]:
+        """What :meth:`check_images` reports: one line per image (unless ``images`` is False) and mask that cannot be
+        read, decoded or used; the images of the stimuli at indices ``skip`` are left out (reported already)."""
         problems = []
         for i, (sid, p) in enumerate(zip(self.ids, self.paths)):
-            if images:
+            if images and i not in skip:
                 problems += _image_problems(sid, p)
             masks = [("mask", self.masks[i])] + [
                 (f"{PART_PREFIX}{part}", paths[i]) for part, paths in self.part_masks.items()
@@ -214,8 +224,7 @@ class StimulusSet:
                         _read_mask(mask, (1, 1))
                     except DataError as err:
                         problems.append(f"{sid}: {column}: {err.problems[0]}")
-        if problems:
-            raise DataError("stimulus images", problems)
+        return problems
 
     def check_categories(self, allowed: Sequence[str] | None) -> None:
         """Raise :class:`DataError` listing every stimulus whose category is not in ``allowed`` (if given)."""
@@ -253,7 +262,7 @@ class StimulusSet:
                         arr = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)[..., None]
                         arr = np.repeat(arr, channels, axis=2)
             except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
-                problems.append(f"{self.ids[i]}: cannot decode image {self.paths[i]}: {type(err).__name__}: {err}")
+                problems.append(_failure(self.ids[i], "image", self.paths[i], err))
                 continue
             out[row] = torch.from_numpy(arr.reshape(size[0], size[1], -1)).permute(2, 0, 1)
         if problems:
@@ -282,10 +291,15 @@ class StimulusSet:
         return 1
 
     def content_digest(self) -> str:
-        """SHA-256 of the ids, categories and every image file's bytes: the identity of the stimulus content."""
+        """SHA-256 of the ids, categories and every image's bytes (a ZIP member's inflated bytes: what is decoded): the
+        identity of the stimulus content, which keys the feature cache and the fitted model.
+
+        An image that cannot be read raises :class:`DataError`, listing with it every other image and mask that
+        cannot be read or decoded (:meth:`check_images`), so that one message names them all.
+        """
         h = hashlib.sha256()
-        problems = []
-        for sid, cat, p in zip(self.ids, self.categories, self.paths):
+        problems, failed = [], set()
+        for i, (sid, cat, p) in enumerate(zip(self.ids, self.categories, self.paths)):
             h.update(f"{sid}\0{cat}\0".encode())
             try:
                 if isinstance(p, ZipMember):
@@ -294,11 +308,12 @@ class StimulusSet:
                     with open(p, "rb") as f:
                         for block in iter(lambda: f.read(1 << 20), b""):
                             h.update(block)
-            except (OSError, KeyError, zipfile.BadZipFile) as err:
-                problems.append(f"{sid}: cannot read image {p}: {type(err).__name__}: {err}")
+            except (OSError, ZipReadError) as err:
+                problems.append(_failure(sid, "image", p, err, "read"))
+                failed.add(i)
             h.update(b"\1")
         if problems:
-            raise DataError("stimulus images", problems)
+            raise DataError("stimulus images", problems + self._problems(skip=frozenset(failed)))
         return h.hexdigest()
 
     @property
@@ -365,6 +380,25 @@ def _locator(
     return locate, lambda rel: f"not found: {base / rel}", []
 
 
+def _unreadable_members(located: list[tuple[str, str, Path | ZipMember | None]]) -> list[str]:
+    """One problem per ZIP member of ``located`` (``(where, stimulus id, file)``) whose data cannot be read (a damaged
+    stream, found only by reading it), so that a stimulus set already refused lists them too; each member is read
+    once, however many cells name it."""
+    problems, seen = [], {}
+    for where, sid, member in located:
+        if isinstance(member, ZipMember):
+            if member not in seen:
+                try:
+                    member.read_bytes()
+                    seen[member] = None
+                except ZipReadError as err:
+                    seen[member] = str(err)
+            if seen[member] is not None:
+                of = f" (stimulus_id {sid!r})" if sid else ""
+                problems.append(f"{where} {seen[member]}{of}")
+    return problems
+
+
 def _is_file(path: Path) -> bool:
     """``path.is_file()``, False where the OS cannot even look the name up (e.g. a name too long)."""
     try:
@@ -414,7 +448,7 @@ def _read_mask(path: Path | ZipMember, size: tuple[int, int]) -> Tensor:
                 im = Image.fromarray(((a != 0) * 255).astype(np.uint8))
             return torch.from_numpy(np.asarray(im.convert("L").resize((size[1], size[0]), Image.NEAREST)) > 0)
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
-        raise DataError("stimulus masks", [f"cannot decode mask {path}: {type(err).__name__}: {err}"]) from None
+        raise DataError("stimulus masks", [_failure(None, "mask", path, err)]) from None
 
 
 def _image_problems(sid: str, path: Path | ZipMember) -> list[str]:
@@ -429,5 +463,14 @@ def _image_problems(sid: str, path: Path | ZipMember) -> list[str]:
             except ValueError as err:
                 return [f"{sid}: unusable pixels in image {path}: {err}"]
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
-        return [f"{sid}: cannot decode image {path}: {type(err).__name__}: {err}"]
+        return [_failure(sid, "image", path, err)]
     return []
+
+
+def _failure(sid: str | None, what: str, path: Path | ZipMember, err: Exception, verb: str = "decode") -> str:
+    """One problem line: stimulus ``sid`` (when given) cannot read or decode its ``what`` (image, mask) at ``path``.
+    A :class:`ZipReadError` already names the archive, the member, why and the fix."""
+    head = f"{sid}: " if sid is not None else ""
+    if isinstance(err, ZipReadError):
+        return f"{head}{what} {err}"
+    return f"{head}cannot {verb} {what} {path}: {type(err).__name__}: {err}"

@@ -29,6 +29,56 @@ def as_strings(values: object) -> list[str]:
 
 MAX_ABS_RESPONSE = 1e15
 """Largest response magnitude accepted: float32 sums of squares of a million such values stay finite."""
+MAX_RESPONSE_BYTES = 4 * 2**30
+"""The most bytes of values read from one responses file (4 GiB): the part a reader needs (for time-binned data, the
+bins inside ``data.time_window``, as stored), and the trials ``[S, R, N]`` in float64 it makes of them. Checked
+against the shapes a file declares, before anything is read: a few kB of HDF5 or NetCDF can declare terabytes of
+chunks that were never written."""
+MAX_DIM = 10_000_000
+"""The most entries along any dim of a responses file (stimuli, repetitions, presentations, time bins, neurons,
+units): more is taken for a damaged or hostile file, whatever the bytes."""
+
+
+def dims_problem(variable: str, shape: Sequence[int], itemsize: int) -> str | None:
+    """Why ``variable`` of declared ``shape`` is taken for damaged (a dim above :data:`MAX_DIM`), or None."""
+    shape = tuple(int(d) for d in shape)
+    for axis, size in enumerate(shape):
+        if size > MAX_DIM:
+            return (
+                f"{variable} declares shape {shape} ({math.prod(shape) * itemsize:,} bytes): {size:,} entries along "
+                f"axis {axis}, more than {MAX_DIM:,}; is the file damaged?"
+            )
+    return None
+
+
+SPLIT_FILE = "split the recording into several files (fewer stimuli or neurons each)"
+SHORTER_WINDOW = "choose fewer time bins with a shorter data.time_window, or " + SPLIT_FILE
+
+
+def size_problem(
+    variable: str,
+    shape: Sequence[int],
+    itemsize: int,
+    needed: Sequence[int] | None = None,
+    fix: str = SPLIT_FILE,
+    *,
+    check_dims: bool = True,
+) -> str | None:
+    """Why ``variable`` of declared ``shape`` (items of ``itemsize`` bytes) is not read, or None: a dim above
+    :data:`MAX_DIM` (unless ``check_dims`` is False, e.g. for a flat list of spike times), or more than
+    :data:`MAX_RESPONSE_BYTES` in the part read (``needed``, the shape of that part; default the whole). ``fix`` ends
+    the message."""
+    shape = tuple(int(d) for d in shape)
+    needed = shape if needed is None else tuple(int(d) for d in needed)
+    too_long = dims_problem(variable, shape, itemsize) if check_dims else None
+    if too_long:
+        return too_long
+    declared = f"{variable} declares shape {shape} ({math.prod(shape) * itemsize:,} bytes)"
+    size = math.prod(needed) * itemsize
+    if size > MAX_RESPONSE_BYTES:
+        part = "" if needed == shape else f"; the part to read, {needed}, holds {size:,} bytes"
+        return f"{declared}{part}: more than the {MAX_RESPONSE_BYTES:,} bytes read from one responses file; {fix}"
+    return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,10 +153,26 @@ def trial_groups(row_ids: Sequence[str], order: np.ndarray | None = None) -> dic
     return groups
 
 
-def stack_trials(rows: np.ndarray, groups: dict[str, list[int]]) -> tuple[list[str], np.ndarray]:
-    """Rows ``[T, N]`` grouped into NaN-padded trials ``[S, R, N]``, R the most trials of any stimulus."""
+def stack_trials(
+    rows: np.ndarray, groups: dict[str, list[int]], source: object = "responses"
+) -> tuple[list[str], np.ndarray]:
+    """Rows ``[T, N]`` grouped into NaN-padded trials ``[S, R, N]``, R the most trials of any stimulus.
+
+    :class:`DataError` naming ``source`` when the padded trials would exceed :data:`MAX_RESPONSE_BYTES` (one stimulus
+    shown far more often than the others pads every other one to its count)."""
     n_repeats = max((len(g) for g in groups.values()), default=1)
     dtype = np.result_type(rows.dtype, np.float32)  # float64 data stay float64 until checked
+    shape = (len(groups), n_repeats, rows.shape[1])
+    if math.prod(shape) * 8 > MAX_RESPONSE_BYTES:  # float64 here or in the checks that follow
+        most = max(groups, key=lambda sid: len(groups[sid]))
+        raise DataError(
+            source,
+            [
+                f"the trials [stimuli, repetitions, neurons] would be {shape} ({math.prod(shape) * 8:,} bytes in "
+                f"float64), more than {MAX_RESPONSE_BYTES:,}: stimulus_id {most!r} is shown {n_repeats:,} times, and "
+                "every other stimulus is padded to that count: leave it out of the responses, or split the recording"
+            ],
+        )
     trials = np.full((len(groups), n_repeats, rows.shape[1]), np.nan, dtype=dtype)
     for s, members in enumerate(groups.values()):
         trials[s, : len(members)] = rows[members]

@@ -35,7 +35,9 @@ UNITS = {
         2.5,  # b@2: after the window (2.07-2.17): not counted
     ],
     12: [],  # silent: all zero
-    13: [3.16, 3.08, 3.12, 2.1, 0.5],  # unsorted: c@3 gets 3, b@2 gets 1, 0.5 precedes every window
+    13: [3.16, 3.08, 3.12, 2.1, 0.5, 9.0],  # unsorted: c@3 gets 3, b@2 gets 1, 0.5 precedes every window; 9.0
+    # follows every window: the file's last spike, so the recording is known to go on past the last window (without
+    # obs_intervals a window ending after the last spike is refused)
 }
 # Expected rates [stimulus a, b, c] x [trial 0, 1] x [unit 11, 12, 13], spikes/s.
 EXPECTED = np.array(
