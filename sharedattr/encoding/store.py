@@ -3,9 +3,13 @@
 A saved model is a folder with ``model.json`` (the backbone and readout specs, the plugins
 that provide them, the neuron ids, the latent shape and a checksum of the backbone's
 weights) and ``readout.safetensors`` (the fitted readout's state). ``model.json`` is written last and
-records a checksum of the readout's tensors, so a folder whose two files come from different saves
-(a save killed between them) or whose readout was damaged is refused, never used. The backbone is rebuilt
-from its spec (seeded random, torchvision or local weights) and verified against the
+records a checksum of the readout's tensors (``readout_checksum``) and, in ``checksum``, a SHA-256 of all its
+other fields (:func:`description_checksum`): the neuron ids and their order, the specs, the latent shape, both
+tensor checksums, the digests. So a folder whose two files come from different saves (a save killed between
+them), whose readout was damaged or whose ``model.json`` was edited (neuron ids reordered: labels swapped) is
+refused, never used. A folder of an older format (1: no ``checksum``, the readout's optional) cannot be verified
+and is refused too, with the advice to fit again; a run fits it again by itself, with a warning. The backbone is
+rebuilt from its spec (seeded random, torchvision or local weights) and verified against the
 checksum, so :func:`load_model` restores an identical model or says why it cannot; a
 component whose plugin is not installed is named with the distribution that provided it.
 """
@@ -29,11 +33,16 @@ from sharedattr.plugins.registry import Registry
 from sharedattr.plugins.specs import BackboneSpec, ComponentSpec, ReadoutSpec
 from sharedattr.runtime.errors import MissingFileError, UnknownComponentError, UserError
 from sharedattr.runtime.io import atomic_save_tensors, atomic_write_json
+from sharedattr.runtime.json_files import DamagedJSON, read_json
 from sharedattr.runtime.work_store import tensor_bytes, tensors_checksum
 
 MODEL_FILE = "model.json"
 READOUT_FILE = "readout.safetensors"
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2
+"""2: ``model.json`` records ``checksum`` over its other fields and always ``readout_checksum``. 1 (refused):
+neither covered the neuron ids, and ``readout_checksum`` was optional."""
+CHECKSUM_FIELD = "checksum"
+REFIT = "fit the model again with `sharedattr fit` (a run into the folder fits it again by itself)"
 
 
 def backbone_checksum(backbone: nn.Module) -> str:
@@ -43,6 +52,14 @@ def backbone_checksum(backbone: nn.Module) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(tensor_bytes(t))
     return h.hexdigest()
+
+
+def description_checksum(meta: dict[str, Any]) -> str:
+    """SHA-256 of every field of a ``model.json`` description but :data:`CHECKSUM_FIELD`, as canonical JSON
+    (sorted keys, no spaces, ASCII; list order kept, so the neuron ids' order counts)."""
+    payload = {key: value for key, value in meta.items() if key != CHECKSUM_FIELD}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def save_model(
@@ -58,27 +75,28 @@ def save_model(
     """Write ``model.json`` and ``readout.safetensors`` into ``folder`` (atomically); return the folder.
 
     ``model.json`` records, under ``components``, the plugin, distribution and version that provide
-    the backbone and the readout (from ``registry``, default the process-wide one).
+    the backbone and the readout (from ``registry``, default the process-wide one), the readout's tensor checksum
+    and, last, :func:`description_checksum` of all of it.
     """
     folder = Path(folder)
     registry = registry if registry is not None else get_registry()
     state = model.readout.state_dict()
     atomic_save_tensors(folder / READOUT_FILE, state)
-    atomic_write_json(  # last: the manifest of the folder
-        folder / MODEL_FILE,
-        {
-            "format": MODEL_FORMAT,
-            "sharedattr_version": __version__,
-            "backbone": backbone_spec.model_dump(mode="json"),
-            "readout": readout_spec.model_dump(mode="json"),
-            "neuron_ids": list(neuron_ids),
-            "latent_shape": list(model.backbone.latent_shape),
-            "backbone_checksum": backbone_checksum(model.backbone),
-            "readout_checksum": tensors_checksum(state),
-            "components": {spec.kind: spec.component(registry).provenance() for spec in (backbone_spec, readout_spec)},
-            **(extra or {}),
-        },
-    )
+    meta = {
+        "format": MODEL_FORMAT,
+        "sharedattr_version": __version__,
+        "backbone": backbone_spec.model_dump(mode="json"),
+        "readout": readout_spec.model_dump(mode="json"),
+        "neuron_ids": list(neuron_ids),
+        "latent_shape": list(model.backbone.latent_shape),
+        "backbone_checksum": backbone_checksum(model.backbone),
+        "readout_checksum": tensors_checksum(state),
+        "components": {spec.kind: spec.component(registry).provenance() for spec in (backbone_spec, readout_spec)},
+        **(extra or {}),
+    }
+    meta = json.loads(json.dumps(meta, default=str))  # as the file will read back (tuples as lists, ...)
+    meta[CHECKSUM_FIELD] = description_checksum(meta)
+    atomic_write_json(folder / MODEL_FILE, meta)  # last: the manifest of the folder
     return folder
 
 
@@ -94,29 +112,15 @@ def load_model(
 
     folder = Path(folder)
     meta_path = folder / MODEL_FILE
-    if not meta_path.is_file():
-        raise MissingFileError(meta_path, "saved model", "expected a folder written by `sharedattr fit`")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise UserError(f"{meta_path}: not a readable model description ({type(err).__name__}: {err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
-        raise UserError(f"{meta_path}: model format {found!r} is not supported (expected {MODEL_FORMAT})")
+    meta = read_description(folder)
     try:
         backbone_spec = BackboneSpec.model_validate(meta["backbone"])
         readout_spec = ReadoutSpec.model_validate(meta["readout"])
         neuron_ids = [str(n) for n in meta["neuron_ids"]]
         latent_shape = tuple(int(d) for d in meta["latent_shape"])
         checksum = str(meta["backbone_checksum"])
-        readout_checksum = meta.get("readout_checksum")
-        if readout_checksum is not None and not isinstance(readout_checksum, str):
-            raise TypeError("readout_checksum is not a string")
     except (KeyError, TypeError, ValueError, ValidationError) as err:
-        raise UserError(
-            f"{meta_path}: damaged model description ({type(err).__name__}: {err}); fit the model "
-            "again with `sharedattr fit`"
-        ) from None
+        raise UserError(f"{meta_path}: damaged model description ({type(err).__name__}: {err}); {REFIT}") from None
     registry = registry if registry is not None else get_registry()
     provenance = meta.get("components") if isinstance(meta.get("components"), dict) else {}
     backbone = _build_saved(backbone_spec, registry, provenance, meta_path)
@@ -127,8 +131,41 @@ def load_model(
         )
     readout = _build_saved(readout_spec, registry, provenance, meta_path)
     readout.initialize(latent_shape, len(neuron_ids))
-    load_readout_state(readout, folder / READOUT_FILE, readout_checksum)
+    load_readout_state(readout, folder / READOUT_FILE, meta["readout_checksum"])
     return EncodingModel(backbone, readout, neuron_ids).to(device).eval()
+
+
+def read_description(folder: Path) -> dict[str, Any]:
+    """The verified ``model.json`` of saved-model folder ``folder``: read within bounds, of the current format, and
+    matching its own :func:`description_checksum` (which covers ``readout_checksum``). :class:`UserError` naming
+    the folder and the files otherwise: missing, unreadable, an older format, no checksum, or edited since saved."""
+    meta_path = folder / MODEL_FILE
+    if not meta_path.is_file():
+        raise MissingFileError(meta_path, "saved model", "expected a folder written by `sharedattr fit`")
+    try:
+        meta = read_json(meta_path)
+    except DamagedJSON as err:
+        raise UserError(f"{meta_path}: not a readable model description ({err}); {REFIT}") from None
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if isinstance(found, int) and not isinstance(found, bool) and 1 <= found < MODEL_FORMAT:
+        raise UserError(
+            f"{meta_path}: model format {found} was written by an older sharedattr, whose model.json carries no "
+            f"checksum of its neuron ids and specs, so the saved model in {folder} cannot be verified; {REFIT}"
+        )
+    if found != MODEL_FORMAT:
+        raise UserError(f"{meta_path}: model format {found!r} is not supported (expected {MODEL_FORMAT})")
+    recorded = meta.get(CHECKSUM_FIELD)
+    if not isinstance(recorded, str) or not isinstance(meta.get("readout_checksum"), str):
+        raise UserError(
+            f"the saved model in {folder} is damaged: {MODEL_FILE} (format {MODEL_FORMAT}) lacks its checksum or "
+            f"the checksum of {READOUT_FILE}; {REFIT}"
+        )
+    if description_checksum(meta) != recorded:
+        raise UserError(
+            f"the saved model in {folder} is damaged: {MODEL_FILE} does not match its checksum (edited or damaged "
+            f"since it was saved, e.g. neuron ids reordered), so it cannot vouch for {READOUT_FILE}; {REFIT}"
+        )
+    return meta
 
 
 def _build_saved(spec: ComponentSpec, registry: Registry, provenance: dict[str, Any], meta_path: Path) -> Any:
@@ -170,8 +207,7 @@ def load_readout_state(readout: nn.Module, path: Path, checksum: str | None = No
     if checksum is not None and tensors_checksum(state) != checksum:
         raise UserError(
             f"the saved readout {path} does not match its model description {path.parent / MODEL_FILE} "
-            "(checksum): the file is damaged, or a save was interrupted between the two files; fit the model "
-            "again with `sharedattr fit`"
+            f"(checksum): the file is damaged, or a save was interrupted between the two files; {REFIT}"
         )
     try:
         readout.load_state_dict(state)
@@ -181,44 +217,77 @@ def load_readout_state(readout: nn.Module, path: Path, checksum: str | None = No
         ) from None
 
 
-def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_path: Path) -> str:
-    """The identity of a fitted model: data, backbone and readout specs, seed, image and response content."""
-    h = hashlib.sha256()
-    with open(responses_path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    data = spec.data.model_dump(mode="json", exclude={"neuron_parts"})  # ground truth does not change the fit
+def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_digest: str) -> str:
+    """The identity of a fitted model: the data, backbone and readout specs and seed, and the content of every data
+    input that decides the fit.
+
+    ``stimuli_digest`` (:meth:`~sharedattr.data.stimuli.StimulusSet.content_digest`) covers ``data.stimuli`` and
+    ``data.images``: the stimulus ids, categories and the bytes of every image as read (a ZIP member's inflated
+    bytes). ``responses_digest`` (:func:`~sharedattr.data.responses.responses_digest`) covers the bytes of every
+    responses file: ``data.responses`` and, for .npy, ``response_ids``, ``neuron_ids`` and ``time_bins``. The
+    settings that are not files (``time_window``, ``nwb_table``, ``category_column``, ``categories``, the split) are
+    in the spec part; ``data.neuron_parts`` (ground truth for the metrics) does not change the fit and is left out.
+    """
+    data = spec.data.model_dump(mode="json", exclude={"neuron_parts"})
     payload = {
         "data": data,
         "backbone": spec.backbone.model_dump(mode="json"),
         "readout": spec.readout.model_dump(mode="json"),
         "seed": spec.seed,
         "stimuli": stimuli_digest,
-        "responses": h.hexdigest(),
+        "responses": responses_digest,
         "format": MODEL_FORMAT,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
+DATA_DIGESTS = {"stimuli_digest": ("the stimuli", ("stimuli", "images")), "responses_digest": ("the responses", None)}
+"""The data digests a saved model records beside its ``fit_digest``, with what each covers, for
+:func:`warn_if_data_changed` (None: the responses files, :data:`~sharedattr.data.responses.RESPONSE_FILES`)."""
+
+
+def warn_if_data_changed(folder: Path, spec: ExperimentSpec, digests: dict[str, str]) -> None:
+    """Warn, naming them, when the data inputs (``digests``: :data:`DATA_DIGESTS` → the current digest) differ from
+    those the saved model in ``folder`` recorded while its config was the same as ``spec``: the data files changed
+    in place since the fit (e.g. a stimulus ZIP replaced with new pixels under the same names). Call it only for a
+    folder whose model :func:`saved_digest` verified and found of another fit."""
+    from sharedattr.data.responses import RESPONSE_FILES
+
+    if saved_digest(folder, "spec_digest") != spec.digest():
+        return  # another config: fitting again is expected
+    changed = []
+    for key, current in digests.items():
+        if saved_digest(folder, key) not in (None, current):
+            what, fields = DATA_DIGESTS[key]
+            named = [f"data.{f}" for f in fields or RESPONSE_FILES if getattr(spec.data, f) is not None]
+            changed.append(f"{what} ({', '.join(named)})")
+    if changed:
+        warnings.warn(
+            f"{' and '.join(changed)} changed since the model in {folder} was fitted: fitting it again (nothing "
+            "computed from the former data is reused)",
+            stacklevel=3,
+        )
+
+
 def saved_digest(folder: Path, key: str = "fit_digest") -> str | None:
-    """The digest ``key`` recorded in a saved model's ``model.json``; None when absent or unreadable, or when
-    its ``readout.safetensors`` is, or does not match the recorded ``readout_checksum`` (so a damaged or
-    half-saved model is fitted again, never trusted; a warning names the folder)."""
+    """The digest ``key`` recorded in a saved model's ``model.json``; None when the folder has none, or when the
+    model does not verify as :func:`load_model` verifies it (``model.json`` unreadable, of an older format,
+    without or not matching its checksum, or a ``readout.safetensors`` that is unreadable or does not match
+    ``readout_checksum``): such a model is fitted again, never trusted, and a warning names the folder and why."""
     from safetensors.torch import load_file
 
-    meta_path = folder / MODEL_FILE
-    if not meta_path.exists():
+    if not (folder / MODEL_FILE).exists():
         return None
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        digest, checksum = meta.get(key), meta["readout_checksum"]
-        matches = tensors_checksum(load_file(str(folder / READOUT_FILE))) == checksum
-    except Exception:  # noqa: BLE001 - any damage (JSON, UTF-8, safetensors header, I/O) means: fit again
-        matches = False
-    if not matches:
+        meta = read_description(folder)
+        if tensors_checksum(load_file(str(folder / READOUT_FILE))) != meta["readout_checksum"]:
+            raise UserError(f"{READOUT_FILE} does not match the checksum in {MODEL_FILE}")
+    except Exception as err:  # noqa: BLE001 - any damage (JSON, format, checksums, safetensors, I/O) means: fit again
         warnings.warn(
-            f"the saved model in {folder} is damaged, half-saved or written by an older version: fitting it again",
+            f"the saved model in {folder} is damaged, half-saved or written by an older version: fitting it again "
+            f"({str(err)[:300]})",
             stacklevel=2,
         )
         return None
-    return digest
+    digest = meta.get(key)
+    return digest if isinstance(digest, str) else None

@@ -4,8 +4,10 @@ The page has no external references: figures are inlined as base64 PNG ``data:``
 the CSS is inline; it is rendered from the Jinja2 templates in ``templates/``, which escape every
 string a run can put on it. Sections, in order: summary and verdict, readout fit quality, category
 selectivity, driver/reference pairs, attribution maps, the method × metric tables, a
-plain-language reading of who won, synthesis (when run) and timings. Rebuild it with
-``sharedattr report RUN_DIR``.
+plain-language reading of who won, synthesis (when run) and timings. The page is a function of the
+folder's files (and the stimuli its spec names): no absolute path, no time, so a rebuild gives the same bytes.
+Rebuild it with ``sharedattr report RUN_DIR`` (:func:`rebuild_report`), which first checks the folder against
+the ``manifest.json`` its run wrote last.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from sharedattr.report.rundir import RunDir
 from sharedattr.report.sections import SECTIONS, Context, all_sections
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.io import atomic_write_text
+from sharedattr.runtime.manifest import update_manifest, verify_manifest
+from sharedattr.runtime.run_folder import run_lock
 
 REPORT_FILE = "report.html"
+SHOWN_PROBLEMS = 5
+"""How many of a folder's changed files the refusal of :func:`rebuild_report` names (then the count)."""
 
-__all__ = ["REPORT_FILE", "SECTIONS", "build_report", "write_report"]
+__all__ = ["REPORT_FILE", "SECTIONS", "build_report", "rebuild_report", "write_report"]
 
 
 def build_report(run_dir: str | Path) -> str:
@@ -50,6 +56,34 @@ def build_report(run_dir: str | Path) -> str:
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Write ``<run_dir>/report.html`` atomically; return its path."""
+    """Write ``<run_dir>/report.html`` atomically; return its path. No check of the folder: this is the run's own
+    call, made before it writes ``manifest.json``; ``sharedattr report`` calls :func:`rebuild_report`."""
     html = build_report(run_dir)
     return atomic_write_text(Path(run_dir) / REPORT_FILE, html)
+
+
+def rebuild_report(run_dir: str | Path) -> Path:
+    """``sharedattr report RUN_DIR``: check the finished run folder, rewrite its ``report.html`` and record the
+    page in its ``manifest.json``; return the page's path.
+
+    Under the folder's run lock (a live run there is refused). The folder must hold ``spec.json`` and the
+    ``manifest.json`` its run wrote last (without it, the run did not finish), and every file must be as the run
+    wrote it: a file changed, missing or added since (``report.html`` excepted: it is what is rebuilt) is a
+    :class:`UserError` naming the first :data:`SHOWN_PROBLEMS` and their count, so hand-edited results or a
+    folder mixing two runs' files is never rendered. The manifest's entry for ``report.html`` is then updated
+    atomically, so :func:`~sharedattr.runtime.manifest.verify_manifest` stays clean.
+    """
+    folder = Path(run_dir)
+    RunDir(folder)  # a missing folder or spec.json first: the clearest message for a wrong folder
+    with run_lock(folder):
+        problems = verify_manifest(folder, skip=(REPORT_FILE,))
+        if problems:
+            more = f" and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
+            raise UserError(
+                f"{folder}: {len(problems)} file(s) differ from what its run wrote (manifest.json): "
+                f"{'; '.join(problems[:SHOWN_PROBLEMS])}{more}; run the same command again into this folder: it "
+                "rewrites them, reusing every finished item"
+            )
+        path = write_report(folder)
+        update_manifest(folder, [REPORT_FILE])
+    return path

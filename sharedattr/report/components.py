@@ -11,13 +11,13 @@ and :meth:`Components.notes` says so.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sharedattr.plugins.contracts import METRIC_FAMILIES, is_pairwise, metric_family
+from sharedattr.runtime.json_files import read_json
 
 REFRESH = "run the same config into the same folder again (it reuses every finished item)"
 
@@ -166,7 +166,7 @@ def load(path: Path, spec: Mapping[str, Any]) -> Components:
     fallback = "This run folder has no components.json (it was written before runs wrote one)"
     if path.is_file():
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path)  # bounded: a damaged or hostile file is unreadable (DamagedJSON), not a crash
             if not isinstance(data, Mapping):
                 raise TypeError("not a JSON object")
             return from_json(data)

@@ -11,7 +11,6 @@ red (> 0) on one symmetric colour scale per driver/reference pair.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import sys
@@ -24,7 +23,7 @@ import torch
 from torch import Tensor
 
 from sharedattr.report.selectivity import Selectivity
-from sharedattr.runtime.io import atomic_write_bytes
+from sharedattr.runtime.io import atomic_write_bytes, safe_file_name
 
 
 def _plt():
@@ -80,12 +79,10 @@ def fit_figure(
 
 
 def neuron_figure_name(neuron_id: str) -> str:
-    """``neuron_<id>.png`` for an id that is safe in a file name (ASCII letters, digits, ``-_.``); otherwise the
-    sanitised id plus a digest of the original, so that ``a/b`` and ``a_b`` never share a file."""
-    safe = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "-_." else "_" for ch in neuron_id)
-    if safe == neuron_id:
-        return f"neuron_{safe}.png"
-    return f"neuron_{safe}-{hashlib.sha256(neuron_id.encode()).hexdigest()[:8]}.png"
+    """``neuron_<id>.png`` for a short id that is safe in a file name (ASCII letters, digits, ``-_.``); otherwise the
+    sanitised id, cut to a bounded length, plus a digest of the original, so that ``a/b`` and ``a_b`` never share a
+    file and a 300-character id gets a valid name (:func:`~sharedattr.runtime.io.safe_file_name`)."""
+    return safe_file_name("neuron_", neuron_id, ".png")
 
 
 def attribution_grids(

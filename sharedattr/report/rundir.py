@@ -9,7 +9,6 @@ the spec's ``data`` paths (absolute, or relative to the working directory or the
 from __future__ import annotations
 
 import csv
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ from sharedattr.report import components
 from sharedattr.report.reading import Score
 from sharedattr.report.stats import PairValues, pair_values
 from sharedattr.runtime.errors import MissingFileError, UserError
+from sharedattr.runtime.json_files import DamagedJSON, parse_json
+from sharedattr.runtime.json_files import read_json as read_bounded_json
 
 SPEC_FILE = "spec.json"
 COMPONENTS_FILE = "components.json"
@@ -42,12 +43,14 @@ def read_csv(path: Path) -> list[dict[str, str]] | None:
 
 
 def read_json(path: Path) -> Any:
-    """The JSON document in ``path``, or None if it does not exist; :class:`UserError` naming it if damaged."""
+    """The JSON document in ``path``, or None if it does not exist; :class:`UserError` naming it if damaged (too
+    large, not UTF-8, not JSON, nested too deeply: every JSON file of a run folder is read through
+    :func:`sharedattr.runtime.json_files.read_json`)."""
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return read_bounded_json(path)
+    except DamagedJSON as err:
         raise damaged(path, err) from None
 
 
@@ -73,9 +76,9 @@ class RunDir:
                 hint = f"the run of `sharedattr demo` is in {self.path / 'results'}"
             raise MissingFileError(spec_path, "run spec", hint)
         try:
-            saved = json.loads(spec_path.read_text(encoding="utf-8"))
+            saved = read_bounded_json(spec_path)
             self.spec: dict[str, Any] = dict(saved["spec"])
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError) as err:  # DamagedJSON is a ValueError
             raise UserError(
                 f"{spec_path}: not a run spec written by `sharedattr run` ({type(err).__name__}: {err})"
             ) from None
@@ -201,9 +204,9 @@ def listed_pairs(meta: dict[str, str], path: Path) -> list[tuple[str, ...]]:
     """The ``(neuron, driver, reference)`` rows of a maps file's metadata; [] when it lists none."""
     if "pairs_json" in meta:
         try:
-            rows = json.loads(meta["pairs_json"])
+            rows = parse_json(meta["pairs_json"])
             return [tuple(str(v) for v in row) for row in rows if isinstance(row, list) and len(row) == 3]
-        except (ValueError, TypeError):
+        except (ValueError, TypeError):  # DamagedJSON is a ValueError
             raise UserError(
                 f"{path}: damaged pairs metadata; run `sharedattr run` again into this folder to rewrite it"
             ) from None

@@ -11,7 +11,6 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -220,15 +219,12 @@ def summary(ctx: Context) -> Section:
         ("Methods", f"{len(methods)}: {', '.join(methods)}"),
         ("Metrics", f"{len(metrics)}: {', '.join(metrics)}" if metrics else "none"),
     ]
-    when = datetime.fromtimestamp((run.path / "spec.json").stat().st_mtime).strftime("%Y-%m-%d %H:%M")
     toc = [(a, t) for a, t in SECTIONS[1:] if a != "synthesis" or run.file("synthesis") is not None]
     return Section(
         "summary",
         {
-            "name": run.name,
-            "path": str(run.path.resolve()),
+            "name": run.name,  # no folder path or time: the page is a function of the folder's files
             "digest": run.digest or "–",
-            "when": when,
             "facts": facts,
             "headline": ctx.reading.headline,
             "notes": ctx.reading.notes,

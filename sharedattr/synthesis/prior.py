@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ import torch
 from torch import Tensor
 
 from sharedattr.runtime.errors import UserError
+from sharedattr.runtime.json_files import DamagedJSON, read_json
 
 SHIPPED_PRIORS: dict[str, str] = {"insilico-ddpm-v1": "diffusion_prior", "insilico-ddpm-v2": "diffusion_prior_v2"}
 """Shipped prior name → its folder under ``sharedattr/assets/``."""
@@ -162,8 +162,8 @@ def shipped_prior_path(name: str = DEFAULT_PRIOR) -> Iterator[Path]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        data = read_json(path)  # bounded: a deep, huge or non-UTF-8 file is an error naming it, not a traceback
+    except (OSError, DamagedJSON) as err:
         raise PriorError(f"cannot read {path}: {type(err).__name__}: {err}; {_FIX}") from None
     if not isinstance(data, dict):
         raise PriorError(f"{path} is not a JSON object; {_FIX}")

@@ -140,6 +140,14 @@ def fake_run_folder(folder: Path, tiny_config: dict) -> Path:
     return folder
 
 
+def vouched_for(folder: Path) -> Path:
+    """``folder`` with a manifest listing its files as they are: `sharedattr report` then reads them."""
+    from sharedattr.runtime.manifest import write_manifest
+
+    write_manifest(folder)
+    return folder
+
+
 def test_report_on_a_damaged_run_folder(tiny_config, tmp_path):
     damage = {
         "results.csv": b"\x00\xffgarbage\n",
@@ -151,10 +159,10 @@ def test_report_on_a_damaged_run_folder(tiny_config, tmp_path):
     for name, data in damage.items():
         folder = fake_run_folder(tmp_path / name.replace(".", "-"), tiny_config)
         (folder / name).write_bytes(data)
-        cases[name] = ["report", str(folder)]
+        cases[name] = ["report", str(vouched_for(folder))]
     wrong_columns = fake_run_folder(tmp_path / "columns", tiny_config)
     (wrong_columns / "summary.csv").write_text("a,b\n1,2\n")
-    cases["columns"] = ["report", str(wrong_columns)]
+    cases["columns"] = ["report", str(vouched_for(wrong_columns))]
     results = run_all(cases, tmp_path)
     for name in damage:
         assert_one_line(results[name], name)

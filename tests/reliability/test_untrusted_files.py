@@ -9,7 +9,8 @@ constructed); each test checks the marker does not exist afterwards. The loading
   with ``weights_only=True``;
 - a saved model (``sharedattr.load_model``, ``sharedattr fit``'s ``model/``): ``model.json``
   (JSON) and ``readout.safetensors``;
-- the feature cache ``features-<key>.npy``: ``np.load`` (``allow_pickle`` False);
+- the feature cache ``features-<key>-<sha256>.npy``: its header read by ``numpy.lib.format``, its data
+  memory-mapped as float32 (``np.memmap``), after its bytes matched the SHA-256 in its name;
 - responses ``.npy``: ``np.load(allow_pickle=False)``;
 - the diffusion prior folder: ``diffusion_pytorch_model.safetensors`` only, never ``.bin``;
 - work-store items and the run folder's ``maps.safetensors``: safetensors;
@@ -118,25 +119,31 @@ def test_saved_model_round_trips_then_refuses_a_pickled_readout(saved_model, mar
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_saved_model_description_cannot_point_at_a_pickle(saved_model, tmp_path, marker):
-    from sharedattr.encoding.store import load_model
+    from sharedattr.encoding.store import description_checksum, load_model
+
+    def forged(meta):  # an edit whose checksum is recomputed, as anyone can: still never unpickled
+        return json.dumps({**meta, "checksum": description_checksum(meta)})
 
     meta = json.loads((saved_model / "model.json").read_text())
     meta["backbone"]["weights_file"] = str(raw_pickle(tmp_path / "evil.pt", marker))
     (saved_model / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="model.json does not match its checksum"):
+        load_model(saved_model)
+    (saved_model / "model.json").write_text(forged(meta))
     with pytest.raises(UserError, match="cannot load weights file"):
         load_model(saved_model)
     # a model.json naming an import path instead of a registered component
     meta["backbone"] = {"name": "os:system", "command": f"touch {marker}"}
-    (saved_model / "model.json").write_text(json.dumps(meta))
+    (saved_model / "model.json").write_text(forged(meta))
     with pytest.raises(UserError, match="unknown backbone 'os:system'"):
         load_model(saved_model)
 
 
 def test_a_damaged_saved_readout_is_fitted_again_not_trusted(saved_model, marker):
-    from sharedattr.encoding.store import saved_digest
+    from sharedattr.encoding.store import description_checksum, saved_digest
 
-    meta = json.loads((saved_model / "model.json").read_text())
-    (saved_model / "model.json").write_text(json.dumps({**meta, "fit_digest": "abc"}))
+    meta = {**json.loads((saved_model / "model.json").read_text()), "fit_digest": "abc"}
+    (saved_model / "model.json").write_text(json.dumps({**meta, "checksum": description_checksum(meta)}))
     assert saved_digest(saved_model) == "abc"
     raw_pickle(saved_model / "readout.safetensors", marker)
     with pytest.warns(UserWarning, match="damaged, half-saved"):
@@ -145,7 +152,10 @@ def test_a_damaged_saved_readout_is_fitted_again_not_trusted(saved_model, marker
 
 # -- data files --------------------------------------------------------------------------------------
 def test_feature_cache_never_unpickles(tiny_config, tmp_path, marker):
-    """A pickle (or an object array) planted under the feature cache's file name is not unpickled."""
+    """A pickle (or an object array) planted under the feature cache's file name, with the SHA-256 of its bytes in
+    the name as a cache file carries it, is not unpickled: it is replaced, with a warning."""
+    import hashlib
+
     from sharedattr.config.validation import validate_experiment
     from sharedattr.data import StimulusSet
     from sharedattr.data.features import extract_features, feature_key
@@ -158,15 +168,22 @@ def test_feature_cache_never_unpickles(tiny_config, tmp_path, marker):
     key = feature_key(backbone_spec, stimuli.content_digest(), tuple(backbone.input_size), backbone.in_channels)
     cache = tmp_path / "cache"
     cache.mkdir()
-    planted = cache / f"features-{key}.npy"
+    planted = tmp_path / "planted.npy"
     for write in (
         lambda: raw_pickle(planted, marker),
         lambda: np.save(planted, np.array([Marker(marker)] * len(stimuli), dtype=object), allow_pickle=True),
     ):
+        for old in cache.iterdir():
+            old.unlink()
         write()
-        latents, hit = extract_features(backbone, stimuli, backbone_spec=backbone_spec, cache_dir=cache, progress=False)
-        assert not hit and latents.dtype == torch.float32  # recomputed over it (np.load never unpickles)
-        assert not marker.exists()
+        named = cache / f"features-{key}-{hashlib.sha256(planted.read_bytes()).hexdigest()}.npy"
+        planted.rename(named)
+        with pytest.warns(UserWarning, match=f"feature cache file {named} is damaged"):
+            latents, hit = extract_features(
+                backbone, stimuli, backbone_spec=backbone_spec, cache_dir=cache, progress=False
+            )
+        assert not hit and latents.dtype == torch.float32  # recomputed over it (nothing is ever unpickled)
+        assert not marker.exists() and not named.exists()
         assert extract_features(backbone, stimuli, backbone_spec=backbone_spec, cache_dir=cache, progress=False)[
             1
         ]  # and the recomputed file replaced it

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sharedattr.runtime.work_store import CHECKSUM_KEY, WorkStore, rows_validator, tensors_checksum
+from sharedattr.runtime.work_store import CHECKSUM_KEY, WorkStore, shape_validator, tensors_checksum
 
 
 def values() -> dict[str, torch.Tensor]:
@@ -16,13 +16,13 @@ def values() -> dict[str, torch.Tensor]:
 @pytest.fixture
 def store(tmp_path) -> WorkStore:
     store = WorkStore(tmp_path / "work")
-    store.get_or_compute("scores", "k", values, rows_validator(8, ("values",)))
+    store.get_or_compute("scores", "k", values, shape_validator({"values": (8,)}))
     return store
 
 
 def again(store: WorkStore) -> tuple[dict[str, torch.Tensor], WorkStore]:
     fresh = WorkStore(store.folder)
-    return fresh.get_or_compute("scores", "k", values, rows_validator(8, ("values",))), fresh
+    return fresh.get_or_compute("scores", "k", values, shape_validator({"values": (8,)})), fresh
 
 
 def test_a_stored_item_carries_its_checksum_and_is_reused(store):
@@ -48,11 +48,11 @@ def test_a_one_byte_flip_in_the_data_is_recomputed_not_trusted(store):
 
 def test_lookup_reads_a_sound_item_and_reports_a_damaged_one(store):
     fresh = WorkStore(store.folder)
-    assert torch.equal(fresh.lookup("scores", "k", rows_validator(8, ("values",)))["values"], values()["values"])
+    assert torch.equal(fresh.lookup("scores", "k", shape_validator({"values": (8,)}))["values"], values()["values"])
     assert fresh.hits == 1 and fresh.misses == 0
     assert fresh.lookup("scores", "missing") is None and fresh.misses == 0  # nothing computed, nothing counted
-    with pytest.warns(UserWarning, match="expected 7"):  # the caller's check fails: reported, not trusted
-        assert fresh.lookup("scores", "k", rows_validator(7, ("values",))) is None
+    with pytest.warns(UserWarning, match=r"has shape \(8,\), expected \[7\]"):  # the check fails: reported, not trusted
+        assert fresh.lookup("scores", "k", shape_validator({"values": (7,)})) is None
     path = store.path("scores", "k")
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x01
@@ -80,7 +80,13 @@ def test_valid_files_without_a_checksum_are_recomputed(store, planted, reason):
 
 @pytest.mark.parametrize(
     "planted, reason",
-    [({"values": torch.zeros(7)}, "'values' has 7 rows, expected 8"), ({"other": torch.zeros(8)}, "missing values")],
+    [
+        ({"values": torch.zeros(7)}, r"'values' has shape \(7,\), expected \[8\]"),
+        ({"other": torch.zeros(8)}, "missing values"),
+        ({"values": torch.tensor(0.5)}, r"'values' has 0 dimensions \(\), expected 1 \[8\]"),  # crashed torch.cat
+        ({"values": torch.zeros(8, dtype=torch.int32)}, "torch.int32, expected a floating-point tensor"),
+        ({"values": torch.zeros(8), "extra": torch.zeros(8)}, "unexpected tensor 'extra'"),
+    ],
 )
 def test_an_item_with_a_valid_checksum_but_the_wrong_shape_is_recomputed(store, planted, reason):
     save_file(planted, str(store.path("scores", "k")), metadata={CHECKSUM_KEY: tensors_checksum(planted)})
