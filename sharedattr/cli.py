@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from sharedattr import __version__
@@ -69,11 +72,28 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     if args.output:
         from sharedattr.runtime.io import atomic_write_text
 
+        _check_schema_output(args.output)
         atomic_write_text(args.output, text + "\n")
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         print(text)
     return 0
+
+
+def _check_schema_output(path: Path) -> None:
+    """``schema --output`` writes a new file, or over a JSON Schema (an earlier schema): never over anything else,
+    such as the config the schema is for."""
+    if not path.exists():
+        return
+    try:
+        existing = json.loads(path.read_bytes()) if path.is_file() else None
+    except (OSError, ValueError, RecursionError):
+        existing = None
+    if not (isinstance(existing, dict) and "$schema" in existing):
+        raise UserError(
+            f"schema --output: {path} exists and is not a JSON Schema (a config or data file?); the schema is written "
+            "only to a new file or over an earlier schema: choose another --output"
+        )
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -89,7 +109,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(spec, out: Path, progress: bool) -> int:
+def _run(spec, out: Path, progress: bool, config: Path | None = None) -> int:
     from sharedattr.experiment.run import run_experiment
     from sharedattr.experiment.tables import format_summary
     from sharedattr.runtime.devices import resolve_device
@@ -97,7 +117,7 @@ def _run(spec, out: Path, progress: bool) -> int:
 
     start = time.perf_counter()
     with ranks_from_environment(resolve_device(spec.device)) as ranks:
-        result = run_experiment(spec, out, progress=progress, ranks=ranks)
+        result = run_experiment(spec, out, progress=progress, ranks=ranks, config=config)
     if result is None:  # a rank other than 0 of a torchrun launch: rank 0 reports
         return 0
     print(format_summary(result.summary))
@@ -119,7 +139,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = Path(args.out)
-    experiment = fit_experiment(load_experiment(args.config), out, progress=not args.no_progress)
+    experiment = fit_experiment(load_experiment(args.config), out, progress=not args.no_progress, config=args.config)
     fit = experiment.fit
     r = fit.test_r
     order = r.argsort(descending=True).tolist()
@@ -146,7 +166,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from sharedattr.config.files import load_experiment
 
-    return _run(load_experiment(args.config), Path(args.out), not args.no_progress)
+    return _run(load_experiment(args.config), Path(args.out), not args.no_progress, args.config)
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> int:
@@ -159,7 +179,7 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
     out = Path(args.out)
     spec = load_experiment(args.config)
     with ranks_from_environment(resolve_device(spec.device)) as ranks:
-        result = synthesize_experiment(spec, out, progress=not args.no_progress, ranks=ranks)
+        result = synthesize_experiment(spec, out, progress=not args.no_progress, ranks=ranks, config=args.config)
     if result is None:  # a rank other than 0 of a torchrun launch: rank 0 reports
         return 0
     print(format_synthesis_summary(result.summary))
@@ -173,7 +193,7 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from sharedattr.config.files import load_experiment
-    from sharedattr.experiment.demo import make_demo_data
+    from sharedattr.experiment.demo import prepare_demo
     from sharedattr.runtime.distributed import environment_world
 
     if environment_world()[1] > 1:
@@ -183,14 +203,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
     out = Path(args.out)
     start = time.perf_counter()
-    config = make_demo_data(
-        out / "data", n_per_category=args.n_per_category, drivers=args.drivers, progress=not args.no_progress
+    config, reused = prepare_demo(
+        out, n_per_category=args.n_per_category, drivers=args.drivers, progress=not args.no_progress
     )
     print(
-        f"demo data and config written to {out / 'data'} ({time.perf_counter() - start:.1f} s); running {config}",
+        f"demo data and config {'of an earlier demo reused' if reused else 'written'} in {out / 'data'} "
+        f"({time.perf_counter() - start:.1f} s); running {config}",
         file=sys.stderr,
     )
-    code = _run(load_experiment(config), out / "results", not args.no_progress)
+    code = _run(load_experiment(config), out / "results", not args.no_progress, config)
     report = out / "results" / "report.html"
     if report.is_file():
         print(f"report: {report.resolve()} (total {time.perf_counter() - start:.1f} s)")
@@ -198,9 +219,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from sharedattr.report import write_report
+    from sharedattr.report import rebuild_report
 
-    print(write_report(args.run_dir))
+    print(rebuild_report(args.run_dir))
     return 0
 
 
@@ -362,6 +383,73 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=sys.stderr)
 
 
+INTERRUPTING_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+"""Signals that stop a command the way Ctrl-C does: the command unwinds (``finally`` blocks release the run lock,
+atomic writers delete their temporaries), prints one line and exits with 128 + the signal's number."""
+RESUMABLE_COMMANDS = frozenset({"run", "synthesize"})
+"""Commands whose ``--out`` keeps every finished work item, so that the same command run again resumes."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread when one of :data:`INTERRUPTING_SIGNALS` arrives while a command runs.
+
+    A subclass of :class:`KeyboardInterrupt`, so code that handles Ctrl-C handles SIGTERM and SIGHUP alike, and
+    ``except Exception`` lets it through.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _interrupting_signals() -> Iterator[list[int]]:
+    """While the block runs, :data:`INTERRUPTING_SIGNALS` raise :class:`Interrupted`; yields the signals received.
+
+    Only the first one raises: later ones (SLURM and torchrun may both send SIGTERM to a rank) are recorded and
+    ignored while the command unwinds, so its clean-up runs to the end (SIGKILL still stops it; the next run then
+    takes the lock over). A signal that was ignored when the command started (``nohup``), or SIGINT under a
+    handler other than Python's default, is left as it was. Outside the main thread, where Python cannot set
+    handlers, nothing changes. The previous handlers are restored when the block ends.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Interrupted(signum)
+
+    previous = {}
+    for name in INTERRUPTING_SIGNALS:
+        signum = getattr(signal, name, None)  # Windows has no SIGHUP
+        if signum is None:
+            continue
+        handler = signal.getsignal(signum)
+        if handler is signal.SIG_IGN or (name == "SIGINT" and handler is not signal.default_int_handler):
+            continue
+        previous[signum] = signal.signal(signum, interrupt)
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def _report_interrupt(args: argparse.Namespace, signum: int) -> int:
+    """Print the one line that says the command was interrupted (and, for a run, how to resume it); return the exit
+    code, 128 + ``signum``."""
+    name = signal.Signals(signum).name
+    line = f"interrupted ({name})"
+    if args.command in RESUMABLE_COMMANDS:
+        line += f": {args.out} keeps the finished work; run the same command again to resume"
+    with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+        print(line, file=sys.stderr)
+    return 128 + signum
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sharedattr`` command; returns the exit code."""
     from sharedattr.plugins.loading import DEBUG_ENV, debugging
@@ -374,7 +462,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
-        return int(args.func(args) or 0)
+        with _interrupting_signals() as received:
+            try:
+                return int(args.func(args) or 0)
+            except Exception as err:
+                if received:  # a failure that the interruption caused (a torchrun rank whose peers stopped)
+                    raise Interrupted(received[0]) from err
+                raise
     except UserError as err:
         if debugging():
             traceback.print_exc()
@@ -386,9 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         print(f"error: {where}{err.strerror or err} (a file or folder the command reads or writes)", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        if debugging():
+            traceback.print_exc()
+        return _report_interrupt(args, getattr(err, "signum", signal.SIGINT))
     finally:
         warnings.showwarning = previous
         if args.debug:

@@ -26,6 +26,7 @@ from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.registry import Registry
 from sharedattr.plugins.specs import MatcherSpec, MethodSpec, MetricSpec
 from sharedattr.runtime.errors import UserError
+from sharedattr.runtime.numerics import on_one_thread
 from sharedattr.selection.neurons import measured_else_predicted
 
 ComponentLike = str | Mapping[str, Any]
@@ -81,6 +82,7 @@ def _given_pairs(
     return out
 
 
+@on_one_thread
 def compare(
     model: EncodingModel,
     stimuli: StimulusSet | str | Path,
@@ -138,7 +140,9 @@ def compare(
     ctx = RunContext(registry, torch.device(device), progress=progress)
     stimuli = stimuli if isinstance(stimuli, StimulusSet) else StimulusSet.load(Path(stimuli))
     model = model.to(device).eval()
-    latents, _ = extract_features(model.backbone, stimuli, batch_size=batch_size, device=device, progress=progress)
+    latents, _ = extract_features(
+        model.backbone, stimuli, batch_size=batch_size, device=device, progress=progress, memory_mb=memory_mb
+    )
     predicted = predict(model.readout, latents, batch_size, device)  # [S, N]
     neuron_ids = [str(n) for n in getattr(model, "neuron_ids", None) or range(predicted.shape[1])]
     drive = predicted

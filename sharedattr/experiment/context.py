@@ -1,17 +1,19 @@
 """The run context: one object that resolves where a run computes and builds its components, once.
 
-``sharedattr run``, ``sharedattr synthesize``, ``sharedattr fit`` and :func:`sharedattr.compare`
-each start by making a :class:`RunContext`: the registry, the device (per rank under torchrun),
-the ranks, whether to show progress, and every component of the spec validated and built once
-(methods are bound to a model on first use, see
-:class:`~sharedattr.attribution.engine.NamedMethod`). The stages below it take these built
-objects, never a registry.
+``sharedattr run``, ``sharedattr synthesize`` and ``sharedattr fit`` first take their output folder with
+:func:`out_folder` (checked, created, locked); they and :func:`sharedattr.compare` then make a
+:class:`RunContext`: the registry, the device (per rank under torchrun), the ranks, whether to show progress,
+and every component of the spec validated and built once (methods are bound to a model on first use, see
+:class:`~sharedattr.attribution.engine.NamedMethod`). The stages below it take these built objects, never a
+registry.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +24,14 @@ from tqdm.auto import tqdm
 from sharedattr.attribution.engine import NamedMethod, NamedMetric
 from sharedattr.config.spec import ExperimentSpec
 from sharedattr.config.validation import named
+from sharedattr.data.features import default_cache_dir
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.registry import Component, Registry
 from sharedattr.plugins.specs import ComponentSpec, MethodSpec, MetricSpec, labels
 from sharedattr.runtime.devices import resolve_device
 from sharedattr.runtime.distributed import SINGLE, Ranks, rank_device
-from sharedattr.runtime.errors import SpecError
-from sharedattr.runtime.run_folder import check_out_folder, make_out_folder
+from sharedattr.runtime.errors import SpecError, UserError
+from sharedattr.runtime.run_folder import check_out_folder, make_out_folder, remove_stale_temporaries, run_lock
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,100 @@ def input_paths(spec: ExperimentSpec) -> dict[str, Path]:
     return paths
 
 
+SPEC_FILE = "spec.json"
+"""The file of a run folder that holds the spec its results come from (as ``sharedattr.report.rundir`` reads it)."""
+
+
+def folder_spec_digest(folder: str | Path) -> str | None:
+    """The spec digest recorded in ``<folder>/spec.json``: None when there is no such file.
+
+    A ``spec.json`` that is not a run's (not a JSON object with a ``digest`` string: a config saved under that name,
+    say) is a :class:`UserError`: the run would overwrite a file it did not write.
+    """
+    path = Path(folder) / SPEC_FILE
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_bytes())
+        if isinstance(saved, dict) and isinstance(saved.get("digest"), str):
+            return saved["digest"]
+    except (OSError, ValueError, RecursionError):
+        pass
+    raise UserError(
+        f"output folder {Path(folder).resolve()} holds a {SPEC_FILE} that is not a run spec written by sharedattr "
+        f"(a config saved there?), which the run would overwrite: move {path} away, or choose another --out"
+    )
+
+
+FOLDER_KINDS = {
+    "run": ("pairs.csv", "model/model.json"),
+    "synthesize": ("evaluators.csv", "fit/model/model.json"),
+}
+"""Files that only one kind of output folder holds: ``sharedattr run``'s (``fit`` writes a part of it, its model)
+and ``sharedattr synthesize``'s. Both write a ``scores.csv`` and a ``summary.csv`` of their own, so neither command
+writes into the other's folder (:func:`check_folder_kind`)."""
+
+
+def check_folder_kind(folder: Path, kind: str) -> None:
+    """Refuse ``folder`` when it holds the results of another kind of command than ``kind`` (``"run"`` for ``run``
+    and ``fit``, ``"synthesize"``), whose files of the same names the command would overwrite."""
+    for other, marks in FOLDER_KINDS.items():
+        found = next((mark for mark in marks if other != kind and (folder / mark).exists()), None)
+        if found is not None:
+            raise UserError(
+                f"output folder {folder} holds the results of `sharedattr {other}` ({found}), whose scores.csv and "
+                "summary.csv this command would overwrite with its own: choose another --out"
+            )
+
+
+def feature_cache_folder(spec: ExperimentSpec) -> Path | None:
+    """Where a run of ``spec`` caches backbone features: ``cache_dir``, else $SHAREDATTR_CACHE, else the user cache;
+    None with ``cache = false``."""
+    return (spec.cache_dir or default_cache_dir()) if spec.cache else None
+
+
+def prepare_out_folder(spec: ExperimentSpec, out: str | Path, config: str | Path | None = None) -> Path:
+    """Check the output folder ``out`` of a run of ``spec`` and create it; returns it resolved.
+
+    Refused, with one line and before anything is written: an ``out`` that is, contains or lies inside one of the
+    run's inputs (:func:`input_paths`, and ``config``, the config file the spec was read from: a config saved as
+    ``<out>/spec.json`` would be overwritten by the run), or that is the feature cache folder (other runs write
+    there at any time); an ``out`` that cannot be created or written.
+    """
+    inputs: dict[str, str | Path | None] = dict(input_paths(spec))
+    if config is not None:
+        inputs["config file"] = config
+    check_out_folder(out, inputs, shared={"feature cache folder (cache_dir)": feature_cache_folder(spec)})
+    return make_out_folder(out)
+
+
+@contextlib.contextmanager
+def out_folder(
+    spec: ExperimentSpec,
+    out: str | Path,
+    *,
+    config: str | Path | None = None,
+    ranks: Ranks = SINGLE,
+    kind: str = "run",
+) -> Iterator[Path]:
+    """Hold the output folder of a command that writes one (``run``, ``synthesize``, ``fit``) while the block runs;
+    yields it resolved.
+
+    The folder is checked and created (:func:`prepare_out_folder`); rank 0 then holds its run lock
+    (:func:`~sharedattr.runtime.run_folder.run_lock`: a second command into a folder that a live one is writing is
+    refused), checks that a ``spec.json`` there is a run's (:func:`folder_spec_digest`) and that the folder holds no
+    results of another ``kind`` of command (:func:`check_folder_kind`), and removes the temporaries that killed
+    writers left there. Other ranks take no lock and sweep nothing.
+    """
+    folder = prepare_out_folder(spec, out, config)
+    with run_lock(folder, enabled=ranks.is_main):
+        if ranks.is_main:
+            folder_spec_digest(folder)
+            check_folder_kind(folder, kind)
+            remove_stale_temporaries(folder)
+        yield folder
+
+
 @dataclass
 class RunContext:
     """Where and how a run computes, and its components, each validated and built once.
@@ -181,11 +278,11 @@ class RunContext:
         progress: bool = True,
         stages: Sequence[str] = (),
     ) -> RunContext:
-        """The context of a run of ``spec``: seeds torch's global generator with ``spec.seed``, makes ``out``
-        (when given) and resolves the device for this rank; with ``stages``, times them."""
+        """The context of a run of ``spec``: seeds torch's global generator with ``spec.seed``, checks and makes
+        ``out`` when given (:func:`prepare_out_folder`; the commands take their folder with :func:`out_folder`
+        first) and resolves the device for this rank; with ``stages``, times them."""
         if out is not None:
-            check_out_folder(out, input_paths(spec))
-            make_out_folder(out)
+            prepare_out_folder(spec, out)
         torch.manual_seed(spec.seed)
         device = rank_device(resolve_device(spec.device), ranks)
         progress = progress and ranks.is_main

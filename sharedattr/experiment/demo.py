@@ -8,15 +8,22 @@ shipped ``insilico_cnn`` backbone, each body neuron's strongest object drivers a
 bodies, ``parallel_backprop`` runs next to the Captum baselines, and every metric is scored,
 localisation against the parts each driver/reference pair shares. The run ends with
 ``report.html``.
+
+``sharedattr demo --out D`` writes ``D/data`` and ``D/results`` and never overwrites a file it did not write or one
+that was changed since (:func:`prepare_demo`): run again with the same arguments, it reuses the data and the run
+resumes; with other arguments, or after an edit, it stops and names the first file that differs.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from sharedattr.data.insilico import DEFAULT_NEURONS, VARIED_ATTACHMENTS, VARIED_MISSING, write_insilico
-from sharedattr.runtime.io import atomic_write_text
+from sharedattr.runtime.errors import UserError
+from sharedattr.runtime.io import atomic_write_bytes, atomic_write_text
+from sharedattr.runtime.run_folder import make_out_folder
 
 DEMO_CONFIG = """\
 # Written by `sharedattr demo`. Run it again with: sharedattr run {config_name} --out <dir>
@@ -184,3 +191,42 @@ def make_demo_data(
     config = folder / "demo.toml"
     atomic_write_text(config, DEMO_CONFIG.format(config_name=config.name, size=size, seed=seed, drivers=drivers))
     return config
+
+
+def prepare_demo(out: Path, n_per_category: int = 60, drivers: int = 3, progress: bool = False) -> tuple[Path, bool]:
+    """The folders of ``sharedattr demo --out out``: ``out/data`` (the data set and ``demo.toml``) and
+    ``out/results`` (the run); returns the config's path and whether every data file was already there.
+
+    The demo never overwrites a file it did not write or one changed since: the data set is generated into a
+    temporary folder and compared, file by file, with ``out/data``. A file that is there with the same bytes is
+    kept (an earlier demo with the same arguments: its run in ``out/results`` then resumes); a missing one is
+    written (a new folder, or a demo killed while writing its data). One file that differs (other arguments,
+    an edit) is a :class:`UserError` naming the folder and the first such file, and nothing is written. Data that
+    had to be written next to a non-empty ``out/results`` is refused too: those results are not this data's.
+    Other files in ``out`` are left alone.
+    """
+    out = make_out_folder(out)
+    data, results = out / "data", out / "results"
+    with tempfile.TemporaryDirectory(prefix="sharedattr-demo-") as tmp:
+        config = make_demo_data(Path(tmp), n_per_category=n_per_category, drivers=drivers, progress=progress)
+        missing = []
+        for made in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
+            name = made.relative_to(tmp)
+            there = data / name
+            if not there.exists() and not there.is_symlink():
+                missing.append((made, there))
+            elif not there.is_file() or there.read_bytes() != made.read_bytes():
+                raise UserError(
+                    f"demo folder {out} holds data that differ from what these arguments generate (first: "
+                    f"{there.relative_to(out)}), made by another `sharedattr demo` or changed since; the demo does "
+                    "not overwrite them: choose another --out"
+                )
+        if missing and results.is_dir() and any(results.iterdir()):
+            raise UserError(
+                f"demo folder {out}: {results.relative_to(out)} holds files, but the demo data they would come "
+                f"from are not all in {data.relative_to(out)} (first missing: {missing[0][1].relative_to(out)}); "
+                "the demo does not mix its run with other results: choose another --out"
+            )
+        for made, there in missing:
+            atomic_write_bytes(there, made.read_bytes())
+    return data / config.name, not missing

@@ -4,7 +4,8 @@ The stages (:mod:`sharedattr.experiment.stages`) use the components named in the
 :class:`~sharedattr.config.spec.ExperimentSpec`, each built once by the run's
 :class:`~sharedattr.experiment.context.RunContext`. Results are written atomically to the output folder:
 
-- ``spec.json``: the validated spec with every default filled in, and its digest;
+- ``spec.json``: the validated spec with every default filled in, and its digest; written once every result is,
+  so it never describes results the folder does not hold (see :func:`~sharedattr.experiment.stages.write_spec`);
 - ``scores.csv``, ``model/`` and ``figures/fit.png``: the fitted encoding model and its
   held-out Pearson r per neuron (as ``sharedattr fit`` writes them);
 - ``pairs.csv``: per neuron, each out-of-category driver and its matched references;
@@ -22,6 +23,8 @@ The stages (:mod:`sharedattr.experiment.stages`) use the components named in the
 - ``work/``: finished work items (per method × block of ``batch_size`` pairs: its maps, and its
   scores per metric × image), so a second run of the same spec, or a run after an
   interruption, recomputes nothing that was finished (see docs/scaling.md);
+- ``environment.json``: torch, its CPU kernels and the processor, which decide the results' last bits (the
+  thread and rank counts do not: every result is computed on one thread, see docs/reliability.md);
 - ``timings.json``: per stage, its wall time (``seconds``) and peak resident memory (``peak_rss_mb``, see
   :class:`~sharedattr.experiment.context.StageTimer`);
 - ``report.html``: a self-contained HTML report of all of the above (rebuild it with ``sharedattr report``).
@@ -37,8 +40,17 @@ from torch import Tensor
 
 from sharedattr.attribution.engine import NamedMethod, NamedMetric
 from sharedattr.config.spec import ExperimentSpec
-from sharedattr.experiment.context import RunContext
-from sharedattr.experiment.stages import Experiment, Explanation, PairSettings, explain_stage, fit_for_run, select_stage
+from sharedattr.encoding.model import EncodingModel
+from sharedattr.experiment.context import RunContext, out_folder
+from sharedattr.experiment.stages import (
+    Experiment,
+    Explanation,
+    PairSettings,
+    explain_stage,
+    fit_for_run,
+    select_stage,
+    write_spec,
+)
 from sharedattr.experiment.tables import (
     METHOD_COLUMNS,
     METRIC_TIME_COLUMNS,
@@ -58,7 +70,7 @@ from sharedattr.report.rundir import COMPONENTS_FILE
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.io import atomic_write_csv, atomic_write_json
 from sharedattr.runtime.manifest import write_manifest
-from sharedattr.runtime.run_folder import run_lock
+from sharedattr.runtime.numerics import environment, on_one_thread
 from sharedattr.runtime.work_store import WorkStore
 from sharedattr.selection.matching import Pair
 
@@ -80,6 +92,7 @@ class RunResult:
     reused: dict[str, Any] = field(default_factory=dict)
 
 
+@on_one_thread
 def run_experiment(
     spec: ExperimentSpec,
     out_dir: str | Path,
@@ -87,8 +100,13 @@ def run_experiment(
     registry: Registry | None = None,
     progress: bool = True,
     ranks: Ranks = SINGLE,
+    config: str | Path | None = None,
 ) -> RunResult | None:
     """Run the whole experiment described by ``spec``; write the results to ``out_dir``.
+
+    ``out_dir`` is checked and locked first (:func:`~sharedattr.experiment.context.out_folder`): it may not hold the
+    run's inputs, ``config`` (the file ``spec`` was read from) among them, and no other live command may be writing
+    into it.
 
     Everything already computed in ``out_dir`` by a run of the same spec (the fitted model,
     each work item's maps and scores) is reused, so a repeated or resumed run is cheap.
@@ -99,17 +117,22 @@ def run_experiment(
     return None. Progress bars are shown by rank 0 only.
     """
     out = Path(out_dir)
-    ctx = RunContext.start(spec, out, registry=registry, ranks=ranks, progress=progress, stages=STAGES)
-    with run_lock(out, enabled=ranks.is_main):
+    with out_folder(spec, out, config=config, ranks=ranks):
+        ctx = RunContext.start(spec, registry=registry, ranks=ranks, progress=progress, stages=STAGES)
         return _run_locked(ctx, spec, out)
 
 
 def _run_locked(ctx: RunContext, spec: ExperimentSpec, out: Path) -> RunResult | None:
     """:func:`run_experiment` once rank 0 holds the run lock of ``out``."""
-    ctx.mark("fit")
-    experiment = fit_for_run(ctx, spec, out, out)
-    neurons = select_stage(spec, experiment)
     methods, metrics = ctx.methods(spec.methods), ctx.metrics(spec.metrics)
+
+    def build_methods(model: EncodingModel) -> None:  # a param that does not fit the model (grad_cam's layer) fails
+        for method in methods:  # here, before the fit writes anything; the built methods are reused below
+            method.build(model)
+
+    ctx.mark("fit")
+    experiment = fit_for_run(ctx, spec, out, out, check=build_methods)
+    neurons = select_stage(spec, experiment)
     store = WorkStore(out / "work")
     explanation = explain_stage(
         ctx,
@@ -136,7 +159,9 @@ def _run_locked(ctx: RunContext, spec: ExperimentSpec, out: Path) -> RunResult |
     synthesize_stage(ctx, spec, experiment, neurons, out)
     stages = ctx.timer.stages()  # {stage: {seconds, peak_rss_mb, peak_of}}; the report also reads {stage: seconds}
     atomic_write_json(out / "timings.json", stages)
+    atomic_write_json(out / "environment.json", environment())  # what decides the last bits on this machine
     durations = {stage: record["seconds"] for stage, record in stages.items()}
+    write_spec(out, spec)  # every result is written: now the spec may vouch for them
     write_report(out)
     write_manifest(out)
     reused = {

@@ -16,7 +16,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,24 +28,26 @@ import torch
 from torch import Tensor
 
 from sharedattr.attribution.engine import Explained, ExplainSettings, NamedMethod, NamedMetric, explain_pairs
-from sharedattr.attribution.memory import bytes_per_image, images_per_pass
 from sharedattr.config.spec import ExperimentSpec
 from sharedattr.data import StimulusSet, load_responses
-from sharedattr.data.features import default_cache_dir, extract_features, release_pages
+from sharedattr.data.features import extract_features, release_pages
 from sharedattr.data.ground_truth import load_neuron_parts, pair_truth
 from sharedattr.data.pairs import PairImages
+from sharedattr.data.responses import responses_digest
 from sharedattr.data.stimuli import DataError
 from sharedattr.encoding.fit import Fit, fit_readout
 from sharedattr.encoding.model import EncodingModel
-from sharedattr.encoding.store import fit_digest, save_model, saved_digest
-from sharedattr.experiment.context import RunContext
+from sharedattr.encoding.store import fit_digest, save_model, saved_digest, warn_if_data_changed
+from sharedattr.experiment.context import SPEC_FILE, RunContext, feature_cache_folder, folder_spec_digest, out_folder
 from sharedattr.experiment.tables import tidy_rows, write_scores
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.registry import Registry
 from sharedattr.runtime.devices import resolve_device
 from sharedattr.runtime.errors import UserError, closest
 from sharedattr.runtime.io import atomic_write_json
-from sharedattr.runtime.run_folder import remove_stale_temporaries
+from sharedattr.runtime.memory import bytes_per_image, images_per_pass, workers_within
+from sharedattr.runtime.numerics import default_workers, on_one_thread
+from sharedattr.runtime.run_folder import TEMP_SUFFIX, temporary_prefix
 from sharedattr.runtime.work_store import WorkStore
 from sharedattr.selection.matching import Pair, given_pairs, match_pairs
 from sharedattr.selection.neurons import measured_else_predicted, preferred_categories, select_neurons
@@ -74,7 +78,14 @@ class Experiment:
 
 
 def fit_stage(
-    ctx: RunContext, spec: ExperimentSpec, out: str | Path, *, reuse: bool = False, write: bool = True
+    ctx: RunContext,
+    spec: ExperimentSpec,
+    out: str | Path,
+    *,
+    reuse: bool = False,
+    write: bool = True,
+    check: Callable[[EncodingModel], Any] | None = None,
+    spec_folder: Path | None = None,
 ) -> Experiment:
     """Load and check the data, extract (or reuse) features, fit and score the readout, save the model.
 
@@ -82,7 +93,10 @@ def fit_stage(
     (unless ``write`` is False: the ranks of a distributed run other than rank 0 only read).
     With ``reuse``, a model already saved in ``out/model`` by a fit of the same data, backbone,
     readout and seed (the same :func:`~sharedattr.encoding.store.fit_digest`) is loaded instead of
-    fitted again.
+    fitted again. ``check(model)`` runs on the fitted model before anything is written (the methods of a run
+    are built on it there, so that a param that does not fit the model fails before the folder changes).
+    ``spec_folder``: the folder whose ``spec.json`` vouches for these results; one describing another spec is
+    retired as the first result is written (:func:`superseding`).
     """
     out = Path(out)
     stimuli = StimulusSet.load(spec.data.stimuli, images=spec.data.images, category_column=spec.data.category_column)
@@ -98,11 +112,15 @@ def fit_stage(
     check_selection(spec, stimuli, recorded.neuron_ids)
     responses = recorded.aligned_to(stimuli)
     neuron_parts = checked_neuron_parts(spec, stimuli, recorded.neuron_ids)
-    stimuli_digest = stimuli.content_digest()
-    digest = fit_digest(spec, stimuli_digest, spec.data.responses)
+    data_digests = {"stimuli_digest": stimuli.content_digest(), "responses_digest": responses_digest(spec.data)}
+    stimuli_digest = data_digests["stimuli_digest"]
+    digest = fit_digest(spec, stimuli_digest, data_digests["responses_digest"])
     backbone = ctx.build(spec.backbone).to(ctx.device)
     latents, hit = features(ctx, spec, spec.backbone, backbone, stimuli, stimuli_digest)
-    reused = reuse and saved_digest(out / "model") == digest
+    saved = saved_digest(out / "model") if reuse else None
+    reused = saved == digest
+    if saved is not None and not reused:
+        warn_if_data_changed(out / "model", spec, data_digests)
     fit = fit_readout(
         ctx.build(spec.readout),
         backbone,
@@ -119,9 +137,12 @@ def fit_stage(
     if recorded.has_repeats:
         fit.score_repeats(recorded.trials_aligned_to(stimuli))
     experiment = Experiment(stimuli, responses, latents, fit, hit, digest, reused, neuron_parts)
+    if check is not None:
+        check(fit.model)
     if not write:
         return experiment
-    write_scores(fit, out / "scores.csv")
+    with superseding(spec_folder, spec.digest(), out / "scores.csv"):
+        write_scores(fit, out / "scores.csv")
     if not reused:
         save_model(
             fit.model,
@@ -129,7 +150,7 @@ def fit_stage(
             spec.readout,
             fit.neuron_ids,
             out / "model",
-            extra={"spec_digest": spec.digest(), "fit_digest": digest},
+            extra={"spec_digest": spec.digest(), "fit_digest": digest, **data_digests},
             registry=ctx.registry,
         )
     if spec.output.figures:
@@ -155,19 +176,22 @@ def features(
     stimuli_digest: str | None = None,
 ) -> tuple[Tensor, bool]:
     """Latents ``[S, ...]`` of every stimulus by ``backbone`` (built from ``backbone_spec``), through the
-    feature cache when ``spec.cache`` is on; and whether the cache hit."""
+    feature cache when ``spec.cache`` is on, in passes that fit ``attribution.memory_mb``; and whether the cache
+    hit."""
     return extract_features(
         backbone,
         stimuli,
         backbone_spec=backbone_spec.model_dump(mode="json") if spec.cache else None,
-        cache_dir=(spec.cache_dir or default_cache_dir()) if spec.cache else None,
+        cache_dir=feature_cache_folder(spec),
         batch_size=spec.batch_size,
         device=ctx.device,
         progress=ctx.progress,
         stimuli_digest=stimuli_digest,
+        memory_mb=spec.attribution.memory_mb,
     )
 
 
+@on_one_thread
 def fit_experiment(
     spec: ExperimentSpec,
     out: str | Path,
@@ -176,14 +200,22 @@ def fit_experiment(
     device: torch.device | str | None = None,
     progress: bool = True,
     reuse: bool = False,
+    config: str | Path | None = None,
 ) -> Experiment:
-    """``sharedattr fit``: :func:`fit_stage` of ``spec`` into ``out``, on ``device`` (default: the spec's)."""
-    ctx = RunContext(
-        registry if registry is not None else get_registry(),
-        torch.device(device) if device is not None else resolve_device(spec.device),
-        progress=progress,
-    )
-    return fit_stage(ctx, spec, out, reuse=reuse)
+    """``sharedattr fit``: :func:`fit_stage` of ``spec`` into ``out``, on ``device`` (default: the spec's).
+
+    ``out`` is checked and locked as ``sharedattr run`` does (:func:`~sharedattr.experiment.context.out_folder`):
+    it may not hold the fit's inputs, ``config`` (the file ``spec`` was read from) among them, and no other live
+    command may be writing into it. A ``spec.json`` there that describes another spec is retired
+    (:func:`superseding`): the folder's scores and model stop matching it.
+    """
+    with out_folder(spec, out, config=config) as folder:
+        ctx = RunContext(
+            registry if registry is not None else get_registry(),
+            torch.device(device) if device is not None else resolve_device(spec.device),
+            progress=progress,
+        )
+        return fit_stage(ctx, spec, folder, reuse=reuse, spec_folder=folder)
 
 
 def check_selection(spec: ExperimentSpec, stimuli: StimulusSet, neuron_ids: Sequence[str]) -> None:
@@ -223,23 +255,75 @@ def checked_neuron_parts(
     return parts
 
 
-def fit_for_run(ctx: RunContext, spec: ExperimentSpec, out: Path, fit_dir: Path) -> Experiment:
+def fit_for_run(
+    ctx: RunContext,
+    spec: ExperimentSpec,
+    out: Path,
+    fit_dir: Path,
+    check: Callable[[EncodingModel], Any] | None = None,
+) -> Experiment:
     """The start of ``sharedattr run``/``synthesize``: the fitted (or saved) model in ``fit_dir``.
 
-    Rank 0 (holding the run lock of ``out``) removes the temporaries a killed run left under ``out``, fits
-    (reusing a saved model of the same digest) and only then, the data checked, writes ``out/spec.json``: a run
-    that fails on its inputs leaves the folder's spec as it was. After a barrier, the other ranks load what rank 0
+    Rank 0 (holding the run lock of ``out``) fits, reusing a saved model of the same digest; ``check(model)`` runs
+    before anything is written. A run that fails on its inputs or on ``check`` leaves the folder as it was. The
+    first result written retires an ``out/spec.json`` of another spec (:func:`superseding`); the command writes
+    its own (:func:`write_spec`) once every result is written. After a barrier, the other ranks load what rank 0
     saved, writing nothing.
     """
     ranks = ctx.ranks
     if ranks.is_main:
-        remove_stale_temporaries(out)
-        experiment = fit_stage(ctx, spec, fit_dir, reuse=True)
-        atomic_write_json(out / "spec.json", {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
+        experiment = fit_stage(ctx, spec, fit_dir, reuse=True, check=check, spec_folder=out)
     ranks.barrier()  # the other ranks load the model rank 0 saved
     if not ranks.is_main:
-        experiment = fit_stage(ctx, spec, fit_dir, reuse=True, write=False)
+        experiment = fit_stage(ctx, spec, fit_dir, reuse=True, write=False, check=check)
     return experiment
+
+
+def write_spec(out: Path, spec: ExperimentSpec) -> Path:
+    """Write ``out/spec.json``: the validated spec with every default filled in, and its digest.
+
+    ``run`` and ``synthesize`` call it once the folder holds every result of ``spec`` (before the report and the
+    manifest), so the file never vouches for results the folder does not hold: a run that fails or is killed
+    before then leaves no ``spec.json`` of its own, and the next run of the same spec resumes and writes it.
+    """
+    return atomic_write_json(out / SPEC_FILE, {"digest": spec.digest(), "spec": spec.model_dump(mode="json")})
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """What tells whether ``path`` was replaced (an atomic write makes a new inode): None when it does not exist."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@contextlib.contextmanager
+def superseding(folder: Path | None, digest: str, first: Path) -> Iterator[None]:
+    """Around the write of ``first``, the first result a command writes into ``folder`` for the spec of ``digest``.
+
+    A ``folder/spec.json`` that describes another spec vouches for results that this command is about to replace,
+    so it is set aside (renamed to a temporary) before the block and removed after it; the command writes its own
+    ``spec.json`` once every result is written (:func:`write_spec`). If the block fails and ``first`` was not
+    replaced (a full disk, an interrupt before the rename), nothing in the folder changed and the spec is put back.
+    Killed in between, the set-aside file is a temporary of a dead writer, removed by the next run. Nothing happens
+    without ``folder``, without a ``spec.json``, or when it describes this spec (a resumed run).
+    """
+    if folder is None or folder_spec_digest(folder) in (None, digest):
+        yield
+        return
+    spec_file = folder / SPEC_FILE
+    aside = spec_file.with_name(f"{temporary_prefix(spec_file)}aside{TEMP_SUFFIX}")
+    before = _identity(first)
+    os.replace(spec_file, aside)
+    try:
+        yield
+    except BaseException:
+        if _identity(first) == before:
+            os.replace(aside, spec_file)
+        raise
+    finally:
+        aside.unlink(missing_ok=True)
 
 
 # -- select -------------------------------------------------------------------------------
@@ -374,6 +458,7 @@ def explain_stage(
             images_per_pass(
                 settings.memory_mb, bytes_per_image(model, model.input_size, images.drivers.shape[1], ctx.device)
             ),
+            workers_within(settings.memory_mb, default_workers()),
         ),
         store=store,
         identity=identity,

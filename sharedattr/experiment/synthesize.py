@@ -33,16 +33,16 @@ from tqdm.auto import tqdm
 from sharedattr.config.spec import ExperimentSpec
 from sharedattr.encoding.fit import fit_readout
 from sharedattr.encoding.store import save_model, saved_digest
-from sharedattr.experiment.context import NamedSynthesizer, RunContext
-from sharedattr.experiment.stages import Experiment, features, fit_for_run, select_stage
+from sharedattr.experiment.context import NamedSynthesizer, RunContext, out_folder
+from sharedattr.experiment.stages import Experiment, features, fit_for_run, select_stage, write_spec
 from sharedattr.plugins.contracts import SynthesisResult
 from sharedattr.plugins.registry import Registry
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.errors import UserError
-from sharedattr.runtime.io import atomic_save_tensors, atomic_write_csv
+from sharedattr.runtime.io import atomic_save_tensors, atomic_write_csv, atomic_write_json
 from sharedattr.runtime.manifest import write_manifest
-from sharedattr.runtime.run_folder import run_lock
-from sharedattr.runtime.work_store import WorkStore, rows_validator, work_key
+from sharedattr.runtime.numerics import environment, on_one_thread
+from sharedattr.runtime.work_store import WorkStore, shape_validator, work_key
 from sharedattr.synthesis.evaluation import TRAIN, Evaluator, describe_model, evaluator_digest, resolved_evaluator
 
 SCORE_COLUMNS = ["neuron", "synthesizer", "seed", "evaluator", "role", "response", "best_natural", "relative"]
@@ -112,7 +112,10 @@ def run_synthesis(
     synthesizers = ctx.synthesizers(spec.synthesis)
     loops = {synth.label: neuron_loops(synth.synthesizer, selected) for synth in synthesizers}
     loop_of = {(label, n): loop for label, chunks in loops.items() for loop in chunks for n in loop}
-    valid = rows_validator(None, ("images", "history"))
+    valid = shape_validator(  # what _as_tensors stores: S images, their responses, the history [steps, S]
+        {"images": ("S", channels, *size), "responses": ("S",), "history": (None, "S")},
+        {"prior_images": ("S", None, None, None), "cost/*": ()},
+    )
 
     def item_key(synth: NamedSynthesizer, n: int) -> str:
         loop = loop_of[(synth.label, n)]
@@ -181,7 +184,7 @@ def run_synthesis(
                     "prior_samples",
                     work_key(synthesizer=synth.spec, n=PRIOR_SAMPLES, seed=spec.seed),
                     lambda s=synth.synthesizer: {"images": s.prior_samples(PRIOR_SAMPLES, seed=spec.seed)},
-                    rows_validator(PRIOR_SAMPLES, ("images",)),
+                    shape_validator({"images": (PRIOR_SAMPLES, None, None, None)}),
                 )
                 prior_samples[label] = samples["images"]
     _warn_undefined(rows)
@@ -417,11 +420,21 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+@on_one_thread
 def synthesize_experiment(
-    spec: ExperimentSpec, out: Path, *, registry: Registry | None = None, progress: bool = True, ranks: Ranks = SINGLE
+    spec: ExperimentSpec,
+    out: Path,
+    *,
+    registry: Registry | None = None,
+    progress: bool = True,
+    ranks: Ranks = SINGLE,
+    config: str | Path | None = None,
 ) -> SynthesisRun | None:
     """``sharedattr synthesize``: fit the model (into ``out/fit``, reused when unchanged), select the
     neurons as ``sharedattr run`` does, then synthesise and score everything into ``out``.
+
+    ``out`` is checked and locked as ``sharedattr run`` does (:func:`~sharedattr.experiment.context.out_folder`;
+    ``config``: the file ``spec`` was read from, an input too); ``spec.json`` is written once every result is.
 
     With several ``ranks``, rank 0 fits, the (synthesizer, neuron) items are dealt out, and rank 0
     merges and writes (the other ranks return None), as in :func:`sharedattr.experiment.run.run_experiment`.
@@ -432,11 +445,13 @@ def synthesize_experiment(
             'name = "gradient_ascent" (see docs/synthesis.md)'
         )
     out = Path(out)
-    ctx = RunContext.start(spec, out, registry=registry, ranks=ranks, progress=progress)
-    with run_lock(out, enabled=ranks.is_main):
+    with out_folder(spec, out, config=config, ranks=ranks, kind="synthesize"):
+        ctx = RunContext.start(spec, registry=registry, ranks=ranks, progress=progress)
         experiment = fit_for_run(ctx, spec, out, out / "fit")
         result = run_synthesis(ctx, spec, experiment, select_stage(spec, experiment), out)
         if ranks.is_main:
+            atomic_write_json(out / "environment.json", environment())
+            write_spec(out, spec)
             write_manifest(out)
         return result
 

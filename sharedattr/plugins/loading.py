@@ -11,6 +11,12 @@ load (entry-point or distribution names, comma-separated; the built-ins always l
 A name in either that matches no installed plugin is warned about. ``SHAREDATTR_DEBUG=1``
 (or ``sharedattr --debug``) prints the full traceback of every plugin that failed; without
 it, the warning names the exception and the file and line that raised it.
+
+A plugin cannot stop or hang the commands: one that calls ``sys.exit`` (or raises any exception) while it is
+imported or registers is left out and reported with its name and the reason, and each plugin is imported in a
+daemon thread that is waited for at most ``SHAREDATTR_PLUGIN_TIMEOUT`` seconds (default
+:data:`DEFAULT_PLUGIN_TIMEOUT`); one that takes longer (blocked on a lock, the network, input) is left out and
+reported the same way, and the command goes on. Ctrl-C (``KeyboardInterrupt``) still interrupts.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import importlib.metadata
 import inspect
 import os
 import re
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterable
@@ -36,6 +43,10 @@ ENTRY_POINT_GROUP = "sharedattr"
 LOAD_PLUGINS_ENV = "SHAREDATTR_LOAD_PLUGINS"
 BLOCK_PLUGINS_ENV = "SHAREDATTR_BLOCK_PLUGINS"
 DEBUG_ENV = "SHAREDATTR_DEBUG"
+PLUGIN_TIMEOUT_ENV = "SHAREDATTR_PLUGIN_TIMEOUT"
+DEFAULT_PLUGIN_TIMEOUT = 60.0
+"""Seconds one installed plugin may take to import before it is left out (``$SHAREDATTR_PLUGIN_TIMEOUT`` sets
+another): generous for a plugin that imports a large library on a busy machine."""
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "sharedattr.encoding.backbones.torchvision_models",
@@ -132,6 +143,52 @@ def _where(err: BaseException) -> str:
     return f" (raised at {frame.filename}:{frame.lineno} in {frame.name})"
 
 
+def plugin_timeout() -> float:
+    """Seconds a plugin may take to import: ``$SHAREDATTR_PLUGIN_TIMEOUT`` (a positive number), else
+    :data:`DEFAULT_PLUGIN_TIMEOUT` (with a warning when the variable holds something else)."""
+    value = os.environ.get(PLUGIN_TIMEOUT_ENV, "").strip()
+    if not value:
+        return DEFAULT_PLUGIN_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        _warn(f"{PLUGIN_TIMEOUT_ENV}={value!r} is not a positive number of seconds; using {DEFAULT_PLUGIN_TIMEOUT:g}")
+        return DEFAULT_PLUGIN_TIMEOUT
+    return seconds
+
+
+def _import_plugin(ep: importlib.metadata.EntryPoint, timeout: float) -> tuple[bool, object, BaseException | None]:
+    """Load entry point ``ep`` in a daemon thread, waiting at most ``timeout`` seconds: ``(finished, plugin,
+    error)``, where ``error`` is whatever the import raised, ``SystemExit`` included.
+
+    A plugin that has not finished is left running in its thread (a daemon: it does not keep the process alive);
+    the caller leaves it out. Ctrl-C while waiting interrupts the wait, in the main thread.
+    """
+    outcome: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            outcome["plugin"] = ep.load()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller, which decides what it means
+            outcome["error"] = err
+
+    thread = threading.Thread(target=load, name=f"sharedattr-plugin-{ep.name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return False, None, None
+    return True, outcome.get("plugin"), outcome.get("error")
+
+
+def _reason(err: BaseException) -> str:
+    """One line saying what a plugin raised, and where."""
+    if isinstance(err, SystemExit):
+        return f"it called sys.exit({err.code!r}){_where(err)}, which would end every command"
+    return f"{type(err).__name__}: {err}{_where(err)}"
+
+
 def _failed(registry: Registry, label: str, what: str, err: BaseException | None, message: str) -> None:
     """Record that plugin ``label`` failed (one line, plus the traceback) and warn."""
     registry.failed_plugins[label] = message
@@ -223,19 +280,26 @@ def load_registry(
     pm.check_pending()
     provenance: dict[str, tuple[str | None, str | None]] = {m: ("sharedattr", __version__) for m in default_plugins}
     if entry_points:
+        timeout = plugin_timeout()
         for label, ep in _selected_entry_points(registry):
             registry.entry_points[label] = f"{ep.name} = {ep.value}"
             provenance[label] = (ep.dist.name, ep.dist.version) if ep.dist is not None else (None, None)
-            try:
-                plugin = ep.load()
-            except Exception as err:  # noqa: BLE001 - any import failure of a third-party plugin
+            finished, plugin, err = _import_plugin(ep, timeout)
+            if not finished:
                 _failed(
                     registry,
                     label,
-                    "failed to import and was skipped",
-                    err,
-                    f"{type(err).__name__}: {err}{_where(err)}",
+                    "was skipped",
+                    None,
+                    f"did not finish importing within {timeout:g} s ({ep.value}: waiting on a lock, the network or "
+                    f"input?); set {PLUGIN_TIMEOUT_ENV} to allow more seconds, or leave it out with "
+                    f"{BLOCK_PLUGINS_ENV}",
                 )
+                continue
+            if isinstance(err, KeyboardInterrupt):  # Ctrl-C reaches the main thread; a plugin raising it means stop
+                raise err
+            if err is not None:  # any exception, and SystemExit: a plugin may not end the command
+                _failed(registry, label, "failed to import and was skipped", err, _reason(err))
                 continue
             _register_checked(pm, plugin, label, registry)
     for name, plugin in extra_plugins:
@@ -295,18 +359,12 @@ def _collect(
                 impl.function(**{arg: register for arg in impl.argnames})
     except DuplicateComponentError:
         raise
-    except Exception as err:  # noqa: BLE001 - isolate a faulty plugin
+    except (Exception, SystemExit) as err:  # isolate a faulty plugin (KeyboardInterrupt still interrupts)
         for component in added:
             registry.components_by_kind[component.kind].pop(component.name, None)
         if plugin_name in DEFAULT_PLUGINS:
             raise
-        _failed(
-            registry,
-            plugin_name,
-            "failed while registering and was skipped",
-            err,
-            f"{type(err).__name__}: {err}{_where(err)}",
-        )
+        _failed(registry, plugin_name, "failed while registering and was skipped", err, _reason(err))
         return
     if not added and not clashed:
         _warn(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -12,7 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from sharedattr.runtime.errors import WriteError
-from sharedattr.runtime.run_folder import TEMP_SUFFIX
+from sharedattr.runtime.run_folder import TEMP_SUFFIX, temporary_prefix
+
+FILE_NAME_CHARS = 120
+"""Longest file name :func:`safe_file_name` makes: within every file system's 255 bytes, with room for the
+temporary's ``.<name>.<host>.<pid>-<random>.sharedattr.tmp`` around it."""
+
+
+def safe_file_name(prefix: str, ident: str, suffix: str) -> str:
+    """A file name for ``ident`` (a neuron or stimulus id from the user's data): ``<prefix><ident><suffix>`` when
+    ``ident`` is safe in a file name (ASCII letters, digits, ``-_.``) and the name has at most
+    :data:`FILE_NAME_CHARS` characters; otherwise the sanitised id, cut to fit, plus ``-`` and the first 8 hex
+    digits of the id's SHA-256, so that distinct ids (``a/b`` and ``a_b``, two long ids sharing a start) never
+    share a file. ``prefix`` and ``suffix`` must themselves be safe."""
+    safe = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "-_." else "_" for ch in ident)
+    if safe == ident and len(prefix) + len(safe) + len(suffix) <= FILE_NAME_CHARS:
+        return f"{prefix}{safe}{suffix}"
+    tag = "-" + hashlib.sha256(ident.encode("utf-8", errors="surrogatepass")).hexdigest()[:8]
+    room = FILE_NAME_CHARS - len(prefix) - len(tag) - len(suffix)
+    return f"{prefix}{safe[: max(room, 0)]}{tag}{suffix}"
 
 
 def _new_file_mode() -> int:
@@ -32,7 +51,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
     except OSError as err:
         raise WriteError(path, err) from None
     try:

@@ -41,7 +41,7 @@ def _copy_stimuli(tiny_data, tmp_path):
 def test_second_fit_hits_the_feature_cache(tiny_config, tmp_path, count_forwards):
     spec = validate_experiment(tiny_config)
     first = fit_experiment(spec, tmp_path / "a", progress=False)
-    assert not first.cache_hit and count_forwards["n"] == 2  # 24 images in batches of 16
+    assert not first.cache_hit and count_forwards["n"] == 3  # the memory budget's one-image probe, 24 images in 16s
     count_forwards["n"] = 0
     second = fit_experiment(spec, tmp_path / "b", progress=False)
     assert second.cache_hit and count_forwards["n"] == 0
@@ -68,7 +68,7 @@ def test_cache_can_be_disabled(tiny_config, tmp_path, count_forwards):
     spec = validate_experiment(tiny_config)
     fit_experiment(spec, tmp_path / "a", progress=False)
     count_forwards["n"] = 0
-    assert not fit_experiment(spec, tmp_path / "b", progress=False).cache_hit and count_forwards["n"] == 2
+    assert not fit_experiment(spec, tmp_path / "b", progress=False).cache_hit and count_forwards["n"] == 3  # probe + 2
 
 
 @pytest.mark.parametrize(
