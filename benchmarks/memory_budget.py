@@ -6,7 +6,7 @@ Each case runs in a fresh process: a torchvision backbone (random weights) cut a
 readout, the run's pair step (:func:`sharedattr.attribution.engine.attribute_pairs`) on ``--pairs`` pairs for
 one method, with the images per pass unbounded or from the budget. Reports peak resident memory (VmHWM),
 seconds, and the largest batch the backbone saw; and the estimate of one image's cost
-(:func:`sharedattr.attribution.memory.bytes_per_image`) against the measured growth per image.
+(:func:`sharedattr.runtime.memory.bytes_per_image`) against the measured growth per image.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from sharedattr.attribution.engine import ExplainSettings, NamedMethod, attribute_pairs
-    from sharedattr.attribution.memory import bytes_per_image, images_per_pass
     from sharedattr.data.pairs import PairImages
     from sharedattr.encoding.model import EncodingModel
     from sharedattr.encoding.readouts.ridge import RidgeReadout
     from sharedattr.plugins.loading import get_registry
+    from sharedattr.runtime.memory import bytes_per_image, images_per_pass
 
     torch.manual_seed(0)
     registry = get_registry()

@@ -28,6 +28,7 @@ from sharedattr.encoding.readouts.ridge import RidgeReadout
 from sharedattr.plugins.contracts import AttributionBatch, match_references
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.registry import Registry
+from sharedattr.runtime.numerics import seeded_global_rng
 
 
 class TinyBackbone(nn.Module):
@@ -38,8 +39,7 @@ class TinyBackbone(nn.Module):
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_global_rng(seed):
             self.net = nn.Sequential(
                 nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU()
             )
@@ -259,8 +259,7 @@ def check_component(
     registry = registry or get_registry()
     component = registry.get(kind, name)
     params = dict(params or {})
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with seeded_global_rng(0):
         if kind == "method":
             CHECKS[kind](lambda model: component.build(model, **params))
         else:

@@ -18,11 +18,10 @@ same as a per-item loop (the noise is drawn for the whole batch).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 from captum.attr import (
     Attribution,
@@ -48,9 +47,17 @@ from sharedattr.attribution.hook_safety import hook_safe_copy, resolve_layer
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import MAX_STEPS, Params
 from sharedattr.runtime.errors import UserError
+from sharedattr.runtime.numerics import seeded_global_rng
 
 InterpolateMode = Literal["nearest", "bilinear", "bicubic", "area"]
 NOISE_STDEV = "Standard deviation of the Gaussian noise, in pixel units of [0, 1] images."
+
+warnings.filterwarnings(
+    "ignore", message=r"Setting (forward, )?backward hooks", category=UserWarning, module=r"captum\."
+)
+"""Captum announces its ReLU/nonlinearity hooks on every call of a hook-based method; they act on sharedattr's
+private copy of the model only. (A filter set once: ``warnings.catch_warnings`` around each call is not safe with
+work items side by side.)"""
 
 
 def seed_field() -> Any:
@@ -99,18 +106,11 @@ class CaptumParams(Params):
     )
 
 
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run with torch's (CPU and CUDA) and numpy's global generators seeded; restore them afterwards."""
-    state = np.random.get_state()
+def seeded(seed: int, device: torch.device) -> AbstractContextManager[None]:
+    """Run with torch's (CPU and CUDA) and numpy's global generators seeded, alone (the draws of methods side by
+    side do not mix); restore them afterwards."""
     devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            np.random.seed(seed)
-            yield
-    finally:
-        np.random.set_state(state)
+    return seeded_global_rng(seed, devices, numpy=True)
 
 
 def constant_images(inputs: Tensor, values: Sequence[float]) -> Tensor:
@@ -149,7 +149,7 @@ class CaptumMethod(Attribution):
 
     def limit_images_per_pass(self, images: int) -> None:
         """Hold at most about ``images`` images per forward/backward pass (path steps, noisy copies, perturbed
-        copies are chunked; see :mod:`sharedattr.attribution.memory`). A chunk size the params set wins."""
+        copies are chunked; see :mod:`sharedattr.runtime.memory`). A chunk size the params set wins."""
         self.images_per_pass = int(images)
 
     def chunk_arguments(self, batch: int, args: dict[str, Any]) -> dict[str, Any]:
@@ -177,9 +177,7 @@ class CaptumMethod(Attribution):
             args = {**self.noise_tunnel.arguments(), **args}
         if self.images_per_pass is not None:
             args = {**args, **self._bounded(inputs.shape[0], args)}
-        with seeded(self.seed, inputs.device) if self.seed is not None else nullcontext(), warnings.catch_warnings():
-            # Captum announces its ReLU/nonlinearity hooks on every call; they act on our private copy only.
-            warnings.filterwarnings("ignore", message=r"Setting (forward, )?backward hooks", category=UserWarning)
+        with seeded(self.seed, inputs.device) if self.seed is not None else nullcontext():
             return self.method.attribute(inputs, target=target, **args)
 
     def _arguments(self, inputs: Tensor, overrides: dict[str, Any]) -> dict[str, Any]:

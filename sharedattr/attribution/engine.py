@@ -14,11 +14,14 @@ recomputes only what is missing, and several ranks can share the items out
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
+import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -27,11 +30,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sharedattr.attribution.memory import bound_memory
 from sharedattr.data.pairs import IMAGES, PairImages
 from sharedattr.plugins.contracts import AttributionBatch, is_pairwise, metric_family
 from sharedattr.runtime.distributed import SINGLE, Ranks
-from sharedattr.runtime.work_store import WorkStore, rows_validator, work_key
+from sharedattr.runtime.memory import bound_memory
+from sharedattr.runtime.numerics import Pieces
+from sharedattr.runtime.work_store import WorkStore, shape_validator, work_key
 from sharedattr.selection.matching import Pair
 
 
@@ -49,12 +53,14 @@ class NamedMethod:
     factory: Callable[[nn.Module], Any]
     origin: dict[str, Any] = field(default_factory=dict)  # the plugin that provides it (Component.provenance)
     _built: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def build(self, model: nn.Module) -> Any:
-        """The method on ``model`` (built on first use)."""
-        method = self._built.get(model)
-        if method is None:
-            method = self._built[model] = self.factory(model)
+        """The method on ``model`` (built on first use; work items side by side each build on their own replica)."""
+        with self._lock:
+            method = self._built.get(model)
+            if method is None:
+                method = self._built[model] = self.factory(model)
         return method
 
     def pairwise(self, model: nn.Module) -> bool:
@@ -91,13 +97,16 @@ class NamedMetric:
 class ExplainSettings:
     """``on_reference``: run single-image methods on the reference too; ``reduce``: channel reduction
     (``sum`` or ``abs_sum``); ``batch_size``: pairs per attribution/metric batch; ``images_per_pass``: the
-    images one pass of a path method may hold (:mod:`sharedattr.attribution.memory`)."""
+    images one pass of a path method may hold (:mod:`sharedattr.runtime.memory`); ``workers``: work items computed
+    side by side, each on one thread and its own replica of the model and metrics (speed and memory only: the
+    results are those of one worker, see :mod:`sharedattr.runtime.numerics`)."""
 
     on_reference: bool = True
     reduce: str = "sum"
     batch_size: int = 32
     device: torch.device | str = "cpu"
-    images_per_pass: int | None = None  # from the memory budget (sharedattr.attribution.memory); None: unbounded
+    images_per_pass: int | None = None  # from the memory budget (sharedattr.runtime.memory); None: unbounded
+    workers: int = 1
 
     def build(self, method: NamedMethod, model: nn.Module) -> Any:
         """``method`` built on ``model``, told how many images one pass may hold."""
@@ -266,20 +275,30 @@ def explain_pairs(
     blocks = work_blocks(len(pairs), settings.batch_size)
     units = [(method, block) for method in methods for block in blocks]
 
-    def run(
-        method: NamedMethod, block: slice
-    ) -> tuple[dict[str, Tensor], dict[tuple[str, str], Tensor], dict[tuple[str, str], float]]:
+    workers = max(1, settings.workers) if torch.device(settings.device).type == "cpu" else 1
+    replicas = _Replicas(model, metrics) if workers > 1 else None
+
+    def run(unit: tuple[NamedMethod, slice]) -> tuple[NamedMethod, ItemResult]:
+        method, block = unit
         block_ids = None if pair_ids is None else pair_ids[block]
-        return explain_block(
-            model, images.subset(block), targets[block], method, metrics, settings, store, {**base, "pairs": block_ids}
+        on, scorers = (model, metrics) if replicas is None else replicas.here()
+        item = explain_block(
+            on, images.subset(block), targets[block], method, scorers, settings, store, {**base, "pairs": block_ids}
         )
+        return method, item
+
+    def computed_in_order(todo: Sequence[tuple[NamedMethod, slice]], desc: str) -> Iterator[tuple[NamedMethod, Any]]:
+        with tqdm(total=len(todo), desc=desc, disable=not progress, leave=False, unit="item") as bar:
+            for done in Pieces(workers).map(run, todo):
+                bar.update()
+                yield done
 
     computed = [0] * ranks.world  # items each rank computed (the others were already in the store)
     if ranks.distributed:
         mine = ranks.share(units)
         before = store.misses
-        for unit in tqdm(mine, desc=f"rank {ranks.rank}", disable=not progress, leave=False, unit="item"):
-            run(*unit)
+        for _ in computed_in_order(mine, f"rank {ranks.rank}"):
+            pass
         computed = ranks.gather(store.misses - before)  # also a barrier: every rank has written its items
         if not ranks.is_main:
             return None
@@ -287,8 +306,7 @@ def explain_pairs(
     before = store.misses
     maps_parts: dict[str, list[dict[str, Tensor]]] = {}
     score_parts: dict[tuple[str, str, str], list[Tensor]] = {}
-    for method, block in tqdm(units, desc="attribution", disable=not progress, leave=False, unit="item"):
-        maps, scores, score_seconds = run(method, block)
+    for method, (maps, scores, score_seconds) in computed_in_order(units, "attribution"):
         label = method.label
         result.seconds[label] = result.seconds.get(label, 0.0) + float(maps.pop("seconds", math.nan))
         for (m_label, _), seconds in score_seconds.items():
@@ -312,6 +330,34 @@ def explain_pairs(
     return result
 
 
+ItemResult = tuple[dict[str, Tensor], dict[tuple[str, str], Tensor], dict[tuple[str, str], float]]
+"""One work item: its maps (and seconds), its scores per (metric label, image), and the seconds each score took."""
+
+
+class _Replicas:
+    """Per worker thread, its own copy of the model and of the metrics: hooks (Captum's, Grad-CAM's taps), built
+    methods and metric caches are per object, so work items side by side never see each other's."""
+
+    def __init__(self, model: nn.Module, metrics: Sequence[NamedMetric]) -> None:
+        self.model, self.metrics, self._local = model, list(metrics), threading.local()
+
+    def here(self) -> tuple[nn.Module, list[NamedMetric]]:
+        local = self._local
+        if not hasattr(local, "model"):
+            local.model = replicate(self.model)
+            local.metrics = [dataclasses.replace(m, metric=copy.deepcopy(m.metric)) for m in self.metrics]
+        return local.model, local.metrics
+
+
+def replicate(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose every submodule keeps the original's training flag (a copied FX graph module
+    comes back in training mode, and its batch norms would then use and update batch statistics)."""
+    replica = copy.deepcopy(model)
+    for original, copied in zip(model.modules(), replica.modules()):
+        copied.training = original.training
+    return replica
+
+
 def explain_block(
     model: nn.Module,
     images: PairImages,
@@ -321,7 +367,7 @@ def explain_block(
     settings: ExplainSettings,
     store: WorkStore,
     identity: dict[str, Any],
-) -> tuple[dict[str, Tensor], dict[tuple[str, str], Tensor], dict[tuple[str, str], float]]:
+) -> ItemResult:
     """One work item: a block's maps under ``method`` (``{"driver": [b, H, W], …, "seconds": []}``), their
     scores ``{(metric label, image): [b]}`` under each of ``metrics`` and the seconds each score took (as
     recorded when it was computed)."""
@@ -333,9 +379,9 @@ def explain_block(
 
     chunks = {"images_per_pass": settings.images_per_pass} if settings.images_per_pass else {}
     maps_key = work_key(method=method.spec, **chunks, **identity)  # chunking changes noise draws and sum order
-    rows = len(targets)
-    required = ("driver", "reference", "seconds") if settings.on_reference else ("driver", "seconds")
-    maps = dict(store.get_or_compute("maps", maps_key, timed, rows_validator(rows, required)))
+    rows, size = len(targets), tuple(images.drivers.shape[-2:])  # maps [rows, H, W] of images [rows, C, H, W]
+    shapes = {"driver": (rows, *size), "seconds": ()} | ({"reference": (rows, *size)} if settings.on_reference else {})
+    maps = dict(store.get_or_compute("maps", maps_key, timed, shape_validator(shapes)))
     scored = {key: value for key, value in maps.items() if key != "seconds"}
     masks_digest = images.masks_digest()  # scores depend on the ground truth; maps do not
     scores: dict[tuple[str, str], Tensor] = {}
@@ -356,7 +402,7 @@ def explain_block(
                 score_maps, metric, model, images, which, scored[which], targets, explain, explain_with, settings
             )
             item = store.get_or_compute(
-                "scores", key, partial(_timed_scores, compute), rows_validator(rows, ("values",))
+                "scores", key, partial(_timed_scores, compute), shape_validator({"values": (rows,)}, {"seconds": ()})
             )
             scores[(named.label, which)] = item["values"]
             seconds[(named.label, which)] = float(item["seconds"]) if "seconds" in item else math.nan

@@ -41,6 +41,7 @@ from sharedattr.attribution.hook_safety import private_copy
 from sharedattr.plugins.contracts import AttributionBatch
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Params, Seed
+from sharedattr.runtime.numerics import seeded_global_rng
 
 Layers = Literal["readout", "backbone", "all"]
 
@@ -77,8 +78,7 @@ def resample_tensors(tensors: list[Tensor], generator: torch.Generator) -> None:
 def reset_modules(module: nn.Module, seed: int) -> None:
     """Re-initialise ``module`` in place: ``reset_parameters()`` where a submodule has it, else resampling."""
     generator = torch.Generator().manual_seed(derived_seed(seed))
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(derived_seed(seed))  # the initialisers draw from the global CPU generator
+    with seeded_global_rng(derived_seed(seed)):  # the initialisers draw from the global CPU generator
         for sub in module.modules():
             if callable(getattr(sub, "reset_parameters", None)):
                 sub.reset_parameters()

@@ -1,4 +1,5 @@
-"""How many images one attribution pass may hold, from a memory budget.
+"""How many images one forward (and backward) pass may hold, from a memory budget: for attribution passes and
+feature extraction.
 
 Path methods multiply the images of a batch: integrated gradients by its steps, SmoothGrad and noise tunnels
 by their noisy copies, GradientShap by its draws, occlusion by its perturbed copies, the ``ig`` path of
@@ -12,6 +13,7 @@ many images. A method without that hook runs as it is.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -59,3 +61,20 @@ def bound_memory(method: Any, images: int | None) -> Any:
     if images is not None and callable(limit):
         limit(images)
     return method
+
+
+def physical_memory_mb() -> int | None:
+    """The machine's memory in MiB (None where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def workers_within(memory_mb: int, workers: int) -> int:
+    """How many of ``workers`` may each hold passes of up to ``memory_mb`` MiB side by side: at most half the
+    machine's memory in all (at least 1). The count changes speed and memory only, never a result."""
+    total = physical_memory_mb()
+    if total is None:
+        return max(1, workers)
+    return max(1, min(workers, total // (2 * max(1, memory_mb))))

@@ -4,14 +4,18 @@ Each item is a safetensors file named by the SHA-256 of a JSON description of ev
 its value depends on (component specs, model digest, the exact pairs). Files are written
 atomically (temporary name, then rename), so an item is either complete or absent. Each file
 also records a checksum of its tensors (names, dtypes, shapes and bytes); an item whose
-content does not match it, that lacks it, or that the caller's ``validate`` rejects (e.g. the
-wrong number of rows) is computed again and rewritten, never trusted.
+content does not match it, that lacks it, or that the caller's ``validate`` rejects is computed again and
+rewritten, never trusted. A checksum only shows that the file is as some writer wrote it, so every consumer
+passes :func:`shape_validator`: the item's tensors, their number of dimensions, sizes and dtype are what the
+consumer will use (a 0-d ``values``, an integer map or an extra key is a damaged item, not a crash later).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,6 +27,11 @@ from torch import Tensor
 from sharedattr.runtime.io import atomic_save_tensors
 
 CHECKSUM_KEY = "sharedattr_sha256"
+Shape = tuple[int | str | None, ...]
+"""A declared tensor shape for :func:`shape_validator`, one entry per dimension: an int (that size), a str (a
+size named in the item: equal wherever the name appears, e.g. ``"S"`` in images ``[S, C, H, W]`` and responses
+``[S]``) or None (any size)."""
+Validator = Callable[[Mapping[str, Tensor]], str | None]
 
 
 def work_key(**payload: Any) -> str:
@@ -50,31 +59,61 @@ def tensors_checksum(tensors: Mapping[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def rows_validator(rows: int | None, required: tuple[str, ...] = ()) -> Callable[[Mapping[str, Tensor]], str | None]:
-    """A ``validate`` for :meth:`WorkStore.get_or_compute`: the ``required`` keys are present and (unless
-    ``rows`` is None) every tensor of one or more dimensions has ``rows`` rows."""
+def shape_validator(required: Mapping[str, Shape], optional: Mapping[str, Shape] | None = None) -> Validator:
+    """A ``validate`` for :meth:`WorkStore.get_or_compute` and :meth:`WorkStore.lookup`: the item holds every
+    ``required`` tensor and no tensor that neither mapping declares (a key of ``optional`` may be a pattern with
+    ``*``, e.g. ``"cost/*"``), and each tensor has a floating-point dtype and its declared :data:`Shape` (number
+    of dimensions and sizes; named sizes agree across the item). Returns the first problem, or None."""
+    optional = dict(optional or {})
+
+    def declared(name: str) -> Shape | None:
+        if name in required:
+            return required[name]
+        if name in optional:
+            return optional[name]
+        return next((shape for pattern, shape in optional.items() if fnmatch.fnmatchcase(name, pattern)), None)
 
     def validate(tensors: Mapping[str, Tensor]) -> str | None:
         missing = [k for k in required if k not in tensors]
         if missing:
             return f"missing {', '.join(missing)}"
-        for name, t in tensors.items():
-            if rows is not None and t.dim() and t.shape[0] != rows:
-                return f"{name!r} has {t.shape[0]} rows, expected {rows}"
+        named: dict[str, tuple[int, str]] = {}
+        for name in sorted(tensors):
+            t, shape = tensors[name], declared(name)
+            if shape is None:
+                return f"unexpected tensor {name!r}"
+            if not t.dtype.is_floating_point:
+                return f"{name!r} is {t.dtype}, expected a floating-point tensor"
+            if t.dim() != len(shape):
+                return f"{name!r} has {t.dim()} dimensions {tuple(t.shape)}, expected {len(shape)} {_show(shape)}"
+            for size, want in zip(t.shape, shape):
+                if isinstance(want, int) and size != want:
+                    return f"{name!r} has shape {tuple(t.shape)}, expected {_show(shape)}"
+                if isinstance(want, str):
+                    seen = named.setdefault(want, (size, name))
+                    if seen[0] != size:
+                        return f"{name!r} has {want} = {size} but {seen[1]!r} has {want} = {seen[0]}"
         return None
 
     return validate
 
 
+def _show(shape: Shape) -> str:
+    """A declared shape as text: ``[4, S, any]``."""
+    return "[" + ", ".join("any" if d is None else str(d) for d in shape) + "]"
+
+
 class WorkStore:
     """Finished work items in ``folder`` (``None``: remember nothing). ``hits``/``misses`` count look-ups;
-    ``damaged`` lists the items found damaged (and recomputed)."""
+    ``damaged`` lists the items found damaged (and recomputed). Safe to use from work items side by side (each
+    item has its own key; the counts are kept under a lock)."""
 
     def __init__(self, folder: str | Path | None) -> None:
         self.folder = Path(folder) if folder is not None else None
         self.hits = 0
         self.misses = 0
         self.damaged: list[Path] = []
+        self._lock = threading.Lock()
 
     def path(self, kind: str, key: str) -> Path | None:
         return None if self.folder is None else self.folder / f"{kind}-{key}.safetensors"
@@ -92,10 +131,12 @@ class WorkStore:
             return None
         tensors, problem = _read_verified(path, validate)
         if tensors is None:
-            self.damaged.append(path)
+            with self._lock:
+                self.damaged.append(path)
             warnings.warn(f"work item {path} is damaged ({problem}): computing it again", stacklevel=3)
             return None
-        self.hits += 1
+        with self._lock:
+            self.hits += 1
         return tensors
 
     def get_or_compute(
@@ -118,7 +159,8 @@ class WorkStore:
 
     def put(self, kind: str, key: str, tensors: dict[str, Tensor]) -> None:
         """Store ``tensors`` as item ``kind``/``key`` (atomically, with their checksum), counted as a computed item."""
-        self.misses += 1
+        with self._lock:
+            self.misses += 1
         path = self.path(kind, key)
         if path is not None:
             atomic_save_tensors(path, tensors, {CHECKSUM_KEY: tensors_checksum(tensors)})

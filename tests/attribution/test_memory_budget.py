@@ -7,7 +7,7 @@ import contextlib
 import pytest
 import torch
 
-from sharedattr.attribution.memory import ACTIVATION_FACTOR, bound_memory, bytes_per_image, images_per_pass
+from sharedattr.runtime.memory import ACTIVATION_FACTOR, bound_memory, bytes_per_image, images_per_pass
 from sharedattr.testing import tiny_model
 
 pytestmark = [

@@ -76,13 +76,18 @@ def test_cached_extraction_writes_the_latents_and_reads_them_back(stimuli, tmp_p
     torch.testing.assert_close(without_cache, latents, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("fail_on", [0, 2])
-def test_an_interrupted_extraction_leaves_no_cache_file_and_no_temporary_file(stimuli, tmp_path, fail_on):
+def test_an_interrupted_extraction_leaves_no_cache_file_and_no_temporary_file(
+    stimuli, tmp_path, fail_on, workers, monkeypatch
+):
+    monkeypatch.setenv("SHAREDATTR_WORKERS", str(workers))
     cache = tmp_path / "cache"
     backbone = FailingBackbone(fail_on)
     with pytest.raises(RuntimeError, match="mid-way"):
         extract_features(backbone, stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3, progress=False)
-    assert backbone.calls == fail_on + 1
+    # it stops at the failing batch; side by side, the batches already started (at most 2 per worker) finish
+    assert fail_on + 1 <= backbone.calls <= fail_on + 2 * workers - (workers == 1)
     assert list(cache.iterdir()) == []  # neither features-*.npy nor .features-*.tmp
     latents, hit = extract_features(
         TinyBackbone(), stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3, progress=False
@@ -140,3 +145,28 @@ def test_releasing_a_cached_maps_pages_keeps_its_values(tmp_path):
     in_memory = torch.from_numpy(values.copy())
     assert release_pages(in_memory) is False
     assert torch.equal(in_memory, before)
+
+
+def test_batches_side_by_side_give_the_latents_of_one_worker_in_order(tmp_path, monkeypatch):
+    """Feature batches run as pieces on the process's workers (each on one thread, in its own inference mode): any
+    number of workers writes the same latents, in stimulus order, into memory and into the cache."""
+    from sharedattr.plugins.loading import get_registry
+
+    folder = tmp_path / "stimuli"
+    folder.mkdir()
+    stimuli = stimulus_set(folder, n=10)
+    backbone = get_registry().build("backbone", "insilico_cnn", layer="block3")  # input gradients aside, its
+    results = []  # forward pass is what oneDNN computes per batch
+    for workers in ("1", "3"):
+        monkeypatch.setenv("SHAREDATTR_WORKERS", workers)
+        plain, _ = extract_features(backbone, stimuli, batch_size=3, progress=False)
+        cached, hit = extract_features(
+            backbone, stimuli, batch_size=3, progress=False, backbone_spec={"w": workers}, cache_dir=tmp_path / workers
+        )
+        assert not hit and not plain.requires_grad
+        results.append((plain, cached))
+    one, three = results
+    assert torch.equal(one[0], three[0]) and torch.equal(one[1], three[1]) and torch.equal(one[0], one[1])
+    with torch.inference_mode():
+        first = backbone(backbone.preprocess(stimuli.load_images(backbone.input_size, 3, range(3))))
+    assert torch.equal(one[0][:3], first)  # stimulus order

@@ -232,6 +232,20 @@ def test_the_ridge_fit_does_not_depend_on_the_thread_count():
     assert torch.equal(weights[0], weights[1])
 
 
+def test_the_gram_tiles_side_by_side_give_the_bits_of_one_worker(monkeypatch):
+    """The Gram matrix's tiles run as pieces on the process's workers (each on one thread): 1, 2 or 3 workers fit
+    the same weights to the bit (the tiles' sums happen in one order)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 6000, generator=g)  # dual form, 4 × 4 tiles of 75 rows
+    y = x[:, :10] @ torch.randn(10, 30, generator=g) + torch.randn(300, 30, generator=g)
+    fits = []
+    for workers in ("1", "2", "3"):
+        monkeypatch.setenv("SHAREDATTR_WORKERS", workers)
+        fits.append(RidgeReadout(folds=3).fit(x[:, :, None, None], y).state_dict())
+    for other in fits[1:]:
+        assert all(torch.equal(fits[0][k], other[k]) for k in fits[0])
+
+
 @pytest.mark.parametrize("cv", ["kfold", "loo"])
 @pytest.mark.parametrize(("n", "d"), [(40, 300), (300, 24)], ids=["dual n<D", "primal n>D"])
 def test_the_fit_in_small_blocks_equals_the_fit_in_one_block(n, d, cv, monkeypatch):

@@ -176,3 +176,20 @@ def test_neurons_sampled_together_resume_to_the_same_images(tiny_config, tmp_pat
     assert sum("is damaged" in str(w.message) for w in caught) == 1
     again = load_file(out / "synthesis" / "images.safetensors")
     assert all(torch.equal(again[k], images[k]) for k in images)
+
+
+def test_egg_samples_the_same_images_on_any_thread_count(tiny_config, tmp_path):
+    """EGG's diffusion UNet has convolutions whose bits torch's threading changes (its 1 × 1 shortcuts differed by
+    3e-7 between 1 and 2 threads); computed on one thread (sharedattr.runtime.numerics), the images are the same."""
+    tiny_config.update(selection={"top_k": 2, "drivers_per_neuron": 1}, methods=["saliency"], metrics=["gini"])
+    tiny_config["synthesis"] = [{"name": "egg", "steps": 3, "n_seeds": 2, "neuron_batch": 2}]
+    spec = validate_experiment(tiny_config)
+    threads, images = torch.get_num_threads(), []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            run_experiment(spec, tmp_path / str(count), progress=False)
+            images.append(load_file(tmp_path / str(count) / "synthesis" / "images.safetensors"))
+    finally:
+        torch.set_num_threads(threads)
+    assert images[0].keys() == images[1].keys() and all(torch.equal(images[0][k], images[1][k]) for k in images[0])

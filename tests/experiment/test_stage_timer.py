@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import mmap
 import sys
 
 import pytest
-import torch
 
 from sharedattr.experiment.context import StageTimer
 
@@ -18,11 +18,13 @@ def can_reset_peak() -> bool:
 def test_each_stage_has_its_own_peak():
     timer = StageTimer(["big", "small"], progress=False)
     timer.mark("big")
-    big = torch.ones(300 * 2**20 // 4)  # 300 MiB, touched
-    del big
+    big = mmap.mmap(-1, 300 * 2**20)  # 300 MiB of fresh pages (never memory the process already holds), touched
+    big.write(b"\1" * len(big))
+    big.close()
     timer.mark("small")
-    small = torch.ones(2**20)
-    del small
+    small = mmap.mmap(-1, 2**20)
+    small.write(b"\1" * len(small))
+    small.close()
     stages = timer.stages()
     assert list(stages) == ["big", "small"]
     assert {s["peak_of"] for s in stages.values()} == {"stage"}

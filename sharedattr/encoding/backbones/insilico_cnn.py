@@ -51,6 +51,7 @@ from sharedattr.encoding.backbones.frozen import MAX_INPUT_SIZE, FrozenBackbone,
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import InputPath, Params, Seed
 from sharedattr.runtime.errors import UserError, closest
+from sharedattr.runtime.numerics import seeded_global_rng
 
 FORMAT = "sharedattr.insilico_cnn"
 FORMAT_VERSION = 1
@@ -354,8 +355,7 @@ def load_weights(path: Path, layer: str, seed: int = 0) -> tuple[InsilicoCNN, di
         raise UserError(f"cannot load weights file {path}: {type(err).__name__}: {err}") from None
     if not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError(f"weights file {path} is not a state dict of tensors")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         net = InsilicoCNN.from_architecture(metadata.get("architecture", DEFAULT_ARCHITECTURE))
     load_into(net, state, layer, path)
     return net, metadata
@@ -468,8 +468,7 @@ class InsilicoCNNBackbone(FrozenBackbone):
                 net, metadata = load_weights(path, layer, seed)
             self.weights_source = weights
         else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with seeded_global_rng(seed):
                 net = InsilicoCNN.from_architecture(DEFAULT_ARCHITECTURE)
             metadata, self.weights_source = {}, f"random (seed {seed})"
         self.layer, self.metadata = layer, metadata

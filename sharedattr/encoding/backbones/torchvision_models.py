@@ -22,6 +22,7 @@ from sharedattr.encoding.backbones.frozen import (
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import InputPath, Params, Seed
 from sharedattr.runtime.errors import UserError, closest
+from sharedattr.runtime.numerics import seeded_global_rng
 
 
 class TorchvisionParams(Params):
@@ -131,8 +132,7 @@ class TorchvisionBackbone(FrozenBackbone):
         from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
         weights_enum = resolve_weights(model, weights)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_global_rng(seed):
             try:
                 net = torchvision.models.get_model(model, weights=weights_enum)
             except (OSError, RuntimeError) as err:  # URLError is an OSError

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from sharedattr.data.responses import require_measured_neurons
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Params, Seed
-from sharedattr.runtime.devices import one_thread
 from sharedattr.runtime.errors import UserError
+from sharedattr.runtime.numerics import Pieces, on_one_thread, one_thread_results
 
 DEFAULT_ALPHAS = tuple(10.0**k for k in range(-2, 9))
 
@@ -78,7 +78,7 @@ class _Spectrum:
 
     def __init__(self, square: Tensor, rhs: Tensor, pca: int | None) -> None:
         """``square``: ``xxᵀ [n, n]`` (dual) or ``xᵀx [D, D]`` (primal); ``rhs``: ``y`` or ``xᵀy``."""
-        with one_thread():  # LAPACK's eigenvectors depend on the thread count: fit the same model everywhere
+        with one_thread_results():  # LAPACK's eigenvectors depend on the thread count: fit the same model everywhere
             self.lam, self.vecs = _top(*torch.linalg.eigh(square), pca)
         self.uty = self.vecs.T @ rhs  # [k, N]
 
@@ -96,21 +96,23 @@ def _gram(x: Tensor, block: int = 512, out: Tensor | None = None) -> Tensor:
     ``out`` when given (to sum it over column blocks of ``x``).
 
     (BLAS has a symmetric rank-k update for this; torch exposes none.) Rows go in ``block``-row
-    blocks, at most 4 per side, so each product stays large.
+    blocks, at most 4 per side, so each product stays large. The tiles are computed side by side as
+    :class:`~sharedattr.runtime.numerics.Pieces` (each on one thread, each adding to its own part of ``out``), so
+    the bits do not depend on the cores.
     """
     n = x.shape[0]
     block = max(block, -(-n // 4))
     if out is None:
         out = torch.zeros(n, n, dtype=x.dtype, device=x.device)
-    if n <= block:
-        out += x @ x.T
-        return out
-    for i in range(0, n, block):
-        for j in range(i, n, block):
-            part = x[i : i + block] @ x[j : j + block].T
-            out[i : i + block, j : j + block] += part
-            if j != i:
-                out[j : j + block, i : i + block] += part.T
+
+    def add_tile(tile: tuple[int, int]) -> None:  # tiles write disjoint parts of ``out``: side by side is safe
+        i, j = tile
+        part = x[i : i + block] @ x[j : j + block].T
+        out[i : i + block, j : j + block] += part
+        if j != i:
+            out[j : j + block, i : i + block] += part.T
+
+    Pieces().run(add_tile, [(i, j) for i in range(0, n, block) for j in range(i, n, block)])
     return out
 
 
@@ -392,6 +394,7 @@ class RidgeReadout(nn.Module):
         (neurons sharing a NaN pattern share one fit)."""
         return self.fit_rows(latents, responses, None)
 
+    @on_one_thread
     def fit_rows(self, latents: Tensor, responses: Tensor, rows: Tensor | None) -> RidgeReadout:
         """:meth:`fit` on the images ``rows [n]`` of latents ``[S, ...]`` and responses ``[S, N]`` (all when None),
         without copying them: the same fit as ``fit(latents[rows], responses[rows])``.

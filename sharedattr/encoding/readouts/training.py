@@ -30,6 +30,7 @@ from sharedattr.data.responses import require_measured_neurons
 from sharedattr.encoding.scores import pearson_columns
 from sharedattr.plugins.params import Params, Seed, issues_from_validation
 from sharedattr.runtime.errors import SpecError, UserError
+from sharedattr.runtime.numerics import on_one_thread, seeded_global_rng
 
 
 class TrainingParams(Params):
@@ -115,8 +116,7 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     devices = (
         [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     )
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed, devices):
         yield
 
 
@@ -305,6 +305,7 @@ class TrainedReadout(nn.Module, abc.ABC):
         """Latents ``[B, C, H, W]`` → responses ``[B, N]``."""
         return self.nonlinearity(self.preactivation(latents))
 
+    @on_one_thread
     def fit(self, latents: Tensor, responses: Tensor) -> TrainedReadout:
         """Initialise, then train in place on latents ``[S, C, H, W]`` and responses ``[S, N]`` (NaN = missing)."""
         if latents.dim() != 4:
