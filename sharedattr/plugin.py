@@ -43,6 +43,7 @@ from sharedattr.plugins.hookspecs import KINDS, hookimpl
 from sharedattr.plugins.params import InputPath, NoParams, OutputPath, Params, Seed
 from sharedattr.plugins.specs import EnergySpec
 from sharedattr.runtime.errors import PluginDefinitionError, SpecError, UserError, closest
+from sharedattr.runtime.numerics import seeded_global_rng
 from sharedattr.synthesis.cost import CallCounter
 from sharedattr.synthesis.energies import EnergyParam, build_energy
 from sharedattr.synthesis.preprocess import fit_to_model
@@ -82,6 +83,7 @@ __all__ = [
     "fit_to_model",
     "build_energy",
     "CallCounter",
+    "seeded_global_rng",
     # errors
     "UserError",
     "SpecError",

@@ -130,6 +130,7 @@ class CaptumMethod(Attribution):
     captum_class: ClassVar[type[Attribution]]
     pairwise: ClassVar[bool] = False
     hook_based: ClassVar[bool] = False
+    thread_safe: ClassVar[bool] = True  # seeded draws under the global-RNG lock, hooks on its own model
     batch_invariant: bool = True
 
     def __init__(

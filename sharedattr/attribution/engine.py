@@ -34,7 +34,7 @@ from sharedattr.data.pairs import IMAGES, PairImages
 from sharedattr.plugins.contracts import AttributionBatch, is_pairwise, metric_family
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.memory import bound_memory
-from sharedattr.runtime.numerics import Pieces
+from sharedattr.runtime.numerics import Pieces, alone_unless_thread_safe, replicate
 from sharedattr.runtime.work_store import WorkStore, shape_validator, work_key
 from sharedattr.selection.matching import Pair
 
@@ -349,15 +349,6 @@ class _Replicas:
         return local.model, local.metrics
 
 
-def replicate(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` whose every submodule keeps the original's training flag (a copied FX graph module
-    comes back in training mode, and its batch norms would then use and update batch statistics)."""
-    replica = copy.deepcopy(model)
-    for original, copied in zip(model.modules(), replica.modules()):
-        copied.training = original.training
-    return replica
-
-
 def explain_block(
     model: nn.Module,
     images: PairImages,
@@ -370,7 +361,23 @@ def explain_block(
 ) -> ItemResult:
     """One work item: a block's maps under ``method`` (``{"driver": [b, H, W], …, "seconds": []}``), their
     scores ``{(metric label, image): [b]}`` under each of ``metrics`` and the seconds each score took (as
-    recorded when it was computed)."""
+    recorded when it was computed). An item whose method or metrics do not declare ``thread_safe`` runs alone
+    (:func:`~sharedattr.runtime.numerics.alone_unless_thread_safe`)."""
+    with alone_unless_thread_safe(settings.build(method, model), *(named.metric for named in metrics)):
+        return _explain_block(model, images, targets, method, metrics, settings, store, identity)
+
+
+def _explain_block(
+    model: nn.Module,
+    images: PairImages,
+    targets: Tensor,
+    method: NamedMethod,
+    metrics: Sequence[NamedMetric],
+    settings: ExplainSettings,
+    store: WorkStore,
+    identity: dict[str, Any],
+) -> ItemResult:
+    """:func:`explain_block`'s work."""
 
     def timed() -> dict[str, Tensor]:
         start = time.perf_counter()

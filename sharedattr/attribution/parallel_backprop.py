@@ -242,6 +242,7 @@ class ParallelBackprop(PairwiseAttribution):
     """
 
     batch_invariant: ClassVar[bool] = True
+    thread_safe: ClassVar[bool] = True
 
     def __init__(
         self,

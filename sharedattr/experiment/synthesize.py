@@ -19,7 +19,9 @@ Writes into one folder (``<run>/synthesis`` for ``sharedattr run``, ``--out`` fo
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -41,7 +43,16 @@ from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.io import atomic_save_tensors, atomic_write_csv, atomic_write_json
 from sharedattr.runtime.manifest import write_manifest
-from sharedattr.runtime.numerics import environment, on_one_thread
+from sharedattr.runtime.memory import workers_within
+from sharedattr.runtime.numerics import (
+    Pieces,
+    alone_unless_thread_safe,
+    default_workers,
+    environment,
+    on_one_thread,
+    replicate,
+    seeded_global_rng,
+)
 from sharedattr.runtime.work_store import WorkStore, shape_validator, work_key
 from sharedattr.synthesis.evaluation import TRAIN, Evaluator, describe_model, evaluator_digest, resolved_evaluator
 
@@ -129,19 +140,38 @@ def run_synthesis(
             **together,
         )
 
-    def run_loop(synth: NamedSynthesizer, loop: list[int]) -> dict[int, dict[str, Tensor]]:
+    workers = workers_within(spec.attribution.memory_mb, default_workers()) if device.type == "cpu" else 1
+    replicas = threading.local()
+
+    def here(synth: NamedSynthesizer) -> tuple[Any, Any]:
+        """This worker's model and synthesizer: its own replicas when loops run side by side (samplers keep state,
+        such as a scheduler's timesteps)."""
+        if workers == 1:
+            return model, synth.synthesizer
+        if not hasattr(replicas, "model"):
+            replicas.model, replicas.synthesizers = replicate(model), {}
+        if synth.label not in replicas.synthesizers:
+            replicas.synthesizers[synth.label] = replicate(synth.synthesizer)
+        return replicas.model, replicas.synthesizers[synth.label]
+
+    def run_loop(unit: tuple[NamedSynthesizer, list[int]]) -> dict[int, dict[str, Tensor]]:
         """The stored results of the neurons of ``loop``; if any is missing, the loop is synthesised again, all its
         neurons together (one sampling loop, the batch every run of this selection uses)."""
+        synth, loop = unit
         keys = [item_key(synth, n) for n in loop]
         stored = [store.lookup("synthesis", key, valid) for key in keys]
         if all(item is not None for item in stored):
             return dict(zip(loop, stored))
         references = [stimuli.load_images(size, channels, top_natural[n][:1])[0].to(device) for n in loop]
-        torch.manual_seed(spec.seed)
-        if len(loop) == 1:
-            results = [synth.synthesizer.synthesize(model, loop[0], reference=references[0])]
-        else:
-            results = synth.synthesizer.synthesize_many(model, loop, references=references)
+        on, synthesizer = here(synth)
+        # torch's global generator starts from the run's seed for a synthesizer that draws from it; one that
+        # declares its own generators (the built-ins) runs side by side with others
+        own = bool(getattr(synthesizer, "own_generators", False))
+        with alone_unless_thread_safe(synthesizer), contextlib.nullcontext() if own else seeded_global_rng(spec.seed):
+            if len(loop) == 1:
+                results = [synthesizer.synthesize(on, loop[0], reference=references[0])]
+            else:
+                results = synthesizer.synthesize_many(on, loop, references=references)
         out = {}
         for n, key, item, result in zip(loop, keys, stored, results):
             if item is None:  # a sound stored item is kept: the same batch gave it
@@ -151,10 +181,17 @@ def run_synthesis(
         return out
 
     units = [(synth, loop) for synth in synthesizers for loop in loops[synth.label]]
+
+    def looped(todo: list[tuple[NamedSynthesizer, list[int]]], desc: str) -> list[dict[int, dict[str, Tensor]]]:
+        with tqdm(total=len(todo), desc=desc, disable=not progress, leave=False) as bar:
+            done = []
+            for result in Pieces(workers).map(run_loop, todo):  # loops side by side, results in order
+                bar.update()
+                done.append(result)
+            return done
+
     if ranks.distributed:
-        mine = ranks.share(units)
-        for synth, loop in tqdm(mine, desc=f"synthesis, rank {ranks.rank}", disable=not progress, leave=False):
-            run_loop(synth, loop)
+        looped(ranks.share(units), f"synthesis, rank {ranks.rank}")
         ranks.barrier()
         if not ranks.is_main:
             return None
@@ -166,8 +203,8 @@ def run_synthesis(
     for n in selected:
         images[f"natural/{neuron_ids[n]}"] = stimuli.load_images(size, channels, top_natural[n])
     results = {}
-    for synth, loop in tqdm(units, desc="synthesis", disable=not progress, leave=False):
-        results |= {(synth.label, n): item for n, item in run_loop(synth, loop).items()}
+    for (synth, _), items in zip(units, looped(units, "synthesis")):
+        results |= {(synth.label, n): item for n, item in items.items()}
     for synth in synthesizers:
         for n in selected:
             label = synth.label

@@ -26,6 +26,7 @@ class GiniMetric:
 
     higher_is_better: ClassVar[bool] = True
     family: ClassVar[str] = "complexity"
+    thread_safe: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = False
 
     def __call__(self, batch: AttributionBatch) -> Tensor:

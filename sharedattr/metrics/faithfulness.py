@@ -109,6 +109,7 @@ class PerturbationCurve:
 
     insertion: ClassVar[bool]
     family: ClassVar[str] = "faithfulness"
+    thread_safe: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = False
     cache_size: ClassVar[int] = 64
 
@@ -234,6 +235,7 @@ class FaithfulnessCorrelationMetric:
 
     higher_is_better: ClassVar[bool] = True
     family: ClassVar[str] = "faithfulness"
+    thread_safe: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = False
 
     def __init__(

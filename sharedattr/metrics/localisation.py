@@ -75,6 +75,7 @@ class PointingGameMetric:
 
     higher_is_better: ClassVar[bool] = True
     family: ClassVar[str] = "localisation"
+    thread_safe: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = True
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
@@ -92,6 +93,7 @@ class RelevanceMassMetric:
 
     higher_is_better: ClassVar[bool] = True
     family: ClassVar[str] = "localisation"
+    thread_safe: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = True
 
     def __init__(self, relevance: Relevance = "positive") -> None:
@@ -106,6 +108,7 @@ class RelevanceRankMetric:
 
     higher_is_better: ClassVar[bool] = True
     family: ClassVar[str] = "localisation"
+    thread_safe: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = True
 
     def __call__(self, batch: AttributionBatch) -> Tensor:

@@ -144,6 +144,7 @@ class RandomisationMetric:
 
     higher_is_better: ClassVar[bool] = False
     family: ClassVar[str] = "sanity"
+    thread_safe: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = False
     requires_explainer: ClassVar[bool] = True
 

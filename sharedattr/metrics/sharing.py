@@ -75,6 +75,7 @@ class SharedPartSelectivityMetric:
 
     higher_is_better: ClassVar[bool] = True
     family: ClassVar[str] = "sharing"
+    thread_safe: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = True
     requires_part_truth: ClassVar[bool] = True
     undefined_when: ClassVar[str] = (
@@ -111,6 +112,7 @@ class ReferenceSensitivityMetric:
 
     higher_is_better: ClassVar[bool] = True
     family: ClassVar[str] = "sharing"
+    thread_safe: ClassVar[bool] = True
     requires_part_truth: ClassVar[bool] = True
     undefined_when: ClassVar[str] = (
         "the pair shares none of the neuron's driving parts (or none of `parts`), or the map puts no positive "

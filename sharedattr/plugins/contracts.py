@@ -230,6 +230,10 @@ class Synthesizer(Protocol):
     Optionally, a synthesizer that can sample several neurons together declares ``neuron_batch: int`` and
     ``synthesize_many(model, neurons, *, references) -> list[SynthesisResult]`` (one result per neuron, in
     order); runs then call it on fixed chunks of ``neuron_batch`` selected neurons (as ``egg`` does).
+
+    A run starts torch's global generator from the spec's ``seed`` before each call, under a lock, so calls side by
+    side never share its draws. A synthesizer that draws every random number from its own seeded
+    ``torch.Generator`` declares ``own_generators = True`` (the built-ins do); its calls then run side by side.
     """
 
     def synthesize(self, model: nn.Module, neuron: int, *, reference: Tensor | None = None) -> SynthesisResult:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import copy
 import functools
 import os
 import platform
@@ -148,6 +149,22 @@ class Pieces:
         return list(self.map(function, pieces))
 
 
+def replicate(obj: T) -> T:
+    """A worker's own copy of ``obj`` (a module, or any object holding modules: a synthesizer and its prior): a deep
+    copy in which every module keeps the original's training flag (a copied FX graph module comes back in training
+    mode, and its batch norms would then use and update batch statistics)."""
+    memo: dict[int, Any] = {}
+    replica = copy.deepcopy(obj, memo)
+    pairs = [(obj, replica)] if isinstance(obj, torch.nn.Module) else []
+    for original in memo.get(id(memo), []):  # deepcopy keeps every copied original alive in this list
+        if isinstance(original, torch.nn.Module) and isinstance(memo.get(id(original)), torch.nn.Module):
+            pairs.append((original, memo[id(original)]))
+    for original, copied in pairs:  # a module tree and its copy list their submodules in the same order
+        for a, b in zip(original.modules(), copied.modules()):
+            b.training = a.training
+    return replica
+
+
 GLOBAL_RNG = threading.RLock()
 """Held while code seeds torch's global random generators and draws from them (:func:`seeded_global_rng`): pieces
 side by side would otherwise draw from each other's seeds. Code with its own ``torch.Generator`` needs no lock."""
@@ -170,6 +187,20 @@ def seeded_global_rng(seed: int, devices: Sequence[int] = (), numpy: bool = Fals
         finally:
             if state is not None:
                 np.random.set_state(state)
+
+
+ALONE = threading.RLock()
+"""Held while a component that does not declare ``thread_safe = True`` computes: it may have process-global side
+effects (redirecting stdout, changing warning filters, drawing from torch's global generator unseeded), so such
+components run one at a time while the declared ones run side by side."""
+
+
+def alone_unless_thread_safe(*components: Any) -> contextlib.AbstractContextManager[Any]:
+    """The context to compute with ``components`` in: nothing when each declares ``thread_safe = True``, else
+    :data:`ALONE` (a plugin that declares nothing runs one at a time, as it was written to)."""
+    if all(getattr(c, "thread_safe", False) is True for c in components):
+        return contextlib.nullcontext()
+    return ALONE
 
 
 def environment() -> dict[str, Any]:

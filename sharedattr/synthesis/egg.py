@@ -25,9 +25,10 @@ model's input (size, channels, and the energy's ``grayscale``/``norm``) and scor
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 import torch
 from pydantic import AfterValidator, Field, ValidationInfo
@@ -43,6 +44,7 @@ from sharedattr.synthesis.preprocess import fit_to_model
 from sharedattr.synthesis.prior import (
     DEFAULT_PRIOR,
     SHIPPED_PRIORS,
+    diffusers_import,
     load_prior,
     sample_generators,
     sample_prior,
@@ -276,7 +278,7 @@ def make_scheduler(
 ) -> Any:
     """A fresh diffusers DDIM/DDPM scheduler from a prior's scheduler config, respaced to ``steps``; ``spacing``
     and ``clip_x0`` override the config's ``timestep_spacing`` and ``clip_sample`` (None: keep them)."""
-    from diffusers import DDIMScheduler, DDPMScheduler
+    DDIMScheduler, DDPMScheduler = diffusers_import("diffusers", "DDIMScheduler", "DDPMScheduler")
 
     cls = DDIMScheduler if kind == "ddim" else DDPMScheduler
     overrides = {k: v for k, v in (("timestep_spacing", spacing), ("clip_sample", clip_x0)) if v is not None}
@@ -290,6 +292,7 @@ def make_scheduler(
 
 # -- priors --------------------------------------------------------------------------------
 _PRIORS: dict[tuple[str, str], Any] = {}
+_PRIORS_LOCK = threading.Lock()
 
 
 def _cache_key(source: str, device: torch.device) -> tuple[str, str]:
@@ -301,9 +304,10 @@ def cached_prior(source: str, device: torch.device | str = "cpu") -> Any:
     """The prior ``source`` (shipped name or folder) on ``device``, loaded once per (source, device)."""
     device = torch.device(device)
     key = _cache_key(source, device)
-    if key not in _PRIORS:
-        _PRIORS[key] = load_prior(source, device=device)
-    return _PRIORS[key]
+    with _PRIORS_LOCK:  # synthesis loops side by side load it once
+        if key not in _PRIORS:
+            _PRIORS[key] = load_prior(source, device=device)
+        return _PRIORS[key]
 
 
 # -- the synthesizer -------------------------------------------------------------------------
@@ -314,6 +318,9 @@ class EGG:
     (an object with ``unet``, ``scheduler_config``, ``sample_size`` and ``channels``, as
     :class:`~.prior.DiffusionPrior`). Loaded priors are cached per (source, device).
     """
+
+    own_generators: ClassVar[bool] = True  # every random draw from its own seeded torch.Generator
+    thread_safe: ClassVar[bool] = True  # no process-global side effects: loops run side by side
 
     def __init__(
         self,
@@ -392,7 +399,7 @@ class EGG:
         per-sample normalisation it does not depend on ``n``, and at λ = 0 it is the prior's
         own sample ``i``.
         """
-        from diffusers.utils.torch_utils import randn_tensor
+        randn_tensor = diffusers_import("diffusers.utils.torch_utils", "randn_tensor")
 
         scheduler = make_scheduler(
             self.scheduler, prior.scheduler_config, self.steps, self.timestep_spacing, self.clip_x0

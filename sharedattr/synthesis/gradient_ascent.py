@@ -9,7 +9,7 @@ Optionally stops early when the objective reaches a plateau.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -84,6 +84,9 @@ class GradientAscent:
     (the last iterate), their responses, the neuron's response at every step
     ``[steps_run, n_seeds]`` and the cost (forward/backward calls, wall time, ``steps``).
     """
+
+    own_generators: ClassVar[bool] = True  # every random draw from its own seeded torch.Generator
+    thread_safe: ClassVar[bool] = True  # no process-global side effects: loops run side by side
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,19 @@ from torch import Tensor
 
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.json_files import DamagedJSON, read_json
+
+_DIFFUSERS_LOCK = threading.Lock()
+
+
+def diffusers_import(module: str, *names: str) -> Any:
+    """``from <module> import <names>`` for diffusers, imported lazily (it takes seconds) and under a lock: its lazy
+    top-level module fails ("cannot import name ...") when two threads import it for the first time side by side,
+    as synthesis loops on several workers do. One name gives the object, several a tuple."""
+    with _DIFFUSERS_LOCK:
+        found = importlib.import_module(module)
+        objects = tuple(getattr(found, name) for name in names)
+    return objects[0] if len(objects) == 1 else objects
+
 
 SHIPPED_PRIORS: dict[str, str] = {"insilico-ddpm-v1": "diffusion_prior", "insilico-ddpm-v2": "diffusion_prior_v2"}
 """Shipped prior name → its folder under ``sharedattr/assets/``."""
@@ -100,7 +114,7 @@ class DiffusionPrior:
 
     def make_scheduler(self, kind: Literal["ddim", "ddpm"] = "ddim"):  # noqa: ANN201 - a diffusers scheduler
         """A fresh ``DDIMScheduler`` or ``DDPMScheduler`` with this prior's training schedule."""
-        from diffusers import DDIMScheduler, DDPMScheduler
+        DDIMScheduler, DDPMScheduler = diffusers_import("diffusers", "DDIMScheduler", "DDPMScheduler")
 
         if kind not in SCHEDULERS:
             raise PriorError(f"unknown scheduler {kind!r}; choose one of {', '.join(SCHEDULERS)}")
@@ -130,7 +144,7 @@ class PatchedUNet(torch.nn.Module):
         return self.unet.config
 
     def forward(self, sample: Tensor, timestep: Tensor | int, **kwargs: Any) -> Any:
-        from diffusers.models.unets.unet_2d import UNet2DOutput
+        UNet2DOutput = diffusers_import("diffusers.models.unets.unet_2d", "UNet2DOutput")
 
         p = self.patch_size
         out = self.unet(torch.nn.functional.pixel_unshuffle(sample, p), timestep, **kwargs).sample
@@ -217,7 +231,7 @@ def _sample_size(config: dict[str, Any], unet_dir: Path) -> int:
 
 def scheduler_config_of(path: Path | None) -> dict[str, Any]:
     """The DDPM scheduler config of a ``scheduler_config.json`` (diffusers' defaults for None), as a plain dict."""
-    from diffusers import DDPMScheduler
+    DDPMScheduler = diffusers_import("diffusers", "DDPMScheduler")
 
     raw = _read_json(path) if path is not None else {}
     try:
@@ -247,7 +261,7 @@ def load_prior(source: str | Path = DEFAULT_PRIOR, device: str | torch.device = 
 
 
 def _load_folder(folder: Path, source: str, device: str | torch.device) -> DiffusionPrior:
-    from diffusers import UNet2DModel
+    UNet2DModel = diffusers_import("diffusers", "UNet2DModel")
 
     unet_dir, scheduler_file = _layout(folder)
     config = _read_json(unet_dir / "config.json")
@@ -322,7 +336,7 @@ def sample_prior(
         raise PriorError(
             f"need n >= 0, steps >= 1 and batch_size >= 1 (got n={n}, steps={steps}, batch_size={batch_size})"
         )
-    from diffusers.utils.torch_utils import randn_tensor
+    randn_tensor = diffusers_import("diffusers.utils.torch_utils", "randn_tensor")
 
     device = prior.device
     shape = (prior.channels, prior.sample_size, prior.sample_size)

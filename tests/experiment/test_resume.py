@@ -20,7 +20,7 @@ from sharedattr.runtime.io import atomic_write_bytes
 from sharedattr.runtime.run_folder import remove_stale_temporaries
 
 
-def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 600) -> None:
     """SIGKILL ``proc`` as soon as ``ready()`` is true; fail if it ends first."""
     deadline = time.monotonic() + timeout
     while not ready():
@@ -33,7 +33,7 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
             pytest.fail("the run never reached the point where it should be killed")
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    proc.wait(timeout=600)
     assert proc.returncode == -signal.SIGKILL
 
 
@@ -178,18 +178,25 @@ def test_neurons_sampled_together_resume_to_the_same_images(tiny_config, tmp_pat
     assert all(torch.equal(again[k], images[k]) for k in images)
 
 
-def test_egg_samples_the_same_images_on_any_thread_count(tiny_config, tmp_path):
+def test_synthesis_makes_the_same_images_on_any_thread_or_worker_count(tiny_config, tmp_path, monkeypatch):
     """EGG's diffusion UNet has convolutions whose bits torch's threading changes (its 1 × 1 shortcuts differed by
-    3e-7 between 1 and 2 threads); computed on one thread (sharedattr.runtime.numerics), the images are the same."""
-    tiny_config.update(selection={"top_k": 2, "drivers_per_neuron": 1}, methods=["saliency"], metrics=["gini"])
-    tiny_config["synthesis"] = [{"name": "egg", "steps": 3, "n_seeds": 2, "neuron_batch": 2}]
+    3e-7 between 1 and 2 threads); computed on one thread (sharedattr.runtime.numerics), with the loops of EGG and
+    gradient ascent side by side on 1 or 3 workers (each on its own replica), the images are the same."""
+    tiny_config.update(selection={"top_k": 3, "drivers_per_neuron": 1}, methods=["saliency"], metrics=["gini"])
+    tiny_config["synthesis"] = [
+        {"name": "egg", "steps": 3, "n_seeds": 2, "neuron_batch": 2},
+        {"name": "gradient_ascent", "steps": 3, "n_seeds": 2, "jitter": 2, "seed": 5},
+    ]
     spec = validate_experiment(tiny_config)
     threads, images = torch.get_num_threads(), []
     try:
-        for count in (1, 2):
+        for count, workers in ((1, "1"), (2, "1"), (2, "3")):
             torch.set_num_threads(count)
-            run_experiment(spec, tmp_path / str(count), progress=False)
-            images.append(load_file(tmp_path / str(count) / "synthesis" / "images.safetensors"))
+            monkeypatch.setenv("SHAREDATTR_WORKERS", workers)
+            out = tmp_path / f"{count}-{workers}"
+            run_experiment(spec, out, progress=False)
+            images.append(load_file(out / "synthesis" / "images.safetensors"))
     finally:
         torch.set_num_threads(threads)
-    assert images[0].keys() == images[1].keys() and all(torch.equal(images[0][k], images[1][k]) for k in images[0])
+    for other in images[1:]:
+        assert other.keys() == images[0].keys() and all(torch.equal(other[k], images[0][k]) for k in images[0])
