@@ -1,7 +1,9 @@
-"""Every CLI command, run as a user runs it: ``python -m sharedattr COMMAND ...`` in a fresh process.
+"""Every CLI command, run as a user runs it: its exit code, what it prints and the files it writes.
 
-Exit codes, what the command prints and the files it writes are checked; one tiny data set and
-config serve every command (a random ResNet-18 cut at layer1, 32 px, two cheap methods).
+The entry point itself (``python -m sharedattr``) and the demo run in a fresh process, as a user starts them; the
+other commands run in this process (:func:`cli_runner.run_cli`: the same ``main``, without seconds of imports
+each). One tiny data set and config serve every command (a random ResNet-18 cut at layer1, 32 px, two cheap
+methods).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from cli_runner import run_cli
 from toml_writer import toml_text
 
 
-def sharedattr(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def sharedattr(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m sharedattr ARGS``: the finished process (exit code, stdout, stderr)."""
     return subprocess.run(
         [sys.executable, "-m", "sharedattr", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
@@ -61,33 +64,33 @@ def test_version_and_help():
 
 
 def test_plugins_lists_and_describes_as_json():
-    done = sharedattr("plugins")
+    done = run_cli("plugins")
     assert done.returncode == 0
     assert "backbones:" in done.stdout and "parallel_backprop" in done.stdout
-    done = sharedattr("plugins", "--json")
+    done = run_cli("plugins", "--json")
     assert done.returncode == 0 and "ridge" in {c["name"] for c in json.loads(done.stdout)["components"]["readout"]}
 
 
 def test_schema_writes_the_json_schema(tmp_path):
-    done = sharedattr("schema", "--output", str(tmp_path / "schema.json"))
+    done = run_cli("schema", "--output", str(tmp_path / "schema.json"))
     assert done.returncode == 0 and "wrote" in done.stderr
     schema = json.loads((tmp_path / "schema.json").read_text())
     assert schema["title"] == "sharedattr experiment" and "methods" in schema["properties"]
 
 
 def test_validate_shows_the_components_and_refuses_a_bad_config(config, tmp_path):
-    done = sharedattr("validate", str(config))
+    done = run_cli("validate", str(config))
     assert done.returncode == 0 and "valid experiment 'cli'" in done.stdout
     assert "methods[1]" in done.stdout and "[sharedattr.attribution.captum_methods]" in done.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text(config.read_text().replace('"n_steps" = 4', '"n_steps" = 0'))
-    done = sharedattr("validate", str(bad))
+    done = run_cli("validate", str(bad))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "methods[1] (integrated_gradients).n_steps: Input should be greater than or equal to 1" in done.stderr
 
 
 def test_fit_writes_the_model_scores_and_figure(config, tmp_path):
-    done = sharedattr("fit", str(config), "--out", str(tmp_path / "fit"), "--no-progress")
+    done = run_cli("fit", str(config), "--out", str(tmp_path / "fit"), "--no-progress")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "held-out Pearson r" in done.stdout
     for name in ("model/model.json", "model/readout.safetensors", "scores.csv", "figures/fit.png"):
@@ -96,7 +99,7 @@ def test_fit_writes_the_model_scores_and_figure(config, tmp_path):
 
 def test_run_then_report(config, tmp_path):
     out = tmp_path / "run"
-    done = sharedattr("run", str(config), "--out", str(out), "--no-progress")
+    done = run_cli("run", str(config), "--out", str(out), "--no-progress")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "driver/reference pairs" in done.stdout and "parallel_backprop" in done.stdout
     for name in (
@@ -121,14 +124,14 @@ def test_run_then_report(config, tmp_path):
     assert components["methods"]["parallel_backprop"]["pairwise"] is True
     assert components["metrics"]["relevance_mass"]["family"] == "localisation"
     (out / "report.html").unlink()
-    done = sharedattr("report", str(out))
+    done = run_cli("report", str(out))
     assert done.returncode == 0 and done.stdout.strip().endswith("report.html")
     assert (out / "report.html").is_file()
 
 
 def test_synthesize_prints_its_summary_and_writes_the_scores(config, tmp_path):
     out = tmp_path / "synthesis"
-    done = sharedattr("synthesize", str(config), "--out", str(out), "--no-progress")
+    done = run_cli("synthesize", str(config), "--out", str(out), "--no-progress")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 neurons × 1 synthesizers scored on 2 models" in done.stdout
     for name in ("scores.csv", "summary.csv", "evaluators.csv", "images.safetensors", "images.png"):

@@ -1,4 +1,5 @@
-"""Every example runs end to end as its header says, each in a fresh ``python -m sharedattr`` process.
+"""Every example runs end to end as its header says: the configs through the ``sharedattr`` command (run in this
+process by :func:`cli_runner.run_cli`, the same ``main``), the script in a fresh Python process.
 
 The examples read the demo's data from ``../sharedattr-demo`` (relative to ``examples/``), so each
 test writes a small demo data set there first, copies the example next to it and runs the command
@@ -15,16 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from cli_runner import run_cli
 from sharedattr.experiment.demo import make_demo_data
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def sharedattr(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``python -m sharedattr ARGS`` in ``cwd``: the finished process, with its exit code, stdout and stderr."""
-    return subprocess.run(
-        [sys.executable, "-m", "sharedattr", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -49,7 +44,7 @@ def copy_example(root: Path, name: str) -> Path:
 
 def test_compare_config_runs_every_method_and_metric(demo_root):
     config = copy_example(demo_root, "compare.toml")
-    done = sharedattr("run", str(config), "--out", "runs/compare", "--no-progress", cwd=demo_root)
+    done = run_cli("run", str(config), "--out", "runs/compare", "--no-progress", cwd=demo_root)
     assert done.returncode == 0, done.stderr[-2000:]
     out = demo_root / "runs" / "compare"
     summary = read_csv(out / "summary.csv")
@@ -69,7 +64,7 @@ def test_compare_config_runs_every_method_and_metric(demo_root):
 
 def test_synthesis_config_prints_its_summary_and_writes_every_output(demo_root):
     config = copy_example(demo_root, "synthesis.toml")
-    done = sharedattr("synthesize", str(config), "--out", "runs/synthesis", "--no-progress", cwd=demo_root)
+    done = run_cli("synthesize", str(config), "--out", "runs/synthesis", "--no-progress", cwd=demo_root)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     out = demo_root / "runs" / "synthesis"
@@ -95,7 +90,7 @@ def test_compare_script_prints_the_comparison_and_writes_the_table(tmp_path):
         [sys.executable, str(ROOT / "examples" / "compare_methods.py"), str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     table = read_csv(tmp_path / "comparison.csv")
@@ -115,6 +110,6 @@ def test_the_lab_config_validates_once_its_data_files_exist(tmp_path):
     (tmp_path / "examples" / "data" / "stimuli").mkdir(parents=True)
     for name in ("stimuli/manifest.csv", "responses.csv"):
         (tmp_path / "examples" / "data" / name).touch()
-    done = sharedattr("validate", str(config), cwd=tmp_path)
+    done = run_cli("validate", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "valid experiment 'body-patch'" in done.stdout and "resnet50" in done.stdout

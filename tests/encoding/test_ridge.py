@@ -330,7 +330,7 @@ def test_the_fit_at_d_much_larger_than_n_holds_no_second_copy_of_the_features(tm
     np.save(str(path) + ".y.npy", np.concatenate(ys))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, str(path), str(n)], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", MEMORY_PROBE, str(path), str(n)], capture_output=True, text=True, env=env, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     measured = json.loads(proc.stdout.strip().splitlines()[-1])

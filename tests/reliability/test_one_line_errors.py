@@ -1,6 +1,7 @@
 """Errors of the environment and of damaged files: one line on stderr, exit code 2, no traceback, nothing half-written.
 
-Each case runs ``python -m sharedattr`` in a subprocess (the cases of a group run at once, to keep the suite fast).
+Each case runs the ``sharedattr`` command as a user would, in this process (:func:`cli_runner.run_cli`: the same
+``main``, its exit code and what it prints), without the seconds of imports a fresh process costs.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ import errno
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from cli_runner import run_cli
 from sharedattr.cli import main
 
 SHIPPED = Path(__file__).parents[2] / "sharedattr" / "assets" / "insilico_cnn.safetensors"
@@ -22,24 +24,11 @@ WEIGHTS_KEY = "sharedattr_insilico_cnn"
 
 
 def run_all(cases: dict[str, list[str]], cwd: Path) -> dict[str, subprocess.CompletedProcess]:
-    """Run ``python -m sharedattr *args`` for every case at once; wait for all."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SHAREDATTR_CACHE": str(cwd / "cache")}
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "sharedattr", *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, args in cases.items()
-    }
-    done = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=120)
-        done[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    return done
+    """``sharedattr *args`` for every case, each as the command runs (in this process: :func:`cli_runner.run_cli`),
+    with a feature cache of its own in ``cwd``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SHAREDATTR_CACHE", str(cwd / "cache"))
+        return {name: run_cli(*args, cwd=cwd) for name, args in cases.items()}
 
 
 def assert_one_line(result: subprocess.CompletedProcess, *fragments: str) -> None:

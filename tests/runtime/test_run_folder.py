@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_runner import run_cli
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.run_folder import LOCK_NAME, check_out_folder, run_lock
 
@@ -47,9 +48,7 @@ def test_a_live_run_holds_the_folder_and_a_dead_ones_lock_is_taken_over(tmp_path
 
 
 def _sharedattr(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "sharedattr", *args], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
+    return run_cli(*args, cwd=cwd)
 
 
 def test_a_run_into_its_data_folder_is_refused_and_a_failed_run_keeps_the_folders_spec(
