@@ -19,6 +19,7 @@ from torch import Tensor
 
 from sharedattr.attribution.engine import Explained, NamedMethod, NamedMetric
 from sharedattr.encoding.fit import Fit
+from sharedattr.report.stats import mean_sem
 from sharedattr.runtime.io import atomic_save_tensors, atomic_write_bytes, atomic_write_csv, atomic_write_json
 from sharedattr.selection.matching import Pair
 
@@ -191,9 +192,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             groups[key].append(r["value"])
     out = []
     for (method, image, metric), vals in groups.items():
-        n = len(vals)
-        mean = sum(vals) / n if n else math.nan
-        sem = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) / math.sqrt(n)) if n > 1 else math.nan
+        mean, sem, n = mean_sem(vals)
         out.append(
             {
                 "method": method,
@@ -206,6 +205,14 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """``rows`` of cells under ``header`` as left-aligned columns with a rule below the header: what the commands
+    print."""
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in rows)])
 
 
 def format_summary(summary: list[dict[str, Any]]) -> str:
@@ -223,11 +230,7 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
         ]
         for r in sorted(summary, key=lambda r: (r["metric"], r["image"], r["method"]))
     ]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(
-        [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*line) for line in lines)]
-    )
+    return text_table(header, lines)
 
 
 def write_components(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
 from captum.attr import Attribution
@@ -119,7 +120,37 @@ class Matcher:
         return f"{type(self).__name__}()"
 
 
-class PairwiseAttribution(Attribution):
+def declared(component: Any, contract: type) -> SimpleNamespace:
+    """What ``component`` (an instance or a class) declares of the optional members of ``contract``, a base class
+    below: each member in ``contract.optional``, from the component, or ``contract``'s default where it declares
+    none. A plugin's class need not subclass the base; this is the one place that reads its optional members, so
+    the run reads ``declared(metric, Metric).requires_masks`` and never probes."""
+    return SimpleNamespace(**{name: getattr(component, name, getattr(contract, name)) for name in contract.optional})
+
+
+class AttributionMethod(Attribution):
+    """Base of an attribution method (a :class:`captum.attr.Attribution`): ``attribute(inputs, target=...)``, and
+    what it declares, with these defaults:
+
+    - ``pairwise = False``: it explains one image (see :class:`PairwiseAttribution`);
+    - ``batch_invariant = True``: a batch gives the maps a per-item loop gives (False for methods that draw noise
+      per batch);
+    - ``thread_safe = False``: whether it may compute beside other work (runtime.numerics: no process-wide side
+      effects); one that does not declare it computes alone;
+    - ``limit_images_per_pass(images)``: told how many images one forward/backward pass may hold (the memory
+      budget); the default ignores it (a method that holds one batch per pass).
+    """
+
+    optional: ClassVar[tuple[str, ...]] = ("pairwise", "batch_invariant", "thread_safe")
+    pairwise: ClassVar[bool] = False
+    batch_invariant: ClassVar[bool] = True
+    thread_safe: ClassVar[bool] = False
+
+    def limit_images_per_pass(self, images: int) -> None:
+        """Hold at most ``images`` images per pass (the default holds one batch: nothing to do)."""
+
+
+class PairwiseAttribution(AttributionMethod):
     """The pairwise contract: a method that explains an out-of-category driver and its reference together.
 
     ``attribute((x_ooc, x_ref), target=...)`` takes both images ``[B, C, H, W]`` and returns a
@@ -137,7 +168,7 @@ class PairwiseAttribution(Attribution):
 
 def is_pairwise(method: Any) -> bool:
     """Whether ``method`` (an instance or its class) explains a pair of images (:class:`PairwiseAttribution`)."""
-    return isinstance(method, PairwiseAttribution) or bool(getattr(method, "pairwise", False))
+    return bool(declared(method, AttributionMethod).pairwise)
 
 
 @dataclass
@@ -186,27 +217,48 @@ it depends on the model at all (``sanity``, e.g. the randomisation check), or ``
 METRIC_FAMILIES: tuple[str, ...] = ("sharing", "localisation", "faithfulness", "complexity", "sanity", "other")
 
 
+class Metric:
+    """Base of a metric: scores attribution maps, one per map (``__call__(batch) -> [B]``), in the style of
+    torchmetrics' ``Metric``. A metric must declare ``higher_is_better`` (the direction of rankings; it may be a
+    property); the rest are optional, with these defaults:
+
+    - ``family = "other"``: the group the report reads it in (:data:`MetricFamily`);
+    - ``requires_masks = False``: skipped where the stimulus set has no ground-truth masks;
+    - ``requires_explainer = False``: needs ``batch.explain`` (it re-runs the method), skipped without it;
+    - ``requires_part_truth = False``: needs ``unshared_masks`` and the part masks;
+    - ``undefined_when = None``: when a score is NaN, in words (the run's warning names it);
+    - ``thread_safe = False``: whether it may compute beside other work (see :class:`AttributionMethod`).
+
+    A plugin's metric need not subclass it: :func:`declared` reads the same members, with the same defaults.
+    """
+
+    optional: ClassVar[tuple[str, ...]] = (
+        "family",
+        "requires_masks",
+        "requires_explainer",
+        "requires_part_truth",
+        "undefined_when",
+        "thread_safe",
+    )
+    higher_is_better: ClassVar[bool]
+    family: ClassVar[MetricFamily] = "other"
+    requires_masks: ClassVar[bool] = False
+    requires_explainer: ClassVar[bool] = False
+    requires_part_truth: ClassVar[bool] = False
+    undefined_when: ClassVar[str | None] = None
+    thread_safe: ClassVar[bool] = False
+
+    def __call__(self, batch: AttributionBatch) -> Tensor:  # pragma: no cover - abstract
+        """One score per map, ``[B]`` (NaN only where the metric is undefined, e.g. no mask)."""
+        raise NotImplementedError
+
+
 def metric_family(metric: Any) -> str:
     """A metric's declared ``family`` (one of :data:`METRIC_FAMILIES`), ``other`` when it declares none."""
-    family = getattr(metric, "family", "other")
+    family = declared(metric, Metric).family
     if family not in METRIC_FAMILIES:
         raise ValueError(f"{type(metric).__name__}.family is {family!r}; use one of {', '.join(METRIC_FAMILIES)}")
     return family
-
-
-class Metric(Protocol):
-    """Scores attribution maps; ``higher_is_better`` sets the direction for rankings, ``family`` the group the
-    report reads it in (see :data:`MetricFamily`)."""
-
-    higher_is_better: bool
-    family: MetricFamily  # optional; "other" when absent
-    requires_masks: bool  # optional; False when absent
-    requires_explainer: bool  # optional; False when absent (needs ``batch.explain``)
-    requires_part_truth: bool  # optional; False when absent (needs ``unshared_masks`` and the part masks)
-    undefined_when: str  # optional; when a score is NaN, in words: the run's warning names it
-
-    def __call__(self, batch: AttributionBatch) -> Tensor:
-        """One score per map, ``[B]`` (NaN only where the metric is undefined, e.g. no mask)."""
 
 
 @dataclass

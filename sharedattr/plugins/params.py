@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
@@ -24,6 +24,50 @@ class Params(BaseModel):
 
 class NoParams(Params):
     """Params model of a component that takes no parameters."""
+
+
+class Configurable:
+    """Base of a component class that carries its own registration and is built from its validated params.
+
+    A subclass declares three class attributes, and its params model is the one place of every default and
+    constraint:
+
+    - ``name``: the name it registers under;
+    - ``params_model``: its :class:`Params` model;
+    - ``description``: one line for ``sharedattr plugins``.
+
+    Its ``__init__`` takes the validated model as ``params`` and keyword overrides, and keeps
+    ``self.params = self.resolve_params(params, overrides)``: ``Occlusion(model, window=16)`` validates the
+    keywords against the model (the model's defaults fill the rest); ``Occlusion(model, params)`` takes a model
+    already validated. The registry builds a registered ``Configurable`` class as ``cls(*args, params=validated,
+    **built)``, where ``built`` holds the components its params name, built (e.g. a synthesizer's ``energy``), and
+    :func:`register_components` registers a list of them in a loop.
+    """
+
+    name: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]] = NoParams
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def resolve_params(cls, params: BaseModel | None = None, overrides: Mapping[str, Any] | None = None) -> Any:
+        """``params`` (validated), with ``overrides`` validated on top; or the overrides alone, validated with the
+        model's defaults. A wrong key or value is a :class:`pydantic.ValidationError` naming the field."""
+        overrides = dict(overrides or {})
+        if params is None:
+            return cls.params_model.model_validate(overrides)
+        if not isinstance(params, cls.params_model):
+            wanted, got = cls.params_model.__name__, type(params).__name__
+            raise TypeError(f"{cls.__name__}: params must be a {wanted}, not {got}")
+        if not overrides:
+            return params
+        return cls.params_model.model_validate({**params.model_dump(exclude_unset=True), **overrides})
+
+
+def register_components(register: Callable[..., Any], classes: Iterable[type[Configurable]]) -> None:
+    """Register every :class:`Configurable` class of ``classes`` through a ``register_*`` hook's ``register``: its
+    name, the class as factory, its params model and description."""
+    for cls in classes:
+        register(cls.name, cls, params=cls.params_model, description=cls.description)
 
 
 def join_loc(prefix: str, loc: Iterable[Any]) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sharedattr.plugins import hookspecs
-from sharedattr.plugins.params import NoParams, issues_from_validation
+from sharedattr.plugins.params import Configurable, NoParams, issues_from_validation
 from sharedattr.plugins.specs import REGISTRY_KEY, ComponentSpec
 from sharedattr.runtime.errors import (
     DuplicateComponentError,
@@ -67,13 +67,18 @@ class Component:
     def build_validated(self, params: BaseModel, *args: Any, registry: Registry | None = None) -> Any:
         """Call the factory with params already validated by :meth:`validate_params`.
 
-        With ``registry``, a param that names another component (a :class:`ComponentSpec`, e.g. a
-        synthesizer's ``energy``) reaches the factory built, from that registry.
+        A :class:`~sharedattr.plugins.params.Configurable` class gets the validated model itself
+        (``factory(*args, params=model)``); any other factory gets its fields as keyword arguments. With
+        ``registry``, a param that names another component (a :class:`ComponentSpec`, e.g. a synthesizer's
+        ``energy``) reaches the factory built, from that registry (as a keyword argument of that name).
         """
         kwargs = params_as_kwargs(params)
-        if registry is not None:
-            kwargs = {k: v.build(registry) if isinstance(v, ComponentSpec) else v for k, v in kwargs.items()}
-        return self.factory(*args, **kwargs)
+        built = {
+            k: v.build(registry) for k, v in kwargs.items() if registry is not None and isinstance(v, ComponentSpec)
+        }
+        if isinstance(self.factory, type) and issubclass(self.factory, Configurable):
+            return self.factory(*args, params=params, **built)  # its defaults and constraints live in its model
+        return self.factory(*args, **{**kwargs, **built})  # a plugin's factory: keyword arguments
 
     def provenance(self) -> dict[str, str | None]:
         """``{"name", "plugin", "distribution", "version"}``: where this component comes from (saved with models)."""

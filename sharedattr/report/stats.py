@@ -32,6 +32,18 @@ PairValues = dict[ScoreKey, dict[PairKey, float]]
 Status = Literal["beyond", "within", "level", "too_few", "no_pairs"]
 
 
+def mean_sem(values: Iterable[float]) -> tuple[float, float, int]:
+    """The mean, its standard error (sample std with n − 1, over √n; NaN below 2 values) and the count of the
+    finite ``values`` (NaN mean for none): the one summary every table of the package uses."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    n = len(finite)
+    if not n:
+        return math.nan, math.nan, 0
+    mean = sum(finite) / n
+    sem = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1)) / math.sqrt(n) if n > 1 else math.nan
+    return mean, sem, n
+
+
 def min_nonzero(alpha: float = ALPHA) -> int:
     """The fewest nonzero differences for which the exact two-sided Wilcoxon test can reach p < ``alpha``.
 

@@ -18,7 +18,7 @@ A single process (no ``WORLD_SIZE``, or 1) is :data:`SINGLE`: no process group, 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -61,6 +61,15 @@ class Ranks:
         """Wait until every rank gets here (nothing to wait for in a single process)."""
         if self.distributed and torch.distributed.is_initialized():
             torch.distributed.barrier()
+
+    def share_then_wait(self, items: Sequence[T], compute: Callable[[list[T]], Any]) -> list[Any]:
+        """Several ranks: ``compute`` this rank's :meth:`share` of ``items``, then wait for every rank; each rank's
+        ``compute`` result comes back, in rank order, on every rank (:meth:`gather`). One process: nothing is
+        computed here and ``[]`` comes back (it computes every item itself). The engine and the synthesis stage
+        deal out their work items so; rank 0 then reads every item from the shared store."""
+        if not self.distributed:
+            return []
+        return self.gather(compute(self.share(items)))
 
     def gather(self, value: Any) -> list[Any]:
         """Every rank's ``value`` (a picklable object of this program's own making), in rank order, on every rank."""
