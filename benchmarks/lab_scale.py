@@ -91,6 +91,7 @@ def write_data(args: argparse.Namespace, folder: Path) -> float:
     """The stimuli, responses and ground truth in ``folder`` (kept when already written with the same arguments);
     returns the seconds it took (0 when kept)."""
     from sharedattr.data.insilico import neuron_population, write_insilico
+    from sharedattr.data.insilico.render import SceneOptions
 
     if args.neurons % 5:
         raise SystemExit("--neurons must be a multiple of 5 (5 kinds of ground-truth neuron)")
@@ -106,10 +107,10 @@ def write_data(args: argparse.Namespace, folder: Path) -> float:
         folder,
         args.images // 2,
         args.size,
-        channels=3,
         seed=args.seed,
         neurons=neuron_population(args.neurons // 5, seed=args.seed),
         repeats=2,
+        options=SceneOptions(channels=3),
     )
     marker.write_text(json.dumps(key))
     return time.perf_counter() - start
@@ -236,7 +237,7 @@ FIT_PROBE = """
 import json, sys, time
 import numpy as np, torch
 from torch import nn
-from sharedattr.encoding.fit import fit_readout
+from sharedattr.encoding.fit import FitSettings, fit_readout
 from sharedattr.encoding.readouts.ridge import RidgeReadout
 
 def status(key):
@@ -250,7 +251,7 @@ backbone.input_size, backbone.in_channels = (224, 224), 3
 open("/proc/self/clear_refs", "w").write("5")
 start, t = status("VmRSS"), time.perf_counter()
 fit = fit_readout(RidgeReadout(), backbone, latents, responses, [str(i) for i in range(responses.shape[1])],
-                  test_fraction=0.2, split_seed=0)
+                  FitSettings(test_fraction=0.2, split_seed=0))
 print(json.dumps({"seconds": time.perf_counter() - t, "start": start, "peak": status("VmHWM"),
                   "features": latents.numel() * 4, "r": float(fit.test_r.median())}))
 """

@@ -3,7 +3,7 @@
     uv run python benchmarks/memory_budget.py [--model resnet50 --layer layer3 --size 224 --pairs 8]
 
 Each case runs in a fresh process: a torchvision backbone (random weights) cut at ``--layer`` with a ridge
-readout, the run's pair step (:func:`sharedattr.attribution.engine.attribute_pairs`) on ``--pairs`` pairs for
+readout, the run's pair step (:meth:`sharedattr.attribution.engine.Block.maps`) on ``--pairs`` pairs for
 one method, with the images per pass unbounded or from the budget. Reports peak resident memory (VmHWM),
 seconds, and the largest batch the backbone saw; and the estimate of one image's cost
 (:func:`sharedattr.runtime.memory.bytes_per_image`) against the measured growth per image.
@@ -36,7 +36,7 @@ def peak_mb() -> float:
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    from sharedattr.attribution.engine import ExplainSettings, NamedMethod, attribute_pairs
+    from sharedattr.attribution.engine import Block, ExplainSettings, NamedMethod
     from sharedattr.data.pairs import PairImages
     from sharedattr.encoding.model import EncodingModel
     from sharedattr.encoding.readouts.ridge import RidgeReadout
@@ -59,12 +59,12 @@ def child(args: argparse.Namespace) -> None:
     )
     per_image = bytes_per_image(model, (args.size, args.size), 3)
     limit = None if args.budget == 0 else images_per_pass(args.budget, per_image)
-    settings = ExplainSettings(batch_size=args.pairs, images_per_pass=limit)
+    settings = ExplainSettings(batch_size=args.pairs, pass_limit=limit)
     seen = [0]
     backbone.register_forward_pre_hook(lambda _m, a: seen.__setitem__(0, max(seen[0], len(a[0]))))
     before = peak_mb()
     start = time.perf_counter()
-    attribute_pairs(settings.build(method, model), images, torch.arange(args.pairs) % 4, settings)
+    Block(model, images, torch.arange(args.pairs) % 4, method, settings).maps()
     print(
         json.dumps(
             {

@@ -362,13 +362,13 @@ def peak_rss_kib() -> int:
 def memory_child(manifest: str, cache: str) -> None:
     """In a fresh process: extract cached features; print the peak resident memory before and after (KiB)."""
     from sharedattr.data import StimulusSet
-    from sharedattr.data.features import extract_features
+    from sharedattr.data.features import FeatureCache, extract_features
 
     stimuli = StimulusSet.load(manifest)
     backbone = WideProbe()
     before = peak_rss_kib()
     latents, hit = extract_features(
-        backbone, stimuli, backbone_spec={"name": "wide-probe"}, cache_dir=Path(cache), batch_size=64, progress=False
+        backbone, stimuli, cache=FeatureCache(Path(cache), {"name": "wide-probe"}), batch_size=64, progress=False
     )
     peak = peak_rss_kib()
     print(

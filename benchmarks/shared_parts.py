@@ -48,8 +48,9 @@ import torch
 import sharedattr
 from record import machine, print_and_append
 from sharedattr.data import StimulusSet
-from sharedattr.data.insilico import DEFAULT_NEURONS, VARIED_ATTACHMENTS, VARIED_MISSING, write_insilico, write_pairs
+from sharedattr.data.insilico import DEFAULT_NEURONS, write_insilico, write_pairs
 from sharedattr.data.insilico.pairs import POSITIONS, render_pairs
+from sharedattr.data.insilico.render import VARIED_SCENES
 from sharedattr.experiment.stages import fit_experiment
 from sharedattr.report.stats import paired_test
 
@@ -150,9 +151,8 @@ def fit(folder: Path, args: argparse.Namespace):
         args.size,
         seed=0,
         neurons=KINDS,
-        missing=VARIED_MISSING,
-        attachment_probs=VARIED_ATTACHMENTS,
         progress=True,
+        options=VARIED_SCENES,
     )
     backbone = {"name": "insilico_cnn", "layer": args.layer, "input_size": args.size}
     if args.backbone == "random":

@@ -1,9 +1,14 @@
-"""The import paths of sharedattr 0.1's flat layout, kept working for one release with a DeprecationWarning.
+"""Every deprecated import path of sharedattr, kept working until :data:`RELEASE` with a DeprecationWarning.
 
-``import sharedattr.fitting`` (or ``from sharedattr.models.readouts import RidgeReadout``) finds
-an alias module here: importing it warns once, naming the new home, and each name is looked
-up in the modules that now hold it, in order. Plugin authors should import from
-:mod:`sharedattr.plugin`; everything else has a new home in the package of its pipeline stage.
+- Old modules of sharedattr 0.1's flat layout (:data:`MOVED`): ``import sharedattr.fitting`` (or ``from
+  sharedattr.models.readouts import RidgeReadout``) finds an alias module here: importing it warns once, naming
+  the new home, and each name is looked up in the modules that now hold it, in order.
+- Old names of a module that still exists (:data:`MOVED_NAMES`): ``sharedattr.config.SUFFIXES`` was the
+  config-file module's; the package's ``__getattr__`` hands such a name to :func:`moved_attribute`.
+
+Plugin authors should import from :mod:`sharedattr.plugin`; everything else has a new home in the package of its
+pipeline stage. ``tests/test_public_api.py`` fails once ``sharedattr.__version__`` reaches :data:`RELEASE`: the
+shim is then due for removal.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import types
 import warnings
 from typing import Any
 
-RELEASE = "0.3"  # the aliases are removed in this release
+RELEASE = "0.2"
+"""The release that removes every alias: the one after 0.1, whose layout they keep working."""
 
 MOVED: dict[str, tuple[str, ...]] = {
     "sharedattr.errors": ("sharedattr.runtime.errors",),
@@ -87,6 +93,25 @@ MOVED: dict[str, tuple[str, ...]] = {
     "sharedattr.demo": ("sharedattr.experiment.demo",),
 }
 """Old module → the modules that now hold its names (searched in order)."""
+
+MOVED_NAMES: dict[str, tuple[str, ...]] = {"sharedattr.config": ("sharedattr.config.files",)}
+"""A module that still exists → the modules that now hold the other names it used to have."""
+
+
+def moved_attribute(module: str, name: str) -> Any:
+    """``module.name`` for a name :data:`MOVED_NAMES` says moved: found in its new home, with a
+    DeprecationWarning; AttributeError for any other name."""
+    for target in MOVED_NAMES.get(module, ()):
+        home = importlib.import_module(target)
+        if not name.startswith("__") and hasattr(home, name):
+            warnings.warn(
+                f"{module}.{name} is deprecated and will be removed in sharedattr {RELEASE}: import it from {target}",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            return getattr(home, name)
+    raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
 
 PACKAGES = {"sharedattr.insilico", "sharedattr.models", "sharedattr.methods"}
 

@@ -26,6 +26,7 @@ from sharedattr.encoding.model import EncodingModel
 from sharedattr.plugins.contracts import (
     METRIC_FAMILIES,
     AttributionBatch,
+    AttributionMethod,
     Backbone,
     Energy,
     EnergyValue,
@@ -34,13 +35,23 @@ from sharedattr.plugins.contracts import (
     MetricFamily,
     PairwiseAttribution,
     Readout,
+    ReadoutModule,
     SynthesisResult,
     Synthesizer,
+    declared,
     is_pairwise,
     match_references,
 )
 from sharedattr.plugins.hookspecs import KINDS, hookimpl
-from sharedattr.plugins.params import InputPath, NoParams, OutputPath, Params, Seed
+from sharedattr.plugins.params import (
+    Configurable,
+    InputPath,
+    NoParams,
+    OutputPath,
+    Params,
+    Seed,
+    register_components,
+)
 from sharedattr.plugins.specs import EnergySpec
 from sharedattr.runtime.errors import PluginDefinitionError, SpecError, UserError, closest
 from sharedattr.runtime.numerics import seeded_global_rng
@@ -60,11 +71,16 @@ __all__ = [
     "OutputPath",
     "EnergyParam",
     "EnergySpec",
+    # components that carry their registration
+    "Configurable",
+    "register_components",
     # contracts and base classes
     "Backbone",
     "FrozenBackbone",
     "Readout",
+    "ReadoutModule",
     "Matcher",
+    "AttributionMethod",
     "PairwiseAttribution",
     "Metric",
     "MetricFamily",
@@ -80,6 +96,7 @@ __all__ = [
     "load_state_dict_file",
     "match_references",
     "is_pairwise",
+    "declared",
     "fit_to_model",
     "build_energy",
     "CallCounter",

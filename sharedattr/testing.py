@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
+from types import MethodType
 from typing import Any
 
 import torch
@@ -25,7 +26,18 @@ from torch import Tensor, nn
 from sharedattr.attribution.engine import reduce_channels
 from sharedattr.encoding.model import EncodingModel
 from sharedattr.encoding.readouts.ridge import RidgeReadout
-from sharedattr.plugins.contracts import AttributionBatch, match_references
+from sharedattr.plugins.contracts import (
+    AttributionBatch,
+    AttributionMethod,
+    Energy,
+    Matcher,
+    ReadoutModule,
+    Synthesizer,
+    declared,
+    is_pairwise,
+    match_references,
+    neurons_per_loop,
+)
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.registry import Registry
 from sharedattr.runtime.numerics import seeded_global_rng
@@ -59,8 +71,8 @@ class TinyBackbone(nn.Module):
         return super().train(False)
 
 
-def tiny_model(readout: nn.Module | None = None, n_neurons: int = 3, seed: int = 0) -> EncodingModel:
-    """A fitted encoding model (``TinyBackbone`` + readout, ridge by default) on planted data: images → ``[B, N]``."""
+def _planted(n_neurons: int, seed: int) -> tuple[TinyBackbone, Tensor, Tensor]:
+    """A ``TinyBackbone``, its latents ``[48, 6, 4, 4]`` of random images and linear responses ``[48, N]`` (seeded)."""
     g = torch.Generator().manual_seed(seed)
     backbone = TinyBackbone(seed)
     images = torch.rand(48, 3, 16, 16, generator=g)
@@ -68,9 +80,20 @@ def tiny_model(readout: nn.Module | None = None, n_neurons: int = 3, seed: int =
         latents = backbone(backbone.preprocess(images))
     w = torch.randn(n_neurons, latents[0].numel(), generator=g)
     responses = latents.flatten(1) @ w.T + 0.1 * torch.randn(48, n_neurons, generator=g)
+    return backbone, latents, responses
+
+
+def tiny_model(readout: nn.Module | None = None, n_neurons: int = 3, seed: int = 0) -> EncodingModel:
+    """A fitted encoding model (``TinyBackbone`` + readout, ridge by default) on planted data: images → ``[B, N]``."""
+    backbone, latents, responses = _planted(n_neurons, seed)
     readout = readout if readout is not None else RidgeReadout(folds=3)
     readout.fit(latents, responses)
     return EncodingModel(backbone, readout).eval()
+
+
+def _overrides(member: Any, default: Any) -> bool:
+    """Whether ``member`` (a method that :func:`declared` gave) is a component's own, not the base's ``default``."""
+    return (member.__func__ if isinstance(member, MethodType) else member) is not default
 
 
 def _check_backbone(backbone: Any) -> None:
@@ -118,6 +141,34 @@ def _check_readout(readout: Any) -> None:
             atol=0,
             msg="initialize() + load_state_dict() must restore the fitted readout exactly",
         )
+    _check_readout_options(readout, latents)
+
+
+def _check_readout_options(readout: Any, latents: Tensor) -> None:
+    """The optional members of a fitted readout (:class:`ReadoutModule`), on latents ``[B, ...]``."""
+    members = declared(readout, ReadoutModule)
+    with torch.no_grad():
+        z = readout.pooled(latents)
+        if members.shared_pooled is not None:
+            shared = members.shared_pooled(latents)
+            assert shared.shape == (z.shape[0], z.shape[2]), f"shared_pooled() must be [B, D]; got {shared.shape}"
+            torch.testing.assert_close(
+                z, shared[:, None].expand_as(z), msg="shared_pooled(latents) must equal pooled(latents)[:, n] for all n"
+            )
+    channels = members.dimension_channels()
+    assert channels.shape == (z.shape[2],) and not channels.is_floating_point() and (channels >= 0).all(), (
+        f"dimension_channels() must be [D] = ({z.shape[2]},) non-negative channel indices; got {channels!r}"
+    )
+    if _overrides(members.fit_rows, ReadoutModule.fit_rows):  # its own: the same fit as fit() on a copy of the rows
+        _, planted, responses = _planted(readout.weight.shape[0], 0)
+        rows = torch.arange(1, planted.shape[0], 2)
+        in_place, copied = copy.deepcopy(readout), copy.deepcopy(readout)
+        declared(in_place, ReadoutModule).fit_rows(planted, responses, rows)
+        copied.fit(planted[rows], responses[rows])
+        with torch.no_grad():
+            torch.testing.assert_close(
+                in_place(latents), copied(latents), msg="fit_rows(x, y, rows) must equal fit(x[rows], y[rows])"
+            )
 
 
 def _check_matcher(matcher: Any) -> None:
@@ -131,12 +182,26 @@ def _check_matcher(matcher: Any) -> None:
     torch.testing.assert_close(sim[1], single, msg="similarity must be the same batched and unbatched")
     _, index = match_references(matcher, query, candidates, top_k=1)
     assert index[..., 0].tolist() == [[4, 1, 7]] * 2, "a vector must be most similar to itself (higher = more similar)"
+    weight, latents = torch.rand(2, 16, generator=g) + 0.5, torch.randn(9, 16, generator=g)  # candidates as factors
+    factored = declared(matcher, Matcher).similarity_factored(query.clone(), weight, latents)
+    assert factored.shape == (2, 3, 9), f"similarity_factored must be [G, Q, K]; got {tuple(factored.shape)}"
+    torch.testing.assert_close(
+        factored,
+        matcher.similarity(query, weight[:, None, :] * latents[None]),
+        atol=1e-5,
+        rtol=1e-4,
+        msg="similarity_factored(query, weight, latents) must equal similarity(query, weight ⊙ latents)",
+    )
 
 
 def _check_method(method_factory: Callable[[nn.Module], Any]) -> None:
     model = tiny_model()
     method = method_factory(model)
-    assert callable(getattr(method, "attribute", None)), "a method must have attribute(inputs, target=...)"
+    try:
+        attribute = method.attribute
+    except AttributeError:
+        raise AssertionError("a method must have attribute(inputs, target=...)") from None
+    assert callable(attribute), "a method must have attribute(inputs, target=...)"
     g = torch.Generator().manual_seed(1)
     x = torch.rand(3, 3, 16, 16, generator=g)
     ref = torch.rand(3, 3, 16, 16, generator=g)
@@ -144,7 +209,7 @@ def _check_method(method_factory: Callable[[nn.Module], Any]) -> None:
 
     def run(xs: Tensor, refs: Tensor, t: Tensor) -> Tensor:
         xs = xs.clone().requires_grad_(True)
-        if getattr(method, "pairwise", False):
+        if is_pairwise(method):
             result = method.attribute((xs, refs.clone().requires_grad_(True)), target=t)
             result = result[0] if isinstance(result, (tuple, list)) else result
         else:
@@ -154,7 +219,7 @@ def _check_method(method_factory: Callable[[nn.Module], Any]) -> None:
     maps = run(x, ref, target)
     assert maps.shape == (3, 16, 16), f"attributions must be [B, C, H, W] or [B, H, W]; got maps {tuple(maps.shape)}"
     assert torch.isfinite(maps).all(), "attributions must be finite"
-    if not getattr(method, "batch_invariant", True):  # stochastic: noise drawn per batch, but seeded
+    if not declared(method, AttributionMethod).batch_invariant:  # stochastic: noise drawn per batch, but seeded
         torch.testing.assert_close(
             run(x, ref, target),
             maps,
@@ -205,14 +270,13 @@ def _check_metric(metric: Any) -> None:
     )
 
 
-def _check_synthesizer(synthesizer: Any) -> None:
-    model = tiny_model()
-    result = synthesizer.synthesize(model, 1)
+def _check_synthesis_result(result: Any, model: nn.Module, neuron: int) -> int:
+    """``result`` of ``model``'s output ``neuron`` meets :class:`SynthesisResult`'s shapes; its number of images."""
     s = result.images.shape[0]
     assert result.images.shape[1:] == (3, 16, 16), f"images must be [S, C, H, W]; got {tuple(result.images.shape)}"
     assert result.responses.shape == (s,), f"responses must be [S]; got {tuple(result.responses.shape)}"
     with torch.no_grad():
-        actual = model(result.images)[:, 1]
+        actual = model(result.images)[:, neuron]
     torch.testing.assert_close(
         result.responses,
         actual,
@@ -222,13 +286,36 @@ def _check_synthesizer(synthesizer: Any) -> None:
     )
     assert result.history.dim() == 2 and result.history.shape[1] == s, "history must be [steps, S]"
     assert all(isinstance(v, float) for v in result.cost.values()), "cost values must be floats"
+    return s
+
+
+def _check_synthesizer(synthesizer: Any) -> None:
+    model = tiny_model()
+    _check_synthesis_result(synthesizer.synthesize(model, 1), model, 1)
+    members = declared(synthesizer, Synthesizer)
+    batch = members.neuron_batch
+    assert isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1, (
+        f"neuron_batch must be an int >= 1; got {batch!r}"
+    )
+    assert isinstance(members.own_generators, bool), "own_generators must be a bool"
+    assert isinstance(members.thread_safe, bool), "thread_safe must be a bool"
+    if neurons_per_loop(synthesizer) > 1:  # it samples several neurons together: one result per neuron, in order
+        results = members.synthesize_many(model, [2, 0], references=[None, None])
+        assert len(results) == 2, f"synthesize_many of 2 neurons must return 2 results; got {len(results)}"
+        for neuron, result in zip([2, 0], results):
+            _check_synthesis_result(result, model, neuron)
+    if members.prior_samples is not None:
+        samples = members.prior_samples(2, seed=0)
+        assert samples.dim() == 4 and samples.shape[0] == 2, f"prior_samples(2) must be [2, C, H, W]; got {samples}"
+        assert 0 <= samples.min() and samples.max() <= 1, "prior samples must be in [0, 1]"
 
 
 def _check_energy(energy: Any) -> None:
     model = tiny_model()
     g = torch.Generator().manual_seed(3)
     images = torch.rand(3, 1, 24, 24, generator=g, requires_grad=True)  # another size and channel count
-    bound = energy.bind(model, 1, reference=torch.rand(3, 16, 16, generator=g))
+    reference = torch.rand(3, 16, 16, generator=g)
+    bound = energy.bind(model, 1, reference=reference)
     value = bound(images)
     assert value.energy.shape == (3,) and value.response.shape == (3,), (
         f"an energy returns energies [B] and responses [B]; got {tuple(value.energy.shape)}, "
@@ -236,6 +323,20 @@ def _check_energy(energy: Any) -> None:
     )
     (grad,) = torch.autograd.grad(value.energy.sum(), images)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0, "an energy must be differentiable in the images"
+    members = declared(energy, Energy)
+    assert isinstance(members.grayscale, bool), "grayscale must be a bool"
+    assert members.norm is None or members.norm > 0, f"norm must be None or > 0; got {members.norm!r}"
+    # bind_many: consecutive groups of images, one neuron each, as bind gives them neuron by neuron
+    together = members.bind_many(model, [2, 1], [reference, reference.flip(-1)], 2)(images[:2].repeat(2, 1, 1, 1))
+    for k, (neuron, ref) in enumerate([(2, reference), (1, reference.flip(-1))]):
+        alone = energy.bind(model, neuron, reference=ref)(images[:2])
+        rows = slice(2 * k, 2 * k + 2)
+        torch.testing.assert_close(
+            together.energy[rows], alone.energy, atol=1e-4, rtol=1e-4, msg="bind_many must equal bind per neuron"
+        )
+        torch.testing.assert_close(
+            together.response[rows], alone.response, atol=1e-4, rtol=1e-4, msg="bind_many must equal bind per neuron"
+        )
 
 
 CHECKS: dict[str, Callable[[Any], None]] = {

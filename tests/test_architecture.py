@@ -98,3 +98,25 @@ def test_no_import_cycles():
         if module not in state:
             visit(module, [module])
     assert not cycles, "import cycles: " + "; ".join(" → ".join(c) for c in cycles)
+
+
+PUBLIC_WIDE_SIGNATURES = {"compare"}
+"""Functions whose many keywords are documented public API (``sharedattr.compare``: grouped in its docstring)."""
+
+
+def test_no_function_takes_more_than_eight_parameters():
+    """Stages pass objects (a subject, settings, components), not a dozen loose values (``scripts/code_shape.py``)."""
+    from code_shape import MAX_PARAMETERS, functions
+
+    wide = [
+        f for f in functions(PACKAGE) if f["parameters"] > MAX_PARAMETERS and f["name"] not in PUBLIC_WIDE_SIGNATURES
+    ]
+    assert not wide, "\n".join(f"{f['name']} ({f['where']}): {f['parameters']} parameters" for f in wide)
+
+
+def test_no_default_value_is_written_twice():
+    """A built-in component's defaults and constraints live in its params model only, never again in its factory's
+    signature (``scripts/code_shape.py``; 123 before issue 25)."""
+    from code_shape import defaults_twice
+
+    assert defaults_twice() == []

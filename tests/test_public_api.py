@@ -123,3 +123,27 @@ def test_every_alias_module_imports(fresh_aliases):
 def test_the_trainers_left_the_package_with_a_pointer():
     with pytest.raises(ModuleNotFoundError, match=r"scripts/trainers/diffusion_prior\.py"):
         importlib.import_module("sharedattr.synthesis.prior_training")
+
+
+def test_the_deprecation_shim_is_removed_when_its_release_comes():
+    """Every deprecated path says it goes in ``_deprecated.RELEASE``; once ``__version__`` reaches that release, the
+    shim (``sharedattr/_deprecated.py`` and the ``__getattr__`` hooks that use it) is due for removal."""
+    from packaging.version import Version
+
+    assert Version(sharedattr.__version__) < Version(_deprecated.RELEASE), (
+        f"sharedattr {sharedattr.__version__} has reached {_deprecated.RELEASE}: remove the deprecated import paths "
+        "(sharedattr/_deprecated.py, its install() call and the __getattr__ hooks of MOVED_NAMES' modules)"
+    )
+
+
+def test_old_names_of_sharedattr_config_work_through_the_shim_and_warn():
+    from sharedattr.config import files
+
+    with pytest.warns(DeprecationWarning, match="sharedattr.config.SUFFIXES is deprecated .* sharedattr.config.files"):
+        import sharedattr.config
+
+        assert sharedattr.config.SUFFIXES is files.SUFFIXES
+    with pytest.raises(AttributeError, match="has no attribute 'nonsense'"):
+        import sharedattr.config
+
+        sharedattr.config.nonsense  # noqa: B018

@@ -1,8 +1,11 @@
 """Captum baselines as registered methods.
 
-Each wrapper is a :class:`captum.attr.Attribution` whose ``attribute(inputs, target=...)``
-calls the Captum method with the validated params as defaults (keyword arguments override
-them), so it can be used exactly like Captum's own classes. Inputs are images
+Each wrapper is a :class:`~sharedattr.plugins.params.Configurable` :class:`captum.attr.Attribution` (an
+:class:`~sharedattr.plugins.contracts.AttributionMethod`) built from its validated params model, the one place
+of its defaults: ``SmoothGradMethod(model, samples=3)`` validates the keywords against the model. Its
+``attribute(inputs, target=...)`` calls the Captum method with the params as defaults (keyword arguments override
+them), so it can be used exactly like Captum's own classes; :attr:`CaptumMethod.captum_arguments` maps the params
+to Captum's ``attribute`` keywords, once per class. Inputs are images
 ``[B, C, H, W]`` in [0, 1]; ``target`` indexes the model's ``[B, N]`` output (a neuron, an
 int or a ``[B]`` tensor); attributions have the inputs' shape (Grad-CAM: ``[B, 1, H, W]``).
 
@@ -44,8 +47,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from sharedattr.attribution.hook_safety import hook_safe_copy, resolve_layer
+from sharedattr.plugins.contracts import AttributionMethod
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import MAX_STEPS, Params
+from sharedattr.plugins.params import MAX_STEPS, Configurable, Params, register_components
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.numerics import seeded_global_rng
 
@@ -106,7 +110,7 @@ class CaptumParams(Params):
     )
 
 
-def seeded(seed: int, device: torch.device) -> AbstractContextManager[None]:
+def seeded_draws(seed: int, device: torch.device) -> AbstractContextManager[None]:
     """Run with torch's (CPU and CUDA) and numpy's global generators seeded, alone (the draws of methods side by
     side do not mix); restore them afterwards."""
     devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
@@ -119,42 +123,53 @@ def constant_images(inputs: Tensor, values: Sequence[float]) -> Tensor:
 
 
 # -- base ----------------------------------------------------------------------------------
-class CaptumMethod(Attribution):
-    """A Captum attribution method with fixed default arguments to ``attribute``, optionally in a NoiseTunnel.
+class CaptumMethod(Configurable, AttributionMethod):
+    """A Captum attribution method whose params give the defaults of its ``attribute`` call, optionally in a
+    NoiseTunnel.
 
-    ``hook_based`` methods are built on a private hook-safe copy of the model.
-    ``batch_invariant``: whether a batch gives the same maps as a per-item loop (False for
+    A subclass declares its ``captum_class``, its params model and :attr:`captum_arguments`, the one mapping from
+    its params to Captum's ``attribute`` keywords; arguments that depend on the inputs (a baseline image set, a
+    window over all channels) come from :meth:`_arguments`. ``hook_based`` methods are built on a private hook-safe
+    copy of the model. ``batch_invariant``: whether a batch gives the same maps as a per-item loop (False for
     stochastic methods, and for any method wrapped in a noise tunnel).
     """
 
     captum_class: ClassVar[type[Attribution]]
-    pairwise: ClassVar[bool] = False
+    params_model: ClassVar[type[Params]] = CaptumParams
+    captum_arguments: ClassVar[Mapping[str, str]] = {}
+    """Params field → the keyword of Captum's ``attribute`` that it is the default of."""
     hook_based: ClassVar[bool] = False
     thread_safe: ClassVar[bool] = True  # seeded draws under the global-RNG lock, hooks on its own model
-    batch_invariant: bool = True
 
-    def __init__(
-        self, model: nn.Module, noise_tunnel: NoiseTunnelParams | Mapping[str, Any] | None = None, **defaults: Any
-    ) -> None:
+    def __init__(self, model: nn.Module, params: Params | None = None, **overrides: Any) -> None:
+        self.params = self.resolve_params(params, overrides)
         network = hook_safe_copy(model) if self.needs_safe_copy() else model
         super().__init__(network)
         self.network = network
-        self.noise_tunnel = None if noise_tunnel is None else NoiseTunnelParams.model_validate(noise_tunnel)
-        self.seed: int | None = None if self.noise_tunnel is None else self.noise_tunnel.seed
+        self.noise_tunnel = self.tunnel()
         inner = self.build_captum(network)
         self.method: Attribution = inner if self.noise_tunnel is None else NoiseTunnel(inner)
         if self.noise_tunnel is not None:
             self.batch_invariant = False
-        self.defaults = defaults
-        self.images_per_pass: int | None = None
+        self.defaults = {keyword: getattr(self.params, field) for field, keyword in self.captum_arguments.items()}
+        self.pass_limit: int | None = None
+
+    def tunnel(self) -> NoiseTunnelParams | None:
+        """The NoiseTunnel the method runs in (None: none): the ``noise_tunnel`` param."""
+        return self.params.noise_tunnel
+
+    @property
+    def seed(self) -> int | None:
+        """The seed of the method's random draws (None: it draws none)."""
+        return None if self.noise_tunnel is None else self.noise_tunnel.seed
 
     def limit_images_per_pass(self, images: int) -> None:
         """Hold at most about ``images`` images per forward/backward pass (path steps, noisy copies, perturbed
         copies are chunked; see :mod:`sharedattr.runtime.memory`). A chunk size the params set wins."""
-        self.images_per_pass = int(images)
+        self.pass_limit = int(images)
 
     def chunk_arguments(self, batch: int, args: dict[str, Any]) -> dict[str, Any]:
-        """Captum arguments that keep a pass of ``batch`` inputs within :attr:`images_per_pass` (none by default:
+        """Captum arguments that keep a pass of ``batch`` inputs within :attr:`pass_limit` (none by default:
         a method that multiplies its inputs overrides this)."""
         return {}
 
@@ -176,9 +191,9 @@ class CaptumMethod(Attribution):
         args = self._arguments(inputs, kwargs)
         if self.noise_tunnel is not None:
             args = {**self.noise_tunnel.arguments(), **args}
-        if self.images_per_pass is not None:
+        if self.pass_limit is not None:
             args = {**args, **self._bounded(inputs.shape[0], args)}
-        with seeded(self.seed, inputs.device) if self.seed is not None else nullcontext():
+        with seeded_draws(self.seed, inputs.device) if self.seed is not None else nullcontext():
             return self.method.attribute(inputs, target=target, **args)
 
     def _arguments(self, inputs: Tensor, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +203,7 @@ class CaptumMethod(Attribution):
         """Chunk sizes for a call on ``batch`` inputs: the noise tunnel's copies per pass, then the method's own."""
         extra: dict[str, Any] = {}
         if self.noise_tunnel is not None and args.get("nt_samples_batch_size") is None:
-            copies = max(1, min(int(args["nt_samples"]), self.images_per_pass // batch))
+            copies = max(1, min(int(args["nt_samples"]), self.pass_limit // batch))
             extra["nt_samples_batch_size"] = copies
             batch *= copies  # what the inner method sees per pass
         return {**extra, **self.chunk_arguments(batch, args)}
@@ -202,12 +217,18 @@ class SaliencyParams(CaptumParams):
 class SaliencyMethod(CaptumMethod):
     """|∂r_n/∂x| (or the signed gradient)."""
 
+    name = "saliency"
+    description = "Captum Saliency: the input gradient."
+    params_model = SaliencyParams
     captum_class = Saliency
+    captum_arguments = {"abs": "abs"}
 
 
 class InputXGradientMethod(CaptumMethod):
     """x ⊙ ∂r_n/∂x."""
 
+    name = "input_x_gradient"
+    description = "Captum InputXGradient: input times gradient."
     captum_class = InputXGradient
 
 
@@ -223,18 +244,22 @@ class IntegratedGradientsParams(CaptumParams):
 class IntegratedGradientsMethod(CaptumMethod):
     """(x − x₀) ⊙ ∫ ∂r_n/∂x along the straight path from the baseline x₀."""
 
+    name = "integrated_gradients"
+    description = "Captum IntegratedGradients from a constant baseline."
+    params_model = IntegratedGradientsParams
     captum_class = IntegratedGradients
-
-    def __init__(
-        self, model: nn.Module, baseline: float = 0.0, noise_tunnel: NoiseTunnelParams | None = None, **defaults: Any
-    ) -> None:
-        super().__init__(model, noise_tunnel, baselines=float(baseline), **defaults)
+    captum_arguments = {
+        "baseline": "baselines",
+        "n_steps": "n_steps",
+        "method": "method",
+        "internal_batch_size": "internal_batch_size",
+    }
 
     def chunk_arguments(self, batch: int, args: dict[str, Any]) -> dict[str, Any]:
         if args.get("internal_batch_size") is not None:
             return {}
         # Captum chunks batch × n_steps path images; a chunk holds at least one step of every input
-        return {"internal_batch_size": max(batch, self.images_per_pass)}
+        return {"internal_batch_size": max(batch, self.pass_limit)}
 
 
 class SmoothGradParams(Params):
@@ -248,28 +273,27 @@ class SmoothGradParams(Params):
 class SmoothGradMethod(CaptumMethod):
     """mean over k of |∂r_n/∂x| at x + ε_k, ε_k ~ N(0, σ²): Saliency in a smoothgrad NoiseTunnel."""
 
+    name = "smoothgrad"
+    description = "Captum Saliency in a smoothgrad NoiseTunnel: the gradient averaged over noisy inputs."
+    params_model = SmoothGradParams
     captum_class = Saliency
+    captum_arguments = {"abs": "abs"}
     batch_invariant = False
 
-    def __init__(
-        self,
-        model: nn.Module,
-        samples: int = 16,
-        stdevs: float = 0.15,
-        samples_batch_size: int | None = None,
-        abs: bool = True,
-        seed: int = 0,
-    ) -> None:
-        tunnel = NoiseTunnelParams(
-            type="smoothgrad", samples=samples, stdevs=stdevs, samples_batch_size=samples_batch_size, seed=seed
+    def tunnel(self) -> NoiseTunnelParams:
+        """A smoothgrad NoiseTunnel of the params' samples, noise and seed."""
+        p = self.params
+        return NoiseTunnelParams(
+            type="smoothgrad", samples=p.samples, stdevs=p.stdevs, samples_batch_size=p.samples_batch_size, seed=p.seed
         )
-        super().__init__(model, noise_tunnel=tunnel, abs=abs)
 
 
 # -- modified backpropagation (ReLU hooks) ----------------------------------------------------
 class GuidedBackpropMethod(CaptumMethod):
     """∂r_n/∂x with every ReLU passing back only positive gradients where its input is positive."""
 
+    name = "guided_backprop"
+    description = "Captum GuidedBackprop (on a hook-safe copy of the model)."
     captum_class = GuidedBackprop
     hook_based = True
 
@@ -277,6 +301,8 @@ class GuidedBackpropMethod(CaptumMethod):
 class DeconvolutionMethod(CaptumMethod):
     """∂r_n/∂x with every ReLU applied to the gradient instead of gated by its input."""
 
+    name = "deconvolution"
+    description = "Captum Deconvolution (on a hook-safe copy of the model)."
     captum_class = Deconvolution
     hook_based = True
 
@@ -291,21 +317,15 @@ class DeepLiftParams(CaptumParams):
 class DeepLiftMethod(CaptumMethod):
     """(x − x₀) ⊙ m: rescale-rule multipliers m; the map sums to r_n(x) − r_n(x₀)."""
 
+    name = "deep_lift"
+    description = "Captum DeepLift (rescale rule) from a constant baseline, on a hook-safe copy of the model."
+    params_model = DeepLiftParams
     captum_class = DeepLift
+    captum_arguments = {"baseline": "baselines"}
     hook_based = True
 
-    def __init__(
-        self,
-        model: nn.Module,
-        baseline: float = 0.0,
-        multiply_by_inputs: bool = True,
-        noise_tunnel: NoiseTunnelParams | None = None,
-    ) -> None:
-        self.multiply_by_inputs = multiply_by_inputs
-        super().__init__(model, noise_tunnel, baselines=float(baseline))
-
     def build_captum(self, network: nn.Module) -> Attribution:
-        return DeepLift(network, multiply_by_inputs=self.multiply_by_inputs)
+        return DeepLift(network, multiply_by_inputs=self.params.multiply_by_inputs)
 
 
 # -- sampling and perturbation ---------------------------------------------------------------
@@ -324,35 +344,35 @@ class GradientShapMethod(CaptumMethod):
     No noise tunnel: GradientShap is already one, and NoiseTunnel rejects its baseline set.
     """
 
+    name = "gradient_shap"
+    description = "Captum GradientShap with constant baseline images; seeded."
+    params_model = GradientShapParams
     captum_class = GradientShap
+    captum_arguments = {"n_samples": "n_samples", "stdevs": "stdevs"}
     batch_invariant = False
 
-    def __init__(
-        self,
-        model: nn.Module,
-        baselines: Sequence[float] = (0.0, 1.0),
-        n_samples: int = 16,
-        stdevs: float = 0.0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(model, n_samples=n_samples, stdevs=stdevs)
-        self.baseline_values = tuple(float(v) for v in baselines)
-        self.seed = seed
+    def tunnel(self) -> None:
+        return None
+
+    @property
+    def seed(self) -> int:
+        return self.params.seed
 
     def _arguments(self, inputs: Tensor, overrides: dict[str, Any]) -> dict[str, Any]:
-        return {"baselines": constant_images(inputs, self.baseline_values), **super()._arguments(inputs, overrides)}
+        baselines = constant_images(inputs, self.params.baselines)
+        return {"baselines": baselines, **super()._arguments(inputs, overrides)}
 
     @log_usage()
     def attribute(self, inputs: Tensor, target: Any = None, **kwargs: Any) -> Tensor:
-        """As :meth:`CaptumMethod.attribute`; with :attr:`images_per_pass`, the ``n_samples`` draws run in chunks
+        """As :meth:`CaptumMethod.attribute`; with :attr:`pass_limit`, the ``n_samples`` draws run in chunks
         (Captum's GradientShap has no chunking of its own) and their maps are averaged, weighted by chunk size.
         The draws of successive chunks continue one seeded stream."""
         args = self._arguments(inputs, kwargs)
         n = int(args["n_samples"])
-        per_chunk = n if self.images_per_pass is None else max(1, min(n, self.images_per_pass // inputs.shape[0]))
+        per_chunk = n if self.pass_limit is None else max(1, min(n, self.pass_limit // inputs.shape[0]))
         if per_chunk >= n:
             return super().attribute(inputs, target=target, **kwargs)
-        with seeded(self.seed, inputs.device):
+        with seeded_draws(self.seed, inputs.device):
             total = None
             for start in range(0, n, per_chunk):
                 m = min(per_chunk, n - start)
@@ -371,32 +391,22 @@ class OcclusionParams(CaptumParams):
 class OcclusionMethod(CaptumMethod):
     """Mean over the patches covering a pixel of r_n(x) − r_n(x with the patch set to the baseline)."""
 
+    name = "occlusion"
+    description = "Captum Occlusion with a square patch over all channels."
+    params_model = OcclusionParams
     captum_class = Occlusion
-
-    def __init__(
-        self,
-        model: nn.Module,
-        window: int = 8,
-        stride: int = 4,
-        baseline: float = 0.0,
-        perturbations_per_eval: int = 32,
-        noise_tunnel: NoiseTunnelParams | None = None,
-    ) -> None:
-        super().__init__(model, noise_tunnel, baselines=float(baseline), perturbations_per_eval=perturbations_per_eval)
-        self.window, self.stride = window, stride
+    captum_arguments = {"baseline": "baselines", "perturbations_per_eval": "perturbations_per_eval"}
 
     def chunk_arguments(self, batch: int, args: dict[str, Any]) -> dict[str, Any]:
-        fits = max(1, self.images_per_pass // batch)  # each perturbation is a copy of the whole batch
+        fits = max(1, self.pass_limit // batch)  # each perturbation is a copy of the whole batch
         return {"perturbations_per_eval": min(int(args["perturbations_per_eval"]), fits)}
 
     def _arguments(self, inputs: Tensor, overrides: dict[str, Any]) -> dict[str, Any]:
         channels, height, width = inputs.shape[1:]
-        if self.window > min(height, width):
-            raise UserError(f"occlusion: window {self.window} is larger than the {height}×{width} images")
-        shapes = {
-            "sliding_window_shapes": (channels, self.window, self.window),
-            "strides": (channels, self.stride, self.stride),
-        }
+        window, stride = self.params.window, self.params.stride
+        if window > min(height, width):
+            raise UserError(f"occlusion: window {window} is larger than the {height}×{width} images")
+        shapes = {"sliding_window_shapes": (channels, window, window), "strides": (channels, stride, stride)}
         return {**shapes, **super()._arguments(inputs, overrides)}
 
 
@@ -440,24 +450,17 @@ class GradCamParams(CaptumParams):
 class GradCamMethod(CaptumMethod):
     """ReLU(Σ_k α_k A_k), α_k = mean over positions of ∂r_n/∂A_k, upsampled to the image: ``[B, 1, H, W]``."""
 
+    name = "grad_cam"
+    description = "Captum LayerGradCam at a backbone layer, upsampled to the image: [B, 1, H, W]."
+    params_model = GradCamParams
     captum_class = UpsampledGradCam
-
-    def __init__(
-        self,
-        model: nn.Module,
-        layer: str | None = None,
-        relu_attributions: bool = True,
-        interpolate_mode: InterpolateMode = "bilinear",
-        noise_tunnel: NoiseTunnelParams | None = None,
-    ) -> None:
-        self.layer = layer
-        super().__init__(model, noise_tunnel, relu_attributions=relu_attributions, interpolate_mode=interpolate_mode)
+    captum_arguments = {"relu_attributions": "relu_attributions", "interpolate_mode": "interpolate_mode"}
 
     def needs_safe_copy(self) -> bool:
-        return self.layer is not None  # a private copy to tap, without in-place ops after the tap
+        return self.params.layer is not None  # a private copy to tap, without in-place ops after the tap
 
     def build_captum(self, network: nn.Module) -> Attribution:
-        return UpsampledGradCam(network, resolve_layer(network, self.layer))
+        return UpsampledGradCam(network, resolve_layer(network, self.params.layer))
 
 
 class GuidedGradCamParams(CaptumParams):
@@ -470,83 +473,33 @@ class GuidedGradCamParams(CaptumParams):
 class GuidedGradCamMethod(CaptumMethod):
     """Guided backprop ⊙ upsampled Grad-CAM (with ReLU)."""
 
+    name = "guided_grad_cam"
+    description = "Captum GuidedGradCam: guided backprop times upsampled Grad-CAM, on a hook-safe copy."
+    params_model = GuidedGradCamParams
     captum_class = GuidedGradCam
+    captum_arguments = {"interpolate_mode": "interpolate_mode"}
     hook_based = True
 
-    def __init__(
-        self,
-        model: nn.Module,
-        layer: str | None = None,
-        interpolate_mode: InterpolateMode = "bilinear",
-        noise_tunnel: NoiseTunnelParams | None = None,
-    ) -> None:
-        self.layer = layer
-        super().__init__(model, noise_tunnel, interpolate_mode=interpolate_mode)
-
     def build_captum(self, network: nn.Module) -> Attribution:
-        return GuidedGradCam(network, resolve_layer(network, self.layer))
+        return GuidedGradCam(network, resolve_layer(network, self.params.layer))
+
+
+METHODS: tuple[type[CaptumMethod], ...] = (
+    SaliencyMethod,
+    InputXGradientMethod,
+    IntegratedGradientsMethod,
+    SmoothGradMethod,
+    GuidedBackpropMethod,
+    DeconvolutionMethod,
+    DeepLiftMethod,
+    GradientShapMethod,
+    OcclusionMethod,
+    GradCamMethod,
+    GuidedGradCamMethod,
+)
+"""The Captum wrappers, in the order they register (the order ``sharedattr plugins`` lists them in)."""
 
 
 @hookimpl
 def register_methods(register):
-    register("saliency", SaliencyMethod, params=SaliencyParams, description="Captum Saliency: the input gradient.")
-    register(
-        "input_x_gradient",
-        InputXGradientMethod,
-        params=CaptumParams,
-        description="Captum InputXGradient: input times gradient.",
-    )
-    register(
-        "integrated_gradients",
-        IntegratedGradientsMethod,
-        params=IntegratedGradientsParams,
-        description="Captum IntegratedGradients from a constant baseline.",
-    )
-    register(
-        "smoothgrad",
-        SmoothGradMethod,
-        params=SmoothGradParams,
-        description="Captum Saliency in a smoothgrad NoiseTunnel: the gradient averaged over noisy inputs.",
-    )
-    register(
-        "guided_backprop",
-        GuidedBackpropMethod,
-        params=CaptumParams,
-        description="Captum GuidedBackprop (on a hook-safe copy of the model).",
-    )
-    register(
-        "deconvolution",
-        DeconvolutionMethod,
-        params=CaptumParams,
-        description="Captum Deconvolution (on a hook-safe copy of the model).",
-    )
-    register(
-        "deep_lift",
-        DeepLiftMethod,
-        params=DeepLiftParams,
-        description="Captum DeepLift (rescale rule) from a constant baseline, on a hook-safe copy of the model.",
-    )
-    register(
-        "gradient_shap",
-        GradientShapMethod,
-        params=GradientShapParams,
-        description="Captum GradientShap with constant baseline images; seeded.",
-    )
-    register(
-        "occlusion",
-        OcclusionMethod,
-        params=OcclusionParams,
-        description="Captum Occlusion with a square patch over all channels.",
-    )
-    register(
-        "grad_cam",
-        GradCamMethod,
-        params=GradCamParams,
-        description="Captum LayerGradCam at a backbone layer, upsampled to the image: [B, 1, H, W].",
-    )
-    register(
-        "guided_grad_cam",
-        GuidedGradCamMethod,
-        params=GuidedGradCamParams,
-        description="Captum GuidedGradCam: guided backprop times upsampled Grad-CAM, on a hook-safe copy.",
-    )
+    register_components(register, METHODS)

@@ -37,9 +37,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from sharedattr.encoding.channels import channel_contributions, dimension_channels
-from sharedattr.plugins.contracts import PairwiseAttribution
+from sharedattr.plugins.contracts import PairwiseAttribution, ReadoutModule, declared
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import MAX_STEPS, Params
+from sharedattr.plugins.params import MAX_STEPS, Configurable, Params, register_components
 
 Variant = Literal["product", "positive", "min", "mask", "own"]
 Path = Literal["gradient", "ig", "layer"]
@@ -170,11 +170,12 @@ def neuron_latents(model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
 def pooled_for_targets(model: nn.Module, latents: Tensor, targets: Tensor) -> Tensor:
     """``z_{t_i}`` ``[B, D]`` from backbone latents ``[B, ...]``: each item's pooled vector for its target neuron.
 
-    A readout whose neurons share one vector (``readout.shared_pooled``, e.g. ridge) gives it
-    directly: indexing ``pooled`` ``[B, N, D]`` would cost a ``[B, N, D]`` gradient buffer.
+    A readout whose neurons share one vector (it declares ``shared_pooled``, e.g. ridge:
+    :class:`~sharedattr.plugins.contracts.ReadoutModule`) gives it directly: indexing ``pooled``
+    ``[B, N, D]`` would cost a ``[B, N, D]`` gradient buffer.
     """
-    shared = getattr(model.readout, "shared_pooled", None)
-    if callable(shared):
+    shared = declared(model.readout, ReadoutModule).shared_pooled
+    if shared is not None:
         return shared(latents)
     pooled = model.readout.pooled(latents)  # [B, N, D]
     return pooled[torch.arange(latents.shape[0], device=pooled.device), targets]
@@ -234,46 +235,35 @@ class ParallelBackpropParams(Params):
     )
 
 
-class ParallelBackprop(PairwiseAttribution):
+class ParallelBackprop(Configurable, PairwiseAttribution):
     """Parallel backpropagation of a driver/reference pair through their shared latent features.
 
     ``model`` is an encoding model (images ``[B, C, H, W]`` in [0, 1] → ``[B, N]``) with
-    ``latents(images)`` and a readout meeting ``r_n = φ(⟨w_n, z_n(x)⟩ + b_n)``.
+    ``latents(images)`` and a readout meeting ``r_n = φ(⟨w_n, z_n(x)⟩ + b_n)``. Its params
+    (:class:`ParallelBackpropParams`, the one place of their defaults) come validated, or as keywords:
+    ``ParallelBackprop(model, path="gradient")``.
     """
 
+    name = "parallel_backprop"
+    description = "Shared-feature attribution (Lappe et al. 2024): both images of a pair backpropagated through s."
+    params_model = ParallelBackpropParams
     batch_invariant: ClassVar[bool] = True
     thread_safe: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        model: nn.Module,
-        variant: Variant = "product",
-        mask_threshold: float = 0.0,
-        sharing: Sharing = "dimension",
-        path: Path = "layer",
-        n_steps: int = 16,
-        baseline: float = 0.0,
-        reduce: Reduction = "none",
-        smooth_sigma: float = 0.0,
-        clip_percentile: float | None = None,
-        internal_batch_size: int | None = None,
-    ) -> None:
+    def __init__(self, model: nn.Module, params: ParallelBackpropParams | None = None, **overrides: Any) -> None:
         super().__init__(model)
         self.model = model
-        self.variant, self.mask_threshold, self.sharing = variant, mask_threshold, sharing
-        self.path, self.n_steps, self.baseline = path, n_steps, baseline
-        self.reduce, self.smooth_sigma, self.clip_percentile = reduce, smooth_sigma, clip_percentile
-        self.internal_batch_size = internal_batch_size
-        self.images_per_pass: int | None = None
+        self.params: ParallelBackpropParams = self.resolve_params(params, overrides)
+        self.pass_limit: int | None = None
 
     def limit_images_per_pass(self, images: int) -> None:
         """Hold at most about ``images`` images per pass of the ``ig`` path (its steps are chunked; the sum over
         steps runs in step order whatever the chunks, so the maps do not depend on the budget)."""
-        self.images_per_pass = int(images)
+        self.pass_limit = int(images)
 
     @property
     def multiplies_by_inputs(self) -> bool:
-        return self.path in ("ig", "layer")
+        return self.params.path in ("ig", "layer")
 
     def has_convergence_delta(self) -> bool:
         return False
@@ -297,7 +287,7 @@ class ParallelBackprop(PairwiseAttribution):
         targets = _targets(target, x_a.shape[0], x_a.device)
         if shared_weights is not None and shared_weights.dim() == 1:
             shared_weights = shared_weights.expand(x_a.shape[0], -1)
-        step = self.internal_batch_size or max(1, x_a.shape[0])
+        step = self.params.internal_batch_size or max(1, x_a.shape[0])
         parts = [
             self._attribute_items(
                 x_a[i : i + step],
@@ -308,9 +298,10 @@ class ParallelBackprop(PairwiseAttribution):
             for i in range(0, x_a.shape[0], step)
         ]
         ooc, ref, shared = parts[0] if len(parts) == 1 else (torch.cat(p) for p in zip(*parts))
+        p = self.params
         return SharedAttribution(
-            postprocess(ooc, self.reduce, self.smooth_sigma, self.clip_percentile),
-            postprocess(ref, self.reduce, self.smooth_sigma, self.clip_percentile),
+            postprocess(ooc, p.reduce, p.smooth_sigma, p.clip_percentile),
+            postprocess(ref, p.reduce, p.smooth_sigma, p.clip_percentile),
             shared,
         )
 
@@ -322,7 +313,7 @@ class ParallelBackprop(PairwiseAttribution):
         both = torch.cat([x_a, x_b])  # [2b, C, H, W]: one batch for both images of every item
         both_targets = torch.cat([targets, targets])
         with torch.enable_grad():
-            if self.path == "layer":
+            if self.params.path == "layer":
                 with torch.no_grad():
                     latents = self.model.latents(both)
                 if latents.dim() != 4:
@@ -337,7 +328,7 @@ class ParallelBackprop(PairwiseAttribution):
                 cam = (grad * latents).sum(dim=1, keepdim=True).detach()  # [2b, 1, h, w]
                 maps = F.interpolate(cam, size=tuple(both.shape[-2:]), mode="bilinear", align_corners=False)
                 return maps[:b], maps[b:], s
-            if self.path == "gradient":
+            if self.params.path == "gradient":
                 x = both.requires_grad_(True)  # a fresh tensor: torch.cat copied the inputs
                 z = neuron_latents(self.model, x, both_targets)  # [2b, D]
                 s = self._shared(z.detach(), targets, shared)
@@ -357,22 +348,24 @@ class ParallelBackprop(PairwiseAttribution):
         b = targets.shape[0]
         readout = self.model.readout
         w = readout.weight[targets.to(readout.weight.device)].to(z.device)
-        if self.sharing == "channel":
+        variant, threshold = self.params.variant, self.params.mask_threshold
+        if self.params.sharing == "channel":
             channels = dimension_channels(readout, w.shape[1], z.device)
-            return channel_shared_weights(w, z[:b], z[b:], channels, self.variant, self.mask_threshold).detach()
-        return shared_weights(w, z[:b], z[b:], self.variant, self.mask_threshold).detach()
+            return channel_shared_weights(w, z[:b], z[b:], channels, variant, threshold).detach()
+        return shared_weights(w, z[:b], z[b:], variant, threshold).detach()
 
     def _path_integral(self, x: Tensor, targets: Tensor, s: Tensor) -> Tensor:
         """``(x − x₀) ⊙ Σ_k ω_k ∂⟨s, z(x₀ + α_k(x − x₀))⟩/∂x`` ``[B, C, H, W]``: the steps in chunks of
-        :attr:`images_per_pass` images (all in one batch when unbounded), summed in step order."""
-        nodes, weights = np.polynomial.legendre.leggauss(self.n_steps)
+        :attr:`pass_limit` images (all in one batch when unbounded), summed in step order."""
+        n_steps = self.params.n_steps
+        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
         alphas = torch.tensor((nodes + 1) / 2, dtype=x.dtype, device=x.device)  # in (0, 1)
         omegas = torch.tensor(weights / 2, dtype=x.dtype, device=x.device)  # sum to 1
-        base = torch.full_like(x, self.baseline)
+        base = torch.full_like(x, self.params.baseline)
         n = x.shape[0]
-        per_chunk = self.n_steps if self.images_per_pass is None else max(1, self.images_per_pass // n)
+        per_chunk = n_steps if self.pass_limit is None else max(1, self.pass_limit // n)
         mean_grad = torch.zeros_like(x)
-        for start in range(0, self.n_steps, per_chunk):
+        for start in range(0, n_steps, per_chunk):
             a = alphas[start : start + per_chunk]
             k = a.shape[0]
             path = (base[None] + a.view(k, 1, 1, 1, 1) * (x - base)[None]).reshape(k * n, *x.shape[1:])
@@ -386,9 +379,4 @@ class ParallelBackprop(PairwiseAttribution):
 
 @hookimpl
 def register_methods(register):
-    register(
-        "parallel_backprop",
-        ParallelBackprop,
-        params=ParallelBackpropParams,
-        description="Shared-feature attribution (Lappe et al. 2024): both images of a pair backpropagated through s.",
-    )
+    register_components(register, [ParallelBackprop])

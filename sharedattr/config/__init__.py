@@ -8,16 +8,8 @@ __all__ = ["ExperimentSpec", "load_experiment", "read_config", "validate_experim
 
 
 def __getattr__(name: str):
-    """``sharedattr.config`` was the config-file module: its other names now live in :mod:`sharedattr.config.files`."""
-    import warnings
+    """``sharedattr.config`` was the config-file module: its other names now live in :mod:`sharedattr.config.files`
+    (deprecated there, see :mod:`sharedattr._deprecated`)."""
+    from sharedattr._deprecated import moved_attribute
 
-    from sharedattr.config import files
-
-    if name.startswith("__") or not hasattr(files, name):
-        raise AttributeError(f"module 'sharedattr.config' has no attribute {name!r}")
-    warnings.warn(
-        f"sharedattr.config.{name} is deprecated: import it from sharedattr.config.files",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(files, name)
+    return moved_attribute(__name__, name)

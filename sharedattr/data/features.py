@@ -24,6 +24,7 @@ import os
 import socket
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,18 +129,27 @@ def release_pages(latents: Tensor) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class FeatureCache:
+    """Where the features of one backbone on one stimulus set are cached: in ``folder``, keyed by the backbone's
+    canonical spec (``backbone_spec``) and the stimuli's content digest (``stimuli_digest``, computed when None: it
+    reads every image file; pass it when it is at hand)."""
+
+    folder: Path
+    backbone_spec: dict[str, Any]
+    stimuli_digest: str | None = None
+
+
 @on_one_thread
 @torch.inference_mode()
 def extract_features(
     backbone: nn.Module,
     stimuli: StimulusSet,
     *,
-    backbone_spec: dict[str, Any] | None = None,
-    cache_dir: Path | None = None,
+    cache: FeatureCache | None = None,
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     progress: bool = True,
-    stimuli_digest: str | None = None,
     memory_mb: int | None = None,
 ) -> tuple[Tensor, bool]:
     """Latents of every stimulus, ``[S, *backbone.latent_shape]`` float32 on the CPU, and whether the cache hit.
@@ -150,21 +160,19 @@ def extract_features(
 
     Before computing, every image is decoded once and all failures are raised together
     (:meth:`StimulusSet.check_images`). A cache hit skips that: its key hashes the very bytes
-    that decoded when the cache was written. ``backbone_spec`` (the canonical spec dict) and
-    ``cache_dir`` enable the cache; without them the latents are computed into memory.
-    ``stimuli_digest`` passes a :meth:`StimulusSet.content_digest` the caller already has (it reads
-    every image file). Peak memory is one batch of images plus, without a cache, the latents
-    themselves (with a cache, the latents go to the file batch by batch, and an interrupted
-    extraction leaves neither the cache file nor its temporary file).
+    that decoded when the cache was written. With ``cache`` (a :class:`FeatureCache`) the latents go through
+    the cache; without it they are computed into memory. Peak memory is one batch of images per worker plus,
+    without a cache, the latents themselves (with a cache, the latents go to the file batch by batch, and an
+    interrupted extraction leaves neither the cache file nor its temporary file).
     """
     size, channels = tuple(backbone.input_size), int(backbone.in_channels)
     shape = (len(stimuli), *backbone.latent_shape)
     path = None
     damaged: list[Path] = []
-    if backbone_spec is not None and cache_dir is not None:
-        key = feature_key(backbone_spec, stimuli_digest or stimuli.content_digest(), size, channels)
-        path = Path(cache_dir) / f"features-{key}.npy"  # the slot: names the temporary file while writing
-        for candidate in cache_files(Path(cache_dir), key):
+    if cache is not None:
+        key = feature_key(cache.backbone_spec, cache.stimuli_digest or stimuli.content_digest(), size, channels)
+        path = Path(cache.folder) / f"features-{key}.npy"  # the slot: names the temporary file while writing
+        for candidate in cache_files(Path(cache.folder), key):
             cached = _open_verified(candidate, shape)
             if isinstance(cached, Tensor):
                 stimuli.check_images(images=False)  # the masks, which the cache does not cover

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sharedattr.data.stimuli import DataError, StimulusSet
-from sharedattr.runtime.errors import MissingFileError
+from sharedattr.data.stimuli import StimulusSet
+from sharedattr.runtime.errors import DataError, MissingFileError
 
 
 def load_neuron_parts(path: str | Path, part_names: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:

@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 
-from sharedattr.data.stimuli import DataError
 from sharedattr.data.trials import (
     MAX_DIM,
     Responses,
@@ -56,7 +55,7 @@ from sharedattr.data.trials import (
     stack_trials,
     trial_groups,
 )
-from sharedattr.runtime.errors import UserError
+from sharedattr.runtime.errors import DataError, UserError
 
 TIME_WINDOW_HINT = "NWB spike times need data.time_window = [start_ms, end_ms], e.g. [70, 170]"
 BUILTIN_INTERVALS = ("trials", "epochs", "invalid_times")

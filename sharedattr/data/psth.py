@@ -28,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sharedattr.data.stimuli import DataError
 from sharedattr.data.trials import SHORTER_WINDOW, as_strings, dims_problem, size_problem
-from sharedattr.runtime.errors import UserError
+from sharedattr.runtime.errors import DataError, UserError
 
 PSTH_DATASET = "psth"
 NEURON_DATASETS = ("neuroid_id", "channel_id")

@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sharedattr.data.psth import bin_edges, binned_npy, read_hdf5, window_bins, window_mean
-from sharedattr.data.stimuli import DataError
 from sharedattr.data.trials import (
     MAX_ABS_RESPONSE,
     SHORTER_WINDOW,
@@ -56,7 +55,7 @@ from sharedattr.data.trials import (
     stack_trials,
     trial_groups,
 )
-from sharedattr.runtime.errors import MissingFileError, UserError
+from sharedattr.runtime.errors import DataError, MissingFileError, UserError
 
 if TYPE_CHECKING:
     import xarray

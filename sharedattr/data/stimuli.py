@@ -1,55 +1,26 @@
 """Stimulus sets, validated before any compute starts.
 
-Stimuli come from a CSV manifest (``stimulus_id, path, category``, optional ``mask`` and
-``mask:<part>`` columns) or a folder with one sub-folder of images per category. Every
-problem found is reported at once.
-
-Images are read with Pillow, whatever their mode, as ``[C, H, W]`` float in [0, 1] (see
-:meth:`StimulusSet.load_images`): 8-bit modes (``1``, ``L``, ``P``, ``RGB``, ``CMYK``, ...)
-are converted to grey or RGB by Pillow, dropping any alpha channel (``LA``, ``RGBA``,
-transparent palettes); 16-bit grey (``I;16``) is divided by 65535; 32-bit integer grey
-(``I``) must lie in 0 … 65535 and is read as 16-bit; float grey (``F``) must lie in [0, 1].
-NaN or infinite pixels, values outside those ranges, undecodable, truncated or
-decompression-bomb files are a :class:`DataError` naming each file. Only the first frame of
-an animated or multi-page file is read, and EXIF orientation tags are not applied.
+Stimuli come from a CSV manifest (``stimulus_id, path, category``, optional ``mask`` and ``mask:<part>`` columns;
+read by :mod:`sharedattr.data.manifest`) or a folder with one sub-folder of images per category. Every problem found
+is reported at once. Images and masks are decoded as :mod:`sharedattr.data.images` says.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from sharedattr.data.archives import ZipMember, ZipReadError, image_source, zip_members
-from sharedattr.runtime.errors import MissingFileError, UserError
+from sharedattr.data.archives import ZipMember, ZipReadError
+from sharedattr.data.images import decode_image, failure, image_problems, is_grey, read_mask
+from sharedattr.data.manifest import PART_PREFIX, read_folder, read_manifest
+from sharedattr.runtime.errors import DataError, MissingFileError
 
-if TYPE_CHECKING:
-    from PIL.Image import Image as PILImage
-
-HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
-"""Pillow modes of one grey channel deeper than 8 bits: scaled to [0, 1] by sharedattr, not clipped by Pillow."""
-GREY_MODES = ("1", "L", "LA", *HIGH_DEPTH_MODES)
-"""Pillow modes of grey images (``LA``: grey with alpha, which is dropped)."""
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-MAX_LISTED = 20
-PART_PREFIX = "mask:"
-
-
-class DataError(UserError):
-    """Problems in the user's stimuli or responses, listed all at once."""
-
-    def __init__(self, source: object, problems: list[str]) -> None:
-        self.source, self.problems = source, problems
-        shown = problems[:MAX_LISTED]
-        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        super().__init__(f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in shown) + more)
+__all__ = ["DataError", "PART_PREFIX", "StimulusSet"]  # DataError lives in runtime.errors; imported from here too
 
 
 @dataclass(frozen=True)
@@ -98,107 +69,13 @@ class StimulusSet:
     @classmethod
     def from_manifest(cls, path: Path, *, images: Path | None = None, category_column: str = "category") -> StimulusSet:
         """A CSV with ``stimulus_id``, the image column (``path``, or BrainIO's ``filename``), the category column
-        and optional ``mask``/``mask:<part>`` columns; other columns (metadata) are ignored."""
-        problems: list[str] = []
-        try:
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                fieldnames = list(reader.fieldnames or [])
-                rows = list(reader)
-        except UnicodeDecodeError as err:
-            raise DataError(
-                path,
-                [
-                    f"not UTF-8 text ({err.reason} at byte {err.start}); a manifest is a CSV "
-                    "file (stimulus_id, path, category)"
-                ],
-            ) from None
-        except csv.Error as err:
-            raise DataError(path, [f"not a readable CSV file: {err}"]) from None
-        columns = set(fieldnames)
-        image_column = "path" if "path" in columns or "filename" not in columns else "filename"
-        missing = [c for c in ("stimulus_id", image_column, category_column) if c not in columns]
-        if missing:
-            hint = (
-                f"; the category column is set by data.category_column (columns here: {', '.join(fieldnames)})"
-                if category_column in missing
-                else ""
-            )
-            raise DataError(
-                path,
-                [
-                    f"missing column(s) {', '.join(sorted(missing))}; a stimulus set needs stimulus_id, path "
-                    f"(or BrainIO's filename) and {category_column} (and optionally mask){hint}"
-                ],
-            )
-        part_columns = [c for c in fieldnames if c.startswith(PART_PREFIX)]
-        for c in part_columns:
-            if not c[len(PART_PREFIX) :].strip():
-                problems.append(f"column {c!r}: a part mask column needs a part name, e.g. 'mask:head'")
-        locate, missing_file, source_problems = _locator(path, images, rows, [image_column, "mask", *part_columns])
-        if source_problems:
-            raise DataError(path, source_problems)
-        ids, paths, cats, masks, seen = [], [], [], [], {}
-        located: list[tuple[str, str, Path | ZipMember | None]] = []  # (line: column, stimulus id, file) per cell
-        parts: dict[str, list[Any]] = {c[len(PART_PREFIX) :].strip(): [] for c in part_columns}
-        for line, row in enumerate(rows, start=2):
-            sid, rel, cat = (
-                (row.get("stimulus_id") or "").strip(),
-                (row.get(image_column) or "").strip(),
-                (row.get(category_column) or "").strip(),
-            )
-            if not sid:
-                problems.append(f"line {line}: empty stimulus_id")
-            elif sid in seen:
-                problems.append(f"line {line}: duplicate stimulus_id {sid!r} (first on line {seen[sid]})")
-            seen.setdefault(sid, line)
-            if not cat:
-                problems.append(f"line {line}: empty {category_column}")
-            of = f" (stimulus_id {sid!r})" if sid else ""
-            image = locate(rel) if rel else None
-            if image is None:
-                problems.append(f"line {line}: image {missing_file(rel) if rel else 'not found: (empty path)'}{of}")
-            mask_rel = (row.get("mask") or "").strip()
-            mask = locate(mask_rel) if mask_rel else None
-            if mask_rel and mask is None:
-                problems.append(f"line {line}: mask {missing_file(mask_rel)}{of}")
-            for column in part_columns:
-                part_rel = (row.get(column) or "").strip()
-                part_mask = locate(part_rel) if part_rel else None
-                if part_rel and part_mask is None:
-                    problems.append(f"line {line}: {column} {missing_file(part_rel)}{of}")
-                parts[column[len(PART_PREFIX) :].strip()].append(part_mask)
-                located.append((f"line {line}: {column}", sid, part_mask))
-            ids.append(sid), paths.append(image), cats.append(cat), masks.append(mask)
-            located += [(f"line {line}: image", sid, image), (f"line {line}: mask", sid, mask)]
-        if not rows:
-            problems.append("the manifest lists no stimuli")
-        if problems:
-            raise DataError(path, problems + _unreadable_members(located))
-        return cls(tuple(ids), tuple(paths), tuple(cats), tuple(masks), {p: tuple(v) for p, v in parts.items()})
+        and optional ``mask``/``mask:<part>`` columns (:func:`~sharedattr.data.manifest.read_manifest`)."""
+        return cls(**vars(read_manifest(path, images=images, category_column=category_column)))
 
     @classmethod
     def from_folder(cls, path: Path) -> StimulusSet:
-        ids, paths, cats, first = [], [], [], {}
-        problems = []
-        for category in sorted(p for p in path.iterdir() if p.is_dir()):
-            for image in sorted(p for p in category.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-                sid = f"{category.name}/{image.stem}"
-                if sid in first:
-                    problems.append(
-                        f"{image.name} and {first[sid].name} in {category.name}/ both give stimulus id "
-                        f"{sid!r}; rename one of them"
-                    )
-                    continue
-                first[sid] = image
-                ids.append(sid)
-                paths.append(image)
-                cats.append(category.name)
-        if not ids:
-            problems.append("no images found; expected one sub-folder of images per category")
-        if problems:
-            raise DataError(path, problems)
-        return cls(tuple(ids), tuple(paths), tuple(cats), (None,) * len(ids))
+        """One sub-folder of images per category (:func:`~sharedattr.data.manifest.read_folder`)."""
+        return cls(**vars(read_folder(path)))
 
     def check_images(self, images: bool = True) -> None:
         """Decode every image (unless ``images`` is False) and every mask once and check its pixels; raise
@@ -214,14 +91,14 @@ class StimulusSet:
         problems = []
         for i, (sid, p) in enumerate(zip(self.ids, self.paths)):
             if images and i not in skip:
-                problems += _image_problems(sid, p)
+                problems += image_problems(sid, p)
             masks = [("mask", self.masks[i])] + [
                 (f"{PART_PREFIX}{part}", paths[i]) for part, paths in self.part_masks.items()
             ]
             for column, mask in masks:
                 if mask is not None:
                     try:
-                        _read_mask(mask, (1, 1))
+                        read_mask(mask, (1, 1))
                     except DataError as err:
                         problems.append(f"{sid}: {column}: {err.problems[0]}")
         return problems
@@ -244,27 +121,16 @@ class StimulusSet:
         Any Pillow mode is read as the module docstring says (alpha dropped, 16-bit scaled);
         :class:`DataError` lists every image that cannot be decoded or has unusable pixels.
         """
-        from PIL import Image
-
         indices = range(len(self)) if indices is None else indices
-        mode = "L" if channels == 1 else "RGB"
         out = torch.empty(len(indices), channels, *size)
         problems = []
         for row, i in enumerate(indices):
             try:
-                with Image.open(image_source(self.paths[i])) as im:
-                    grey = _high_depth_grey(im)
-                    if grey is None:
-                        im = im.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
-                        arr = np.asarray(im, dtype=np.float32) / 255.0
-                    else:
-                        resized = Image.fromarray(grey).resize((size[1], size[0]), Image.BILINEAR)
-                        arr = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)[..., None]
-                        arr = np.repeat(arr, channels, axis=2)
+                arr = decode_image(self.paths[i], size, channels)
             except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
-                problems.append(_failure(self.ids[i], "image", self.paths[i], err))
+                problems.append(failure(self.ids[i], "image", self.paths[i], err))
                 continue
-            out[row] = torch.from_numpy(arr.reshape(size[0], size[1], -1)).permute(2, 0, 1)
+            out[row] = torch.from_numpy(arr).permute(2, 0, 1)
         if problems:
             raise DataError("stimulus images", problems)
         return out
@@ -276,19 +142,10 @@ class StimulusSet:
 
         Reads only the files' headers; an image that cannot be opened counts as colour (decoding reports it).
         """
-        from PIL import Image
-
         if model_channels == 1:
             return 1
         indices = range(len(self)) if indices is None else indices
-        for i in indices:
-            try:
-                with Image.open(image_source(self.paths[i])) as im:
-                    if im.mode not in GREY_MODES:
-                        return model_channels
-            except Exception:  # noqa: BLE001 - decoding reports unreadable files with their reason
-                return model_channels
-        return 1
+        return 1 if all(is_grey(self.paths[i]) for i in indices) else model_channels
 
     def content_digest(self) -> str:
         """SHA-256 of the ids, categories and every image's bytes (a ZIP member's inflated bytes: what is decoded): the
@@ -309,7 +166,7 @@ class StimulusSet:
                         for block in iter(lambda: f.read(1 << 20), b""):
                             h.update(block)
             except (OSError, ZipReadError) as err:
-                problems.append(_failure(sid, "image", p, err, "read"))
+                problems.append(failure(sid, "image", p, err, "read"))
                 failed.add(i)
             h.update(b"\1")
         if problems:
@@ -328,7 +185,7 @@ class StimulusSet:
         out = torch.zeros(len(indices), *size, dtype=torch.bool)
         for row, i in enumerate(indices):
             if self.masks[i] is not None:
-                out[row] = _read_mask(self.masks[i], size)
+                out[row] = read_mask(self.masks[i], size)
         return out
 
     def has_part(self, index: int, part: str) -> bool:
@@ -354,123 +211,5 @@ class StimulusSet:
         for row, (i, names) in enumerate(zip(indices, parts)):
             for name in names:
                 if self.part_masks[name][i] is not None:
-                    out[row] |= _read_mask(self.part_masks[name][i], size)
+                    out[row] |= read_mask(self.part_masks[name][i], size)
         return out
-
-
-def _locator(
-    manifest: Path, images: Path | None, rows: list[dict[str, str]], columns: list[str]
-) -> tuple[Callable[[str], Path | ZipMember | None], Callable[[str], str], list[str]]:
-    """``locate(relative path)`` → the file or ZIP member (None when unusable), ``missing(relative path)`` → a
-    phrase saying where it was looked for and why it fails, and the problems of the image source itself."""
-    if images is not None and images.suffix.lower() == ".zip":
-        names = [(row.get(c) or "").strip() for row in rows for c in columns]
-        members, reasons, error = zip_members(images, [n for n in names if n])
-        return (
-            members.get,
-            lambda rel: f"{images}:{rel} {reasons.get(rel, 'is not in the archive')}",
-            [] if error is None else [error],
-        )
-    base = manifest.parent if images is None else images
-
-    def locate(rel: str) -> Path | None:
-        candidate = base / rel
-        return candidate if _is_file(candidate) else None
-
-    return locate, lambda rel: f"not found: {base / rel}", []
-
-
-def _unreadable_members(located: list[tuple[str, str, Path | ZipMember | None]]) -> list[str]:
-    """One problem per ZIP member of ``located`` (``(where, stimulus id, file)``) whose data cannot be read (a damaged
-    stream, found only by reading it), so that a stimulus set already refused lists them too; each member is read
-    once, however many cells name it."""
-    problems, seen = [], {}
-    for where, sid, member in located:
-        if isinstance(member, ZipMember):
-            if member not in seen:
-                try:
-                    member.read_bytes()
-                    seen[member] = None
-                except ZipReadError as err:
-                    seen[member] = str(err)
-            if seen[member] is not None:
-                of = f" (stimulus_id {sid!r})" if sid else ""
-                problems.append(f"{where} {seen[member]}{of}")
-    return problems
-
-
-def _is_file(path: Path) -> bool:
-    """``path.is_file()``, False where the OS cannot even look the name up (e.g. a name too long)."""
-    try:
-        return path.is_file()
-    except OSError:
-        return False
-
-
-def _high_depth_grey(im: PILImage) -> np.ndarray | None:
-    """The pixels of a 16-bit, 32-bit integer or float grey image as float32 ``[H, W]`` in [0, 1]; None for other modes.
-
-    ``I;16*`` is divided by 65535; ``I`` must lie in 0 … 65535 (16-bit data stored as 32-bit)
-    and is divided by 65535; ``F`` must lie in [0, 1]. Raises ValueError for NaN or infinite
-    pixels and for values out of range, rather than letting Pillow clip them to 0 … 255.
-    """
-    if im.mode not in HIGH_DEPTH_MODES:
-        return None
-    a = np.asarray(im, dtype=np.float64)
-    if not np.isfinite(a).all():
-        raise ValueError(f"{int((~np.isfinite(a)).sum())} NaN or infinite pixel value(s) (mode {im.mode})")
-    low, high = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-    if im.mode == "F":
-        if low < 0 or high > 1:
-            raise ValueError(
-                f"float (mode F) pixels range from {low:g} to {high:g}; sharedattr reads float images "
-                "as intensities in [0, 1]: rescale them, or save 8- or 16-bit images"
-            )
-        return a.astype(np.float32)
-    if low < 0 or high > 65535:
-        raise ValueError(
-            f"32-bit integer (mode {im.mode}) pixels range from {low:g} to {high:g}; sharedattr reads "
-            "them as 16-bit intensities in 0 ... 65535: rescale them, or save 8- or 16-bit images"
-        )
-    return (a / 65535.0).astype(np.float32)
-
-
-def _read_mask(path: Path | ZipMember, size: tuple[int, int]) -> Tensor:
-    """A mask image → ``[H, W]`` bool (nonzero pixels, nearest resize to ``size``); DataError if unreadable."""
-    from PIL import Image
-
-    try:
-        with Image.open(image_source(path)) as im:
-            if im.mode in HIGH_DEPTH_MODES:  # nonzero before any conversion: Pillow would round 0.4 to 0
-                a = np.asarray(im, dtype=np.float64)
-                if not np.isfinite(a).all():
-                    raise ValueError(f"NaN or infinite pixel values (mode {im.mode})")
-                im = Image.fromarray(((a != 0) * 255).astype(np.uint8))
-            return torch.from_numpy(np.asarray(im.convert("L").resize((size[1], size[0]), Image.NEAREST)) > 0)
-    except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
-        raise DataError("stimulus masks", [_failure(None, "mask", path, err)]) from None
-
-
-def _image_problems(sid: str, path: Path | ZipMember) -> list[str]:
-    """Why image ``path`` of stimulus ``sid`` cannot be used (empty when it can): decode errors, unusable pixels."""
-    from PIL import Image
-
-    try:
-        with Image.open(image_source(path)) as im:
-            im.load()
-            try:
-                _high_depth_grey(im)  # range and finiteness of 16-bit, 32-bit and float pixels
-            except ValueError as err:
-                return [f"{sid}: unusable pixels in image {path}: {err}"]
-    except Exception as err:  # noqa: BLE001 - Pillow raises many types for corrupt files
-        return [_failure(sid, "image", path, err)]
-    return []
-
-
-def _failure(sid: str | None, what: str, path: Path | ZipMember, err: Exception, verb: str = "decode") -> str:
-    """One problem line: stimulus ``sid`` (when given) cannot read or decode its ``what`` (image, mask) at ``path``.
-    A :class:`ZipReadError` already names the archive, the member, why and the fix."""
-    head = f"{sid}: " if sid is not None else ""
-    if isinstance(err, ZipReadError):
-        return f"{head}{what} {err}"
-    return f"{head}cannot {verb} {what} {path}: {type(err).__name__}: {err}"

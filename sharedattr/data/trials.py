@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sharedattr.data.stimuli import DataError, StimulusSet
-from sharedattr.runtime.errors import UserError
+from sharedattr.data.stimuli import StimulusSet
+from sharedattr.runtime.errors import DataError, UserError
 
 
 def as_strings(values: object) -> list[str]:

@@ -11,20 +11,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sharedattr.plugins.contracts import ReadoutModule, declared
+
 
 def dimension_channels(readout: nn.Module, n_dimensions: int, device: torch.device | str = "cpu") -> Tensor:
-    """The latent channel of each readout dimension ``[D]``: the readout's ``dimension_channels()`` where it has
-    one (ridge on flattened ``[C, H, W]`` latents), else each dimension is its own channel (pooled readouts)."""
-    channels = getattr(readout, "dimension_channels", None)
-    if callable(channels):
-        index = channels().to(device=device, dtype=torch.long)
-        if index.shape != (n_dimensions,):
-            raise ValueError(
-                f"{type(readout).__name__}.dimension_channels() has shape {tuple(index.shape)}; "
-                f"expected ({n_dimensions},)"
-            )
-        return index
-    return torch.arange(n_dimensions, device=device)
+    """The latent channel of each of the ``n_dimensions`` readout dimensions, ``[D]`` long on ``device``: the
+    readout's ``dimension_channels()`` (ridge on flattened ``[C, H, W]`` latents: one channel per ``H·W``
+    dimensions), by default each dimension its own channel (pooled readouts; :class:`ReadoutModule`)."""
+    index = declared(readout, ReadoutModule).dimension_channels().to(device=device, dtype=torch.long)
+    if index.shape != (n_dimensions,):
+        raise ValueError(
+            f"{type(readout).__name__}.dimension_channels() has shape {tuple(index.shape)}; expected ({n_dimensions},)"
+        )
+    return index
 
 
 def channel_contributions(contributions: Tensor, channels: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ from sharedattr.encoding.scores import (
     unscorable_reasons,
 )
 from sharedattr.encoding.store import READOUT_FILE, load_readout_state
+from sharedattr.plugins.contracts import ReadoutModule, declared
 from sharedattr.runtime.errors import UserError
 
 MIN_TRAIN_STIMULI = 2
@@ -69,30 +70,40 @@ def predict(readout: nn.Module, latents: Tensor, batch_size: int, device: torch.
     return torch.cat([readout(chunk.to(device)).cpu() for chunk in latents.split(batch_size)])
 
 
+@dataclass(frozen=True)
+class FitSettings:
+    """How :func:`fit_readout` splits, fits and scores.
+
+    ``test_fraction`` of the stimuli with responses is held out, drawn by ``split_seed``; predictions run
+    ``batch_size`` latents at a time on ``device``; ``name`` (the readout's registered name) labels errors.
+    """
+
+    test_fraction: float
+    split_seed: int
+    batch_size: int = 32
+    device: torch.device | str = "cpu"
+    name: str = "readout"
+
+
 def fit_readout(
     readout: nn.Module,
     backbone: nn.Module,
     latents: Tensor,
     responses: Tensor,
     neuron_ids: list[str],
-    *,
-    test_fraction: float,
-    split_seed: int,
-    batch_size: int = 32,
-    device: torch.device | str = "cpu",
+    settings: FitSettings,
     saved: Path | None = None,
-    name: str = "readout",
 ) -> Fit:
     """Fit ``readout`` (built, not yet fitted) on a train split of the stimuli with responses; score Pearson r
-    on the rest.
+    on the rest (:class:`FitSettings`).
 
-    ``latents`` ``[S, ...]`` and ``responses`` ``[S, N]`` (NaN = not measured) are aligned.
-    With ``saved``, a model folder written by a fit of the same spec and data, its readout
-    is loaded instead of fitted: the same split and scores as the run that fitted it.
-    ``name`` (the readout's registered name) labels errors.
+    ``latents`` ``[S, ...]`` and ``responses`` ``[S, N]`` (NaN = not measured) are aligned. The readout fits on the
+    training rows through its ``fit_rows`` (:class:`~sharedattr.plugins.contracts.ReadoutModule`: ridge reads them
+    in place; the default fits on their copy). With ``saved``, a model folder written by a fit of the same spec and
+    data, its readout is loaded instead of fitted: the same split and scores as the run that fitted it.
     """
     measured = (~torch.isnan(responses)).any(1).nonzero().squeeze(1)
-    train_rel, test_rel = split_indices(len(measured), test_fraction, split_seed)
+    train_rel, test_rel = split_indices(len(measured), settings.test_fraction, settings.split_seed)
     train, test = measured[train_rel], measured[test_rel]
     n_train = (~torch.isnan(responses[train])).sum(0)
     few = [f"{neuron_ids[i]} ({int(n_train[i])})" for i in (n_train < MIN_TRAIN_STIMULI).nonzero().squeeze(1).tolist()]
@@ -104,21 +115,17 @@ def fit_readout(
             "stimuli."
         )
     if saved is None:
-        fit_rows = getattr(readout, "fit_rows", None)  # optional: a fit on the training rows without copying them
-        if callable(fit_rows):
-            fit_rows(latents, responses, train)
-        else:
-            readout.fit(latents[train], responses[train])
+        declared(readout, ReadoutModule).fit_rows(latents, responses, train)
     else:
         readout.initialize(tuple(latents.shape[1:]), len(neuron_ids))
         load_readout_state(readout, saved / READOUT_FILE)
-    readout = readout.to(device)
+    readout = readout.to(settings.device)
     model = EncodingModel(backbone, readout, neuron_ids).eval()
-    predicted = predict(readout, latents, batch_size, device)
+    predicted = predict(readout, latents, settings.batch_size, settings.device)
     bad = (~torch.isfinite(predicted)).any(0).nonzero().squeeze(1).tolist()
     if bad:
         raise UserError(
-            f"the {name} readout predicts NaN or infinite responses for neuron(s) "
+            f"the {settings.name} readout predicts NaN or infinite responses for neuron(s) "
             f"{', '.join(neuron_ids[i] for i in bad[:20])}: check data.responses for extreme values "
             "(rescale them) and the backbone's normalisation (mean, std)"
         )

@@ -7,6 +7,7 @@ tidy table as a pandas DataFrame; nothing is written to disk.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from sharedattr.data.ground_truth import load_neuron_parts
 from sharedattr.encoding.fit import predict
 from sharedattr.encoding.model import EncodingModel
 from sharedattr.experiment.context import RunContext, validated_specs
-from sharedattr.experiment.stages import PairSettings, explain_stage
+from sharedattr.experiment.stages import Components, PairSettings, Subject, explain_stage
 from sharedattr.experiment.tables import RESULT_COLUMNS
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.registry import Registry
@@ -92,59 +93,122 @@ def compare(
     metrics: Sequence[ComponentLike] = ("gini", "deletion", "insertion"),
     matcher: ComponentLike = "cosine",
     responses: Tensor | None = None,
-    preferred_category: str | None = None,
-    drivers_per_neuron: int = 2,
-    references_per_driver: int = 1,
-    match_on: str = "dimensions",
-    on_reference: bool = True,
-    reduce: str = "sum",
-    batch_size: int = 32,
-    memory_mb: int = 2048,
+    neuron_parts: Mapping[str, Sequence[str]] | str | Path | None = None,
+    pairs: Sequence[tuple[str | int, str, str]] | None = None,
+    settings: PairSettings | None = None,
     device: torch.device | str = "cpu",
     registry: Registry | None = None,
     progress: bool = False,
     return_maps: bool = False,
-    neuron_parts: Mapping[str, Sequence[str]] | str | Path | None = None,
-    pairs: Sequence[tuple[str | int, str, str]] | None = None,
+    **setting: Any,
 ) -> Any:
     """Compare attribution methods on the same neurons, drivers and references; return the tidy table.
 
-    ``model``: a fitted encoding model (e.g. :func:`sharedattr.load_model`), images ``[B, C, H, W]``
-    in [0, 1] → ``[B, N]``; its ``neuron_ids`` name the outputs when present. ``stimuli``: a
-    :class:`~sharedattr.data.StimulusSet`, a manifest CSV or a folder per category (masks,
-    where the set has them, enable the localisation metrics). ``neurons``: ids or output
-    indices (default: all). ``responses`` ``[S, N]`` aligned with the stimuli rank the drivers
-    (NaN = not measured); without them the model's predictions do. ``methods``, ``metrics``
-    and ``matcher`` are registered names or ``{"name": ..., **params}`` dicts. ``neuron_parts``
-    (``{neuron id: [part, ...]}`` or a JSON file, see :mod:`sharedattr.data.ground_truth`)
-    scores localisation against the parts each pair shares (manifest ``mask:<part>`` columns).
-    ``pairs``: ``(neuron, driver id, reference id)`` triples to explain instead of the selected
-    drivers and their matched references (e.g. pairs whose shared parts a benchmark set by
-    construction); ``neurons``, ``drivers_per_neuron`` and ``references_per_driver`` then do not
-    apply, and each pair's ``similarity`` is the matcher's for its two images. ``memory_mb`` bounds one
-    attribution pass (as ``attribution.memory_mb`` of a config: path methods run in chunks that fit).
+    The keywords come in the groups of ``sharedattr run``'s explanation chain
+    (:func:`sharedattr.experiment.stages.explain_stage`):
 
-    Returns a pandas DataFrame, one row per neuron × driver × reference × method × image ×
-    metric (and, with ``return_maps``, the maps ``{method: {"driver"|"reference": [P, H, W]}}`` too).
+    - *what is explained* (its :class:`~sharedattr.experiment.stages.Subject`): ``model``, a fitted encoding model
+      (e.g. :func:`sharedattr.load_model`), images ``[B, C, H, W]`` in [0, 1] → ``[B, N]`` (its ``neuron_ids`` name
+      the outputs when present); ``stimuli``, a :class:`~sharedattr.data.StimulusSet`, a manifest CSV or a folder
+      per category (masks, where the set has them, enable the localisation metrics); ``responses`` ``[S, N]``
+      aligned with the stimuli rank the drivers (NaN = not measured; without them the model's predictions do);
+      ``neuron_parts`` (``{neuron id: [part, ...]}`` or a JSON file, see :mod:`sharedattr.data.ground_truth`) scores
+      localisation against the parts each pair shares (manifest ``mask:<part>`` columns);
+    - *which pairs*: ``neurons`` (ids or output indices; default all), or ``pairs``: ``(neuron, driver id, reference
+      id)`` triples to explain instead of the selected drivers and their matched references (e.g. pairs whose
+      shared parts a benchmark set by construction; each pair's ``similarity`` is then the matcher's for its two
+      images);
+    - *the components* (:class:`~sharedattr.experiment.stages.Components`): ``methods``, ``metrics`` and
+      ``matcher``, registered names or ``{"name": ..., **params}`` dicts;
+    - *the settings*: a :class:`~sharedattr.experiment.stages.PairSettings`, or its fields as keywords
+      (``preferred_category``, ``drivers_per_neuron``, ``references_per_driver``, ``match_on``, ``on_reference``,
+      ``reduce``, ``batch_size``, ``memory_mb``: the budget of one attribution pass, as ``attribution.memory_mb``
+      of a config); keywords given with ``settings`` replace its fields;
+    - *how it runs*: ``device``, ``registry``, ``progress``, and ``return_maps``.
+
+    Returns a pandas DataFrame, one row per neuron × driver × reference × method × image × metric (and, with
+    ``return_maps``, the maps ``{method: {"driver"|"reference": [P, H, W]}}`` too).
     """
     import pandas as pd
 
+    settings = _settings(settings, setting)
     registry = registry if registry is not None else get_registry()
-    if reduce not in ("sum", "abs_sum"):
-        raise UserError(f"compare(reduce={reduce!r}): use 'sum' (signed) or 'abs_sum'")
-    if not isinstance(memory_mb, int) or memory_mb < 16:
-        raise UserError(f"compare(memory_mb={memory_mb!r}): give the budget of one attribution pass in MiB (≥ 16)")
-    method_specs = validated_specs("methods", MethodSpec, methods, registry, f"{SOURCE}(methods=...)")
-    metric_specs = validated_specs("metrics", MetricSpec, metrics, registry, f"{SOURCE}(metrics=...)")
-    (matcher_spec,) = validated_specs("matcher", MatcherSpec, [matcher], registry, f"{SOURCE}(matcher=...)")
+    components = _components(methods, metrics, matcher, registry)
     ctx = RunContext(registry, torch.device(device), progress=progress)
+    subject = _subject(model.to(device).eval(), stimuli, responses, neuron_parts, settings, ctx)
+    if pairs is not None and neurons is not None:
+        raise UserError("compare(): pass either neurons=... or pairs=..., not both (the pairs name their neurons)")
+    given = None if pairs is None else _given_pairs(pairs, subject.neuron_ids, subject.stimuli.ids)
+    chosen = _neuron_indices(neurons, subject.neuron_ids)
+    explanation = explain_stage(ctx, subject, chosen, settings, components.built(ctx), given=given)
+    table = pd.DataFrame(explanation.rows, columns=RESULT_COLUMNS)
+    return (table, explanation.explained.maps) if return_maps else table
+
+
+def _settings(settings: PairSettings | None, keywords: Mapping[str, Any]) -> PairSettings:
+    """``settings`` with the keyword fields on top (unknown keywords are refused as Python refuses them), checked."""
+    fields = {f.name for f in dataclasses.fields(PairSettings)}
+    unknown = sorted(set(keywords) - fields)
+    if unknown:
+        raise TypeError(f"compare() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+    settings = dataclasses.replace(settings or PairSettings(), **keywords)
+    if settings.reduce not in ("sum", "abs_sum"):
+        raise UserError(f"compare(reduce={settings.reduce!r}): use 'sum' (signed) or 'abs_sum'")
+    if not isinstance(settings.memory_mb, int) or settings.memory_mb < 16:
+        raise UserError(
+            f"compare(memory_mb={settings.memory_mb!r}): give the budget of one attribution pass in MiB (≥ 16)"
+        )
+    if settings.match_on not in ("dimensions", "channels"):
+        raise UserError(f"compare(match_on={settings.match_on!r}): use 'dimensions' or 'channels'")
+    return settings
+
+
+@dataclasses.dataclass(frozen=True)
+class _ComponentSpecs:
+    """The validated specs of :func:`compare`'s methods, metrics and matcher."""
+
+    methods: list[MethodSpec]
+    metrics: list[MetricSpec]
+    matcher: MatcherSpec
+
+    def built(self, ctx: RunContext) -> Components:
+        return Components(ctx.build(self.matcher), ctx.methods(self.methods), ctx.metrics(self.metrics))
+
+
+def _components(
+    methods: Sequence[ComponentLike], metrics: Sequence[ComponentLike], matcher: ComponentLike, registry: Registry
+) -> _ComponentSpecs:
+    """Every component spec validated against ``registry`` (each problem named with its argument) before any
+    compute."""
+    return _ComponentSpecs(
+        validated_specs("methods", MethodSpec, methods, registry, f"{SOURCE}(methods=...)"),
+        validated_specs("metrics", MetricSpec, metrics, registry, f"{SOURCE}(metrics=...)"),
+        validated_specs("matcher", MatcherSpec, [matcher], registry, f"{SOURCE}(matcher=...)")[0],
+    )
+
+
+def _subject(
+    model: EncodingModel,
+    stimuli: StimulusSet | str | Path,
+    responses: Tensor | None,
+    neuron_parts: Mapping[str, Sequence[str]] | str | Path | None,
+    settings: PairSettings,
+    ctx: RunContext,
+) -> Subject:
+    """What :func:`compare` explains: the stimuli's latents by ``model``, and what ranks the drivers (``responses``
+    where measured, else the model's predictions)."""
     stimuli = stimuli if isinstance(stimuli, StimulusSet) else StimulusSet.load(Path(stimuli))
-    model = model.to(device).eval()
+    batch_size, device = settings.batch_size, ctx.device
     latents, _ = extract_features(
-        model.backbone, stimuli, batch_size=batch_size, device=device, progress=progress, memory_mb=memory_mb
+        model.backbone,
+        stimuli,
+        batch_size=batch_size,
+        device=device,
+        progress=ctx.progress,
+        memory_mb=settings.memory_mb,
     )
     predicted = predict(model.readout, latents, batch_size, device)  # [S, N]
-    neuron_ids = [str(n) for n in getattr(model, "neuron_ids", None) or range(predicted.shape[1])]
+    neuron_ids = model.neuron_ids or [str(n) for n in range(predicted.shape[1])]
     drive = predicted
     if responses is not None:
         responses = torch.as_tensor(responses, dtype=torch.float32)
@@ -156,37 +220,4 @@ def compare(
         drive = measured_else_predicted(responses, predicted)
     if isinstance(neuron_parts, (str, Path)):
         neuron_parts = load_neuron_parts(neuron_parts, list(stimuli.part_masks))
-    if match_on not in ("dimensions", "channels"):
-        raise UserError(f"compare(match_on={match_on!r}): use 'dimensions' or 'channels'")
-    given = None
-    if pairs is not None:
-        if neurons is not None:
-            raise UserError("compare(): pass either neurons=... or pairs=..., not both (the pairs name their neurons)")
-        given = _given_pairs(pairs, neuron_ids, stimuli.ids)
-    settings = PairSettings(
-        preferred_category,
-        drivers_per_neuron,
-        references_per_driver,
-        on_reference,
-        reduce,
-        batch_size,
-        match_on,
-        memory_mb,
-    )
-    explanation = explain_stage(
-        ctx,
-        model,
-        stimuli,
-        latents,
-        drive,
-        neuron_ids,
-        _neuron_indices(neurons, neuron_ids),
-        settings,
-        matcher=ctx.build(matcher_spec),
-        methods=ctx.methods(method_specs),
-        metrics=ctx.metrics(metric_specs),
-        neuron_parts=neuron_parts,
-        given=given,
-    )
-    table = pd.DataFrame(explanation.rows, columns=RESULT_COLUMNS)
-    return (table, explanation.explained.maps) if return_maps else table
+    return Subject(model, stimuli, latents, drive, neuron_ids, neuron_parts)

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from sharedattr.attribution.engine import NamedMethod, NamedMetric
 from sharedattr.config.spec import ExperimentSpec
@@ -31,7 +29,9 @@ from sharedattr.plugins.specs import ComponentSpec, MethodSpec, MetricSpec, labe
 from sharedattr.runtime.devices import resolve_device
 from sharedattr.runtime.distributed import SINGLE, Ranks, rank_device
 from sharedattr.runtime.errors import SpecError, UserError
+from sharedattr.runtime.run_files import FOLDER_KINDS, SPEC_FILE
 from sharedattr.runtime.run_folder import check_out_folder, make_out_folder, remove_stale_temporaries, run_lock
+from sharedattr.runtime.timing import StageTimer
 
 
 @dataclass(frozen=True)
@@ -41,98 +41,6 @@ class NamedSynthesizer:
     label: str
     spec: dict[str, Any]
     synthesizer: Any
-
-
-class StageTimer:
-    """Wall time and peak resident memory per stage of a run: :meth:`mark` starts a stage (ending the previous one),
-    with a progress bar.
-
-    The peak of a stage is the kernel's high-water mark of this process's resident memory (``VmHWM`` in
-    ``/proc/self/status``: anonymous memory and the resident pages of memory-mapped files, such as the feature
-    cache), reset at the stage start by writing ``5`` to ``/proc/self/clear_refs`` (Linux ≥ 4.0) and read at its
-    end: ``peak_of = "stage"``. Where the reset is refused, the peak read is the process's so far (``VmHWM``
-    unreset, else ``resource.getrusage`` ``ru_maxrss``): ``peak_of = "process"``, an upper bound of the stage's.
-    Where neither can be read (Windows), ``peak_rss_mb`` is None. Child processes are not counted.
-    MB are 10⁶ bytes. The reset lowers the one high-water mark the kernel keeps, which ``ru_maxrss`` and
-    ``/usr/bin/time -v`` also report: after a run, they give the peak since the last stage start; the run's peak
-    is the largest stage peak.
-    """
-
-    CLEAR_REFS = "/proc/self/clear_refs"
-    STATUS = "/proc/self/status"
-
-    def __init__(self, stages: Sequence[str], progress: bool) -> None:
-        self._stages: dict[str, dict[str, Any]] = {}
-        self._current: tuple[str, float, bool] | None = None  # name, start (perf_counter s), peak reset at start
-        self._bar = tqdm(total=len(stages), desc="run", disable=not progress, unit="stage")
-
-    @classmethod
-    def reset_peak(cls) -> bool:
-        """Reset the high-water mark of resident memory to the current resident memory; whether that worked."""
-        try:
-            with open(cls.CLEAR_REFS, "w") as f:
-                f.write("5")
-            return True
-        except OSError:
-            return False
-
-    @classmethod
-    def peak_rss_mb(cls) -> float | None:
-        """The high-water mark of resident memory in MB: ``VmHWM``, else ``ru_maxrss`` (lifetime peak), else None."""
-        try:
-            with open(cls.STATUS) as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) * 1024 / 1e6  # kB (KiB) → MB
-        except (OSError, ValueError, IndexError):
-            pass
-        import sys
-
-        try:
-            import resource
-        except ImportError:  # Windows
-            return None
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-        return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
-
-    def _end(self) -> None:
-        if self._current is None:
-            return
-        name, start, reset = self._current
-        seconds, peak = time.perf_counter() - start, self.peak_rss_mb()
-        before = self._stages.get(name)  # a stage marked twice: its seconds add up, its peak is the larger
-        if before is not None:
-            seconds += before["seconds"]
-            if peak is not None and before["peak_rss_mb"] is not None:
-                peak = max(peak, before["peak_rss_mb"])
-        self._stages[name] = {
-            "seconds": seconds,
-            "peak_rss_mb": None if peak is None else round(peak, 1),
-            "peak_of": "stage" if reset and peak is not None else "process",
-        }
-        self._current = None
-
-    def mark(self, name: str) -> None:
-        if self._current is not None:
-            self._bar.update()
-        self._end()
-        reset = self.reset_peak()
-        self._current = (name, time.perf_counter(), reset)
-        self._bar.set_postfix_str(name)
-
-    def stages(self) -> dict[str, dict[str, Any]]:
-        """Per stage marked so far, the last one ending now (closes the bar): ``seconds``, ``peak_rss_mb`` (MB, or
-        None) and ``peak_of`` ("stage", or "process" where the peak could not be reset at the stage start): the
-        content of ``timings.json``."""
-        if self._current is not None:
-            self._bar.update()
-        self._end()
-        self._bar.close()
-        return {name: dict(record) for name, record in self._stages.items()}
-
-    def durations(self) -> dict[str, float]:
-        """Seconds per stage marked so far, the last one ending now; closes the bar."""
-        return {name: record["seconds"] for name, record in self.stages().items()}
 
 
 def input_paths(spec: ExperimentSpec) -> dict[str, Path]:
@@ -152,10 +60,6 @@ def input_paths(spec: ExperimentSpec) -> dict[str, Path]:
         if isinstance(weights, (str, Path)) and Path(weights).is_absolute():
             paths[f"{where}.weights_file"] = Path(weights)
     return paths
-
-
-SPEC_FILE = "spec.json"
-"""The file of a run folder that holds the spec its results come from (as ``sharedattr.report.rundir`` reads it)."""
 
 
 def folder_spec_digest(folder: str | Path) -> str | None:
@@ -179,18 +83,10 @@ def folder_spec_digest(folder: str | Path) -> str | None:
     )
 
 
-FOLDER_KINDS = {
-    "run": ("pairs.csv", "model/model.json"),
-    "synthesize": ("evaluators.csv", "fit/model/model.json"),
-}
-"""Files that only one kind of output folder holds: ``sharedattr run``'s (``fit`` writes a part of it, its model)
-and ``sharedattr synthesize``'s. Both write a ``scores.csv`` and a ``summary.csv`` of their own, so neither command
-writes into the other's folder (:func:`check_folder_kind`)."""
-
-
 def check_folder_kind(folder: Path, kind: str) -> None:
     """Refuse ``folder`` when it holds the results of another kind of command than ``kind`` (``"run"`` for ``run``
-    and ``fit``, ``"synthesize"``), whose files of the same names the command would overwrite."""
+    and ``fit``, ``"synthesize"``), whose files of the same names the command would overwrite (the files that mark
+    each kind: :data:`~sharedattr.runtime.run_files.FOLDER_KINDS`)."""
     for other, marks in FOLDER_KINDS.items():
         found = next((mark for mark in marks if other != kind and (folder / mark).exists()), None)
         if found is not None:

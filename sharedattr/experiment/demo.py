@@ -17,10 +17,9 @@ resumes; with other arguments, or after an edit, it stops and names the first fi
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
-from sharedattr.data.insilico import DEFAULT_NEURONS, VARIED_ATTACHMENTS, VARIED_MISSING, write_insilico
+from sharedattr.data.insilico import DEFAULT_NEURONS, VARIED_SCENES, SceneOptions, write_insilico
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.io import atomic_write_bytes, atomic_write_text
 from sharedattr.runtime.run_folder import make_out_folder
@@ -165,16 +164,15 @@ def make_demo_data(
     drivers: int = 3,
     repeats: int = 2,
     progress: bool = False,
-    missing: Mapping[str, float] | None = VARIED_MISSING,
-    attachment_probs: Mapping[str, float] | None = VARIED_ATTACHMENTS,
+    options: SceneOptions = VARIED_SCENES,
 ) -> Path:
     """Write the in-silico data set (``stimuli/``, ``responses.csv``, ``neuron_parts.json``) and ``demo.toml``.
 
-    Returns the config's path. ``drivers`` is the number of out-of-category drivers per neuron. Bodies lack pieces
-    and objects carry zero to several body-like parts at the rates ``missing`` and ``attachment_probs`` (default
-    :data:`~sharedattr.data.insilico.VARIED_MISSING` and :data:`~sharedattr.data.insilico.VARIED_ATTACHMENTS`), so
-    that pairs differ in which driving parts they share and the sharing metrics can tell methods apart; None renders
-    every body whole.
+    Returns the config's path. ``drivers`` is the number of out-of-category drivers per neuron. The scenes are
+    rendered as ``options`` says (:class:`~sharedattr.data.insilico.SceneOptions`); by default
+    (:data:`~sharedattr.data.insilico.VARIED_SCENES`) bodies lack pieces and objects carry zero to several body-like
+    parts, so that pairs differ in which driving parts they share and the sharing metrics can tell methods apart;
+    :data:`~sharedattr.data.insilico.PLAIN_SCENES` renders every body whole.
     """
     folder = Path(folder)
     write_insilico(
@@ -185,8 +183,7 @@ def make_demo_data(
         neurons=DEFAULT_NEURONS,
         repeats=repeats,
         progress=progress,
-        missing=missing,
-        attachment_probs=attachment_probs,
+        options=options,
     )
     config = folder / "demo.toml"
     atomic_write_text(config, DEMO_CONFIG.format(config_name=config.name, size=size, seed=seed, drivers=drivers))

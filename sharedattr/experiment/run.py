@@ -2,7 +2,9 @@
 
 The stages (:mod:`sharedattr.experiment.stages`) use the components named in the
 :class:`~sharedattr.config.spec.ExperimentSpec`, each built once by the run's
-:class:`~sharedattr.experiment.context.RunContext`. Results are written atomically to the output folder:
+:class:`~sharedattr.experiment.context.RunContext`. Results are written atomically to the output folder, under the
+names (and, for the tables, with the columns and types) of the run folder's contract,
+:mod:`sharedattr.runtime.run_files`:
 
 - ``spec.json``: the validated spec with every default filled in, and its digest; written once every result is,
   so it never describes results the folder does not hold (see :func:`~sharedattr.experiment.stages.write_spec`);
@@ -26,7 +28,7 @@ The stages (:mod:`sharedattr.experiment.stages`) use the components named in the
 - ``environment.json``: torch, its CPU kernels and the processor, which decide the results' last bits (the
   thread and rank counts do not: every result is computed on one thread, see docs/reliability.md);
 - ``timings.json``: per stage, its wall time (``seconds``) and peak resident memory (``peak_rss_mb``, see
-  :class:`~sharedattr.experiment.context.StageTimer`);
+  :class:`~sharedattr.runtime.timing.StageTimer`);
 - ``report.html``: a self-contained HTML report of all of the above (rebuild it with ``sharedattr report``).
 """
 
@@ -43,34 +45,41 @@ from sharedattr.config.spec import ExperimentSpec
 from sharedattr.encoding.model import EncodingModel
 from sharedattr.experiment.context import RunContext, out_folder
 from sharedattr.experiment.stages import (
+    Components,
     Experiment,
     Explanation,
     PairSettings,
+    Resume,
     explain_stage,
     fit_for_run,
     select_stage,
     write_spec,
 )
 from sharedattr.experiment.tables import (
-    METHOD_COLUMNS,
-    METRIC_TIME_COLUMNS,
-    RESULT_COLUMNS,
-    SUMMARY_COLUMNS,
     method_times,
     metric_times,
     save_maps,
     summarise,
     write_components,
     write_pairs,
-    write_table,
+    write_results,
 )
 from sharedattr.plugins.registry import Registry
 from sharedattr.report import write_report
-from sharedattr.report.rundir import COMPONENTS_FILE
 from sharedattr.runtime.distributed import SINGLE, Ranks
-from sharedattr.runtime.io import atomic_write_csv, atomic_write_json
+from sharedattr.runtime.io import atomic_write_json
 from sharedattr.runtime.manifest import write_manifest
 from sharedattr.runtime.numerics import environment, on_one_thread
+from sharedattr.runtime.run_files import (
+    ENVIRONMENT_FILE,
+    FIGURES_DIR,
+    METHOD_TIMES,
+    METRIC_TIMES,
+    SUMMARY,
+    SYNTHESIS_DIR,
+    TIMINGS_FILE,
+    WORK_DIR,
+)
 from sharedattr.runtime.work_store import WorkStore
 from sharedattr.selection.matching import Pair
 
@@ -133,22 +142,14 @@ def _run_locked(ctx: RunContext, spec: ExperimentSpec, out: Path) -> RunResult |
     ctx.mark("fit")
     experiment = fit_for_run(ctx, spec, out, out, check=build_methods)
     neurons = select_stage(spec, experiment)
-    store = WorkStore(out / "work")
+    resume = Resume(WorkStore(out / WORK_DIR), experiment.fit_digest)
     explanation = explain_stage(
         ctx,
-        experiment.fit.model,
-        experiment.stimuli,
-        experiment.latents,
-        experiment.drive,
-        experiment.fit.neuron_ids,
+        experiment.subject,
         neurons,
         PairSettings.from_spec(spec),
-        matcher=ctx.build(spec.matcher),
-        methods=methods,
-        metrics=metrics,
-        neuron_parts=experiment.neuron_parts,
-        store=store,
-        model_digest=experiment.fit_digest,
+        Components(ctx.build(spec.matcher), methods, metrics),
+        resume=resume,
     )
     if explanation.explained is None:  # another rank than 0: its items are written; rank 0 merges them
         synthesize_stage(ctx, spec, experiment, neurons, out)
@@ -158,16 +159,16 @@ def _run_locked(ctx: RunContext, spec: ExperimentSpec, out: Path) -> RunResult |
     ctx.mark("synthesize")
     synthesize_stage(ctx, spec, experiment, neurons, out)
     stages = ctx.timer.stages()  # {stage: {seconds, peak_rss_mb, peak_of}}; the report also reads {stage: seconds}
-    atomic_write_json(out / "timings.json", stages)
-    atomic_write_json(out / "environment.json", environment())  # what decides the last bits on this machine
+    atomic_write_json(out / TIMINGS_FILE, stages)
+    atomic_write_json(out / ENVIRONMENT_FILE, environment())  # what decides the last bits on this machine
     durations = {stage: record["seconds"] for stage, record in stages.items()}
     write_spec(out, spec)  # every result is written: now the spec may vouch for them
     write_report(out)
     write_manifest(out)
     reused = {
         "model": int(experiment.reused),
-        "work_items_reused": store.hits,
-        "work_items_computed": store.misses,
+        "work_items_reused": resume.store.hits,
+        "work_items_computed": resume.store.misses,
         "work_items_computed_by_rank": explanation.explained.computed_by_rank,
     }
     fit = experiment.fit
@@ -187,15 +188,15 @@ def write_outputs(
     """The run's tables, maps, components and figures (rank 0); returns the summary rows."""
     fit, stimuli, explained, pairs = experiment.fit, experiment.stimuli, explanation.explained, explanation.pairs
     neuron_ids, categories = fit.neuron_ids, list(stimuli.categories)
-    write_pairs(out / "pairs.csv", pairs, experiment.drive, neuron_ids, stimuli.ids, categories)
-    write_table(out / "results.csv", explanation.rows, RESULT_COLUMNS)
+    write_pairs(out, pairs, experiment.drive, neuron_ids, stimuli.ids, categories)
+    write_results(out, explanation.rows)
     summary = summarise(explanation.rows)
-    atomic_write_csv(out / "summary.csv", summary, SUMMARY_COLUMNS)
-    atomic_write_csv(out / "methods.csv", method_times(explained, len(pairs)), METHOD_COLUMNS)
-    atomic_write_csv(out / "metric_times.csv", metric_times(explained), METRIC_TIME_COLUMNS)
-    write_components(out / COMPONENTS_FILE, methods, metrics, {m.label: m.pairwise(fit.model) for m in methods})
+    SUMMARY.write(out, summary)
+    METHOD_TIMES.write(out, method_times(explained, len(pairs)))
+    METRIC_TIMES.write(out, metric_times(explained))
+    write_components(out, methods, metrics, {m.label: m.pairwise(fit.model) for m in methods})
     if spec.output.save_maps and explained.maps:
-        save_maps(out / "maps.safetensors", explained, pairs, neuron_ids, stimuli.ids)
+        save_maps(out, explained, pairs, neuron_ids, stimuli.ids)
     if spec.output.figures:
         from sharedattr.report.figures import attribution_grids  # matplotlib only when figures are on
 
@@ -206,7 +207,7 @@ def write_outputs(
             explained.maps,
             neuron_ids,
             stimuli.ids,
-            out / "figures",
+            out / FIGURES_DIR,
             spec.output.dpi,
         )
     return summary
@@ -219,4 +220,4 @@ def synthesize_stage(
     if spec.synthesis:
         from sharedattr.experiment.synthesize import run_synthesis
 
-        run_synthesis(ctx, spec, experiment, neurons, out / "synthesis")
+        run_synthesis(ctx, spec, experiment, neurons, out / SYNTHESIS_DIR)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -30,26 +30,26 @@ from torch import Tensor
 from sharedattr.attribution.engine import Explained, ExplainSettings, NamedMethod, NamedMetric, explain_pairs
 from sharedattr.config.spec import ExperimentSpec
 from sharedattr.data import StimulusSet, load_responses
-from sharedattr.data.features import extract_features, release_pages
+from sharedattr.data.features import FeatureCache, extract_features, release_pages
 from sharedattr.data.ground_truth import load_neuron_parts, pair_truth
 from sharedattr.data.pairs import PairImages
 from sharedattr.data.responses import responses_digest
-from sharedattr.data.stimuli import DataError
-from sharedattr.encoding.fit import Fit, fit_readout
+from sharedattr.encoding.fit import Fit, FitSettings, fit_readout
 from sharedattr.encoding.model import EncodingModel
 from sharedattr.encoding.store import fit_digest, save_model, saved_digest, warn_if_data_changed
-from sharedattr.experiment.context import SPEC_FILE, RunContext, feature_cache_folder, folder_spec_digest, out_folder
+from sharedattr.experiment.context import RunContext, feature_cache_folder, folder_spec_digest, out_folder
 from sharedattr.experiment.tables import tidy_rows, write_scores
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.registry import Registry
 from sharedattr.runtime.devices import resolve_device
-from sharedattr.runtime.errors import UserError, closest
+from sharedattr.runtime.errors import DataError, UserError, closest
 from sharedattr.runtime.io import atomic_write_json
 from sharedattr.runtime.memory import bytes_per_image, images_per_pass, workers_within
 from sharedattr.runtime.numerics import default_workers, on_one_thread
+from sharedattr.runtime.run_files import FIT_FIGURE, FIT_SCORES, MODEL_DIR, SPEC_FILE
 from sharedattr.runtime.run_folder import TEMP_SUFFIX, temporary_prefix
 from sharedattr.runtime.work_store import WorkStore
-from sharedattr.selection.matching import Pair, given_pairs, match_pairs
+from sharedattr.selection.matching import MatchOptions, MatchSettings, Pair, given_pairs, match_pairs
 from sharedattr.selection.neurons import measured_else_predicted, preferred_categories, select_neurons
 
 
@@ -75,6 +75,12 @@ class Experiment:
     def drive(self) -> Tensor:
         """``[S, N]``: what ranks the drivers and natural images: measured responses, else the model's predictions."""
         return measured_else_predicted(self.responses, self.fit.predicted)
+
+    @property
+    def subject(self) -> Subject:
+        """What the explanation chain explains: the fitted model, the stimuli, their latents and the drive."""
+        fit = self.fit
+        return Subject(fit.model, self.stimuli, self.latents, self.drive, fit.neuron_ids, self.neuron_parts)
 
 
 def fit_stage(
@@ -117,22 +123,18 @@ def fit_stage(
     digest = fit_digest(spec, stimuli_digest, data_digests["responses_digest"])
     backbone = ctx.build(spec.backbone).to(ctx.device)
     latents, hit = features(ctx, spec, spec.backbone, backbone, stimuli, stimuli_digest)
-    saved = saved_digest(out / "model") if reuse else None
+    saved = saved_digest(out / MODEL_DIR) if reuse else None
     reused = saved == digest
     if saved is not None and not reused:
-        warn_if_data_changed(out / "model", spec, data_digests)
+        warn_if_data_changed(out / MODEL_DIR, spec, data_digests)
     fit = fit_readout(
         ctx.build(spec.readout),
         backbone,
         latents,
         responses,
         list(recorded.neuron_ids),
-        test_fraction=spec.data.test_fraction,
-        split_seed=spec.data.split_seed,
-        batch_size=spec.batch_size,
-        device=ctx.device,
-        saved=out / "model" if reused else None,
-        name=spec.readout.name,
+        FitSettings(spec.data.test_fraction, spec.data.split_seed, spec.batch_size, ctx.device, spec.readout.name),
+        saved=out / MODEL_DIR if reused else None,
     )
     if recorded.has_repeats:
         fit.score_repeats(recorded.trials_aligned_to(stimuli))
@@ -141,15 +143,15 @@ def fit_stage(
         check(fit.model)
     if not write:
         return experiment
-    with superseding(spec_folder, spec.digest(), out / "scores.csv"):
-        write_scores(fit, out / "scores.csv")
+    with superseding(spec_folder, spec.digest(), out / FIT_SCORES.name):
+        write_scores(fit, out)
     if not reused:
         save_model(
             fit.model,
             spec.backbone,
             spec.readout,
             fit.neuron_ids,
-            out / "model",
+            out / MODEL_DIR,
             extra={"spec_digest": spec.digest(), "fit_digest": digest, **data_digests},
             registry=ctx.registry,
         )
@@ -161,7 +163,7 @@ def fit_stage(
             fit.predicted[fit.test],
             responses[fit.test],
             fit.neuron_ids,
-            out / "figures" / "fit.png",
+            out / FIT_FIGURE,
             spec.output.dpi,
         )
     return experiment
@@ -178,15 +180,15 @@ def features(
     """Latents ``[S, ...]`` of every stimulus by ``backbone`` (built from ``backbone_spec``), through the
     feature cache when ``spec.cache`` is on, in passes that fit ``attribution.memory_mb``; and whether the cache
     hit."""
+    folder = feature_cache_folder(spec)
+    cache = None if folder is None else FeatureCache(folder, backbone_spec.model_dump(mode="json"), stimuli_digest)
     return extract_features(
         backbone,
         stimuli,
-        backbone_spec=backbone_spec.model_dump(mode="json") if spec.cache else None,
-        cache_dir=feature_cache_folder(spec),
+        cache=cache,
         batch_size=spec.batch_size,
         device=ctx.device,
         progress=ctx.progress,
-        stimuli_digest=stimuli_digest,
         memory_mb=spec.attribution.memory_mb,
     )
 
@@ -334,35 +336,87 @@ def select_stage(spec: ExperimentSpec, experiment: Experiment) -> list[int]:
 
 
 # -- explain ------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PairSettings:
     """How drivers and references are chosen and their maps made comparable.
 
-    From ``spec.data``/``spec.selection``/``spec.attribution`` (:meth:`from_spec`) or from
-    :func:`sharedattr.compare`'s arguments.
+    From ``spec.data``/``spec.selection``/``spec.attribution`` (:meth:`from_spec`) or from :func:`sharedattr.compare`'s
+    keywords; built by keyword only. ``preferred_category``, ``drivers_per_neuron``, ``references_per_driver`` and
+    ``match_on`` choose the pairs (:mod:`sharedattr.selection.matching`); ``on_reference``, ``reduce``,
+    ``batch_size`` and ``memory_mb`` make the maps (:class:`~sharedattr.attribution.engine.ExplainSettings`, built
+    from them by :meth:`explain_settings`).
     """
 
     preferred_category: str | None = None
     drivers_per_neuron: int = 2
     references_per_driver: int = 1
+    match_on: str = "dimensions"
     on_reference: bool = True
     reduce: str = "sum"
     batch_size: int = 32
-    match_on: str = "dimensions"
     memory_mb: int = 2048
 
     @classmethod
     def from_spec(cls, spec: ExperimentSpec) -> PairSettings:
         return cls(
-            spec.data.preferred_category,
-            spec.selection.drivers_per_neuron,
-            spec.selection.references_per_driver,
-            spec.attribution.on_reference,
-            spec.attribution.reduce,
-            spec.batch_size,
-            spec.selection.match_on,
-            spec.attribution.memory_mb,
+            preferred_category=spec.data.preferred_category,
+            drivers_per_neuron=spec.selection.drivers_per_neuron,
+            references_per_driver=spec.selection.references_per_driver,
+            match_on=spec.selection.match_on,
+            on_reference=spec.attribution.on_reference,
+            reduce=spec.attribution.reduce,
+            batch_size=spec.batch_size,
+            memory_mb=spec.attribution.memory_mb,
         )
+
+    def explain_settings(self, model: EncodingModel, channels: int, device: torch.device) -> ExplainSettings:
+        """The engine's settings for ``model`` on images of ``channels``: the images one pass may hold and the work
+        items side by side, both from :attr:`memory_mb` (neither changes a result's bits)."""
+        per_image = bytes_per_image(model, model.input_size, channels, device)
+        return ExplainSettings(
+            self.on_reference,
+            self.reduce,
+            self.batch_size,
+            device,
+            images_per_pass(self.memory_mb, per_image),
+            workers_within(self.memory_mb, default_workers()),
+        )
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What the explanation chain explains: a fitted model, the stimuli and their latents, and what ranks drivers.
+
+    ``latents`` ``[S, ...]`` and ``drive`` ``[S, N]`` (measured responses, else the model's predictions) are aligned
+    with ``stimuli``; ``neuron_ids`` name the model's N outputs; ``neuron_parts`` (neuron id → its driving parts)
+    gives part ground truth, where the stimulus set has part masks. ``sharedattr run`` takes it from the fit
+    (:attr:`Experiment.subject`); :func:`sharedattr.compare` builds it from a model and stimuli.
+    """
+
+    model: EncodingModel
+    stimuli: StimulusSet
+    latents: Tensor
+    drive: Tensor
+    neuron_ids: list[str]
+    neuron_parts: Mapping[str, Sequence[str]] | None = None
+
+
+@dataclass(frozen=True)
+class Components:
+    """The built components of the explanation chain: the matcher, and each method and metric with its label."""
+
+    matcher: Any
+    methods: Sequence[NamedMethod]
+    metrics: Sequence[NamedMetric]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a run keeps its finished work items (``store``) and the digest of the model they were computed with:
+    an item is reused by a later run of the same model, pairs and component."""
+
+    store: WorkStore
+    model_digest: str
 
 
 @dataclass
@@ -379,68 +433,63 @@ class Explanation:
 
 def explain_stage(
     ctx: RunContext,
-    model: EncodingModel,
-    stimuli: StimulusSet,
-    latents: Tensor,
-    drive: Tensor,
-    neuron_ids: Sequence[str],
+    subject: Subject,
     neurons: Sequence[int],
     settings: PairSettings,
+    components: Components,
     *,
-    matcher: Any,
-    methods: Sequence[NamedMethod],
-    metrics: Sequence[NamedMetric],
-    neuron_parts: Mapping[str, Sequence[str]] | None = None,
-    store: WorkStore | None = None,
-    model_digest: str | None = None,
+    resume: Resume | None = None,
     given: Sequence[tuple[int, int, int]] | None = None,
 ) -> Explanation:
-    """The explanation chain for ``neurons`` (output indices of ``model``).
-
-    ``latents`` ``[S, ...]`` and ``drive`` ``[S, N]`` (measured responses, else predictions)
-    are aligned with ``stimuli``. With ``store`` and ``model_digest``, every work item is kept in
-    (and reused from) the store, keyed by the model's digest and the pairs' ids. ``given``
-    ``(neuron, driver, reference)`` index triples replace driver selection and matching (each pair
-    keeps the matcher's similarity).
-    """
+    """The explanation chain for ``neurons`` (output indices of ``subject.model``): drivers and their matched
+    references (or the ``given`` ``(neuron, driver, reference)`` index triples, each keeping the matcher's
+    similarity), then every method on every pair and every metric on every map. With ``resume``, every work item
+    is kept in (and reused from) its store, keyed by the model's digest and the pairs' ids."""
     ctx.mark("match")
-    categories = list(stimuli.categories)
-    if given is not None:
-        pairs = given_pairs(
-            model.readout,
-            latents,
-            matcher,
-            given,
-            batch_size=settings.batch_size,
-            device=ctx.device,
-            on=settings.match_on,
-        )
-    else:
-        preferred = preferred_categories(categories, drive, neurons, settings.preferred_category)
-        pairs = match_pairs(
-            model.readout,
-            latents,
-            matcher,
-            categories,
-            drive,
-            neurons,
-            preferred,
-            drivers_per_neuron=settings.drivers_per_neuron,
-            references_per_driver=settings.references_per_driver,
-            batch_size=settings.batch_size,
-            device=ctx.device,
-            on=settings.match_on,
-        )
-    release_pages(latents)  # attribution reads images, not features: the OS may drop the cached map's pages
+    pairs = match_stage(ctx, subject, neurons, settings, components.matcher, given)
+    release_pages(subject.latents)  # attribution reads images, not features: the OS may drop the cached map's pages
     ctx.mark("attribute")
-    truth = None if neuron_parts is None else pair_truth(stimuli, neuron_parts, neuron_ids, pairs)
+    return attribute_stage(ctx, subject, pairs, settings, components, resume)
+
+
+def match_stage(
+    ctx: RunContext,
+    subject: Subject,
+    neurons: Sequence[int],
+    settings: PairSettings,
+    matcher: Any,
+    given: Sequence[tuple[int, int, int]] | None = None,
+) -> list[Pair]:
+    """The pairs to explain: each neuron's out-of-category drivers and their matched references, or ``given``."""
+    readout, latents = subject.model.readout, subject.latents
+    options = MatchOptions(on=settings.match_on, batch_size=settings.batch_size, device=ctx.device)
+    if given is not None:
+        return given_pairs(readout, latents, matcher, given, options)
+    categories = list(subject.stimuli.categories)
+    preferred = preferred_categories(categories, subject.drive, neurons, settings.preferred_category)
+    match = MatchSettings(settings.drivers_per_neuron, settings.references_per_driver, options)
+    return match_pairs(readout, latents, matcher, categories, subject.drive, neurons, preferred, match)
+
+
+def attribute_stage(
+    ctx: RunContext,
+    subject: Subject,
+    pairs: list[Pair],
+    settings: PairSettings,
+    components: Components,
+    resume: Resume | None = None,
+) -> Explanation:
+    """Every method on every pair and every metric on every map (:func:`~sharedattr.attribution.engine.explain_pairs`),
+    and the tidy rows."""
+    model, stimuli, neuron_ids = subject.model, subject.stimuli, subject.neuron_ids
+    truth = None if subject.neuron_parts is None else pair_truth(stimuli, subject.neuron_parts, neuron_ids, pairs)
     indices = [i for p in pairs for i in (p.driver, p.reference)]
     images = PairImages.load(stimuli, pairs, model.input_size, stimuli.channels_for(model.in_channels, indices), truth)
     identity = (
         None
-        if model_digest is None
+        if resume is None
         else {
-            "model": model_digest,
+            "model": resume.model_digest,
             "pairs": [[neuron_ids[p.neuron], stimuli.ids[p.driver], stimuli.ids[p.reference]] for p in pairs],
         }
     )
@@ -448,22 +497,16 @@ def explain_stage(
         model,
         pairs,
         images,
-        methods,
-        metrics,
-        ExplainSettings(
-            settings.on_reference,
-            settings.reduce,
-            settings.batch_size,
-            ctx.device,
-            images_per_pass(
-                settings.memory_mb, bytes_per_image(model, model.input_size, images.drivers.shape[1], ctx.device)
-            ),
-            workers_within(settings.memory_mb, default_workers()),
+        components.methods,
+        components.metrics,
+        replace(
+            settings.explain_settings(model, images.drivers.shape[1], ctx.device),
+            progress=ctx.progress,
+            ranks=ctx.ranks,
         ),
-        store=store,
+        store=None if resume is None else resume.store,
         identity=identity,
-        progress=ctx.progress,
-        ranks=ctx.ranks,
     )
+    categories = list(stimuli.categories)
     rows = [] if explained is None else tidy_rows(pairs, explained, neuron_ids, stimuli.ids, categories)
     return Explanation(pairs, images, explained, rows)

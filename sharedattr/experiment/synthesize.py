@@ -23,25 +23,27 @@ import contextlib
 import math
 import threading
 import warnings
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sharedattr.config.spec import ExperimentSpec
-from sharedattr.encoding.fit import fit_readout
+from sharedattr.config.spec import EvaluatorSpec, ExperimentSpec
+from sharedattr.encoding.fit import FitSettings, fit_readout
 from sharedattr.encoding.store import save_model, saved_digest
 from sharedattr.experiment.context import NamedSynthesizer, RunContext, out_folder
 from sharedattr.experiment.stages import Experiment, features, fit_for_run, select_stage, write_spec
-from sharedattr.plugins.contracts import SynthesisResult
+from sharedattr.experiment.tables import text_table
+from sharedattr.plugins.contracts import SynthesisResult, Synthesizer, declared, neurons_per_loop
 from sharedattr.plugins.registry import Registry
+from sharedattr.report.stats import mean_sem
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.errors import UserError
-from sharedattr.runtime.io import atomic_save_tensors, atomic_write_csv, atomic_write_json
+from sharedattr.runtime.io import atomic_save_tensors, atomic_write_json
 from sharedattr.runtime.manifest import write_manifest
 from sharedattr.runtime.memory import workers_within
 from sharedattr.runtime.numerics import (
@@ -53,33 +55,23 @@ from sharedattr.runtime.numerics import (
     replicate,
     seeded_global_rng,
 )
+from sharedattr.runtime.run_files import (
+    ENVIRONMENT_FILE,
+    EVALUATORS,
+    EVALUATORS_DIR,
+    FIT_DIR,
+    PRIOR_SAMPLES_GRID,
+    SYNTHESIS_COMPARISON,
+    SYNTHESIS_COSTS,
+    SYNTHESIS_GRID,
+    SYNTHESIS_IMAGES,
+    SYNTHESIS_SCORES,
+    SYNTHESIS_SUMMARY,
+    WORK_DIR,
+)
 from sharedattr.runtime.work_store import WorkStore, shape_validator, work_key
 from sharedattr.synthesis.evaluation import TRAIN, Evaluator, describe_model, evaluator_digest, resolved_evaluator
 
-SCORE_COLUMNS = ["neuron", "synthesizer", "seed", "evaluator", "role", "response", "best_natural", "relative"]
-COST_COLUMNS = [
-    "steps",
-    "forward_calls",
-    "backward_calls",
-    "model_images",
-    "denoiser_calls",
-    "denoiser_backward_calls",
-    "wall_s",
-]
-SUMMARY_COLUMNS = [
-    "synthesizer",
-    "evaluator",
-    "role",
-    "mean_relative",
-    "sem_relative",
-    "n",
-    "mean_response",
-    "wall_s_per_neuron",
-    "forward_calls",
-    "backward_calls",
-    "denoiser_calls",
-]
-EVALUATOR_COLUMNS = ["evaluator", "role", "model", "median_test_r"]
 PRIOR_SAMPLES = 16
 N_NATURAL = 4
 """Most exciting natural images kept (and shown) per neuron."""
@@ -96,11 +88,18 @@ class SynthesisRun:
     histories: dict[str, Tensor]  # "<synthesizer>/<neuron>" → [steps, S] train-model response per step
 
 
+Unit = tuple[NamedSynthesizer, list[int]]
+"""One sampling loop: a synthesizer and the selected neurons it samples together."""
+Stored = dict[str, Tensor]
+"""One finished (synthesizer, neuron) item as stored (:func:`_as_tensors`)."""
+
+
 def best_natural_indices(drive: Tensor, neuron: int, k: int) -> list[int]:
     """The ``k`` stimuli with the strongest response of ``neuron`` (``drive`` ``[S, N]``, NaN-free), best first."""
     return drive[:, neuron].topk(min(k, drive.shape[0])).indices.tolist()
 
 
+# -- the stage ------------------------------------------------------------------------------
 def run_synthesis(
     ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, selected: list[int], folder: Path
 ) -> SynthesisRun | None:
@@ -109,127 +108,227 @@ def run_synthesis(
     Each (synthesizer, neuron) is one work item in ``folder/work``. A synthesizer with ``synthesize_many``
     samples its ``neuron_batch`` neurons at a time in one loop (:func:`neuron_loops`: fixed chunks of the
     selection, so resumed and distributed runs batch alike). With several ranks, each computes its own loops
-    (round-robin), all wait at a barrier, and rank 0 fits the evaluators, merges the items and writes the
-    outputs (the other ranks return None).
+    (round-robin), all wait, and rank 0 fits the evaluators, merges the items and writes the outputs (the other
+    ranks return None).
     """
     folder = Path(folder)
-    ranks, device, progress = ctx.ranks, ctx.device, ctx.progress
-    fit, stimuli = experiment.fit, experiment.stimuli
-    neuron_ids, model = fit.neuron_ids, fit.model
-    drive = experiment.drive
-    store = WorkStore(folder / "work")
-    size, channels = model.input_size, model.in_channels
-    top_natural = {n: best_natural_indices(drive, n, N_NATURAL) for n in selected}  # best first
-    synthesizers = ctx.synthesizers(spec.synthesis)
-    loops = {synth.label: neuron_loops(synth.synthesizer, selected) for synth in synthesizers}
-    loop_of = {(label, n): loop for label, chunks in loops.items() for loop in chunks for n in loop}
-    valid = shape_validator(  # what _as_tensors stores: S images, their responses, the history [steps, S]
-        {"images": ("S", channels, *size), "responses": ("S",), "history": (None, "S")},
-        {"prior_images": ("S", None, None, None), "cost/*": ()},
+    plan = SynthesisPlan(
+        ctx, spec, experiment, selected, ctx.synthesizers(spec.synthesis), WorkStore(folder / WORK_DIR)
     )
+    ranks = ctx.ranks
+    ranks.share_then_wait(plan.units, lambda mine: len(synthesize_units(plan, mine, f"synthesis, rank {ranks.rank}")))
+    if not ranks.is_main:
+        return None
+    evaluators = fit_evaluators(ctx, spec, experiment, folder / EVALUATORS_DIR)
+    result, prior_samples = score_synthesis(plan, evaluators, stored_results(plan))
+    labels = [synth.label for synth in plan.synthesizers]
+    write_synthesis(folder, spec, result, prior_samples, [plan.neuron_ids[n] for n in selected], labels)
+    return result
 
-    def item_key(synth: NamedSynthesizer, n: int) -> str:
-        loop = loop_of[(synth.label, n)]
-        together = {"loop": [neuron_ids[k] for k in loop]} if len(loop) > 1 else {}  # batch composition matters
+
+class Replicas(threading.local):
+    """This thread's own copies of the model and of each synthesizer, for loops that run side by side (samplers
+    keep state, such as a scheduler's timesteps); each thread makes its own on first use."""
+
+    def __init__(self) -> None:
+        self.model: nn.Module | None = None
+        self.synthesizers: dict[str, Any] = {}
+
+
+@dataclass
+class SynthesisPlan:
+    """The synthesis stage's work, fixed before any of it runs: every sampling loop (:attr:`units`), how each
+    (synthesizer, neuron) item is keyed (:meth:`item_key`) and checked (:attr:`valid`) in ``store``, and how many
+    loops run side by side (:attr:`workers`)."""
+
+    ctx: RunContext
+    spec: ExperimentSpec
+    experiment: Experiment
+    selected: list[int]
+    synthesizers: list[NamedSynthesizer]
+    store: WorkStore
+    replicas: Replicas = field(default_factory=Replicas)
+
+    @property
+    def neuron_ids(self) -> list[str]:
+        return self.experiment.fit.neuron_ids
+
+    @cached_property
+    def top_natural(self) -> dict[int, list[int]]:
+        """Per selected neuron, its :data:`N_NATURAL` most exciting natural stimuli, best first."""
+        return {n: best_natural_indices(self.experiment.drive, n, N_NATURAL) for n in self.selected}
+
+    @cached_property
+    def loops(self) -> dict[str, list[list[int]]]:
+        """Per synthesizer label, the selected neurons in the groups it samples together (:func:`neuron_loops`)."""
+        return {synth.label: neuron_loops(synth.synthesizer, self.selected) for synth in self.synthesizers}
+
+    @cached_property
+    def loop_of(self) -> dict[tuple[str, int], list[int]]:
+        """``(synthesizer label, neuron)`` → the loop that samples it."""
+        return {(label, n): loop for label, chunks in self.loops.items() for loop in chunks for n in loop}
+
+    @cached_property
+    def units(self) -> list[Unit]:
+        """Every sampling loop, synthesizer by synthesizer."""
+        return [(synth, loop) for synth in self.synthesizers for loop in self.loops[synth.label]]
+
+    @cached_property
+    def workers(self) -> int:
+        """Loops side by side: as many as the memory budget allows on the CPU, one on an accelerator."""
+        if self.ctx.device.type != "cpu":
+            return 1
+        return workers_within(self.spec.attribution.memory_mb, default_workers())
+
+    @cached_property
+    def valid(self) -> Any:
+        """What a stored item must hold (:func:`_as_tensors`): S images, their responses, the history ``[steps, S]``."""
+        model = self.experiment.fit.model
+        return shape_validator(
+            {"images": ("S", model.in_channels, *model.input_size), "responses": ("S",), "history": (None, "S")},
+            {"prior_images": ("S", None, None, None), "cost/*": ()},
+        )
+
+    def item_key(self, synth: NamedSynthesizer, neuron: int) -> str:
+        """The work key of ``synth``'s images of ``neuron``: the model, the synthesizer's spec, the neuron, its best
+        natural image, the seed and, sampled with others, the loop's neurons (the batch composition matters)."""
+        loop = self.loop_of[(synth.label, neuron)]
+        ids = self.neuron_ids
+        together = {"loop": [ids[k] for k in loop]} if len(loop) > 1 else {}
         return work_key(
-            model=experiment.fit_digest,
+            model=self.experiment.fit_digest,
             synthesizer=synth.spec,
-            neuron=neuron_ids[n],
-            reference=stimuli.ids[top_natural[n][0]],
-            seed=spec.seed,
+            neuron=ids[neuron],
+            reference=self.experiment.stimuli.ids[self.top_natural[neuron][0]],
+            seed=self.spec.seed,
             **together,
         )
 
-    workers = workers_within(spec.attribution.memory_mb, default_workers()) if device.type == "cpu" else 1
-    replicas = threading.local()
+    def natural_images(self, neuron: int, k: int = N_NATURAL) -> Tensor:
+        """The ``k`` most exciting natural images of ``neuron`` ``[k, C, H, W]`` at the model's input, best first."""
+        model = self.experiment.fit.model
+        return self.experiment.stimuli.load_images(model.input_size, model.in_channels, self.top_natural[neuron][:k])
 
-    def here(synth: NamedSynthesizer) -> tuple[Any, Any]:
-        """This worker's model and synthesizer: its own replicas when loops run side by side (samplers keep state,
-        such as a scheduler's timesteps)."""
-        if workers == 1:
+    def on_this_thread(self, synth: NamedSynthesizer) -> tuple[nn.Module, Any]:
+        """The model and ``synth``'s synthesizer this worker uses: its own replicas when loops run side by side."""
+        model = self.experiment.fit.model
+        if self.workers == 1:
             return model, synth.synthesizer
-        if not hasattr(replicas, "model"):
-            replicas.model, replicas.synthesizers = replicate(model), {}
-        if synth.label not in replicas.synthesizers:
-            replicas.synthesizers[synth.label] = replicate(synth.synthesizer)
-        return replicas.model, replicas.synthesizers[synth.label]
+        mine = self.replicas
+        if mine.model is None:
+            mine.model = replicate(model)
+        if synth.label not in mine.synthesizers:
+            mine.synthesizers[synth.label] = replicate(synth.synthesizer)
+        return mine.model, mine.synthesizers[synth.label]
 
-    def run_loop(unit: tuple[NamedSynthesizer, list[int]]) -> dict[int, dict[str, Tensor]]:
-        """The stored results of the neurons of ``loop``; if any is missing, the loop is synthesised again, all its
-        neurons together (one sampling loop, the batch every run of this selection uses)."""
-        synth, loop = unit
-        keys = [item_key(synth, n) for n in loop]
-        stored = [store.lookup("synthesis", key, valid) for key in keys]
-        if all(item is not None for item in stored):
-            return dict(zip(loop, stored))
-        references = [stimuli.load_images(size, channels, top_natural[n][:1])[0].to(device) for n in loop]
-        on, synthesizer = here(synth)
-        # torch's global generator starts from the run's seed for a synthesizer that draws from it; one that
-        # declares its own generators (the built-ins) runs side by side with others
-        own = bool(getattr(synthesizer, "own_generators", False))
-        with alone_unless_thread_safe(synthesizer), contextlib.nullcontext() if own else seeded_global_rng(spec.seed):
-            if len(loop) == 1:
-                results = [synthesizer.synthesize(on, loop[0], reference=references[0])]
-            else:
-                results = synthesizer.synthesize_many(on, loop, references=references)
-        out = {}
-        for n, key, item, result in zip(loop, keys, stored, results):
-            if item is None:  # a sound stored item is kept: the same batch gave it
-                item = _as_tensors(result)
-                store.put("synthesis", key, item)
-            out[n] = item
-        return out
 
-    units = [(synth, loop) for synth in synthesizers for loop in loops[synth.label]]
+def neuron_loops(synthesizer: Any, selected: list[int]) -> list[list[int]]:
+    """The selected neurons in the groups a synthesizer samples together: chunks of its ``neuron_batch`` in
+    selection order when it has ``synthesize_many`` of its own (:func:`~sharedattr.plugins.contracts.neurons_per_loop`),
+    else one neuron each. Fixed by the selection alone, so a resumed or distributed run batches exactly as an
+    uninterrupted single process does."""
+    size = neurons_per_loop(synthesizer)
+    return [selected[i : i + size] for i in range(0, len(selected), size)]
 
-    def looped(todo: list[tuple[NamedSynthesizer, list[int]]], desc: str) -> list[dict[int, dict[str, Tensor]]]:
-        with tqdm(total=len(todo), desc=desc, disable=not progress, leave=False) as bar:
-            done = []
-            for result in Pieces(workers).map(run_loop, todo):  # loops side by side, results in order
-                bar.update()
-                done.append(result)
-            return done
 
-    if ranks.distributed:
-        looped(ranks.share(units), f"synthesis, rank {ranks.rank}")
-        ranks.barrier()
-        if not ranks.is_main:
-            return None
-    evaluators = fit_evaluators(ctx, spec, experiment, folder / "evaluators")
+def synthesize_units(plan: SynthesisPlan, units: list[Unit], desc: str) -> list[dict[int, Stored]]:
+    """Every loop of ``units`` (:func:`synthesize_loop`), ``plan.workers`` side by side; results in order."""
+    with tqdm(total=len(units), desc=desc, disable=not plan.ctx.progress, leave=False) as bar:
+        done = []
+        for result in Pieces(plan.workers).map(partial(synthesize_loop, plan), units):
+            bar.update()
+            done.append(result)
+        return done
+
+
+def synthesize_loop(plan: SynthesisPlan, unit: Unit) -> dict[int, Stored]:
+    """The stored items of the neurons of ``unit``'s loop; if any is missing, the loop is synthesised again, all
+    its neurons together (one sampling loop, the batch every run of this selection uses), and the missing ones
+    are stored (a sound stored item is kept: the same batch gave it)."""
+    synth, loop = unit
+    keys = [plan.item_key(synth, n) for n in loop]
+    stored = [plan.store.lookup("synthesis", key, plan.valid) for key in keys]
+    if all(item is not None for item in stored):
+        return dict(zip(loop, stored))
+    references = [plan.natural_images(n, 1)[0].to(plan.ctx.device) for n in loop]
+    model, synthesizer = plan.on_this_thread(synth)
+    results = call_synthesizer(synthesizer, model, loop, references, plan.spec.seed)
+    out = {}
+    for n, key, item, result in zip(loop, keys, stored, results):
+        if item is None:
+            item = _as_tensors(result)
+            plan.store.put("synthesis", key, item)
+        out[n] = item
+    return out
+
+
+def call_synthesizer(
+    synthesizer: Any, model: nn.Module, loop: list[int], references: list[Tensor], seed: int
+) -> list[SynthesisResult]:
+    """One result per neuron of ``loop``: ``synthesize`` for one neuron, ``synthesize_many`` for several.
+
+    A synthesizer that is not ``thread_safe`` runs alone; torch's global generator starts from ``seed`` for one
+    that draws from it (one that declares ``own_generators``, as the built-ins, runs side by side with others).
+    """
+    members = declared(synthesizer, Synthesizer)
+    own = bool(members.own_generators)
+    alone = alone_unless_thread_safe(members.thread_safe is True)
+    with alone, contextlib.nullcontext() if own else seeded_global_rng(seed):
+        if len(loop) == 1:
+            return [synthesizer.synthesize(model, loop[0], reference=references[0])]
+        return members.synthesize_many(model, loop, references=references)
+
+
+def stored_results(plan: SynthesisPlan) -> dict[tuple[str, int], Stored]:
+    """Every (synthesizer label, neuron) item: read back from the store, or synthesised where missing."""
+    results = {}
+    for (synth, _), items in zip(plan.units, synthesize_units(plan, plan.units, "synthesis")):
+        results |= {(synth.label, n): item for n, item in items.items()}
+    return results
+
+
+# -- scores -------------------------------------------------------------------------------
+def score_synthesis(
+    plan: SynthesisPlan, evaluators: list[Evaluator], results: dict[tuple[str, int], Stored]
+) -> tuple[SynthesisRun, dict[str, Tensor]]:
+    """The run in memory: the rows of ``scores.csv`` (every item on every evaluator), the summary, the images
+    (``natural/<neuron>``, ``<synthesizer>/<neuron>`` and, with a prior, ``<synthesizer>/<neuron>/prior``) and the
+    histories; and, per synthesizer with a prior, its unguided samples (:func:`prior_samples_of`)."""
+    ids = plan.neuron_ids
+    images = {f"natural/{ids[n]}": plan.natural_images(n) for n in plan.selected}
     rows: list[dict[str, Any]] = []
-    images: dict[str, Tensor] = {}
     histories: dict[str, Tensor] = {}
     prior_samples: dict[str, Tensor] = {}
-    for n in selected:
-        images[f"natural/{neuron_ids[n]}"] = stimuli.load_images(size, channels, top_natural[n])
-    results = {}
-    for (synth, _), items in zip(units, looped(units, "synthesis")):
-        results |= {(synth.label, n): item for n, item in items.items()}
-    for synth in synthesizers:
-        for n in selected:
-            label = synth.label
-            stored = results[(label, n)]
-            result_images = stored["images"]
-            images[f"{label}/{neuron_ids[n]}"] = result_images
-            histories[f"{label}/{neuron_ids[n]}"] = stored["history"]
+    for synth in plan.synthesizers:
+        for n in plan.selected:
+            stored, name = results[(synth.label, n)], f"{synth.label}/{ids[n]}"
+            images[name] = stored["images"]
+            histories[name] = stored["history"]
             if "prior_images" in stored:
-                images[f"{label}/{neuron_ids[n]}/prior"] = stored["prior_images"]
+                images[f"{name}/prior"] = stored["prior_images"]
             cost = {k.removeprefix("cost/"): float(v) for k, v in stored.items() if k.startswith("cost/")}
-            rows += evaluator_rows(evaluators, result_images, n, neuron_ids[n], label, cost, spec.batch_size)
-            if hasattr(synth.synthesizer, "prior_samples") and label not in prior_samples:
-                samples = store.get_or_compute(
-                    "prior_samples",
-                    work_key(synthesizer=synth.spec, n=PRIOR_SAMPLES, seed=spec.seed),
-                    lambda s=synth.synthesizer: {"images": s.prior_samples(PRIOR_SAMPLES, seed=spec.seed)},
-                    shape_validator({"images": (PRIOR_SAMPLES, None, None, None)}),
-                )
-                prior_samples[label] = samples["images"]
+            rows += evaluator_rows(evaluators, stored["images"], n, ids[n], synth.label, cost, plan.spec.batch_size)
+        samples = prior_samples_of(plan, synth)
+        if samples is not None:
+            prior_samples[synth.label] = samples
     _warn_undefined(rows)
-    result = SynthesisRun(rows, summarise(rows), evaluators, images, histories)
-    write_synthesis(
-        folder, spec, result, prior_samples, [neuron_ids[n] for n in selected], [synth.label for synth in synthesizers]
+    return SynthesisRun(rows, summarise(rows), evaluators, images, histories), prior_samples
+
+
+def prior_samples_of(plan: SynthesisPlan, synth: NamedSynthesizer) -> Tensor | None:
+    """:data:`PRIOR_SAMPLES` unguided samples ``[PRIOR_SAMPLES, C, H, W]`` of ``synth``'s generative prior (stored
+    once per synthesizer spec and seed), or None for a synthesizer without ``prior_samples`` or no selection."""
+    sampler = declared(synth.synthesizer, Synthesizer).prior_samples
+    if sampler is None or not plan.selected:
+        return None
+    seed = plan.spec.seed
+    samples = plan.store.get_or_compute(
+        "prior_samples",
+        work_key(synthesizer=synth.spec, n=PRIOR_SAMPLES, seed=seed),
+        lambda: {"images": sampler(PRIOR_SAMPLES, seed=seed)},
+        shape_validator({"images": (PRIOR_SAMPLES, None, None, None)}),
     )
-    return result
+    return samples["images"]
 
 
 def evaluator_rows(
@@ -264,158 +363,13 @@ def evaluator_rows(
     return rows
 
 
-def write_synthesis(
-    folder: Path,
-    spec: ExperimentSpec,
-    result: SynthesisRun,
-    prior_samples: dict[str, Tensor],
-    neuron_ids: list[str],
-    labels: list[str],
-) -> None:
-    """``scores.csv``, ``summary.csv``, ``evaluators.csv``, ``images.safetensors`` and, with figures on,
-    ``images.png``, ``comparison.png`` and ``prior_samples.png`` (``neuron_ids``: the selected neurons)."""
-    rows, images, evaluators = result.rows, result.images, result.evaluators
-    cost_columns = [c for c in COST_COLUMNS if any(c in r for r in rows)]
-    cost_columns += sorted({k for r in rows for k in r} - set(SCORE_COLUMNS) - set(cost_columns))
-    atomic_write_csv(folder / "scores.csv", rows, SCORE_COLUMNS + cost_columns)
-    atomic_write_csv(folder / "summary.csv", result.summary, SUMMARY_COLUMNS)
-    atomic_write_csv(
-        folder / "evaluators.csv",
-        [
-            {
-                "evaluator": e.label,
-                "role": e.role,
-                "model": e.description,
-                "median_test_r": float(e.test_r[torch.isfinite(e.test_r)].median())
-                if torch.isfinite(e.test_r).any()
-                else math.nan,
-            }
-            for e in evaluators
-        ],
-        EVALUATOR_COLUMNS,
-    )
-    atomic_save_tensors(
-        folder / "images.safetensors", {**images, **{f"prior_samples/{k}": v for k, v in prior_samples.items()}}
-    )
-    if not spec.output.figures:
-        return
-    from sharedattr.report.figures import comparison_figure, image_grid  # matplotlib only when figures are on
-
-    grid = {}
-    for neuron in neuron_ids:
-        grid[f"{neuron} · natural (top {N_NATURAL})"] = images[f"natural/{neuron}"]
-        for label in labels:
-            grid[f"{neuron} · {label}"] = images[f"{label}/{neuron}"]
-    image_grid(grid, folder / "images.png", spec.output.dpi)
-    comparison_figure(result.summary, folder / "comparison.png", spec.output.dpi)
-    if prior_samples:
-        sample_rows = {
-            f"{label}: unguided prior samples {i + 1}–{i + len(chunk)}": chunk
-            for label, v in prior_samples.items()
-            for i, chunk in zip(range(0, len(v), 8), v.split(8))
-        }
-        image_grid(sample_rows, folder / "prior_samples.png", spec.output.dpi)
-
-
-def train_evaluator(experiment: Experiment, spec: ExperimentSpec) -> Evaluator:
-    """The model the images are optimised on, as an evaluator."""
-    fit = experiment.fit
-    return Evaluator(
-        TRAIN,
-        TRAIN,
-        fit.model,
-        fit.predicted.max(0).values,
-        fit.test_r,
-        describe_model(
-            spec.backbone.model_dump(mode="json"), spec.readout.model_dump(mode="json"), spec.data.split_seed
-        ),
-    )
-
-
-def fit_evaluators(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, folder: Path) -> list[Evaluator]:
-    """The train model plus every ``spec.evaluators`` entry, fitted (or reloaded from ``folder/<label>``)."""
-    evaluators = [train_evaluator(experiment, spec)]
-    for e in tqdm(
-        spec.evaluators, desc="evaluator models", disable=not ctx.progress or not spec.evaluators, leave=False
-    ):
-        resolved = resolved_evaluator(spec, e)
-        backbone_spec, readout_spec = e.backbone or spec.backbone, e.readout or spec.readout
-        backbone = ctx.build(backbone_spec).to(ctx.device)
-        if backbone_spec == spec.backbone:
-            latents = experiment.latents  # same features: no second pass over the images
-        else:
-            latents, _ = features(ctx, spec, backbone_spec, backbone, experiment.stimuli)
-        target = folder / e.label
-        digest = evaluator_digest(experiment.fit_digest, spec, e)
-        saved = target if saved_digest(target, "evaluator_digest") == digest else None
-        fit = fit_readout(
-            ctx.build(readout_spec),
-            backbone,
-            latents,
-            experiment.responses,
-            experiment.fit.neuron_ids,
-            test_fraction=spec.data.test_fraction,
-            split_seed=resolved["split_seed"],
-            batch_size=spec.batch_size,
-            device=ctx.device,
-            saved=saved,
-            name=readout_spec.name,
-        )
-        if saved is None:
-            save_model(
-                fit.model,
-                backbone_spec,
-                readout_spec,
-                fit.neuron_ids,
-                target,
-                extra={"evaluator_digest": digest, "role": e.role},
-                registry=ctx.registry,
-            )
-        evaluators.append(
-            Evaluator(
-                e.label,
-                e.role,
-                fit.model,
-                fit.predicted.max(0).values,
-                fit.test_r,
-                describe_model(resolved["backbone"], resolved["readout"], resolved["split_seed"]),
-            )
-        )
-    return evaluators
-
-
-def neuron_loops(synthesizer: Any, selected: list[int]) -> list[list[int]]:
-    """The selected neurons in the groups a synthesizer samples together: chunks of its ``neuron_batch`` in
-    selection order when it has ``synthesize_many``, else one neuron each. Fixed by the selection alone, so a
-    resumed or distributed run batches exactly as an uninterrupted single process does."""
-    size = (
-        int(getattr(synthesizer, "neuron_batch", 1)) if callable(getattr(synthesizer, "synthesize_many", None)) else 1
-    )
-    size = max(1, size)
-    return [selected[i : i + size] for i in range(0, len(selected), size)]
-
-
-def _as_tensors(result: SynthesisResult) -> dict[str, Tensor]:
-    out = {
-        "images": result.images.detach().cpu().contiguous(),
-        "responses": result.responses.detach().cpu(),
-        "history": result.history.detach().cpu(),
-    }
-    prior = getattr(result, "prior_images", None)
-    if prior is not None:
-        out["prior_images"] = prior.detach().cpu().contiguous()
-    for k, v in result.cost.items():
-        out[f"cost/{k}"] = torch.tensor(float(v), dtype=torch.float64)
-    return out
-
-
 def _warn_undefined(rows: list[dict[str, Any]]) -> None:
     bad = sorted({(r["neuron"], r["evaluator"]) for r in rows if not r["best_natural"] > 0})
     if bad:
         warnings.warn(
             f"relative activation is undefined (left empty) where the evaluator predicts no positive "
             f"response to any natural image: {bad}",
-            stacklevel=2,
+            stacklevel=3,
         )
 
 
@@ -426,19 +380,16 @@ def _mean_of(rows: list[dict[str, Any]], key: str) -> float:
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per synthesizer × evaluator: mean ± sem of ``relative`` over neurons × seeds, and the mean cost."""
+    """Per synthesizer × evaluator: mean ± sem of ``relative`` over neurons × seeds (the finite values,
+    :func:`~sharedattr.report.stats.mean_sem`), and the mean cost."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["synthesizer"], r["evaluator"], r["role"]), []).append(r)
     out = []
     for (synth, evaluator, role), group in groups.items():
-        rel = [r["relative"] for r in group if math.isfinite(r["relative"])]
-        n = len(rel)
-        mean = sum(rel) / n if n else math.nan
-        sem = math.sqrt(sum((v - mean) ** 2 for v in rel) / (n - 1) / n) if n > 1 else math.nan
+        mean, sem, n = mean_sem(r["relative"] for r in group)
         per_neuron = list({r["neuron"]: r for r in group}.values())  # cost is per (synthesizer, neuron)
         avg = partial(_mean_of, per_neuron)
-
         out.append(
             {
                 "synthesizer": synth,
@@ -457,6 +408,144 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# -- evaluators ------------------------------------------------------------------------------
+def train_evaluator(experiment: Experiment, spec: ExperimentSpec) -> Evaluator:
+    """The model the images are optimised on, as an evaluator."""
+    fit = experiment.fit
+    return Evaluator(
+        TRAIN,
+        TRAIN,
+        fit.model,
+        fit.predicted.max(0).values,
+        fit.test_r,
+        describe_model(
+            spec.backbone.model_dump(mode="json"), spec.readout.model_dump(mode="json"), spec.data.split_seed
+        ),
+    )
+
+
+def fit_evaluators(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, folder: Path) -> list[Evaluator]:
+    """The train model plus every ``spec.evaluators`` entry, fitted (or reloaded from ``folder/<label>``)."""
+    entries = tqdm(
+        spec.evaluators, desc="evaluator models", disable=not ctx.progress or not spec.evaluators, leave=False
+    )
+    return [train_evaluator(experiment, spec), *(fit_evaluator(ctx, spec, experiment, e, folder) for e in entries)]
+
+
+def fit_evaluator(
+    ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, e: EvaluatorSpec, folder: Path
+) -> Evaluator:
+    """Evaluator ``e``: its readout fitted on its backbone's features of the experiment's stimuli and responses
+    (its split), saved in ``folder/<label>``; or reloaded from there when saved by a fit of the same
+    :func:`~sharedattr.synthesis.evaluation.evaluator_digest`."""
+    resolved = resolved_evaluator(spec, e)
+    backbone_spec, readout_spec = e.backbone or spec.backbone, e.readout or spec.readout
+    backbone = ctx.build(backbone_spec).to(ctx.device)
+    if backbone_spec == spec.backbone:
+        latents = experiment.latents  # same features: no second pass over the images
+    else:
+        latents, _ = features(ctx, spec, backbone_spec, backbone, experiment.stimuli)
+    target = folder / e.label
+    digest = evaluator_digest(experiment.fit_digest, spec, e)
+    saved = target if saved_digest(target, "evaluator_digest") == digest else None
+    fit = fit_readout(
+        ctx.build(readout_spec),
+        backbone,
+        latents,
+        experiment.responses,
+        experiment.fit.neuron_ids,
+        FitSettings(spec.data.test_fraction, resolved["split_seed"], spec.batch_size, ctx.device, readout_spec.name),
+        saved=saved,
+    )
+    if saved is None:
+        extra = {"evaluator_digest": digest, "role": e.role}
+        save_model(fit.model, backbone_spec, readout_spec, fit.neuron_ids, target, extra=extra, registry=ctx.registry)
+    description = describe_model(resolved["backbone"], resolved["readout"], resolved["split_seed"])
+    return Evaluator(e.label, e.role, fit.model, fit.predicted.max(0).values, fit.test_r, description)
+
+
+# -- files -----------------------------------------------------------------------------------
+def write_synthesis(
+    folder: Path,
+    spec: ExperimentSpec,
+    result: SynthesisRun,
+    prior_samples: dict[str, Tensor],
+    neuron_ids: list[str],
+    labels: list[str],
+) -> None:
+    """``scores.csv``, ``summary.csv``, ``evaluators.csv``, ``images.safetensors`` and, with figures on, the
+    figures (:func:`write_figures`; ``neuron_ids``: the selected neurons, ``labels``: the synthesizers)."""
+    rows = result.rows
+    cost_columns = [c for c in SYNTHESIS_COSTS if any(c in r for r in rows)]
+    cost_columns += sorted({k for r in rows for k in r} - set(SYNTHESIS_SCORES.header) - set(cost_columns))
+    SYNTHESIS_SCORES.write(folder, rows, cost_columns)
+    SYNTHESIS_SUMMARY.write(folder, result.summary)
+    EVALUATORS.write(folder, evaluator_table(result.evaluators))
+    atomic_save_tensors(
+        folder / SYNTHESIS_IMAGES, {**result.images, **{f"prior_samples/{k}": v for k, v in prior_samples.items()}}
+    )
+    if spec.output.figures:
+        write_figures(folder, spec, result, prior_samples, neuron_ids, labels)
+
+
+def evaluator_table(evaluators: list[Evaluator]) -> list[dict[str, Any]]:
+    """The rows of ``evaluators.csv``: each evaluator, its role, its model and its median held-out r."""
+    return [
+        {
+            "evaluator": e.label,
+            "role": e.role,
+            "model": e.description,
+            "median_test_r": float(e.test_r[torch.isfinite(e.test_r)].median())
+            if torch.isfinite(e.test_r).any()
+            else math.nan,
+        }
+        for e in evaluators
+    ]
+
+
+def write_figures(
+    folder: Path,
+    spec: ExperimentSpec,
+    result: SynthesisRun,
+    prior_samples: dict[str, Tensor],
+    neuron_ids: list[str],
+    labels: list[str],
+) -> None:
+    """``images.png`` (each neuron's natural and synthesised images), ``comparison.png`` (activation per evaluator
+    role and compute) and, with a prior, ``prior_samples.png``."""
+    from sharedattr.report.figures import comparison_figure, image_grid  # matplotlib only when figures are on
+
+    images = result.images
+    grid = {}
+    for neuron in neuron_ids:
+        grid[f"{neuron} · natural (top {N_NATURAL})"] = images[f"natural/{neuron}"]
+        for label in labels:
+            grid[f"{neuron} · {label}"] = images[f"{label}/{neuron}"]
+    image_grid(grid, folder / SYNTHESIS_GRID, spec.output.dpi)
+    comparison_figure(result.summary, folder / SYNTHESIS_COMPARISON, spec.output.dpi)
+    if prior_samples:
+        sample_rows = {
+            f"{label}: unguided prior samples {i + 1}–{i + len(chunk)}": chunk
+            for label, v in prior_samples.items()
+            for i, chunk in zip(range(0, len(v), 8), v.split(8))
+        }
+        image_grid(sample_rows, folder / PRIOR_SAMPLES_GRID, spec.output.dpi)
+
+
+def _as_tensors(result: SynthesisResult) -> Stored:
+    out = {
+        "images": result.images.detach().cpu().contiguous(),
+        "responses": result.responses.detach().cpu(),
+        "history": result.history.detach().cpu(),
+    }
+    if result.prior_images is not None:
+        out["prior_images"] = result.prior_images.detach().cpu().contiguous()
+    for k, v in result.cost.items():
+        out[f"cost/{k}"] = torch.tensor(float(v), dtype=torch.float64)
+    return out
+
+
+# -- the command -------------------------------------------------------------------------------
 @on_one_thread
 def synthesize_experiment(
     spec: ExperimentSpec,
@@ -484,36 +573,33 @@ def synthesize_experiment(
     out = Path(out)
     with out_folder(spec, out, config=config, ranks=ranks, kind="synthesize"):
         ctx = RunContext.start(spec, registry=registry, ranks=ranks, progress=progress)
-        experiment = fit_for_run(ctx, spec, out, out / "fit")
+        experiment = fit_for_run(ctx, spec, out, out / FIT_DIR)
         result = run_synthesis(ctx, spec, experiment, select_stage(spec, experiment), out)
         if ranks.is_main:
-            atomic_write_json(out / "environment.json", environment())
+            atomic_write_json(out / ENVIRONMENT_FILE, environment())
             write_spec(out, spec)
             write_manifest(out)
         return result
 
 
 def format_synthesis_summary(summary: list[dict[str, Any]]) -> str:
-    """The summary as an aligned text table."""
+    """The summary as an aligned text table (:func:`~sharedattr.experiment.tables.text_table`)."""
     header = ["synthesizer", "evaluator", "role", "relative ± sem", "n", "s/neuron", "fwd", "bwd", "denoiser"]
-    lines = [
-        [
-            r["synthesizer"],
-            r["evaluator"],
-            r["role"],
-            f"{r['mean_relative']:.3f} ± {r['sem_relative']:.3f}"
-            if math.isfinite(r["sem_relative"])
-            else f"{r['mean_relative']:.3f}",
-            str(r["n"]),
-            f"{r['wall_s_per_neuron']:.2f}",
-            f"{r['forward_calls']:.0f}",
-            f"{r['backward_calls']:.0f}",
-            f"{r['denoiser_calls']:.0f}",
-        ]
-        for r in summary
+    return text_table(header, [_summary_cells(r) for r in summary])
+
+
+def _summary_cells(r: dict[str, Any]) -> list[str]:
+    relative = f"{r['mean_relative']:.3f}"
+    if math.isfinite(r["sem_relative"]):
+        relative += f" ± {r['sem_relative']:.3f}"
+    return [
+        r["synthesizer"],
+        r["evaluator"],
+        r["role"],
+        relative,
+        str(r["n"]),
+        f"{r['wall_s_per_neuron']:.2f}",
+        f"{r['forward_calls']:.0f}",
+        f"{r['backward_calls']:.0f}",
+        f"{r['denoiser_calls']:.0f}",
     ]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(
-        [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*line) for line in lines)]
-    )

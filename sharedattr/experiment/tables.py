@@ -20,31 +20,32 @@ from torch import Tensor
 from sharedattr.attribution.engine import Explained, NamedMethod, NamedMetric
 from sharedattr.encoding.fit import Fit
 from sharedattr.report.stats import mean_sem
-from sharedattr.runtime.io import atomic_save_tensors, atomic_write_bytes, atomic_write_csv, atomic_write_json
+from sharedattr.runtime.io import atomic_save_tensors, atomic_write_bytes, atomic_write_json
+from sharedattr.runtime.run_files import (
+    COMPONENTS_FILE,
+    FIT_SCORES,
+    MAPS_FILE,
+    MAPS_PAIRS_KEY,
+    METHOD_TIMES,
+    PAIRS,
+    PARQUET_SUFFIX,
+    RESULTS,
+    SUMMARY,
+)
 from sharedattr.selection.matching import Pair
 
-SCORE_COLUMNS = ["neuron", "test_r", "noise_ceiling", "fev", "n_train", "n_test", "note"]
-RESULT_COLUMNS = [
-    "neuron",
-    "driver",
-    "driver_category",
-    "reference",
-    "rank",
-    "similarity",
-    "method",
-    "image",
-    "metric",
-    "value",
-    "higher_is_better",
-]
-SUMMARY_COLUMNS = ["method", "image", "metric", "mean", "sem", "n", "higher_is_better"]
-METHOD_COLUMNS = ["method", "seconds", "pairs", "ms_per_pair"]
-METRIC_TIME_COLUMNS = ["metric", "method", "seconds", "maps", "ms_per_map", "share_of_method"]
-PAIR_COLUMNS = ["neuron", "driver", "driver_category", "reference", "rank", "similarity", "driver_response"]
+RESULT_COLUMNS = RESULTS.header
+"""The header of ``results.csv``, as :data:`sharedattr.runtime.run_files.RESULTS` gives it (the name of sharedattr
+0.1, ``sharedattr.pipeline.RESULT_COLUMNS``; as are the four below)."""
+SUMMARY_COLUMNS = SUMMARY.header
+METHOD_COLUMNS = METHOD_TIMES.header
+PAIR_COLUMNS = PAIRS.header
+SCORE_COLUMNS = FIT_SCORES.header
 
 
-def write_scores(fit: Fit, path: Path) -> None:
-    """``scores.csv``: per neuron, held-out r and, where trials repeat, noise ceiling and FEV.
+def write_scores(fit: Fit, folder: Path) -> None:
+    """``folder/scores.csv`` (:data:`~sharedattr.runtime.run_files.FIT_SCORES`): per neuron, held-out r and, where
+    trials repeat, noise ceiling and FEV.
 
     Undefined values are left empty, with the reason in ``note`` (never a bare NaN); a held-out
     r that is undefined because a column is constant is 0 (:func:`held_out_r`), also with the
@@ -70,7 +71,7 @@ def write_scores(fit: Fit, path: Path) -> None:
                 "note": note,
             }
         )
-    atomic_write_csv(path, rows, SCORE_COLUMNS)
+    FIT_SCORES.write(folder, rows)
 
 
 def tidy_rows(
@@ -113,19 +114,26 @@ def pair_row(
 
 
 def write_pairs(
-    path: Path, pairs: list[Pair], drive: Tensor, neuron_ids: list[str], stimulus_ids: list[str], categories: list[str]
+    folder: Path,
+    pairs: list[Pair],
+    drive: Tensor,
+    neuron_ids: list[str],
+    stimulus_ids: list[str],
+    categories: list[str],
 ) -> None:
-    """``pairs.csv``: one row per (neuron, driver, reference), with the similarity and the driver's response."""
+    """``folder/pairs.csv`` (:data:`~sharedattr.runtime.run_files.PAIRS`): one row per (neuron, driver, reference),
+    with the similarity and the driver's response."""
     rows = (
         {**pair_row(p, neuron_ids, stimulus_ids, categories), "driver_response": float(drive[p.driver, p.neuron])}
         for p in pairs
     )
-    atomic_write_csv(path, rows, PAIR_COLUMNS)
+    PAIRS.write(folder, rows)
 
 
-def write_table(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """The tidy table as CSV, and as Parquet beside it when pyarrow is installed (both atomic)."""
-    atomic_write_csv(path, rows, columns)
+def write_results(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """The tidy table as ``folder/results.csv`` (:data:`~sharedattr.runtime.run_files.RESULTS`), and as
+    ``results.parquet`` beside it when pyarrow is installed (both atomic)."""
+    path = RESULTS.write(folder, rows)
     try:
         import pyarrow  # noqa: F401
     except ImportError:
@@ -133,18 +141,18 @@ def write_table(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> N
     import pandas as pd
 
     buf = io.BytesIO()
-    pd.DataFrame(rows, columns=columns).to_parquet(buf, index=False)
-    atomic_write_bytes(path.with_suffix(".parquet"), buf.getvalue())
+    pd.DataFrame(rows, columns=RESULTS.header).to_parquet(buf, index=False)
+    atomic_write_bytes(path.with_suffix(PARQUET_SUFFIX), buf.getvalue())
 
 
 def save_maps(
-    path: Path, explained: Explained, pairs: list[Pair], neuron_ids: list[str], stimulus_ids: list[str]
+    folder: Path, explained: Explained, pairs: list[Pair], neuron_ids: list[str], stimulus_ids: list[str]
 ) -> None:
-    """Every map ``[P, H, W]`` as ``<method>/<image>`` in one safetensors file; the pairs in its metadata, as the
-    JSON list ``pairs_json`` of ``[neuron, driver, reference]`` ids (any characters in an id survive)."""
+    """Every map ``[P, H, W]`` as ``<method>/<image>`` in ``folder/maps.safetensors``; the pairs in its metadata, as
+    the JSON list ``pairs_json`` of ``[neuron, driver, reference]`` ids (any characters in an id survive)."""
     tensors = {f"{label}/{which}": m for label, maps in explained.maps.items() for which, m in maps.items()}
     listed = [[neuron_ids[p.neuron], stimulus_ids[p.driver], stimulus_ids[p.reference]] for p in pairs]
-    atomic_save_tensors(path, tensors, {"pairs_json": json.dumps(listed, ensure_ascii=False)})
+    atomic_save_tensors(folder / MAPS_FILE, tensors, {MAPS_PAIRS_KEY: json.dumps(listed, ensure_ascii=False)})
 
 
 def method_times(explained: Explained, n_pairs: int) -> list[dict[str, Any]]:
@@ -234,15 +242,15 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
 
 
 def write_components(
-    path: Path, methods: Sequence[NamedMethod], metrics: Sequence[NamedMetric], pairwise: dict[str, bool]
+    folder: Path, methods: Sequence[NamedMethod], metrics: Sequence[NamedMetric], pairwise: dict[str, bool]
 ) -> None:
-    """``components.json``: what each method and metric label of the run declares (the report reads it).
+    """``folder/components.json``: what each method and metric label of the run declares (the report reads it).
 
     Per method label: its spec, whether it is pairwise, and the plugin that provides it; per
     metric label: its spec, family, direction and plugin.
     """
     atomic_write_json(
-        path,
+        folder / COMPONENTS_FILE,
         {
             "methods": {m.label: {"spec": m.spec, "pairwise": pairwise[m.label], "plugin": m.origin} for m in methods},
             "metrics": {

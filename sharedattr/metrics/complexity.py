@@ -7,8 +7,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from sharedattr.metrics.base import ConfigurableMetric
 from sharedattr.plugins.contracts import AttributionBatch
 from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.plugins.params import register_components
 
 
 def gini(maps: Tensor) -> Tensor:
@@ -21,13 +23,14 @@ def gini(maps: Tensor) -> Tensor:
     return torch.where(total > 0, g, torch.zeros_like(g))
 
 
-class GiniMetric:
+class GiniMetric(ConfigurableMetric):
     """Sparseness of the attribution map: higher = more concentrated."""
 
+    name = "gini"
+    description = "Gini sparseness of |map| (higher = sparser)."
     higher_is_better: ClassVar[bool] = True
-    family: ClassVar[str] = "complexity"
+    family = "complexity"
     thread_safe: ClassVar[bool] = True
-    requires_masks: ClassVar[bool] = False
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         return gini(batch.maps)
@@ -35,4 +38,4 @@ class GiniMetric:
 
 @hookimpl
 def register_metrics(register):
-    register("gini", GiniMetric, description="Gini sparseness of |map| (higher = sparser).")
+    register_components(register, [GiniMetric])

@@ -11,15 +11,16 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import OrderedDict
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
+from sharedattr.metrics.base import ConfigurableMetric
 from sharedattr.plugins.contracts import AttributionBatch
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import Params, Seed
+from sharedattr.plugins.params import Params, Seed, register_components
 
 CPU_IMAGES_PER_PASS = 8
 """Default perturbed images per forward pass on the CPU. A deep network's forward pass runs faster per image in
@@ -29,7 +30,7 @@ ACCELERATOR_IMAGES_PER_PASS = 64
 """Default perturbed images per forward pass on a GPU (or any other device), where larger batches fill it."""
 
 
-def images_per_pass(batch_size: int | None, device: torch.device) -> int:
+def perturbed_per_pass(batch_size: int | None, device: torch.device) -> int:
     """``batch_size``, or the device's default when it is None (:data:`CPU_IMAGES_PER_PASS`, else
     :data:`ACCELERATOR_IMAGES_PER_PASS`)."""
     if batch_size is not None:
@@ -91,7 +92,7 @@ def target_responses(batch: AttributionBatch, images: Tensor, which: Tensor, bat
     return torch.cat(out) if out else images.new_zeros(0)
 
 
-class PerturbationCurve:
+class PerturbationCurve(ConfigurableMetric):
     """Removes (deletion) or adds (insertion) pixels in order of attribution; scores the normalised AUC.
 
     With ``r(t)`` the neuron's response after a fraction ``t`` of pixels is perturbed
@@ -107,14 +108,14 @@ class PerturbationCurve:
     all-baseline image, the same for every image, once per batch.
     """
 
+    params_model = PerturbationParams
     insertion: ClassVar[bool]
-    family: ClassVar[str] = "faithfulness"
+    family = "faithfulness"
     thread_safe: ClassVar[bool] = True
-    requires_masks: ClassVar[bool] = False
     cache_size: ClassVar[int] = 64
 
-    def __init__(self, steps: int = 20, baseline: float = 0.0, batch_size: int | None = None) -> None:
-        self.steps, self.baseline, self.batch_size = steps, baseline, batch_size
+    def __init__(self, params: PerturbationParams | None = None, **overrides: Any) -> None:
+        super().__init__(params, **overrides)
         self._clean = ModelCache(self.cache_size)
 
     @property
@@ -128,12 +129,13 @@ class PerturbationCurve:
         order = maps.flatten(1).argsort(dim=1, descending=True)  # most relevant first
         rank = torch.empty_like(order)
         rank.scatter_(1, order, torch.arange(h * w, device=x.device).expand(b, -1))
-        fractions = torch.linspace(0, 1, self.steps + 1, device=x.device)
+        steps = self.params.steps
+        fractions = torch.linspace(0, 1, steps + 1, device=x.device)
         counts = (fractions * h * w).round().long()  # pixels perturbed at each step
-        inner = self.steps - 1  # steps 1 … steps - 1: the map's own images
-        baseline = torch.full_like(x[:1], self.baseline)
+        inner = steps - 1  # steps 1 … steps - 1: the map's own images
+        baseline = torch.full_like(x[:1], self.params.baseline)
         every = torch.arange(b, device=x.device)
-        size = images_per_pass(self.batch_size, x.device)
+        size = perturbed_per_pass(self.params.batch_size, x.device)
         clean = self._clean.get(batch, (), lambda: target_responses(batch, x, every, size))
         out = []
         with torch.no_grad():
@@ -158,18 +160,22 @@ class PerturbationCurve:
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         curve = self.curves(batch)
-        return torch.trapezoid(curve, dx=1.0 / self.steps, dim=1)
+        return torch.trapezoid(curve, dx=1.0 / self.params.steps, dim=1)
 
 
 class DeletionMetric(PerturbationCurve):
     """Deletion AUC: lower = the map's top pixels remove the response faster."""
 
+    name = "deletion"
+    description = "Deletion AUC of the neuron's response, normalised by the clean response (lower is better)."
     insertion = False
 
 
 class InsertionMetric(PerturbationCurve):
     """Insertion AUC: higher = the map's top pixels restore the response faster."""
 
+    name = "insertion"
+    description = "Insertion AUC of the neuron's response, normalised by the clean response (higher is better)."
     insertion = True
 
 
@@ -219,7 +225,7 @@ def response_drops(batch: AttributionBatch, subsets: Tensor, baseline: float, ba
     return clean[:, None] - torch.cat(perturbed).view(b, runs)
 
 
-class FaithfulnessCorrelationMetric:
+class FaithfulnessCorrelationMetric(ConfigurableMetric):
     """Pearson r, over random pixel subsets, between their summed attribution and the response drop.
 
     Every map in a batch is scored with the same ``n_runs`` seeded subsets, so a map's
@@ -231,56 +237,36 @@ class FaithfulnessCorrelationMetric:
     scored (the last ``cache_size`` batches are kept, keyed by their content).
     """
 
+    name = "faithfulness_correlation"
+    description = (
+        "Pearson r between a random pixel subset's summed attribution and the neuron's response drop when it is "
+        "removed (higher is better)."
+    )
+    params_model = FaithfulnessCorrelationParams
     cache_size: ClassVar[int] = 64
 
     higher_is_better: ClassVar[bool] = True
-    family: ClassVar[str] = "faithfulness"
+    family = "faithfulness"
     thread_safe: ClassVar[bool] = True
-    requires_masks: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        n_runs: int = 100,
-        subset_size: int = 224,
-        baseline: float = 0.0,
-        seed: int = 0,
-        batch_size: int | None = None,
-    ) -> None:
-        self.n_runs, self.subset_size, self.baseline = n_runs, subset_size, baseline
-        self.seed, self.batch_size = seed, batch_size
+    def __init__(self, params: FaithfulnessCorrelationParams | None = None, **overrides: Any) -> None:
+        super().__init__(params, **overrides)
         self._drops = ModelCache(self.cache_size)
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         maps = batch.maps.detach().flatten(1)  # [B, P]
-        subsets = random_subsets(self.n_runs, maps.shape[1], self.subset_size, self.seed)
+        p = self.params
+        subsets = random_subsets(p.n_runs, maps.shape[1], p.subset_size, p.seed)
         relevance = maps @ subsets.to(maps).T  # [B, R]: summed attribution of each subset
         drops = self._cached_drops(batch, subsets)
         return row_pearson(relevance.double(), drops.to(relevance.device).double()).to(maps.dtype)
 
     def _cached_drops(self, batch: AttributionBatch, subsets: Tensor) -> Tensor:
         """:func:`response_drops`, reused for a batch with the same model object, images and neurons."""
-        size = images_per_pass(self.batch_size, batch.inputs.device)
-        return self._drops.get(batch, (), lambda: response_drops(batch, subsets, self.baseline, size))
+        size = perturbed_per_pass(self.params.batch_size, batch.inputs.device)
+        return self._drops.get(batch, (), lambda: response_drops(batch, subsets, self.params.baseline, size))
 
 
 @hookimpl
 def register_metrics(register):
-    register(
-        "deletion",
-        DeletionMetric,
-        params=PerturbationParams,
-        description="Deletion AUC of the neuron's response, normalised by the clean response (lower is better).",
-    )
-    register(
-        "insertion",
-        InsertionMetric,
-        params=PerturbationParams,
-        description="Insertion AUC of the neuron's response, normalised by the clean response (higher is better).",
-    )
-    register(
-        "faithfulness_correlation",
-        FaithfulnessCorrelationMetric,
-        params=FaithfulnessCorrelationParams,
-        description="Pearson r between a random pixel subset's summed attribution and the neuron's response drop "
-        "when it is removed (higher is better).",
-    )
+    register_components(register, [DeletionMetric, InsertionMetric, FaithfulnessCorrelationMetric])

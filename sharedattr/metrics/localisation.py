@@ -12,9 +12,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from sharedattr.metrics.base import ConfigurableMetric
 from sharedattr.plugins.contracts import AttributionBatch
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import Params
+from sharedattr.plugins.params import Params, register_components
 
 Relevance = Literal["positive", "absolute"]
 
@@ -70,11 +71,13 @@ def relevance_rank(maps: Tensor, masks: Tensor) -> Tensor:
     return _undefined_where(hits / k.clamp(min=1), k == 0)
 
 
-class PointingGameMetric:
+class PointingGameMetric(ConfigurableMetric):
     """Pointing game (Zhang et al. 2018): is the map's maximum inside the mask? Higher is better."""
 
+    name = "pointing_game"
+    description = "1 if the map's maximum lies inside the ground-truth mask, else 0 (higher is better)."
     higher_is_better: ClassVar[bool] = True
-    family: ClassVar[str] = "localisation"
+    family = "localisation"
     thread_safe: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = True
 
@@ -88,26 +91,28 @@ class RelevanceMassParams(Params):
     )
 
 
-class RelevanceMassMetric:
+class RelevanceMassMetric(ConfigurableMetric):
     """Relevance mass accuracy (Arras et al. 2022): relevance inside the mask / total relevance. Higher is better."""
 
+    name = "relevance_mass"
+    description = "Share of the map's positive (or absolute) relevance inside the mask (higher is better)."
+    params_model = RelevanceMassParams
     higher_is_better: ClassVar[bool] = True
-    family: ClassVar[str] = "localisation"
+    family = "localisation"
     thread_safe: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = True
 
-    def __init__(self, relevance: Relevance = "positive") -> None:
-        self.relevance = relevance
-
     def __call__(self, batch: AttributionBatch) -> Tensor:
-        return relevance_mass(*_flat(batch, "relevance_mass"), self.relevance)
+        return relevance_mass(*_flat(batch, "relevance_mass"), self.params.relevance)
 
 
-class RelevanceRankMetric:
+class RelevanceRankMetric(ConfigurableMetric):
     """Relevance rank accuracy (Arras et al. 2022): share of the top-|mask| pixels inside the mask. Higher is better."""
 
+    name = "relevance_rank"
+    description = "Share of the top-|mask| pixels of the map that lie inside the mask (higher is better)."
     higher_is_better: ClassVar[bool] = True
-    family: ClassVar[str] = "localisation"
+    family = "localisation"
     thread_safe: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = True
 
@@ -117,19 +122,4 @@ class RelevanceRankMetric:
 
 @hookimpl
 def register_metrics(register):
-    register(
-        "pointing_game",
-        PointingGameMetric,
-        description="1 if the map's maximum lies inside the ground-truth mask, else 0 (higher is better).",
-    )
-    register(
-        "relevance_mass",
-        RelevanceMassMetric,
-        params=RelevanceMassParams,
-        description="Share of the map's positive (or absolute) relevance inside the mask (higher is better).",
-    )
-    register(
-        "relevance_rank",
-        RelevanceRankMetric,
-        description="Share of the top-|mask| pixels of the map that lie inside the mask (higher is better).",
-    )
+    register_components(register, [PointingGameMetric, RelevanceMassMetric, RelevanceRankMetric])

@@ -38,9 +38,10 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from sharedattr.attribution.hook_safety import private_copy
+from sharedattr.metrics.base import ConfigurableMetric
 from sharedattr.plugins.contracts import AttributionBatch
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import Params, Seed
+from sharedattr.plugins.params import Params, Seed, register_components
 from sharedattr.runtime.numerics import seeded_global_rng
 
 Layers = Literal["readout", "backbone", "all"]
@@ -139,17 +140,19 @@ def spearman_rows(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(denom > 0, rho, torch.full_like(rho, float("nan")))
 
 
-class RandomisationMetric:
+class RandomisationMetric(ConfigurableMetric):
     """Spearman ρ between each map and the same map from a randomised model. Lower is better."""
 
+    name = "randomisation"
+    description = (
+        "Model parameter randomisation test: Spearman rho between the maps of the trained and of a weight-randomised "
+        "model (lower is better)."
+    )
+    params_model = RandomisationParams
     higher_is_better: ClassVar[bool] = False
-    family: ClassVar[str] = "sanity"
+    family = "sanity"
     thread_safe: ClassVar[bool] = True
-    requires_masks: ClassVar[bool] = False
     requires_explainer: ClassVar[bool] = True
-
-    def __init__(self, layers: Layers = "all", absolute: bool = True, seed: int = 0) -> None:
-        self.layers, self.absolute, self.seed = layers, absolute, seed
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         if batch.explain is None:
@@ -157,9 +160,9 @@ class RandomisationMetric:
                 "randomisation needs batch.explain, which recomputes the maps with another model "
                 "(the pipeline provides it; this metric is skipped where it cannot)"
             )
-        random_maps = batch.explain(randomised_model(batch.model, self.layers, self.seed)).detach()
+        random_maps = batch.explain(randomised_model(batch.model, self.params.layers, self.params.seed)).detach()
         original = batch.maps.detach()
-        if self.absolute:
+        if self.params.absolute:
             original, random_maps = original.abs(), random_maps.abs()
         rho = spearman_rows(original.flatten(1), random_maps.to(original.device).flatten(1))
         return rho.to(original.dtype if original.is_floating_point() else torch.float32)
@@ -167,10 +170,4 @@ class RandomisationMetric:
 
 @hookimpl
 def register_metrics(register):
-    register(
-        "randomisation",
-        RandomisationMetric,
-        params=RandomisationParams,
-        description="Model parameter randomisation test: Spearman rho between the maps of the trained and of a "
-        "weight-randomised model (lower is better).",
-    )
+    register_components(register, [RandomisationMetric])

@@ -29,9 +29,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from sharedattr.metrics.base import ConfigurableMetric
 from sharedattr.plugins.contracts import AttributionBatch
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import Params
+from sharedattr.plugins.params import Params, register_components
 
 
 def positive_mass(maps: Tensor, masks: Tensor) -> Tensor:
@@ -70,11 +71,16 @@ def erase(images: Tensor, mask: Tensor, known: Tensor, fill: float | None) -> Te
     return out
 
 
-class SharedPartSelectivityMetric:
+class SharedPartSelectivityMetric(ConfigurableMetric):
     """Share of the map's driving-part relevance on the parts the pair shares (higher is better; chance: area ratio)."""
 
+    name = "shared_part_selectivity"
+    description = (
+        "Share of the map's relevance on the driving parts both images of a pair show, of that on all driving parts "
+        "(needs part ground truth; chance = their area ratio)."
+    )
     higher_is_better: ClassVar[bool] = True
-    family: ClassVar[str] = "sharing"
+    family = "sharing"
     thread_safe: ClassVar[bool] = True
     requires_masks: ClassVar[bool] = True
     requires_part_truth: ClassVar[bool] = True
@@ -106,22 +112,24 @@ class ReferenceSensitivityParams(Params):
     )
 
 
-class ReferenceSensitivityMetric:
+class ReferenceSensitivityMetric(ConfigurableMetric):
     """How much of its shared parts the map drops once the partner lacks them (higher is better; single-image maps:
     0)."""
 
+    name = "reference_sensitivity"
+    description = (
+        "How much of its shared parts' relevance share the map drops when each is erased from the partner image, "
+        "weighted by share (1 = all, 0 = unchanged, as every single-image map)."
+    )
+    params_model = ReferenceSensitivityParams
     higher_is_better: ClassVar[bool] = True
-    family: ClassVar[str] = "sharing"
+    family = "sharing"
     thread_safe: ClassVar[bool] = True
     requires_part_truth: ClassVar[bool] = True
     undefined_when: ClassVar[str] = (
         "the pair shares none of the neuron's driving parts (or none of `parts`), or the map puts no positive "
         "relevance on the shared ones"
     )
-
-    def __init__(self, fill: float | None = None, parts: list[str] | None = None) -> None:
-        self.fill = fill
-        self.parts = None if parts is None else list(parts)
 
     def __call__(self, batch: AttributionBatch) -> Tensor:
         if batch.unshared_masks is None or batch.partners is None:
@@ -134,7 +142,8 @@ class ReferenceSensitivityMetric:
         partner_known = torch.zeros_like(next(iter(batch.partner_parts.values()), shared), dtype=torch.bool)
         for part in batch.partner_parts.values():
             partner_known |= part.bool()
-        unknown = sorted(set(self.parts or ()) - set(batch.shared_parts))
+        only = self.params.parts
+        unknown = sorted(set(only or ()) - set(batch.shared_parts))
         if unknown and batch.shared_parts:
             raise ValueError(
                 f"reference_sensitivity.parts: unknown part(s) {', '.join(unknown)}; the ground truth has "
@@ -143,7 +152,7 @@ class ReferenceSensitivityMetric:
         lost = torch.zeros(maps.shape[0], dtype=maps.dtype, device=maps.device)
         held = torch.zeros_like(lost)
         for name, part in batch.shared_parts.items():
-            if self.parts is not None and name not in self.parts:
+            if only is not None and name not in only:
                 continue
             on_partner = batch.partner_parts[name].bool()
             rows = part.flatten(1).any(1) & on_partner.flatten(1).any(1)
@@ -153,7 +162,7 @@ class ReferenceSensitivityMetric:
             if batch.explain_with_partners is None:  # a single-image map does not depend on its partner
                 after = before
             else:
-                erased = erase(batch.partners, on_partner & rows[:, None, None], partner_known, self.fill)
+                erased = erase(batch.partners, on_partner & rows[:, None, None], partner_known, self.params.fill)
                 after = part_share(batch.explain_with_partners(erased).detach().float(), part.bool(), driving)
             ok = rows & torch.isfinite(before) & torch.isfinite(after)
             lost += torch.where(ok, before - after, 0.0)
@@ -163,16 +172,4 @@ class ReferenceSensitivityMetric:
 
 @hookimpl
 def register_metrics(register):
-    register(
-        "shared_part_selectivity",
-        SharedPartSelectivityMetric,
-        description="Share of the map's relevance on the driving parts both images of a pair show, of that on all "
-        "driving parts (needs part ground truth; chance = their area ratio).",
-    )
-    register(
-        "reference_sensitivity",
-        ReferenceSensitivityMetric,
-        params=ReferenceSensitivityParams,
-        description="How much of its shared parts' relevance share the map drops when each is erased from the "
-        "partner image, weighted by share (1 = all, 0 = unchanged, as every single-image map).",
-    )
+    register_components(register, [SharedPartSelectivityMetric, ReferenceSensitivityMetric])

@@ -13,11 +13,12 @@ responses ``[B, N]``; pooled latents ``z`` ``[B, N, D]``; readout weights ``w`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
+from types import FunctionType, MethodType, SimpleNamespace
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
+import torch
 from captum.attr import Attribution
 from torch import Tensor, nn
 
@@ -52,8 +53,7 @@ class Readout(Protocol):
 
     def fit(self, latents: Tensor, responses: Tensor) -> Readout:
         """Initialize, then fit in place to latents ``[B, ...]`` and responses ``[B, N]`` (NaN = missing); returns
-        self. (Optional, besides: ``fit_rows(latents, responses, rows)`` fits on the rows ``rows`` of both without
-        copying them; the run calls it where a readout has it, as ridge does.)"""
+        self. (The optional members, ``fit_rows`` among them, and their defaults: :class:`ReadoutModule`.)"""
 
     def __call__(self, latents: Tensor) -> Tensor:
         """Latents ``[B, ...]`` → responses ``[B, N]``."""
@@ -71,6 +71,37 @@ class Readout(Protocol):
 
     def nonlinearity(self, x: Tensor) -> Tensor:
         """``φ``, applied elementwise to ``⟨w_n, z_n⟩ + b_n``."""
+
+
+class ReadoutModule(nn.Module):
+    """Base of a readout: an ``nn.Module`` meeting :class:`Readout`, with the defaults of the optional members the
+    run reads (through :func:`declared`, so a plugin's readout need not subclass it):
+
+    - ``fit_rows(latents, responses, rows)``: fit on the images ``rows [n]`` of latents ``[S, ...]`` and responses
+      ``[S, N]`` (all of them when None); the default fits on their copy, ``fit(latents[rows], responses[rows])``
+      (ridge reads the rows in place, without the copy);
+    - ``shared_pooled = None``: a readout whose neurons all share one pooled vector defines ``shared_pooled(latents)
+      -> z [B, D]``, equal to ``pooled(latents)[:, n]`` for every ``n`` (ridge does): attribution then backpropagates
+      through ``z`` instead of indexing ``pooled`` (whose gradient would fill a ``[B, N, D]`` buffer), and matching
+      pools each image once. A subclass whose ``pooled`` no longer shares one vector sets it back to None;
+    - ``dimension_channels() -> [D]``: the latent channel of each of the ``D`` readout dimensions (position-tolerant
+      sharing and matching sum contributions within a channel); the default makes each dimension its own channel,
+      as for pooled latents.
+    """
+
+    optional: ClassVar[tuple[str, ...]] = ("fit_rows", "shared_pooled", "dimension_channels")
+    shared_pooled: ClassVar[Callable[[Tensor], Tensor] | None] = None
+
+    def fit_rows(self, latents: Tensor, responses: Tensor, rows: Tensor | None) -> Any:
+        """``fit(latents[rows], responses[rows])`` (``fit(latents, responses)`` when ``rows`` is None)."""
+        if rows is None:
+            return self.fit(latents, responses)
+        return self.fit(latents[rows], responses[rows])
+
+    def dimension_channels(self) -> Tensor:
+        """``[D]``: each of the ``weight [N, D]``'s dimensions is its own channel, ``arange(D)``."""
+        weight = self.weight
+        return torch.arange(weight.shape[1], device=weight.device)
 
 
 def match_references(matcher: Any, query: Tensor, candidates: Tensor, top_k: int = 1) -> tuple[Tensor, Tensor]:
@@ -91,8 +122,11 @@ class Matcher:
 
     The contract is ``similarity(a [..., Q, D], b [..., K, D]) -> [..., Q, K]`` (one batched call
     for many neurons and drivers); a matcher need not subclass this base, which adds the top-k
-    step (:meth:`match`) and a default :meth:`similarity_factored`.
+    step (:meth:`match`) and a default :meth:`similarity_factored` (its one optional member: :func:`declared` gives a
+    plugin's matcher that defines none this default).
     """
+
+    optional: ClassVar[tuple[str, ...]] = ("similarity_factored",)
 
     def __init__(self, eps: float = 1e-12) -> None:
         self.eps = eps
@@ -124,8 +158,19 @@ def declared(component: Any, contract: type) -> SimpleNamespace:
     """What ``component`` (an instance or a class) declares of the optional members of ``contract``, a base class
     below: each member in ``contract.optional``, from the component, or ``contract``'s default where it declares
     none. A plugin's class need not subclass the base; this is the one place that reads its optional members, so
-    the run reads ``declared(metric, Metric).requires_masks`` and never probes."""
-    return SimpleNamespace(**{name: getattr(component, name, getattr(contract, name)) for name in contract.optional})
+    the run reads ``declared(metric, Metric).requires_masks`` and never probes. A default that is a method of
+    ``contract`` comes bound to ``component`` (an instance), so ``declared(readout, ReadoutModule).fit_rows(...)``
+    calls the base's default on a readout that defines none."""
+    return SimpleNamespace(**{name: _member(component, contract, name) for name in contract.optional})
+
+
+def _member(component: Any, contract: type, name: str) -> Any:
+    """``component``'s member ``name``, else ``contract``'s default (a method bound to an instance ``component``)."""
+    default = getattr(contract, name)
+    value = getattr(component, name, default)
+    if value is default and isinstance(default, FunctionType) and not isinstance(component, type):
+        return MethodType(default, component)
+    return value
 
 
 class AttributionMethod(Attribution):
@@ -141,7 +186,7 @@ class AttributionMethod(Attribution):
       budget); the default ignores it (a method that holds one batch per pass).
     """
 
-    optional: ClassVar[tuple[str, ...]] = ("pairwise", "batch_invariant", "thread_safe")
+    optional: ClassVar[tuple[str, ...]] = ("pairwise", "batch_invariant", "thread_safe", "limit_images_per_pass")
     pairwise: ClassVar[bool] = False
     batch_invariant: ClassVar[bool] = True
     thread_safe: ClassVar[bool] = False
@@ -276,17 +321,37 @@ class SynthesisResult:
     prior_images: Tensor | None = None
 
 
-class Synthesizer(Protocol):
-    """Makes images for one neuron at a time (:meth:`synthesize`).
+class Synthesizer:
+    """Base of a synthesizer: makes images that drive one neuron at a time (:meth:`synthesize`), in the style of the
+    bases above. What it declares, with these defaults:
 
-    Optionally, a synthesizer that can sample several neurons together declares ``neuron_batch: int`` and
-    ``synthesize_many(model, neurons, *, references) -> list[SynthesisResult]`` (one result per neuron, in
-    order); runs then call it on fixed chunks of ``neuron_batch`` selected neurons (as ``egg`` does).
+    - ``neuron_batch = 1``: how many neurons one :meth:`synthesize_many` call samples together. A synthesizer with a
+      ``synthesize_many`` of its own (as ``egg``) is called on fixed chunks of ``neuron_batch`` selected neurons
+      (:func:`neurons_per_loop`); any other one neuron at a time;
+    - ``synthesize_many(model, neurons, *, references) -> list[SynthesisResult]``: one result per neuron, in order;
+      the default calls :meth:`synthesize` for each;
+    - ``own_generators = False``: a run starts torch's global generator from the spec's ``seed`` before each call,
+      under a lock, so calls side by side never share its draws. A synthesizer that draws every random number from
+      its own seeded ``torch.Generator`` declares ``own_generators = True`` (the built-ins do); its calls then run
+      side by side;
+    - ``thread_safe = False``: whether it may compute beside other work (see :class:`AttributionMethod`);
+    - ``prior_samples = None``: a synthesizer with a generative prior gives ``prior_samples(n, seed=0,
+      device="cpu") -> [n, C, H, W]`` in [0, 1], its prior's unguided samples (a run shows them beside the images).
 
-    A run starts torch's global generator from the spec's ``seed`` before each call, under a lock, so calls side by
-    side never share its draws. A synthesizer that draws every random number from its own seeded
-    ``torch.Generator`` declares ``own_generators = True`` (the built-ins do); its calls then run side by side.
+    A plugin's synthesizer need not subclass it: :func:`declared` reads the same members, with the same defaults.
     """
+
+    optional: ClassVar[tuple[str, ...]] = (
+        "neuron_batch",
+        "synthesize_many",
+        "own_generators",
+        "thread_safe",
+        "prior_samples",
+    )
+    neuron_batch: int = 1
+    own_generators: ClassVar[bool] = False
+    thread_safe: ClassVar[bool] = False
+    prior_samples: ClassVar[Callable[..., Tensor] | None] = None
 
     def synthesize(self, model: nn.Module, neuron: int, *, reference: Tensor | None = None) -> SynthesisResult:
         """Synthesise images that drive output ``neuron`` of ``model`` (images → ``[B, N]``).
@@ -295,6 +360,33 @@ class Synthesizer(Protocol):
         The returned images are what the model was evaluated on: ``responses`` equal
         ``model(images)[:, neuron]``.
         """
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def synthesize_many(
+        self, model: nn.Module, neurons: Sequence[int], *, references: Sequence[Tensor | None] | None = None
+    ) -> list[SynthesisResult]:
+        """:meth:`synthesize` of each of ``neurons`` (with ``references[k]``, or None), one result per neuron."""
+        references = neuron_references(neurons, references)
+        return [self.synthesize(model, int(n), reference=r) for n, r in zip(neurons, references)]
+
+
+def neuron_references(neurons: Sequence[int], references: Sequence[Tensor | None] | None) -> list[Tensor | None]:
+    """``references`` of ``synthesize_many`` as a list, one per neuron (None for each when not given); a
+    ValueError when their counts differ."""
+    references = list(references) if references is not None else [None] * len(neurons)
+    if len(references) != len(neurons):
+        raise ValueError(f"{len(neurons)} neurons but {len(references)} references")
+    return references
+
+
+def neurons_per_loop(synthesizer: Any) -> int:
+    """How many neurons one loop of ``synthesizer`` samples together: its declared ``neuron_batch`` (at least 1)
+    when it has a ``synthesize_many`` of its own, else 1 (the base's loops one neuron at a time anyway)."""
+    members = declared(synthesizer, Synthesizer)
+    many = members.synthesize_many
+    if (many.__func__ if isinstance(many, MethodType) else many) is Synthesizer.synthesize_many:
+        return 1
+    return max(1, int(members.neuron_batch))
 
 
 class EnergyValue(NamedTuple):
@@ -304,6 +396,39 @@ class EnergyValue(NamedTuple):
     response: Tensor
 
 
-class Energy(Protocol):
+class Energy:
+    """Base of an energy, what synthesizers minimise: :meth:`bind` gives the energy of images for one neuron. What
+    it declares, with these defaults:
+
+    - ``grayscale = False`` and ``norm = None``: how it fits images to the model before the model scores them
+      (:func:`~sharedattr.synthesis.preprocess.fit_to_model`); a synthesizer that makes images at another resolution
+      (``egg``) fits its final images the same way;
+    - ``bind_many(model, neurons, references, group)``: the energy of ``len(neurons)`` consecutive groups of
+      ``group`` images, group ``k`` for output ``neurons[k]``; the default binds once per neuron and evaluates each
+      group on its own rows (:class:`~sharedattr.synthesis.energies.MEIEnergy` scores every group in one pass).
+
+    A plugin's energy need not subclass it: :func:`declared` reads the same members, with the same defaults.
+    """
+
+    optional: ClassVar[tuple[str, ...]] = ("grayscale", "norm", "bind_many")
+    grayscale: bool = False
+    norm: float | None = None
+
     def bind(self, model: nn.Module, neuron: int, reference: Tensor | None = None) -> Callable[[Tensor], EnergyValue]:
         """The energy of images ``[B, C, H, W]`` in [0, 1] for output ``neuron`` of ``model``."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def bind_many(
+        self, model: nn.Module, neurons: Sequence[int], references: Sequence[Tensor | None], group: int
+    ) -> Callable[[Tensor], EnergyValue]:
+        """Images ``[len(neurons) · group, C, H, W]`` → energies and responses ``[len(neurons) · group]``; rows
+        ``k·group … (k+1)·group − 1`` for ``neurons[k]`` (with ``references[k]``)."""
+        bound = [self.bind(model, n, r) for n, r in zip(neurons, references)]
+        if len(bound) == 1:
+            return bound[0]
+
+        def evaluate(images: Tensor) -> EnergyValue:
+            values = [fn(images[k * group : (k + 1) * group]) for k, fn in enumerate(bound)]
+            return EnergyValue(torch.cat([v.energy for v in values]), torch.cat([v.response for v in values]))
+
+        return evaluate

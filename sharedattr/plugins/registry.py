@@ -135,6 +135,8 @@ class Registry:
             )
         if not callable(factory):
             raise PluginDefinitionError(f"plugin {source!r}: factory of {kind} {name!r} is not callable")
+        if params is None and isinstance(factory, type) and issubclass(factory, Configurable):
+            params = factory.params_model  # a Configurable class (a plugin's subclass of a built-in, say) carries it
         params = _checked_params_model(params, kind, name, source)
         existing = self.components_by_kind[kind].get(name)
         if existing is not None:

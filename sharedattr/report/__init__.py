@@ -2,10 +2,10 @@
 
 The page has no external references: figures are inlined as base64 PNG ``data:`` URIs and
 the CSS is inline; it is rendered from the Jinja2 templates in ``templates/``, which escape every
-string a run can put on it. Sections, in order: summary and verdict, readout fit quality, category
-selectivity, driver/reference pairs, attribution maps, the method × metric tables, a
-plain-language reading of who won, synthesis (when run) and timings. The page is a function of the
-folder's files (and the stimuli its spec names): no absolute path, no time, so a rebuild gives the same bytes.
+string a run can put on it. Its sections are those of :data:`sharedattr.report.sections.REGISTRY`, in that order;
+they read the folder only through :class:`~sharedattr.report.rundir.RunDir` and the run folder's contract
+(:mod:`sharedattr.runtime.run_files`). The page is a function of the folder's files (and the stimuli its spec
+names): no absolute path, no time, so a rebuild gives the same bytes.
 Rebuild it with ``sharedattr report RUN_DIR`` (:func:`rebuild_report`), which first checks the folder against
 the ``manifest.json`` its run wrote last.
 """
@@ -14,17 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sharedattr.plugins.loading import debugging
 from sharedattr.report.html import PAGE_TEMPLATE, render
 from sharedattr.report.reading import read_summary
 from sharedattr.report.rundir import RunDir
-from sharedattr.report.sections import SECTIONS, Context, all_sections
+from sharedattr.report.sections import SECTIONS, all_sections
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.io import atomic_write_text
 from sharedattr.runtime.manifest import update_manifest, verify_manifest
+from sharedattr.runtime.run_files import REPORT_FILE
 from sharedattr.runtime.run_folder import run_lock
 
-REPORT_FILE = "report.html"
 SHOWN_PROBLEMS = 5
 """How many of a folder's changed files the refusal of :func:`rebuild_report` names (then the count)."""
 
@@ -35,24 +34,14 @@ def build_report(run_dir: str | Path) -> str:
     """The report of the run in ``run_dir`` as an HTML string.
 
     Raises :class:`~sharedattr.runtime.errors.MissingFileError` when ``run_dir`` or its ``spec.json`` is
-    missing, a :class:`~sharedattr.runtime.errors.UserError` naming the file when one is damaged (not UTF-8,
-    rows that do not match the header, broken JSON or safetensors) or naming the folder when its files are
-    readable but do not fit together; any other missing file only leaves a note in its section.
+    missing, and a :class:`~sharedattr.runtime.run_files.RunFolderError` naming the file when one is damaged (not
+    UTF-8, rows that do not match the header, a cell not of its column's type, broken JSON or safetensors) or lacks
+    a column of the run folder's contract; any other missing file only leaves a note in its section. Nothing else
+    is caught: any other exception is a bug, and propagates as one.
     """
     run = RunDir(run_dir)
-    try:
-        ctx = Context(run, read_summary(run.summary or [], run.components, run.pair_values))
-        return render(PAGE_TEMPLATE, title=f"sharedattr report: {run.name}", sections=all_sections(ctx))
-    except UserError:
-        raise
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:  # readable files, wrong content
-        if debugging():
-            raise
-        raise UserError(
-            f"{run.path}: the run folder's files do not fit together or lack columns ({type(err).__name__}: "
-            f"{str(err)[:200]}); run `sharedattr run` again into this folder to rewrite them "
-            "(--debug shows where)"
-        ) from None
+    sections = all_sections(run, read_summary(run.summary or [], run.components, run.pair_values))
+    return render(PAGE_TEMPLATE, title=f"sharedattr report: {run.name}", sections=sections)
 
 
 def write_report(run_dir: str | Path) -> Path:

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from sharedattr.report.selectivity import Selectivity
-from sharedattr.runtime.io import atomic_write_bytes, safe_file_name
+from sharedattr.runtime.io import atomic_write_bytes
+from sharedattr.runtime.run_files import MAP_IMAGES, neuron_figure
 
 
 def _plt():
@@ -81,8 +82,8 @@ def fit_figure(
 def neuron_figure_name(neuron_id: str) -> str:
     """``neuron_<id>.png`` for a short id that is safe in a file name (ASCII letters, digits, ``-_.``); otherwise the
     sanitised id, cut to a bounded length, plus a digest of the original, so that ``a/b`` and ``a_b`` never share a
-    file and a 300-character id gets a valid name (:func:`~sharedattr.runtime.io.safe_file_name`)."""
-    return safe_file_name("neuron_", neuron_id, ".png")
+    file and a 300-character id gets a valid name (:func:`sharedattr.runtime.run_files.neuron_figure`)."""
+    return neuron_figure(neuron_id)
 
 
 def attribution_grids(
@@ -107,7 +108,7 @@ def attribution_grids(
     by_neuron: dict[int, list[int]] = {}
     for i, p in enumerate(pairs):
         by_neuron.setdefault(p.neuron, []).append(i)
-    columns = [(label, which) for label, m in maps.items() for which in ("driver", "reference") if which in m]
+    columns = [(label, which) for label, m in maps.items() for which in MAP_IMAGES if which in m]
     for n, items in by_neuron.items():
         cols = 2 + len(columns)
         fig, axes = plt.subplots(len(items), cols, figsize=(1.9 * cols, 2.1 * len(items)), squeeze=False)

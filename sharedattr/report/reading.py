@@ -25,8 +25,8 @@ from sharedattr.report.stats import (
     aligned,
     min_nonzero,
     paired_test,
-    to_float,
 )
+from sharedattr.runtime.run_files import SUMMARY
 
 HEADLINE_FAMILIES = ("sharing", "localisation", "faithfulness")
 ALWAYS_READ = ("localisation", "faithfulness")
@@ -35,7 +35,8 @@ ALWAYS_READ = ("localisation", "faithfulness")
 
 @dataclass(frozen=True)
 class Score:
-    """One row of ``summary.csv``."""
+    """One row of ``summary.csv`` (:data:`~sharedattr.runtime.run_files.SUMMARY`: its fields are the table's
+    columns)."""
 
     method: str
     image: str
@@ -47,16 +48,11 @@ class Score:
 
     @classmethod
     def from_row(cls, row: Mapping[str, str]) -> Score:
-        """Parse a CSV row (strings; empty → NaN; ``higher_is_better`` ``True``/``False``)."""
-        return cls(
-            row["method"],
-            row["image"],
-            row["metric"],
-            to_float(row["mean"]),
-            to_float(row["sem"]),
-            int(float(row["n"] or 0)),
-            str(row["higher_is_better"]).strip().lower() in ("true", "1"),
-        )
+        """Parse a CSV row of text as :data:`~sharedattr.runtime.run_files.SUMMARY` types it (an empty mean or sem
+        → NaN; ``higher_is_better`` ``True``/``False``); :class:`~sharedattr.runtime.run_files.RunFolderError`
+        for a cell not of its column's type."""
+        (parsed,) = SUMMARY.parse([row])
+        return cls(**parsed)
 
     @property
     def finite(self) -> bool:

@@ -31,6 +31,21 @@ class MissingFileError(UserError, FileNotFoundError):
         super().__init__(msg)
 
 
+MAX_LISTED = 20
+"""Problems a :class:`DataError` lists; the rest are counted."""
+
+
+class DataError(UserError):
+    """Problems in the user's stimuli or responses, listed all at once: ``source`` (a file, or what was checked)
+    and one line per problem."""
+
+    def __init__(self, source: object, problems: list[str]) -> None:
+        self.source, self.problems = source, problems
+        shown = problems[:MAX_LISTED]
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        super().__init__(f"{source}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in shown) + more)
+
+
 class WriteError(UserError, OSError):
     """A result could not be written (full disk, read-only or unwritable folder): names the file and the fix."""
 

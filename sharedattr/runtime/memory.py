@@ -6,9 +6,10 @@ by their noisy copies, GradientShap by its draws, occlusion by its perturbed cop
 parallel backprop by its steps. Without a bound, one pass holds ``batch × count`` images and memory grows
 with the count (16 IG steps over 32 pairs at 224 px through ResNet-50 once took 18 GB). The run measures
 what one image costs in the model (:func:`bytes_per_image`: the activations of every module, for the
-forward pass and its gradients) and gives each method that declares ``limit_images_per_pass(n)`` the number
-of images that fit the budget (``attribution.memory_mb``); the method then runs in chunks of at most that
-many images. A method without that hook runs as it is.
+forward pass and its gradients) and tells each method, through its declared ``limit_images_per_pass(n)``
+(:func:`sharedattr.attribution.engine.bound_memory`), the number of images that fit the budget
+(``attribution.memory_mb``); the method then runs in chunks of at most that many images. A method without that
+hook runs as it is.
 """
 
 from __future__ import annotations
@@ -52,15 +53,6 @@ def bytes_per_image(model: nn.Module, input_size: tuple[int, int], channels: int
 def images_per_pass(memory_mb: int, per_image: int) -> int:
     """How many images of ``per_image`` bytes fit ``memory_mb`` MiB (at least 1)."""
     return max(1, (memory_mb << 20) // max(1, per_image))
-
-
-def bound_memory(method: Any, images: int | None) -> Any:
-    """Tell ``method`` to hold at most ``images`` images per pass, when it declares ``limit_images_per_pass``;
-    return it."""
-    limit = getattr(method, "limit_images_per_pass", None)
-    if images is not None and callable(limit):
-        limit(images)
-    return method
 
 
 def physical_memory_mb() -> int | None:

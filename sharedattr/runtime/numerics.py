@@ -195,12 +195,16 @@ effects (redirecting stdout, changing warning filters, drawing from torch's glob
 components run one at a time while the declared ones run side by side."""
 
 
-def alone_unless_thread_safe(*components: Any) -> contextlib.AbstractContextManager[Any]:
-    """The context to compute with ``components`` in: nothing when each declares ``thread_safe = True``, else
-    :data:`ALONE` (a plugin that declares nothing runs one at a time, as it was written to)."""
-    if all(getattr(c, "thread_safe", False) is True for c in components):
-        return contextlib.nullcontext()
-    return ALONE
+def alone_unless_thread_safe(*thread_safe: bool) -> contextlib.AbstractContextManager[Any]:
+    """The context to compute in with components that declare ``thread_safe`` (one flag per component, as its
+    contract's base class reads it: ``declared(metric, Metric).thread_safe``, False where a plugin declares
+    nothing): nothing when every flag is True, else :data:`ALONE` (a plugin that declares nothing runs one at a
+    time, as it was written to). A flag that is not a bool is a TypeError (pass the declaration, not the
+    component)."""
+    for flag in thread_safe:
+        if not isinstance(flag, bool):
+            raise TypeError(f"alone_unless_thread_safe takes declared thread_safe flags (bool), not {type(flag)}")
+    return contextlib.nullcontext() if all(thread_safe) else ALONE
 
 
 def environment() -> dict[str, Any]:

@@ -17,11 +17,22 @@ from torch import Tensor
 
 from sharedattr.plugins.contracts import Matcher
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import Params
+from sharedattr.plugins.params import Configurable, Params, register_components
 
 
 class MatcherParams(Params):
     eps: float = Field(1e-12, gt=0, description="Guard against division by zero for all-zero vectors.")
+
+
+class BuiltinMatcher(Configurable, Matcher):
+    """A built-in matcher: built from its validated :class:`MatcherParams` (``CosineMatcher()``,
+    ``CosineMatcher(eps=1e-9)`` or ``CosineMatcher(params)``), whose ``eps`` it keeps."""
+
+    params_model = MatcherParams
+
+    def __init__(self, params: MatcherParams | None = None, **overrides: float) -> None:
+        self.params = self.resolve_params(params, overrides)
+        Matcher.__init__(self, self.params.eps)
 
 
 def _weighted_dot(query: Tensor, weight: Tensor, latents: Tensor) -> Tensor:
@@ -32,7 +43,10 @@ def _weighted_dot(query: Tensor, weight: Tensor, latents: Tensor) -> Tensor:
     return query.mul_(weight[:, None, :]) @ latents.T
 
 
-class DotMatcher(Matcher):
+class DotMatcher(BuiltinMatcher):
+    name = "dot"
+    description = "Dot product of contribution vectors."
+
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
         return a @ b.transpose(-1, -2)
 
@@ -42,7 +56,10 @@ class DotMatcher(Matcher):
         return _weighted_dot(query, weight, latents)
 
 
-class CosineMatcher(Matcher):
+class CosineMatcher(BuiltinMatcher):
+    name = "cosine"
+    description = "Cosine similarity of contribution vectors."
+
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
         a = a / a.norm(dim=-1, keepdim=True).clamp(min=self.eps)
         b = b / b.norm(dim=-1, keepdim=True).clamp(min=self.eps)
@@ -61,12 +78,18 @@ class CosineMatcher(Matcher):
 
 
 class PearsonMatcher(CosineMatcher):
+    name = "pearson"
+    description = "Pearson correlation of contribution vectors."
+
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
         return super().similarity(a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True))
 
 
-class EuclideanMatcher(Matcher):
+class EuclideanMatcher(BuiltinMatcher):
     """Negative Euclidean distance (higher = closer)."""
+
+    name = "euclidean"
+    description = "Negative Euclidean distance."
 
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
         return -torch.cdist(a, b)
@@ -74,9 +97,4 @@ class EuclideanMatcher(Matcher):
 
 @hookimpl
 def register_matchers(register):
-    register("cosine", CosineMatcher, params=MatcherParams, description="Cosine similarity of contribution vectors.")
-    register(
-        "pearson", PearsonMatcher, params=MatcherParams, description="Pearson correlation of contribution vectors."
-    )
-    register("euclidean", EuclideanMatcher, params=MatcherParams, description="Negative Euclidean distance.")
-    register("dot", DotMatcher, params=MatcherParams, description="Dot product of contribution vectors.")
+    register_components(register, (CosineMatcher, PearsonMatcher, EuclideanMatcher, DotMatcher))

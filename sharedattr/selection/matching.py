@@ -14,14 +14,48 @@ cosine matchers need one matrix product ``[G·Q, D] × [D, K]``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from sharedattr.encoding.channels import channel_contributions, dimension_channels
-from sharedattr.plugins.contracts import match_references
+from sharedattr.plugins.contracts import Matcher, ReadoutModule, declared, match_references
 from sharedattr.selection.neurons import top_drivers
+
+MATCH_ON = ("dimensions", "channels")
+
+
+@dataclass(frozen=True)
+class MatchOptions:
+    """What a matcher compares, and how the comparison is computed.
+
+    ``on = "dimensions"`` compares the contribution vectors ``c_n(x)`` ``[D]``; ``"channels"`` compares them summed
+    within each latent channel ``[K]`` (:mod:`sharedattr.encoding.channels`), so that where in the image a channel is
+    active does not matter (position-tolerant matching). ``batch_size`` stimuli go through the readout at a time, on
+    ``device``; neurons are matched in chunks whose working set stays within about ``memory_bytes``. Only ``on``
+    changes which references are found.
+    """
+
+    on: Literal["dimensions", "channels"] = "dimensions"
+    batch_size: int = 256
+    device: torch.device | str = "cpu"
+    memory_bytes: int = 1 << 30
+
+    def __post_init__(self) -> None:
+        if self.on not in MATCH_ON:
+            raise ValueError(f"on must be 'dimensions' or 'channels', got {self.on!r}")
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """How :func:`match_pairs` makes pairs: the ``drivers_per_neuron`` out-of-category stimuli that drive each neuron
+    most, each matched to its ``references_per_driver`` most similar preferred-category stimuli, by ``options``."""
+
+    drivers_per_neuron: int
+    references_per_driver: int
+    options: MatchOptions = field(default_factory=MatchOptions)
 
 
 @dataclass(frozen=True)
@@ -90,15 +124,15 @@ def shared_latents(
 ) -> Tensor | None:
     """``z(x)`` ``[len(rows), D]`` of stimuli ``rows`` when every neuron shares one pooled vector, else None.
 
-    Shared means the readout has ``shared_pooled(latents) → [B, D]`` (ridge), or its
+    Shared means the readout declares ``shared_pooled(latents) → [B, D]`` (ridge; :class:`ReadoutModule`), or its
     ``pooled`` returns a view expanded along the neuron axis. On ``device``, float32.
     """
-    method = getattr(readout, "shared_pooled", None)
+    method = declared(readout, ReadoutModule).shared_pooled
     out: Tensor | None = None  # filled block by block: no second copy of [len(rows), D] while concatenating
     start = 0
     for r in rows.split(batch_size):
         x = latents[r].to(device)
-        if callable(method):
+        if method is not None:
             z = method(x)
         else:
             pooled = readout.pooled(x)  # [b, N, D]
@@ -120,39 +154,46 @@ def match_drivers(
     candidates: Tensor,
     neurons: Tensor,
     top_k: int,
-    *,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    memory_bytes: int = 1 << 30,
-    on: str = "dimensions",
+    options: MatchOptions = MatchOptions(),
 ) -> tuple[Tensor, Tensor]:
-    """Match each driver to its most similar candidates, for its own neuron.
-
-    ``on = "dimensions"`` compares the contribution vectors ``c_n(x)`` ``[D]``; ``"channels"`` compares them summed
-    within each latent channel ``[K]`` (:mod:`sharedattr.encoding.channels`), so that where in the image a channel is
-    active does not matter (position-tolerant matching).
+    """Match each driver to its ``top_k`` most similar candidates, for its own neuron, by ``options``
+    (:class:`MatchOptions`: what is compared, batches, device and memory budget).
 
     ``drivers`` ``[G, Q]`` stimulus indices per neuron of ``neurons`` ``[G]``; ``candidates``
     ``[K]`` stimulus indices (the preferred category). Returns similarities and candidate
     *stimulus* indices, ``[G, Q, k]`` each, most similar first. Neurons are processed in
     chunks whose working set (drivers' and candidates' contributions, similarities) stays
-    within about ``memory_bytes``. When all neurons share one latent vector per image
-    (:func:`shared_latents`) and the matcher has ``similarity_factored``, each image's vector
-    is pooled once, the candidates' contributions are never formed, and the similarities are
-    computed on ``device``; otherwise contributions are formed per chunk and matched on the CPU.
+    within about ``options.memory_bytes``. When all neurons share one latent vector per image
+    (:func:`shared_latents`) and dimensions are compared, each image's vector is pooled once, the matcher's
+    ``similarity_factored`` (:class:`~sharedattr.plugins.contracts.Matcher`) compares them without forming the
+    candidates' contributions where it can, and the similarities are computed on ``options.device``; otherwise
+    contributions are formed per chunk and matched on the CPU.
     """
-    if on not in ("dimensions", "channels"):
-        raise ValueError(f"on must be 'dimensions' or 'channels', got {on!r}")
-    channels = dimension_channels(readout, int(readout.weight.shape[1]), device) if on == "channels" else None
-    if channels is None and drivers.numel() and callable(getattr(matcher, "similarity_factored", None)):
-        cand_z = shared_latents(readout, latents, candidates, batch_size, device)  # [K, D]
+    if options.on == "dimensions" and drivers.numel():
+        cand_z = shared_latents(readout, latents, candidates, options.batch_size, options.device)  # [K, D]
         if cand_z is not None:
-            return _match_factored(
-                readout, latents, matcher, drivers, candidates, neurons, top_k, cand_z, batch_size, device, memory_bytes
-            )
+            factors = _driver_factors(readout, latents, drivers, neurons, options)
+            return _match_factored(matcher, *factors, cand_z, candidates, top_k, options)
+    return _match_formed(readout, latents, matcher, drivers, candidates, neurons, top_k, options)
+
+
+def _match_formed(
+    readout: nn.Module,
+    latents: Tensor,
+    matcher: object,
+    drivers: Tensor,
+    candidates: Tensor,
+    neurons: Tensor,
+    top_k: int,
+    options: MatchOptions,
+) -> tuple[Tensor, Tensor]:
+    """:func:`match_drivers` on the contributions formed per chunk of neurons (summed per channel with
+    ``options.on = "channels"``), matched on the CPU by ``matcher.similarity``."""
+    batch_size, device = options.batch_size, options.device
+    channels = dimension_channels(readout, int(readout.weight.shape[1]), device) if options.on == "channels" else None
     g_count, q_count = drivers.shape
     d = int(readout.weight.shape[1])
-    chunk = max(1, memory_bytes // max(1, (len(candidates) + q_count) * d * 4))
+    chunk = max(1, options.memory_bytes // max(1, (len(candidates) + q_count) * d * 4))
     scores, refs = [], []
     for start in range(0, g_count, chunk):
         sl = slice(start, start + chunk)
@@ -174,28 +215,40 @@ def match_drivers(
 
 
 @torch.inference_mode()
+def _driver_factors(
+    readout: nn.Module, latents: Tensor, drivers: Tensor, neurons: Tensor, options: MatchOptions
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The drivers' side of factored matching: each driver's row ``inverse`` ``[G, Q]`` of ``drv_z`` ``[U, D]``, the
+    shared latents of the distinct driver images (each pooled once), and the weights ``[G, D]`` of ``neurons``
+    (float32), all on ``drv_z``'s device."""
+    unique, inverse = drivers.unique(return_inverse=True)
+    drv_z = shared_latents(readout, latents, unique, options.batch_size, options.device)  # [U, D]
+    weight = readout.weight[neurons.to(readout.weight.device)].to(drv_z.device).float()
+    return inverse.to(drv_z.device), drv_z, weight
+
+
+@torch.inference_mode()
 def _match_factored(
-    readout: nn.Module,
-    latents: Tensor,
     matcher: object,
-    drivers: Tensor,
-    candidates: Tensor,
-    neurons: Tensor,
-    top_k: int,
+    inverse: Tensor,
+    drv_z: Tensor,
+    weight: Tensor,
     cand_z: Tensor,
-    batch_size: int,
-    device: torch.device | str,
-    memory_bytes: int,
+    candidates: Tensor,
+    top_k: int,
+    options: MatchOptions,
 ) -> tuple[Tensor, Tensor]:
-    """:func:`match_drivers` for shared latents ``cand_z`` ``[K, D]``: ``matcher.similarity_factored`` per chunk."""
-    g_count, q_count = drivers.shape
+    """:func:`match_drivers` for shared latents: ``matcher.similarity_factored`` per chunk of neurons.
+
+    ``drv_z`` ``[U, D]``: the shared latents of the distinct driver images, ``inverse`` ``[G, Q]`` each driver's row
+    of it; ``weight`` ``[G, D]`` the neurons' readout weights (float32, on ``drv_z``'s device); ``cand_z`` ``[K, D]``
+    the latents of the ``candidates`` ``[K]`` (stimulus indices).
+    """
+    similarity_factored = declared(matcher, Matcher).similarity_factored
+    g_count, q_count = inverse.shape
     k_count, d = cand_z.shape
-    unique, inverse = drivers.unique(return_inverse=True)  # each driver image pooled once
-    drv_z = shared_latents(readout, latents, unique, batch_size, device)  # [U, D]
-    inverse = inverse.to(drv_z.device)
-    weight = readout.weight[neurons.to(readout.weight.device)].to(drv_z.device).float()  # [G, D]
     per_neuron = 4 * (2 * q_count * d + q_count * k_count + k_count * d)
-    chunk = max(1, memory_bytes // per_neuron)
+    chunk = max(1, options.memory_bytes // per_neuron)
     scratch = torch.empty(min(chunk, g_count) * q_count, d, dtype=drv_z.dtype, device=drv_z.device)  # reused
     scores, refs = [], []
     for start in range(0, g_count, chunk):
@@ -203,7 +256,7 @@ def _match_factored(
         rows = inverse[sl].flatten()
         query = torch.index_select(drv_z, 0, rows, out=scratch[: len(rows)]).view(-1, q_count, d)
         query.mul_(weight[sl, None, :])  # [g, Q, D] contributions; the matcher may overwrite them
-        sim = matcher.similarity_factored(query, weight[sl], cand_z)
+        sim = similarity_factored(query, weight[sl], cand_z)
         expected = (*query.shape[:-1], k_count)
         if tuple(sim.shape) != expected:
             raise TypeError(
@@ -223,18 +276,13 @@ def match_pairs(
     drive: Tensor,
     neurons: Sequence[int],
     preferred: Sequence[str],
-    *,
-    drivers_per_neuron: int,
-    references_per_driver: int,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    on: str = "dimensions",
+    settings: MatchSettings,
 ) -> list[Pair]:
-    """Drivers and matched references of every neuron, grouped by preferred category.
+    """Drivers and matched references of every neuron, grouped by preferred category (:class:`MatchSettings`).
 
-    ``drive`` ``[S, N]`` ranks the drivers (measured responses, else predictions). Pairs are
-    ordered by neuron (in ``neurons`` order), then driver rank, then reference rank. ``on``: what the
-    matcher compares (:func:`match_drivers`).
+    ``categories`` names each stimulus's category ``[S]``; ``drive`` ``[S, N]`` ranks the drivers (measured
+    responses, else predictions); ``preferred`` is the preferred category of each of ``neurons``. Pairs are ordered
+    by neuron (in ``neurons`` order), then driver rank, then reference rank.
     """
     by_neuron: dict[int, list[Pair]] = {}
     for category in sorted(set(preferred)):
@@ -242,18 +290,9 @@ def match_pairs(
         cand = torch.tensor([i for i, c in enumerate(categories) if c == category])
         ooc = torch.tensor([i for i, c in enumerate(categories) if c != category])
         idx = torch.tensor(group)
-        drivers = top_drivers(drive, ooc, idx, drivers_per_neuron)  # [G, Q]
+        drivers = top_drivers(drive, ooc, idx, settings.drivers_per_neuron)  # [G, Q]
         scores, refs = match_drivers(
-            readout,
-            latents,
-            matcher,
-            drivers,
-            cand,
-            idx,
-            references_per_driver,
-            batch_size=batch_size,
-            device=device,
-            on=on,
+            readout, latents, matcher, drivers, cand, idx, settings.references_per_driver, settings.options
         )
         for g, n in enumerate(group):
             by_neuron[n] = [
@@ -270,19 +309,15 @@ def given_pairs(
     latents: Tensor,
     matcher: object,
     triples: Sequence[tuple[int, int, int]],
-    *,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    on: str = "dimensions",
+    options: MatchOptions = MatchOptions(),
 ) -> list[Pair]:
     """Pairs chosen by the caller, ``(neuron, driver, reference)`` output and stimulus indices, in that order, each
-    with the matcher's similarity of its two images for its neuron (``rank`` 0): the same pairs for every method when
-    a benchmark defines them by construction."""
-    if on not in ("dimensions", "channels"):
-        raise ValueError(f"on must be 'dimensions' or 'channels', got {on!r}")
+    with the matcher's similarity of its two images for its neuron (``rank`` 0; compared by ``options``): the same
+    pairs for every method when a benchmark defines them by construction."""
     if not triples:
         return []
-    channels = dimension_channels(readout, int(readout.weight.shape[1]), device) if on == "channels" else None
+    batch_size, device = options.batch_size, options.device
+    channels = dimension_channels(readout, int(readout.weight.shape[1]), device) if options.on == "channels" else None
     neurons, drivers, references = (torch.tensor(column) for column in zip(*triples))
     query = own_contributions(readout, latents, drivers, neurons, batch_size, device, channels)  # [M, D or C]
     cand = own_contributions(readout, latents, references, neurons, batch_size, device, channels)

@@ -14,17 +14,17 @@ resize, optional grayscale, optional fixed contrast norm), so a diffusion prior'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 import torch
 from pydantic import AfterValidator, Field, ValidationInfo
 from torch import Tensor, nn
 
-from sharedattr.plugins.contracts import Energy, EnergyValue
+from sharedattr.plugins.contracts import Energy, EnergyValue, declared
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.loading import get_registry
-from sharedattr.plugins.params import Params
+from sharedattr.plugins.params import Configurable, Params, register_components
 from sharedattr.plugins.specs import REGISTRY_KEY, EnergySpec
 from sharedattr.runtime.errors import SpecError
 from sharedattr.synthesis.preprocess import fit_to_model
@@ -46,34 +46,34 @@ EnergyParam = Annotated[EnergySpec, AfterValidator(_check_energy_spec)]
 Built through the registry, the synthesizer receives the energy built."""
 
 
-def build_energy(energy: Energy | EnergySpec | str | dict[str, Any]) -> Energy:
-    """An energy: ``energy`` itself when already built (it has ``bind``), else built from its spec (a name, a
-    mapping or an :class:`EnergySpec`) by the process-wide registry."""
-    if callable(getattr(energy, "bind", None)):
-        return energy
-    return EnergySpec.model_validate(energy).build(get_registry())
+def build_energy(energy: Energy | EnergySpec | str | Mapping[str, Any]) -> Energy:
+    """An energy: built from its spec (a name, a mapping or an :class:`EnergySpec`) by the process-wide registry, or
+    ``energy`` itself when it is already built."""
+    if isinstance(energy, (str, Mapping, EnergySpec)):
+        return EnergySpec.model_validate(energy).build(get_registry())
+    return energy
+
+
+def take_energy(overrides: dict[str, Any]) -> Energy | None:
+    """The built energy among a synthesizer's keyword ``overrides`` (removed from them), or None.
+
+    The registry passes the energy a synthesizer's params name built, as ``energy``; a Python caller may pass one
+    too. A spec there (a name, a mapping or an :class:`EnergySpec`) stays, for the params model to validate.
+    """
+    energy = overrides.get("energy")
+    if energy is None or isinstance(energy, (str, Mapping, EnergySpec)):
+        return None
+    return overrides.pop("energy")
 
 
 def bind_many(
     energy: Energy, model: nn.Module, neurons: Sequence[int], references: Sequence[Tensor | None], group: int
 ) -> Callable[[Tensor], EnergyValue]:
     """The energy of a batch of ``len(neurons)`` consecutive groups of ``group`` images, group ``k`` for output
-    ``neurons[k]`` (with ``references[k]``).
-
-    An energy with its own ``bind_many`` (e.g. :class:`MEIEnergy`: one model pass for every group) is used as is;
-    any other is bound once per neuron and evaluated on its group's rows.
-    """
-    if callable(getattr(energy, "bind_many", None)):
-        return energy.bind_many(model, neurons, references, group)
-    bound = [energy.bind(model, n, r) for n, r in zip(neurons, references)]
-    if len(bound) == 1:
-        return bound[0]
-
-    def evaluate(images: Tensor) -> EnergyValue:
-        values = [fn(images[k * group : (k + 1) * group]) for k, fn in enumerate(bound)]
-        return EnergyValue(torch.cat([v.energy for v in values]), torch.cat([v.response for v in values]))
-
-    return evaluate
+    ``neurons[k]`` (with ``references[k]``): the energy's own ``bind_many`` (e.g. :class:`MEIEnergy`: one model pass
+    for every group), else :meth:`Energy.bind_many`'s default (bound once per neuron), for a plugin's energy that does
+    not subclass :class:`Energy` too (:func:`~sharedattr.plugins.contracts.declared` binds it to the energy)."""
+    return declared(energy, Energy).bind_many(model, neurons, references, group)
 
 
 class PreprocessParams(Params):
@@ -85,15 +85,37 @@ class PreprocessParams(Params):
     )
 
 
-class MEIEnergy:
+class FittingEnergy(Energy, Configurable):
+    """Base of the built-in energies: params with :class:`PreprocessParams`' fields, which say how images are fitted
+    to the model (``grayscale``, ``norm``, read by :func:`~.preprocess.fit_to_model`)."""
+
+    params_model = PreprocessParams
+
+    def __init__(self, params: PreprocessParams | None = None, **overrides: Any) -> None:
+        self.params = self.resolve_params(params, overrides)
+
+    @property
+    def grayscale(self) -> bool:
+        return self.params.grayscale
+
+    @property
+    def norm(self) -> float | None:
+        return self.params.norm
+
+    def fit(self, images: Tensor, model: nn.Module) -> Tensor:
+        """Images ``[B, C, H, W]`` in [0, 1] → the model's input (:func:`~.preprocess.fit_to_model`)."""
+        return fit_to_model(images, model, grayscale=self.grayscale, norm=self.norm)
+
+
+class MEIEnergy(FittingEnergy):
     """``E(x) = −r_n(fit(x))``: lower energy, stronger response."""
 
-    def __init__(self, grayscale: bool = False, norm: float | None = None) -> None:
-        self.grayscale, self.norm = grayscale, norm
+    name = "mei"
+    description = "−r_n(x): the most exciting input (after resize, optional grayscale and fixed norm)."
 
     def bind(self, model: nn.Module, neuron: int, reference: Tensor | None = None) -> Callable[[Tensor], EnergyValue]:
         def energy(images: Tensor) -> EnergyValue:
-            response = model(fit_to_model(images, model, grayscale=self.grayscale, norm=self.norm))[:, neuron]
+            response = model(self.fit(images, model))[:, neuron]
             return EnergyValue(-response, response)
 
         return energy
@@ -105,11 +127,18 @@ class MEIEnergy:
         index = torch.tensor([int(n) for n in neurons]).repeat_interleave(group)
 
         def energy(images: Tensor) -> EnergyValue:
-            responses = model(fit_to_model(images, model, grayscale=self.grayscale, norm=self.norm))
+            responses = model(self.fit(images, model))
             response = responses.gather(1, index.to(responses.device)[:, None]).squeeze(1)
             return EnergyValue(-response, response)
 
         return energy
+
+
+class MENIEnergy(MEIEnergy):
+    """``mei``'s energy under the name ``meni``: meant for a diffusion prior at low guidance (1–10)."""
+
+    name = "meni"
+    description = "−r_n(x) with a diffusion prior at low guidance (1–10): the most exciting natural image."
 
 
 class ReconstructionParams(PreprocessParams):
@@ -118,11 +147,16 @@ class ReconstructionParams(PreprocessParams):
     )
 
 
-class ReconstructionEnergy:
+class ReconstructionEnergy(FittingEnergy):
     """``E(x) = mean_k (r_k(fit(x)) − r_k(fit(x_ref)))²`` over the population ``k``."""
 
-    def __init__(self, grayscale: bool = False, norm: float | None = None, neurons: list[int] | None = None) -> None:
-        self.grayscale, self.norm, self.neurons = grayscale, norm, neurons
+    name = "reconstruction"
+    params_model = ReconstructionParams
+    description = "Mean squared error between the population's responses and those to a reference image."
+
+    @property
+    def neurons(self) -> list[int] | None:
+        return self.params.neurons
 
     def bind(self, model: nn.Module, neuron: int, reference: Tensor | None = None) -> Callable[[Tensor], EnergyValue]:
         if reference is None:
@@ -130,10 +164,9 @@ class ReconstructionEnergy:
                 "the reconstruction energy needs a reference image: the caller passes the neuron's "
                 "best natural image (sharedattr run/synthesize do)"
             )
-        fit = lambda x: fit_to_model(x, model, grayscale=self.grayscale, norm=self.norm)  # noqa: E731
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         with torch.no_grad():
-            target = model(fit(reference[None].to(device)))[0]
+            target = model(self.fit(reference[None].to(device), model))[0]
         n = target.shape[0]
         if self.neurons is not None and not all(0 <= k < n for k in self.neurons):
             raise ValueError(f"reconstruction neurons {self.neurons} must be output indices in [0, {n})")
@@ -141,7 +174,7 @@ class ReconstructionEnergy:
         target = target[index]
 
         def energy(images: Tensor) -> EnergyValue:
-            responses = model(fit(images))
+            responses = model(self.fit(images, model))
             return EnergyValue(((responses[:, index] - target) ** 2).mean(1), responses[:, neuron])
 
         return energy
@@ -149,21 +182,4 @@ class ReconstructionEnergy:
 
 @hookimpl
 def register_energies(register):
-    register(
-        "mei",
-        MEIEnergy,
-        params=PreprocessParams,
-        description="−r_n(x): the most exciting input (after resize, optional grayscale and fixed norm).",
-    )
-    register(
-        "meni",
-        MEIEnergy,
-        params=PreprocessParams,
-        description="−r_n(x) with a diffusion prior at low guidance (1–10): the most exciting natural image.",
-    )
-    register(
-        "reconstruction",
-        ReconstructionEnergy,
-        params=ReconstructionParams,
-        description="Mean squared error between the population's responses and those to a reference image.",
-    )
+    register_components(register, [MEIEnergy, MENIEnergy, ReconstructionEnergy])

@@ -15,12 +15,19 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from sharedattr.plugins.contracts import SynthesisResult
+from sharedattr.plugins.contracts import SynthesisResult, Synthesizer
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import MAX_OPTIMISATION_STEPS, MAX_SEEDS, Params, Seed
+from sharedattr.plugins.params import (
+    MAX_OPTIMISATION_STEPS,
+    MAX_SEEDS,
+    Configurable,
+    Params,
+    Seed,
+    register_components,
+)
 from sharedattr.plugins.specs import EnergySpec
 from sharedattr.synthesis.cost import CallCounter, Stopwatch, cost_record
-from sharedattr.synthesis.energies import EnergyParam, build_energy
+from sharedattr.synthesis.energies import EnergyParam, build_energy, take_energy
 from sharedattr.synthesis.preconditioning import fourier_precondition, gaussian_blur, make_preconditioner
 from sharedattr.synthesis.preprocess import GREY, fix_norm, model_input_shape
 from sharedattr.synthesis.regularizers import lp_norm, total_variation
@@ -77,82 +84,72 @@ class GradientAscentParams(Params):
     init_std: float = Field(0.1, ge=0, description="Std of the random-normal initialisation around mid-grey.")
 
 
-class GradientAscent:
+class GradientAscent(Synthesizer, Configurable):
     """Gradient-ascent MEI synthesis for one neuron of an images → ``[B, N]`` model.
 
-    Returns images ``[n_seeds, C, H, W]`` at the model's ``input_size``/``in_channels``
-    (the last iterate), their responses, the neuron's response at every step
+    Built from its validated :class:`GradientAscentParams` (``GradientAscent(params)``, as the registry does,
+    passing the energy they name built as ``energy``) or from keywords validated by them
+    (``GradientAscent(steps=50, precondition="fourier")``). Returns images ``[n_seeds, C, H, W]`` at the model's
+    ``input_size``/``in_channels`` (the last iterate), their responses, the neuron's response at every step
     ``[steps_run, n_seeds]`` and the cost (forward/backward calls, wall time, ``steps``).
     """
 
+    name = "gradient_ascent"
+    params_model = GradientAscentParams
+    description = (
+        "MEI by gradient ascent on an energy: AdamW/SGD, blur or Fourier preconditioning, jitter/crop, TV and Lp "
+        "regularisers, fixed norm, clipping, early stopping."
+    )
     own_generators: ClassVar[bool] = True  # every random draw from its own seeded torch.Generator
     thread_safe: ClassVar[bool] = True  # no process-global side effects: loops run side by side
 
-    def __init__(
-        self,
-        steps: int = 200,
-        lr: float = 0.05,
-        optimizer: str = "adamw",
-        energy: EnergySpec | str | dict[str, Any] = "mei",
-        precondition: str = "blur",
-        blur_sigma: float = 1.0,
-        fourier_decay: float = 1.0,
-        jitter: int = 0,
-        crop_scale: float | None = None,
-        tv_weight: float = 0.0,
-        lp_weight: float = 0.0,
-        lp_p: float = 2.0,
-        norm: float | None = None,
-        clip: bool = True,
-        patience: int | None = None,
-        min_delta: float = 1e-3,
-        n_seeds: int = 1,
-        seed: int = 0,
-        init_std: float = 0.1,
-    ) -> None:
-        self.steps, self.lr, self.optimizer = steps, lr, optimizer
-        self.energy = build_energy(energy)
-        self.precondition = make_preconditioner(precondition, blur_sigma=blur_sigma, fourier_decay=fourier_decay)
-        self.jitter, self.crop_scale = jitter, crop_scale
-        self.tv_weight, self.lp_weight, self.lp_p = tv_weight, lp_weight, lp_p
-        self.norm, self.clip = norm, clip
-        self.patience, self.min_delta = patience, min_delta
-        self.n_seeds, self.seed, self.init_std = n_seeds, seed, init_std
+    def __init__(self, params: GradientAscentParams | None = None, **overrides: Any) -> None:
+        energy = take_energy(overrides)
+        self.params = self.resolve_params(params, overrides)
+        self.energy = build_energy(self.params.energy if energy is None else energy)
+        p = self.params
+        self.precondition = make_preconditioner(p.precondition, blur_sigma=p.blur_sigma, fourier_decay=p.fourier_decay)
 
     def _postprocess(self, x: Tensor) -> Tensor:
-        if self.norm is not None:
-            x = fix_norm(x, self.norm)
-        if self.clip:
+        if self.params.norm is not None:
+            x = fix_norm(x, self.params.norm)
+        if self.params.clip:
             x = x.clamp(0.0, 1.0)
         return x
 
     def _objective(self, energy: Tensor, images: Tensor) -> Tensor:
+        p = self.params
         loss = energy.sum()
-        if self.tv_weight > 0:
-            loss = loss + self.tv_weight * total_variation(images).sum()
-        if self.lp_weight > 0:
-            loss = loss + self.lp_weight * lp_norm(images, self.lp_p).sum()
+        if p.tv_weight > 0:
+            loss = loss + p.tv_weight * total_variation(images).sum()
+        if p.lp_weight > 0:
+            loss = loss + p.lp_weight * lp_norm(images, p.lp_p).sum()
         return loss
+
+    def _start(self, model: nn.Module) -> tuple[Tensor, RandomTransform, torch.optim.Optimizer]:
+        """The first iterate ``[n_seeds, C, H, W]`` (mid-grey plus seeded noise, post-processed, on the model's
+        device, requiring grad), the random transform drawing from the same generator, and the optimiser."""
+        p = self.params
+        channels, h, w = model_input_shape(model)
+        device = next((q.device for q in model.parameters()), torch.device("cpu"))
+        generator = torch.Generator().manual_seed(p.seed)
+        x0 = GREY + p.init_std * torch.randn(p.n_seeds, channels, h, w, generator=generator)
+        x = self._postprocess(x0).to(device).requires_grad_(True)
+        transform = RandomTransform(p.jitter, p.crop_scale, generator)
+        if p.optimizer == "adamw":
+            return x, transform, torch.optim.AdamW([x], lr=p.lr, weight_decay=0.0)
+        return x, transform, torch.optim.SGD([x], lr=p.lr)
 
     def synthesize(self, model: nn.Module, neuron: int, *, reference: Tensor | None = None) -> SynthesisResult:
         """Images ``[n_seeds, C, H, W]`` that minimise the energy for output ``neuron`` of ``model``."""
+        p = self.params
         stopwatch = Stopwatch()
         counter = CallCounter(model)
         energy_fn = self.energy.bind(counter, neuron, reference)
-        channels, h, w = model_input_shape(model)
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        generator = torch.Generator().manual_seed(self.seed)
-        x0 = GREY + self.init_std * torch.randn(self.n_seeds, channels, h, w, generator=generator)
-        x = self._postprocess(x0).to(device).requires_grad_(True)
-        transform = RandomTransform(self.jitter, self.crop_scale, generator)
-        if self.optimizer == "adamw":
-            opt: torch.optim.Optimizer = torch.optim.AdamW([x], lr=self.lr, weight_decay=0.0)
-        else:
-            opt = torch.optim.SGD([x], lr=self.lr)
-
+        x, transform, opt = self._start(model)
         history: list[Tensor] = []
         best, stale = float("inf"), 0
-        for _ in range(self.steps):
+        for _ in range(p.steps):
             opt.zero_grad(set_to_none=True)
             value = energy_fn(transform(x))
             loss = self._objective(value.energy, x)
@@ -163,13 +160,13 @@ class GradientAscent:
             opt.step()
             with torch.no_grad():
                 x.copy_(self._postprocess(x))
-            if self.patience is not None:
+            if p.patience is not None:
                 current = loss.item()
-                if best == float("inf") or current < best - self.min_delta * abs(best):
+                if best == float("inf") or current < best - p.min_delta * abs(best):
                     best, stale = current, 0
                 else:
                     stale += 1
-                    if stale >= self.patience:
+                    if stale >= p.patience:
                         break
 
         images = x.detach()
@@ -181,10 +178,4 @@ class GradientAscent:
 
 @hookimpl
 def register_synthesizers(register):
-    register(
-        "gradient_ascent",
-        GradientAscent,
-        params=GradientAscentParams,
-        description="MEI by gradient ascent on an energy: AdamW/SGD, blur or Fourier preconditioning, "
-        "jitter/crop, TV and Lp regularisers, fixed norm, clipping, early stopping.",
-    )
+    register_components(register, [GradientAscent])

@@ -1,4 +1,4 @@
-"""Diffusion priors for energy-guided synthesis (EGG): loading a diffusers ``UNet2DModel`` and unguided sampling.
+"""Diffusion priors for energy-guided synthesis (EGG): loading a diffusers ``UNet2DModel``, and the one sampler.
 
 A :class:`DiffusionPrior` is an unconditional, frozen ``diffusers.UNet2DModel`` together with
 the config of the noise scheduler it was trained with. The UNet works on images in
@@ -20,7 +20,11 @@ Sources (:func:`load_prior`):
 Only safetensors weights are read (never pickles). Weights stored in float16 are cast to
 float32 on loading.
 
-:func:`sample_prior` draws plain, unguided samples (DDIM or ancestral DDPM): sample ``i``
+The one sampler, :func:`sample`, runs the reverse diffusion on a scheduler made by the one factory,
+:func:`make_scheduler` (DDIM or ancestral DDPM, respaced), one :func:`denoise_step` per timestep. A
+:class:`Guide` steers it, as a diffusers pipeline's guidance does: it sees each denoiser pass and returns an
+update of ``x_{t−1}`` (EGG's energy guidance, :class:`~sharedattr.synthesis.egg.EnergyGuidance`); without one the
+samples are the prior's own. :func:`sample_prior` draws such unguided samples: sample ``i``
 depends only on ``seed`` and ``i`` (its own generator), not on ``n`` or the batch size. With the
 shipped prior, deterministic DDIM (``eta=0``) draws every background mid-grey, while stochastic
 sampling (``scheduler="ddpm"`` or DDIM with ``eta=1``) gives backgrounds from black to white like
@@ -31,11 +35,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import inspect
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -45,6 +50,7 @@ from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.json_files import DamagedJSON, read_json
 
 _DIFFUSERS_LOCK = threading.Lock()
+Generators = torch.Generator | list[torch.Generator] | None
 
 
 def diffusers_import(module: str, *names: str) -> Any:
@@ -113,12 +119,9 @@ class DiffusionPrior:
         return next(self.unet.parameters()).device
 
     def make_scheduler(self, kind: Literal["ddim", "ddpm"] = "ddim"):  # noqa: ANN201 - a diffusers scheduler
-        """A fresh ``DDIMScheduler`` or ``DDPMScheduler`` with this prior's training schedule."""
-        DDIMScheduler, DDPMScheduler = diffusers_import("diffusers", "DDIMScheduler", "DDPMScheduler")
-
-        if kind not in SCHEDULERS:
-            raise PriorError(f"unknown scheduler {kind!r}; choose one of {', '.join(SCHEDULERS)}")
-        return (DDIMScheduler if kind == "ddim" else DDPMScheduler).from_config(self.scheduler_config)
+        """A fresh ``DDIMScheduler`` or ``DDPMScheduler`` with this prior's training schedule (not respaced):
+        :func:`make_scheduler` of this prior's config."""
+        return make_scheduler(kind, self.scheduler_config)
 
     to_unit = staticmethod(to_unit)
     from_unit = staticmethod(from_unit)
@@ -305,13 +308,190 @@ def _load_folder(folder: Path, source: str, device: str | torch.device) -> Diffu
     )
 
 
-# -- unguided sampling -----------------------------------------------------------------------------
+# -- the sampler ---------------------------------------------------------------------------------
+def make_scheduler(
+    kind: str,
+    config: Mapping[str, Any],
+    steps: int | None = None,
+    spacing: str | None = None,
+    clip_x0: bool | None = None,
+) -> Any:
+    """The one scheduler factory: a fresh diffusers ``DDIMScheduler`` (``kind="ddim"``) or ``DDPMScheduler``
+    (``"ddpm"``) from a prior's scheduler ``config``. ``spacing`` and ``clip_x0`` override the config's
+    ``timestep_spacing`` and ``clip_sample`` (None: keep them); ``steps`` respaces the training timesteps to that
+    many (None: not respaced; more than the prior was trained with is a ValueError)."""
+    if kind not in SCHEDULERS:
+        raise PriorError(f"unknown scheduler {kind!r}; choose one of {', '.join(SCHEDULERS)}")
+    DDIMScheduler, DDPMScheduler = diffusers_import("diffusers", "DDIMScheduler", "DDPMScheduler")
+
+    overrides = {k: v for k, v in (("timestep_spacing", spacing), ("clip_sample", clip_x0)) if v is not None}
+    scheduler = (DDIMScheduler if kind == "ddim" else DDPMScheduler).from_config({**dict(config), **overrides})
+    if steps is not None:
+        n_train = scheduler.config.num_train_timesteps
+        if steps > n_train:
+            raise ValueError(f"steps = {steps} exceeds the prior's {n_train} training timesteps")
+        scheduler.set_timesteps(steps)
+    return scheduler
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the sampler runs the reverse diffusion: ``scheduler`` (``"ddim"`` or ``"ddpm"``, ancestral) over
+    ``steps`` of the prior's training timesteps, respaced by ``spacing`` (diffusers' ``timestep_spacing``; None: the
+    prior's), the scheduler's clipping of its x0 estimate ``clip_x0`` (None: the prior's ``clip_sample``) and DDIM's
+    noise ``eta`` (0: deterministic given the initial noise)."""
+
+    scheduler: str
+    steps: int
+    eta: float = 0.0
+    spacing: str | None = None
+    clip_x0: bool | None = None
+
+    def make_scheduler(self, config: Mapping[str, Any]) -> Any:
+        """A fresh scheduler of these settings from a prior's scheduler ``config`` (:func:`make_scheduler`)."""
+        return make_scheduler(self.scheduler, config, self.steps, self.spacing, self.clip_x0)
+
+
+def unclamped_unit(x: Tensor) -> Tensor:
+    """A diffusion model's [-1, 1] → [0, 1] *without* a clamp (:func:`to_unit` clamps): for ``x0_hat``."""
+    return (x + 1) / 2
+
+
+def predict_x0(model_output: Tensor, x_t: Tensor, alpha_bar: Tensor, prediction_type: str = "epsilon") -> Tensor:
+    """The denoiser's estimate of ``x_0`` from its output at ``x_t`` (``ᾱ_t`` = ``alpha_bar``), unclamped."""
+    if prediction_type == "epsilon":
+        return (x_t - (1 - alpha_bar).sqrt() * model_output) / alpha_bar.sqrt()
+    if prediction_type == "sample":
+        return model_output
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * model_output
+    raise ValueError(f"unsupported prediction_type {prediction_type!r} (epsilon, sample or v_prediction)")
+
+
+class Denoised(NamedTuple):
+    """The denoiser's pass at one step, what a :class:`Guide` sees: the input ``x_t`` ``[B, C, H, W]`` (requiring
+    grad when the guide differentiates), the timestep ``t``, the prediction ``model_output`` ``[B, C', H, W]`` (C' =
+    2C with a learned variance) and ``x0_hat`` ``[B, C, H, W]``, the estimate of ``x_0`` from it (unclamped)."""
+
+    x_t: Tensor
+    t: Tensor
+    model_output: Tensor
+    x0_hat: Tensor
+
+
+class Guide(Protocol):
+    """The guidance the sampler calls at every step, as a diffusers pipeline calls its guidance around the
+    scheduler: ``differentiable`` says whether the denoiser's pass is taken with gradients (``x_t`` requires grad);
+    ``guide(scheduler, denoised)`` returns the update subtracted from the scheduler's ``x_{t−1}`` (None: none)."""
+
+    differentiable: bool
+
+    def __call__(self, scheduler: Any, denoised: Denoised) -> Tensor | None: ...
+
+
+def _step_kwargs(scheduler: Any, eta: float) -> dict[str, Any]:
+    return {"eta": eta} if "eta" in inspect.signature(scheduler.step).parameters else {}
+
+
+def denoise_step(
+    unet: Any,
+    scheduler: Any,
+    x_t: Tensor,
+    t: Tensor | int,
+    generator: Generators,
+    eta: float,
+    guide: Guide | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One step of the reverse diffusion from ``x_t`` ``[B, C, H, W]`` (the prior's [-1, 1]) at timestep ``t``:
+    ``(x_{t−1}, x0_hat)``, both detached.
+
+    The denoiser predicts at ``x_t``; ``x0_hat`` is its unclamped estimate of ``x_0`` (:func:`predict_x0`, the
+    scheduler's ``ᾱ_t``). ``x_{t−1}`` is the scheduler's own ``step`` on detached tensors (DDIM with ``eta``, or
+    ancestral DDPM; its noise from ``generator``: one, or one per sample; the scheduler clips its own x0 if its config
+    says ``clip_sample``). A ``guide`` sees the pass (:class:`Denoised`, with gradients when it is
+    ``differentiable``), and its update is subtracted from ``x_{t−1}``.
+    """
+    x = x_t.detach()
+    channels = x.shape[1]
+    differentiable = guide is not None and guide.differentiable
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(device=x.device, dtype=x.dtype)
+    prediction_type = scheduler.config.get("prediction_type", "epsilon")
+    update = None
+    with torch.enable_grad() if differentiable else torch.no_grad():
+        x_in = x.clone().requires_grad_(differentiable)
+        out = unet(scheduler.scale_model_input(x_in, t), t).sample
+        x0_hat = predict_x0(out[:, :channels], x_in, alpha_bar, prediction_type)  # [:, :C]: a learned variance
+        if guide is not None:
+            update = guide(scheduler, Denoised(x_in, t, out, x0_hat))
+    model_output = out.detach()
+    kwargs = _step_kwargs(scheduler, eta)
+    if "eta" in kwargs:  # DDIM has no learned variance: pass the prediction only
+        model_output = model_output[:, :channels]
+    x_prev = scheduler.step(model_output, t, x, generator=generator, **kwargs).prev_sample
+    if update is not None:
+        x_prev = x_prev - update
+    return x_prev.detach(), x0_hat.detach()
+
+
+def sample_shape(prior: Any) -> tuple[int, int, int]:
+    """``(C, H, W)`` of one of ``prior``'s samples (its ``sample_size``: one size, or ``(H, W)``)."""
+    size = prior.sample_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return int(prior.channels), int(h), int(w)
+
+
+class Sample(NamedTuple):
+    """What :func:`sample` returns, both ``[B, C, H, W]`` in the prior's [-1, 1] (unclamped): the final ``sample``
+    (after the last step) and ``x0_estimate``, the last step's estimate of ``x_0`` (before that step)."""
+
+    sample: Tensor
+    x0_estimate: Tensor
+
+
+def sample(
+    unet: Any, prior: Any, generators: list[torch.Generator], sampling: Sampling, guide: Guide | None = None
+) -> Sample:
+    """The one sampler: ``len(generators)`` samples from seeded noise, guided by ``guide`` (None: unguided).
+
+    ``prior`` gives the scheduler config, ``sample_size`` and ``channels``; ``unet`` is its denoiser (or a wrapper
+    that counts its calls), whose device and dtype the samples take. Sample ``i`` draws its initial noise and the
+    sampler's noise from ``generators[i]`` only, so it does not depend on the others in the batch; the scheduler is
+    made fresh (:meth:`Sampling.make_scheduler`) and every step is :func:`denoise_step`.
+    """
+    randn_tensor = diffusers_import("diffusers.utils.torch_utils", "randn_tensor")
+
+    scheduler = sampling.make_scheduler(prior.scheduler_config)
+    parameter = next(unet.parameters())
+    x = randn_tensor(
+        (len(generators), *sample_shape(prior)), generator=generators, device=parameter.device, dtype=parameter.dtype
+    )
+    x = x * scheduler.init_noise_sigma
+    x0_hat = x
+    for t in scheduler.timesteps:
+        x, x0_hat = denoise_step(unet, scheduler, x, t, generators, sampling.eta, guide)
+    return Sample(x, x0_hat)
+
+
 def sample_generators(seed: int, indices: range | list[int]) -> list[torch.Generator]:
     """One CPU generator per sample: sample ``i`` of seed ``seed`` draws only from its own generator."""
     return [
         torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0] >> 1))
         for i in indices
     ]
+
+
+def unguided_samples(
+    prior: Any, n: int, seed: int, sampling: Sampling, batch_size: int = 64, output: str = "sample"
+) -> Tensor:
+    """``n`` unguided samples ``[n, C, H, W]`` float32 in ``[0, 1]`` (clamped) on the CPU: :func:`sample` with no
+    guide, ``batch_size`` samples at a time; ``output`` picks the final ``"sample"`` or the last ``"x0_estimate"``.
+    Sample ``i`` draws from its own generator (:func:`sample_generators` of ``seed``), so it does not depend on ``n``
+    (nor, up to float rounding, on ``batch_size``)."""
+    out = []
+    for start in range(0, n, batch_size):
+        sampled = sample(prior.unet, prior, sample_generators(seed, range(start, min(n, start + batch_size))), sampling)
+        out.append(to_unit(sampled.x0_estimate if output == "x0_estimate" else sampled.sample).float().cpu())
+    return torch.cat(out) if out else torch.zeros((0, *sample_shape(prior)))
 
 
 @torch.no_grad()
@@ -325,7 +505,7 @@ def sample_prior(
     batch_size: int = 64,
     eta: float = 0.0,
 ) -> Tensor:
-    """``n`` unguided samples ``[n, C, H, W]`` float32 in ``[0, 1]`` on the CPU.
+    """``n`` unguided samples ``[n, C, H, W]`` float32 in ``[0, 1]`` on the CPU (:func:`unguided_samples`).
 
     ``scheduler="ddim"`` runs DDIM with ``eta`` (0: deterministic given the initial noise);
     ``"ddpm"`` runs ancestral DDPM sampling over ``steps`` of the training timesteps.
@@ -336,21 +516,4 @@ def sample_prior(
         raise PriorError(
             f"need n >= 0, steps >= 1 and batch_size >= 1 (got n={n}, steps={steps}, batch_size={batch_size})"
         )
-    randn_tensor = diffusers_import("diffusers.utils.torch_utils", "randn_tensor")
-
-    device = prior.device
-    shape = (prior.channels, prior.sample_size, prior.sample_size)
-    out = []
-    for start in range(0, n, batch_size):
-        generators = sample_generators(seed, range(start, min(n, start + batch_size)))
-        sched = prior.make_scheduler(scheduler)
-        sched.set_timesteps(steps)
-        x = randn_tensor((len(generators), *shape), generator=generators, device=device, dtype=torch.float32)
-        x = x * sched.init_noise_sigma
-        for t in sched.timesteps:
-            t_batch = torch.full((len(x),), int(t), device=device, dtype=torch.long)
-            prediction = prior.unet(sched.scale_model_input(x, t), t_batch).sample
-            kwargs = {"eta": eta} if scheduler == "ddim" else {}
-            x = sched.step(prediction, t, x, generator=generators, **kwargs).prev_sample
-        out.append(to_unit(x).float().cpu())
-    return torch.cat(out) if out else torch.zeros((0, *shape))
+    return unguided_samples(prior, n, seed, Sampling(scheduler, steps, eta), batch_size)

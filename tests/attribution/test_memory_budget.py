@@ -7,7 +7,8 @@ import contextlib
 import pytest
 import torch
 
-from sharedattr.runtime.memory import ACTIVATION_FACTOR, bound_memory, bytes_per_image, images_per_pass
+from sharedattr.attribution.engine import bound_memory
+from sharedattr.runtime.memory import ACTIVATION_FACTOR, bytes_per_image, images_per_pass
 from sharedattr.testing import tiny_model
 
 pytestmark = [

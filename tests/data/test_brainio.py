@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from sharedattr.data.archives import MAX_COMPRESSION_RATIO
-from sharedattr.data.stimuli import DataError, StimulusSet
+from sharedattr.data.stimuli import StimulusSet
+from sharedattr.runtime.errors import DataError
 
 
 def brainio_set(tiny_data: Path, folder: Path, zipped: bool = True) -> tuple[Path, Path]:

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from sharedattr.data import StimulusSet
-from sharedattr.data.features import extract_features
+from sharedattr.data.features import FeatureCache, extract_features
 from sharedattr.testing import TinyBackbone
 
 SPEC = {"name": "tiny-test-backbone", "seed": 0}
@@ -49,9 +49,7 @@ def stimuli(tmp_path):
 def test_cached_extraction_writes_the_latents_and_reads_them_back(stimuli, tmp_path):
     backbone = TinyBackbone()
     cache = tmp_path / "cache"
-    latents, hit = extract_features(
-        backbone, stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3, progress=False
-    )
+    latents, hit = extract_features(backbone, stimuli, cache=FeatureCache(cache, SPEC), batch_size=3, progress=False)
     assert not hit and latents.shape == (10, *backbone.latent_shape)
     with torch.no_grad():
         expected = backbone(backbone.preprocess(stimuli.load_images((16, 16), 3)))
@@ -68,7 +66,7 @@ def test_cached_extraction_writes_the_latents_and_reads_them_back(stimuli, tmp_p
     reference.flush()
     del reference
     assert (tmp_path / "reference.npy").read_bytes() == file.read_bytes()
-    again, hit = extract_features(backbone, stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=4, progress=False)
+    again, hit = extract_features(backbone, stimuli, cache=FeatureCache(cache, SPEC), batch_size=4, progress=False)
     assert hit
     torch.testing.assert_close(again, latents, rtol=0, atol=0)
     without_cache, hit = extract_features(backbone, stimuli, batch_size=3, progress=False)
@@ -85,12 +83,12 @@ def test_an_interrupted_extraction_leaves_no_cache_file_and_no_temporary_file(
     cache = tmp_path / "cache"
     backbone = FailingBackbone(fail_on)
     with pytest.raises(RuntimeError, match="mid-way"):
-        extract_features(backbone, stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3, progress=False)
+        extract_features(backbone, stimuli, cache=FeatureCache(cache, SPEC), batch_size=3, progress=False)
     # it stops at the failing batch; side by side, the batches already started (at most 2 per worker) finish
     assert fail_on + 1 <= backbone.calls <= fail_on + 2 * workers - (workers == 1)
     assert list(cache.iterdir()) == []  # neither features-*.npy nor .features-*.tmp
     latents, hit = extract_features(
-        TinyBackbone(), stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3, progress=False
+        TinyBackbone(), stimuli, cache=FeatureCache(cache, SPEC), batch_size=3, progress=False
     )
     assert not hit and latents.shape[0] == 10 and len(list(cache.iterdir())) == 1
 
@@ -103,7 +101,7 @@ def test_latents_of_the_wrong_shape_are_an_error_not_a_corrupt_file(stimuli, tmp
 
     cache = tmp_path / "cache"
     with pytest.raises(ValueError, match="latent_shape"):
-        extract_features(Wrong(), stimuli, backbone_spec=SPEC, cache_dir=cache, batch_size=3, progress=False)
+        extract_features(Wrong(), stimuli, cache=FeatureCache(cache, SPEC), batch_size=3, progress=False)
     assert list(cache.iterdir()) == []
 
 
@@ -161,7 +159,7 @@ def test_batches_side_by_side_give_the_latents_of_one_worker_in_order(tmp_path, 
         monkeypatch.setenv("SHAREDATTR_WORKERS", workers)
         plain, _ = extract_features(backbone, stimuli, batch_size=3, progress=False)
         cached, hit = extract_features(
-            backbone, stimuli, batch_size=3, progress=False, backbone_spec={"w": workers}, cache_dir=tmp_path / workers
+            backbone, stimuli, batch_size=3, progress=False, cache=FeatureCache(tmp_path / workers, {"w": workers})
         )
         assert not hit and not plain.requires_grad
         results.append((plain, cached))

@@ -18,8 +18,8 @@ WINDOW = (70.0, 170.0)
 
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory) -> Path:
-    pytest.importorskip("xarray")
-    pytest.importorskip("pynwb")
+    pytest.importorskip("xarray", reason="optional extra: pip install sharedattr[xarray]")
+    pytest.importorskip("pynwb", reason="optional extra: pip install sharedattr[nwb]")
     out = tmp_path_factory.mktemp("examples")
     runpy.run_path(str(SCRIPT))["main"](out)
     return out

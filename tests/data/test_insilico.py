@@ -14,6 +14,7 @@ from sharedattr.data.insilico import (
     DEFAULT_NEURONS,
     PARTS,
     GroundTruthNeuron,
+    SceneOptions,
     neuron_population,
     render_scene,
     render_set,
@@ -29,7 +30,9 @@ from sharedattr.selection.matching import Pair
 @pytest.mark.parametrize("category", ["bodies", "objects"])
 def test_masks_are_exactly_the_pixels_that_differ_from_the_background(category, channels):
     for i in range(12):
-        scene = render_scene(category, 64, channels=channels, rng=np.random.default_rng(i), noise_std=0.0)
+        scene = render_scene(
+            category, 64, rng=np.random.default_rng(i), options=SceneOptions(channels=channels, noise_std=0.0)
+        )
         background = np.round(scene.background).astype(np.uint8)
         changed = (scene.image != background).any(-1)
         np.testing.assert_array_equal(changed, scene.mask)
@@ -272,7 +275,21 @@ def test_missing_pieces_and_several_attachments_follow_their_rates():
     assert set(rendered.attachments[i] for i in objects) == {"limbs2", "all"}
     assert all(rendered.parts["limbs"][i].any() for i in objects)
     with pytest.raises(ValueError, match="unknown piece"):
-        render_scene("bodies", 32, rng=np.random.default_rng(0), missing={"tail": 1.0})
+        render_scene("bodies", 32, rng=np.random.default_rng(0), options=SceneOptions(missing={"tail": 1.0}))
+
+
+def test_written_scenes_follow_their_options(tmp_path):
+    """write_insilico renders what its SceneOptions say, exactly as render_set does with the same options."""
+    options = SceneOptions(channels=3, noise_std=1.0, missing={"head": 0.5}, attachment_probs={"both": 1.0})
+    files = write_insilico(tmp_path, 3, 32, seed=2, repeats=1, options=options)
+    rendered = render_set(
+        3, 32, channels=3, seed=2, noise_std=1.0, missing={"head": 0.5}, attachment_probs={"both": 1.0}
+    )
+    stimuli = StimulusSet.load(files.manifest)
+    images = stimuli.load_images((32, 32), 3)
+    np.testing.assert_array_equal((images * 255).round().byte().permute(0, 2, 3, 1).numpy(), rendered.images)
+    assert [stimuli.categories[i] == "objects" for i in range(6)] == [False] * 3 + [True] * 3
+    assert all(stimuli.has_part(i, "head") and stimuli.has_part(i, "limbs") for i in range(3, 6))
 
 
 @pytest.mark.parametrize("position", ["matched", "mismatched"])

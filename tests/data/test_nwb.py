@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-pynwb = pytest.importorskip("pynwb")
+pynwb = pytest.importorskip("pynwb", reason="optional extra: pip install sharedattr[nwb]")
 
 from pynwb import NWBHDF5IO, NWBFile  # noqa: E402
 from pynwb.epoch import TimeIntervals  # noqa: E402
 from pynwb.misc import Units  # noqa: E402
 
 from sharedattr.data.nwb import load_nwb  # noqa: E402
-from sharedattr.data.stimuli import DataError  # noqa: E402
-from sharedattr.runtime.errors import UserError  # noqa: E402
+from sharedattr.runtime.errors import DataError, UserError  # noqa: E402
 
 WINDOW = (70.0, 170.0)  # ms: 0.1 s, so a rate is 10 x the spike count
 START, END = WINDOW[0] / 1000, WINDOW[1] / 1000  # window edges in s, computed as the loader does
@@ -217,7 +216,7 @@ def test_empty_units_table(tmp_path: Path) -> None:
 def test_unreadable_file(tmp_path: Path, content: bytes | None) -> None:
     path = tmp_path / "broken.nwb"
     if content is None:
-        h5py = pytest.importorskip("h5py")
+        h5py = pytest.importorskip("h5py", reason="optional extra: pip install sharedattr[xarray]")
         with h5py.File(path, "w") as f:
             f["x"] = np.arange(3)
     else:

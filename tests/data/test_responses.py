@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from sharedattr.data.responses import Responses, load_responses
-from sharedattr.data.stimuli import DataError, StimulusSet
-from sharedattr.runtime.errors import MissingFileError, UserError
+from sharedattr.data.stimuli import StimulusSet
+from sharedattr.runtime.errors import DataError, MissingFileError, UserError
 
 IDS = ["s0", "s1", "s2", "s3", "s4"]
 NEURONS = ["n_a", "n_b", "n_c"]
@@ -57,7 +57,7 @@ def write_npy(folder: Path, array: np.ndarray, ids=IDS, neurons=NEURONS) -> tupl
 
 def assembly(trials: np.ndarray, *, shuffle: bool = True):
     """A BrainIO-style DataArray ``neuroid × presentation × time_bin``, presentations shuffled."""
-    xr = pytest.importorskip("xarray")
+    xr = pytest.importorskip("xarray", reason="optional extra: pip install sharedattr[xarray]")
     rows = [(IDS[s], t, trials[s, t]) for s in range(len(IDS)) for t in range(COUNTS[s])]
     if shuffle:
         rows = [rows[i] for i in np.random.default_rng(1).permutation(len(rows))]

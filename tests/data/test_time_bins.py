@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sharedattr.data.responses import load_responses
-from sharedattr.data.stimuli import DataError
+from sharedattr.runtime.errors import DataError
 
 IDS = ["s0", "s1", "s2"]
 NEURONS = ["n_a", "n_b"]
@@ -92,7 +92,7 @@ def test_a_psth_without_bins_or_a_window_without_bins(tmp_path, psth):
 
 
 def write_h5(path, psth, **drop):
-    h5py = pytest.importorskip("h5py")
+    h5py = pytest.importorskip("h5py", reason="optional extra: pip install sharedattr[xarray]")
     with h5py.File(path, "w") as f:
         datasets = {
             "psth": psth,
@@ -119,7 +119,7 @@ def test_an_hdf5_psth_reads_only_the_window(tmp_path, psth):
 
 
 def assembly(psth, with_coords: bool = True):
-    xr = pytest.importorskip("xarray")
+    xr = pytest.importorskip("xarray", reason="optional extra: pip install sharedattr[xarray]")
     rows = [(s, r) for s in range(3) for r in range(2) if not (s == 2 and r == 1)]
     values = np.stack([psth[s, r] for s, r in rows])  # [P, T, N]
     coords = {

@@ -63,3 +63,46 @@ def test_encoding_model_contributions_sum_to_response(registry):
         torch.testing.assert_close(
             model.contributions(images).sum(-1) + readout.bias, model(images), atol=1e-4, rtol=1e-4
         )
+
+
+def test_a_torchvision_without_its_private_tracer_settings_still_works(monkeypatch):
+    """torchvision_node_names uses torchvision's private ``_set_default_tracer_kwargs``; a torchvision without it
+    still builds backbones, and hook-safe copies and Grad-CAM layers fall back to module paths."""
+    import sys
+    import types
+
+    import torchvision.models.feature_extraction as feature_extraction
+    from torch import nn
+
+    from sharedattr.attribution.hook_safety import node_scopes
+    from sharedattr.encoding.backbones.torchvision_models import TorchvisionBackbone, torchvision_node_names
+
+    without = types.ModuleType(feature_extraction.__name__)  # the module as a torchvision without the helper has it
+    without.__dict__.update({k: v for k, v in vars(feature_extraction).items() if k != "_set_default_tracer_kwargs"})
+    monkeypatch.setitem(sys.modules, feature_extraction.__name__, without)
+    torchvision_node_names.cache_clear()
+    try:
+        backbone = TorchvisionBackbone(model="resnet18", layer="layer2", input_size=32)
+        assert backbone.qualified_node_names() is None
+        with torch.no_grad():
+            assert backbone(backbone.preprocess(torch.rand(2, 3, 32, 32))).shape == (2, *backbone.latent_shape)
+        assert node_scopes(backbone.body, backbone) == node_scopes(backbone.body, nn.Module())  # module paths
+    finally:
+        torchvision_node_names.cache_clear()  # the names of the real torchvision for later tests
+
+
+def test_backbones_are_built_from_their_params_model(registry):
+    """Keywords are validated by the params model, which holds every default; a built backbone keeps its params."""
+    from pydantic import ValidationError
+
+    from sharedattr.encoding.backbones.insilico_cnn import InsilicoCNNBackbone, InsilicoCNNParams
+
+    by_keyword = InsilicoCNNBackbone(layer="block2", input_size=32)
+    assert by_keyword.params == InsilicoCNNParams(layer="block2", input_size=32)
+    assert by_keyword.params.weights == "insilico-v1" and by_keyword.weights_source == "insilico-v1"
+    by_registry = registry.build("backbone", "insilico_cnn", layer="block2", input_size=32)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(by_keyword(by_keyword.preprocess(x)), by_registry(by_registry.preprocess(x)))
+    with pytest.raises(ValidationError, match="layer"):
+        InsilicoCNNBackbone(layer="block9")

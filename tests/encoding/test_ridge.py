@@ -13,8 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from sharedattr.encoding.readouts.ridge import RidgeReadout, ridge_cv
+from sharedattr.encoding.readouts.ridge import RidgeReadout, RidgeSearch, ridge_cv
 from sharedattr.encoding.scores import pearson_columns
+
+
+def search(alphas, folds, fit_intercept=True, seed=0, pca=None, cv="kfold") -> RidgeSearch:
+    """A :class:`RidgeSearch` over ``alphas`` (a sequence or a float64 tensor)."""
+    return RidgeSearch(torch.as_tensor(alphas, dtype=torch.float64), folds, fit_intercept, seed, pca, cv)
 
 
 def naive_ridge(x, y, alpha):
@@ -44,7 +49,7 @@ def test_ridge_cv_matches_naive_computation(n, d):
     w_true = torch.randn(d, 5, generator=g, dtype=torch.float64)
     y = x @ w_true + torch.randn(n, 5, generator=g, dtype=torch.float64) * torch.tensor([0.1, 1, 5, 20, 100.0])
     alphas = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]
-    w, b, alpha = ridge_cv(x, y, torch.tensor(alphas, dtype=torch.float64), 4, True, torch.Generator().manual_seed(7))
+    w, b, alpha = ridge_cv(x, y, search(alphas, folds=4, seed=7))
     expected_alpha = naive_cv_alpha(x, y, alphas, 4, 7)
     assert torch.equal(alpha, expected_alpha)
     for j in range(5):
@@ -57,7 +62,7 @@ def test_pca_ridge_uses_only_the_top_components():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(80, 40, generator=g, dtype=torch.float64) * torch.linspace(5, 0.1, 40, dtype=torch.float64)
     y = torch.randn(80, 3, generator=g, dtype=torch.float64)
-    w, _, _ = ridge_cv(x, y, torch.tensor([1.0], dtype=torch.float64), 3, True, torch.Generator(), pca=4)
+    w, _, _ = ridge_cv(x, y, search([1.0], folds=3, pca=4))
     xc = x - x.mean(0)
     _, _, vh = torch.linalg.svd(xc, full_matrices=False)
     top = vh[:4]  # [4, D]
@@ -78,12 +83,13 @@ def test_readout_pca_option_fits():
 
 
 def test_ridge_matches_scikit_learn():
-    sklearn = pytest.importorskip("sklearn.linear_model")
+    import sklearn.linear_model as sklearn  # a dev dependency: the reference implementation
+
     g = torch.Generator().manual_seed(3)
     for n, d in [(50, 300), (300, 20)]:
         x = torch.randn(n, d, generator=g, dtype=torch.float64)
         y = torch.randn(n, 4, generator=g, dtype=torch.float64)
-        w, b, _ = ridge_cv(x, y, torch.tensor([3.0], dtype=torch.float64), 2, True, torch.Generator())
+        w, b, _ = ridge_cv(x, y, search([3.0], folds=2))
         reference = sklearn.Ridge(alpha=3.0).fit(x.numpy(), y.numpy())
         torch.testing.assert_close(w, torch.from_numpy(reference.coef_), rtol=1e-7, atol=1e-9)
         torch.testing.assert_close(b, torch.from_numpy(reference.intercept_), rtol=1e-7, atol=1e-9)
@@ -102,12 +108,11 @@ def planted_loo_data(n, d, seed=4):
 @pytest.mark.parametrize("fit_intercept", [True, False], ids=["intercept", "no intercept"])
 @pytest.mark.parametrize(("n", "d"), [(60, 200), (200, 30)], ids=["dual n<D", "primal n>D"])
 def test_loo_ridge_equals_scikit_learn_ridgecv(n, d, fit_intercept):
-    sklearn = pytest.importorskip("sklearn.linear_model")
+    import sklearn.linear_model as sklearn  # a dev dependency: the reference implementation
+
     x, y = planted_loo_data(n, d)
     alphas = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4]
-    w, b, alpha = ridge_cv(
-        x, y, torch.tensor(alphas, dtype=torch.float64), 5, fit_intercept, torch.Generator(), cv="loo"
-    )
+    w, b, alpha = ridge_cv(x, y, search(alphas, folds=5, fit_intercept=fit_intercept, cv="loo"))
     reference = sklearn.RidgeCV(alphas=alphas, alpha_per_target=True, fit_intercept=fit_intercept)
     reference.fit(x.numpy(), y.numpy())
     assert alpha.tolist() == reference.alpha_.tolist()
@@ -156,12 +161,10 @@ def test_loo_is_an_option_of_the_readout_and_kfold_stays_the_default(registry):
     latents = torch.randn(50, 4, 3, 3, generator=g)
     y = latents.flatten(1)[:, :2] + 0.1 * torch.randn(50, 2, generator=g)
     default = registry.build("readout", "ridge")
-    assert default.cv == "kfold"
+    assert default.params.cv == "kfold"
     loo = registry.build("readout", "ridge", cv="loo").fit(latents, y)
     x = latents.flatten(1).double()
-    w, b, alpha = ridge_cv(
-        x, y.double(), torch.tensor(loo.alphas, dtype=torch.float64), 5, True, torch.Generator(), cv="loo"
-    )
+    w, b, alpha = ridge_cv(x, y.double(), search(loo.params.alphas, folds=5, cv="loo"))
     assert torch.equal(loo.alpha, alpha)
     torch.testing.assert_close(loo.weight, w.float())
     with pytest.raises((SpecError, ValueError), match="pca"):
@@ -261,10 +264,10 @@ def test_the_fit_in_small_blocks_equals_the_fit_in_one_block(n, d, cv, monkeypat
     alphas = torch.tensor([0.1, 10.0, 1000.0], dtype=torch.float64)
 
     def fit() -> tuple[torch.Tensor, ...]:
-        return ridge_cv(x, y[rows], alphas, 3, True, torch.Generator().manual_seed(1), cv=cv, rows=rows)
+        return ridge_cv(x, y[rows], search(alphas, folds=3, seed=1, cv=cv), rows)
 
     one = fit()
-    reference = ridge_cv(x[rows].double(), y[rows], alphas, 3, True, torch.Generator().manual_seed(1), cv=cv)
+    reference = ridge_cv(x[rows].double(), y[rows], search(alphas, folds=3, seed=1, cv=cv))
     monkeypatch.setattr(ridge, "BLOCK_BYTES", 8 * 7 * min(n, d))  # 7 columns (dual) or rows (primal) a block
     blocked = fit()
     assert one[0].dtype == torch.float32 and reference[0].dtype == torch.float64
@@ -286,11 +289,97 @@ def test_fit_rows_is_the_fit_on_a_copy_of_the_rows():
         assert all(torch.equal(a[k], b[k]) for k in a), (pooling, cv)
 
 
+def test_keywords_are_validated_by_the_params_model_that_holds_every_default():
+    from pydantic import ValidationError
+
+    from sharedattr.encoding.readouts.ridge import RidgeParams
+
+    assert RidgeReadout().params == RidgeParams()
+    readout = RidgeReadout(folds=3, alphas=(10.0, 0.1))
+    assert readout.params.folds == 3 and readout.params.alphas == (0.1, 10.0)  # sorted by the model
+    assert RidgeReadout(RidgeParams(pooling="avg"), folds=4).params == RidgeParams(pooling="avg", folds=4)
+    with pytest.raises(ValidationError, match="folds"):
+        RidgeReadout(folds=1)
+    with pytest.raises(ValidationError, match="pca"):
+        RidgeReadout(cv="loo", pca=3)
+
+
+def test_a_readout_without_the_optional_members_gets_their_defaults():
+    """A plugin's readout that does not subclass ReadoutModule: fit_readout fits it on a copy of the training rows
+    (the default fit_rows), and each of its dimensions is its own channel (the default dimension_channels)."""
+    from torch import nn
+
+    from sharedattr.encoding.channels import dimension_channels
+    from sharedattr.encoding.fit import FitSettings, fit_readout
+
+    class Plain(nn.Module):  # the readout contract only, through a ridge inside
+        def __init__(self):
+            super().__init__()
+            self.inner, self.fitted_on = RidgeReadout(folds=3), None
+
+        def initialize(self, latent_shape, n_neurons):
+            self.inner.initialize(latent_shape, n_neurons)
+
+        def fit(self, latents, responses):
+            self.fitted_on = latents.shape[0]
+            self.inner.fit(latents, responses)
+            return self
+
+        def forward(self, latents):
+            return self.inner(latents)
+
+        def pooled(self, latents):
+            return self.inner.pooled(latents)
+
+        weight = property(lambda self: self.inner.weight)
+        bias = property(lambda self: self.inner.bias)
+
+        def nonlinearity(self, x):
+            return x
+
+    g = torch.Generator().manual_seed(10)
+    latents = torch.randn(40, 2, 3, 3, generator=g)
+    responses = latents.flatten(1)[:, :2] + 0.1 * torch.randn(40, 2, generator=g)
+    backbone = nn.Identity()
+    settings = FitSettings(test_fraction=0.25, split_seed=1)
+    plain = fit_readout(Plain(), backbone, latents, responses, ["a", "b"], settings)
+    ridge = fit_readout(RidgeReadout(folds=3), backbone, latents, responses, ["a", "b"], settings)
+    assert plain.model.readout.fitted_on == len(plain.train) == 30
+    assert torch.equal(plain.predicted, ridge.predicted) and torch.equal(plain.test_r, ridge.test_r)
+    assert torch.equal(dimension_channels(plain.model.readout, 18), torch.arange(18))
+    assert torch.equal(dimension_channels(ridge.model.readout, 18), torch.arange(18) // 9)  # [C, H, W] flattened
+
+
+def test_the_conformance_check_catches_a_shared_vector_that_is_not_pooled():
+    from sharedattr.encoding.readouts.ridge import RidgeParams
+    from sharedattr.plugins.loading import load_registry
+    from sharedattr.testing import check_component
+
+    class Plugin:
+        from sharedattr import hookimpl
+
+        @hookimpl
+        def register_readouts(self, register):
+            class Shifted(RidgeReadout):  # a subclass that changed pooled, and forgot shared_pooled
+                def pooled(self, latents):
+                    return super().pooled(latents) + 1.0
+
+                def forward(self, latents):
+                    return (self.pooled(latents) * self.weight).sum(-1) + self.bias
+
+            register("shifted", Shifted, params=RidgeParams)
+
+    registry = load_registry(extra_plugins=[("p", Plugin())])
+    check_component("readout", "ridge", {"folds": 3}, registry=registry)
+    with pytest.raises(AssertionError, match="shared_pooled"):
+        check_component("readout", "shifted", {"folds": 3}, registry=registry)
+
+
 MEMORY_PROBE = """
 import json, sys
 import numpy as np, torch
 from torch import nn
-from sharedattr.encoding.fit import fit_readout
+from sharedattr.encoding.fit import FitSettings, fit_readout
 from sharedattr.encoding.readouts.ridge import RidgeReadout
 
 def status(key):
@@ -305,7 +394,7 @@ backbone.input_size, backbone.in_channels = (8, 8), 3
 open("/proc/self/clear_refs", "w").write("5")
 start = status("VmRSS")
 fit = fit_readout(RidgeReadout(folds=3), backbone, latents, responses, [str(i) for i in range(responses.shape[1])],
-                  test_fraction=0.2, split_seed=0)
+                  FitSettings(test_fraction=0.2, split_seed=0))
 print(json.dumps({"growth": status("VmHWM") - start, "features": latents.numel() * 4}))
 """
 

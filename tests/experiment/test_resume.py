@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -200,3 +201,17 @@ def test_synthesis_makes_the_same_images_on_any_thread_or_worker_count(tiny_conf
         torch.set_num_threads(threads)
     for other in images[1:]:
         assert other.keys() == images[0].keys() and all(torch.equal(other[k], images[0][k]) for k in images[0])
+
+
+def test_a_pairwise_methods_items_are_reused_without_reference_maps_of_single_image_methods(tiny_config, tmp_path):
+    """With ``attribution.on_reference = false`` single-image methods map the driver only, but a pairwise method
+    maps both images of its pair: its stored items hold the reference map too, and a second run reuses them (the
+    item's declared shape once lacked the reference: every item was "damaged" and computed again)."""
+    tiny_config.update(methods=["parallel_backprop", "saliency"], metrics=["gini"], attribution={"on_reference": False})
+    spec = validate_experiment(tiny_config)
+    first = run_experiment(spec, tmp_path, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "work item ... is damaged"
+        again = run_experiment(spec, tmp_path, progress=False)
+    assert again.reused["work_items_computed"] == 0
+    assert again.reused["work_items_reused"] == first.reused["work_items_computed"] > 0

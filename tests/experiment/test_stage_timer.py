@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sharedattr.experiment.context import StageTimer
+from sharedattr.runtime.timing import StageTimer
 
 
 def can_reset_peak() -> bool:
@@ -53,7 +53,7 @@ def test_without_proc_the_peak_falls_back_to_ru_maxrss(tmp_path, monkeypatch):
 
 def test_a_stage_marked_twice_adds_its_seconds(monkeypatch):
     clock = iter([0.0, 1.0, 1.0, 3.0, 3.0, 6.0])  # start, end of a; of b; of a again
-    monkeypatch.setattr("sharedattr.experiment.context.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("sharedattr.runtime.timing.time.perf_counter", lambda: next(clock))
     timer = StageTimer(["a", "b"], progress=False)
     for name in ("a", "b", "a"):
         timer.mark(name)

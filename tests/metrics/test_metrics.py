@@ -28,7 +28,7 @@ from sharedattr.metrics.randomisation import (
     reset_modules,
     spearman_rows,
 )
-from sharedattr.plugins.contracts import AttributionBatch
+from sharedattr.plugins.contracts import AttributionBatch, Metric, declared
 from sharedattr.testing import tiny_model
 
 NAN = float("nan")
@@ -63,8 +63,8 @@ def assert_scores(actual: Tensor, expected: list[float]) -> None:
 def test_registered_with_direction_and_needs(registry, name, higher, masks, explainer):
     metric = registry.build("metric", name)
     assert metric.higher_is_better is higher
-    assert getattr(metric, "requires_masks", False) is masks
-    assert getattr(metric, "requires_explainer", False) is explainer
+    assert declared(metric, Metric).requires_masks is masks
+    assert declared(metric, Metric).requires_explainer is explainer
 
 
 # -- localisation ----------------------------------------------------------------------
@@ -87,7 +87,7 @@ def test_relevance_mass_known_fractions():
     maps[2] = -1.0  # no positive relevance at all
     masks = square_mask(3)
     assert_scores(RelevanceMassMetric()(loc_batch(maps, masks)), [1 / 16, 1.0, NAN])
-    assert_scores(RelevanceMassMetric("absolute")(loc_batch(maps, masks)), [1 / 16, 12 / 72, 4 / 64])
+    assert_scores(RelevanceMassMetric(relevance="absolute")(loc_batch(maps, masks)), [1 / 16, 12 / 72, 4 / 64])
     assert_scores(RelevanceMassMetric()(loc_batch(maps, torch.zeros_like(masks))), [NAN] * 3)
 
 
@@ -353,11 +353,11 @@ def test_perturbation_curves_follow_their_definition_and_share_their_ends(metric
 
 
 def test_perturbed_images_per_pass_default_to_the_devices():
-    from sharedattr.metrics.faithfulness import images_per_pass
+    from sharedattr.metrics.faithfulness import perturbed_per_pass
 
-    assert images_per_pass(None, torch.device("cpu")) == 8
-    assert images_per_pass(None, torch.device("cuda")) == 64  # a device object needs no GPU
-    assert images_per_pass(3, torch.device("cpu")) == 3
+    assert perturbed_per_pass(None, torch.device("cpu")) == 8
+    assert perturbed_per_pass(None, torch.device("cuda")) == 64  # a device object needs no GPU
+    assert perturbed_per_pass(3, torch.device("cpu")) == 3
 
     class Widest(CountingNeurons):
         widest = 0

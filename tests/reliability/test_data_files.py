@@ -28,7 +28,7 @@ from sharedattr.config.spec import DataSpec
 from sharedattr.config.validation import validate_experiment
 from sharedattr.data import StimulusSet, load_responses
 from sharedattr.data.archives import ZipMember
-from sharedattr.data.stimuli import DataError
+from sharedattr.runtime.errors import DataError
 from toml_writer import toml_text
 
 # -- ZIP members ---------------------------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def test_each_responses_file_changes_the_digest(tmp_path):
 def nwb_file(path: Path, presentations, units, obs_intervals=None) -> Path:
     """An NWB file: ``presentations`` [(onset s, stimulus id)] in the trials table, ``units`` {id: spike times}, and
     optionally ``obs_intervals`` {id: [[start, stop], ...]}."""
-    pytest.importorskip("pynwb")
+    pytest.importorskip("pynwb", reason="optional extra: pip install sharedattr[nwb]")
     from pynwb import NWBHDF5IO, NWBFile
 
     nwbfile = NWBFile(
@@ -342,7 +342,7 @@ READ_UNDER_A_CAP = textwrap.dedent(
 
 def declared_h5(path: Path, shape: tuple[int, int, int, int]) -> Path:
     """An HDF5 PSTH declaring ``shape`` of float64 in chunks never written (a few kB on disk), its lists written."""
-    h5py = pytest.importorskip("h5py")
+    h5py = pytest.importorskip("h5py", reason="optional extra: pip install sharedattr[xarray]")
     with h5py.File(path, "w") as f:
         f.create_dataset("psth", shape=shape, dtype="f8", chunks=True)
         f["stimulus_id"] = np.array([f"s{i}" for i in range(shape[0])], dtype="S")
@@ -354,7 +354,7 @@ def declared_h5(path: Path, shape: tuple[int, int, int, int]) -> Path:
 def declared_nc(path: Path, shape: tuple[int, int, int], write_ids: bool = True) -> Path:
     """A NetCDF assembly ``presentation × time_bin × neuroid`` declaring ``shape`` of float64 never written; its
     coordinates written (one stimulus per presentation; without ``write_ids`` its stimulus ids are declared only)."""
-    h5netcdf = pytest.importorskip("h5netcdf")
+    h5netcdf = pytest.importorskip("h5netcdf", reason="optional extra: pip install sharedattr[xarray]")
     import h5py
 
     presentations, bins, neurons = shape

@@ -33,10 +33,9 @@ from sharedattr.config.spec import ExperimentSpec
 from sharedattr.config.validation import validate_experiment
 from sharedattr.data import StimulusSet, load_responses
 from sharedattr.data.responses import MAX_ABS_RESPONSE
-from sharedattr.data.stimuli import DataError
 from sharedattr.encoding.scores import held_out_r
 from sharedattr.experiment.stages import fit_experiment
-from sharedattr.runtime.errors import ConfigError, SpecError, UserError
+from sharedattr.runtime.errors import ConfigError, DataError, SpecError, UserError
 from toml_writer import toml_text
 
 FUZZ = settings(
@@ -910,7 +909,7 @@ def test_unbounded_work_is_a_spec_error_at_the_field(tiny_config, kind, componen
 )
 def test_hostile_neuron_parts_are_data_errors(tmp_path, text, fragment):
     from sharedattr.data.ground_truth import load_neuron_parts
-    from sharedattr.data.stimuli import DataError
+    from sharedattr.runtime.errors import DataError
 
     path = tmp_path / "neuron_parts.json"
     path.write_text(text)

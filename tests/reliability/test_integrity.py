@@ -235,14 +235,14 @@ def test_altered_feature_cache_values_are_found_recomputed_and_replaced(tiny_con
 def test_a_cache_file_of_the_wrong_layout_is_refused_even_with_a_matching_checksum(tiny_config, tmp_path, plant):
     """A checksum only says the bytes are as some writer wrote them: the layout is checked too."""
     from sharedattr.data import StimulusSet
-    from sharedattr.data.features import extract_features
+    from sharedattr.data.features import FeatureCache, extract_features
     from sharedattr.plugins.loading import get_registry
 
     spec = validate_experiment(tiny_config)
     stimuli = StimulusSet.load(spec.data.stimuli)
     backbone = spec.backbone.build(get_registry())
     backbone_spec, cache = spec.backbone.model_dump(mode="json"), tmp_path / "cache"
-    good, _ = extract_features(backbone, stimuli, backbone_spec=backbone_spec, cache_dir=cache, progress=False)
+    good, _ = extract_features(backbone, stimuli, cache=FeatureCache(cache, backbone_spec), progress=False)
     good = good.clone()  # not the map of the file planted over below
     (path,) = cache.glob("features-*.npy")
     key = path.name.rsplit("-", 1)[0]
@@ -250,7 +250,7 @@ def test_a_cache_file_of_the_wrong_layout_is_refused_even_with_a_matching_checks
     planted = path.with_name(f"{key}-{hashlib.sha256(path.read_bytes()).hexdigest()}.npy")
     path.rename(planted)
     with pytest.warns(UserWarning, match=f"feature cache file {re.escape(str(planted))} is damaged"):
-        again, hit = extract_features(backbone, stimuli, backbone_spec=backbone_spec, cache_dir=cache, progress=False)
+        again, hit = extract_features(backbone, stimuli, cache=FeatureCache(cache, backbone_spec), progress=False)
     assert not hit and torch.equal(again, good) and not planted.exists()
 
 

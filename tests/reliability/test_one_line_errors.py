@@ -155,7 +155,9 @@ def test_report_on_a_damaged_run_folder(tiny_config, tmp_path):
     results = run_all(cases, tmp_path)
     for name in damage:
         assert_one_line(results[name], name)
-    assert_one_line(results["columns"], str(wrong_columns), "do not fit together or lack columns")
+    assert_one_line(
+        results["columns"], str(wrong_columns / "summary.csv"), "lacks the column(s) method, image, metric, mean"
+    )
 
 
 def test_a_full_disk_is_one_line_and_leaves_the_folder_as_it_was(tiny_config, tmp_path, capsys, monkeypatch):

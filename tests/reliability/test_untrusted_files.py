@@ -158,7 +158,7 @@ def test_feature_cache_never_unpickles(tiny_config, tmp_path, marker):
 
     from sharedattr.config.validation import validate_experiment
     from sharedattr.data import StimulusSet
-    from sharedattr.data.features import extract_features, feature_key
+    from sharedattr.data.features import FeatureCache, extract_features, feature_key
     from sharedattr.plugins.loading import get_registry
 
     spec = validate_experiment(tiny_config)
@@ -179,12 +179,10 @@ def test_feature_cache_never_unpickles(tiny_config, tmp_path, marker):
         named = cache / f"features-{key}-{hashlib.sha256(planted.read_bytes()).hexdigest()}.npy"
         planted.rename(named)
         with pytest.warns(UserWarning, match=f"feature cache file {named} is damaged"):
-            latents, hit = extract_features(
-                backbone, stimuli, backbone_spec=backbone_spec, cache_dir=cache, progress=False
-            )
+            latents, hit = extract_features(backbone, stimuli, cache=FeatureCache(cache, backbone_spec), progress=False)
         assert not hit and latents.dtype == torch.float32  # recomputed over it (nothing is ever unpickled)
         assert not marker.exists() and not named.exists()
-        assert extract_features(backbone, stimuli, backbone_spec=backbone_spec, cache_dir=cache, progress=False)[
+        assert extract_features(backbone, stimuli, cache=FeatureCache(cache, backbone_spec), progress=False)[
             1
         ]  # and the recomputed file replaced it
 
@@ -192,7 +190,7 @@ def test_feature_cache_never_unpickles(tiny_config, tmp_path, marker):
 @pytest.mark.parametrize("kind", ["raw pickle", "object array"])
 def test_npy_responses_never_unpickle(tmp_path, marker, kind):
     from sharedattr.data import load_responses
-    from sharedattr.data.stimuli import DataError
+    from sharedattr.runtime.errors import DataError
 
     path = tmp_path / "r.npy"
     if kind == "raw pickle":
@@ -205,7 +203,6 @@ def test_npy_responses_never_unpickle(tmp_path, marker, kind):
 
 
 def test_diffusion_prior_reads_only_safetensors(tmp_path, marker):
-    pytest.importorskip("diffusers")
     from sharedattr.synthesis.prior import PriorError, load_prior
 
     folder = tmp_path / "prior"

@@ -584,6 +584,31 @@ def test_a_damaged_maps_file_is_a_user_error_naming_it(run_copy):
         build_report(run_copy)
 
 
+def test_a_table_that_does_not_fit_the_contract_is_a_user_error_naming_it(run_copy):
+    rows = read_csv(run_copy / "pairs.csv")
+    rows[0]["similarity"] = "very"
+    write_csv(run_copy / "pairs.csv", rows, list(rows[0]))
+    with pytest.raises(UserError, match=r"pairs\.csv: damaged \(row 2, column similarity: could not convert"):
+        build_report(run_copy)
+    write_csv(run_copy / "pairs.csv", [{"neuron": r["neuron"]} for r in rows], ["neuron"])
+    with pytest.raises(UserError, match=r"pairs\.csv: lacks the column\(s\) driver, driver_category, reference"):
+        build_report(run_copy)
+
+
+def test_a_bug_in_a_section_is_not_called_a_damaged_folder(run_copy, monkeypatch):
+    from sharedattr.report import sections
+    from sharedattr.report.sections.view import SectionKind
+
+    def broken(ctx):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(
+        sections, "REGISTRY", (*sections.REGISTRY[:2], SectionKind("fit", "Readout fit quality", broken))
+    )
+    with pytest.raises(KeyError, match="a bug"):
+        build_report(run_copy)
+
+
 def test_missing_optional_files_leave_notes(run_copy):
     for name in ("synthesis", "figures"):
         shutil.rmtree(run_copy / name)
@@ -709,7 +734,9 @@ def test_templates_ship_in_the_package_and_escape_everything():
     for name in names:
         source = env.loader.get_source(env, name)[0].replace(" ", "")
         assert "|safe" not in source and "autoescape" not in source and "Markup" not in source, name
-    html = render("empty.html.j2", section=Section("fit"), v={"note": """<script>alert('&"')</script>"""})
+    html = render(
+        "empty.html.j2", section=Section("fit", dict(SECTIONS)["fit"]), v={"note": """<script>alert('&"')</script>"""}
+    )
     assert (
         html == '<h2>Readout fit quality</h2>\n<p class="note">&lt;script&gt;alert(&#39;&amp;&#34;&#39;)'
         "&lt;/script&gt;</p>\n"

@@ -16,7 +16,7 @@ from sharedattr.selection.matchers import (
     EuclideanMatcher,
     PearsonMatcher,
 )
-from sharedattr.selection.matching import match_drivers, shared_latents
+from sharedattr.selection.matching import MatchOptions, match_drivers, shared_latents
 from sharedattr.testing import TinyBackbone, tiny_model
 
 
@@ -82,7 +82,7 @@ def test_factored_matching_in_chunks_equals_one_chunk():
     readout, latents, drivers, cand, neurons = matching_problem(seed=1)
     whole = match_drivers(readout, latents, CosineMatcher(), drivers, cand, neurons, 3)
     chunked = match_drivers(
-        readout, latents, CosineMatcher(), drivers, cand, neurons, 3, batch_size=4, memory_bytes=1
+        readout, latents, CosineMatcher(), drivers, cand, neurons, 3, MatchOptions(batch_size=4, memory_bytes=1)
     )  # one neuron per chunk
     torch.testing.assert_close(whole[0], chunked[0])
     assert torch.equal(whole[1], chunked[1])
@@ -103,6 +103,50 @@ def test_a_subclass_that_changes_the_similarity_is_not_given_the_parents_shortcu
         slow = match_drivers(Materialised(readout), latents, matcher, drivers, cand, neurons, 2)
         torch.testing.assert_close(fast[0], slow[0], rtol=1e-5, atol=1e-5)
         assert torch.equal(fast[1], slow[1])
+
+
+def test_a_matcher_that_does_not_subclass_the_base_gets_its_factored_default():
+    """declared() gives a duck-typed matcher Matcher's similarity_factored: the shared latents are pooled once (the
+    readout's pooled is never called) and the references are those of the formed contributions."""
+
+    class Duck:  # a plugin's matcher: similarity only, no base class
+        def similarity(self, a, b):
+            return -torch.cdist(a, b, p=1)
+
+    class CountingRidge(RidgeReadout):
+        calls = 0
+
+        def pooled(self, latents):
+            CountingRidge.calls += 1
+            return super().pooled(latents)
+
+    readout, latents, drivers, cand, neurons = matching_problem(seed=3)
+    counting = CountingRidge(pooling="avg")
+    counting.initialize((readout.weight.shape[1],), readout.weight.shape[0])
+    counting.load_state_dict(readout.state_dict())
+    fast = match_drivers(counting, latents, Duck(), drivers, cand, neurons, 2)
+    assert CountingRidge.calls == 0
+    slow = match_drivers(Materialised(readout), latents, Duck(), drivers, cand, neurons, 2)
+    torch.testing.assert_close(fast[0], slow[0], rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast[1], slow[1])
+
+
+def test_a_readout_that_sets_shared_pooled_to_none_is_matched_through_pooled():
+    class Unshared(RidgeReadout):  # pooled no longer one shared vector: the documented opt-out
+        shared_pooled = None
+
+        def pooled(self, latents):
+            return self.features(latents)[:, None, :].repeat(1, self.weight.shape[0], 1)
+
+    readout, latents, drivers, cand, neurons = matching_problem(seed=4)
+    unshared = Unshared(pooling="avg")
+    unshared.initialize((readout.weight.shape[1],), readout.weight.shape[0])
+    unshared.load_state_dict(readout.state_dict())
+    assert shared_latents(unshared, latents, torch.tensor([0, 1]), 2) is None
+    fast = match_drivers(readout, latents, CosineMatcher(), drivers, cand, neurons, 2)
+    slow = match_drivers(unshared, latents, CosineMatcher(), drivers, cand, neurons, 2)
+    torch.testing.assert_close(fast[0], slow[0], rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast[1], slow[1])
 
 
 def test_shared_latents_are_recognised_only_where_every_neuron_shares_them():

@@ -42,3 +42,37 @@ def test_a_matcher_needs_only_similarity():
     candidates = torch.eye(4)[None]  # [1, K=4, D=4]
     scores, index = match_references(Dot(), candidates[:, [2, 0]], candidates, top_k=1)
     assert index.squeeze().tolist() == [2, 0]
+
+
+def test_built_in_matchers_are_built_from_their_params_model(registry):
+    from pydantic import ValidationError
+
+    from sharedattr.selection.matchers import CosineMatcher, MatcherParams
+
+    assert CosineMatcher().eps == MatcherParams().eps and CosineMatcher(eps=1e-6).params == MatcherParams(eps=1e-6)
+    assert registry.build("matcher", "cosine", eps=1e-6).params == CosineMatcher(MatcherParams(eps=1e-6)).params
+    with pytest.raises(ValidationError, match="eps"):
+        CosineMatcher(eps=0.0)
+
+
+def test_the_conformance_check_catches_a_factored_similarity_that_disagrees():
+    from sharedattr.plugins.loading import load_registry
+    from sharedattr.testing import check_component
+
+    class Plugin:
+        from sharedattr import hookimpl
+
+        @hookimpl
+        def register_matchers(self, register):
+            class Careless:  # a dot product whose shortcut forgets the weights
+                def similarity(self, a, b):
+                    return a @ b.transpose(-1, -2)
+
+                def similarity_factored(self, query, weight, latents):
+                    return query @ latents.T
+
+            register("careless", Careless)
+
+    registry = load_registry(extra_plugins=[("p", Plugin())])
+    with pytest.raises(AssertionError, match="similarity_factored"):
+        check_component("matcher", "careless", registry=registry)

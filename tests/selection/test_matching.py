@@ -15,7 +15,7 @@ from sharedattr.selection.matchers import (
     EuclideanMatcher,
     PearsonMatcher,
 )
-from sharedattr.selection.matching import match_drivers, match_pairs
+from sharedattr.selection.matching import MatchOptions, MatchSettings, match_drivers, match_pairs
 from sharedattr.selection.neurons import (
     preferred_categories,
     select_neurons,
@@ -106,8 +106,8 @@ def test_chunked_matching_equals_one_batch():
     latents = torch.randn(60, 32, generator=g)
     drivers = torch.randint(40, 60, (7, 3), generator=g)
     args = (readout, latents, CosineMatcher(), drivers, torch.arange(40), torch.arange(7), 4)
-    whole = match_drivers(*args, batch_size=64)
-    chunked = match_drivers(*args, batch_size=5, memory_bytes=40 * 32 * 4 * 2)  # 2 neurons per chunk
+    whole = match_drivers(*args, MatchOptions(batch_size=64))
+    chunked = match_drivers(*args, MatchOptions(batch_size=5, memory_bytes=40 * 32 * 4 * 2))  # 2 neurons per chunk
     torch.testing.assert_close(whole[0], chunked[0])
     assert torch.equal(whole[1], chunked[1])
 
@@ -132,8 +132,7 @@ def test_match_pairs_groups_by_preferred_category():
         drive,
         [1, 0],
         ["a", "b"],
-        drivers_per_neuron=2,
-        references_per_driver=2,
+        MatchSettings(drivers_per_neuron=2, references_per_driver=2),
     )
     assert [p.neuron for p in pairs] == [1, 1, 1, 1, 0, 0, 0, 0]  # in the order asked for
     for p in pairs:
@@ -182,5 +181,6 @@ def test_channel_matching_compares_contributions_summed_within_each_channel():
     latents = torch.stack([driver, moved, other])
     drivers, candidates, neurons = torch.tensor([[0]]), torch.tensor([1, 2]), torch.tensor([0])
     _, by_dimension = match_drivers(readout, latents, CosineMatcher(), drivers, candidates, neurons, 1)
-    _, by_channel = match_drivers(readout, latents, CosineMatcher(), drivers, candidates, neurons, 1, on="channels")
+    channel = MatchOptions(on="channels")
+    _, by_channel = match_drivers(readout, latents, CosineMatcher(), drivers, candidates, neurons, 1, channel)
     assert by_dimension.item() == 2 and by_channel.item() == 1

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from sharedattr.runtime.errors import UserError
 from sharedattr.synthesis.prior import (
@@ -19,9 +20,6 @@ from sharedattr.synthesis.prior import (
     shipped_prior_path,
     to_unit,
 )
-
-diffusers = pytest.importorskip("diffusers")
-from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from torch import nn
 from sharedattr.plugins.loading import load_registry
 from sharedattr.runtime.errors import SpecError
 from sharedattr.synthesis import egg as egg_module
-from sharedattr.synthesis.egg import EGG, guidance_step, make_scheduler
+from sharedattr.synthesis.egg import EGG, EnergyGuidance, guidance_step, make_scheduler
 from sharedattr.synthesis.preprocess import fit_to_model
 from sharedattr.synthesis.prior import DiffusionPrior, load_prior
 from sharedattr.testing import _check_synthesizer, tiny_model
@@ -80,7 +80,7 @@ def test_guidance_step_matches_an_independent_computation(prior, kind, normalize
     x_t = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     gen = torch.Generator().manual_seed(7)
     state = gen.get_state()
-    out = guidance_step(prior.unet, scheduler, x_t, t, pixel_energy, 2.5, normalize, gen, eta)
+    out = guidance_step(prior.unet, scheduler, x_t, t, EnergyGuidance(pixel_energy, 2.5, normalize), gen, eta)
 
     # by hand: own x0_hat from own ᾱ, own autograd on a fresh graph, own normalisation
     ab = own_alphas_cumprod()[int(t)]
@@ -114,7 +114,7 @@ def test_ddim_step_by_hand(prior):
     t, t_prev = int(scheduler.timesteps[1]), int(scheduler.timesteps[2])
     ab, ab_prev = own_alphas_cumprod()[t], own_alphas_cumprod()[t_prev]
     x_t = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
-    out = guidance_step(prior.unet, scheduler, x_t, torch.tensor(t), pixel_energy, 1.5, "sample", None, 0.0)
+    out = guidance_step(prior.unet, scheduler, x_t, torch.tensor(t), EnergyGuidance(pixel_energy, 1.5, "sample"))
     with torch.no_grad():
         eps = prior.unet(x_t, t).sample
     x0 = ((x_t - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)  # the scheduler config has clip_sample
@@ -129,9 +129,11 @@ def test_normalisation_sets_the_update_norm(prior, normalize):
     t = scheduler.timesteps[0]
     x_t = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(3))
     guided = guidance_step(
-        prior.unet, scheduler, x_t, t, pixel_energy, 3.0, normalize, torch.Generator().manual_seed(9)
+        prior.unet, scheduler, x_t, t, EnergyGuidance(pixel_energy, 3.0, normalize), torch.Generator().manual_seed(9)
     )
-    plain = guidance_step(prior.unet, scheduler, x_t, t, pixel_energy, 0.0, normalize, torch.Generator().manual_seed(9))
+    plain = guidance_step(
+        prior.unet, scheduler, x_t, t, EnergyGuidance(pixel_energy, 0.0, normalize), torch.Generator().manual_seed(9)
+    )
     per_sample = (guided.x_prev - plain.x_prev).flatten(1).norm(dim=1)
     if normalize == "sample":
         torch.testing.assert_close(guided.g.flatten(1).norm(dim=1), torch.ones(4))
@@ -299,6 +301,22 @@ def test_schedulers_are_the_diffusers_ones(prior):
     assert isinstance(ddpm, DDPMScheduler) and len(ddpm.timesteps) == 5
 
 
+def test_one_scheduler_factory_and_one_sampler(prior, model):
+    """EGG and unguided sampling share the prior module's scheduler factory and sampler: at λ = 0 EGG's images are
+    bit for bit the unguided samples (its energy is only evaluated)."""
+    from sharedattr.synthesis import prior as prior_module
+    from sharedattr.synthesis.prior import PriorError, sample_prior
+
+    assert egg_module.make_scheduler is prior_module.make_scheduler
+    assert prior.make_scheduler("ddpm").config == make_scheduler("ddpm", prior.scheduler_config).config
+    with pytest.raises(PriorError, match="unknown scheduler"):
+        make_scheduler("euler", prior.scheduler_config, 4)
+    synth = EGG(prior=prior, scheduler="ddpm", steps=STEPS, guidance_scale=0.0, n_seeds=2, seed=3)
+    unguided = synth.prior_samples(2, seed=3)
+    assert torch.equal(unguided, synth.synthesize(model, 0).prior_images)
+    assert torch.equal(unguided, sample_prior(prior, 2, steps=STEPS, scheduler="ddpm", seed=3))
+
+
 def test_named_priors_are_loaded_once_per_device(prior, monkeypatch):
     calls = []
 
@@ -356,7 +374,7 @@ def test_the_reference_preset_and_explicit_fields():
     )
     mixed = EGG(prior="unused", preset="reference", normalize="sample", output="sample")  # explicit fields win
     assert (mixed.scheduler, mixed.normalize, mixed.output) == ("ddpm", "sample", "sample")
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(ValueError, match=r"(?s)preset.*'project' or 'reference'"):  # EGGParams' own check
         EGG(prior="unused", preset="paper")
 
 
@@ -372,18 +390,18 @@ def test_linspace_spacing_is_the_references_and_clipping_can_be_switched_off(pri
 
 
 def test_the_x0_estimate_is_the_last_steps_before_its_guidance_update(prior, model, monkeypatch):
-    import sharedattr.synthesis.egg as egg
+    import sharedattr.synthesis.prior as prior_module
 
-    seen = []
-    original = egg.guidance_step
-    monkeypatch.setattr(egg, "guidance_step", lambda *a, **k: seen.append(original(*a, **k)) or seen[-1])
+    seen = []  # (x_prev, x0_hat) of every step of the one sampler
+    original = prior_module.denoise_step
+    monkeypatch.setattr(prior_module, "denoise_step", lambda *a, **k: seen.append(original(*a, **k)) or seen[-1])
     kwargs = dict(prior=prior, steps=STEPS, n_seeds=2, seed=4, guidance_scale=3.0, scheduler="ddpm")
     estimate = EGG(output="x0_estimate", **kwargs).synthesize(model, 1)
-    last = seen[-1]
-    assert torch.allclose(estimate.prior_images, ((last.x0_hat + 1) / 2).clamp(0, 1).float())
+    _, last_x0_hat = seen[-1]
+    assert torch.allclose(estimate.prior_images, ((last_x0_hat + 1) / 2).clamp(0, 1).float())
     seen.clear()
     sample = EGG(output="sample", **kwargs).synthesize(model, 1)
-    assert torch.allclose(sample.prior_images, ((seen[-1].x_prev + 1) / 2).clamp(0, 1).float())
+    assert torch.allclose(sample.prior_images, ((seen[-1][0] + 1) / 2).clamp(0, 1).float())
     assert not torch.allclose(sample.prior_images, estimate.prior_images)  # the last update moved the sample
 
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from sharedattr.data.insilico.neurons import DEFAULT_NEURONS, GroundTruthNeuron, SimulatedResponses, simulate_responses
 from sharedattr.data.insilico.pairs import StimulusPair
-from sharedattr.data.insilico.render import PARTS, RenderedSet, render_set
+from sharedattr.data.insilico.render import PARTS, PLAIN_SCENES, RenderedSet, SceneOptions, render_set
 from sharedattr.runtime.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
 
@@ -114,30 +114,28 @@ def write_insilico(
     n_per_category: int = 40,
     size: int = 64,
     *,
-    channels: int = 1,
     seed: int = 0,
     neurons: Sequence[GroundTruthNeuron] = DEFAULT_NEURONS,
     repeats: int = 2,
-    noise_std: float = 4.0,
     progress: bool = False,
-    missing: Mapping[str, float] | None = None,
-    attachment_probs: Mapping[str, float] | None = None,
+    options: SceneOptions = PLAIN_SCENES,
 ) -> InSilicoFiles:
     """Render, simulate and write a complete in-silico data set into ``folder`` (see the module docstring).
 
-    ``missing`` and ``attachment_probs`` set how often bodies lack pieces and which body-like parts
-    objects carry (:func:`~sharedattr.data.insilico.render.render_scene`).
+    ``n_per_category`` images of ``size`` px per category, rendered as ``options`` says (channels, sensor noise,
+    how often bodies lack pieces and which body-like parts objects carry: :class:`SceneOptions`); ``repeats``
+    trials of each of ``neurons``; everything drawn from ``seed``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rendered = render_set(
         n_per_category,
         size,
-        channels=channels,
+        channels=options.channels,
         seed=seed,
-        noise_std=noise_std,
-        missing=missing,
-        attachment_probs=attachment_probs,
+        noise_std=options.noise_std,
+        missing=options.missing,
+        attachment_probs=options.attachment_probs,
     )
     manifest, parts = write_stimuli(rendered, folder, progress)
     simulated = simulate_responses(rendered.areas(), neurons, repeats=repeats, seed=seed)

@@ -31,11 +31,11 @@ from sharedattr.data.insilico.render import (
     CATEGORIES,
     OBJECT_KINDS,
     Affine,
+    Canvas,
     Scene,
-    _Canvas,
-    _draw_body,
-    _shape_outline,
+    draw_body,
     paint_scene,
+    shape_outline,
 )
 
 POSITIONS = ("matched", "mismatched")
@@ -64,7 +64,7 @@ class StimulusPair:
 
 
 def _variants(
-    canvas: _Canvas, rng: np.random.Generator, channels: int, noise_std: float, omit: dict[str, Sequence[str]]
+    canvas: Canvas, rng: np.random.Generator, channels: int, noise_std: float, omit: dict[str, Sequence[str]]
 ) -> dict[str, Scene]:
     """The body painted once per variant, each with the same colours, textures and noise (one generator state)."""
     state = rng.bit_generator.state
@@ -114,10 +114,10 @@ def render_pair(
     head), placed by ``position``. ``variants`` maps reference names to the body pieces they leave out (default:
     ``intact`` and ``headless``)."""
     variants = {"intact": (), "headless": ("head",)} if variants is None else variants
-    canvas = _Canvas(size)
+    canvas = Canvas(size)
     scale = size * rng.uniform(0.6, 0.95)
     centre = (size / 2 + rng.uniform(-0.12, 0.12) * size, size / 2 + rng.uniform(-0.08, 0.08) * size)
-    _draw_body(canvas, rng, centre, scale, rng.uniform(-0.35, 0.35))
+    draw_body(canvas, rng, centre, scale, rng.uniform(-0.35, 0.35))
     references = _variants(canvas, rng, channels, noise_std, variants)
     by_name = {shape.name: shape for shape in canvas.shapes}
     arm = by_name[str(rng.choice(["arm_left", "arm_right"]))]
@@ -130,9 +130,9 @@ def render_pair(
     kind = str(rng.choice(OBJECT_KINDS))
     w, h = rng.uniform(0.12, 0.2) * scale, rng.uniform(0.12, 0.2) * scale
     shape_centre = (x0 - 0.75 * w * math.cos(along), y0 - 0.75 * w * math.sin(along))
-    outline = _shape_outline(kind, rng, w, h)
+    outline = shape_outline(kind, rng, w, h)
     c, s = math.cos(along), math.sin(along)
-    driver = _Canvas(size)
+    driver = Canvas(size)
     driver.polygon("shape", [(shape_centre[0] + c * x - s * y, shape_centre[1] + s * x + c * y) for x, y in outline])
     for shape in moved[::-1]:  # the body's z-order: the head below the arms
         driver.draw(shape)

@@ -10,6 +10,12 @@ Rendering is exact: every figure is painted with one texture over a textured bac
 without anti-aliasing, so a pixel differs from the background exactly where one visible
 part mask is set (the masks are resolved for occlusion: each pixel belongs to at most one
 part). Sensor noise (``noise_std``, grey levels) is added last.
+
+:func:`render_scene` and :func:`render_set` draw random scenes. The drawing API beneath them is public, for stimuli
+built another way (such as the pairs of :mod:`~sharedattr.data.insilico.pairs`): a :class:`Canvas` records part
+shapes in z-order (:class:`Shape`, each movable by an :class:`Affine`), :func:`draw_body` and :func:`draw_object`
+draw a random figure on it (:func:`shape_outline` is an object's outline), and :func:`paint_scene` paints a canvas
+into a :class:`Scene`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,31 @@ VARIED_ATTACHMENTS = {"none": 0.4, "limb": 0.15, "head": 0.15, "both": 0.1, "lim
 """The objects' body-like extras in ``sharedattr demo`` and the shared-parts benchmark, zero to several parts."""
 TEXTURES = ("flat", "stripes", "checks", "blotches")
 MIN_CONTRAST = 70.0  # grey levels between a figure's base luminance and its background's
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    """How every scene is rendered, besides its size and its random draws.
+
+    ``channels``: 1 (grayscale) or 3 (RGB); ``noise_std``: the sensor noise's std in grey levels (0: none);
+    ``missing`` (bodies): the probability that a piece is left out, ``head``, ``torso``, ``arm`` (one arm, either
+    side) and ``legs`` (both), each drawn independently, e.g. ``{"head": 0.2}`` makes one body in five headless
+    (None: every body whole, and no draws for it); ``attachment_probs`` (objects): the probability of each body-like
+    extra, over :data:`ATTACHMENTS` and :data:`MORE_ATTACHMENTS` (None: :data:`ATTACHMENT_PROBS` over
+    :data:`ATTACHMENTS`).
+    """
+
+    channels: int = 1
+    noise_std: float = 4.0
+    missing: Mapping[str, float] | None = None
+    attachment_probs: Mapping[str, float] | None = None
+
+
+PLAIN_SCENES = SceneOptions()
+"""Grayscale scenes with sensor noise 4, every body whole, objects' extras at :data:`ATTACHMENT_PROBS`."""
+VARIED_SCENES = SceneOptions(missing=VARIED_MISSING, attachment_probs=VARIED_ATTACHMENTS)
+"""Grayscale scenes with bodies lacking pieces and objects carrying zero to several body-like parts, at the rates
+:data:`VARIED_MISSING` and :data:`VARIED_ATTACHMENTS` (``sharedattr demo`` and the shared-parts benchmark)."""
 
 
 @dataclass
@@ -113,17 +144,22 @@ class Affine:
 
 
 @dataclass
-class _Canvas:
-    """Part shapes drawn in z-order; later shapes occlude earlier ones. ``shapes`` records each one drawn."""
+class Canvas:
+    """A square of ``size`` pixels on which part shapes are drawn in z-order: later shapes occlude earlier ones.
+
+    ``layers`` holds each drawn shape's part and its mask ``[size, size]`` bool, ``shapes`` the :class:`Shape` itself,
+    in drawing order. Coordinates are pixels, x to the right and y down. Nothing is painted here:
+    :func:`paint_scene` paints the figure and resolves the parts' visible masks (:meth:`visible_parts`).
+    """
 
     size: int
     layers: list[tuple[str, np.ndarray]] = field(default_factory=list)
     shapes: list[Shape] = field(default_factory=list)
 
-    def without(self, names: Collection[str]) -> _Canvas:
+    def without(self, names: Collection[str]) -> Canvas:
         """A copy of this canvas without the shapes called ``names`` (e.g. ``{"head"}``: a headless body)."""
         kept = [(layer, shape) for layer, shape in zip(self.layers, self.shapes) if shape.name not in names]
-        return _Canvas(self.size, [layer for layer, _ in kept], [shape for _, shape in kept])
+        return Canvas(self.size, [layer for layer, _ in kept], [shape for _, shape in kept])
 
     def _new(self):  # noqa: ANN202 - (PIL image, draw)
         from PIL import Image, ImageDraw
@@ -132,13 +168,16 @@ class _Canvas:
         return im, ImageDraw.Draw(im)
 
     def polygon(self, part: str, points: Sequence[tuple[float, float]], name: str = "") -> None:
+        """A filled polygon of ``part`` through ``points`` (pixels), called ``name`` (default: the part)."""
         self.draw(Shape(part, "polygon", tuple((float(x), float(y)) for x, y in points), 0.0, name or part))
 
     def disc(self, part: str, centre: tuple[float, float], radius: float, name: str = "") -> None:
+        """A filled disc of ``part`` (pixels), called ``name`` (default: the part)."""
         self.draw(Shape(part, "disc", ((float(centre[0]), float(centre[1])),), float(radius), name or part))
 
     def limb(self, part: str, points: Sequence[tuple[float, float]], width: float, name: str = "") -> None:
-        """A thick polyline with round joints and ends."""
+        """A thick polyline of ``part`` through ``points`` with round joints and ends, ``width`` pixels wide, called
+        ``name`` (default: the part)."""
         self.draw(Shape(part, "limb", tuple((float(x), float(y)) for x, y in points), float(width), name or part))
 
     def draw(self, shape: Shape) -> None:
@@ -183,10 +222,13 @@ def _polar(origin: tuple[float, float], length: float, angle: float) -> tuple[fl
     return origin[0] + length * math.cos(angle), origin[1] + length * math.sin(angle)
 
 
-def _draw_body(
-    canvas: _Canvas, rng: np.random.Generator, centre: tuple[float, float], scale: float, angle: float
+def draw_body(
+    canvas: Canvas, rng: np.random.Generator, centre: tuple[float, float], scale: float, angle: float
 ) -> None:
-    """A stick figure about ``scale`` pixels tall: legs, torso, head, then arms (in front)."""
+    """Draw a random stick figure about ``scale`` pixels tall, centred at ``centre`` and rotated by ``angle``
+    (radians) on ``canvas``: legs, torso, head, then arms (in front). Its shapes are named ``leg_left``,
+    ``leg_right``, ``torso``, ``head``, ``arm_left`` and ``arm_right``; their parts are ``limbs``, ``torso`` and
+    ``head``. The pose, proportions and torso outline are drawn from ``rng``."""
     t = lambda pts: _transform(pts, centre, scale, angle)  # noqa: E731
     width = 0.045 * scale * rng.uniform(0.85, 1.25)
     torso_w, torso_h = 0.16 * rng.uniform(0.8, 1.2), 0.32 * rng.uniform(0.9, 1.1)
@@ -222,7 +264,9 @@ def _draw_body(
         canvas.limb("limbs", t([shoulder, elbow, hand]), width, name=f"arm_{'left' if side < 0 else 'right'}")
 
 
-def _shape_outline(kind: str, rng: np.random.Generator, w: float, h: float) -> list[tuple[float, float]]:
+def shape_outline(kind: str, rng: np.random.Generator, w: float, h: float) -> list[tuple[float, float]]:
+    """The outline of an object of ``kind`` (one of :data:`OBJECT_KINDS`), centred at the origin with half-width
+    ``w`` and half-height ``h``: its corners in order (a polygon's and a star's drawn from ``rng``)."""
     if kind == "box":
         return [(-w, -h), (w, -h), (w, h), (-w, h)]
     if kind == "ellipse":
@@ -240,8 +284,8 @@ def _shape_outline(kind: str, rng: np.random.Generator, w: float, h: float) -> l
     raise ValueError(f"unknown object kind {kind!r}; choose one of {', '.join(OBJECT_KINDS)}")
 
 
-def _draw_object(
-    canvas: _Canvas,
+def draw_object(
+    canvas: Canvas,
     rng: np.random.Generator,
     kind: str,
     attachment: str,
@@ -249,10 +293,12 @@ def _draw_object(
     scale: float,
     angle: float,
 ) -> None:
-    """A ``kind`` shape about ``0.3–0.5 · scale`` wide, with an optional limb-like arm and/or head-like disc."""
+    """Draw a ``kind`` shape (part ``shape``) about ``0.3–0.5 · scale`` pixels wide, centred at ``centre`` and
+    rotated by ``angle`` on ``canvas``, with the body-like extras of ``attachment`` (:data:`ATTACHMENTS`,
+    :data:`MORE_ATTACHMENTS`): limb-like arms (part ``limbs``, named ``arm``) and/or a head-like disc (``head``)."""
     t = lambda pts: _transform(pts, centre, scale, angle)  # noqa: E731
     w, h = rng.uniform(0.14, 0.26), rng.uniform(0.14, 0.26)
-    canvas.polygon("shape", t(_shape_outline(kind, rng, w, h)))
+    canvas.polygon("shape", t(shape_outline(kind, rng, w, h)))
     arms = 2 if attachment in ("limbs2", "all") else 1 if attachment in ("limb", "both") else 0
     first = rng.choice([-1, 1]) if arms else 1
     for side in (first, -first)[:arms]:  # an elongated two-segment bar leaving the shape's side
@@ -305,51 +351,43 @@ def render_scene(
     category: str,
     size: int = 64,
     *,
-    channels: int = 1,
     rng: np.random.Generator | None = None,
-    noise_std: float = 4.0,
     kind: str | None = None,
     attachment: str | None = None,
-    missing: Mapping[str, float] | None = None,
-    attachment_probs: Mapping[str, float] | None = None,
+    options: SceneOptions = PLAIN_SCENES,
 ) -> Scene:
-    """Render one ``category`` ("bodies" or "objects") stimulus of ``size`` × ``size`` pixels.
+    """Render one ``category`` ("bodies" or "objects") stimulus of ``size`` × ``size`` pixels, drawn from ``rng``
+    (default: a fresh, unseeded generator), as ``options`` says (:class:`SceneOptions`: channels, sensor noise, and
+    how often bodies lack pieces and objects carry body-like extras).
 
     ``kind`` and ``attachment`` fix an object's shape and body-like extra (default: random, with
-    ``attachment_probs``, default :data:`ATTACHMENT_PROBS` over :data:`ATTACHMENTS`; the extras of
-    :data:`MORE_ATTACHMENTS` carry several parts). ``missing`` (bodies) gives the probability that
-    a piece is left out: ``head``, ``torso``, ``arm`` (one arm, either side) and ``legs`` (both),
-    each drawn independently, e.g. ``{"head": 0.2}`` makes one body in five headless. The figure
-    texture's amplitude stays below half the figure/background contrast, so every figure pixel
-    differs visibly from the background.
+    ``options.attachment_probs``). The figure texture's amplitude stays below half the figure/background contrast,
+    so every figure pixel differs visibly from the background.
     """
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r}; choose one of {', '.join(CATEGORIES)}")
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    if options.channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {options.channels}")
     rng = rng if rng is not None else np.random.default_rng()
-    canvas = _Canvas(size)
+    canvas = Canvas(size)
     scale = size * rng.uniform(0.6, 0.95)
     centre = (size / 2 + rng.uniform(-0.12, 0.12) * size, size / 2 + rng.uniform(-0.08, 0.08) * size)
     angle = rng.uniform(-0.35, 0.35)
     if category == "bodies":
         kind, attachment = "body", "none"
-        _draw_body(canvas, rng, centre, scale, angle)
-        if missing:
-            canvas = canvas.without(_missing_pieces(rng, missing))
+        draw_body(canvas, rng, centre, scale, angle)
+        if options.missing:
+            canvas = canvas.without(_missing_pieces(rng, options.missing))
     else:
         kind = kind or str(rng.choice(OBJECT_KINDS))
         if attachment is None:
-            names, probs = (
-                (ATTACHMENTS, ATTACHMENT_PROBS)
-                if attachment_probs is None
-                else (tuple(attachment_probs), tuple(attachment_probs.values()))
-            )
-            attachment = str(rng.choice(names, p=probs))
-        _draw_object(
+            probs = options.attachment_probs
+            names, p = (ATTACHMENTS, ATTACHMENT_PROBS) if probs is None else (tuple(probs), tuple(probs.values()))
+            attachment = str(rng.choice(names, p=p))
+        draw_object(
             canvas, rng, kind, attachment, centre, scale * rng.uniform(1.0, 1.3), angle + rng.uniform(-0.5, 0.5)
         )
-    return paint_scene(canvas, rng, channels, noise_std, category, kind, attachment)
+    return paint_scene(canvas, rng, options.channels, options.noise_std, category, kind, attachment)
 
 
 BODY_PIECES = {
@@ -375,7 +413,7 @@ def _missing_pieces(rng: np.random.Generator, missing: Mapping[str, float]) -> s
 
 
 def paint_scene(
-    canvas: _Canvas,
+    canvas: Canvas,
     rng: np.random.Generator,
     channels: int,
     noise_std: float,
@@ -468,19 +506,12 @@ def render_set(
     attachment_probs: Mapping[str, float] | None = None,
 ) -> RenderedSet:
     """Render ``n_per_category`` images of each category; image ``i`` of a category depends only on ``seed`` and
-    ``i`` (and on ``missing`` and ``attachment_probs``, see :func:`render_scene`)."""
+    ``i`` (and on ``channels``, ``noise_std``, ``missing`` and ``attachment_probs``: :class:`SceneOptions`)."""
+    options = SceneOptions(channels, noise_std, missing, attachment_probs)
     ids, scenes = [], []
     for category in categories:
         for i in range(n_per_category):
-            scene = render_scene(
-                category,
-                size,
-                channels=channels,
-                rng=image_rng(seed, category, i),
-                noise_std=noise_std,
-                missing=missing,
-                attachment_probs=attachment_probs,
-            )
+            scene = render_scene(category, size, rng=image_rng(seed, category, i), options=options)
             ids.append(f"{category}_{i:04d}")
             scenes.append(scene)
     if not scenes:

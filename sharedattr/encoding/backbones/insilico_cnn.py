@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from sharedattr.encoding.backbones.frozen import MAX_INPUT_SIZE, FrozenBackbone, load_state_dict_file
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import InputPath, Params, Seed
+from sharedattr.plugins.params import Configurable, InputPath, Params, Seed, register_components
 from sharedattr.runtime.errors import UserError, closest
 from sharedattr.runtime.numerics import seeded_global_rng
 
@@ -437,47 +437,45 @@ class InsilicoCNNParams(Params):
         return self
 
 
-class InsilicoCNNBackbone(FrozenBackbone):
+class InsilicoCNNBackbone(Configurable, FrozenBackbone):
     """:class:`InsilicoCNN` cut after ``layer``: preprocessed images ``[B, 3, H, W]`` → ``[B, C, H/2ᵏ, W/2ᵏ]``.
 
     The body is ``nn.Sequential(block1, …, layer)``, so Grad-CAM layers are ``"block1"``,
     ``"block2.3"`` (its second convolution) and so on. ``weights_source`` names where the
     weights came from; ``metadata`` is the weights file's metadata ({} for a random init).
+    Built from its validated :class:`InsilicoCNNParams` (``InsilicoCNNBackbone(params)``), or from
+    their fields as keywords (``InsilicoCNNBackbone(layer="block2")``, validated there).
     """
 
-    def __init__(
-        self,
-        layer: str = DEFAULT_LAYER,
-        weights: str | None = "insilico-v1",
-        weights_file: Path | None = None,
-        seed: int = 0,
-        input_size: int | tuple[int, int] = DEFAULT_INPUT_SIZE,
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
-    ) -> None:
+    name = "insilico_cnn"
+    params_model = InsilicoCNNParams
+    description = (
+        "A small CNN trained on sharedattr's in-silico stimuli (weights shipped, offline), cut after "
+        "block1-block4; or randomly initialised."
+    )
+
+    def __init__(self, params: InsilicoCNNParams | None = None, **overrides: Any) -> None:
         super().__init__()
-        if layer not in LAYERS:
-            raise UserError(f"backbone.layer: unknown insilico_cnn layer {layer!r}; choose one of {', '.join(LAYERS)}")
-        if weights is not None and weights_file is not None:
-            raise UserError("backbone: give 'weights' or 'weights_file', not both")
-        if weights_file is not None:
-            net, metadata = load_weights(Path(weights_file), layer, seed)
-            self.weights_source = str(weights_file)
-        elif weights is not None:
-            with shipped_weights_path(weights) as path:
+        self.params = p = self.resolve_params(params, overrides)
+        layer, seed = p.layer, p.seed
+        if p.weights_file is not None:
+            net, metadata = load_weights(Path(p.weights_file), layer, seed)
+            self.weights_source = str(p.weights_file)
+        elif p.weights is not None:
+            with shipped_weights_path(p.weights) as path:
                 net, metadata = load_weights(path, layer, seed)
-            self.weights_source = weights
+            self.weights_source = p.weights
         else:
             with seeded_global_rng(seed):
                 net = InsilicoCNN.from_architecture(DEFAULT_ARCHITECTURE)
             metadata, self.weights_source = {}, f"random (seed {seed})"
         self.layer, self.metadata = layer, metadata
         self.architecture = dict(net.architecture)
-        mean = tuple(mean or metadata.get("mean") or DEFAULT_MEAN)
-        std = tuple(std or metadata.get("std") or DEFAULT_STD)
+        mean = tuple(p.mean or metadata.get("mean") or DEFAULT_MEAN)
+        std = tuple(p.std or metadata.get("std") or DEFAULT_STD)
         in_channels = int(net.architecture["in_channels"])
         mean, std = (_per_channel(v, in_channels) for v in (mean, std))
-        self.setup(net.trunk(layer), input_size, in_channels, mean, std)
+        self.setup(net.trunk(layer), p.input_size, in_channels, mean, std)
 
 
 def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
@@ -486,10 +484,4 @@ def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
 
 @hookimpl
 def register_backbones(register):
-    register(
-        "insilico_cnn",
-        InsilicoCNNBackbone,
-        params=InsilicoCNNParams,
-        description="A small CNN trained on sharedattr's in-silico stimuli (weights shipped, offline), cut after "
-        "block1-block4; or randomly initialised.",
-    )
+    register_components(register, (InsilicoCNNBackbone,))

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from sharedattr.encoding.readouts.training import TrainedReadout, TrainedReadoutParams, l1_penalty
 from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.plugins.params import register_components
 
 
 class AttentionParams(TrainedReadoutParams):
@@ -106,11 +107,15 @@ def additive_positional_encoding(height: int, width: int, channels: int) -> Tens
 class AttentionReadout(TrainedReadout):
     """``r_n = φ(⟨f_n, Σ_s softmax_s(k_s·q_n / T) v_s⟩ + b_n)`` with queries ``q`` and features ``f`` ``[N, d]``."""
 
-    readout_name = "attention"
+    name = "attention"
     params_model = AttentionParams
+    description = (
+        "Attention over latent positions: a per-neuron query attends over position-encoded latents "
+        "(variant egg: the EGG paper's V4 readout); SGD, L1 features/queries."
+    )
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
+    def __init__(self, params: AttentionParams | None = None, **overrides: Any) -> None:
+        super().__init__(params, **overrides)
         self.register_module("key", None)
         self.register_module("value", None)
         self.register_parameter("queries", None)
@@ -125,14 +130,14 @@ class AttentionReadout(TrainedReadout):
         """
         super().initialize(latent_shape, n_neurons)
         c, h, w = self.latent_shape
-        d, n_freq = self.hparams.embed_dim, self.hparams.pos_frequencies
-        additive = self.hparams.variant == "egg"
+        d, n_freq = self.params.embed_dim, self.params.pos_frequencies
+        additive = self.params.variant == "egg"
         self.position = additive_positional_encoding(h, w, c) if additive else positional_encoding(h, w, n_freq)
         width = c if additive else c + 4 * n_freq
         self.key = nn.Linear(width, d, bias=False)
         self.value = nn.Linear(width, d, bias=False)
         self.score_scale = 1 / math.sqrt(c) if additive else 1.0
-        self.dropout = nn.Dropout(self.hparams.pos_dropout)
+        self.dropout = nn.Dropout(self.params.pos_dropout)
         self.queries = nn.Parameter(torch.randn(n_neurons, d) / math.sqrt(d))
         self.features = nn.Parameter(torch.randn(n_neurons, d) / math.sqrt(d))
 
@@ -141,10 +146,10 @@ class AttentionReadout(TrainedReadout):
         ``[B, S, d]``."""
         x = self.spatial(latents).flatten(2).transpose(1, 2)  # [B, S, C]
         position = self.position.to(x.dtype).expand(x.shape[0], -1, -1)
-        tokens = x + position if self.hparams.variant == "egg" else torch.cat([x, position], dim=2)
+        tokens = x + position if self.params.variant == "egg" else torch.cat([x, position], dim=2)
         tokens = self.dropout(tokens)
         scores = torch.einsum("bsd,nd->bns", self.key(tokens), self.queries)
-        scores = scores * self.score_scale / self.hparams.temperature
+        scores = scores * self.score_scale / self.params.temperature
         return scores.softmax(dim=2), self.value(tokens)
 
     def pooled(self, latents: Tensor) -> Tensor:
@@ -159,15 +164,9 @@ class AttentionReadout(TrainedReadout):
 
     def regularizer(self) -> Tensor:
         """``l1_features · mean_n ‖f_n‖₁ + l1_queries · mean_n ‖q_n‖₁``."""
-        return l1_penalty(self.features, self.hparams.l1_features) + l1_penalty(self.queries, self.hparams.l1_queries)
+        return l1_penalty(self.features, self.params.l1_features) + l1_penalty(self.queries, self.params.l1_queries)
 
 
 @hookimpl
 def register_readouts(register):
-    register(
-        "attention",
-        AttentionReadout,
-        params=AttentionParams,
-        description="Attention over latent positions: a per-neuron query attends over position-encoded latents "
-        "(variant egg: the EGG paper's V4 readout); SGD, L1 features/queries.",
-    )
+    register_components(register, (AttentionReadout,))

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from sharedattr.encoding.readouts.training import TrainedReadout, TrainedReadoutParams, l1_penalty
 from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.plugins.params import register_components
 
 
 class FactorizedParams(TrainedReadoutParams):
@@ -31,11 +32,12 @@ class FactorizedParams(TrainedReadoutParams):
 class FactorizedReadout(TrainedReadout):
     """``r_n = φ(⟨f_n, Σ_hw m_nhw x_:hw⟩ + b_n)`` with mask ``m`` ``[N, H, W]`` and features ``f`` ``[N, C]``."""
 
-    readout_name = "factorized"
+    name = "factorized"
     params_model = FactorizedParams
+    description = "Spatial mask [N, H, W] times feature vector [N, C] per neuron; SGD with L1 on both."
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
+    def __init__(self, params: FactorizedParams | None = None, **overrides: Any) -> None:
+        super().__init__(params, **overrides)
         self.register_parameter("mask", None)
         self.register_parameter("features", None)
 
@@ -61,14 +63,9 @@ class FactorizedReadout(TrainedReadout):
 
     def regularizer(self) -> Tensor:
         """``l1_mask · mean_n ‖m_n‖₁ + l1_features · mean_n ‖f_n‖₁``."""
-        return l1_penalty(self.mask, self.hparams.l1_mask) + l1_penalty(self.features, self.hparams.l1_features)
+        return l1_penalty(self.mask, self.params.l1_mask) + l1_penalty(self.features, self.params.l1_features)
 
 
 @hookimpl
 def register_readouts(register):
-    register(
-        "factorized",
-        FactorizedReadout,
-        params=FactorizedParams,
-        description="Spatial mask [N, H, W] times feature vector [N, C] per neuron; SGD with L1 on both.",
-    )
+    register_components(register, (FactorizedReadout,))

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from sharedattr.encoding.readouts.training import TrainedReadout, TrainedReadoutParams, l1_penalty
 from sharedattr.plugins.hookspecs import hookimpl
+from sharedattr.plugins.params import register_components
 
 
 class Gaussian2dParams(TrainedReadoutParams):
@@ -48,12 +49,15 @@ class Gaussian2dParams(TrainedReadoutParams):
 class Gaussian2dReadout(TrainedReadout):
     """``r_n = φ(⟨f_n, x(μ_n)⟩ + b_n)``: latents read at location ``μ`` ``[N, 2]``, features ``f`` ``[N, C]``."""
 
-    readout_name = "gaussian2d"
+    name = "gaussian2d"
     params_model = Gaussian2dParams
+    description = (
+        "Latents read at one learned location per neuron (Gaussian-jittered while training); SGD, L1 features."
+    )
     no_weight_decay = ("_bias", "mu", "sigma")
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
+    def __init__(self, params: Gaussian2dParams | None = None, **overrides: Any) -> None:
+        super().__init__(params, **overrides)
         self.register_parameter("mu", None)
         self.register_parameter("sigma", None)
         self.register_parameter("features", None)
@@ -65,8 +69,8 @@ class Gaussian2dReadout(TrainedReadout):
         """
         super().initialize(latent_shape, n_neurons)
         c = self.latent_shape[0]
-        self.mu = nn.Parameter((2 * torch.rand(n_neurons, 2) - 1) * self.hparams.init_mu_range)
-        self.sigma = nn.Parameter(torch.full((n_neurons,), self.hparams.init_sigma))
+        self.mu = nn.Parameter((2 * torch.rand(n_neurons, 2) - 1) * self.params.init_mu_range)
+        self.sigma = nn.Parameter(torch.full((n_neurons,), self.params.init_sigma))
         self.features = nn.Parameter(torch.randn(n_neurons, c) / math.sqrt(c))
 
     def fit(self, latents: Tensor, responses: Tensor) -> Gaussian2dReadout:
@@ -82,7 +86,7 @@ class Gaussian2dReadout(TrainedReadout):
         ``Σ_s x_s (y_sn − ȳ_n)`` over a neuron's valid rows is its covariance with every
         latent ``[C, H, W]`` (up to a factor), without centring the latents.
         """
-        if self.hparams.init_mu == "covariance":
+        if self.params.init_mu == "covariance":
             valid = ~torch.isnan(responses)
             centred = torch.where(valid, responses - torch.nanmean(responses, 0), 0.0)  # [S, N]
             c, h, w = self.latent_shape
@@ -113,15 +117,9 @@ class Gaussian2dReadout(TrainedReadout):
 
     def regularizer(self) -> Tensor:
         """``l1_features · mean_n ‖f_n‖₁``."""
-        return l1_penalty(self.features, self.hparams.l1_features)
+        return l1_penalty(self.features, self.params.l1_features)
 
 
 @hookimpl
 def register_readouts(register):
-    register(
-        "gaussian2d",
-        Gaussian2dReadout,
-        params=Gaussian2dParams,
-        description="Latents read at one learned location per neuron (Gaussian-jittered while training); SGD, "
-        "L1 features.",
-    )
+    register_components(register, (Gaussian2dReadout,))

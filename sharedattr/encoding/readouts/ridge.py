@@ -7,15 +7,18 @@ cost barely grows with the number of neurons or the size of the penalty grid.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
-from torch import Tensor, nn
+from torch import Tensor
 
 from sharedattr.data.responses import require_measured_neurons
+from sharedattr.plugins.contracts import ReadoutModule
 from sharedattr.plugins.hookspecs import hookimpl
-from sharedattr.plugins.params import Params, Seed
+from sharedattr.plugins.params import Configurable, Params, Seed, register_components
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.numerics import Pieces, on_one_thread, one_thread_results
 
@@ -203,36 +206,44 @@ def _primal_project(x: Tensor, rows: Tensor, xm: Tensor, vecs: Tensor) -> Tensor
     return torch.cat([(_float64(x, rows[at]) - xm) @ vecs for at in _blocks(len(rows), x.shape[1])])
 
 
-def ridge_cv(
-    x: Tensor,
-    y: Tensor,
-    alphas: Tensor,
-    folds: int,
-    fit_intercept: bool,
-    generator: torch.Generator,
-    pca: int | None = None,
-    cv: Literal["kfold", "loo"] = "kfold",
-    rows: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
+@dataclass(frozen=True)
+class RidgeSearch:
+    """How :func:`ridge_cv` chooses each neuron's penalty, and what it fits.
+
+    ``alphas`` ``[A]``: the penalty grid (float64, ascending: ties go to the smallest); ``cv``: ``"kfold"`` (``folds``
+    folds, assigned by a generator seeded with ``seed``) or ``"loo"`` (exact leave-one-out, no ``pca``);
+    ``fit_intercept``: fit a bias per neuron (centre features and targets); ``pca``: keep only the top-k principal
+    components of the features (fitted within each fold), None for all.
+    """
+
+    alphas: Tensor
+    folds: int
+    fit_intercept: bool
+    seed: int
+    pca: int | None
+    cv: Literal["kfold", "loo"]
+
+
+def ridge_cv(x: Tensor, y: Tensor, search: RidgeSearch, rows: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Fit ridge for all neurons at once. ``x [S, D]``, ``y [n, N]`` (no NaN) → ``W [N, D]``, ``b [N]``, ``α [N]``.
 
     ``rows [n]`` picks the images of ``x`` to fit on (all ``S = n`` when None), without copying them. The
-    penalty of each neuron minimises its cross-validated squared error over ``alphas``: k-fold
-    (``cv = "kfold"``, ``folds`` folds from ``generator``) or exact leave-one-out (``cv = "loo"``, from the
-    eigendecomposition of the final fit, as scikit-learn's ``RidgeCV(alphas, alpha_per_target=True)``; no
-    ``pca``). Everything is computed in float64, but ``x`` (float32 or float64, possibly memory-mapped) is
-    only ever read in float64 blocks of :data:`BLOCK_BYTES`: in the dual form (``n < D``) one Gram matrix
-    ``x xᵀ`` ``[n, n]``, built over column blocks, serves every fold and the final fit (centring is applied
-    to its blocks), and a second pass over the column blocks maps the dual coefficients to weights; in the
-    primal form the row blocks are centred as they are read. ``W`` has ``x``'s dtype (at least float32);
-    ``b`` and ``α`` are float64.
+    penalty of each neuron minimises its cross-validated squared error over ``search.alphas``: k-fold
+    (``cv = "kfold"``) or exact leave-one-out (``cv = "loo"``, from the eigendecomposition of the final fit, as
+    scikit-learn's ``RidgeCV(alphas, alpha_per_target=True)``; no ``pca``). Everything is computed in float64, but
+    ``x`` (float32 or float64, possibly memory-mapped) is only ever read in float64 blocks of :data:`BLOCK_BYTES`:
+    in the dual form (``n < D``) one Gram matrix ``x xᵀ`` ``[n, n]``, built over column blocks, serves every fold
+    and the final fit (centring is applied to its blocks), and a second pass over the column blocks maps the dual
+    coefficients to weights; in the primal form the row blocks are centred as they are read. ``W`` has ``x``'s
+    dtype (at least float32); ``b`` and ``α`` are float64.
     """
     n, d = (x.shape[0] if rows is None else len(rows)), x.shape[1]
+    cv, folds, fit_intercept = search.cv, search.folds, search.fit_intercept
     if y.shape[0] != n:
         raise ValueError(f"ridge_cv: {n} images of x but {y.shape[0]} rows of y")
     if cv not in ("kfold", "loo"):
         raise ValueError(f"unknown cv {cv!r}; use kfold or loo")
-    if cv == "loo" and pca is not None:
+    if cv == "loo" and search.pca is not None:
         raise UserError("ridge readout: cv = 'loo' cannot be combined with pca; use cv = 'kfold'")
     if cv == "kfold" and n < folds:
         raise UserError(f"ridge readout: {n} training images cannot be split into {folds} folds; lower 'folds'")
@@ -241,8 +252,17 @@ def ridge_cv(
     y = y.to(torch.float64)
     out_dtype = torch.promote_types(x.dtype, torch.float32)
     ym = y.mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=torch.float64)
-    if n >= d:
-        return _primal_fit(x, y, ym, alphas, folds, fit_intercept, generator, pca, cv, rows, out_dtype)
+    fit = _primal_fit if n >= d else _dual_fit  # from xᵀx [D, D], or from x xᵀ [n, n] when n < D
+    return fit(x, y, ym, search, rows, out_dtype)
+
+
+def _dual_fit(
+    x: Tensor, y: Tensor, ym: Tensor, search: RidgeSearch, rows: Tensor | None, out_dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`ridge_cv` in the dual form (``n < D``), from the Gram matrix ``x xᵀ`` ``[n, n]`` built over column
+    blocks; ``y [n, N]`` in float64 and its mean ``ym [N]`` (zeros without an intercept)."""
+    n, d = y.shape[0], x.shape[1]
+    cv, fit_intercept = search.cv, search.fit_intercept
     gram = torch.zeros(n, n, dtype=torch.float64)  # uncentred x xᵀ
     xm = torch.zeros(d, dtype=torch.float64)
     for cols in _blocks(d, n):
@@ -252,11 +272,11 @@ def ridge_cv(
             xm[cols] = block.mean(0)
         del block  # one block at a time
     if cv == "kfold":
-        alpha = alphas[_kfold_sse_dual(gram, y, alphas, folds, fit_intercept, generator, pca).argmin(0)]
-    spectrum = _Spectrum(_centre_gram(gram, gram) if fit_intercept else gram, y - ym, pca)
+        alpha = search.alphas[_kfold_sse(y, search, _dual_fold(gram, y, search)).argmin(0)]
+    spectrum = _Spectrum(_centre_gram(gram, gram) if fit_intercept else gram, y - ym, search.pca)
     if cv == "loo":
         ones_proj = spectrum.vecs.sum(0) if fit_intercept else None  # Qᵀ1
-        alpha = alphas[_loo_sse(spectrum, alphas, ones_proj).argmin(0)]
+        alpha = search.alphas[_loo_sse(spectrum, search.alphas, ones_proj).argmin(0)]
     dual_coef = spectrum.solve(alpha)  # [n, N]
     dual_sum = dual_coef.sum(0)
     weight = torch.empty(y.shape[1], d, dtype=out_dtype)
@@ -271,97 +291,86 @@ def ridge_cv(
 
 
 def _primal_fit(
-    x: Tensor,
-    y: Tensor,
-    ym: Tensor,
-    alphas: Tensor,
-    folds: int,
-    fit_intercept: bool,
-    generator: torch.Generator,
-    pca: int | None,
-    cv: str,
-    rows: Tensor | None,
-    out_dtype: torch.dtype,
+    x: Tensor, y: Tensor, ym: Tensor, search: RidgeSearch, rows: Tensor | None, out_dtype: torch.dtype
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`ridge_cv` in the primal form (``n ≥ D``), from ``xᵀx`` ``[D, D]`` built over row blocks."""
+    """:func:`ridge_cv` in the primal form (``n ≥ D``), from ``xᵀx`` ``[D, D]`` built over row blocks; ``y [n, N]``
+    in float64 and its mean ``ym [N]`` (zeros without an intercept)."""
     rows = torch.arange(x.shape[0]) if rows is None else rows
-    if cv == "kfold":
-        alpha = alphas[_kfold_sse_primal(x, rows, y, alphas, folds, fit_intercept, generator, pca).argmin(0)]
+    if search.cv == "kfold":
+        alpha = search.alphas[_kfold_sse(y, search, _primal_fold(x, rows, y, search)).argmin(0)]
     yc = y - ym
-    xm, xtx, xty = _primal_moments(x, rows, yc, fit_intercept)
-    spectrum = _Spectrum(xtx, xty, pca)
-    if cv == "loo":
+    xm, xtx, xty = _primal_moments(x, rows, yc, search.fit_intercept)
+    spectrum = _Spectrum(xtx, xty, search.pca)
+    if search.cv == "loo":
         basis = _primal_project(x, rows, xm, spectrum.vecs)  # [n, k]
-        ones_proj = basis.sum(0) if fit_intercept else None  # Vᵀxcᵀ1 (≈ 0 for centred x)
-        alpha = alphas[_loo_sse(spectrum, alphas, ones_proj, (basis, yc)).argmin(0)]
+        ones_proj = basis.sum(0) if search.fit_intercept else None  # Vᵀxcᵀ1 (≈ 0 for centred x)
+        alpha = search.alphas[_loo_sse(spectrum, search.alphas, ones_proj, (basis, yc)).argmin(0)]
     coef = spectrum.solve(alpha)  # [D, N]
     return coef.T.to(out_dtype), ym - xm @ coef, alpha
 
 
-def _kfold_sse_dual(
-    gram: Tensor,
-    y: Tensor,
-    alphas: Tensor,
-    folds: int,
-    fit_intercept: bool,
-    generator: torch.Generator,
-    pca: int | None,
-) -> Tensor:
-    """k-fold cross-validated squared error ``[A, N]`` per penalty and neuron from the uncentred ``x xᵀ`` ``[n, n]``."""
-    n = gram.shape[0]
-    fold_of = torch.randperm(n, generator=generator) % folds
-    sse = torch.zeros(len(alphas), y.shape[1], dtype=torch.float64)
-    for k in range(folds):
+FoldPrediction = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``predict(train, held_out, ym)``: one fold's predictions ``[A, m, N]`` of the centred targets of its ``m``
+held-out images, for every penalty, from a fit on its training images (``train`` and ``held_out`` ``[n]`` bool;
+``ym [N]`` the training targets' mean, zeros without an intercept)."""
+
+
+def _kfold_sse(y: Tensor, search: RidgeSearch, predict: FoldPrediction) -> Tensor:
+    """k-fold cross-validated squared error ``[A, N]`` per penalty and neuron of targets ``y [n, N]`` (float64):
+    ``search.folds`` folds drawn from a generator seeded with ``search.seed``, each fold's predictions by
+    ``predict`` (:func:`_dual_fold` or :func:`_primal_fold`)."""
+    generator = torch.Generator().manual_seed(search.seed)
+    fold_of = torch.randperm(y.shape[0], generator=generator) % search.folds
+    sse = torch.zeros(len(search.alphas), y.shape[1], dtype=torch.float64)
+    for k in range(search.folds):
         tr, va = fold_of != k, fold_of == k
-        ym = y[tr].mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=torch.float64)
+        ym = y[tr].mean(0) if search.fit_intercept else torch.zeros(y.shape[1], dtype=torch.float64)
+        sse += (predict(tr, va, ym) + ym - y[va]).pow(2).sum(1)
+    return sse
+
+
+def _dual_fold(gram: Tensor, y: Tensor, search: RidgeSearch) -> FoldPrediction:
+    """A fold's predictions in the dual form, from the uncentred ``x xᵀ`` ``[n, n]`` and targets ``y [n, N]``."""
+
+    def predict(tr: Tensor, va: Tensor, ym: Tensor) -> Tensor:
         g_tt, g_vt = gram[tr][:, tr], gram[va][:, tr]
-        if fit_intercept:
+        if search.fit_intercept:
             g_tt, g_vt = _centre_gram(g_tt, g_tt), _centre_gram(g_vt, g_tt)
-        spectrum = _Spectrum(g_tt, y[tr] - ym, pca)
-        sse += (spectrum.predict_all(g_vt @ spectrum.vecs, alphas) + ym - y[va]).pow(2).sum(1)
-    return sse
+        spectrum = _Spectrum(g_tt, y[tr] - ym, search.pca)
+        return spectrum.predict_all(g_vt @ spectrum.vecs, search.alphas)
+
+    return predict
 
 
-def _kfold_sse_primal(
-    x: Tensor,
-    rows: Tensor,
-    y: Tensor,
-    alphas: Tensor,
-    folds: int,
-    fit_intercept: bool,
-    generator: torch.Generator,
-    pca: int | None,
-) -> Tensor:
-    """k-fold cross-validated squared error ``[A, N]`` per penalty and neuron in the primal form (``x`` read by
-    float64 row blocks of the images ``rows``, ``y [n, N]`` aligned with them)."""
-    fold_of = torch.randperm(len(rows), generator=generator) % folds
-    sse = torch.zeros(len(alphas), y.shape[1], dtype=torch.float64)
-    for k in range(folds):
-        tr, va = fold_of != k, fold_of == k
-        ym = y[tr].mean(0) if fit_intercept else torch.zeros(y.shape[1], dtype=torch.float64)
-        xm, xtx, xty = _primal_moments(x, rows[tr], y[tr] - ym, fit_intercept)
-        spectrum = _Spectrum(xtx, xty, pca)
-        p = _primal_project(x, rows[va], xm, spectrum.vecs)
-        sse += (spectrum.predict_all(p, alphas) + ym - y[va]).pow(2).sum(1)
-    return sse
+def _primal_fold(x: Tensor, rows: Tensor, y: Tensor, search: RidgeSearch) -> FoldPrediction:
+    """A fold's predictions in the primal form: ``x`` read by float64 row blocks of the images ``rows [n]``, targets
+    ``y [n, N]`` aligned with them."""
+
+    def predict(tr: Tensor, va: Tensor, ym: Tensor) -> Tensor:
+        xm, xtx, xty = _primal_moments(x, rows[tr], y[tr] - ym, search.fit_intercept)
+        spectrum = _Spectrum(xtx, xty, search.pca)
+        return spectrum.predict_all(_primal_project(x, rows[va], xm, spectrum.vecs), search.alphas)
+
+    return predict
 
 
-class RidgeReadout(nn.Module):
-    """Linear readout ``r_n = ⟨w_n, z(x)⟩ + b_n`` with ``z`` the (pooled,) flattened latents, shared by all neurons."""
+class RidgeReadout(Configurable, ReadoutModule):
+    """Linear readout ``r_n = ⟨w_n, z(x)⟩ + b_n`` with ``z`` the (pooled,) flattened latents, shared by all neurons.
 
-    def __init__(
-        self,
-        alphas: tuple[float, ...] = DEFAULT_ALPHAS,
-        folds: int = 5,
-        pooling: str = "none",
-        fit_intercept: bool = True,
-        pca: int | None = None,
-        seed: int = 0,
-        cv: Literal["kfold", "loo"] = "kfold",
-    ) -> None:
+    Built from its validated :class:`RidgeParams` (``RidgeReadout(params)``), or from their fields as keywords
+    (``RidgeReadout(folds=3)``, validated there); ``params`` keeps them.
+    """
+
+    name = "ridge"
+    params_model = RidgeParams
+    description = (
+        "Closed-form ridge on flattened or pooled latents; per-neuron penalty by k-fold or "
+        "leave-one-out CV, one eigendecomposition shared."
+    )
+
+    def __init__(self, params: RidgeParams | None = None, **overrides: Any) -> None:
         super().__init__()
-        self.alphas, self.folds, self.pooling = tuple(alphas), folds, pooling
-        self.fit_intercept, self.pca, self.seed, self.cv = fit_intercept, pca, seed, cv
+        self.params = self.resolve_params(params, overrides)
         self.register_buffer("_weight", torch.empty(0, 0))
         self.register_buffer("_bias", torch.empty(0))
         self.register_buffer("alpha", torch.empty(0))
@@ -369,7 +378,7 @@ class RidgeReadout(nn.Module):
 
     def feature_dim(self, latent_shape: tuple[int, ...]) -> int:
         """``D`` for latents of ``latent_shape`` (``[C, H, W]`` or ``[D]``)."""
-        if len(latent_shape) == 3 and self.pooling in ("avg", "max"):
+        if len(latent_shape) == 3 and self.params.pooling in ("avg", "max"):
             return int(latent_shape[0])
         return int(torch.Size(latent_shape).numel())
 
@@ -383,9 +392,9 @@ class RidgeReadout(nn.Module):
 
     def features(self, latents: Tensor) -> Tensor:
         """Latents ``[B, C, H, W]`` or ``[B, D]`` → shared feature vector ``[B, D]``."""
-        if latents.dim() == 4 and self.pooling == "avg":
+        if latents.dim() == 4 and self.params.pooling == "avg":
             latents = latents.mean(dim=(2, 3))
-        elif latents.dim() == 4 and self.pooling == "max":
+        elif latents.dim() == 4 and self.params.pooling == "max":
             latents = latents.amax(dim=(2, 3))
         return latents.flatten(1)
 
@@ -399,8 +408,9 @@ class RidgeReadout(nn.Module):
         """:meth:`fit` on the images ``rows [n]`` of latents ``[S, ...]`` and responses ``[S, N]`` (all when None),
         without copying them: the same fit as ``fit(latents[rows], responses[rows])``.
 
-        Optional in the readout contract: :func:`~sharedattr.encoding.fit.fit_readout` uses it, where present,
-        instead of :meth:`fit` on a copy of the training rows. Besides ``latents`` (on the CPU, pooling "none"),
+        Optional in the readout contract (:class:`~sharedattr.plugins.contracts.ReadoutModule`, whose default fits
+        on a copy of the training rows): :func:`~sharedattr.encoding.fit.fit_readout` calls it. Besides ``latents``
+        (on the CPU, pooling "none"),
         the fit holds :func:`ridge_cv`'s float64 blocks, ``[n, n]`` matrices and the ``[N, D]`` float32 weights
         (docs/scaling.md).
         """
@@ -420,20 +430,11 @@ class RidgeReadout(nn.Module):
         weight = torch.zeros(n_neurons, x.shape[1]) if len(patterns) > 1 else None
         bias = torch.zeros(n_neurons, dtype=torch.float64)
         alpha = torch.zeros(n_neurons, dtype=torch.float64)
+        p = self.params
+        search = RidgeSearch(torch.tensor(p.alphas, dtype=torch.float64), p.folds, p.fit_intercept, p.seed, p.pca, p.cv)
         for g, pattern in enumerate(patterns):
             cols = (group == g).nonzero().squeeze(1)
-            generator = torch.Generator().manual_seed(self.seed)
-            w, b, a = ridge_cv(
-                x,
-                y[pattern][:, cols],
-                torch.tensor(self.alphas, dtype=torch.float64),
-                self.folds,
-                self.fit_intercept,
-                generator,
-                self.pca,
-                self.cv,
-                rows=rows[pattern],
-            )
+            w, b, a = ridge_cv(x, y[pattern][:, cols], search, rows[pattern])
             if weight is None:  # one pattern: every neuron, in order
                 weight = w.to(torch.float32)
             else:
@@ -463,13 +464,13 @@ class RidgeReadout(nn.Module):
         """The latent channel of each of the ``D`` dimensions ``[D]``: ``d // (H·W)`` for flattened ``[C, H, W]``
         latents (``pooling = "none"``), else each dimension is its own channel.
 
-        Optional in the readout contract: position-tolerant sharing (``parallel_backprop`` with
-        ``sharing = "channel"``, channel matching) pools each neuron's contributions over the dimensions
-        of one channel.
+        Optional in the readout contract (:class:`~sharedattr.plugins.contracts.ReadoutModule`): position-tolerant
+        sharing (``parallel_backprop`` with ``sharing = "channel"``, channel matching) pools each neuron's
+        contributions over the dimensions of one channel.
         """
         d = self.weight.shape[1]
-        shape = getattr(self, "latent_shape", ())
-        per_channel = d // shape[0] if len(shape) == 3 and self.pooling == "none" else 1
+        shape = self.latent_shape
+        per_channel = d // shape[0] if len(shape) == 3 and self.params.pooling == "none" else 1
         return torch.arange(d, device=self.weight.device) // per_channel
 
     def pooled(self, latents: Tensor) -> Tensor:
@@ -480,8 +481,8 @@ class RidgeReadout(nn.Module):
     def shared_pooled(self, latents: Tensor) -> Tensor:
         """``z`` ``[B, D]``, the vector every neuron shares: ``pooled(latents)[:, n]`` for any ``n``.
 
-        Optional in the readout contract: attribution and matching use it, where present, instead
-        of indexing ``pooled``, whose gradient would fill a ``[B, N, D]`` tensor.
+        Optional in the readout contract (:class:`~sharedattr.plugins.contracts.ReadoutModule`): attribution and
+        matching use it instead of indexing ``pooled``, whose gradient would fill a ``[B, N, D]`` tensor.
         """
         return self.features(latents)
 
@@ -491,10 +492,4 @@ class RidgeReadout(nn.Module):
 
 @hookimpl
 def register_readouts(register):
-    register(
-        "ridge",
-        RidgeReadout,
-        params=RidgeParams,
-        description="Closed-form ridge on flattened or pooled latents; per-neuron penalty by k-fold or "
-        "leave-one-out CV, one eigendecomposition shared.",
-    )
+    register_components(register, (RidgeReadout,))

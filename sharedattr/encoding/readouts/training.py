@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from sharedattr.data.responses import require_measured_neurons
 from sharedattr.encoding.scores import pearson_columns
-from sharedattr.plugins.params import Params, Seed, issues_from_validation
+from sharedattr.plugins.contracts import ReadoutModule
+from sharedattr.plugins.params import Configurable, Params, Seed, issues_from_validation
 from sharedattr.runtime.errors import SpecError, UserError
 from sharedattr.runtime.numerics import on_one_thread, seeded_global_rng
 
@@ -159,26 +160,27 @@ def predict(module: nn.Module, latents: Tensor, batch_size: int) -> Tensor:
     return torch.cat([module(chunk) for chunk in latents.split(batch_size)])
 
 
-def _param_groups(module: nn.Module) -> list[dict[str, Any]]:
+def _param_groups(module: TrainedReadout) -> list[dict[str, Any]]:
     """AdamW groups: parameters named in ``module.no_weight_decay`` get no weight decay."""
-    exempt = set(getattr(module, "no_weight_decay", ()))
+    exempt = set(module.no_weight_decay)
     decay = [p for name, p in module.named_parameters() if name not in exempt]
     no_decay = [p for name, p in module.named_parameters() if name in exempt]
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train(module: nn.Module, latents: Tensor, responses: Tensor, params: TrainingParams) -> TrainingHistory:
+def train(module: TrainedReadout, latents: Tensor, responses: Tensor, params: TrainingParams) -> TrainingHistory:
     """Fit ``module`` in place to latents ``[S, ...]`` and responses ``[S, N]`` (NaN = missing).
 
     ``module(latents)`` gives predictions ``[B, N]``; ``module.regularizer()`` a scalar
-    penalty added to the loss; the parameter names in ``module.no_weight_decay`` (optional)
-    are exempt from weight decay. Each epoch runs AdamW over shuffled mini-batches of the
-    training split, minimising :func:`masked_mse` plus the penalty, then scores the
-    validation split by the mean Pearson r across neurons. Training stops after
-    ``patience`` epochs without improvement (or ``max_epochs``), and the module is left
-    in eval mode with the state of its best epoch. Deterministic for a given seed on the
-    CPU: the split, the batch order and the global RNG (used by stochastic modules) are
-    all seeded. A non-finite loss raises :class:`UserError` (lower the learning rate).
+    penalty added to the loss; the parameter names in ``module.no_weight_decay`` (a
+    :class:`TrainedReadout` declares them) are exempt from weight decay. Each epoch runs
+    AdamW over shuffled mini-batches of the training split, minimising :func:`masked_mse`
+    plus the penalty, then scores the validation split by the mean Pearson r across
+    neurons. Training stops after ``patience`` epochs without improvement (or
+    ``max_epochs``), and the module is left in eval mode with the state of its best epoch.
+    Deterministic for a given seed on the CPU: the split, the batch order and the global
+    RNG (used by stochastic modules) are all seeded. A non-finite loss raises
+    :class:`UserError` (lower the learning rate).
     """
     generator = torch.Generator().manual_seed(params.seed)
     train_index, val_index = split_train_val(latents.shape[0], params.val_fraction, generator)
@@ -216,28 +218,29 @@ def train(module: nn.Module, latents: Tensor, responses: Tensor, params: Trainin
 
 
 # -- the base of the trained readouts ---------------------------------------------------
-class TrainedReadout(nn.Module, abc.ABC):
+class TrainedReadout(Configurable, ReadoutModule, abc.ABC):
     """A readout fitted by :func:`train` on 4-D latents ``[B, C, H, W]``.
 
     ``forward(latents) = φ(Σ_d pooled(latents) ⊙ weight + bias)``, so the linear contract
-    holds exactly. Subclasses set ``readout_name`` and ``params_model``, extend
+    holds exactly. Subclasses set ``name``, ``params_model`` and ``description``, extend
     ``initialize`` (calling this one first, which allocates the bias ``[N]``) and implement
-    ``pooled``, ``weight`` and ``regularizer``, and may extend ``init_from_data``. Their
-    constructors take the fields of ``params_model`` as keyword arguments, validated there.
-    ``fit`` initialises, starts from the data (``init_from_data``), trains and leaves the
-    readout in eval mode; its :class:`TrainingHistory` is kept as ``history``.
+    ``pooled``, ``weight`` and ``regularizer``, and may extend ``init_from_data``. They are
+    built from their validated ``params_model`` (``FactorizedReadout(params)``), or from its
+    fields as keywords (``FactorizedReadout(l1_mask=0)``, validated there: a wrong one is a
+    :class:`SpecError` naming the readout and the field); ``params`` keeps them. ``fit``
+    initialises, starts from the data (``init_from_data``), trains and leaves the readout in
+    eval mode; its :class:`TrainingHistory` is kept as ``history``.
     """
 
-    readout_name: ClassVar[str]
     params_model: ClassVar[type[TrainedReadoutParams]]
     no_weight_decay: ClassVar[tuple[str, ...]] = ("_bias",)
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, params: TrainedReadoutParams | None = None, **overrides: Any) -> None:
         super().__init__()
         try:
-            self.hparams = self.params_model(**params)
+            self.params = self.resolve_params(params, overrides)
         except ValidationError as err:
-            raise SpecError(issues_from_validation(err, prefix=self.readout_name)) from None
+            raise SpecError(issues_from_validation(err, prefix=self.name)) from None
         self.latent_shape: tuple[int, int, int] | None = None
         self.register_parameter("_bias", None)
         self.history: TrainingHistory | None = None
@@ -251,14 +254,14 @@ class TrainedReadout(nn.Module, abc.ABC):
 
     def _spatial_message(self, dim: int) -> str:
         return (
-            f"the {self.readout_name} readout needs spatial latents [B, C, H, W]; got {dim}-D latents "
+            f"the {self.name} readout needs spatial latents [B, C, H, W]; got {dim}-D latents "
             "(cut the backbone at a convolutional layer, or use the ridge readout)"
         )
 
     def _fitted(self, value: Any) -> Any:
         """``value`` (a parameter or the latent shape), or a clear error while it is still unset."""
         if value is None:
-            raise RuntimeError(f"the {self.readout_name} readout is not fitted yet; call fit(latents, responses)")
+            raise RuntimeError(f"the {self.name} readout is not fitted yet; call fit(latents, responses)")
         return value
 
     def spatial(self, latents: Tensor) -> Tensor:
@@ -267,7 +270,7 @@ class TrainedReadout(nn.Module, abc.ABC):
             raise UserError(self._spatial_message(latents.dim()))
         if tuple(latents.shape[1:]) != self._fitted(self.latent_shape):
             raise UserError(
-                f"the {self.readout_name} readout was fitted to latents {list(self.latent_shape)}; "
+                f"the {self.name} readout was fitted to latents {list(self.latent_shape)}; "
                 f"got {list(latents.shape[1:])}"
             )
         return latents
@@ -292,10 +295,10 @@ class TrainedReadout(nn.Module, abc.ABC):
 
     def nonlinearity(self, x: Tensor) -> Tensor:
         """``φ``: the identity, or ``ELU(x + elu_offset) + 1``."""
-        return elu1(x, self.hparams.elu_offset) if self.hparams.nonlinearity == "elu1" else x
+        return elu1(x, self.params.elu_offset) if self.params.nonlinearity == "elu1" else x
 
     def _inverse_nonlinearity(self, y: Tensor) -> Tensor:
-        return inverse_elu1(y, self.hparams.elu_offset) if self.hparams.nonlinearity == "elu1" else y
+        return inverse_elu1(y, self.params.elu_offset) if self.params.nonlinearity == "elu1" else y
 
     def preactivation(self, latents: Tensor) -> Tensor:
         """``⟨w_n, z_n⟩ + b_n`` ``[B, N]``, before the nonlinearity."""
@@ -314,16 +317,15 @@ class TrainedReadout(nn.Module, abc.ABC):
         y = responses.detach().float().to(x.device)
         if y.dim() != 2 or y.shape[0] != x.shape[0]:
             raise UserError(
-                f"{self.readout_name} readout: responses must be [S, N] with S = {x.shape[0]} images; "
-                f"got {list(y.shape)}"
+                f"{self.name} readout: responses must be [S, N] with S = {x.shape[0]} images; got {list(y.shape)}"
             )
-        require_measured_neurons(y, f"{self.readout_name} readout")
-        with seeded(self.hparams.seed, x.device):
+        require_measured_neurons(y, f"{self.name} readout")
+        with seeded(self.params.seed, x.device):
             self.initialize(tuple(x.shape[1:]), y.shape[1])
         self.to(x.device).eval()
         with torch.no_grad():
             self.init_from_data(x, y)
-        self.history = train(self, x, y, self.hparams)
+        self.history = train(self, x, y, self.params)
         return self
 
     def init_from_data(self, latents: Tensor, responses: Tensor) -> None:
@@ -333,5 +335,5 @@ class TrainedReadout(nn.Module, abc.ABC):
         without gradient. Subclasses that initialise more from data do so first, then call this.
         """
         self._bias.zero_()
-        drive = torch.cat([self.preactivation(chunk) for chunk in latents.split(self.hparams.batch_size)]).mean(0)
+        drive = torch.cat([self.preactivation(chunk) for chunk in latents.split(self.params.batch_size)]).mean(0)
         self._bias.copy_(self._inverse_nonlinearity(torch.nanmean(responses, 0)) - drive)
