@@ -48,7 +48,7 @@ import torch
 import sharedattr
 from record import machine, print_and_append
 from sharedattr.data import StimulusSet
-from sharedattr.data.insilico import DEFAULT_NEURONS, write_insilico, write_pairs
+from sharedattr.data.insilico import DEFAULT_NEURONS, write_insilico, write_pair_set
 from sharedattr.data.insilico.pairs import POSITIONS, render_pairs
 from sharedattr.data.insilico.render import VARIED_SCENES
 from sharedattr.experiment.stages import fit_experiment
@@ -183,7 +183,7 @@ def make_pairs(folder: Path, n: int, size: int) -> tuple[StimulusSet, list[dict[
         for kind in ("both", "arm")
         for position in POSITIONS
     }
-    manifest, table = write_pairs(folder / "pairs", conditions)
+    manifest, table = write_pair_set(folder / "pairs", conditions)
     with open(table, newline="") as f:
         return StimulusSet.load(manifest), list(csv.DictReader(f))
 

@@ -1,22 +1,24 @@
-"""Conformance checks that any registered component meets its kind's contract.
+"""Conformance checks that any registered component meets its kind's contract, each check named.
 
-For plugin authors (and sharedattr's own tests), in the spirit of scikit-learn's
-``parametrize_with_checks``::
+In the spirit of scikit-learn's ``parametrize_with_checks``, every check is a test of its own::
 
-    from sharedattr.testing import check_component
+    from sharedattr.testing import parametrize_with_checks
 
-    def test_my_matcher():
-        check_component("matcher", "l1", {"p": 1.0})
+    @parametrize_with_checks([("matcher", "l1", {"p": 1.0}), ("metric", "my_metric")])
+    def test_my_components(check):
+        check()  # e.g. matcher:l1:self_is_most_similar
 
-Each check builds the component through the registry with ``params``, exercises it on
-tiny random tensors (CPU, a few milliseconds) and raises ``AssertionError`` naming the
-broken part of the contract.
+``check_component(kind, name, params)`` runs every check of one registered component, and ``checks_for(kind, build,
+label)`` gives the checks of a component you build yourself (``build()``, or ``build(model)`` for a method). Each
+check builds a fresh component, exercises it on tiny random tensors (CPU, a few milliseconds, torch's global
+generator seeded) and raises ``AssertionError`` naming the broken part of the contract.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MethodType
 from typing import Any
 
@@ -96,16 +98,27 @@ def _overrides(member: Any, default: Any) -> bool:
     return (member.__func__ if isinstance(member, MethodType) else member) is not default
 
 
-def _check_backbone(backbone: Any) -> None:
+# -- the checks, kind by kind: each takes a fresh component ------------------------------------
+def backbone_shape(backbone: Any) -> None:
+    """``input_size`` is ``(H, W)``, ``in_channels`` a positive int, and it is an ``nn.Module``."""
     assert isinstance(backbone, nn.Module), "a backbone must be an nn.Module"
     size = tuple(backbone.input_size)
     assert len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size), f"input_size must be (H, W), got {size}"
     channels = backbone.in_channels
     assert isinstance(channels, int) and channels > 0, f"in_channels must be a positive int, got {channels!r}"
+
+
+def backbone_frozen(backbone: Any) -> None:
+    """It stays in eval mode and its parameters need no gradient."""
     backbone.train()
     assert not backbone.training, "a backbone must stay in eval mode (override train())"
     assert not any(p.requires_grad for p in backbone.parameters()), "a backbone must be frozen (requires_grad off)"
-    images = torch.rand(2, channels, *size, requires_grad=True)
+
+
+def backbone_latents(backbone: Any) -> None:
+    """``preprocess`` keeps the images' shape, the latents have ``latent_shape`` and are finite, and gradients flow
+    back to the pixels."""
+    images = torch.rand(2, backbone.in_channels, *tuple(backbone.input_size), requires_grad=True)
     x = backbone.preprocess(images)
     assert x.shape[0] == 2 and x.shape[-2:] == images.shape[-2:], f"preprocess changed the shape to {tuple(x.shape)}"
     latents = backbone(x)
@@ -117,10 +130,17 @@ def _check_backbone(backbone: Any) -> None:
     assert images.grad is not None and torch.isfinite(images.grad).all(), "gradients must flow back to the pixels"
 
 
-def _check_readout(readout: Any) -> None:
+def _fitted_readout(readout: Any) -> tuple[Any, Tensor]:
+    """``readout`` fitted on planted data, and latents ``[5, ...]`` of new images."""
     assert isinstance(readout, nn.Module), "a readout must be an nn.Module"
     model = tiny_model(readout)
-    latents = model.latents(torch.rand(5, 3, 16, 16))
+    return readout, model.latents(torch.rand(5, 3, 16, 16))
+
+
+def readout_contract(readout: Any) -> None:
+    """``[B, ...]`` latents → ``[B, N]``, with ``pooled`` ``[B, N, D]``, ``weight`` ``[N, D]`` and ``bias`` ``[N]``
+    meeting ``r_n = φ(⟨w_n, z_n⟩ + b_n)``."""
+    readout, latents = _fitted_readout(readout)
     out = readout(latents)
     n = out.shape[1]
     assert out.shape == (5, n), f"a readout maps [B, ...] latents to [B, N]; got {tuple(out.shape)}"
@@ -130,22 +150,26 @@ def _check_readout(readout: Any) -> None:
     assert b.shape == (n,), f"bias must be [N]; got {tuple(b.shape)}"
     contract = readout.nonlinearity((z * w).sum(-1) + b)
     torch.testing.assert_close(out, contract, atol=1e-4, rtol=1e-4, msg="the readout breaks r_n = φ(⟨w_n, z_n⟩ + b_n)")
+
+
+def readout_restores(readout: Any) -> None:
+    """``initialize`` + ``load_state_dict`` restore the fitted readout exactly (how a saved model loads)."""
+    readout, latents = _fitted_readout(readout)
+    with torch.no_grad():
+        out = readout(latents)
     fresh = copy.deepcopy(readout)
-    fresh.initialize(tuple(latents.shape[1:]), n)
+    fresh.initialize(tuple(latents.shape[1:]), out.shape[1])
     fresh.load_state_dict(readout.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(
-            fresh(latents),
-            out.detach(),
-            rtol=0,
-            atol=0,
-            msg="initialize() + load_state_dict() must restore the fitted readout exactly",
+            fresh(latents), out, rtol=0, atol=0, msg="initialize() + load_state_dict() must restore the fitted readout"
         )
-    _check_readout_options(readout, latents)
 
 
-def _check_readout_options(readout: Any, latents: Tensor) -> None:
-    """The optional members of a fitted readout (:class:`ReadoutModule`), on latents ``[B, ...]``."""
+def readout_options(readout: Any) -> None:
+    """The optional members (:class:`ReadoutModule`): ``shared_pooled`` equals ``pooled`` for every neuron,
+    ``dimension_channels`` gives each dimension's channel, and an own ``fit_rows`` fits as ``fit`` on a copy."""
+    readout, latents = _fitted_readout(readout)
     members = declared(readout, ReadoutModule)
     with torch.no_grad():
         z = readout.pooled(latents)
@@ -171,17 +195,34 @@ def _check_readout_options(readout: Any, latents: Tensor) -> None:
             )
 
 
-def _check_matcher(matcher: Any) -> None:
+def _unit_candidates() -> tuple[Tensor, Tensor, torch.Generator]:
+    """Unit candidates ``[G=2, K=9, D=16]``, queries ``[2, 3, 16]`` among them (rows 4, 1, 7), and a generator."""
     g = torch.Generator().manual_seed(0)
     candidates = torch.randn(2, 9, 16, generator=g)
     candidates = candidates / candidates.norm(dim=-1, keepdim=True)
-    query = candidates[:, [4, 1, 7]]  # [G=2, Q=3, D]
+    return candidates, candidates[:, [4, 1, 7]], g
+
+
+def matcher_shapes(matcher: Any) -> None:
+    """``similarity([G, Q, D], [G, K, D])`` is ``[G, Q, K]``, the same batched and unbatched."""
+    candidates, query, _ = _unit_candidates()
     sim = matcher.similarity(query, candidates)
     assert sim.shape == (2, 3, 9), f"similarity([G, Q, D], [G, K, D]) must be [G, Q, K]; got {tuple(sim.shape)}"
-    single = matcher.similarity(query[1], candidates[1])
-    torch.testing.assert_close(sim[1], single, msg="similarity must be the same batched and unbatched")
+    torch.testing.assert_close(
+        sim[1], matcher.similarity(query[1], candidates[1]), msg="similarity must be the same batched and unbatched"
+    )
+
+
+def matcher_self_is_most_similar(matcher: Any) -> None:
+    """Higher is more similar: a vector is its own best match."""
+    candidates, query, _ = _unit_candidates()
     _, index = match_references(matcher, query, candidates, top_k=1)
     assert index[..., 0].tolist() == [[4, 1, 7]] * 2, "a vector must be most similar to itself (higher = more similar)"
+
+
+def matcher_factored(matcher: Any) -> None:
+    """``similarity_factored(query, weight, latents)`` equals ``similarity(query, weight ⊙ latents)``."""
+    _, query, g = _unit_candidates()
     weight, latents = torch.rand(2, 16, generator=g) + 0.5, torch.randn(9, 16, generator=g)  # candidates as factors
     factored = declared(matcher, Matcher).similarity_factored(query.clone(), weight, latents)
     assert factored.shape == (2, 3, 9), f"similarity_factored must be [G, Q, K]; got {tuple(factored.shape)}"
@@ -194,17 +235,10 @@ def _check_matcher(matcher: Any) -> None:
     )
 
 
-def _check_method(method_factory: Callable[[nn.Module], Any]) -> None:
-    model = tiny_model()
-    method = method_factory(model)
-    try:
-        attribute = method.attribute
-    except AttributeError:
-        raise AssertionError("a method must have attribute(inputs, target=...)") from None
-    assert callable(attribute), "a method must have attribute(inputs, target=...)"
+def _method_run(method: Any) -> tuple[Callable[..., Tensor], Tensor, Tensor, Tensor]:
+    """``run(images, references, targets) -> maps [B, H, W]`` of a built ``method`` (pairwise or not), and inputs."""
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(3, 3, 16, 16, generator=g)
-    ref = torch.rand(3, 3, 16, 16, generator=g)
+    x, ref = torch.rand(3, 3, 16, 16, generator=g), torch.rand(3, 3, 16, 16, generator=g)
     target = torch.tensor([0, 2, 1])
 
     def run(xs: Tensor, refs: Tensor, t: Tensor) -> Tensor:
@@ -216,9 +250,27 @@ def _check_method(method_factory: Callable[[nn.Module], Any]) -> None:
             result = method.attribute(xs, target=t)
         return reduce_channels(result.detach())
 
+    return run, x, ref, target
+
+
+def method_attribute(method: Any) -> None:
+    """It has ``attribute(inputs, target=...)`` giving finite maps ``[B, C, H, W]`` or ``[B, H, W]``."""
+    try:
+        attribute = method.attribute
+    except AttributeError:
+        raise AssertionError("a method must have attribute(inputs, target=...)") from None
+    assert callable(attribute), "a method must have attribute(inputs, target=...)"
+    run, x, ref, target = _method_run(method)
     maps = run(x, ref, target)
     assert maps.shape == (3, 16, 16), f"attributions must be [B, C, H, W] or [B, H, W]; got maps {tuple(maps.shape)}"
     assert torch.isfinite(maps).all(), "attributions must be finite"
+
+
+def method_batches(method: Any) -> None:
+    """A batch gives the maps a per-item loop gives (``batch_invariant``); a stochastic method (``batch_invariant =
+    False``) is seeded: repeated calls give identical maps."""
+    run, x, ref, target = _method_run(method)
+    maps = run(x, ref, target)
     if not declared(method, AttributionMethod).batch_invariant:  # stochastic: noise drawn per batch, but seeded
         torch.testing.assert_close(
             run(x, ref, target),
@@ -233,8 +285,13 @@ def _check_method(method_factory: Callable[[nn.Module], Any]) -> None:
     torch.testing.assert_close(maps, looped, atol=1e-5, rtol=1e-4, msg="batched attributions must equal looped ones")
 
 
-def _check_metric(metric: Any) -> None:
+def metric_direction(metric: Any) -> None:
+    """It declares ``higher_is_better`` as a bool."""
     assert isinstance(metric.higher_is_better, bool), "a metric declares higher_is_better: bool"
+
+
+def metric_scores(metric: Any) -> None:
+    """One score per map ``[B]``, on a batch with every field a metric may need."""
     model = tiny_model()
     g = torch.Generator().manual_seed(2)
     inputs, targets = torch.rand(4, 3, 16, 16, generator=g), torch.tensor([0, 1, 2, 0])
@@ -289,9 +346,15 @@ def _check_synthesis_result(result: Any, model: nn.Module, neuron: int) -> int:
     return s
 
 
-def _check_synthesizer(synthesizer: Any) -> None:
+def synthesizer_result(synthesizer: Any) -> None:
+    """``synthesize(model, neuron)`` returns what the model saw: images ``[S, C, H, W]``, their responses, the
+    history ``[steps, S]`` and float costs."""
     model = tiny_model()
     _check_synthesis_result(synthesizer.synthesize(model, 1), model, 1)
+
+
+def synthesizer_declarations(synthesizer: Any) -> None:
+    """``neuron_batch`` is an int ≥ 1; ``own_generators`` and ``thread_safe`` are bools."""
     members = declared(synthesizer, Synthesizer)
     batch = members.neuron_batch
     assert isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1, (
@@ -299,35 +362,62 @@ def _check_synthesizer(synthesizer: Any) -> None:
     )
     assert isinstance(members.own_generators, bool), "own_generators must be a bool"
     assert isinstance(members.thread_safe, bool), "thread_safe must be a bool"
-    if neurons_per_loop(synthesizer) > 1:  # it samples several neurons together: one result per neuron, in order
-        results = members.synthesize_many(model, [2, 0], references=[None, None])
+
+
+def synthesizer_many(synthesizer: Any) -> None:
+    """A synthesizer that samples several neurons together returns one result per neuron, in order."""
+    if neurons_per_loop(synthesizer) > 1:
+        model = tiny_model()
+        results = declared(synthesizer, Synthesizer).synthesize_many(model, [2, 0], references=[None, None])
         assert len(results) == 2, f"synthesize_many of 2 neurons must return 2 results; got {len(results)}"
         for neuron, result in zip([2, 0], results):
             _check_synthesis_result(result, model, neuron)
+
+
+def synthesizer_prior_samples(synthesizer: Any) -> None:
+    """Its ``prior_samples(n, seed=...)``, where it has them, are ``[n, C, H, W]`` in [0, 1]."""
+    members = declared(synthesizer, Synthesizer)
     if members.prior_samples is not None:
         samples = members.prior_samples(2, seed=0)
         assert samples.dim() == 4 and samples.shape[0] == 2, f"prior_samples(2) must be [2, C, H, W]; got {samples}"
         assert 0 <= samples.min() and samples.max() <= 1, "prior samples must be in [0, 1]"
 
 
-def _check_energy(energy: Any) -> None:
-    model = tiny_model()
+def _energy_inputs() -> tuple[Tensor, Tensor]:
+    """Images ``[3, 1, 24, 24]`` (another size and channel count than the model's) and a reference ``[3, 16, 16]``."""
     g = torch.Generator().manual_seed(3)
-    images = torch.rand(3, 1, 24, 24, generator=g, requires_grad=True)  # another size and channel count
-    reference = torch.rand(3, 16, 16, generator=g)
-    bound = energy.bind(model, 1, reference=reference)
-    value = bound(images)
+    return torch.rand(3, 1, 24, 24, generator=g, requires_grad=True), torch.rand(3, 16, 16, generator=g)
+
+
+def energy_value(energy: Any) -> None:
+    """``bind(model, neuron, reference)(images)`` gives energies and responses ``[B]``, differentiable in the
+    images, at any image size and channel count."""
+    model = tiny_model()
+    images, reference = _energy_inputs()
+    value = energy.bind(model, 1, reference=reference)(images)
     assert value.energy.shape == (3,) and value.response.shape == (3,), (
         f"an energy returns energies [B] and responses [B]; got {tuple(value.energy.shape)}, "
         f"{tuple(value.response.shape)}"
     )
     (grad,) = torch.autograd.grad(value.energy.sum(), images)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0, "an energy must be differentiable in the images"
+
+
+def energy_declarations(energy: Any) -> None:
+    """``grayscale`` is a bool and ``norm`` None or positive."""
     members = declared(energy, Energy)
     assert isinstance(members.grayscale, bool), "grayscale must be a bool"
     assert members.norm is None or members.norm > 0, f"norm must be None or > 0; got {members.norm!r}"
-    # bind_many: consecutive groups of images, one neuron each, as bind gives them neuron by neuron
-    together = members.bind_many(model, [2, 1], [reference, reference.flip(-1)], 2)(images[:2].repeat(2, 1, 1, 1))
+
+
+def energy_many(energy: Any) -> None:
+    """``bind_many``: consecutive groups of images, one neuron each, scored as ``bind`` scores them neuron by
+    neuron."""
+    model = tiny_model()
+    images, reference = _energy_inputs()
+    together = declared(energy, Energy).bind_many(model, [2, 1], [reference, reference.flip(-1)], 2)(
+        images[:2].repeat(2, 1, 1, 1)
+    )
     for k, (neuron, ref) in enumerate([(2, reference), (1, reference.flip(-1))]):
         alone = energy.bind(model, neuron, reference=ref)(images[:2])
         rows = slice(2 * k, 2 * k + 2)
@@ -339,29 +429,78 @@ def _check_energy(energy: Any) -> None:
         )
 
 
-CHECKS: dict[str, Callable[[Any], None]] = {
-    "backbone": _check_backbone,
-    "readout": _check_readout,
-    "matcher": _check_matcher,
-    "method": _check_method,
-    "metric": _check_metric,
-    "synthesizer": _check_synthesizer,
-    "energy": _check_energy,
+CHECKS: dict[str, tuple[Callable[[Any], None], ...]] = {
+    "backbone": (backbone_shape, backbone_frozen, backbone_latents),
+    "readout": (readout_contract, readout_restores, readout_options),
+    "matcher": (matcher_shapes, matcher_self_is_most_similar, matcher_factored),
+    "method": (method_attribute, method_batches),
+    "metric": (metric_direction, metric_scores),
+    "synthesizer": (synthesizer_result, synthesizer_declarations, synthesizer_many, synthesizer_prior_samples),
+    "energy": (energy_value, energy_declarations, energy_many),
 }
+"""The checks of each component kind, in order: each a function of a freshly built component."""
+
+
+# -- the public API ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Check:
+    """One named check of one component: calling it builds the component afresh and checks one part of its kind's
+    contract (torch's global generator seeded), raising ``AssertionError`` naming what is broken. ``id`` is
+    ``<kind>:<label>:<check>`` (e.g. ``matcher:cosine:self_is_most_similar``)."""
+
+    kind: str
+    label: str
+    function: Callable[[Any], None]
+    build: Callable[..., Any]
+
+    @property
+    def name(self) -> str:
+        return self.function.__name__.removeprefix(f"{self.kind}_")
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.label}:{self.name}"
+
+    def __call__(self) -> None:
+        with seeded_global_rng(0):
+            self.function(self.build(tiny_model()) if self.kind == "method" else self.build())
+
+    def __repr__(self) -> str:
+        return f"Check({self.id})"
+
+
+def checks_for(kind: str, build: Callable[..., Any], label: str) -> list[Check]:
+    """The named checks of a component of ``kind`` that ``build()`` makes (``build(model)`` for a method), labelled
+    ``label`` in their ids."""
+    if kind not in CHECKS:
+        raise ValueError(f"unknown component kind {kind!r}; one of {', '.join(CHECKS)}")
+    return [Check(kind, label, function, build) for function in CHECKS[kind]]
+
+
+def checks(
+    kind: str, name: str, params: Mapping[str, Any] | None = None, *, registry: Registry | None = None
+) -> list[Check]:
+    """The named checks of the registered component ``name`` of ``kind``, built with ``params`` each time."""
+    component = (registry or get_registry()).get(kind, name)
+    params = dict(params or {})
+    return checks_for(kind, lambda *args: component.build(*args, **params), name)
+
+
+def parametrize_with_checks(
+    components: Iterable[Sequence[Any]], *, registry: Registry | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A pytest decorator: one test per check of every component in ``components`` (``(kind, name)`` or ``(kind,
+    name, params)``), its id ``<kind>:<name>:<check>``; the test takes the check as ``check`` and calls it."""
+    import pytest
+
+    cases = [c for entry in components for c in checks(*entry[:3], registry=registry)]
+    return pytest.mark.parametrize("check", cases, ids=[c.id for c in cases])
 
 
 def check_component(
     kind: str, name: str, params: Mapping[str, Any] | None = None, *, registry: Registry | None = None
 ) -> None:
-    """Build component ``name`` of ``kind`` with ``params`` and check it against its contract.
-
-    Raises ``AssertionError`` with the broken part of the contract.
-    """
-    registry = registry or get_registry()
-    component = registry.get(kind, name)
-    params = dict(params or {})
-    with seeded_global_rng(0):
-        if kind == "method":
-            CHECKS[kind](lambda model: component.build(model, **params))
-        else:
-            CHECKS[kind](component.build(**params))
+    """Run every check of the registered component ``name`` of ``kind`` built with ``params``; the first broken one
+    raises ``AssertionError`` naming the broken part of the contract."""
+    for check in checks(kind, name, params, registry=registry):
+        check()

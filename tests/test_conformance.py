@@ -6,7 +6,7 @@ import pytest
 
 from sharedattr.plugins.hookspecs import KINDS
 from sharedattr.plugins.loading import load_registry
-from sharedattr.testing import check_component
+from sharedattr.testing import check_component, checks, parametrize_with_checks
 
 # Params for components whose params have no defaults, or whose defaults are slow in a test.
 EXAMPLE_PARAMS = {
@@ -19,12 +19,20 @@ EXAMPLE_PARAMS = {
     ("synthesizer", "egg"): {"steps": 3, "n_seeds": 2},
 }
 
-CASES = [(kind, name) for kind in KINDS for name in load_registry().names(kind)]
+CASES = [(kind, name, EXAMPLE_PARAMS.get((kind, name))) for kind in KINDS for name in load_registry().names(kind)]
 
 
-@pytest.mark.parametrize(("kind", "name"), CASES, ids=[f"{k}:{n}" for k, n in CASES])
-def test_component_meets_its_contract(kind, name):
-    check_component(kind, name, EXAMPLE_PARAMS.get((kind, name)))
+@parametrize_with_checks(CASES, registry=load_registry())
+def test_component_meets_its_contract(check):
+    """One test per named check of every registered component (``<kind>:<name>:<check>``)."""
+    check()
+
+
+def test_every_kind_has_named_checks_and_check_component_runs_them_all():
+    names = {kind: [c.name for c in checks(kind, name, params)] for kind, name, params in CASES}
+    assert set(names) == set(KINDS) and all(names.values())
+    assert names["matcher"] == ["shapes", "self_is_most_similar", "factored"]
+    check_component("matcher", "cosine")
 
 
 def test_checks_catch_a_broken_component():

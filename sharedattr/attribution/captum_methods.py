@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -51,7 +51,7 @@ from sharedattr.plugins.contracts import AttributionMethod
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import MAX_STEPS, Configurable, Params, register_components
 from sharedattr.runtime.errors import UserError
-from sharedattr.runtime.numerics import seeded_global_rng
+from sharedattr.runtime.numerics import seeded_on
 
 InterpolateMode = Literal["nearest", "bilinear", "bicubic", "area"]
 NOISE_STDEV = "Standard deviation of the Gaussian noise, in pixel units of [0, 1] images."
@@ -108,13 +108,6 @@ class CaptumParams(Params):
     noise_tunnel: NoiseTunnelParams | None = Field(
         None, description="Wrap the method in Captum's NoiseTunnel, e.g. {type: smoothgrad, samples: 16, stdevs: 0.15}."
     )
-
-
-def seeded_draws(seed: int, device: torch.device) -> AbstractContextManager[None]:
-    """Run with torch's (CPU and CUDA) and numpy's global generators seeded, alone (the draws of methods side by
-    side do not mix); restore them afterwards."""
-    devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
-    return seeded_global_rng(seed, devices, numpy=True)
 
 
 def constant_images(inputs: Tensor, values: Sequence[float]) -> Tensor:
@@ -193,7 +186,7 @@ class CaptumMethod(Configurable, AttributionMethod):
             args = {**self.noise_tunnel.arguments(), **args}
         if self.pass_limit is not None:
             args = {**args, **self._bounded(inputs.shape[0], args)}
-        with seeded_draws(self.seed, inputs.device) if self.seed is not None else nullcontext():
+        with seeded_on(self.seed, inputs.device, numpy=True) if self.seed is not None else nullcontext():
             return self.method.attribute(inputs, target=target, **args)
 
     def _arguments(self, inputs: Tensor, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -372,7 +365,7 @@ class GradientShapMethod(CaptumMethod):
         per_chunk = n if self.pass_limit is None else max(1, min(n, self.pass_limit // inputs.shape[0]))
         if per_chunk >= n:
             return super().attribute(inputs, target=target, **kwargs)
-        with seeded_draws(self.seed, inputs.device):
+        with seeded_on(self.seed, inputs.device, numpy=True):
             total = None
             for start in range(0, n, per_chunk):
                 m = min(per_chunk, n - start)

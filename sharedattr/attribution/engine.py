@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sharedattr.data.pairs import IMAGES, PairImages
+from sharedattr.data.pairs import PairImages
 from sharedattr.plugins.contracts import (
     AttributionBatch,
     AttributionMethod,
@@ -45,6 +45,7 @@ from sharedattr.plugins.contracts import (
 )
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.numerics import Pieces, alone_unless_thread_safe, replicate
+from sharedattr.runtime.run_files import MAP_IMAGES
 from sharedattr.runtime.work_store import WorkStore, shape_validator, work_key
 from sharedattr.selection.matching import Pair
 
@@ -197,7 +198,7 @@ class Block:
         step = self.settings.batch_size
         if self.settings.pass_limit is not None:
             step = max(1, min(step, self.settings.pass_limit // (2 if is_pairwise(built) else 1)))
-        wanted = IMAGES if self.settings.on_reference else ("driver",)
+        wanted = MAP_IMAGES if self.settings.on_reference else ("driver",)
         parts = [self.rows(rows).attribute(built, wanted) for rows in work_blocks(len(self), step)]
         return {which: torch.cat([part[which].cpu() for part in parts]) for which in parts[0]}
 
@@ -488,7 +489,7 @@ def _explain_item(
     seconds: dict[tuple[str, str], float] = {}
     for named in metrics:
         needs = declared(named.metric, Metric)
-        for which in IMAGES:
+        for which in MAP_IMAGES:
             if which not in scored:
                 continue
             if needs.requires_masks and images.masks(which) is None:

@@ -18,8 +18,6 @@ from torch import Tensor
 
 from sharedattr.data.ground_truth import PairTruth
 
-IMAGES = ("driver", "reference")
-
 
 @dataclass
 class PairImages:

@@ -11,8 +11,7 @@ registry.
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,9 @@ from sharedattr.plugins.registry import Component, Registry
 from sharedattr.plugins.specs import ComponentSpec, MethodSpec, MetricSpec, labels
 from sharedattr.runtime.devices import resolve_device
 from sharedattr.runtime.distributed import SINGLE, Ranks, rank_device
-from sharedattr.runtime.errors import SpecError, UserError
-from sharedattr.runtime.run_files import FOLDER_KINDS, SPEC_FILE
-from sharedattr.runtime.run_folder import check_out_folder, make_out_folder, remove_stale_temporaries, run_lock
+from sharedattr.runtime.errors import SpecError
+from sharedattr.runtime.out_folder import held_out_folder
+from sharedattr.runtime.run_folder import check_out_folder, make_out_folder
 from sharedattr.runtime.timing import StageTimer
 
 
@@ -62,40 +61,6 @@ def input_paths(spec: ExperimentSpec) -> dict[str, Path]:
     return paths
 
 
-def folder_spec_digest(folder: str | Path) -> str | None:
-    """The spec digest recorded in ``<folder>/spec.json``: None when there is no such file.
-
-    A ``spec.json`` that is not a run's (not a JSON object with a ``digest`` string: a config saved under that name,
-    say) is a :class:`UserError`: the run would overwrite a file it did not write.
-    """
-    path = Path(folder) / SPEC_FILE
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_bytes())
-        if isinstance(saved, dict) and isinstance(saved.get("digest"), str):
-            return saved["digest"]
-    except (OSError, ValueError, RecursionError):
-        pass
-    raise UserError(
-        f"output folder {Path(folder).resolve()} holds a {SPEC_FILE} that is not a run spec written by sharedattr "
-        f"(a config saved there?), which the run would overwrite: move {path} away, or choose another --out"
-    )
-
-
-def check_folder_kind(folder: Path, kind: str) -> None:
-    """Refuse ``folder`` when it holds the results of another kind of command than ``kind`` (``"run"`` for ``run``
-    and ``fit``, ``"synthesize"``), whose files of the same names the command would overwrite (the files that mark
-    each kind: :data:`~sharedattr.runtime.run_files.FOLDER_KINDS`)."""
-    for other, marks in FOLDER_KINDS.items():
-        found = next((mark for mark in marks if other != kind and (folder / mark).exists()), None)
-        if found is not None:
-            raise UserError(
-                f"output folder {folder} holds the results of `sharedattr {other}` ({found}), whose scores.csv and "
-                "summary.csv this command would overwrite with its own: choose another --out"
-            )
-
-
 def feature_cache_folder(spec: ExperimentSpec) -> Path | None:
     """Where a run of ``spec`` caches backbone features: ``cache_dir``, else $SHAREDATTR_CACHE, else the user cache;
     None with ``cache = false``."""
@@ -117,7 +82,6 @@ def prepare_out_folder(spec: ExperimentSpec, out: str | Path, config: str | Path
     return make_out_folder(out)
 
 
-@contextlib.contextmanager
 def out_folder(
     spec: ExperimentSpec,
     out: str | Path,
@@ -125,23 +89,11 @@ def out_folder(
     config: str | Path | None = None,
     ranks: Ranks = SINGLE,
     kind: str = "run",
-) -> Iterator[Path]:
-    """Hold the output folder of a command that writes one (``run``, ``synthesize``, ``fit``) while the block runs;
-    yields it resolved.
-
-    The folder is checked and created (:func:`prepare_out_folder`); rank 0 then holds its run lock
-    (:func:`~sharedattr.runtime.run_folder.run_lock`: a second command into a folder that a live one is writing is
-    refused), checks that a ``spec.json`` there is a run's (:func:`folder_spec_digest`) and that the folder holds no
-    results of another ``kind`` of command (:func:`check_folder_kind`), and removes the temporaries that killed
-    writers left there. Other ranks take no lock and sweep nothing.
-    """
-    folder = prepare_out_folder(spec, out, config)
-    with run_lock(folder, enabled=ranks.is_main):
-        if ranks.is_main:
-            folder_spec_digest(folder)
-            check_folder_kind(folder, kind)
-            remove_stale_temporaries(folder)
-        yield folder
+) -> contextlib.AbstractContextManager[Path]:
+    """Hold the output folder of a command that writes one (``run``, ``synthesize``, ``fit``) while the block runs
+    (:func:`~sharedattr.runtime.out_folder.held_out_folder`), with the inputs of a run of ``spec``
+    (:func:`prepare_out_folder`); yields it resolved."""
+    return held_out_folder(prepare_out_folder(spec, out, config), kind, main=ranks.is_main)
 
 
 @dataclass

@@ -59,7 +59,7 @@ from sharedattr.experiment.tables import (
     method_times,
     metric_times,
     save_maps,
-    summarise,
+    summarise_results,
     write_components,
     write_pairs,
     write_results,
@@ -190,7 +190,7 @@ def write_outputs(
     neuron_ids, categories = fit.neuron_ids, list(stimuli.categories)
     write_pairs(out, pairs, experiment.drive, neuron_ids, stimuli.ids, categories)
     write_results(out, explanation.rows)
-    summary = summarise(explanation.rows)
+    summary = summarise_results(explanation.rows)
     SUMMARY.write(out, summary)
     METHOD_TIMES.write(out, method_times(explained, len(pairs)))
     METRIC_TIMES.write(out, metric_times(explained))

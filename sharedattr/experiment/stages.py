@@ -37,15 +37,17 @@ from sharedattr.data.responses import responses_digest
 from sharedattr.encoding.fit import Fit, FitSettings, fit_readout
 from sharedattr.encoding.model import EncodingModel
 from sharedattr.encoding.store import fit_digest, save_model, saved_digest, warn_if_data_changed
-from sharedattr.experiment.context import RunContext, feature_cache_folder, folder_spec_digest, out_folder
+from sharedattr.experiment.context import RunContext, feature_cache_folder, out_folder
 from sharedattr.experiment.tables import tidy_rows, write_scores
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.registry import Registry
+from sharedattr.plugins.specs import ComponentSpec
 from sharedattr.runtime.devices import resolve_device
 from sharedattr.runtime.errors import DataError, UserError, closest
 from sharedattr.runtime.io import atomic_write_json
 from sharedattr.runtime.memory import bytes_per_image, images_per_pass, workers_within
 from sharedattr.runtime.numerics import default_workers, on_one_thread
+from sharedattr.runtime.out_folder import folder_spec_digest
 from sharedattr.runtime.run_files import FIT_FIGURE, FIT_SCORES, MODEL_DIR, SPEC_FILE
 from sharedattr.runtime.run_folder import TEMP_SUFFIX, temporary_prefix
 from sharedattr.runtime.work_store import WorkStore
@@ -83,6 +85,105 @@ class Experiment:
         return Subject(fit.model, self.stimuli, self.latents, self.drive, fit.neuron_ids, self.neuron_parts)
 
 
+@dataclass(frozen=True)
+class ModelFolder:
+    """Where a fitted encoding model is saved, and what identifies it there: ``record`` (saved in its
+    ``model.json``, in this order) holds its digest under ``key`` (``fit_digest`` for a run's model,
+    ``evaluator_digest`` for an evaluator's). With ``reuse``, a model saved there with the same digest is loaded
+    instead of fitted again."""
+
+    path: Path
+    key: str
+    record: dict[str, Any]
+    reuse: bool = True
+
+    @property
+    def digest(self) -> str:
+        return self.record[self.key]
+
+    def saved(self) -> str | None:
+        """The digest of the model saved there (None: none, or one that does not verify), when reusing."""
+        return saved_digest(self.path, self.key) if self.reuse else None
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """One readout fit: the readout of ``readout_spec`` on the latents ``[S, ...]`` of ``backbone`` (built from
+    ``backbone_spec``), to ``responses`` ``[S, N]`` of ``neuron_ids``, as ``settings`` says; kept in ``folder``."""
+
+    backbone_spec: ComponentSpec
+    readout_spec: ComponentSpec
+    backbone: Any
+    latents: Tensor
+    responses: Tensor
+    neuron_ids: list[str]
+    settings: FitSettings
+    folder: ModelFolder
+
+
+def fit_or_load(ctx: RunContext, job: FitJob) -> tuple[Fit, bool]:
+    """The fit of ``job``: the model saved in its folder when it has the job's digest (the same split and scores as
+    the fit that saved it), else fitted now; and whether it was loaded. The fit stage and the synthesis stage's
+    evaluators both fit this way."""
+    reused = job.folder.saved() == job.folder.digest
+    fit = fit_readout(
+        ctx.build(job.readout_spec),
+        job.backbone,
+        job.latents,
+        job.responses,
+        job.neuron_ids,
+        job.settings,
+        saved=job.folder.path if reused else None,
+    )
+    return fit, reused
+
+
+def save_fit(ctx: RunContext, job: FitJob, fit: Fit) -> None:
+    """Save ``fit``'s model into the job's folder, with the folder's record (its digest among it)."""
+    folder = job.folder
+    save_model(
+        fit.model,
+        job.backbone_spec,
+        job.readout_spec,
+        fit.neuron_ids,
+        folder.path,
+        extra=folder.record,
+        registry=ctx.registry,
+    )
+
+
+@dataclass(frozen=True)
+class Data:
+    """A spec's data, loaded and checked: the stimuli, the recorded responses (and those aligned to the stimuli,
+    ``[S, N]``, NaN = not measured), the neurons' parts where the set has part masks, and the digests of the data's
+    content (:func:`~sharedattr.encoding.store.fit_digest` keys the fitted model on them)."""
+
+    stimuli: StimulusSet
+    recorded: Any
+    responses: Tensor
+    neuron_parts: dict[str, tuple[str, ...]] | None
+    digests: dict[str, str]
+
+
+def load_data(spec: ExperimentSpec) -> Data:
+    """Load and check the spec's stimuli and responses, before any compute: categories, selected neurons, parts."""
+    data = spec.data
+    stimuli = StimulusSet.load(data.stimuli, images=data.images, category_column=data.category_column)
+    stimuli.check_categories(data.categories)
+    recorded = load_responses(
+        data.responses,
+        ids_path=data.response_ids,
+        neuron_ids_path=data.neuron_ids,
+        time_window=data.time_window,
+        time_bins_path=data.time_bins,
+        nwb_table=data.nwb_table,
+    )
+    check_selection(spec, stimuli, recorded.neuron_ids)
+    neuron_parts = checked_neuron_parts(spec, stimuli, recorded.neuron_ids)
+    digests = {"stimuli_digest": stimuli.content_digest(), "responses_digest": responses_digest(data)}
+    return Data(stimuli, recorded, recorded.aligned_to(stimuli), neuron_parts, digests)
+
+
 def fit_stage(
     ctx: RunContext,
     spec: ExperimentSpec,
@@ -105,67 +206,40 @@ def fit_stage(
     retired as the first result is written (:func:`superseding`).
     """
     out = Path(out)
-    stimuli = StimulusSet.load(spec.data.stimuli, images=spec.data.images, category_column=spec.data.category_column)
-    stimuli.check_categories(spec.data.categories)
-    recorded = load_responses(
-        spec.data.responses,
-        ids_path=spec.data.response_ids,
-        neuron_ids_path=spec.data.neuron_ids,
-        time_window=spec.data.time_window,
-        time_bins_path=spec.data.time_bins,
-        nwb_table=spec.data.nwb_table,
-    )
-    check_selection(spec, stimuli, recorded.neuron_ids)
-    responses = recorded.aligned_to(stimuli)
-    neuron_parts = checked_neuron_parts(spec, stimuli, recorded.neuron_ids)
-    data_digests = {"stimuli_digest": stimuli.content_digest(), "responses_digest": responses_digest(spec.data)}
-    stimuli_digest = data_digests["stimuli_digest"]
-    digest = fit_digest(spec, stimuli_digest, data_digests["responses_digest"])
+    data = load_data(spec)
+    digest = fit_digest(spec, data.digests["stimuli_digest"], data.digests["responses_digest"])
     backbone = ctx.build(spec.backbone).to(ctx.device)
-    latents, hit = features(ctx, spec, spec.backbone, backbone, stimuli, stimuli_digest)
-    saved = saved_digest(out / MODEL_DIR) if reuse else None
-    reused = saved == digest
-    if saved is not None and not reused:
-        warn_if_data_changed(out / MODEL_DIR, spec, data_digests)
-    fit = fit_readout(
-        ctx.build(spec.readout),
-        backbone,
-        latents,
-        responses,
-        list(recorded.neuron_ids),
-        FitSettings(spec.data.test_fraction, spec.data.split_seed, spec.batch_size, ctx.device, spec.readout.name),
-        saved=out / MODEL_DIR if reused else None,
+    latents, hit = features(ctx, spec, spec.backbone, backbone, data.stimuli, data.digests["stimuli_digest"])
+    folder = ModelFolder(
+        out / MODEL_DIR, "fit_digest", {"spec_digest": spec.digest(), "fit_digest": digest, **data.digests}, reuse
     )
-    if recorded.has_repeats:
-        fit.score_repeats(recorded.trials_aligned_to(stimuli))
-    experiment = Experiment(stimuli, responses, latents, fit, hit, digest, reused, neuron_parts)
+    settings = FitSettings(
+        spec.data.test_fraction, spec.data.split_seed, spec.batch_size, ctx.device, spec.readout.name
+    )
+    job = FitJob(
+        spec.backbone, spec.readout, backbone, latents, data.responses, list(data.recorded.neuron_ids), settings, folder
+    )
+    saved = folder.saved()
+    if saved is not None and saved != digest:
+        warn_if_data_changed(folder.path, spec, data.digests)
+    fit, reused = fit_or_load(ctx, job)
+    if data.recorded.has_repeats:
+        fit.score_repeats(data.recorded.trials_aligned_to(data.stimuli))
+    experiment = Experiment(data.stimuli, data.responses, latents, fit, hit, digest, reused, data.neuron_parts)
     if check is not None:
         check(fit.model)
-    if not write:
-        return experiment
-    with superseding(spec_folder, spec.digest(), out / FIT_SCORES.name):
-        write_scores(fit, out)
-    if not reused:
-        save_model(
-            fit.model,
-            spec.backbone,
-            spec.readout,
-            fit.neuron_ids,
-            out / MODEL_DIR,
-            extra={"spec_digest": spec.digest(), "fit_digest": digest, **data_digests},
-            registry=ctx.registry,
-        )
-    if spec.output.figures:
-        from sharedattr.report.figures import fit_figure  # matplotlib only when figures are on
+    if write:
+        with superseding(spec_folder, spec.digest(), out / FIT_SCORES.name):
+            write_scores(fit, out)
+        if not reused:
+            save_fit(ctx, job, fit)
+        if spec.output.figures:
+            from sharedattr.report.figures import fit_figure  # matplotlib only when figures are on
 
-        fit_figure(
-            fit.test_r,
-            fit.predicted[fit.test],
-            responses[fit.test],
-            fit.neuron_ids,
-            out / FIT_FIGURE,
-            spec.output.dpi,
-        )
+            test = fit.test
+            fit_figure(
+                fit.test_r, fit.predicted[test], data.responses[test], fit.neuron_ids, out / FIT_FIGURE, spec.output.dpi
+            )
     return experiment
 
 

@@ -33,10 +33,19 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from sharedattr.config.spec import EvaluatorSpec, ExperimentSpec
-from sharedattr.encoding.fit import FitSettings, fit_readout
-from sharedattr.encoding.store import save_model, saved_digest
+from sharedattr.encoding.fit import FitSettings
 from sharedattr.experiment.context import NamedSynthesizer, RunContext, out_folder
-from sharedattr.experiment.stages import Experiment, features, fit_for_run, select_stage, write_spec
+from sharedattr.experiment.stages import (
+    Experiment,
+    FitJob,
+    ModelFolder,
+    features,
+    fit_for_run,
+    fit_or_load,
+    save_fit,
+    select_stage,
+    write_spec,
+)
 from sharedattr.experiment.tables import text_table
 from sharedattr.plugins.contracts import SynthesisResult, Synthesizer, declared, neurons_per_loop
 from sharedattr.plugins.registry import Registry
@@ -312,7 +321,7 @@ def score_synthesis(
         if samples is not None:
             prior_samples[synth.label] = samples
     _warn_undefined(rows)
-    return SynthesisRun(rows, summarise(rows), evaluators, images, histories), prior_samples
+    return SynthesisRun(rows, summarise_synthesis(rows), evaluators, images, histories), prior_samples
 
 
 def prior_samples_of(plan: SynthesisPlan, synth: NamedSynthesizer) -> Tensor | None:
@@ -379,7 +388,7 @@ def _mean_of(rows: list[dict[str, Any]], key: str) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarise_synthesis(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per synthesizer × evaluator: mean ± sem of ``relative`` over neurons × seeds (the finite values,
     :func:`~sharedattr.report.stats.mean_sem`), and the mean cost."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
@@ -445,21 +454,24 @@ def fit_evaluator(
         latents = experiment.latents  # same features: no second pass over the images
     else:
         latents, _ = features(ctx, spec, backbone_spec, backbone, experiment.stimuli)
-    target = folder / e.label
-    digest = evaluator_digest(experiment.fit_digest, spec, e)
-    saved = target if saved_digest(target, "evaluator_digest") == digest else None
-    fit = fit_readout(
-        ctx.build(readout_spec),
+    record = {"evaluator_digest": evaluator_digest(experiment.fit_digest, spec, e), "role": e.role}
+    settings = FitSettings(
+        spec.data.test_fraction, resolved["split_seed"], spec.batch_size, ctx.device, readout_spec.name
+    )
+    neuron_ids = experiment.fit.neuron_ids
+    job = FitJob(
+        backbone_spec,
+        readout_spec,
         backbone,
         latents,
         experiment.responses,
-        experiment.fit.neuron_ids,
-        FitSettings(spec.data.test_fraction, resolved["split_seed"], spec.batch_size, ctx.device, readout_spec.name),
-        saved=saved,
+        neuron_ids,
+        settings,
+        ModelFolder(folder / e.label, "evaluator_digest", record),
     )
-    if saved is None:
-        extra = {"evaluator_digest": digest, "role": e.role}
-        save_model(fit.model, backbone_spec, readout_spec, fit.neuron_ids, target, extra=extra, registry=ctx.registry)
+    fit, reused = fit_or_load(ctx, job)
+    if not reused:
+        save_fit(ctx, job, fit)
     description = describe_model(resolved["backbone"], resolved["readout"], resolved["split_seed"])
     return Evaluator(e.label, e.role, fit.model, fit.predicted.max(0).values, fit.test_r, description)
 

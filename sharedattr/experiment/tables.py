@@ -188,7 +188,7 @@ def metric_times(explained: Explained) -> list[dict[str, Any]]:
     return rows
 
 
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarise_results(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Method × image × metric mean ± standard error over the finite values (``n`` counts them)."""
     groups: dict[tuple[str, str, str], list[float]] = {}
     better: dict[str, bool] = {}

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sharedattr.runtime.errors import SpecError, SpecIssue, UnknownComponentError
 
 
-class Registry(Protocol):
+class ComponentLookup(Protocol):
     """What a spec needs of a registry: its components by kind and name."""
 
     def get(self, kind: str, name: str) -> Any:
@@ -48,11 +48,11 @@ class ComponentSpec(BaseModel):
         """The raw params: every key but ``name``."""
         return dict(self.model_extra or {})
 
-    def component(self, registry: Registry) -> Any:
+    def component(self, registry: ComponentLookup) -> Any:
         """The registered component this spec names (raises :class:`UnknownComponentError`)."""
         return registry.get(self.kind, self.name)
 
-    def validated_params(self, registry: Registry, loc: str = "", context: Mapping | None = None) -> BaseModel:
+    def validated_params(self, registry: ComponentLookup, loc: str = "", context: Mapping | None = None) -> BaseModel:
         """The params validated by the component's own model (raises :class:`SpecError` with field paths under
         ``loc``)."""
         try:
@@ -61,7 +61,7 @@ class ComponentSpec(BaseModel):
             raise SpecError([SpecIssue(f"{loc}.name" if loc else "name", str(err))]) from None
         return component.validate_params(self.params, loc=loc, context={**(context or {}), REGISTRY_KEY: registry})
 
-    def build(self, registry: Registry, *args: Any) -> Any:
+    def build(self, registry: ComponentLookup, *args: Any) -> Any:
         """Validate and build the component: ``factory(*args, **params)``."""
         return registry.build(self.kind, self.name, *args, **self.params)
 

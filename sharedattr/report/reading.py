@@ -63,7 +63,7 @@ def arrow(higher_is_better: bool) -> str:
     return "↑" if higher_is_better else "↓"
 
 
-def compare(values: PairValues | None, first: Score, second: Score) -> PairedTest | None:
+def paired_comparison(values: PairValues | None, first: Score, second: Score) -> PairedTest | None:
     """The paired test of ``first`` against ``second`` (same metric and image); None without per-pair values."""
     if values is None:
         return None
@@ -125,7 +125,7 @@ def contests(scores: Iterable[Score], values: PairValues | None = None) -> list[
         higher = group[0].higher_is_better
         ranking = sorted((s for s in group if s.finite), key=lambda s: -s.mean if higher else s.mean)
         if ranking:
-            test = compare(values, ranking[0], ranking[1]) if len(ranking) > 1 else None
+            test = paired_comparison(values, ranking[0], ranking[1]) if len(ranking) > 1 else None
             out.append(Contest(metric, image, higher, tuple(ranking), test))
     return out
 
@@ -164,7 +164,7 @@ def versus_baseline(
     baseline = next((s for s in contest.ranking if not components.is_pairwise(s.method)), None)
     if mine is None or baseline is None:
         return None
-    return Comparison(contest, mine, baseline, compare(values, mine, baseline))
+    return Comparison(contest, mine, baseline, paired_comparison(values, mine, baseline))
 
 
 def mean_ranks(cs: Sequence[Contest]) -> list[tuple[str, float, int]]:

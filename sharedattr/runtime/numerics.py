@@ -207,6 +207,16 @@ def alone_unless_thread_safe(*thread_safe: bool) -> contextlib.AbstractContextMa
     return contextlib.nullcontext() if all(thread_safe) else ALONE
 
 
+def seeded_on(seed: int, device: torch.device | str, numpy: bool = False) -> contextlib.AbstractContextManager[None]:
+    """:func:`seeded_global_rng` for work on ``device``: the CPU generator and, on a GPU, that device's (and with
+    ``numpy``, numpy's) start from ``seed`` inside the block."""
+    device = torch.device(device)
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
+    return seeded_global_rng(seed, devices, numpy=numpy)
+
+
 def environment() -> dict[str, Any]:
     """What decides a run's last bits on this machine, for ``environment.json``: torch and its CPU kernels, the
     CPU, and how the run used its cores (which does not change the bits)."""

@@ -36,7 +36,7 @@ from sharedattr.encoding.model import EncodingModel
 from sharedattr.encoding.readouts.ridge import RidgeReadout
 from sharedattr.plugins.loading import load_registry
 from sharedattr.runtime.errors import SpecError, UserError
-from sharedattr.testing import _check_method, tiny_model
+from sharedattr.testing import checks_for, tiny_model
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Setting (forward, )?backward hooks:UserWarning"),
@@ -285,11 +285,15 @@ def test_method_check_demands_determinism_of_stochastic_methods():
     class SeededButClaimsInvariance(Seeded):
         batch_invariant = True
 
+    def check(method: type) -> None:  # the method's named checks, as a plugin author runs them
+        for named in checks_for("method", method, method.__name__):
+            named()
+
     with pytest.raises(AssertionError, match="must be seeded"):
-        _check_method(Unseeded)
-    _check_method(Seeded)
+        check(Unseeded)
+    check(Seeded)
     with pytest.raises(AssertionError, match="looped"):
-        _check_method(SeededButClaimsInvariance)
+        check(SeededButClaimsInvariance)
 
 
 # -- params --------------------------------------------------------------------------------

@@ -315,14 +315,14 @@ def test_written_pairs_load_as_a_stimulus_set_with_their_parts(tmp_path):
     import csv
 
     from sharedattr.data import StimulusSet
-    from sharedattr.data.insilico import write_pairs
+    from sharedattr.data.insilico import write_pair_set
     from sharedattr.data.insilico.pairs import render_pairs
 
     conditions = {
         "both": render_pairs(2, 32, seed=1, carry_head=True),
         "arm": render_pairs(3, 32, seed=1, carry_head=False, position="mismatched"),
     }
-    manifest, table = write_pairs(tmp_path, conditions)
+    manifest, table = write_pair_set(tmp_path, conditions)
     stimuli = StimulusSet.load(manifest)
     assert len(stimuli) == 5 * 3 and stimuli.channels_for(3) == 1
     with open(table, newline="") as f:

@@ -20,7 +20,7 @@ from scipy.stats import wilcoxon
 from sharedattr.cli import main
 from sharedattr.config.validation import validate_experiment
 from sharedattr.experiment.run import run_experiment
-from sharedattr.experiment.tables import RESULT_COLUMNS, SUMMARY_COLUMNS, summarise
+from sharedattr.experiment.tables import RESULT_COLUMNS, SUMMARY_COLUMNS, summarise_results
 from sharedattr.report import SECTIONS, build_report, write_report
 from sharedattr.report.components import Components, MethodInfo, MetricInfo
 from sharedattr.report.html import environment, render
@@ -165,7 +165,7 @@ def result_rows(method, metric, values, higher=True, images=("driver", "referenc
 def write_results(run: Path, rows: list[dict]) -> None:
     """``rows`` as results.csv and their summary (mean ± sem, as the run computes it) as summary.csv."""
     write_csv(run / "results.csv", rows, RESULT_COLUMNS)
-    write_csv(run / "summary.csv", summarise(rows), SUMMARY_COLUMNS)
+    write_csv(run / "summary.csv", summarise_results(rows), SUMMARY_COLUMNS)
 
 
 def hand_made_results() -> list[dict]:
@@ -277,7 +277,7 @@ def scored(per_method: dict[str, list[float]], metric="m", image="driver", highe
         for m, vs in per_method.items()
         for i, v in enumerate(vs)
     ]
-    scores = [Score.from_row({k: str(v) for k, v in r.items()}) for r in summarise(rows)]
+    scores = [Score.from_row({k: str(v) for k, v in r.items()}) for r in summarise_results(rows)]
     return scores, pair_values({k: str(v) for k, v in r.items()} for r in rows)
 
 

@@ -13,7 +13,7 @@ from sharedattr.synthesis import egg as egg_module
 from sharedattr.synthesis.egg import EGG, EnergyGuidance, guidance_step, make_scheduler
 from sharedattr.synthesis.preprocess import fit_to_model
 from sharedattr.synthesis.prior import DiffusionPrior, load_prior
-from sharedattr.testing import _check_synthesizer, tiny_model
+from sharedattr.testing import checks_for, tiny_model
 
 STEPS = 3
 BETA_START, BETA_END, T_TRAIN = 1e-4, 0.02, 1000  # DDPMScheduler's linear-schedule defaults
@@ -180,7 +180,8 @@ def test_same_seed_same_images(prior, model):
 
 
 def test_meets_the_synthesizer_contract_and_keeps_prior_images(prior, model):
-    _check_synthesizer(EGG(prior=prior, steps=STEPS, n_seeds=2))
+    for check in checks_for("synthesizer", lambda: EGG(prior=prior, steps=STEPS, n_seeds=2), "egg"):
+        check()
     synth = EGG(prior=prior, steps=STEPS, n_seeds=2, energy={"name": "mei", "norm": 4.0})
     result = synth.synthesize(model, 2)
     assert result.prior_images.shape == (2, 1, 16, 16)

@@ -6,7 +6,7 @@
 - :mod:`~sharedattr.data.insilico.dataset`: writes them as a normal stimulus set + responses + ground truth.
 """
 
-from sharedattr.data.insilico.dataset import InSilicoFiles, write_insilico, write_pairs
+from sharedattr.data.insilico.dataset import InSilicoFiles, write_insilico, write_pair_set
 from sharedattr.data.insilico.neurons import DEFAULT_NEURONS, GroundTruthNeuron, neuron_population, simulate_responses
 from sharedattr.data.insilico.render import (
     CATEGORIES,
@@ -40,5 +40,5 @@ __all__ = [
     "render_set",
     "simulate_responses",
     "write_insilico",
-    "write_pairs",
+    "write_pair_set",
 ]

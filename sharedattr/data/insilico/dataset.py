@@ -11,7 +11,7 @@ Layout written into ``folder``::
     neuron_parts.json         {neuron: {part: weight}}: the ground truth (``data.neuron_parts``)
     parts.csv                 stimulus_id and each part's visible area (image fraction)
 
-:func:`write_pairs` writes driver/reference pairs (:mod:`~sharedattr.data.insilico.pairs`) the
+:func:`write_pair_set` writes driver/reference pairs (:mod:`~sharedattr.data.insilico.pairs`) the
 same way, with ``pairs.csv`` naming each pair's images.
 """
 
@@ -147,7 +147,7 @@ def write_insilico(
     return InSilicoFiles(manifest, responses, truth, parts)
 
 
-def write_pairs(folder: str | Path, conditions: Mapping[str, Sequence[StimulusPair]]) -> tuple[Path, Path]:
+def write_pair_set(folder: str | Path, conditions: Mapping[str, Sequence[StimulusPair]]) -> tuple[Path, Path]:
     """Write every driver and reference variant of ``conditions`` (``{condition: pairs}``) as one stimulus set in
     ``folder/stimuli``, and ``folder/pairs.csv``: condition, index, position, carried pieces, and the stimulus id of
     the driver and of each reference variant (columns ``driver``, ``reference:<variant>``).

@@ -77,7 +77,7 @@ def _variants(
     return out
 
 
-def _transform(rng: np.random.Generator, pieces: Sequence, size: int, position: str) -> Affine:
+def _piece_transform(rng: np.random.Generator, pieces: Sequence, size: int, position: str) -> Affine:
     """Identity (matched), or a random shift, rotation and scale that keeps every copied point inside the image."""
     points = [p for shape in pieces for p in shape.points]
     pivot = (float(np.mean([p[0] for p in points])), float(np.mean([p[1] for p in points])))
@@ -122,7 +122,7 @@ def render_pair(
     by_name = {shape.name: shape for shape in canvas.shapes}
     arm = by_name[str(rng.choice(["arm_left", "arm_right"]))]
     carried = [arm] + ([by_name["head"]] if carry_head else [])  # the arm first: the object's shape sits at its root
-    transform = _transform(rng, carried, size, position)
+    transform = _piece_transform(rng, carried, size, position)
     moved = [shape.moved(transform) for shape in carried]
     # the object's shape sits where the arm leaves it, pointing away from the arm's direction
     (x0, y0), (x1, y1) = moved[0].points[0], moved[0].points[1]

@@ -31,7 +31,7 @@ from sharedattr.encoding.scores import pearson_columns
 from sharedattr.plugins.contracts import ReadoutModule
 from sharedattr.plugins.params import Configurable, Params, Seed, issues_from_validation
 from sharedattr.runtime.errors import SpecError, UserError
-from sharedattr.runtime.numerics import on_one_thread, seeded_global_rng
+from sharedattr.runtime.numerics import on_one_thread, seeded_on
 
 
 class TrainingParams(Params):
@@ -112,19 +112,10 @@ class TrainingHistory:
 
 
 @contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's global RNG (and ``device``'s, for CUDA) inside the block; restore it afterwards."""
-    devices = (
-        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    )
-    with seeded_global_rng(seed, devices):
-        yield
-
-
-@contextlib.contextmanager
 def reproducible_training(device: torch.device, seed: int, threads: int | None = None) -> Iterator[int]:
     """A from-scratch training run that repeats bit for bit on the CPU: ``threads`` torch threads (None:
-    torch's), :func:`seeded` RNGs and, on the CPU, deterministic algorithms; all restored afterwards.
+    torch's), :func:`~sharedattr.runtime.numerics.seeded_on` RNGs and, on the CPU, deterministic algorithms; all
+    restored afterwards.
 
     Yields the number of torch threads in use (for the run's record).
     """
@@ -132,7 +123,7 @@ def reproducible_training(device: torch.device, seed: int, threads: int | None =
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        with seeded(seed, device):
+        with seeded_on(seed, device):
             if device.type == "cpu":
                 torch.use_deterministic_algorithms(True)
             yield torch.get_num_threads()
@@ -154,7 +145,7 @@ def split_train_val(n: int, val_fraction: float, generator: torch.Generator) -> 
 
 
 @torch.no_grad()
-def predict(module: nn.Module, latents: Tensor, batch_size: int) -> Tensor:
+def eval_predictions(module: nn.Module, latents: Tensor, batch_size: int) -> Tensor:
     """``module(latents)`` in batches, in eval mode → ``[B, N]``."""
     module.eval()
     return torch.cat([module(chunk) for chunk in latents.split(batch_size)])
@@ -189,7 +180,7 @@ def train(module: TrainedReadout, latents: Tensor, responses: Tensor, params: Tr
     val_r: list[float] = []
     best_r, best_epoch, best_state = -math.inf, -1, None
     progress = tqdm(total=params.max_epochs, desc="readout", disable=not params.progress, leave=False, unit="epoch")
-    with seeded(params.seed, latents.device), progress:
+    with seeded_on(params.seed, latents.device), progress:
         for epoch in range(params.max_epochs):
             module.train()
             total, count = 0.0, 0
@@ -203,7 +194,7 @@ def train(module: TrainedReadout, latents: Tensor, responses: Tensor, params: Tr
                 optimizer.step()
                 total, count = total + value * len(batch), count + len(batch)
             losses.append(total / count)
-            r = pearson_columns(predict(module, latents[val_index], params.batch_size), responses[val_index])
+            r = pearson_columns(eval_predictions(module, latents[val_index], params.batch_size), responses[val_index])
             val_r.append(float(r.mean()))
             progress.update()
             progress.set_postfix(val_r=f"{val_r[-1]:.3f}")
@@ -320,7 +311,7 @@ class TrainedReadout(Configurable, ReadoutModule, abc.ABC):
                 f"{self.name} readout: responses must be [S, N] with S = {x.shape[0]} images; got {list(y.shape)}"
             )
         require_measured_neurons(y, f"{self.name} readout")
-        with seeded(self.params.seed, x.device):
+        with seeded_on(self.params.seed, x.device):
             self.initialize(tuple(x.shape[1:]), y.shape[1])
         self.to(x.device).eval()
         with torch.no_grad():
