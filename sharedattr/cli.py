@@ -171,7 +171,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_synthesize(args: argparse.Namespace) -> int:
     from sharedattr.config.files import load_experiment
-    from sharedattr.experiment.synthesize import format_synthesis_summary, synthesize_experiment
+    from sharedattr.experiment.synthesis_outputs import format_synthesis_summary
+    from sharedattr.experiment.synthesize import synthesize_experiment
     from sharedattr.runtime.devices import resolve_device
     from sharedattr.runtime.distributed import ranks_from_environment
 

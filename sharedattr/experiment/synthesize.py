@@ -20,9 +20,7 @@ Writes into one folder (``<run>/synthesis`` for ``sharedattr run``, ``--out`` fo
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
-import warnings
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
@@ -32,27 +30,28 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from sharedattr.config.spec import EvaluatorSpec, ExperimentSpec
-from sharedattr.encoding.fit import FitSettings
+from sharedattr.config.spec import ExperimentSpec
 from sharedattr.experiment.context import NamedSynthesizer, RunContext, out_folder
+from sharedattr.experiment.evaluators import fit_evaluators
 from sharedattr.experiment.stages import (
     Experiment,
-    FitJob,
-    ModelFolder,
-    features,
     fit_for_run,
-    fit_or_load,
-    save_fit,
     select_stage,
     write_spec,
 )
-from sharedattr.experiment.tables import text_table
+from sharedattr.experiment.synthesis_outputs import (
+    N_NATURAL,
+    SynthesisRun,
+    evaluator_rows,
+    summarise_synthesis,
+    warn_undefined,
+    write_synthesis,
+)
 from sharedattr.plugins.contracts import SynthesisResult, Synthesizer, declared, neurons_per_loop
 from sharedattr.plugins.registry import Registry
-from sharedattr.report.stats import mean_sem
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.errors import UserError
-from sharedattr.runtime.io import atomic_save_tensors, atomic_write_json
+from sharedattr.runtime.io import atomic_write_json
 from sharedattr.runtime.manifest import write_manifest
 from sharedattr.runtime.memory import workers_within
 from sharedattr.runtime.numerics import (
@@ -66,35 +65,14 @@ from sharedattr.runtime.numerics import (
 )
 from sharedattr.runtime.run_files import (
     ENVIRONMENT_FILE,
-    EVALUATORS,
     EVALUATORS_DIR,
     FIT_DIR,
-    PRIOR_SAMPLES_GRID,
-    SYNTHESIS_COMPARISON,
-    SYNTHESIS_COSTS,
-    SYNTHESIS_GRID,
-    SYNTHESIS_IMAGES,
-    SYNTHESIS_SCORES,
-    SYNTHESIS_SUMMARY,
     WORK_DIR,
 )
 from sharedattr.runtime.work_store import WorkStore, shape_validator, work_key
-from sharedattr.synthesis.evaluation import TRAIN, Evaluator, describe_model, evaluator_digest, resolved_evaluator
+from sharedattr.synthesis.evaluation import Evaluator
 
 PRIOR_SAMPLES = 16
-N_NATURAL = 4
-"""Most exciting natural images kept (and shown) per neuron."""
-
-
-@dataclass
-class SynthesisRun:
-    """What :func:`run_synthesis` wrote, in memory."""
-
-    rows: list[dict[str, Any]]
-    summary: list[dict[str, Any]]
-    evaluators: list[Evaluator]
-    images: dict[str, Tensor]
-    histories: dict[str, Tensor]  # "<synthesizer>/<neuron>" → [steps, S] train-model response per step
 
 
 Unit = tuple[NamedSynthesizer, list[int]]
@@ -129,9 +107,8 @@ def run_synthesis(
     if not ranks.is_main:
         return None
     evaluators = fit_evaluators(ctx, spec, experiment, folder / EVALUATORS_DIR)
-    result, prior_samples = score_synthesis(plan, evaluators, stored_results(plan))
-    labels = [synth.label for synth in plan.synthesizers]
-    write_synthesis(folder, spec, result, prior_samples, [plan.neuron_ids[n] for n in selected], labels)
+    result = score_synthesis(plan, evaluators, stored_results(plan))
+    write_synthesis(folder, spec, result)
     return result
 
 
@@ -299,10 +276,10 @@ def stored_results(plan: SynthesisPlan) -> dict[tuple[str, int], Stored]:
 # -- scores -------------------------------------------------------------------------------
 def score_synthesis(
     plan: SynthesisPlan, evaluators: list[Evaluator], results: dict[tuple[str, int], Stored]
-) -> tuple[SynthesisRun, dict[str, Tensor]]:
+) -> SynthesisRun:
     """The run in memory: the rows of ``scores.csv`` (every item on every evaluator), the summary, the images
-    (``natural/<neuron>``, ``<synthesizer>/<neuron>`` and, with a prior, ``<synthesizer>/<neuron>/prior``) and the
-    histories; and, per synthesizer with a prior, its unguided samples (:func:`prior_samples_of`)."""
+    (``natural/<neuron>``, ``<synthesizer>/<neuron>`` and, with a prior, ``<synthesizer>/<neuron>/prior``), the
+    histories and, per synthesizer with a prior, its unguided samples (:func:`prior_samples_of`)."""
     ids = plan.neuron_ids
     images = {f"natural/{ids[n]}": plan.natural_images(n) for n in plan.selected}
     rows: list[dict[str, Any]] = []
@@ -320,8 +297,10 @@ def score_synthesis(
         samples = prior_samples_of(plan, synth)
         if samples is not None:
             prior_samples[synth.label] = samples
-    _warn_undefined(rows)
-    return SynthesisRun(rows, summarise_synthesis(rows), evaluators, images, histories), prior_samples
+    warn_undefined(rows)
+    labels = [synth.label for synth in plan.synthesizers]
+    selected = [ids[n] for n in plan.selected]
+    return SynthesisRun(rows, summarise_synthesis(rows), evaluators, images, histories, prior_samples, selected, labels)
 
 
 def prior_samples_of(plan: SynthesisPlan, synth: NamedSynthesizer) -> Tensor | None:
@@ -338,210 +317,6 @@ def prior_samples_of(plan: SynthesisPlan, synth: NamedSynthesizer) -> Tensor | N
         shape_validator({"images": (PRIOR_SAMPLES, None, None, None)}),
     )
     return samples["images"]
-
-
-def evaluator_rows(
-    evaluators: list[Evaluator],
-    images: Tensor,
-    neuron: int,
-    neuron_id: str,
-    label: str,
-    cost: dict[str, float],
-    batch_size: int,
-) -> list[dict[str, Any]]:
-    """The rows of ``scores.csv`` for one synthesizer's images ``[S, C, H, W]`` of one neuron: one per evaluator ×
-    seed, the response relative to the evaluator's prediction for the neuron's best natural image."""
-    rows = []
-    for evaluator in evaluators:
-        responses = evaluator.responses(images, neuron, batch_size)
-        best = float(evaluator.best_natural[neuron])
-        for seed, value in enumerate(responses.tolist()):
-            rows.append(
-                {
-                    "neuron": neuron_id,
-                    "synthesizer": label,
-                    "seed": seed,
-                    "evaluator": evaluator.label,
-                    "role": evaluator.role,
-                    "response": value,
-                    "best_natural": best,
-                    "relative": value / best if best > 0 else math.nan,
-                    **cost,
-                }
-            )
-    return rows
-
-
-def _warn_undefined(rows: list[dict[str, Any]]) -> None:
-    bad = sorted({(r["neuron"], r["evaluator"]) for r in rows if not r["best_natural"] > 0})
-    if bad:
-        warnings.warn(
-            f"relative activation is undefined (left empty) where the evaluator predicts no positive "
-            f"response to any natural image: {bad}",
-            stacklevel=3,
-        )
-
-
-def _mean_of(rows: list[dict[str, Any]], key: str) -> float:
-    """The mean of ``key`` over ``rows`` (NaN where a row lacks it, or without rows)."""
-    values = [float(r.get(key, math.nan)) for r in rows]
-    return sum(values) / len(values) if values else math.nan
-
-
-def summarise_synthesis(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per synthesizer × evaluator: mean ± sem of ``relative`` over neurons × seeds (the finite values,
-    :func:`~sharedattr.report.stats.mean_sem`), and the mean cost."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["synthesizer"], r["evaluator"], r["role"]), []).append(r)
-    out = []
-    for (synth, evaluator, role), group in groups.items():
-        mean, sem, n = mean_sem(r["relative"] for r in group)
-        per_neuron = list({r["neuron"]: r for r in group}.values())  # cost is per (synthesizer, neuron)
-        avg = partial(_mean_of, per_neuron)
-        out.append(
-            {
-                "synthesizer": synth,
-                "evaluator": evaluator,
-                "role": role,
-                "mean_relative": mean,
-                "sem_relative": sem,
-                "n": n,
-                "mean_response": sum(r["response"] for r in group) / len(group),
-                "wall_s_per_neuron": avg("wall_s"),
-                "forward_calls": avg("forward_calls"),
-                "backward_calls": avg("backward_calls"),
-                "denoiser_calls": avg("denoiser_calls"),
-            }
-        )
-    return out
-
-
-# -- evaluators ------------------------------------------------------------------------------
-def train_evaluator(experiment: Experiment, spec: ExperimentSpec) -> Evaluator:
-    """The model the images are optimised on, as an evaluator."""
-    fit = experiment.fit
-    return Evaluator(
-        TRAIN,
-        TRAIN,
-        fit.model,
-        fit.predicted.max(0).values,
-        fit.test_r,
-        describe_model(
-            spec.backbone.model_dump(mode="json"), spec.readout.model_dump(mode="json"), spec.data.split_seed
-        ),
-    )
-
-
-def fit_evaluators(ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, folder: Path) -> list[Evaluator]:
-    """The train model plus every ``spec.evaluators`` entry, fitted (or reloaded from ``folder/<label>``)."""
-    entries = tqdm(
-        spec.evaluators, desc="evaluator models", disable=not ctx.progress or not spec.evaluators, leave=False
-    )
-    return [train_evaluator(experiment, spec), *(fit_evaluator(ctx, spec, experiment, e, folder) for e in entries)]
-
-
-def fit_evaluator(
-    ctx: RunContext, spec: ExperimentSpec, experiment: Experiment, e: EvaluatorSpec, folder: Path
-) -> Evaluator:
-    """Evaluator ``e``: its readout fitted on its backbone's features of the experiment's stimuli and responses
-    (its split), saved in ``folder/<label>``; or reloaded from there when saved by a fit of the same
-    :func:`~sharedattr.synthesis.evaluation.evaluator_digest`."""
-    resolved = resolved_evaluator(spec, e)
-    backbone_spec, readout_spec = e.backbone or spec.backbone, e.readout or spec.readout
-    backbone = ctx.build(backbone_spec).to(ctx.device)
-    if backbone_spec == spec.backbone:
-        latents = experiment.latents  # same features: no second pass over the images
-    else:
-        latents, _ = features(ctx, spec, backbone_spec, backbone, experiment.stimuli)
-    record = {"evaluator_digest": evaluator_digest(experiment.fit_digest, spec, e), "role": e.role}
-    settings = FitSettings(
-        spec.data.test_fraction, resolved["split_seed"], spec.batch_size, ctx.device, readout_spec.name
-    )
-    neuron_ids = experiment.fit.neuron_ids
-    job = FitJob(
-        backbone_spec,
-        readout_spec,
-        backbone,
-        latents,
-        experiment.responses,
-        neuron_ids,
-        settings,
-        ModelFolder(folder / e.label, "evaluator_digest", record),
-    )
-    fit, reused = fit_or_load(ctx, job)
-    if not reused:
-        save_fit(ctx, job, fit)
-    description = describe_model(resolved["backbone"], resolved["readout"], resolved["split_seed"])
-    return Evaluator(e.label, e.role, fit.model, fit.predicted.max(0).values, fit.test_r, description)
-
-
-# -- files -----------------------------------------------------------------------------------
-def write_synthesis(
-    folder: Path,
-    spec: ExperimentSpec,
-    result: SynthesisRun,
-    prior_samples: dict[str, Tensor],
-    neuron_ids: list[str],
-    labels: list[str],
-) -> None:
-    """``scores.csv``, ``summary.csv``, ``evaluators.csv``, ``images.safetensors`` and, with figures on, the
-    figures (:func:`write_figures`; ``neuron_ids``: the selected neurons, ``labels``: the synthesizers)."""
-    rows = result.rows
-    cost_columns = [c for c in SYNTHESIS_COSTS if any(c in r for r in rows)]
-    cost_columns += sorted({k for r in rows for k in r} - set(SYNTHESIS_SCORES.header) - set(cost_columns))
-    SYNTHESIS_SCORES.write(folder, rows, cost_columns)
-    SYNTHESIS_SUMMARY.write(folder, result.summary)
-    EVALUATORS.write(folder, evaluator_table(result.evaluators))
-    atomic_save_tensors(
-        folder / SYNTHESIS_IMAGES, {**result.images, **{f"prior_samples/{k}": v for k, v in prior_samples.items()}}
-    )
-    if spec.output.figures:
-        write_figures(folder, spec, result, prior_samples, neuron_ids, labels)
-
-
-def evaluator_table(evaluators: list[Evaluator]) -> list[dict[str, Any]]:
-    """The rows of ``evaluators.csv``: each evaluator, its role, its model and its median held-out r."""
-    return [
-        {
-            "evaluator": e.label,
-            "role": e.role,
-            "model": e.description,
-            "median_test_r": float(e.test_r[torch.isfinite(e.test_r)].median())
-            if torch.isfinite(e.test_r).any()
-            else math.nan,
-        }
-        for e in evaluators
-    ]
-
-
-def write_figures(
-    folder: Path,
-    spec: ExperimentSpec,
-    result: SynthesisRun,
-    prior_samples: dict[str, Tensor],
-    neuron_ids: list[str],
-    labels: list[str],
-) -> None:
-    """``images.png`` (each neuron's natural and synthesised images), ``comparison.png`` (activation per evaluator
-    role and compute) and, with a prior, ``prior_samples.png``."""
-    from sharedattr.report.figures import comparison_figure, image_grid  # matplotlib only when figures are on
-
-    images = result.images
-    grid = {}
-    for neuron in neuron_ids:
-        grid[f"{neuron} · natural (top {N_NATURAL})"] = images[f"natural/{neuron}"]
-        for label in labels:
-            grid[f"{neuron} · {label}"] = images[f"{label}/{neuron}"]
-    image_grid(grid, folder / SYNTHESIS_GRID, spec.output.dpi)
-    comparison_figure(result.summary, folder / SYNTHESIS_COMPARISON, spec.output.dpi)
-    if prior_samples:
-        sample_rows = {
-            f"{label}: unguided prior samples {i + 1}–{i + len(chunk)}": chunk
-            for label, v in prior_samples.items()
-            for i, chunk in zip(range(0, len(v), 8), v.split(8))
-        }
-        image_grid(sample_rows, folder / PRIOR_SAMPLES_GRID, spec.output.dpi)
 
 
 def _as_tensors(result: SynthesisResult) -> Stored:
@@ -592,26 +367,3 @@ def synthesize_experiment(
             write_spec(out, spec)
             write_manifest(out)
         return result
-
-
-def format_synthesis_summary(summary: list[dict[str, Any]]) -> str:
-    """The summary as an aligned text table (:func:`~sharedattr.experiment.tables.text_table`)."""
-    header = ["synthesizer", "evaluator", "role", "relative ± sem", "n", "s/neuron", "fwd", "bwd", "denoiser"]
-    return text_table(header, [_summary_cells(r) for r in summary])
-
-
-def _summary_cells(r: dict[str, Any]) -> list[str]:
-    relative = f"{r['mean_relative']:.3f}"
-    if math.isfinite(r["sem_relative"]):
-        relative += f" ± {r['sem_relative']:.3f}"
-    return [
-        r["synthesizer"],
-        r["evaluator"],
-        r["role"],
-        relative,
-        str(r["n"]),
-        f"{r['wall_s_per_neuron']:.2f}",
-        f"{r['forward_calls']:.0f}",
-        f"{r['backward_calls']:.0f}",
-        f"{r['denoiser_calls']:.0f}",
-    ]

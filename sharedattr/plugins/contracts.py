@@ -1,11 +1,11 @@
 """The contracts every component kind meets.
 
-Most are structural (:class:`typing.Protocol`: a plugin's classes need not inherit). Two are
-base classes because they carry shared behaviour or metadata that the run reads:
-:class:`Matcher` (the top-k step and the factored similarity) and
-:class:`PairwiseAttribution` (a method that explains a driver and its reference together).
-A metric declares its :data:`MetricFamily` and direction (``family``, ``higher_is_better``),
-which the report and its verdict read: nothing downstream decides by a component's name.
+Two are protocols (:class:`Backbone`, :class:`Readout`). The others are base classes that carry the defaults of
+the optional members the run reads, in the style of torchmetrics' ``Metric``: :class:`ReadoutModule`,
+:class:`AttributionMethod` and :class:`PairwiseAttribution`, :class:`Metric` (its :data:`MetricFamily`, direction,
+masks, undefined cases), :class:`Matcher` (the top-k step and the factored similarity), :class:`Synthesizer` and
+:class:`Energy`. A plugin's class need not subclass them: :func:`declared` is the one place that reads those members,
+with the same defaults, so nothing downstream probes a component or decides by its name.
 
 Shapes: images ``[B, C, H, W]`` float in [0, 1]; latents ``[B, C', H', W']`` or ``[B, D]``;
 responses ``[B, N]``; pooled latents ``z`` ``[B, N, D]``; readout weights ``w`` ``[N, D]``.

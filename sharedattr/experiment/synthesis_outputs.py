@@ -1,0 +1,207 @@
+"""The synthesis stage's outputs: the rows of ``scores.csv`` (every item on every evaluator), the per synthesizer ×
+evaluator summary, the files and figures of a synthesis folder, and the summary as text.
+
+Files (named in :mod:`sharedattr.runtime.run_files`): ``scores.csv``, ``summary.csv``, ``evaluators.csv``,
+``images.safetensors``, and with figures on ``images.png``, ``comparison.png`` and ``prior_samples.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sharedattr.config.spec import ExperimentSpec
+from sharedattr.experiment.tables import text_table
+from sharedattr.report.stats import mean_sem
+from sharedattr.runtime.io import atomic_save_tensors
+from sharedattr.runtime.run_files import (
+    EVALUATORS,
+    PRIOR_SAMPLES_GRID,
+    SYNTHESIS_COMPARISON,
+    SYNTHESIS_COSTS,
+    SYNTHESIS_GRID,
+    SYNTHESIS_IMAGES,
+    SYNTHESIS_SCORES,
+    SYNTHESIS_SUMMARY,
+)
+from sharedattr.synthesis.evaluation import Evaluator
+
+N_NATURAL = 4
+"""Most exciting natural images kept (and shown) per neuron."""
+
+
+@dataclass
+class SynthesisRun:
+    """What :func:`run_synthesis` wrote, in memory."""
+
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    evaluators: list[Evaluator]
+    images: dict[str, Tensor]
+    histories: dict[str, Tensor]  # "<synthesizer>/<neuron>" → [steps, S] train-model response per step
+    prior_samples: dict[str, Tensor] = field(default_factory=dict)  # synthesizer label → unguided samples
+    neuron_ids: list[str] = field(default_factory=list)  # the selected neurons, in selection order
+    labels: list[str] = field(default_factory=list)  # the synthesizers, in config order
+
+
+def evaluator_rows(
+    evaluators: list[Evaluator],
+    images: Tensor,
+    neuron: int,
+    neuron_id: str,
+    label: str,
+    cost: dict[str, float],
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    """The rows of ``scores.csv`` for one synthesizer's images ``[S, C, H, W]`` of one neuron: one per evaluator ×
+    seed, the response relative to the evaluator's prediction for the neuron's best natural image."""
+    rows = []
+    for evaluator in evaluators:
+        responses = evaluator.responses(images, neuron, batch_size)
+        best = float(evaluator.best_natural[neuron])
+        for seed, value in enumerate(responses.tolist()):
+            rows.append(
+                {
+                    "neuron": neuron_id,
+                    "synthesizer": label,
+                    "seed": seed,
+                    "evaluator": evaluator.label,
+                    "role": evaluator.role,
+                    "response": value,
+                    "best_natural": best,
+                    "relative": value / best if best > 0 else math.nan,
+                    **cost,
+                }
+            )
+    return rows
+
+
+def warn_undefined(rows: list[dict[str, Any]]) -> None:
+    """Warn where the relative activation is undefined: the evaluator predicts no positive response to any natural
+    image of the neuron."""
+    bad = sorted({(r["neuron"], r["evaluator"]) for r in rows if not r["best_natural"] > 0})
+    if bad:
+        warnings.warn(
+            f"relative activation is undefined (left empty) where the evaluator predicts no positive "
+            f"response to any natural image: {bad}",
+            stacklevel=3,
+        )
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float:
+    """The mean of ``key`` over ``rows`` (NaN where a row lacks it, or without rows)."""
+    values = [float(r.get(key, math.nan)) for r in rows]
+    return sum(values) / len(values) if values else math.nan
+
+
+def summarise_synthesis(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per synthesizer × evaluator: mean ± sem of ``relative`` over neurons × seeds (the finite values,
+    :func:`~sharedattr.report.stats.mean_sem`), and the mean cost."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["synthesizer"], r["evaluator"], r["role"]), []).append(r)
+    out = []
+    for (synth, evaluator, role), group in groups.items():
+        mean, sem, n = mean_sem(r["relative"] for r in group)
+        per_neuron = list({r["neuron"]: r for r in group}.values())  # cost is per (synthesizer, neuron)
+        avg = partial(_mean_of, per_neuron)
+        out.append(
+            {
+                "synthesizer": synth,
+                "evaluator": evaluator,
+                "role": role,
+                "mean_relative": mean,
+                "sem_relative": sem,
+                "n": n,
+                "mean_response": sum(r["response"] for r in group) / len(group),
+                "wall_s_per_neuron": avg("wall_s"),
+                "forward_calls": avg("forward_calls"),
+                "backward_calls": avg("backward_calls"),
+                "denoiser_calls": avg("denoiser_calls"),
+            }
+        )
+    return out
+
+
+def write_synthesis(folder: Path, spec: ExperimentSpec, result: SynthesisRun) -> None:
+    """``scores.csv``, ``summary.csv``, ``evaluators.csv``, ``images.safetensors`` and, with figures on, the
+    figures (:func:`write_figures`)."""
+    rows = result.rows
+    cost_columns = [c for c in SYNTHESIS_COSTS if any(c in r for r in rows)]
+    cost_columns += sorted({k for r in rows for k in r} - set(SYNTHESIS_SCORES.header) - set(cost_columns))
+    SYNTHESIS_SCORES.write(folder, rows, cost_columns)
+    SYNTHESIS_SUMMARY.write(folder, result.summary)
+    EVALUATORS.write(folder, evaluator_table(result.evaluators))
+    atomic_save_tensors(
+        folder / SYNTHESIS_IMAGES,
+        {**result.images, **{f"prior_samples/{k}": v for k, v in result.prior_samples.items()}},
+    )
+    if spec.output.figures:
+        write_figures(folder, spec, result)
+
+
+def evaluator_table(evaluators: list[Evaluator]) -> list[dict[str, Any]]:
+    """The rows of ``evaluators.csv``: each evaluator, its role, its model and its median held-out r."""
+    return [
+        {
+            "evaluator": e.label,
+            "role": e.role,
+            "model": e.description,
+            "median_test_r": float(e.test_r[torch.isfinite(e.test_r)].median())
+            if torch.isfinite(e.test_r).any()
+            else math.nan,
+        }
+        for e in evaluators
+    ]
+
+
+def write_figures(folder: Path, spec: ExperimentSpec, result: SynthesisRun) -> None:
+    """``images.png`` (each neuron's natural and synthesised images), ``comparison.png`` (activation per evaluator
+    role and compute) and, with a prior, ``prior_samples.png``."""
+    from sharedattr.report.figures import comparison_figure, image_grid  # matplotlib only when figures are on
+
+    images = result.images
+    grid = {}
+    for neuron in result.neuron_ids:
+        grid[f"{neuron} · natural (top {N_NATURAL})"] = images[f"natural/{neuron}"]
+        for label in result.labels:
+            grid[f"{neuron} · {label}"] = images[f"{label}/{neuron}"]
+    image_grid(grid, folder / SYNTHESIS_GRID, spec.output.dpi)
+    comparison_figure(result.summary, folder / SYNTHESIS_COMPARISON, spec.output.dpi)
+    if result.prior_samples:
+        sample_rows = {
+            f"{label}: unguided prior samples {i + 1}–{i + len(chunk)}": chunk
+            for label, v in result.prior_samples.items()
+            for i, chunk in zip(range(0, len(v), 8), v.split(8))
+        }
+        image_grid(sample_rows, folder / PRIOR_SAMPLES_GRID, spec.output.dpi)
+
+
+def format_synthesis_summary(summary: list[dict[str, Any]]) -> str:
+    """The summary as an aligned text table (:func:`~sharedattr.experiment.tables.text_table`)."""
+    header = ["synthesizer", "evaluator", "role", "relative ± sem", "n", "s/neuron", "fwd", "bwd", "denoiser"]
+    return text_table(header, [_summary_cells(r) for r in summary])
+
+
+def _summary_cells(r: dict[str, Any]) -> list[str]:
+    relative = f"{r['mean_relative']:.3f}"
+    if math.isfinite(r["sem_relative"]):
+        relative += f" ± {r['sem_relative']:.3f}"
+    return [
+        r["synthesizer"],
+        r["evaluator"],
+        r["role"],
+        relative,
+        str(r["n"]),
+        f"{r['wall_s_per_neuron']:.2f}",
+        f"{r['forward_calls']:.0f}",
+        f"{r['backward_calls']:.0f}",
+        f"{r['denoiser_calls']:.0f}",
+    ]
