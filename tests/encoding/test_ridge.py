@@ -391,6 +391,11 @@ latents = torch.from_numpy(np.load(path, mmap_mode="c"))  # as the feature cache
 responses = torch.from_numpy(np.load(path + ".y.npy"))
 backbone = nn.Identity()
 backbone.input_size, backbone.in_channels = (8, 8), 3
+# Warm up on a tiny problem through the same code: the first BLAS/LAPACK calls fault in code pages of the libraries
+# (tens of MB of resident memory that are no copy of anything), so the peak below counts the fit's data only.
+small = torch.rand(60, 4, 8, 8)
+fit_readout(RidgeReadout(folds=3), backbone, small, small.flatten(1)[:, :3] @ torch.rand(3, 2), ["a", "b"],
+            FitSettings(test_fraction=0.2, split_seed=0))
 open("/proc/self/clear_refs", "w").write("5")
 start = status("VmRSS")
 fit = fit_readout(RidgeReadout(folds=3), backbone, latents, responses, [str(i) for i in range(responses.shape[1])],
