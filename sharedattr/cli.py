@@ -15,9 +15,14 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sharedattr import __version__
 from sharedattr.runtime.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: `sharedattr --help` stays fast
+    from sharedattr.config.spec import ExperimentSpec
+    from sharedattr.plugins.registry import Registry
 
 EXIT_USAGE = 2
 MIN_DEMO_STIMULI = 6
@@ -116,7 +121,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checked_data(spec, registry) -> list[str]:  # noqa: ANN001
+def _checked_data(spec: ExperimentSpec, registry: Registry) -> list[str]:
     """The lines of ``validate``'s data checks (:func:`~sharedattr.experiment.data_checks.check_data`); when one
     fails, the lines of those that passed are printed before its error is raised."""
     from sharedattr.experiment.data_checks import check_data

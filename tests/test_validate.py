@@ -177,6 +177,22 @@ def test_an_hdf5_psth_whose_window_holds_no_bin(tiny_data, tiny_config, tmp_path
     )
 
 
+def test_a_category_column_misspelt_gets_the_closest(tiny_data, tiny_config, tmp_path):
+    stimuli, images = brainio_set(tiny_data, tmp_path / "set")
+    config = with_data(tiny_config, stimuli=str(stimuli), images=str(images), category_column="objectname")
+    validate_refuses_as_fit_does(tmp_path, config, "missing column(s) objectname", "did you mean 'object_name'?")
+
+
+def test_an_npy_array_whose_id_list_does_not_fit(tiny_data, tiny_config, tmp_path):
+    trials, ids, _ = recorded(tiny_data)
+    np.save(tmp_path / "r.npy", trials)
+    (tmp_path / "ids.txt").write_text("\n".join(ids[:-1]) + "\n")
+    config = with_data(tiny_config, responses=str(tmp_path / "r.npy"), response_ids=str(tmp_path / "ids.txt"))
+    validate_refuses_as_fit_does(
+        tmp_path, config, f"{len(ids) - 1} stimulus ids in {tmp_path / 'ids.txt'} but the array has {len(ids)} stimuli"
+    )
+
+
 def test_response_ids_that_are_no_stimulus(tiny_data, tiny_config, tmp_path):
     text = (tiny_data / "responses.csv").read_text()
     extra = tmp_path / "responses.csv"
