@@ -27,7 +27,9 @@ The response of a unit to a presentation is its number of spikes ``t`` with
   (the unit was not observed then: it appeared late, was lost early or has a gap) is that unit's missing value
   (NaN, left out per neuron), with one warning counting them.
 
-Several presentations of one stimulus are its trials, in order of onset; stimuli keep the
+The file's header (:func:`nwb_header`: the window, the presentations table with its ids and onsets, the Units
+table's ids and declared columns) is checked before any spike time is read; ``sharedattr validate`` runs the same
+check. Several presentations of one stimulus are its trials, in order of onset; stimuli keep the
 order of their first presentation. The result is a
 :class:`~sharedattr.data.trials.Responses` with trials ``[S, R, N]`` (S stimuli, R the most
 presentations of any stimulus, N units), NaN where a stimulus was shown fewer than R times.

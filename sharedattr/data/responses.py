@@ -19,7 +19,9 @@
   :mod:`sharedattr.data.psth`; ``.nwb`` recordings (needs ``sharedattr[nwb]``): see :mod:`sharedattr.data.nwb`.
 
 Stimuli keep the order of their first appearance. Every problem in a file is reported at
-once in one :class:`~sharedattr.data.stimuli.DataError` naming the file.
+once in one :class:`~sharedattr.data.stimuli.DataError` naming the file. Each reader checks the file's header first
+(:mod:`sharedattr.data.inspection`: format, shape, dims, coordinates, time bins, ids), as ``sharedattr validate``
+does without reading on, so both refuse a bad header with the same message.
 
 Values: missing ones are NaN (in CSV an empty cell, ``nan``, ``NaN`` or ``NA``) and are left
 out per neuron. These are errors: infinite values; magnitudes above :data:`MAX_ABS_RESPONSE`

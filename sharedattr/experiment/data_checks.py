@@ -34,12 +34,12 @@ from sharedattr.experiment.stages import check_selection, checked_neuron_parts
 from sharedattr.plugins.params import CHECK_FILES_KEY
 from sharedattr.plugins.registry import Registry
 
-Check = tuple[str, str]
+DataCheck = tuple[str, str]
 """One check that passed: what was checked (``stimuli``, ``responses``, ...) and what was found, in words."""
 
 
-def check_data(spec: ExperimentSpec, registry: Registry) -> Iterator[Check]:
-    """Run the data checks of ``spec`` (module docstring), yielding one :data:`Check` per check as it passes; the
+def check_data(spec: ExperimentSpec, registry: Registry) -> Iterator[DataCheck]:
+    """Run the data checks of ``spec`` (module docstring), yielding one :data:`DataCheck` per check as it passes; the
     first that fails raises the :class:`~sharedattr.runtime.errors.UserError` ``fit`` would raise.
 
     Example::
