@@ -15,9 +15,14 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sharedattr import __version__
 from sharedattr.runtime.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: `sharedattr --help` stays fast
+    from sharedattr.config.spec import ExperimentSpec
+    from sharedattr.plugins.registry import Registry
 
 EXIT_USAGE = 2
 MIN_DEMO_STIMULI = 6
@@ -102,11 +107,34 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     spec = load_experiment(args.config)
     registry = get_registry()
+    checked = [] if args.no_data else _checked_data(spec, registry)
     print(f"{args.config}: valid experiment {spec.name!r} (spec digest {spec.digest()})")
     for loc, component in spec.component_specs():
         params = ", ".join(f"{k}={v!r}" for k, v in component.params.items())
         print(f"  {loc:<14} {component.name}({params})  [{component.component(registry).source}]")
+    if args.no_data:
+        print("data not read (--no-data): the spec alone was checked")
+        return 0
+    print("data checked without compute (headers and id lists only; --no-data skips this):")
+    for line in checked:
+        print(line)
     return 0
+
+
+def _checked_data(spec: ExperimentSpec, registry: Registry) -> list[str]:
+    """The lines of ``validate``'s data checks (:func:`~sharedattr.experiment.data_checks.check_data`); when one
+    fails, the lines of those that passed are printed before its error is raised."""
+    from sharedattr.experiment.data_checks import check_data
+
+    lines: list[str] = []
+    try:
+        for what, found in check_data(spec, registry):
+            lines.append(f"  {what:<10} {found}")
+    except UserError:
+        if lines:
+            print("data checks that passed before the error:\n" + "\n".join(lines))
+        raise
+    return lines
 
 
 def _run(spec, out: Path, progress: bool, config: Path | None = None) -> int:
@@ -135,6 +163,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     import torch
 
     from sharedattr.config.files import load_experiment
+    from sharedattr.encoding.scores import negative_fev_note
     from sharedattr.experiment.stages import fit_experiment
 
     start = time.perf_counter()
@@ -159,6 +188,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             if len(fev)
             else "no neuron has enough repeated trials for a noise ceiling (see scores.csv, column note)"
         )
+        note = negative_fev_note(fit.neuron_ids, r, fit.fev)
+        if note:
+            print(note)
     print(f"model, scores.csv and figures in {out} ({time.perf_counter() - start:.1f} s)")
     return 0
 
@@ -283,10 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "validate",
-        help="validate an experiment config (TOML, YAML or JSON)",
-        description="Validate an experiment config without running it; print the resolved components.",
+        help="validate an experiment config (TOML, YAML or JSON) and the headers of its data",
+        description="Validate an experiment config without running it: print the resolved components, then check "
+        "what can be read without compute, one line per check: the stimulus manifest's columns (with a "
+        "did-you-mean) and the images it names (in a folder or a ZIP's member list), the responses' header (a CSV's "
+        "header row; a .npy array's shape; NetCDF, HDF5 and NWB dims, coordinates and time bins against "
+        "data.time_window), the selection against the recorded ids, the overlap of stimulus and response ids, and "
+        "every weights file's header. Whatever `fit` would refuse on these grounds is refused here first, with "
+        "the same message. --no-data checks the spec alone.",
     )
     p.add_argument("config", type=Path, help="experiment config: .toml, .yaml/.yml or .json")
+    p.add_argument(
+        "--no-data",
+        action="store_true",
+        help="check the spec alone: read no data file (by default the stimuli's manifest and image list, the "
+        "responses' header and time bins, the ids and the weights files' headers are checked too)",
+    )
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser(

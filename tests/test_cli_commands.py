@@ -97,6 +97,23 @@ def test_fit_writes_the_model_scores_and_figure(config, tmp_path):
         assert (tmp_path / "fit" / name).is_file(), name
 
 
+@pytest.mark.parametrize("lower", [0.0, 10.0])
+def test_fit_explains_a_negative_fev_beside_a_positive_r(config, tmp_path, monkeypatch, lower):
+    """The summary's footnote appears exactly when scores.csv holds a neuron with FEV < 0 and r > 0: as fitted, and
+    with every FEV lowered by 10 (predictions off in scale or offset)."""
+    import sharedattr.encoding.fit as fitting
+
+    real = fitting.fraction_explainable_variance_explained
+    monkeypatch.setattr(fitting, "fraction_explainable_variance_explained", lambda p, t: real(p, t) - lower)
+    done = run_cli("fit", str(config), "--out", str(tmp_path / "fit"), "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "fit" / "scores.csv").open()))
+    both = [r["neuron"] for r in rows if r["fev"] and float(r["fev"]) < 0 and float(r["test_r"]) > 0]
+    assert bool(both) == ("beside r > 0" in done.stdout), done.stdout
+    if lower:
+        assert both and f"{both[0]}: r " in done.stdout and "scale or offset" in done.stdout
+
+
 def test_run_then_report(config, tmp_path):
     out = tmp_path / "run"
     done = run_cli("run", str(config), "--out", str(out), "--no-progress")

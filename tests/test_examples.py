@@ -103,13 +103,16 @@ def test_compare_script_prints_the_comparison_and_writes_the_table(tmp_path):
 
 def test_the_lab_config_validates_once_its_data_files_exist(tmp_path):
     """examples/experiment.toml (a torchvision ResNet-50 with ImageNet weights on recorded data) validates as its
-    header says; validating reads no weights and no data, so empty data files stand in for the lab's."""
+    header says; validating the spec alone (--no-data) reads no weights and no data, so empty data files stand in for
+    the lab's."""
     config = tmp_path / "examples" / "experiment.toml"
     config.parent.mkdir()
     shutil.copy(ROOT / "examples" / "experiment.toml", config)
     (tmp_path / "examples" / "data" / "stimuli").mkdir(parents=True)
     for name in ("stimuli/manifest.csv", "responses.csv"):
         (tmp_path / "examples" / "data" / name).touch()
-    done = run_cli("validate", str(config), cwd=tmp_path)
+    done = run_cli("validate", "--no-data", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "valid experiment 'body-patch'" in done.stdout and "resnet50" in done.stdout
+    done = run_cli("validate", str(config), cwd=tmp_path)  # with the data checks, the empty manifest is refused
+    assert done.returncode == 2 and "manifest.csv" in done.stderr and "missing column(s)" in done.stderr

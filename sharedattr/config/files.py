@@ -18,7 +18,7 @@ import yaml
 from sharedattr.config.spec import ExperimentSpec
 from sharedattr.config.validation import validate_experiment
 from sharedattr.plugins.registry import Registry
-from sharedattr.runtime.errors import ConfigError, MissingFileError, SpecError
+from sharedattr.runtime.errors import ConfigError, MissingFileError, SpecError, SpecIssue
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -199,4 +199,23 @@ def load_experiment(path: str | Path, *, registry: Registry | None = None, check
     try:
         return validate_experiment(data, registry=registry, base_dir=path.parent.resolve(), check_files=check_files)
     except SpecError as err:
-        raise err.with_source(path) from None
+        issues = err.issues if SUFFIXES.get(path.suffix.lower()) != "TOML" else [_toml_hint(i) for i in err.issues]
+        raise SpecError(issues, source=path) from None
+
+
+UNKNOWN_KEY = ("unknown parameter", "Extra inputs are not permitted")
+"""How an issue says that a key is not a field of its table (a component's params; a fixed part of the spec)."""
+
+
+def _toml_hint(issue: SpecIssue) -> SpecIssue:
+    """``issue`` with a hint when it is an unknown key of a table that is a top-level key of the spec: in TOML, a key
+    written after a ``[table]`` header belongs to that table (``matcher = {...}`` after ``[readout]`` is
+    ``readout.matcher``), which is the likeliest cause."""
+    table, _, key = issue.loc.rpartition(".")
+    if not table or key not in ExperimentSpec.model_fields or not issue.message.startswith(UNKNOWN_KEY):
+        return issue
+    hint = (
+        f"`{key}` is a top-level key: move it above the first [table] of the file (in TOML, every key after a "
+        f"[table] header belongs to that table)"
+    )
+    return SpecIssue(issue.loc, f"{issue.message}; {hint}")

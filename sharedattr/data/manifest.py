@@ -16,10 +16,13 @@ from typing import Any
 
 from sharedattr.data.archives import ZipMember, ZipReadError, zip_members
 from sharedattr.data.images import IMAGE_SUFFIXES
-from sharedattr.runtime.errors import DataError
+from sharedattr.runtime.errors import DataError, closest
 
 PART_PREFIX = "mask:"
 """Manifest columns ``mask:<part>`` hold each stimulus's mask of that part."""
+CATEGORY_COLUMNS = ("category", "object_name", "category_name", "label", "class", "object")
+"""Columns that usually hold a stimulus's category (BrainIO stimulus sets use ``object_name`` or
+``category_name``): suggested when the configured category column is missing."""
 
 File = Path | ZipMember
 Located = tuple[str, str, File | None]
@@ -139,11 +142,14 @@ def _columns(path: Path, fieldnames: list[str], category_column: str) -> tuple[s
     image_column = "path" if "path" in columns or "filename" not in columns else "filename"
     missing = [c for c in ("stimulus_id", image_column, category_column) if c not in columns]
     if missing:
-        hint = (
-            f"; the category column is set by data.category_column (columns here: {', '.join(fieldnames)})"
-            if category_column in missing
-            else ""
-        )
+        hint = ""
+        if category_column in missing:
+            guess = category_guess(category_column, fieldnames)
+            hint = (
+                "; the category column is set by data.category_column"
+                + (f": did you mean {guess!r}?" if guess else "")
+                + f" (columns here: {', '.join(fieldnames)})"
+            )
         raise DataError(
             path,
             [
@@ -152,6 +158,15 @@ def _columns(path: Path, fieldnames: list[str], category_column: str) -> tuple[s
             ],
         )
     return image_column, [c for c in fieldnames if c.startswith(PART_PREFIX)]
+
+
+def category_guess(wanted: str, fieldnames: list[str]) -> str | None:
+    """The column of ``fieldnames`` most likely meant as the category column ``wanted``: the closest in spelling,
+    else the first of :data:`CATEGORY_COLUMNS` there (BrainIO names it ``object_name``); never the id, image or mask
+    columns. None when there is no candidate."""
+    taken = {"stimulus_id", "path", "filename", "mask"}
+    candidates = [c for c in fieldnames if c not in taken and not c.startswith(PART_PREFIX)]
+    return closest(wanted, candidates) or next((c for c in CATEGORY_COLUMNS if c in candidates), None)
 
 
 def _row_problems(line: int, row: dict[str, str], sid: str, seen: dict[str, int], category_column: str) -> list[str]:

@@ -27,7 +27,9 @@ The response of a unit to a presentation is its number of spikes ``t`` with
   (the unit was not observed then: it appeared late, was lost early or has a gap) is that unit's missing value
   (NaN, left out per neuron), with one warning counting them.
 
-Several presentations of one stimulus are its trials, in order of onset; stimuli keep the
+The file's header (:func:`nwb_header`: the window, the presentations table with its ids and onsets, the Units
+table's ids and declared columns) is checked before any spike time is read; ``sharedattr validate`` runs the same
+check. Several presentations of one stimulus are its trials, in order of onset; stimuli keep the
 order of their first presentation. The result is a
 :class:`~sharedattr.data.trials.Responses` with trials ``[S, R, N]`` (S stimuli, R the most
 presentations of any stimulus, N units), NaN where a stimulus was shown fewer than R times.
@@ -37,9 +39,11 @@ Every problem in the file is reported at once in one
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -62,6 +66,66 @@ BUILTIN_INTERVALS = ("trials", "epochs", "invalid_times")
 """Interval tables NWBFile keeps as attributes (older pynwb leaves them out of ``nwbfile.intervals``)."""
 
 
+@dataclass(frozen=True)
+class NWBHeader:
+    """What an NWB file declares, read without its spike times: the presentations (stimulus id, onset in s and a
+    description of each row), the unit ids, the usable ``window`` (ms) and the Units table's ragged columns
+    (``spike_times`` and, when present, ``obs_intervals``), unread."""
+
+    row_ids: list[str]
+    onsets: np.ndarray
+    where: list[str]
+    neurons: list[str]
+    window: tuple[float, float]
+    columns: dict[str, Any]
+
+    def describe(self) -> str:
+        """``4 presentations of 3 stimuli (intervals table 'trials'), 3 units, window [70, 170] ms``."""
+        table = self.where[0].split(",")[0] if self.where else "no table"
+        return (
+            f"{len(self.row_ids)} presentations of {len(set(self.row_ids))} stimuli ({table}), "
+            f"{len(self.neurons)} units; spikes counted in [{self.window[0]:g}, {self.window[1]:g}) ms after each onset"
+        )
+
+
+@contextlib.contextmanager
+def open_nwb(path: Path) -> Iterator[Any]:
+    """The ``NWBFile`` of ``path``, read lazily and closed when the block ends; :class:`UserError` without pynwb,
+    :class:`DataError` when the file cannot be read as NWB."""
+    pynwb = _import_pynwb()
+    io = None
+    try:
+        io = pynwb.NWBHDF5IO(str(path), "r")
+        nwbfile = io.read()
+    except Exception as err:  # noqa: BLE001 - h5py, hdmf and pynwb each raise their own types for unreadable files
+        if io is not None:
+            io.close()
+        raise DataError(path, [f"cannot read as NWB: {type(err).__name__}: {err}"]) from None
+    try:
+        yield nwbfile
+    finally:
+        io.close()
+
+
+def nwb_header(
+    nwbfile: Any, path: Path, time_window: tuple[float, float] | None, table: str | None, stimulus_column: str
+) -> NWBHeader:
+    """The header of the open ``nwbfile``: the window, the presentations table (its ids and onsets are read) and the
+    Units table's ids and declared columns; :class:`DataError` listing every problem at once. No spike time is
+    read."""
+    problems, window = _window_problems(time_window)
+    row_ids, onsets, where, table_problems = _read_presentations(nwbfile, table, stimulus_column)
+    neurons, columns, unit_problems = _units_header(nwbfile)
+    problems += table_problems + unit_problems
+    if not problems:
+        too_large = size_problem("the rates [presentations, units] in float64", (len(onsets), len(neurons)), 8)
+        problems += [too_large] if too_large else []
+    if problems:
+        raise DataError(path, problems)
+    assert window is not None  # a missing or bad window is a problem above
+    return NWBHeader(row_ids, onsets, where, neurons, window, columns)
+
+
 def load_nwb(
     path: Path,
     time_window: tuple[float, float] | None,
@@ -74,33 +138,19 @@ def load_nwb(
     ``table`` names the intervals table of presentations (default: the trials table if it has
     ``stimulus_column``, else the only intervals table that has it). Raises
     :class:`~sharedattr.runtime.errors.UserError` without pynwb and
-    :class:`~sharedattr.data.stimuli.DataError` listing every problem in the file or the window.
+    :class:`~sharedattr.data.stimuli.DataError` listing every problem in the file or the window: those of its header
+    (:func:`nwb_header`) before any spike time is read.
     """
-    pynwb = _import_pynwb()
     path = Path(path)
-    problems, window = _window_problems(time_window)
-    io = None
-    try:
-        io = pynwb.NWBHDF5IO(str(path), "r")
-        nwbfile = io.read()
-    except Exception as err:  # noqa: BLE001 - h5py, hdmf and pynwb each raise their own types for unreadable files
-        if io is not None:
-            io.close()
-        raise DataError(path, [f"cannot read as NWB: {type(err).__name__}: {err}"]) from None
-    try:
-        row_ids, onsets, where, table_problems = _read_presentations(nwbfile, table, stimulus_column)
-        neurons, spikes, observed, unit_problems = _read_units(nwbfile)
-    finally:
-        io.close()
-    problems += table_problems + unit_problems
-    if not problems:
-        too_large = size_problem("the rates [presentations, units] in float64", (len(onsets), len(neurons)), 8)
-        problems += [too_large] if too_large else []
+    with open_nwb(path) as nwbfile:
+        header = nwb_header(nwbfile, path, time_window, table, stimulus_column)
+        spikes, observed, problems = _read_units(nwbfile, header.columns)
     if problems:
         raise DataError(path, problems)
-    assert window is not None  # a missing or bad window is a problem above
-    order = np.argsort(onsets, kind="stable")  # presentations in time; ties keep row order
-    row_ids, onsets, where = [row_ids[i] for i in order], onsets[order], [where[i] for i in order]
+    window, neurons = header.window, header.neurons
+    order = np.argsort(header.onsets, kind="stable")  # presentations in time; ties keep row order
+    row_ids, onsets = [header.row_ids[i] for i in order], header.onsets[order]
+    where = [header.where[i] for i in order]
     outside = _outside_recording(spikes, observed, onsets, window, row_ids, where)
     if outside:
         raise DataError(path, [outside])
@@ -137,57 +187,74 @@ def _window_problems(time_window: tuple[float, float] | None) -> tuple[list[str]
     return [], (start, end)
 
 
-def _read_units(nwbfile: Any) -> tuple[list[str], list[np.ndarray], list[np.ndarray] | None, list[str]]:
-    """Unit ids (as strings), each unit's sorted spike times (s), each unit's observation intervals ``[K, 2]`` (s,
-    sorted and merged; None without an ``obs_intervals`` column) and the problems with the Units table."""
+def _units_header(nwbfile: Any) -> tuple[list[str], dict[str, Any], list[str]]:
+    """Unit ids (as strings), the Units table's ragged columns by name (``spike_times``, and ``obs_intervals`` when
+    present; unread) and the problems with the table's declaration."""
     units = nwbfile.units
     if units is None:
-        return [], [], None, ["no Units table (nwbfile.units): the file holds no spike times"]
+        return [], {}, ["no Units table (nwbfile.units): the file holds no spike times"]
     if len(units) == 0:
-        return [], [], None, ["no units: the Units table is empty"]
+        return [], {}, ["no units: the Units table is empty"]
     if "spike_times" not in units.colnames:
-        return [], [], None, [f"the Units table has no spike_times column (its columns: {_columns(units)})"]
-    spikes, problems = _ragged(units, "spike_times", 1)
+        return [], {}, [f"the Units table has no spike_times column (its columns: {_columns(units)})"]
+    columns = {}
+    for name, width in (("spike_times", 1), ("obs_intervals", 2)):
+        if name in units.colnames:
+            columns[name], problem = _ragged_header(units, name, width)
+            if problem:
+                return [], {}, [problem]
+    return as_strings(units.id[:]), columns, []
+
+
+def _read_units(nwbfile: Any, columns: dict[str, Any]) -> tuple[list[np.ndarray], list[np.ndarray] | None, list[str]]:
+    """Each unit's sorted spike times (s), each unit's observation intervals ``[K, 2]`` (s, sorted and merged; None
+    without an ``obs_intervals`` column) and the problems with their values; ``columns`` from :func:`_units_header`."""
+    spikes, problems = _ragged(columns["spike_times"], "spike_times")
     if spikes is None:
-        return [], [], None, problems
+        return [], None, problems
     observed = None
-    if "obs_intervals" in units.colnames:
-        intervals, problems = _ragged(units, "obs_intervals", 2)
+    if "obs_intervals" in columns:
+        intervals, problems = _ragged(columns["obs_intervals"], "obs_intervals")
         if intervals is None:
-            return [], [], None, problems
+            return [], None, problems
         bad = [
             n
-            for n, i in zip(as_strings(units.id[:]), intervals)
+            for n, i in zip(as_strings(nwbfile.units.id[:]), intervals)
             if not np.isfinite(i).all() or (i[:, 1] < i[:, 0]).any()
         ]
         if bad:
             return (
                 [],
-                [],
                 None,
                 [f"unit(s) {', '.join(bad[:10])}: obs_intervals must be finite [start, stop] pairs with stop >= start"],
             )
         observed = [_merged(i) for i in intervals]
-    return as_strings(units.id[:]), [np.sort(s) for s in spikes], observed, []
+    return [np.sort(s) for s in spikes], observed, []
 
 
-def _ragged(units: Any, name: str, width: int) -> tuple[list[np.ndarray] | None, list[str]]:
-    """The ragged column ``name`` of the Units table, one float64 array per unit (``[k]`` for ``width`` 1, ``[k, 2]``
-    for 2), its declared size checked before it is read; or None and the problems."""
+def _ragged_header(units: Any, name: str, width: int) -> tuple[Any, str | None]:
+    """The ragged column ``name`` of the Units table (``[k]`` per unit for ``width`` 1, ``[k, 2]`` for 2), its
+    declared size and shape checked before anything is read; and the problem, or None."""
     column = units[name]
     if not hasattr(column, "target"):  # a VectorIndex over the flat values
-        return None, [f"the Units table's {name} column is not ragged (one list per unit)"]
+        return None, f"the Units table's {name} column is not ragged (one list per unit)"
     index, flat = column.data, column.target.data
     shape = tuple(getattr(flat, "shape", (len(flat),)))
     too_large = size_problem(f"the Units table's {name} index", (len(index),), 8) or size_problem(
         f"the Units table's {name}", shape, 8, check_dims=False
     )
     if too_large:
-        return None, [too_large]
+        return None, too_large
     if shape[1:] != ((width,) if width > 1 else ()):
-        return None, [f"the Units table's {name} has shape {shape}; expected {'[k, 2]' if width > 1 else '[k]'}"]
-    ends = np.asarray(index[:], dtype=np.int64)
-    values = np.asarray(flat[:], dtype=np.float64)
+        return None, f"the Units table's {name} has shape {shape}; expected {'[k, 2]' if width > 1 else '[k]'}"
+    return column, None
+
+
+def _ragged(column: Any, name: str) -> tuple[list[np.ndarray] | None, list[str]]:
+    """The values of the ragged ``column`` (checked by :func:`_ragged_header`), one float64 array per unit; or None
+    and the problems."""
+    ends = np.asarray(column.data[:], dtype=np.int64)
+    values = np.asarray(column.target.data[:], dtype=np.float64)
     if len(ends) and ((np.diff(ends) < 0).any() or ends[0] < 0 or ends[-1] > len(values)):
         return None, [f"the Units table's {name} index does not fit its {len(values)} values (damaged file?)"]
     starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)

@@ -22,9 +22,12 @@ after the shapes the file declares were checked against :data:`~sharedattr.data.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -154,32 +157,63 @@ def read_time_bins(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return bin_edges(values[:, 0], values[:, 1] if values.shape[1] == 2 else None, path)
 
 
-def binned_npy(
-    array: np.ndarray, time_bins: Path | None, window: tuple[float, float] | None, source: Path
-) -> np.ndarray:
-    """A ``.npy`` PSTH ``[S, R, T, N]`` averaged over the window's bins → trials ``[S, R, N]``."""
+def npy_bins(
+    shape: Sequence[int], itemsize: int, time_bins: Path | None, window: tuple[float, float] | None, source: Path
+) -> tuple[np.ndarray, str]:
+    """The bins inside ``window`` of a ``.npy`` PSTH declared as ``shape`` ``[S, R, T, N]`` (items of ``itemsize``
+    bytes), read from the ``time_bins`` list alone, and a description of them; :class:`DataError` when there is no
+    list, it does not fit the array, the window holds no bin or the window's bins are too large to read."""
     if time_bins is None:
         raise DataError(
             source,
             [
-                f"a 4-D array {array.shape} is a PSTH [stimuli, repetitions, time_bins, channels]: give "
+                f"a 4-D array {tuple(shape)} is a PSTH [stimuli, repetitions, time_bins, channels]: give "
                 "data.time_bins, a text file with each bin's start (and end) in ms, one line per bin"
             ],
         )
     starts, ends = read_time_bins(time_bins)
-    if len(starts) != array.shape[2]:
-        raise DataError(source, [f"{len(starts)} time bins in {time_bins} but the array has {array.shape[2]}"])
+    if len(starts) != shape[2]:
+        raise DataError(source, [f"{len(starts)} time bins in {time_bins} but the array has {shape[2]}"])
     bins = window_bins(starts, ends, window, source)
-    problems = psth_size_problems(array.shape, array.dtype.itemsize, bins, "the array")
+    problems = psth_size_problems(shape, itemsize, bins, "the array")
     if problems:
         raise DataError(source, problems)
+    return bins, chosen_bins(starts, ends, bins, window)
+
+
+def chosen_bins(starts: np.ndarray, ends: np.ndarray, bins: np.ndarray, window: tuple[float, float] | None) -> str:
+    """``30 time bins ([-50, -40), …); data.time_window [70, 170] ms holds 10 of them``: what :func:`window_bins`
+    chose, in words."""
+    held = f"data.time_window [{window[0]:g}, {window[1]:g}] ms holds {len(bins)}" if window else "one bin, no window"
+    return f"{len(starts)} time bin(s) ({describe_bins(starts, ends, limit=3)}); {held}"
+
+
+def binned_npy(
+    array: np.ndarray, time_bins: Path | None, window: tuple[float, float] | None, source: Path
+) -> np.ndarray:
+    """A ``.npy`` PSTH ``[S, R, T, N]`` averaged over the window's bins → trials ``[S, R, N]``."""
+    bins, _ = npy_bins(array.shape, array.dtype.itemsize, time_bins, window, source)
     lo, hi = int(bins.min()), int(bins.max()) + 1  # a memory-mapped array: only the window's bins are read
     row_bytes = array.shape[1] * (hi - lo) * array.shape[3] * array.dtype.itemsize
     return window_mean(lambda rows: array[rows, :, lo:hi], array.shape[0], row_bytes, bins - lo, axis=2)
 
 
-def read_hdf5(path: Path, window: tuple[float, float] | None) -> tuple[list[str], list[str], np.ndarray, list[str]]:
-    """Stimulus ids, neuron ids, trials ``[S, R, N]`` and problems from an HDF5 PSTH file (module docstring)."""
+@dataclass(frozen=True)
+class HDF5Header:
+    """What an HDF5 PSTH file declares, read without its values: the ``psth`` dataset (unread), stimulus ids [S],
+    neuron ids [N], the indices of the bins inside the window and a description of them."""
+
+    psth: Any
+    ids: list[str]
+    neurons: list[str]
+    bins: np.ndarray
+    described: str
+
+
+@contextlib.contextmanager
+def open_hdf5(path: Path) -> Iterator[Any]:
+    """The open ``h5py.File`` of an HDF5 PSTH file, read-only; :class:`UserError` without h5py, :class:`DataError`
+    when it cannot be read (also while the block reads it)."""
     try:
         import h5py
     except ImportError:
@@ -188,45 +222,56 @@ def read_hdf5(path: Path, window: tuple[float, float] | None) -> tuple[list[str]
         ) from None
     try:
         with h5py.File(path, "r") as f:
-            names = set(f.keys())
-            missing = [n for n in (PSTH_DATASET, "stimulus_id", "time_bin_start") if n not in names]
-            neuron_name = next((n for n in NEURON_DATASETS if n in names), None)
-            if missing or neuron_name is None:
-                wanted = missing + ([] if neuron_name else ["neuroid_id (or channel_id)"])
-                raise DataError(
-                    path,
-                    [f"missing dataset(s) {', '.join(wanted)}; found {', '.join(sorted(names)) or '(none)'}"],
-                )
-            psth = f[PSTH_DATASET]
-            if psth.ndim != 4 or psth.dtype.kind not in "iuf":
-                raise DataError(path, [f"psth is {psth.dtype} {psth.shape}; expected numbers [S, R, T, N]"])
-            problems = [p for p in [dims_problem(PSTH_DATASET, psth.shape, psth.dtype.itemsize)] if p]
-            lists = {  # 1-D lists of the psth's dims: their lengths are checked before any of them is read
-                "stimulus_id": (0, "stimuli"),
-                neuron_name: (3, "channels"),
-                "time_bin_start": (2, "time bins"),
-                **({"time_bin_end": (2, "time bins")} if "time_bin_end" in names else {}),
-            }
-            for name, (axis, what) in lists.items():
-                if f[name].shape != (psth.shape[axis],):
-                    problems.append(f"{name} has shape {f[name].shape} but psth has {psth.shape[axis]} {what}")
-            if problems:
-                raise DataError(path, problems)
-            starts, ends = bin_edges(
-                f["time_bin_start"][()], f["time_bin_end"][()] if "time_bin_end" in names else None, path
-            )
-            ids = as_strings(f["stimulus_id"][()])
-            neurons = as_strings(f[neuron_name][()])
-            problems = [f"duplicate stimulus_id {sid!r}" for sid in sorted({i for i in ids if ids.count(i) > 1})]
-            if problems:
-                raise DataError(path, problems)
-            bins = window_bins(starts, ends, window, path)
-            problems = psth_size_problems(psth.shape, psth.dtype.itemsize, bins, PSTH_DATASET)
-            if problems:
-                raise DataError(path, problems)
-            lo, hi = int(bins.min()), int(bins.max()) + 1  # read only the window's bins (a contiguous slice)
-            row_bytes = psth.shape[1] * (hi - lo) * psth.shape[3] * psth.dtype.itemsize
-            trials = window_mean(lambda rows: psth[rows, :, lo:hi, :], psth.shape[0], row_bytes, bins - lo, axis=2)
+            yield f
     except OSError as err:
         raise DataError(path, [f"cannot read as HDF5: {err}"]) from None
-    return ids, neurons, trials, []
+
+
+def hdf5_header(f: Any, path: Path, window: tuple[float, float] | None) -> HDF5Header:
+    """The header of the open HDF5 PSTH file ``f`` (module docstring): dataset names, shapes and dtypes, the id
+    lists, the time bins against ``window`` and the size of the part to read; :class:`DataError` listing what is
+    wrong. Reads the 1-D lists (ids and bins), never the ``psth`` values."""
+    names = set(f.keys())
+    missing = [n for n in (PSTH_DATASET, "stimulus_id", "time_bin_start") if n not in names]
+    neuron_name = next((n for n in NEURON_DATASETS if n in names), None)
+    if missing or neuron_name is None:
+        wanted = missing + ([] if neuron_name else ["neuroid_id (or channel_id)"])
+        raise DataError(path, [f"missing dataset(s) {', '.join(wanted)}; found {', '.join(sorted(names)) or '(none)'}"])
+    psth = f[PSTH_DATASET]
+    if psth.ndim != 4 or psth.dtype.kind not in "iuf":
+        raise DataError(path, [f"psth is {psth.dtype} {psth.shape}; expected numbers [S, R, T, N]"])
+    problems = [p for p in [dims_problem(PSTH_DATASET, psth.shape, psth.dtype.itemsize)] if p]
+    lists = {  # 1-D lists of the psth's dims: their lengths are checked before any of them is read
+        "stimulus_id": (0, "stimuli"),
+        neuron_name: (3, "channels"),
+        "time_bin_start": (2, "time bins"),
+        **({"time_bin_end": (2, "time bins")} if "time_bin_end" in names else {}),
+    }
+    for name, (axis, what) in lists.items():
+        if f[name].shape != (psth.shape[axis],):
+            problems.append(f"{name} has shape {f[name].shape} but psth has {psth.shape[axis]} {what}")
+    if problems:
+        raise DataError(path, problems)
+    starts, ends = bin_edges(f["time_bin_start"][()], f["time_bin_end"][()] if "time_bin_end" in names else None, path)
+    ids = as_strings(f["stimulus_id"][()])
+    neurons = as_strings(f[neuron_name][()])
+    problems = [f"duplicate stimulus_id {sid!r}" for sid in sorted({i for i in ids if ids.count(i) > 1})]
+    if problems:
+        raise DataError(path, problems)
+    bins = window_bins(starts, ends, window, path)
+    problems = psth_size_problems(psth.shape, psth.dtype.itemsize, bins, PSTH_DATASET)
+    if problems:
+        raise DataError(path, problems)
+    return HDF5Header(psth, ids, neurons, bins, chosen_bins(starts, ends, bins, window))
+
+
+def read_hdf5(path: Path, window: tuple[float, float] | None) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+    """Stimulus ids, neuron ids, trials ``[S, R, N]`` and problems from an HDF5 PSTH file (module docstring): its
+    header checked first (:func:`hdf5_header`), then only the window's bins read."""
+    with open_hdf5(path) as f:
+        header = hdf5_header(f, path, window)
+        psth, bins = header.psth, header.bins
+        lo, hi = int(bins.min()), int(bins.max()) + 1  # read only the window's bins (a contiguous slice)
+        row_bytes = psth.shape[1] * (hi - lo) * psth.shape[3] * psth.dtype.itemsize
+        trials = window_mean(lambda rows: psth[rows, :, lo:hi, :], psth.shape[0], row_bytes, bins - lo, axis=2)
+    return header.ids, header.neurons, trials, []

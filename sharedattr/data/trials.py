@@ -135,11 +135,25 @@ class Responses:
 
     def _rows_in(self, stimuli: StimulusSet) -> Tensor:
         """Index ``[S]`` of each of our stimuli in ``stimuli``; :class:`DataError` listing every unknown id."""
+        check_known_ids(self.source, self.ids, stimuli.ids)
         index = {sid: i for i, sid in enumerate(stimuli.ids)}
-        unknown = [sid for sid in self.ids if sid not in index]
-        if unknown:
-            raise DataError(self.source, [f"stimulus_id {sid!r} is not in the stimulus set" for sid in unknown])
         return torch.tensor([index[sid] for sid in self.ids], dtype=torch.long)
+
+
+def check_known_ids(source: object, ids: Sequence[str], stimulus_ids: Sequence[str]) -> int:
+    """The number of stimuli ``stimulus_ids`` that the responses ``ids`` (from ``source``) measure;
+    :class:`DataError` listing every response id that is not a stimulus.
+
+    Example::
+
+        >>> check_known_ids("responses.csv", ["a", "b"], ["a", "b", "c"])
+        2
+    """
+    known = set(stimulus_ids)
+    unknown = [sid for sid in ids if sid not in known]
+    if unknown:
+        raise DataError(source, [f"stimulus_id {sid!r} is not in the stimulus set" for sid in unknown])
+    return len(set(ids))
 
 
 def trial_groups(row_ids: Sequence[str], order: np.ndarray | None = None) -> dict[str, list[int]]:

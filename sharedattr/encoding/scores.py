@@ -166,6 +166,38 @@ def fraction_explainable_variance_explained(predicted: Tensor, trials: Tensor) -
     return torch.where(defined, fev, float("nan")).to(torch.float32)
 
 
+FEV_SHOWN = 3
+"""Neurons named in :func:`negative_fev_note` (the rest are counted)."""
+
+
+def negative_fev_note(neuron_ids: list[str], r: Tensor, fev: Tensor) -> str | None:
+    """The footnote ``sharedattr fit`` prints when a neuron has a negative FEV beside a positive held-out r (``[N]``
+    each; NaN FEV left out), or None when none has. It names the first :data:`FEV_SHOWN` of them and says why the
+    two can disagree.
+
+    Example::
+
+        >>> print(negative_fev_note(["n1", "n2"], torch.tensor([0.4, 0.6]), torch.tensor([-0.2, 0.3])))
+        note: 1 neuron has FEV < 0 beside r > 0 (n1: r 0.400, FEV -0.200). r says whether the predictions rise and \
+fall with the responses, whatever their scale and offset; FEV says how much of the explainable (stimulus-driven) \
+variance they capture, and counts scale and offset errors against it. Predictions with the right shape but the wrong \
+scale or offset, or a neuron whose noise ceiling is low, give r > 0 and FEV < 0 (docs/fitting.md, "Reading r and FEV").
+    """
+    both = [i for i in range(len(neuron_ids)) if bool(fev[i] < 0) and bool(r[i] > 0)]
+    if not both:
+        return None
+    shown = "; ".join(f"{neuron_ids[i]}: r {float(r[i]):.3f}, FEV {float(fev[i]):.3f}" for i in both[:FEV_SHOWN])
+    more = f"; and {len(both) - FEV_SHOWN} more" if len(both) > FEV_SHOWN else ""
+    count = "1 neuron has" if len(both) == 1 else f"{len(both)} neurons have"
+    return (
+        f"note: {count} FEV < 0 beside r > 0 ({shown}{more}). r says whether the predictions rise and fall with the "
+        "responses, whatever their scale and offset; FEV says how much of the explainable (stimulus-driven) variance "
+        "they capture, and counts scale and offset errors against it. Predictions with the right shape but the wrong "
+        "scale or offset, or a neuron whose noise ceiling is low, give r > 0 and FEV < 0 "
+        '(docs/fitting.md, "Reading r and FEV").'
+    )
+
+
 def unscorable_reasons(trials: Tensor, predicted: Tensor | None = None) -> list[str | None]:
     """Why each neuron's noise-ceiling measure is NaN, ``[S, R, N]`` → N entries (None where it is defined).
 

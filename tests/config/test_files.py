@@ -82,3 +82,28 @@ def test_spec_errors_name_the_file(written, tiny_config):
     with pytest.raises(SpecError) as info:
         load_experiment(written["json"])
     assert str(info.value).startswith(f"invalid spec in {written['json']}: seed: Input should be a valid integer")
+
+
+def test_a_top_level_key_written_under_a_table_gets_a_hint(tiny_config, tmp_path):
+    """In TOML every key after a [table] header belongs to it: `matcher = {...}` after [readout] is readout.matcher.
+    The error says so when the unknown key is a top-level key of the spec, and only then."""
+    config = {k: v for k, v in tiny_config.items() if k not in ("readout", "matcher")}
+    text = toml_text(config) + '[readout]\nname = "ridge"\nfolds = 3\nmatcher = {name = "cosine"}\nfoldz = 2\n'
+    path = tmp_path / "exp.toml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_experiment(path)
+    issues = {issue.loc: issue.message for issue in info.value.issues}
+    assert issues["readout.matcher"].startswith("unknown parameter")
+    assert "`matcher` is a top-level key: move it above the first [table] of the file" in issues["readout.matcher"]
+    assert "top-level key" not in issues["readout.foldz"]  # not a key of the spec: no hint
+    # a fixed table (pydantic's "extra" error) gets it too, and JSON, where nesting is explicit, does not
+    without_output = {k: v for k, v in tiny_config.items() if k != "output"}
+    path.write_text(toml_text(without_output) + "[output]\nfigures = false\nseed = 3\n")
+    with pytest.raises(SpecError, match="output.seed: .*`seed` is a top-level key: move it above the first"):
+        load_experiment(path)
+    json_path = tmp_path / "exp.json"
+    json_path.write_text(json.dumps({**tiny_config, "output": {"figures": False, "seed": 3}}))
+    with pytest.raises(SpecError) as info:
+        load_experiment(json_path)
+    assert "top-level key" not in str(info.value)

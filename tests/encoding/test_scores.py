@@ -109,3 +109,18 @@ def test_nan_only_without_enough_repeats_and_the_reason_says_so():
     assert fev_reasons[2].startswith("no explainable variance: the trial-to-trial variance")
     predicted[:, 1] = math.nan
     assert unscorable_reasons(trials, predicted)[1].startswith("only 0 stimuli")
+
+
+def test_the_note_on_a_negative_fev_beside_a_positive_r():
+    """fit's footnote names the neurons with FEV < 0 and r > 0 (NaN FEV and r ≤ 0 left out), at most FEV_SHOWN."""
+    from sharedattr.encoding.scores import FEV_SHOWN, negative_fev_note
+
+    ids = ["a", "b", "c", "d"]
+    assert negative_fev_note(ids, torch.tensor([0.5, -0.1, 0.3, 0.2]), torch.tensor([0.2, -0.4, math.nan, 0.0])) is None
+    note = negative_fev_note(ids, torch.tensor([0.5, -0.1, 0.3, 0.2]), torch.tensor([-0.25, -0.4, math.nan, 0.1]))
+    assert note.startswith("note: 1 neuron has FEV < 0 beside r > 0 (a: r 0.500, FEV -0.250).")
+    assert "whatever their scale and offset" in note and "docs/fitting.md" in note
+    many = [f"n{i}" for i in range(FEV_SHOWN + 2)]
+    note = negative_fev_note(many, torch.full((len(many),), 0.4), torch.full((len(many),), -0.1))
+    assert note.startswith(f"note: {len(many)} neurons have") and "; and 2 more)" in note
+    assert all(f"n{i}: r" in note for i in range(FEV_SHOWN)) and f"n{FEV_SHOWN}: r" not in note

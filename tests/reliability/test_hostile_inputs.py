@@ -74,14 +74,15 @@ def assert_names_file_and_field(err: UserError, path: Path) -> None:
 
 
 def check_config(path: Path, capsys) -> ExperimentSpec | None:
-    """load_experiment and `sharedattr validate` agree: a spec and exit 0, or a UserError and exit 2."""
+    """load_experiment and `sharedattr validate --no-data` (the spec alone) agree: a spec and exit 0, or a UserError
+    and exit 2."""
     try:
         spec = load_experiment(path)
     except UserError as err:
         assert_names_file_and_field(err, path)
         spec = None
     capsys.readouterr()
-    code = main(["validate", str(path)])
+    code = main(["validate", "--no-data", str(path)])
     out, err = capsys.readouterr()
     if spec is None:
         assert code == 2 and err.startswith("error: ") and str(path) in err and "Traceback" not in err, err

@@ -8,6 +8,7 @@ probed ``latent_shape``. Weights files load from safetensors, or from torch file
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,56 @@ def check_normalisation(value: tuple[float, ...] | None, info: Any) -> tuple[flo
     return value
 
 
-def load_state_dict_file(path: Path) -> dict[str, Tensor]:
-    """A state dict from safetensors, or from a torch file with ``weights_only=True`` (never unpickles code)."""
+WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+"""Suffixes of weights files: a path param of a component ending in one of these is checked by
+:func:`weights_header` (``sharedattr validate``) and read by :func:`load_state_dict_file`."""
+TORCH_FILES = "Only safetensors files or plain tensor state dicts (torch.load weights_only=True) are accepted."
+
+
+def weights_header(path: Path) -> str:
+    """What the header of the weights file ``path`` declares, in words, read without its tensors: a safetensors
+    file's header (its tensors' names, dtypes and offsets), or a torch file's magic (a ZIP archive holding a
+    ``data.pkl``, or a legacy pickle). :class:`UserError` naming the file and the fix when it is neither.
+
+    Example::
+
+        >>> weights_header(Path("resnet.safetensors"))  # doctest: +SKIP
+        'safetensors, 122 tensors'
+    """
     path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:  # parses and checks the header; maps, reads no tensor
+                return f"safetensors, {len(f.keys())} tensors"
+        except Exception as err:  # noqa: BLE001 - a corrupt or foreign file (SafetensorError, OSError, ...)
+            raise UserError(
+                f"cannot load weights file {path}: {type(err).__name__}: {err}. "
+                "It must be a valid safetensors file of tensors."
+            ) from None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head == b"PK\x03\x04":
+            with zipfile.ZipFile(path) as archive:
+                if any(name.endswith("data.pkl") for name in archive.namelist()):
+                    return "torch file (a ZIP archive with data.pkl)"
+            why = "a ZIP archive without data.pkl, not a torch.save file"
+        elif head[:1] == b"\x80":
+            return "torch file (legacy pickle format)"
+        else:
+            why = f"it starts with {head!r}: neither a torch.save file nor a safetensors file"
+    except (OSError, zipfile.BadZipFile) as err:
+        why = f"{type(err).__name__}: {err}"
+    raise UserError(f"cannot load weights file {path}: {why}. {TORCH_FILES}")
+
+
+def load_state_dict_file(path: Path) -> dict[str, Tensor]:
+    """A state dict from safetensors, or from a torch file with ``weights_only=True`` (never unpickles code); the
+    header is checked first (:func:`weights_header`), as ``sharedattr validate`` checks it."""
+    path = Path(path)
+    weights_header(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -58,8 +106,7 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - refuse anything that is not plain tensors
         raise UserError(
-            f"cannot load weights file {path}: {type(err).__name__}: {str(err).splitlines()[0]}. "
-            "Only safetensors files or plain tensor state dicts (torch.load weights_only=True) are accepted."
+            f"cannot load weights file {path}: {type(err).__name__}: {str(err).splitlines()[0]}. " + TORCH_FILES
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -47,7 +47,7 @@ from pydantic import (
 )
 from torch import Tensor, nn
 
-from sharedattr.encoding.backbones.frozen import MAX_INPUT_SIZE, FrozenBackbone, load_state_dict_file
+from sharedattr.encoding.backbones.frozen import MAX_INPUT_SIZE, FrozenBackbone, load_state_dict_file, weights_header
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Configurable, InputPath, Params, Seed, register_components
 from sharedattr.runtime.errors import UserError, closest
@@ -212,6 +212,7 @@ def shipped_record(name: str = "insilico-v1") -> dict[str, Any]:
 
 def read_metadata(path: Path) -> dict[str, Any]:
     """The sharedattr metadata of a safetensors weights file ({} if it has none, or is not safetensors)."""
+    weights_header(path)  # the header sharedattr validate checks, with its message
     if Path(path).suffix != ".safetensors":
         return {}
     from safetensors import safe_open
