@@ -229,11 +229,9 @@ def fit_stage(
         source = saved_model_folder(reused_model)
         check_reused_model(source, spec, data.digests, backbone)
     latents, hit = features(ctx, spec, spec.backbone, backbone, data.stimuli, data.digests["stimuli_digest"])
-    inputs = fit_inputs(spec)
-    record = {"spec_digest": spec.digest(), "fit_digest": digest, **data.digests, "data": inputs["data"]}
-    record["seed"] = inputs["seed"]
-    if source is not None:
-        record["reused_from"] = str(source)
+    inputs = fit_inputs(spec)  # the model records the data settings and seed too: a reuse names what differs
+    record = {"spec_digest": spec.digest(), "fit_digest": digest, **data.digests}
+    record |= {"data": inputs["data"], "seed": inputs["seed"]} | ({"reused_from": str(source)} if source else {})
     folder = ModelFolder(out / MODEL_DIR, "fit_digest", record, reuse)
     settings = FitSettings(
         spec.data.test_fraction, spec.data.split_seed, spec.batch_size, ctx.device, spec.readout.name

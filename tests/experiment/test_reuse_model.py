@@ -208,3 +208,42 @@ def test_an_out_folder_inside_the_model_folder_is_refused(small_config, fitted, 
         done = run_cli("run", str(config), "--out", str(out), "--model", str(fitted), "--no-progress")
         assert done.returncode == 2 and "the run's model" in done.stderr, done.stderr
     assert snapshot(fitted) == before
+
+
+def rewrite_description(model_dir: Path, edit) -> None:
+    """Edit a saved model's ``model.json`` and re-sign it (as a save of that description would)."""
+    from sharedattr.encoding.store import CHECKSUM_FIELD, MODEL_FILE, description_checksum
+
+    meta = json.loads((model_dir / MODEL_FILE).read_text())
+    edit(meta)
+    meta[CHECKSUM_FIELD] = description_checksum(meta)
+    (model_dir / MODEL_FILE).write_text(json.dumps(meta))
+
+
+def test_a_model_without_recorded_data_settings_is_checked_by_its_fit_digest(
+    small_config, fitted, tmp_path, no_fitting
+):
+    rewrite_description(fitted / "model", lambda meta: [meta.pop("data"), meta.pop("seed")])
+    config = write_config(tmp_path, small_config)
+    done = run_cli("run", str(config), "--out", str(tmp_path / "same"), "--model", str(fitted), "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]  # the same fit: reused
+    small_config["data"]["test_fraction"] = 0.3
+    config = write_config(tmp_path, small_config, "other.json")
+    done = run_cli("run", str(config), "--out", str(tmp_path / "other"), "--model", str(fitted), "--no-progress")
+    assert done.returncode == 2 and "was fitted with another data or seed than this config's" in done.stderr
+    assert "(the model records no data settings to compare)" in done.stderr
+
+
+def test_other_backbone_weights_or_a_damaged_readout_are_refused(small_config, fitted, tmp_path, no_fitting):
+    config = write_config(tmp_path, small_config)
+    description = fitted / "model" / "model.json"
+    saved = description.read_bytes()
+    rewrite_description(fitted / "model", lambda meta: meta.__setitem__("backbone_checksum", "0" * 64))
+    done = run_cli("run", str(config), "--out", str(tmp_path / "a"), "--model", str(fitted), "--no-progress")
+    assert done.returncode == 2 and "backbone: the same spec, but other weights" in done.stderr, done.stderr
+    description.write_bytes(saved)
+    readout = fitted / "model" / "readout.safetensors"
+    readout.write_bytes(readout.read_bytes()[:-8] + b"\0" * 8)
+    done = run_cli("run", str(config), "--out", str(tmp_path / "b"), "--model", str(fitted), "--no-progress")
+    assert done.returncode == 2 and f"model: the saved readout {readout} is damaged" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
