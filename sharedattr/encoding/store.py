@@ -376,7 +376,7 @@ def check_reused_model(
                 "records no data settings to compare)",
             )
         )
-    if not differences and backbone_checksum(backbone) != meta["backbone_checksum"]:
+    if not differences and backbone_checksum(backbone) != meta.get("backbone_checksum"):
         differences.append(
             ("backbone", "backbone: the same spec, but other weights (a weights file or library changed since the fit)")
         )
