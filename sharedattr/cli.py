@@ -137,26 +137,42 @@ def _checked_data(spec: ExperimentSpec, registry: Registry) -> list[str]:
     return lines
 
 
-def _run(spec, out: Path, progress: bool, config: Path | None = None) -> int:
+def _run(spec, out: Path, progress: bool, config: Path | None = None, full_summary: bool = False) -> int:
     from sharedattr.experiment.run import run_experiment
-    from sharedattr.experiment.tables import format_summary
+    from sharedattr.experiment.tables import format_summary, short_summary
     from sharedattr.runtime.devices import resolve_device
     from sharedattr.runtime.distributed import ranks_from_environment
+    from sharedattr.runtime.run_files import REPORT_FILE, SUMMARY
 
     start = time.perf_counter()
     with ranks_from_environment(resolve_device(spec.device)) as ranks:
         result = run_experiment(spec, out, progress=progress, ranks=ranks, config=config)
     if result is None:  # a rank other than 0 of a torchrun launch: rank 0 reports
         return 0
-    print(format_summary(result.summary))
+    print(format_summary(result.summary) if full_summary else short_summary(result.summary))
+    more = "" if full_summary else " (--full-summary prints it here)"
+    print(f"\nthe full table, {len(result.summary)} rows: {(out / SUMMARY.name).resolve()}{more}")
+    print(f"report: {(out / REPORT_FILE).resolve()}")
     by_rank = result.reused["work_items_computed_by_rank"]
     if len(by_rank) > 1:
         print(f"\n{len(by_rank)} processes; work items computed per rank: {', '.join(map(str, by_rank))}")
+    model = f"the model of {spec.model}, " if spec.model is not None else ""
     print(
-        f"\n{len(result.selected)} neurons, {len(result.pairs)} driver/reference pairs; "
+        f"\n{len(result.selected)} neurons, {len(result.pairs)} driver/reference pairs; {model}"
         f"results in {out} ({time.perf_counter() - start:.1f} s)"
     )
     return 0
+
+
+def _with_model(spec, model: Path | None):  # noqa: ANN001, ANN202 - the spec type is imported lazily
+    """``spec`` with ``--model`` in place of the config's ``model`` (none: as it is). A folder that holds no saved
+    model is refused here, before the output folder is touched."""
+    if model is None:
+        return spec
+    from sharedattr.encoding.store import saved_model_folder
+
+    saved_model_folder(model)
+    return spec.model_copy(update={"model": model.expanduser().resolve()})
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -198,7 +214,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from sharedattr.config.files import load_experiment
 
-    return _run(load_experiment(args.config), Path(args.out), not args.no_progress, args.config)
+    spec = _with_model(load_experiment(args.config), args.model)
+    return _run(spec, Path(args.out), not args.no_progress, args.config, args.full_summary)
 
 
 def _cmd_synthesize(args: argparse.Namespace) -> int:
@@ -210,7 +227,7 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = Path(args.out)
-    spec = load_experiment(args.config)
+    spec = _with_model(load_experiment(args.config), args.model)
     with ranks_from_environment(resolve_device(spec.device)) as ranks:
         result = synthesize_experiment(spec, out, progress=not args.no_progress, ranks=ranks, config=args.config)
     if result is None:  # a rank other than 0 of a torchrun launch: rank 0 reports
@@ -228,6 +245,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from sharedattr.config.files import load_experiment
     from sharedattr.experiment.demo import prepare_demo
     from sharedattr.runtime.distributed import environment_world
+    from sharedattr.runtime.run_files import DEMO_RUN_DIR
 
     if environment_world()[1] > 1:
         raise UserError(
@@ -244,10 +262,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"({time.perf_counter() - start:.1f} s); running {config}",
         file=sys.stderr,
     )
-    code = _run(load_experiment(config), out / "results", not args.no_progress, config)
-    report = out / "results" / "report.html"
-    if report.is_file():
-        print(f"report: {report.resolve()} (total {time.perf_counter() - start:.1f} s)")
+    code = _run(load_experiment(config), out / DEMO_RUN_DIR, not args.no_progress, config, args.full_summary)
+    print(f"demo done in {time.perf_counter() - start:.1f} s")
     return code
 
 
@@ -278,6 +294,26 @@ def _config_and_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="experiment config: .toml, .yaml/.yml or .json")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _model_option(parser: argparse.ArgumentParser) -> None:
+    """``--model DIR``: reuse a model that ``sharedattr fit`` saved instead of fitting one (``run``, ``synthesize``)."""
+    parser.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="reuse the model `sharedattr fit` saved: its --out folder or its model folder (overrides the config's "
+        "`model`). It must have been fitted with this config's data, backbone, readout and seed; nothing is fitted, "
+        "and DIR is only read",
+    )
+
+
+def _full_summary_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--full-summary",
+        action="store_true",
+        help="print every row of summary.csv (method × image × metric) instead of the best methods per metric",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -350,9 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
         "with every configured method, score every metric and write the results. An interrupted run "
         "started again resumes: finished work items are reused. Under torchrun "
         "(torchrun --nproc-per-node K -m sharedattr run CONFIG --out DIR) the work items are shared "
-        "out across the K processes and rank 0 writes the results.",
+        "out across the K processes and rank 0 writes the results. Prints the best methods per metric; "
+        "summary.csv and report.html hold everything.",
     )
     _config_and_out(p)
+    _model_option(p)
+    _full_summary_option(p)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
@@ -365,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Writes images.png/.safetensors, scores.csv, summary.csv and comparison.png.",
     )
     _config_and_out(p)
+    _model_option(p)
     p.set_defaults(func=_cmd_synthesize)
 
     p = sub.add_parser(
@@ -389,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="out-of-category drivers explained per neuron (default 3; 1 for a quick look)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _full_summary_option(p)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(

@@ -12,9 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from sharedattr.plugins.params import InputPath, OutputPath, Seed
 from sharedattr.plugins.specs import (
@@ -221,6 +229,12 @@ class ExperimentSpec(Strict):
     cache_dir: OutputPath | None = Field(
         None, description="Feature cache folder (default: $SHAREDATTR_CACHE, else ~/.cache/sharedattr)."
     )
+    model: InputPath | None = Field(
+        None,
+        description="A model saved by `sharedattr fit` for `run` and `synthesize` to reuse instead of fitting one: the "
+        "fit's --out folder or its model folder (as the --model option). It must have been fitted on this config's "
+        "data, backbone, readout and seed; the run only reads it.",
+    )
     data: DataSpec
     backbone: BackboneSpec
     readout: ReadoutSpec = Field(default_factory=lambda: ReadoutSpec(name="ridge"))
@@ -274,6 +288,15 @@ class ExperimentSpec(Strict):
                     "layer) or another readout kind"
                 )
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_model(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The dump leaves ``model`` out when it is None: a spec that reuses no model dumps (``spec.json``) and digests
+        as before the field existed."""
+        dumped = handler(self)
+        if self.model is None:
+            dumped.pop("model", None)
+        return dumped
 
     @field_validator("device")
     @classmethod

@@ -34,6 +34,7 @@ from sharedattr.plugins.specs import BackboneSpec, ComponentSpec, ReadoutSpec
 from sharedattr.runtime.errors import MissingFileError, UnknownComponentError, UserError
 from sharedattr.runtime.io import atomic_save_tensors, atomic_write_json
 from sharedattr.runtime.json_files import DamagedJSON, read_json
+from sharedattr.runtime.run_files import FIT_DIR, MODEL_DIR
 from sharedattr.runtime.work_store import tensor_bytes, tensors_checksum
 
 MODEL_FILE = "model.json"
@@ -217,9 +218,22 @@ def load_readout_state(readout: nn.Module, path: Path, checksum: str | None = No
         ) from None
 
 
+def fit_inputs(spec: ExperimentSpec) -> dict[str, Any]:
+    """The settings of ``spec`` that decide its fitted model, as JSON values: ``data`` (all of ``spec.data`` but
+    ``neuron_parts``, ground truth for the metrics that does not change the fit), ``backbone``, ``readout`` and
+    ``seed``. A saved model records each (``model.json``), so a reuse that does not fit names what differs
+    (:func:`check_reused_model`)."""
+    return {
+        "data": spec.data.model_dump(mode="json", exclude={"neuron_parts"}),
+        "backbone": spec.backbone.model_dump(mode="json"),
+        "readout": spec.readout.model_dump(mode="json"),
+        "seed": spec.seed,
+    }
+
+
 def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_digest: str) -> str:
-    """The identity of a fitted model: the data, backbone and readout specs and seed, and the content of every data
-    input that decides the fit.
+    """The identity of a fitted model: the data, backbone and readout specs and seed (:func:`fit_inputs`), and the
+    content of every data input that decides the fit.
 
     ``stimuli_digest`` (:meth:`~sharedattr.data.stimuli.StimulusSet.content_digest`) covers ``data.stimuli`` and
     ``data.images``: the stimulus ids, categories and the bytes of every image as read (a ZIP member's inflated
@@ -228,16 +242,7 @@ def fit_digest(spec: ExperimentSpec, stimuli_digest: str, responses_digest: str)
     settings that are not files (``time_window``, ``nwb_table``, ``category_column``, ``categories``, the split) are
     in the spec part; ``data.neuron_parts`` (ground truth for the metrics) does not change the fit and is left out.
     """
-    data = spec.data.model_dump(mode="json", exclude={"neuron_parts"})
-    payload = {
-        "data": data,
-        "backbone": spec.backbone.model_dump(mode="json"),
-        "readout": spec.readout.model_dump(mode="json"),
-        "seed": spec.seed,
-        "stimuli": stimuli_digest,
-        "responses": responses_digest,
-        "format": MODEL_FORMAT,
-    }
+    payload = {**fit_inputs(spec), "stimuli": stimuli_digest, "responses": responses_digest, "format": MODEL_FORMAT}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -291,3 +296,124 @@ def saved_digest(folder: Path, key: str = "fit_digest") -> str | None:
         return None
     digest = meta.get(key)
     return digest if isinstance(digest, str) else None
+
+
+# -- reusing a saved model (``--model``) ----------------------------------------------------------------------------
+SAVED_MODEL_LAYOUTS = (
+    ("", "a model folder"),
+    (MODEL_DIR, "the --out folder of `sharedattr fit` or `sharedattr run`"),
+    (f"{FIT_DIR}/{MODEL_DIR}", "the --out folder of `sharedattr synthesize`"),
+)
+"""Where a folder given to ``--model`` (or the config's ``model``) may hold the saved model's :data:`MODEL_FILE`,
+relative to it, and what such a folder is."""
+REUSE_FIX = (
+    "drop --model (and the config's `model` key) so that the run fits a model of its own, or fit one with this "
+    "config (`sharedattr fit CONFIG --out DIR`) and pass --model DIR"
+)
+
+
+def saved_model_folder(path: str | Path) -> Path:
+    """The model folder that ``path`` names: ``path`` itself when it holds ``model.json``, else its ``model/`` (the
+    --out folder of ``sharedattr fit``) or ``fit/model/`` (of ``sharedattr synthesize``), as
+    :data:`SAVED_MODEL_LAYOUTS` lists. :class:`UserError` naming ``path`` and the layouts expected when it holds
+    none, or does not exist.
+
+    Example::
+
+        >>> saved_model_folder("fits/it-bodies")  # doctest: +SKIP
+        PosixPath('fits/it-bodies/model')
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise MissingFileError(
+            path, "model folder (--model, or `model` in the config)", "give the --out folder of `sharedattr fit`"
+        )
+    for sub, _ in SAVED_MODEL_LAYOUTS:
+        folder = path / sub if sub else path
+        if (folder / MODEL_FILE).is_file():
+            return folder
+    expected = "; ".join(
+        f"{(path / sub / MODEL_FILE) if sub else (path / MODEL_FILE)} ({what})" for sub, what in SAVED_MODEL_LAYOUTS
+    )
+    raise UserError(
+        f"model: {path} holds no saved model: expected {expected}. Give the --out folder of `sharedattr fit` (or "
+        "its model folder), or drop --model to fit one"
+    )
+
+
+def check_reused_model(
+    folder: Path, spec: ExperimentSpec, digests: dict[str, str], backbone: nn.Module
+) -> dict[str, Any]:
+    """Check that the saved model in ``folder`` (:func:`saved_model_folder`) is the model a fit of ``spec`` would make,
+    so that a run may load it instead of fitting; return its verified ``model.json``.
+
+    Compared: the settings that decide a fit (:func:`fit_inputs`: ``data``, ``backbone``, ``readout``, ``seed``), the
+    content of the data files (``digests``: :data:`DATA_DIGESTS` → the current digest), the weights of ``backbone``
+    (built from ``spec.backbone``) against the saved checksum, and the readout file against its checksum. One
+    :class:`UserError` names the folder, every difference with both values (``backbone.layer: 'layer1' in the
+    model, 'layer2' in the config``) and the fix; a damaged model is an error too (it is never fitted again here).
+    """
+    from safetensors.torch import load_file
+
+    meta = read_description(folder)
+    differences = [
+        d for key, value in fit_inputs(spec).items() if key in meta for d in _differences(meta[key], value, key)
+    ]
+    for key, value in digests.items():
+        saved = meta.get(key)
+        if isinstance(saved, str) and saved != value:
+            what, fields = DATA_DIGESTS[key]
+            field = f"data.{fields[0] if fields else 'responses'}"
+            differences.append(
+                ("data", f"{field} (the content of {what}): {saved[:12]} in the model, {value[:12]} in the files now")
+            )
+    digest = fit_digest(spec, digests["stimuli_digest"], digests["responses_digest"])
+    if not differences and meta.get("fit_digest") != digest:
+        differences.append(
+            (
+                "data or seed",
+                f"fit digest {str(meta.get('fit_digest'))[:12]} in the model, {digest[:12]} in the config (the model "
+                "records no data settings to compare)",
+            )
+        )
+    if not differences and backbone_checksum(backbone) != meta.get("backbone_checksum"):
+        differences.append(
+            ("backbone", "backbone: the same spec, but other weights (a weights file or library changed since the fit)")
+        )
+    if differences:
+        kinds = " / ".join(dict.fromkeys(kind for kind, _ in differences))
+        raise UserError(
+            f"model: the saved model in {folder} was fitted with another {kinds} than this config's, so it cannot "
+            "stand in for the run's fit:\n" + "\n".join(f"  - {line}" for _, line in differences) + f"\n{REUSE_FIX}"
+        )
+    try:
+        readout_ok = tensors_checksum(load_file(str(folder / READOUT_FILE))) == meta["readout_checksum"]
+    except Exception as err:  # noqa: BLE001 - missing, truncated or foreign file (SafetensorError, OSError)
+        readout_ok, why = False, f"unreadable: {type(err).__name__}"
+    else:
+        why = "does not match the checksum in its model.json"
+    if not readout_ok:
+        raise UserError(
+            f"model: the saved readout {folder / READOUT_FILE} is damaged ({why}); fit the model again with "
+            "`sharedattr fit`, or drop --model"
+        )
+    return meta
+
+
+def _differences(saved: Any, current: Any, where: str) -> list[tuple[str, str]]:
+    """For every leaf in which two JSON values differ, its top-level field (``data``, ``backbone``, ...) and the line
+    ``where.key: <saved> in the model, <current> in the config``."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        keys = list(dict.fromkeys([*current, *saved]))
+        return [d for k in keys for d in _differences(saved.get(k, _ABSENT), current.get(k, _ABSENT), f"{where}.{k}")]
+    if saved == current:
+        return []
+    return [(where.split(".")[0], f"{where}: {_brief(saved)} in the model, {_brief(current)} in the config")]
+
+
+_ABSENT = object()
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    text = "(not set)" if value is _ABSENT else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

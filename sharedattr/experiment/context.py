@@ -51,6 +51,8 @@ def input_paths(spec: ExperimentSpec) -> dict[str, Path]:
         for field in ("stimuli", "images", "responses", "response_ids", "neuron_ids", "neuron_parts", "time_bins")
         if getattr(data, field) is not None
     }
+    if spec.model is not None:  # a saved model a run reuses (--model): read only, never written into
+        paths["model"] = spec.model
     backbones = [("backbone", spec.backbone)] + [
         (f"evaluators[{i}].backbone", e.backbone) for i, e in enumerate(spec.evaluators) if e.backbone is not None
     ]

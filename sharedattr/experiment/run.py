@@ -9,7 +9,9 @@ names (and, for the tables, with the columns and types) of the run folder's cont
 - ``spec.json``: the validated spec with every default filled in, and its digest; written once every result is,
   so it never describes results the folder does not hold (see :func:`~sharedattr.experiment.stages.write_spec`);
 - ``scores.csv``, ``model/`` and ``figures/fit.png``: the fitted encoding model and its
-  held-out Pearson r per neuron (as ``sharedattr fit`` writes them);
+  held-out Pearson r per neuron (as ``sharedattr fit`` writes them); with ``spec.model`` (``--model DIR``), the
+  model ``sharedattr fit`` saved in DIR, checked against the spec's data, backbone, readout and seed and loaded,
+  not fitted (``model/model.json`` records it as ``reused_from``; DIR is only read);
 - ``pairs.csv``: per neuron, each out-of-category driver and its matched references;
 - ``results.csv`` (and ``results.parquet`` when pyarrow is installed): tidy, one row per
   neuron × driver × reference × method × image (driver or reference) × metric;
@@ -118,7 +120,18 @@ def run_experiment(
     into it.
 
     Everything already computed in ``out_dir`` by a run of the same spec (the fitted model,
-    each work item's maps and scores) is reused, so a repeated or resumed run is cheap.
+    each work item's maps and scores) is reused, so a repeated or resumed run is cheap. With ``spec.model`` (a
+    folder ``sharedattr fit`` wrote; the CLI's ``--model``), that model is reused instead of fitting one, after a
+    check that it was fitted on the spec's data, backbone, readout and seed (a :class:`UserError` names what
+    differs); the outputs are those of a run that fits the same model.
+
+    Example::
+
+        >>> spec = load_experiment("experiment.toml")  # doctest: +SKIP
+        >>> spec = spec.model_copy(update={"model": Path("fits/it-bodies")})  # doctest: +SKIP
+        >>> result = run_experiment(spec, "results/")  # doctest: +SKIP
+        >>> result.reused["model"]  # doctest: +SKIP
+        1
 
     With several ``ranks`` (see :mod:`sharedattr.runtime.distributed`; ``out_dir`` on a folder every
     rank sees), rank 0 fits, every rank matches, the work items are dealt out round-robin, and

@@ -36,7 +36,15 @@ from sharedattr.data.pairs import PairImages
 from sharedattr.data.responses import responses_digest
 from sharedattr.encoding.fit import Fit, FitSettings, fit_readout
 from sharedattr.encoding.model import EncodingModel
-from sharedattr.encoding.store import fit_digest, save_model, saved_digest, warn_if_data_changed
+from sharedattr.encoding.store import (
+    check_reused_model,
+    fit_digest,
+    fit_inputs,
+    save_model,
+    saved_digest,
+    saved_model_folder,
+    warn_if_data_changed,
+)
 from sharedattr.experiment.context import RunContext, feature_cache_folder, out_folder
 from sharedattr.experiment.tables import tidy_rows, write_scores
 from sharedattr.plugins.loading import get_registry
@@ -121,11 +129,12 @@ class FitJob:
     folder: ModelFolder
 
 
-def fit_or_load(ctx: RunContext, job: FitJob) -> tuple[Fit, bool]:
+def fit_or_load(ctx: RunContext, job: FitJob, saved: Path | None = None) -> tuple[Fit, bool]:
     """The fit of ``job``: the model saved in its folder when it has the job's digest (the same split and scores as
     the fit that saved it), else fitted now; and whether it was loaded. The fit stage and the synthesis stage's
-    evaluators both fit this way."""
-    reused = job.folder.saved() == job.folder.digest
+    evaluators both fit this way. ``saved``: a model folder already checked to hold the job's model
+    (:func:`~sharedattr.encoding.store.check_reused_model`, for ``--model``), loaded from there, never fitted."""
+    reused = saved is not None or job.folder.saved() == job.folder.digest
     fit = fit_readout(
         ctx.build(job.readout_spec),
         job.backbone,
@@ -133,7 +142,7 @@ def fit_or_load(ctx: RunContext, job: FitJob) -> tuple[Fit, bool]:
         job.responses,
         job.neuron_ids,
         job.settings,
-        saved=job.folder.path if reused else None,
+        saved=saved if saved is not None else job.folder.path if reused else None,
     )
     return fit, reused
 
@@ -193,6 +202,7 @@ def fit_stage(
     write: bool = True,
     check: Callable[[EncodingModel], Any] | None = None,
     spec_folder: Path | None = None,
+    reused_model: Path | None = None,
 ) -> Experiment:
     """Load and check the data, extract (or reuse) features, fit and score the readout, save the model.
 
@@ -200,29 +210,39 @@ def fit_stage(
     (unless ``write`` is False: the ranks of a distributed run other than rank 0 only read).
     With ``reuse``, a model already saved in ``out/model`` by a fit of the same data, backbone,
     readout and seed (the same :func:`~sharedattr.encoding.store.fit_digest`) is loaded instead of
-    fitted again. ``check(model)`` runs on the fitted model before anything is written (the methods of a run
-    are built on it there, so that a param that does not fit the model fails before the folder changes).
-    ``spec_folder``: the folder whose ``spec.json`` vouches for these results; one describing another spec is
-    retired as the first result is written (:func:`superseding`).
+    fitted again. ``reused_model`` (``--model``: a model folder, a ``fit`` folder, see
+    :func:`~sharedattr.encoding.store.saved_model_folder`) is checked to be the model this fit would make
+    (:func:`~sharedattr.encoding.store.check_reused_model`: one :class:`UserError` naming what differs) and loaded
+    from there, never fitted and never written to; ``out/model`` gets a copy whose ``model.json`` records where it
+    came from (``reused_from``), so ``out`` holds all a report needs. The held-out scores are those of the saved
+    fit: the same split, recomputed on the same features. ``check(model)`` runs on the fitted model before anything
+    is written (the methods of a run are built on it there, so that a param that does not fit the model fails
+    before the folder changes). ``spec_folder``: the folder whose ``spec.json`` vouches for these results; one
+    describing another spec is retired as the first result is written (:func:`superseding`).
     """
     out = Path(out)
     data = load_data(spec)
     digest = fit_digest(spec, data.digests["stimuli_digest"], data.digests["responses_digest"])
     backbone = ctx.build(spec.backbone).to(ctx.device)
+    source = None
+    if reused_model is not None:  # before any compute: a model of another fit is refused at once
+        source = saved_model_folder(reused_model)
+        check_reused_model(source, spec, data.digests, backbone)
     latents, hit = features(ctx, spec, spec.backbone, backbone, data.stimuli, data.digests["stimuli_digest"])
-    folder = ModelFolder(
-        out / MODEL_DIR, "fit_digest", {"spec_digest": spec.digest(), "fit_digest": digest, **data.digests}, reuse
-    )
+    inputs = fit_inputs(spec)  # the model records the data settings and seed too: a reuse names what differs
+    record = {"spec_digest": spec.digest(), "fit_digest": digest, **data.digests}
+    record |= {"data": inputs["data"], "seed": inputs["seed"]} | ({"reused_from": str(source)} if source else {})
+    folder = ModelFolder(out / MODEL_DIR, "fit_digest", record, reuse)
     settings = FitSettings(
         spec.data.test_fraction, spec.data.split_seed, spec.batch_size, ctx.device, spec.readout.name
     )
     job = FitJob(
         spec.backbone, spec.readout, backbone, latents, data.responses, list(data.recorded.neuron_ids), settings, folder
     )
-    saved = folder.saved()
+    saved = folder.saved() if source is None else None
     if saved is not None and saved != digest:
         warn_if_data_changed(folder.path, spec, data.digests)
-    fit, reused = fit_or_load(ctx, job)
+    fit, reused = fit_or_load(ctx, job, source)
     if data.recorded.has_repeats:
         fit.score_repeats(data.recorded.trials_aligned_to(data.stimuli))
     experiment = Experiment(data.stimuli, data.responses, latents, fit, hit, digest, reused, data.neuron_parts)
@@ -231,7 +251,7 @@ def fit_stage(
     if write:
         with superseding(spec_folder, spec.digest(), out / FIT_SCORES.name):
             write_scores(fit, out)
-        if not reused:
+        if not reused or source is not None:
             save_fit(ctx, job, fit)
         if spec.output.figures:
             from sharedattr.report.figures import fit_figure  # matplotlib only when figures are on
@@ -344,14 +364,15 @@ def fit_for_run(
     before anything is written. A run that fails on its inputs or on ``check`` leaves the folder as it was. The
     first result written retires an ``out/spec.json`` of another spec (:func:`superseding`); the command writes
     its own (:func:`write_spec`) once every result is written. After a barrier, the other ranks load what rank 0
-    saved, writing nothing.
+    saved, writing nothing. With ``spec.model`` (``--model``), nothing is fitted: every rank checks and loads that
+    saved model (:func:`fit_stage`'s ``reused_model``), and rank 0 copies it into ``fit_dir``.
     """
     ranks = ctx.ranks
     if ranks.is_main:
-        experiment = fit_stage(ctx, spec, fit_dir, reuse=True, check=check, spec_folder=out)
-    ranks.barrier()  # the other ranks load the model rank 0 saved
+        experiment = fit_stage(ctx, spec, fit_dir, reuse=True, check=check, spec_folder=out, reused_model=spec.model)
+    ranks.barrier()  # the other ranks load the model rank 0 saved (or, with spec.model, that one)
     if not ranks.is_main:
-        experiment = fit_stage(ctx, spec, fit_dir, reuse=True, write=False, check=check)
+        experiment = fit_stage(ctx, spec, fit_dir, reuse=True, write=False, check=check, reused_model=spec.model)
     return experiment
 
 

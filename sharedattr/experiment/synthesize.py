@@ -343,7 +343,8 @@ def synthesize_experiment(
     ranks: Ranks = SINGLE,
     config: str | Path | None = None,
 ) -> SynthesisRun | None:
-    """``sharedattr synthesize``: fit the model (into ``out/fit``, reused when unchanged), select the
+    """``sharedattr synthesize``: fit the model (into ``out/fit``, reused when unchanged; with ``spec.model``, the
+    CLI's ``--model``, the model ``sharedattr fit`` saved there, checked and loaded, never fitted), select the
     neurons as ``sharedattr run`` does, then synthesise and score everything into ``out``.
 
     ``out`` is checked and locked as ``sharedattr run`` does (:func:`~sharedattr.experiment.context.out_folder`;

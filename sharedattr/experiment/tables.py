@@ -223,6 +223,10 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*row) for row in rows)])
 
 
+def _mean_sem_text(row: dict[str, Any]) -> str:
+    return f"{row['mean']:.4f} ± {row['sem']:.4f}" if math.isfinite(row["sem"]) else f"{row['mean']:.4f}"
+
+
 def format_summary(summary: list[dict[str, Any]]) -> str:
     """The summary as an aligned text table (arrows show each metric's better direction)."""
     if not summary:
@@ -233,12 +237,53 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
             r["method"],
             r["image"],
             f"{r['metric']} {'↑' if r['higher_is_better'] else '↓'}",
-            f"{r['mean']:.4f} ± {r['sem']:.4f}" if math.isfinite(r["sem"]) else f"{r['mean']:.4f}",
+            _mean_sem_text(r),
             str(r["n"]),
         ]
         for r in sorted(summary, key=lambda r: (r["metric"], r["image"], r["method"]))
     ]
     return text_table(header, lines)
+
+
+SHORT_SUMMARY_ROWS = 20
+"""The most metric × image rows :func:`short_summary` prints; the rest are counted (all are in ``summary.csv``)."""
+
+
+def short_summary(summary: list[dict[str, Any]], max_rows: int = SHORT_SUMMARY_ROWS) -> str:
+    """The headline of the summary, what ``sharedattr run`` and ``demo`` print: one line per metric × image with its
+    best and second-best method by mean, in the metric's direction (ties by method name), and how many methods
+    were scored; at most ``max_rows`` lines (then a line counting the rest). :func:`format_summary` gives every row.
+
+    Example::
+
+        >>> rows = [
+        ...     {"method": m, "image": "driver", "metric": "gini", "mean": v, "sem": 0.01, "n": 4}
+        ...     | {"higher_is_better": True}
+        ...     for m, v in [("saliency", 0.4), ("occlusion", 0.6)]
+        ... ]
+        >>> print(short_summary(rows))  # doctest: +NORMALIZE_WHITESPACE
+        metric  image   best                       second                    methods
+        ------  ------  -------------------------  ------------------------  -------
+        gini ↑  driver  occlusion 0.6000 ± 0.0100  saliency 0.4000 ± 0.0100  2
+    """
+    if not summary:
+        return "(no results)"
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in sorted(summary, key=lambda r: (r["metric"], r["image"], r["method"])):
+        groups.setdefault((row["metric"], row["image"]), []).append(row)
+    lines = []
+    for (metric, image), rows in groups.items():
+        higher = rows[0]["higher_is_better"]
+        scored = sorted(
+            (r for r in rows if math.isfinite(r["mean"])), key=lambda r: -r["mean"] if higher else r["mean"]
+        )
+        best = [f"{r['method']} {_mean_sem_text(r)}" for r in scored[:2]] or ["(none scored)"]
+        best += [""] * (2 - len(best))
+        lines.append([f"{metric} {'↑' if higher else '↓'}", image, *best, str(len(scored))])
+    table = text_table(["metric", "image", "best", "second", "methods"], lines[:max_rows])
+    if len(lines) > max_rows:
+        table += f"\n... and {len(lines) - max_rows} more metric × image rows"
+    return table
 
 
 def write_components(

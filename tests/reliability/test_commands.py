@@ -160,7 +160,7 @@ def demo(monkeypatch, capsys):
     """``sharedattr demo ARGS`` in-process, without its run (tested end to end in tests/test_cli_commands.py): returns
     the exit code, stderr and the folders the run would have written."""
     runs: list[Path] = []
-    monkeypatch.setattr(cli, "_run", lambda spec, out, progress, config=None: runs.append(out) or 0)
+    monkeypatch.setattr(cli, "_run", lambda spec, out, progress, config=None, full_summary=False: runs.append(out) or 0)
 
     def call(out: Path, *args: str) -> tuple[int, str, list[Path]]:
         runs.clear()
