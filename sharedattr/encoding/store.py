@@ -341,6 +341,25 @@ def saved_model_folder(path: str | Path) -> Path:
     )
 
 
+def settings_differences(meta: dict[str, Any], spec: ExperimentSpec) -> list[tuple[str, str]]:
+    """``(kind, line)`` for every setting that decides a fit (:func:`fit_inputs`) and differs between a saved model's
+    ``model.json`` (``meta``) and ``spec``, e.g. ``("backbone", "backbone.layer: 'layer1' in the model, 'layer2' in
+    the config")``; settings the model does not record are not compared."""
+    return [d for key, value in fit_inputs(spec).items() if key in meta for d in _differences(meta[key], value, key)]
+
+
+def refuse_differences(folder: Path, differences: list[tuple[str, str]]) -> None:
+    """The one :class:`UserError` for a saved model that cannot stand in for a config's fit: the folder, every
+    difference (:func:`settings_differences` and the data and weights checks) and :data:`REUSE_FIX`; nothing when
+    there is none."""
+    if differences:
+        kinds = " / ".join(dict.fromkeys(kind for kind, _ in differences))
+        raise UserError(
+            f"model: the saved model in {folder} was fitted with another {kinds} than this config's, so it cannot "
+            "stand in for the run's fit:\n" + "\n".join(f"  - {line}" for _, line in differences) + f"\n{REUSE_FIX}"
+        )
+
+
 def check_reused_model(
     folder: Path, spec: ExperimentSpec, digests: dict[str, str], backbone: nn.Module
 ) -> dict[str, Any]:
@@ -356,9 +375,7 @@ def check_reused_model(
     from safetensors.torch import load_file
 
     meta = read_description(folder)
-    differences = [
-        d for key, value in fit_inputs(spec).items() if key in meta for d in _differences(meta[key], value, key)
-    ]
+    differences = settings_differences(meta, spec)
     for key, value in digests.items():
         saved = meta.get(key)
         if isinstance(saved, str) and saved != value:
@@ -380,12 +397,7 @@ def check_reused_model(
         differences.append(
             ("backbone", "backbone: the same spec, but other weights (a weights file or library changed since the fit)")
         )
-    if differences:
-        kinds = " / ".join(dict.fromkeys(kind for kind, _ in differences))
-        raise UserError(
-            f"model: the saved model in {folder} was fitted with another {kinds} than this config's, so it cannot "
-            "stand in for the run's fit:\n" + "\n".join(f"  - {line}" for _, line in differences) + f"\n{REUSE_FIX}"
-        )
+    refuse_differences(folder, differences)
     try:
         readout_ok = tensors_checksum(load_file(str(folder / READOUT_FILE))) == meta["readout_checksum"]
     except Exception as err:  # noqa: BLE001 - missing, truncated or foreign file (SafetensorError, OSError)

@@ -14,7 +14,8 @@ the readers run before they load anything, so that a config ``fit`` refuses on t
    ``data.neuron_parts``;
 4. the ids: every stimulus id of the responses is a stimulus of the set;
 5. every weights file a component names (:func:`~sharedattr.encoding.backbones.frozen.weights_header`): a safetensors
-   header, or a torch file's magic.
+   header, or a torch file's magic;
+6. a saved model the run reuses (``model``, ``--model``): its folder holds one, fitted with this config's settings.
 
 Memory and time stay bounded by the files' id lists: no pixel and no response matrix is read.
 """
@@ -30,6 +31,7 @@ from sharedattr.data.archives import ZipMember
 from sharedattr.data.inspection import inspect_responses
 from sharedattr.data.trials import check_known_ids
 from sharedattr.encoding.backbones.frozen import WEIGHTS_SUFFIXES, weights_header
+from sharedattr.encoding.store import read_description, refuse_differences, saved_model_folder, settings_differences
 from sharedattr.experiment.stages import check_selection, checked_neuron_parts
 from sharedattr.plugins.params import CHECK_FILES_KEY
 from sharedattr.plugins.registry import Registry
@@ -74,6 +76,17 @@ def check_data(spec: ExperimentSpec, registry: Registry) -> Iterator[DataCheck]:
     yield "ids", f"{measured} of {len(stimuli)} stimuli have responses; every response id is a stimulus"
     for loc, path in weights_files(spec, registry):
         yield "weights", f"{loc}: {path.name}: {weights_header(path)}"
+    if spec.model is not None:
+        yield "model", _checked_model(spec)
+
+
+def _checked_model(spec: ExperimentSpec) -> str:
+    """The saved model a run reuses (``model``, ``--model``): its folder holds one, and the settings it records agree
+    with the config's (the checks of :func:`~sharedattr.encoding.store.check_reused_model` that need no data digest
+    and no backbone: those run when the run starts)."""
+    folder = saved_model_folder(spec.model)
+    refuse_differences(folder, settings_differences(read_description(folder), spec))
+    return f"{folder}: a saved model whose data, backbone, readout and seed settings are this config's"
 
 
 def weights_files(spec: ExperimentSpec, registry: Registry) -> list[tuple[str, Path]]:

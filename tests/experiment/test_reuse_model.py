@@ -247,3 +247,37 @@ def test_other_backbone_weights_or_a_damaged_readout_are_refused(small_config, f
     done = run_cli("run", str(config), "--out", str(tmp_path / "b"), "--model", str(fitted), "--no-progress")
     assert done.returncode == 2 and f"model: the saved readout {readout} is damaged" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_validate_refuses_a_model_of_another_fit_first_with_the_runs_message(small_config, fitted, tmp_path):
+    """`validate` reads the saved model's model.json (no data digest, no backbone built) and refuses a model whose
+    recorded settings differ, with the message `run --model` gives; an agreeing model is a passed check."""
+    small_config["model"] = str(fitted)
+    agreeing = run_cli("validate", str(write_config(tmp_path, small_config, "same.json")))
+    assert agreeing.returncode == 0, agreeing.stderr[-2000:]
+    assert f"model      {fitted / 'model'}: a saved model whose data, backbone, readout and seed settings" in (
+        agreeing.stdout
+    )
+    expected = _other_layer(small_config, tmp_path)
+    config = write_config(tmp_path, small_config, "other.json")
+    validated = run_cli("validate", str(config))
+    small_config.pop("model")
+    ran = run_cli(
+        "run",
+        str(write_config(tmp_path, small_config)),
+        "--out",
+        str(tmp_path / "r"),
+        "--model",
+        str(fitted),
+        "--no-progress",
+    )
+    assert validated.returncode == ran.returncode == 2
+    assert expected in validated.stderr
+
+    def message(stderr: str) -> list[str]:  # the error's lines, from "error: model" to its fix
+        lines = stderr.splitlines()
+        first = next(i for i, line in enumerate(lines) if line.startswith("error: model: the saved model"))
+        last = next(i for i, line in enumerate(lines) if line.startswith("drop --model"))
+        return lines[first : last + 1]
+
+    assert message(validated.stderr) == message(ran.stderr)
