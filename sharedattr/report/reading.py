@@ -371,9 +371,10 @@ class Tally:
         return counts + (f" In detail, {'; '.join(detail)}." if detail else "")
 
 
-def tally(comparisons: Sequence[Comparison], method: str, against: str = BASELINE) -> Tally:
+def tally(comparisons: Sequence[Comparison], method: str, against: str = BASELINE, wording: str = "") -> Tally:
     """Count ``method``'s wins, losses and draws (and the clear ones) in its ``comparisons`` against ``against``
-    (:data:`BASELINE` or :data:`CONTROL`), and name each."""
+    (:data:`BASELINE` or :data:`CONTROL`), and name each; ``wording``: how the sentence names the other side
+    (default: ``against``)."""
     mine = [c for c in comparisons if c.method.method == method and c.against == against]
 
     def count(outcome: str, clear: bool = False) -> int:
@@ -391,7 +392,7 @@ def tally(comparisons: Sequence[Comparison], method: str, against: str = BASELIN
         count("worse", True),
         count("level"),
         untested,
-        against,
+        wording or against,
         named("better"),
         named("worse"),
         named("level"),
@@ -523,7 +524,8 @@ def tallies(comparisons: Sequence[Comparison], method: str, components: Componen
     parts = [tally(comparisons, method).sentence()] if any(c.against == BASELINE for c in comparisons) else []
     if any(c.against == CONTROL for c in comparisons):
         versus = _names(components.controls_of(method))
-        parts.append(tally(comparisons, method, f"{CONTROL} {versus}, on the pairwise-only metrics").sentence())
+        wording = f"{CONTROL} {versus}, on the pairwise-only metrics"
+        parts.append(tally(comparisons, method, CONTROL, wording).sentence())
     return " ".join(parts)
 
 

@@ -411,7 +411,7 @@ def test_headline_per_family_and_without_a_pairwise_method():
         [S("parallel_backprop", 0.2), S("saliency", 0.4), S("parallel_backprop", 0.9, image="reference")], FAMILIES
     )
     assert partial.pairwise[0].rank == (
-        "parallel_backprop ranks 2nd of 2 methods (mean rank 2.0 over 1 metric × image result)."
+        "parallel_backprop ranks 2nd of 2 methods (mean rank 2.0 over 1 metric × image result, every metric family)."
     )
     assert "only parallel_backprop has a score" in partial.per_metric[1]
     assert read_summary([]).headline == ["No metric produced a finite score, so there is no winner to report."]
@@ -759,3 +759,36 @@ def test_neuron_figure_names_never_collide():
     assert len(set(names)) == len(ids), names
     assert neuron_figure_name("a_b") == "neuron_a_b.png" and neuron_figure_name("V4-1.2") == "neuron_V4-1.2.png"
     assert all("/" not in n and n.isascii() for n in names)
+
+
+def test_methods_are_named_with_their_params_and_controls_are_marked(tiny_run, run_copy):
+    """Issue 28: the report says what each method is (its params that differ from the defaults, from
+    components.json) and marks a control as one, by what the run recorded, not by its name."""
+    html = (tiny_run / "report.html").read_text(encoding="utf-8")
+    summary = html[html.index('<section id="summary">') : html.index("</section>")]
+    assert "<td>integrated_gradients</td><td><code>integrated_gradients(n_steps=4)</code></td>" in summary
+    assert "<td>parallel_backprop</td><td><code>parallel_backprop()</code></td><td>pairwise</td>" in summary
+    scores = html[html.index('<section id="scores">') :]
+    assert "<code>parallel_backprop(variant=&#34;product&#34;, sharing=&#34;dimension&#34;" in scores, "every param"
+    own = "parallel_backprop without sharing (s = w: the neuron's own map on the same path)"
+    params = json.loads((run_copy / "components.json").read_text())["methods"]["parallel_backprop"]["params"]
+    relabel(
+        run_copy,
+        "methods",
+        "integrated_gradients",
+        "parallel_backprop#2",
+        spec={"name": "parallel_backprop", "variant": "own"},
+        pairwise=True,
+        params={**params, "variant": "own"},
+        changed=["variant"],
+        control=own,
+    )
+    html = build_report(run_copy)
+    summary = html[html.index('<section id="summary">') : html.index("</section>")]
+    assert (
+        '<tr class="control"><td>parallel_backprop#2</td><td><code>parallel_backprop(variant=&#34;own&#34;)</code>'
+        f"</td><td>pairwise</td><td>control: {own.replace(chr(39), '&#39;')}</td></tr>"
+    ) in summary
+    assert "parallel_backprop#2 is the control of parallel_backprop" in text_of(summary)
+    scores = html[html.index('<section id="scores">') :]
+    assert '<tr class="pairwise"><td>parallel_backprop#2 (control)</td>' in scores
