@@ -244,7 +244,18 @@ FIT_SCORES = Table(
 
 PAIRS = Table("pairs.csv", (*_pair_columns(), Column("driver_response", float)))
 """``pairs.csv``: one row per (neuron, driver, reference) in the row order of the maps; ``rank`` is the reference's
-rank among the driver's matches (0 = most similar)."""
+rank among the driver's matches, stored 0-based (0 = most similar; the same in ``results.csv``). Wherever a user reads
+it (the report's "ref. rank") it is shown 1-based, :func:`shown_rank` (1 = the best match)."""
+
+
+def shown_rank(rank: int) -> int:
+    """The stored 0-based ``rank`` of :data:`PAIRS` as a user reads it: 1-based, 1 = the most similar reference.
+
+    >>> shown_rank(0)
+    1
+    """
+    return rank + 1
+
 
 RESULTS = Table(
     "results.csv",

@@ -792,3 +792,30 @@ def test_methods_are_named_with_their_params_and_controls_are_marked(tiny_run, r
     assert "parallel_backprop#2 is the control of parallel_backprop" in text_of(summary)
     scores = html[html.index('<section id="scores">') :]
     assert '<tr class="pairwise"><td>parallel_backprop#2 (control)</td>' in scores
+
+
+def test_the_reference_rank_is_shown_from_1_and_stored_from_0(tiny_run):
+    stored = sorted({int(p["rank"]) for p in read_csv(tiny_run / "pairs.csv")})
+    assert stored[0] == 0, "pairs.csv keeps the 0-based rank"
+    html = (tiny_run / "report.html").read_text(encoding="utf-8")
+    section = html[html.index('<section id="pairs">') :]
+    section = section[: section.index("</section>")]
+    shown = sorted({int(r) for r in re.findall(r'<tr><td class="num">(\d+)</td>', section)})
+    assert shown == [r + 1 for r in stored], "1 = the most similar reference"
+    assert "1 = the most similar" in section
+
+
+def test_a_negative_fev_beside_a_positive_r_is_explained(run_copy):
+    rows = read_csv(run_copy / "scores.csv")
+    for r in rows:
+        r.update(test_r="0.5", noise_ceiling="0.8", fev="0.3")
+    write_csv(run_copy / "scores.csv", rows, list(rows[0]))
+    assert "FEV is negative" not in build_report(run_copy)
+    rows[0].update(test_r="0.6", noise_ceiling="0.8", fev="-0.25")
+    rows[1].update(test_r="-0.1", noise_ceiling="0.8", fev="-0.5")  # both negative: nothing odd
+    write_csv(run_copy / "scores.csv", rows, list(rows[0]))
+    text = text_of(build_report(run_copy))
+    note = text[text.index("FEV is negative") :]
+    assert note.startswith(f"FEV is negative while r is positive for {rows[0]['neuron']}:")
+    assert rows[1]["neuron"] not in note[: note.index(":")]
+    assert "ignores scale and offset" in note
