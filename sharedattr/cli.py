@@ -349,16 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "report",
-        help="rebuild the HTML report of a finished run",
+        help="rebuild the HTML report of a finished run or synthesis",
         description="Write RUN_DIR/report.html: one self-contained page (figures inlined, no network "
         "access) with the fit quality, selectivity, driver/reference pairs, attribution maps, the "
-        "method × metric scores and a plain-language reading of who won. Prints its path.",
+        "method × metric scores and a plain-language reading of who won; for a `sharedattr synthesize` "
+        "folder, its synthesis summary, images, comparison figure and evaluators. Prints its path.",
     )
     p.add_argument(
         "run_dir",
         type=Path,
         metavar="RUN_DIR",
-        help="output folder of `sharedattr run` (for `sharedattr demo --out X`: X/results)",
+        help="output folder of `sharedattr run` or `sharedattr synthesize` (for `sharedattr demo --out X`: X/results)",
     )
     p.set_defaults(func=_cmd_report)
     return parser

@@ -58,7 +58,16 @@ class RunFolderError(UserError):
 def damaged(path: str | Path, err: BaseException | str) -> RunFolderError:
     """The one-line error for a damaged file of a run folder (``err``: what is wrong with it)."""
     why = err if isinstance(err, str) else f"{type(err).__name__}: {str(err)[:200]}"
-    return RunFolderError(f"{path}: damaged ({why}); run `sharedattr run` again into {Path(path).parent} to rewrite it")
+    folder = Path(path).parent
+    command = (
+        "sharedattr synthesize" if folder_kind(folder) == SYNTHESIZE_KIND and not _in_run(folder) else "sharedattr run"
+    )
+    return RunFolderError(f"{path}: damaged ({why}); run `{command}` again into {folder} to rewrite it")
+
+
+def _in_run(folder: Path) -> bool:
+    """Whether ``folder`` is the ``synthesis/`` folder of a run (which holds a synthesize folder's tables)."""
+    return folder.name == SYNTHESIS_DIR and folder_kind(folder.parent) == RUN_KIND
 
 
 # -- the files ------------------------------------------------------------------------------------------------
@@ -356,10 +365,23 @@ EVALUATORS = Table(
 )
 """``evaluators.csv`` of a synthesis folder: each evaluator model, its role and its median held-out r."""
 
+RUN_KIND = "run"
+SYNTHESIZE_KIND = "synthesize"
 FOLDER_KINDS = {
-    "run": (PAIRS.name, MODEL_RECORD),
-    "synthesize": (EVALUATORS.name, f"{FIT_DIR}/{MODEL_RECORD}"),
+    RUN_KIND: (PAIRS.name, MODEL_RECORD),
+    SYNTHESIZE_KIND: (EVALUATORS.name, f"{FIT_DIR}/{MODEL_RECORD}"),
 }
 """Files that only one kind of output folder holds: ``sharedattr run``'s (``fit`` writes a part of it, its model)
 and ``sharedattr synthesize``'s. Both write a ``scores.csv`` and a ``summary.csv`` of their own, so neither command
 writes into the other's folder."""
+
+
+def folder_kind(folder: str | Path) -> str | None:
+    """Which command wrote ``folder``, by the files only one kind holds (:data:`FOLDER_KINDS`): :data:`RUN_KIND`
+    (``run``, or ``fit``'s part of it), :data:`SYNTHESIZE_KIND`, or None when it holds neither's files.
+
+    >>> folder_kind("/nonexistent") is None
+    True
+    """
+    folder = Path(folder)
+    return next((kind for kind, marks in FOLDER_KINDS.items() if any((folder / m).exists() for m in marks)), None)
