@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -288,9 +288,37 @@ def load(path: Path, spec: Mapping[str, Any]) -> Components:
             data = read_json(path)  # bounded: a damaged or hostile file is unreadable (DamagedJSON), not a crash
             if not isinstance(data, Mapping):
                 raise TypeError("not a JSON object")
-            return from_json(data)
+            return completed(from_json(data), data, spec)
         except (ValueError, TypeError, AttributeError) as err:
             fallback = f"components.json is unreadable ({_error(err)})"
     from sharedattr.plugins.loading import get_registry
 
     return from_registry(spec.get("methods") or [], spec.get("metrics") or [], get_registry(), fallback)
+
+
+def completed(components: Components, data: Mapping[str, Any], spec: Mapping[str, Any]) -> Components:
+    """``components`` read from a ``components.json`` written before runs recorded every param, controls and
+    pairwise-only metrics, completed from the installed plugins (the spec's method and metric specs resolved there):
+    each method entry without ``params`` gets its params, changed params, control and scope from its registered
+    class, each metric without ``single_image_value`` that value; what the file recorded (pairwise, family,
+    direction, plugin) stays. Unchanged when the file records them all."""
+    methods_data = dict(data.get("methods") or {})
+    metrics_data = dict(data.get("metrics") or {})
+    old_methods = [m for m in components.methods if not isinstance(methods_data.get(m, {}).get("params"), Mapping)]
+    old_metrics = [m for m in components.metrics if "single_image_value" not in metrics_data.get(m, {})]
+    if not old_methods and not old_metrics:
+        return components
+    from sharedattr.plugins.loading import get_registry
+
+    resolved = from_registry(spec.get("methods") or [], spec.get("metrics") or [], get_registry())
+    methods = dict(components.methods)
+    for label in old_methods:
+        if (info := resolved.methods.get(label)) is not None and info.name == methods[label].name:
+            methods[label] = replace(
+                methods[label], params=info.params, changed=info.changed, control=info.control, scope=info.scope
+            )
+    metrics = dict(components.metrics)
+    for label in old_metrics:
+        if (info := resolved.metrics.get(label)) is not None:
+            metrics[label] = replace(metrics[label], single_image_value=info.single_image_value)
+    return replace(components, methods=methods, metrics=metrics)

@@ -244,3 +244,31 @@ def test_without_the_declaration_single_image_zeros_would_count():
     )
     ref = next(c for c in contests(scores, values, plain) if c.metric == "reference_sensitivity")
     assert len(ref.ranking) == 4 and not ref.pairwise_only
+
+
+def test_an_older_components_json_is_completed_from_the_installed_plugins(tmp_path):
+    """A run folder written before components.json recorded params and controls (e.g. the demo of issue 28): what it
+    recorded stays, and the params, control and pairwise-only value come from the registered classes."""
+    from sharedattr.report.components import load
+
+    spec = {
+        "methods": [{"name": "parallel_backprop"}, {"name": "parallel_backprop", "variant": "own"}],
+        "metrics": [{"name": "reference_sensitivity"}],
+    }
+    older = {
+        "methods": {
+            "parallel_backprop": {"spec": {"name": "parallel_backprop"}, "pairwise": True, "plugin": {}},
+            "parallel_backprop#2": {
+                "spec": {"name": "parallel_backprop", "variant": "own"},
+                "pairwise": True,
+                "plugin": {},
+            },
+        },
+        "metrics": {"reference_sensitivity": {"spec": {}, "family": "sharing", "higher_is_better": True}},
+    }
+    (tmp_path / "components.json").write_text(json.dumps(older))
+    comps = load(tmp_path / "components.json", spec)
+    assert comps.control("parallel_backprop#2") == OWN and comps.control("parallel_backprop") is None
+    assert comps.methods["parallel_backprop#2"].changed == ("variant",)
+    assert comps.pairwise_only("reference_sensitivity") and comps.family("reference_sensitivity") == "sharing"
+    assert not comps.fallback, "components.json was read; only what it lacks came from the registry"
