@@ -349,7 +349,8 @@ class Tally:
     def total(self) -> int:
         return self.better + self.worse + self.level
 
-    def sentence(self) -> str:
+    def sentence(self, detail: bool = True) -> str:
+        """The counts; with ``detail``, then the results it wins, loses and draws, by name."""
         untested = (
             (f"; {self.untested} of the {self.total} had too few pairs to test whether the difference is beyond noise")
             if self.untested
@@ -363,12 +364,12 @@ class Tally:
             + untested
             + "."
         )
-        detail = [
+        named = [
             f"it {verb} on {_names(list(items))}"
             for verb, items in (("wins", self.wins), ("loses", self.losses), ("draws", self.draws))
             if items
         ]
-        return counts + (f" In detail, {'; '.join(detail)}." if detail else "")
+        return counts + (f" In detail, {'; '.join(named)}." if named and detail else "")
 
 
 def tally(comparisons: Sequence[Comparison], method: str, against: str = BASELINE, wording: str = "") -> Tally:
@@ -508,7 +509,7 @@ def read_pairwise(
     return PairwiseReading(
         method,
         rank,
-        tallies(comparisons, method, components),
+        tallies(comparisons, method, components, detail=False),  # the detailed reading has a table of them
         comparisons,
         control,
         scope,
@@ -519,13 +520,14 @@ def read_pairwise(
 NOT_IN_HEADLINE = "no sharing, localisation or faithfulness metric compared it with another method."
 
 
-def tallies(comparisons: Sequence[Comparison], method: str, components: Components) -> str:
-    """``method``'s tally against the best baseline, then (on pairwise-only metrics) against its control."""
-    parts = [tally(comparisons, method).sentence()] if any(c.against == BASELINE for c in comparisons) else []
+def tallies(comparisons: Sequence[Comparison], method: str, components: Components, detail: bool = True) -> str:
+    """``method``'s tally against the best baseline, then (on pairwise-only metrics) against its control; with
+    ``detail``, each names the results it wins, loses and draws."""
+    parts = [tally(comparisons, method).sentence(detail)] if any(c.against == BASELINE for c in comparisons) else []
     if any(c.against == CONTROL for c in comparisons):
         versus = _names(components.controls_of(method))
         wording = f"{CONTROL} {versus}, on the pairwise-only metrics"
-        parts.append(tally(comparisons, method, CONTROL, wording).sentence())
+        parts.append(tally(comparisons, method, CONTROL, wording).sentence(detail))
     return " ".join(parts)
 
 
