@@ -175,6 +175,7 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
     from sharedattr.experiment.synthesize import synthesize_experiment
     from sharedattr.runtime.devices import resolve_device
     from sharedattr.runtime.distributed import ranks_from_environment
+    from sharedattr.runtime.run_files import REPORT_FILE
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -189,6 +190,7 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
         f"synthesizers scored on {len(result.evaluators)} models; images.png, scores.csv and comparison.png "
         f"in {out} ({time.perf_counter() - start:.1f} s)"
     )
+    print(f"report: {(out / REPORT_FILE).resolve()}")
     return 0
 
 

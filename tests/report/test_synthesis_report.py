@@ -4,6 +4,8 @@ folder by the files the run-folder schema names (issue 28)."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -13,7 +15,6 @@ import pytest
 
 from sharedattr.cli import main
 from sharedattr.config.validation import validate_experiment
-from sharedattr.experiment.synthesize import synthesize_experiment
 from sharedattr.report import build_report
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.manifest import verify_manifest, write_manifest
@@ -43,7 +44,12 @@ def synth_dir(tiny_data, tmp_path_factory) -> Path:
             "output": {"figures": True, "dpi": 40},
         }
     )
-    synthesize_experiment(spec, out, progress=False)
+    config = out.parent / f"{out.name}.json"
+    config.write_text(json.dumps(spec.model_dump(mode="json")))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["synthesize", str(config), "--out", str(out), "--no-progress"]) == 0
+    assert f"report: {(out / 'report.html').resolve()}" in printed.getvalue(), "the command says where its report is"
     return out
 
 
