@@ -98,8 +98,8 @@ class NamedMethod:
         return method_scope(self.declarer) if isinstance(self.declarer, type) else None
 
     def params_json(self) -> tuple[dict[str, Any], list[str]]:
-        """Every param, as JSON values, and the names of those that differ from their defaults (the spec's
-        params and [] when the params are unknown)."""
+        """Every param, as JSON values, and the names of those that differ from their defaults (when the params
+        are unknown: the spec's params, all counted as changed)."""
         if self.params is None:
             given = {k: v for k, v in self.spec.items() if k != "name"}
             return given, sorted(given)

@@ -247,10 +247,8 @@ def control_of(method: Any, params: Any) -> str | None:
     rule = declared(method, AttributionMethod).control_of
     what = rule(params)
     if what is not None and not (isinstance(what, str) and what.strip()):
-        raise TypeError(
-            f"{getattr(method, '__name__', type(method).__name__)}.control_of returned {what!r}; "
-            "return None or a non-empty string"
-        )
+        owner = method if isinstance(method, type) else type(method)
+        raise TypeError(f"{owner.__name__}.control_of returned {what!r}; return None or a non-empty string")
     return what
 
 
@@ -363,7 +361,8 @@ def single_image_value(metric: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{type(metric).__name__}.single_image_value is {value!r}; use a number or None")
+        owner = metric if isinstance(metric, type) else type(metric)
+        raise TypeError(f"{owner.__name__}.single_image_value is {value!r}; use a number or None")
     return float(value)
 
 
