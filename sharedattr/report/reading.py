@@ -322,10 +322,14 @@ def comparison_reading(cmp: Comparison) -> str:
     return f"{cmp.outcome}, {noise}"
 
 
-def _where(cmp: Comparison) -> str:
-    """``pointing_game (driver maps, beyond noise)``: one result a method wins, loses or draws."""
-    clear = ", beyond noise" if cmp.beyond_noise() else ""
-    return f"{cmp.contest.metric} ({cmp.contest.image} maps{clear})"
+def _where(comparisons: Sequence[Comparison]) -> tuple[str, ...]:
+    """Each metric of ``comparisons`` with the images whose maps it compared, ``beyond noise`` where the paired test
+    says so: ``("deletion (driver beyond noise, reference)", "gini (driver)")``."""
+    images: dict[str, list[str]] = {}
+    for cmp in comparisons:
+        clear = " beyond noise" if cmp.beyond_noise() else ""
+        images.setdefault(cmp.contest.metric, []).append(f"{cmp.contest.image}{clear}")
+    return tuple(f"{metric} ({', '.join(shown)})" for metric, shown in images.items())
 
 
 @dataclass(frozen=True)
@@ -369,7 +373,7 @@ class Tally:
             for verb, items in (("wins", self.wins), ("loses", self.losses), ("draws", self.draws))
             if items
         ]
-        return counts + (f" In detail, {'; '.join(named)}." if named and detail else "")
+        return counts + (f" By metric (and image), {'; '.join(named)}." if named and detail else "")
 
 
 def tally(comparisons: Sequence[Comparison], method: str, against: str = BASELINE, wording: str = "") -> Tally:
@@ -382,7 +386,7 @@ def tally(comparisons: Sequence[Comparison], method: str, against: str = BASELIN
         return sum(c.outcome == outcome and (not clear or bool(c.beyond_noise())) for c in mine)
 
     def named(outcome: str) -> tuple[str, ...]:
-        return tuple(_where(c) for c in mine if c.outcome == outcome)
+        return _where([c for c in mine if c.outcome == outcome])
 
     untested = sum(c.test is not None and c.test.status == "too_few" for c in mine)
     return Tally(

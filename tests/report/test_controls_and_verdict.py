@@ -210,13 +210,13 @@ def test_the_verdict_says_what_the_method_wins_and_loses_on_without_a_misleading
     assert method.startswith(
         "Against the best single-image baseline, parallel_backprop is better on 0 of 2 metric × image results"
     )
-    assert "it loses on deletion (driver maps, beyond noise)" in method
-    assert "it draws on shared_part_selectivity (driver maps)" in method
+    assert "it loses on deletion (driver beyond noise)" in method
+    assert "it draws on shared_part_selectivity (driver)" in method
     assert (
         "Against its control parallel_backprop#2, on the pairwise-only metrics, parallel_backprop is better on 1 of 1 "
         "metric × image results (1 beyond noise)" in method
     )
-    assert "it wins on reference_sensitivity (driver maps, beyond noise)" in method
+    assert "it wins on reference_sensitivity (driver beyond noise)" in method
     assert method.endswith("Scope: on constructed pairs only.")
     control = reading.headline[4]
     assert (

@@ -766,8 +766,10 @@ def test_methods_are_named_with_their_params_and_controls_are_marked(tiny_run, r
     components.json) and marks a control as one, by what the run recorded, not by its name."""
     html = (tiny_run / "report.html").read_text(encoding="utf-8")
     summary = html[html.index('<section id="summary">') : html.index("</section>")]
-    assert "<td>integrated_gradients</td><td><code>integrated_gradients(n_steps=4)</code></td>" in summary
-    assert "<td>parallel_backprop</td><td><code>parallel_backprop()</code></td><td>pairwise</td>" in summary
+    assert "<td>integrated_gradients</td><td><code>integrated_gradients(n_steps=4)</code> " in summary
+    assert (
+        '<td>parallel_backprop</td><td><code>parallel_backprop()</code> <span class="n">pairwise</span></td>' in summary
+    )
     scores = html[html.index('<section id="scores">') :]
     assert "<code>parallel_backprop(variant=&#34;product&#34;, sharing=&#34;dimension&#34;" in scores, "every param"
     own = "parallel_backprop without sharing (s = w: the neuron's own map on the same path)"
@@ -786,8 +788,8 @@ def test_methods_are_named_with_their_params_and_controls_are_marked(tiny_run, r
     html = build_report(run_copy)
     summary = html[html.index('<section id="summary">') : html.index("</section>")]
     assert (
-        '<tr class="control"><td>parallel_backprop#2</td><td><code>parallel_backprop(variant=&#34;own&#34;)</code>'
-        f"</td><td>pairwise</td><td>control: {own.replace(chr(39), '&#39;')}</td></tr>"
+        '<tr class="control"><td>parallel_backprop#2</td><td><code>parallel_backprop(variant=&#34;own&#34;)</code> '
+        f'<span class="n">pairwise</span> · <b>control</b>: {own.replace(chr(39), "&#39;")}</td></tr>'
     ) in summary
     assert "parallel_backprop#2 is the control of parallel_backprop" in text_of(summary)
     scores = html[html.index('<section id="scores">') :]
