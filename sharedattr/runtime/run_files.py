@@ -73,6 +73,14 @@ def _in_run(folder: Path) -> bool:
 # -- the files ------------------------------------------------------------------------------------------------
 SPEC_FILE = "spec.json"
 COMPONENTS_FILE = "components.json"
+"""What each method and metric label of a run declares (written by
+:func:`sharedattr.experiment.tables.write_components`, read by :mod:`sharedattr.report.components`):
+``{"methods": {label: {spec, pairwise, plugin, params, changed, control, scope}}, "metrics": {label: {spec, family,
+higher_is_better, single_image_value, plugin}}}``. ``params``: every param as validated; ``changed``: the names of
+those that differ from their defaults; ``control``: what the method is a control of, in words (null: a real method);
+``scope``: what its benchmarks established (or null); ``single_image_value``: the score every single-image method
+gets by construction (null for most metrics). Files of older runs lack the last four method keys and
+``single_image_value``: the report completes them from the installed plugins."""
 MAPS_FILE = "maps.safetensors"
 MAPS_PAIRS_KEY = "pairs_json"
 """The metadata entry of :data:`MAPS_FILE` that lists its rows: a JSON list of ``[neuron, driver, reference]``."""
