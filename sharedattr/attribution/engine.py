@@ -46,6 +46,7 @@ from sharedattr.plugins.contracts import (
     metric_family,
     single_image_value,
 )
+from sharedattr.plugins.params import params_record
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.numerics import Pieces, alone_unless_thread_safe, replicate
 from sharedattr.runtime.run_files import MAP_IMAGES
@@ -97,14 +98,14 @@ class NamedMethod:
         """The scope its registered class declares (None when it declares none, or the factory is no class)."""
         return method_scope(self.declarer) if isinstance(self.declarer, type) else None
 
-    def params_json(self) -> tuple[dict[str, Any], list[str]]:
-        """Every param, as JSON values, and the names of those that differ from their defaults (when the params
-        are unknown: the spec's params, all counted as changed)."""
+    def params_json(self) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """Every param, as JSON values, and the names of those that differ from their defaults
+        (:func:`~sharedattr.plugins.params.params_record`; when the params are unknown: the spec's params, all
+        counted as changed)."""
         if self.params is None:
             given = {k: v for k, v in self.spec.items() if k != "name"}
-            return given, sorted(given)
-        changed = self.params.model_dump(mode="json", exclude_defaults=True)
-        return self.params.model_dump(mode="json"), [k for k in type(self.params).model_fields if k in changed]
+            return given, tuple(sorted(given))
+        return params_record(self.params)
 
 
 @dataclass(frozen=True)

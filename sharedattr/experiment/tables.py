@@ -260,7 +260,7 @@ def write_components(
             "pairwise": pairwise[m.label],
             "plugin": m.origin,
             "params": params,
-            "changed": changed,
+            "changed": list(changed),
             "control": m.control,
             "scope": m.scope,
         }

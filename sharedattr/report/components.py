@@ -29,6 +29,7 @@ from sharedattr.plugins.contracts import (
     metric_family,
     single_image_value,
 )
+from sharedattr.plugins.params import params_record
 from sharedattr.runtime.json_files import read_json
 
 REFRESH = "run the same config into the same folder again (it reuses every finished item)"
@@ -228,9 +229,7 @@ def registered_method(component: Any, spec: Mapping[str, Any]) -> MethodInfo:
     cls = component.factory
     try:
         validated = component.validate_params(given)
-        params = validated.model_dump(mode="json")
-        changed_values = validated.model_dump(mode="json", exclude_defaults=True)
-        changed = tuple(k for k in type(validated).model_fields if k in changed_values)
+        params, changed = params_record(validated)
         control = control_of(cls, validated)
     except Exception:  # noqa: BLE001 - changed params or a registry without validation: the spec as written
         params, changed, control = given, tuple(sorted(given)), None
