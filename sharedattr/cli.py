@@ -224,6 +224,7 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
     from sharedattr.experiment.synthesize import synthesize_experiment
     from sharedattr.runtime.devices import resolve_device
     from sharedattr.runtime.distributed import ranks_from_environment
+    from sharedattr.runtime.run_files import REPORT_FILE
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -238,6 +239,7 @@ def _cmd_synthesize(args: argparse.Namespace) -> int:
         f"synthesizers scored on {len(result.evaluators)} models; images.png, scores.csv and comparison.png "
         f"in {out} ({time.perf_counter() - start:.1f} s)"
     )
+    print(f"report: {(out / REPORT_FILE).resolve()}")
     return 0
 
 
@@ -434,16 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "report",
-        help="rebuild the HTML report of a finished run",
+        help="rebuild the HTML report of a finished run or synthesis",
         description="Write RUN_DIR/report.html: one self-contained page (figures inlined, no network "
         "access) with the fit quality, selectivity, driver/reference pairs, attribution maps, the "
-        "method × metric scores and a plain-language reading of who won. Prints its path.",
+        "method × metric scores and a plain-language reading of who won; for a `sharedattr synthesize` "
+        "folder, its synthesis summary, images, comparison figure and evaluators. Prints its path.",
     )
     p.add_argument(
         "run_dir",
         type=Path,
         metavar="RUN_DIR",
-        help="output folder of `sharedattr run` (for `sharedattr demo --out X`: X/results)",
+        help="output folder of `sharedattr run` or `sharedattr synthesize` (for `sharedattr demo --out X`: X/results)",
     )
     p.set_defaults(func=_cmd_report)
     return parser

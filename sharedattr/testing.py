@@ -39,6 +39,7 @@ from sharedattr.plugins.contracts import (
     is_pairwise,
     match_references,
     neurons_per_loop,
+    single_image_value,
 )
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.registry import Registry
@@ -290,8 +291,9 @@ def metric_direction(metric: Any) -> None:
     assert isinstance(metric.higher_is_better, bool), "a metric declares higher_is_better: bool"
 
 
-def metric_scores(metric: Any) -> None:
-    """One score per map ``[B]``, on a batch with every field a metric may need."""
+def _metric_batch(partner_dependent: bool = True) -> AttributionBatch:
+    """A batch of 4 maps with every field a metric may need; a single-image method's (``explain_with_partners``
+    None) unless ``partner_dependent``."""
     model = tiny_model()
     g = torch.Generator().manual_seed(2)
     inputs, targets = torch.rand(4, 3, 16, 16, generator=g), torch.tensor([0, 1, 2, 0])
@@ -308,7 +310,7 @@ def metric_scores(metric: Any) -> None:
     masks = torch.rand(4, 16, 16, generator=g) > 0.5
     head, limbs = masks & (torch.rand(4, 16, 16, generator=g) > 0.5), masks & (torch.rand(4, 16, 16, generator=g) > 0.5)
     partner_head = torch.rand(4, 16, 16, generator=g) > 0.7
-    batch = AttributionBatch(
+    return AttributionBatch(
         model,
         inputs,
         explain(model),
@@ -319,11 +321,31 @@ def metric_scores(metric: Any) -> None:
         shared_parts={"head": head, "limbs": limbs},
         partner_parts={"head": partner_head, "limbs": ~partner_head},
         partners=torch.rand(4, 3, 16, 16, generator=g),
-        explain_with_partners=explain_with,
+        explain_with_partners=explain_with if partner_dependent else None,
     )
-    scores = metric(batch)
+
+
+def metric_scores(metric: Any) -> None:
+    """One score per map ``[B]``, on a batch with every field a metric may need."""
+    scores = metric(_metric_batch())
     assert isinstance(scores, Tensor) and scores.shape == (4,), (
         f"a metric returns one score per map, [B]; got {scores!r}"
+    )
+
+
+def metric_single_image_value(metric: Any) -> None:
+    """A metric that declares ``single_image_value`` (pairwise-only) gives single-image maps that score (where
+    defined); nothing to check for one that declares none."""
+    value = single_image_value(metric)
+    if value is None:
+        return
+    scores = metric(_metric_batch(partner_dependent=False))
+    finite = scores[torch.isfinite(scores)]
+    assert finite.numel(), "no finite score on the check's batch of single-image maps"
+    torch.testing.assert_close(
+        finite,
+        torch.full_like(finite, value),
+        msg=f"it declares single_image_value = {value}, but single-image maps score {finite.tolist()}",
     )
 
 
@@ -434,7 +456,7 @@ CHECKS: dict[str, tuple[Callable[[Any], None], ...]] = {
     "readout": (readout_contract, readout_restores, readout_options),
     "matcher": (matcher_shapes, matcher_self_is_most_similar, matcher_factored),
     "method": (method_attribute, method_batches),
-    "metric": (metric_direction, metric_scores),
+    "metric": (metric_direction, metric_scores, metric_single_image_value),
     "synthesizer": (synthesizer_result, synthesizer_declarations, synthesizer_many, synthesizer_prior_samples),
     "energy": (energy_value, energy_declarations, energy_many),
 }

@@ -52,3 +52,28 @@ def test_checks_catch_a_broken_component():
     registry = load_registry(extra_plugins=[("p", Plugin())])
     with pytest.raises(AssertionError, match="most similar to itself"):
         check_component("matcher", "distance", registry=registry)
+
+
+def test_a_metric_that_misdeclares_its_single_image_value_fails_its_check():
+    """A pairwise-only metric must give single-image maps the value it declares (the report leaves single-image
+    methods out of its ranking on that word)."""
+
+    class Plugin:
+        from sharedattr import hookimpl
+
+        @hookimpl
+        def register_metrics(self, register):
+            class Mass:  # scores single-image maps too, yet declares they all score 0
+                higher_is_better = True
+                single_image_value = 0.0
+
+                def __call__(self, batch):
+                    return batch.maps.clamp(min=0).flatten(1).sum(1)
+
+            register("claims_zero", Mass)
+
+    registry = load_registry(extra_plugins=[("p", Plugin())])
+    with pytest.raises(AssertionError, match="declares single_image_value = 0.0"):
+        check_component("metric", "claims_zero", registry=registry)
+    assert [c.name for c in checks("metric", "reference_sensitivity")][-1] == "single_image_value"
+    check_component("metric", "reference_sensitivity")

@@ -39,10 +39,14 @@ from sharedattr.plugins.contracts import (
     AttributionBatch,
     AttributionMethod,
     Metric,
+    control_of,
     declared,
     is_pairwise,
+    method_scope,
     metric_family,
+    single_image_value,
 )
+from sharedattr.plugins.params import params_record
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.numerics import Pieces, alone_unless_thread_safe, replicate
 from sharedattr.runtime.run_files import MAP_IMAGES
@@ -63,6 +67,8 @@ class NamedMethod:
     spec: dict[str, Any]
     factory: Callable[[nn.Module], Any]
     origin: dict[str, Any] = field(default_factory=dict)  # the plugin that provides it (Component.provenance)
+    params: Any = None  # the validated params model (None: unknown)
+    declarer: Any = None  # the registered factory, whose class-level rules (control_of) are read
     _built: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -77,6 +83,29 @@ class NamedMethod:
     def pairwise(self, model: nn.Module) -> bool:
         """Whether the method explains pairs: read off its class when the factory is one, else off an instance."""
         return is_pairwise(self.factory) if isinstance(self.factory, type) else is_pairwise(self.build(model))
+
+    @property
+    def control(self) -> str | None:
+        """What this method is a control of, by its registered class's rule on its params
+        (:meth:`~sharedattr.plugins.contracts.AttributionMethod.control_of`); None when it is none, or when the
+        factory is not a class or the params are unknown (nothing to read the rule off)."""
+        if not isinstance(self.declarer, type) or self.params is None:
+            return None
+        return control_of(self.declarer, self.params)
+
+    @property
+    def scope(self) -> str | None:
+        """The scope its registered class declares (None when it declares none, or the factory is no class)."""
+        return method_scope(self.declarer) if isinstance(self.declarer, type) else None
+
+    def params_json(self) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """Every param, as JSON values, and the names of those that differ from their defaults
+        (:func:`~sharedattr.plugins.params.params_record`; when the params are unknown: the spec's params, all
+        counted as changed)."""
+        if self.params is None:
+            given = {k: v for k, v in self.spec.items() if k != "name"}
+            return given, tuple(sorted(given))
+        return params_record(self.params)
 
 
 @dataclass(frozen=True)
@@ -96,6 +125,11 @@ class NamedMetric:
     @property
     def family(self) -> str:
         return metric_family(self.metric)
+
+    @property
+    def single_image_value(self) -> float | None:
+        """The score every single-image method gets by construction, as the metric declares; None: none."""
+        return single_image_value(self.metric)
 
     @property
     def undefined_when(self) -> str | None:

@@ -249,12 +249,25 @@ class ParallelBackprop(Configurable, PairwiseAttribution):
     params_model = ParallelBackpropParams
     batch_invariant: ClassVar[bool] = True
     thread_safe: ClassVar[bool] = True
+    scope: ClassVar[str] = (
+        'on constructed pairs (docs/benchmarks.md, “Shared parts”), the default (variant = "product", path = '
+        '"layer") beats every single-image baseline on the driver at matched positions, not at moved positions '
+        "and not on the reference; a run's verdict does not widen that claim."
+    )
 
     def __init__(self, model: nn.Module, params: ParallelBackpropParams | None = None, **overrides: Any) -> None:
         super().__init__(model)
         self.model = model
         self.params: ParallelBackpropParams = self.resolve_params(params, overrides)
         self.pass_limit: int | None = None
+
+    @classmethod
+    def control_of(cls, params: ParallelBackpropParams) -> str | None:
+        """``variant = "own"`` (``s = w``) is the control of the shared variants: the neuron's own map on the same
+        path, whatever the two images share; None for every other variant."""
+        if params.variant == "own":
+            return "parallel_backprop without sharing (s = w: the neuron's own map on the same path)"
+        return None
 
     def limit_images_per_pass(self, images: int) -> None:
         """Hold at most about ``images`` images per pass of the ``ig`` path (its steps are chunked; the sum over

@@ -159,6 +159,8 @@ class RunContext:
                     spec.model_dump(mode="json"),
                     lambda model, c=component, p=params: c.build_validated(p, model, registry=self.registry),
                     component.provenance(),
+                    params,
+                    component.factory,
                 )
             )
         return out

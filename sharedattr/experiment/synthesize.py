@@ -14,7 +14,10 @@ Writes into one folder (``<run>/synthesis`` for ``sharedattr run``, ``--out`` fo
   ``natural/<neuron>`` (the neuron's most exciting natural images);
 - ``images.png`` (grid), ``comparison.png`` (activation per evaluator role and compute) and
   ``prior_samples.png`` (unguided samples of each diffusion prior);
-- ``work/``: each finished (synthesizer, neuron) item, so an interrupted run resumes.
+- ``work/``: each finished (synthesizer, neuron) item, so an interrupted run resumes;
+- ``report.html`` (``sharedattr synthesize`` only; a run's report holds its synthesis section): the synthesis
+  section of the report (summary table, images, comparison figure, evaluators) under an overview, rebuilt by
+  ``sharedattr report DIR``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from sharedattr.experiment.synthesis_outputs import (
 )
 from sharedattr.plugins.contracts import SynthesisResult, Synthesizer, declared, neurons_per_loop
 from sharedattr.plugins.registry import Registry
+from sharedattr.report import write_report
 from sharedattr.runtime.distributed import SINGLE, Ranks
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.io import atomic_write_json
@@ -348,7 +352,8 @@ def synthesize_experiment(
     neurons as ``sharedattr run`` does, then synthesise and score everything into ``out``.
 
     ``out`` is checked and locked as ``sharedattr run`` does (:func:`~sharedattr.experiment.context.out_folder`;
-    ``config``: the file ``spec`` was read from, an input too); ``spec.json`` is written once every result is.
+    ``config``: the file ``spec`` was read from, an input too); ``spec.json`` is written once every result is, then
+    ``report.html`` and ``manifest.json``.
 
     With several ``ranks``, rank 0 fits, the (synthesizer, neuron) items are dealt out, and rank 0
     merges and writes (the other ranks return None), as in :func:`sharedattr.experiment.run.run_experiment`.
@@ -366,5 +371,6 @@ def synthesize_experiment(
         if ranks.is_main:
             atomic_write_json(out / ENVIRONMENT_FILE, environment())
             write_spec(out, spec)
+            write_report(out)  # report.html: the synthesis section under an overview (sharedattr.report)
             write_manifest(out)
         return result

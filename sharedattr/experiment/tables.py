@@ -291,18 +291,34 @@ def write_components(
 ) -> None:
     """``folder/components.json``: what each method and metric label of the run declares (the report reads it).
 
-    Per method label: its spec, whether it is pairwise, and the plugin that provides it; per
-    metric label: its spec, family, direction and plugin.
+    Per method label: its spec, whether it is pairwise, the plugin that provides it, every param (``params``, as
+    validated), the names of those that differ from their defaults (``changed``), what it is a control of
+    (``control``: None for a real method) and the scope its own benchmarks established (``scope``, or None). Per
+    metric label: its spec, family, direction, the score every single-image method gets by construction
+    (``single_image_value``, None for most) and plugin.
     """
+    method_records = {}
+    for m in methods:
+        params, changed = m.params_json()
+        method_records[m.label] = {
+            "spec": m.spec,
+            "pairwise": pairwise[m.label],
+            "plugin": m.origin,
+            "params": params,
+            "changed": list(changed),
+            "control": m.control,
+            "scope": m.scope,
+        }
     atomic_write_json(
         folder / COMPONENTS_FILE,
         {
-            "methods": {m.label: {"spec": m.spec, "pairwise": pairwise[m.label], "plugin": m.origin} for m in methods},
+            "methods": method_records,
             "metrics": {
                 m.label: {
                     "spec": m.spec,
                     "family": m.family,
                     "higher_is_better": m.higher_is_better,
+                    "single_image_value": m.single_image_value,
                     "plugin": m.origin,
                 }
                 for m in metrics

@@ -126,6 +126,7 @@ class ReferenceSensitivityMetric(ConfigurableMetric):
     family = "sharing"
     thread_safe: ClassVar[bool] = True
     requires_part_truth: ClassVar[bool] = True
+    single_image_value: ClassVar[float] = 0.0  # a single-image map does not depend on the partner
     undefined_when: ClassVar[str] = (
         "the pair shares none of the neuron's driving parts (or none of `parts`), or the map puts no positive "
         "relevance on the shared ones"

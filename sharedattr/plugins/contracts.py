@@ -183,16 +183,37 @@ class AttributionMethod(Attribution):
     - ``thread_safe = False``: whether it may compute beside other work (runtime.numerics: no process-wide side
       effects); one that does not declare it computes alone;
     - ``limit_images_per_pass(images)``: told how many images one forward/backward pass may hold (the memory
-      budget); the default ignores it (a method that holds one batch per pass).
+      budget); the default ignores it (a method that holds one batch per pass);
+    - ``control_of(params) -> str | None``: a class-level rule that says, from an instance's validated params,
+      whether that instance is a *control* of the method, and of what (in words); None (the default) for a real
+      method. A run records it in ``components.json`` and the report marks such methods as controls and compares
+      the other instances of the same method with them (``parallel_backprop`` with ``variant = "own"`` is one);
+    - ``scope = None``: what the method's own benchmarks established, in one or two sentences; the report repeats
+      it beside the method's verdict, so that a run's verdict is read within it.
     """
 
-    optional: ClassVar[tuple[str, ...]] = ("pairwise", "batch_invariant", "thread_safe", "limit_images_per_pass")
+    optional: ClassVar[tuple[str, ...]] = (
+        "pairwise",
+        "batch_invariant",
+        "thread_safe",
+        "limit_images_per_pass",
+        "control_of",
+        "scope",
+    )
     pairwise: ClassVar[bool] = False
     batch_invariant: ClassVar[bool] = True
     thread_safe: ClassVar[bool] = False
+    scope: ClassVar[str | None] = None
 
     def limit_images_per_pass(self, images: int) -> None:
         """Hold at most ``images`` images per pass (the default holds one batch: nothing to do)."""
+
+    @classmethod
+    def control_of(cls, params: Any) -> str | None:
+        """What an instance with validated ``params`` is a control of, in words; None: it is no control (the
+        default). Example: ``ParallelBackprop.control_of(ParallelBackpropParams(variant="own"))`` says it is the
+        control without sharing."""
+        return None
 
 
 class PairwiseAttribution(AttributionMethod):
@@ -214,6 +235,31 @@ class PairwiseAttribution(AttributionMethod):
 def is_pairwise(method: Any) -> bool:
     """Whether ``method`` (an instance or its class) explains a pair of images (:class:`PairwiseAttribution`)."""
     return bool(declared(method, AttributionMethod).pairwise)
+
+
+def control_of(method: Any, params: Any) -> str | None:
+    """What ``method`` (an instance or its class) with validated ``params`` is a control of, as it declares
+    (:meth:`AttributionMethod.control_of`); None when it is no control.
+
+    >>> control_of(AttributionMethod, None) is None
+    True
+    """
+    rule = declared(method, AttributionMethod).control_of
+    what = rule(params)
+    if what is not None and not (isinstance(what, str) and what.strip()):
+        owner = method if isinstance(method, type) else type(method)
+        raise TypeError(f"{owner.__name__}.control_of returned {what!r}; return None or a non-empty string")
+    return what
+
+
+def method_scope(method: Any) -> str | None:
+    """The scope ``method`` (an instance or its class) declares (:attr:`AttributionMethod.scope`); None: none.
+
+    >>> method_scope(AttributionMethod) is None
+    True
+    """
+    scope = declared(method, AttributionMethod).scope
+    return scope if isinstance(scope, str) and scope.strip() else None
 
 
 @dataclass
@@ -272,7 +318,11 @@ class Metric:
     - ``requires_explainer = False``: needs ``batch.explain`` (it re-runs the method), skipped without it;
     - ``requires_part_truth = False``: needs ``unshared_masks`` and the part masks;
     - ``undefined_when = None``: when a score is NaN, in words (the run's warning names it);
-    - ``thread_safe = False``: whether it may compute beside other work (see :class:`AttributionMethod`).
+    - ``thread_safe = False``: whether it may compute beside other work (see :class:`AttributionMethod`);
+    - ``single_image_value = None``: the score every single-image method gets *by construction* (e.g. 0 for
+      ``reference_sensitivity``: a map that does not depend on the partner cannot change when the partner does).
+      A metric that declares one is *pairwise-only*: it ranks pairwise methods among themselves (each against its
+      control) and never a pairwise method against single-image ones; None: it compares every method.
 
     A plugin's metric need not subclass it: :func:`declared` reads the same members, with the same defaults.
     """
@@ -284,6 +334,7 @@ class Metric:
         "requires_part_truth",
         "undefined_when",
         "thread_safe",
+        "single_image_value",
     )
     higher_is_better: ClassVar[bool]
     family: ClassVar[MetricFamily] = "other"
@@ -292,10 +343,27 @@ class Metric:
     requires_part_truth: ClassVar[bool] = False
     undefined_when: ClassVar[str | None] = None
     thread_safe: ClassVar[bool] = False
+    single_image_value: ClassVar[float | None] = None
 
     def __call__(self, batch: AttributionBatch) -> Tensor:  # pragma: no cover - abstract
         """One score per map, ``[B]`` (NaN only where the metric is undefined, e.g. no mask)."""
         raise NotImplementedError
+
+
+def single_image_value(metric: Any) -> float | None:
+    """The score a metric (an instance or its class) gives every single-image method by construction, as it
+    declares (:attr:`Metric.single_image_value`); None when it compares every method.
+
+    >>> single_image_value(Metric) is None
+    True
+    """
+    value = declared(metric, Metric).single_image_value
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        owner = metric if isinstance(metric, type) else type(metric)
+        raise TypeError(f"{owner.__name__}.single_image_value is {value!r}; use a number or None")
+    return float(value)
 
 
 def metric_family(metric: Any) -> str:

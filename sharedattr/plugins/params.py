@@ -63,6 +63,20 @@ class Configurable:
         return cls.params_model.model_validate({**params.model_dump(exclude_unset=True), **overrides})
 
 
+def params_record(params: BaseModel) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A validated params model as a run records it: every param as JSON values, and the names of those that differ
+    from their defaults, in the model's field order.
+
+    >>> class P(Params):
+    ...     steps: int = 16
+    ...     variant: str = "product"
+    >>> params_record(P(variant="own"))
+    ({'steps': 16, 'variant': 'own'}, ('variant',))
+    """
+    changed = params.model_dump(mode="json", exclude_defaults=True)
+    return params.model_dump(mode="json"), tuple(k for k in type(params).model_fields if k in changed)
+
+
 def register_components(register: Callable[..., Any], classes: Iterable[type[Configurable]]) -> None:
     """Register every :class:`Configurable` class of ``classes`` through a ``register_*`` hook's ``register``: its
     name, the class as factory, its params model and description."""

@@ -1,4 +1,4 @@
-"""A self-contained HTML report of a finished run: ``<run_dir>/report.html``.
+"""A self-contained HTML report of a finished run or synthesis: ``<run_dir>/report.html``.
 
 The page has no external references: figures are inlined as base64 PNG ``data:`` URIs and
 the CSS is inline; it is rendered from the Jinja2 templates in ``templates/``, which escape every
@@ -17,11 +17,11 @@ from pathlib import Path
 from sharedattr.report.html import PAGE_TEMPLATE, render
 from sharedattr.report.reading import read_summary
 from sharedattr.report.rundir import RunDir
-from sharedattr.report.sections import SECTIONS, all_sections
+from sharedattr.report.sections import SECTIONS, SYNTHESIS_REGISTRY, all_sections
 from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.io import atomic_write_text
 from sharedattr.runtime.manifest import update_manifest, verify_manifest
-from sharedattr.runtime.run_files import REPORT_FILE
+from sharedattr.runtime.run_files import FOLDER_KINDS, REPORT_FILE, SYNTHESIZE_KIND, folder_kind
 from sharedattr.runtime.run_folder import run_lock
 
 SHOWN_PROBLEMS = 5
@@ -31,7 +31,10 @@ __all__ = ["REPORT_FILE", "SECTIONS", "build_report", "rebuild_report", "write_r
 
 
 def build_report(run_dir: str | Path) -> str:
-    """The report of the run in ``run_dir`` as an HTML string.
+    """The report of the run in ``run_dir`` as an HTML string: of a ``sharedattr run`` folder, every section of
+    :data:`~sharedattr.report.sections.REGISTRY`; of a ``sharedattr synthesize`` folder (told apart by the files
+    only it holds, :func:`~sharedattr.runtime.run_files.folder_kind`), its overview and synthesis section
+    (:data:`~sharedattr.report.sections.SYNTHESIS_REGISTRY`).
 
     Raises :class:`~sharedattr.runtime.errors.MissingFileError` when ``run_dir`` or its ``spec.json`` is
     missing, and a :class:`~sharedattr.runtime.run_files.RunFolderError` naming the file when one is damaged (not
@@ -40,6 +43,9 @@ def build_report(run_dir: str | Path) -> str:
     is caught: any other exception is a bug, and propagates as one.
     """
     run = RunDir(run_dir)
+    if run.kind == SYNTHESIZE_KIND:  # a `sharedattr synthesize` folder: its synthesis, no attribution
+        sections = all_sections(run, read_summary([]), SYNTHESIS_REGISTRY)
+        return render(PAGE_TEMPLATE, title=f"sharedattr synthesis report: {run.name}", sections=sections)
     sections = all_sections(run, read_summary(run.summary or [], run.components, run.pair_values))
     return render(PAGE_TEMPLATE, title=f"sharedattr report: {run.name}", sections=sections)
 
@@ -52,8 +58,9 @@ def write_report(run_dir: str | Path) -> Path:
 
 
 def rebuild_report(run_dir: str | Path) -> Path:
-    """``sharedattr report RUN_DIR``: check the finished run folder, rewrite its ``report.html`` and record the
-    page in its ``manifest.json``; return the page's path.
+    """``sharedattr report RUN_DIR``: check the finished run or synthesize folder, rewrite its ``report.html`` and
+    record the page in its ``manifest.json``; return the page's path. A folder that holds neither kind's files
+    (:data:`~sharedattr.runtime.run_files.FOLDER_KINDS`) is a :class:`UserError` naming them.
 
     Under the folder's run lock (a live run there is refused). The folder must hold ``spec.json`` and the
     ``manifest.json`` its run wrote last (without it, the run did not finish), and every file must be as the run
@@ -64,6 +71,12 @@ def rebuild_report(run_dir: str | Path) -> Path:
     """
     folder = Path(run_dir)
     RunDir(folder)  # a missing folder or spec.json first: the clearest message for a wrong folder
+    if folder_kind(folder) is None:
+        marks = ", ".join(m for kind_marks in FOLDER_KINDS.values() for m in kind_marks)
+        raise UserError(
+            f"{folder}: not the output folder of `sharedattr run` or `sharedattr synthesize` (it holds none of "
+            f"{marks}); give the folder that command's --out named (for `sharedattr demo --out X`: X/results)"
+        )
     with run_lock(folder):
         problems = verify_manifest(folder, skip=(REPORT_FILE,))
         if problems:

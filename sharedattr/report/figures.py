@@ -16,7 +16,7 @@ import math
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -96,40 +96,92 @@ def attribution_grids(
     folder: Path,
     dpi: int = 120,
 ) -> list[Path]:
-    """One PNG per neuron: rows = driver/reference pairs; columns = the two images, then per method its
-    driver map and, where computed, its reference map, side by side.
+    """One PNG per neuron (:func:`neuron_grid`), named by :func:`neuron_figure_name` in ``folder``.
 
-    ``drivers``/``references`` ``[P, C, H, W]`` and ``maps[method][image]`` ``[P, H, W]`` are
-    aligned with ``pairs``. Within a row, each method's driver and reference maps share one
-    symmetric colour scale (blue < 0 < red), so the two images' evidence is directly comparable.
+    ``pairs`` (each with ``neuron``, ``driver``, ``reference`` indices and ``similarity``), ``drivers``/``references``
+    ``[P, C, H, W]`` and ``maps[method][image]`` ``[P, H, W]`` are aligned; returns the paths written.
     """
-    plt = _plt()
-    paths = []
     by_neuron: dict[int, list[int]] = {}
     for i, p in enumerate(pairs):
         by_neuron.setdefault(p.neuron, []).append(i)
-    columns = [(label, which) for label, m in maps.items() for which in MAP_IMAGES if which in m]
+    paths = []
     for n, items in by_neuron.items():
-        cols = 2 + len(columns)
-        fig, axes = plt.subplots(len(items), cols, figsize=(1.9 * cols, 2.1 * len(items)), squeeze=False)
-        for row, i in enumerate(items):
-            p = pairs[i]
-            axes[row, 0].imshow(_image(drivers[i]), cmap="gray", vmin=0, vmax=1)
-            axes[row, 0].set_title(f"driver {stimulus_ids[p.driver]}", fontsize=7)
-            axes[row, 1].imshow(_image(references[i]), cmap="gray", vmin=0, vmax=1)
-            axes[row, 1].set_title(f"ref {stimulus_ids[p.reference]}\nsim={p.similarity:.2f}", fontsize=7)
-            for col, (label, which) in enumerate(columns, start=2):
-                scale = max(float(m[i].abs().max()) for m in maps[label].values()) or 1.0
-                axes[row, col].imshow(maps[label][which][i].numpy(), cmap="bwr", vmin=-scale, vmax=scale)
-                axes[row, col].set_title(f"{label}\n{which}", fontsize=7)
-        for ax in axes.flat:
-            ax.axis("off")
-        fig.suptitle(
-            f"neuron {neuron_ids[n]}: driver | reference | maps (colour scale shared by each pair)", fontsize=8
-        )
-        fig.tight_layout()
+        fig = neuron_grid(GridRows(items, pairs, drivers, references, stimulus_ids), maps, f"neuron {neuron_ids[n]}")
         paths.append(_save(fig, folder / neuron_figure_name(neuron_ids[n]), dpi))
     return paths
+
+
+class GridRows(NamedTuple):
+    """The pairs of one neuron's grid: ``rows`` (indices into ``pairs``), ``pairs`` (each with ``driver``,
+    ``reference`` indices into ``stimulus_ids`` and ``similarity``), the pair images ``drivers``/``references``
+    ``[P, C, H, W]`` in [0, 1], and ``stimulus_ids``."""
+
+    rows: Sequence[int]
+    pairs: Sequence[Any]
+    drivers: Tensor
+    references: Tensor
+    stimulus_ids: Sequence[str]
+
+
+def neuron_grid(grid: GridRows, maps: Mapping[str, Mapping[str, Tensor]], title: str) -> Any:
+    """One neuron's attribution grid as a matplotlib ``Figure`` (constrained layout: no title overlaps another
+    axes or title): one row per pair of ``grid.rows``; columns: the driver and reference images, then for each
+    method its driver map and, where computed, its reference map, each drawn over its image (the image in grey
+    underneath, the map in blue (< 0) / red (> 0) with opacity growing with ``|map|``, as :func:`overlay`).
+
+    Within a row, a method's two maps share one symmetric colour scale (:func:`symmetric_scale`), so the two
+    images' evidence is directly comparable. ``maps[method][image]`` is ``[P, H, W]``, aligned with ``grid.pairs``.
+
+    >>> import torch
+    >>> from types import SimpleNamespace
+    >>> pair = SimpleNamespace(driver=0, reference=1, similarity=0.5)
+    >>> images = torch.rand(1, 3, 8, 8)
+    >>> grid = GridRows([0], [pair], images, images, ["a", "b"])
+    >>> fig = neuron_grid(grid, {"saliency": {"driver": torch.rand(1, 8, 8)}}, "neuron n")
+    >>> len(fig.axes), len(fig.axes[2].images)  # driver, reference, one map: over its image
+    (3, 2)
+    """
+    from matplotlib.figure import Figure
+
+    columns = [(label, which) for label, m in maps.items() for which in MAP_IMAGES if which in m]
+    cols = 2 + len(columns)
+    fig = Figure(figsize=(1.9 * cols, 2.2 * len(grid.rows) + 0.5), layout="constrained")
+    axes = fig.subplots(len(grid.rows), cols, squeeze=False)
+    for row, i in enumerate(grid.rows):
+        p = grid.pairs[i]
+        images = {"driver": grid.drivers[i], "reference": grid.references[i]}
+        axes[row, 0].imshow(_image(images["driver"]), cmap="gray", vmin=0, vmax=1)
+        axes[row, 0].set_title(f"driver\n{grid.stimulus_ids[p.driver]}", fontsize=7)
+        axes[row, 1].imshow(_image(images["reference"]), cmap="gray", vmin=0, vmax=1)
+        axes[row, 1].set_title(f"reference\n{grid.stimulus_ids[p.reference]}, sim {p.similarity:.2f}", fontsize=7)
+        for col, (label, which) in enumerate(columns, start=2):
+            scale = symmetric_scale([m[i] for m in maps[label].values()])
+            m = maps[label][which][i].detach().float().cpu().numpy()
+            extent = (-0.5, m.shape[1] - 0.5, m.shape[0] - 0.5, -0.5)  # the image under the map, at its size
+            axes[row, col].imshow(grey_base(images[which]), cmap="gray", vmin=0, vmax=1, extent=extent)
+            axes[row, col].imshow(m, cmap="bwr", vmin=-scale, vmax=scale, alpha=map_alpha(m, scale), extent=extent)
+            axes[row, col].set_title(f"{label}\n{which} map", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(
+        f"{title}: driver | reference | each method's maps over the images (blue < 0 < red; one scale per pair "
+        "and method)",
+        fontsize=8,
+    )
+    return fig
+
+
+def grey_base(image: Tensor) -> np.ndarray:
+    """The image ``[C, H, W]`` in [0, 1] as the lightened grey ``[H, W]`` a map is drawn over: ``0.3 + 0.6 ·
+    grey`` (the mean over channels), so both colours of the map stay visible on dark and light pixels."""
+    x = image.detach().float().cpu().clamp(0, 1)
+    return 0.3 + 0.6 * (x.mean(0).numpy() if x.shape[0] > 1 else x[0].numpy())
+
+
+def map_alpha(m: np.ndarray, scale: float) -> np.ndarray:
+    """The opacity of a map ``[H, W]`` drawn over its image: ``0.9 · min(|m| / scale, 1) ^ 0.6``."""
+    scale = scale if scale > 0 else 1.0
+    return np.clip(np.abs(m) / scale, 0, 1) ** 0.6 * 0.9
 
 
 def image_grid(tensors: Mapping[str, Tensor], path: Path, dpi: int = 120) -> Path:
@@ -155,14 +207,10 @@ def overlay(image: Tensor | None, attribution: Tensor, scale: float) -> Any:
     from matplotlib import colormaps
 
     m = attribution.detach().float().cpu().numpy()
-    if image is None:
-        base = np.ones(m.shape)
-    else:
-        x = image.detach().float().cpu().clamp(0, 1)
-        base = 0.3 + 0.6 * (x.mean(0).numpy() if x.shape[0] > 1 else x[0].numpy())
+    base = np.ones(m.shape) if image is None else grey_base(image)
     scale = scale if scale > 0 else 1.0
     colour = colormaps["bwr"](np.clip(m / scale, -1, 1) * 0.5 + 0.5)[..., :3]
-    alpha = (np.clip(np.abs(m) / scale, 0, 1) ** 0.6 * 0.9)[..., None]
+    alpha = map_alpha(m, scale)[..., None]
     return base[..., None] * (1 - alpha) + colour * alpha
 
 

@@ -7,6 +7,11 @@ every sentence the report prints is derived from the numbers. Rankings use the m
 *beyond noise* when a paired Wilcoxon signed-rank test on the pairs both methods scored gives
 p < 0.05 (:mod:`sharedattr.report.stats`). Every pairwise method is compared with the best
 *single-image baseline* (the best-ranked method that is not pairwise) on each metric and image.
+
+A *pairwise-only* metric (one that declares the score every single-image method gets by construction,
+``single_image_value``, as ``reference_sensitivity`` does: 0) ranks the pairwise methods only: single-image methods
+are left out of its contests, of the family verdicts and of every comparison, and a pairwise method is compared on
+it with its own control (:meth:`~sharedattr.report.components.Components.controls_of`) instead of a baseline.
 """
 
 from __future__ import annotations
@@ -81,6 +86,9 @@ class Contest:
     higher_is_better: bool
     ranking: tuple[Score, ...]
     test: PairedTest | None = None
+    single_image_value: float | None = None
+    """For a pairwise-only metric: the score every single-image method gets by construction (they are not ranked);
+    None for a metric that ranks every method."""
 
     @property
     def winner(self) -> Score:
@@ -111,36 +119,55 @@ class Contest:
         return out
 
     @property
+    def pairwise_only(self) -> bool:
+        """Whether only pairwise methods are ranked (single-image methods score a constant by construction)."""
+        return self.single_image_value is not None
+
+    @property
     def title(self) -> str:
         return f"{self.metric} {arrow(self.higher_is_better)} ({self.image} maps)"
 
 
-def contests(scores: Iterable[Score], values: PairValues | None = None) -> list[Contest]:
-    """One :class:`Contest` per (metric, image) with at least one finite mean, in first-appearance order."""
+def contests(
+    scores: Iterable[Score], values: PairValues | None = None, components: Components | None = None
+) -> list[Contest]:
+    """One :class:`Contest` per (metric, image) with at least one finite mean, in first-appearance order. On a
+    pairwise-only metric (as ``components`` declare it) only the pairwise methods are ranked."""
+    components = components or Components()
     groups: dict[tuple[str, str], list[Score]] = {}
     for s in scores:
         groups.setdefault((s.metric, s.image), []).append(s)
     out = []
     for (metric, image), group in groups.items():
         higher = group[0].higher_is_better
+        constant = components.metrics[metric].single_image_value if components.pairwise_only(metric) else None
+        if constant is not None:
+            group = [s for s in group if components.is_pairwise(s.method)]
         ranking = sorted((s for s in group if s.finite), key=lambda s: -s.mean if higher else s.mean)
         if ranking:
             test = paired_comparison(values, ranking[0], ranking[1]) if len(ranking) > 1 else None
-            out.append(Contest(metric, image, higher, tuple(ranking), test))
+            out.append(Contest(metric, image, higher, tuple(ranking), test, constant))
     return out
+
+
+BASELINE = "the best single-image baseline"
+CONTROL = "its control"
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """A pairwise method against the best single-image baseline on one contest, with their paired test.
+    """A pairwise method against the best single-image baseline (or, on a pairwise-only metric, its control) on
+    one contest, with their paired test.
 
     ``diff`` > 0 means the pairwise method is better (in the metric's direction), as does the test's.
+    ``against``: :data:`BASELINE` or :data:`CONTROL`.
     """
 
     contest: Contest
     method: Score
     baseline: Score
     test: PairedTest | None = None
+    against: str = BASELINE
 
     @property
     def diff(self) -> float:
@@ -159,12 +186,19 @@ class Comparison:
 def versus_baseline(
     contest: Contest, method: str, components: Components, values: PairValues | None = None
 ) -> Comparison | None:
-    """``method`` against the best-ranked non-pairwise method of ``contest``; None if either is missing."""
+    """``method`` against the best-ranked non-pairwise method of ``contest``; on a pairwise-only contest against
+    the best-ranked of its controls instead. None if either is missing (a control has no control)."""
     mine = next((s for s in contest.ranking if s.method == method), None)
-    baseline = next((s for s in contest.ranking if not components.is_pairwise(s.method)), None)
+    if contest.pairwise_only:
+        controls = set(components.controls_of(method))
+        baseline = next((s for s in contest.ranking if s.method in controls), None)
+        against = CONTROL
+    else:
+        baseline = next((s for s in contest.ranking if not components.is_pairwise(s.method)), None)
+        against = BASELINE
     if mine is None or baseline is None:
         return None
-    return Comparison(contest, mine, baseline, paired_comparison(values, mine, baseline))
+    return Comparison(contest, mine, baseline, paired_comparison(values, mine, baseline), against)
 
 
 def mean_ranks(cs: Sequence[Contest]) -> list[tuple[str, float, int]]:
@@ -243,23 +277,33 @@ def noise_phrase(test: PairedTest | None) -> str:
     return f"{word} ({effect(test)}; {TEST_NAME} on {pairs_phrase(test)}; {fmt_p(test.p)})"
 
 
+def only_pairwise_phrase(c: Contest) -> str:
+    """`` (pairwise methods only: every single-image method scores 0 by construction)`` for a pairwise-only
+    contest; empty otherwise."""
+    if not c.pairwise_only:
+        return ""
+    return f" (pairwise methods only: every single-image method scores {fmt(c.single_image_value)} by construction)"
+
+
 def contest_sentence(c: Contest) -> str:
     """Who won ``c``, and whether the lead over the runner-up is beyond noise."""
     w, r = c.winner, c.runner_up
+    title = c.title + only_pairwise_phrase(c)
     if r is None:
-        return f"{c.title}: only {w.method} has a score ({_ms(w)}), so there is nothing to compare."
+        return f"{title}: only {w.method} has a score ({_ms(w)}), so there is nothing to compare."
     if len(c.best) > 1:
-        return f"{c.title}: {_names(c.best)} tie at {fmt(w.mean)}."
+        return f"{title}: {_names(c.best)} tie at {fmt(w.mean)}."
     return (
-        f"{c.title}: {w.method} is best ({_ms(w)}), ahead of {r.method} ({_ms(r)}) by {fmt(c.lead())}: "
+        f"{title}: {w.method} is best ({_ms(w)}), ahead of {r.method} ({_ms(r)}) by {fmt(c.lead())}: "
         f"{noise_phrase(c.test)}."
     )
 
 
 def comparison_sentence(cmp: Comparison) -> str:
-    """How a pairwise method compares with the best single-image baseline on one contest."""
+    """How a pairwise method compares with the best single-image baseline (or its control) on one contest."""
     c, m, b = cmp.contest, cmp.method, cmp.baseline
-    head = f"{c.title}: {m.method} {_ms(m)} vs {b.method} {_ms(b)}"
+    role = " (its control)" if cmp.against == CONTROL else ""
+    head = f"{c.title}: {m.method} {_ms(m)} vs {b.method}{role} {_ms(b)}"
     size = "level by the means" if cmp.outcome == "level" else f"{cmp.outcome} by {fmt(abs(cmp.diff))}"
     return f"{head}: {size}; {noise_phrase(cmp.test)}."
 
@@ -278,9 +322,20 @@ def comparison_reading(cmp: Comparison) -> str:
     return f"{cmp.outcome}, {noise}"
 
 
+def _where(comparisons: Sequence[Comparison]) -> tuple[str, ...]:
+    """Each metric of ``comparisons`` with the images whose maps it compared, ``beyond noise`` where the paired test
+    says so: ``("deletion (driver beyond noise, reference)", "gini (driver)")``."""
+    images: dict[str, list[str]] = {}
+    for cmp in comparisons:
+        clear = " beyond noise" if cmp.beyond_noise() else ""
+        images.setdefault(cmp.contest.metric, []).append(f"{cmp.contest.image}{clear}")
+    return tuple(f"{metric} ({', '.join(shown)})" for metric, shown in images.items())
+
+
 @dataclass(frozen=True)
 class Tally:
-    """How one pairwise method fared against the best baseline over every contest."""
+    """How one pairwise method fared against the best baseline (or its controls) over every contest, and the
+    comparisons it won, lost and drew."""
 
     method: str
     better: int
@@ -289,52 +344,95 @@ class Tally:
     worse_clear: int
     level: int
     untested: int
+    against: str = BASELINE
+    wins: tuple[str, ...] = ()
+    losses: tuple[str, ...] = ()
+    draws: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
         return self.better + self.worse + self.level
 
-    def sentence(self) -> str:
+    def sentence(self, detail: bool = True) -> str:
+        """The counts; with ``detail``, then the results it wins, loses and draws, by name."""
         untested = (
             (f"; {self.untested} of the {self.total} had too few pairs to test whether the difference is beyond noise")
             if self.untested
             else ""
         )
-        return (
-            f"Against the best single-image baseline, {self.method} is better on {self.better} of {self.total} "
+        counts = (
+            f"Against {self.against}, {self.method} is better on {self.better} of {self.total} "
             f"metric × image results ({self.better_clear} beyond noise), worse on {self.worse} "
             f"({self.worse_clear} beyond noise)"
             + (f" and level on {self.level}" if self.level else "")
             + untested
             + "."
         )
+        named = [
+            f"it {verb} on {_names(list(items))}"
+            for verb, items in (("wins", self.wins), ("loses", self.losses), ("draws", self.draws))
+            if items
+        ]
+        return counts + (f" By metric (and image), {'; '.join(named)}." if named and detail else "")
 
 
-def tally(comparisons: Sequence[Comparison], method: str) -> Tally:
-    """Count ``method``'s wins, losses and draws (and the clear ones) in ``comparisons``."""
-    mine = [c for c in comparisons if c.method.method == method]
+def tally(comparisons: Sequence[Comparison], method: str, against: str = BASELINE, wording: str = "") -> Tally:
+    """Count ``method``'s wins, losses and draws (and the clear ones) in its ``comparisons`` against ``against``
+    (:data:`BASELINE` or :data:`CONTROL`), and name each; ``wording``: how the sentence names the other side
+    (default: ``against``)."""
+    mine = [c for c in comparisons if c.method.method == method and c.against == against]
 
     def count(outcome: str, clear: bool = False) -> int:
         return sum(c.outcome == outcome and (not clear or bool(c.beyond_noise())) for c in mine)
 
+    def named(outcome: str) -> tuple[str, ...]:
+        return _where([c for c in mine if c.outcome == outcome])
+
     untested = sum(c.test is not None and c.test.status == "too_few" for c in mine)
     return Tally(
-        method, count("better"), count("better", True), count("worse"), count("worse", True), count("level"), untested
+        method,
+        count("better"),
+        count("better", True),
+        count("worse"),
+        count("worse", True),
+        count("level"),
+        untested,
+        wording or against,
+        named("better"),
+        named("worse"),
+        named("level"),
     )
 
 
 @dataclass(frozen=True)
 class PairwiseReading:
-    """One pairwise method: its overall rank, its tally, and its comparisons (with one sentence each)."""
+    """One pairwise method: its overall rank, its tally (against the best baseline, and on pairwise-only metrics
+    against its control), its comparisons (with one sentence each), and what it declares: whether it is a control
+    (``control``) and the scope its own benchmarks established (``scope``)."""
 
     method: str
     rank: str
     tally: str
     comparisons: list[Comparison]
+    control: str | None = None
+    scope: str | None = None
+    headline_tally: str = ""
+    """The tally over the headline families' metrics only (sharing, localisation, faithfulness): the verdict's."""
 
     @property
     def sentences(self) -> list[str]:
         return [comparison_sentence(c) for c in self.comparisons]
+
+    @property
+    def scope_sentence(self) -> str:
+        """``Scope: …`` (what its own benchmarks established, as the method declares it); empty without one."""
+        return f"Scope: {self.scope}" if self.scope else ""
+
+    @property
+    def headline(self) -> str:
+        """The verdict's line: what it wins and loses on (the headline families' metrics), then its declared
+        scope."""
+        return " ".join(t for t in (self.headline_tally or self.tally, self.scope_sentence) if t)
 
 
 @dataclass(frozen=True)
@@ -350,10 +448,19 @@ class Reading:
 
 
 def family_sentence(family: str, cs: Sequence[Contest], components: Components) -> str:
-    """Who won a metric family (as the metrics declare it), by mean rank over its metric × image results."""
-    mine = [c for c in contested(cs) if components.family(c.metric) == family]
+    """Who won a metric family (as the metrics declare it), by mean rank over its metric × image results that rank
+    every method; its pairwise-only metrics, which rank pairwise methods alone, get a sentence of their own
+    (:func:`pairwise_only_sentence`)."""
+    mine = [c for c in contested(cs) if components.family(c.metric) == family and not c.pairwise_only]
+    aside = sorted({c.metric for c in cs if components.family(c.metric) == family and c.pairwise_only})
+    left_out = (
+        f" {_names(aside)} {'is' if len(aside) == 1 else 'are'} left out: every single-image method scores a "
+        "constant on it by construction."
+        if aside
+        else ""
+    )
     if not mine:
-        return f"{family.capitalize()}: no {family} metric compared two or more methods in this run."
+        return f"{family.capitalize()}: no {family} metric compared two or more methods in this run.{left_out}"
     standings = mean_ranks(mine)
     best = [m for m, r, _ in standings if r == standings[0][1]]
     metrics = _names(list(dict.fromkeys(c.metric for c in mine)))
@@ -363,13 +470,14 @@ def family_sentence(family: str, cs: Sequence[Contest], components: Components) 
     return (
         f"{family.capitalize()}: {who} (mean rank {standings[0][1]:.1f} among {len(standings)} methods over "
         f"{metrics} on {images} maps; best on {len(outright)} of {len(mine)}, "
-        f"{sum(bool(c.beyond_noise()) for c in outright)} of them beyond noise)."
+        f"{sum(bool(c.beyond_noise()) for c in outright)} of them beyond noise).{left_out}"
     )
 
 
 def pairwise_rank_sentence(method: str, cs: Sequence[Contest]) -> str:
-    """Where a pairwise method ranks among all methods, by mean rank over every contest."""
-    standings = mean_ranks(cs)
+    """Where a pairwise method ranks among all methods, by mean rank over every contest that ranks every method
+    (pairwise-only contests left out)."""
+    standings = mean_ranks([c for c in cs if not c.pairwise_only])
     ranks = {m: (r, n) for m, r, n in standings}
     if method not in ranks:
         return f"{method} has no score that another method was also scored on."
@@ -377,24 +485,64 @@ def pairwise_rank_sentence(method: str, cs: Sequence[Contest]) -> str:
     place = 1 + sum(r < rank for _, r, _ in standings)
     return (
         f"{method} ranks {ordinal(place)} of {len(standings)} methods (mean rank {rank:.1f} over "
-        f"{counted} metric × image result{'s' if counted != 1 else ''})."
+        f"{counted} metric × image result{'s' if counted != 1 else ''}, every metric family)."
     )
 
 
 def read_pairwise(
     method: str, cs: Sequence[Contest], components: Components, values: PairValues | None = None
 ) -> PairwiseReading:
-    """How ``method`` ranks overall and compares with the best single-image baseline on each contest."""
+    """How ``method`` ranks overall and compares with the best single-image baseline on each contest (and with its
+    control on each pairwise-only contest)."""
     comparisons = [cmp for c in cs if (cmp := versus_baseline(c, method, components, values)) is not None]
     rank = pairwise_rank_sentence(method, cs)
+    info = components.methods.get(method)
+    control, scope = (info.control, info.scope) if info else (None, None)
+    if control:
+        scope = None  # a control's scope is that of the method it controls
     if not comparisons:
         return PairwiseReading(
-            method, rank, "No single-image baseline was scored, so there is nothing to compare it with.", []
+            method,
+            rank,
+            "No single-image baseline was scored, so there is nothing to compare it with.",
+            [],
+            control,
+            scope,
         )
-    return PairwiseReading(method, rank, tally(comparisons, method).sentence(), comparisons)
+    headline = [c for c in comparisons if components.family(c.contest.metric) in HEADLINE_FAMILIES]
+    return PairwiseReading(
+        method,
+        rank,
+        tallies(comparisons, method, components, detail=False),  # the detailed reading has a table of them
+        comparisons,
+        control,
+        scope,
+        tallies(headline, method, components) if headline else f"{method}: {NOT_IN_HEADLINE}",
+    )
+
+
+NOT_IN_HEADLINE = "no sharing, localisation or faithfulness metric compared it with another method."
+
+
+def tallies(comparisons: Sequence[Comparison], method: str, components: Components, detail: bool = True) -> str:
+    """``method``'s tally against the best baseline, then (on pairwise-only metrics) against its control; with
+    ``detail``, each names the results it wins, loses and draws."""
+    parts = [tally(comparisons, method).sentence(detail)] if any(c.against == BASELINE for c in comparisons) else []
+    if any(c.against == CONTROL for c in comparisons):
+        versus = _names(components.controls_of(method))
+        wording = f"{CONTROL} {versus}, on the pairwise-only metrics"
+        parts.append(tally(comparisons, method, CONTROL, wording).sentence(detail))
+    return " ".join(parts)
 
 
 NO_PAIRWISE = "No pairwise method (one that explains a driver and its reference together) in this run."
+
+
+def control_sentence(p: PairwiseReading, components: Components) -> str:
+    """The verdict's line for a control: what it is, and that it is read as a control, not as a method."""
+    of = [m for m in components.methods if p.method in components.controls_of(m)]
+    for_whom = f" of {_names(of)}" if of else ""
+    return f"{p.method} is the control{for_whom} ({p.control}): compare with it, do not rank it as a method."
 
 
 def read_summary(
@@ -402,18 +550,21 @@ def read_summary(
 ) -> Reading:
     """The whole reading: headline, per-metric sentences and every pairwise method against the best baseline.
 
-    ``components`` says which methods are pairwise and each metric's family (none declared: every
-    method single-image, every metric ``other``); ``values`` are the per-pair values for the paired
-    tests (None: noise cannot be judged).
+    ``components`` says which methods are pairwise (and which are controls), each metric's family and whether it
+    is pairwise-only (none declared: every method single-image, every metric ``other``); ``values`` are the
+    per-pair values for the paired tests (None: noise cannot be judged). The headline gives each family's winner
+    over the metrics that rank every method, then each pairwise method's wins and losses against the best
+    single-image baseline (and, on pairwise-only metrics, against its control) with its declared scope; a control
+    is named as one. It gives no overall rank: that is in :attr:`PairwiseReading.rank` for the detailed reading.
     """
     components = components or Components()
     methods = list(dict.fromkeys(s.method for s in scores))
     notes = components.notes(methods, list(dict.fromkeys(s.metric for s in scores)))
-    cs = contests(scores, values)
+    cs = contests(scores, values, components)
     if not cs:
         return Reading(["No metric produced a finite score, so there is no winner to report."], [], [], [], notes)
     pairwise = [read_pairwise(m, cs, components, values) for m in methods if components.is_pairwise(m)]
     scored = {components.family(c.metric) for c in cs}
     headline = [family_sentence(f, cs, components) for f in HEADLINE_FAMILIES if f in scored or f in ALWAYS_READ]
-    headline += [f"{p.rank} {p.tally}" for p in pairwise] or [NO_PAIRWISE]
+    headline += [control_sentence(p, components) if p.control else p.headline for p in pairwise] or [NO_PAIRWISE]
     return Reading(headline, [contest_sentence(c) for c in cs], pairwise, cs, notes)

@@ -26,6 +26,8 @@ from sharedattr.runtime.json_files import DamagedJSON, parse_json
 from sharedattr.runtime.json_files import read_json as read_bounded_json
 from sharedattr.runtime.run_files import Row, RunFolderError, Table, damaged
 
+EXPECTED = "expected the output folder of `sharedattr run` or `sharedattr synthesize`"
+
 
 def read_json(path: Path) -> Any:
     """The JSON document in ``path``, or None if it does not exist; :class:`RunFolderError` naming it if damaged
@@ -45,10 +47,10 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
-            raise MissingFileError(self.path, "run folder", "expected the output folder of `sharedattr run`")
+            raise MissingFileError(self.path, "run folder", EXPECTED)
         spec_path = self.path / files.SPEC_FILE
         if not spec_path.is_file():
-            hint = "expected the output folder of `sharedattr run`"
+            hint = EXPECTED
             if (self.path / files.DEMO_RUN_DIR / files.SPEC_FILE).is_file():
                 hint = f"the run of `sharedattr demo` is in {self.path / files.DEMO_RUN_DIR}"
             raise MissingFileError(spec_path, "run spec", hint)
@@ -62,6 +64,11 @@ class RunDir:
                 f"{spec_path}: not a run spec written by `sharedattr run` ({type(err).__name__}: {err})"
             ) from None
         self.digest = str(saved.get("digest", ""))
+        self.kind = files.folder_kind(self.path) or files.RUN_KIND
+        """``run`` or ``synthesize`` (:func:`~sharedattr.runtime.run_files.folder_kind`; a folder that holds neither's
+        files reads as a partial run)."""
+        self.synthesis_dir = "" if self.kind == files.SYNTHESIZE_KIND else files.SYNTHESIS_DIR
+        """Where the synthesis tables and figures are: ``synthesis/`` in a run, the folder itself for ``synthesize``."""
 
     def file(self, name: str) -> Path | None:
         """``path/name`` (a name of :mod:`~sharedattr.runtime.run_files`) if it exists, else None."""
@@ -113,23 +120,23 @@ class RunDir:
 
     @property
     def has_synthesis(self) -> bool:
-        """Whether the run wrote a ``synthesis/`` folder."""
-        return self.file(files.SYNTHESIS_DIR) is not None
+        """Whether the run wrote a ``synthesis/`` folder (always, for a ``synthesize`` folder)."""
+        return self.kind == files.SYNTHESIZE_KIND or self.file(files.SYNTHESIS_DIR) is not None
 
     @cached_property
     def synthesis_scores(self) -> list[Row] | None:
         """``synthesis/scores.csv`` (:data:`~sharedattr.runtime.run_files.SYNTHESIS_SCORES`)."""
-        return self.table(files.SYNTHESIS_SCORES, files.SYNTHESIS_DIR)
+        return self.table(files.SYNTHESIS_SCORES, self.synthesis_dir)
 
     @cached_property
     def synthesis_summary(self) -> list[Row] | None:
         """``synthesis/summary.csv`` (:data:`~sharedattr.runtime.run_files.SYNTHESIS_SUMMARY`)."""
-        return self.table(files.SYNTHESIS_SUMMARY, files.SYNTHESIS_DIR)
+        return self.table(files.SYNTHESIS_SUMMARY, self.synthesis_dir)
 
     @cached_property
     def evaluators(self) -> list[Row] | None:
         """``synthesis/evaluators.csv`` (:data:`~sharedattr.runtime.run_files.EVALUATORS`)."""
-        return self.table(files.EVALUATORS, files.SYNTHESIS_DIR)
+        return self.table(files.EVALUATORS, self.synthesis_dir)
 
     @cached_property
     def components(self) -> components.Components:

@@ -58,12 +58,29 @@ class RunFolderError(UserError):
 def damaged(path: str | Path, err: BaseException | str) -> RunFolderError:
     """The one-line error for a damaged file of a run folder (``err``: what is wrong with it)."""
     why = err if isinstance(err, str) else f"{type(err).__name__}: {str(err)[:200]}"
-    return RunFolderError(f"{path}: damaged ({why}); run `sharedattr run` again into {Path(path).parent} to rewrite it")
+    folder = Path(path).parent
+    command = (
+        "sharedattr synthesize" if folder_kind(folder) == SYNTHESIZE_KIND and not _in_run(folder) else "sharedattr run"
+    )
+    return RunFolderError(f"{path}: damaged ({why}); run `{command}` again into {folder} to rewrite it")
+
+
+def _in_run(folder: Path) -> bool:
+    """Whether ``folder`` is the ``synthesis/`` folder of a run (which holds a synthesize folder's tables)."""
+    return folder.name == SYNTHESIS_DIR and folder_kind(folder.parent) == RUN_KIND
 
 
 # -- the files ------------------------------------------------------------------------------------------------
 SPEC_FILE = "spec.json"
 COMPONENTS_FILE = "components.json"
+"""What each method and metric label of a run declares (written by
+:func:`sharedattr.experiment.tables.write_components`, read by :mod:`sharedattr.report.components`):
+``{"methods": {label: {spec, pairwise, plugin, params, changed, control, scope}}, "metrics": {label: {spec, family,
+higher_is_better, single_image_value, plugin}}}``. ``params``: every param as validated; ``changed``: the names of
+those that differ from their defaults; ``control``: what the method is a control of, in words (null: a real method);
+``scope``: what its benchmarks established (or null); ``single_image_value``: the score every single-image method
+gets by construction (null for most metrics). Files of older runs lack the last four method keys and
+``single_image_value``: the report completes them from the installed plugins."""
 MAPS_FILE = "maps.safetensors"
 MAPS_PAIRS_KEY = "pairs_json"
 """The metadata entry of :data:`MAPS_FILE` that lists its rows: a JSON list of ``[neuron, driver, reference]``."""
@@ -244,7 +261,18 @@ FIT_SCORES = Table(
 
 PAIRS = Table("pairs.csv", (*_pair_columns(), Column("driver_response", float)))
 """``pairs.csv``: one row per (neuron, driver, reference) in the row order of the maps; ``rank`` is the reference's
-rank among the driver's matches (0 = most similar)."""
+rank among the driver's matches, stored 0-based (0 = most similar; the same in ``results.csv``). Wherever a user reads
+it (the report's "ref. rank") it is shown 1-based, :func:`shown_rank` (1 = the best match)."""
+
+
+def shown_rank(rank: int) -> int:
+    """The stored 0-based ``rank`` of :data:`PAIRS` as a user reads it: 1-based, 1 = the most similar reference.
+
+    >>> shown_rank(0)
+    1
+    """
+    return rank + 1
+
 
 RESULTS = Table(
     "results.csv",
@@ -345,10 +373,23 @@ EVALUATORS = Table(
 )
 """``evaluators.csv`` of a synthesis folder: each evaluator model, its role and its median held-out r."""
 
+RUN_KIND = "run"
+SYNTHESIZE_KIND = "synthesize"
 FOLDER_KINDS = {
-    "run": (PAIRS.name, MODEL_RECORD),
-    "synthesize": (EVALUATORS.name, f"{FIT_DIR}/{MODEL_RECORD}"),
+    RUN_KIND: (PAIRS.name, MODEL_RECORD),
+    SYNTHESIZE_KIND: (EVALUATORS.name, f"{FIT_DIR}/{MODEL_RECORD}"),
 }
 """Files that only one kind of output folder holds: ``sharedattr run``'s (``fit`` writes a part of it, its model)
 and ``sharedattr synthesize``'s. Both write a ``scores.csv`` and a ``summary.csv`` of their own, so neither command
 writes into the other's folder."""
+
+
+def folder_kind(folder: str | Path) -> str | None:
+    """Which command wrote ``folder``, by the files only one kind holds (:data:`FOLDER_KINDS`): :data:`RUN_KIND`
+    (``run``, or ``fit``'s part of it), :data:`SYNTHESIZE_KIND`, or None when it holds neither's files.
+
+    >>> folder_kind("/nonexistent") is None
+    True
+    """
+    folder = Path(folder)
+    return next((kind for kind, marks in FOLDER_KINDS.items() if any((folder / m).exists() for m in marks)), None)

@@ -192,7 +192,10 @@ def test_the_verdict_names_the_metric_winners_and_tests_them_in_pairs(run_copy):
     text = text_of(html)
     assert "Localisation: integrated_gradients wins" in text
     assert "Faithfulness: saliency wins" in text
-    assert "parallel_backprop ranks 3rd of 3 methods (mean rank 2.5 over 4 metric × image results)" in text
+    assert (
+        "parallel_backprop ranks 3rd of 3 methods (mean rank 2.5 over 4 metric × image results, every metric family)"
+        in text
+    )
     assert (
         "parallel_backprop is better on 0 of 4 metric × image results (0 beyond noise), worse on 4 "
         "(4 beyond noise)" in text
@@ -395,7 +398,12 @@ def test_headline_per_family_and_without_a_pairwise_method():
         [S("a", 0.5, metric="gini"), S("parallel_backprop", 0.6, metric="gini")], FAMILIES
     ).headline
     assert only_gini[0] == "Localisation: no localisation metric compared two or more methods in this run."
-    assert "Against the best single-image baseline, parallel_backprop is better on 1 of 1" in only_gini[2]
+    assert (
+        only_gini[2] == "parallel_backprop: no sharing, localisation or faithfulness metric compared it with "
+        "another method."
+    ), "the verdict reads the headline families only"
+    detailed = read_summary([S("a", 0.5, metric="gini"), S("parallel_backprop", 0.6, metric="gini")], FAMILIES)
+    assert "Against the best single-image baseline, parallel_backprop is better on 1 of 1" in detailed.pairwise[0].tally
     alone = read_summary([S("parallel_backprop", 0.6)], FAMILIES)
     assert "nothing to compare" in alone.pairwise[0].tally
     # a metric only parallel_backprop scored (single-image methods without on_reference) is not ranked
@@ -403,7 +411,7 @@ def test_headline_per_family_and_without_a_pairwise_method():
         [S("parallel_backprop", 0.2), S("saliency", 0.4), S("parallel_backprop", 0.9, image="reference")], FAMILIES
     )
     assert partial.pairwise[0].rank == (
-        "parallel_backprop ranks 2nd of 2 methods (mean rank 2.0 over 1 metric × image result)."
+        "parallel_backprop ranks 2nd of 2 methods (mean rank 2.0 over 1 metric × image result, every metric family)."
     )
     assert "only parallel_backprop has a score" in partial.per_metric[1]
     assert read_summary([]).headline == ["No metric produced a finite score, so there is no winner to report."]
@@ -751,3 +759,65 @@ def test_neuron_figure_names_never_collide():
     assert len(set(names)) == len(ids), names
     assert neuron_figure_name("a_b") == "neuron_a_b.png" and neuron_figure_name("V4-1.2") == "neuron_V4-1.2.png"
     assert all("/" not in n and n.isascii() for n in names)
+
+
+def test_methods_are_named_with_their_params_and_controls_are_marked(tiny_run, run_copy):
+    """Issue 28: the report says what each method is (its params that differ from the defaults, from
+    components.json) and marks a control as one, by what the run recorded, not by its name."""
+    html = (tiny_run / "report.html").read_text(encoding="utf-8")
+    summary = html[html.index('<section id="summary">') : html.index("</section>")]
+    assert "<td>integrated_gradients</td><td><code>integrated_gradients(n_steps=4)</code> " in summary
+    assert (
+        '<td>parallel_backprop</td><td><code>parallel_backprop()</code> <span class="n">pairwise</span></td>' in summary
+    )
+    scores = html[html.index('<section id="scores">') :]
+    assert "<code>parallel_backprop(variant=&#34;product&#34;, sharing=&#34;dimension&#34;" in scores, "every param"
+    own = "parallel_backprop without sharing (s = w: the neuron's own map on the same path)"
+    params = json.loads((run_copy / "components.json").read_text())["methods"]["parallel_backprop"]["params"]
+    relabel(
+        run_copy,
+        "methods",
+        "integrated_gradients",
+        "parallel_backprop#2",
+        spec={"name": "parallel_backprop", "variant": "own"},
+        pairwise=True,
+        params={**params, "variant": "own"},
+        changed=["variant"],
+        control=own,
+    )
+    html = build_report(run_copy)
+    summary = html[html.index('<section id="summary">') : html.index("</section>")]
+    assert (
+        '<tr class="control"><td>parallel_backprop#2</td><td><code>parallel_backprop(variant=&#34;own&#34;)</code> '
+        f'<span class="n">pairwise</span> · <b>control</b>: {own.replace(chr(39), "&#39;")}</td></tr>'
+    ) in summary
+    assert "parallel_backprop#2 is the control of parallel_backprop" in text_of(summary)
+    scores = html[html.index('<section id="scores">') :]
+    assert '<tr class="pairwise"><td>parallel_backprop#2 (control)</td>' in scores
+
+
+def test_the_reference_rank_is_shown_from_1_and_stored_from_0(tiny_run):
+    stored = sorted({int(p["rank"]) for p in read_csv(tiny_run / "pairs.csv")})
+    assert stored[0] == 0, "pairs.csv keeps the 0-based rank"
+    html = (tiny_run / "report.html").read_text(encoding="utf-8")
+    section = html[html.index('<section id="pairs">') :]
+    section = section[: section.index("</section>")]
+    shown = sorted({int(r) for r in re.findall(r'<tr><td class="num">(\d+)</td>', section)})
+    assert shown == [r + 1 for r in stored], "1 = the most similar reference"
+    assert "1 = the most similar" in section
+
+
+def test_a_negative_fev_beside_a_positive_r_is_explained(run_copy):
+    rows = read_csv(run_copy / "scores.csv")
+    for r in rows:
+        r.update(test_r="0.5", noise_ceiling="0.8", fev="0.3")
+    write_csv(run_copy / "scores.csv", rows, list(rows[0]))
+    assert "FEV is negative" not in build_report(run_copy)
+    rows[0].update(test_r="0.6", noise_ceiling="0.8", fev="-0.25")
+    rows[1].update(test_r="-0.1", noise_ceiling="0.8", fev="-0.5")  # both negative: nothing odd
+    write_csv(run_copy / "scores.csv", rows, list(rows[0]))
+    text = text_of(build_report(run_copy))
+    note = text[text.index("FEV is negative") :]
+    assert note.startswith(f"FEV is negative while r is positive for {rows[0]['neuron']}:")
+    assert rows[1]["neuron"] not in note[: note.index(":")]
+    assert "ignores scale and offset" in note

@@ -39,13 +39,25 @@ REGISTRY: tuple[SectionKind, ...] = (
 """Every section, in page order."""
 SECTIONS: list[tuple[str, str]] = [(kind.anchor, kind.title) for kind in REGISTRY]
 """``(anchor, title)`` of every section, in page order."""
+SYNTHESIS_REGISTRY: tuple[SectionKind, ...] = (synthesis.OVERVIEW, synthesis.SECTION)
+"""The sections of a ``sharedattr synthesize`` folder's report, in page order."""
 
-__all__ = ["REGISTRY", "SECTIONS", "Context", "Figure", "Image", "Section", "SectionKind", "all_sections"]
+__all__ = [
+    "REGISTRY",
+    "SECTIONS",
+    "SYNTHESIS_REGISTRY",
+    "Context",
+    "Figure",
+    "Image",
+    "Section",
+    "SectionKind",
+    "all_sections",
+]
 
 
-def all_sections(run: RunDir, reading: Reading) -> list[Section]:
-    """Every section the run shows (:attr:`SectionKind.shown`), in page order, built on one :class:`Context` of
-    ``run`` and the ``reading`` of its scores."""
-    shown = [kind for kind in REGISTRY if kind.shown(run)]
+def all_sections(run: RunDir, reading: Reading, registry: tuple[SectionKind, ...] | None = None) -> list[Section]:
+    """Every section of ``registry`` (default :data:`REGISTRY`) the run shows (:attr:`SectionKind.shown`), in page
+    order, built on one :class:`Context` of ``run`` and the ``reading`` of its scores."""
+    shown = [kind for kind in (REGISTRY if registry is None else registry) if kind.shown(run)]
     ctx = Context(run, reading, [(kind.anchor, kind.title) for kind in shown])
     return [kind.build(ctx) for kind in shown]

@@ -52,7 +52,24 @@ def fit(ctx: Context) -> Section:
             f"held-out images for the best neurons ({FIT_FIGURE}).",
             "fit figure",
         )
-    return SECTION.section({"bars": bars, "capped": capped, "rows": table, "figure": figure})
+    return SECTION.section(
+        {"bars": bars, "capped": capped, "rows": table, "figure": figure, "fev_note": fev_note(run.scores)}
+    )
+
+
+def fev_note(scores: list[dict]) -> str | None:
+    """One line for the neurons whose FEV is negative while their held-out r is positive (None when there are
+    none): FEV subtracts the noise ceiling's share and counts errors of scale and offset, r ignores both."""
+    odd = [s["neuron"] for s in scores if s["fev"] < 0 < s["test_r"]]
+    if not odd:
+        return None
+    shown = ", ".join(odd[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")
+    return (
+        f"FEV is negative while r is positive for {shown}: FEV = 1 − (MSE − noise) / (variance − noise) subtracts the "
+        "trial-to-trial noise (the noise ceiling's share) and counts errors of scale and offset, while Pearson r "
+        "ignores scale and offset, so a prediction can follow the responses (r > 0) yet miss their level or range "
+        "by more than the explainable variance."
+    )
 
 
 SECTION = SectionKind("fit", "Readout fit quality", fit)

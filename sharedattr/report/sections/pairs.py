@@ -8,7 +8,7 @@ from sharedattr.report import figures as plots
 from sharedattr.report.html import num
 from sharedattr.report.sections.context import Context
 from sharedattr.report.sections.view import Image, Section, SectionKind
-from sharedattr.runtime.run_files import PAIRS
+from sharedattr.runtime.run_files import PAIRS, shown_rank
 
 
 def pairs(ctx: Context) -> Section:
@@ -26,7 +26,7 @@ def pairs(ctx: Context) -> Section:
             "id": neuron,
             "rows": [
                 {
-                    "rank": p["rank"],
+                    "rank": shown_rank(p["rank"]),
                     "driver_img": thumb(drivers, i, f"driver {p['driver']}"),
                     "driver": p["driver"],
                     "category": p["driver_category"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from sharedattr.report.html import mean_sem, num
-from sharedattr.report.reading import NO_PAIRWISE, Comparison, arrow, comparison_reading, fmt, p_value
+from sharedattr.report.reading import CONTROL, NO_PAIRWISE, Comparison, arrow, comparison_reading, fmt, p_value
 from sharedattr.report.sections.context import Context
 from sharedattr.report.sections.view import Section, SectionKind
 from sharedattr.report.stats import ALPHA, CONFIDENCE, TEST_NAME, min_nonzero
@@ -24,7 +24,7 @@ def comparison_row(c: Comparison) -> dict[str, str]:
         "metric": f"{c.contest.metric} {arrow(c.contest.higher_is_better)}",
         "image": c.contest.image,
         "score": mean_sem(c.method.mean, c.method.sem),
-        "baseline": c.baseline.method,
+        "baseline": f"{c.baseline.method} (its control)" if c.against == CONTROL else c.baseline.method,
         "baseline_score": mean_sem(c.baseline.mean, c.baseline.sem),
         "diff": num(abs(c.diff)),
         "effect": effect,
@@ -41,7 +41,14 @@ def reading(ctx: Context) -> Section:
     if not rd.contests:
         return SECTION.section({"headline": rd.headline}, "reading_empty.html.j2")
     pairwise = [
-        {"method": p.method, "summary": f"{p.rank} {p.tally}", "rows": [comparison_row(c) for c in p.comparisons]}
+        {
+            "method": p.method + (" (control)" if p.control else ""),
+            "summary": " ".join(
+                t for t in (p.rank, p.tally, f"Control: {p.control}." if p.control else "", p.scope_sentence) if t
+            ),
+            "controlled": any(c.against == CONTROL for c in p.comparisons),
+            "rows": [comparison_row(c) for c in p.comparisons],
+        }
         for p in rd.pairwise
     ]
     return SECTION.section(

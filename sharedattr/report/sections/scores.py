@@ -18,7 +18,7 @@ def score_table(scores: Sequence[Score], image: str, methods: Sequence[str], com
     mine = [s for s in scores if s.image == image]
     metrics = list(dict.fromkeys(s.metric for s in mine))
     cell = {(s.method, s.metric): s for s in mine}
-    best = {c.metric: set(c.best) for c in contests(mine) if c.runner_up is not None}
+    best = {c.metric: set(c.best) for c in contests(mine, components=components) if c.runner_up is not None}
     n_max = max((s.n for s in mine), default=0)
     higher = {s.metric: s.higher_is_better for s in mine}
     rows = []
@@ -35,12 +35,22 @@ def score_table(scores: Sequence[Score], image: str, methods: Sequence[str], com
                     "best": method in best.get(metric, ()),
                 }
             )
-        rows.append({"method": method, "pairwise": components.is_pairwise(method), "cells": cells})
+        label = f"{method} (control)" if components.control(method) else method
+        rows.append({"method": label, "pairwise": components.is_pairwise(method), "cells": cells})
     return {
         "caption": f"{image} maps",
         "rows": rows,
-        "metrics": [{"label": m, "arrow": arrow(higher[m]), "family": components.family(m)} for m in metrics],
+        "metrics": [
+            {"label": m, "arrow": arrow(higher[m]), "family": metric_family_label(components, m)} for m in metrics
+        ],
     }
+
+
+def metric_family_label(components: Components, metric: str) -> str:
+    """A metric's family as its column shows it; ``sharing, pairwise only`` for a pairwise-only metric (single-image
+    methods score a constant by construction, so they take no best mark on it)."""
+    family = components.family(metric)
+    return f"{family}, pairwise only" if components.pairwise_only(metric) else family
 
 
 def component_rows(ctx: Context) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
@@ -50,9 +60,12 @@ def component_rows(ctx: Context) -> tuple[list[dict[str, str]], list[dict[str, s
         {
             "label": m,
             "explains": "pairwise" if comps.is_pairwise(m) else "single image",
-            "plugin": info.plugin if (info := comps.methods.get(m)) else "not declared",
+            "params": info.call(list(info.params)) if info and info.name else "",
+            "control": comps.control(m) or "",
+            "plugin": info.plugin if info else "not declared",
         }
         for m in ctx.methods
+        for info in [comps.methods.get(m)]
     ]
     metric_labels = dict.fromkeys([*comps.metrics, *(s.metric for s in ctx.run.summary or [])])
     metrics = []
@@ -66,7 +79,7 @@ def component_rows(ctx: Context) -> tuple[list[dict[str, str]], list[dict[str, s
         metrics.append(
             {
                 "label": m,
-                "family": comps.family(m),
+                "family": metric_family_label(comps, m),
                 "direction": direction,
                 "plugin": info.plugin if info else "not declared",
             }

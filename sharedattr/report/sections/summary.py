@@ -22,6 +22,21 @@ def describe_component(spec: Any) -> str:
     return f"{spec.get('name', '?')} ({', '.join(params)})" if params else str(spec.get("name", "?"))
 
 
+def method_rows(ctx: Context) -> list[dict[str, str]]:
+    """Each method label as the report names it, ``label = name(params that differ from their defaults)``, whether
+    it explains pairs, and what it is a control of (empty for a real method)."""
+    comps = ctx.components
+    return [
+        {
+            "label": m,
+            "call": info.call() if (info := comps.methods.get(m)) and info.name else "not declared",
+            "explains": "pairwise" if comps.is_pairwise(m) else "single image",
+            "control": comps.control(m) or "",
+        }
+        for m in ctx.methods
+    ]
+
+
 def summary(ctx: Context) -> Section:
     """Title, key facts and the headline verdict: one screen."""
     run, spec = ctx.run, ctx.run.spec
@@ -40,7 +55,7 @@ def summary(ctx: Context) -> Section:
         ("Neurons explained", f"{len(ctx.neurons)} of {len(r)}" if r else str(len(ctx.neurons))),
         ("Driver/reference pairs", str(len(run.pairs or []))),
         ("Median held-out r", f"{statistics.median(finite):.3f} (over {len(finite)} neurons)" if finite else "–"),
-        ("Methods", f"{len(methods)}: {', '.join(methods)}"),
+        ("Methods", f"{len(methods)} (below, with their params)"),
         ("Metrics", f"{len(metrics)}: {', '.join(metrics)}" if metrics else "none"),
     ]
     return SECTION.section(
@@ -48,6 +63,7 @@ def summary(ctx: Context) -> Section:
             "name": run.name,  # no folder path or time: the page is a function of the folder's files
             "digest": run.digest or "–",
             "facts": facts,
+            "methods": method_rows(ctx),
             "headline": ctx.reading.headline,
             "notes": ctx.reading.notes,
             "toc": [(anchor, title) for anchor, title in ctx.contents if anchor != SECTION.anchor],

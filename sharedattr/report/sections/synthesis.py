@@ -1,5 +1,6 @@
 """8. Synthesis (when the run has a ``synthesis/`` folder): the synthesised images scored on the train, val and
-cross models."""
+cross models. The report of a ``sharedattr synthesize`` folder is this section under an overview of its own
+(:data:`OVERVIEW`: name, digest, backbone, readout, synthesizers, neurons and evaluators)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from typing import Any
 from sharedattr.report.html import mean_sem, num
 from sharedattr.report.rundir import RunDir
 from sharedattr.report.sections.context import Context
+from sharedattr.report.sections.summary import describe_component
 from sharedattr.report.sections.view import Figure, Section, SectionKind
 from sharedattr.runtime.run_files import (
     PRIOR_SAMPLES_GRID,
     SYNTHESIS_COMPARISON,
-    SYNTHESIS_DIR,
     SYNTHESIS_GRID,
     Row,
 )
@@ -65,8 +66,10 @@ def synthesis(ctx: Context) -> Section:
     """Synthesised images scored on the train, val and cross models (shown only with a ``synthesis/`` folder)."""
     run = ctx.run
 
+    where = f"{run.synthesis_dir}/" if run.synthesis_dir else ""
+
     def figure(name: str, caption: str, alt: str) -> Figure | None:
-        png = run.file(f"{SYNTHESIS_DIR}/{name}")
+        png = run.file(f"{where}{name}")
         return Figure.of(png.read_bytes(), caption, alt) if png is not None else None
 
     evaluators = [
@@ -82,7 +85,7 @@ def synthesis(ctx: Context) -> Section:
                 "Left: each synthesizer's response relative to the neuron's best "
                 "natural image, on the model it optimised (train), on the same architecture fitted "
                 "with other seeds (val) and on another backbone or readout (cross); 1 = as strong as "
-                f"the strongest natural stimulus. Right: compute per neuron ({SYNTHESIS_DIR}/{SYNTHESIS_COMPARISON}).",
+                f"the strongest natural stimulus. Right: compute per neuron ({where}{SYNTHESIS_COMPARISON}).",
                 "synthesis comparison",
             ),
             "summary": summary_rows(run),
@@ -90,7 +93,7 @@ def synthesis(ctx: Context) -> Section:
             "images": figure(
                 SYNTHESIS_GRID,
                 "Per neuron: its most exciting natural images (top row), then one row per "
-                f"synthesizer, one column per seed, as the model saw them ({SYNTHESIS_DIR}/{SYNTHESIS_GRID}).",
+                f"synthesizer, one column per seed, as the model saw them ({where}{SYNTHESIS_GRID}).",
                 "synthesized images",
             ),
             "prior": figure(
@@ -100,8 +103,35 @@ def synthesis(ctx: Context) -> Section:
                 "diffusion prior samples",
             ),
             "neurons": synthesis_neurons(scores_rows) if scores_rows else None,
+            "where": where,
         },
     )
 
 
+def overview(ctx: Context) -> Section:
+    """The head of a ``sharedattr synthesize`` folder's report: its name, digest and key facts, and the contents."""
+    run, spec = ctx.run, ctx.run.spec
+    rows = run.synthesis_scores or []
+    synthesizers = [describe_component(s) for s in spec.get("synthesis") or []]
+    facts = [
+        ("Backbone", describe_component(spec.get("backbone"))),
+        ("Readout", describe_component(spec.get("readout"))),
+        ("Synthesizers", f"{len(synthesizers)}: {'; '.join(synthesizers)}" if synthesizers else "none"),
+        ("Neurons synthesised", str(len({r["neuron"] for r in rows}))),
+        ("Seeds per neuron", str(len({r["seed"] for r in rows}))),
+        ("Evaluator models", str(len(run.evaluators or []))),
+    ]
+    return OVERVIEW.section(
+        {
+            "name": run.name,
+            "digest": run.digest or "–",
+            "facts": facts,
+            "toc": [(anchor, title) for anchor, title in ctx.contents if anchor != OVERVIEW.anchor],
+        },
+        "synthesis_overview.html.j2",
+    )
+
+
 SECTION = SectionKind("synthesis", "Synthesis", synthesis, shown=lambda run: run.has_synthesis)
+OVERVIEW = SectionKind("overview", "Synthesis run", overview)
+"""The first section of a ``sharedattr synthesize`` folder's report."""

@@ -1,0 +1,274 @@
+"""Issue 28: a method is named with its params and marked as a control by what its class declares; a pairwise-only
+metric (0 by construction for single-image methods) never makes a pairwise method "tie" single-image ones; the
+verdict says what the headline method wins and loses on, with its declared scope, and no overall rank."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import pytest
+
+from sharedattr.attribution.engine import NamedMethod, NamedMetric
+from sharedattr.attribution.parallel_backprop import ParallelBackprop, ParallelBackpropParams
+from sharedattr.experiment.tables import summarise_results, write_components
+from sharedattr.metrics.sharing import ReferenceSensitivityMetric
+from sharedattr.plugins.contracts import AttributionMethod, Metric, control_of, method_scope, single_image_value
+from sharedattr.plugins.loading import get_registry
+from sharedattr.report.components import Components, MethodInfo, MetricInfo, from_json, from_registry
+from sharedattr.report.reading import CONTROL, Score, contests, read_summary, versus_baseline
+from sharedattr.report.stats import pair_values
+
+OWN = "parallel_backprop without sharing (s = w: the neuron's own map on the same path)"
+
+
+# -- what the classes declare ---------------------------------------------------------------------------
+def test_the_control_is_a_class_level_rule_on_the_params():
+    assert control_of(ParallelBackprop, ParallelBackpropParams(variant="own")) == OWN
+    for variant in ("product", "positive", "min", "mask"):
+        assert control_of(ParallelBackprop, ParallelBackpropParams(variant=variant)) is None
+    assert control_of(AttributionMethod, None) is None, "the default: no control"
+
+    class Plain:  # a plugin's method that subclasses nothing declares nothing
+        pairwise = True
+
+    assert control_of(Plain, None) is None and method_scope(Plain) is None
+
+    class Broken:
+        @classmethod
+        def control_of(cls, params: Any) -> Any:
+            return 3
+
+    with pytest.raises(TypeError, match="control_of returned 3"):
+        control_of(Broken, None)
+    assert "matched positions, not at moved positions and not on the reference" in method_scope(ParallelBackprop)
+
+
+def test_pairwise_only_metrics_declare_their_single_image_value():
+    assert single_image_value(ReferenceSensitivityMetric) == 0.0
+    assert single_image_value(Metric) is None
+    registry = get_registry()
+    for name in ("shared_part_selectivity", "deletion", "pointing_game", "gini"):
+        assert single_image_value(registry.get("metric", name).factory) is None, name
+
+    class Bad(Metric):
+        higher_is_better: ClassVar[bool] = True
+        single_image_value: ClassVar[Any] = "zero"
+
+    with pytest.raises(TypeError, match="single_image_value"):
+        single_image_value(Bad)
+
+
+# -- components.json: params, changed params, control, scope ------------------------------------------------
+def named(label: str, **params: Any) -> NamedMethod:
+    validated = ParallelBackpropParams(**params)
+    return NamedMethod(
+        label, {"name": "parallel_backprop", **params}, lambda model: None, {}, validated, ParallelBackprop
+    )
+
+
+def test_the_run_records_params_and_controls_and_the_report_names_methods_with_them(tmp_path):
+    methods = [named("parallel_backprop"), named("parallel_backprop#2", variant="own", path="layer")]
+    metrics = [NamedMetric("reference_sensitivity", {"name": "reference_sensitivity"}, ReferenceSensitivityMetric())]
+    write_components(tmp_path, methods, metrics, {"parallel_backprop": True, "parallel_backprop#2": True})
+    data = json.loads((tmp_path / "components.json").read_text())
+    own = data["methods"]["parallel_backprop#2"]
+    assert own["control"] == OWN and data["methods"]["parallel_backprop"]["control"] is None
+    assert own["changed"] == ["variant"], "path = layer is its default"
+    assert own["params"]["path"] == "layer" and own["params"]["n_steps"] == 16, "every param, as validated"
+    assert own["scope"] and data["metrics"]["reference_sensitivity"]["single_image_value"] == 0.0
+    comps = from_json(data)
+    assert (
+        comps.definition("parallel_backprop#2") == f'parallel_backprop#2 = parallel_backprop(variant="own") '
+        f"(control: {OWN})"
+    )
+    assert comps.definition("parallel_backprop") == "parallel_backprop = parallel_backprop()"
+    assert comps.controls_of("parallel_backprop") == ["parallel_backprop#2"]
+    assert comps.controls_of("parallel_backprop#2") == [], "a control has no control"
+    assert comps.pairwise_only("reference_sensitivity")
+    assert (
+        comps.methods["parallel_backprop#2"].call(["variant", "path"])
+        == 'parallel_backprop(variant="own", path="layer")'
+    )
+    # the registry resolves the same from spec.json alone (a folder written before components.json)
+    registry = from_registry(
+        [{"name": "parallel_backprop"}, {"name": "parallel_backprop", "variant": "own"}],
+        [{"name": "reference_sensitivity"}],
+        get_registry(),
+    )
+    assert registry.definition("parallel_backprop#2") == comps.definition("parallel_backprop#2")
+    assert registry.pairwise_only("reference_sensitivity")
+
+
+def test_a_components_json_of_an_older_run_shows_the_spec_params():
+    comps = from_json(
+        {
+            "methods": {
+                "integrated_gradients": {"spec": {"name": "integrated_gradients", "n_steps": 4}, "pairwise": False}
+            }
+        }
+    )
+    assert comps.definition("integrated_gradients") == "integrated_gradients = integrated_gradients(n_steps=4)"
+    assert comps.control("integrated_gradients") is None
+
+
+# -- the verdict ------------------------------------------------------------------------------------------------
+E = [0.01 * k for k in range(-6, 6)]
+
+DEMO = Components(
+    methods={
+        "parallel_backprop": MethodInfo(True, name="parallel_backprop", scope="on constructed pairs only."),
+        "parallel_backprop#2": MethodInfo(True, name="parallel_backprop", control=OWN),
+        "saliency": MethodInfo(False, name="saliency"),
+        "occlusion": MethodInfo(False, name="occlusion"),
+    },
+    metrics={
+        "reference_sensitivity": MetricInfo("sharing", True, single_image_value=0.0),
+        "shared_part_selectivity": MetricInfo("sharing", True),
+        "deletion": MetricInfo("faithfulness", False),
+    },
+)
+
+
+def scored(per_metric: dict[str, dict[str, list[float]]], higher: dict[str, bool]) -> tuple[list[Score], Any]:
+    rows = [
+        {
+            "neuron": "n",
+            "driver": f"d{i}",
+            "reference": "r",
+            "rank": "0",
+            "method": m,
+            "image": "driver",
+            "metric": metric,
+            "value": v,
+            "higher_is_better": higher[metric],
+        }
+        for metric, per_method in per_metric.items()
+        for m, vs in per_method.items()
+        for i, v in enumerate(vs)
+    ]
+    scores = [Score.from_row({k: str(v) for k, v in r.items()}) for r in summarise_results(rows)]
+    return scores, pair_values({k: str(v) for k, v in r.items()} for r in rows)
+
+
+def demo_like() -> tuple[list[Score], Any]:
+    """parallel_backprop: best on reference_sensitivity (single-image methods 0), level with occlusion on
+    shared_part_selectivity, worst on deletion."""
+    return scored(
+        {
+            "reference_sensitivity": {
+                "parallel_backprop": [0.3 + e for e in E],
+                "parallel_backprop#2": [0.0] * 12,
+                "saliency": [0.0] * 12,
+                "occlusion": [0.0] * 12,
+            },
+            "shared_part_selectivity": {
+                "parallel_backprop": [0.6 + e for e in E],
+                "parallel_backprop#2": [0.5 + e for e in E],
+                "saliency": [0.4 + e for e in E],
+                "occlusion": [0.6 + e for e in reversed(E)],
+            },
+            "deletion": {
+                "parallel_backprop": [0.5 + e for e in E],
+                "parallel_backprop#2": [0.45 + e for e in E],
+                "saliency": [0.2 + e for e in E],
+                "occlusion": [0.3 + e for e in E],
+            },
+        },
+        {"reference_sensitivity": True, "shared_part_selectivity": True, "deletion": False},
+    )
+
+
+def test_a_pairwise_only_metric_ranks_pairwise_methods_and_compares_with_the_control():
+    scores, values = demo_like()
+    cs = {c.metric: c for c in contests(scores, values, DEMO)}
+    ref = cs["reference_sensitivity"]
+    assert ref.pairwise_only and [s.method for s in ref.ranking] == ["parallel_backprop", "parallel_backprop#2"]
+    assert len(cs["shared_part_selectivity"].ranking) == 4, "an ordinary metric ranks every method"
+    cmp = versus_baseline(ref, "parallel_backprop", DEMO, values)
+    assert cmp.against == CONTROL and cmp.baseline.method == "parallel_backprop#2" and cmp.outcome == "better"
+    assert versus_baseline(ref, "parallel_backprop#2", DEMO, values) is None, "the control has no control"
+    sps = versus_baseline(cs["shared_part_selectivity"], "parallel_backprop", DEMO, values)
+    assert sps.baseline.method == "occlusion" and sps.against != CONTROL
+
+
+def test_the_verdict_says_what_the_method_wins_and_loses_on_without_a_misleading_tie_or_rank():
+    scores, values = demo_like()
+    reading = read_summary(scores, DEMO, values)
+    sharing, faithfulness = reading.headline[0], reading.headline[2]
+    assert sharing.startswith(
+        "Sharing: parallel_backprop and occlusion tie (mean rank 1.0 among 4 methods over "
+        "shared_part_selectivity on driver maps"
+    )
+    assert (
+        "reference_sensitivity is left out: every single-image method scores a constant on it by construction"
+        in sharing
+    )
+    assert faithfulness.startswith("Faithfulness: saliency wins")
+    method = reading.headline[3]
+    assert "ranks" not in method and "of 4 methods" not in method, "no overall rank in the verdict"
+    assert method.startswith(
+        "Against the best single-image baseline, parallel_backprop is better on 0 of 2 metric × image results"
+    )
+    assert "it loses on deletion (driver beyond noise)" in method
+    assert "it draws on shared_part_selectivity (driver)" in method
+    assert (
+        "Against its control parallel_backprop#2, on the pairwise-only metrics, parallel_backprop is better on 1 of 1 "
+        "metric × image results (1 beyond noise)" in method
+    )
+    assert "it wins on reference_sensitivity (driver beyond noise)" in method
+    assert method.endswith("Scope: on constructed pairs only.")
+    control = reading.headline[4]
+    assert (
+        control == f"parallel_backprop#2 is the control of parallel_backprop ({OWN}): compare with it, do not "
+        "rank it as a method."
+    )
+    assert any(
+        s.startswith(
+            "reference_sensitivity ↑ (driver maps) (pairwise methods only: every single-image method scores 0 "
+            "by construction): parallel_backprop is best"
+        )
+        for s in reading.per_metric
+    )
+    # the detailed reading keeps the overall rank, over the metrics that rank every method
+    assert reading.pairwise[0].rank.startswith("parallel_backprop ranks ")
+    assert "over 2 metric × image results, every metric family" in reading.pairwise[0].rank
+
+
+def test_without_the_declaration_single_image_zeros_would_count():
+    """The same numbers with reference_sensitivity declared as an ordinary metric: single-image methods are ranked
+    on it (what issue 28 found); the declaration on the metric's class is what changes it, not its name."""
+    scores, values = demo_like()
+    plain = Components(
+        methods=DEMO.methods, metrics={**DEMO.metrics, "reference_sensitivity": MetricInfo("sharing", True)}
+    )
+    ref = next(c for c in contests(scores, values, plain) if c.metric == "reference_sensitivity")
+    assert len(ref.ranking) == 4 and not ref.pairwise_only
+
+
+def test_an_older_components_json_is_completed_from_the_installed_plugins(tmp_path):
+    """A run folder written before components.json recorded params and controls (e.g. the demo of issue 28): what it
+    recorded stays, and the params, control and pairwise-only value come from the registered classes."""
+    from sharedattr.report.components import load
+
+    spec = {
+        "methods": [{"name": "parallel_backprop"}, {"name": "parallel_backprop", "variant": "own"}],
+        "metrics": [{"name": "reference_sensitivity"}],
+    }
+    older = {
+        "methods": {
+            "parallel_backprop": {"spec": {"name": "parallel_backprop"}, "pairwise": True, "plugin": {}},
+            "parallel_backprop#2": {
+                "spec": {"name": "parallel_backprop", "variant": "own"},
+                "pairwise": True,
+                "plugin": {},
+            },
+        },
+        "metrics": {"reference_sensitivity": {"spec": {}, "family": "sharing", "higher_is_better": True}},
+    }
+    (tmp_path / "components.json").write_text(json.dumps(older))
+    comps = load(tmp_path / "components.json", spec)
+    assert comps.control("parallel_backprop#2") == OWN and comps.control("parallel_backprop") is None
+    assert comps.methods["parallel_backprop#2"].changed == ("variant",)
+    assert comps.pairwise_only("reference_sensitivity") and comps.family("reference_sensitivity") == "sharing"
+    assert not comps.fallback, "components.json was read; only what it lacks came from the registry"
