@@ -149,7 +149,14 @@ def _run(spec, out: Path, progress: bool, config: Path | None = None, full_summa
         result = run_experiment(spec, out, progress=progress, ranks=ranks, config=config)
     if result is None:  # a rank other than 0 of a torchrun launch: rank 0 reports
         return 0
-    print(format_summary(result.summary) if full_summary else short_summary(result.summary))
+    if full_summary:
+        print(format_summary(result.summary))
+    else:
+        from sharedattr.report.components import load as load_components
+        from sharedattr.runtime.run_files import COMPONENTS_FILE
+
+        components = load_components(out / COMPONENTS_FILE, spec.model_dump(mode="json"))
+        print(short_summary(result.summary, components=components))
     more = "" if full_summary else " (--full-summary prints it here)"
     print(f"\nthe full table, {len(result.summary)} rows: {(out / SUMMARY.name).resolve()}{more}")
     print(f"report: {(out / REPORT_FILE).resolve()}")

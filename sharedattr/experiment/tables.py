@@ -19,6 +19,7 @@ from torch import Tensor
 
 from sharedattr.attribution.engine import Explained, NamedMethod, NamedMetric
 from sharedattr.encoding.fit import Fit
+from sharedattr.report.components import Components
 from sharedattr.report.stats import mean_sem
 from sharedattr.runtime.io import atomic_save_tensors, atomic_write_bytes, atomic_write_json
 from sharedattr.runtime.run_files import (
@@ -249,10 +250,15 @@ SHORT_SUMMARY_ROWS = 20
 """The most metric × image rows :func:`short_summary` prints; the rest are counted (all are in ``summary.csv``)."""
 
 
-def short_summary(summary: list[dict[str, Any]], max_rows: int = SHORT_SUMMARY_ROWS) -> str:
+def short_summary(
+    summary: list[dict[str, Any]], max_rows: int = SHORT_SUMMARY_ROWS, components: Components | None = None
+) -> str:
     """The headline of the summary, what ``sharedattr run`` and ``demo`` print: one line per metric × image with its
     best and second-best method by mean, in the metric's direction (ties by method name), and how many methods
     were scored; at most ``max_rows`` lines (then a line counting the rest). :func:`format_summary` gives every row.
+    With the run's ``components`` (:func:`sharedattr.report.components.load`), a metric on which every single-image
+    method scores a value by construction (``reference_sensitivity``) ranks the pairwise methods only, as the
+    report's verdict does, and a control is marked ``(control)``.
 
     Example::
 
@@ -274,16 +280,25 @@ def short_summary(summary: list[dict[str, Any]], max_rows: int = SHORT_SUMMARY_R
     lines = []
     for (metric, image), rows in groups.items():
         higher = rows[0]["higher_is_better"]
+        if components is not None and components.pairwise_only(metric):
+            rows = [r for r in rows if components.is_pairwise(r["method"])]
+            metric += " (pairwise)"
         scored = sorted(
             (r for r in rows if math.isfinite(r["mean"])), key=lambda r: -r["mean"] if higher else r["mean"]
         )
-        best = [f"{r['method']} {_mean_sem_text(r)}" for r in scored[:2]] or ["(none scored)"]
+        best = [f"{_shown_method(r['method'], components)} {_mean_sem_text(r)}" for r in scored[:2]]
+        best = best or ["(none scored)"]
         best += [""] * (2 - len(best))
         lines.append([f"{metric} {'↑' if higher else '↓'}", image, *best, str(len(scored))])
     table = text_table(["metric", "image", "best", "second", "methods"], lines[:max_rows])
     if len(lines) > max_rows:
         table += f"\n... and {len(lines) - max_rows} more metric × image rows"
     return table
+
+
+def _shown_method(label: str, components: Components | None) -> str:
+    """``label``, with `` (control)`` when the run's components declare it a control."""
+    return f"{label} (control)" if components is not None and components.control(label) else label
 
 
 def write_components(

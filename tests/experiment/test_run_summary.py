@@ -94,3 +94,32 @@ def test_demo_prints_the_short_summary(tiny_config, tmp_path, monkeypatch):
     assert f"the full table, 8 rows: {results / 'summary.csv'} (--full-summary prints it here)" in done.stdout
     assert f"report: {results / 'report.html'}" in done.stdout and "demo done in" in done.stdout
     assert len(done.stdout.splitlines()) <= 25
+
+
+def test_a_pairwise_only_metric_ranks_the_pairwise_methods_and_marks_controls():
+    """reference_sensitivity is 0 for every single-image method by construction: the summary ranks the pairwise
+    methods only there (as the report's verdict does), and names a control as one."""
+    from sharedattr.report.components import Components, MethodInfo, MetricInfo
+
+    methods = ["saliency", "parallel_backprop", "parallel_backprop#2"]
+    rows = summary_rows(methods, ["reference_sensitivity", "gini"])
+    rows = [
+        dict(r, mean=0.0) if r["method"] == "saliency" and r["metric"] == "reference_sensitivity" else r for r in rows
+    ]
+    components = Components(
+        methods={
+            "saliency": MethodInfo(pairwise=False, name="saliency"),
+            "parallel_backprop": MethodInfo(pairwise=True, name="parallel_backprop"),
+            "parallel_backprop#2": MethodInfo(pairwise=True, name="parallel_backprop", control="s = w"),
+        },
+        metrics={
+            "reference_sensitivity": MetricInfo(family="sharing", single_image_value=0.0),
+            "gini": MetricInfo(family="complexity"),
+        },
+    )
+    lines = [" ".join(line.split()) for line in short_summary(rows, components=components).splitlines()]
+    sharing = next(line for line in lines if line.startswith("reference_sensitivity (pairwise) ↑ driver"))
+    assert "saliency" not in sharing and sharing.split()[-1] == "2"
+    assert "parallel_backprop#2 (control) 2.0000" in sharing
+    gini = next(line for line in lines if line.startswith("gini ↑ driver"))
+    assert gini.split()[-1] == "3"  # every method on an ordinary metric
