@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from sharedattr.data.naming import CONFIG, Naming
 from sharedattr.data.trials import (
     MAX_DIM,
     Responses,
@@ -57,7 +58,6 @@ from sharedattr.data.trials import (
 )
 from sharedattr.runtime.errors import DataError, UserError
 
-TIME_WINDOW_HINT = "NWB spike times need data.time_window = [start_ms, end_ms], e.g. [70, 170]"
 BUILTIN_INTERVALS = ("trials", "epochs", "invalid_times")
 """Interval tables NWBFile keeps as attributes (older pynwb leaves them out of ``nwbfile.intervals``)."""
 
@@ -68,17 +68,19 @@ def load_nwb(
     *,
     table: str | None = None,
     stimulus_column: str = "stimulus_id",
+    naming: Naming = CONFIG,
 ) -> Responses:
     """Firing rates (spikes/s) of every unit in ``time_window`` ms after each presentation's onset.
 
     ``table`` names the intervals table of presentations (default: the trials table if it has
     ``stimulus_column``, else the only intervals table that has it). Raises
     :class:`~sharedattr.runtime.errors.UserError` without pynwb and
-    :class:`~sharedattr.data.stimuli.DataError` listing every problem in the file or the window.
+    :class:`~sharedattr.data.stimuli.DataError` listing every problem in the file or the window. ``naming``: how
+    errors name the window and the table (a config's fields by default; :mod:`sharedattr.data.naming`).
     """
     pynwb = _import_pynwb()
     path = Path(path)
-    problems, window = _window_problems(time_window)
+    problems, window = _window_problems(time_window, naming)
     io = None
     try:
         io = pynwb.NWBHDF5IO(str(path), "r")
@@ -88,7 +90,7 @@ def load_nwb(
             io.close()
         raise DataError(path, [f"cannot read as NWB: {type(err).__name__}: {err}"]) from None
     try:
-        row_ids, onsets, where, table_problems = _read_presentations(nwbfile, table, stimulus_column)
+        row_ids, onsets, where, table_problems = _read_presentations(nwbfile, table, stimulus_column, naming)
         neurons, spikes, observed, unit_problems = _read_units(nwbfile)
     finally:
         io.close()
@@ -101,7 +103,7 @@ def load_nwb(
     assert window is not None  # a missing or bad window is a problem above
     order = np.argsort(onsets, kind="stable")  # presentations in time; ties keep row order
     row_ids, onsets, where = [row_ids[i] for i in order], onsets[order], [where[i] for i in order]
-    outside = _outside_recording(spikes, observed, onsets, window, row_ids, where)
+    outside = _outside_recording(spikes, observed, onsets, window, (row_ids, where), naming)
     if outside:
         raise DataError(path, [outside])
     rates = _rates(spikes, onsets, window)
@@ -122,18 +124,21 @@ def _import_pynwb() -> ModuleType:
     return pynwb
 
 
-def _window_problems(time_window: tuple[float, float] | None) -> tuple[list[str], tuple[float, float] | None]:
+def _window_problems(
+    time_window: tuple[float, float] | None, naming: Naming
+) -> tuple[list[str], tuple[float, float] | None]:
     """Problems with ``time_window`` (ms) and the window itself when it is usable."""
+    name = naming("time_window")
     if time_window is None:
-        return [TIME_WINDOW_HINT], None
+        return [f"NWB spike times need {name} = [start_ms, end_ms], e.g. [70, 170]"], None
     try:
         start, end = (float(v) for v in time_window)
     except (TypeError, ValueError):
-        return [f"time_window must be two numbers [start_ms, end_ms]; got {time_window!r}"], None
+        return [f"{name} must be two numbers [start_ms, end_ms]; got {time_window!r}"], None
     if not (math.isfinite(start) and math.isfinite(end)):
-        return [f"time_window must be finite; got [{start}, {end}]"], None
+        return [f"{name} must be finite; got [{start}, {end}]"], None
     if end <= start:
-        return [f"time_window end ({end} ms) must be greater than its start ({start} ms)"], None
+        return [f"{name} end ({end} ms) must be greater than its start ({start} ms)"], None
     return [], (start, end)
 
 
@@ -210,11 +215,13 @@ def _outside_recording(
     observed: list[np.ndarray] | None,
     onsets: np.ndarray,
     window: tuple[float, float],
-    row_ids: list[str],
-    where: list[str],
+    presentations: tuple[list[str], list[str]],
+    naming: Naming,
 ) -> str | None:
-    """The problem with the presentations (in onset order) whose window reaches outside the recording (module
-    docstring), or None: how many, the first, the recording's extent and the fix."""
+    """The problem with the presentations (in onset order; their stimulus ids and descriptions) whose window
+    reaches outside the recording (module docstring), or None: how many, the first, the recording's extent and the
+    fix."""
+    row_ids, where = presentations
     lower, upper = onsets + window[0] / 1000, onsets + window[1] / 1000
     if observed is not None:
         ends = [i[-1, 1] for i in observed if len(i)]
@@ -232,10 +239,11 @@ def _outside_recording(
         return None
     first = int(bad[0])
     return (
-        f"data.time_window [{window[0]:g}, {window[1]:g}] ms reaches outside the recording ({extent}, from "
+        f"{naming('time_window')} [{window[0]:g}, {window[1]:g}] ms reaches outside the recording ({extent}, from "
         f"{evidence}) for {len(bad)} of {len(onsets)} presentations, the first {where[first]}: stimulus "
         f"{row_ids[first]!r} at onset {onsets[first]:g} s, window {lower[first]:g} s to {upper[first]:g} s; their "
-        f"spikes were not recorded: shorten data.time_window, or leave those presentations out of the table{hint}"
+        f"spikes were not recorded: shorten {naming('time_window')}, or leave those presentations out of the "
+        f"table{hint}"
     )
 
 
@@ -283,7 +291,7 @@ def _interval_tables(nwbfile: Any) -> dict[str, Any]:
 
 
 def _read_presentations(
-    nwbfile: Any, table: str | None, stimulus_column: str
+    nwbfile: Any, table: str | None, stimulus_column: str, naming: Naming
 ) -> tuple[list[str], np.ndarray, list[str], list[str]]:
     """Stimulus id, onset (s) and description (table, row, id) of each row of the presentations table, and the
     problems with them."""
@@ -309,7 +317,7 @@ def _read_presentations(
                     [],
                     [
                         f"{found} a {stimulus_column!r} column; the file's intervals tables: {listing}; "
-                        "name the presentations table to read (data.nwb_table, or table= in Python)"
+                        f"name the presentations table to read ({naming('nwb_table')})"
                     ],
                 )
             chosen = tables[having[0]]

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sharedattr.data.trials import SHORTER_WINDOW, as_strings, dims_problem, size_problem
+from sharedattr.data.naming import CONFIG, Naming
+from sharedattr.data.trials import as_strings, dims_problem, shorter_window, size_problem
 from sharedattr.runtime.errors import DataError, UserError
 
 PSTH_DATASET = "psth"
@@ -76,9 +77,16 @@ def describe_bins(starts: np.ndarray, ends: np.ndarray, limit: int = 12) -> str:
     return ", ".join(shown) + more
 
 
-def window_bins(starts: np.ndarray, ends: np.ndarray, window: tuple[float, float] | None, source: object) -> np.ndarray:
+def window_bins(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    window: tuple[float, float] | None,
+    source: object,
+    naming: Naming = CONFIG,
+) -> np.ndarray:
     """Indices of the bins inside ``window`` (ms); a single bin needs no window. :class:`DataError` listing the
-    bins when the window holds none, or when several bins come without a window."""
+    bins when the window holds none, or when several bins come without a window (naming the window as ``naming``
+    does)."""
     if window is None:
         if len(starts) == 1:
             return np.array([0])
@@ -86,7 +94,7 @@ def window_bins(starts: np.ndarray, ends: np.ndarray, window: tuple[float, float
             source,
             [
                 f"the responses have {len(starts)} time bins ({describe_bins(starts, ends)}); choose the bins to "
-                "average with data.time_window = [start_ms, end_ms], e.g. [70, 170]"
+                f"average with {naming('time_window')} = [start_ms, end_ms], e.g. [70, 170]"
             ],
         )
     start, end = window
@@ -95,7 +103,7 @@ def window_bins(starts: np.ndarray, ends: np.ndarray, window: tuple[float, float
         raise DataError(
             source,
             [
-                f"data.time_window [{start:g}, {end:g}] ms holds none of the time bins "
+                f"{naming('time_window')} [{start:g}, {end:g}] ms holds none of the time bins "
                 f"({describe_bins(starts, ends)}); a bin counts when it lies wholly inside the window"
             ],
         )
@@ -128,12 +136,14 @@ def window_mean(
     return out
 
 
-def psth_size_problems(shape: Sequence[int], itemsize: int, bins: np.ndarray, variable: str) -> list[str]:
+def psth_size_problems(
+    shape: Sequence[int], itemsize: int, bins: np.ndarray, variable: str, naming: Naming = CONFIG
+) -> list[str]:
     """Why a PSTH ``[S, R, T, N]`` declared as ``shape`` cannot be averaged over ``bins`` within the bounds: its
     window's bins (``S × R × (last - first + 1) × N`` as stored) or the trials ``[S, R, N]`` in float64."""
     s, r, _, n = (int(d) for d in shape)
     width = int(bins.max()) - int(bins.min()) + 1
-    found = size_problem(variable, shape, itemsize, (s, r, width, n), SHORTER_WINDOW)
+    found = size_problem(variable, shape, itemsize, (s, r, width, n), shorter_window(naming))
     found = found or size_problem(f"{variable} (averaged to trials [S, R, N] in float64)", (s, r, n), 8)
     return [found] if found else []
 
@@ -155,7 +165,11 @@ def read_time_bins(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def binned_npy(
-    array: np.ndarray, time_bins: Path | None, window: tuple[float, float] | None, source: Path
+    array: np.ndarray,
+    time_bins: Path | None,
+    window: tuple[float, float] | None,
+    source: Path,
+    naming: Naming = CONFIG,
 ) -> np.ndarray:
     """A ``.npy`` PSTH ``[S, R, T, N]`` averaged over the window's bins → trials ``[S, R, N]``."""
     if time_bins is None:
@@ -163,14 +177,14 @@ def binned_npy(
             source,
             [
                 f"a 4-D array {array.shape} is a PSTH [stimuli, repetitions, time_bins, channels]: give "
-                "data.time_bins, a text file with each bin's start (and end) in ms, one line per bin"
+                f"{naming('time_bins')}, a text file with each bin's start (and end) in ms, one line per bin"
             ],
         )
     starts, ends = read_time_bins(time_bins)
     if len(starts) != array.shape[2]:
         raise DataError(source, [f"{len(starts)} time bins in {time_bins} but the array has {array.shape[2]}"])
-    bins = window_bins(starts, ends, window, source)
-    problems = psth_size_problems(array.shape, array.dtype.itemsize, bins, "the array")
+    bins = window_bins(starts, ends, window, source, naming)
+    problems = psth_size_problems(array.shape, array.dtype.itemsize, bins, "the array", naming)
     if problems:
         raise DataError(source, problems)
     lo, hi = int(bins.min()), int(bins.max()) + 1  # a memory-mapped array: only the window's bins are read
@@ -178,7 +192,9 @@ def binned_npy(
     return window_mean(lambda rows: array[rows, :, lo:hi], array.shape[0], row_bytes, bins - lo, axis=2)
 
 
-def read_hdf5(path: Path, window: tuple[float, float] | None) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+def read_hdf5(
+    path: Path, window: tuple[float, float] | None, naming: Naming = CONFIG
+) -> tuple[list[str], list[str], np.ndarray, list[str]]:
     """Stimulus ids, neuron ids, trials ``[S, R, N]`` and problems from an HDF5 PSTH file (module docstring)."""
     try:
         import h5py
@@ -220,8 +236,8 @@ def read_hdf5(path: Path, window: tuple[float, float] | None) -> tuple[list[str]
             problems = [f"duplicate stimulus_id {sid!r}" for sid in sorted({i for i in ids if ids.count(i) > 1})]
             if problems:
                 raise DataError(path, problems)
-            bins = window_bins(starts, ends, window, path)
-            problems = psth_size_problems(psth.shape, psth.dtype.itemsize, bins, PSTH_DATASET)
+            bins = window_bins(starts, ends, window, path, naming)
+            problems = psth_size_problems(psth.shape, psth.dtype.itemsize, bins, PSTH_DATASET, naming)
             if problems:
                 raise DataError(path, problems)
             lo, hi = int(bins.min()), int(bins.max()) + 1  # read only the window's bins (a contiguous slice)

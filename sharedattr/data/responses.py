@@ -42,15 +42,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sharedattr.data.naming import CONFIG, Naming
 from sharedattr.data.psth import bin_edges, binned_npy, read_hdf5, window_bins, window_mean
 from sharedattr.data.trials import (
     MAX_ABS_RESPONSE,
-    SHORTER_WINDOW,
     Responses,
     as_strings,
     checked,
     dims_problem,
     require_measured_neurons,
+    shorter_window,
     size_problem,
     stack_trials,
     trial_groups,
@@ -96,6 +97,7 @@ def load_responses(
     time_window: tuple[float, float] | None = None,
     time_bins_path: str | Path | None = None,
     nwb_table: str | None = None,
+    naming: Naming = CONFIG,
 ) -> Responses:
     """Load and check recorded responses from a ``.csv``, ``.npy`` (with ``ids_path``), ``.nc``, ``.h5``/``.hdf5``
     (PSTH) or ``.nwb`` file.
@@ -105,32 +107,34 @@ def load_responses(
     ``ids_path``, ``neuron_ids_path`` and ``time_bins_path`` apply to ``.npy`` only. ``time_window``
     (``[start_ms, end_ms]``) averages the time bins inside it (:mod:`sharedattr.data.psth`) of a time-binned file:
     a NetCDF assembly with a ``time_bin`` dim, a PSTH array, an NWB recording (where it is required: the spike
-    counting window after each onset; ``nwb_table`` names its presentations table).
+    counting window after each onset; ``nwb_table`` names its presentations table). ``naming``: how errors name
+    these settings (a config's fields, ``data.time_window``, by default; :mod:`sharedattr.data.naming`).
     """
     path = _existing(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return _load_npy(path, ids_path, neuron_ids_path, time_window, time_bins_path)
+        files = (ids_path, neuron_ids_path, time_bins_path)
+        return _load_npy(path, files, time_window, naming)
     if ids_path is not None or neuron_ids_path is not None or time_bins_path is not None:
         raise DataError(
             path,
             [
-                "response_ids, neuron_ids and time_bins apply only to .npy responses; this file carries its own "
-                "ids and bins"
+                f"{naming('response_ids')}, {naming('neuron_ids')} and {naming('time_bins')} apply only to .npy "
+                "responses; this file carries its own ids and bins"
             ],
         )
     if suffix == ".nwb":
         from sharedattr.data.nwb import load_nwb
 
-        return load_nwb(path, time_window, table=nwb_table)
+        return load_nwb(path, time_window, table=nwb_table, naming=naming)
     if time_window is not None and suffix == ".csv":
-        raise DataError(path, [_NO_BINS])
+        raise DataError(path, [_no_bins(naming)])
     if suffix == ".csv":
         return _load_csv(path)
     if suffix == ".nc":
-        return _load_netcdf(path, time_window)
+        return _load_netcdf(path, time_window, naming)
     if suffix in (".h5", ".hdf5"):
-        ids, neurons, trials, problems = read_hdf5(path, time_window)
+        ids, neurons, trials, problems = read_hdf5(path, time_window, naming)
         return checked(path, ids, neurons, trials, problems)
     raise DataError(
         path,
@@ -141,10 +145,13 @@ def load_responses(
     )
 
 
-_NO_BINS = (
-    "data.time_window applies to time-binned responses (a NetCDF time_bin dim, PSTH arrays, NWB spike times); "
-    "these responses have no time bins: remove it"
-)
+def _no_bins(naming: Naming, settings: tuple[str, ...] = ("time_window",)) -> str:
+    """The problem of a window (or bin list: ``settings``) given for responses without time bins."""
+    given = " (or ".join(naming(s) for s in settings) + ")" * (len(settings) - 1)
+    return (
+        f"{given} applies to time-binned responses (a NetCDF time_bin dim, PSTH arrays, NWB spike times); "
+        "these responses have no time bins: remove it"
+    )
 
 
 RESPONSE_FILES = ("responses", "response_ids", "neuron_ids", "time_bins")
@@ -232,18 +239,18 @@ def _load_csv(path: Path) -> Responses:
 
 def _load_npy(
     path: Path,
-    ids_path: str | Path | None,
-    neuron_ids_path: str | Path | None,
-    time_window: tuple[float, float] | None = None,
-    time_bins_path: str | Path | None = None,
+    files: tuple[str | Path | None, str | Path | None, str | Path | None],
+    time_window: tuple[float, float] | None,
+    naming: Naming,
 ) -> Responses:
     """A numeric ``[S, N]`` or ``[S, R, N]`` array, or a PSTH ``[S, R, T, N]`` (with ``time_bins_path``), with stimulus
-    ids (and optionally neuron ids) in text files."""
+    ids (and optionally neuron ids) in text files: ``files`` = ``(ids_path, neuron_ids_path, time_bins_path)``."""
+    ids_path, neuron_ids_path, time_bins_path = files
     if ids_path is None:
         raise DataError(
             path,
             [
-                "a .npy responses file needs ids_path: a text file with one stimulus id per line "
+                f"a .npy responses file needs {naming('response_ids')}: a text file with one stimulus id per line "
                 "(in the order of the array's first axis)"
             ],
         )
@@ -271,7 +278,7 @@ def _load_npy(
     if array.ndim not in (2, 3, 4):
         problems.append(f"array has shape {array.shape}; expected [S, N], [S, R, N] or a PSTH [S, R, T, N]")
     elif array.ndim < 4 and (time_window is not None or time_bins_path is not None):
-        problems.append(_NO_BINS.replace("data.time_window", "data.time_window (or data.time_bins)"))
+        problems.append(_no_bins(naming, ("time_window", "time_bins")))
     elif array.ndim < 4:
         trials_shape = array.shape if array.ndim == 3 else (array.shape[0], 1, array.shape[1])
         too_large = size_problem("the array", array.shape, array.dtype.itemsize) or size_problem(
@@ -301,7 +308,7 @@ def _load_npy(
         raise DataError(path, problems)
     if array.ndim == 4:
         bins = None if time_bins_path is None else _existing(time_bins_path, "time bin list")
-        trials = binned_npy(array, bins, time_window, path)
+        trials = binned_npy(array, bins, time_window, path, naming)
     else:
         trials = np.array(array[:, None, :] if array.ndim == 2 else array)  # read, so the file can be closed
     del array  # unmaps the file
@@ -326,7 +333,7 @@ def _read_id_list(path: Path) -> tuple[list[str], list[str]]:
     return lines, problems
 
 
-def _load_netcdf(path: Path, time_window: tuple[float, float] | None = None) -> Responses:
+def _load_netcdf(path: Path, time_window: tuple[float, float] | None, naming: Naming) -> Responses:
     """A BrainIO-style ``presentation × neuroid`` assembly, optionally with a ``time_bin`` dim (averaged over the
     bins in ``time_window``); repeated stimulus ids are trials.
 
@@ -343,7 +350,7 @@ def _load_netcdf(path: Path, time_window: tuple[float, float] | None = None) -> 
         raise DataError(path, [f"cannot read as NetCDF: {type(err).__name__}: {err}"]) from None
     with dataset:
         try:
-            return _read_assembly(dataset, path, time_window)
+            return _read_assembly(dataset, path, time_window, naming)
         except UserError:
             raise
         except Exception as err:  # noqa: BLE001 - the backends' errors on damaged chunks or coordinates
@@ -383,7 +390,9 @@ def _lazy_open_options(xr: ModuleType) -> dict[str, bool]:
     return {"create_default_indexes": False} if "create_default_indexes" in parameters else {}
 
 
-def _read_assembly(dataset: xarray.Dataset, path: Path, time_window: tuple[float, float] | None) -> Responses:
+def _read_assembly(
+    dataset: xarray.Dataset, path: Path, time_window: tuple[float, float] | None, naming: Naming
+) -> Responses:
     """:func:`_load_netcdf` on the lazily opened ``dataset``."""
     names = list(dataset.data_vars)
     if len(names) != 1:
@@ -402,9 +411,9 @@ def _read_assembly(dataset: xarray.Dataset, path: Path, time_window: tuple[float
     if too_long:
         raise DataError(path, [too_long])
     if "time_bin" in data.dims:
-        values = _time_window(data.transpose("presentation", "time_bin", "neuroid"), time_window, path)
+        values = _time_window(data.transpose("presentation", "time_bin", "neuroid"), time_window, path, naming)
     elif time_window is not None:
-        raise DataError(path, [_NO_BINS])
+        raise DataError(path, [_no_bins(naming)])
     else:
         data = data.transpose(*NETCDF_DIMS)
         too_large = size_problem(f"variable {names[0]!r} {tuple(data.dims)}", data.shape, data.dtype.itemsize)
@@ -420,7 +429,7 @@ def _read_assembly(dataset: xarray.Dataset, path: Path, time_window: tuple[float
     return checked(path, ids, neurons, trials, problems)
 
 
-def _time_window(data: xarray.DataArray, window: tuple[float, float] | None, path: Path) -> np.ndarray:
+def _time_window(data: xarray.DataArray, window: tuple[float, float] | None, path: Path, naming: Naming) -> np.ndarray:
     """``[presentation, neuroid]``: the mean over the bins inside ``window`` of the lazily read assembly ``data``
     ``[presentation, time_bin, neuroid]`` (a single bin needs no window and no bin coordinates). Only the window's
     bins are read, after the size they take was checked."""
@@ -440,9 +449,9 @@ def _time_window(data: xarray.DataArray, window: tuple[float, float] | None, pat
                 ],
             )
         starts, ends = bin_edges(data["time_bin_start"].values, data["time_bin_end"].values, path)
-        bins = window_bins(starts, ends, window, path)
+        bins = window_bins(starts, ends, window, path, naming)
     lo, hi = int(bins.min()), int(bins.max()) + 1
-    too_large = size_problem(variable, data.shape, itemsize, (n_rows, hi - lo, n_neurons), SHORTER_WINDOW)
+    too_large = size_problem(variable, data.shape, itemsize, (n_rows, hi - lo, n_neurons), shorter_window(naming))
     too_large = too_large or size_problem(f"{variable} (averaged, in float64)", (n_rows, n_neurons), 8)
     if too_large:
         raise DataError(path, [too_large])
