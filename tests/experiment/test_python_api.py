@@ -150,3 +150,31 @@ def test_the_pair_column_says_which_row_of_the_maps_a_row_is(run_and_model, tiny
     assert result.images.drivers.shape[0] == len(result.pairs)
     with pytest.raises(UserError, match="no pair of neuron 'limbs', driver 'nope' was explained"):
         result.pair_index("limbs", "nope")
+
+
+def test_time_window_errors_name_the_argument_from_python_and_the_field_from_a_config(tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    from sharedattr.data.responses import load_responses as read_as_config  # what a config's data table calls
+
+    starts = np.arange(0, 250, 10)
+    path = tmp_path / "assembly.nc"
+    xr.DataArray(
+        np.ones((3, 2, len(starts))),
+        dims=("presentation", "neuroid", "time_bin"),
+        coords={
+            "stimulus_id": ("presentation", ["a", "b", "c"]),
+            "neuroid_id": ("neuroid", ["n0", "n1"]),
+            "time_bin_start": ("time_bin", starts),
+            "time_bin_end": ("time_bin", starts + 10),
+        },
+        name="responses",
+    ).to_netcdf(path)
+    cases = [(None, "average with {} = \\[start_ms, end_ms\\]"), ((75, 78), "{} \\[75, 78\\] ms holds none")]
+    for window, message in cases:
+        with pytest.raises(DataError, match=message.format(r"load_responses\(time_window=\.\.\.\)")):
+            sharedattr.load_responses(path, time_window=window)
+        with pytest.raises(DataError, match=message.format(r"data\.time_window")):
+            read_as_config(path, time_window=window)
+    assert sharedattr.load_responses(path, time_window=(70, 170)).values.shape == (3, 2)
