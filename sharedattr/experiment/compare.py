@@ -50,7 +50,7 @@ class PredictedDriversWarning(UserWarning):
     some neurons), so its drivers may differ from those ``sharedattr run`` picks on the same data."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Comparison:
     """What :func:`compare` returns with ``return_maps=True``; it unpacks as ``table, maps = ...``.
 

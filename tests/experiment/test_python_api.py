@@ -76,6 +76,11 @@ def test_compare_warns_once_when_the_model_ranks_the_drivers(run_and_model, tiny
     other = type(recorded)(recorded.trials, recorded.ids, tuple(f"x{n}" for n in recorded.neuron_ids), "renamed")
     with pytest.raises(UserError, match=r"compare\(responses=\.\.\.\): none of the model's neurons"):
         sharedattr.compare(model, stimuli, responses=other, **kwargs)
+    only_limbs = tuple(n if n == "limbs" else f"x{n}" for n in recorded.neuron_ids)
+    partly = type(recorded)(recorded.trials, recorded.ids, only_limbs, "partly")
+    with pytest.warns(sharedattr.PredictedDriversWarning, match="measure no stimulus of neuron\\(s\\) head,") as caught:
+        sharedattr.compare(model, stimuli, responses=partly, **kwargs)
+    assert len([w for w in caught if w.category is sharedattr.PredictedDriversWarning]) == 1
     with pytest.raises(UserError, match=r"compare\(responses=\.\.\.\): expected \[stimuli, neurons\]"):
         sharedattr.compare(model, stimuli, responses=torch.zeros(3, 2), **kwargs)
 
