@@ -63,8 +63,11 @@ def no_bins(naming: Naming = CONFIG, settings: tuple[str, ...] = ("time_window",
 
     Example::
 
-        >>> no_bins(settings=("time_window", "time_bins"))[:52]
-        'data.time_window (or data.time_bins) applies to time-'
+        >>> no_bins(settings=("time_window", "time_bins")).split(" applies")[0]
+        'data.time_window (or data.time_bins)'
+        >>> from sharedattr.data.naming import arguments
+        >>> no_bins(arguments("load_responses")).split(" applies")[0]
+        'load_responses(time_window=...)'
     """
     given = " (or ".join(naming(s) for s in settings) + ")" * (len(settings) - 1)
     return (
