@@ -2,8 +2,9 @@
 
 Writes the offline in-silico data set (stick-figure bodies and objects with ground-truth
 part masks, simulated neurons tuned to body parts), fits a ridge readout on the shipped
-``insilico_cnn`` backbone, then calls ``sharedattr.compare`` and prints the method × image ×
-metric means. Localisation is scored against the parts each driver/reference pair shares. Run it with::
+``insilico_cnn`` backbone, then calls ``sharedattr.compare`` on the recorded responses (so that it explains the
+drivers ``sharedattr run`` would) and prints the method × image × metric means. Localisation is scored against
+the parts each driver/reference pair shares. Run it with::
 
     uv run python examples/compare_methods.py [OUT_DIR]
 """
@@ -23,9 +24,11 @@ def main(out: Path) -> None:
     config = make_demo_data(out / "data", n_per_category=60, size=64)
     spec = sharedattr.load_experiment(config)
     model = fit_experiment(spec, out / "fit", progress=False).fit.model  # or sharedattr.load_model(folder)
+    stimuli = sharedattr.load_stimuli(out / "data" / "stimuli" / "manifest.csv")
     table = sharedattr.compare(
         model,
-        out / "data" / "stimuli" / "manifest.csv",
+        stimuli,
+        responses=sharedattr.load_responses(out / "data" / "responses.csv"),  # drivers ranked as `sharedattr run` does
         neurons=["limbs", "head"],
         preferred_category="bodies",
         methods=[

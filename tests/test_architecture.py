@@ -27,7 +27,7 @@ LAYERS = [
     "experiment",
 ]
 """The packages in pipeline order (the report sits below the experiment commands, which write it)."""
-ENTRY_POINTS = {"cli", "testing", "plugin", "_deprecated", "__main__", "__init__"}
+ENTRY_POINTS = {"cli", "testing", "plugin", "plot", "_deprecated", "__main__", "__init__"}
 """Top-level modules: the public entry points, which may import from every package."""
 
 

@@ -223,3 +223,36 @@ def test_the_readme_documents_every_compare_parameter():
     documented = re.findall(r"^\| `(\w+)` \|", table, re.M)
     named = [p.name for p in inspect.signature(compare).parameters.values() if p.kind != p.VAR_KEYWORD]
     assert documented == named + [f.name for f in dataclasses.fields(PairSettings)]  # **setting: its fields
+
+
+# -- python.md --------------------------------------------------------------------------
+def test_the_python_guide_runs(tmp_path, monkeypatch):
+    """docs/python.md's code blocks, in order, in one namespace (a notebook session): the lab formats are made,
+    loaded, fitted, compared and plotted, with no warning that the model ranked the drivers."""
+    import warnings
+
+    import matplotlib
+
+    import sharedattr
+
+    matplotlib.use("Agg")
+    blocks = re.findall(r"^```python\n(.*?)^```", (DOCS / "python.md").read_text(), re.S | re.M)
+    assert len(blocks) == 6
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sharedattr.PredictedDriversWarning)
+        for block in blocks:
+            exec(compile(block, str(DOCS / "python.md"), "exec"), namespace)
+    result, stimuli = namespace["result"], namespace["stimuli"]
+    assert len(stimuli) == 24 and stimuli.category_names == ["bodies", "objects"]
+    from_csv = sharedattr.load_responses(tmp_path / "lab" / "insilico" / "responses.csv", stimuli=stimuli)
+    torch.testing.assert_close(namespace["recorded"].values, from_csv.values)  # the assembly holds the same responses
+    assert set(result.table["neuron"]) == {"limbs", "head"}
+    assert set(result.table["pair"]) == set(range(len(result.pairs)))
+    assert (tmp_path / "pair.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "saliency.png").exists()
+    assert "load_stimuli(category_column=...)" in (DOCS / "python.md").read_text()
+
+
+def test_the_readme_links_the_python_guide():
+    assert "(docs/python.md)" in (ROOT / "README.md").read_text()

@@ -14,6 +14,12 @@ from sharedattr import _deprecated
 
 PUBLIC = [
     "compare",
+    "Comparison",
+    "PredictedDriversWarning",
+    "load_stimuli",
+    "load_responses",
+    "StimulusSet",
+    "Responses",
     "load_model",
     "save_model",
     "get_registry",
@@ -77,6 +83,25 @@ OLD_NAMES = [  # (old module, name) pairs the docs, examples and plugins of shar
 def test_the_top_level_api_is_importable(name):
     assert getattr(sharedattr, name) is not None
     assert name in sharedattr.__all__
+
+
+def test_dir_lists_the_public_names_and_modules():
+    listed = dir(sharedattr)
+    assert set(PUBLIC) <= set(listed) and {"plot", "plugin", "testing", "__version__"} <= set(listed)
+    assert listed == sorted(listed)
+    assert not [name for name in listed if name.startswith("_") and name != "__version__"]  # no internals
+    for name in listed:
+        assert getattr(sharedattr, name) is not None, name
+
+
+@pytest.mark.parametrize("name", [n for n in PUBLIC if n[0].islower() and n != "hookimpl"])
+def test_every_public_function_has_a_docstring_with_an_example(name):
+    import inspect
+
+    doc = inspect.getdoc(getattr(sharedattr, name)) or ""
+    assert "Example::" in doc, f"sharedattr.{name}: its docstring has no example"
+    example = doc[doc.index("Example::") :]
+    assert f"sharedattr.{name}(" in example, f"sharedattr.{name}: its example does not call it"
 
 
 def test_the_entry_point_group_and_hook_names_are_unchanged():

@@ -193,7 +193,13 @@ def _parse_json(path: Path, text: str) -> Any:
 
 
 def load_experiment(path: str | Path, *, registry: Registry | None = None, check_files: bool = True) -> ExperimentSpec:
-    """Read and validate an experiment config. Relative paths resolve against the file's folder."""
+    """Read and validate an experiment config. Relative paths resolve against the file's folder.
+
+    Example::
+
+        spec = sharedattr.load_experiment("experiment.toml")   # TOML, YAML or JSON
+        spec.data.stimuli, [m.name for m in spec.methods]
+    """
     path = Path(path)
     data = read_config(path)
     try:

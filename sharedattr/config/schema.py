@@ -66,7 +66,14 @@ def _substitute(annotation: Any, registry: Registry) -> Any:
 
 
 def experiment_json_schema(registry: Registry | None = None) -> dict[str, Any]:
-    """The JSON Schema of :class:`ExperimentSpec` with each component field a union of the registered ones."""
+    """The JSON Schema of :class:`ExperimentSpec` with each component field a union of the registered ones.
+
+    Example::
+
+        import json
+
+        Path("experiment.schema.json").write_text(json.dumps(sharedattr.experiment_json_schema(), indent=2))
+    """
     registry = registry or get_registry()
     fields: dict[str, Any] = {}
     for name, info in ExperimentSpec.model_fields.items():

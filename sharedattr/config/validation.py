@@ -35,6 +35,13 @@ def validate_experiment(
     """Validate a raw experiment mapping; return the spec with every component's defaults filled in.
 
     Raises :class:`SpecError` listing every problem with its field path.
+
+    Example::
+
+        spec = sharedattr.validate_experiment(
+            {"name": "mine", "data": {"stimuli": "manifest.csv", "responses": "responses.csv"},
+             "backbone": {"name": "insilico_cnn"}, "methods": ["saliency"]}
+        )
     """
     registry = registry if registry is not None else get_registry()
     context = {BASE_DIR_KEY: base_dir, CHECK_FILES_KEY: check_files}

@@ -21,15 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sharedattr.data.naming import CONFIG, Naming
 from sharedattr.data.stimuli import StimulusSet
 from sharedattr.runtime.errors import DataError, MissingFileError
 
 
-def load_neuron_parts(path: str | Path, part_names: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:
-    """``{neuron id: parts}`` from a JSON file; every part must be one of ``part_names`` when given."""
+def load_neuron_parts(
+    path: str | Path, part_names: Sequence[str] | None = None, naming: Naming = CONFIG
+) -> dict[str, tuple[str, ...]]:
+    """``{neuron id: parts}`` from a JSON file; every part must be one of ``part_names`` when given. ``naming``: how
+    errors name the setting (:mod:`sharedattr.data.naming`)."""
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(path, "neuron parts file (data.neuron_parts)")
+        raise MissingFileError(path, f"neuron parts file ({naming('neuron_parts')})")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -9,6 +9,11 @@ time bins, an HDF5 PSTH file's datasets and bins (:func:`~sharedattr.data.psth.h
 presentations table and Units table (:func:`~sharedattr.data.nwb.nwb_header`). The time bins are checked against
 ``data.time_window`` (:func:`~sharedattr.data.psth.window_bins`): a window that holds no bin, several bins without a
 window, a window on responses without bins. Memory stays bounded by the id lists: no response matrix is read.
+
+Every check takes a :class:`~sharedattr.data.naming.Naming` (``naming``), through which its messages name the
+settings they report: :data:`~sharedattr.data.naming.CONFIG` (``data.time_window``), the default, for a config, so
+that validate's messages are fit's; the Python arguments (``load_responses(time_window=...)``) for
+:func:`sharedattr.load_responses`.
 """
 
 from __future__ import annotations
@@ -24,15 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from sharedattr.data.naming import CONFIG, Naming
 from sharedattr.data.psth import bin_edges, chosen_bins, npy_bins, window_bins
-from sharedattr.data.trials import SHORTER_WINDOW, as_strings, dims_problem, size_problem
+from sharedattr.data.trials import as_strings, dims_problem, shorter_window, size_problem
 from sharedattr.runtime.errors import DataError, MissingFileError, UserError
 
 NETCDF_DIMS = ("presentation", "neuroid")
-NO_BINS = (
-    "data.time_window applies to time-binned responses (a NetCDF time_bin dim, PSTH arrays, NWB spike times); "
-    "these responses have no time bins: remove it"
-)
 FORMATS = {".csv": "CSV", ".npy": "NPY", ".nc": "NetCDF", ".h5": "HDF5 PSTH", ".hdf5": "HDF5 PSTH", ".nwb": "NWB"}
 """The responses formats by file suffix."""
 
@@ -55,6 +57,25 @@ class ResponsesHeader:
         return f"{self.path.name} ({self.format}): {len(self.ids)} stimuli × {len(self.neuron_ids)} neurons{detail}"
 
 
+def no_bins(naming: Naming = CONFIG, settings: tuple[str, ...] = ("time_window",)) -> str:
+    """The problem of a window (or bin list: ``settings``) given for responses without time bins, naming the
+    settings as ``naming`` does.
+
+    Example::
+
+        >>> no_bins(settings=("time_window", "time_bins")).split(" applies")[0]
+        'data.time_window (or data.time_bins)'
+        >>> from sharedattr.data.naming import arguments
+        >>> no_bins(arguments("load_responses")).split(" applies")[0]
+        'load_responses(time_window=...)'
+    """
+    given = " (or ".join(naming(s) for s in settings) + ")" * (len(settings) - 1)
+    return (
+        f"{given} applies to time-binned responses (a NetCDF time_bin dim, PSTH arrays, NWB spike times); "
+        "these responses have no time bins: remove it"
+    )
+
+
 def existing(path: str | Path, what: str = "responses file") -> Path:
     """``path`` as a Path; :class:`MissingFileError` unless it is a file."""
     path = Path(path)
@@ -70,9 +91,10 @@ def response_format(
     neuron_ids_path: str | Path | None = None,
     time_window: tuple[float, float] | None = None,
     time_bins_path: str | Path | None = None,
+    naming: Naming = CONFIG,
 ) -> str:
     """The suffix of a responses file whose format and companion files agree (module docstring of
-    :mod:`sharedattr.data.responses`); :class:`DataError` otherwise."""
+    :mod:`sharedattr.data.responses`); :class:`DataError` otherwise, naming the settings as ``naming`` does."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return suffix
@@ -80,14 +102,14 @@ def response_format(
         raise DataError(
             path,
             [
-                "response_ids, neuron_ids and time_bins apply only to .npy responses; this file carries its own "
-                "ids and bins"
+                f"{naming('response_ids')}, {naming('neuron_ids')} and {naming('time_bins')} apply only to .npy "
+                "responses; this file carries its own ids and bins"
             ],
         )
     if suffix == ".nwb":
         return suffix
     if time_window is not None and suffix == ".csv":
-        raise DataError(path, [NO_BINS])
+        raise DataError(path, [no_bins(naming)])
     if suffix not in FORMATS:
         raise DataError(
             path,
@@ -107,9 +129,11 @@ def inspect_responses(
     time_window: tuple[float, float] | None = None,
     time_bins_path: str | Path | None = None,
     nwb_table: str | None = None,
+    naming: Naming = CONFIG,
 ) -> ResponsesHeader:
     """The header of a responses file, checked as :func:`~sharedattr.data.responses.load_responses` checks it
-    before it reads any value (same arguments, same errors), without reading the values.
+    before it reads any value (same arguments, same errors), without reading the values. ``naming``: how the errors
+    name the settings (a config's fields by default; :mod:`sharedattr.data.naming`).
 
     Example::
 
@@ -118,19 +142,18 @@ def inspect_responses(
         ('NWB', 120, 96)
     """
     path = existing(path)
-    suffix = response_format(
-        path, ids_path=ids_path, neuron_ids_path=neuron_ids_path, time_window=time_window, time_bins_path=time_bins_path
-    )
+    files = {"ids_path": ids_path, "neuron_ids_path": neuron_ids_path, "time_bins_path": time_bins_path}
+    suffix = response_format(path, time_window=time_window, naming=naming, **files)
     kind = FORMATS[suffix]
     if suffix == ".csv":
         neurons, row_ids = csv_header(path)
         return ResponsesHeader(path, kind, _unique(row_ids), tuple(neurons), f"{len(row_ids)} rows (trials)")
     if suffix == ".npy":
-        header = npy_header(path, ids_path, neuron_ids_path, time_window, time_bins_path)
+        header = npy_header(path, ids_path, neuron_ids_path, time_window, time_bins_path, naming)
         return ResponsesHeader(path, kind, tuple(header.ids), tuple(header.neurons), header.detail)
     if suffix == ".nc":
         with opened_assembly(path) as dataset:
-            assembly = assembly_header(dataset, path, time_window)
+            assembly = assembly_header(dataset, path, time_window, naming)
             data = assembly.data
             row_ids = as_strings(data["stimulus_id"].values)
             neurons = as_strings(data["neuroid_id"].values if "neuroid_id" in data.coords else data["neuroid"].values)
@@ -140,13 +163,13 @@ def inspect_responses(
         from sharedattr.data.psth import hdf5_header, open_hdf5
 
         with open_hdf5(path) as f:
-            found = hdf5_header(f, path, time_window)
+            found = hdf5_header(f, path, time_window, naming)
             shape = f"psth {tuple(found.psth.shape)}"
         return ResponsesHeader(path, kind, tuple(found.ids), tuple(found.neurons), f"{shape}; {found.described}")
     from sharedattr.data.nwb import nwb_header, open_nwb
 
     with open_nwb(path) as nwbfile:
-        found = nwb_header(nwbfile, path, time_window, nwb_table, "stimulus_id")
+        found = nwb_header(nwbfile, path, time_window, nwb_table, "stimulus_id", naming)
     return ResponsesHeader(path, kind, _unique(found.row_ids), tuple(found.neurons), found.describe())
 
 
@@ -204,14 +227,16 @@ def npy_header(
     neuron_ids_path: str | Path | None,
     time_window: tuple[float, float] | None = None,
     time_bins_path: str | Path | None = None,
+    naming: Naming = CONFIG,
 ) -> NPYHeader:
     """The header of a ``.npy`` responses array (``[S, N]``, ``[S, R, N]`` or a PSTH ``[S, R, T, N]`` with its time
-    bins), memory-mapped: shape, dtype, id lists and bins checked, every problem listed in one :class:`DataError`."""
+    bins), memory-mapped: shape, dtype, id lists and bins checked, every problem listed in one :class:`DataError`
+    naming the settings as ``naming`` does."""
     if ids_path is None:
         raise DataError(
             path,
             [
-                "a .npy responses file needs ids_path: a text file with one stimulus id per line "
+                f"a .npy responses file needs {naming('response_ids')}: a text file with one stimulus id per line "
                 "(in the order of the array's first axis)"
             ],
         )
@@ -222,7 +247,7 @@ def npy_header(
     if array.ndim not in (2, 3, 4):
         problems.append(f"array has shape {array.shape}; expected [S, N], [S, R, N] or a PSTH [S, R, T, N]")
     elif array.ndim < 4 and (time_window is not None or time_bins_path is not None):
-        problems.append(NO_BINS.replace("data.time_window", "data.time_window (or data.time_bins)"))
+        problems.append(no_bins(naming, ("time_window", "time_bins")))
     elif array.ndim < 4:
         trials_shape = array.shape if array.ndim == 3 else (array.shape[0], 1, array.shape[1])
         too_large = size_problem("the array", array.shape, array.dtype.itemsize) or size_problem(
@@ -254,7 +279,7 @@ def npy_header(
     bins = None
     if array.ndim == 4:
         bins_file = None if time_bins_path is None else existing(time_bins_path, "time bin list")
-        bins, described = npy_bins(array.shape, array.dtype.itemsize, bins_file, time_window, path)
+        bins, described = npy_bins(array.shape, array.dtype.itemsize, bins_file, time_window, path, naming)
         detail += f"; {described}"
     return NPYHeader(array, ids, neurons, bins, detail)
 
@@ -377,10 +402,12 @@ class AssemblyHeader:
     described: str
 
 
-def assembly_header(dataset: Any, path: Path, time_window: tuple[float, float] | None) -> AssemblyHeader:
+def assembly_header(
+    dataset: Any, path: Path, time_window: tuple[float, float] | None, naming: Naming = CONFIG
+) -> AssemblyHeader:
     """The header of a lazily opened BrainIO-style assembly: one data variable, its dims, dtype and coordinates, its
     time bins against ``time_window`` and the size of the part to read; :class:`DataError` for the first failing
-    step. Reads coordinates only."""
+    step, naming the settings as ``naming`` does. Reads coordinates only."""
     names = list(dataset.data_vars)
     if len(names) != 1:
         raise DataError(
@@ -399,10 +426,10 @@ def assembly_header(dataset: Any, path: Path, time_window: tuple[float, float] |
         raise DataError(path, [too_long])
     if "time_bin" in data.dims:
         data = data.transpose("presentation", "time_bin", "neuroid")
-        bins, described = _assembly_bins(data, time_window, path)
+        bins, described = _assembly_bins(data, time_window, path, naming)
         return AssemblyHeader(data, bins, described)
     if time_window is not None:
-        raise DataError(path, [NO_BINS])
+        raise DataError(path, [no_bins(naming)])
     data = data.transpose(*NETCDF_DIMS)
     too_large = size_problem(f"variable {names[0]!r} {tuple(data.dims)}", data.shape, data.dtype.itemsize)
     if too_large:
@@ -410,7 +437,7 @@ def assembly_header(dataset: Any, path: Path, time_window: tuple[float, float] |
     return AssemblyHeader(data, None, "")
 
 
-def _assembly_bins(data: Any, window: tuple[float, float] | None, path: Path) -> tuple[np.ndarray, str]:
+def _assembly_bins(data: Any, window: tuple[float, float] | None, path: Path, naming: Naming) -> tuple[np.ndarray, str]:
     """The bins inside ``window`` of an assembly ``[presentation, time_bin, neuroid]`` (a single bin needs no window
     and no bin coordinates), after the size of the part to read was checked; and their description."""
     variable = f"variable {data.name!r} (presentation, time_bin, neuroid)"
@@ -428,11 +455,11 @@ def _assembly_bins(data: Any, window: tuple[float, float] | None, path: Path) ->
                 ],
             )
         starts, ends = bin_edges(data["time_bin_start"].values, data["time_bin_end"].values, path)
-        bins = window_bins(starts, ends, window, path)
-        described = chosen_bins(starts, ends, bins, window)
+        bins = window_bins(starts, ends, window, path, naming)
+        described = chosen_bins(starts, ends, bins, window, naming)
     lo, hi = int(bins.min()), int(bins.max()) + 1
     itemsize = data.dtype.itemsize
-    too_large = size_problem(variable, data.shape, itemsize, (n_rows, hi - lo, n_neurons), SHORTER_WINDOW)
+    too_large = size_problem(variable, data.shape, itemsize, (n_rows, hi - lo, n_neurons), shorter_window(naming))
     too_large = too_large or size_problem(f"{variable} (averaged, in float64)", (n_rows, n_neurons), 8)
     if too_large:
         raise DataError(path, [too_large])

@@ -16,6 +16,7 @@ from typing import Any
 
 from sharedattr.data.archives import ZipMember, ZipReadError, zip_members
 from sharedattr.data.images import IMAGE_SUFFIXES
+from sharedattr.data.naming import CONFIG, Naming
 from sharedattr.runtime.errors import DataError, closest
 
 PART_PREFIX = "mask:"
@@ -41,15 +42,17 @@ class Listing:
     part_masks: dict[str, tuple[File | None, ...]] = field(default_factory=dict)
 
 
-def read_manifest(path: Path, *, images: Path | None = None, category_column: str = "category") -> Listing:
+def read_manifest(
+    path: Path, *, images: Path | None = None, category_column: str = "category", naming: Naming = CONFIG
+) -> Listing:
     """A CSV with ``stimulus_id``, the image column (``path``, or BrainIO's ``filename``), the category column
     and optional ``mask``/``mask:<part>`` columns; other columns (metadata) are ignored.
 
     ``images``: where the CSV's image and mask paths lie: a folder, or a ZIP archive read without extracting
-    (default: the CSV's folder).
+    (default: the CSV's folder). ``naming``: how errors name the settings (:mod:`sharedattr.data.naming`).
     """
     fieldnames, rows = _read_rows(path)
-    image_column, part_columns = _columns(path, fieldnames, category_column)
+    image_column, part_columns = _columns(path, fieldnames, category_column, naming)
     locate, missing_file, source_problems = _locator(path, images, rows, [image_column, "mask", *part_columns])
     if source_problems:
         raise DataError(path, source_problems)
@@ -135,7 +138,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         raise DataError(path, [f"not a readable CSV file: {err}"]) from None
 
 
-def _columns(path: Path, fieldnames: list[str], category_column: str) -> tuple[str, list[str]]:
+def _columns(path: Path, fieldnames: list[str], category_column: str, naming: Naming) -> tuple[str, list[str]]:
     """The image column (``path``, else BrainIO's ``filename``) and the ``mask:<part>`` columns; a
     :class:`DataError` naming what is missing, and the columns there are, when a required column is absent."""
     columns = set(fieldnames)
@@ -146,7 +149,7 @@ def _columns(path: Path, fieldnames: list[str], category_column: str) -> tuple[s
         if category_column in missing:
             guess = category_guess(category_column, fieldnames)
             hint = (
-                "; the category column is set by data.category_column"
+                f"; the category column is set by {naming('category_column')}"
                 + (f": did you mean {guess!r}?" if guess else "")
                 + f" (columns here: {', '.join(fieldnames)})"
             )

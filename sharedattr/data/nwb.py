@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from sharedattr.data.naming import CONFIG, Naming
 from sharedattr.data.trials import (
     MAX_DIM,
     Responses,
@@ -61,7 +62,6 @@ from sharedattr.data.trials import (
 )
 from sharedattr.runtime.errors import DataError, UserError
 
-TIME_WINDOW_HINT = "NWB spike times need data.time_window = [start_ms, end_ms], e.g. [70, 170]"
 BUILTIN_INTERVALS = ("trials", "epochs", "invalid_times")
 """Interval tables NWBFile keeps as attributes (older pynwb leaves them out of ``nwbfile.intervals``)."""
 
@@ -108,13 +108,18 @@ def open_nwb(path: Path) -> Iterator[Any]:
 
 
 def nwb_header(
-    nwbfile: Any, path: Path, time_window: tuple[float, float] | None, table: str | None, stimulus_column: str
+    nwbfile: Any,
+    path: Path,
+    time_window: tuple[float, float] | None,
+    table: str | None,
+    stimulus_column: str,
+    naming: Naming = CONFIG,
 ) -> NWBHeader:
     """The header of the open ``nwbfile``: the window, the presentations table (its ids and onsets are read) and the
-    Units table's ids and declared columns; :class:`DataError` listing every problem at once. No spike time is
-    read."""
-    problems, window = _window_problems(time_window)
-    row_ids, onsets, where, table_problems = _read_presentations(nwbfile, table, stimulus_column)
+    Units table's ids and declared columns; :class:`DataError` listing every problem at once, naming the window and
+    the table as ``naming`` does (``data.time_window``, ``data.nwb_table`` by default). No spike time is read."""
+    problems, window = _window_problems(time_window, naming)
+    row_ids, onsets, where, table_problems = _read_presentations(nwbfile, table, stimulus_column, naming)
     neurons, columns, unit_problems = _units_header(nwbfile)
     problems += table_problems + unit_problems
     if not problems:
@@ -132,6 +137,7 @@ def load_nwb(
     *,
     table: str | None = None,
     stimulus_column: str = "stimulus_id",
+    naming: Naming = CONFIG,
 ) -> Responses:
     """Firing rates (spikes/s) of every unit in ``time_window`` ms after each presentation's onset.
 
@@ -139,11 +145,12 @@ def load_nwb(
     ``stimulus_column``, else the only intervals table that has it). Raises
     :class:`~sharedattr.runtime.errors.UserError` without pynwb and
     :class:`~sharedattr.data.stimuli.DataError` listing every problem in the file or the window: those of its header
-    (:func:`nwb_header`) before any spike time is read.
+    (:func:`nwb_header`) before any spike time is read. ``naming``: how errors name the window and the table (a
+    config's fields by default; :mod:`sharedattr.data.naming`).
     """
     path = Path(path)
     with open_nwb(path) as nwbfile:
-        header = nwb_header(nwbfile, path, time_window, table, stimulus_column)
+        header = nwb_header(nwbfile, path, time_window, table, stimulus_column, naming)
         spikes, observed, problems = _read_units(nwbfile, header.columns)
     if problems:
         raise DataError(path, problems)
@@ -151,7 +158,7 @@ def load_nwb(
     order = np.argsort(header.onsets, kind="stable")  # presentations in time; ties keep row order
     row_ids, onsets = [header.row_ids[i] for i in order], header.onsets[order]
     where = [header.where[i] for i in order]
-    outside = _outside_recording(spikes, observed, onsets, window, row_ids, where)
+    outside = _outside_recording(spikes, observed, onsets, window, (row_ids, where), naming)
     if outside:
         raise DataError(path, [outside])
     rates = _rates(spikes, onsets, window)
@@ -172,18 +179,21 @@ def _import_pynwb() -> ModuleType:
     return pynwb
 
 
-def _window_problems(time_window: tuple[float, float] | None) -> tuple[list[str], tuple[float, float] | None]:
+def _window_problems(
+    time_window: tuple[float, float] | None, naming: Naming
+) -> tuple[list[str], tuple[float, float] | None]:
     """Problems with ``time_window`` (ms) and the window itself when it is usable."""
+    name = naming("time_window")
     if time_window is None:
-        return [TIME_WINDOW_HINT], None
+        return [f"NWB spike times need {name} = [start_ms, end_ms], e.g. [70, 170]"], None
     try:
         start, end = (float(v) for v in time_window)
     except (TypeError, ValueError):
-        return [f"time_window must be two numbers [start_ms, end_ms]; got {time_window!r}"], None
+        return [f"{name} must be two numbers [start_ms, end_ms]; got {time_window!r}"], None
     if not (math.isfinite(start) and math.isfinite(end)):
-        return [f"time_window must be finite; got [{start}, {end}]"], None
+        return [f"{name} must be finite; got [{start}, {end}]"], None
     if end <= start:
-        return [f"time_window end ({end} ms) must be greater than its start ({start} ms)"], None
+        return [f"{name} end ({end} ms) must be greater than its start ({start} ms)"], None
     return [], (start, end)
 
 
@@ -277,11 +287,13 @@ def _outside_recording(
     observed: list[np.ndarray] | None,
     onsets: np.ndarray,
     window: tuple[float, float],
-    row_ids: list[str],
-    where: list[str],
+    presentations: tuple[list[str], list[str]],
+    naming: Naming,
 ) -> str | None:
-    """The problem with the presentations (in onset order) whose window reaches outside the recording (module
-    docstring), or None: how many, the first, the recording's extent and the fix."""
+    """The problem with the presentations (in onset order; their stimulus ids and descriptions) whose window
+    reaches outside the recording (module docstring), or None: how many, the first, the recording's extent and the
+    fix."""
+    row_ids, where = presentations
     lower, upper = onsets + window[0] / 1000, onsets + window[1] / 1000
     if observed is not None:
         ends = [i[-1, 1] for i in observed if len(i)]
@@ -299,10 +311,11 @@ def _outside_recording(
         return None
     first = int(bad[0])
     return (
-        f"data.time_window [{window[0]:g}, {window[1]:g}] ms reaches outside the recording ({extent}, from "
+        f"{naming('time_window')} [{window[0]:g}, {window[1]:g}] ms reaches outside the recording ({extent}, from "
         f"{evidence}) for {len(bad)} of {len(onsets)} presentations, the first {where[first]}: stimulus "
         f"{row_ids[first]!r} at onset {onsets[first]:g} s, window {lower[first]:g} s to {upper[first]:g} s; their "
-        f"spikes were not recorded: shorten data.time_window, or leave those presentations out of the table{hint}"
+        f"spikes were not recorded: shorten {naming('time_window')}, or leave those presentations out of the "
+        f"table{hint}"
     )
 
 
@@ -350,7 +363,7 @@ def _interval_tables(nwbfile: Any) -> dict[str, Any]:
 
 
 def _read_presentations(
-    nwbfile: Any, table: str | None, stimulus_column: str
+    nwbfile: Any, table: str | None, stimulus_column: str, naming: Naming
 ) -> tuple[list[str], np.ndarray, list[str], list[str]]:
     """Stimulus id, onset (s) and description (table, row, id) of each row of the presentations table, and the
     problems with them."""
@@ -376,7 +389,7 @@ def _read_presentations(
                     [],
                     [
                         f"{found} a {stimulus_column!r} column; the file's intervals tables: {listing}; "
-                        "name the presentations table to read (data.nwb_table, or table= in Python)"
+                        f"name the presentations table to read ({naming('nwb_table')})"
                     ],
                 )
             chosen = tables[having[0]]

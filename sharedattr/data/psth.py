@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from sharedattr.data.trials import SHORTER_WINDOW, as_strings, dims_problem, size_problem
+from sharedattr.data.naming import CONFIG, Naming
+from sharedattr.data.trials import as_strings, dims_problem, shorter_window, size_problem
 from sharedattr.runtime.errors import DataError, UserError
 
 PSTH_DATASET = "psth"
@@ -79,9 +80,16 @@ def describe_bins(starts: np.ndarray, ends: np.ndarray, limit: int = 12) -> str:
     return ", ".join(shown) + more
 
 
-def window_bins(starts: np.ndarray, ends: np.ndarray, window: tuple[float, float] | None, source: object) -> np.ndarray:
+def window_bins(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    window: tuple[float, float] | None,
+    source: object,
+    naming: Naming = CONFIG,
+) -> np.ndarray:
     """Indices of the bins inside ``window`` (ms); a single bin needs no window. :class:`DataError` listing the
-    bins when the window holds none, or when several bins come without a window."""
+    bins when the window holds none, or when several bins come without a window (naming the window as ``naming``
+    does)."""
     if window is None:
         if len(starts) == 1:
             return np.array([0])
@@ -89,7 +97,7 @@ def window_bins(starts: np.ndarray, ends: np.ndarray, window: tuple[float, float
             source,
             [
                 f"the responses have {len(starts)} time bins ({describe_bins(starts, ends)}); choose the bins to "
-                "average with data.time_window = [start_ms, end_ms], e.g. [70, 170]"
+                f"average with {naming('time_window')} = [start_ms, end_ms], e.g. [70, 170]"
             ],
         )
     start, end = window
@@ -98,7 +106,7 @@ def window_bins(starts: np.ndarray, ends: np.ndarray, window: tuple[float, float
         raise DataError(
             source,
             [
-                f"data.time_window [{start:g}, {end:g}] ms holds none of the time bins "
+                f"{naming('time_window')} [{start:g}, {end:g}] ms holds none of the time bins "
                 f"({describe_bins(starts, ends)}); a bin counts when it lies wholly inside the window"
             ],
         )
@@ -131,12 +139,14 @@ def window_mean(
     return out
 
 
-def psth_size_problems(shape: Sequence[int], itemsize: int, bins: np.ndarray, variable: str) -> list[str]:
+def psth_size_problems(
+    shape: Sequence[int], itemsize: int, bins: np.ndarray, variable: str, naming: Naming = CONFIG
+) -> list[str]:
     """Why a PSTH ``[S, R, T, N]`` declared as ``shape`` cannot be averaged over ``bins`` within the bounds: its
     window's bins (``S × R × (last - first + 1) × N`` as stored) or the trials ``[S, R, N]`` in float64."""
     s, r, _, n = (int(d) for d in shape)
     width = int(bins.max()) - int(bins.min()) + 1
-    found = size_problem(variable, shape, itemsize, (s, r, width, n), SHORTER_WINDOW)
+    found = size_problem(variable, shape, itemsize, (s, r, width, n), shorter_window(naming))
     found = found or size_problem(f"{variable} (averaged to trials [S, R, N] in float64)", (s, r, n), 8)
     return [found] if found else []
 
@@ -158,44 +168,48 @@ def read_time_bins(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def npy_bins(
-    shape: Sequence[int], itemsize: int, time_bins: Path | None, window: tuple[float, float] | None, source: Path
+    shape: Sequence[int],
+    itemsize: int,
+    time_bins: Path | None,
+    window: tuple[float, float] | None,
+    source: Path,
+    naming: Naming = CONFIG,
 ) -> tuple[np.ndarray, str]:
     """The bins inside ``window`` of a ``.npy`` PSTH declared as ``shape`` ``[S, R, T, N]`` (items of ``itemsize``
     bytes), read from the ``time_bins`` list alone, and a description of them; :class:`DataError` when there is no
-    list, it does not fit the array, the window holds no bin or the window's bins are too large to read."""
+    list, it does not fit the array, the window holds no bin or the window's bins are too large to read. ``naming``:
+    how the errors name the settings (``data.time_bins`` by default; :mod:`sharedattr.data.naming`)."""
     if time_bins is None:
         raise DataError(
             source,
             [
                 f"a 4-D array {tuple(shape)} is a PSTH [stimuli, repetitions, time_bins, channels]: give "
-                "data.time_bins, a text file with each bin's start (and end) in ms, one line per bin"
+                f"{naming('time_bins')}, a text file with each bin's start (and end) in ms, one line per bin"
             ],
         )
     starts, ends = read_time_bins(time_bins)
     if len(starts) != shape[2]:
         raise DataError(source, [f"{len(starts)} time bins in {time_bins} but the array has {shape[2]}"])
-    bins = window_bins(starts, ends, window, source)
-    problems = psth_size_problems(shape, itemsize, bins, "the array")
+    bins = window_bins(starts, ends, window, source, naming)
+    problems = psth_size_problems(shape, itemsize, bins, "the array", naming)
     if problems:
         raise DataError(source, problems)
-    return bins, chosen_bins(starts, ends, bins, window)
+    return bins, chosen_bins(starts, ends, bins, window, naming)
 
 
-def chosen_bins(starts: np.ndarray, ends: np.ndarray, bins: np.ndarray, window: tuple[float, float] | None) -> str:
+def chosen_bins(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    bins: np.ndarray,
+    window: tuple[float, float] | None,
+    naming: Naming = CONFIG,
+) -> str:
     """``30 time bins ([-50, -40), …); data.time_window [70, 170] ms holds 10 of them``: what :func:`window_bins`
-    chose, in words."""
-    held = f"data.time_window [{window[0]:g}, {window[1]:g}] ms holds {len(bins)}" if window else "one bin, no window"
+    chose, in words (the window named as ``naming`` names it)."""
+    held = "one bin, no window"
+    if window:
+        held = f"{naming('time_window')} [{window[0]:g}, {window[1]:g}] ms holds {len(bins)}"
     return f"{len(starts)} time bin(s) ({describe_bins(starts, ends, limit=3)}); {held}"
-
-
-def binned_npy(
-    array: np.ndarray, time_bins: Path | None, window: tuple[float, float] | None, source: Path
-) -> np.ndarray:
-    """A ``.npy`` PSTH ``[S, R, T, N]`` averaged over the window's bins → trials ``[S, R, N]``."""
-    bins, _ = npy_bins(array.shape, array.dtype.itemsize, time_bins, window, source)
-    lo, hi = int(bins.min()), int(bins.max()) + 1  # a memory-mapped array: only the window's bins are read
-    row_bytes = array.shape[1] * (hi - lo) * array.shape[3] * array.dtype.itemsize
-    return window_mean(lambda rows: array[rows, :, lo:hi], array.shape[0], row_bytes, bins - lo, axis=2)
 
 
 @dataclass(frozen=True)
@@ -227,10 +241,10 @@ def open_hdf5(path: Path) -> Iterator[Any]:
         raise DataError(path, [f"cannot read as HDF5: {err}"]) from None
 
 
-def hdf5_header(f: Any, path: Path, window: tuple[float, float] | None) -> HDF5Header:
+def hdf5_header(f: Any, path: Path, window: tuple[float, float] | None, naming: Naming = CONFIG) -> HDF5Header:
     """The header of the open HDF5 PSTH file ``f`` (module docstring): dataset names, shapes and dtypes, the id
     lists, the time bins against ``window`` and the size of the part to read; :class:`DataError` listing what is
-    wrong. Reads the 1-D lists (ids and bins), never the ``psth`` values."""
+    wrong, naming the settings as ``naming`` does. Reads the 1-D lists (ids and bins), never the ``psth`` values."""
     names = set(f.keys())
     missing = [n for n in (PSTH_DATASET, "stimulus_id", "time_bin_start") if n not in names]
     neuron_name = next((n for n in NEURON_DATASETS if n in names), None)
@@ -258,18 +272,21 @@ def hdf5_header(f: Any, path: Path, window: tuple[float, float] | None) -> HDF5H
     problems = [f"duplicate stimulus_id {sid!r}" for sid in sorted({i for i in ids if ids.count(i) > 1})]
     if problems:
         raise DataError(path, problems)
-    bins = window_bins(starts, ends, window, path)
-    problems = psth_size_problems(psth.shape, psth.dtype.itemsize, bins, PSTH_DATASET)
+    bins = window_bins(starts, ends, window, path, naming)
+    problems = psth_size_problems(psth.shape, psth.dtype.itemsize, bins, PSTH_DATASET, naming)
     if problems:
         raise DataError(path, problems)
-    return HDF5Header(psth, ids, neurons, bins, chosen_bins(starts, ends, bins, window))
+    return HDF5Header(psth, ids, neurons, bins, chosen_bins(starts, ends, bins, window, naming))
 
 
-def read_hdf5(path: Path, window: tuple[float, float] | None) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+def read_hdf5(
+    path: Path, window: tuple[float, float] | None, naming: Naming = CONFIG
+) -> tuple[list[str], list[str], np.ndarray, list[str]]:
     """Stimulus ids, neuron ids, trials ``[S, R, N]`` and problems from an HDF5 PSTH file (module docstring): its
-    header checked first (:func:`hdf5_header`), then only the window's bins read."""
+    header checked first (:func:`hdf5_header`, its errors naming the settings as ``naming`` does), then only the
+    window's bins read."""
     with open_hdf5(path) as f:
-        header = hdf5_header(f, path, window)
+        header = hdf5_header(f, path, window, naming)
         psth, bins = header.psth, header.bins
         lo, hi = int(bins.min()), int(bins.max()) + 1  # read only the window's bins (a contiguous slice)
         row_bytes = psth.shape[1] * (hi - lo) * psth.shape[3] * psth.dtype.itemsize

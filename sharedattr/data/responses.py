@@ -51,6 +51,7 @@ from sharedattr.data.inspection import (
     opened_assembly,
     response_format,
 )
+from sharedattr.data.naming import CONFIG, Naming
 from sharedattr.data.psth import read_hdf5, window_mean
 from sharedattr.data.trials import (
     MAX_ABS_RESPONSE,
@@ -98,6 +99,7 @@ def load_responses(
     time_window: tuple[float, float] | None = None,
     time_bins_path: str | Path | None = None,
     nwb_table: str | None = None,
+    naming: Naming = CONFIG,
 ) -> Responses:
     """Load and check recorded responses from a ``.csv``, ``.npy`` (with ``ids_path``), ``.nc``, ``.h5``/``.hdf5``
     (PSTH) or ``.nwb`` file.
@@ -107,23 +109,23 @@ def load_responses(
     ``ids_path``, ``neuron_ids_path`` and ``time_bins_path`` apply to ``.npy`` only. ``time_window``
     (``[start_ms, end_ms]``) averages the time bins inside it (:mod:`sharedattr.data.psth`) of a time-binned file:
     a NetCDF assembly with a ``time_bin`` dim, a PSTH array, an NWB recording (where it is required: the spike
-    counting window after each onset; ``nwb_table`` names its presentations table).
+    counting window after each onset; ``nwb_table`` names its presentations table). ``naming``: how errors name
+    these settings (a config's fields, ``data.time_window``, by default; :mod:`sharedattr.data.naming`).
     """
     path = existing(path)
-    suffix = response_format(
-        path, ids_path=ids_path, neuron_ids_path=neuron_ids_path, time_window=time_window, time_bins_path=time_bins_path
-    )
+    files = {"ids_path": ids_path, "neuron_ids_path": neuron_ids_path, "time_bins_path": time_bins_path}
+    suffix = response_format(path, time_window=time_window, naming=naming, **files)  # the check validate runs
     if suffix == ".npy":
-        return _load_npy(path, ids_path, neuron_ids_path, time_window, time_bins_path)
+        return _load_npy(path, (ids_path, neuron_ids_path, time_bins_path), time_window, naming)
     if suffix == ".nwb":
         from sharedattr.data.nwb import load_nwb
 
-        return load_nwb(path, time_window, table=nwb_table)
+        return load_nwb(path, time_window, table=nwb_table, naming=naming)
     if suffix == ".csv":
         return _load_csv(path)
     if suffix == ".nc":
-        return _load_netcdf(path, time_window)
-    ids, neurons, trials, problems = read_hdf5(path, time_window)
+        return _load_netcdf(path, time_window, naming)
+    ids, neurons, trials, problems = read_hdf5(path, time_window, naming)
     return checked(path, ids, neurons, trials, problems)
 
 
@@ -197,14 +199,14 @@ def _load_csv(path: Path) -> Responses:
 
 def _load_npy(
     path: Path,
-    ids_path: str | Path | None,
-    neuron_ids_path: str | Path | None,
-    time_window: tuple[float, float] | None = None,
-    time_bins_path: str | Path | None = None,
+    files: tuple[str | Path | None, str | Path | None, str | Path | None],
+    time_window: tuple[float, float] | None,
+    naming: Naming,
 ) -> Responses:
     """A numeric ``[S, N]`` or ``[S, R, N]`` array, or a PSTH ``[S, R, T, N]`` (with ``time_bins_path``), with stimulus
-    ids (and optionally neuron ids) in text files."""
-    header = npy_header(path, ids_path, neuron_ids_path, time_window, time_bins_path)  # what validate checks
+    ids (and optionally neuron ids) in text files: ``files`` = ``(ids_path, neuron_ids_path, time_bins_path)``."""
+    ids_path, neuron_ids_path, time_bins_path = files
+    header = npy_header(path, ids_path, neuron_ids_path, time_window, time_bins_path, naming)  # what validate checks
     trials = _npy_trials(header.array, header.bins)
     ids, neurons = header.ids, header.neurons
     del header  # unmaps the file
@@ -221,7 +223,7 @@ def _npy_trials(array: np.ndarray, bins: np.ndarray | None) -> np.ndarray:
     return window_mean(lambda rows: array[rows, :, lo:hi], array.shape[0], row_bytes, bins - lo, axis=2)
 
 
-def _load_netcdf(path: Path, time_window: tuple[float, float] | None = None) -> Responses:
+def _load_netcdf(path: Path, time_window: tuple[float, float] | None, naming: Naming) -> Responses:
     """A BrainIO-style ``presentation × neuroid`` assembly, optionally with a ``time_bin`` dim (averaged over the
     bins in ``time_window``); repeated stimulus ids are trials.
 
@@ -229,7 +231,7 @@ def _load_netcdf(path: Path, time_window: tuple[float, float] | None = None) -> 
     coordinates, time bins, the declared size) before any value is read; then only the window's bins are read, block
     by block (:func:`~sharedattr.data.psth.window_mean`)."""
     with opened_assembly(path) as dataset:
-        header = assembly_header(dataset, path, time_window)
+        header = assembly_header(dataset, path, time_window, naming)
         data, bins = header.data, header.bins
         if bins is None:
             values = np.asarray(data.values)

@@ -18,6 +18,7 @@ from torch import Tensor
 from sharedattr.data.archives import ZipMember, ZipReadError
 from sharedattr.data.images import decode_image, failure, image_problems, is_grey, read_mask
 from sharedattr.data.manifest import PART_PREFIX, read_folder, read_manifest
+from sharedattr.data.naming import CONFIG, Naming
 from sharedattr.runtime.errors import DataError, MissingFileError
 
 __all__ = ["DataError", "PART_PREFIX", "StimulusSet"]  # DataError lives in runtime.errors; imported from here too
@@ -47,12 +48,18 @@ class StimulusSet:
 
     @classmethod
     def load(
-        cls, path: str | Path, *, images: str | Path | None = None, category_column: str = "category"
+        cls,
+        path: str | Path,
+        *,
+        images: str | Path | None = None,
+        category_column: str = "category",
+        naming: Naming = CONFIG,
     ) -> StimulusSet:
         """From a CSV (a manifest, or a BrainIO stimulus set) or a folder per category.
 
         ``images``: where a CSV's image (and mask) paths lie: a folder, or a ZIP archive read without extracting
         (default: the CSV's folder). ``category_column``: the CSV column holding each stimulus's category.
+        ``naming``: how errors name these settings (a config's fields by default; :mod:`sharedattr.data.naming`).
         """
         path = Path(path)
         if not path.exists():
@@ -61,16 +68,18 @@ class StimulusSet:
             if path.is_dir():
                 return cls.from_folder(path)
             return cls.from_manifest(
-                path, images=None if images is None else Path(images), category_column=category_column
+                path, images=None if images is None else Path(images), category_column=category_column, naming=naming
             )
         except OSError as err:  # e.g. no permission to read the manifest or a folder
             raise DataError(path, [f"cannot read: {type(err).__name__}: {err}"]) from None
 
     @classmethod
-    def from_manifest(cls, path: Path, *, images: Path | None = None, category_column: str = "category") -> StimulusSet:
+    def from_manifest(
+        cls, path: Path, *, images: Path | None = None, category_column: str = "category", naming: Naming = CONFIG
+    ) -> StimulusSet:
         """A CSV with ``stimulus_id``, the image column (``path``, or BrainIO's ``filename``), the category column
         and optional ``mask``/``mask:<part>`` columns (:func:`~sharedattr.data.manifest.read_manifest`)."""
-        return cls(**vars(read_manifest(path, images=images, category_column=category_column)))
+        return cls(**vars(read_manifest(path, images=images, category_column=category_column, naming=naming)))
 
     @classmethod
     def from_folder(cls, path: Path) -> StimulusSet:

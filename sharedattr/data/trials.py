@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sharedattr.data.naming import Naming
 from sharedattr.data.stimuli import StimulusSet
 from sharedattr.runtime.errors import DataError, UserError
 
@@ -52,7 +53,11 @@ def dims_problem(variable: str, shape: Sequence[int], itemsize: int) -> str | No
 
 
 SPLIT_FILE = "split the recording into several files (fewer stimuli or neurons each)"
-SHORTER_WINDOW = "choose fewer time bins with a shorter data.time_window, or " + SPLIT_FILE
+
+
+def shorter_window(naming: Naming) -> str:
+    """The fix for a time-binned file whose window's bins are too many to read."""
+    return f"choose fewer time bins with a shorter {naming('time_window')}, or {SPLIT_FILE}"
 
 
 def size_problem(

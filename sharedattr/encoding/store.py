@@ -78,6 +78,11 @@ def save_model(
     ``model.json`` records, under ``components``, the plugin, distribution and version that provide
     the backbone and the readout (from ``registry``, default the process-wide one), the readout's tensor checksum
     and, last, :func:`description_checksum` of all of it.
+
+    Example::
+
+        fitted = sharedattr.fit_experiment(spec, "fits/my-neurons").fit
+        sharedattr.save_model(fitted.model, spec.backbone, spec.readout, fitted.neuron_ids, "models/copy")
     """
     folder = Path(folder)
     registry = registry if registry is not None else get_registry()
@@ -108,6 +113,12 @@ def load_model(
 
     With ``verify`` the rebuilt backbone must match the saved checksum (e.g. a changed
     weights file is an error, not a silently different model).
+
+    Example::
+
+        model = sharedattr.load_model("fits/my-neurons/model")   # what `sharedattr fit` saved
+        model(images).shape                                        # images [B, C, H, W] in [0, 1] → [B, N]
+        model.neuron_ids
     """
     from pydantic import ValidationError
 

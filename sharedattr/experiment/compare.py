@@ -2,22 +2,28 @@
 
 It runs the same explanation chain as ``sharedattr run``
 (:func:`sharedattr.experiment.stages.explain_stage`) on a model you already have, and returns the
-tidy table as a pandas DataFrame; nothing is written to disk.
+tidy table as a pandas DataFrame (with ``return_maps``, a :class:`Comparison`: the table, the maps and the pairs'
+images); nothing is written to disk. Given the measured responses, it ranks the drivers as ``sharedattr run`` does;
+without them, by the model's predictions, with one :class:`PredictedDriversWarning` per call.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from sharedattr.data import StimulusSet
+from sharedattr.data import Responses, StimulusSet
 from sharedattr.data.features import extract_features
 from sharedattr.data.ground_truth import load_neuron_parts
+from sharedattr.data.loaders import load_responses, stimulus_set
+from sharedattr.data.naming import arguments
+from sharedattr.data.pairs import PairImages
 from sharedattr.encoding.fit import predict
 from sharedattr.encoding.model import EncodingModel
 from sharedattr.experiment.context import RunContext, validated_specs
@@ -32,6 +38,52 @@ from sharedattr.selection.neurons import measured_else_predicted
 
 ComponentLike = str | Mapping[str, Any]
 SOURCE = "sharedattr.compare"
+PAIR_COLUMN = "pair"
+"""The column of :func:`compare`'s table holding each row's pair: its index into the first axis ``P`` of the maps
+(and of :attr:`Comparison.images`), in the order of :attr:`Comparison.pairs`."""
+COMPARE_COLUMNS = [PAIR_COLUMN, *RESULT_COLUMNS]
+"""The columns of :func:`compare`'s table: :data:`PAIR_COLUMN`, then those of ``results.csv``."""
+
+
+class PredictedDriversWarning(UserWarning):
+    """:func:`compare` ranked the drivers by the model's predictions: it was given no measured responses (or none for
+    some neurons), so its drivers may differ from those ``sharedattr run`` picks on the same data."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Comparison:
+    """What :func:`compare` returns with ``return_maps=True``; it unpacks as ``table, maps = ...``.
+
+    ``table``: the tidy DataFrame (:data:`COMPARE_COLUMNS`), whose ``pair`` column indexes the first axis ``P`` of
+    ``maps`` (``{method: {"driver"|"reference": [P, H, W]}}``, ``"reference"`` where the method ran on it) and of
+    ``images`` (the pairs' images ``drivers``/``references`` ``[P, C, H, W]`` in [0, 1], as the methods saw them);
+    ``pairs``: ``(neuron id, driver id, reference id)`` of each pair, in that order.
+
+    Example::
+
+        result = sharedattr.compare(model, stimuli, responses=recorded, return_maps=True)
+        k = result.pair_index("limbs", "objects_0003")          # the first pair of that neuron and driver
+        result.maps["saliency"]["driver"][k]                    # its saliency map [H, W]
+        result.table[result.table["pair"] == k]                 # its rows of the table
+    """
+
+    table: Any
+    maps: dict[str, dict[str, Tensor]]
+    images: PairImages
+    pairs: list[tuple[str, str, str]]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.table, self.maps))
+
+    def pair_index(self, neuron: str, driver: str, reference: str | None = None) -> int:
+        """The index into ``P`` of the first pair of ``neuron`` and ``driver`` (and ``reference`` when given);
+        :class:`~sharedattr.runtime.errors.UserError` listing the pairs there are when none matches."""
+        for k, (n, d, r) in enumerate(self.pairs):
+            if n == neuron and d == driver and reference in (None, r):
+                return k
+        shown = ", ".join(f"({n}, {d}, {r})" for n, d, r in self.pairs[:10]) + (" …" if len(self.pairs) > 10 else "")
+        wanted = f"neuron {neuron!r}, driver {driver!r}" + ("" if reference is None else f", reference {reference!r}")
+        raise UserError(f"no pair of {wanted} was explained; the pairs (neuron, driver, reference): {shown}")
 
 
 def _neuron_indices(neurons: Sequence[str | int] | None, neuron_ids: list[str]) -> list[int]:
@@ -88,11 +140,13 @@ def compare(
     model: EncodingModel,
     stimuli: StimulusSet | str | Path,
     *,
+    images: str | Path | None = None,
+    category_column: str | None = None,
     neurons: Sequence[str | int] | None = None,
     methods: Sequence[ComponentLike] = ("parallel_backprop", "saliency", "integrated_gradients"),
     metrics: Sequence[ComponentLike] = ("gini", "deletion", "insertion"),
     matcher: ComponentLike = "cosine",
-    responses: Tensor | None = None,
+    responses: Responses | Tensor | str | Path | None = None,
     neuron_parts: Mapping[str, Sequence[str]] | str | Path | None = None,
     pairs: Sequence[tuple[str | int, str, str]] | None = None,
     settings: PairSettings | None = None,
@@ -109,9 +163,15 @@ def compare(
 
     - *what is explained* (its :class:`~sharedattr.experiment.stages.Subject`): ``model``, a fitted encoding model
       (e.g. :func:`sharedattr.load_model`), images ``[B, C, H, W]`` in [0, 1] → ``[B, N]`` (its ``neuron_ids`` name
-      the outputs when present); ``stimuli``, a :class:`~sharedattr.data.StimulusSet`, a manifest CSV or a folder
-      per category (masks, where the set has them, enable the localisation metrics); ``responses`` ``[S, N]``
-      aligned with the stimuli rank the drivers (NaN = not measured; without them the model's predictions do);
+      the outputs when present); ``stimuli``, a :class:`~sharedattr.data.StimulusSet`
+      (:func:`sharedattr.load_stimuli`), or what :func:`sharedattr.load_stimuli` reads: a manifest CSV, a BrainIO
+      stimulus set CSV (with ``images``, its folder or ZIP, and ``category_column``) or a folder per category (masks,
+      where the set has them, enable the localisation metrics); ``responses``, the measured responses that rank the
+      drivers as ``sharedattr run`` ranks them: :class:`~sharedattr.data.trials.Responses`
+      (:func:`sharedattr.load_responses`; matched to the stimuli by stimulus id and to the model's outputs by neuron
+      id), a file :func:`sharedattr.load_responses` reads without further arguments, or a tensor ``[S, N]`` aligned
+      with the stimuli and the outputs (NaN = not measured: the model's prediction stands in). Without them the
+      model's predictions rank the drivers, and a :class:`PredictedDriversWarning` says so once;
       ``neuron_parts`` (``{neuron id: [part, ...]}`` or a JSON file, see :mod:`sharedattr.data.ground_truth`) scores
       localisation against the parts each pair shares (manifest ``mask:<part>`` columns);
     - *which pairs*: ``neurons`` (ids or output indices; default all), or ``pairs``: ``(neuron, driver id, reference
@@ -126,23 +186,63 @@ def compare(
       of a config); keywords given with ``settings`` replace its fields;
     - *how it runs*: ``device``, ``registry``, ``progress``, and ``return_maps``.
 
-    Returns a pandas DataFrame, one row per neuron × driver × reference × method × image × metric (and, with
-    ``return_maps``, the maps ``{method: {"driver"|"reference": [P, H, W]}}`` too).
+    Errors a user can cause are one :class:`~sharedattr.runtime.errors.UserError` naming this function's argument
+    (e.g. ``compare(category_column=...)``), raised before any compute where the inputs allow.
+
+    Returns a pandas DataFrame, one row per neuron × driver × reference × method × image × metric
+    (:data:`COMPARE_COLUMNS`: ``pair``, the pair's index into the maps, then the columns of ``results.csv``); with
+    ``return_maps``, a :class:`Comparison` (``table, maps = compare(...)``, the maps
+    ``{method: {"driver"|"reference": [P, H, W]}}``, and the pairs' images for :func:`sharedattr.plot.show_pair`).
+
+    Example::
+
+        stimuli = sharedattr.load_stimuli("stimulus_set.csv", images="stimulus_set.zip", category_column="object_name")
+        recorded = sharedattr.load_responses("assembly.nc", time_window=(70, 170))
+        model = sharedattr.load_model("fits/my-neurons/model")
+        table = sharedattr.compare(model, stimuli, responses=recorded, neurons=["n00"], methods=["saliency"])
+        table.groupby(["method", "image", "metric"])["value"].mean()
     """
     import pandas as pd
 
     settings = _settings(settings, setting)
     registry = registry if registry is not None else get_registry()
     components = _components(methods, metrics, matcher, registry)
-    ctx = RunContext(registry, torch.device(device), progress=progress)
-    subject = _subject(model.to(device).eval(), stimuli, responses, neuron_parts, settings, ctx)
     if pairs is not None and neurons is not None:
         raise UserError("compare(): pass either neurons=... or pairs=..., not both (the pairs name their neurons)")
+    ctx = RunContext(registry, torch.device(device), progress=progress)
+    stimuli = stimulus_set(stimuli, images, category_column, "compare")
+    subject, measured = _subject(model.to(device).eval(), stimuli, responses, neuron_parts, settings, ctx)
     given = None if pairs is None else _given_pairs(pairs, subject.neuron_ids, subject.stimuli.ids)
     chosen = _neuron_indices(neurons, subject.neuron_ids)
+    if given is None:
+        _warn_if_predicted(measured, [subject.neuron_ids[n] for n in chosen], chosen)
     explanation = explain_stage(ctx, subject, chosen, settings, components.built(ctx), given=given)
     table = pd.DataFrame(explanation.rows, columns=RESULT_COLUMNS)
-    return (table, explanation.explained.maps) if return_maps else table
+    named = [(subject.neuron_ids[p.neuron], stimuli.ids[p.driver], stimuli.ids[p.reference]) for p in explanation.pairs]
+    first = {pair: k for k, pair in reversed(list(enumerate(named)))}  # a pair given twice: its first index
+    table.insert(0, PAIR_COLUMN, [first[row] for row in zip(table["neuron"], table["driver"], table["reference"])])
+    if not return_maps:
+        return table
+    return Comparison(table, explanation.explained.maps, explanation.images, named)
+
+
+def _warn_if_predicted(measured: Tensor | None, names: Sequence[str], chosen: Sequence[int]) -> None:
+    """One :class:`PredictedDriversWarning` when the model's predictions rank the drivers of any ``chosen`` neuron
+    (output indices; ``names`` their ids): no responses were given (``measured`` None), or the given ones ``[S, N]``
+    measure none of that neuron's stimuli."""
+    if measured is None:
+        why = "no measured responses were given (responses=...)"
+    else:
+        unmeasured = [name for name, n in zip(names, chosen) if torch.isnan(measured[:, n]).all()]
+        if not unmeasured:
+            return
+        why = f"the responses measure no stimulus of neuron(s) {', '.join(unmeasured[:10])}"
+    warnings.warn(
+        f"sharedattr.compare: {why}, so the model's predictions rank the drivers; `sharedattr run` ranks them by the "
+        "measured responses and may pick other drivers. Pass responses=sharedattr.load_responses(...) to match it",
+        PredictedDriversWarning,
+        stacklevel=4,  # the caller of compare(), past its thread decorator
+    )
 
 
 def _settings(settings: PairSettings | None, keywords: Mapping[str, Any]) -> PairSettings:
@@ -189,15 +289,15 @@ def _components(
 
 def _subject(
     model: EncodingModel,
-    stimuli: StimulusSet | str | Path,
-    responses: Tensor | None,
+    stimuli: StimulusSet,
+    responses: Responses | Tensor | str | Path | None,
     neuron_parts: Mapping[str, Sequence[str]] | str | Path | None,
     settings: PairSettings,
     ctx: RunContext,
-) -> Subject:
+) -> tuple[Subject, Tensor | None]:
     """What :func:`compare` explains: the stimuli's latents by ``model``, and what ranks the drivers (``responses``
-    where measured, else the model's predictions)."""
-    stimuli = stimuli if isinstance(stimuli, StimulusSet) else StimulusSet.load(Path(stimuli))
+    where measured, else the model's predictions, as ``sharedattr run`` ranks them); and the measured responses
+    ``[S, N]`` aligned with the stimuli and the model's outputs (None when none were given)."""
     batch_size, device = settings.batch_size, ctx.device
     latents, _ = extract_features(
         model.backbone,
@@ -209,15 +309,38 @@ def _subject(
     )
     predicted = predict(model.readout, latents, batch_size, device)  # [S, N]
     neuron_ids = model.neuron_ids or [str(n) for n in range(predicted.shape[1])]
-    drive = predicted
-    if responses is not None:
-        responses = torch.as_tensor(responses, dtype=torch.float32)
-        if tuple(responses.shape) != tuple(predicted.shape):
-            raise UserError(
-                f"compare(responses=...): expected [stimuli, neurons] = {tuple(predicted.shape)}, "
-                f"got {tuple(responses.shape)}"
-            )
-        drive = measured_else_predicted(responses, predicted)
+    measured = None if responses is None else _measured(responses, stimuli, neuron_ids)
+    drive = predicted if measured is None else measured_else_predicted(measured, predicted)
     if isinstance(neuron_parts, (str, Path)):
-        neuron_parts = load_neuron_parts(neuron_parts, list(stimuli.part_masks))
-    return Subject(model, stimuli, latents, drive, neuron_ids, neuron_parts)
+        neuron_parts = load_neuron_parts(neuron_parts, list(stimuli.part_masks), arguments("compare"))
+    return Subject(model, stimuli, latents, drive, neuron_ids, neuron_parts), measured
+
+
+def _measured(responses: Responses | Tensor | str | Path, stimuli: StimulusSet, neuron_ids: list[str]) -> Tensor:
+    """The measured responses ``[S, N]`` in the order of ``stimuli`` (by stimulus id) and of the model's outputs
+    ``neuron_ids`` (by neuron id; NaN for an output the recording lacks); a tensor is taken as aligned already."""
+    if isinstance(responses, (str, Path)):
+        responses = load_responses(responses)
+    if not isinstance(responses, Responses):
+        values = torch.as_tensor(responses, dtype=torch.float32)
+        expected = (len(stimuli), len(neuron_ids))
+        if tuple(values.shape) != expected:
+            raise UserError(
+                f"compare(responses=...): expected [stimuli, neurons] = {expected}, got {tuple(values.shape)}; or pass "
+                "sharedattr.load_responses(...), matched to the stimuli and neurons by id"
+            )
+        return values
+    recorded = responses.aligned_to(stimuli)  # [S, N recorded]
+    column = {n: i for i, n in enumerate(responses.neuron_ids)}
+    if not any(n in column for n in neuron_ids):
+        shown = ", ".join(responses.neuron_ids[:10]) + (" …" if len(responses.neuron_ids) > 10 else "")
+        raise UserError(
+            f"compare(responses=...): none of the model's neurons ({', '.join(neuron_ids[:10])}"
+            f"{' …' if len(neuron_ids) > 10 else ''}) is in the responses ({responses.source}: {shown}); give the "
+            "responses the model was fitted to"
+        )
+    out = torch.full((len(stimuli), len(neuron_ids)), float("nan"))
+    for n, name in enumerate(neuron_ids):
+        if name in column:
+            out[:, n] = recorded[:, column[name]]
+    return out

@@ -137,6 +137,11 @@ def run_experiment(
     rank sees), rank 0 fits, every rank matches, the work items are dealt out round-robin, and
     rank 0 merges them and writes every output, the same as a single process; the other ranks
     return None. Progress bars are shown by rank 0 only.
+
+    Example::
+
+        result = sharedattr.run_experiment(sharedattr.load_experiment("experiment.toml"), "results/")
+        pd.read_csv("results/results.csv")   # the table sharedattr.compare() returns on the same pairs
     """
     out = Path(out_dir)
     with out_folder(spec, out, config=config, ranks=ranks):

@@ -304,6 +304,12 @@ def fit_experiment(
     it may not hold the fit's inputs, ``config`` (the file ``spec`` was read from) among them, and no other live
     command may be writing into it. A ``spec.json`` there that describes another spec is retired
     (:func:`superseding`): the folder's scores and model stop matching it.
+
+    Example::
+
+        experiment = sharedattr.fit_experiment(sharedattr.load_experiment("my-neurons.toml"), "fits/my-neurons")
+        experiment.fit.test_r            # held-out Pearson r per neuron
+        model = experiment.fit.model     # or later: sharedattr.load_model("fits/my-neurons/model")
     """
     with out_folder(spec, out, config=config) as folder:
         ctx = RunContext(

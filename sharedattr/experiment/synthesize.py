@@ -357,6 +357,11 @@ def synthesize_experiment(
 
     With several ``ranks``, rank 0 fits, the (synthesizer, neuron) items are dealt out, and rank 0
     merges and writes (the other ranks return None), as in :func:`sharedattr.experiment.run.run_experiment`.
+
+    Example::
+
+        sharedattr.synthesize_experiment(sharedattr.load_experiment("experiment.toml"), Path("synthesis/"))
+        pd.read_csv("synthesis/scores.csv")   # per neuron × synthesizer × evaluator
     """
     if not spec.synthesis:
         raise UserError(

@@ -269,6 +269,13 @@ def load_registry(
     :class:`~sharedattr.runtime.errors.DuplicateComponentError`; with ``on_clash="record"`` it
     is recorded in ``registry.clashes`` instead (the first registration is kept, and a warning
     names both), so that ``sharedattr plugins`` can still list everything.
+
+    Example::
+
+        import my_plugin  # a module with @sharedattr.hookimpl register_* functions
+
+        registry = sharedattr.load_registry(extra_plugins=[("my-plugin", my_plugin)])
+        table = sharedattr.compare(model, stimuli, methods=["my_method"], registry=registry)
     """
     if on_clash not in ("raise", "record"):
         raise ValueError(f"on_clash must be 'raise' or 'record', got {on_clash!r}")
@@ -378,7 +385,14 @@ _REGISTRY: Registry | None = None
 
 
 def get_registry() -> Registry:
-    """The process-wide registry (built-ins plus installed plugins), built on first use."""
+    """The process-wide registry (built-ins plus installed plugins), built on first use.
+
+    Example::
+
+        registry = sharedattr.get_registry()
+        registry.names("method")                       # ['deconvolution', 'deep_lift', ..., 'parallel_backprop', ...]
+        matcher = registry.build("matcher", "cosine")  # any component, by name and params
+    """
     global _REGISTRY
     if _REGISTRY is None:
         _REGISTRY = load_registry()

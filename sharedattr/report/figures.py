@@ -393,3 +393,104 @@ def symmetric_scale(maps: Sequence[Tensor], percentile: float = 99.0) -> float:
         return 1.0
     scale = float(torch.quantile(values, percentile / 100)) if values.numel() <= 16_000_000 else float(values.max())
     return scale or float(values.max()) or 1.0
+
+
+# -- figures of a comparison, for users (sharedattr.plot) -----------------------------------------
+SIGNS = ("all", "positive", "negative", "absolute")
+"""Which part of a map :func:`draw_overlay` shows: signed, the positive or the negative part, or its magnitude."""
+SIGN_COLOURS = {"all": "bwr", "positive": "Reds", "negative": "Blues", "absolute": "magma_r"}
+"""The colour map of each sign (signed maps: blue < 0 < red, as in the report)."""
+
+
+def signed_part(attribution: Tensor, sign: str) -> np.ndarray:
+    """``attribution`` ``[H, W]`` as ``sign`` shows it (:data:`SIGNS`): ``all`` as is, ``positive``/``negative`` the
+    magnitude of that part (0 elsewhere), ``absolute`` ``|attribution|``; a float64 array."""
+    if sign not in SIGNS:
+        raise ValueError(f"sign={sign!r}: use one of {', '.join(map(repr, SIGNS))}")
+    m = attribution.detach().double().cpu().numpy()
+    if sign == "positive":
+        return np.clip(m, 0, None)
+    if sign == "negative":
+        return np.clip(-m, 0, None)
+    return np.abs(m) if sign == "absolute" else m
+
+
+def draw_overlay(
+    image: Tensor | None,
+    attribution: Tensor,
+    ax: Any = None,
+    *,
+    sign: str = "all",
+    alpha: float = 0.6,
+    cmap: str | None = None,
+    scale: float | None = None,
+    title: str | None = None,
+) -> tuple[Any, Any]:
+    """Draw ``attribution`` ``[H, W]`` over ``image`` ``[C, H, W]`` in [0, 1] (grey for one channel; a heat map alone
+    without one) on ``ax`` (a new figure's axes when None), in the style of Captum's ``visualize_image_attr``
+    (``blended_heat_map``); return ``(figure, axes)``.
+
+    ``sign`` (:data:`SIGNS`) picks what is drawn, in ``cmap`` (default per sign, :data:`SIGN_COLOURS`) at opacity
+    ``alpha``; values are divided by ``scale`` (default the 99th percentile of the drawn magnitudes, so that one
+    outlier does not wash the map out; give one scale to compare maps) and clipped to [-1, 1] (``all``) or [0, 1]."""
+    from matplotlib.figure import Figure
+
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha={alpha!r}: give an opacity in [0, 1]")
+    values = signed_part(attribution, sign)
+    if scale is None:
+        scale = symmetric_scale([torch.from_numpy(values)])
+    fig = ax.figure if ax is not None else Figure(figsize=(3, 3))
+    ax = ax if ax is not None else fig.add_subplot()
+    if image is not None:
+        ax.imshow(_image(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    low = -1.0 if sign == "all" else 0.0
+    heat = np.clip(values / (scale if scale > 0 else 1.0), low, 1.0)
+    ax.imshow(
+        heat,
+        cmap=cmap or SIGN_COLOURS[sign],
+        vmin=low,
+        vmax=1.0,
+        alpha=alpha if image is not None else 1.0,
+        interpolation="nearest",
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title is not None:
+        ax.set_title(title, fontsize=8)
+    return fig, ax
+
+
+def pair_figure(
+    images: tuple[Tensor, Tensor],
+    maps: Mapping[str, tuple[Tensor, Tensor | None]],
+    titles: tuple[str, str],
+    *,
+    sign: str = "all",
+    alpha: float = 0.6,
+    cmap: str | None = None,
+) -> Any:
+    """One driver/reference pair: the two ``images`` ``[C, H, W]`` (titled ``titles``) in the first row, then one row
+    per method of ``maps`` (``{method: (driver map, reference map or None)}``, each ``[H, W]``) overlaid on them
+    (:func:`draw_overlay`), the two maps of a row on one colour scale. Returns the matplotlib figure."""
+    from matplotlib.figure import Figure
+
+    rows = 1 + len(maps)
+    fig = Figure(figsize=(4.6, 2.3 * rows), layout="constrained")
+    axes = fig.subplots(rows, 2, squeeze=False)
+    for col, (image, title) in enumerate(zip(images, titles)):
+        axes[0, col].imshow(_image(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[0, col].set_title(title, fontsize=8)
+        axes[0, col].set_axis_off()
+    for row, (method, pair) in enumerate(maps.items(), start=1):
+        drawn = [torch.from_numpy(signed_part(m, sign)) for m in pair if m is not None]
+        scale = symmetric_scale(drawn)
+        for col, (image, attribution) in enumerate(zip(images, pair)):
+            ax = axes[row, col]
+            if attribution is None:
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, "not run on\nthe reference", ha="center", va="center", fontsize=7)
+                continue
+            draw_overlay(image, attribution, ax, sign=sign, alpha=alpha, cmap=cmap, scale=scale)
+        axes[row, 0].set_ylabel(method, fontsize=8)
+    return fig

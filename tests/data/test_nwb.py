@@ -235,6 +235,19 @@ def test_time_window_is_required_and_must_be_increasing(trials_file: Path) -> No
             load_nwb(trials_file, window)
 
 
+def test_from_python_the_errors_name_the_arguments(trials_file: Path) -> None:
+    import sharedattr
+
+    with pytest.raises(DataError) as info:
+        sharedattr.load_responses(trials_file)
+    assert info.value.problems == [
+        "NWB spike times need load_responses(time_window=...) = [start_ms, end_ms], e.g. [70, 170]"
+    ]
+    with pytest.raises(DataError, match=r"no intervals table 'stimuli'"):
+        sharedattr.load_responses(trials_file, time_window=WINDOW, nwb_table="stimuli")
+    assert sharedattr.load_responses(trials_file, time_window=WINDOW).ids == load_nwb(trials_file, WINDOW).ids
+
+
 def test_missing_window_is_listed_with_the_file_problems(tmp_path: Path) -> None:
     nwbfile = new_file()
     add_trials(nwbfile)

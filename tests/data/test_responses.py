@@ -209,7 +209,7 @@ def _npy_case(tmp_path: Path, name: str) -> tuple[dict, list[str]]:
     kwargs = {"path": path, "ids_path": ids, "neuron_ids_path": neurons}
     if name == "no ids":
         del kwargs["ids_path"]
-        return kwargs, ["needs ids_path: a text file with one stimulus id per line"]
+        return kwargs, ["needs data.response_ids: a text file with one stimulus id per line"]
     if name == "stimulus count":
         ids.write_text("a\nb\n")
         return kwargs, [f"2 stimulus ids in {ids} but the array has 3 stimuli"]
@@ -317,7 +317,7 @@ def test_unreadable_netcdf_and_other_formats(tmp_path):
     with pytest.raises(DataError, match=r"unsupported responses format '\.txt'"):
         load_responses(tmp_path / "r.txt")
     (tmp_path / "r.csv").write_text("stimulus_id,n\na,1\n")
-    with pytest.raises(DataError, match="response_ids, neuron_ids and time_bins apply only to .npy"):
+    with pytest.raises(DataError, match="data.response_ids, data.neuron_ids and data.time_bins apply only to .npy"):
         load_responses(tmp_path / "r.csv", ids_path=tmp_path / "r.txt")
 
 

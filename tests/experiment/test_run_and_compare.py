@@ -136,7 +136,7 @@ def test_compare_returns_the_tidy_table_for_a_fitted_model(tiny_config, tiny_dat
         preferred_category="bodies",
         drivers_per_neuron=2,
     )
-    assert list(table.columns) == RESULT_COLUMNS
+    assert list(table.columns) == ["pair", *RESULT_COLUMNS]
     assert len(table) == 2 * 2 * 2 * 2 * 3  # neurons × drivers × methods × images × metrics
     assert set(table["neuron"]) == {"limbs", "body"}
     assert (table["driver_category"] == "objects").all() and table["reference"].str.startswith("bodies_").all()
