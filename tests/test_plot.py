@@ -12,6 +12,7 @@ import torch
 
 import sharedattr
 import sharedattr.plot
+from sharedattr.report.figures import grey_base
 from sharedattr.runtime.errors import UserError
 
 matplotlib.use("Agg")
@@ -94,8 +95,8 @@ def test_show_pair_draws_one_row_per_method(tiny_config, tiny_data, tmp_path):
     assert [a.get_title() for a in axes[:2]] == [f"driver {driver}", f"reference {reference}"]
     assert [axes[i].get_ylabel() for i in (2, 4)] == ["parallel_backprop", "saliency"]
     k = result.pair_index(neuron, driver)
-    shown = axes[5].images[0].get_array()  # the reference image under saliency's reference map
-    expected = result.images.references[k][0].numpy()
+    shown = axes[5].images[0].get_array()  # the reference image (lightened grey) under saliency's reference map
+    expected = grey_base(result.images.references[k])
     np.testing.assert_allclose(np.asarray(shown), expected)
     only = sharedattr.plot.show_pair(result, neuron, driver, methods=["saliency"], sign="absolute")
     assert len(only.get_axes()) == 2 * 2

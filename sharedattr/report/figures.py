@@ -156,10 +156,7 @@ def neuron_grid(grid: GridRows, maps: Mapping[str, Mapping[str, Tensor]], title:
         axes[row, 1].set_title(f"reference\n{grid.stimulus_ids[p.reference]}, sim {p.similarity:.2f}", fontsize=7)
         for col, (label, which) in enumerate(columns, start=2):
             scale = symmetric_scale([m[i] for m in maps[label].values()])
-            m = maps[label][which][i].detach().float().cpu().numpy()
-            extent = (-0.5, m.shape[1] - 0.5, m.shape[0] - 0.5, -0.5)  # the image under the map, at its size
-            axes[row, col].imshow(grey_base(images[which]), cmap="gray", vmin=0, vmax=1, extent=extent)
-            axes[row, col].imshow(m, cmap="bwr", vmin=-scale, vmax=scale, alpha=map_alpha(m, scale), extent=extent)
+            draw_overlay(images[which], maps[label][which][i], axes[row, col], alpha=None, scale=scale)
             axes[row, col].set_title(f"{label}\n{which} map", fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
@@ -421,7 +418,7 @@ def draw_overlay(
     ax: Any = None,
     *,
     sign: str = "all",
-    alpha: float = 0.6,
+    alpha: float | None = 0.6,
     cmap: str | None = None,
     scale: float | None = None,
     title: str | None = None,
@@ -431,28 +428,33 @@ def draw_overlay(
     (``blended_heat_map``); return ``(figure, axes)``.
 
     ``sign`` (:data:`SIGNS`) picks what is drawn, in ``cmap`` (default per sign, :data:`SIGN_COLOURS`) at opacity
-    ``alpha``; values are divided by ``scale`` (default the 99th percentile of the drawn magnitudes, so that one
-    outlier does not wash the map out; give one scale to compare maps) and clipped to [-1, 1] (``all``) or [0, 1]."""
+    ``alpha`` (None: an opacity that grows with the magnitude, :func:`map_alpha`, as the report's figures draw);
+    values are divided by ``scale`` (default the 99th percentile of the drawn magnitudes, so that one outlier does
+    not wash the map out; give one scale to compare maps) and clipped to [-1, 1] (``all``) or [0, 1]. The image is
+    drawn as the lightened grey of :func:`grey_base`, stretched under the map when their sizes differ."""
     from matplotlib.figure import Figure
 
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha={alpha!r}: give an opacity in [0, 1]")
+    if alpha is not None and not 0 <= alpha <= 1:
+        raise ValueError(f"alpha={alpha!r}: give an opacity in [0, 1] (or None: by magnitude)")
     values = signed_part(attribution, sign)
     if scale is None:
         scale = symmetric_scale([torch.from_numpy(values)])
     fig = ax.figure if ax is not None else Figure(figsize=(3, 3))
     ax = ax if ax is not None else fig.add_subplot()
+    extent = (-0.5, values.shape[1] - 0.5, values.shape[0] - 0.5, -0.5)  # the image under the map, at its size
     if image is not None:
-        ax.imshow(_image(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(grey_base(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest", extent=extent)
     low = -1.0 if sign == "all" else 0.0
     heat = np.clip(values / (scale if scale > 0 else 1.0), low, 1.0)
+    opacity = 1.0 if image is None else map_alpha(heat, 1.0) if alpha is None else alpha
     ax.imshow(
         heat,
         cmap=cmap or SIGN_COLOURS[sign],
         vmin=low,
         vmax=1.0,
-        alpha=alpha if image is not None else 1.0,
+        alpha=opacity,
         interpolation="nearest",
+        extent=extent,
     )
     ax.set_xticks([])
     ax.set_yticks([])

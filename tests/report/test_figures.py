@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from sharedattr.report.figures import GridRows, attribution_grids, grey_base, map_alpha, neuron_grid
+from sharedattr.report.figures import GridRows, attribution_grids, grey_base, map_alpha, neuron_grid, symmetric_scale
 
 METHODS = ("parallel_backprop", "parallel_backprop#2", "saliency")
 
@@ -70,9 +70,10 @@ def test_each_map_is_drawn_over_its_image_in_grey():
                     isinstance(alpha, np.ndarray) and alpha.shape == (12, 12) and 0 <= alpha.min() < alpha.max() <= 0.9
                 )
                 m = maps[method][which][row].numpy()
-                scale = layer.norm.vmax
-                assert layer.norm.vmin == -scale, "a symmetric scale"
-                np.testing.assert_allclose(alpha, map_alpha(m, scale))
+                scale = symmetric_scale([maps[method][w][row] for w in maps[method]])  # one per pair and method
+                assert layer.norm.vmin == -layer.norm.vmax, "a symmetric scale"
+                np.testing.assert_allclose(layer.get_array(), np.clip(m / scale, -1, 1), rtol=1e-6)
+                np.testing.assert_allclose(alpha, map_alpha(m, scale), rtol=1e-6)
                 col += 1
 
 
