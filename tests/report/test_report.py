@@ -772,7 +772,7 @@ def test_cli_report_help(capsys):
 def test_templates_ship_in_the_package_and_escape_everything():
     env = environment()
     names = env.list_templates()
-    assert {"page.html.j2", "report.css", *(f"{anchor}.html.j2" for anchor, _ in SECTIONS)} <= set(names)
+    assert {"page.html.j2", "report.css", "explorer.js", *(f"{anchor}.html.j2" for anchor, _ in SECTIONS)} <= set(names)
     for name in names:
         source = env.loader.get_source(env, name)[0].replace(" ", "")
         assert "|safe" not in source and "autoescape" not in source and "Markup" not in source, name
