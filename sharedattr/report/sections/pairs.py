@@ -3,7 +3,7 @@ matched reference.
 
 Each stimulus's thumbnail is stored once in the page's inline JSON (``stimuli``: id → base64 PNG), which the
 explorer of the attribution section draws its maps over too; ``templates/explorer.js`` puts the thumbnails into the
-table when it is shown. A table of more than :data:`OPEN_ROWS` pairs starts collapsed.
+table when it is shown. A table of more than :data:`~sharedattr.report.html.OPEN_ROWS` pairs starts collapsed.
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ from sharedattr.report.html import num
 from sharedattr.report.sections.context import Context
 from sharedattr.report.sections.view import Section, SectionKind
 from sharedattr.runtime.run_files import MAP_IMAGES, PAIRS
-
-OPEN_ROWS = 24
-"""The pairs table starts open up to this many rows, collapsed (``<details>``) above."""
 
 
 def stimulus_thumbnails(ctx: Context) -> dict[str, str]:
@@ -57,7 +54,6 @@ def pairs(ctx: Context) -> Section:
             "why": why,
             "rows": rows,
             "n_neurons": len(ctx.neurons),
-            "open": len(rows) <= OPEN_ROWS,
             "thumbs": drivers is not None,
             "stimuli": stimulus_thumbnails(ctx),
         }
