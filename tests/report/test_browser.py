@@ -24,6 +24,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from sharedattr.config.validation import validate_experiment
 from sharedattr.experiment.run import run_experiment
+from sharedattr.report.explorer import LEVELS
 
 WIDTH, HEIGHT = 1400, 900
 WAIT_S = 30
@@ -162,6 +163,20 @@ def test_the_report_fits_1400_px_and_its_screenshot_is_not_blank(page, tmp_path)
     assert colours is not None and len(colours) > 50, "the page shows text and figures, not a blank screen"
     white = max(count for count, colour in colours if colour == (255, 255, 255)) if colours else 0
     assert white < 0.97 * shot.size[0] * shot.size[1]
+
+
+def test_maps_are_decoded_to_the_levels_they_were_stored_at(page):
+    """Every drawn pixel's opacity is one of the 2 · LEVELS + 1 quantisation levels, and the maps are not empty."""
+    alphas = page.execute_script(
+        """var out = new Set();
+        document.querySelectorAll('#ex-cards canvas').forEach(function (c) {
+          var px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+          for (var i = 3; i < px.length; i += 4) out.add(px[i]);
+        });
+        return Array.from(out);"""
+    )
+    allowed = {round(255 * 0.9 * (k / LEVELS) ** 0.6) for k in range(LEVELS + 1)}
+    assert set(alphas) <= allowed and len(set(alphas) - {0}) >= 3, sorted(alphas)
 
 
 def test_choosing_a_neuron_and_a_pair_shows_its_maps(page):

@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 
 from sharedattr.report.explorer import (
+    BITS,
+    LEVELS,
     MAP_PIXEL_BUDGET,
     MAP_SIDE,
     MIN_MAP_SIDE,
@@ -23,16 +25,19 @@ from sharedattr.report.explorer import (
 
 
 def decoded(png: bytes) -> np.ndarray:
+    """The stored samples of a map's PNG (a decoder scales 4-bit samples to 8 bits: × 17, as browsers do)."""
+    assert png[24:26] == bytes([BITS, 0]), "IHDR: 4-bit greyscale"
     image = Image.open(io.BytesIO(png))
-    assert image.mode == "L", "one 8-bit grey channel"
-    return np.asarray(image)
+    assert image.mode == "L"
+    return np.asarray(image) // (255 // (2**BITS - 1))
 
 
 def test_quantise_is_symmetric_around_zero_and_clips():
     q = quantise(torch.tensor([[-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0, float("nan")]]), 1.0)
     assert q.dtype == np.uint8
-    assert q.tolist() == [[1, 1, 64, NEUTRAL, 192, 255, 255, NEUTRAL]]
-    assert quantise(torch.tensor([[2.0]]), 0.0).tolist() == [[255]], "a zero scale reads as 1"
+    assert q.tolist() == [[1, 1, 4, NEUTRAL, 12, 15, 15, NEUTRAL]]
+    assert NEUTRAL - LEVELS == 1 and NEUTRAL + LEVELS == 2**BITS - 1
+    assert quantise(torch.tensor([[2.0]]), 0.0).tolist() == [[15]], "a zero scale reads as 1"
 
 
 def test_a_map_round_trips_through_its_png():
@@ -43,9 +48,11 @@ def test_a_map_round_trips_through_its_png():
 
 
 def test_a_large_map_is_shrunk_keeping_its_aspect():
-    m = torch.randn(224, 112)
+    m = torch.zeros(224, 112)
+    m[:112] = 1.0  # top half positive
     image = decoded(map_png(m, 1.0, side=MAP_SIDE))
     assert image.shape == (MAP_SIDE, MAP_SIDE // 2)
+    assert (image[: MAP_SIDE // 2] == NEUTRAL + LEVELS).all() and (image[MAP_SIDE // 2 :] == NEUTRAL).all()
 
 
 @pytest.mark.parametrize("n_maps", [1, 24, 6_600, 66_000, 10_000_000])

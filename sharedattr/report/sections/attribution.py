@@ -66,6 +66,11 @@ def explorer_data(ctx: Context, maps: dict[str, dict[str, Tensor]]) -> dict[str,
     return {
         "methods": [{"label": m, "pairwise": ctx.components.is_pairwise(m)} for m in methods],
         "images": list(MAP_IMAGES),
+        "encoding": {  # how explorer.js reads a map's samples back (sharedattr.report.explorer)
+            "neutral": explorer.NEUTRAL,
+            "levels": explorer.LEVELS,
+            "decoded_step": 255 // (2**explorer.BITS - 1),
+        },
         "metrics": [{"label": m, "arrow": arrow(higher[m])} for m in metrics],
         "neurons": [{"id": n, "pairs": ctx.rows_of(n)} for n in ctx.neurons],
         "pairs": [

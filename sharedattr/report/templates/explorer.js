@@ -5,7 +5,6 @@
 (function () {
   "use strict";
   var PNG = "data:image/png;base64,";
-  var NEUTRAL = 128;
 
   function readJSON(id) {
     var el = document.getElementById(id);
@@ -108,8 +107,9 @@
   var cards = document.getElementById("ex-cards");
   var boxes = root.querySelectorAll("input[name=ex-method]");
 
-  /* A quantised map (grey PNG, q = 128 + round(127 t)) coloured blue (t < 0) / red (t > 0) on white, its
-     opacity growing with |t| as the run's figures draw it. */
+  /* A quantised map (a grey PNG of samples neutral + round(levels t), which the decoder scales by decoded_step)
+     coloured blue (t < 0) / red (t > 0) on white, its opacity growing with |t| as the run's figures draw it. */
+  var code = data.encoding;
   function drawMap(canvas, b64) {
     var img = new Image();
     img.onload = function () {
@@ -121,7 +121,7 @@
       var pixels = ctx.getImageData(0, 0, w, h);
       var px = pixels.data;
       for (var i = 0; i < px.length; i += 4) {
-        var v = (px[i] - NEUTRAL) / 127;
+        var v = (Math.round(px[i] / code.decoded_step) - code.neutral) / code.levels;
         v = Math.max(-1, Math.min(1, v));
         var a = Math.abs(v);
         px[i] = v < 0 ? Math.round(255 * (1 - a)) : 255;
