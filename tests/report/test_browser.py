@@ -114,8 +114,10 @@ def page(browser, small_run):
 OVERFLOWING = """
 var width = document.documentElement.clientWidth, out = [];
 document.querySelectorAll("main *").forEach(function (e) {
+  if (!e.getClientRects().length) return;  /* not rendered: in a collapsed <details> */
   var style = getComputedStyle(e), box = e.getBoundingClientRect();
-  var scrolls = style.overflowX !== "visible" && e.scrollWidth > e.clientWidth + 1;
+  var replaced = ["IMG", "CANVAS", "INPUT", "SELECT", "BUTTON"].indexOf(e.tagName) >= 0;
+  var scrolls = !replaced && style.overflowX !== "visible" && e.scrollWidth > e.clientWidth + 1;
   if (box.right > width + 1 || scrolls) out.push(e.tagName + "." + e.className + " " + Math.round(box.right));
 });
 return out;
