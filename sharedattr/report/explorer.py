@@ -50,7 +50,11 @@ def map_side(n_maps: int, native: int, side: int = MAP_SIDE, budget: int = MAP_P
 
 
 def shrunk(attribution: Tensor, side: int) -> Tensor:
-    """``attribution`` ``[H, W]`` with its longest side at most ``side`` (area averaging, the aspect kept)."""
+    """``attribution`` ``[H, W]`` with its longest side at most ``side`` (area averaging, the aspect kept).
+
+    >>> shrunk(torch.ones(224, 112), 64).shape
+    torch.Size([64, 32])
+    """
     h, w = attribution.shape
     if max(h, w) <= side:
         return attribution
@@ -73,7 +77,12 @@ def quantise(attribution: Tensor, scale: float) -> np.ndarray:
 
 
 def map_png(attribution: Tensor, scale: float, side: int = MAP_SIDE) -> bytes:
-    """``attribution`` ``[H, W]``, :func:`shrunk` to ``side`` and :func:`quantise` d, as a 4-bit greyscale PNG."""
+    """``attribution`` ``[H, W]``, :func:`shrunk` to ``side`` and :func:`quantise` d, as a 4-bit greyscale PNG.
+
+    >>> png = map_png(torch.randn(32, 32), 1.0)
+    >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n", png[24]  # PNG signature, bit depth 4
+    (True, 4)
+    """
     from PIL import Image
 
     im = Image.fromarray(quantise(shrunk(attribution.detach().float().cpu(), side), scale))  # uint8 [H, W]: grey
@@ -83,5 +92,9 @@ def map_png(attribution: Tensor, scale: float, side: int = MAP_SIDE) -> bytes:
 
 
 def b64(png: bytes) -> str:
-    """PNG bytes as base64 text (the explorer prefixes ``data:image/png;base64,``)."""
+    """PNG bytes as base64 text (the explorer prefixes ``data:image/png;base64,``).
+
+    >>> b64(b"\\x89PNG")
+    'iVBORw=='
+    """
     return base64.b64encode(png).decode("ascii")
