@@ -4,7 +4,10 @@ Everything a run can put in a string (experiment names, neuron and stimulus ids,
 metric labels, error notes) is escaped by the templates; nothing is marked safe. The only
 values that pass through escaping unchanged are the base64 ``data:`` URIs of the images
 (:func:`data_uri`) and the numbers formatted by :func:`num` and :func:`mean_sem`, whose
-characters need no escaping.
+characters need no escaping. The inline JSON the explorer reads (``<script type="application/json">``) is written by
+Jinja's ``tojson``, which writes ``<``, ``>``, ``&`` and ``'`` as ``\u003c`` …, so no string can close the
+element; the page's script (``templates/explorer.js``, inlined by :data:`PAGE_TEMPLATE`) puts strings on the page as
+text only.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from typing import Any
 import jinja2
 
 PAGE_TEMPLATE = "page.html.j2"
+OPEN_ROWS = 24
+"""A table of up to this many rows is shown open; a longer one starts collapsed (``<details>``, the ``collapsible``
+macro of ``templates/macros.html.j2``)."""
 
 
 def num(x: float | None, digits: int = 3) -> str:
@@ -38,8 +44,9 @@ def data_uri(png: bytes) -> str:
 
 @cache
 def environment() -> jinja2.Environment:
-    """The report's environment: the package's templates, auto-escaping on, undefined names an error."""
-    return jinja2.Environment(
+    """The report's environment: the package's templates, auto-escaping on, undefined names an error; the global
+    ``open_rows`` is :data:`OPEN_ROWS`."""
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("sharedattr.report", "templates"),
         autoescape=True,
         trim_blocks=True,
@@ -47,6 +54,8 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
+    env.globals["open_rows"] = OPEN_ROWS
+    return env
 
 
 def render(template: str, **context: Any) -> str:

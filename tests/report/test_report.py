@@ -8,6 +8,7 @@ import json
 import math
 import re
 import shutil
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +88,20 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
 
 def text_of(html: str) -> str:
-    """The page's text without tags (entities kept)."""
+    """The page's text without tags, scripts and styles (entities kept)."""
+    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def inline_json(html: str, element_id: str):
+    """The inline JSON document of ``<script type="application/json" id="element_id">``."""
+    m = re.search(rf'<script type="application/json" id="{element_id}">(.*?)</script>', html, flags=re.S)
+    assert m, f"no inline JSON {element_id}"
+    return json.loads(m.group(1))
+
+
+def is_png(b64: str) -> bool:
+    return base64.b64decode(b64, validate=True).startswith(PNG_MAGIC)
 
 
 # -- the report of a real run -------------------------------------------------------------------
@@ -101,12 +114,29 @@ def test_every_run_writes_a_self_contained_report(tiny_run):
     assert "&lt;section" not in html and "&lt;div" not in html, "markup escaped twice"
     sources = re.findall(r'\b(?:src|href)="([^"]*)"', html)
     images = re.findall(r'<img [^>]*src="([^"]*)"', html)
-    assert len(images) >= 2 * 2 * 2 + 2, "pair thumbnails, map overlays, fit and selectivity figures"
+    assert len(images) >= 2, "fit and selectivity figures"
     for s in sources:
         assert s.startswith(("data:image/png;base64,", "#")), s[:60]
     for s in images:
-        assert base64.b64decode(s.removeprefix("data:image/png;base64,"), validate=True).startswith(PNG_MAGIC)
-    assert "<script" not in html and "<link" not in html
+        assert is_png(s.removeprefix("data:image/png;base64,"))
+    assert "<link" not in html
+    # the only scripts: the inline data of the pairs and the explorer, and the explorer's code, inline
+    assert re.findall(r"<script[^>]*>", html) == [
+        '<script type="application/json" id="sa-stimuli">',
+        '<script type="application/json" id="sa-explorer">',
+        "<script>",
+    ]
+    code = (resources.files("sharedattr.report") / "templates" / "explorer.js").read_text(encoding="utf-8")
+    assert f"<script>\n{code}</script>" in html, "the explorer's code, unchanged"
+    pairs = read_csv(tiny_run / "pairs.csv")
+    stimuli = inline_json(html, "sa-stimuli")
+    assert set(stimuli) == {p[k] for p in pairs for k in ("driver", "reference")}, "each stimulus once"
+    assert all(is_png(b) for b in stimuli.values())
+    data = inline_json(html, "sa-explorer")
+    assert [m["label"] for m in data["methods"]] == ["parallel_backprop", "saliency", "integrated_gradients"]
+    assert len(data["pairs"]) == len(pairs)
+    maps = [b for p in data["pairs"] for per_method in p["maps"] for b in per_method]
+    assert len(maps) == len(pairs) * 3 * 2 and all(is_png(b) for b in maps), "every map once, as a PNG"
 
 
 def test_report_content_follows_the_run_files(tiny_run):
@@ -115,8 +145,13 @@ def test_report_content_follows_the_run_files(tiny_run):
     pairs = read_csv(tiny_run / "pairs.csv")
     for p in pairs:
         assert p["driver"] in text and p["reference"] in text
-    for neuron in {p["neuron"] for p in pairs}:
-        assert f"neuron {neuron}" in text
+    data = inline_json(html, "sa-explorer")
+    assert [n["id"] for n in data["neurons"]] == list(dict.fromkeys(p["neuron"] for p in pairs))
+    for i, n in enumerate(data["neurons"]):
+        assert f'<option value="{i}">{n["id"]} (2 pairs)</option>' in html, "the explorer's neuron choice"
+        assert [(data["pairs"][j]["driver"], data["pairs"][j]["reference"]) for j in n["pairs"]] == [
+            (p["driver"], p["reference"]) for p in pairs if p["neuron"] == n["id"]
+        ]
     for method in ("parallel_backprop", "saliency", "integrated_gradients"):
         assert method in text
     assert "Median held-out r" in text and "Total run time" in text
@@ -472,19 +507,23 @@ def test_ids_with_the_old_separators_keep_their_maps(run_copy, tiny_data):
     rename_neuron(run_copy, tiny_data, neuron, "a|b;c")
     html = build_report(run_copy)
     assert "does not match pairs.csv" not in html
-    assert html.count("<h3>neuron a|b;c</h3>") == 2  # pairs and attribution maps
+    assert html.count("<td>a|b;c</td>") == 2 + 2  # pairs table; fit and selectivity tables
+    explored = inline_json(html, "sa-explorer")
+    assert explored["neurons"][0]["id"] == "a|b;c" and '<option value="0">a|b;c (2 pairs)</option>' in html
+    assert all(b for i in explored["neurons"][0]["pairs"] for m in explored["pairs"][i]["maps"] for b in m)
 
 
 def test_user_strings_are_escaped(run_copy, tiny_data):
     neuron = read_csv(run_copy / "pairs.csv")[0]["neuron"]
     rename_neuron(run_copy, tiny_data, neuron, "<b>x</b>")
     html = build_report(run_copy)
-    assert "<b>x</b>" not in html and "<script>" not in html
-    assert "neuron &lt;b&gt;x&lt;/b&gt;" in html
+    assert "<b>x</b>" not in html and html.count("<script") == html.count("</script>") == 3
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
     assert "does not match pairs.csv" not in html, "the renamed run is still consistent"
-    assert html.count("<h3>neuron &lt;b&gt;x&lt;/b&gt;</h3>") == 2  # pairs and attribution maps
-    assert html.count("<td>&lt;b&gt;x&lt;/b&gt;</td>") == 2  # fit and selectivity tables
+    assert html.count("<td>&lt;b&gt;x&lt;/b&gt;</td>") == 2 + 2  # pairs table; fit and selectivity tables
+    assert '<option value="0">&lt;b&gt;x&lt;/b&gt; (2 pairs)</option>' in html, "the explorer's neuron choice"
+    assert '"neuron": "\\u003cb\\u003ex\\u003c/b\\u003e"' in html, "inline JSON escapes < and >"
+    assert inline_json(html, "sa-explorer")["neurons"][0]["id"] == "<b>x</b>"
 
 
 def relabel(run: Path, kind: str, old: str, new: str, **declared) -> None:
@@ -518,12 +557,15 @@ def test_hostile_neuron_ids_and_method_labels_are_escaped(run_copy, tiny_data):
     relabel(run_copy, "methods", "saliency", label)
     relabel(run_copy, "metrics", "gini", "<i>gini</i>", family="complexity")
     html = build_report(run_copy)
-    assert "<script" not in html and "<i>gini" not in html and label not in html
-    assert html.count("<h3>neuron &lt;script&gt;alert(1)&lt;/script&gt;</h3>") == 2
+    assert html.count("<script") == html.count("</script>") == 3, "only the report's own scripts"
+    assert "<i>gini" not in html and label not in html
+    assert html.count("<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>") == 2 + 2  # pairs; fit and selectivity
+    assert inline_json(html, "sa-explorer")["neurons"][0]["id"] == "<script>alert(1)</script>"
     escaped = "sal&amp;&#34;&#39;&lt;&gt;"
-    assert f'<th colspan="2" class="method">{escaped}</th>' in html, "attribution grid header"
+    assert re.search(rf'<input type="checkbox" name="ex-method" value="\d" checked> {escaped}</label>', html)
     assert f"<tr><td>{escaped}</td>" in html, "score, components and timing tables"
-    assert f'alt="{escaped} driver map of pair 0"' in html, "attribute values too"
+    assert '"label": "sal\\u0026\\"\\u0027\\u003c\\u003e"' in html, "inline JSON escapes & ' < >"
+    assert label in [m["label"] for m in inline_json(html, "sa-explorer")["methods"]]
     assert "&lt;i&gt;gini&lt;/i&gt; ↑" in html
     assert "does not match pairs.csv" not in html, "the relabelled run is still consistent"
 
@@ -637,7 +679,7 @@ def timings_rows(html: str) -> dict[str, list[str]]:
     """The cells of the timings table, by stage."""
     section = html[html.index("<h2>Timings</h2>") :]
     table = section[: section.index("</table>")]
-    rows = re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table, flags=re.S)
     cells = [[text_of(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S)] for r in rows]
     return {c[0]: c[1:] for c in cells if c}
 
@@ -738,7 +780,7 @@ def test_cli_report_help(capsys):
 def test_templates_ship_in_the_package_and_escape_everything():
     env = environment()
     names = env.list_templates()
-    assert {"page.html.j2", "report.css", *(f"{anchor}.html.j2" for anchor, _ in SECTIONS)} <= set(names)
+    assert {"page.html.j2", "report.css", "explorer.js", *(f"{anchor}.html.j2" for anchor, _ in SECTIONS)} <= set(names)
     for name in names:
         source = env.loader.get_source(env, name)[0].replace(" ", "")
         assert "|safe" not in source and "autoescape" not in source and "Markup" not in source, name
@@ -802,9 +844,11 @@ def test_the_reference_rank_is_shown_from_1_and_stored_from_0(tiny_run):
     html = (tiny_run / "report.html").read_text(encoding="utf-8")
     section = html[html.index('<section id="pairs">') :]
     section = section[: section.index("</section>")]
-    shown = sorted({int(r) for r in re.findall(r'<tr><td class="num">(\d+)</td>', section)})
+    shown = sorted({int(r) for r in re.findall(r'<tr><td>[^<]*</td><td class="num">(\d+)</td>', section)})
     assert shown == [r + 1 for r in stored], "1 = the most similar reference"
     assert "1 = the most similar" in section
+    explored = sorted({int(r) for r in re.findall(r'"rank": ?(\d+)', html)})  # the explorer's inline pairs
+    assert explored == [r + 1 for r in stored]
 
 
 def test_a_negative_fev_beside_a_positive_r_is_explained(run_copy):

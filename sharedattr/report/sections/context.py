@@ -12,10 +12,7 @@ from sharedattr.report.components import Components, spec_labels
 from sharedattr.report.reading import Reading
 from sharedattr.report.rundir import RunDir
 from sharedattr.runtime.errors import UserError
-from sharedattr.runtime.run_files import FIGURES_DIR, MAPS_FILE, PAIRS
-
-MAX_NEURONS = 24
-"""Pairs and attribution grids are shown for at most this many neurons."""
+from sharedattr.runtime.run_files import MAPS_FILE, PAIRS
 
 
 @dataclass
@@ -93,16 +90,3 @@ class Context:
     def rows_of(self, neuron: str) -> list[int]:
         """The rows of ``pairs.csv`` (and of the maps) of ``neuron``."""
         return [i for i, p in enumerate(self.run.pairs or []) if p["neuron"] == neuron]
-
-    @cached_property
-    def shown_neurons(self) -> list[str]:
-        return self.neurons[:MAX_NEURONS]
-
-    def capped(self) -> str | None:
-        """A note when only the first :data:`MAX_NEURONS` neurons are shown; None otherwise."""
-        if len(self.neurons) <= len(self.shown_neurons):
-            return None
-        return (
-            f"Showing the first {MAX_NEURONS} of {len(self.neurons)} neurons; {FIGURES_DIR}/ holds a grid for every "
-            "neuron."
-        )
