@@ -3,7 +3,7 @@
 #
 #   scripts/screenshot_report.sh RUN_DIR [OUT_PNG] [HEIGHT]
 #
-# Writes OUT_PNG (default RUN_DIR/report.png): the page at 1280 px wide, HEIGHT px tall (default 800:
+# Writes OUT_PNG (default RUN_DIR/report.png): the page at 1400 px wide (the width the report is built and tested for), HEIGHT px tall (default 800:
 # the first screen; use e.g. 6000 for most of the page). Rebuilds RUN_DIR/report.html first if it is missing.
 # Needs Chromium (Debian/Ubuntu package `chromium`; set CHROMIUM to use another binary).
 set -euo pipefail
@@ -25,5 +25,5 @@ if [[ ! -f "$run_dir/report.html" ]]; then
 fi
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 "$chromium" --headless --no-sandbox --disable-gpu --disable-background-networking --hide-scrollbars \
-    --window-size="1280,$height" --screenshot="$out" "file://$run_dir/report.html" 2>/dev/null
+    --window-size="1400,$height" --screenshot="$out" "file://$run_dir/report.html" 2>/dev/null
 echo "$out"

@@ -250,9 +250,10 @@ class ParallelBackprop(Configurable, PairwiseAttribution):
     batch_invariant: ClassVar[bool] = True
     thread_safe: ClassVar[bool] = True
     scope: ClassVar[str] = (
-        'on constructed pairs (docs/benchmarks.md, “Shared parts”), the default (variant = "product", path = '
-        '"layer") beats every single-image baseline on the driver at matched positions, not at moved positions '
-        "and not on the reference; a run's verdict does not widen that claim."
+        "on constructed pairs (docs/benchmarks.md, “Shared parts”) the shared weighting moves the driver map toward "
+        "the shared parts more than its own control (s = w) does, over every readout fit tried; a win over the "
+        "single-image baselines seen on one fit did not replicate over new fits, and that benchmark is being "
+        "repaired; a run's verdict does not widen that claim."
     )
 
     def __init__(self, model: nn.Module, params: ParallelBackpropParams | None = None, **overrides: Any) -> None:

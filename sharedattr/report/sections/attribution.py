@@ -52,6 +52,13 @@ def pair_scores(ctx: Context, pair: Row, methods: list[str], metrics: list[str])
     ]
 
 
+def _definition(ctx: Context, method: str) -> str:
+    """``label = name(changed params) (control: …)`` for the explorer's card, or "" when it would say no more than the
+    label (a method at its defaults, not a control)."""
+    definition = ctx.components.definition(method)
+    return "" if definition == method or definition.endswith("()") else definition
+
+
 def explorer_data(ctx: Context, maps: dict[str, dict[str, Tensor]]) -> dict[str, Any]:
     """The explorer's inline JSON: methods and metrics, neurons with their pairs (rows of ``pairs.csv``), and per
     pair its maps and scores. Stimuli are referred to by id (their thumbnails are the pairs section's)."""
@@ -68,7 +75,7 @@ def explorer_data(ctx: Context, maps: dict[str, dict[str, Tensor]]) -> dict[str,
             {
                 "label": m,
                 "pairwise": ctx.components.is_pairwise(m),
-                "definition": ctx.components.definition(m),  # label = name(changed params) (control: ...)
+                "definition": _definition(ctx, m),
             }
             for m in methods
         ],

@@ -206,7 +206,7 @@
       var card = make("div", method.pairwise ? "card pairwise" : "card");
       card.setAttribute("data-method", method.label);
       card.appendChild(make("div", "card-title", method.label));
-      if (method.definition && method.definition !== method.label) {
+      if (method.definition) {
         card.appendChild(make("div", "card-definition", method.definition));
       }
       var row = make("div", "maps");
