@@ -376,7 +376,7 @@ EVALUATORS = Table(
 RUN_KIND = "run"
 SYNTHESIZE_KIND = "synthesize"
 FOLDER_KINDS = {
-    RUN_KIND: (PAIRS.name, MODEL_RECORD),
+    RUN_KIND: (PAIRS.name, RESULTS.name, MAPS_FILE, TIMINGS_FILE, COMPONENTS_FILE, MODEL_RECORD),
     SYNTHESIZE_KIND: (EVALUATORS.name, f"{FIT_DIR}/{MODEL_RECORD}"),
 }
 """Files that only one kind of output folder holds: ``sharedattr run``'s (``fit`` writes a part of it, its model)

@@ -124,8 +124,12 @@ def test_hostile_weights_metadata_is_refused_before_anything_is_allocated(tiny_c
 
 
 def fake_run_folder(folder: Path, tiny_config: dict) -> Path:
+    """A `run` folder in outline: its spec and an empty pairs table (the files that say which command wrote it)."""
+    from sharedattr.runtime.run_files import PAIRS
+
     folder.mkdir()
     (folder / "spec.json").write_text(json.dumps({"digest": "x", "spec": tiny_config}))
+    (folder / PAIRS.name).write_text(",".join(PAIRS.header) + "\n")
     return folder
 
 
