@@ -17,11 +17,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sharedattr.config.spec import ExperimentSpec, Strict
+from sharedattr.plugins.contracts import BackboneModule, declared
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.params import BASE_DIR_KEY, CHECK_FILES_KEY, issues_from_validation
 from sharedattr.plugins.registry import Registry
 from sharedattr.plugins.specs import ComponentSpec
-from sharedattr.runtime.errors import SpecError, SpecIssue
+from sharedattr.runtime.errors import SpecError, SpecIssue, UnknownComponentError
 
 
 def validate_experiment(
@@ -53,10 +54,27 @@ def validate_experiment(
             i for i in _component_issues(_raw_component_specs(data), registry, context) if _plain(i.loc) not in reported
         ]
         raise SpecError(structural + extra, source) from None
+    fill_readout_defaults(spec, registry)
     issues = _component_issues(spec.component_specs(), registry, context)
     if issues:
         raise SpecError(issues, source)
     return spec
+
+
+def fill_readout_defaults(spec: ExperimentSpec, registry: Registry) -> None:
+    """Give ``spec.readout`` the ``readout_defaults`` its backbone declares
+    (:class:`~sharedattr.plugins.contracts.BackboneModule`; e.g. the Poisson loss for a trainable core), for the
+    params the config leaves out and the readout's params model has; before the defaults are filled in, so the
+    spec's digest and a saved model record them. Unknown components are left to the component check."""
+    try:
+        backbone = registry.get("backbone", spec.backbone.name).factory
+        fields = registry.get("readout", spec.readout.name).params.model_fields
+    except UnknownComponentError:
+        return
+    given = spec.readout.params
+    for key, value in declared(backbone, BackboneModule).readout_defaults.items():
+        if key in fields and key not in given:
+            setattr(spec.readout, key, value)
 
 
 SCHEMA_KEY = "$schema"
