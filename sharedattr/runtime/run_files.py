@@ -361,8 +361,8 @@ PRIOR_CHECKS = Table(
     ),
 )
 """``priors.csv`` of a synthesis folder: per synthesizer with a generative prior, its unguided samples against the
-stimuli at the model's input (channels, size, pixel mean and std; :func:`~sharedattr.synthesis.prior.check_prior`) and
-the mismatches found ("; "-joined, empty when it fits)."""
+stimuli at the model's input (channels, size, mean pixel value and contrast, the std within an image;
+:func:`~sharedattr.synthesis.prior.check_prior`) and the mismatches found ("; "-joined, empty when it fits)."""
 
 EVALUATORS = Table(
     "evaluators.csv",

@@ -585,8 +585,8 @@ MAX_MEAN_DIFFERENCE = 0.15
 """A difference of mean pixel value (in [0, 1]) between the prior's samples and the stimuli above this is a
 mismatch."""
 MAX_STD_RATIO = 2.0
-"""A ratio of pixel std between the prior's samples and the stimuli above this (or below its inverse) is a
-mismatch."""
+"""A ratio of contrast (the pixel std within an image, averaged over images) between the prior's samples and the
+stimuli above this (or below its inverse) is a mismatch."""
 
 
 @dataclass(frozen=True)
@@ -620,8 +620,9 @@ class PriorCheck:
 def check_prior(prior: str, samples: Tensor, stimuli: Tensor) -> PriorCheck:
     """Compare ``samples`` ``[n, C, H, W]`` of ``prior`` (unguided, in [0, 1]) with ``stimuli`` ``[m, C', H', W']``
     in [0, 1] at the model's input (C' = 1 for grey stimuli): channels (a grey prior for colour stimuli or the
-    reverse), resolution (more than :data:`MAX_SIZE_RATIO` apart), mean (more than :data:`MAX_MEAN_DIFFERENCE` apart)
-    and std (more than :data:`MAX_STD_RATIO` times apart).
+    reverse), resolution (more than :data:`MAX_SIZE_RATIO` apart), mean pixel value (more than
+    :data:`MAX_MEAN_DIFFERENCE` apart) and contrast, the pixel std within an image averaged over the images (more than
+    :data:`MAX_STD_RATIO` times apart).
 
     Example::
 
@@ -631,7 +632,8 @@ def check_prior(prior: str, samples: Tensor, stimuli: Tensor) -> PriorCheck:
     prior_shape = tuple(int(s) for s in samples.shape[1:])
     stimuli_shape = tuple(int(s) for s in stimuli.shape[1:])
     samples, stimuli = samples.detach().double(), stimuli.detach().double()
-    p_mean, p_std, s_mean, s_std = (float(v) for v in (samples.mean(), samples.std(), stimuli.mean(), stimuli.std()))
+    p_mean, s_mean = float(samples.mean()), float(stimuli.mean())
+    p_std, s_std = (float(x.flatten(1).std(1).mean()) if len(x) else 0.0 for x in (samples, stimuli))
     found = []
     (pc, ph, pw), (sc, sh, sw) = prior_shape, stimuli_shape
     if pc != sc:
@@ -647,5 +649,7 @@ def check_prior(prior: str, samples: Tensor, stimuli: Tensor) -> PriorCheck:
         found.append(f"mean pixel value: {p_mean:.3f} in the prior's samples, {s_mean:.3f} in the stimuli")
     std_ratio = max(p_std, 1e-6) / max(s_std, 1e-6)
     if not 1 / MAX_STD_RATIO <= std_ratio <= MAX_STD_RATIO:
-        found.append(f"pixel std: {p_std:.3f} in the prior's samples, {s_std:.3f} in the stimuli")
+        found.append(
+            f"contrast (pixel std within an image): {p_std:.3f} in the prior's samples, {s_std:.3f} in the stimuli"
+        )
     return PriorCheck(prior, prior_shape, stimuli_shape, p_mean, p_std, s_mean, s_std, tuple(found))

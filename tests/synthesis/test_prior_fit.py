@@ -69,7 +69,10 @@ def test_resolution_mean_and_std_mismatches_are_named():
     small = check_prior("p", 0.5 + 0.2 * torch.randn(8, 1, 32, 32, generator=g), stimuli)
     assert [m.split(":")[0] for m in small.mismatches] == ["resolution"] and "(3×)" in small.mismatches[0]
     dark_flat = check_prior("p", torch.full((8, 1, 96, 96), 0.1), stimuli)
-    assert [m.split(":")[0] for m in dark_flat.mismatches] == ["mean pixel value", "pixel std"]
+    assert [m.split(":")[0] for m in dark_flat.mismatches] == [
+        "mean pixel value",
+        "contrast (pixel std within an image)",
+    ]
 
 
 def _colour_copy(tiny_data, tmp_path):

@@ -18,7 +18,8 @@ The backbone is trainable (:class:`~sharedattr.plugins.contracts.BackboneModule`
 trains it with the readout (``fit_with_backbone``), never caches its latents, and saves its weights beside the
 readout's. Its ``readout_defaults`` make a readout trained with it default to the Poisson loss (spike counts), an
 ``elu1`` output, a learning rate dropping on a validation plateau, and a smaller learning rate. Outside training it
-is in eval mode with no gradients to its weights, like a frozen backbone, so every attribution method applies.
+is in eval mode with no gradients to its weights, like a frozen backbone (``train()`` leaves it in eval mode unless
+its weights require gradients), so every attribution method applies.
 """
 
 from __future__ import annotations
@@ -173,6 +174,11 @@ class StackedCore(Configurable, BackboneModule):
     def forward(self, x: Tensor) -> Tensor:
         """Preprocessed images ``[B, in_channels, H, W]`` → latents ``[B, channels, H', W']``."""
         return self.features(x)
+
+    def train(self, mode: bool = True) -> StackedCore:
+        """Training mode only while its weights are trained (``requires_grad`` on: the joint fit turns it on, then
+        off); otherwise always eval, like a frozen backbone (batch norm uses its running statistics)."""
+        return super().train(mode and any(p.requires_grad for p in self.parameters()))
 
     def convolutions(self) -> list[nn.Conv2d]:
         """The ``layers`` convolutions, first layer first."""
