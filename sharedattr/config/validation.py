@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sharedattr.config.spec import ExperimentSpec, Strict
-from sharedattr.plugins.contracts import BackboneModule, declared
+from sharedattr.plugins.contracts import BackboneModule, ReadoutModule, declared
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.params import BASE_DIR_KEY, CHECK_FILES_KEY, issues_from_validation
 from sharedattr.plugins.registry import Registry
@@ -54,27 +54,36 @@ def validate_experiment(
             i for i in _component_issues(_raw_component_specs(data), registry, context) if _plain(i.loc) not in reported
         ]
         raise SpecError(structural + extra, source) from None
-    fill_readout_defaults(spec, registry)
-    issues = _component_issues(spec.component_specs(), registry, context)
+    issues = pair_readout_with_backbone(spec, registry)
+    issues += _component_issues(spec.component_specs(), registry, context)
     if issues:
         raise SpecError(issues, source)
     return spec
 
 
-def fill_readout_defaults(spec: ExperimentSpec, registry: Registry) -> None:
-    """Give ``spec.readout`` the ``readout_defaults`` its backbone declares
-    (:class:`~sharedattr.plugins.contracts.BackboneModule`; e.g. the Poisson loss for a trainable core), for the
-    params the config leaves out and the readout's params model has; before the defaults are filled in, so the
-    spec's digest and a saved model record them. Unknown components are left to the component check."""
+def pair_readout_with_backbone(spec: ExperimentSpec, registry: Registry) -> list[SpecIssue]:
+    """What the backbone's class declares of the readout (:class:`~sharedattr.plugins.contracts.BackboneModule`):
+    its ``readout_defaults`` (e.g. the Poisson loss for a trainable core) are given to ``spec.readout`` for the
+    params the config leaves out and the readout's params model has, before the defaults are filled in (so the
+    spec's digest and a saved model record them); and a trainable backbone needs a readout that trains with it
+    (``fit_with_backbone``): an issue at ``readout`` otherwise. Unknown components are left to the component
+    check."""
     try:
-        backbone = registry.get("backbone", spec.backbone.name).factory
-        fields = registry.get("readout", spec.readout.name).params.model_fields
+        backbone = declared(registry.get("backbone", spec.backbone.name).factory, BackboneModule)
+        readout = registry.get("readout", spec.readout.name)
     except UnknownComponentError:
-        return
-    given = spec.readout.params
-    for key, value in declared(backbone, BackboneModule).readout_defaults.items():
+        return []
+    if backbone.trainable and declared(readout.factory, ReadoutModule).fit_with_backbone is None:
+        message = (
+            f"the {spec.readout.name} readout cannot train with the trainable backbone {spec.backbone.name!r}; "
+            "choose a trained readout (attention, gaussian2d or factorized), or a frozen backbone"
+        )
+        return [SpecIssue("readout.name", message)]
+    given, fields = spec.readout.params, readout.params.model_fields
+    for key, value in backbone.readout_defaults.items():
         if key in fields and key not in given:
             setattr(spec.readout, key, value)
+    return []
 
 
 SCHEMA_KEY = "$schema"

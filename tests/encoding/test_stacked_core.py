@@ -11,12 +11,15 @@ import yaml
 
 from sharedattr.attribution.captum_methods import Saliency
 from sharedattr.attribution.parallel_backprop import ParallelBackprop
+from sharedattr.config.validation import validate_experiment
 from sharedattr.encoding.backbones.stacked_core import StackedCore, group_sparsity_penalty, laplace_penalty
 from sharedattr.encoding.fit import FitSettings, fit_with_backbone
 from sharedattr.encoding.readouts.attention import AttentionReadout
 from sharedattr.encoding.readouts.factorized import FactorizedReadout
 from sharedattr.encoding.readouts.gaussian import Gaussian2dReadout
+from sharedattr.encoding.readouts.training import TrainedReadout
 from sharedattr.encoding.store import load_model, save_model
+from sharedattr.experiment.stages import fit_experiment
 from sharedattr.plugins.specs import BackboneSpec, ReadoutSpec
 from sharedattr.runtime.errors import SpecError, UserError
 from sharedattr.runtime.numerics import one_thread_results
@@ -167,6 +170,38 @@ def test_ridge_cannot_train_a_core(registry):
             ["a", "b", "c"],
             FitSettings(0.25, 0),
         )
+
+
+def test_a_config_pairs_the_core_with_a_trained_readout(tiny_config):
+    core = {"name": "stacked_core", "input_size": 32}
+    spec = validate_experiment({**tiny_config, "backbone": core, "readout": {"name": "gaussian2d", "lr": 0.01}})
+    assert (spec.readout.loss, spec.readout.nonlinearity, spec.readout.lr) == ("poisson", "elu1", 0.01)  # config wins
+    frozen = validate_experiment({**tiny_config, "readout": {"name": "gaussian2d"}})
+    assert (frozen.readout.loss, frozen.readout.nonlinearity) == ("mse", "identity")  # frozen: unchanged defaults
+    with pytest.raises(SpecError, match=r"readout.name: the ridge readout cannot train with the trainable backbone"):
+        validate_experiment({**tiny_config, "backbone": core})
+    with pytest.raises(SpecError, match="positive output"):
+        validate_experiment(
+            {**tiny_config, "backbone": core, "readout": {"name": "factorized", "nonlinearity": "identity"}}
+        )
+
+
+def test_a_saved_core_model_is_reused_by_a_run(tiny_config, tmp_path, monkeypatch):
+    responses = pd.read_csv(tiny_config["data"]["responses"], index_col=0)
+    responses.clip(lower=0).to_csv(tmp_path / "rates.csv")
+    config = {
+        **tiny_config,
+        "data": {**tiny_config["data"], "responses": str(tmp_path / "rates.csv")},
+        "backbone": {"name": "stacked_core", "layers": 1, "channels": 4, "input_size": 32, "input_stride": 2},
+        "readout": {"name": "factorized", "max_epochs": 3, "batch_size": 8},
+    }
+    spec = validate_experiment(config)
+    first = fit_experiment(spec, tmp_path / "out", progress=False, reuse=True)
+    calls = []
+    monkeypatch.setattr(TrainedReadout, "fit_with_backbone", lambda *a: calls.append(a))
+    second = fit_experiment(spec, tmp_path / "out", progress=False, reuse=True)
+    assert second.reused and not calls
+    assert torch.equal(first.fit.predicted, second.fit.predicted) and torch.equal(first.latents, second.latents)
 
 
 def test_fit_command_trains_the_core_end_to_end(tiny_config, tmp_path):
