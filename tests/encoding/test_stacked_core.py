@@ -226,3 +226,24 @@ def test_fit_command_trains_the_core_end_to_end(tiny_config, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "features computed" in again.stdout  # never cached
     assert (tmp_path / "out" / "scores.csv").read_text() == (tmp_path / "out2" / "scores.csv").read_text()
+
+
+def test_the_core_leaves_a_frozen_backbones_feature_cache_alone(tiny_config, tmp_path):
+    cache = tmp_path / "cache"
+    frozen = validate_experiment({**tiny_config, "cache_dir": str(cache)})
+    assert not fit_experiment(frozen, tmp_path / "frozen", progress=False).cache_hit
+    files = {p.name: p.read_bytes() for p in cache.rglob("*.npy")}
+    assert len(files) == 1
+    responses = pd.read_csv(tiny_config["data"]["responses"], index_col=0)
+    responses.clip(lower=0).to_csv(tmp_path / "rates.csv")
+    core = {
+        **tiny_config,
+        "cache_dir": str(cache),
+        "data": {**tiny_config["data"], "responses": str(tmp_path / "rates.csv")},
+        "backbone": {"name": "stacked_core", "layers": 1, "channels": 4, "input_size": 32, "input_stride": 2},
+        "readout": {"name": "factorized", "max_epochs": 2, "batch_size": 8},
+    }
+    fitted = fit_experiment(validate_experiment(core), tmp_path / "core", progress=False)
+    assert not fitted.cache_hit
+    assert {p.name: p.read_bytes() for p in cache.rglob("*.npy")} == files  # nothing added, nothing changed
+    assert fit_experiment(frozen, tmp_path / "frozen2", progress=False).cache_hit  # still warm
