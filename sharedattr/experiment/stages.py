@@ -207,7 +207,9 @@ def fit_stage(
     check: Callable[[EncodingModel], Any] | None = None,
     spec_folder: Path | None = None,
 ) -> Experiment:
-    """Load and check the data, extract (or reuse) features, fit and score the readout, save the model.
+    """Load and check the data, extract (or reuse) features, fit and score the readout, save the model. A trainable
+    backbone (it declares ``trainable``, :class:`~sharedattr.plugins.contracts.BackboneModule`) is fitted with the
+    readout on the images instead, and its latents, computed from the trained backbone, are never cached.
 
     Writes ``scores.csv``, ``model/`` and, with figures on, ``figures/fit.png`` into ``out``
     (unless ``write`` is False: the ranks of a distributed run other than rank 0 only read).
