@@ -229,9 +229,8 @@ def fit_stage(
     latents, hit = (
         (None, False) if trainable else features(ctx, spec, spec.backbone, backbone, data.stimuli, stimuli_digest)
     )
-    folder = ModelFolder(
-        out / MODEL_DIR, "fit_digest", {"spec_digest": spec.digest(), "fit_digest": digest, **data.digests}, reuse
-    )
+    record = {"spec_digest": spec.digest(), "fit_digest": digest, **data.digests, "split_seed": spec.data.split_seed}
+    folder = ModelFolder(out / MODEL_DIR, "fit_digest", record, reuse)  # the specs there hold the other seeds
     settings = FitSettings(
         spec.data.test_fraction, spec.data.split_seed, spec.batch_size, ctx.device, spec.readout.name
     )

@@ -220,6 +220,8 @@ def test_fit_command_trains_the_core_end_to_end(tiny_config, tmp_path):
     assert "features computed" in done.stdout
     model_json = yaml.safe_load((tmp_path / "out" / "model" / "model.json").read_text())
     assert model_json["readout"]["loss"] == "poisson" and model_json["readout"]["nonlinearity"] == "elu1"
+    seeds = (model_json["backbone"]["seed"], model_json["readout"]["seed"], model_json["split_seed"])
+    assert seeds == (0, 0, 0)  # the core's initial weights; the readout's init, validation split and batches; the split
     loaded = load_model(tmp_path / "out" / "model")
     assert loaded.backbone.trainable
     again = run_cli("fit", str(path), "--out", str(tmp_path / "out2"), "--no-progress")
