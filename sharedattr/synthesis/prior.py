@@ -288,9 +288,10 @@ def hub_prior_folder(repo_id: str) -> Path:
     except Exception as err:  # noqa: BLE001 - offline and not cached, unknown repo, no network, ...
         folder = cache / f"models--{repo_id.replace('/', '--')}"
         raise PriorError(
-            f"diffusion prior {repo_id!r} (a hub id) is not in the local hub cache ({folder}) and could not be "
-            f"downloaded ({type(err).__name__}); download it once with a network (`hf download {repo_id}`, or "
-            "unset HF_HUB_OFFLINE), point HF_HUB_CACHE at a cache that holds it, or give a diffusers folder"
+            f"diffusion prior {repo_id!r} is no folder, and as a hub id it is not in the local hub cache ({folder}) "
+            f"and could not be downloaded ({type(err).__name__}); download it once with a network (`hf download "
+            f"{repo_id}`, or unset HF_HUB_OFFLINE), point HF_HUB_CACHE at a cache that holds it, or give an existing "
+            "diffusers folder"
         ) from None
 
 
