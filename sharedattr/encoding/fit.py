@@ -75,7 +75,8 @@ class FitSettings:
     """How :func:`fit_readout` splits, fits and scores.
 
     ``test_fraction`` of the stimuli with responses is held out, drawn by ``split_seed``; predictions run
-    ``batch_size`` latents at a time on ``device``; ``name`` (the readout's registered name) labels errors.
+    ``batch_size`` latents at a time on ``device``; ``name`` (the readout's registered name) labels errors;
+    ``progress`` shows a bar over the epochs of a joint fit with a trainable backbone (:func:`fit_with_backbone`).
     """
 
     test_fraction: float
@@ -83,6 +84,7 @@ class FitSettings:
     batch_size: int = 32
     device: torch.device | str = "cpu"
     name: str = "readout"
+    progress: bool = False
 
 
 def split_measured(responses: Tensor, neuron_ids: list[str], settings: FitSettings) -> tuple[Tensor, Tensor]:
@@ -148,8 +150,9 @@ def fit_with_backbone(
     it as :func:`fit_readout` does, on the same split.
 
     The readout trains through its ``fit_with_backbone`` (the trained readouts have one; ridge has none: a
-    :class:`UserError`). With ``saved``, the backbone's and the readout's weights are loaded from that model folder
-    instead. Both end in eval mode, the backbone without gradients to its weights.
+    :class:`UserError`), with a progress bar when ``settings.progress``. With ``saved``, the backbone's and the
+    readout's weights are loaded from that model folder instead. Both end in eval mode, the backbone without
+    gradients to its weights.
 
     Example::
 
@@ -166,7 +169,7 @@ def fit_with_backbone(
     train, test = split_measured(responses, neuron_ids, settings)
     backbone = backbone.to(settings.device)
     if saved is None:
-        joint(backbone, images[train], responses[train])
+        joint(backbone, images[train], responses[train], progress=settings.progress)
     else:
         readout.initialize(tuple(backbone.latent_shape), len(neuron_ids))
         load_readout_state(readout, saved / READOUT_FILE, backbone=backbone)

@@ -232,7 +232,7 @@ def fit_stage(
     record = {"spec_digest": spec.digest(), "fit_digest": digest, **data.digests, "split_seed": spec.data.split_seed}
     folder = ModelFolder(out / MODEL_DIR, "fit_digest", record, reuse)  # the specs there hold the other seeds
     settings = FitSettings(
-        spec.data.test_fraction, spec.data.split_seed, spec.batch_size, ctx.device, spec.readout.name
+        spec.data.test_fraction, spec.data.split_seed, spec.batch_size, ctx.device, spec.readout.name, ctx.progress
     )
     neuron_ids = list(data.recorded.neuron_ids)
     job = FitJob(

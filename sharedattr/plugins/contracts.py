@@ -107,8 +107,8 @@ class ReadoutModule(nn.Module):
       sharing and matching sum contributions within a channel); the default makes each dimension its own channel,
       as for pooled latents;
     - ``fit_with_backbone = None``: a readout that can train jointly with a trainable backbone
-      (:class:`BackboneModule`) defines ``fit_with_backbone(backbone, images, responses)`` on images ``[S, C, H, W]``
-      in [0, 1] and responses ``[S, N]`` (the trained readouts do); ridge does not.
+      (:class:`BackboneModule`) defines ``fit_with_backbone(backbone, images, responses, progress=False)`` on images
+      ``[S, C, H, W]`` in [0, 1] and responses ``[S, N]`` (the trained readouts do); ridge does not.
     """
 
     optional: ClassVar[tuple[str, ...]] = ("fit_rows", "shared_pooled", "dimension_channels", "fit_with_backbone")

@@ -198,7 +198,7 @@ def test_a_saved_core_model_is_reused_by_a_run(tiny_config, tmp_path, monkeypatc
     spec = validate_experiment(config)
     first = fit_experiment(spec, tmp_path / "out", progress=False, reuse=True)
     calls = []
-    monkeypatch.setattr(TrainedReadout, "fit_with_backbone", lambda *a: calls.append(a))
+    monkeypatch.setattr(TrainedReadout, "fit_with_backbone", lambda *a, **k: calls.append(a))
     second = fit_experiment(spec, tmp_path / "out", progress=False, reuse=True)
     assert second.reused and not calls
     assert torch.equal(first.fit.predicted, second.fit.predicted) and torch.equal(first.latents, second.latents)

@@ -395,9 +395,12 @@ class TrainedReadout(Configurable, ReadoutModule, abc.ABC):
         return self
 
     @on_one_thread
-    def fit_with_backbone(self, backbone: nn.Module, images: Tensor, responses: Tensor) -> TrainedReadout:
+    def fit_with_backbone(
+        self, backbone: nn.Module, images: Tensor, responses: Tensor, progress: bool = False
+    ) -> TrainedReadout:
         """Initialise, then train in place *jointly* with the trainable ``backbone`` (its weights change too) on
-        images ``[S, C, H, W]`` in [0, 1] and responses ``[S, N]`` (NaN = missing), on the backbone's device.
+        images ``[S, C, H, W]`` in [0, 1] and responses ``[S, N]`` (NaN = missing), on the backbone's device; a bar
+        shows the epochs with ``progress`` (or the ``progress`` param).
 
         The readout starts from the untrained backbone's latents (:meth:`init_from_data`), then :func:`train` fits
         both through a :class:`JointModel`, with the backbone's ``regularizer()`` added to the loss. Both are left
@@ -421,7 +424,8 @@ class TrainedReadout(Configurable, ReadoutModule, abc.ABC):
         del latents
         backbone.requires_grad_(True)
         try:
-            self.history = train(JointModel(backbone, self), images.detach().float(), y, self.params)
+            params = self.params.model_copy(update={"progress": True}) if progress else self.params
+            self.history = train(JointModel(backbone, self), images.detach().float(), y, params)
         finally:
             backbone.requires_grad_(False).eval()
         return self
