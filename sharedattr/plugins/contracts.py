@@ -359,7 +359,8 @@ class Synthesizer:
       side by side;
     - ``thread_safe = False``: whether it may compute beside other work (see :class:`AttributionMethod`);
     - ``prior_samples = None``: a synthesizer with a generative prior gives ``prior_samples(n, seed=0,
-      device="cpu") -> [n, C, H, W]`` in [0, 1], its prior's unguided samples (a run shows them beside the images).
+      device="cpu") -> [n, C, H, W]`` in [0, 1], its prior's unguided samples (a run shows them beside the images,
+      and compares them with the stimuli before sampling: :func:`~sharedattr.synthesis.prior.check_prior`).
 
     A plugin's synthesizer need not subclass it: :func:`declared` reads the same members, with the same defaults.
     """

@@ -79,6 +79,22 @@ def test_joint_training_lowers_the_loss_and_predicts(readout):
     assert float(fit.test_r.mean()) > 0.2
 
 
+def test_the_joint_fit_shows_its_progress(capsys):
+    images, counts = tiny_counts()
+    settings = FitSettings(0.25, 0, batch_size=16, progress=True)
+    with one_thread_results():
+        fit_with_backbone(
+            FactorizedReadout(**{**FAST, "max_epochs": 2}),
+            StackedCore(**CORE),
+            images,
+            counts,
+            ["a", "b", "c"],
+            settings,
+        )
+    err = capsys.readouterr().err
+    assert "training" in err and "val_r=" in err
+
+
 def test_the_core_weights_change_in_training():
     before = StackedCore(**CORE).state_dict()["features.layer0.0.weight"].clone()
     fit = _fit(FactorizedReadout(**FAST))
