@@ -265,3 +265,25 @@ def test_the_core_leaves_a_frozen_backbones_feature_cache_alone(tiny_config, tmp
     assert not fitted.cache_hit
     assert {p.name: p.read_bytes() for p in cache.rglob("*.npy")} == files  # nothing added, nothing changed
     assert fit_experiment(frozen, tmp_path / "frozen2", progress=False).cache_hit  # still warm
+
+
+def test_a_run_explains_the_core_model_with_every_kind_of_method(tiny_config, tmp_path):
+    """``sharedattr run`` on a trained core: pairwise, gradient, path and layer (Grad-CAM inside the core) methods."""
+    responses = pd.read_csv(tiny_config["data"]["responses"], index_col=0)
+    responses.clip(lower=0).to_csv(tmp_path / "rates.csv")
+    methods = ["saliency", "parallel_backprop", {"name": "grad_cam", "layer": "features.layer1"}]
+    config = {
+        **tiny_config,
+        "data": {**tiny_config["data"], "responses": str(tmp_path / "rates.csv")},
+        "backbone": {"name": "stacked_core", "layers": 2, "channels": 4, "input_size": 32, "input_stride": 2},
+        "readout": {"name": "attention", "max_epochs": 2, "batch_size": 8},
+        "methods": [*methods, {"name": "integrated_gradients", "n_steps": 4}],
+        "metrics": ["gini"],
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert set(rows["method"]) == {"saliency", "parallel_backprop", "grad_cam", "integrated_gradients"}
+    assert rows["value"].notna().all()
