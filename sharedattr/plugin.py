@@ -28,6 +28,7 @@ from sharedattr.plugins.contracts import (
     AttributionBatch,
     AttributionMethod,
     Backbone,
+    BackboneModule,
     Energy,
     EnergyValue,
     Matcher,
@@ -76,6 +77,7 @@ __all__ = [
     "register_components",
     # contracts and base classes
     "Backbone",
+    "BackboneModule",
     "FrozenBackbone",
     "Readout",
     "ReadoutModule",

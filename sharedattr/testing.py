@@ -31,6 +31,7 @@ from sharedattr.encoding.readouts.ridge import RidgeReadout
 from sharedattr.plugins.contracts import (
     AttributionBatch,
     AttributionMethod,
+    BackboneModule,
     Energy,
     Matcher,
     ReadoutModule,
@@ -129,6 +130,24 @@ def backbone_latents(backbone: Any) -> None:
     assert torch.isfinite(latents).all(), "latents must be finite"
     latents.sum().backward()
     assert images.grad is not None and torch.isfinite(images.grad).all(), "gradients must flow back to the pixels"
+
+
+def backbone_trainable(backbone: Any) -> None:
+    """A trainable backbone (it declares ``trainable``) trains once its weights require gradients: ``train()`` then
+    sets training mode, and its ``regularizer()`` is a finite scalar with gradients to its weights. (Nothing to check
+    for a frozen one.)"""
+    if not declared(backbone, BackboneModule).trainable:
+        return
+    backbone.requires_grad_(True)
+    try:
+        backbone.train()
+        assert backbone.training, "a trainable backbone must enter training mode while its weights require gradients"
+        penalty = backbone.regularizer()
+        assert isinstance(penalty, Tensor) and penalty.dim() == 0, "regularizer() must return a scalar tensor"
+        assert torch.isfinite(penalty), "regularizer() must be finite"
+        penalty.backward()
+    finally:
+        backbone.requires_grad_(False).eval()
 
 
 def _fitted_readout(readout: Any) -> tuple[Any, Tensor]:
@@ -452,7 +471,7 @@ def energy_many(energy: Any) -> None:
 
 
 CHECKS: dict[str, tuple[Callable[[Any], None], ...]] = {
-    "backbone": (backbone_shape, backbone_frozen, backbone_latents),
+    "backbone": (backbone_shape, backbone_frozen, backbone_latents, backbone_trainable),
     "readout": (readout_contract, readout_restores, readout_options),
     "matcher": (matcher_shapes, matcher_self_is_most_similar, matcher_factored),
     "method": (method_attribute, method_batches),

@@ -17,11 +17,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sharedattr.config.spec import ExperimentSpec, Strict
+from sharedattr.plugins.contracts import BackboneModule, ReadoutModule, declared
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.params import BASE_DIR_KEY, CHECK_FILES_KEY, issues_from_validation
 from sharedattr.plugins.registry import Registry
 from sharedattr.plugins.specs import ComponentSpec
-from sharedattr.runtime.errors import SpecError, SpecIssue
+from sharedattr.runtime.errors import SpecError, SpecIssue, UnknownComponentError
 
 
 def validate_experiment(
@@ -60,10 +61,36 @@ def validate_experiment(
             i for i in _component_issues(_raw_component_specs(data), registry, context) if _plain(i.loc) not in reported
         ]
         raise SpecError(structural + extra, source) from None
-    issues = _component_issues(spec.component_specs(), registry, context)
+    issues = pair_readout_with_backbone(spec, registry)
+    issues += _component_issues(spec.component_specs(), registry, context)
     if issues:
         raise SpecError(issues, source)
     return spec
+
+
+def pair_readout_with_backbone(spec: ExperimentSpec, registry: Registry) -> list[SpecIssue]:
+    """What the backbone's class declares of the readout (:class:`~sharedattr.plugins.contracts.BackboneModule`):
+    its ``readout_defaults`` (e.g. the Poisson loss for a trainable core) are given to ``spec.readout`` for the
+    params the config leaves out and the readout's params model has, before the defaults are filled in (so the
+    spec's digest and a saved model record them); and a trainable backbone needs a readout that trains with it
+    (``fit_with_backbone``): an issue at ``readout`` otherwise. Unknown components are left to the component
+    check."""
+    try:
+        backbone = declared(registry.get("backbone", spec.backbone.name).factory, BackboneModule)
+        readout = registry.get("readout", spec.readout.name)
+    except UnknownComponentError:
+        return []
+    if backbone.trainable and declared(readout.factory, ReadoutModule).fit_with_backbone is None:
+        message = (
+            f"the {spec.readout.name} readout cannot train with the trainable backbone {spec.backbone.name!r}; "
+            "choose a trained readout (attention, gaussian2d or factorized), or a frozen backbone"
+        )
+        return [SpecIssue("readout.name", message)]
+    given, fields = spec.readout.params, readout.params.model_fields
+    for key, value in backbone.readout_defaults.items():
+        if key in fields and key not in given:
+            setattr(spec.readout, key, value)
+    return []
 
 
 SCHEMA_KEY = "$schema"

@@ -75,7 +75,8 @@ class FitSettings:
     """How :func:`fit_readout` splits, fits and scores.
 
     ``test_fraction`` of the stimuli with responses is held out, drawn by ``split_seed``; predictions run
-    ``batch_size`` latents at a time on ``device``; ``name`` (the readout's registered name) labels errors.
+    ``batch_size`` latents at a time on ``device``; ``name`` (the readout's registered name) labels errors;
+    ``progress`` shows a bar over the epochs of a joint fit with a trainable backbone (:func:`fit_with_backbone`).
     """
 
     test_fraction: float
@@ -83,6 +84,26 @@ class FitSettings:
     batch_size: int = 32
     device: torch.device | str = "cpu"
     name: str = "readout"
+    progress: bool = False
+
+
+def split_measured(responses: Tensor, neuron_ids: list[str], settings: FitSettings) -> tuple[Tensor, Tensor]:
+    """The (train, test) stimulus indices of :func:`fit_readout`: a seeded split of the stimuli with any response
+    ``[S, N]``; :class:`UserError` naming the neurons measured on fewer than :data:`MIN_TRAIN_STIMULI` training
+    stimuli."""
+    measured = (~torch.isnan(responses)).any(1).nonzero().squeeze(1)
+    train_rel, test_rel = split_indices(len(measured), settings.test_fraction, settings.split_seed)
+    train, test = measured[train_rel], measured[test_rel]
+    n_train = (~torch.isnan(responses[train])).sum(0)
+    few = [f"{neuron_ids[i]} ({int(n_train[i])})" for i in (n_train < MIN_TRAIN_STIMULI).nonzero().squeeze(1).tolist()]
+    if few:
+        raise UserError(
+            f"data.responses: neuron(s) measured on fewer than {MIN_TRAIN_STIMULI} training stimuli "
+            f"(the count in brackets; {len(train)} stimuli in the training split): {', '.join(few[:20])}"
+            f"{' ...' if len(few) > 20 else ''}. Remove these neurons' columns, or record them on more "
+            "stimuli."
+        )
+    return train, test
 
 
 def fit_readout(
@@ -102,18 +123,7 @@ def fit_readout(
     in place; the default fits on their copy). With ``saved``, a model folder written by a fit of the same spec and
     data, its readout is loaded instead of fitted: the same split and scores as the run that fitted it.
     """
-    measured = (~torch.isnan(responses)).any(1).nonzero().squeeze(1)
-    train_rel, test_rel = split_indices(len(measured), settings.test_fraction, settings.split_seed)
-    train, test = measured[train_rel], measured[test_rel]
-    n_train = (~torch.isnan(responses[train])).sum(0)
-    few = [f"{neuron_ids[i]} ({int(n_train[i])})" for i in (n_train < MIN_TRAIN_STIMULI).nonzero().squeeze(1).tolist()]
-    if few:
-        raise UserError(
-            f"data.responses: neuron(s) measured on fewer than {MIN_TRAIN_STIMULI} training stimuli "
-            f"(the count in brackets; {len(train)} stimuli in the training split): {', '.join(few[:20])}"
-            f"{' ...' if len(few) > 20 else ''}. Remove these neurons' columns, or record them on more "
-            "stimuli."
-        )
+    train, test = split_measured(responses, neuron_ids, settings)
     if saved is None:
         declared(readout, ReadoutModule).fit_rows(latents, responses, train)
     else:
@@ -121,7 +131,61 @@ def fit_readout(
         load_readout_state(readout, saved / READOUT_FILE)
     readout = readout.to(settings.device)
     model = EncodingModel(backbone, readout, neuron_ids).eval()
-    predicted = predict(readout, latents, settings.batch_size, settings.device)
+    return _scored(
+        model, predict(readout, latents, settings.batch_size, settings.device), responses, (train, test), settings
+    )
+
+
+def fit_with_backbone(
+    readout: nn.Module,
+    backbone: nn.Module,
+    images: Tensor,
+    responses: Tensor,
+    neuron_ids: list[str],
+    settings: FitSettings,
+    saved: Path | None = None,
+) -> Fit:
+    """Fit a trainable ``backbone`` (:class:`~sharedattr.plugins.contracts.BackboneModule`, ``trainable``) jointly
+    with ``readout`` on images ``[S, C, H, W]`` in [0, 1] (on the CPU; batches move to the backbone's device); score
+    it as :func:`fit_readout` does, on the same split.
+
+    The readout trains through its ``fit_with_backbone`` (the trained readouts have one; ridge has none: a
+    :class:`UserError`), with a progress bar when ``settings.progress``. With ``saved``, the backbone's and the
+    readout's weights are loaded from that model folder instead. Both end in eval mode, the backbone without
+    gradients to its weights.
+
+    Example::
+
+        fit = fit_with_backbone(AttentionReadout(loss="poisson", nonlinearity="elu1"), StackedCore(input_size=24),
+                                images, responses, ids, FitSettings(0.2, 0))
+        fit.test_r  # [N]
+    """
+    joint = declared(readout, ReadoutModule).fit_with_backbone
+    if joint is None:
+        raise UserError(
+            f"readout {settings.name!r} cannot train with a trainable backbone (it has no fit_with_backbone): choose "
+            "a trained readout (attention, gaussian2d or factorized), or a frozen backbone"
+        )
+    train, test = split_measured(responses, neuron_ids, settings)
+    backbone = backbone.to(settings.device)
+    if saved is None:
+        joint(backbone, images[train], responses[train], progress=settings.progress)
+    else:
+        readout.initialize(tuple(backbone.latent_shape), len(neuron_ids))
+        load_readout_state(readout, saved / READOUT_FILE, backbone=backbone)
+    backbone.requires_grad_(False).eval()
+    model = EncodingModel(backbone, readout.to(settings.device), neuron_ids).eval()
+    return _scored(
+        model, predict(model, images, settings.batch_size, settings.device), responses, (train, test), settings
+    )
+
+
+def _scored(
+    model: EncodingModel, predicted: Tensor, responses: Tensor, split: tuple[Tensor, Tensor], settings: FitSettings
+) -> Fit:
+    """The :class:`Fit` of ``model`` from its predictions ``[S, N]`` of every stimulus and the (train, test)
+    ``split``: held-out r on test; :class:`UserError` naming the neurons with a NaN or infinite prediction."""
+    neuron_ids, (train, test) = model.neuron_ids, split
     bad = (~torch.isfinite(predicted)).any(0).nonzero().squeeze(1).tolist()
     if bad:
         raise UserError(

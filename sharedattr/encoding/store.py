@@ -2,7 +2,8 @@
 
 A saved model is a folder with ``model.json`` (the backbone and readout specs, the plugins
 that provide them, the neuron ids, the latent shape and a checksum of the backbone's
-weights) and ``readout.safetensors`` (the fitted readout's state). ``model.json`` is written last and
+weights) and ``readout.safetensors`` (the fitted readout's state and, for a trainable backbone such as
+``stacked_core``, the backbone's trained weights under ``backbone.``). ``model.json`` is written last and
 records a checksum of the readout's tensors (``readout_checksum``) and, in ``checksum``, a SHA-256 of all its
 other fields (:func:`description_checksum`): the neuron ids and their order, the specs, the latent shape, both
 tensor checksums, the digests. So a folder whose two files come from different saves (a save killed between
@@ -28,6 +29,7 @@ from torch import nn
 from sharedattr import __version__
 from sharedattr.config.spec import ExperimentSpec
 from sharedattr.encoding.model import EncodingModel
+from sharedattr.plugins.contracts import BackboneModule, declared
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.registry import Registry
 from sharedattr.plugins.specs import BackboneSpec, ComponentSpec, ReadoutSpec
@@ -86,7 +88,7 @@ def save_model(
     """
     folder = Path(folder)
     registry = registry if registry is not None else get_registry()
-    state = model.readout.state_dict()
+    state = model_tensors(model)
     atomic_save_tensors(folder / READOUT_FILE, state)
     meta = {
         "format": MODEL_FORMAT,
@@ -104,6 +106,20 @@ def save_model(
     meta[CHECKSUM_FIELD] = description_checksum(meta)
     atomic_write_json(folder / MODEL_FILE, meta)  # last: the manifest of the folder
     return folder
+
+
+BACKBONE_PREFIX = "backbone."
+"""Prefix of a trainable backbone's tensors in ``readout.safetensors`` (saved beside the readout's own)."""
+
+
+def model_tensors(model: EncodingModel) -> dict[str, Any]:
+    """What ``readout.safetensors`` holds: the readout's state and, for a trainable backbone
+    (:class:`~sharedattr.plugins.contracts.BackboneModule`), the backbone's state under :data:`BACKBONE_PREFIX` (a
+    frozen backbone is rebuilt from its spec instead)."""
+    state = dict(model.readout.state_dict())
+    if declared(model.backbone, BackboneModule).trainable:
+        state.update({BACKBONE_PREFIX + k: v for k, v in model.backbone.state_dict().items()})
+    return state
 
 
 def load_model(
@@ -136,14 +152,15 @@ def load_model(
     registry = registry if registry is not None else get_registry()
     provenance = meta.get("components") if isinstance(meta.get("components"), dict) else {}
     backbone = _build_saved(backbone_spec, registry, provenance, meta_path)
+    readout = _build_saved(readout_spec, registry, provenance, meta_path)
+    readout.initialize(latent_shape, len(neuron_ids))
+    trained = backbone if declared(backbone, BackboneModule).trainable else None
+    load_readout_state(readout, folder / READOUT_FILE, meta["readout_checksum"], backbone=trained)
     if verify and backbone_checksum(backbone) != checksum:
         raise UserError(
             f"{meta_path}: the rebuilt backbone's weights differ from the saved model's "
             "(changed weights file or library version); pass verify=False to load anyway"
         )
-    readout = _build_saved(readout_spec, registry, provenance, meta_path)
-    readout.initialize(latent_shape, len(neuron_ids))
-    load_readout_state(readout, folder / READOUT_FILE, meta["readout_checksum"])
     return EncodingModel(backbone, readout, neuron_ids).to(device).eval()
 
 
@@ -204,9 +221,12 @@ def _build_saved(spec: ComponentSpec, registry: Registry, provenance: dict[str, 
     return component.build(**spec.params)
 
 
-def load_readout_state(readout: nn.Module, path: Path, checksum: str | None = None) -> None:
+def load_readout_state(
+    readout: nn.Module, path: Path, checksum: str | None = None, backbone: nn.Module | None = None
+) -> None:
     """Load a saved readout's state (safetensors only: never unpickled); :class:`UserError` if it does not fit
-    or, with ``checksum`` (``model.json``'s ``readout_checksum``), if its tensors do not match it."""
+    or, with ``checksum`` (``model.json``'s ``readout_checksum``), if its tensors do not match it. With ``backbone``
+    (a trainable one), its weights, saved beside the readout's (:func:`model_tensors`), are loaded into it too."""
     from safetensors.torch import load_file
 
     try:
@@ -221,8 +241,11 @@ def load_readout_state(readout: nn.Module, path: Path, checksum: str | None = No
             f"the saved readout {path} does not match its model description {path.parent / MODEL_FILE} "
             f"(checksum): the file is damaged, or a save was interrupted between the two files; {REFIT}"
         )
+    own = {k: v for k, v in state.items() if backbone is None or not k.startswith(BACKBONE_PREFIX)}
     try:
-        readout.load_state_dict(state)
+        if backbone is not None:
+            backbone.load_state_dict({k[len(BACKBONE_PREFIX) :]: v for k, v in state.items() if k not in own})
+        readout.load_state_dict(own)
     except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
         raise UserError(
             f"the saved readout {path} does not fit its model description: {str(err).strip()[:600]}"
@@ -404,7 +427,8 @@ def check_reused_model(
                 "records no data settings to compare)",
             )
         )
-    if not differences and backbone_checksum(backbone) != meta.get("backbone_checksum"):
+    trained_here = declared(backbone, BackboneModule).trainable  # its weights are the saved model's, checked below
+    if not differences and not trained_here and backbone_checksum(backbone) != meta.get("backbone_checksum"):
         differences.append(
             ("backbone", "backbone: the same spec, but other weights (a weights file or library changed since the fit)")
         )

@@ -65,6 +65,7 @@ def fit_evaluator(
         neuron_ids,
         settings,
         ModelFolder(folder / e.label, "evaluator_digest", record),
+        experiment.stimuli,
     )
     fit, reused = fit_or_load(ctx, job)
     if not reused:

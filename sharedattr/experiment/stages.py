@@ -34,7 +34,7 @@ from sharedattr.data.features import FeatureCache, extract_features, release_pag
 from sharedattr.data.ground_truth import load_neuron_parts, pair_truth
 from sharedattr.data.pairs import PairImages
 from sharedattr.data.responses import responses_digest
-from sharedattr.encoding.fit import Fit, FitSettings, fit_readout
+from sharedattr.encoding.fit import Fit, FitSettings, fit_readout, fit_with_backbone
 from sharedattr.encoding.model import EncodingModel
 from sharedattr.encoding.store import (
     check_reused_model,
@@ -47,6 +47,7 @@ from sharedattr.encoding.store import (
 )
 from sharedattr.experiment.context import RunContext, feature_cache_folder, out_folder
 from sharedattr.experiment.tables import tidy_rows, write_scores
+from sharedattr.plugins.contracts import BackboneModule, declared
 from sharedattr.plugins.loading import get_registry
 from sharedattr.plugins.registry import Registry
 from sharedattr.plugins.specs import ComponentSpec
@@ -117,33 +118,46 @@ class ModelFolder:
 @dataclass(frozen=True)
 class FitJob:
     """One readout fit: the readout of ``readout_spec`` on the latents ``[S, ...]`` of ``backbone`` (built from
-    ``backbone_spec``), to ``responses`` ``[S, N]`` of ``neuron_ids``, as ``settings`` says; kept in ``folder``."""
+    ``backbone_spec``), to ``responses`` ``[S, N]`` of ``neuron_ids``, as ``settings`` says; kept in ``folder``.
+
+    A trainable backbone (:class:`~sharedattr.plugins.contracts.BackboneModule`) is trained with the readout on the
+    images of ``stimuli`` instead, and ``latents`` (None) are not used."""
 
     backbone_spec: ComponentSpec
     readout_spec: ComponentSpec
     backbone: Any
-    latents: Tensor
+    latents: Tensor | None
     responses: Tensor
     neuron_ids: list[str]
     settings: FitSettings
     folder: ModelFolder
+    stimuli: StimulusSet | None = None
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the backbone trains with the readout (what it declares)."""
+        return declared(self.backbone, BackboneModule).trainable
 
 
 def fit_or_load(ctx: RunContext, job: FitJob, saved: Path | None = None) -> tuple[Fit, bool]:
     """The fit of ``job``: the model saved in its folder when it has the job's digest (the same split and scores as
     the fit that saved it), else fitted now; and whether it was loaded. The fit stage and the synthesis stage's
-    evaluators both fit this way. ``saved``: a model folder already checked to hold the job's model
-    (:func:`~sharedattr.encoding.store.check_reused_model`, for ``--model``), loaded from there, never fitted."""
+    evaluators both fit this way: a frozen backbone's readout on its latents, a trainable backbone with its readout
+    on the images (:func:`~sharedattr.encoding.fit.fit_with_backbone`). ``saved``: a model folder already checked to
+    hold the job's model (:func:`~sharedattr.encoding.store.check_reused_model`, for ``--model``), loaded from there,
+    never fitted."""
     reused = saved is not None or job.folder.saved() == job.folder.digest
-    fit = fit_readout(
-        ctx.build(job.readout_spec),
-        job.backbone,
-        job.latents,
-        job.responses,
-        job.neuron_ids,
-        job.settings,
-        saved=saved if saved is not None else job.folder.path if reused else None,
-    )
+    readout = ctx.build(job.readout_spec)
+    if job.trainable:
+        if job.stimuli is None:
+            raise ValueError("a FitJob of a trainable backbone needs its stimuli (it trains on their images)")
+        backbone = job.backbone
+        images = job.stimuli.load_images(tuple(backbone.input_size), int(backbone.in_channels))
+        inputs, fit_with = images, fit_with_backbone
+    else:
+        inputs, fit_with = job.latents, fit_readout
+    saved = saved if saved is not None else job.folder.path if reused else None
+    fit = fit_with(readout, job.backbone, inputs, job.responses, job.neuron_ids, job.settings, saved=saved)
     return fit, reused
 
 
@@ -204,7 +218,9 @@ def fit_stage(
     spec_folder: Path | None = None,
     reused_model: Path | None = None,
 ) -> Experiment:
-    """Load and check the data, extract (or reuse) features, fit and score the readout, save the model.
+    """Load and check the data, extract (or reuse) features, fit and score the readout, save the model. A trainable
+    backbone (it declares ``trainable``, :class:`~sharedattr.plugins.contracts.BackboneModule`) is fitted with the
+    readout on the images instead, and its latents, computed from the trained backbone, are never cached.
 
     Writes ``scores.csv``, ``model/`` and, with figures on, ``figures/fit.png`` into ``out``
     (unless ``write`` is False: the ranks of a distributed run other than rank 0 only read).
@@ -228,21 +244,28 @@ def fit_stage(
     if reused_model is not None:  # before any compute: a model of another fit is refused at once
         source = saved_model_folder(reused_model)
         check_reused_model(source, spec, data.digests, backbone)
-    latents, hit = features(ctx, spec, spec.backbone, backbone, data.stimuli, data.digests["stimuli_digest"])
-    inputs = fit_inputs(spec)  # the model records the data settings and seed too: a reuse names what differs
-    record = {"spec_digest": spec.digest(), "fit_digest": digest, **data.digests}
-    record |= {"data": inputs["data"], "seed": inputs["seed"]} | ({"reused_from": str(source)} if source else {})
-    folder = ModelFolder(out / MODEL_DIR, "fit_digest", record, reuse)
-    settings = FitSettings(
-        spec.data.test_fraction, spec.data.split_seed, spec.batch_size, ctx.device, spec.readout.name
+    trainable = declared(backbone, BackboneModule).trainable  # trained with the readout: latents come after the fit
+    stimuli_digest = data.digests["stimuli_digest"]
+    latents, hit = (
+        (None, False) if trainable else features(ctx, spec, spec.backbone, backbone, data.stimuli, stimuli_digest)
     )
+    inputs = fit_inputs(spec)  # the model records the data settings and seed too: a reuse names what differs
+    record = {"spec_digest": spec.digest(), "fit_digest": digest, **data.digests, "split_seed": spec.data.split_seed}
+    record |= {"data": inputs["data"], "seed": inputs["seed"]} | ({"reused_from": str(source)} if source else {})
+    folder = ModelFolder(out / MODEL_DIR, "fit_digest", record, reuse)  # the specs there hold the other seeds
+    settings = FitSettings(
+        spec.data.test_fraction, spec.data.split_seed, spec.batch_size, ctx.device, spec.readout.name, ctx.progress
+    )
+    neuron_ids = list(data.recorded.neuron_ids)
     job = FitJob(
-        spec.backbone, spec.readout, backbone, latents, data.responses, list(data.recorded.neuron_ids), settings, folder
+        spec.backbone, spec.readout, backbone, latents, data.responses, neuron_ids, settings, folder, data.stimuli
     )
     saved = folder.saved() if source is None else None
     if saved is not None and saved != digest:
         warn_if_data_changed(folder.path, spec, data.digests)
     fit, reused = fit_or_load(ctx, job, source)
+    if trainable:
+        latents, hit = features(ctx, spec, spec.backbone, fit.model.backbone, data.stimuli, stimuli_digest)
     if data.recorded.has_repeats:
         fit.score_repeats(data.recorded.trials_aligned_to(data.stimuli))
     experiment = Experiment(data.stimuli, data.responses, latents, fit, hit, digest, reused, data.neuron_parts)
@@ -273,8 +296,8 @@ def features(
 ) -> tuple[Tensor, bool]:
     """Latents ``[S, ...]`` of every stimulus by ``backbone`` (built from ``backbone_spec``), through the
     feature cache when ``spec.cache`` is on, in passes that fit ``attribution.memory_mb``; and whether the cache
-    hit."""
-    folder = feature_cache_folder(spec)
+    hit. A trainable backbone's latents are never cached (its weights are not those of its spec)."""
+    folder = None if declared(backbone, BackboneModule).trainable else feature_cache_folder(spec)
     cache = None if folder is None else FeatureCache(folder, backbone_spec.model_dump(mode="json"), stimuli_digest)
     return extract_features(
         backbone,

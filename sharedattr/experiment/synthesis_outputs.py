@@ -23,6 +23,7 @@ from sharedattr.report.stats import mean_sem
 from sharedattr.runtime.io import atomic_save_tensors
 from sharedattr.runtime.run_files import (
     EVALUATORS,
+    PRIOR_CHECKS,
     PRIOR_SAMPLES_GRID,
     SYNTHESIS_COMPARISON,
     SYNTHESIS_COSTS,
@@ -49,6 +50,7 @@ class SynthesisRun:
     prior_samples: dict[str, Tensor] = field(default_factory=dict)  # synthesizer label → unguided samples
     neuron_ids: list[str] = field(default_factory=list)  # the selected neurons, in selection order
     labels: list[str] = field(default_factory=list)  # the synthesizers, in config order
+    prior_checks: list[dict[str, Any]] = field(default_factory=list)  # rows of priors.csv (PRIOR_CHECKS)
 
 
 def evaluator_rows(
@@ -139,6 +141,8 @@ def write_synthesis(folder: Path, spec: ExperimentSpec, result: SynthesisRun) ->
     SYNTHESIS_SCORES.write(folder, rows, cost_columns)
     SYNTHESIS_SUMMARY.write(folder, result.summary)
     EVALUATORS.write(folder, evaluator_table(result.evaluators))
+    if result.prior_checks:
+        PRIOR_CHECKS.write(folder, result.prior_checks)
     atomic_save_tensors(
         folder / SYNTHESIS_IMAGES,
         {**result.images, **{f"prior_samples/{k}": v for k, v in result.prior_samples.items()}},

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
@@ -75,6 +76,7 @@ from sharedattr.runtime.run_files import (
 )
 from sharedattr.runtime.work_store import WorkStore, shape_validator, work_key
 from sharedattr.synthesis.evaluation import Evaluator
+from sharedattr.synthesis.prior import PriorCheck, check_prior
 
 PRIOR_SAMPLES = 16
 
@@ -107,11 +109,12 @@ def run_synthesis(
         ctx, spec, experiment, selected, ctx.synthesizers(spec.synthesis), WorkStore(folder / WORK_DIR)
     )
     ranks = ctx.ranks
+    checks = check_priors(plan) if ranks.is_main else {}  # before any sampling: one warning per mismatched prior
     ranks.share_then_wait(plan.units, lambda mine: len(synthesize_units(plan, mine, f"synthesis, rank {ranks.rank}")))
     if not ranks.is_main:
         return None
     evaluators = fit_evaluators(ctx, spec, experiment, folder / EVALUATORS_DIR)
-    result = score_synthesis(plan, evaluators, stored_results(plan))
+    result = score_synthesis(plan, evaluators, stored_results(plan), checks)
     write_synthesis(folder, spec, result)
     return result
 
@@ -199,6 +202,13 @@ class SynthesisPlan:
         model = self.experiment.fit.model
         return self.experiment.stimuli.load_images(model.input_size, model.in_channels, self.top_natural[neuron][:k])
 
+    def stimulus_sample(self, k: int = PRIOR_SAMPLES) -> Tensor:
+        """Up to ``k`` stimuli, evenly spaced over the set, ``[k, C, H, W]`` at the model's input size, with their
+        own channels (1 when they are all grey, else 3): what a generative prior is compared with."""
+        stimuli, size = self.experiment.stimuli, self.experiment.fit.model.input_size
+        indices = sorted({int(i) for i in torch.linspace(0, len(stimuli) - 1, min(k, len(stimuli))).round()})
+        return stimuli.load_images(size, stimuli.channels_for(3, indices), indices)
+
     def on_this_thread(self, synth: NamedSynthesizer) -> tuple[nn.Module, Any]:
         """The model and ``synth``'s synthesizer this worker uses: its own replicas when loops run side by side."""
         model = self.experiment.fit.model
@@ -279,11 +289,16 @@ def stored_results(plan: SynthesisPlan) -> dict[tuple[str, int], Stored]:
 
 # -- scores -------------------------------------------------------------------------------
 def score_synthesis(
-    plan: SynthesisPlan, evaluators: list[Evaluator], results: dict[tuple[str, int], Stored]
+    plan: SynthesisPlan,
+    evaluators: list[Evaluator],
+    results: dict[tuple[str, int], Stored],
+    checks: dict[str, PriorCheck] | None = None,
 ) -> SynthesisRun:
     """The run in memory: the rows of ``scores.csv`` (every item on every evaluator), the summary, the images
     (``natural/<neuron>``, ``<synthesizer>/<neuron>`` and, with a prior, ``<synthesizer>/<neuron>/prior``), the
-    histories and, per synthesizer with a prior, its unguided samples (:func:`prior_samples_of`)."""
+    histories and, per synthesizer with a prior, its unguided samples (:func:`prior_samples_of`) and how they fit
+    the stimuli (``checks``, :func:`check_priors`: the summary's ``prior_mismatch`` and the rows of ``priors.csv``)."""
+    checks = checks or {}
     ids = plan.neuron_ids
     images = {f"natural/{ids[n]}": plan.natural_images(n) for n in plan.selected}
     rows: list[dict[str, Any]] = []
@@ -304,7 +319,54 @@ def score_synthesis(
     warn_undefined(rows)
     labels = [synth.label for synth in plan.synthesizers]
     selected = [ids[n] for n in plan.selected]
-    return SynthesisRun(rows, summarise_synthesis(rows), evaluators, images, histories, prior_samples, selected, labels)
+    summary = summarise_synthesis(rows)
+    for row in summary:
+        check = checks.get(row["synthesizer"])
+        row["prior_mismatch"] = "; ".join(check.mismatches) if check is not None else ""
+    run = SynthesisRun(rows, summary, evaluators, images, histories, prior_samples, selected, labels)
+    run.prior_checks = [prior_check_row(label, check) for label, check in checks.items()]
+    return run
+
+
+def check_priors(plan: SynthesisPlan) -> dict[str, PriorCheck]:
+    """Per synthesizer with a generative prior (its declared ``prior_samples``), its unguided samples
+    (:func:`prior_samples_of`, stored: the run shows the same ones) against up to :data:`PRIOR_SAMPLES` stimuli,
+    evenly spaced, at the model's input (:func:`~sharedattr.synthesis.prior.check_prior`); one warning per prior
+    that does not fit, naming it, the mismatch and how to pass another."""
+    checks: dict[str, PriorCheck] = {}
+    stimuli = None
+    for synth in plan.synthesizers:
+        samples = prior_samples_of(plan, synth)
+        if samples is None:
+            continue
+        if stimuli is None:
+            stimuli = plan.stimulus_sample()
+        check = check_prior(str(synth.spec.get("prior", synth.label)), samples, stimuli)
+        if check.mismatches:
+            warnings.warn(check.warning(synth.label), stacklevel=2)
+        checks[synth.label] = check
+    return checks
+
+
+def prior_check_row(label: str, check: PriorCheck) -> dict[str, Any]:
+    """The ``priors.csv`` row (:data:`~sharedattr.runtime.run_files.PRIOR_CHECKS`) of synthesizer ``label``'s
+    prior."""
+    (pc, ph, pw), (sc, sh, sw) = check.prior_shape, check.stimuli_shape
+    return {
+        "synthesizer": label,
+        "prior": check.prior,
+        "prior_channels": pc,
+        "prior_height": ph,
+        "prior_width": pw,
+        "stimuli_channels": sc,
+        "input_height": sh,
+        "input_width": sw,
+        "prior_mean": check.prior_mean,
+        "prior_std": check.prior_std,
+        "stimuli_mean": check.stimuli_mean,
+        "stimuli_std": check.stimuli_std,
+        "mismatch": "; ".join(check.mismatches),
+    }
 
 
 def prior_samples_of(plan: SynthesisPlan, synth: NamedSynthesizer) -> Tensor | None:

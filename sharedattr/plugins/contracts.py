@@ -1,11 +1,12 @@
 """The contracts every component kind meets.
 
 Two are protocols (:class:`Backbone`, :class:`Readout`). The others are base classes that carry the defaults of
-the optional members the run reads, in the style of torchmetrics' ``Metric``: :class:`ReadoutModule`,
-:class:`AttributionMethod` and :class:`PairwiseAttribution`, :class:`Metric` (its :data:`MetricFamily`, direction,
-masks, undefined cases), :class:`Matcher` (the top-k step and the factored similarity), :class:`Synthesizer` and
-:class:`Energy`. A plugin's class need not subclass them: :func:`declared` is the one place that reads those members,
-with the same defaults, so nothing downstream probes a component or decides by its name.
+the optional members the run reads, in the style of torchmetrics' ``Metric``: :class:`BackboneModule` (trainable
+or frozen), :class:`ReadoutModule`, :class:`AttributionMethod` and :class:`PairwiseAttribution`, :class:`Metric`
+(its :data:`MetricFamily`, direction, masks, undefined cases), :class:`Matcher` (the top-k step and the factored
+similarity), :class:`Synthesizer` and :class:`Energy`. A plugin's class need not subclass them: :func:`declared` is
+the one place that reads those members, with the same defaults, so nothing downstream probes a component or decides
+by its name.
 
 Shapes: images ``[B, C, H, W]`` float in [0, 1]; latents ``[B, C', H', W']`` or ``[B, D]``;
 responses ``[B, N]``; pooled latents ``z`` ``[B, N, D]``; readout weights ``w`` ``[N, D]``.
@@ -73,6 +74,24 @@ class Readout(Protocol):
         """``φ``, applied elementwise to ``⟨w_n, z_n⟩ + b_n``."""
 
 
+class BackboneModule(nn.Module):
+    """Base of a backbone: an ``nn.Module`` meeting :class:`Backbone`, with the defaults of the optional members the
+    fit stage reads (through :func:`declared`, so a plugin's backbone need not subclass it):
+
+    - ``trainable = False``: a frozen backbone; its latents are extracted once (and cached) and the readout fits on
+      them. A trainable one (``stacked_core``) is fitted jointly with the readout on the images
+      (``fit_with_backbone`` of :class:`ReadoutModule`), its latents are never cached, and its weights are saved
+      with the readout's. It defines ``regularizer() -> scalar``, the penalty added to the training loss, and is
+      left in eval mode with no gradients to its weights outside training;
+    - ``readout_defaults = {}``: the readout params it changes the defaults of (those the readout's params model
+      has; a config's own values win), e.g. a Poisson loss for a trainable core.
+    """
+
+    optional: ClassVar[tuple[str, ...]] = ("trainable", "readout_defaults")
+    trainable: ClassVar[bool] = False
+    readout_defaults: ClassVar[dict[str, Any]] = {}
+
+
 class ReadoutModule(nn.Module):
     """Base of a readout: an ``nn.Module`` meeting :class:`Readout`, with the defaults of the optional members the
     run reads (through :func:`declared`, so a plugin's readout need not subclass it):
@@ -86,11 +105,15 @@ class ReadoutModule(nn.Module):
       pools each image once. A subclass whose ``pooled`` no longer shares one vector sets it back to None;
     - ``dimension_channels() -> [D]``: the latent channel of each of the ``D`` readout dimensions (position-tolerant
       sharing and matching sum contributions within a channel); the default makes each dimension its own channel,
-      as for pooled latents.
+      as for pooled latents;
+    - ``fit_with_backbone = None``: a readout that can train jointly with a trainable backbone
+      (:class:`BackboneModule`) defines ``fit_with_backbone(backbone, images, responses, progress=False)`` on images
+      ``[S, C, H, W]`` in [0, 1] and responses ``[S, N]`` (the trained readouts do); ridge does not.
     """
 
-    optional: ClassVar[tuple[str, ...]] = ("fit_rows", "shared_pooled", "dimension_channels")
+    optional: ClassVar[tuple[str, ...]] = ("fit_rows", "shared_pooled", "dimension_channels", "fit_with_backbone")
     shared_pooled: ClassVar[Callable[[Tensor], Tensor] | None] = None
+    fit_with_backbone: ClassVar[Callable[..., Any] | None] = None
 
     def fit_rows(self, latents: Tensor, responses: Tensor, rows: Tensor | None) -> Any:
         """``fit(latents[rows], responses[rows])`` (``fit(latents, responses)`` when ``rows`` is None)."""
@@ -404,7 +427,8 @@ class Synthesizer:
       side by side;
     - ``thread_safe = False``: whether it may compute beside other work (see :class:`AttributionMethod`);
     - ``prior_samples = None``: a synthesizer with a generative prior gives ``prior_samples(n, seed=0,
-      device="cpu") -> [n, C, H, W]`` in [0, 1], its prior's unguided samples (a run shows them beside the images).
+      device="cpu") -> [n, C, H, W]`` in [0, 1], its prior's unguided samples (a run shows them beside the images,
+      and compares them with the stimuli before sampling: :func:`~sharedattr.synthesis.prior.check_prior`).
 
     A plugin's synthesizer need not subclass it: :func:`declared` reads the same members, with the same defaults.
     """

@@ -51,6 +51,7 @@ another): generous for a plugin that imports a large library on a busy machine."
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "sharedattr.encoding.backbones.torchvision_models",
     "sharedattr.encoding.backbones.insilico_cnn",
+    "sharedattr.encoding.backbones.stacked_core",
     "sharedattr.encoding.readouts.ridge",
     "sharedattr.encoding.readouts.factorized",
     "sharedattr.encoding.readouts.gaussian",

@@ -24,8 +24,9 @@ A ``run`` folder holds::
 
 A synthesis folder (``<run>/synthesis``, or the ``--out`` of ``sharedattr synthesize``, which also holds ``fit/``
 with the model it optimises on, and ``spec.json``, ``environment.json`` and ``manifest.json``) holds
-SYNTHESIS_SCORES, SYNTHESIS_SUMMARY and EVALUATORS, ``images.safetensors``, the figures ``images.png``,
-``comparison.png`` and ``prior_samples.png``, ``evaluators/`` (the fitted evaluator models) and ``work/``.
+SYNTHESIS_SCORES, SYNTHESIS_SUMMARY, EVALUATORS and, with a generative prior, PRIOR_CHECKS, ``images.safetensors``,
+the figures ``images.png``, ``comparison.png`` and ``prior_samples.png``, ``evaluators/`` (the fitted evaluator
+models) and ``work/``.
 
 Each CSV is a :class:`Table`: its file name and its :class:`Column` s, each with a type. Writers write
 :attr:`Table.header`; readers get each row parsed once into typed values (:meth:`Table.read`): ``str`` as written,
@@ -362,10 +363,34 @@ SYNTHESIS_SUMMARY = Table(
         Column("forward_calls", float),
         Column("backward_calls", float),
         Column("denoiser_calls", float),
+        Column("prior_mismatch", optional=True),
     ),
 )
 """``summary.csv`` of a synthesis folder: per synthesizer × evaluator, the mean ± sem relative activation and the mean
-cost per neuron."""
+cost per neuron; ``prior_mismatch``: how the synthesizer's generative prior does not fit the stimuli (its
+PRIOR_CHECKS mismatches, "; "-joined; empty when it fits or has no prior)."""
+
+PRIOR_CHECKS = Table(
+    "priors.csv",
+    (
+        Column("synthesizer"),
+        Column("prior"),
+        Column("prior_channels", int),
+        Column("prior_height", int),
+        Column("prior_width", int),
+        Column("stimuli_channels", int),
+        Column("input_height", int),
+        Column("input_width", int),
+        Column("prior_mean", float),
+        Column("prior_std", float),
+        Column("stimuli_mean", float),
+        Column("stimuli_std", float),
+        Column("mismatch"),
+    ),
+)
+"""``priors.csv`` of a synthesis folder: per synthesizer with a generative prior, its unguided samples against the
+stimuli at the model's input (channels, size, mean pixel value and contrast, the std within an image;
+:func:`~sharedattr.synthesis.prior.check_prior`) and the mismatches found ("; "-joined, empty when it fits)."""
 
 EVALUATORS = Table(
     "evaluators.csv",

@@ -52,6 +52,7 @@ from sharedattr.synthesis.energies import EnergyParam, bind_many, build_energy, 
 from sharedattr.synthesis.preprocess import fit_to_model
 from sharedattr.synthesis.prior import (
     DEFAULT_PRIOR,
+    HUB_ID,
     SHIPPED_PRIORS,
     Denoised,
     Generators,
@@ -82,7 +83,8 @@ __all__ = [
 
 
 def _check_prior_source(value: str, info: ValidationInfo) -> str:
-    """A shipped prior's name stays as is; a folder resolves against the config's folder and must exist."""
+    """A shipped prior's name stays as is; a folder resolves against the config's folder and must exist; a hub id
+    (``owner/name``) that is no such folder stays as is (loaded from the hub cache, :func:`~.prior.load_prior`)."""
     if value in SHIPPED_PRIORS:
         return value
     context = info.context or {}
@@ -90,11 +92,13 @@ def _check_prior_source(value: str, info: ValidationInfo) -> str:
     base = context.get(BASE_DIR_KEY)
     if base is not None and not path.is_absolute():
         path = Path(base) / path
+    if not path.is_dir() and HUB_ID.match(value):
+        return value
     if context.get(CHECK_FILES_KEY, True) and not path.is_dir():
         where = " (relative paths are resolved against the config file's folder)" if base is not None else ""
         raise ValueError(
-            f"unknown diffusion prior {value!r}: neither a shipped prior ({', '.join(SHIPPED_PRIORS)}) "
-            f"nor an existing diffusers folder{where}"
+            f"unknown diffusion prior {value!r}: neither a shipped prior ({', '.join(SHIPPED_PRIORS)}), "
+            f"an existing diffusers folder{where} nor a hub id (owner/name)"
         )
     return str(path)
 
@@ -107,8 +111,9 @@ class EGGParams(Params):
 
     prior: PriorSource = Field(
         DEFAULT_PRIOR,
-        description="The diffusion prior: a shipped prior's name (insilico-ddpm-v1; insilico-ddpm-v2, 64 px) or a "
-        "folder with a diffusers UNet2DModel and its scheduler config.",
+        description="The diffusion prior: a shipped prior's name (insilico-ddpm-v1; insilico-ddpm-v2, 64 px), a "
+        "folder with a diffusers UNet2DModel and its scheduler config, or a Hugging Face hub id of a diffusers "
+        "pipeline (e.g. google/ddpm-cifar10-32; read from the local hub cache without a network).",
     )
     preset: Literal["project", "reference"] = Field(
         "project",

@@ -16,6 +16,12 @@ Sources (:func:`load_prior`):
   (``config.json`` + ``diffusion_pytorch_model.safetensors``, optionally with a
   ``scheduler_config.json`` beside them; otherwise the scheduler is DDPM with 1000 linear
   steps, diffusers' default).
+* a Hugging Face hub id of such a pipeline (``"google/ddpm-cifar10-32"``): downloaded into the hub cache when there
+  is a network, else read from the cache (``HF_HUB_OFFLINE=1`` never connects), as torchvision weights are; a
+  missing cache is a :class:`PriorError` naming its folder (:func:`hub_prior_folder`).
+
+Before sampling, :func:`check_prior` compares a prior's samples with the stimuli (channels, resolution, mean and
+std); a synthesis run warns once per mismatched prior and records it.
 
 Only safetensors weights are read (never pickles). Weights stored in float16 are cast to
 float32 on loading.
@@ -36,6 +42,8 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import inspect
+import os
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -72,7 +80,7 @@ SCHEDULERS = ("ddim", "ddpm")
 
 _FIX = (
     f"give a diffusers-format folder (model_index.json with unet/ and scheduler/, or a UNet2DModel folder "
-    f"with config.json and {WEIGHTS_NAME}) or the shipped name {DEFAULT_PRIOR!r}"
+    f"with config.json and {WEIGHTS_NAME}), a hub id (owner/name) or the shipped name {DEFAULT_PRIOR!r}"
 )
 
 
@@ -244,16 +252,67 @@ def scheduler_config_of(path: Path | None) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items() if not k.startswith("_")}
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+"""A Hugging Face hub repository id, ``owner/name``."""
+HUB_FILES = (
+    "model_index.json",
+    "unet/config.json",
+    f"unet/{WEIGHTS_NAME}",
+    "scheduler/scheduler_config.json",
+    "config.json",
+    WEIGHTS_NAME,
+    "scheduler_config.json",
+)
+"""The files of a hub prior that are fetched: a pipeline's UNet and scheduler, or a bare UNet (safetensors only)."""
+
+
+def is_hub_id(source: str | Path) -> bool:
+    """Whether ``source`` reads as a hub id ``owner/name`` (and is not an existing path)."""
+    return isinstance(source, str) and bool(HUB_ID.match(source)) and not Path(source).expanduser().exists()
+
+
+def hub_offline() -> bool:
+    """Whether the hub must not be contacted: ``HF_HUB_OFFLINE`` set to a true value (read at each call)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def hub_prior_folder(repo_id: str) -> Path:
+    """The local snapshot folder of hub prior ``repo_id``: downloaded into the hub cache with a network (only
+    :data:`HUB_FILES`), else the cached one (never a network call when :func:`hub_offline`). A :class:`PriorError`
+    names the cache folder and the fix when it is not cached and cannot be downloaded."""
+    from huggingface_hub import constants, snapshot_download
+
+    cache = Path(constants.HF_HUB_CACHE).expanduser()
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=list(HUB_FILES), local_files_only=hub_offline()))
+    except Exception as err:  # noqa: BLE001 - offline and not cached, unknown repo, no network, ...
+        folder = cache / f"models--{repo_id.replace('/', '--')}"
+        raise PriorError(
+            f"diffusion prior {repo_id!r} is no folder, and as a hub id it is not in the local hub cache ({folder}) "
+            f"and could not be downloaded ({type(err).__name__}); download it once with a network (`hf download "
+            f"{repo_id}`, or unset HF_HUB_OFFLINE), point HF_HUB_CACHE at a cache that holds it, or give an existing "
+            "diffusers folder"
+        ) from None
+
+
 def load_prior(source: str | Path = DEFAULT_PRIOR, device: str | torch.device = "cpu") -> DiffusionPrior:
-    """Load a frozen :class:`DiffusionPrior` from the shipped name ``"insilico-ddpm-v1"`` or a diffusers folder.
+    """Load a frozen :class:`DiffusionPrior` from a shipped name (``"insilico-ddpm-v1"``), a diffusers folder or a
+    hub id (``"google/ddpm-cifar10-32"``, :func:`hub_prior_folder`).
 
     Raises :class:`PriorError` (a ``ValueError``) naming the path and the fix when ``source``
     is neither a shipped name nor a folder holding an unconditional ``UNet2DModel`` with
-    safetensors weights.
+    safetensors weights, nor a hub id in the cache (or downloadable).
+
+    Example::
+
+        prior = load_prior("google/ddpm-cifar10-32")  # offline: from ~/.cache/huggingface/hub
+        prior.channels, prior.sample_size  # (3, 32)
     """
     if isinstance(source, str) and source in SHIPPED_PRIORS:
         with shipped_prior_path(source) as folder:
             return _load_folder(folder, source, device)
+    if is_hub_id(source):
+        return _load_folder(hub_prior_folder(str(source)), str(source), device)
     folder = Path(source).expanduser()
     if not folder.exists() and isinstance(source, str) and "/" not in source and "\\" not in source:
         raise PriorError(
@@ -517,3 +576,81 @@ def sample_prior(
             f"need n >= 0, steps >= 1 and batch_size >= 1 (got n={n}, steps={steps}, batch_size={batch_size})"
         )
     return unguided_samples(prior, n, seed, Sampling(scheduler, steps, eta), batch_size)
+
+
+# -- does the prior fit the stimuli? -------------------------------------------------------------
+MAX_SIZE_RATIO = 2.0
+"""A prior whose samples are more than this many times smaller (or larger) than the model's input is a mismatch (its
+images are resized that much)."""
+MAX_MEAN_DIFFERENCE = 0.15
+"""A difference of mean pixel value (in [0, 1]) between the prior's samples and the stimuli above this is a
+mismatch."""
+MAX_STD_RATIO = 2.0
+"""A ratio of contrast (the pixel std within an image, averaged over images) between the prior's samples and the
+stimuli above this (or below its inverse) is a mismatch."""
+
+
+@dataclass(frozen=True)
+class PriorCheck:
+    """How a prior's unguided samples compare with the stimuli (:func:`check_prior`).
+
+    ``prior_shape`` ``(C, H, W)`` of its samples; ``stimuli_shape`` ``(C, H, W)`` of the stimuli at the model's input
+    (C = 1 when they are grey); the pixel ``mean`` and ``std`` of each (over every pixel and channel, in [0, 1]);
+    ``mismatches``: one phrase per mismatch (empty when the prior fits).
+    """
+
+    prior: str
+    prior_shape: tuple[int, int, int]
+    stimuli_shape: tuple[int, int, int]
+    prior_mean: float
+    prior_std: float
+    stimuli_mean: float
+    stimuli_std: float
+    mismatches: tuple[str, ...]
+
+    def warning(self, synthesizer: str) -> str:
+        """One warning naming the prior, every mismatch and how to pass another prior."""
+        return (
+            f"synthesis {synthesizer}: the diffusion prior {self.prior!r} does not fit the stimuli: "
+            f"{'; '.join(self.mismatches)}. Its images will not look like the stimuli. Pass a prior trained on "
+            f'images like them: prior = "<diffusers folder or hub id, e.g. google/ddpm-cifar10-32>" in the '
+            f"[[synthesis]] table of {synthesizer} (see docs/synthesis.md)"
+        )
+
+
+def check_prior(prior: str, samples: Tensor, stimuli: Tensor) -> PriorCheck:
+    """Compare ``samples`` ``[n, C, H, W]`` of ``prior`` (unguided, in [0, 1]) with ``stimuli`` ``[m, C', H', W']``
+    in [0, 1] at the model's input (C' = 1 for grey stimuli): channels (a grey prior for colour stimuli or the
+    reverse), resolution (more than :data:`MAX_SIZE_RATIO` apart), mean pixel value (more than
+    :data:`MAX_MEAN_DIFFERENCE` apart) and contrast, the pixel std within an image averaged over the images (more than
+    :data:`MAX_STD_RATIO` times apart).
+
+    Example::
+
+        check = check_prior("insilico-ddpm-v1", torch.full((4, 1, 32, 32), 0.5), torch.rand(4, 3, 64, 64))
+        check.mismatches  # ('channels: the prior draws grey images (1 channel), the stimuli are colour (3)', ...)
+    """
+    prior_shape = tuple(int(s) for s in samples.shape[1:])
+    stimuli_shape = tuple(int(s) for s in stimuli.shape[1:])
+    samples, stimuli = samples.detach().double(), stimuli.detach().double()
+    p_mean, s_mean = float(samples.mean()), float(stimuli.mean())
+    p_std, s_std = (float(x.flatten(1).std(1).mean()) if len(x) else 0.0 for x in (samples, stimuli))
+    found = []
+    (pc, ph, pw), (sc, sh, sw) = prior_shape, stimuli_shape
+    if pc != sc:
+        colour = {1: "grey", 3: "colour"}
+        found.append(
+            f"channels: the prior draws {colour.get(pc, 'multichannel')} images ({pc} channel{'s' * (pc > 1)}), "
+            f"the stimuli are {colour.get(sc, 'multichannel')} ({sc})"
+        )
+    ratio = max(ph / sh, sh / ph, pw / sw, sw / pw)
+    if ratio > MAX_SIZE_RATIO:
+        found.append(f"resolution: the prior draws {ph}×{pw} px, the model's input is {sh}×{sw} px ({ratio:.3g}×)")
+    if abs(p_mean - s_mean) > MAX_MEAN_DIFFERENCE:
+        found.append(f"mean pixel value: {p_mean:.3f} in the prior's samples, {s_mean:.3f} in the stimuli")
+    std_ratio = max(p_std, 1e-6) / max(s_std, 1e-6)
+    if not 1 / MAX_STD_RATIO <= std_ratio <= MAX_STD_RATIO:
+        found.append(
+            f"contrast (pixel std within an image): {p_std:.3f} in the prior's samples, {s_std:.3f} in the stimuli"
+        )
+    return PriorCheck(prior, prior_shape, stimuli_shape, p_mean, p_std, s_mean, s_std, tuple(found))

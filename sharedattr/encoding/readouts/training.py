@@ -1,13 +1,14 @@
-"""Shared training of the SGD readouts: hyper-params, output nonlinearity, penalties and the trainer.
+"""Shared training of the SGD readouts: hyper-params, output nonlinearity, losses, penalties and the trainer.
 
-:func:`train` fits any module mapping latents ``[B, ...]`` to responses ``[B, N]`` by AdamW
-on mini-batches. The loss is the mean squared error over the non-NaN responses plus the
-module's ``regularizer()``. Early stopping holds out a seeded validation split of the fit
-data and keeps the epoch with the best mean validation Pearson r across neurons.
-:class:`TrainedReadout` is the base of the built-in trained readouts (``factorized``,
-``gaussian2d``, ``attention``): it meets the linear contract
-``r_n(x) = φ(⟨w_n, z_n(x)⟩ + b_n)`` by construction, given a subclass's ``pooled`` and
-``weight``.
+:func:`train` fits any module mapping inputs ``[B, ...]`` (latents, or images for a readout trained jointly with a
+trainable core) to responses ``[B, N]`` by AdamW on mini-batches. The loss is the mean squared error or the Poisson
+loss over the non-NaN responses (``loss``), plus the module's ``regularizer()``. Early stopping holds out a seeded
+validation split of the fit data and keeps the epoch with the best mean validation Pearson r across neurons; the
+learning rate can drop on a plateau of that r (``lr_decay_factor``, torch's ``ReduceLROnPlateau``).
+:class:`TrainedReadout` is the base of the built-in trained readouts (``factorized``, ``gaussian2d``,
+``attention``): it meets the linear contract ``r_n(x) = φ(⟨w_n, z_n(x)⟩ + b_n)`` by construction, given a subclass's
+``pooled`` and ``weight``; :meth:`TrainedReadout.fit_with_backbone` trains it jointly with a trainable backbone
+(:class:`~sharedattr.plugins.contracts.BackboneModule`, e.g. ``stacked_core``) on images.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -53,6 +54,22 @@ class TrainingParams(Params):
     )
     seed: Seed = Field(0, description="Seed of the initialisation, validation split, batch order and any sampling.")
     progress: bool = Field(False, description="Show a progress bar over epochs.")
+    loss: Literal["mse", "poisson"] = Field(
+        "mse",
+        description="Training loss over the measured responses: mse (mean squared error) or poisson (the Poisson "
+        "negative log-likelihood r − y·log r, for spike counts; needs a positive output, nonlinearity = elu1). "
+        "A trainable backbone (stacked_core) makes poisson the default.",
+    )
+    lr_decay_factor: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Multiply the learning rate by this after lr_patience epochs without a better validation r "
+        "(torch's ReduceLROnPlateau); 1 keeps it constant.",
+    )
+    lr_patience: int = Field(
+        5, ge=0, description="Epochs without a better validation r before the learning rate drops (lr_decay_factor)."
+    )
 
 
 class TrainedReadoutParams(TrainingParams):
@@ -62,6 +79,14 @@ class TrainedReadoutParams(TrainingParams):
         "identity", description="Output nonlinearity φ: identity, or elu1 = ELU(x + elu_offset) + 1 (positive output)."
     )
     elu_offset: float = Field(0.0, description="Offset of the elu1 nonlinearity.")
+
+    @model_validator(mode="after")
+    def _positive_output_for_poisson(self) -> TrainedReadoutParams:
+        if self.loss == "poisson" and self.nonlinearity == "identity":
+            raise ValueError(
+                "loss = 'poisson' needs a positive output: set nonlinearity = 'elu1' (or use loss = 'mse')"
+            )
+        return self
 
 
 # -- losses -----------------------------------------------------------------------------
@@ -74,6 +99,22 @@ def masked_mse(prediction: Tensor, target: Tensor) -> Tensor:
     valid = ~torch.isnan(target)
     error = torch.where(valid, prediction - torch.where(valid, target, 0.0), 0.0)
     return error.pow(2).sum() / valid.sum().clamp(min=1)
+
+
+POISSON_EPS = 1e-8
+"""Added to predictions inside the Poisson loss's log (a prediction of 0 stays finite)."""
+
+
+def masked_poisson(prediction: Tensor, target: Tensor) -> Tensor:
+    """Poisson negative log-likelihood ``r − y·log(r + ε)`` averaged over the non-NaN entries of ``target`` ``[B, N]``
+    (the constant ``log y!`` left out). ``prediction`` must be non-negative (an ``elu1`` output)."""
+    valid = ~torch.isnan(target)
+    loss = prediction - torch.where(valid, target, 0.0) * torch.log(prediction + POISSON_EPS)
+    return torch.where(valid, loss, 0.0).sum() / valid.sum().clamp(min=1)
+
+
+LOSSES = {"mse": masked_mse, "poisson": masked_poisson}
+"""The training losses by their ``loss`` param value: ``(prediction [B, N], target [B, N]) → scalar``."""
 
 
 def l1_penalty(param: Tensor, strength: float) -> Tensor:
@@ -146,12 +187,14 @@ def split_train_val(n: int, val_fraction: float, generator: torch.Generator) -> 
 
 @torch.no_grad()
 def eval_predictions(module: nn.Module, latents: Tensor, batch_size: int) -> Tensor:
-    """``module(latents)`` in batches, in eval mode → ``[B, N]``."""
+    """``module(latents)`` in batches, in eval mode → ``[B, N]`` on the module's device (each batch is moved
+    there)."""
     module.eval()
-    return torch.cat([module(chunk) for chunk in latents.split(batch_size)])
+    device = next(module.parameters()).device
+    return torch.cat([module(chunk.to(device)) for chunk in latents.split(batch_size)])
 
 
-def _param_groups(module: TrainedReadout) -> list[dict[str, Any]]:
+def _param_groups(module: nn.Module) -> list[dict[str, Any]]:
     """AdamW groups: parameters named in ``module.no_weight_decay`` get no weight decay."""
     exempt = set(module.no_weight_decay)
     decay = [p for name, p in module.named_parameters() if name not in exempt]
@@ -159,34 +202,47 @@ def _param_groups(module: TrainedReadout) -> list[dict[str, Any]]:
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train(module: TrainedReadout, latents: Tensor, responses: Tensor, params: TrainingParams) -> TrainingHistory:
-    """Fit ``module`` in place to latents ``[S, ...]`` and responses ``[S, N]`` (NaN = missing).
+def train(module: nn.Module, inputs: Tensor, responses: Tensor, params: TrainingParams) -> TrainingHistory:
+    """Fit ``module`` in place to inputs ``[S, ...]`` and responses ``[S, N]`` (NaN = missing).
 
-    ``module(latents)`` gives predictions ``[B, N]``; ``module.regularizer()`` a scalar
-    penalty added to the loss; the parameter names in ``module.no_weight_decay`` (a
-    :class:`TrainedReadout` declares them) are exempt from weight decay. Each epoch runs
-    AdamW over shuffled mini-batches of the training split, minimising :func:`masked_mse`
-    plus the penalty, then scores the validation split by the mean Pearson r across
-    neurons. Training stops after ``patience`` epochs without improvement (or
-    ``max_epochs``), and the module is left in eval mode with the state of its best epoch.
-    Deterministic for a given seed on the CPU: the split, the batch order and the global
-    RNG (used by stochastic modules) are all seeded. A non-finite loss raises
-    :class:`UserError` (lower the learning rate).
+    ``module(inputs)`` gives predictions ``[B, N]`` (latents for a readout; images for a readout trained jointly
+    with a core, :class:`JointModel`); ``module.regularizer()`` a scalar penalty added to the loss; the parameter
+    names in ``module.no_weight_decay`` (a :class:`TrainedReadout` declares them) are exempt from weight decay. Each
+    epoch runs AdamW over shuffled mini-batches of the training split, minimising the ``params.loss``
+    (:data:`LOSSES`) plus the penalty, then scores the validation split by the mean Pearson r across neurons; with
+    ``lr_decay_factor < 1`` the learning rate drops when that r plateaus (``ReduceLROnPlateau``, mode max).
+    Training stops after ``patience`` epochs without improvement (or ``max_epochs``), and the module is left in
+    eval mode with the state of its best epoch. Batches move to the module's device, so ``inputs`` may stay on the
+    CPU. Deterministic for a given seed on the CPU: the split, the batch order and the global RNG (used by
+    stochastic modules) are all seeded. A non-finite loss raises :class:`UserError` (lower the learning rate).
     """
+    if params.loss == "poisson" and bool((responses < 0).any()):  # NaN (not measured) compares False
+        raise UserError(
+            f"readout.loss = 'poisson' needs non-negative responses (spike counts or rates); the responses reach "
+            f"{float(responses.nan_to_num(0).min()):.4g}: set readout.loss = 'mse', or give counts"
+        )
     generator = torch.Generator().manual_seed(params.seed)
-    train_index, val_index = split_train_val(latents.shape[0], params.val_fraction, generator)
+    train_index, val_index = split_train_val(inputs.shape[0], params.val_fraction, generator)
+    device = next(module.parameters()).device
+    responses = responses.to(device)
+    loss_of = LOSSES[params.loss]
     optimizer = torch.optim.AdamW(_param_groups(module), lr=params.lr, weight_decay=params.weight_decay)
+    schedule = None
+    if params.lr_decay_factor < 1:
+        schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=params.lr_decay_factor, patience=params.lr_patience
+        )
     losses: list[float] = []
     val_r: list[float] = []
     best_r, best_epoch, best_state = -math.inf, -1, None
-    progress = tqdm(total=params.max_epochs, desc="readout", disable=not params.progress, leave=False, unit="epoch")
-    with seeded_on(params.seed, latents.device), progress:
+    progress = tqdm(total=params.max_epochs, desc="training", disable=not params.progress, leave=False, unit="epoch")
+    with seeded_on(params.seed, device), progress:
         for epoch in range(params.max_epochs):
             module.train()
             total, count = 0.0, 0
             for batch in train_index[torch.randperm(len(train_index), generator=generator)].split(params.batch_size):
                 optimizer.zero_grad(set_to_none=True)
-                loss = masked_mse(module(latents[batch]), responses[batch]) + module.regularizer()
+                loss = loss_of(module(inputs[batch].to(device)), responses[batch.to(device)]) + module.regularizer()
                 value = loss.item()
                 if not math.isfinite(value):
                     raise UserError(f"readout training diverged (the loss is {value}); lower lr={params.lr}")
@@ -194,10 +250,12 @@ def train(module: TrainedReadout, latents: Tensor, responses: Tensor, params: Tr
                 optimizer.step()
                 total, count = total + value * len(batch), count + len(batch)
             losses.append(total / count)
-            r = pearson_columns(eval_predictions(module, latents[val_index], params.batch_size), responses[val_index])
-            val_r.append(float(r.mean()))
+            predicted = eval_predictions(module, inputs[val_index], params.batch_size)
+            val_r.append(float(pearson_columns(predicted, responses[val_index.to(device)]).mean()))
             progress.update()
             progress.set_postfix(val_r=f"{val_r[-1]:.3f}")
+            if schedule is not None:
+                schedule.step(val_r[-1])
             if best_state is None or val_r[-1] > best_r:
                 best_r, best_epoch = val_r[-1], epoch
                 best_state = copy.deepcopy(module.state_dict())
@@ -206,6 +264,23 @@ def train(module: TrainedReadout, latents: Tensor, responses: Tensor, params: Tr
     module.load_state_dict(best_state)
     module.eval()
     return TrainingHistory(losses, val_r, best_epoch, val_index)
+
+
+class JointModel(nn.Module):
+    """A trainable backbone and a readout as one module for :func:`train`: images ``[B, C, H, W]`` in [0, 1] →
+    ``readout(backbone(backbone.preprocess(images)))`` ``[B, N]``; its penalty is the sum of both, and the
+    readout's ``no_weight_decay`` names (prefixed ``readout.``) are exempt from weight decay."""
+
+    def __init__(self, backbone: nn.Module, readout: TrainedReadout) -> None:
+        super().__init__()
+        self.backbone, self.readout = backbone, readout
+        self.no_weight_decay = tuple(f"readout.{name}" for name in readout.no_weight_decay)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.readout(self.backbone(self.backbone.preprocess(images)))
+
+    def regularizer(self) -> Tensor:
+        return self.backbone.regularizer() + self.readout.regularizer()
 
 
 # -- the base of the trained readouts ---------------------------------------------------
@@ -317,6 +392,42 @@ class TrainedReadout(Configurable, ReadoutModule, abc.ABC):
         with torch.no_grad():
             self.init_from_data(x, y)
         self.history = train(self, x, y, self.params)
+        return self
+
+    @on_one_thread
+    def fit_with_backbone(
+        self, backbone: nn.Module, images: Tensor, responses: Tensor, progress: bool = False
+    ) -> TrainedReadout:
+        """Initialise, then train in place *jointly* with the trainable ``backbone`` (its weights change too) on
+        images ``[S, C, H, W]`` in [0, 1] and responses ``[S, N]`` (NaN = missing), on the backbone's device; a bar
+        shows the epochs with ``progress`` (or the ``progress`` param).
+
+        The readout starts from the untrained backbone's latents (:meth:`init_from_data`), then :func:`train` fits
+        both through a :class:`JointModel`, with the backbone's ``regularizer()`` added to the loss. Both are left
+        in eval mode, and the backbone frozen again (no gradients to its weights; gradients still reach the input).
+        """
+        y = responses.detach().float()
+        if y.dim() != 2 or y.shape[0] != images.shape[0]:
+            raise UserError(
+                f"{self.name} readout: responses must be [S, N] with S = {images.shape[0]} images; got {list(y.shape)}"
+            )
+        require_measured_neurons(y, f"{self.name} readout")
+        device = next(backbone.parameters()).device
+        with seeded_on(self.params.seed, device):
+            self.initialize(tuple(backbone.latent_shape), y.shape[1])
+        self.to(device).eval()
+        backbone.eval()
+        with torch.no_grad():
+            chunks = images.detach().float().split(self.params.batch_size)
+            latents = torch.cat([backbone(backbone.preprocess(chunk.to(device))) for chunk in chunks])
+            self.init_from_data(latents, y.to(device))
+        del latents
+        backbone.requires_grad_(True)
+        try:
+            params = self.params.model_copy(update={"progress": True}) if progress else self.params
+            self.history = train(JointModel(backbone, self), images.detach().float(), y, params)
+        finally:
+            backbone.requires_grad_(False).eval()
         return self
 
     def init_from_data(self, latents: Tensor, responses: Tensor) -> None:
