@@ -287,3 +287,27 @@ def test_a_run_explains_the_core_model_with_every_kind_of_method(tiny_config, tm
     rows = pd.read_csv(tmp_path / "run" / "results.csv")
     assert set(rows["method"]) == {"saliency", "parallel_backprop", "grad_cam", "integrated_gradients"}
     assert rows["value"].notna().all()
+
+
+def test_a_run_reuses_a_fitted_core_with_model(tiny_config, tmp_path, monkeypatch):
+    """`run --model FIT` on a core: the core's trained weights come from the saved model (a freshly built core has
+    other weights, which is no mismatch), nothing is trained again, and the held-out scores are the fit's."""
+    responses = pd.read_csv(tiny_config["data"]["responses"], index_col=0)
+    responses.clip(lower=0).to_csv(tmp_path / "rates.csv")
+    config = {
+        **tiny_config,
+        "data": {**tiny_config["data"], "responses": str(tmp_path / "rates.csv")},
+        "backbone": {"name": "stacked_core", "layers": 1, "channels": 4, "input_size": 32, "input_stride": 2},
+        "readout": {"name": "factorized", "max_epochs": 3, "batch_size": 8},
+        "methods": ["saliency"],
+        "metrics": ["gini"],
+    }
+    fit_experiment(validate_experiment(config), tmp_path / "fit", progress=False)
+    calls = []
+    monkeypatch.setattr(TrainedReadout, "fit_with_backbone", lambda *a, **k: calls.append(a))
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--model", str(tmp_path / "fit"), "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not calls, "the core was trained again"
+    assert (tmp_path / "run" / "scores.csv").read_bytes() == (tmp_path / "fit" / "scores.csv").read_bytes()
