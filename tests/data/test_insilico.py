@@ -337,3 +337,90 @@ def test_written_pairs_load_as_a_stimulus_set_with_their_parts(tmp_path):
         limbs = stimuli.load_part_masks((32, 32), [driver], [["limbs"]])[0].numpy()
         assert np.array_equal(limbs, pair.driver.parts["limbs"])
         assert stimuli.has_part(driver, "head") == ("head" in pair.carried) and not stimuli.has_part(headless, "head")
+
+
+# -- truth at the level of the copied piece -------------------------------------------------------------------------
+
+
+def _hand_built_set(tmp_path, pieces: bool) -> StimulusSet:
+    """A driver carrying the reference's left arm, and a reference with that arm, a leg and a head (8 × 8 px).
+
+    Rows 0–1: the arm (on both images); rows 2–3: the reference's leg; rows 4–5: the reference's head."""
+    from PIL import Image
+
+    def mask(name: str, rows: tuple[int, int]):
+        m = np.zeros((8, 8), dtype=np.uint8)
+        m[rows[0] : rows[1]] = 255
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(m).save(path)
+        return path
+
+    arm, leg, head = (0, 2), (2, 4), (4, 6)
+    part_masks = {
+        "limbs": (mask("d-limbs", arm), mask("r-limbs", (0, 4))),
+        "head": (None, mask("r-head", head)),
+    }
+    if pieces:
+        part_masks |= {
+            "limbs/arm_left": (mask("d-arm", arm), mask("r-arm", arm)),
+            "limbs/leg_left": (None, mask("r-leg", leg)),
+            "head/head": (None, mask("r-head-piece", head)),
+        }
+    image = mask("image", (0, 8))
+    return StimulusSet(("driver", "reference"), (image, image), ("objects", "bodies"), (None, None), part_masks)
+
+
+@pytest.mark.parametrize("pieces", [True, False])
+def test_piece_level_truth_counts_only_the_copied_piece_as_shared(tmp_path, pieces):
+    from sharedattr.metrics.sharing import shared_part_selectivity
+
+    stimuli = _hand_built_set(tmp_path, pieces)
+    pair = [Pair(neuron=0, driver=0, reference=1, similarity=1.0, rank=0)]
+    (truth,) = pair_truth(stimuli, {"n": ("limbs", "head")}, ["n"], pair)
+    if pieces:
+        assert truth == PairTruth(("limbs/arm_left",), (), ("limbs/leg_left", "head/head"))
+    else:
+        assert truth == PairTruth(("limbs",), (), ("head",))
+    images = PairImages.load(stimuli, pair, (8, 8), 1, [truth])
+    assert set(images.reference_parts) == {"limbs"}  # grouped by part: what reference_sensitivity erases
+    copied = torch.zeros(8, 8, dtype=torch.bool)
+    copied[0:2] = True
+    expected_shared = copied if pieces else torch.arange(8)[:, None].expand(8, 8) < 4
+    assert torch.equal(images.reference_parts["limbs"][0], expected_shared)
+    assert torch.equal(images.reference_masks[0], expected_shared)
+    # a reference map of 1 on the arm, 2 on the leg, 3 on the head (16 px each)
+    reference_map = torch.zeros(1, 8, 8)
+    reference_map[0, 0:2], reference_map[0, 2:4], reference_map[0, 4:6] = 1.0, 2.0, 3.0
+    sps = float(shared_part_selectivity(reference_map, images.reference_masks, images.reference_unshared)[0])
+    # piece level: arm / (arm + leg + head) = 16 / (16 + 32 + 48); part level: (arm + leg) / all = 48 / 96
+    assert sps == pytest.approx(16 / 96 if pieces else 48 / 96)
+
+
+def test_written_pair_sets_carry_each_piece_and_the_copied_one_on_both_images(tmp_path):
+    import csv
+
+    from sharedattr.data.insilico import write_pair_set
+    from sharedattr.data.insilico.pairs import render_pairs
+
+    pairs = render_pairs(3, 32, seed=4, carry_head=False)
+    manifest, table = write_pair_set(tmp_path, {"arm": pairs})
+    stimuli = StimulusSet.load(manifest)
+    assert {"limbs/arm_left", "limbs/arm_right", "limbs/leg_left", "head/head", "torso/torso"} <= set(
+        stimuli.part_masks
+    )
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row, pair in zip(rows, pairs):
+        driver, intact = stimuli.ids.index(row["driver"]), stimuli.ids.index(row["reference:intact"])
+        (arm,) = pair.carried
+        pair_of_images = Pair(neuron=0, driver=driver, reference=intact, similarity=1.0, rank=0)
+        (truth,) = pair_truth(stimuli, {"n": ("limbs", "head")}, ["n"], [pair_of_images])
+        other_arm = "arm_right" if arm == "arm_left" else "arm_left"
+        assert truth.shared == (f"limbs/{arm}",) and truth.driver_only == ()
+        assert set(truth.reference_only) == {f"limbs/{other_arm}", "limbs/leg_left", "limbs/leg_right", "head/head"}
+        # the pieces of a part tile its visible mask
+        for which, scene in ((driver, pair.driver), (intact, pair.references["intact"])):
+            limbs = stimuli.load_part_masks((32, 32), [which], [["limbs"]])[0].numpy()
+            pieces = [k for k in stimuli.part_masks if k.startswith("limbs/")]
+            union = stimuli.load_part_masks((32, 32), [which], [pieces])[0].numpy()
+            assert np.array_equal(limbs, union) and np.array_equal(limbs, scene.parts["limbs"])
