@@ -424,3 +424,62 @@ def test_written_pair_sets_carry_each_piece_and_the_copied_one_on_both_images(tm
             pieces = [k for k in stimuli.part_masks if k.startswith("limbs/")]
             union = stimuli.load_part_masks((32, 32), [which], [pieces])[0].numpy()
             assert np.array_equal(limbs, union) and np.array_equal(limbs, scene.parts["limbs"])
+
+
+# -- copy conditions and position controls --------------------------------------------------------------------------
+
+
+def _copied(pair) -> np.ndarray:
+    """The driver's pixels of its copied pieces ``[H, W]`` bool."""
+    keys = [k for k in pair.driver.pieces if k.split("/")[1] in pair.carried]
+    return np.any([pair.driver.pieces[k] for k in keys], axis=0)
+
+
+@pytest.mark.parametrize("position", ["matched", "mismatched"])
+def test_pixel_copies_are_the_references_pixels_and_repainted_ones_differ(position):
+    from sharedattr.data.insilico.pairs import PairLayout, render_pairs
+
+    pixel = render_pairs(8, 64, seed=5, position=position, layout=PairLayout(copy="pixel"))
+    repainted = render_pairs(8, 64, seed=5, position=position)
+    close = []
+    for p, r in zip(pixel, repainted):
+        copied, source = _copied(p), p.references["intact"].image
+        ys, xs = np.nonzero(copied)
+        sx, sy = p.transform.inverse((xs.astype(float), ys.astype(float)))
+        sx, sy = np.clip(np.round(sx), 0, 63).astype(int), np.clip(np.round(sy), 0, 63).astype(int)
+        np.testing.assert_array_equal(p.driver.image[ys, xs], source[sy, sx])  # every copied pixel
+        if position == "matched":
+            np.testing.assert_array_equal(p.driver.image[copied], source[copied])
+        np.testing.assert_array_equal(p.driver.image[~copied], r.driver.image[~copied])  # the rest as repainted
+        diff = np.abs(r.driver.image[copied].astype(int) - source[sy, sx].astype(int))
+        close.append(float((diff <= 12).mean()))
+    # repainted copies: the object's colours and texture, so most pixels differ from the reference's by > 12 levels
+    assert np.mean(close) < 0.5
+
+
+@pytest.mark.parametrize("carry_head", [True, False])
+def test_an_object_beside_the_body_covers_none_of_its_head_or_torso(carry_head):
+    from sharedattr.data.insilico.pairs import PairLayout, render_pairs
+
+    beside = render_pairs(20, 64, seed=6, carry_head=carry_head, layout=PairLayout(object_at="beside"))
+    shoulder = render_pairs(20, 64, seed=6, carry_head=carry_head)
+    overlaps = []
+    for b, s in zip(beside, shoulder):
+        intact = b.references["intact"]
+        core = intact.parts["torso"] | intact.parts.get("head", np.zeros((64, 64), dtype=bool))
+        assert not (b.driver.parts["shape"] & core).any()
+        overlaps.append((s.driver.parts["shape"] & core).any())
+    assert any(overlaps)  # the default placement does cover them: the control changes something
+
+
+def test_a_decoy_reference_has_the_objects_shape_where_its_head_was():
+    from sharedattr.data.insilico.pairs import PairLayout, render_pairs
+
+    for pair in render_pairs(6, 64, seed=8, layout=PairLayout(decoy=True)):
+        intact, decoy = pair.references["intact"], pair.references["decoy"]
+        assert "head" not in decoy.parts and set(decoy.pieces) >= {"shape/decoy", "torso/torso"}
+        head = next(s for s in intact.shapes if s.name == "head")
+        ys, xs = np.nonzero(decoy.pieces["shape/decoy"])
+        assert np.hypot(xs.mean() - head.points[0][0], ys.mean() - head.points[0][1]) < head.size
+        changed = intact.parts["head"] | decoy.pieces["shape/decoy"]
+        np.testing.assert_array_equal(decoy.image[~changed], intact.image[~changed])  # same body elsewhere

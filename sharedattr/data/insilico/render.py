@@ -146,6 +146,13 @@ class Affine:
             self.pivot[1] + self.scale * (s * x + c * y) + self.shift[1],
         )
 
+    def inverse(self, point: tuple) -> tuple:
+        """The point this transform maps onto ``point`` (coordinates may be numpy arrays)."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        x = (point[0] - self.shift[0] - self.pivot[0]) / self.scale
+        y = (point[1] - self.shift[1] - self.pivot[1]) / self.scale
+        return self.pivot[0] + c * x + s * y, self.pivot[1] - s * x + c * y
+
 
 @dataclass
 class Canvas:
