@@ -201,7 +201,7 @@ def fit(folder: Path, args: argparse.Namespace):
         folder / "train",
         args.train,
         args.size,
-        seed=0,
+        seed=args.fit_seed,
         neurons=KINDS,
         progress=True,
         options=VARIED_SCENES,
@@ -212,7 +212,7 @@ def fit(folder: Path, args: argparse.Namespace):
     spec = sharedattr.validate_experiment(
         {
             "name": f"shared-parts-{args.backbone}",
-            "seed": 0,
+            "seed": args.fit_seed,
             "device": args.device,
             "cache": False,
             "data": {
@@ -229,10 +229,10 @@ def fit(folder: Path, args: argparse.Namespace):
     return result.model, dict(zip(result.neuron_ids, (float(r) for r in result.test_r))), files.neuron_parts
 
 
-def make_pairs(folder: Path, n: int, size: int) -> tuple[StimulusSet, list[dict[str, str]]]:
+def make_pairs(folder: Path, n: int, size: int, seed: int) -> tuple[StimulusSet, list[dict[str, str]]]:
     """Every pair set × position × layout (conditions ``<pair set>-<position>-<layout>``), written as one set."""
     conditions = {
-        f"{kind}-{position}-{name}": render_pairs(n, size, seed=7, carry_head=kind == "both", position=position,
+        f"{kind}-{position}-{name}": render_pairs(n, size, seed=seed, carry_head=kind == "both", position=position,
                                                   layout=layout)
         for name, layout in LAYOUTS.items()
         for kind in ("both", "arm")
@@ -530,6 +530,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--train", type=int, help="training images per category (default 300; quick: 20)")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--layer", default="block3")
+    parser.add_argument(
+        "--fit-seed", type=int, default=0, help="seed of the readout's training set and fit (replicate over fits)"
+    )
+    parser.add_argument("--pair-seed", type=int, default=7, help="seed of the pairs (replicate over pair sets)")
     parser.add_argument("--backbone", choices=["trained", "random"], default="trained")
     parser.add_argument("--variants", action="store_true", help="every parallel_backprop variant, few baselines")
     parser.add_argument(
@@ -552,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     model, test_r, truth_file = fit(args.workdir, args)
     neuron_parts = json.loads(Path(truth_file).read_text())
-    stimuli, rows = make_pairs(args.workdir, args.pairs, args.size)
+    stimuli, rows = make_pairs(args.workdir, args.pairs, args.size, args.pair_seed)
     pb_methods = PB_QUICK if args.quick else PB_SWEEP if args.variants else PB_MAIN
     baselines = [BASELINES[0], BASELINES[5]] if args.quick else BASELINES[:6] if args.variants else BASELINES
     baselines = baselines + ([OCCLUSION] if args.occlusion else [])
@@ -576,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"### Shared parts (repaired): {args.backbone} `insilico_cnn` ({args.layer}) + ridge, {args.pairs} pairs per "
         f"pair set, layout and position × {len(KINDS)} neurons, {len(methods)} methods"
         + (" (variants)" if args.variants else " (quick smoke run: the numbers mean nothing)" if args.quick else ""),
-        "Held-out r of the readout (training set of "
+        f"Fit seed {args.fit_seed}, pair seed {args.pair_seed}. Held-out r of the readout (training set of "
         f"{2 * args.train} images): " + ", ".join(f"{n} {r:.2f}" for n, r in test_r.items()) + ".",
     ]
     for test in TEST_NAMES:
