@@ -313,49 +313,53 @@ def run_tests(model, stimuli, rows, methods, neuron_parts, args) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True)
 
 
-def chance(stimuli: StimulusSet, rows, neuron_parts: dict, size: int) -> pd.DataFrame:
-    """SPS of a map spread evenly over the driving parts (piece-level truth): shared area / driving area, per test,
-    layout, pair and neuron; NaN where the truth is undefined (no unshared or no shared driving part)."""
+def truth_table(stimuli: StimulusSet, rows, neuron_parts: dict, size: int) -> pd.DataFrame:
+    """Per test, layout, pair and neuron (piece-level truth): whether the truth is defined (SPS: the scored image
+    shows a shared and an unshared driving piece; RS: the pair shares a piece of the erased part), and on SPS the
+    chance level, the score of a map spread evenly over the driving pieces (shared area / driving area; NaN where
+    undefined)."""
     out = []
     ids = {sid: i for i, sid in enumerate(stimuli.ids)}
     names = [k.name for k in KINDS]
     for layout in LAYOUTS:
         for test in TESTS:
-            for name in (t for t, metric in test.metrics.items() if metric is SPS):
-                parts = truth_for(test, neuron_parts)
-                for _, own, other in explained(test, layout, rows, KINDS[:1]):
-                    pairs = [
-                        SimpleNamespace(neuron=k, driver=ids[own], reference=ids[other]) for k in range(len(names))
-                    ]
-                    for kind, truth in zip(names, pair_truth(stimuli, parts, names, pairs)):
-                        masks = stimuli.load_part_masks(
-                            (size, size), [ids[own]] * 2, [truth.shared, truth.shared + truth.driver_only]
-                        )
-                        area_shared, area_all = (float(m.sum()) for m in masks)
-                        defined = area_shared > 0 and area_all > area_shared
-                        value = area_shared / area_all if defined else math.nan
-                        out.append({"test": name, "layout": layout, "position": own.split("-")[1], "neuron": kind,
-                                    "pair": own, "method": CHANCE, "value": value})  # fmt: skip
+            parts = truth_for(test, neuron_parts)
+            for _, own, other in explained(test, layout, rows, KINDS[:1]):
+                first, second = ids[own], ids[other]
+                pairs = [SimpleNamespace(neuron=k, driver=first, reference=second) for k in range(len(names))]
+                for kind, truth in zip(names, pair_truth(stimuli, parts, names, pairs)):
+                    key = {"layout": layout, "position": own.split("-")[1], "neuron": kind, "pair": own}
+                    for name, metric in test.metrics.items():
+                        if metric is SPS:
+                            masks = stimuli.load_part_masks(
+                                (size, size), [first] * 2, [truth.shared, truth.shared + truth.driver_only]
+                            )
+                            area_shared, area_all = (float(m.sum()) for m in masks)
+                            defined = area_shared > 0 and area_all > area_shared
+                            value = area_shared / area_all if defined else math.nan
+                        else:
+                            erased = metric.get("parts") or [truth.label(q) for q in truth.shared]
+                            defined = any(truth.label(q) in erased for q in truth.shared)
+                            value = math.nan
+                        out.append({"test": name, **key, "defined": defined, "chance": value})
     return pd.DataFrame(out)
 
 
-def undefined_as_zero(frame: pd.DataFrame) -> pd.DataFrame:
-    """Score undefined maps 0 ("shows nothing shared") and mark them (column ``undefined``).
+def undefined_as_zero(frame: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Score undefined maps 0 ("shows nothing shared") and mark them (column ``undefined``), and add the chance rows
+    (method :data:`CHANCE`) of the SPS tests.
 
-    A map is undefined where its metric is NaN although the pair's truth is defined: on the SPS tests, where the
-    chance row of the same pair is finite (pairs whose truth is undefined are dropped for every method); on the RS
-    tests every pair shares the erased piece by construction, so every NaN is the map's."""
+    A map is undefined where its metric is NaN although the pair's truth is defined (``truth``:
+    :func:`truth_table`); pairs whose truth is undefined are dropped for every method."""
     key = ["test", "layout", "position", "neuron", "pair"]
-    chance_rows = frame[frame["method"] == CHANCE]
-    defined = chance_rows.set_index(key)["value"].notna()
-    out = frame[frame["method"] != CHANCE].copy()
-    on_sps = out["test"].isin(SPS_TESTS)
-    truth_ok = pd.Series(True, index=out.index)
-    truth_ok[on_sps] = defined.reindex(pd.MultiIndex.from_frame(out.loc[on_sps, key])).fillna(False).to_numpy()
-    out = out[truth_ok]
+    defined = truth.set_index(key)["defined"]
+    out = frame.copy()
+    out = out[defined.reindex(pd.MultiIndex.from_frame(out[key])).fillna(False).to_numpy(dtype=bool)]
     out["undefined"] = out["value"].isna()
     out["value"] = out["value"].fillna(0.0)
-    return pd.concat([out, chance_rows[chance_rows["value"].notna()].assign(undefined=False)], ignore_index=True)
+    chance_rows = truth[truth["defined"] & truth["test"].isin(SPS_TESTS)]
+    chance_rows = chance_rows[key].assign(method=CHANCE, value=chance_rows["chance"], undefined=False)
+    return pd.concat([out, chance_rows], ignore_index=True)
 
 
 def cell(values: np.ndarray, median: bool = False) -> str:
@@ -390,18 +394,21 @@ def means_table(frame: pd.DataFrame, test: str, layout: str, order: list[str]) -
     return "\n".join(lines)
 
 
-def paired(frame: pd.DataFrame, where: tuple[str, str, str, str], a: str, b: str):
-    """Paired test of methods ``a`` and ``b`` in one (test, layout, position, neuron) cell."""
-    test, layout, position, neuron = where
-    sub = frame[
-        (frame["test"] == test)
-        & (frame["layout"] == layout)
-        & (frame["position"] == position)
-        & (frame["neuron"] == neuron)
-    ]
-    va = sub[sub["method"] == a].set_index("pair")["value"]
-    vb = sub[sub["method"] == b].set_index("pair")["value"].reindex(va.index)
-    return paired_test(va.to_numpy(), vb.to_numpy())
+Cell = tuple[str, str, str, str]
+"""(test, layout, position, neuron)."""
+
+
+def by_cell(frame: pd.DataFrame) -> dict[Cell, pd.DataFrame]:
+    """Each (test, layout, position, neuron) cell's values as a table: pairs × methods."""
+    keys = ["test", "layout", "position", "neuron"]
+    return {where: g.pivot(index="pair", columns="method", values="value") for where, g in frame.groupby(keys)}
+
+
+def paired(table: pd.DataFrame | None, a: str, b: str):
+    """Paired test of methods ``a`` and ``b`` over the pairs of one cell's table (:func:`by_cell`)."""
+    if table is None or a not in table or b not in table:
+        return paired_test(np.array([]), np.array([]))
+    return paired_test(table[a].to_numpy(), table[b].to_numpy())
 
 
 def opponents(test: str, method: str, baselines: list[str]) -> list[str]:
@@ -417,7 +424,9 @@ def cells() -> list[tuple[str, str, str, str]]:
     return [(t, lay, p, k.name) for t in TEST_NAMES for lay in LAYOUTS for p in POSITIONS for k in KINDS]
 
 
-def verdict_table(frame: pd.DataFrame, candidate: str, baselines: list[str], alpha: float) -> tuple[str, dict]:
+def verdict_table(
+    tables: dict[Cell, pd.DataFrame], candidate: str, baselines: list[str], alpha: float
+) -> tuple[str, dict]:
     """Per test × layout × position × neuron: the strongest opponent (by mean), the candidate's paired difference to
     it, its p, and how many opponents the candidate beats at p < ``alpha`` (difference > 0)."""
     lines = [
@@ -428,31 +437,26 @@ def verdict_table(frame: pd.DataFrame, candidate: str, baselines: list[str], alp
     summary = {}
     for where in cells():
         test, layout, position, neuron = where
-        sub = frame[
-            (frame["test"] == test)
-            & (frame["layout"] == layout)
-            & (frame["position"] == position)
-            & (frame["neuron"] == neuron)
-        ]
-        means = sub.groupby("method")["value"].mean()
+        table = tables.get(where)
+        means = pd.Series(dtype=float) if table is None else table.mean()
         if candidate not in means or not np.isfinite(means[candidate]):
             continue
         ranked = [b for b in opponents(test, candidate, baselines) if b in means and np.isfinite(means[b])]
         if not ranked:
             continue
-        beaten = sum(int(t.p < alpha and t.mean_diff > 0) for t in (paired(frame, where, candidate, b) for b in ranked))
+        beaten = sum(int(t.p < alpha and t.mean_diff > 0) for t in (paired(table, candidate, b) for b in ranked))
         best = max(ranked, key=lambda b: means[b])
-        t = paired(frame, where, candidate, best)
+        t = paired(table, candidate, best)
         summary[where] = (beaten, len(ranked), t)
         lines.append(
-            f"| {test} | {layout} | {position} | {neuron} | {cell(sub[sub['method'] == candidate]['value'].to_numpy())}"
+            f"| {test} | {layout} | {position} | {neuron} | {cell(table[candidate].to_numpy())}"
             f" | {best} {means[best]:.2f} | {t.mean_diff:+.3f} [{t.ci_low:+.3f}, {t.ci_high:+.3f}] (n {t.n})"
             f" | {t.p:.1e} | {beaten}/{len(ranked)} |"
         )
     return "\n".join(lines), summary
 
 
-def weighting_table(frame: pd.DataFrame, variants: list[str], alpha: float) -> str:
+def weighting_table(tables: dict[Cell, pd.DataFrame], variants: list[str], alpha: float) -> str:
     """Each variant against the own-objective control on the same path: the effect of the shared weighting (mean
     paired difference over layouts × neurons; in brackets, the cells beyond noise, + for the variant)."""
     header = " | ".join(f"{t} ({p})" for t in TEST_NAMES for p in POSITIONS)
@@ -467,7 +471,7 @@ def weighting_table(frame: pd.DataFrame, variants: list[str], alpha: float) -> s
                 diffs, wins = [], 0
                 for layout in LAYOUTS:
                     for kind in KINDS:
-                        t = paired(frame, (test, layout, position, kind.name), v, own)
+                        t = paired(tables.get((test, layout, position, kind.name)), v, own)
                         if t.n:
                             diffs.append(t.mean_diff)
                             wins += int(t.p < alpha and t.mean_diff > 0) - int(t.p < alpha and t.mean_diff < 0)
@@ -476,7 +480,9 @@ def weighting_table(frame: pd.DataFrame, variants: list[str], alpha: float) -> s
     return "\n".join(lines)
 
 
-def scoreboard(frame: pd.DataFrame, variants: list[str], baselines: list[str], alpha: float) -> tuple[str, str]:
+def scoreboard(
+    frame: pd.DataFrame, tables: dict[Cell, pd.DataFrame], variants: list[str], baselines: list[str], alpha: float
+) -> tuple[str, str]:
     """Per variant and test × position: in how many (layout, neuron) cells it beats *every* opponent (p < alpha), and
     in how many the strongest opponent beats it; and the variant (not a control) with the most wins (ties: the fewest
     losses, then the higher mean over the tests)."""
@@ -490,16 +496,14 @@ def scoreboard(frame: pd.DataFrame, variants: list[str], baselines: list[str], a
                 won = lost = 0
                 for layout in LAYOUTS:
                     for kind in KINDS:
-                        where = (test, layout, position, kind.name)
-                        sub = frame[(frame["test"] == test) & (frame["layout"] == layout)
-                                    & (frame["position"] == position) & (frame["neuron"] == kind.name)]  # fmt: skip
-                        means = sub.groupby("method")["value"].mean()
+                        table = tables.get((test, layout, position, kind.name))
+                        means = pd.Series(dtype=float) if table is None else table.mean()
                         ranked = [b for b in opponents(test, v, baselines) if b in means and np.isfinite(means[b])]
                         if v not in means or not np.isfinite(means[v]) or not ranked:
                             continue
-                        tests = [paired(frame, where, v, b) for b in ranked]
+                        tests = [paired(table, v, b) for b in ranked]
                         won += all(t.p < alpha and t.mean_diff > 0 for t in tests)
-                        best = paired(frame, where, v, max(ranked, key=lambda b: means[b]))
+                        best = paired(table, v, max(ranked, key=lambda b: means[b]))
                         lost += best.p < alpha and best.mean_diff < 0
                 row.append(f"{won} / {lost}")
                 wins += won
@@ -565,14 +569,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if asymmetry > 1e-4:
         raise SystemExit(f"the pairwise maps depend on the order of the pair (max difference {asymmetry:.2e})")
     frame = run_tests(model, stimuli, rows, methods, neuron_parts, args)
-    frame = undefined_as_zero(pd.concat([frame, chance(stimuli, rows, neuron_parts, args.size)], ignore_index=True))
+    frame = undefined_as_zero(frame, truth_table(stimuli, rows, neuron_parts, args.size))
     frame.to_csv(args.workdir / f"values-{args.backbone}{'-variants' if args.variants else ''}.csv", index=False)
     wall = time.perf_counter() - start
     order = [name for name, _ in methods] + [CHANCE]
     base_names = [name for name, _ in baselines]
-    board, best = scoreboard(frame, [name for name, _ in pb_methods], base_names, args.alpha)
+    tables = by_cell(frame)
+    board, best = scoreboard(frame, tables, [name for name, _ in pb_methods], base_names, args.alpha)
     args.candidate = args.candidate or best
-    verdict, summary = verdict_table(frame, args.candidate, base_names, args.alpha)
+    verdict, summary = verdict_table(tables, args.candidate, base_names, args.alpha)
     won = sum(1 for beaten, total, _ in summary.values() if beaten == total)
     rs = frame[(frame["test"] == "RS (head)") & (frame["method"] == args.candidate)]
     rs = rs.groupby(["layout", "position", "neuron"])["value"].agg(["mean", "median"])
@@ -594,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     blocks += [
         f"**Shared weighting vs its control** (mean paired difference to `own` on the same path over the layouts × "
         f"neurons; in brackets, cells with a difference beyond noise at p < {args.alpha}, + for the variant)",
-        weighting_table(frame, [name for name, _ in pb_methods], args.alpha),
+        weighting_table(tables, [name for name, _ in pb_methods], args.alpha),
         f"**Each variant against its opponents** (SPS: every single-image baseline and the co-location control; RS: "
         f"its own control and the co-location control): layout × neuron cells (of {len(KINDS) * len(LAYOUTS)}) "
         f"where it beats every opponent / where the strongest beats it (paired Wilcoxon, p < {args.alpha})",

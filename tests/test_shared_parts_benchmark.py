@@ -45,20 +45,29 @@ def test_undefined_maps_count_as_zero_where_the_truth_is_defined():
         import shared_parts
     finally:
         sys.path.remove(str(BENCHMARKS))
-    key = {"test": "driver SPS", "layout": "pixel", "position": "matched", "neuron": "limbs"}
+    key = {"layout": "pixel", "position": "matched", "neuron": "limbs"}
+    sps, rs = key | {"test": "driver SPS"}, key | {"test": "RS (head)"}
     frame = pd.DataFrame(
         [
-            key | {"pair": "a", "method": "m", "value": float("nan")},  # undefined map, truth defined: 0
-            key | {"pair": "b", "method": "m", "value": 0.8},
-            key | {"pair": "c", "method": "m", "value": float("nan")},  # truth undefined: dropped
-            key | {"pair": "a", "method": shared_parts.CHANCE, "value": 0.3},
-            key | {"pair": "b", "method": shared_parts.CHANCE, "value": 0.4},
-            key | {"pair": "c", "method": shared_parts.CHANCE, "value": float("nan")},
-            key | {"test": "RS (head)", "pair": "a", "method": "m", "value": float("nan")},
+            sps | {"pair": "a", "method": "m", "value": float("nan")},  # undefined map, truth defined: 0
+            sps | {"pair": "b", "method": "m", "value": 0.8},
+            sps | {"pair": "c", "method": "m", "value": float("nan")},  # truth undefined: dropped
+            rs | {"pair": "a", "method": "m", "value": float("nan")},  # undefined map: 0
+            rs | {"pair": "b", "method": "m", "value": float("nan")},  # the pair shares no head: dropped
         ]
     )
-    out = shared_parts.undefined_as_zero(frame)
+    truth = pd.DataFrame(
+        [
+            sps | {"pair": "a", "defined": True, "chance": 0.3},
+            sps | {"pair": "b", "defined": True, "chance": 0.4},
+            sps | {"pair": "c", "defined": False, "chance": float("nan")},
+            rs | {"pair": "a", "defined": True, "chance": float("nan")},
+            rs | {"pair": "b", "defined": False, "chance": float("nan")},
+        ]
+    )
+    out = shared_parts.undefined_as_zero(frame, truth)
     m = out[out["method"] == "m"].set_index(["test", "pair"])
     assert m["value"].to_dict() == {("driver SPS", "a"): 0.0, ("driver SPS", "b"): 0.8, ("RS (head)", "a"): 0.0}
     assert m["undefined"].to_dict() == {("driver SPS", "a"): True, ("driver SPS", "b"): False, ("RS (head)", "a"): True}
-    assert list(out[out["method"] == shared_parts.CHANCE]["pair"]) == ["a", "b"]
+    chance = out[out["method"] == shared_parts.CHANCE]
+    assert list(chance["pair"]) == ["a", "b"] and list(chance["value"]) == [0.3, 0.4]
