@@ -70,7 +70,9 @@ def test_colocation_is_a_registered_pairwise_control(registry, model):
 
     assert "colocation" in registry.names("method")
     method = registry.build("method", "colocation", model, path="gradient")
-    assert isinstance(method, PairwiseAttribution) and is_pairwise(Colocation)
+    from captum.attr import Attribution
+
+    assert isinstance(method, PairwiseAttribution) and isinstance(method, Attribution) and is_pairwise(Colocation)
     assert "co-location" in control_of(Colocation, method.params)
     with pytest.raises(SpecError, match="path"):
         registry.build("method", "colocation", model, path="pixels")
