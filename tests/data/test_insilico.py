@@ -483,3 +483,38 @@ def test_a_decoy_reference_has_the_objects_shape_where_its_head_was():
         assert np.hypot(xs.mean() - head.points[0][0], ys.mean() - head.points[0][1]) < head.size
         changed = intact.parts["head"] | decoy.pieces["shape/decoy"]
         np.testing.assert_array_equal(decoy.image[~changed], intact.image[~changed])  # same body elsewhere
+
+
+@pytest.mark.parametrize("pieces", [True, False])
+def test_reference_sensitivity_erases_only_the_copied_piece_with_piece_level_truth(tmp_path, pieces):
+    from sharedattr.metrics.sharing import ReferenceSensitivityMetric
+    from sharedattr.plugins.contracts import AttributionBatch
+
+    stimuli = _hand_built_set(tmp_path, pieces)
+    pair = [Pair(neuron=0, driver=1, reference=0, similarity=1.0, rank=0)]  # the body scored, the object its partner
+    truth = pair_truth(stimuli, {"n": ("limbs", "head")}, ["n"], pair)
+    images = PairImages.load(stimuli, pair, (8, 8), 1, truth)
+    partner = torch.zeros(1, 1, 8, 8)
+    partner[0, 0, 0:2] = 1.0  # the object: its copied arm on a black background
+
+    def explain_with(partners):  # the body's map: 1 + the partner's pixel at each position
+        return partners[:, 0] + 1.0
+
+    batch = AttributionBatch(
+        torch.nn.Identity(),
+        torch.ones(1, 1, 8, 8),
+        explain_with(partner),
+        torch.zeros(1, dtype=torch.long),
+        images.driver_masks,
+        unshared_masks=images.driver_unshared,
+        shared_parts=images.driver_parts,
+        partner_parts=images.reference_parts,
+        partners=partner,
+        explain_with_partners=explain_with,
+    )
+    score = float(ReferenceSensitivityMetric(fill=0.0)(batch)[0])
+    # before: arm 2 × 16, leg 1 × 16, head 1 × 16; erasing the partner's arm makes the arm 1 × 16.
+    # piece level (the arm shared, leg and head not): share 32/64 → 16/48;
+    # part level (arm and leg shared): 48/64 → 32/48
+    expected = 1 - (16 / 48) / (32 / 64) if pieces else 1 - (32 / 48) / (48 / 64)
+    assert score == pytest.approx(expected)
