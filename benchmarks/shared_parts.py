@@ -1,34 +1,38 @@
 """Shared parts that are measurably shared: does a method show what a driver *shares* with its reference?
 
-    uv run python benchmarks/shared_parts.py                     # the table in docs/benchmarks.md (≤ 15 min, 2 CPUs)
+    uv run python benchmarks/shared_parts.py                     # the tables in docs/benchmarks.md (2 CPUs)
     uv run python benchmarks/shared_parts.py --backbone random   # control: the same pairs on a random backbone
     uv run python benchmarks/shared_parts.py --variants          # every parallel_backprop variant (longer)
+    uv run python benchmarks/shared_parts.py --quick --no-write  # a smoke run of every step at a tiny size
 
-The ground truth is fixed by the stimuli before any method runs (:mod:`sharedattr.data.insilico.pairs`):
-a *driver* object carries exact copies of one arm (and, in the ``both`` pairs, the head) of its
-*reference* body, at the body's positions (``matched``) or shifted 12–20 px, rotated and scaled
-(``mismatched``). The references come intact or headless, pixel-identical elsewhere. Three tests,
-each on ``--pairs`` pairs per position, explained for each body-part neuron (``limbs``, ``head``,
-``body``, ``head_and_limbs``; their driving parts are their tuned parts):
+The ground truth is fixed by the stimuli before any method runs (:mod:`sharedattr.data.insilico.pairs`) and is
+scored at the level of the copied piece: a *driver* object carries copies of one arm (and, in the ``both`` pairs,
+the head) of its *reference* body; only the copied pieces are shared, the body's other limbs are unshared driving
+parts. The copies sit at the body's positions (``matched``) or shifted 12–20 px, rotated and scaled
+(``mismatched``). Three pair layouts, reported apart (:data:`LAYOUTS`): ``repainted`` copies (the object's colours
+and texture, the object's shape at the arm's root, over the body's head and torso at matched positions), ``pixel``
+copies (the reference's own pixels pasted) and ``beside`` (pixel copies, the object's shape beside the body,
+covering none of its head and torso). The references come intact, headless or with a *decoy* (the object's outline
+in place of the head), pixel-identical elsewhere. Tests, each on ``--pairs`` pairs per layout and position, for
+each body-part neuron (``limbs``, ``head``, ``body``, ``head_and_limbs``; their driving parts are their tuned
+parts):
 
-- **driver SPS**: driver (arm + head) with the *headless* body. The limbs are shared; the driver's
-  head drives the neuron but is not shared. Shared-part selectivity of the driver's map
-  (relevance on shared driving parts / on all driving parts; chance = their area ratio).
-- **reference SPS**: driver (arm only) with the *intact* body. The limbs are shared; the body's
-  head (and, for ``body``, torso) drive the neuron but are not shared. SPS of the reference's map.
-- **RS**: driver (arm + head) with the intact body. Reference sensitivity of the driver's map: how
-  much of a shared part's share it loses when that part is erased from the reference
-  (``1 − after / before``, averaged over head and limbs). A single-image map scores 0.
+- **driver SPS**: driver (arm + head) with the *headless* body; the copied arm is shared, the driver's head drives
+  the neuron but is not shared. Shared-part selectivity of the driver's map.
+- **reference SPS**: driver (arm only) with the *intact* body; the copied arm is shared; the body's other limbs,
+  head (and torso) are not. SPS of the reference's map.
+- **decoy SPS**: the same with the *decoy* body; the decoy counts as an unshared driving part (the neuron's parts
+  and ``shape``), so a map drawn to the place of the driver's object, not to what it shares, loses.
+- **RS**: driver (arm + head) with the intact body. Reference sensitivity of the driver's map when the copied
+  piece is erased from the reference (head; limbs: the copied arm). Only pairwise methods run here.
 
-The readout (ridge on the shipped ``insilico_cnn`` at block3, or a random one) is fitted on a
-separate training set whose bodies miss pieces and whose objects carry several body-like parts,
-so the parts' contributions are not confounded; its held-out r is printed beside the tables.
-Every method explains the same pairs. Single-image baselines use the same black baseline (0) and
-the same 16 steps/samples as the path variants of ``parallel_backprop``; ``parallel_backprop``
-with ``variant = "own"`` (``s = w``: the neuron's own objective on the same path) is the control
-that isolates the shared weighting. Paired comparisons: Wilcoxon signed-rank test and the mean
-paired difference with its 95 % t interval (:mod:`sharedattr.report.stats`), on the pairs where
-both methods are defined.
+Undefined maps (no positive relevance on the driving parts, where the truth is defined) score 0, "shows nothing
+shared"; each table gives the rate of undefined maps per method. A pairwise method is compared with the single-image
+baselines and the co-location control (``colocation`` on the same path) on SPS, and with its own control
+(``variant = "own"`` on the same path) and the co-location control on RS: never with the constant 0 of a
+single-image map. Paired comparisons: Wilcoxon signed-rank test and the mean paired difference with its 95 % t
+interval (:mod:`sharedattr.report.stats`) over the pairs of one fit; the pre-registered rule over fits is in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -48,8 +54,9 @@ import torch
 import sharedattr
 from record import machine, print_and_append
 from sharedattr.data import StimulusSet
+from sharedattr.data.ground_truth import pair_truth
 from sharedattr.data.insilico import DEFAULT_NEURONS, write_insilico, write_pair_set
-from sharedattr.data.insilico.pairs import POSITIONS, render_pairs
+from sharedattr.data.insilico.pairs import POSITIONS, PairLayout, render_pairs
 from sharedattr.data.insilico.render import VARIED_SCENES
 from sharedattr.experiment.stages import fit_experiment
 from sharedattr.report.stats import paired_test
@@ -59,19 +66,43 @@ STEPS = 16  # steps (path methods) and samples (sampling methods), the same for 
 SPS = {"name": "shared_part_selectivity"}
 RS_HEAD = {"name": "reference_sensitivity", "parts": ["head"]}
 RS_LIMBS = {"name": "reference_sensitivity", "parts": ["limbs"]}
-# (pair set, reference variant, scored image, {test: metric}, single-image methods too); the reference is scored as
-# the first image of (reference, driver) pairs, which gives the same maps for every method here (single-image maps do
-# not see the partner; the shared weights are symmetric, checked in check_symmetry) at half the single-image cost.
-# Reference sensitivity is 0 by construction for a single-image map (tests/metrics/test_sharing.py): only the
-# pairwise methods are run, and tested against 0.
+LAYOUTS = {
+    "repainted": PairLayout(copy="repainted", decoy=True),
+    "pixel": PairLayout(copy="pixel", decoy=True),
+    "beside": PairLayout(copy="pixel", object_at="beside", decoy=True),
+}
+"""The pair layouts, reported apart: repainted or pixel-identical copies, and the object's shape beside the body."""
+
+
+@dataclass(frozen=True)
+class Test:
+    """One test: the pair set (``both``: arm + head, ``arm``), the reference variant, the scored image (explained
+    first), its metrics, whether single-image methods run (sharing metrics only) and whether the decoy counts as a
+    driving part (the ``shape`` part joins the neuron's parts)."""
+
+    pair_set: str
+    variant: str
+    image: str
+    metrics: dict = field(default_factory=dict)
+    single: bool = True
+    decoy: bool = False
+
+
+# The reference is scored as the first image of (reference, driver) pairs, which gives the same maps for every
+# method here (single-image maps do not see the partner; the shared weights are symmetric, checked in
+# check_symmetry) at half the single-image cost. Reference sensitivity is 0 by construction for a single-image map
+# (tests/metrics/test_sharing.py): only the pairwise methods run, tested against their controls.
 TESTS = [
-    ("both", "headless", "driver", {"driver SPS": SPS}, True),
-    ("arm", "intact", "reference", {"reference SPS": SPS}, True),
-    ("both", "intact", "driver", {"RS (head)": RS_HEAD, "RS (limbs)": RS_LIMBS}, False),
+    Test("both", "headless", "driver", {"driver SPS": SPS}),
+    Test("arm", "intact", "reference", {"reference SPS": SPS}),
+    Test("arm", "decoy", "reference", {"decoy SPS": SPS}, decoy=True),
+    Test("both", "intact", "driver", {"RS (head)": RS_HEAD, "RS (limbs)": RS_LIMBS}, single=False),
 ]
-ZERO = "single-image (0 by construction)"
-TEST_NAMES = [name for _, _, _, metrics, _ in TESTS for name in metrics]
+TEST_NAMES = [name for t in TESTS for name in t.metrics]
+SPS_TESTS = [name for t in TESTS for name, metric in t.metrics.items() if metric is SPS]
 PB = "parallel_backprop"
+PAIRWISE = (PB, "colocation")
+CHANCE = "chance (area ratio)"
 BASELINES = [
     ("saliency", {"name": "saliency"}),
     ("input_x_gradient", {"name": "input_x_gradient"}),
@@ -86,7 +117,7 @@ OCCLUSION = ("occlusion", {"name": "occlusion", "window": 8, "stride": 8, "basel
 
 
 PATHS: dict[str, str] = {}
-"""The path of every parallel_backprop label (its control is ``own`` on the same path)."""
+"""The path of every pairwise label (its controls are ``own`` and ``colocation`` on the same path)."""
 
 
 def pb(variant: str, sharing: str = "dimension", path: str = "gradient", **extra) -> tuple[str, dict]:
@@ -98,8 +129,24 @@ def pb(variant: str, sharing: str = "dimension", path: str = "gradient", **extra
     return f"PB ({tag})", spec
 
 
+def colocation(path: str) -> tuple[str, dict]:
+    """The co-location control on ``path``: max(own map of a, 0) × max(own map of b, 0)."""
+    spec = {"name": "colocation", "path": path} | ({"n_steps": STEPS, "baseline": 0.0} if path == "ig" else {})
+    PATHS[f"colocation ({path})"] = path
+    return f"colocation ({path})", spec
+
+
 def control(path: str) -> str:
     return f"PB (own, {path})"
+
+
+def controls(method: str) -> list[str]:
+    """The controls of a pairwise method: its own objective and the co-location control on its path."""
+    return [control(PATHS[method]), f"colocation ({PATHS[method]})"]
+
+
+def is_control(method: str) -> bool:
+    return method in controls(method)
 
 
 PB_MAIN = [  # the gradient and layer paths: about the cost of a saliency map per image; ig in --variants
@@ -110,11 +157,13 @@ PB_MAIN = [  # the gradient and layer paths: about the cost of a saliency map pe
     pb("positive", "channel"),
     pb("mask", "channel", mask_threshold=0.1),
     pb("own"),
+    colocation("gradient"),
     pb("product", path="layer"),
     pb("positive", path="layer"),
     pb("mask", path="layer", mask_threshold=0.1),
     pb("positive", "channel", "layer"),
     pb("own", path="layer"),
+    colocation("layer"),
 ]
 PB_SWEEP = (
     [
@@ -130,7 +179,10 @@ PB_SWEEP = (
         for t in (0.1, 0.3)
     ]
     + [pb("own", path=path) for path in ("gradient", "ig", "layer")]
+    + [colocation(path) for path in ("gradient", "ig", "layer")]
 )
+PB_QUICK = [pb("product", path="layer"), pb("own", path="layer"), colocation("layer")]
+"""--quick: the default, its control and the co-location control (with saliency and Grad-CAM)."""
 
 
 def labels(specs: Sequence[dict]) -> list[str]:
@@ -149,7 +201,7 @@ def fit(folder: Path, args: argparse.Namespace):
         folder / "train",
         args.train,
         args.size,
-        seed=0,
+        seed=args.fit_seed,
         neurons=KINDS,
         progress=True,
         options=VARIED_SCENES,
@@ -160,7 +212,7 @@ def fit(folder: Path, args: argparse.Namespace):
     spec = sharedattr.validate_experiment(
         {
             "name": f"shared-parts-{args.backbone}",
-            "seed": 0,
+            "seed": args.fit_seed,
             "device": args.device,
             "cache": False,
             "data": {
@@ -177,102 +229,141 @@ def fit(folder: Path, args: argparse.Namespace):
     return result.model, dict(zip(result.neuron_ids, (float(r) for r in result.test_r))), files.neuron_parts
 
 
-def make_pairs(folder: Path, n: int, size: int) -> tuple[StimulusSet, list[dict[str, str]]]:
+def make_pairs(folder: Path, n: int, size: int, seed: int) -> tuple[StimulusSet, list[dict[str, str]]]:
+    """Every pair set × position × layout (conditions ``<pair set>-<position>-<layout>``), written as one set."""
     conditions = {
-        f"{kind}-{position}": render_pairs(n, size, seed=7, carry_head=kind == "both", position=position)
+        f"{kind}-{position}-{name}": render_pairs(n, size, seed=seed, carry_head=kind == "both", position=position,
+                                                  layout=layout)
+        for name, layout in LAYOUTS.items()
         for kind in ("both", "arm")
         for position in POSITIONS
-    }
+    }  # fmt: skip
     manifest, table = write_pair_set(folder / "pairs", conditions)
     with open(table, newline="") as f:
         return StimulusSet.load(manifest), list(csv.DictReader(f))
 
 
-def explained(pair_set: str, variant: str, image: str, rows, kinds=KINDS) -> list[tuple[str, str, str]]:
-    """The (neuron, first, second) pairs of a test: the scored image first."""
-    chosen = [r for r in rows if r["condition"].startswith(f"{pair_set}-")]
-    pairs = [(k.name, r["driver"], r[f"reference:{variant}"]) for k in kinds for r in chosen]
-    return pairs if image == "driver" else [(n, b, a) for n, a, b in pairs]
+def explained(test: Test, layout: str, rows, kinds=KINDS) -> list[tuple[str, str, str]]:
+    """The (neuron, first, second) pairs of a test in one layout: the scored image first."""
+    chosen = [r for r in rows if r["condition"] in {f"{test.pair_set}-{p}-{layout}" for p in POSITIONS}]
+    pairs = [(k.name, r["driver"], r[f"reference:{test.variant}"]) for k in kinds for r in chosen]
+    return pairs if test.image == "driver" else [(n, b, a) for n, a, b in pairs]
+
+
+def truth_for(test: Test, neuron_parts: dict) -> dict:
+    """The neuron parts a test scores against: with the decoy, the object's ``shape`` counts as driving."""
+    return {k: [*v, "shape"] for k, v in neuron_parts.items()} if test.decoy else neuron_parts
 
 
 def check_symmetry(model, stimuli, rows, methods) -> float:
     """Largest difference between a pairwise method's map of the reference in (driver, reference) and in
     (reference, driver) order, over a few pairs: ~0 where the shared weights are symmetric."""
-    pairwise = [spec for _, spec in methods if spec["name"] == PB]
-    pairs = explained("arm", "intact", "driver", rows, KINDS[:2])[:8]
+    pairwise = [spec for _, spec in methods if spec["name"] in PAIRWISE]
+    pairs = explained(TESTS[1], "repainted", rows, KINDS[:2])[:8]
     swapped = [(n, b, a) for n, a, b in pairs]
     kw = {"methods": pairwise, "metrics": ["gini"], "return_maps": True, "pairs": pairs}
     _, forward = sharedattr.compare(model, stimuli, **kw)
     _, backward = sharedattr.compare(model, stimuli, **(kw | {"pairs": swapped}))
-    return max(float((forward[m]["reference"] - backward[m]["driver"]).abs().max()) for m in forward)
+    return max(float((forward[m]["driver"] - backward[m]["reference"]).abs().max()) for m in forward)
 
 
 def run_tests(model, stimuli, rows, methods, neuron_parts, args) -> pd.DataFrame:
-    """Every test on every pair × neuron kind × method: one tidy frame (test, position, neuron, pair, method, value)."""
+    """Every test on every pair × layout × neuron kind × method: one tidy frame (test, layout, position, neuron,
+    pair, method, value), values as the metrics give them (NaN where undefined)."""
     specs = [spec for _, spec in methods]
     names = {id(spec): name for name, spec in methods}
     position = {r[c]: r["position"] for r in rows for c in r if c == "driver" or c.startswith("reference:")}
     frames = []
-    for pair_set, variant, image, tests, single in TESTS:
-        pairs = explained(pair_set, variant, image, rows)
-        start = time.perf_counter()
-        run = [spec for spec in specs if single or spec["name"] == PB]
-        table = sharedattr.compare(
-            model,
-            stimuli,
-            pairs=pairs,
-            methods=run,
-            metrics=list(tests.values()),
-            neuron_parts=neuron_parts,
-            on_reference=False,
-            batch_size=args.batch_size,
-            device=args.device,
-            progress=True,
-        )
-        print(f"{', '.join(tests)}: {len(pairs)} pairs × {len(run)} methods in {time.perf_counter() - start:.0f} s")
-        display = dict(zip(labels(run), (names[id(spec)] for spec in run)))
-        table = table[table["image"] == "driver"]  # the first image of each pair: the scored one
-        for test, label in zip(tests, labels(list(tests.values()))):
-            t = table[table["metric"] == label]
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "test": test,
-                        "position": t["driver"].map(position),
-                        "neuron": t["neuron"],
-                        "pair": t["driver"],
-                        "method": t["method"].map(display),
-                        "value": t["value"].astype(float),
-                    }
-                )
+    for layout in LAYOUTS:
+        for test in TESTS:
+            pairs = explained(test, layout, rows)
+            start = time.perf_counter()
+            run = [spec for spec in specs if test.single or spec["name"] in PAIRWISE]
+            table = sharedattr.compare(
+                model,
+                stimuli,
+                pairs=pairs,
+                methods=run,
+                metrics=list(test.metrics.values()),
+                neuron_parts=truth_for(test, neuron_parts),
+                on_reference=False,
+                batch_size=args.batch_size,
+                device=args.device,
+                progress=True,
             )
-            if not single:  # the zero of every single-image map, on the same pairs
-                zero = frames[-1][frames[-1]["method"] == frames[-1]["method"].iloc[0]].assign(method=ZERO, value=0.0)
-                frames.append(zero)
+            took = time.perf_counter() - start
+            print(f"{', '.join(test.metrics)} ({layout}): {len(pairs)} pairs × {len(run)} methods in {took:.0f} s")
+            display = dict(zip(labels(run), (names[id(spec)] for spec in run)))
+            table = table[table["image"] == "driver"]  # the first image of each pair: the scored one
+            for name, label in zip(test.metrics, labels(list(test.metrics.values()))):
+                t = table[table["metric"] == label]
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "test": name,
+                            "layout": layout,
+                            "position": t["driver"].map(position),
+                            "neuron": t["neuron"],
+                            "pair": t["driver"],
+                            "method": t["method"].map(display),
+                            "value": t["value"].astype(float),
+                        }
+                    )
+                )
     return pd.concat(frames, ignore_index=True)
 
 
-def chance(stimuli: StimulusSet, rows, neuron_parts: dict, size: int) -> pd.DataFrame:
-    """SPS of a map spread evenly over the driving parts: shared area / driving area, per test, pair and neuron."""
+def truth_table(stimuli: StimulusSet, rows, neuron_parts: dict, size: int) -> pd.DataFrame:
+    """Per test, layout, pair and neuron (piece-level truth): whether the truth is defined (SPS: the scored image
+    shows a shared and an unshared driving piece; RS: the pair shares a piece of the erased part), and on SPS the
+    chance level, the score of a map spread evenly over the driving pieces (shared area / driving area; NaN where
+    undefined)."""
     out = []
-    for pair_set, variant, image, tests, _ in TESTS:
-        for test in (t for t, metric in tests.items() if metric is SPS):
-            for _, own, other in explained(pair_set, variant, image, rows, KINDS[:1]):
-                i, j = stimuli.ids.index(own), stimuli.ids.index(other)
-                for kind in KINDS:
-                    parts = [p for p in neuron_parts[kind.name] if stimuli.has_part(i, p)]
-                    shared = [p for p in parts if stimuli.has_part(j, p)]
-                    masks = stimuli.load_part_masks((size, size), [i, i], [shared, parts])
-                    area_shared, area_all = (float(m.sum()) for m in masks)
-                    defined = area_shared > 0 and area_all > area_shared
-                    value = area_shared / area_all if defined else math.nan
-                    out.append({"test": test, "position": own.split("-")[1], "neuron": kind.name, "pair": own,
-                                "method": "chance (area ratio)", "value": value})  # fmt: skip
+    ids = {sid: i for i, sid in enumerate(stimuli.ids)}
+    names = [k.name for k in KINDS]
+    for layout in LAYOUTS:
+        for test in TESTS:
+            parts = truth_for(test, neuron_parts)
+            for _, own, other in explained(test, layout, rows, KINDS[:1]):
+                first, second = ids[own], ids[other]
+                pairs = [SimpleNamespace(neuron=k, driver=first, reference=second) for k in range(len(names))]
+                for kind, truth in zip(names, pair_truth(stimuli, parts, names, pairs)):
+                    key = {"layout": layout, "position": own.split("-")[1], "neuron": kind, "pair": own}
+                    for name, metric in test.metrics.items():
+                        if metric is SPS:
+                            masks = stimuli.load_part_masks(
+                                (size, size), [first] * 2, [truth.shared, truth.shared + truth.driver_only]
+                            )
+                            area_shared, area_all = (float(m.sum()) for m in masks)
+                            defined = area_shared > 0 and area_all > area_shared
+                            value = area_shared / area_all if defined else math.nan
+                        else:
+                            erased = metric.get("parts") or [truth.label(q) for q in truth.shared]
+                            defined = any(truth.label(q) in erased for q in truth.shared)
+                            value = math.nan
+                        out.append({"test": name, **key, "defined": defined, "chance": value})
     return pd.DataFrame(out)
 
 
+def undefined_as_zero(frame: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Score undefined maps 0 ("shows nothing shared") and mark them (column ``undefined``), and add the chance rows
+    (method :data:`CHANCE`) of the SPS tests.
+
+    A map is undefined where its metric is NaN although the pair's truth is defined (``truth``:
+    :func:`truth_table`); pairs whose truth is undefined are dropped for every method."""
+    key = ["test", "layout", "position", "neuron", "pair"]
+    defined = truth.set_index(key)["defined"]
+    out = frame.copy()
+    out = out[defined.reindex(pd.MultiIndex.from_frame(out[key])).fillna(False).to_numpy(dtype=bool)]
+    out["undefined"] = out["value"].isna()
+    out["value"] = out["value"].fillna(0.0)
+    chance_rows = truth[truth["defined"] & truth["test"].isin(SPS_TESTS)]
+    chance_rows = chance_rows[key].assign(method=CHANCE, value=chance_rows["chance"], undefined=False)
+    return pd.concat([out, chance_rows], ignore_index=True)
+
+
 def cell(values: np.ndarray, median: bool = False) -> str:
-    """``mean ± half-width of the 95 % t interval`` over the finite values (and `` (median m)``)."""
+    """``mean ± half-width of the 95 % t interval`` over the values (and `` (median m)``)."""
     v = values[np.isfinite(values)]
     if len(v) < 2:
         return "–"
@@ -282,13 +373,14 @@ def cell(values: np.ndarray, median: bool = False) -> str:
     return f"{v.mean():.2f} ± {half:.2f}" + (f" ({np.median(v):.2f})" if median else "")
 
 
-def means_table(frame: pd.DataFrame, test: str, order: list[str]) -> str:
+def means_table(frame: pd.DataFrame, test: str, layout: str, order: list[str]) -> str:
+    """Mean ± 95 % CI per position × neuron, and the share of the method's maps that were undefined (scored 0)."""
     cols = [(pos, k.name) for pos in POSITIONS for k in KINDS]
     lines = [
-        "| method | " + " | ".join(f"{k} ({pos})" for pos, k in cols) + " |",
-        "|---" * (len(cols) + 1) + "|",
+        "| method | " + " | ".join(f"{k} ({pos})" for pos, k in cols) + " | undefined |",
+        "|---" * (len(cols) + 2) + "|",
     ]
-    sub = frame[frame["test"] == test]
+    sub = frame[(frame["test"] == test) & (frame["layout"] == layout)]
     for method in order:
         m = sub[sub["method"] == method]
         if m.empty:
@@ -297,104 +389,130 @@ def means_table(frame: pd.DataFrame, test: str, order: list[str]) -> str:
             cell(m[(m["position"] == pos) & (m["neuron"] == k)]["value"].to_numpy(), test.startswith("RS"))
             for pos, k in cols
         ]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        rate = "–" if method == CHANCE else f"{100 * m['undefined'].mean():.1f} %"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {rate} |")
     return "\n".join(lines)
 
 
-def paired(frame: pd.DataFrame, test: str, position: str, neuron: str, a: str, b: str):
-    sub = frame[(frame["test"] == test) & (frame["position"] == position) & (frame["neuron"] == neuron)]
-    va = sub[sub["method"] == a].set_index("pair")["value"]
-    vb = sub[sub["method"] == b].set_index("pair")["value"].reindex(va.index)
-    return paired_test(va.to_numpy(), vb.to_numpy())
+Cell = tuple[str, str, str, str]
+"""(test, layout, position, neuron)."""
 
 
-def verdict_table(frame: pd.DataFrame, candidate: str, baselines: list[str], alpha: float) -> tuple[str, dict]:
-    """Per test × position × neuron: the best baseline (by mean), the candidate's paired difference to it, its p, and
-    how many baselines the candidate beats at p < ``alpha`` (difference > 0)."""
+def by_cell(frame: pd.DataFrame) -> dict[Cell, pd.DataFrame]:
+    """Each (test, layout, position, neuron) cell's values as a table: pairs × methods."""
+    keys = ["test", "layout", "position", "neuron"]
+    return {where: g.pivot(index="pair", columns="method", values="value") for where, g in frame.groupby(keys)}
+
+
+def paired(table: pd.DataFrame | None, a: str, b: str):
+    """Paired test of methods ``a`` and ``b`` over the pairs of one cell's table (:func:`by_cell`)."""
+    if table is None or a not in table or b not in table:
+        return paired_test(np.array([]), np.array([]))
+    return paired_test(table[a].to_numpy(), table[b].to_numpy())
+
+
+def opponents(test: str, method: str, baselines: list[str]) -> list[str]:
+    """What a pairwise ``method`` must beat on ``test``: on SPS the single-image ``baselines`` and the co-location
+    control on its path; on RS its own control and the co-location control (never the 0 of a single-image map)."""
+    coloc = f"colocation ({PATHS[method]})"
+    if test in SPS_TESTS:
+        return [*baselines, coloc] if method != coloc else list(baselines)
+    return [c for c in controls(method) if c != method]
+
+
+def cells() -> list[tuple[str, str, str, str]]:
+    return [(t, lay, p, k.name) for t in TEST_NAMES for lay in LAYOUTS for p in POSITIONS for k in KINDS]
+
+
+def verdict_table(
+    tables: dict[Cell, pd.DataFrame], candidate: str, baselines: list[str], alpha: float
+) -> tuple[str, dict]:
+    """Per test × layout × position × neuron: the strongest opponent (by mean), the candidate's paired difference to
+    it, its p, and how many opponents the candidate beats at p < ``alpha`` (difference > 0)."""
     lines = [
-        f"| test | position | neuron | {candidate} | best baseline | Δ to it [95 % CI] | p | beats (p < {alpha}) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| test | layout | position | neuron | {candidate} | strongest opponent | Δ to it [95 % CI] | p | "
+        f"beats (p < {alpha}) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     summary = {}
-    for test in TEST_NAMES:
-        for position in POSITIONS:
-            for kind in KINDS:
-                sub = frame[(frame["test"] == test) & (frame["position"] == position) & (frame["neuron"] == kind.name)]
-                means = sub.groupby("method")["value"].mean()
-                if candidate not in means or not np.isfinite(means[candidate]):
-                    continue
-                ranked = [b for b in baselines if b in means and np.isfinite(means[b])]
-                beaten = 0
-                for b in ranked:
-                    t = paired(frame, test, position, kind.name, candidate, b)
-                    beaten += int(t.p < alpha and t.mean_diff > 0)
-                best = max(ranked, key=lambda b: means[b]) if ranked else None
-                if best is None:
-                    continue
-                t = paired(frame, test, position, kind.name, candidate, best)
-                summary[(test, position, kind.name)] = (beaten, len(ranked), t)
-                lines.append(
-                    f"| {test} | {position} | {kind.name} | {cell(sub[sub['method'] == candidate]['value'].to_numpy())}"
-                    f" | {best} {means[best]:.2f} | {t.mean_diff:+.3f} [{t.ci_low:+.3f}, {t.ci_high:+.3f}] (n {t.n})"
-                    f" | {t.p:.1e} | {beaten}/{len(ranked)} |"
-                )
+    for where in cells():
+        test, layout, position, neuron = where
+        table = tables.get(where)
+        means = pd.Series(dtype=float) if table is None else table.mean()
+        if candidate not in means or not np.isfinite(means[candidate]):
+            continue
+        ranked = [b for b in opponents(test, candidate, baselines) if b in means and np.isfinite(means[b])]
+        if not ranked:
+            continue
+        beaten = sum(int(t.p < alpha and t.mean_diff > 0) for t in (paired(table, candidate, b) for b in ranked))
+        best = max(ranked, key=lambda b: means[b])
+        t = paired(table, candidate, best)
+        summary[where] = (beaten, len(ranked), t)
+        lines.append(
+            f"| {test} | {layout} | {position} | {neuron} | {cell(table[candidate].to_numpy())}"
+            f" | {best} {means[best]:.2f} | {t.mean_diff:+.3f} [{t.ci_low:+.3f}, {t.ci_high:+.3f}] (n {t.n})"
+            f" | {t.p:.1e} | {beaten}/{len(ranked)} |"
+        )
     return "\n".join(lines), summary
 
 
-def weighting_table(frame: pd.DataFrame, variants: list[str], alpha: float) -> str:
-    """Each variant against the own-objective control on the same path: the effect of the shared weighting."""
+def weighting_table(tables: dict[Cell, pd.DataFrame], variants: list[str], alpha: float) -> str:
+    """Each variant against the own-objective control on the same path: the effect of the shared weighting (mean
+    paired difference over layouts × neurons; in brackets, the cells beyond noise, + for the variant)."""
     header = " | ".join(f"{t} ({p})" for t in TEST_NAMES for p in POSITIONS)
     lines = [f"| variant | control | {header} |", "|---" * (2 + 2 * len(TEST_NAMES)) + "|"]
     for v in variants:
         own = control(PATHS[v])
-        if v == own:
+        if is_control(v):
             continue
-        cells = []
+        row = []
         for test in TEST_NAMES:
             for position in POSITIONS:
                 diffs, wins = [], 0
-                for kind in KINDS:
-                    t = paired(frame, test, position, kind.name, v, own)
-                    if t.n:
-                        diffs.append(t.mean_diff)
-                        wins += int(t.p < alpha and t.mean_diff > 0) - int(t.p < alpha and t.mean_diff < 0)
-                cells.append(f"{np.mean(diffs):+.2f} ({wins:+d})" if diffs else "–")
-        lines.append(f"| {v} | {own} | " + " | ".join(cells) + " |")
+                for layout in LAYOUTS:
+                    for kind in KINDS:
+                        t = paired(tables.get((test, layout, position, kind.name)), v, own)
+                        if t.n:
+                            diffs.append(t.mean_diff)
+                            wins += int(t.p < alpha and t.mean_diff > 0) - int(t.p < alpha and t.mean_diff < 0)
+                row.append(f"{np.mean(diffs):+.2f} ({wins:+d})" if diffs else "–")
+        lines.append(f"| {v} | {own} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def scoreboard(frame: pd.DataFrame, variants: list[str], baselines: list[str], alpha: float) -> tuple[str, str]:
-    """Per variant and test × position: in how many of the neurons it beats *every* baseline (p < alpha), and in how
-    many the best baseline beats it; and the variant (not a control) with the most wins (ties: the fewest losses, then
-    the higher mean over the tests)."""
+def scoreboard(
+    frame: pd.DataFrame, tables: dict[Cell, pd.DataFrame], variants: list[str], baselines: list[str], alpha: float
+) -> tuple[str, str]:
+    """Per variant and test × position: in how many (layout, neuron) cells it beats *every* opponent (p < alpha), and
+    in how many the strongest opponent beats it; and the variant (not a control) with the most wins (ties: the fewest
+    losses, then the higher mean over the tests)."""
     lines = ["| variant | " + " | ".join(f"{t} ({p})" for t in TEST_NAMES for p in POSITIONS) + " | all |",
              "|---" * (2 + 2 * len(TEST_NAMES)) + "|"]  # fmt: skip
     score = {}
     for v in variants:
-        cells, wins, losses, total = [], 0, 0, 0
+        row, wins, losses, total = [], 0, 0, 0
         for test in TEST_NAMES:
             for position in POSITIONS:
                 won = lost = 0
-                for kind in KINDS:
-                    sub = frame[
-                        (frame["test"] == test) & (frame["position"] == position) & (frame["neuron"] == kind.name)
-                    ]
-                    means = sub.groupby("method")["value"].mean()
-                    ranked = [b for b in baselines if b in means and np.isfinite(means[b])]
-                    if v not in means or not np.isfinite(means[v]) or not ranked:
-                        continue
-                    tests = [paired(frame, test, position, kind.name, v, b) for b in ranked]
-                    won += all(t.p < alpha and t.mean_diff > 0 for t in tests)
-                    best = paired(frame, test, position, kind.name, v, max(ranked, key=lambda b: means[b]))
-                    lost += best.p < alpha and best.mean_diff < 0
-                cells.append(f"{won} / {lost}")
+                for layout in LAYOUTS:
+                    for kind in KINDS:
+                        table = tables.get((test, layout, position, kind.name))
+                        means = pd.Series(dtype=float) if table is None else table.mean()
+                        ranked = [b for b in opponents(test, v, baselines) if b in means and np.isfinite(means[b])]
+                        if v not in means or not np.isfinite(means[v]) or not ranked:
+                            continue
+                        tests = [paired(table, v, b) for b in ranked]
+                        won += all(t.p < alpha and t.mean_diff > 0 for t in tests)
+                        best = paired(table, v, max(ranked, key=lambda b: means[b]))
+                        lost += best.p < alpha and best.mean_diff < 0
+                row.append(f"{won} / {lost}")
                 wins += won
                 losses += lost
-                total += len(KINDS)
+                total += len(KINDS) * len(LAYOUTS)
         mean = float(frame[frame["method"] == v].groupby("test")["value"].mean().mean())
-        if v != control(PATHS[v]):  # a control is never the candidate
+        if not is_control(v):  # a control is never the candidate
             score[v] = (wins, -losses, mean)
-        lines.append(f"| {v} | " + " | ".join(cells) + f" | {wins} of {total} |")
+        lines.append(f"| {v} | " + " | ".join(row) + f" | {wins} of {total} |")
     best = max(score, key=lambda v: score[v])
     return "\n".join(lines), best
 
@@ -410,14 +528,24 @@ def peak_memory_gib() -> float:
     return math.nan
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=200, help="pairs per pair set and position")
-    parser.add_argument("--train", type=int, default=300, help="training images per category")
+    parser.add_argument("--pairs", type=int, help="pairs per pair set, layout and position (default 200; quick: 3)")
+    parser.add_argument("--train", type=int, help="training images per category (default 300; quick: 20)")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--layer", default="block3")
+    parser.add_argument(
+        "--fit-seed", type=int, default=0, help="seed of the readout's training set and fit (replicate over fits)"
+    )
+    parser.add_argument("--pair-seed", type=int, default=7, help="seed of the pairs (replicate over pair sets)")
     parser.add_argument("--backbone", choices=["trained", "random"], default="trained")
     parser.add_argument("--variants", action="store_true", help="every parallel_backprop variant, few baselines")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run of every step: 3 pairs, 20 training images per category (unless given), the default, its "
+        "controls, saliency and Grad-CAM (under a minute on 2 CPU cores; its numbers mean nothing)",
+    )
     parser.add_argument("--candidate", help="the method tested against the baselines (default: the best variant)")
     parser.add_argument("--occlusion", action="store_true", help="add occlusion (8 px windows) to the baselines")
     parser.add_argument("--alpha", type=float, default=0.01)
@@ -425,51 +553,62 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workdir", type=Path, default=Path("runs/benchmark-shared-parts"))
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.pairs = args.pairs or (3 if args.quick else 200)
+    args.train = args.train or (20 if args.quick else 300)
     torch.manual_seed(0)
     start = time.perf_counter()
     model, test_r, truth_file = fit(args.workdir, args)
     neuron_parts = json.loads(Path(truth_file).read_text())
-    stimuli, rows = make_pairs(args.workdir, args.pairs, args.size)
-    pb_methods = PB_SWEEP if args.variants else PB_MAIN
-    baselines = (BASELINES[:6] if args.variants else BASELINES) + ([OCCLUSION] if args.occlusion else [])
+    stimuli, rows = make_pairs(args.workdir, args.pairs, args.size, args.pair_seed)
+    pb_methods = PB_QUICK if args.quick else PB_SWEEP if args.variants else PB_MAIN
+    baselines = [BASELINES[0], BASELINES[5]] if args.quick else BASELINES[:6] if args.variants else BASELINES
+    baselines = baselines + ([OCCLUSION] if args.occlusion else [])
     methods = pb_methods + baselines
     asymmetry = check_symmetry(model, stimuli, rows, pb_methods)
     if asymmetry > 1e-4:
-        raise SystemExit(f"parallel_backprop's maps depend on the order of the pair (max difference {asymmetry:.2e})")
+        raise SystemExit(f"the pairwise maps depend on the order of the pair (max difference {asymmetry:.2e})")
     frame = run_tests(model, stimuli, rows, methods, neuron_parts, args)
-    frame = pd.concat([frame, chance(stimuli, rows, neuron_parts, args.size)], ignore_index=True)
+    frame = undefined_as_zero(frame, truth_table(stimuli, rows, neuron_parts, args.size))
     frame.to_csv(args.workdir / f"values-{args.backbone}{'-variants' if args.variants else ''}.csv", index=False)
     wall = time.perf_counter() - start
-    order = [name for name, _ in methods] + [ZERO, "chance (area ratio)"]
-    base_names = [name for name, _ in baselines] + [ZERO]
-    board, best = scoreboard(frame, [name for name, _ in pb_methods], base_names, args.alpha)
+    order = [name for name, _ in methods] + [CHANCE]
+    base_names = [name for name, _ in baselines]
+    tables = by_cell(frame)
+    board, best = scoreboard(frame, tables, [name for name, _ in pb_methods], base_names, args.alpha)
     args.candidate = args.candidate or best
-    verdict, summary = verdict_table(frame, args.candidate, base_names, args.alpha)
+    verdict, summary = verdict_table(tables, args.candidate, base_names, args.alpha)
     won = sum(1 for beaten, total, _ in summary.values() if beaten == total)
     rs = frame[(frame["test"] == "RS (head)") & (frame["method"] == args.candidate)]
-    rs = rs.groupby(["position", "neuron"])["value"].agg(["mean", "median"])
+    rs = rs.groupby(["layout", "position", "neuron"])["value"].agg(["mean", "median"])
     blocks = [
-        f"### Shared parts: {args.backbone} `insilico_cnn` ({args.layer}) + ridge, {args.pairs} pairs per pair set "
-        f"and position × {len(KINDS)} neurons, {len(methods)} methods{' (variants)' if args.variants else ''}",
-        "Held-out r of the readout (training set of "
+        f"### Shared parts (repaired): {args.backbone} `insilico_cnn` ({args.layer}) + ridge, {args.pairs} pairs per "
+        f"pair set, layout and position × {len(KINDS)} neurons, {len(methods)} methods"
+        + (" (variants)" if args.variants else " (quick smoke run: the numbers mean nothing)" if args.quick else ""),
+        f"Fit seed {args.fit_seed}, pair seed {args.pair_seed}. Held-out r of the readout (training set of "
         f"{2 * args.train} images): " + ", ".join(f"{n} {r:.2f}" for n, r in test_r.items()) + ".",
     ]
     for test in TEST_NAMES:
-        spread = "; in brackets, the median" if test.startswith("RS") else ""
-        blocks += [f"**{test}** (mean ± 95 % CI over pairs{spread})", means_table(frame, test, order)]
+        for layout in LAYOUTS:
+            spread = "; in brackets, the median" if test.startswith("RS") else ""
+            blocks += [
+                f"**{test}, {layout}** (mean ± 95 % CI over the pairs of one fit, undefined maps as 0{spread}; "
+                "undefined: the share of the method's maps with no positive relevance on the parts scored)",
+                means_table(frame, test, layout, order),
+            ]
     blocks += [
-        f"**Shared weighting vs its control** (mean paired difference to `own` on the same path over the four "
-        f"neurons; in brackets, neurons with a difference beyond noise at p < {args.alpha}, + for the variant)",
-        weighting_table(frame, [name for name, _ in pb_methods], args.alpha),
-        f"**Each variant against the single-image baselines**: neurons (of {len(KINDS)}) where it beats every "
-        f"baseline / where the best baseline beats it (paired Wilcoxon, p < {args.alpha})",
+        f"**Shared weighting vs its control** (mean paired difference to `own` on the same path over the layouts × "
+        f"neurons; in brackets, cells with a difference beyond noise at p < {args.alpha}, + for the variant)",
+        weighting_table(tables, [name for name, _ in pb_methods], args.alpha),
+        f"**Each variant against its opponents** (SPS: every single-image baseline and the co-location control; RS: "
+        f"its own control and the co-location control): layout × neuron cells (of {len(KINDS) * len(LAYOUTS)}) "
+        f"where it beats every opponent / where the strongest beats it (paired Wilcoxon, p < {args.alpha})",
         board,
-        f"**{args.candidate} against the single-image baselines** (paired Wilcoxon; Δ > 0: the candidate is better)",
+        f"**{args.candidate} against its opponents** (paired Wilcoxon; Δ > 0: the candidate is better)",
         verdict,
-        f"The candidate beats every baseline (p < {args.alpha}) in {won} of {len(summary)} test × position × neuron "
-        "cells. Its reference sensitivity for the head (mean / median over pairs): "
-        + ", ".join(f"{n} ({p}) {r['mean']:.2f} / {r['median']:.2f}" for (p, n), r in rs.iterrows())
+        f"The candidate beats every opponent (p < {args.alpha}) in {won} of {len(summary)} test × layout × position "
+        "× neuron cells. Its reference sensitivity for the head (mean / median over pairs): "
+        + ", ".join(f"{n} ({lay}, {p}) {r['mean']:.2f} / {r['median']:.2f}" for (lay, p, n), r in rs.iterrows())
         + f". Values per pair: `{args.workdir}`. Total wall time {wall:.0f} s; peak memory "
         f"{peak_memory_gib():.1f} GiB.",
         machine(args.device),

@@ -10,6 +10,13 @@ parts with weight > 0 count). For a neuron and a driver/reference pair (:class:`
   lacks (the shared-part selectivity metric penalises mass there);
 - everything else is the rest of the image.
 
+*Piece-level truth.* Where the stimulus set also has piece columns of a part (``mask:<part>/<piece>``, written by
+:func:`sharedattr.data.insilico.write_pair_set`), that part is scored piece by piece: a piece is shared where both
+images show a piece of that name (in a pair set: the piece copied from the reference onto the driver), and a piece
+only one image shows is an unshared driving part of that image. So a driver carrying a copy of the reference's left
+arm shares ``limbs/arm_left``; the reference's other arm and legs are its *unshared* driving pieces, not shared ones.
+A pair's truth then names piece columns; :meth:`PairTruth.label` gives each name's part.
+
 Without this file the localisation metrics use the ``mask`` column.
 """
 
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sharedattr.data.manifest import PIECE_SEPARATOR
 from sharedattr.data.naming import CONFIG, Naming
 from sharedattr.data.stimuli import StimulusSet
 from sharedattr.runtime.errors import DataError, MissingFileError
@@ -77,7 +85,8 @@ def shared_parts(stimuli: StimulusSet, parts: Sequence[str], driver: int, refere
 @dataclass(frozen=True)
 class PairTruth:
     """The ground truth of one pair for its neuron: the driving parts both images show (``shared``), and those only
-    the driver (``driver_only``) or only the reference (``reference_only``) shows."""
+    the driver (``driver_only``) or only the reference (``reference_only``) shows. Each name is a part (``limbs``)
+    or, with piece-level truth, a piece of a part (``limbs/arm_left``)."""
 
     shared: tuple[str, ...]
     driver_only: tuple[str, ...]
@@ -87,25 +96,42 @@ class PairTruth:
         """The driving parts of image ``which`` (``driver`` or ``reference``) that its partner lacks."""
         return self.driver_only if which == "driver" else self.reference_only
 
+    @staticmethod
+    def label(name: str) -> str:
+        """The part a truth name belongs to: ``limbs/arm_left`` → ``limbs``; a part's name is its own label."""
+        return name.split(PIECE_SEPARATOR, 1)[0]
+
+
+def pieces_of(stimuli: StimulusSet, part: str) -> tuple[str, ...]:
+    """The piece columns of ``part`` in ``stimuli`` (``mask:<part>/<piece>``), in manifest order; empty without."""
+    return tuple(name for name in stimuli.part_masks if name.startswith(part + PIECE_SEPARATOR))
+
 
 def pair_truth(
     stimuli: StimulusSet, neuron_parts: Mapping[str, Sequence[str]], neuron_ids: Sequence[str], pairs: Sequence[Any]
 ) -> list[PairTruth | None]:
     """Per pair (anything with ``neuron``, ``driver`` and ``reference`` indices), its :class:`PairTruth`, or None when
-    ``neuron_parts`` does not name the pair's neuron."""
+    ``neuron_parts`` does not name the pair's neuron. A part with piece columns is scored by its pieces (module
+    docstring).
+
+    Example: a reference body with ``limbs/arm_left`` and ``limbs/leg_left``, a driver with ``limbs/arm_left``
+    alone: for a limbs neuron, ``shared == ("limbs/arm_left",)`` and ``reference_only == ("limbs/leg_left",)``.
+    """
+    pieces = {part: pieces_of(stimuli, part) for ps in neuron_parts.values() for part in ps}
     out: list[PairTruth | None] = []
     for p in pairs:
         parts = neuron_parts.get(neuron_ids[p.neuron])
         if parts is None:
             out.append(None)
             continue
-        on_driver = {q for q in parts if stimuli.has_part(p.driver, q)}
-        on_reference = {q for q in parts if stimuli.has_part(p.reference, q)}
+        names = [name for q in parts for name in (pieces[q] or (q,))]
+        on_driver = {q for q in names if stimuli.has_part(p.driver, q)}
+        on_reference = {q for q in names if stimuli.has_part(p.reference, q)}
         out.append(
             PairTruth(
-                tuple(q for q in parts if q in on_driver and q in on_reference),
-                tuple(q for q in parts if q in on_driver - on_reference),
-                tuple(q for q in parts if q in on_reference - on_driver),
+                tuple(q for q in names if q in on_driver and q in on_reference),
+                tuple(q for q in names if q in on_driver - on_reference),
+                tuple(q for q in names if q in on_reference - on_driver),
             )
         )
     return out

@@ -21,6 +21,10 @@ from sharedattr.runtime.errors import DataError, closest
 
 PART_PREFIX = "mask:"
 """Manifest columns ``mask:<part>`` hold each stimulus's mask of that part."""
+PIECE_SEPARATOR = "/"
+"""A part column named ``mask:<part>/<piece>`` holds one *piece* of ``<part>`` (``mask:limbs/arm_left``): in a pair
+set, a piece of the same name on both images of a pair is one piece copied from one to the other
+(:func:`sharedattr.data.ground_truth.pair_truth` scores the pair at the level of its pieces)."""
 CATEGORY_COLUMNS = ("category", "object_name", "category_name", "label", "class", "object")
 """Columns that usually hold a stimulus's category (BrainIO stimulus sets use ``object_name`` or
 ``category_name``): suggested when the configured category column is missing."""

@@ -27,7 +27,8 @@ class PairImages:
     the stimulus set has no such ground truth: ``*_masks`` the shared driving parts of each image
     (or the ``mask`` column where a pair has no part ground truth), ``*_unshared`` the driving
     parts the image shows and its partner lacks, and ``*_parts`` each shared part's own mask on
-    the image (all False in the rows of pairs that do not share it).
+    the image (all False in the rows of pairs that do not share it; with piece-level truth, the union of the
+    part's shared pieces: a reference's copied arm, not its other limbs).
     """
 
     drivers: Tensor
@@ -73,12 +74,12 @@ class PairImages:
             unshared = torch.zeros(len(pairs), *size, dtype=torch.bool)
             unshared[rows] = stimuli.load_part_masks(size, stimulus_rows, [t.unshared(which) for t in known])
             parts = {}
-            for name in dict.fromkeys(q for t in known for q in t.shared):
+            for label in dict.fromkeys(PairTruth.label(q) for t in known for q in t.shared):
                 part = torch.zeros(len(pairs), *size, dtype=torch.bool)
                 part[rows] = stimuli.load_part_masks(
-                    size, stimulus_rows, [(name,) if name in t.shared else () for t in known]
+                    size, stimulus_rows, [[q for q in t.shared if PairTruth.label(q) == label] for t in known]
                 )
-                parts[name] = part
+                parts[label] = part
             setattr(images, f"{which}_masks", masks)
             setattr(images, f"{which}_unshared", unshared)
             setattr(images, f"{which}_parts", parts)

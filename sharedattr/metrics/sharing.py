@@ -2,7 +2,10 @@
 
 Both need part ground truth (manifest ``mask:<part>`` columns and ``data.neuron_parts``): for a
 pair, the *shared* driving parts are the neuron's parts both images show, the *unshared* ones
-those only this image shows (:class:`~sharedattr.data.ground_truth.PairTruth`). Relevance is
+those only this image shows (:class:`~sharedattr.data.ground_truth.PairTruth`). Where the pair set provides
+piece-level truth (``mask:<part>/<piece>`` columns, as :func:`sharedattr.data.insilico.write_pair_set` writes),
+both metrics score it: only the copied pieces are shared (a reference's other limbs are unshared driving parts),
+and reference sensitivity erases the copied piece from the partner, not the whole part. Relevance is
 the positive part of the map, ``R⁺ = max(R, 0)``.
 
 - ``shared_part_selectivity``: ``Σ R⁺ over the shared driving parts / Σ R⁺ over all driving parts``

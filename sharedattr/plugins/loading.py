@@ -59,6 +59,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sharedattr.selection.matchers",
     "sharedattr.attribution.captum_methods",
     "sharedattr.attribution.parallel_backprop",
+    "sharedattr.attribution.colocation",
     "sharedattr.metrics.complexity",
     "sharedattr.metrics.localisation",
     "sharedattr.metrics.faithfulness",

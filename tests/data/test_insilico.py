@@ -337,3 +337,184 @@ def test_written_pairs_load_as_a_stimulus_set_with_their_parts(tmp_path):
         limbs = stimuli.load_part_masks((32, 32), [driver], [["limbs"]])[0].numpy()
         assert np.array_equal(limbs, pair.driver.parts["limbs"])
         assert stimuli.has_part(driver, "head") == ("head" in pair.carried) and not stimuli.has_part(headless, "head")
+
+
+# -- truth at the level of the copied piece -------------------------------------------------------------------------
+
+
+def _hand_built_set(tmp_path, pieces: bool) -> StimulusSet:
+    """A driver carrying the reference's left arm, and a reference with that arm, a leg and a head (8 × 8 px).
+
+    Rows 0–1: the arm (on both images); rows 2–3: the reference's leg; rows 4–5: the reference's head."""
+    from PIL import Image
+
+    def mask(name: str, rows: tuple[int, int]):
+        m = np.zeros((8, 8), dtype=np.uint8)
+        m[rows[0] : rows[1]] = 255
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(m).save(path)
+        return path
+
+    arm, leg, head = (0, 2), (2, 4), (4, 6)
+    part_masks = {
+        "limbs": (mask("d-limbs", arm), mask("r-limbs", (0, 4))),
+        "head": (None, mask("r-head", head)),
+    }
+    if pieces:
+        part_masks |= {
+            "limbs/arm_left": (mask("d-arm", arm), mask("r-arm", arm)),
+            "limbs/leg_left": (None, mask("r-leg", leg)),
+            "head/head": (None, mask("r-head-piece", head)),
+        }
+    image = mask("image", (0, 8))
+    return StimulusSet(("driver", "reference"), (image, image), ("objects", "bodies"), (None, None), part_masks)
+
+
+@pytest.mark.parametrize("pieces", [True, False])
+def test_piece_level_truth_counts_only_the_copied_piece_as_shared(tmp_path, pieces):
+    from sharedattr.metrics.sharing import shared_part_selectivity
+
+    stimuli = _hand_built_set(tmp_path, pieces)
+    pair = [Pair(neuron=0, driver=0, reference=1, similarity=1.0, rank=0)]
+    (truth,) = pair_truth(stimuli, {"n": ("limbs", "head")}, ["n"], pair)
+    if pieces:
+        assert truth == PairTruth(("limbs/arm_left",), (), ("limbs/leg_left", "head/head"))
+    else:
+        assert truth == PairTruth(("limbs",), (), ("head",))
+    images = PairImages.load(stimuli, pair, (8, 8), 1, [truth])
+    assert set(images.reference_parts) == {"limbs"}  # grouped by part: what reference_sensitivity erases
+    copied = torch.zeros(8, 8, dtype=torch.bool)
+    copied[0:2] = True
+    expected_shared = copied if pieces else torch.arange(8)[:, None].expand(8, 8) < 4
+    assert torch.equal(images.reference_parts["limbs"][0], expected_shared)
+    assert torch.equal(images.reference_masks[0], expected_shared)
+    # a reference map of 1 on the arm, 2 on the leg, 3 on the head (16 px each)
+    reference_map = torch.zeros(1, 8, 8)
+    reference_map[0, 0:2], reference_map[0, 2:4], reference_map[0, 4:6] = 1.0, 2.0, 3.0
+    sps = float(shared_part_selectivity(reference_map, images.reference_masks, images.reference_unshared)[0])
+    # piece level: arm / (arm + leg + head) = 16 / (16 + 32 + 48); part level: (arm + leg) / all = 48 / 96
+    assert sps == pytest.approx(16 / 96 if pieces else 48 / 96)
+
+
+def test_written_pair_sets_carry_each_piece_and_the_copied_one_on_both_images(tmp_path):
+    import csv
+
+    from sharedattr.data.insilico import write_pair_set
+    from sharedattr.data.insilico.pairs import render_pairs
+
+    pairs = render_pairs(3, 32, seed=4, carry_head=False)
+    manifest, table = write_pair_set(tmp_path, {"arm": pairs})
+    stimuli = StimulusSet.load(manifest)
+    assert {"limbs/arm_left", "limbs/arm_right", "limbs/leg_left", "head/head", "torso/torso"} <= set(
+        stimuli.part_masks
+    )
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row, pair in zip(rows, pairs):
+        driver, intact = stimuli.ids.index(row["driver"]), stimuli.ids.index(row["reference:intact"])
+        (arm,) = pair.carried
+        pair_of_images = Pair(neuron=0, driver=driver, reference=intact, similarity=1.0, rank=0)
+        (truth,) = pair_truth(stimuli, {"n": ("limbs", "head")}, ["n"], [pair_of_images])
+        other_arm = "arm_right" if arm == "arm_left" else "arm_left"
+        assert truth.shared == (f"limbs/{arm}",) and truth.driver_only == ()
+        assert set(truth.reference_only) == {f"limbs/{other_arm}", "limbs/leg_left", "limbs/leg_right", "head/head"}
+        # the pieces of a part tile its visible mask
+        for which, scene in ((driver, pair.driver), (intact, pair.references["intact"])):
+            limbs = stimuli.load_part_masks((32, 32), [which], [["limbs"]])[0].numpy()
+            pieces = [k for k in stimuli.part_masks if k.startswith("limbs/")]
+            union = stimuli.load_part_masks((32, 32), [which], [pieces])[0].numpy()
+            assert np.array_equal(limbs, union) and np.array_equal(limbs, scene.parts["limbs"])
+
+
+# -- copy conditions and position controls --------------------------------------------------------------------------
+
+
+def _copied(pair) -> np.ndarray:
+    """The driver's pixels of its copied pieces ``[H, W]`` bool."""
+    keys = [k for k in pair.driver.pieces if k.split("/")[1] in pair.carried]
+    return np.any([pair.driver.pieces[k] for k in keys], axis=0)
+
+
+@pytest.mark.parametrize("position", ["matched", "mismatched"])
+def test_pixel_copies_are_the_references_pixels_and_repainted_ones_differ(position):
+    from sharedattr.data.insilico.pairs import PairLayout, render_pairs
+
+    pixel = render_pairs(8, 64, seed=5, position=position, layout=PairLayout(copy="pixel"))
+    repainted = render_pairs(8, 64, seed=5, position=position)
+    close = []
+    for p, r in zip(pixel, repainted):
+        copied, source = _copied(p), p.references["intact"].image
+        ys, xs = np.nonzero(copied)
+        sx, sy = p.transform.inverse((xs.astype(float), ys.astype(float)))
+        sx, sy = np.clip(np.round(sx), 0, 63).astype(int), np.clip(np.round(sy), 0, 63).astype(int)
+        np.testing.assert_array_equal(p.driver.image[ys, xs], source[sy, sx])  # every copied pixel
+        if position == "matched":
+            np.testing.assert_array_equal(p.driver.image[copied], source[copied])
+        np.testing.assert_array_equal(p.driver.image[~copied], r.driver.image[~copied])  # the rest as repainted
+        diff = np.abs(r.driver.image[copied].astype(int) - source[sy, sx].astype(int))
+        close.append(float((diff <= 12).mean()))
+    # repainted copies: the object's colours and texture, so most pixels differ from the reference's by > 12 levels
+    assert np.mean(close) < 0.5
+
+
+@pytest.mark.parametrize("carry_head", [True, False])
+def test_an_object_beside_the_body_covers_none_of_its_head_or_torso(carry_head):
+    from sharedattr.data.insilico.pairs import PairLayout, render_pairs
+
+    beside = render_pairs(20, 64, seed=6, carry_head=carry_head, layout=PairLayout(object_at="beside"))
+    shoulder = render_pairs(20, 64, seed=6, carry_head=carry_head)
+    overlaps = []
+    for b, s in zip(beside, shoulder):
+        intact = b.references["intact"]
+        core = intact.parts["torso"] | intact.parts.get("head", np.zeros((64, 64), dtype=bool))
+        assert not (b.driver.parts["shape"] & core).any()
+        overlaps.append((s.driver.parts["shape"] & core).any())
+    assert any(overlaps)  # the default placement does cover them: the control changes something
+
+
+def test_a_decoy_reference_has_the_objects_shape_where_its_head_was():
+    from sharedattr.data.insilico.pairs import PairLayout, render_pairs
+
+    for pair in render_pairs(6, 64, seed=8, layout=PairLayout(decoy=True)):
+        intact, decoy = pair.references["intact"], pair.references["decoy"]
+        assert "head" not in decoy.parts and set(decoy.pieces) >= {"shape/decoy", "torso/torso"}
+        head = next(s for s in intact.shapes if s.name == "head")
+        ys, xs = np.nonzero(decoy.pieces["shape/decoy"])
+        assert np.hypot(xs.mean() - head.points[0][0], ys.mean() - head.points[0][1]) < head.size
+        changed = intact.parts["head"] | decoy.pieces["shape/decoy"]
+        np.testing.assert_array_equal(decoy.image[~changed], intact.image[~changed])  # same body elsewhere
+
+
+@pytest.mark.parametrize("pieces", [True, False])
+def test_reference_sensitivity_erases_only_the_copied_piece_with_piece_level_truth(tmp_path, pieces):
+    from sharedattr.metrics.sharing import ReferenceSensitivityMetric
+    from sharedattr.plugins.contracts import AttributionBatch
+
+    stimuli = _hand_built_set(tmp_path, pieces)
+    pair = [Pair(neuron=0, driver=1, reference=0, similarity=1.0, rank=0)]  # the body scored, the object its partner
+    truth = pair_truth(stimuli, {"n": ("limbs", "head")}, ["n"], pair)
+    images = PairImages.load(stimuli, pair, (8, 8), 1, truth)
+    partner = torch.zeros(1, 1, 8, 8)
+    partner[0, 0, 0:2] = 1.0  # the object: its copied arm on a black background
+
+    def explain_with(partners):  # the body's map: 1 + the partner's pixel at each position
+        return partners[:, 0] + 1.0
+
+    batch = AttributionBatch(
+        torch.nn.Identity(),
+        torch.ones(1, 1, 8, 8),
+        explain_with(partner),
+        torch.zeros(1, dtype=torch.long),
+        images.driver_masks,
+        unshared_masks=images.driver_unshared,
+        shared_parts=images.driver_parts,
+        partner_parts=images.reference_parts,
+        partners=partner,
+        explain_with_partners=explain_with,
+    )
+    score = float(ReferenceSensitivityMetric(fill=0.0)(batch)[0])
+    # before: arm 2 × 16, leg 1 × 16, head 1 × 16; erasing the partner's arm makes the arm 1 × 16.
+    # piece level (the arm shared, leg and head not): share 32/64 → 16/48;
+    # part level (arm and leg shared): 48/64 → 32/48
+    expected = 1 - (16 / 48) / (32 / 64) if pieces else 1 - (32 / 48) / (48 / 64)
+    assert score == pytest.approx(expected)

@@ -7,6 +7,7 @@ Layout written into ``folder``::
     stimuli/images/<id>.png   the rendered image (grayscale or RGB)
     stimuli/masks/<id>.png    the whole figure (union of its parts)
     stimuli/masks/<id>-<part>.png   one mask per part present (the cell is empty where a part is absent)
+    stimuli/masks/<id>-<part>-<piece>.png   pair sets only: one mask per piece (column ``mask:<part>/<piece>``)
     responses.csv             stimulus_id, one column per neuron; one row per trial
     neuron_parts.json         {neuron: {part: weight}}: the ground truth (``data.neuron_parts``)
     parts.csv                 stimulus_id and each part's visible area (image fraction)
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from sharedattr.data.insilico.neurons import DEFAULT_NEURONS, GroundTruthNeuron, SimulatedResponses, simulate_responses
 from sharedattr.data.insilico.pairs import StimulusPair
 from sharedattr.data.insilico.render import PARTS, PLAIN_SCENES, RenderedSet, SceneOptions, render_set
+from sharedattr.data.manifest import PIECE_SEPARATOR
 from sharedattr.runtime.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 
 
@@ -76,6 +78,11 @@ def write_stimuli(rendered: RenderedSet, folder: Path, progress: bool = False) -
                 part_cells.append(f"masks/{sid}-{part}.png")
             else:
                 part_cells.append("")
+        for key, masks in rendered.pieces.items():
+            name = f"masks/{sid}-{key.replace(PIECE_SEPARATOR, '-')}.png"
+            if masks[i].any():
+                atomic_write_bytes(stim / name, _png(masks[i].astype(np.uint8) * 255))
+            part_cells.append(name if masks[i].any() else "")
         atomic_write_bytes(stim / "masks" / f"{sid}.png", _png(union.astype(np.uint8) * 255))
         rows.append(
             [
@@ -91,7 +98,10 @@ def write_stimuli(rendered: RenderedSet, folder: Path, progress: bool = False) -
         area_rows.append([sid, *(f"{areas[p][i]:.6f}" for p in PARTS)])
     manifest = stim / "manifest.csv"
     _write_csv(
-        manifest, ["stimulus_id", "path", "category", "mask", *(f"mask:{p}" for p in PARTS), "kind", "attachment"], rows
+        manifest,
+        ["stimulus_id", "path", "category", "mask", *(f"mask:{p}" for p in [*PARTS, *rendered.pieces]), "kind"]
+        + ["attachment"],
+        rows,
     )
     parts = Path(folder) / "parts.csv"
     _write_csv(parts, ["stimulus_id", *PARTS], area_rows)
@@ -149,7 +159,9 @@ def write_insilico(
 
 def write_pair_set(folder: str | Path, conditions: Mapping[str, Sequence[StimulusPair]]) -> tuple[Path, Path]:
     """Write every driver and reference variant of ``conditions`` (``{condition: pairs}``) as one stimulus set in
-    ``folder/stimuli``, and ``folder/pairs.csv``: condition, index, position, carried pieces, and the stimulus id of
+    ``folder/stimuli`` (with a mask column per body piece, ``mask:<part>/<piece>``, so the truth is scored at the
+    level of the copied piece: :func:`sharedattr.data.ground_truth.pair_truth`), and ``folder/pairs.csv``:
+    condition, index, position, carried pieces, and the stimulus id of
     the driver and of each reference variant (columns ``driver``, ``reference:<variant>``).
 
     Ids are ``<condition>-<index>-driver`` and ``<condition>-<index>-<variant>``; drivers are ``objects``, references
@@ -171,7 +183,7 @@ def write_pair_set(folder: str | Path, conditions: Mapping[str, Sequence[Stimulu
             rows.append(row)
     if len(set(ids)) != len(ids):
         raise ValueError("condition names must be unique and not contain each other's ids")
-    manifest, _ = write_stimuli(RenderedSet.from_scenes(ids, scenes), folder)
+    manifest, _ = write_stimuli(RenderedSet.from_scenes(ids, scenes, pieces=True), folder)
     header = ["condition", "index", "position", "carried", "driver", *(f"reference:{v}" for v in variants)]
     table = atomic_write_csv(folder / "pairs.csv", ({h: r.get(h, "") for h in header} for r in rows), header)
     return manifest, table

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sharedattr.data.manifest import PIECE_SEPARATOR
+
 PARTS = ("head", "torso", "limbs", "shape")
 CATEGORIES = ("bodies", "objects")
 OBJECT_KINDS = ("box", "ellipse", "polygon", "star", "triangle")
@@ -76,7 +78,8 @@ class Scene:
     ``[H, W, C]`` float32 grey levels: the noise-free background and the figure's texture;
     ``parts`` maps each part present to its visible mask ``[H, W]`` bool; ``kind`` is
     ``"body"`` or the object kind; ``attachment`` is the object's body-like extra; ``shapes``
-    the primitives drawn, in z-order.
+    the primitives drawn, in z-order; ``pieces`` each drawn shape's visible mask ``[H, W]`` bool, under
+    ``"<part>/<name>"`` (:meth:`Canvas.visible_pieces`).
     """
 
     image: np.ndarray
@@ -87,6 +90,7 @@ class Scene:
     kind: str
     attachment: str = "none"
     shapes: tuple[Shape, ...] = ()
+    pieces: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def mask(self) -> np.ndarray:
@@ -141,6 +145,13 @@ class Affine:
             self.pivot[0] + self.scale * (c * x - s * y) + self.shift[0],
             self.pivot[1] + self.scale * (s * x + c * y) + self.shift[1],
         )
+
+    def inverse(self, point: tuple) -> tuple:
+        """The point this transform maps onto ``point`` (coordinates may be numpy arrays)."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        x = (point[0] - self.shift[0] - self.pivot[0]) / self.scale
+        y = (point[1] - self.shift[1] - self.pivot[1]) / self.scale
+        return self.pivot[0] + c * x + s * y, self.pivot[1] - s * x + c * y
 
 
 @dataclass
@@ -208,6 +219,17 @@ class Canvas:
             taken |= m
             out[part] = out.get(part, np.zeros_like(m)) | visible
         return {p: m for p, m in out.items() if m.any()}
+
+    def visible_pieces(self) -> dict[str, np.ndarray]:
+        """Each shape's visible mask, resolved for occlusion, under ``"<part>/<name>"`` (e.g. ``limbs/arm_left``;
+        shapes of one name and part merge; empty pieces dropped), in drawing order."""
+        taken = np.zeros((self.size, self.size), dtype=bool)
+        out: dict[str, np.ndarray] = {}
+        for (part, m), shape in zip(reversed(self.layers), reversed(self.shapes)):
+            key = f"{part}{PIECE_SEPARATOR}{shape.name}"
+            out[key] = out.get(key, np.zeros_like(m)) | (m & ~taken)
+            taken |= m
+        return {k: out[k] for k in reversed(out) if out[k].any()}
 
 
 def _transform(
@@ -444,6 +466,7 @@ def paint_scene(
         kind,
         attachment,
         tuple(canvas.shapes),
+        canvas.visible_pieces(),
     )
 
 
@@ -453,7 +476,8 @@ class RenderedSet:
 
     ``images`` ``[N, H, W, C]`` uint8; ``parts`` maps every part name in :data:`PARTS` to
     masks ``[N, H, W]`` bool (all False where an image lacks the part); ``ids``,
-    ``categories``, ``kinds`` and ``attachments`` have length N.
+    ``categories``, ``kinds`` and ``attachments`` have length N; ``pieces`` (empty unless asked for) maps
+    every piece key ``"<part>/<name>"`` of the scenes to masks ``[N, H, W]`` bool.
     """
 
     ids: tuple[str, ...]
@@ -462,19 +486,22 @@ class RenderedSet:
     attachments: tuple[str, ...]
     images: np.ndarray
     parts: dict[str, np.ndarray]
+    pieces: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @classmethod
-    def from_scenes(cls, ids: Sequence[str], scenes: Sequence[Scene]) -> RenderedSet:
-        """The set of ``scenes`` (all of one size and channel count) under ``ids``."""
+    def from_scenes(cls, ids: Sequence[str], scenes: Sequence[Scene], *, pieces: bool = False) -> RenderedSet:
+        """The set of ``scenes`` (all of one size and channel count) under ``ids``; with ``pieces``, their piece
+        masks too (every piece key of any scene, in order of first appearance)."""
         if len(ids) != len(scenes):
             raise ValueError(f"{len(ids)} ids for {len(scenes)} scenes")
         if not scenes:
             raise ValueError("no scenes")
         h, w, c = scenes[0].image.shape
         empty = np.zeros((h, w), dtype=bool)
+        keys = list(dict.fromkeys(k for s in scenes for k in s.pieces))
         return cls(
             tuple(ids),
             tuple(s.category for s in scenes),
@@ -482,6 +509,7 @@ class RenderedSet:
             tuple(s.attachment for s in scenes),
             np.stack([s.image for s in scenes]),
             {p: np.stack([s.parts.get(p, empty) for s in scenes]) for p in PARTS},
+            {k: np.stack([s.pieces.get(k, empty) for s in scenes]) for k in keys} if pieces else {},
         )
 
     def areas(self) -> dict[str, np.ndarray]:
