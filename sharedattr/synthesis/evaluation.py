@@ -67,3 +67,24 @@ def describe_model(backbone: dict, readout: dict, split_seed: int) -> str:
         return f"{d['name']}({params})"
 
     return f"{one(backbone)} → {one(readout)}, split_seed={split_seed}"
+
+
+def steps_to_reach(history: Tensor, targets: Tensor) -> tuple[list[int], list[bool]]:
+    """Per seed ``s``: the first step ``t`` at which ``history[t, s] >= targets[s]`` and True, or, where no step
+    does, ``len(history)`` (the run's end: right-censored) and False.
+
+    ``history`` ``[steps, S]``: a synthesizer's train-model response per step (row ``t``: the iterate after ``t``
+    updates); ``targets`` ``[S]``: the train activation to reach (another synthesizer's, seed by seed).
+
+    Example::
+
+        steps_to_reach(torch.tensor([[0.1, 0.2], [0.5, 0.3]]), torch.tensor([0.4, 0.9]))   # ([1, 2], [True, False])
+    """
+    if history.dim() != 2 or targets.shape != (history.shape[1],):
+        raise ValueError(
+            f"history [steps, S] and targets [S] expected, got {list(history.shape)}, {list(targets.shape)}"
+        )
+    hit = history >= targets[None, :].to(history.dtype)
+    reached = hit.any(0)
+    first = torch.where(reached, hit.float().argmax(0), torch.full_like(reached, len(history), dtype=torch.long))
+    return [int(k) for k in first], [bool(r) for r in reached]
