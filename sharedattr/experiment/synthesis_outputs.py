@@ -285,9 +285,26 @@ def write_figures(folder: Path, spec: ExperimentSpec, result: SynthesisRun) -> N
 
 
 def format_synthesis_summary(summary: list[dict[str, Any]]) -> str:
-    """The summary as an aligned text table (:func:`~sharedattr.experiment.tables.text_table`)."""
+    """The summary as an aligned text table (:func:`~sharedattr.experiment.tables.text_table`); with a comparison
+    at equal train activation (:func:`add_equal_activation`), also its columns: the matched synthesizer's relative
+    activation there, its median passes to reach (right-censored) with the censoring rate, and its compute to reach
+    ÷ this synthesizer's."""
     header = ["synthesizer", "evaluator", "role", "relative ± sem", "n", "s/neuron", "fwd", "bwd", "denoiser"]
-    return text_table(header, [_summary_cells(r) for r in summary])
+    matched = any(r.get("equal_activation_by") for r in summary)
+    if matched:
+        header += ["equal-train: by", "relative", "passes (censored)", "compute ÷ own"]
+    return text_table(header, [_summary_cells(r) + (_equal_cells(r) if matched else []) for r in summary])
+
+
+def _equal_cells(r: dict[str, Any]) -> list[str]:
+    if not r.get("equal_activation_by"):
+        return ["", "", "", ""]
+    return [
+        r["equal_activation_by"],
+        f"{r['relative_at_equal_train']:.3f}",
+        f"{r['steps_to_equal']:.0f} ({r['censored_rate']:.0%})",
+        f"{r['compute_to_equal']:.2f}",
+    ]
 
 
 def _summary_cells(r: dict[str, Any]) -> list[str]:

@@ -70,3 +70,15 @@ def test_the_summary_gains_the_matched_relative_and_the_censored_compute():
     ratios = [0.1 / 0.5, 0.3 / 0.5, 0.2 / 1.0, 1.0 / 1.0]  # GA's seconds to reach ÷ EGG's per neuron
     assert train["compute_to_equal"] == pytest.approx(sorted(ratios)[1] / 2 + sorted(ratios)[2] / 2)
     assert math.isfinite(cross["compute_to_equal"])
+
+
+def test_the_printed_summary_shows_the_comparison_only_where_there_is_one():
+    from sharedattr.experiment.synthesis_outputs import format_synthesis_summary
+
+    base = {"role": "train", "mean_relative": 1.0, "sem_relative": 0.1, "n": 4, "wall_s_per_neuron": 1.0}
+    base |= {"forward_calls": 3.0, "backward_calls": 2.0, "denoiser_calls": 0.0, "evaluator": "train"}
+    plain = [base | {"synthesizer": "ga"}]
+    assert "censored" not in format_synthesis_summary(plain)
+    equal = {"equal_activation_by": "ga", "relative_at_equal_train": 0.9, "steps_to_equal": 25.0, "compute_to_equal": 0.5}
+    text = format_synthesis_summary([*plain, base | {"synthesizer": "egg"} | equal | {"censored_rate": 0.25}])
+    assert "passes (censored)" in text and "25 (25%)" in text and "0.900" in text
