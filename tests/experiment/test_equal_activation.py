@@ -79,6 +79,7 @@ def test_the_printed_summary_shows_the_comparison_only_where_there_is_one():
     base |= {"forward_calls": 3.0, "backward_calls": 2.0, "denoiser_calls": 0.0, "evaluator": "train"}
     plain = [base | {"synthesizer": "ga"}]
     assert "censored" not in format_synthesis_summary(plain)
-    equal = {"equal_activation_by": "ga", "relative_at_equal_train": 0.9, "steps_to_equal": 25.0, "compute_to_equal": 0.5}
-    text = format_synthesis_summary([*plain, base | {"synthesizer": "egg"} | equal | {"censored_rate": 0.25}])
+    equal = {"equal_activation_by": "ga", "relative_at_equal_train": 0.9, "steps_to_equal": 25.0}
+    equal |= {"censored_rate": 0.25, "compute_to_equal": 0.5}
+    text = format_synthesis_summary([*plain, base | {"synthesizer": "egg"} | equal])
     assert "passes (censored)" in text and "25 (25%)" in text and "0.900" in text
