@@ -15,7 +15,8 @@ Renders a seeded in-silico stimulus set, simulates the part-tuned neurons (limbs
 body, head∧limbs, shape; ``--per-kind`` variants of each), fits the "train" model (``insilico_cnn``
 with ``--weights``, block3 + ridge) and the evaluators: the same network fitted on other data
 splits ("val"), the same network at block2 and block4 ("cross-layer") and the other shipped
-architecture at block3 and block4 ("cross-arch"). Gradient ascent (AdamW, blurred gradients,
+architecture at block3 and block4 ("cross-arch"), and the train network with random weights ("floor").
+Gradient ascent (AdamW, blurred gradients,
 fixed norm) and EGG (``--prior``, ``--preset``, λ in ``--units``, several guidance scales) synthesise
 for every neuron through :func:`sharedattr.experiment.synthesize.synthesize_experiment`. Both are
 held to the same contrast: the norm ‖x − 0.5‖₂ of the model's input is fixed to the mean
@@ -53,11 +54,12 @@ ARCH_PREFIX = "cross-arch-"  # evaluators of the other architecture; "cross-laye
 
 
 def evaluators_for(weights: str, size: int) -> list[dict]:
-    """Two val evaluators (other data splits), two of the same network at other layers, and two of the other
-    architecture (the other shipped weights) at block3 and block4: every one fitted to the same responses."""
+    """Two val evaluators (other data splits), two of the same network at other layers, two of the other
+    architecture (the other shipped weights) at block3 and block4, and the floor: the train network's architecture
+    with random weights at block3. Every one fitted to the same responses."""
     other = next(w for w in WEIGHTS if w != weights)
 
-    def backbone(w: str, layer: str) -> dict:
+    def backbone(w: str | None, layer: str) -> dict:
         return {"name": "insilico_cnn", "weights": w, "layer": layer, "input_size": size}
 
     return [
@@ -67,6 +69,7 @@ def evaluators_for(weights: str, size: int) -> list[dict]:
         {"label": "cross-layer-block2", "role": "cross", "backbone": backbone(weights, "block2")},
         {"label": f"{ARCH_PREFIX}block3", "role": "cross", "backbone": backbone(other, "block3")},
         {"label": f"{ARCH_PREFIX}block4", "role": "cross", "backbone": backbone(other, "block4")},
+        {"label": "floor-random-block3", "role": "floor", "backbone": backbone(None, "block3")},
     ]
 
 
@@ -141,8 +144,9 @@ def table(result, labels: list[str], specs: list[dict]) -> tuple[str, list[str]]
     means = role_means(result.summary)
     train = {r["synthesizer"]: r for r in result.summary if r["role"] == "train"}
     lines = [
-        "| synthesizer | train ↑ | val ↑ | cross ↑ | s / neuron | model fwd+bwd / neuron | denoiser calls / neuron |",
-        "|---|---|---|---|---|---|---|",
+        "| synthesizer | train ↑ | val ↑ | cross ↑ | floor (random features) | s / neuron | model fwd+bwd / neuron "
+        "| denoiser calls / neuron |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, spec in zip(labels, specs):
         m, t = means[label], train[label]
@@ -153,7 +157,7 @@ def table(result, labels: list[str], specs: list[dict]) -> tuple[str, list[str]]
         )
         lines.append(
             f"| {label} ({note}) | "
-            + " | ".join(fmt(*m.get(role, (math.nan, math.nan))) for role in ("train", "val", "cross"))
+            + " | ".join(fmt(*m.get(role, (math.nan, math.nan))) for role in ("train", "val", "cross", "floor"))
             + f" | {t['wall_s_per_neuron']:.2f} | {t['forward_calls'] + t['backward_calls']:.0f}"
             + f" | {t['denoiser_calls']:.0f} |"
         )

@@ -1,9 +1,10 @@
 """The EGG paper's evaluation protocol: score synthesised images on other models.
 
 Images are optimised on one model ("train", the experiment's fitted model) and scored on
-the same architecture fitted with other seeds ("val") and on another backbone or readout
-("cross"). Every score is expressed relative to the evaluator's own prediction for the
-neuron's best natural image, so 1.0 means "as strong as the strongest stimulus in the set".
+the same architecture fitted with other seeds ("val"), on another backbone or readout
+("cross") and on a random-feature model ("floor"). Every score is expressed relative to the
+evaluator's own prediction for the neuron's best natural image, so 1.0 means "as strong as
+the strongest stimulus in the set".
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Evaluator:
     """A model that scores images, and its prediction for every neuron's best natural image ``[N]``."""
 
     label: str
-    role: str  # "train", "val" or "cross"
+    role: str  # "train", "val", "cross" or "floor"
     model: EncodingModel
     best_natural: Tensor  # [N] max over the natural stimuli of the predicted response
     test_r: Tensor  # [N] held-out Pearson r of this model's fit

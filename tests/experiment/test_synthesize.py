@@ -118,6 +118,7 @@ def read_csv_text(text):
         ({"label": "v", "role": "val", "readout": {"name": "factorized"}}, "use role = 'cross'"),
         ({"label": "c", "role": "cross", "split_seed": 3}, "needs another backbone"),
         ({"label": "train", "role": "val", "split_seed": 3}, "not 'train'"),
+        ({"label": "f", "role": "floor", "split_seed": 3}, "a 'floor' evaluator needs a backbone of its own"),
     ],
 )
 def test_evaluator_specs_are_checked(tiny_config, evaluator, message):
@@ -156,7 +157,10 @@ def ga_and_egg(tiny_config):
         {"name": "gradient_ascent", "steps": 12, "n_seeds": 2, "lr": 0.02, "neuron_batch": 2},
         {"name": "egg", "steps": 3, "n_seeds": 2, "neuron_batch": 2},
     ]
-    tiny_config["evaluators"] = [{"label": "val-split1", "role": "val", "split_seed": 1}]
+    tiny_config["evaluators"] = [
+        {"label": "val-split1", "role": "val", "split_seed": 1},
+        {"label": "floor-random", "role": "floor", "backbone": {"name": "insilico_cnn", "weights": None}},
+    ]
     return tiny_config
 
 
@@ -166,7 +170,8 @@ def test_gradient_ascent_is_scored_at_eggs_train_activation(ga_and_egg, tmp_path
     spec = validate_experiment(ga_and_egg)
     result = synthesize_experiment(spec, tmp_path, progress=False)
     rows = read_csv(tmp_path / "equal_activation.csv")
-    assert len(rows) == 2 * 2 * 2  # neurons × seeds × evaluators
+    assert len(rows) == 2 * 2 * 3  # neurons × seeds × evaluators
+    assert {r["role"] for r in read_csv(tmp_path / "scores.csv")} == {"train", "val", "floor"}  # a random floor
     assert {(r["synthesizer"], r["matched_to"]) for r in rows} == {("gradient_ascent", "egg")}
     images = load_file(str(tmp_path / "images.safetensors"))
     egg_train = {(r["neuron"], r["seed"]): float(r["response"]) for r in read_csv(tmp_path / "scores.csv")}
@@ -189,7 +194,7 @@ def test_gradient_ascent_is_scored_at_eggs_train_activation(ga_and_egg, tmp_path
             assert (history < target).all() and step == len(history) == float(r["passes"])
             assert torch.equal(iterate, images[f"gradient_ascent/{neuron}"][seed])
     summary = {(s["synthesizer"], s["evaluator"]): s for s in read_csv(tmp_path / "summary.csv")}
-    for evaluator in ("train", "val-split1"):
+    for evaluator in ("train", "val-split1", "floor-random"):
         row = summary[("egg", evaluator)]
         mine = [float(r["relative"]) for r in rows if r["evaluator"] == evaluator]
         assert row["equal_activation_by"] == "gradient_ascent"
