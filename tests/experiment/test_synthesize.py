@@ -70,6 +70,9 @@ def test_synthesize_scores_every_neuron_method_seed_and_evaluator(synth_config, 
     assert (tmp_path / "fit" / "model" / "model.json").is_file()
     assert (tmp_path / "evaluators" / "cross-layer2" / "model.json").is_file()
     assert len(result.evaluators) == 3
+    # two iterative synthesizers and nothing else: no comparison at equal train activation
+    assert not (tmp_path / "equal_activation.csv").exists() and not result.equal_rows
+    assert "at equal train activation" not in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
 def test_relative_activation_is_against_the_evaluators_best_natural_image(synth_config, tmp_path):
@@ -203,6 +206,8 @@ def test_gradient_ascent_is_scored_at_eggs_train_activation(ga_and_egg, tmp_path
         censored = sum(r["reached"] == "False" for r in train) / len(train)
         assert float(row["censored_rate"]) == pytest.approx(censored)
         assert summary[("gradient_ascent", evaluator)]["equal_activation_by"] == ""  # only on the matched rows
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "at equal train activation: by" in page and "% censored)" in page
 
 
 def test_the_iterates_at_equal_activation_are_reused_by_a_second_run(ga_and_egg, tmp_path, monkeypatch):
