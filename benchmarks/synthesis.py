@@ -4,6 +4,11 @@
     uv run python benchmarks/synthesis.py --prior insilico-ddpm-v2 --preset reference --units pixel \
         --weights insilico-resnet18-v1 --egg ddpm:0.0226 ddpm:0.05 ddpm:0.1     # the fair test of issue 18
 
+``--train-model core`` runs the paper's protocol on the data-driven train model (issue 27): the ``stacked_core`` +
+attention readout trained jointly (as ``benchmarks/core.py``), val evaluators of the same architecture fitted with
+other seeds (the core's initialisation and the data split), both shipped task-driven networks (frozen, block3, with
+the same readout) as cross-architecture evaluators, and a random-feature floor.
+
 λ is fixed in advance (issue 27): the neurons are split, per kind, into validation neurons (the first
 ``--val-per-kind`` variants) and held-out neurons (the others, disjoint). With several ``--egg`` runs, each
 samples the validation neurons first, and the one with the highest mean relative activation on the val evaluators
@@ -73,6 +78,44 @@ def evaluators_for(weights: str, size: int) -> list[dict]:
     ]
 
 
+def core_backbone(size: int, seed: int = 0) -> dict:
+    """The data-driven core of ``benchmarks/core.py`` (``stacked_core``, 3 layers × 16 channels, first kernel 9,
+    stride 2), its weights initialised from ``seed``."""
+    return {
+        "name": "stacked_core",
+        "layers": 3,
+        "channels": 16,
+        "input_kernel": 9,
+        "hidden_kernel": 5,
+        "input_stride": 2,
+        "input_size": size,
+        "seed": seed,
+    }
+
+
+def core_readout(epochs: int) -> dict:
+    """The attention readout trained jointly with the core, as ``benchmarks/core.py`` trains it (MSE, identity
+    output: the simulated responses carry Gaussian noise and go below 0)."""
+    trained = {"max_epochs": epochs, "patience": 10, "batch_size": 32, "seed": 0, "loss": "mse"}
+    return {"name": "attention", **trained, "nonlinearity": "identity", "lr_decay_factor": 0.3}
+
+
+def core_evaluators(size: int) -> list[dict]:
+    """The paper's protocol on the data-driven train model: two val evaluators (the same core + attention fitted
+    with other seeds: the core's initialisation and the data split), both shipped task-driven networks (frozen,
+    block3, with the same attention readout) as cross-architecture evaluators, and a random-feature floor."""
+
+    def task(w: str | None) -> dict:
+        return {"name": "insilico_cnn", "weights": w, "layer": "block3", "input_size": size}
+
+    return [
+        {"label": "val-seed1", "role": "val", "backbone": core_backbone(size, 1), "split_seed": 1},
+        {"label": "val-seed2", "role": "val", "backbone": core_backbone(size, 2), "split_seed": 2},
+        *({"label": f"{ARCH_PREFIX}{w}", "role": "cross", "backbone": task(w)} for w in WEIGHTS),
+        {"label": "floor-random-block3", "role": "floor", "backbone": task(None)},
+    ]
+
+
 def natural_norm(stimuli: Path, size: int) -> float:
     """Mean ‖x − 0.5‖₂ of the natural stimuli at the model's input size (grey, [0, 1] pixels)."""
     images = StimulusSet.load(stimuli).load_images((size, size), 1)
@@ -112,7 +155,18 @@ def synthesizers(args: argparse.Namespace, norm: float, eggs: list[str] | None =
     return [ga, *eggs]
 
 
-def spec_for(data: Path, args: argparse.Namespace, synthesis: list[dict], neurons: list[str]) -> ExperimentSpec:
+def spec_for(
+    data: Path, args: argparse.Namespace, synthesis: list[dict], neurons: list[str], model: Path | None = None
+) -> ExperimentSpec:
+    """The benchmark's experiment: the train model and evaluators of ``--train-model`` (``task``: the shipped
+    ``insilico_cnn`` block3 + ridge; ``core``: the data-driven core + attention, :func:`core_evaluators`); ``model``:
+    a fit of the same train model to reuse (the λ-selection stage's), not fitted again."""
+    if args.train_model == "core":
+        backbone, readout = core_backbone(args.size), core_readout(args.core_epochs)
+        evaluators = core_evaluators(args.size)
+    else:
+        backbone = {"name": "insilico_cnn", "weights": args.weights, "layer": "block3", "input_size": args.size}
+        readout, evaluators = {"name": "ridge"}, evaluators_for(args.weights, args.size)
     return ExperimentSpec.model_validate(
         {
             "name": "synthesis-benchmark",
@@ -125,12 +179,13 @@ def spec_for(data: Path, args: argparse.Namespace, synthesis: list[dict], neuron
                 "responses": str(data / "responses.csv"),
                 "preferred_category": "bodies",
             },
-            "backbone": {"name": "insilico_cnn", "weights": args.weights, "layer": "block3", "input_size": args.size},
-            "readout": {"name": "ridge"},
+            "backbone": backbone,
+            "readout": readout,
             "selection": {"neurons": neurons},
             "synthesis": synthesis,
-            "evaluators": evaluators_for(args.weights, args.size),
+            "evaluators": evaluators,
             "output": {"figures": True},
+            **({"model": str(model)} if model is not None else {}),
         }
     )
 
@@ -209,6 +264,9 @@ def paired_table(result, labels: list[str]) -> str:
         cells = []
         neurons = sorted({k[0] for k in keys})
         for cross in (arch, layer):
+            if not cross[label]:  # no evaluator of this family (the core's protocol has no cross-layer ones)
+                cells.append("–")
+                continue
             egg = [cross[label][k] / train[label][k] for k in keys]
             gas = [cross[ga][k] / train[ga][k] for k in keys]
             t = paired_test(egg, gas)
@@ -353,6 +411,14 @@ def main() -> None:
     parser.add_argument(
         "--weights", default="insilico-v1", choices=WEIGHTS, help="the train model's insilico_cnn weights"
     )
+    parser.add_argument(
+        "--train-model",
+        default="task",
+        choices=["task", "core"],
+        help="task: insilico_cnn (--weights) block3 + ridge; core: the data-driven stacked_core + attention, trained "
+        "jointly (the paper's train model), with the task-driven networks as cross evaluators",
+    )
+    parser.add_argument("--core-epochs", type=int, default=100, help="most epochs of the core's joint fit")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--threads",
@@ -379,14 +445,14 @@ def main() -> None:
     norm = natural_norm(data / "stimuli" / "manifest.csv", args.size)
     from sharedattr.plugins.specs import labels as spec_labels
 
-    eggs, held_out = list(args.egg), neurons
+    eggs, held_out, fitted = list(args.egg), neurons, None
     if len(args.egg) > 1:
         validation, held_out = split_neurons(neurons, args.per_kind, val_per_kind)
         select = spec_for(data, args, synthesizers(args, norm)[1:], [n.name for n in validation])
         chosen, choice = choose_lambda(
             synthesize_experiment(select, args.workdir / "select", progress=True), spec_labels(select.synthesis), eggs
         )
-        eggs = [chosen]
+        eggs, fitted = [chosen], args.workdir / "select" / "fit"  # the same train model, fitted once
         protocol = (
             f"λ fixed in advance: chosen among {', '.join(args.egg)} on {len(validation)} validation neurons "
             f"({val_per_kind} per kind) by the highest mean relative activation on the val evaluators; every table "
@@ -395,7 +461,7 @@ def main() -> None:
     else:
         protocol = f"λ fixed in advance: the one EGG run given ({eggs[0]}), on all {len(held_out)} neurons."
     synthesis = synthesizers(args, norm, eggs)
-    spec = spec_for(data, args, synthesis, [n.name for n in held_out])
+    spec = spec_for(data, args, synthesis, [n.name for n in held_out], fitted)
     result = synthesize_experiment(spec, out, progress=True)
     wall = time.perf_counter() - start
     labels = spec_labels(spec.synthesis)
@@ -403,9 +469,14 @@ def main() -> None:
     paired = paired_table(result, labels)
     notes += floor_notes(result, labels, synthesis, args.seeds)
     evaluators = ", ".join(f"{e.label} ({e.role}, median r {e.test_r.median():.2f})" for e in result.evaluators)
+    train_model = (
+        "the data-driven `stacked_core` + attention (trained jointly)"
+        if args.train_model == "core"
+        else f"`insilico_cnn` ({args.weights}) block3 + ridge"
+    )
     heading = (
         f"### Synthesis: EGG vs gradient ascent on {len(held_out)} held-out in-silico neurons, "
-        f"{args.seeds} seeds, `insilico_cnn` ({args.weights}) block3 + ridge ({2 * args.n_per_category} images at "
+        f"{args.seeds} seeds, {train_model} ({2 * args.n_per_category} images at "
         f"{args.size} px), prior {args.prior}, preset {args.preset}, λ in {args.units} units"
     )
     body = (

@@ -76,3 +76,22 @@ def test_several_lambdas_without_held_out_neurons_is_refused_in_one_line(bench, 
         bench.main()
     assert exit_.value.code == 2
     assert "--val-per-kind in [1, --per-kind)" in capsys.readouterr().err
+
+
+def test_the_core_protocol_has_val_seeds_task_driven_cross_models_and_a_random_floor(bench, tiny_data):
+    """--train-model core: the data-driven core + attention is the train model; val evaluators are the same
+    architecture with other seeds (the core's and the split's), cross ones both task-driven networks, and a floor."""
+    args = SimpleNamespace(train_model="core", size=32, core_epochs=3, device="cpu", weights="insilico-v1")
+    spec = bench.spec_for(tiny_data, args, [{"name": "gradient_ascent", "steps": 2}], ["body"])
+    assert spec.backbone.name == "stacked_core" and spec.readout.name == "attention"
+    roles = [(e.role, (e.backbone or spec.backbone).name) for e in spec.evaluators]
+    assert roles == [
+        ("val", "stacked_core"),
+        ("val", "stacked_core"),
+        ("cross", "insilico_cnn"),
+        ("cross", "insilico_cnn"),
+        ("floor", "insilico_cnn"),
+    ]
+    seeds = {e.backbone.params["seed"] for e in spec.evaluators if e.role == "val"}
+    assert seeds == {1, 2} and spec.backbone.params["seed"] == 0
+    assert spec.evaluators[-1].backbone.params["weights"] is None  # random features
