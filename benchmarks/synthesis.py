@@ -469,6 +469,12 @@ def main() -> None:
     paired = paired_table(result, labels)
     notes += floor_notes(result, labels, synthesis, args.seeds)
     evaluators = ", ".join(f"{e.label} ({e.role}, median r {e.test_r.median():.2f})" for e in result.evaluators)
+    families = (
+        "cross-arch: both shipped task-driven networks (block3); no cross-layer evaluators."
+        if args.train_model == "core"
+        else "cross-arch: the other shipped network (block3, block4); cross-layer: the train network's block2 and "
+        "block4."
+    )
     train_model = (
         "the data-driven `stacked_core` + attention (trained jointly)"
         if args.train_model == "core"
@@ -489,10 +495,10 @@ def main() -> None:
         + "\n\nPaired over neurons × seeds (the same neurons and seeds for every synthesizer): the train-model "
         "activation of each EGG run as a fraction of gradient ascent's, and the transfer ratio (the mean relative "
         "activation on the cross evaluators ÷ on the train model, per neuron and seed) of EGG against gradient "
-        "ascent: Wilcoxon signed-rank p and the mean paired difference with its 95 % t interval. cross-arch: the other "
-        "shipped network (block3, block4); cross-layer: the train network's block2 and block4. At equal train "
-        "activation: gradient ascent's iterate at the first step its train response reaches EGG's (same neuron and "
-        "seed; its last iterate where it never does), docs/synthesis.md.\n\n"
+        "ascent: Wilcoxon signed-rank p and the mean paired difference with its 95 % t interval. "
+        + families
+        + " At equal train activation: gradient ascent's iterate at the first step its train response reaches EGG's "
+        "(same neuron and seed; its last iterate where it never does), docs/synthesis.md.\n\n"
         + paired
         + f"\n\nTotal wall time {wall:.0f} s. {machine(args.device)}"
     )
