@@ -193,13 +193,16 @@ class EvaluatorSpec(Strict):
     """A model that scores synthesised images besides the one they were optimised on (the EGG protocol).
 
     ``val``: the same architecture (backbone and readout kinds) fitted with other seeds (data
-    split, readout seed); ``cross``: another backbone or readout. Every evaluator is fitted to
-    the experiment's responses; unset fields default to the experiment's.
+    split, readout seed, a trainable core's seed); ``cross``: another backbone or readout; ``floor``: a
+    random-feature model (another backbone with random weights, e.g. ``insilico_cnn`` or ``torchvision``
+    with ``weights = null``), the level an image reaches on a model that shares nothing learnt. Every
+    evaluator is fitted to the experiment's responses; unset fields default to the experiment's.
     """
 
     label: str = Field(description="A name for this model in scores.csv, e.g. 'val-split1' or 'cross-block4'.")
-    role: Literal["val", "cross"] = Field(
-        description="'val': same architecture, other seeds; 'cross': a different backbone or readout."
+    role: Literal["val", "cross", "floor"] = Field(
+        description="'val': same architecture, other seeds; 'cross': a different backbone or readout; 'floor': a "
+        "random-feature backbone (weights = null), the floor of transfer."
     )
     backbone: BackboneSpec | None = Field(None, description="The evaluator's backbone (default: the experiment's).")
     readout: ReadoutSpec | None = Field(None, description="The evaluator's readout (default: the experiment's).")
@@ -253,7 +256,7 @@ class ExperimentSpec(Strict):
     evaluators: list[EvaluatorSpec] = Field(
         default_factory=list,
         description="Other models that score the synthesised images (val: other seeds; "
-        "cross: another backbone or readout).",
+        "cross: another backbone or readout; floor: random features).",
     )
     output: OutputSpec = Field(default_factory=OutputSpec)
 
@@ -280,12 +283,17 @@ class ExperimentSpec(Strict):
             ):
                 raise ValueError(
                     f"evaluators[{i}] ({e.label}): this is the training model itself; give another "
-                    "split_seed or a readout seed"
+                    "split_seed, a readout seed or a trainable core's seed"
                 )
             if e.role == "cross" and same_kinds and backbone == self.backbone:
                 raise ValueError(
                     f"evaluators[{i}] ({e.label}): a 'cross' evaluator needs another backbone (or "
                     "layer) or another readout kind"
+                )
+            if e.role == "floor" and (e.backbone is None or backbone == self.backbone):
+                raise ValueError(
+                    f"evaluators[{i}] ({e.label}): a 'floor' evaluator needs a backbone of its own with random "
+                    'features, e.g. backbone = {name = "insilico_cnn", weights = null}'
                 )
         return self
 

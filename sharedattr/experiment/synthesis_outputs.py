@@ -2,7 +2,8 @@
 evaluator summary, the files and figures of a synthesis folder, and the summary as text.
 
 Files (named in :mod:`sharedattr.runtime.run_files`): ``scores.csv``, ``summary.csv``, ``evaluators.csv``,
-``images.safetensors``, and with figures on ``images.png``, ``comparison.png`` and ``prior_samples.png``.
+``equal_activation.csv`` (with an iterative synthesizer beside another), ``images.safetensors``, and with figures on
+``images.png``, ``comparison.png`` and ``prior_samples.png``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sharedattr.experiment.tables import text_table
 from sharedattr.report.stats import mean_sem
 from sharedattr.runtime.io import atomic_save_tensors
 from sharedattr.runtime.run_files import (
+    EQUAL_ACTIVATION,
     EVALUATORS,
     PRIOR_CHECKS,
     PRIOR_SAMPLES_GRID,
@@ -51,6 +53,30 @@ class SynthesisRun:
     neuron_ids: list[str] = field(default_factory=list)  # the selected neurons, in selection order
     labels: list[str] = field(default_factory=list)  # the synthesizers, in config order
     prior_checks: list[dict[str, Any]] = field(default_factory=list)  # rows of priors.csv (PRIOR_CHECKS)
+    equal_rows: list[dict[str, Any]] = field(default_factory=list)  # rows of equal_activation.csv (EQUAL_ACTIVATION)
+
+
+@dataclass
+class EqualActivation:
+    """An iterative synthesizer's iterates ``images`` ``[S, C, H, W]`` for one neuron at the step where each seed's
+    train-model response first reaches ``targets`` ``[S]``, the train activation of synthesizer ``matched_to``
+    (:func:`~sharedattr.synthesis.evaluation.steps_to_reach`: ``steps``, ``reached``); ``steps_run`` and ``wall_s``:
+    the iterative synthesizer's own run of the neuron (its steps and seconds)."""
+
+    synthesizer: str
+    matched_to: str
+    neuron_id: str
+    steps: list[int]
+    reached: list[bool]
+    targets: list[float]
+    images: Tensor
+    steps_run: float
+    wall_s: float
+
+    def passes(self, seed: int) -> float:
+        """Forward+backward passes to reach the target: ``step + 1``, or the full run where it never does
+        (right-censored at the budget)."""
+        return float(self.steps[seed] + 1) if self.reached[seed] else self.steps_run
 
 
 def evaluator_rows(
@@ -83,6 +109,74 @@ def evaluator_rows(
                 }
             )
     return rows
+
+
+def equal_activation_rows(
+    evaluators: list[Evaluator], item: EqualActivation, neuron: int, batch_size: int
+) -> list[dict[str, Any]]:
+    """The rows of ``equal_activation.csv`` for ``item`` (output ``neuron``): its iterates on every evaluator ×
+    seed, relative to the evaluator's best natural image as in ``scores.csv``, with the step, whether it was
+    reached, the target and the compute to reach it (:meth:`EqualActivation.passes`, and its seconds: the run's
+    seconds × passes ÷ steps run)."""
+    rows = []
+    for evaluator in evaluators:
+        responses = evaluator.responses(item.images, neuron, batch_size)
+        best = float(evaluator.best_natural[neuron])
+        for seed, value in enumerate(responses.tolist()):
+            passes = item.passes(seed)
+            rows.append(
+                {
+                    "neuron": item.neuron_id,
+                    "synthesizer": item.synthesizer,
+                    "matched_to": item.matched_to,
+                    "seed": seed,
+                    "step": item.steps[seed],
+                    "reached": item.reached[seed],
+                    "target": item.targets[seed],
+                    "passes": passes,
+                    "seconds": item.wall_s * passes / item.steps_run if item.steps_run > 0 else math.nan,
+                    "evaluator": evaluator.label,
+                    "role": evaluator.role,
+                    "response": value,
+                    "best_natural": best,
+                    "relative": value / best if best > 0 else math.nan,
+                }
+            )
+    return rows
+
+
+def _median(values: list[float]) -> float:
+    finite = sorted(v for v in values if math.isfinite(v))
+    if not finite:
+        return math.nan
+    mid = len(finite) // 2
+    return finite[mid] if len(finite) % 2 else (finite[mid - 1] + finite[mid]) / 2
+
+
+def add_equal_activation(
+    summary: list[dict[str, Any]], equal_rows: list[dict[str, Any]], rows: list[dict[str, Any]]
+) -> None:
+    """Add to each summary row of a synthesizer another one was matched to (``matched_to`` in ``equal_rows``) the
+    comparison at equal train activation (the columns :data:`~sharedattr.runtime.run_files.SYNTHESIS_SUMMARY`
+    describes): the matched synthesizer's mean relative activation at equal train activation on that evaluator,
+    and, over its train rows (one per neuron × seed), the median passes to reach, the censoring rate and the median
+    of its seconds to reach ÷ this synthesizer's seconds for the neuron (``wall_s`` in ``rows``)."""
+    wall = {(r["synthesizer"], r["neuron"]): float(r.get("wall_s", math.nan)) for r in rows}
+    for row in summary:
+        matched = [r for r in equal_rows if r["matched_to"] == row["synthesizer"]]
+        if not matched:
+            continue
+        train = [r for r in matched if r["role"] == "train"]
+        mean, _, _ = mean_sem(r["relative"] for r in matched if r["evaluator"] == row["evaluator"])
+        row |= {
+            "equal_activation_by": matched[0]["synthesizer"],
+            "relative_at_equal_train": mean,
+            "steps_to_equal": _median([r["passes"] for r in train]),
+            "censored_rate": sum(not r["reached"] for r in train) / len(train) if train else math.nan,
+            "compute_to_equal": _median(
+                [r["seconds"] / (wall.get((row["synthesizer"], r["neuron"])) or math.nan) for r in train]
+            ),
+        }
 
 
 def warn_undefined(rows: list[dict[str, Any]]) -> None:
@@ -143,6 +237,8 @@ def write_synthesis(folder: Path, spec: ExperimentSpec, result: SynthesisRun) ->
     EVALUATORS.write(folder, evaluator_table(result.evaluators))
     if result.prior_checks:
         PRIOR_CHECKS.write(folder, result.prior_checks)
+    if result.equal_rows:
+        EQUAL_ACTIVATION.write(folder, result.equal_rows)
     atomic_save_tensors(
         folder / SYNTHESIS_IMAGES,
         {**result.images, **{f"prior_samples/{k}": v for k, v in result.prior_samples.items()}},
@@ -189,9 +285,26 @@ def write_figures(folder: Path, spec: ExperimentSpec, result: SynthesisRun) -> N
 
 
 def format_synthesis_summary(summary: list[dict[str, Any]]) -> str:
-    """The summary as an aligned text table (:func:`~sharedattr.experiment.tables.text_table`)."""
+    """The summary as an aligned text table (:func:`~sharedattr.experiment.tables.text_table`); with a comparison
+    at equal train activation (:func:`add_equal_activation`), also its columns: the matched synthesizer's relative
+    activation there, its median passes to reach (right-censored) with the censoring rate, and its compute to reach
+    ÷ this synthesizer's."""
     header = ["synthesizer", "evaluator", "role", "relative ± sem", "n", "s/neuron", "fwd", "bwd", "denoiser"]
-    return text_table(header, [_summary_cells(r) for r in summary])
+    matched = any(r.get("equal_activation_by") for r in summary)
+    if matched:
+        header += ["equal-train: by", "relative", "passes (censored)", "compute ÷ own"]
+    return text_table(header, [_summary_cells(r) + (_equal_cells(r) if matched else []) for r in summary])
+
+
+def _equal_cells(r: dict[str, Any]) -> list[str]:
+    if not r.get("equal_activation_by"):
+        return ["", "", "", ""]
+    return [
+        r["equal_activation_by"],
+        f"{r['relative_at_equal_train']:.3f}",
+        f"{r['steps_to_equal']:.0f} ({r['censored_rate']:.0%})",
+        f"{r['compute_to_equal']:.2f}",
+    ]
 
 
 def _summary_cells(r: dict[str, Any]) -> list[str]:

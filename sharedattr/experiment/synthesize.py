@@ -23,6 +23,7 @@ Writes into one folder (``<run>/synthesis`` for ``sharedattr run``, ``--out`` fo
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -45,7 +46,10 @@ from sharedattr.experiment.stages import (
 )
 from sharedattr.experiment.synthesis_outputs import (
     N_NATURAL,
+    EqualActivation,
     SynthesisRun,
+    add_equal_activation,
+    equal_activation_rows,
     evaluator_rows,
     summarise_synthesis,
     warn_undefined,
@@ -75,7 +79,7 @@ from sharedattr.runtime.run_files import (
     WORK_DIR,
 )
 from sharedattr.runtime.work_store import WorkStore, shape_validator, work_key
-from sharedattr.synthesis.evaluation import Evaluator
+from sharedattr.synthesis.evaluation import Evaluator, steps_to_reach
 from sharedattr.synthesis.prior import PriorCheck, check_prior
 
 PRIOR_SAMPLES = 16
@@ -271,12 +275,19 @@ def call_synthesizer(
     that draws from it (one that declares ``own_generators``, as the built-ins, runs side by side with others).
     """
     members = declared(synthesizer, Synthesizer)
-    own = bool(members.own_generators)
-    alone = alone_unless_thread_safe(members.thread_safe is True)
-    with alone, contextlib.nullcontext() if own else seeded_global_rng(seed):
+    with guarded(members, seed):
         if len(loop) == 1:
             return [synthesizer.synthesize(model, loop[0], reference=references[0])]
         return members.synthesize_many(model, loop, references=references)
+
+
+@contextlib.contextmanager
+def guarded(members: Any, seed: int) -> Any:
+    """Where a synthesizer's call runs (``members``: what it declares): alone unless ``thread_safe``, with torch's
+    global generator started from ``seed`` unless it has ``own_generators``."""
+    with alone_unless_thread_safe(members.thread_safe is True):
+        with contextlib.nullcontext() if bool(members.own_generators) else seeded_global_rng(seed):
+            yield
 
 
 def stored_results(plan: SynthesisPlan) -> dict[tuple[str, int], Stored]:
@@ -323,9 +334,76 @@ def score_synthesis(
     for row in summary:
         check = checks.get(row["synthesizer"])
         row["prior_mismatch"] = "; ".join(check.mismatches) if check is not None else ""
+    equal_rows = []
+    for n, item in equal_activation_items(plan, results):
+        images[f"{item.synthesizer}/{item.neuron_id}/at/{item.matched_to}"] = item.images
+        equal_rows += equal_activation_rows(evaluators, item, n, plan.spec.batch_size)
+    add_equal_activation(summary, equal_rows, rows)
     run = SynthesisRun(rows, summary, evaluators, images, histories, prior_samples, selected, labels)
     run.prior_checks = [prior_check_row(label, check) for label, check in checks.items()]
+    run.equal_rows = equal_rows
     return run
+
+
+def equal_activation_items(
+    plan: SynthesisPlan, results: dict[tuple[str, int], Stored]
+) -> list[tuple[int, EqualActivation]]:
+    """The comparison at equal train activation: the first synthesizer that declares ``iterates_at`` (an iterative
+    one, e.g. ``gradient_ascent``), matched to every synthesizer that does not (e.g. ``egg``), per selected neuron:
+    seed ``s``'s iterate at the first step its train-model response (its history) reaches the other's train
+    activation of seed ``s`` (:func:`~sharedattr.synthesis.evaluation.steps_to_reach`; never reached: its last
+    iterate). The iterates are replayed (``iterates_at``) and stored in ``work/``, so a second run reuses them.
+    Nothing without an iterative synthesizer and another one; a pair with different ``n_seeds`` is left out, with a
+    warning."""
+
+    def iterative(synth: NamedSynthesizer) -> bool:
+        return declared(synth.synthesizer, Synthesizer).iterates_at is not None
+
+    by = next((synth for synth in plan.synthesizers if iterative(synth)), None)
+    if by is None:
+        return []
+    items = []
+    for target in (synth for synth in plan.synthesizers if not iterative(synth)):
+        for n in plan.selected:
+            mine, theirs = results[(by.label, n)], results[(target.label, n)]
+            history, targets = mine["history"], theirs["responses"]
+            if history.shape[1] != targets.shape[0]:
+                warnings.warn(
+                    f"no comparison at equal train activation of {by.label} with {target.label}: they have "
+                    f"{history.shape[1]} and {targets.shape[0]} seeds; give both the same n_seeds",
+                    stacklevel=2,
+                )
+                break
+            steps, reached = steps_to_reach(history, targets)
+            images = replayed_iterates(plan, by, (target, n), steps)
+            steps_run = float(mine.get("cost/steps", torch.tensor(float(len(history)))))
+            wall_s = float(mine.get("cost/wall_s", torch.tensor(math.nan)))
+            ids = plan.neuron_ids
+            item = EqualActivation(
+                by.label, target.label, ids[n], steps, reached, targets.tolist(), images, steps_run, wall_s
+            )
+            items.append((n, item))
+    return items
+
+
+def replayed_iterates(
+    plan: SynthesisPlan, by: NamedSynthesizer, matched: tuple[NamedSynthesizer, int], steps: list[int]
+) -> Tensor:
+    """``by``'s iterates ``[S, C, H, W]`` of neuron ``matched[1]``, seed ``s`` after ``steps[s]`` updates (its
+    ``iterates_at``, under the guards of its calls), stored once per (its item, the matched item, steps)."""
+    target, n = matched
+    model = plan.experiment.fit.model
+
+    def replay() -> Stored:
+        synthesizer = by.synthesizer
+        members = declared(synthesizer, Synthesizer)
+        reference = plan.natural_images(n, 1)[0].to(plan.ctx.device)
+        with guarded(members, plan.spec.seed):
+            return {"images": members.iterates_at(model, n, steps, reference=reference).detach().cpu().contiguous()}
+
+    key = work_key(by=plan.item_key(by, n), matched=plan.item_key(target, n), steps=steps)
+    valid = shape_validator({"images": (len(steps), model.in_channels, *model.input_size)})
+    return plan.store.get_or_compute("equal_activation", key, replay, valid)["images"]
 
 
 def check_priors(plan: SynthesisPlan) -> dict[str, PriorCheck]:

@@ -428,7 +428,12 @@ class Synthesizer:
     - ``thread_safe = False``: whether it may compute beside other work (see :class:`AttributionMethod`);
     - ``prior_samples = None``: a synthesizer with a generative prior gives ``prior_samples(n, seed=0,
       device="cpu") -> [n, C, H, W]`` in [0, 1], its prior's unguided samples (a run shows them beside the images,
-      and compares them with the stimuli before sampling: :func:`~sharedattr.synthesis.prior.check_prior`).
+      and compares them with the stimuli before sampling: :func:`~sharedattr.synthesis.prior.check_prior`);
+    - ``iterates_at = None``: an iterative synthesizer whose ``history`` row ``t`` is the response to its iterate
+      after ``t`` updates gives ``iterates_at(model, neuron, steps, *, reference=None) -> [S, C, H, W]``, seed
+      ``s``'s iterate after ``steps[s]`` updates (``gradient_ascent`` replays its run). A run then also scores
+      that iterate at the step where it first reaches each other synthesizer's train activation (the comparison
+      at equal train activation, docs/synthesis.md).
 
     A plugin's synthesizer need not subclass it: :func:`declared` reads the same members, with the same defaults.
     """
@@ -439,11 +444,13 @@ class Synthesizer:
         "own_generators",
         "thread_safe",
         "prior_samples",
+        "iterates_at",
     )
     neuron_batch: int = 1
     own_generators: ClassVar[bool] = False
     thread_safe: ClassVar[bool] = False
     prior_samples: ClassVar[Callable[..., Tensor] | None] = None
+    iterates_at: ClassVar[Callable[..., Tensor] | None] = None
 
     def synthesize(self, model: nn.Module, neuron: int, *, reference: Tensor | None = None) -> SynthesisResult:
         """Synthesise images that drive output ``neuron`` of ``model`` (images → ``[B, N]``).

@@ -212,7 +212,7 @@ def overlay(image: Tensor | None, attribution: Tensor, scale: float) -> Any:
 
 
 # -- synthesis ----------------------------------------------------------------------------------
-ROLES = ("train", "val", "cross")
+ROLES = ("train", "val", "cross", "floor")
 
 
 def role_means(summary: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -241,16 +241,20 @@ def role_means(summary: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[f
 
 
 def comparison_figure(summary: Sequence[dict[str, Any]], path: Path, dpi: int = 120) -> Path:
-    """Left: mean relative activation (± sem) on the train, val and cross models, one bar per synthesizer.
+    """Left: mean relative activation (± sem) on the train, val, cross and floor models, one bar per synthesizer.
     Right: wall seconds per neuron (all seeds), annotated with model and denoiser calls."""
     plt = _plt()
     means = role_means(summary)
     synths = list(means)
     fig, (ax, ax_cost) = plt.subplots(1, 2, figsize=(9.5, 3.4), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / max(len(synths), 1)
+    names = dict(
+        zip(ROLES, ["train (optimised on)", "val (other seeds)", "cross (other model)", "floor (random features)"])
+    )
+    roles = [role for role in ROLES if role != "floor" or any(r["role"] == role for r in summary)]
     for i, synth in enumerate(synths):
-        xs = [j + (i - (len(synths) - 1) / 2) * width for j in range(len(ROLES))]
-        values = [means[synth].get(role, (math.nan, math.nan)) for role in ROLES]
+        xs = [j + (i - (len(synths) - 1) / 2) * width for j in range(len(roles))]
+        values = [means[synth].get(role, (math.nan, math.nan)) for role in roles]
         ax.bar(
             xs,
             [v[0] for v in values],
@@ -260,7 +264,7 @@ def comparison_figure(summary: Sequence[dict[str, Any]], path: Path, dpi: int = 
             label=synth,
         )
     ax.axhline(1.0, color="0.3", lw=0.8, ls="--")
-    ax.set_xticks(range(len(ROLES)), ["train (optimised on)", "val (other seeds)", "cross (other model)"], fontsize=8)
+    ax.set_xticks(range(len(roles)), [names[role] for role in roles], fontsize=8)
     ax.set_ylabel("response / best natural image")
     ax.legend(fontsize=7, frameon=False)
     ax.set_title("activation relative to the best natural image", fontsize=9)

@@ -24,7 +24,8 @@ A ``run`` folder holds::
 
 A synthesis folder (``<run>/synthesis``, or the ``--out`` of ``sharedattr synthesize``, which also holds ``fit/``
 with the model it optimises on, and ``spec.json``, ``environment.json`` and ``manifest.json``) holds
-SYNTHESIS_SCORES, SYNTHESIS_SUMMARY, EVALUATORS and, with a generative prior, PRIOR_CHECKS, ``images.safetensors``,
+SYNTHESIS_SCORES, SYNTHESIS_SUMMARY, EVALUATORS, with a generative prior PRIOR_CHECKS, with an iterative
+synthesizer beside another EQUAL_ACTIVATION, ``images.safetensors``,
 the figures ``images.png``, ``comparison.png`` and ``prior_samples.png``, ``evaluators/`` (the fitted evaluator
 models) and ``work/``.
 
@@ -364,11 +365,48 @@ SYNTHESIS_SUMMARY = Table(
         Column("backward_calls", float),
         Column("denoiser_calls", float),
         Column("prior_mismatch", optional=True),
+        Column("equal_activation_by", optional=True),
+        Column("relative_at_equal_train", float, optional=True),
+        Column("steps_to_equal", float, optional=True),
+        Column("censored_rate", float, optional=True),
+        Column("compute_to_equal", float, optional=True),
     ),
 )
 """``summary.csv`` of a synthesis folder: per synthesizer × evaluator, the mean ± sem relative activation and the mean
 cost per neuron; ``prior_mismatch``: how the synthesizer's generative prior does not fit the stimuli (its
-PRIOR_CHECKS mismatches, "; "-joined; empty when it fits or has no prior)."""
+PRIOR_CHECKS mismatches, "; "-joined; empty when it fits or has no prior). The comparison at equal train activation
+(:data:`EQUAL_ACTIVATION`), on the rows of each synthesizer another one was matched to: ``equal_activation_by``, the
+matched (iterative) synthesizer; ``relative_at_equal_train``, the mean relative activation of its iterates at equal
+train activation on this evaluator; ``steps_to_equal``, the median of its passes to reach this synthesizer's train
+activation (right-censored: a neuron × seed it never reaches counts at its full run); ``censored_rate``, the share
+never reached; ``compute_to_equal``, the median of its seconds to reach ÷ this synthesizer's seconds per neuron
+(censored alike)."""
+
+EQUAL_ACTIVATION = Table(
+    "equal_activation.csv",
+    (
+        Column("neuron"),
+        Column("synthesizer"),
+        Column("matched_to"),
+        Column("seed", int),
+        Column("step", int),
+        Column("reached", bool),
+        Column("target", float),
+        Column("passes", float),
+        Column("seconds", float),
+        Column("evaluator"),
+        Column("role"),
+        Column("response", float),
+        Column("best_natural", float),
+        Column("relative", float),
+    ),
+)
+"""``equal_activation.csv`` of a synthesis folder: per iterative synthesizer (one that declares ``iterates_at``) ×
+synthesizer it is matched to × neuron × seed × evaluator, its iterate at ``step``, the first step at which its
+train-model response reaches ``target`` (the other's train activation, same seed), scored like ``scores.csv``.
+``reached`` False: it never does, and the iterate is its last (``step`` = its steps run). ``passes``: the
+forward+backward passes to reach (``step + 1``; its full run when not reached: right-censored at the budget);
+``seconds``: its seconds per neuron × passes ÷ its steps run."""
 
 PRIOR_CHECKS = Table(
     "priors.csv",

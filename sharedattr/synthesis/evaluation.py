@@ -1,9 +1,10 @@
 """The EGG paper's evaluation protocol: score synthesised images on other models.
 
 Images are optimised on one model ("train", the experiment's fitted model) and scored on
-the same architecture fitted with other seeds ("val") and on another backbone or readout
-("cross"). Every score is expressed relative to the evaluator's own prediction for the
-neuron's best natural image, so 1.0 means "as strong as the strongest stimulus in the set".
+the same architecture fitted with other seeds ("val"), on another backbone or readout
+("cross") and on a random-feature model ("floor"). Every score is expressed relative to the
+evaluator's own prediction for the neuron's best natural image, so 1.0 means "as strong as
+the strongest stimulus in the set".
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Evaluator:
     """A model that scores images, and its prediction for every neuron's best natural image ``[N]``."""
 
     label: str
-    role: str  # "train", "val" or "cross"
+    role: str  # "train", "val", "cross" or "floor"
     model: EncodingModel
     best_natural: Tensor  # [N] max over the natural stimuli of the predicted response
     test_r: Tensor  # [N] held-out Pearson r of this model's fit
@@ -67,3 +68,24 @@ def describe_model(backbone: dict, readout: dict, split_seed: int) -> str:
         return f"{d['name']}({params})"
 
     return f"{one(backbone)} → {one(readout)}, split_seed={split_seed}"
+
+
+def steps_to_reach(history: Tensor, targets: Tensor) -> tuple[list[int], list[bool]]:
+    """Per seed ``s``: the first step ``t`` at which ``history[t, s] >= targets[s]`` and True, or, where no step
+    does, ``len(history)`` (the run's end: right-censored) and False.
+
+    ``history`` ``[steps, S]``: a synthesizer's train-model response per step (row ``t``: the iterate after ``t``
+    updates); ``targets`` ``[S]``: the train activation to reach (another synthesizer's, seed by seed).
+
+    Example::
+
+        steps_to_reach(torch.tensor([[0.1, 0.2], [0.5, 0.3]]), torch.tensor([0.4, 0.9]))   # ([1, 2], [True, False])
+    """
+    if history.dim() != 2 or targets.shape != (history.shape[1],):
+        raise ValueError(
+            f"history [steps, S] and targets [S] expected, got {list(history.shape)}, {list(targets.shape)}"
+        )
+    hit = history >= targets[None, :].to(history.dtype)
+    reached = hit.any(0)
+    first = torch.where(reached, hit.float().argmax(0), torch.full_like(reached, len(history), dtype=torch.long))
+    return [int(k) for k in first], [bool(r) for r in reached]

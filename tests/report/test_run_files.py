@@ -30,7 +30,7 @@ def test_the_schema_imports_neither_torch_nor_matplotlib():
 
 def test_each_table_has_its_own_name_and_columns():
     tables = [t for t in vars(run_files).values() if isinstance(t, Table)]
-    assert len(tables) == 10  # 9, and priors.csv (issue 27)
+    assert len(tables) == 11  # 9, priors.csv and equal_activation.csv (issue 27)
     assert len({id(t) for t in tables}) == len(tables)
     for table in tables:
         assert len(set(table.header)) == len(table.header), table.name

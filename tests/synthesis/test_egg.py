@@ -240,7 +240,7 @@ def test_neuron_loops_are_fixed_chunks_of_the_selection(prior):
 
     assert neuron_loops(EGG(prior=prior, neuron_batch=2), [5, 1, 7, 3, 9]) == [[5, 1], [7, 3], [9]]
     assert neuron_loops(EGG(prior=prior, neuron_batch=1), [5, 1]) == [[5], [1]]
-    assert neuron_loops(GradientAscent(), [5, 1]) == [[5], [1]]  # no synthesize_many: one at a time
+    assert neuron_loops(GradientAscent(), [5, 1]) == [[5], [1]]  # its default neuron_batch: one at a time
 
 
 # -- (6) cost ----------------------------------------------------------------------------------

@@ -350,3 +350,75 @@ def separable_blur(x: torch.Tensor, sigma: float, radius: int) -> torch.Tensor:
 def test_the_blur_preconditioner_is_a_gaussian_of_radius_ceil_3_sigma(shape, sigma, radius):
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(gaussian_blur(x, sigma), separable_blur(x, sigma, radius), atol=1e-6, rtol=0)
+
+
+# -- several neurons in one loop (as egg) ---------------------------------------------------
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(steps=25),
+        dict(steps=25, jitter=2, crop_scale=0.8, tv_weight=5.0, lp_weight=0.5, optimizer="sgd", lr=0.5),
+        dict(steps=300, patience=4, precondition="fourier"),  # each neuron stops at its own plateau
+    ],
+)
+def test_neurons_optimised_together_equal_one_at_a_time(registry, params):
+    """One loop over 4 neurons × 3 seeds gives each neuron the images, responses and history it gets alone. On one
+    thread the einsum model's rows do not depend on the batch, so they are bit-identical."""
+    model = random_neurons(n=4, saturate="patience" in params)
+    model.patterns.data *= torch.tensor([0.02, 0.05, 0.2, 1.0])[:, None, None, None]  # saturating at other steps
+    synth = build(registry, n_seeds=3, seed=5, neuron_batch=4, **params)
+    neurons = [2, 0, 3, 1]
+    together = synth.synthesize_many(model, neurons)
+    for neuron, result in zip(neurons, together):
+        alone = synth.synthesize(model, neuron)
+        assert torch.equal(result.images, alone.images) and torch.equal(result.responses, alone.responses)
+        assert torch.equal(result.history, alone.history)
+        assert result.cost["steps"] == alone.cost["steps"] == len(alone.history)
+    if "patience" in params:
+        assert len({len(r.history) for r in together}) > 1  # the plateau stops them at different steps
+        assert all(len(r.history) < 300 for r in together)
+
+
+@pytest.mark.parametrize("patience", [None, 3])
+def test_cost_of_a_loop_is_shared_per_neuron_as_eggs(registry, patience):
+    """The loop's calls divided by its neurons, as egg's: one model pass per step for all 3 neurons × 2 seeds."""
+    model = random_neurons(n=3, saturate=True)
+    results = build(registry, steps=40, n_seeds=2, neuron_batch=3, patience=patience).synthesize_many(model, [0, 1, 2])
+    loop_steps = max(r.cost["steps"] for r in results)  # the loop runs until its last neuron stops
+    for r in results:
+        assert r.cost["neurons_per_loop"] == 3.0 and r.cost["steps"] == len(r.history)
+        assert r.cost["forward_calls"] == pytest.approx((loop_steps + 1) / 3)
+        assert r.cost["backward_calls"] == pytest.approx(loop_steps / 3)
+        assert r.cost["model_images"] == pytest.approx(2 * (loop_steps + 1))  # 6 images per call, a third each
+    alone = build(registry, steps=40, n_seeds=2, patience=patience).synthesize(model, 0).cost
+    assert alone["neurons_per_loop"] == 1.0 and alone["forward_calls"] == alone["steps"] + 1
+
+
+def test_a_loop_of_neuron_batch_neurons_in_a_run(registry):
+    from sharedattr.experiment.synthesize import neuron_loops
+
+    assert neuron_loops(build(registry, neuron_batch=2), [5, 1, 7]) == [[5, 1], [7]]
+    assert neuron_loops(build(registry), [5, 1]) == [[5], [1]]  # the default: one neuron at a time
+    with pytest.raises(SpecError, match="neuron_batch"):
+        build(registry, neuron_batch=0)
+
+
+def test_iterates_at_a_step_are_the_images_of_a_run_that_long(registry):
+    """Seed s's iterate after k_s updates: the final images of a run of k_s steps, and the response history[k_s]
+    records (no transforms: the history is the response to the iterate itself)."""
+    model = random_neurons(n=2)
+    synth = build(registry, steps=30, n_seeds=3, seed=4)
+    full = synth.synthesize(model, 1)
+    steps = [0, 7, 30]
+    iterates = synth.iterates_at(model, 1, steps)
+    assert iterates.shape == full.images.shape
+    for s, k in enumerate(steps):
+        if k == 0:  # the start: the seeded initialisation, before any update
+            torch.testing.assert_close(model(iterates[s : s + 1])[0, 1], full.history[0, s])
+            continue
+        shorter = build(registry, steps=k, n_seeds=3, seed=4).synthesize(model, 1)
+        assert torch.equal(iterates[s], shorter.images[s])
+        recorded = full.responses[s] if k == 30 else full.history[k, s]
+        torch.testing.assert_close(model(iterates[s : s + 1])[0, 1], recorded)
+    with pytest.raises(ValueError, match="3 seeds but 2 steps"):
+        synth.iterates_at(model, 1, [1, 2])

@@ -57,9 +57,25 @@ def summary_rows(run: RunDir) -> list[dict[str, Any]]:
             "forward": num(r["forward_calls"]),
             "backward": num(r["backward_calls"]),
             "denoiser": num(r["denoiser_calls"]),
+            **_equal_cells(r),
         }
         for r in run.synthesis_summary or []
     ]
+
+
+def _equal_cells(r: Row) -> dict[str, str]:
+    """The comparison at equal train activation on a summary row (empty where none was matched to its
+    synthesizer): the matched synthesizer, its relative activation there, its median passes to reach (right-
+    censored) with the censoring rate, and its compute to reach ÷ this synthesizer's."""
+    if not r.get("equal_activation_by"):
+        return {"equal_by": "", "equal_relative": "", "equal_steps": "", "equal_compute": ""}
+    rate = r["censored_rate"]
+    return {
+        "equal_by": r["equal_activation_by"],
+        "equal_relative": num(r["relative_at_equal_train"]),
+        "equal_steps": f"{num(r['steps_to_equal'])} ({rate:.0%} censored)" if math.isfinite(rate) else "–",
+        "equal_compute": num(r["compute_to_equal"]),
+    }
 
 
 def synthesis(ctx: Context) -> Section:
@@ -84,11 +100,13 @@ def synthesis(ctx: Context) -> Section:
                 SYNTHESIS_COMPARISON,
                 "Left: each synthesizer's response relative to the neuron's best "
                 "natural image, on the model it optimised (train), on the same architecture fitted "
-                "with other seeds (val) and on another backbone or readout (cross); 1 = as strong as "
+                "with other seeds (val), on another backbone or readout (cross) and, where given, on a "
+                "random-feature model (floor); 1 = as strong as "
                 f"the strongest natural stimulus. Right: compute per neuron ({where}{SYNTHESIS_COMPARISON}).",
                 "synthesis comparison",
             ),
             "summary": summary_rows(run),
+            "equal": any(r.get("equal_activation_by") for r in run.synthesis_summary or []),
             "evaluators": evaluators,
             "images": figure(
                 SYNTHESIS_GRID,
