@@ -375,7 +375,13 @@ def equal_activation_items(
                 )
                 break
             steps, reached = steps_to_reach(history, targets)
-            images = replayed_iterates(plan, by, (target, n), steps)
+            images = mine["images"].clone()  # a seed that never reaches keeps its last iterate, as stored
+            if any(reached):  # replay only as far as the seeds that reach (not the whole run for the others)
+                furthest = max(k for k, r in zip(steps, reached) if r)
+                replayed = replayed_iterates(
+                    plan, by, (target, n), [k if r else furthest for k, r in zip(steps, reached)]
+                )
+                images[torch.tensor(reached)] = replayed[torch.tensor(reached)]
             steps_run = float(mine.get("cost/steps", torch.tensor(float(len(history)))))
             wall_s = float(mine.get("cost/wall_s", torch.tensor(math.nan)))
             ids = plan.neuron_ids

@@ -303,6 +303,8 @@ def guidance_step(
 # -- priors --------------------------------------------------------------------------------
 _PRIORS: dict[tuple[str, str], Any] = {}
 _PRIORS_LOCK = threading.Lock()
+_UNGUIDED: dict[tuple[Any, ...], Tensor] = {}
+"""Unguided samples ``[n, C, H, W]`` (CPU) per (prior, sampling settings, output, n, seed): computed once a process."""
 
 
 def _cache_key(source: str, device: torch.device) -> tuple[str, str]:
@@ -443,7 +445,17 @@ class EGG(Synthesizer, Configurable):
         Seed ``seed``'s sample ``i`` starts from the same noise as seed ``i`` of
         :meth:`synthesize` with ``seed = seed``: the unguided counterpart of each guided image.
         """
-        return unguided_samples(self.load_prior(torch.device(device)), n, seed, self.sampling, output=self.output)
+        device = torch.device(device)
+        if not isinstance(self.prior, (str, Path)):  # a prior object: no name to cache its samples by
+            return unguided_samples(self.load_prior(device), n, seed, self.sampling, output=self.output)
+        key = (_cache_key(str(self.prior), device), self.sampling, self.output, n, seed)
+        with _PRIORS_LOCK:
+            cached = _UNGUIDED.get(key)
+        if cached is None:  # the guidance plays no part: EGG entries that differ only in their energy share them
+            cached = unguided_samples(self.load_prior(device), n, seed, self.sampling, output=self.output)
+            with _PRIORS_LOCK:
+                _UNGUIDED[key] = cached
+        return cached.clone()
 
 
 @hookimpl
