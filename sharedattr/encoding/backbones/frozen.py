@@ -121,6 +121,14 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
     return state
 
 
+def normalised_input(images: Tensor, in_channels: int, mean: Tensor, std: Tensor) -> Tensor:
+    """Images ``[B, C, H, W]`` in [0, 1] → ``(images − mean) / std`` (``mean``, ``std`` ``[1, in_channels, 1, 1]``),
+    a grey image repeated to RGB for ``in_channels = 3``: every backbone's ``preprocess``."""
+    if images.shape[1] == 1 and in_channels == 3:
+        images = images.expand(-1, 3, -1, -1)
+    return (images - mean) / std
+
+
 class FrozenBackbone(nn.Module):
     """Base of backbones: a network ``body`` whose output ``select`` turns into latents.
 
@@ -172,9 +180,7 @@ class FrozenBackbone(nn.Module):
 
     def preprocess(self, images: Tensor) -> Tensor:
         """``[B, C, H, W]`` in [0, 1] → normalised network input (grayscale repeated to RGB)."""
-        if images.shape[1] == 1 and self.in_channels == 3:
-            images = images.expand(-1, 3, -1, -1)
-        return (images - self.mean) / self.std
+        return normalised_input(images, self.in_channels, self.mean, self.std)
 
     def forward(self, x: Tensor) -> Tensor:
         """Preprocessed images ``[B, C, H, W]`` → latents."""

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from sharedattr.encoding.backbones.frozen import check_input_size, check_normalisation
+from sharedattr.encoding.backbones.frozen import check_input_size, check_normalisation, normalised_input
 from sharedattr.plugins.contracts import BackboneModule
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Configurable, Params, Seed, register_components
@@ -167,9 +167,7 @@ class StackedCore(Configurable, BackboneModule):
 
     def preprocess(self, images: Tensor) -> Tensor:
         """``[B, C, H, W]`` in [0, 1] → normalised input (grey repeated to RGB for ``in_channels = 3``)."""
-        if images.shape[1] == 1 and self.in_channels == 3:
-            images = images.expand(-1, 3, -1, -1)
-        return (images - self.mean) / self.std
+        return normalised_input(images, self.in_channels, self.mean, self.std)
 
     def forward(self, x: Tensor) -> Tensor:
         """Preprocessed images ``[B, in_channels, H, W]`` → latents ``[B, channels, H', W']``."""
