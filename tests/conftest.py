@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_configs import tiny_experiment
 
 from sharedattr.plugins.loading import load_registry, reset_registry
 from sharedattr.plugins.registry import Registry
-
-TINY_BACKBONE = {"name": "torchvision", "model": "resnet18", "layer": "layer1", "input_size": 32}
 
 
 @pytest.fixture(autouse=True)
@@ -72,24 +71,8 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_config(tiny_data) -> dict:
-    """A fast experiment config (as a dict) over ``tiny_data``; paths are absolute."""
-    return {
-        "name": "tiny",
-        "device": "cpu",
-        "batch_size": 16,
-        "data": {
-            "stimuli": str(tiny_data / "stimuli" / "manifest.csv"),
-            "responses": str(tiny_data / "responses.csv"),
-            "preferred_category": "bodies",
-        },
-        "backbone": dict(TINY_BACKBONE),
-        "readout": {"name": "ridge", "folds": 3},
-        "matcher": "cosine",
-        "selection": {"top_k": 2, "drivers_per_neuron": 2},
-        "methods": ["saliency", {"name": "integrated_gradients", "n_steps": 4}],
-        "metrics": ["gini", {"name": "deletion", "steps": 4}],
-        "output": {"figures": False},
-    }
+    """A fast experiment config (as a dict) over ``tiny_data``; paths are absolute (:func:`tiny_experiment`)."""
+    return tiny_experiment(tiny_data)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tiny_configs import tiny_experiment
 
 from sharedattr.cli import main
 from sharedattr.config.validation import validate_experiment
@@ -44,23 +45,13 @@ def one_line_error(capsys, argv: list[str], *fragments: str) -> str:
 def finished_run(tiny_data, tmp_path_factory) -> Path:
     """One small finished run (2 neurons × 2 drivers, saliency, gini and deletion, no figures)."""
     out = tmp_path_factory.mktemp("integrity") / "run"
-    config = {
-        "name": "integrity",
-        "device": "cpu",
-        "batch_size": 16,
-        "cache": False,
-        "data": {
-            "stimuli": str(tiny_data / "stimuli" / "manifest.csv"),
-            "responses": str(tiny_data / "responses.csv"),
-            "preferred_category": "bodies",
-        },
-        "backbone": {"name": "torchvision", "model": "resnet18", "layer": "layer1", "input_size": 32},
-        "readout": {"name": "ridge", "folds": 3},
-        "selection": {"top_k": 2, "drivers_per_neuron": 2},
-        "methods": ["saliency"],
-        "metrics": ["gini", {"name": "deletion", "steps": 4}],
-        "output": {"figures": False},
-    }
+    config = tiny_experiment(
+        tiny_data,
+        name="integrity",
+        cache=False,
+        methods=["saliency"],
+        metrics=["gini", {"name": "deletion", "steps": 4}],
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -21,6 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
+from tiny_configs import tiny_experiment
 
 from sharedattr.config.validation import validate_experiment
 from sharedattr.experiment.run import run_experiment
@@ -62,24 +63,13 @@ def small_run(tiny_data, tmp_path_factory) -> Path:
     """A small finished run: 2 neurons × 2 drivers, 8 methods (two pairwise), 6 metrics, no synthesis."""
     out = tmp_path_factory.mktemp("browser-run")
     spec = validate_experiment(
-        {
-            "name": "browser",
-            "device": "cpu",
-            "batch_size": 16,
-            "cache": False,
-            "data": {
-                "stimuli": str(tiny_data / "stimuli" / "manifest.csv"),
-                "responses": str(tiny_data / "responses.csv"),
-                "preferred_category": "bodies",
-            },
-            "backbone": {"name": "torchvision", "model": "resnet18", "layer": "layer1", "input_size": 32},
-            "readout": {"name": "ridge", "folds": 3},
-            "matcher": "cosine",
-            "selection": {"top_k": 2, "drivers_per_neuron": 2},
-            "methods": METHODS,
-            "metrics": METRICS,
-            "output": {"figures": False},
-        }
+        tiny_experiment(
+            tiny_data,
+            name="browser",
+            cache=False,
+            methods=METHODS,
+            metrics=METRICS,
+        )
     )
     run_experiment(spec, out, progress=False)
     return out

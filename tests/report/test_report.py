@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from scipy.stats import wilcoxon
+from tiny_configs import tiny_experiment
 
 from sharedattr.cli import main
 from sharedattr.config.validation import validate_experiment
@@ -45,25 +46,15 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     """One small finished run (with parallel_backprop, localisation, deletion, synthesis and figures)."""
     out = tmp_path_factory.mktemp("run")
     spec = validate_experiment(
-        {
-            "name": "tiny-report",
-            "device": "cpu",
-            "batch_size": 16,
-            "cache": False,
-            "data": {
-                "stimuli": str(tiny_data / "stimuli" / "manifest.csv"),
-                "responses": str(tiny_data / "responses.csv"),
-                "preferred_category": "bodies",
-            },
-            "backbone": {"name": "torchvision", "model": "resnet18", "layer": "layer1", "input_size": 32},
-            "readout": {"name": "ridge", "folds": 3},
-            "matcher": "cosine",
-            "selection": {"top_k": 2, "drivers_per_neuron": 2},
-            "methods": ["parallel_backprop", "saliency", {"name": "integrated_gradients", "n_steps": 4}],
-            "metrics": ["pointing_game", "gini", {"name": "deletion", "steps": 4}],
-            "synthesis": [{"name": "gradient_ascent", "steps": 3, "n_seeds": 2}],
-            "output": {"figures": True, "dpi": 40},
-        }
+        tiny_experiment(
+            tiny_data,
+            name="tiny-report",
+            cache=False,
+            methods=["parallel_backprop", "saliency", {"name": "integrated_gradients", "n_steps": 4}],
+            metrics=["pointing_game", "gini", {"name": "deletion", "steps": 4}],
+            synthesis=[{"name": "gradient_ascent", "steps": 3, "n_seeds": 2}],
+            output={"figures": True, "dpi": 40},
+        )
     )
     run_experiment(spec, out, progress=False)
     return out
