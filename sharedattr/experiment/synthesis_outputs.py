@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -79,6 +80,29 @@ class EqualActivation:
         return float(self.steps[seed] + 1) if self.reached[seed] else self.steps_run
 
 
+def evaluated(
+    evaluators: list[Evaluator], images: Tensor, neuron: int, batch_size: int
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Images ``[S, C, H, W]`` of output ``neuron`` scored on every evaluator: per evaluator × seed, ``(seed,
+    {evaluator, role, response, best_natural, relative})``, the response relative to the evaluator's prediction for
+    the neuron's best natural image (NaN where that is not positive), as ``scores.csv`` and ``equal_activation.csv``
+    hold it."""
+    for evaluator in evaluators:
+        responses = evaluator.responses(images, neuron, batch_size)
+        best = float(evaluator.best_natural[neuron])
+        for seed, value in enumerate(responses.tolist()):
+            yield (
+                seed,
+                {
+                    "evaluator": evaluator.label,
+                    "role": evaluator.role,
+                    "response": value,
+                    "best_natural": best,
+                    "relative": value / best if best > 0 else math.nan,
+                },
+            )
+
+
 def evaluator_rows(
     evaluators: list[Evaluator],
     images: Tensor,
@@ -91,23 +115,8 @@ def evaluator_rows(
     """The rows of ``scores.csv`` for one synthesizer's images ``[S, C, H, W]`` of one neuron: one per evaluator ×
     seed, the response relative to the evaluator's prediction for the neuron's best natural image."""
     rows = []
-    for evaluator in evaluators:
-        responses = evaluator.responses(images, neuron, batch_size)
-        best = float(evaluator.best_natural[neuron])
-        for seed, value in enumerate(responses.tolist()):
-            rows.append(
-                {
-                    "neuron": neuron_id,
-                    "synthesizer": label,
-                    "seed": seed,
-                    "evaluator": evaluator.label,
-                    "role": evaluator.role,
-                    "response": value,
-                    "best_natural": best,
-                    "relative": value / best if best > 0 else math.nan,
-                    **cost,
-                }
-            )
+    for seed, scored in evaluated(evaluators, images, neuron, batch_size):
+        rows.append({"neuron": neuron_id, "synthesizer": label, "seed": seed, **scored, **cost})
     return rows
 
 
@@ -119,29 +128,22 @@ def equal_activation_rows(
     reached, the target and the compute to reach it (:meth:`EqualActivation.passes`, and its seconds: the run's
     seconds × passes ÷ steps run)."""
     rows = []
-    for evaluator in evaluators:
-        responses = evaluator.responses(item.images, neuron, batch_size)
-        best = float(evaluator.best_natural[neuron])
-        for seed, value in enumerate(responses.tolist()):
-            passes = item.passes(seed)
-            rows.append(
-                {
-                    "neuron": item.neuron_id,
-                    "synthesizer": item.synthesizer,
-                    "matched_to": item.matched_to,
-                    "seed": seed,
-                    "step": item.steps[seed],
-                    "reached": item.reached[seed],
-                    "target": item.targets[seed],
-                    "passes": passes,
-                    "seconds": item.wall_s * passes / item.steps_run if item.steps_run > 0 else math.nan,
-                    "evaluator": evaluator.label,
-                    "role": evaluator.role,
-                    "response": value,
-                    "best_natural": best,
-                    "relative": value / best if best > 0 else math.nan,
-                }
-            )
+    for seed, scored in evaluated(evaluators, item.images, neuron, batch_size):
+        passes = item.passes(seed)
+        rows.append(
+            {
+                "neuron": item.neuron_id,
+                "synthesizer": item.synthesizer,
+                "matched_to": item.matched_to,
+                "seed": seed,
+                "step": item.steps[seed],
+                "reached": item.reached[seed],
+                "target": item.targets[seed],
+                "passes": passes,
+                "seconds": item.wall_s * passes / item.steps_run if item.steps_run > 0 else math.nan,
+                **scored,
+            }
+        )
     return rows
 
 
