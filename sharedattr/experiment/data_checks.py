@@ -32,7 +32,7 @@ from sharedattr.data.inspection import inspect_responses
 from sharedattr.data.trials import check_known_ids
 from sharedattr.encoding.backbones.frozen import WEIGHTS_SUFFIXES, weights_header
 from sharedattr.encoding.store import read_description, refuse_differences, saved_model_folder, settings_differences
-from sharedattr.experiment.stages import check_selection, checked_neuron_parts
+from sharedattr.experiment.stages import check_selection, checked_neuron_parts, response_settings
 from sharedattr.plugins.params import CHECK_FILES_KEY
 from sharedattr.plugins.registry import Registry
 
@@ -58,14 +58,7 @@ def check_data(spec: ExperimentSpec, registry: Registry) -> Iterator[DataCheck]:
     if data.categories is not None:
         stimuli.check_categories(data.categories)
         yield "categories", f"every stimulus's category is one of {', '.join(data.categories)}"
-    header = inspect_responses(
-        data.responses,
-        ids_path=data.response_ids,
-        neuron_ids_path=data.neuron_ids,
-        time_window=data.time_window,
-        time_bins_path=data.time_bins,
-        nwb_table=data.nwb_table,
-    )
+    header = inspect_responses(data.responses, **response_settings(spec))
     yield "responses", header.describe()
     check_selection(spec, stimuli, header.neuron_ids)
     yield "selection", _describe_selection(spec)

@@ -188,19 +188,25 @@ class Data:
     digests: dict[str, str]
 
 
+def response_settings(spec: ExperimentSpec) -> dict[str, Any]:
+    """The responses readers' keyword arguments from the config's ``[data]`` fields (beside ``data.responses``): what
+    ``fit`` loads and ``validate`` inspects alike."""
+    data = spec.data
+    return {
+        "ids_path": data.response_ids,
+        "neuron_ids_path": data.neuron_ids,
+        "time_window": data.time_window,
+        "time_bins_path": data.time_bins,
+        "nwb_table": data.nwb_table,
+    }
+
+
 def load_data(spec: ExperimentSpec) -> Data:
     """Load and check the spec's stimuli and responses, before any compute: categories, selected neurons, parts."""
     data = spec.data
     stimuli = StimulusSet.load(data.stimuli, images=data.images, category_column=data.category_column)
     stimuli.check_categories(data.categories)
-    recorded = load_responses(
-        data.responses,
-        ids_path=data.response_ids,
-        neuron_ids_path=data.neuron_ids,
-        time_window=data.time_window,
-        time_bins_path=data.time_bins,
-        nwb_table=data.nwb_table,
-    )
+    recorded = load_responses(data.responses, **response_settings(spec))
     check_selection(spec, stimuli, recorded.neuron_ids)
     neuron_parts = checked_neuron_parts(spec, stimuli, recorded.neuron_ids)
     digests = {"stimuli_digest": stimuli.content_digest(), "responses_digest": responses_digest(data)}
