@@ -66,10 +66,7 @@ def weights_header(path: Path) -> str:
             with safe_open(str(path), framework="pt") as f:  # parses and checks the header; maps, reads no tensor
                 return f"safetensors, {len(f.keys())} tensors"
         except Exception as err:  # noqa: BLE001 - a corrupt or foreign file (SafetensorError, OSError, ...)
-            raise UserError(
-                f"cannot load weights file {path}: {type(err).__name__}: {err}. "
-                "It must be a valid safetensors file of tensors."
-            ) from None
+            raise unreadable_safetensors(path, err) from None
     try:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -87,6 +84,13 @@ def weights_header(path: Path) -> str:
     raise UserError(f"cannot load weights file {path}: {why}. {TORCH_FILES}")
 
 
+def unreadable_safetensors(path: Path, err: Exception) -> UserError:
+    """The one error for a safetensors weights file that cannot be read (its header or its tensors)."""
+    return UserError(
+        f"cannot load weights file {path}: {type(err).__name__}: {err}. It must be a valid safetensors file of tensors."
+    )
+
+
 def load_state_dict_file(path: Path) -> dict[str, Tensor]:
     """A state dict from safetensors, or from a torch file with ``weights_only=True`` (never unpickles code); the
     header is checked first (:func:`weights_header`), as ``sharedattr validate`` checks it."""
@@ -98,10 +102,7 @@ def load_state_dict_file(path: Path) -> dict[str, Tensor]:
         try:
             return load_file(str(path))
         except Exception as err:  # noqa: BLE001 - a corrupt or foreign file (SafetensorError, OSError, ...)
-            raise UserError(
-                f"cannot load weights file {path}: {type(err).__name__}: {err}. "
-                "It must be a valid safetensors file of tensors."
-            ) from None
+            raise unreadable_safetensors(path, err) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - refuse anything that is not plain tensors
