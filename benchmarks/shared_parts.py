@@ -1,9 +1,15 @@
 """Shared parts that are measurably shared: does a method show what a driver *shares* with its reference?
 
-    uv run python benchmarks/shared_parts.py                     # the tables in docs/benchmarks.md (2 CPUs)
-    uv run python benchmarks/shared_parts.py --backbone random   # control: the same pairs on a random backbone
-    uv run python benchmarks/shared_parts.py --variants          # every parallel_backprop variant (longer)
-    uv run python benchmarks/shared_parts.py --quick --no-write  # a smoke run of every step at a tiny size
+    uv run python benchmarks/shared_parts.py                      # one fit, one pair seed: per-run tables
+    uv run python benchmarks/shared_parts.py --backbones random   # control: the same pairs on a random backbone
+    uv run python benchmarks/shared_parts.py --variants           # every parallel_backprop variant (longer)
+    uv run python benchmarks/shared_parts.py --quick --no-write   # a smoke run of every step at a tiny size
+    uv run python benchmarks/shared_parts.py --zoo-run            # the pre-registered run over the zoo (pooled)
+
+Each (backbone, readout fit, pair seed, layout) is one *unit*, written to ``<workdir>/values/`` as it finishes (an
+interrupted run resumes at the next unit). With more than one fit, pair seed or backbone the units are pooled by
+:mod:`shared_parts_pooled` (hierarchical bootstrap over backbones' seeds × fits, crossed with pairs; the decision
+rule; the dose-response over backbones), as docs/benchmarks.md pre-registers.
 
 The ground truth is fixed by the stimuli before any method runs (:mod:`sharedattr.data.insilico.pairs`) and is
 scored at the level of the copied piece: a *driver* object carries copies of one arm (and, in the ``both`` pairs,
@@ -195,24 +201,44 @@ def labels(specs: Sequence[dict]) -> list[str]:
     return out
 
 
-def fit(folder: Path, args: argparse.Namespace):
-    """Training set (pieces missing, several attachments), ridge readout; the model and held-out r per neuron."""
-    files = write_insilico(
-        folder / "train",
-        args.train,
-        args.size,
-        seed=args.fit_seed,
-        neurons=KINDS,
-        progress=True,
-        options=VARIED_SCENES,
-    )
-    backbone = {"name": "insilico_cnn", "layer": args.layer, "input_size": args.size}
-    if args.backbone == "random":
-        backbone["weights"] = None
+SHIPPED = {"random": None, "insilico-v1": "insilico-v1", "insilico-resnet18-v1": "insilico-resnet18-v1"}
+"""The backbones named without a file: ``insilico_cnn`` with random weights or with the shipped weights."""
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A backbone of the benchmark: its name (folder and table label) and its ``insilico_cnn`` spec."""
+
+    name: str
+    spec: dict
+
+    @classmethod
+    def named(cls, name: str, layer: str, size: int) -> Backbone:
+        """``random``, a shipped weights name, or a weights file (``.safetensors``; named by its stem)."""
+        base = {"name": "insilico_cnn", "layer": layer, "input_size": size}
+        if name in SHIPPED:
+            return cls(name, base | {"weights": SHIPPED[name]})
+        path = Path(name)
+        if not path.is_file():
+            raise SystemExit(f"--backbones: {name!r} is neither {', '.join(SHIPPED)} nor a weights file")
+        return cls(path.stem, base | {"weights_file": str(path.resolve())})
+
+
+def zoo(folder: Path) -> list[str]:
+    """The weights files of a zoo folder (``scripts/train_zoo.py``), sorted by name."""
+    return sorted(str(p) for p in Path(folder).glob("*.safetensors"))
+
+
+def fit(workdir: Path, backbone: Backbone, fit_seed: int, args: argparse.Namespace):
+    """Training set (pieces missing, several attachments; one per fit seed, shared by every backbone), ridge
+    readout; the model, held-out r per neuron and the neuron-parts file."""
+    train = workdir / f"train-f{fit_seed}-n{args.train}"
+    files = write_insilico(train, args.train, args.size, seed=fit_seed, neurons=KINDS, progress=True,
+                           options=VARIED_SCENES)  # fmt: skip
     spec = sharedattr.validate_experiment(
         {
-            "name": f"shared-parts-{args.backbone}",
-            "seed": args.fit_seed,
+            "name": f"shared-parts-{backbone.name}",
+            "seed": fit_seed,
             "device": args.device,
             "cache": False,
             "data": {
@@ -220,21 +246,25 @@ def fit(folder: Path, args: argparse.Namespace):
                 "responses": str(files.responses),
                 "preferred_category": "bodies",
             },
-            "backbone": backbone,
+            "backbone": backbone.spec,
             "readout": {"name": "ridge", "pooling": "none"},
             "output": {"figures": False},
         }
     )
-    result = fit_experiment(spec, folder / f"fit-{args.backbone}", progress=True).fit
+    out = workdir / "fits" / f"{backbone.name}-f{fit_seed}-n{args.train}"
+    result = fit_experiment(spec, out, progress=True, reuse=True).fit
     return result.model, dict(zip(result.neuron_ids, (float(r) for r in result.test_r))), files.neuron_parts
 
 
-def make_pairs(folder: Path, n: int, size: int, seed: int) -> tuple[StimulusSet, list[dict[str, str]]]:
-    """Every pair set × position × layout (conditions ``<pair set>-<position>-<layout>``), written as one set."""
+def make_pairs(
+    folder: Path, n: int, size: int, seed: int, layouts: Sequence[str] = tuple(LAYOUTS)
+) -> tuple[StimulusSet, list[dict[str, str]]]:
+    """Every pair set × position × layout (conditions ``<pair set>-<position>-<layout>``), written as one set; each
+    condition is rendered on its own from ``seed``, so a layout's pairs do not depend on the other layouts."""
     conditions = {
         f"{kind}-{position}-{name}": render_pairs(n, size, seed=seed, carry_head=kind == "both", position=position,
-                                                  layout=layout)
-        for name, layout in LAYOUTS.items()
+                                                  layout=LAYOUTS[name])
+        for name in layouts
         for kind in ("both", "arm")
         for position in POSITIONS
     }  # fmt: skip
@@ -255,11 +285,11 @@ def truth_for(test: Test, neuron_parts: dict) -> dict:
     return {k: [*v, "shape"] for k, v in neuron_parts.items()} if test.decoy else neuron_parts
 
 
-def check_symmetry(model, stimuli, rows, methods) -> float:
+def check_symmetry(model, stimuli, rows, methods, layout: str) -> float:
     """Largest difference between a pairwise method's map of the reference in (driver, reference) and in
-    (reference, driver) order, over a few pairs: ~0 where the shared weights are symmetric."""
+    (reference, driver) order, over a few pairs of ``layout``: ~0 where the maps do not depend on the order."""
     pairwise = [spec for _, spec in methods if spec["name"] in PAIRWISE]
-    pairs = explained(TESTS[1], "repainted", rows, KINDS[:2])[:8]
+    pairs = explained(TESTS[1], layout, rows, KINDS[:2])[:8]
     swapped = [(n, b, a) for n, a, b in pairs]
     kw = {"methods": pairwise, "metrics": ["gini"], "return_maps": True, "pairs": pairs}
     _, forward = sharedattr.compare(model, stimuli, **kw)
@@ -267,14 +297,16 @@ def check_symmetry(model, stimuli, rows, methods) -> float:
     return max(float((forward[m]["driver"] - backward[m]["reference"]).abs().max()) for m in forward)
 
 
-def run_tests(model, stimuli, rows, methods, neuron_parts, args) -> pd.DataFrame:
+def run_tests(
+    model, stimuli, rows, methods, neuron_parts, args, layouts: Sequence[str] = tuple(LAYOUTS)
+) -> pd.DataFrame:
     """Every test on every pair × layout × neuron kind × method: one tidy frame (test, layout, position, neuron,
     pair, method, value), values as the metrics give them (NaN where undefined)."""
     specs = [spec for _, spec in methods]
     names = {id(spec): name for name, spec in methods}
     position = {r[c]: r["position"] for r in rows for c in r if c == "driver" or c.startswith("reference:")}
     frames = []
-    for layout in LAYOUTS:
+    for layout in layouts:
         for test in TESTS:
             pairs = explained(test, layout, rows)
             start = time.perf_counter()
@@ -313,7 +345,9 @@ def run_tests(model, stimuli, rows, methods, neuron_parts, args) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True)
 
 
-def truth_table(stimuli: StimulusSet, rows, neuron_parts: dict, size: int) -> pd.DataFrame:
+def truth_table(
+    stimuli: StimulusSet, rows, neuron_parts: dict, size: int, layouts: Sequence[str] = tuple(LAYOUTS)
+) -> pd.DataFrame:
     """Per test, layout, pair and neuron (piece-level truth): whether the truth is defined (SPS: the scored image
     shows a shared and an unshared driving piece; RS: the pair shares a piece of the erased part), and on SPS the
     chance level, the score of a map spread evenly over the driving pieces (shared area / driving area; NaN where
@@ -321,7 +355,7 @@ def truth_table(stimuli: StimulusSet, rows, neuron_parts: dict, size: int) -> pd
     out = []
     ids = {sid: i for i, sid in enumerate(stimuli.ids)}
     names = [k.name for k in KINDS]
-    for layout in LAYOUTS:
+    for layout in layouts:
         for test in TESTS:
             parts = truth_for(test, neuron_parts)
             for _, own, other in explained(test, layout, rows, KINDS[:1]):
@@ -420,12 +454,12 @@ def opponents(test: str, method: str, baselines: list[str]) -> list[str]:
     return [c for c in controls(method) if c != method]
 
 
-def cells() -> list[tuple[str, str, str, str]]:
-    return [(t, lay, p, k.name) for t in TEST_NAMES for lay in LAYOUTS for p in POSITIONS for k in KINDS]
+def cells(layouts: Sequence[str] = tuple(LAYOUTS)) -> list[tuple[str, str, str, str]]:
+    return [(t, lay, p, k.name) for t in TEST_NAMES for lay in layouts for p in POSITIONS for k in KINDS]
 
 
 def verdict_table(
-    tables: dict[Cell, pd.DataFrame], candidate: str, baselines: list[str], alpha: float
+    tables: dict[Cell, pd.DataFrame], candidate: str, baselines: list[str], alpha: float, layouts: Sequence[str]
 ) -> tuple[str, dict]:
     """Per test × layout × position × neuron: the strongest opponent (by mean), the candidate's paired difference to
     it, its p, and how many opponents the candidate beats at p < ``alpha`` (difference > 0)."""
@@ -435,7 +469,7 @@ def verdict_table(
         "|---|---|---|---|---|---|---|---|---|",
     ]
     summary = {}
-    for where in cells():
+    for where in cells(layouts):
         test, layout, position, neuron = where
         table = tables.get(where)
         means = pd.Series(dtype=float) if table is None else table.mean()
@@ -456,7 +490,7 @@ def verdict_table(
     return "\n".join(lines), summary
 
 
-def weighting_table(tables: dict[Cell, pd.DataFrame], variants: list[str], alpha: float) -> str:
+def weighting_table(tables: dict[Cell, pd.DataFrame], variants: list[str], alpha: float, layouts: Sequence[str]) -> str:
     """Each variant against the own-objective control on the same path: the effect of the shared weighting (mean
     paired difference over layouts × neurons; in brackets, the cells beyond noise, + for the variant)."""
     header = " | ".join(f"{t} ({p})" for t in TEST_NAMES for p in POSITIONS)
@@ -469,7 +503,7 @@ def weighting_table(tables: dict[Cell, pd.DataFrame], variants: list[str], alpha
         for test in TEST_NAMES:
             for position in POSITIONS:
                 diffs, wins = [], 0
-                for layout in LAYOUTS:
+                for layout in layouts:
                     for kind in KINDS:
                         t = paired(tables.get((test, layout, position, kind.name)), v, own)
                         if t.n:
@@ -481,7 +515,12 @@ def weighting_table(tables: dict[Cell, pd.DataFrame], variants: list[str], alpha
 
 
 def scoreboard(
-    frame: pd.DataFrame, tables: dict[Cell, pd.DataFrame], variants: list[str], baselines: list[str], alpha: float
+    frame: pd.DataFrame,
+    tables: dict[Cell, pd.DataFrame],
+    variants: list[str],
+    baselines: list[str],
+    alpha: float,
+    layouts: Sequence[str],
 ) -> tuple[str, str]:
     """Per variant and test × position: in how many (layout, neuron) cells it beats *every* opponent (p < alpha), and
     in how many the strongest opponent beats it; and the variant (not a control) with the most wins (ties: the fewest
@@ -494,7 +533,7 @@ def scoreboard(
         for test in TEST_NAMES:
             for position in POSITIONS:
                 won = lost = 0
-                for layout in LAYOUTS:
+                for layout in layouts:
                     for kind in KINDS:
                         table = tables.get((test, layout, position, kind.name))
                         means = pd.Series(dtype=float) if table is None else table.mean()
@@ -508,7 +547,7 @@ def scoreboard(
                 row.append(f"{won} / {lost}")
                 wins += won
                 losses += lost
-                total += len(KINDS) * len(LAYOUTS)
+                total += len(KINDS) * len(layouts)
         mean = float(frame[frame["method"] == v].groupby("test")["value"].mean().mean())
         if not is_control(v):  # a control is never the candidate
             score[v] = (wins, -losses, mean)
@@ -528,17 +567,153 @@ def peak_memory_gib() -> float:
     return math.nan
 
 
+ZOO_BASELINES = [b for b in BASELINES if b[0] not in ("smoothgrad", "gradient_shap")]
+"""The zoo run's single-image baselines: smoothgrad and gradient_shap (noise averages of saliency and IG, 16 passes
+each) are left out for time, as pre-registered."""
+PB_ZOO = [pb("product", path="layer"), pb("positive", path="layer"), pb("own", path="layer"), colocation("layer")]
+"""The zoo run's pairwise methods on the layer path: the candidates, their own control and the co-location control."""
+ZOO_RUN = {"fit_seeds": [0, 1, 2], "pair_seeds": [7, 11], "pairs": 10, "layouts": ["pixel", "beside"]}
+"""The pre-registered zoo run (docs/benchmarks.md): every backbone × these fits × pair seeds, at block3."""
+
+
+@dataclass
+class Unit:
+    """One (backbone, readout fit, pair seed, layout): its values file and the settings that made it."""
+
+    backbone: Backbone
+    fit_seed: int
+    pair_seed: int
+    layout: str
+
+    def path(self, workdir: Path) -> Path:
+        return workdir / "values" / self.backbone.name / f"f{self.fit_seed}-p{self.pair_seed}-{self.layout}.csv"
+
+
+def settings(args: argparse.Namespace, methods: Sequence[tuple[str, dict]]) -> dict:
+    """What a unit's values depend on besides its own keys (a stored unit with other settings is computed again)."""
+    return {"pairs": args.pairs, "train": args.train, "size": args.size, "layer": args.layer,
+            "methods": {name: spec for name, spec in methods}}  # fmt: skip
+
+
+class Units:
+    """Runs units and keeps what they share in memory: the readout fit of a (backbone, fit seed), and the pairs and
+    their truth of a pair seed. Each unit's values are written atomically beside a JSON of its settings; a stored
+    unit with the same settings is read instead of computed (an interrupted run resumes)."""
+
+    def __init__(self, args: argparse.Namespace, methods: list[tuple[str, dict]], layouts: Sequence[str]) -> None:
+        self.args, self.methods, self.layouts = args, methods, list(layouts)
+        self.fits: dict[tuple[str, int], tuple] = {}
+        self.pairs: dict[int, tuple] = {}
+        self.settings = settings(args, methods)
+
+    def fitted(self, backbone: Backbone, fit_seed: int):
+        key = (backbone.name, fit_seed)
+        if key not in self.fits:
+            self.fits.clear()  # one model at a time: units run backbone by backbone, fit by fit
+            model, test_r, parts_file = fit(self.args.workdir, backbone, fit_seed, self.args)
+            self.fits[key] = (model, test_r, json.loads(Path(parts_file).read_text()))
+        return self.fits[key]
+
+    def paired(self, pair_seed: int, neuron_parts: dict):
+        if pair_seed not in self.pairs:
+            a = self.args
+            folder = a.workdir / f"pairs-p{pair_seed}-n{a.pairs}-{'+'.join(self.layouts)}"
+            stimuli, rows = make_pairs(folder, a.pairs, a.size, pair_seed, self.layouts)
+            truth = truth_table(stimuli, rows, neuron_parts, a.size, self.layouts)
+            self.pairs[pair_seed] = (stimuli, rows, truth)
+        return self.pairs[pair_seed]
+
+    def values(self, unit: Unit) -> pd.DataFrame:
+        path = unit.path(self.args.workdir)
+        meta = path.with_suffix(".json")
+        if path.is_file() and meta.is_file() and json.loads(meta.read_text()).get("settings") == self.settings:
+            return pd.read_csv(path)
+        start = time.perf_counter()
+        model, test_r, neuron_parts = self.fitted(unit.backbone, unit.fit_seed)
+        stimuli, rows, truth = self.paired(unit.pair_seed, neuron_parts)
+        pairwise = [m for m in self.methods if m[1]["name"] in PAIRWISE]
+        asymmetry = check_symmetry(model, stimuli, rows, pairwise, unit.layout)
+        if asymmetry > 1e-4:
+            raise SystemExit(f"the pairwise maps depend on the order of the pair (max difference {asymmetry:.2e})")
+        frame = run_tests(model, stimuli, rows, self.methods, neuron_parts, self.args, [unit.layout])
+        frame = undefined_as_zero(frame, truth[truth["layout"] == unit.layout])
+        frame = frame.assign(backbone=unit.backbone.name, fit=unit.fit_seed, pair_seed=unit.pair_seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".csv.tmp")
+        frame.to_csv(tmp, index=False)
+        record = {"settings": self.settings, "held_out_r": test_r, "seconds": round(time.perf_counter() - start, 1)}
+        meta.with_suffix(".json.tmp").write_text(json.dumps(record, indent=1))
+        tmp.replace(path)
+        meta.with_suffix(".json.tmp").replace(meta)
+        print(f"unit {unit.backbone.name} fit {unit.fit_seed} pairs {unit.pair_seed} {unit.layout}: "
+              f"{record['seconds']:.0f} s")  # fmt: skip
+        return pd.read_csv(path)
+
+
+def per_run_report(frame: pd.DataFrame, methods, pb_methods, baselines, test_r: dict, args) -> list[str]:
+    """The tables of one fit and one pair seed (intervals over its pairs; they decide nothing)."""
+    layouts = [lay for lay in LAYOUTS if lay in set(frame["layout"])]
+    order = [name for name, _ in methods] + [CHANCE]
+    base_names = [name for name, _ in baselines]
+    tables = by_cell(frame)
+    board, best = scoreboard(frame, tables, [name for name, _ in pb_methods], base_names, args.alpha, layouts)
+    candidate = args.candidate or best
+    verdict, summary = verdict_table(tables, candidate, base_names, args.alpha, layouts)
+    won = sum(1 for beaten, total, _ in summary.values() if beaten == total)
+    rs = frame[(frame["test"] == "RS (head)") & (frame["method"] == candidate)]
+    rs = rs.groupby(["layout", "position", "neuron"])["value"].agg(["mean", "median"])
+    (backbone,) = set(frame["backbone"])
+    blocks = [
+        f"### Shared parts (repaired): `insilico_cnn` {backbone} ({args.layer}) + ridge, {args.pairs} pairs per "
+        f"pair set, layout and position × {len(KINDS)} neurons, {len(methods)} methods"
+        + (" (variants)" if args.variants else " (quick smoke run: the numbers mean nothing)" if args.quick else ""),
+        f"Fit seed {args.fit_seeds[0]}, pair seed {args.pair_seeds[0]}. Held-out r of the readout (training set of "
+        f"{2 * args.train} images): " + ", ".join(f"{n} {r:.2f}" for n, r in test_r.items()) + ".",
+    ]
+    for test in TEST_NAMES:
+        for layout in layouts:
+            spread = "; in brackets, the median" if test.startswith("RS") else ""
+            blocks += [
+                f"**{test}, {layout}** (mean ± 95 % CI over the pairs of one fit, undefined maps as 0{spread}; "
+                "undefined: the share of the method's maps with no positive relevance on the parts scored)",
+                means_table(frame, test, layout, order),
+            ]
+    blocks += [
+        f"**Shared weighting vs its control** (mean paired difference to `own` on the same path over the layouts × "
+        f"neurons; in brackets, cells with a difference beyond noise at p < {args.alpha}, + for the variant)",
+        weighting_table(tables, [name for name, _ in pb_methods], args.alpha, layouts),
+        f"**Each variant against its opponents** (SPS: every single-image baseline and the co-location control; RS: "
+        f"its own control and the co-location control): layout × neuron cells (of {len(KINDS) * len(layouts)}) "
+        f"where it beats every opponent / where the strongest beats it (paired Wilcoxon, p < {args.alpha})",
+        board,
+        f"**{candidate} against its opponents** (paired Wilcoxon; Δ > 0: the candidate is better)",
+        verdict,
+        f"The candidate beats every opponent (p < {args.alpha}) in {won} of {len(summary)} test × layout × position "
+        "× neuron cells. Its reference sensitivity for the head (mean / median over pairs): "
+        + ", ".join(f"{n} ({lay}, {p}) {r['mean']:.2f} / {r['median']:.2f}" for (lay, p, n), r in rs.iterrows())
+        + ".",
+    ]
+    return blocks
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, help="pairs per pair set, layout and position (default 200; quick: 3)")
+    parser.add_argument("--pairs", type=int, help="pairs per pair set, layout, position and pair seed (default 200; "
+                        "quick: 3; zoo run: 10)")  # fmt: skip
     parser.add_argument("--train", type=int, help="training images per category (default 300; quick: 20)")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--layer", default="block3")
-    parser.add_argument(
-        "--fit-seed", type=int, default=0, help="seed of the readout's training set and fit (replicate over fits)"
-    )
-    parser.add_argument("--pair-seed", type=int, default=7, help="seed of the pairs (replicate over pair sets)")
-    parser.add_argument("--backbone", choices=["trained", "random"], default="trained")
+    parser.add_argument("--backbones", nargs="+", default=["insilico-v1"],
+                        help=f"{', '.join(SHIPPED)} or weights files (default insilico-v1)")  # fmt: skip
+    parser.add_argument("--zoo", type=Path, help="add every *.safetensors of this folder to --backbones")
+    parser.add_argument("--fit-seeds", type=int, nargs="+", default=[0],
+                        help="seeds of the readout's training set and fit (replicate over fits)")  # fmt: skip
+    parser.add_argument("--pair-seeds", type=int, nargs="+", default=[7], help="seeds of the pairs")
+    parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS))
+    parser.add_argument("--zoo-run", action="store_true",
+                        help="the pre-registered run: random, the shipped weights and --zoo (default runs/zoo) × "
+                        f"{ZOO_RUN} with the zoo's methods; pooled")  # fmt: skip
+    parser.add_argument("--probe", type=Path, help="probe.csv of benchmarks/probe_backbones.py (for the pooled run)")
     parser.add_argument("--variants", action="store_true", help="every parallel_backprop variant, few baselines")
     parser.add_argument(
         "--quick",
@@ -554,62 +729,47 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/benchmark-shared-parts"))
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = parser.parse_args(argv)
+    if args.zoo_run:
+        args.zoo = args.zoo or Path("runs/zoo")
+        args.backbones = list(SHIPPED)
+        args.fit_seeds, args.pair_seeds, args.layouts = ZOO_RUN["fit_seeds"], ZOO_RUN["pair_seeds"], ZOO_RUN["layouts"]
+        args.pairs = args.pairs or ZOO_RUN["pairs"]
     args.pairs = args.pairs or (3 if args.quick else 200)
     args.train = args.train or (20 if args.quick else 300)
+    names = args.backbones + (zoo(args.zoo) if args.zoo else [])
+    backbones = [Backbone.named(name, args.layer, args.size) for name in names]
     torch.manual_seed(0)
     start = time.perf_counter()
-    model, test_r, truth_file = fit(args.workdir, args)
-    neuron_parts = json.loads(Path(truth_file).read_text())
-    stimuli, rows = make_pairs(args.workdir, args.pairs, args.size, args.pair_seed)
-    pb_methods = PB_QUICK if args.quick else PB_SWEEP if args.variants else PB_MAIN
-    baselines = [BASELINES[0], BASELINES[5]] if args.quick else BASELINES[:6] if args.variants else BASELINES
+    if args.zoo_run:
+        pb_methods, baselines = PB_ZOO, ZOO_BASELINES
+    else:
+        pb_methods = PB_QUICK if args.quick else PB_SWEEP if args.variants else PB_MAIN
+        baselines = [BASELINES[0], BASELINES[5]] if args.quick else BASELINES[:6] if args.variants else BASELINES
     baselines = baselines + ([OCCLUSION] if args.occlusion else [])
     methods = pb_methods + baselines
-    asymmetry = check_symmetry(model, stimuli, rows, pb_methods)
-    if asymmetry > 1e-4:
-        raise SystemExit(f"the pairwise maps depend on the order of the pair (max difference {asymmetry:.2e})")
-    frame = run_tests(model, stimuli, rows, methods, neuron_parts, args)
-    frame = undefined_as_zero(frame, truth_table(stimuli, rows, neuron_parts, args.size))
-    frame.to_csv(args.workdir / f"values-{args.backbone}{'-variants' if args.variants else ''}.csv", index=False)
+    units = Units(args, methods, args.layouts)
+    frame = pd.concat(
+        [
+            units.values(Unit(backbone, f, p, layout))
+            for backbone in backbones
+            for f in args.fit_seeds
+            for p in args.pair_seeds
+            for layout in args.layouts
+        ],
+        ignore_index=True,
+    )
     wall = time.perf_counter() - start
-    order = [name for name, _ in methods] + [CHANCE]
-    base_names = [name for name, _ in baselines]
-    tables = by_cell(frame)
-    board, best = scoreboard(frame, tables, [name for name, _ in pb_methods], base_names, args.alpha)
-    args.candidate = args.candidate or best
-    verdict, summary = verdict_table(tables, args.candidate, base_names, args.alpha)
-    won = sum(1 for beaten, total, _ in summary.values() if beaten == total)
-    rs = frame[(frame["test"] == "RS (head)") & (frame["method"] == args.candidate)]
-    rs = rs.groupby(["layout", "position", "neuron"])["value"].agg(["mean", "median"])
-    blocks = [
-        f"### Shared parts (repaired): {args.backbone} `insilico_cnn` ({args.layer}) + ridge, {args.pairs} pairs per "
-        f"pair set, layout and position × {len(KINDS)} neurons, {len(methods)} methods"
-        + (" (variants)" if args.variants else " (quick smoke run: the numbers mean nothing)" if args.quick else ""),
-        f"Fit seed {args.fit_seed}, pair seed {args.pair_seed}. Held-out r of the readout (training set of "
-        f"{2 * args.train} images): " + ", ".join(f"{n} {r:.2f}" for n, r in test_r.items()) + ".",
-    ]
-    for test in TEST_NAMES:
-        for layout in LAYOUTS:
-            spread = "; in brackets, the median" if test.startswith("RS") else ""
-            blocks += [
-                f"**{test}, {layout}** (mean ± 95 % CI over the pairs of one fit, undefined maps as 0{spread}; "
-                "undefined: the share of the method's maps with no positive relevance on the parts scored)",
-                means_table(frame, test, layout, order),
-            ]
+    single = len(backbones) == 1 and len(args.fit_seeds) == 1 and len(args.pair_seeds) == 1
+    if single:
+        test_r = json.loads(Unit(backbones[0], args.fit_seeds[0], args.pair_seeds[0], args.layouts[0])
+                            .path(args.workdir).with_suffix(".json").read_text())["held_out_r"]  # fmt: skip
+        blocks = per_run_report(frame, methods, pb_methods, baselines, test_r, args)
+    else:
+        import shared_parts_pooled
+
+        blocks = shared_parts_pooled.report(frame, args, [n for n, _ in pb_methods], [n for n, _ in baselines])
     blocks += [
-        f"**Shared weighting vs its control** (mean paired difference to `own` on the same path over the layouts × "
-        f"neurons; in brackets, cells with a difference beyond noise at p < {args.alpha}, + for the variant)",
-        weighting_table(tables, [name for name, _ in pb_methods], args.alpha),
-        f"**Each variant against its opponents** (SPS: every single-image baseline and the co-location control; RS: "
-        f"its own control and the co-location control): layout × neuron cells (of {len(KINDS) * len(LAYOUTS)}) "
-        f"where it beats every opponent / where the strongest beats it (paired Wilcoxon, p < {args.alpha})",
-        board,
-        f"**{args.candidate} against its opponents** (paired Wilcoxon; Δ > 0: the candidate is better)",
-        verdict,
-        f"The candidate beats every opponent (p < {args.alpha}) in {won} of {len(summary)} test × layout × position "
-        "× neuron cells. Its reference sensitivity for the head (mean / median over pairs): "
-        + ", ".join(f"{n} ({lay}, {p}) {r['mean']:.2f} / {r['median']:.2f}" for (lay, p, n), r in rs.iterrows())
-        + f". Values per pair: `{args.workdir}`. Total wall time {wall:.0f} s; peak memory "
+        f"Values per unit: `{args.workdir / 'values'}`. Total wall time {wall:.0f} s; peak memory "
         f"{peak_memory_gib():.1f} GiB.",
         machine(args.device),
     ]

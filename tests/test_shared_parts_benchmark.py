@@ -17,7 +17,7 @@ def test_the_quick_benchmark_runs_every_test_and_scores_undefined_maps_as_zero(t
     monkeypatch.setattr(sys, "argv", ["shared_parts.py", "--quick"])
     shared_parts.main(["--quick", "--pairs", "2", "--train", "10", "--no-write", "--workdir", str(tmp_path)])
     out = capsys.readouterr().out
-    frame = pd.read_csv(tmp_path / "values-trained.csv")
+    frame = pd.concat(pd.read_csv(f) for f in sorted((tmp_path / "values" / "insilico-v1").glob("f0-p7-*.csv")))
     assert set(frame["layout"]) == {"repainted", "pixel", "beside"}
     assert set(frame["test"]) == {"driver SPS", "reference SPS", "decoy SPS", "RS (head)", "RS (limbs)"}
     scored = frame[frame["method"] != shared_parts.CHANCE]
@@ -71,3 +71,21 @@ def test_undefined_maps_count_as_zero_where_the_truth_is_defined():
     assert m["undefined"].to_dict() == {("driver SPS", "a"): True, ("driver SPS", "b"): False, ("RS (head)", "a"): True}
     chance = out[out["method"] == shared_parts.CHANCE]
     assert list(chance["pair"]) == ["a", "b"] and list(chance["value"]) == [0.3, 0.4]
+
+
+def test_a_second_run_reads_the_stored_units_and_pools_several(tmp_path, capsys, monkeypatch):
+    """Units are stored as they end and read back by a run with the same settings (an interrupted run resumes); two
+    fits are pooled by shared_parts_pooled."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import shared_parts
+
+    argv = ["--quick", "--pairs", "1", "--train", "10", "--no-write", "--workdir", str(tmp_path), "--layouts", "pixel"]
+    shared_parts.main(argv)
+    assert "unit insilico-v1 fit 0 pairs 7 pixel" in capsys.readouterr().out
+    stored = tmp_path / "values" / "insilico-v1" / "f0-p7-pixel.csv"
+    before = stored.stat().st_mtime_ns
+    shared_parts.main([*argv, "--fit-seeds", "0", "1"])
+    out = capsys.readouterr().out
+    assert "unit insilico-v1 fit 0" not in out and "unit insilico-v1 fit 1 pairs 7 pixel" in out
+    assert stored.stat().st_mtime_ns == before
+    assert "pooled: 1 backbones × fits [0, 1]" in out and "**Undefined maps**" in out
