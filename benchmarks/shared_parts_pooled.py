@@ -392,7 +392,8 @@ def report(frame: pd.DataFrame, args: argparse.Namespace, pairwise: Sequence[str
             table, slopes = dose_response(frame, probe, c, baselines, rng)
             if table.empty:
                 continue
-            fig = dose_figure(table, slopes, c, figures / f"dose-response-{re.sub(r'[^a-z0-9]+', '-', c.lower()).strip('-')}.png")
+            stem = re.sub(r"[^a-z0-9]+", "-", c.lower()).strip("-")
+            fig = dose_figure(table, slopes, c, figures / f"dose-response-{stem}.png")
             blocks += [
                 f"**Dose-response of {c}** (advantage on piece-level SPS, driver + reference + decoy, pixel + beside, "
                 "undefined maps as 0; 95 % intervals over fits × pairs)",
