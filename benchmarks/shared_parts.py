@@ -311,9 +311,10 @@ def run_tests(
             pairs = explained(test, layout, rows)
             start = time.perf_counter()
             run = [spec for spec in specs if test.single or spec["name"] in PAIRWISE]
+            used = list(dict.fromkeys(sid for _, a, b in pairs for sid in (a, b)))
             table = sharedattr.compare(
                 model,
-                stimuli,
+                stimuli.subset(used),  # only the images of this test's pairs are read and embedded
                 pairs=pairs,
                 methods=run,
                 metrics=list(test.metrics.values()),
@@ -624,29 +625,42 @@ class Units:
         return self.pairs[pair_seed]
 
     def values(self, unit: Unit) -> pd.DataFrame:
+        """The unit's values: read where stored with the same settings; where stored with the same settings but
+        fewer methods, only the missing methods are computed and added; else computed."""
         path = unit.path(self.args.workdir)
         meta = path.with_suffix(".json")
-        if path.is_file() and meta.is_file() and json.loads(meta.read_text()).get("settings") == self.settings:
-            return pd.read_csv(path)
+        stored = json.loads(meta.read_text()) if path.is_file() and meta.is_file() else None
+        same = stored is not None and {k: v for k, v in stored["settings"].items() if k != "methods"} == {
+            k: v for k, v in self.settings.items() if k != "methods"
+        }
+        have = stored["settings"]["methods"] if same else {}
+        kept = {name: spec for name, spec in have.items() if self.settings["methods"].get(name) == spec}
+        missing = [(name, spec) for name, spec in self.methods if name not in kept]
+        old = pd.read_csv(path) if same else None
+        if old is not None and not missing:
+            return old[old["method"].isin([*self.settings["methods"], CHANCE])].reset_index(drop=True)
         start = time.perf_counter()
         model, test_r, neuron_parts = self.fitted(unit.backbone, unit.fit_seed)
         stimuli, rows, truth = self.paired(unit.pair_seed, neuron_parts)
-        pairwise = [m for m in self.methods if m[1]["name"] in PAIRWISE]
-        asymmetry = check_symmetry(model, stimuli, rows, pairwise, unit.layout)
+        pairwise = [m for m in missing if m[1]["name"] in PAIRWISE]
+        asymmetry = check_symmetry(model, stimuli, rows, pairwise, unit.layout) if pairwise else 0.0
         if asymmetry > 1e-4:
             raise SystemExit(f"the pairwise maps depend on the order of the pair (max difference {asymmetry:.2e})")
-        frame = run_tests(model, stimuli, rows, self.methods, neuron_parts, self.args, [unit.layout])
+        frame = run_tests(model, stimuli, rows, missing, neuron_parts, self.args, [unit.layout])
         frame = undefined_as_zero(frame, truth[truth["layout"] == unit.layout])
         frame = frame.assign(backbone=unit.backbone.name, fit=unit.fit_seed, pair_seed=unit.pair_seed)
+        if old is not None:  # the stored methods that are still asked for, and their chance rows
+            frame = pd.concat([old[old["method"].isin(kept)], frame], ignore_index=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".csv.tmp")
         frame.to_csv(tmp, index=False)
-        record = {"settings": self.settings, "held_out_r": test_r, "seconds": round(time.perf_counter() - start, 1)}
+        seconds = round(time.perf_counter() - start + (stored or {}).get("seconds", 0.0) * bool(kept), 1)
+        record = {"settings": self.settings, "held_out_r": test_r, "seconds": seconds}
         meta.with_suffix(".json.tmp").write_text(json.dumps(record, indent=1))
         tmp.replace(path)
         meta.with_suffix(".json.tmp").replace(meta)
         print(f"unit {unit.backbone.name} fit {unit.fit_seed} pairs {unit.pair_seed} {unit.layout}: "
-              f"{record['seconds']:.0f} s")  # fmt: skip
+              f"{len(missing)} methods in {time.perf_counter() - start:.0f} s")  # fmt: skip
         return pd.read_csv(path)
 
 

@@ -89,3 +89,9 @@ def test_a_second_run_reads_the_stored_units_and_pools_several(tmp_path, capsys,
     assert "unit insilico-v1 fit 0" not in out and "unit insilico-v1 fit 1 pairs 7 pixel" in out
     assert stored.stat().st_mtime_ns == before
     assert "pooled: 1 backbones × fits [0, 1]" in out and "**Undefined maps**" in out
+    # a method added later is computed alone and joins the stored ones
+    shared_parts.main([*argv, "--occlusion"])
+    assert "unit insilico-v1 fit 0 pairs 7 pixel: 1 methods in" in capsys.readouterr().out
+    frame = pd.read_csv(stored)
+    assert {"occlusion", "saliency", shared_parts.CHANCE} <= set(frame["method"])
+    assert not frame.duplicated(["test", "position", "neuron", "pair", "method"]).any()

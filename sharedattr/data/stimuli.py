@@ -182,6 +182,22 @@ class StimulusSet:
             raise DataError("stimulus images", problems + self._problems(skip=frozenset(failed)))
         return h.hexdigest()
 
+    def subset(self, ids: Sequence[str]) -> StimulusSet:
+        """The stimuli ``ids`` (in that order) with their images, categories and masks: e.g. the images of some pairs,
+        so that :func:`sharedattr.compare` reads and embeds only those. An unknown id raises ``KeyError``.
+
+        >>> pairs_only = stimuli.subset(["body-003", "object-017"])  # doctest: +SKIP
+        """
+        where = {sid: i for i, sid in enumerate(self.ids)}
+        rows = [where[sid] for sid in ids]
+        return StimulusSet(
+            ids=tuple(self.ids[i] for i in rows),
+            paths=tuple(self.paths[i] for i in rows),
+            categories=tuple(self.categories[i] for i in rows),
+            masks=tuple(self.masks[i] for i in rows),
+            part_masks={part: tuple(paths[i] for i in rows) for part, paths in self.part_masks.items()},
+        )
+
     @property
     def has_masks(self) -> bool:
         return any(m is not None for m in self.masks)
