@@ -52,9 +52,11 @@ POSITIONS = ("matched", "mismatched")
 UPPER_BOUND_ARMS = ("segmentation",)
 """Zoo arms reported as an upper bound and never chosen for the headline (issue 26, item 3c)."""
 PROBE_LAYER = "block3"
-PSI = "part_specificity"
-PTI = "position_tolerance"
-"""The probe's columns (benchmarks/probe_backbones.py) the rule reads."""
+PSI = "part_specificity_evoked"
+PTI = "pooled_position_cosine_evoked"
+"""The probe's columns (benchmarks/probe_backbones.py) the rule reads: the indices on the *evoked* latents (each
+image's latent minus its background's), fixed before any probe of the zoo was seen (the background fills most of an
+isolated-part image and dominates the raw position averages)."""
 
 
 def arm_of(backbone: str) -> str:
