@@ -573,8 +573,10 @@ ZOO_BASELINES = [b for b in BASELINES if b[0] not in ("smoothgrad", "gradient_sh
 each) are left out for time, as pre-registered."""
 PB_ZOO = [pb("product", path="layer"), pb("positive", path="layer"), pb("own", path="layer"), colocation("layer")]
 """The zoo run's pairwise methods on the layer path: the candidates, their own control and the co-location control."""
-ZOO_RUN = {"fit_seeds": [0, 1, 2], "pair_seeds": [7, 11], "pairs": 10, "layouts": ["pixel", "beside"]}
-"""The pre-registered zoo run (docs/benchmarks.md): every backbone × these fits × pair seeds, at block3."""
+ZOO_RUN = {"fit_seeds": [0, 1, 2], "pair_seeds": [7, 11], "pairs": 10, "layouts": ["pixel", "beside"],
+           "also": {"insilico-v1": ["repainted"]}}  # fmt: skip
+"""The pre-registered zoo run (docs/benchmarks.md): every backbone × these fits × pair seeds × layouts, at block3,
+and the layouts in ``also`` on the backbones named there (prediction 6 compares repainted with pixel copies)."""
 
 
 @dataclass
@@ -724,6 +726,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="seeds of the readout's training set and fit (replicate over fits)")  # fmt: skip
     parser.add_argument("--pair-seeds", type=int, nargs="+", default=[7], help="seeds of the pairs")
     parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS))
+    parser.add_argument("--also", nargs=2, action="append", metavar=("BACKBONE", "LAYOUT"), default=[],
+                        help="one more layout on one backbone (repeatable)")  # fmt: skip
     parser.add_argument("--zoo-run", action="store_true",
                         help="the pre-registered run: random, the shipped weights and --zoo (default runs/zoo) × "
                         f"{ZOO_RUN} with the zoo's methods; pooled")  # fmt: skip
@@ -748,6 +752,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.backbones = list(SHIPPED)
         args.fit_seeds, args.pair_seeds, args.layouts = ZOO_RUN["fit_seeds"], ZOO_RUN["pair_seeds"], ZOO_RUN["layouts"]
         args.pairs = args.pairs or ZOO_RUN["pairs"]
+        args.also = [[b, lay] for b, lays in ZOO_RUN["also"].items() for lay in lays]
     args.pairs = args.pairs or (3 if args.quick else 200)
     args.train = args.train or (20 if args.quick else 300)
     names = args.backbones + (zoo(args.zoo) if args.zoo else [])
@@ -761,14 +766,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         baselines = [BASELINES[0], BASELINES[5]] if args.quick else BASELINES[:6] if args.variants else BASELINES
     baselines = baselines + ([OCCLUSION] if args.occlusion else [])
     methods = pb_methods + baselines
-    units = Units(args, methods, args.layouts)
+    also = {(b, lay) for b, lay in args.also}
+    rendered = [lay for lay in LAYOUTS if lay in args.layouts or any(lay == a for _, a in also)]
+    units = Units(args, methods, rendered)
     frame = pd.concat(
         [
             units.values(Unit(backbone, f, p, layout))
             for backbone in backbones
             for f in args.fit_seeds
             for p in args.pair_seeds
-            for layout in args.layouts
+            for layout in [*args.layouts, *(lay for b, lay in sorted(also) if b == backbone.name)]
         ],
         ignore_index=True,
     )
