@@ -731,6 +731,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--zoo-run", action="store_true",
                         help="the pre-registered run: random, the shipped weights and --zoo (default runs/zoo) × "
                         f"{ZOO_RUN} with the zoo's methods; pooled")  # fmt: skip
+    parser.add_argument("--zoo-methods", action="store_true", help="the zoo run's methods (implied by --zoo-run)")
     parser.add_argument("--probe", type=Path, help="probe.csv of benchmarks/probe_backbones.py (for the pooled run)")
     parser.add_argument("--variants", action="store_true", help="every parallel_backprop variant, few baselines")
     parser.add_argument(
@@ -759,7 +760,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     backbones = [Backbone.named(name, args.layer, args.size) for name in names]
     torch.manual_seed(0)
     start = time.perf_counter()
-    if args.zoo_run:
+    if args.zoo_run or args.zoo_methods:
         pb_methods, baselines = PB_ZOO, ZOO_BASELINES
     else:
         pb_methods = PB_QUICK if args.quick else PB_SWEEP if args.variants else PB_MAIN
