@@ -21,7 +21,8 @@ piece* (head, torso, one arm chosen at random, shape: the pieces the mismatched 
 target point and again after a transform drawn as the mismatched pairs draw theirs (a shift of 12–20 px in a random
 direction, a rotation of up to ±0.6 rad and a scale of 0.8–1.25 about its centroid; :mod:`sharedattr.data.insilico.
 pairs`), redrawn up to 100 times until at least 90 % of the moved piece's area stays inside the image (else the
-draw that keeps most), both painted alike.
+draw that keeps most), both painted alike. And each instance's *background alone* (no shape drawn), painted
+alike: an isolated-part image differs from it only on the part's pixels.
 
 **The indices**, per backbone and layer (functions of :mod:`sharedattr.encoding.part_specificity`):
 
@@ -37,11 +38,19 @@ draw that keeps most), both painted alike.
    unpooled latents;
 5. effective receptive field: the gradient of the centre cell's (``h // 2, w // 2``) channel-summed activation with
    respect to the network's input ``[3, H, W]`` (grey images repeated to RGB), absolute, summed over the colour
-   channels and averaged over ``--erf-images`` probe images (every part and colour alike); ``erf_r50``: the radius
-   about its centre of mass holding 50 % of its mass, ``erf_rms``: its RMS radius, in pixels.
+   channels and averaged over ``--erf-images`` isolated-part images (every part of instances spread evenly over
+   both colour modes); ``erf_r50``: the radius about its centre of mass holding 50 % of its mass, ``erf_rms``: its
+   RMS radius, in pixels.
+6. the *evoked* indices (columns with the suffix ``_evoked``): indices 1–4 again on each image's latent minus the
+   latent of its instance's background alone, which removes what every image of an instance shares (the
+   background fills most of an isolated-part image and dominates its position average); the channel profiles
+   (1, 2) average the positive part of that difference, ``max(0, z(part) − z(background))``, the activation the
+   part adds; the cosines (3, 4) use the signed difference.
 
-Writes ``<workdir>/probe.csv`` (one row per backbone × layer) and prints a markdown table, appended to
-docs/benchmarks.md unless ``--no-write``.
+Writes ``<workdir>/probe.csv`` (one row per backbone × layer, :data:`COLUMNS`) and prints two markdown tables (the
+indices on the latents with the receptive field, and the evoked indices), appended to docs/benchmarks.md unless
+``--no-write``. Every weights file is read and checked before any compute; a missing ``--zoo`` folder or a file that
+is not an ``insilico_cnn`` state dict stops the script with the file named and exit code 2.
 """
 
 from __future__ import annotations
@@ -217,7 +226,17 @@ def block_outputs(backbone: InsilicoCNNBackbone, images: Tensor) -> Iterator[tup
 
 
 def batches(n: int, size: int) -> Iterator[slice]:
-    return (slice(i, min(i + size, n)) for i in range(0, n, size))
+    """Slices of ``n`` rows, each holding whole instances (``size`` rounded down to a multiple of the parts)."""
+    step = max(size // len(PARTS), 1) * len(PARTS)
+    return (slice(i, min(i + step, n)) for i in range(0, n, step))
+
+
+def background_outputs(backbone: InsilicoCNNBackbone, probes: ProbeSet, rows: slice) -> dict[str, Tensor]:
+    """Each block's output on the backgrounds of ``rows`` (whole instances), computed once per instance."""
+    parts = len(PARTS)
+    return {
+        name: z.repeat_interleave(parts, 0) for name, z in block_outputs(backbone, probes.background[rows][::parts])
+    }
 
 
 @dataclass
@@ -239,7 +258,7 @@ def latent_sums(backbone: InsilicoCNNBackbone, probes: ProbeSet, batch: int) -> 
     one_hot = torch.nn.functional.one_hot(probes.part, len(PARTS)).double()  # [N, P]
     with torch.no_grad():
         for rows in batches(len(probes.part), batch):
-            empty = dict(block_outputs(backbone, probes.background[rows]))
+            empty = background_outputs(backbone, probes, rows)
             for name, z in block_outputs(backbone, probes.alone[rows]):
                 evoked = (z - empty[name]).double()
                 by_part = [torch.einsum("np,nkhw->pkhw", one_hot[rows], t) for t in (z.double(), evoked, evoked.relu())]
@@ -253,7 +272,7 @@ def position_cosines(backbone: InsilicoCNNBackbone, probes: ProbeSet, batch: int
     found: dict[str, dict[str, list[Tensor]]] = {}
     with torch.no_grad():
         for rows in batches(len(probes.part), batch):
-            empty = dict(block_outputs(backbone, probes.background[rows]))
+            empty = background_outputs(backbone, probes, rows)
             here = dict(block_outputs(backbone, probes.at_target[rows]))
             for name, there in block_outputs(backbone, probes.moved[rows]):
                 pairs = {"": (here[name], there), "_evoked": (here[name] - empty[name], there - empty[name])}
@@ -264,6 +283,14 @@ def position_cosines(backbone: InsilicoCNNBackbone, probes: ProbeSet, batch: int
                     )
                     out.setdefault(f"unpooled_position_cosine{suffix}", []).append(row_cosines(a, b))
     return {name: {k: float(torch.cat(v).nanmean()) for k, v in cols.items()} for name, cols in found.items()}
+
+
+def erf_rows(rows: int, images: int) -> Tensor:
+    """The rows of the probe set the ERF is averaged over: every part of ``images // len(PARTS)`` (at least 1)
+    instances spread evenly over the instances of both colour modes."""
+    instances = rows // len(PARTS)
+    chosen = torch.linspace(0, instances - 1, min(max(images // len(PARTS), 1), instances)).round().long()
+    return (chosen[:, None] * len(PARTS) + torch.arange(len(PARTS))).flatten()
 
 
 def erf_gradients(backbone: InsilicoCNNBackbone, images: Tensor) -> dict[str, Tensor]:
@@ -284,8 +311,7 @@ def probe(backbone: InsilicoCNNBackbone, probes: ProbeSet, args: argparse.Namesp
     sums = latent_sums(backbone, probes, args.batch_size)
     counts = torch.bincount(probes.part, minlength=len(PARTS)).double()
     positions = position_cosines(backbone, probes, args.batch_size)
-    erf_rows = torch.linspace(0, len(probes.part) - 1, min(args.erf_images, len(probes.part))).round().long()
-    gradients = erf_gradients(backbone, probes.alone[erf_rows])
+    gradients = erf_gradients(backbone, probes.alone[erf_rows(len(probes.part), args.erf_images)])
     out = []
     for layer in LAYERS:
         means = {kind: getattr(sums[layer], kind) / counts[:, None, None, None] for kind in ("raw", "evoked", "added")}

@@ -97,3 +97,12 @@ def test_a_zoo_folder_that_is_missing_or_holds_a_foreign_file_exits_2_with_the_f
         probe.main(["--quick", "--instances", "1", "--no-write", "--zoo", str(zoo), "--workdir", str(tmp_path / "w")])
     assert foreign.value.code == 2 and "other.safetensors" in capsys.readouterr().err
     assert not (tmp_path / "w" / "probe.csv").exists()
+
+
+def test_the_erf_is_averaged_over_every_part_of_instances_of_both_colour_modes(probe):
+    rows = probe.erf_rows(2 * 64 * len(probe.PARTS), 64)  # 64 instances per colour mode, rows colour-major
+    parts = rows % len(probe.PARTS)
+    assert len(rows) == 64 and all((parts == p).sum() == 16 for p in range(len(probe.PARTS)))
+    instances = rows // len(probe.PARTS)
+    assert (instances < 64).sum() == (instances >= 64).sum() == 32  # grey and RGB alike
+    assert len(probe.erf_rows(8, 64)) == 8  # no more than the probe set holds
