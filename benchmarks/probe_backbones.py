@@ -72,6 +72,7 @@ from sharedattr.data.insilico.pairs import ROTATION, SCALE, SHIFT
 from sharedattr.data.insilico.render import (
     OBJECT_KINDS,
     PARTS,
+    PLAIN_SCENES,
     Affine,
     Canvas,
     Shape,
@@ -104,7 +105,6 @@ MOVED_PIECES = {"head": ("head",), "torso": ("torso",), "limbs": ("arm_left", "a
 KEEP = 0.9
 """A moved piece keeps at least this share of its area inside the image (else the best of the draws)."""
 DRAWS = 100
-NOISE_STD = 4.0
 SELECTIVE_RATIO = 2.0
 ERF_SHARE = 0.5
 INDICES = ("part_specificity", "I_head_limbs", "I_head_torso", "selective_mass", "head_limbs_cosine",
@@ -174,7 +174,7 @@ def painted(shapes: Sequence[Shape], size: int, state: dict, channels: int) -> n
         canvas.draw(shape)
     rng = np.random.default_rng()
     rng.bit_generator.state = state
-    image = paint_scene(canvas, rng, channels, NOISE_STD, "bodies", "probe").image
+    image = paint_scene(canvas, rng, channels, PLAIN_SCENES.noise_std, "bodies", "probe").image
     return np.repeat(image, 3, axis=2) if channels == 1 else image
 
 
@@ -356,7 +356,13 @@ def backbones(args: argparse.Namespace) -> Iterator[tuple[str, InsilicoCNNBackbo
     specs = [(name, params) for name, params in SHIPPED.items()]
     specs += [(path.stem, {"weights_file": str(path)}) for path in zoo_files(args.zoo)]
     for name, params in specs:
-        yield name, InsilicoCNNBackbone(layer=LAYERS[-1], input_size=args.size, **params).eval()
+        backbone = InsilicoCNNBackbone(layer=LAYERS[-1], input_size=args.size, **params).eval()
+        if backbone.in_channels != 3:
+            raise UserError(
+                f"{backbone.weights_source}: a network of {backbone.in_channels} input channels; the probe shows grey "
+                "and RGB images and needs an insilico_cnn of 3 input channels"
+            )
+        yield name, backbone
 
 
 def table(rows: Sequence[dict], columns: Sequence[str]) -> str:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sharedattr.data.insilico.pairs import SHIFT
-from sharedattr.encoding.backbones.insilico_cnn import DEFAULT_ARCHITECTURE, LAYERS, InsilicoCNN
+from sharedattr.encoding.backbones.insilico_cnn import DEFAULT_ARCHITECTURE, LAYERS, InsilicoCNN, file_metadata
 from sharedattr.runtime.io import atomic_save_tensors
 from sharedattr.runtime.numerics import seeded_global_rng
 
@@ -96,6 +96,17 @@ def test_a_zoo_folder_that_is_missing_or_holds_a_foreign_file_exits_2_with_the_f
     with pytest.raises(SystemExit) as foreign:
         probe.main(["--quick", "--instances", "1", "--no-write", "--zoo", str(zoo), "--workdir", str(tmp_path / "w")])
     assert foreign.value.code == 2 and "other.safetensors" in capsys.readouterr().err
+    grey = DEFAULT_ARCHITECTURE | {"in_channels": 1}
+    (zoo / "other.safetensors").unlink()
+    atomic_save_tensors(
+        zoo / "grey.safetensors",
+        InsilicoCNN.from_architecture(grey).state_dict(),
+        file_metadata(grey, (0.5,), (0.25,)),
+    )
+    with pytest.raises(SystemExit) as one_channel:
+        probe.main(["--quick", "--instances", "1", "--no-write", "--zoo", str(zoo), "--workdir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert one_channel.value.code == 2 and "grey.safetensors" in err and "3 input channels" in err
     assert not (tmp_path / "w" / "probe.csv").exists()
 
 
