@@ -45,7 +45,9 @@ alike: an isolated-part image differs from it only on the part's pixels.
    latent of its instance's background alone, which removes what every image of an instance shares (the
    background fills most of an isolated-part image and dominates its position average); the channel profiles
    (1, 2) average the positive part of that difference, ``max(0, z(part) − z(background))``, the activation the
-   part adds; the cosines (3, 4) use the signed difference.
+   part adds; the cosines (3, 4) use the signed difference. The evoked selective mass is of the normalised profiles
+   ``p_P`` (each part's mass 1): the activation a part adds grows with its area (the limbs add 4–6× the head's), so
+   unnormalised, channels would count as selective for the largest part.
 
 Writes ``<workdir>/probe.csv`` (one row per backbone × layer, :data:`COLUMNS`) and prints two markdown tables (the
 indices on the latents with the receptive field, and the evoked indices), appended to docs/benchmarks.md unless
@@ -330,14 +332,15 @@ def probe(backbone: InsilicoCNNBackbone, probes: ProbeSet, args: argparse.Namesp
 
 def profile_indices(profiles: Tensor, patterns: Tensor, suffix: str) -> dict[str, float]:
     """The profile indices of ``profiles`` ``[P, K]`` and the head-vs-limbs cosine of the mean patterns ``patterns``
-    ``[P, K, h, w]``, under their column names with ``suffix``."""
+    ``[P, K, h, w]``, under their column names with ``suffix``; the evoked selective mass is of the normalised
+    profiles (a larger part adds more activation in all)."""
     head, torso, limbs = (PARTS.index(p) for p in ("head", "torso", "limbs"))
     intersections = profile_intersections(profiles)
     return {
         f"part_specificity{suffix}": part_specificity_index(profiles),
         f"I_head_limbs{suffix}": float(intersections[head, limbs]),
         f"I_head_torso{suffix}": float(intersections[head, torso]),
-        f"selective_mass{suffix}": selective_mass_share(profiles, SELECTIVE_RATIO),
+        f"selective_mass{suffix}": selective_mass_share(profiles, SELECTIVE_RATIO, normalise=suffix == "_evoked"),
         f"head_limbs_cosine{suffix}": cosine(patterns[head], patterns[limbs]),
     }
 

@@ -9,7 +9,7 @@ has already computed and returns numbers; none runs a network.
   1 and intersects them, ``I(P, Q) = Σ_k min(p_P,k, p_Q,k)`` (1: the same channels in the same proportions, 0:
   disjoint channels); :func:`part_specificity_index` is ``1 − mean_{P<Q} I(P, Q)``.
 - :func:`selective_mass_share`: the share of the total mass ``Σ_k Σ_P r_k(P)`` in channels whose largest ``r_k(P)``
-  is at least ``ratio`` × the second largest.
+  is at least ``ratio`` × the second largest (optionally of the normalised profiles).
 - :func:`cosine`, :func:`row_cosines` and :func:`mean_cosine`: cosines of flattened latent patterns.
 - :func:`erf_radii`: the radius about the centre of mass of an effective receptive field (an absolute input
   gradient ``[H, W]``) containing a share of its mass, and its RMS radius.
@@ -68,11 +68,13 @@ def part_specificity_index(profiles: Tensor) -> float:
     return float(1.0 - intersections[i, j].mean())
 
 
-def selective_mass_share(profiles: Tensor, ratio: float = 2.0) -> float:
+def selective_mass_share(profiles: Tensor, ratio: float = 2.0, normalise: bool = False) -> float:
     """The share of the total mass ``Σ_k Σ_P r_k(P)`` in the channels whose largest ``r_k(P)`` is at least ``ratio``
     times their second largest (a channel driven by one part alone counts).
 
-    ``profiles`` ``[P, K]`` (non-negative, P ≥ 2); returns a share in [0, 1].
+    ``profiles`` ``[P, K]`` (non-negative, P ≥ 2); returns a share in [0, 1]. With ``normalise``, each part's profile
+    is first scaled to sum 1 (``p_P``), so a part that drives more in all (a larger part) does not make the channels
+    look selective for it.
 
     Example::
 
@@ -82,6 +84,8 @@ def selective_mass_share(profiles: Tensor, ratio: float = 2.0) -> float:
     if ratio < 1:
         raise ValueError(f"ratio must be ≥ 1, got {ratio}")
     p = _check_profiles(profiles)
+    if normalise:
+        p = p / p.sum(1, keepdim=True)
     top = torch.topk(p, 2, dim=0).values  # [2, K]: the largest and second largest per channel
     selective = top[0] >= ratio * top[1]
     return float(p[:, selective].sum() / p.sum())

@@ -50,6 +50,17 @@ def test_a_channel_twice_as_selective_counts_and_one_just_below_does_not():
     assert selective_mass_share(profiles, ratio=1.0) == pytest.approx(1.0)  # every channel's max ≥ 1 × the second
 
 
+def test_normalised_selective_mass_ignores_how_much_a_part_drives_in_all():
+    profiles = torch.tensor([[4.0, 2.0], [1.0, 1.0]])  # part 0 drives both channels more: both look selective
+    assert selective_mass_share(profiles) == pytest.approx(1.0)
+    # normalised, p = [2/3, 1/3] and [1/2, 1/2]: 2/3 < 2 × 1/2 and 1/2 < 2 × 1/3, no channel is selective
+    assert selective_mass_share(profiles, normalise=True) == pytest.approx(0.0)
+    # normalised, p = [1, 0] and [1/3, 2/3]: channel 0 (1 ≥ 2/3) holds 4/3 of the mass 2, channel 1 (2/3 ≥ 0) 2/3
+    assert selective_mass_share(torch.tensor([[5.0, 0.0], [1.0, 2.0]]), normalise=True) == pytest.approx(1.0)
+    # normalised, p = [5/6, 1/6] and [1/2, 1/2]: channel 0 (5/6 < 1) is not selective, channel 1 (1/2 ≥ 1/3) is
+    assert selective_mass_share(torch.tensor([[5.0, 1.0], [1.0, 1.0]]), normalise=True) == pytest.approx(1 / 3)
+
+
 def test_profiles_must_be_non_negative_with_activation_in_every_part():
     with pytest.raises(ValueError, match="non-negative"):
         part_specificity_index(torch.tensor([[1.0, -1.0], [1.0, 1.0]]))
