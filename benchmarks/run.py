@@ -2,11 +2,17 @@
 
     uv run python benchmarks/run.py [--backbone resnet50 --size 224 --items 8] [--no-write]
     uv run python benchmarks/run.py --only attribution,matching --items 4   # a subset, smaller
+    uv run python benchmarks/run.py --only attribution --paths layer        # one path against its floor
 
-1. *Parallel backprop throughput*: :class:`~sharedattr.attribution.parallel_backprop.ParallelBackprop`
-   on B (neuron, pair) items (2B images) against the physical floor, one bare batched
-   forward + backward of the same backbone + readout on the same 2B images (goal ≥ 0.8× its
-   rate); against a per-item loop (goal ≥ 5×); and against Captum ``IntegratedGradients``
+1. *Parallel backprop throughput*: each path of
+   :class:`~sharedattr.attribution.parallel_backprop.ParallelBackprop` (``--paths``; the default
+   path first) on B (neuron, pair) items (2B images) against its own floor (:func:`floor_for`),
+   the bare work that path cannot avoid on the same batch, device and threads (goal ≥ 0.8× its
+   rate): ``layer``, one forward pass and one backward pass to the backbone output (the
+   latents), never into the backbone; ``gradient``, a forward and a backward pass to the pixels;
+   ``ig``, the same on n_steps × 2B images. Against a per-item loop (goal ≥ 5×), with the
+   engine's overhead per item over the same floor run one item at a time (printed as measured,
+   negative included); and the default path against Captum ``IntegratedGradients``
    (``n_steps = 50``) on the driver and the reference (reported). On a real-size torchvision
    backbone (random weights; ``--backbone``, ``--layer``, ``--size``) and on the shipped
    ``insilico_cnn`` (64 px), where Python overhead matters most.
