@@ -2,11 +2,17 @@
 
     uv run python benchmarks/run.py [--backbone resnet50 --size 224 --items 8] [--no-write]
     uv run python benchmarks/run.py --only attribution,matching --items 4   # a subset, smaller
+    uv run python benchmarks/run.py --only attribution --paths layer        # one path against its floor
 
-1. *Parallel backprop throughput*: :class:`~sharedattr.attribution.parallel_backprop.ParallelBackprop`
-   on B (neuron, pair) items (2B images) against the physical floor, one bare batched
-   forward + backward of the same backbone + readout on the same 2B images (goal ≥ 0.8× its
-   rate); against a per-item loop (goal ≥ 5×); and against Captum ``IntegratedGradients``
+1. *Parallel backprop throughput*: each path of
+   :class:`~sharedattr.attribution.parallel_backprop.ParallelBackprop` (``--paths``; the default
+   path first) on B (neuron, pair) items (2B images) against its own floor (:func:`floor_for`),
+   the bare work that path cannot avoid on the same batch, device and threads (goal ≥ 0.8× its
+   rate): ``layer``, one forward pass and one backward pass to the backbone output (the
+   latents), never into the backbone; ``gradient``, a forward and a backward pass to the pixels;
+   ``ig``, the same on n_steps × 2B images. Against a per-item loop (goal ≥ 5×), with the
+   engine's overhead per item over the same floor run one item at a time (printed as measured,
+   negative included); and the default path against Captum ``IntegratedGradients``
    (``n_steps = 50``) on the driver and the reference (reported). On a real-size torchvision
    backbone (random weights; ``--backbone``, ``--layer``, ``--size``) and on the shipped
    ``insilico_cnn`` (64 px), where Python overhead matters most.
@@ -38,8 +44,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -99,85 +107,178 @@ def fitted_ridge(d: int, n_neurons: int, seed: int = 0) -> nn.Module:
 
 
 # -- 1. parallel backprop ------------------------------------------------------------------------
-def attribution_rows(
-    label: str, backbone: nn.Module, items: int, neurons: int, repeats: int, ig_items: int, ig_batch: int
-) -> tuple[list[Row], str]:
-    """Parallel backprop against the bare forward+backward floor, a per-item loop and Captum IG."""
-    from captum.attr import IntegratedGradients
+class Floor(NamedTuple):
+    """The bare work one path of :class:`ParallelBackprop` cannot avoid, and nothing else.
 
+    ``run(model, images [n, C, H, W], targets [n])`` returns the gradient it backpropagated (its
+    work is a forward pass and a backward pass of the encoding model); ``label`` names it in the
+    rows (e.g. ``"bare fwd + bwd to the latents"``).
+    """
+
+    run: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    label: str
+
+
+def latent_floor(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The ``layer`` path's floor: a forward pass to the backbone output (no graph kept) and a backward pass from
+    each image's target response back to that output only, never into the backbone: ∂r/∂F ``[n, K, h, w]``."""
+    with torch.no_grad():
+        latents = model.latents(images)
+    latents.requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.readout(latents)[torch.arange(len(images)), targets].sum(), latents)
+    return grad
+
+
+def pixel_floor(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The ``gradient`` path's floor: a forward pass and a backward pass to the pixels, one VJP per image:
+    ∂r/∂x ``[n, C, H, W]``."""
+    x = images.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x)[torch.arange(len(images)), targets].sum(), x)
+    return grad
+
+
+def stepped_pixel_floor(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """The ``ig`` path's floor: :func:`pixel_floor` on ``n_steps`` copies of the ``n`` images in one batch, as the
+    path's quadrature points go (``[n_steps · n, C, H, W]``; the path images themselves are the engine's work)."""
+    return pixel_floor(model, images.repeat(n_steps, 1, 1, 1), targets.repeat(n_steps))
+
+
+def floor_for(method: Any) -> Floor:
+    """The floor that does the same work as ``method`` (a :class:`ParallelBackprop`), chosen by its ``path``.
+
+    >>> floor_for(ParallelBackprop(model, path="layer")).run is latent_floor  # doctest: +SKIP
+    True
+    """
+    path = method.params.path
+    if path == "layer":
+        return Floor(latent_floor, "bare fwd + bwd to the latents")
+    if path == "gradient":
+        return Floor(pixel_floor, "bare fwd + bwd to the pixels")
+    if path == "ig":
+        n_steps = method.params.n_steps
+        return Floor(partial(stepped_pixel_floor, n_steps=n_steps), f"bare fwd + bwd to the pixels × {n_steps} steps")
+    raise ValueError(f"benchmarks/run.py has no floor for parallel_backprop path {path!r}")
+
+
+def engine_overhead(ms_per_item: float, floor: str) -> str:
+    """The engine's time per item beyond its ``floor``'s (both one item at a time), as measured: a negative value
+    is printed as it is and called noise, never clamped."""
+    text = f"engine overhead {ms_per_item:+.1f} ms per item over the {floor}, one item at a time"
+    return text + ("; negative: the floor is within timing noise of the engine" if ms_per_item < 0 else "")
+
+
+@dataclass
+class AttributionBench:
+    """One backbone's attribution timings: the encoding ``model``, its ``label`` in the rows, ``items`` per batch
+    (``path_items`` overrides it per path, e.g. the ``ig`` path's n_steps-fold batches), timed ``repeats``, and the
+    Captum IG comparison on ``captum_items`` items with internal batch ``captum_batch``."""
+
+    model: nn.Module
+    label: str
+    items: int
+    repeats: int
+    path_items: dict[str, int] = field(default_factory=dict)
+    captum_items: int = 1
+    captum_batch: int = 2
+    n_steps: int | None = None  # the ig path's quadrature points; None: ParallelBackpropParams' default
+
+
+def path_rows(bench: AttributionBench, path: str) -> tuple[list[Row], str, float]:
+    """One path of :class:`ParallelBackprop` on B items (2B images) against its own floor (:func:`floor_for`),
+    batched and as a per-item loop; also returns the batched seconds per item."""
     from sharedattr.attribution.parallel_backprop import ParallelBackprop
-    from sharedattr.encoding.model import EncodingModel
 
-    model = EncodingModel(backbone, fitted_ridge(backbone.latent_shape[0], neurons)).eval()
+    items = bench.path_items.get(path, bench.items)
+    steps = {} if bench.n_steps is None or path != "ig" else {"n_steps": bench.n_steps}
+    method = ParallelBackprop(bench.model, path=path, **steps)
+    floor = floor_for(method)
     g = torch.Generator().manual_seed(1)
-    shape = (items, backbone.in_channels, *backbone.input_size)
+    shape = (items, bench.model.in_channels, *bench.model.input_size)
     x_a, x_b = torch.rand(shape, generator=g), torch.rand(shape, generator=g)
-    targets = torch.randint(0, neurons, (items,), generator=g)
+    targets = torch.randint(0, bench.model.readout.weight.shape[0], (items,), generator=g)
     both, both_targets = torch.cat([x_a, x_b]), torch.cat([targets, targets])
-    method = ParallelBackprop(model)
-
-    def floor() -> torch.Tensor:  # one VJP per image, nothing else
-        x = both.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(model(x)[torch.arange(2 * items), both_targets].sum(), x)
-        return grad
 
     def floor_loop() -> None:  # the floor, one item (2 images) at a time: what small batches cost by themselves
         for i in range(items):
-            x = both[i::items].detach().requires_grad_(True)
-            torch.autograd.grad(model(x)[torch.arange(2), both_targets[i::items]].sum(), x)
-
-    def batched() -> Any:
-        return method.attribute((x_a, x_b), target=targets)
+            floor.run(bench.model, both[i::items], both_targets[i::items])
 
     def loop() -> None:
         for i in range(items):
             method.attribute((x_a[i : i + 1], x_b[i : i + 1]), target=targets[i : i + 1])
 
-    t = timed({"floor": floor, "batched": batched, "loop": loop, "floor_loop": floor_loop}, repeats)
+    fns = {
+        "floor": lambda: floor.run(bench.model, both, both_targets),
+        "batched": lambda: method.attribute((x_a, x_b), target=targets),
+        "loop": loop,
+        "floor_loop": floor_loop,
+    }
+    t = timed(fns, bench.repeats)
     best = {k: min(v) for k, v in t.items()}  # best of: other work on the machine only ever adds time
     med = {k: statistics.median(v) for k, v in t.items()}
     per_item = best["batched"] / items
-    ig = IntegratedGradients(model)
-    ig_x = torch.cat([x_a[:ig_items], x_b[:ig_items]])
-    ig_t = torch.cat([targets[:ig_items], targets[:ig_items]])
-    ig.attribute(ig_x[:1], target=ig_t[:1], n_steps=2)  # warm-up
-    t_ig, _ = once(lambda: ig.attribute(ig_x, target=ig_t, n_steps=50, internal_batch_size=ig_batch))
-    ig_per_item = t_ig / ig_items
     floor_ratio = best["floor"] / best["batched"]
     loop_ratio = best["loop"] / best["batched"]
+    images = f"{2 * items} images" if path != "ig" else f"{method.params.n_steps} × {2 * items} images"
+    label = f"{bench.label}, {items} items"
     rows: list[Row] = [
         (
-            f"parallel backprop vs bare fwd+bwd, {label}",
+            f"parallel backprop ({path}) vs {floor.label} ({images}), {label}",
             "≥ 0.8×",
             f"{floor_ratio:.2f}× ({items / best['batched']:.2f} items/s vs floor {items / best['floor']:.2f}; "
             f"medians {med['floor'] / med['batched']:.2f}×)",
             verdict(floor_ratio, 0.8, "engine overhead"),
         ),
         (
-            f"parallel backprop vs per-item loop, {label}",
+            f"parallel backprop ({path}) vs per-item loop, {label}",
             "≥ 5×",
-            f"{loop_ratio:.2f}× (medians {med['loop'] / med['batched']:.2f}×)",
+            f"{loop_ratio:.2f}× (medians {med['loop'] / med['batched']:.2f}×); "
+            f"{engine_overhead(1000 * (best['loop'] - best['floor_loop']) / items, floor.label)}; "
+            f"{1000 * per_item:.1f} ms per item batched",
             verdict(
                 loop_ratio,
                 5.0,
-                f"compute-bound on CPU: a bare fwd+bwd loop over single items itself takes "
-                f"{best['floor_loop'] / best['floor']:.2f}× the batch's time; engine overhead "
-                f"{1000 * (best['loop'] - best['floor_loop']) / items:+.1f} ms per item vs "
-                f"{1000 * per_item:.1f} ms of compute",
+                f"compute-bound on CPU: the floor's own loop over single items takes "
+                f"{best['floor_loop'] / best['floor']:.2f}× its batch's time",
             ),
-        ),
-        (
-            f"parallel backprop vs Captum IG (n_steps 50, driver + reference), {label}",
-            "reported",
-            f"{ig_per_item / per_item:.0f}× faster ({ig_per_item:.2f} vs {per_item:.3f} s per item)",
-            "–",
         ),
     ]
     note = (
-        f"{label}: best of {repeats} (spread max/min: floor {spread(t['floor']):.2f}, batched "
-        f"{spread(t['batched']):.2f}, loop {spread(t['loop']):.2f}, bare loop {spread(t['floor_loop']):.2f}); "
-        f"IG timed once on {ig_items} item(s) "
-        f"({2 * ig_items * 50} image passes, internal batch {ig_batch})."
+        f"{path}: best of {bench.repeats} (spread max/min: floor {spread(t['floor']):.2f}, batched "
+        f"{spread(t['batched']):.2f}, loop {spread(t['loop']):.2f}, floor loop {spread(t['floor_loop']):.2f})"
+    )
+    return rows, note, per_item
+
+
+def attribution_rows(bench: AttributionBench, paths: tuple[str, ...]) -> tuple[list[Row], str]:
+    """Each path of parallel backprop against its own floor and a per-item loop; the first path against Captum IG."""
+    from captum.attr import IntegratedGradients
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    per_item: dict[str, float] = {}
+    for path in paths:
+        r, n, per_item[path] = path_rows(bench, path)
+        rows += r
+        notes.append(n)
+    g = torch.Generator().manual_seed(1)
+    k = bench.captum_items
+    x = torch.rand((2 * k, bench.model.in_channels, *bench.model.input_size), generator=g)
+    targets = torch.randint(0, bench.model.readout.weight.shape[0], (k,), generator=g).repeat(2)
+    ig = IntegratedGradients(bench.model)
+    ig.attribute(x[:1], target=targets[:1], n_steps=2)  # warm-up
+    t_ig, _ = once(lambda: ig.attribute(x, target=targets, n_steps=50, internal_batch_size=bench.captum_batch))
+    ig_per_item, ours = t_ig / k, per_item[paths[0]]
+    rows.append(
+        (
+            f"parallel backprop ({paths[0]}) vs Captum IG (n_steps 50, driver + reference), {bench.label}",
+            "reported",
+            f"{ig_per_item / ours:.0f}× faster ({ig_per_item:.2f} vs {ours:.3f} s per item)",
+            "–",
+        )
+    )
+    note = (
+        f"{bench.label}: {'; '.join(notes)}. Captum IG timed once on {k} item(s) ({2 * k * 50} image passes, "
+        f"internal batch {bench.captum_batch})."
     )
     return rows, note
 
@@ -421,6 +522,24 @@ def memory_rows(n: int, workdir: Path) -> tuple[list[Row], str]:
 
 
 # -- main ----------------------------------------------------------------------------------------
+def parse_paths(parser: argparse.ArgumentParser, value: str | None) -> tuple[str, ...]:
+    """``--paths`` → the paths to time; by default every path of parallel_backprop, its default path first."""
+    from typing import get_args
+
+    from sharedattr.attribution.parallel_backprop import ParallelBackpropParams
+    from sharedattr.attribution.parallel_backprop import Path as BackpropPath
+
+    known = get_args(BackpropPath)
+    if value is None:
+        default = ParallelBackpropParams.model_fields["path"].default
+        return (default, *[p for p in known if p != default])
+    paths = tuple(p.strip() for p in value.split(",") if p.strip())
+    unknown = sorted(set(paths) - set(known))
+    if unknown or not paths:
+        parser.error(f"--paths: unknown path(s) {unknown}; choose from {', '.join(known)}")
+    return paths
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--memory-child":
         memory_child(sys.argv[2], sys.argv[3])
@@ -436,6 +555,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats on the torchvision backbone")
     parser.add_argument("--small-repeats", type=int, default=15, help="timed repeats on insilico_cnn (fast, noisy)")
     parser.add_argument("--ig-items", type=int, default=1, help="items Captum IG attributes on the big backbone")
+    parser.add_argument(
+        "--paths",
+        default=None,
+        help="comma-separated parallel_backprop paths to time, each against its own floor (default: every path, "
+        "the default path first; the first is compared with Captum IG)",
+    )
+    parser.add_argument(
+        "--ig-path-items", type=int, default=2, help="items per batch of the ig path there (n_steps × 2 images each)"
+    )
+    parser.add_argument("--small-ig-path-items", type=int, default=4, help="items per ig-path batch on insilico_cnn")
+    parser.add_argument("--ig-steps", type=int, default=None, help="n_steps of the ig path (default: its Params')")
     parser.add_argument(
         "--match",
         type=int,
@@ -469,22 +599,36 @@ def main() -> None:
     notes: list[str] = []
     start = time.perf_counter()
     if "attribution" in only:
+        from sharedattr.encoding.model import EncodingModel
+
+        paths = parse_paths(parser, args.paths)
         big = build_backbone("torchvision", model=args.backbone, layer=args.layer, input_size=args.size)
-        label = (
-            f"{args.backbone} {args.layer} (d = {big.latent_shape[0]}), {args.size} px, "
-            f"{args.items} items = {2 * args.items} images"
+        bench = AttributionBench(
+            EncodingModel(big, fitted_ridge(big.latent_shape[0], args.neurons)).eval(),
+            f"{args.backbone} {args.layer} (d = {big.latent_shape[0]}), {args.size} px",
+            args.items,
+            args.repeats,
+            {"ig": args.ig_path_items},
+            args.ig_items,
+            2 * args.items,
+            args.ig_steps,
         )
-        for r, n in [
-            attribution_rows(label, big, args.items, args.neurons, args.repeats, args.ig_items, 2 * args.items)
-        ]:
-            rows += r
-            notes.append(n)
-        del big
+        r, n = attribution_rows(bench, paths)
+        rows += r
+        notes.append(n)
+        del big, bench
         small = build_backbone("insilico_cnn", layer="block3", input_size=64)
-        label = f"insilico_cnn block3 (d = {small.latent_shape[0]}), 64 px, {args.small_items} items"
-        r, n = attribution_rows(
-            label, small, args.small_items, args.neurons, args.small_repeats, min(4, args.small_items), 200
+        bench = AttributionBench(
+            EncodingModel(small, fitted_ridge(small.latent_shape[0], args.neurons)).eval(),
+            f"insilico_cnn block3 (d = {small.latent_shape[0]}), 64 px",
+            args.small_items,
+            args.small_repeats,
+            {"ig": args.small_ig_path_items},
+            min(4, args.small_items),
+            200,
+            args.ig_steps,
         )
+        r, n = attribution_rows(bench, paths)
         rows += r
         notes.append(n)
     if "matching" in only:
