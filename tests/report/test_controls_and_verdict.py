@@ -16,7 +16,7 @@ from sharedattr.metrics.sharing import ReferenceSensitivityMetric
 from sharedattr.plugins.contracts import AttributionMethod, Metric, control_of, method_scope, single_image_value
 from sharedattr.plugins.loading import get_registry
 from sharedattr.report.components import Components, MethodInfo, MetricInfo, from_json, from_registry
-from sharedattr.report.reading import CONTROL, Score, contests, read_summary, versus_baseline
+from sharedattr.report.reading import BASELINE, Score, comparisons_on, contests, read_summary, versus_baseline
 from sharedattr.report.stats import pair_values
 
 OWN = "parallel_backprop without sharing (s = w: the neuron's own map on the same path)"
@@ -186,11 +186,13 @@ def test_a_pairwise_only_metric_ranks_pairwise_methods_and_compares_with_the_con
     ref = cs["reference_sensitivity"]
     assert ref.pairwise_only and [s.method for s in ref.ranking] == ["parallel_backprop", "parallel_backprop#2"]
     assert len(cs["shared_part_selectivity"].ranking) == 4, "an ordinary metric ranks every method"
-    cmp = versus_baseline(ref, "parallel_backprop", DEMO, values)
-    assert cmp.against == CONTROL and cmp.baseline.method == "parallel_backprop#2" and cmp.outcome == "better"
-    assert versus_baseline(ref, "parallel_backprop#2", DEMO, values) is None, "the control has no control"
+    (cmp,) = comparisons_on(ref, "parallel_backprop", DEMO, values)
+    assert cmp.control and cmp.baseline.method == "parallel_backprop#2" and cmp.outcome == "better"
+    assert cmp.against == "its own control parallel_backprop#2"
+    assert versus_baseline(ref, "parallel_backprop", DEMO, values) is None, "no single-image method on it"
+    assert comparisons_on(ref, "parallel_backprop#2", DEMO, values) == [], "the control has no control"
     sps = versus_baseline(cs["shared_part_selectivity"], "parallel_backprop", DEMO, values)
-    assert sps.baseline.method == "occlusion" and sps.against != CONTROL
+    assert sps.baseline.method == "occlusion" and sps.against == BASELINE and not sps.control
 
 
 def test_the_verdict_says_what_the_method_wins_and_loses_on_without_a_misleading_tie_or_rank():
@@ -214,10 +216,10 @@ def test_the_verdict_says_what_the_method_wins_and_loses_on_without_a_misleading
     assert "it loses on deletion (driver beyond noise)" in method
     assert "it draws on shared_part_selectivity (driver)" in method
     assert (
-        "Against its control parallel_backprop#2, on the pairwise-only metrics, parallel_backprop is better on 1 of 1 "
-        "metric × image results (1 beyond noise)" in method
-    )
-    assert "it wins on reference_sensitivity (driver beyond noise)" in method
+        "Against its own control parallel_backprop#2, parallel_backprop is better on 2 of 2 metric × image results "
+        "(2 beyond noise)" in method
+    ), "issue 26: on every sharing metric, not only the pairwise-only one"
+    assert "it wins on reference_sensitivity (driver beyond noise) and shared_part_selectivity (driver beyond" in method
     assert method.endswith("Scope: on constructed pairs only.")
     control = reading.headline[4]
     assert (
