@@ -216,7 +216,7 @@ class AttributionMethod(Attribution):
     - ``control_of(params) -> str | None``: a class-level rule that says, from an instance's validated params,
       whether that instance is a *control* of the method, and of what (in words); None (the default) for a real
       method. A run records it in ``components.json`` and the report marks such methods as controls and compares
-      the other instances of the same method with them (``parallel_backprop`` with ``variant = "own"`` is one);
+      the methods they control with them (``parallel_backprop`` with ``variant = "own"`` is one);
     - ``controls = "same"``: which methods such a control controls: ``"same"``, the other instances of its own
       component; ``"any_pairwise"``, every pairwise method of the run that is no control itself (the co-location
       control ``colocation``). The report compares a pairwise method on the sharing and pairwise-only metrics with
