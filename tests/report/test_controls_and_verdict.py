@@ -5,6 +5,7 @@ verdict says what the headline method wins and loses on, with its declared scope
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
@@ -24,8 +25,10 @@ from sharedattr.plugins.contracts import (
 )
 from sharedattr.plugins.loading import get_registry
 from sharedattr.report.components import Components, MethodInfo, MetricInfo, from_json, from_registry
+from sharedattr.report.html import environment
 from sharedattr.report.reading import BASELINE, Score, comparisons_on, contests, read_summary, versus_baseline
 from sharedattr.report.sections.reading import comparison_row
+from sharedattr.report.sections.reading import reading as reading_section
 from sharedattr.report.stats import pair_values
 
 OWN = "parallel_backprop without sharing (s = w: the neuron's own map on the same path)"
@@ -434,6 +437,11 @@ def test_a_pairwise_method_is_compared_with_each_of_its_controls_on_the_sharing_
     rows = [comparison_row(c)["baseline"] for c in mine.comparisons]
     assert rows.count("the co-location control colocation") == 2 and rows.count("saliency") == 2
     assert any("vs the co-location control colocation 0.695 ± 0.0104: worse by 0.1" in s for s in mine.sentences)
+    section = reading_section(SimpleNamespace(reading=reading))
+    html = environment().get_template(section.template_name).render(section=section, v=section.view)
+    assert "parallel_backprop vs the best single-image baseline and its controls" in html
+    assert "<td>the co-location control colocation</td>" in html
+    assert "<td>its own control parallel_backprop#2</td>" in html
 
 
 def test_a_method_without_a_control_in_the_run_says_so():
