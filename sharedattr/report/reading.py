@@ -6,7 +6,8 @@ and the per-pair values of ``results.csv`` (:data:`~sharedattr.report.stats.Pair
 every sentence the report prints is derived from the numbers. Rankings use the means; a lead is
 *beyond noise* when a paired Wilcoxon signed-rank test on the pairs both methods scored gives
 p < 0.05 (:mod:`sharedattr.report.stats`). Every pairwise method is compared with the best
-*single-image baseline* (the best-ranked method that is not pairwise) on each metric and image.
+*single-image baseline* (the best-ranked method that is not pairwise) on each metric and image that ranks
+single-image methods.
 
 A *pairwise-only* metric (one that declares the score every single-image method gets by construction,
 ``single_image_value``, as ``reference_sensitivity`` does: 0) ranks the pairwise methods only: single-image methods
@@ -449,9 +450,9 @@ def tally(comparisons: Sequence[Comparison], method: str, against: str = BASELIN
 
 @dataclass(frozen=True)
 class PairwiseReading:
-    """One pairwise method: its overall rank, its tally (against the best baseline, and on pairwise-only metrics
-    against its control), its comparisons (with one sentence each), and what it declares: whether it is a control
-    (``control``) and the scope its own benchmarks established (``scope``)."""
+    """One pairwise method: its overall rank, its tallies (against the best baseline, and on sharing and
+    pairwise-only metrics against each of its controls), its comparisons (with one sentence each), and what it
+    declares: whether it is a control (``control``) and the scope its own benchmarks established (``scope``)."""
 
     method: str
     rank: str
