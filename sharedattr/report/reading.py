@@ -548,7 +548,7 @@ def read_pairwise(
         return PairwiseReading(
             method,
             rank,
-            " ".join(t for t in (NOTHING_TO_COMPARE, no_control_phrase(method, components)) if t),
+            " ".join(t for t in (nothing_to_compare(method, components), no_control_phrase(method, components)) if t),
             [],
             control,
             scope,
@@ -566,7 +566,14 @@ def read_pairwise(
 
 
 NOT_IN_HEADLINE = "no sharing, localisation or faithfulness metric compared it with another method."
-NOTHING_TO_COMPARE = "Neither a single-image baseline nor a control of it was scored, so there is nothing to compare."
+
+
+def nothing_to_compare(method: str, components: Components) -> str:
+    """Why ``method`` has no comparison: no single-image baseline was scored (and, for a method that is no control,
+    no control of it)."""
+    if components.control(method):
+        return "No single-image baseline was scored, so there is nothing to compare it with."
+    return "Neither a single-image baseline nor a control of it was scored, so there is nothing to compare it with."
 
 
 def no_control_phrase(method: str, components: Components) -> str:

@@ -455,3 +455,9 @@ def test_a_method_without_a_control_in_the_run_says_so():
     (method,) = [line for line in reading.headline if "parallel_backprop is better" in line]
     assert method.endswith("parallel_backprop has no control in this run.")
     assert "Against its own control" not in method and "co-location" not in method
+    only = [s for s in scores if s.method == "parallel_backprop"]
+    (reading,) = read_summary(only, alone, values).pairwise
+    assert reading.tally == (
+        "Neither a single-image baseline nor a control of it was scored, so there is nothing to compare it with. "
+        "parallel_backprop has no control in this run."
+    )
