@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from sharedattr.attribution.parallel_backprop import ParallelBackprop, Path, SharedAttribution
-from sharedattr.plugins.contracts import PairwiseAttribution
+from sharedattr.plugins.contracts import ControlReach, PairwiseAttribution
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import MAX_STEPS, Configurable, Params, register_components
 
@@ -79,6 +79,8 @@ class Colocation(Configurable, PairwiseAttribution):
     params_model = ColocationParams
     batch_invariant: ClassVar[bool] = True
     thread_safe: ClassVar[bool] = True
+    controls: ClassVar[ControlReach] = "any_pairwise"
+    control_noun: ClassVar[str] = "co-location control"
 
     def __init__(self, model: nn.Module, params: ColocationParams | None = None, **overrides: Any) -> None:
         super().__init__(model)

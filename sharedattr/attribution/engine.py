@@ -40,6 +40,7 @@ from sharedattr.plugins.contracts import (
     AttributionMethod,
     Metric,
     control_of,
+    control_reach,
     declared,
     is_pairwise,
     method_scope,
@@ -92,6 +93,13 @@ class NamedMethod:
         if not isinstance(self.declarer, type) or self.params is None:
             return None
         return control_of(self.declarer, self.params)
+
+    @property
+    def reach(self) -> tuple[str, str]:
+        """What it controls when it is a control, and how the report names it: ``(controls, control_noun)`` as its
+        registered class declares them (:func:`~sharedattr.plugins.contracts.control_reach`); the defaults
+        ``("same", "control")`` when the factory is no class."""
+        return control_reach(self.declarer if isinstance(self.declarer, type) else AttributionMethod)
 
     @property
     def scope(self) -> str | None:

@@ -308,13 +308,15 @@ def write_components(
 
     Per method label: its spec, whether it is pairwise, the plugin that provides it, every param (``params``, as
     validated), the names of those that differ from their defaults (``changed``), what it is a control of
-    (``control``: None for a real method) and the scope its own benchmarks established (``scope``, or None). Per
-    metric label: its spec, family, direction, the score every single-image method gets by construction
-    (``single_image_value``, None for most) and plugin.
+    (``control``: None for a real method), which methods it controls when it is one (``controls``: ``same`` or
+    ``any_pairwise``) and how the report names it then (``control_noun``), and the scope its own benchmarks
+    established (``scope``, or None). Per metric label: its spec, family, direction, the score every single-image
+    method gets by construction (``single_image_value``, None for most) and plugin.
     """
     method_records = {}
     for m in methods:
         params, changed = m.params_json()
+        controls, noun = m.reach
         method_records[m.label] = {
             "spec": m.spec,
             "pairwise": pairwise[m.label],
@@ -322,6 +324,8 @@ def write_components(
             "params": params,
             "changed": list(changed),
             "control": m.control,
+            "controls": controls,
+            "control_noun": noun,
             "scope": m.scope,
         }
     atomic_write_json(

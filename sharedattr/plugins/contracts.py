@@ -196,6 +196,12 @@ def _member(component: Any, contract: type, name: str) -> Any:
     return value
 
 
+ControlReach = Literal["same", "any_pairwise"]
+CONTROL_REACHES: tuple[str, ...] = ("same", "any_pairwise")
+"""What a control controls (:attr:`AttributionMethod.controls`): the other instances of its own component, or every
+pairwise method."""
+
+
 class AttributionMethod(Attribution):
     """Base of an attribution method (a :class:`captum.attr.Attribution`): ``attribute(inputs, target=...)``, and
     what it declares, with these defaults:
@@ -210,7 +216,14 @@ class AttributionMethod(Attribution):
     - ``control_of(params) -> str | None``: a class-level rule that says, from an instance's validated params,
       whether that instance is a *control* of the method, and of what (in words); None (the default) for a real
       method. A run records it in ``components.json`` and the report marks such methods as controls and compares
-      the other instances of the same method with them (``parallel_backprop`` with ``variant = "own"`` is one);
+      the methods they control with them (``parallel_backprop`` with ``variant = "own"`` is one);
+    - ``controls = "same"``: which methods such a control controls: ``"same"``, the other instances of its own
+      component; ``"any_pairwise"``, every pairwise method of the run that is no control itself (the co-location
+      control ``colocation``). The report compares a pairwise method on the sharing and pairwise-only metrics with
+      each of its controls;
+    - ``control_noun = "control"``: how the report names a control of ``"any_pairwise"`` reach beside its label
+      (``"co-location control"``: "the co-location control colocation"); a same-component control is "its own
+      control";
     - ``scope = None``: what the method's own benchmarks established, in one or two sentences; the report repeats
       it beside the method's verdict, so that a run's verdict is read within it.
     """
@@ -221,11 +234,15 @@ class AttributionMethod(Attribution):
         "thread_safe",
         "limit_images_per_pass",
         "control_of",
+        "controls",
+        "control_noun",
         "scope",
     )
     pairwise: ClassVar[bool] = False
     batch_invariant: ClassVar[bool] = True
     thread_safe: ClassVar[bool] = False
+    controls: ClassVar[ControlReach] = "same"
+    control_noun: ClassVar[str] = "control"
     scope: ClassVar[str | None] = None
 
     def limit_images_per_pass(self, images: int) -> None:
@@ -273,6 +290,23 @@ def control_of(method: Any, params: Any) -> str | None:
         owner = method if isinstance(method, type) else type(method)
         raise TypeError(f"{owner.__name__}.control_of returned {what!r}; return None or a non-empty string")
     return what
+
+
+def control_reach(method: Any) -> tuple[ControlReach, str]:
+    """Which methods ``method`` (an instance or its class), when an instance is a control, controls, and how the
+    report names it: ``(controls, control_noun)`` as it declares them (:attr:`AttributionMethod.controls`,
+    :attr:`AttributionMethod.control_noun`); TypeError for a value of neither kind.
+
+    >>> control_reach(AttributionMethod)
+    ('same', 'control')
+    """
+    found = declared(method, AttributionMethod)
+    owner = method if isinstance(method, type) else type(method)
+    if found.controls not in CONTROL_REACHES:
+        raise TypeError(f"{owner.__name__}.controls is {found.controls!r}; declare one of {CONTROL_REACHES}")
+    if not (isinstance(found.control_noun, str) and found.control_noun.strip()):
+        raise TypeError(f"{owner.__name__}.control_noun is {found.control_noun!r}; declare a non-empty string")
+    return found.controls, found.control_noun
 
 
 def method_scope(method: Any) -> str | None:

@@ -9,6 +9,12 @@ metric built to read its ``family``, ``higher_is_better`` and ``single_image_val
 and control rule read off its registered class). Whatever cannot be resolved counts as family ``other`` / not
 pairwise / no control, and :meth:`Components.notes` says so.
 
+A control controls the other instances of its own component (``controls = "same"``: ``parallel_backprop#2``, with
+``variant = "own"``, controls ``parallel_backprop``) or every pairwise method of the run (``"any_pairwise"``: the
+co-location control ``colocation``), as its class declares (:func:`~sharedattr.plugins.contracts.control_reach`).
+A ``components.json`` written before runs recorded it has no ``controls`` key: each of its controls reads as
+``"same"`` (so such a run's ``colocation`` controls no other component; rerun the config to record it).
+
 A method is named with its params wherever the report names it (:meth:`Components.definition`):
 ``parallel_backprop#2 = parallel_backprop(variant="own")``, the params that differ from their defaults.
 """
@@ -22,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from sharedattr.plugins.contracts import (
+    CONTROL_REACHES,
     METRIC_FAMILIES,
     control_of,
+    control_reach,
     is_pairwise,
     method_scope,
     metric_family,
@@ -39,7 +47,9 @@ REFRESH = "run the same config into the same folder again (it reuses every finis
 class MethodInfo:
     """A method label: whether it explains a driver and its reference together, its plugin, its component's name,
     every param (``params``), the names of those that differ from their defaults (``changed``), what it is a
-    control of (``control``; None: a real method) and the scope its benchmarks established (``scope``)."""
+    control of (``control``; None: a real method), which methods it controls when it is a control (``controls``:
+    ``same``, the other instances of its component; ``any_pairwise``, every pairwise method), how the report names
+    it then (``control_noun``) and the scope its benchmarks established (``scope``)."""
 
     pairwise: bool
     plugin: str = ""
@@ -48,6 +58,8 @@ class MethodInfo:
     changed: tuple[str, ...] = ()
     control: str | None = None
     scope: str | None = None
+    controls: str = "same"
+    control_noun: str = "control"
 
     def call(self, which: Sequence[str] | None = None) -> str:
         """``name(k=v, …)`` with the params named in ``which`` (default: those that differ from their defaults),
@@ -110,12 +122,28 @@ class Components:
         return info.control if info else None
 
     def controls_of(self, method: str) -> list[str]:
-        """The control labels of method label ``method``: the labels of the same component that declare themselves
-        a control (none for a control itself, or an unknown label)."""
+        """The control labels of method label ``method``, in the run's order: the labels of the same component that
+        declare themselves a control, and, for a pairwise method, every control that controls any pairwise method
+        (``controls = "any_pairwise"``); none for a control itself, or an unknown label."""
         info = self.methods.get(method)
         if info is None or info.control is not None:
             return []
-        return [label for label, other in self.methods.items() if other.name == info.name and other.control]
+        return [
+            label
+            for label, other in self.methods.items()
+            if label != method
+            and other.control
+            and (other.name == info.name or (info.pairwise and other.controls == "any_pairwise"))
+        ]
+
+    def control_phrase(self, method: str, control: str) -> str:
+        """How the verdict names ``control``, a control of ``method``: ``its own control parallel_backprop#2`` (of
+        the same component), ``the co-location control colocation`` (one of every pairwise method, by its declared
+        ``control_noun``)."""
+        mine, other = self.methods.get(method), self.methods.get(control)
+        if other is None or (mine is not None and other.name == mine.name):
+            return f"its own control {control}"
+        return f"the {other.control_noun} {control}"
 
     def definition(self, method: str) -> str:
         """How the report names a method: ``label = name(params that differ from their defaults)``, and
@@ -205,6 +233,7 @@ def method_info(entry: Mapping[str, Any]) -> MethodInfo:
         params = {k: v for k, v in spec.items() if k != "name"}
         changed = sorted(params)
     control, scope = entry.get("control"), entry.get("scope")
+    controls, noun = entry.get("controls"), entry.get("control_noun")
     return MethodInfo(
         entry["pairwise"],
         describe_plugin(entry.get("plugin")),
@@ -213,6 +242,8 @@ def method_info(entry: Mapping[str, Any]) -> MethodInfo:
         tuple(changed),
         control if isinstance(control, str) and control else None,
         scope if isinstance(scope, str) and scope else None,
+        controls if controls in CONTROL_REACHES else MethodInfo.controls,
+        noun if isinstance(noun, str) and noun.strip() else MethodInfo.control_noun,
     )
 
 
@@ -222,7 +253,8 @@ def _error(err: Exception) -> str:
 
 
 def registered_method(component: Any, spec: Mapping[str, Any]) -> MethodInfo:
-    """A method label resolved through its registered class: pairwise flag, plugin and scope off the class; params,
+    """A method label resolved through its registered class: pairwise flag, plugin, scope and what a control of it
+    controls (:func:`~sharedattr.plugins.contracts.control_reach`) off the class; params,
     the changed ones and the control rule from the spec's params validated by the component (when they no longer
     validate, or it cannot validate: the spec's params, all counted as changed, and no control)."""
     given = {k: v for k, v in spec.items() if k != "name"}
@@ -231,8 +263,10 @@ def registered_method(component: Any, spec: Mapping[str, Any]) -> MethodInfo:
         validated = component.validate_params(given)
         params, changed = params_record(validated)
         control = control_of(cls, validated)
+        reach = control_reach(cls)
     except Exception:  # noqa: BLE001 - changed params or a registry without validation: the spec as written
         params, changed, control = given, tuple(sorted(given)), None
+        reach = (MethodInfo.controls, MethodInfo.control_noun)
     return MethodInfo(
         is_pairwise(cls),
         describe_plugin(component.provenance()),
@@ -241,6 +275,7 @@ def registered_method(component: Any, spec: Mapping[str, Any]) -> MethodInfo:
         changed,
         control,
         method_scope(cls),
+        *reach,
     )
 
 

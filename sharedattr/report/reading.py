@@ -6,12 +6,16 @@ and the per-pair values of ``results.csv`` (:data:`~sharedattr.report.stats.Pair
 every sentence the report prints is derived from the numbers. Rankings use the means; a lead is
 *beyond noise* when a paired Wilcoxon signed-rank test on the pairs both methods scored gives
 p < 0.05 (:mod:`sharedattr.report.stats`). Every pairwise method is compared with the best
-*single-image baseline* (the best-ranked method that is not pairwise) on each metric and image.
+*single-image baseline* (the best-ranked method that is not pairwise) on each metric and image that ranks
+single-image methods.
 
 A *pairwise-only* metric (one that declares the score every single-image method gets by construction,
 ``single_image_value``, as ``reference_sensitivity`` does: 0) ranks the pairwise methods only: single-image methods
-are left out of its contests, of the family verdicts and of every comparison, and a pairwise method is compared on
-it with its own control (:meth:`~sharedattr.report.components.Components.controls_of`) instead of a baseline.
+are left out of its contests, of the family verdicts and of every comparison. On it, and on every metric of the
+``sharing`` family, a pairwise method is also compared with *each* of its controls the run scored
+(:meth:`~sharedattr.report.components.Components.controls_of`: its own control, e.g. ``parallel_backprop#2`` with
+``variant = "own"``, and a control of every pairwise method, e.g. the co-location control ``colocation``), each with
+its own paired test; on a pairwise-only metric with those controls only, never with a single-image method.
 """
 
 from __future__ import annotations
@@ -151,16 +155,20 @@ def contests(
 
 
 BASELINE = "the best single-image baseline"
-CONTROL = "its control"
+CONTROLLED_FAMILIES = ("sharing",)
+"""The families on whose metrics a pairwise method is compared with each of its controls (beside the best
+single-image baseline); on a pairwise-only metric of any family it is compared with its controls alone."""
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """A pairwise method against the best single-image baseline (or, on a pairwise-only metric, its control) on
-    one contest, with their paired test.
+    """A pairwise method against another method on one contest: the best single-image baseline, or one of its
+    controls (``control``), with their paired test.
 
     ``diff`` > 0 means the pairwise method is better (in the metric's direction), as does the test's.
-    ``against``: :data:`BASELINE` or :data:`CONTROL`.
+    ``against``: how the reading names the other side: :data:`BASELINE`, or the control's phrase
+    (:meth:`~sharedattr.report.components.Components.control_phrase`: ``its own control parallel_backprop#2``,
+    ``the co-location control colocation``).
     """
 
     contest: Contest
@@ -168,6 +176,7 @@ class Comparison:
     baseline: Score
     test: PairedTest | None = None
     against: str = BASELINE
+    control: bool = False
 
     @property
     def diff(self) -> float:
@@ -186,19 +195,53 @@ class Comparison:
 def versus_baseline(
     contest: Contest, method: str, components: Components, values: PairValues | None = None
 ) -> Comparison | None:
-    """``method`` against the best-ranked non-pairwise method of ``contest``; on a pairwise-only contest against
-    the best-ranked of its controls instead. None if either is missing (a control has no control)."""
+    """``method`` against the best-ranked single-image method of ``contest``; None if either is missing (always on
+    a pairwise-only contest, which ranks no single-image method)."""
     mine = next((s for s in contest.ranking if s.method == method), None)
-    if contest.pairwise_only:
-        controls = set(components.controls_of(method))
-        baseline = next((s for s in contest.ranking if s.method in controls), None)
-        against = CONTROL
-    else:
-        baseline = next((s for s in contest.ranking if not components.is_pairwise(s.method)), None)
-        against = BASELINE
+    baseline = next((s for s in contest.ranking if not components.is_pairwise(s.method)), None)
     if mine is None or baseline is None:
         return None
-    return Comparison(contest, mine, baseline, paired_comparison(values, mine, baseline), against)
+    return Comparison(contest, mine, baseline, paired_comparison(values, mine, baseline))
+
+
+def versus_controls(
+    contest: Contest, method: str, components: Components, values: PairValues | None = None
+) -> list[Comparison]:
+    """``method`` against each of its controls that ``contest`` ranks, in the run's order, each with its paired
+    test and named by its phrase; empty without a score of ``method`` or a control (a control has no control)."""
+    mine = next((s for s in contest.ranking if s.method == method), None)
+    if mine is None:
+        return []
+    scored = {s.method: s for s in contest.ranking}
+    return [
+        Comparison(
+            contest,
+            mine,
+            scored[label],
+            paired_comparison(values, mine, scored[label]),
+            components.control_phrase(method, label),
+            True,
+        )
+        for label in components.controls_of(method)
+        if label in scored
+    ]
+
+
+def compared_with_controls(contest: Contest, components: Components) -> bool:
+    """Whether pairwise methods are compared with their controls on ``contest``: a pairwise-only metric, or one of
+    the :data:`CONTROLLED_FAMILIES`."""
+    return contest.pairwise_only or components.family(contest.metric) in CONTROLLED_FAMILIES
+
+
+def comparisons_on(
+    contest: Contest, method: str, components: Components, values: PairValues | None = None
+) -> list[Comparison]:
+    """Every comparison of ``method`` on ``contest``: with the best single-image baseline (none on a pairwise-only
+    contest), then, on a sharing or pairwise-only metric, with each of its controls (:func:`versus_controls`)."""
+    out = [cmp] if (cmp := versus_baseline(contest, method, components, values)) is not None else []
+    if compared_with_controls(contest, components):
+        out += versus_controls(contest, method, components, values)
+    return out
 
 
 def mean_ranks(cs: Sequence[Contest]) -> list[tuple[str, float, int]]:
@@ -300,10 +343,11 @@ def contest_sentence(c: Contest) -> str:
 
 
 def comparison_sentence(cmp: Comparison) -> str:
-    """How a pairwise method compares with the best single-image baseline (or its control) on one contest."""
+    """How a pairwise method compares with the best single-image baseline (or one of its controls) on one
+    contest."""
     c, m, b = cmp.contest, cmp.method, cmp.baseline
-    role = " (its control)" if cmp.against == CONTROL else ""
-    head = f"{c.title}: {m.method} {_ms(m)} vs {b.method}{role} {_ms(b)}"
+    other = cmp.against if cmp.control else b.method
+    head = f"{c.title}: {m.method} {_ms(m)} vs {other} {_ms(b)}"
     size = "level by the means" if cmp.outcome == "level" else f"{cmp.outcome} by {fmt(abs(cmp.diff))}"
     return f"{head}: {size}; {noise_phrase(cmp.test)}."
 
@@ -334,8 +378,8 @@ def _where(comparisons: Sequence[Comparison]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Tally:
-    """How one pairwise method fared against the best baseline (or its controls) over every contest, and the
-    comparisons it won, lost and drew."""
+    """How one pairwise method fared against one other side (the best baseline, or one of its controls) over every
+    contest, and the comparisons it won, lost and drew."""
 
     method: str
     better: int
@@ -378,8 +422,8 @@ class Tally:
 
 def tally(comparisons: Sequence[Comparison], method: str, against: str = BASELINE, wording: str = "") -> Tally:
     """Count ``method``'s wins, losses and draws (and the clear ones) in its ``comparisons`` against ``against``
-    (:data:`BASELINE` or :data:`CONTROL`), and name each; ``wording``: how the sentence names the other side
-    (default: ``against``)."""
+    (:data:`BASELINE` or a control's phrase, :attr:`Comparison.against`), and name each; ``wording``: how the
+    sentence names the other side (default: ``against``)."""
     mine = [c for c in comparisons if c.method.method == method and c.against == against]
 
     def count(outcome: str, clear: bool = False) -> int:
@@ -406,9 +450,9 @@ def tally(comparisons: Sequence[Comparison], method: str, against: str = BASELIN
 
 @dataclass(frozen=True)
 class PairwiseReading:
-    """One pairwise method: its overall rank, its tally (against the best baseline, and on pairwise-only metrics
-    against its control), its comparisons (with one sentence each), and what it declares: whether it is a control
-    (``control``) and the scope its own benchmarks established (``scope``)."""
+    """One pairwise method: its overall rank, its tallies (against the best baseline, and on sharing and
+    pairwise-only metrics against each of its controls), its comparisons (with one sentence each), and what it
+    declares: whether it is a control (``control``) and the scope its own benchmarks established (``scope``)."""
 
     method: str
     rank: str
@@ -492,9 +536,9 @@ def pairwise_rank_sentence(method: str, cs: Sequence[Contest]) -> str:
 def read_pairwise(
     method: str, cs: Sequence[Contest], components: Components, values: PairValues | None = None
 ) -> PairwiseReading:
-    """How ``method`` ranks overall and compares with the best single-image baseline on each contest (and with its
-    control on each pairwise-only contest)."""
-    comparisons = [cmp for c in cs if (cmp := versus_baseline(c, method, components, values)) is not None]
+    """How ``method`` ranks overall and compares with the best single-image baseline on each contest, and with each
+    of its controls on each sharing or pairwise-only contest (:func:`comparisons_on`)."""
+    comparisons = [cmp for c in cs for cmp in comparisons_on(c, method, components, values)]
     rank = pairwise_rank_sentence(method, cs)
     info = components.methods.get(method)
     control, scope = (info.control, info.scope) if info else (None, None)
@@ -504,7 +548,7 @@ def read_pairwise(
         return PairwiseReading(
             method,
             rank,
-            "No single-image baseline was scored, so there is nothing to compare it with.",
+            " ".join(t for t in (nothing_to_compare(method, components), no_control_phrase(method, components)) if t),
             [],
             control,
             scope,
@@ -524,15 +568,34 @@ def read_pairwise(
 NOT_IN_HEADLINE = "no sharing, localisation or faithfulness metric compared it with another method."
 
 
+def nothing_to_compare(method: str, components: Components) -> str:
+    """Why ``method`` has no comparison: no single-image baseline was scored (and, for a method that is no control,
+    no control of it)."""
+    if components.control(method):
+        return "No single-image baseline was scored, so there is nothing to compare it with."
+    return "Neither a single-image baseline nor a control of it was scored, so there is nothing to compare it with."
+
+
+def no_control_phrase(method: str, components: Components) -> str:
+    """``parallel_backprop has no control in this run.`` for a method that is no control and has none among the
+    run's methods (:meth:`~sharedattr.report.components.Components.controls_of`); empty otherwise."""
+    if components.control(method) or components.controls_of(method):
+        return ""
+    return f"{method} has no control in this run."
+
+
 def tallies(comparisons: Sequence[Comparison], method: str, components: Components, detail: bool = True) -> str:
-    """``method``'s tally against the best baseline, then (on pairwise-only metrics) against its control; with
-    ``detail``, each names the results it wins, loses and draws."""
-    parts = [tally(comparisons, method).sentence(detail)] if any(c.against == BASELINE for c in comparisons) else []
-    if any(c.against == CONTROL for c in comparisons):
-        versus = _names(components.controls_of(method))
-        wording = f"{CONTROL} {versus}, on the pairwise-only metrics"
-        parts.append(tally(comparisons, method, CONTROL, wording).sentence(detail))
-    return " ".join(parts)
+    """``method``'s tally against the best baseline, then one against each of its controls (``Against its own
+    control parallel_backprop#2, …``, ``Against the co-location control colocation, …``), then, for a method with
+    no control in the run, a phrase that says so; with ``detail``, each names the results it wins, loses and
+    draws."""
+    sides = list(dict.fromkeys([BASELINE, *(c.against for c in comparisons)]))
+    parts = [
+        tally(comparisons, method, side).sentence(detail)
+        for side in sides
+        if any(c.against == side for c in comparisons)
+    ]
+    return " ".join([*parts, no_control_phrase(method, components)]).strip()
 
 
 NO_PAIRWISE = "No pairwise method (one that explains a driver and its reference together) in this run."
@@ -554,7 +617,8 @@ def read_summary(
     is pairwise-only (none declared: every method single-image, every metric ``other``); ``values`` are the
     per-pair values for the paired tests (None: noise cannot be judged). The headline gives each family's winner
     over the metrics that rank every method, then each pairwise method's wins and losses against the best
-    single-image baseline (and, on pairwise-only metrics, against its control) with its declared scope; a control
+    single-image baseline and (on sharing and pairwise-only metrics) against each of its controls, with its declared
+    scope; a control
     is named as one. It gives no overall rank: that is in :attr:`PairwiseReading.rank` for the detailed reading.
     """
     components = components or Components()

@@ -5,18 +5,30 @@ verdict says what the headline method wins and loses on, with its declared scope
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
 
+from sharedattr.attribution.colocation import Colocation, ColocationParams
 from sharedattr.attribution.engine import NamedMethod, NamedMetric
 from sharedattr.attribution.parallel_backprop import ParallelBackprop, ParallelBackpropParams
 from sharedattr.experiment.tables import summarise_results, write_components
 from sharedattr.metrics.sharing import ReferenceSensitivityMetric
-from sharedattr.plugins.contracts import AttributionMethod, Metric, control_of, method_scope, single_image_value
+from sharedattr.plugins.contracts import (
+    AttributionMethod,
+    Metric,
+    control_of,
+    control_reach,
+    method_scope,
+    single_image_value,
+)
 from sharedattr.plugins.loading import get_registry
 from sharedattr.report.components import Components, MethodInfo, MetricInfo, from_json, from_registry
-from sharedattr.report.reading import CONTROL, Score, contests, read_summary, versus_baseline
+from sharedattr.report.html import environment
+from sharedattr.report.reading import BASELINE, Score, comparisons_on, contests, read_summary, versus_baseline
+from sharedattr.report.sections.reading import comparison_row
+from sharedattr.report.sections.reading import reading as reading_section
 from sharedattr.report.stats import pair_values
 
 OWN = "parallel_backprop without sharing (s = w: the neuron's own map on the same path)"
@@ -186,11 +198,13 @@ def test_a_pairwise_only_metric_ranks_pairwise_methods_and_compares_with_the_con
     ref = cs["reference_sensitivity"]
     assert ref.pairwise_only and [s.method for s in ref.ranking] == ["parallel_backprop", "parallel_backprop#2"]
     assert len(cs["shared_part_selectivity"].ranking) == 4, "an ordinary metric ranks every method"
-    cmp = versus_baseline(ref, "parallel_backprop", DEMO, values)
-    assert cmp.against == CONTROL and cmp.baseline.method == "parallel_backprop#2" and cmp.outcome == "better"
-    assert versus_baseline(ref, "parallel_backprop#2", DEMO, values) is None, "the control has no control"
+    (cmp,) = comparisons_on(ref, "parallel_backprop", DEMO, values)
+    assert cmp.control and cmp.baseline.method == "parallel_backprop#2" and cmp.outcome == "better"
+    assert cmp.against == "its own control parallel_backprop#2"
+    assert versus_baseline(ref, "parallel_backprop", DEMO, values) is None, "no single-image method on it"
+    assert comparisons_on(ref, "parallel_backprop#2", DEMO, values) == [], "the control has no control"
     sps = versus_baseline(cs["shared_part_selectivity"], "parallel_backprop", DEMO, values)
-    assert sps.baseline.method == "occlusion" and sps.against != CONTROL
+    assert sps.baseline.method == "occlusion" and sps.against == BASELINE and not sps.control
 
 
 def test_the_verdict_says_what_the_method_wins_and_loses_on_without_a_misleading_tie_or_rank():
@@ -214,10 +228,10 @@ def test_the_verdict_says_what_the_method_wins_and_loses_on_without_a_misleading
     assert "it loses on deletion (driver beyond noise)" in method
     assert "it draws on shared_part_selectivity (driver)" in method
     assert (
-        "Against its control parallel_backprop#2, on the pairwise-only metrics, parallel_backprop is better on 1 of 1 "
-        "metric × image results (1 beyond noise)" in method
-    )
-    assert "it wins on reference_sensitivity (driver beyond noise)" in method
+        "Against its own control parallel_backprop#2, parallel_backprop is better on 2 of 2 metric × image results "
+        "(2 beyond noise)" in method
+    ), "issue 26: on every sharing metric, not only the pairwise-only one"
+    assert "it wins on reference_sensitivity (driver beyond noise) and shared_part_selectivity (driver beyond" in method
     assert method.endswith("Scope: on constructed pairs only.")
     control = reading.headline[4]
     assert (
@@ -273,3 +287,177 @@ def test_an_older_components_json_is_completed_from_the_installed_plugins(tmp_pa
     assert comps.methods["parallel_backprop#2"].changed == ("variant",)
     assert comps.pairwise_only("reference_sensitivity") and comps.family("reference_sensitivity") == "sharing"
     assert not comps.fallback, "components.json was read; only what it lacks came from the registry"
+
+
+# -- issue 26: each control, the co-location control of every pairwise method ------------------------------------
+def test_a_control_declares_what_it_controls_and_the_run_records_it(tmp_path):
+    assert control_reach(ParallelBackprop) == ("same", "control")
+    assert control_reach(Colocation) == ("any_pairwise", "co-location control")
+
+    class Odd(AttributionMethod):
+        controls: ClassVar[Any] = "everything"
+
+    with pytest.raises(TypeError, match="Odd.controls is 'everything'"):
+        control_reach(Odd)
+    methods = [
+        named("parallel_backprop"),
+        named("parallel_backprop#2", variant="own"),
+        NamedMethod("colocation", {"name": "colocation"}, lambda model: None, {}, ColocationParams(), Colocation),
+    ]
+    write_components(tmp_path, methods, [], {m.label: True for m in methods})
+    data = json.loads((tmp_path / "components.json").read_text())
+    assert data["methods"]["colocation"]["controls"] == "any_pairwise"
+    assert data["methods"]["colocation"]["control_noun"] == "co-location control"
+    assert data["methods"]["parallel_backprop#2"]["controls"] == "same"
+    comps = from_json(data)
+    assert comps.controls_of("parallel_backprop") == ["parallel_backprop#2", "colocation"]
+    assert comps.controls_of("colocation") == comps.controls_of("parallel_backprop#2") == [], "a control has none"
+    assert comps.control_phrase("parallel_backprop", "colocation") == "the co-location control colocation"
+    assert comps.control_phrase("parallel_backprop", "parallel_backprop#2") == "its own control parallel_backprop#2"
+    registry = from_registry(
+        [{"name": "parallel_backprop"}, {"name": "parallel_backprop", "variant": "own"}, {"name": "colocation"}],
+        [],
+        get_registry(),
+    )
+    assert registry.controls_of("parallel_backprop") == ["parallel_backprop#2", "colocation"], "spec.json alone"
+
+
+def test_an_older_components_json_without_the_key_reads_every_control_as_of_its_own_component():
+    """Documented in sharedattr.report.components: without ``controls``, colocation controls no other component."""
+    older = {
+        "methods": {
+            "parallel_backprop": {"spec": {"name": "parallel_backprop"}, "pairwise": True, "params": {}},
+            "parallel_backprop#2": {
+                "spec": {"name": "parallel_backprop", "variant": "own"},
+                "pairwise": True,
+                "params": {"variant": "own"},
+                "control": OWN,
+            },
+            "colocation": {"spec": {"name": "colocation"}, "pairwise": True, "params": {}, "control": COLOC},
+        }
+    }
+    comps = from_json(older)
+    assert comps.methods["colocation"].controls == "same"
+    assert comps.controls_of("parallel_backprop") == ["parallel_backprop#2"]
+
+
+COLOC = "co-location of the two images' own maps on the same path (no feature compared)"
+WITH_COLOCATION = Components(
+    methods={
+        "parallel_backprop": MethodInfo(True, name="parallel_backprop"),
+        "parallel_backprop#2": MethodInfo(True, name="parallel_backprop", control=OWN),
+        "colocation": MethodInfo(
+            True, name="colocation", control=COLOC, controls="any_pairwise", control_noun="co-location control"
+        ),
+        "saliency": MethodInfo(False, name="saliency"),
+    },
+    metrics={
+        "reference_sensitivity": MetricInfo("sharing", True, single_image_value=0.0),
+        "shared_part_selectivity": MetricInfo("sharing", True),
+        "deletion": MetricInfo("faithfulness", False),
+    },
+)
+
+
+def with_colocation() -> tuple[list[Score], Any]:
+    """parallel_backprop: beats its own control on both sharing metrics, loses to colocation on
+    shared_part_selectivity and is level with it on reference_sensitivity (the same values), beats saliency on
+    shared_part_selectivity and loses to it on deletion (lower is better)."""
+    return scored(
+        {
+            "reference_sensitivity": {
+                "parallel_backprop": [0.3 + e for e in E],
+                "parallel_backprop#2": [0.0] * 12,
+                "colocation": [0.3 + e for e in E],
+                "saliency": [0.0] * 12,
+            },
+            "shared_part_selectivity": {
+                "parallel_backprop": [0.6 + e for e in E],
+                "parallel_backprop#2": [0.5 + e for e in E],
+                "colocation": [0.7 + e for e in E],
+                "saliency": [0.4 + e for e in E],
+            },
+            "deletion": {
+                "parallel_backprop": [0.3 + e for e in E],
+                "parallel_backprop#2": [0.3 + e for e in E],
+                "colocation": [0.3 + e for e in E],
+                "saliency": [0.2 + e for e in E],
+            },
+        },
+        {"reference_sensitivity": True, "shared_part_selectivity": True, "deletion": False},
+    )
+
+
+def test_a_pairwise_method_is_compared_with_each_of_its_controls_on_the_sharing_metrics():
+    scores, values = with_colocation()
+    cs = {c.metric: c for c in contests(scores, values, WITH_COLOCATION)}
+    ref = comparisons_on(cs["reference_sensitivity"], "parallel_backprop", WITH_COLOCATION, values)
+    assert [(c.baseline.method, c.against, c.outcome) for c in ref] == [
+        ("parallel_backprop#2", "its own control parallel_backprop#2", "better"),
+        ("colocation", "the co-location control colocation", "level"),
+    ], "pairwise-only: each control, never the single-image method"
+    assert ref[0].beyond_noise() and ref[1].test.status == "level", "each with its own paired test"
+    sps = comparisons_on(cs["shared_part_selectivity"], "parallel_backprop", WITH_COLOCATION, values)
+    assert [(c.baseline.method, c.control, c.outcome, c.beyond_noise()) for c in sps] == [
+        ("saliency", False, "better", True),
+        ("parallel_backprop#2", True, "better", True),
+        ("colocation", True, "worse", True),
+    ], "a sharing metric: the best single-image baseline as well"
+    deletion = comparisons_on(cs["deletion"], "parallel_backprop", WITH_COLOCATION, values)
+    assert [c.baseline.method for c in deletion] == ["saliency"], "no control outside the sharing metrics"
+    for control in ("colocation", "parallel_backprop#2"):
+        for c in cs.values():
+            assert all(not cmp.control for cmp in comparisons_on(c, control, WITH_COLOCATION, values))
+    of_colocation = [cmp for c in cs.values() for cmp in comparisons_on(c, "colocation", WITH_COLOCATION, values)]
+    assert [c.baseline.method for c in of_colocation] == ["saliency", "saliency"], "never with itself"
+
+    reading = read_summary(scores, WITH_COLOCATION, values)
+    (method,) = [line for line in reading.headline if line.startswith("Against the best single-image baseline, pa")]
+    assert (
+        "Against the best single-image baseline, parallel_backprop is better on 1 of 2 metric × image results "
+        "(1 beyond noise), worse on 1 (1 beyond noise)." in method
+    )
+    assert "wins on shared_part_selectivity (driver beyond noise); it loses on deletion (driver beyond noise)" in method
+    assert "reference_sensitivity" not in method.split("Against its own control")[0], "no single-image 0 counted"
+    assert (
+        "Against its own control parallel_backprop#2, parallel_backprop is better on 2 of 2 metric × image results "
+        "(2 beyond noise), worse on 0 (0 beyond noise)." in method
+    )
+    assert (
+        "Against the co-location control colocation, parallel_backprop is better on 0 of 2 metric × image results "
+        "(0 beyond noise), worse on 1 (1 beyond noise) and level on 1. By metric (and image), it loses on "
+        "shared_part_selectivity (driver beyond noise); it draws on reference_sensitivity (driver)." in method
+    )
+    assert "has no control" not in method
+    assert (
+        f"colocation is the control of parallel_backprop ({COLOC}): compare with it, do not rank it as a method."
+        in reading.headline
+    )
+    (mine,) = [p for p in reading.pairwise if p.method == "parallel_backprop"]
+    rows = [comparison_row(c)["baseline"] for c in mine.comparisons]
+    assert rows.count("the co-location control colocation") == 2 and rows.count("saliency") == 2
+    assert any("vs the co-location control colocation 0.695 ± 0.0104: worse by 0.1" in s for s in mine.sentences)
+    section = reading_section(SimpleNamespace(reading=reading))
+    html = environment().get_template(section.template_name).render(section=section, v=section.view)
+    assert "parallel_backprop vs the best single-image baseline and its controls" in html
+    assert "<td>the co-location control colocation</td>" in html
+    assert "<td>its own control parallel_backprop#2</td>" in html
+
+
+def test_a_method_without_a_control_in_the_run_says_so():
+    scores, values = with_colocation()
+    alone = Components(
+        methods={m: WITH_COLOCATION.methods[m] for m in ("parallel_backprop", "saliency")},
+        metrics=WITH_COLOCATION.metrics,
+    )
+    kept = [s for s in scores if s.method in alone.methods]
+    reading = read_summary(kept, alone, values)
+    (method,) = [line for line in reading.headline if "parallel_backprop is better" in line]
+    assert method.endswith("parallel_backprop has no control in this run.")
+    assert "Against its own control" not in method and "co-location" not in method
+    only = [s for s in scores if s.method == "parallel_backprop"]
+    (reading,) = read_summary(only, alone, values).pairwise
+    assert reading.tally == (
+        "Neither a single-image baseline nor a control of it was scored, so there is nothing to compare it with. "
+        "parallel_backprop has no control in this run."
+    )

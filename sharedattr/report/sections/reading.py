@@ -1,19 +1,21 @@
 """7. Who won: each metric's winner and whether its lead is beyond noise; each pairwise method against the best
-single-image baseline (the sentences of :mod:`sharedattr.report.reading`)."""
+single-image baseline and, on sharing and pairwise-only metrics, each of its controls (the sentences of
+:mod:`sharedattr.report.reading`)."""
 
 from __future__ import annotations
 
 import math
 
 from sharedattr.report.html import mean_sem, num
-from sharedattr.report.reading import CONTROL, NO_PAIRWISE, Comparison, arrow, comparison_reading, fmt, p_value
+from sharedattr.report.reading import NO_PAIRWISE, Comparison, arrow, comparison_reading, fmt, p_value
 from sharedattr.report.sections.context import Context
 from sharedattr.report.sections.view import Section, SectionKind
 from sharedattr.report.stats import ALPHA, CONFIDENCE, TEST_NAME, min_nonzero
 
 
 def comparison_row(c: Comparison) -> dict[str, str]:
-    """One row of a pairwise method's table against the best single-image baseline."""
+    """One row of a pairwise method's table: against the best single-image baseline, or one of its controls (named
+    by its phrase: ``its own control parallel_backprop#2``)."""
     t = c.test
     effect = (
         "–"
@@ -24,7 +26,7 @@ def comparison_row(c: Comparison) -> dict[str, str]:
         "metric": f"{c.contest.metric} {arrow(c.contest.higher_is_better)}",
         "image": c.contest.image,
         "score": mean_sem(c.method.mean, c.method.sem),
-        "baseline": f"{c.baseline.method} (its control)" if c.against == CONTROL else c.baseline.method,
+        "baseline": c.against if c.control else c.baseline.method,
         "baseline_score": mean_sem(c.baseline.mean, c.baseline.sem),
         "diff": num(abs(c.diff)),
         "effect": effect,
@@ -36,7 +38,8 @@ def comparison_row(c: Comparison) -> dict[str, str]:
 
 
 def reading(ctx: Context) -> Section:
-    """Who won each metric and whether the lead is beyond noise; each pairwise method vs the best baseline."""
+    """Who won each metric and whether the lead is beyond noise; each pairwise method vs the best baseline and its
+    controls."""
     rd = ctx.reading
     if not rd.contests:
         return SECTION.section({"headline": rd.headline}, "reading_empty.html.j2")
@@ -46,7 +49,7 @@ def reading(ctx: Context) -> Section:
             "summary": " ".join(
                 t for t in (p.rank, p.tally, f"Control: {p.control}." if p.control else "", p.scope_sentence) if t
             ),
-            "controlled": any(c.against == CONTROL for c in p.comparisons),
+            "controlled": any(c.control for c in p.comparisons),
             "rows": [comparison_row(c) for c in p.comparisons],
         }
         for p in rd.pairwise
