@@ -64,6 +64,9 @@ name = "parallel_backprop"   # the control: s = w, the neuron's own map on the s
 variant = "own"
 
 [[methods]]
+name = "colocation"          # the co-location control: own maps multiplied, no feature compared
+
+[[methods]]
 name = "saliency"
 
 [[methods]]
