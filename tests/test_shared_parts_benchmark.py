@@ -71,3 +71,23 @@ def test_undefined_maps_count_as_zero_where_the_truth_is_defined():
     assert m["undefined"].to_dict() == {("driver SPS", "a"): True, ("driver SPS", "b"): False, ("RS (head)", "a"): True}
     chance = out[out["method"] == shared_parts.CHANCE]
     assert list(chance["pair"]) == ["a", "b"] and list(chance["value"]) == [0.3, 0.4]
+
+
+def test_every_pairwise_entry_runs_beside_its_own_control(monkeypatch):
+    """Each list's pairwise methods come with the control they are tested against; a share_at entry on the layer
+    path reads its map at that layer, so its control is own read there (not own at the readout layer)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import shared_parts
+
+    for methods in (shared_parts.PB_MAIN, shared_parts.PB_SWEEP, shared_parts.PB_QUICK):
+        labels = {label for label, _ in methods}
+        for label in labels:
+            assert set(shared_parts.controls(label)) <= labels, label
+    share_at = "PB (positive, dimension, layer, share_at=block2)"
+    assert shared_parts.controls(share_at)[0] == "PB (own, layer, share_at=block2)"
+    assert shared_parts.controls("PB (product, correspondence, layer)")[0] == "PB (own, layer)"
+    assert [label for label, _ in shared_parts.PB_QUICK] == [
+        "PB (product, dimension, layer)",
+        "PB (own, layer)",
+        "colocation (layer)",
+    ]
