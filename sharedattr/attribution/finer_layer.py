@@ -26,9 +26,12 @@ from sharedattr.runtime.errors import UserError
 
 class GatedPass:
     """One pass through a :class:`FinerLayer`: the layer's ``activations`` (one tensor per call) and the ``gate``
-    (``None``: the gradient passes unchanged) that multiplies the gradient reaching them in a backward pass."""
+    (``None``: the gradient passes unchanged) that multiplies the gradient reaching them in a backward pass. With
+    ``leaf``, each activation is detached into a leaf that requires grad: the pass is differentiable from the layer
+    on, and nothing before it is recorded (for gradients that stop at the layer)."""
 
-    def __init__(self) -> None:
+    def __init__(self, leaf: bool = False) -> None:
+        self.leaf = leaf
         self.activations: list[Tensor] = []
         self.gate: Tensor | None = None
 
@@ -75,21 +78,25 @@ class FinerLayer:
         module.register_forward_hook(self._record)
         self._check()
 
-    def _record(self, module: nn.Module, inputs: object, output: Tensor) -> None:
+    def _record(self, module: nn.Module, inputs: object, output: Tensor) -> Tensor | None:
         state = getattr(self._local, "state", None)
         if state is None:
-            return
+            return None
         if not isinstance(output, Tensor):
             kind = type(output).__name__
             raise UserError(f"{self.field} = {self.layer!r}: that layer's output is a {kind}, not a tensor")
+        if state.leaf:
+            output = output.detach().requires_grad_(True)
         state.activations.append(output)
         if output.requires_grad:
             output.register_hook(state.gated)
+        return output
 
     @contextmanager
-    def capture(self) -> Iterator[GatedPass]:
-        """Record the layer's output in the passes run inside (on this thread); yields their :class:`GatedPass`."""
-        state = GatedPass()
+    def capture(self, leaf: bool = False) -> Iterator[GatedPass]:
+        """Record the layer's output in the passes run inside (on this thread); yields their :class:`GatedPass`
+        (``leaf``: the output is a fresh leaf, so gradients stop there)."""
+        state = GatedPass(leaf)
         self._local.state = state
         try:
             yield state

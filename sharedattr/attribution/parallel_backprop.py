@@ -544,8 +544,9 @@ class ParallelBackprop(Configurable, PairwiseAttribution):
         (layer path). Returns the two halves' maps and the first images' objective weights ``[b, D]``."""
         b = targets.shape[0] // 2
         network, finer = self.finer.network, self.finer
-        x = both.requires_grad_(True)  # a fresh tensor: torch.cat copied the inputs
-        with finer.capture() as state:
+        pixels = self.params.path == "gradient"
+        x = both.requires_grad_(pixels)  # a fresh tensor: torch.cat copied the inputs
+        with finer.capture(leaf=not pixels) as state:  # the layer path's gradients stop at G
             latents = network.latents(x)
         g = state.activation
         if g.dim() != 4:
@@ -556,7 +557,6 @@ class ParallelBackprop(Configurable, PairwiseAttribution):
         z = pooled_for_targets(network, latents, targets)  # [2b, D]
         w = self._weights(targets[:b], z.device) if override is None else override.to(z.device).detach()
         objective = (z * torch.cat([w, w])).sum()
-        pixels = self.params.path == "gradient"
         (d_g,) = torch.autograd.grad(objective, g, retain_graph=pixels)
         contributions = (d_g * g).detach()  # c = ∂y/∂G ⊙ G, [2b, K', H', W']
         gate_a, gate_b = finer_gates(contributions[:b], contributions[b:], g[:b].detach(), g[b:].detach(), self.params)
