@@ -53,8 +53,9 @@ class WiderBackbone(TinyBackbone):
 def fitted(backbone: nn.Module, readout: nn.Module | None = None, n_neurons: int = 3) -> EncodingModel:
     """``backbone`` + a readout fitted to planted linear responses of 48 random images."""
     g = torch.Generator().manual_seed(0)
+    size = tuple(backbone.input_size)
     with torch.no_grad():
-        latents = backbone(backbone.preprocess(torch.rand(48, 3, 16, 16, generator=g)))
+        latents = backbone(backbone.preprocess(torch.rand(48, 3, *size, generator=g)))
     responses = latents.flatten(1) @ torch.randn(latents[0].numel(), n_neurons, generator=g)
     readout = RidgeReadout(folds=3) if readout is None else readout
     return EncodingModel(backbone, readout.fit(latents, responses)).eval()
@@ -390,5 +391,22 @@ def test_share_at_reaches_named_layers_of_the_shipped_backbone():
     )
     assert result.ooc.shape == (2, 1, 32, 32) and torch.isfinite(result.ooc).all()
     for layer, why in (("block3", "readout layer"), ("block4", "not a module")):
+        with pytest.raises(UserError, match=why):
+            ParallelBackprop(model, share_at=layer)
+
+
+def test_share_at_reaches_graph_nodes_of_a_torchvision_backbone():
+    """torchvision backbones are FX graphs: share_at taps a module's last node there (as Grad-CAM's layer does)."""
+    from sharedattr.encoding.backbones.torchvision_models import TorchvisionBackbone
+
+    backbone = TorchvisionBackbone(model="resnet18", layer="layer3", input_size=32)
+    model = fitted(backbone, n_neurons=2)
+    x_a, x_b = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    own = ParallelBackprop(model, share_at="layer2", path="gradient", variant="own").attribute((x_a, x_b), target=1)
+    expected = own_gradient(model, x_a, torch.tensor([1, 1]))  # a deep network: float32 sums in other orders
+    torch.testing.assert_close(own.ooc, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
+    shared = ParallelBackprop(model, share_at="layer2.1", variant="positive").attribute((x_a, x_b), target=1)
+    assert shared.ooc.shape == (2, 1, 32, 32) and torch.isfinite(shared.ooc).all()
+    for layer, why in (("layer3", "readout layer"), ("layer4", "did you mean 'layer3'")):
         with pytest.raises(UserError, match=why):
             ParallelBackprop(model, share_at=layer)
