@@ -132,6 +132,8 @@ def pb(variant: str, sharing: str = "dimension", path: str = "gradient", **extra
         spec |= {"n_steps": STEPS, "baseline": 0.0}
     tag = ", ".join([variant, *([sharing] if variant != "own" else []), path, *(f"{k}={v}" for k, v in extra.items())])
     PATHS[f"PB ({tag})"] = path
+    if path == "layer" and "share_at" in extra:  # read at that layer: its control is own read there too
+        OWN[f"PB ({tag})"] = f"PB (own, layer, share_at={extra['share_at']})"
     return f"PB ({tag})", spec
 
 
@@ -146,9 +148,19 @@ def control(path: str) -> str:
     return f"PB (own, {path})"
 
 
+OWN: dict[str, str] = {}
+"""The own-objective control of a label when it is not ``control(path)`` (share_at on the layer path)."""
+FINER = "block2"
+"""share_at of the multi-layer sharing entries: the insilico_cnn block before the readout layer (block3)."""
+
+
+def own_control(method: str) -> str:
+    return OWN.get(method, control(PATHS[method]))
+
+
 def controls(method: str) -> list[str]:
     """The controls of a pairwise method: its own objective and the co-location control on its path."""
-    return [control(PATHS[method]), f"colocation ({PATHS[method]})"]
+    return [own_control(method), f"colocation ({PATHS[method]})"]
 
 
 def is_control(method: str) -> bool:
@@ -170,6 +182,11 @@ PB_MAIN = [  # the gradient and layer paths: about the cost of a saliency map pe
     pb("positive", "channel", "layer"),
     pb("own", path="layer"),
     colocation("layer"),
+    pb("product", "correspondence", "layer"),
+    pb("positive", "correspondence", "layer"),
+    pb("product", path="layer", share_at=FINER),
+    pb("positive", path="layer", share_at=FINER),
+    pb("own", path="layer", share_at=FINER),
 ]
 PB_SWEEP = (
     [
@@ -186,6 +203,9 @@ PB_SWEEP = (
     ]
     + [pb("own", path=path) for path in ("gradient", "ig", "layer")]
     + [colocation(path) for path in ("gradient", "ig", "layer")]
+    + [pb(variant, "correspondence", path) for path in ("gradient", "layer") for variant in ("product", "positive")]
+    + [pb(variant, path=path, share_at=FINER) for path in ("gradient", "layer") for variant in ("product", "positive")]
+    + [pb("own", path="layer", share_at=FINER)]
 )
 PB_QUICK = [pb("product", path="layer"), pb("own", path="layer"), colocation("layer")]
 """--quick: the default, its control and the co-location control (with saliency and Grad-CAM)."""
@@ -497,7 +517,7 @@ def weighting_table(tables: dict[Cell, pd.DataFrame], variants: list[str], alpha
     header = " | ".join(f"{t} ({p})" for t in TEST_NAMES for p in POSITIONS)
     lines = [f"| variant | control | {header} |", "|---" * (2 + 2 * len(TEST_NAMES)) + "|"]
     for v in variants:
-        own = control(PATHS[v])
+        own = own_control(v)
         if is_control(v):
             continue
         row = []
@@ -571,7 +591,17 @@ def peak_memory_gib() -> float:
 ZOO_BASELINES = [b for b in BASELINES if b[0] not in ("smoothgrad", "gradient_shap")]
 """The zoo run's single-image baselines: smoothgrad and gradient_shap (noise averages of saliency and IG, 16 passes
 each) are left out for time, as pre-registered."""
-PB_ZOO = [pb("product", path="layer"), pb("positive", path="layer"), pb("own", path="layer"), colocation("layer")]
+PB_ZOO = [
+    pb("product", path="layer"),
+    pb("positive", path="layer"),
+    pb("product", "correspondence", "layer"),
+    pb("positive", "correspondence", "layer"),
+    pb("product", path="layer", share_at=FINER),
+    pb("positive", path="layer", share_at=FINER),
+    pb("own", path="layer"),
+    pb("own", path="layer", share_at=FINER),
+    colocation("layer"),
+]
 """The zoo run's pairwise methods on the layer path: the candidates, their own control and the co-location control."""
 ZOO_RUN = {"fit_seeds": [0, 1, 2], "pair_seeds": [7, 11], "pairs": 10, "layouts": ["pixel", "beside"],
            "also": {"insilico-v1": ["repainted"]}}  # fmt: skip

@@ -95,3 +95,23 @@ def test_a_second_run_reads_the_stored_units_and_pools_several(tmp_path, capsys,
     frame = pd.read_csv(stored)
     assert {"occlusion", "saliency", shared_parts.CHANCE} <= set(frame["method"])
     assert not frame.duplicated(["test", "position", "neuron", "pair", "method"]).any()
+
+
+def test_every_pairwise_entry_runs_beside_its_own_control(monkeypatch):
+    """Each list's pairwise methods come with the control they are tested against; a share_at entry on the layer
+    path reads its map at that layer, so its control is own read there (not own at the readout layer)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import shared_parts
+
+    for methods in (shared_parts.PB_MAIN, shared_parts.PB_SWEEP, shared_parts.PB_QUICK, shared_parts.PB_ZOO):
+        labels = {label for label, _ in methods}
+        for label in labels:
+            assert set(shared_parts.controls(label)) <= labels, label
+    share_at = "PB (positive, dimension, layer, share_at=block2)"
+    assert shared_parts.controls(share_at)[0] == "PB (own, layer, share_at=block2)"
+    assert shared_parts.controls("PB (product, correspondence, layer)")[0] == "PB (own, layer)"
+    assert [label for label, _ in shared_parts.PB_QUICK] == [
+        "PB (product, dimension, layer)",
+        "PB (own, layer)",
+        "colocation (layer)",
+    ]

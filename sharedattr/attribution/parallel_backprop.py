@@ -14,6 +14,13 @@ channel's contribution pooled over its positions, ``C_k(x) = Σ_{d ∈ k} w_d z_
 dimension of channel ``k`` gets ``s_d = w_d · g_k(C_k(x_a), C_k(x_b))``, so a part shared at
 different places in the two images is still shared (:func:`channel_shared_weights`). The
 ``own`` variant, ``s = w``, is the control: the neuron's own objective along the same path.
+With ``sharing="correspondence"`` each cell of one image's feature map is compared with its best feature match
+anywhere in the partner (:func:`correspondence_shared_weights`): moves are tolerated as by channel pooling, but *where*
+is kept, and each image is backpropagated with its own ``s`` (``s_a`` for ``a``, ``s_b`` for ``b``). With ``share_at``
+(a backbone layer ``G`` before its output) what is shared is decided there instead, per unit of ``G``, from the units'
+contributions ``c = ∂y/∂G ⊙ G`` to the neuron's own objective ``y = ⟨w_n, z_n⟩``, and ``y`` is propagated through the
+shared units only (:func:`finer_gates`; the layer is tapped on a private copy:
+:mod:`~sharedattr.attribution.finer_layer`).
 The ``ig`` path integrates the same objective along a straight line from a baseline image,
 ``(x − x₀) ⊙ ∫₀¹ ∂⟨s, z_n(x₀ + α(x − x₀))⟩/∂x dα`` (Gauss–Legendre quadrature). The ``layer``
 path stops at the backbone's output ``F(x)`` ``[K, h, w]``, as Grad-CAM does: the map is
@@ -33,17 +40,20 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from sharedattr.attribution.correspondence import best_matches, realign
+from sharedattr.attribution.finer_layer import FinerLayer
 from sharedattr.encoding.channels import channel_contributions, dimension_channels
 from sharedattr.plugins.contracts import PairwiseAttribution, ReadoutModule, declared
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import MAX_STEPS, Configurable, Params, register_components
+from sharedattr.runtime.errors import UserError
 
 Variant = Literal["product", "positive", "min", "mask", "own"]
 Path = Literal["gradient", "ig", "layer"]
-Sharing = Literal["dimension", "channel"]
+Sharing = Literal["dimension", "channel", "correspondence"]
 Reduction = Literal["none", "sum", "abs_sum"]
 
 
@@ -54,7 +64,10 @@ class SharedAttribution(NamedTuple):
     ``[B, 1, H, W]`` on the ``layer`` path, ``[B, C, H, W]`` on the others (``[B, 1, H, W]`` after a
     channel reduction). ``shared``: the shared
     weights ``s`` ``[B, D]`` that were backpropagated (inspect which latent dimensions the
-    two images share). Indexing works as for Captum's tuple outputs: ``result[0]`` is ``ooc``.
+    two images share); with ``sharing="correspondence"`` those of the first image, ``s_a`` (the reference's,
+    ``s_b``, are ``shared`` of the swapped pair); with ``share_at``, the weights of the objective, ``w_n``
+    (the sharing is a gate at the finer layer). Indexing works as for Captum's tuple outputs: ``result[0]`` is
+    ``ooc``.
     """
 
     ooc: Tensor
@@ -99,35 +112,125 @@ def shared_mask(c_a: Tensor, c_b: Tensor, threshold: float) -> Tensor:
     return ((c_a > t_a) & (c_b > t_b)).to(c_a.dtype)
 
 
+def contribution_gate(c_a: Tensor, c_b: Tensor, variant: Variant = "positive", mask_threshold: float = 0.0) -> Tensor:
+    """The gate ``g`` ``[B, U]`` of units whose contributions ``c_a``, ``c_b`` ``[B, U]`` to the neuron both images
+    share, by ``variant``:
+
+    - ``product``: ``c_a c_b``;
+    - ``positive``: ``c_a c_b`` where both are > 0, else 0 (units that drive the neuron in both images);
+    - ``min``: ``min(c_a, c_b)`` where both are > 0, else 0;
+    - ``mask``: ``1[c_a > t·max c_a ∧ c_b > t·max c_b]``;
+    - ``own``: 1.
+
+    ``positive``, ``min`` and ``mask`` are sign-safe: a unit whose contribution is ≤ 0 in either image gets 0.
+
+    >>> import torch
+    >>> contribution_gate(torch.tensor([[2.0, -1.0, 3.0]]), torch.tensor([[4.0, -5.0, 1.0]]), "min").tolist()
+    [[2.0, 0.0, 1.0]]
+    """
+    if variant == "own":
+        return torch.ones_like(c_a)
+    both = (c_a > 0) & (c_b > 0)
+    if variant == "product":
+        return c_a * c_b
+    if variant == "positive":
+        return torch.where(both, c_a * c_b, torch.zeros_like(c_a))
+    if variant == "min":
+        return torch.where(both, torch.minimum(c_a, c_b), torch.zeros_like(c_a))
+    if variant == "mask":
+        return shared_mask(c_a, c_b, mask_threshold)
+    raise ValueError(f"unknown shared-weight variant {variant!r}; use product, positive, min, mask or own")
+
+
 def channel_shared_weights(
     w: Tensor, z_a: Tensor, z_b: Tensor, channels: Tensor, variant: Variant = "positive", mask_threshold: float = 0.0
 ) -> Tensor:
     """Position-tolerant shared weights ``s`` ``[B, D]``: what is shared is decided per latent *channel*, from each
     image's channel contributions ``C_k`` (:func:`channel_contributions`, pooled over the channel's positions), and
     every dimension of a channel gets ``s_d = w_d · g_k``, so ``⟨s, z(x)⟩ = Σ_k g_k C_k(x)`` backpropagates through
-    each image's own positions. ``g_k`` by ``variant``:
-
-    - ``product``: ``C_k(a) C_k(b)``;
-    - ``positive``: ``C_k(a) C_k(b)`` where both are > 0, else 0 (channels that drive the neuron in both images);
-    - ``min``: ``min(C_k(a), C_k(b))`` where both are > 0, else 0;
-    - ``mask``: ``1[C_k(a) > t·max C(a) ∧ C_k(b) > t·max C(b)]``;
-    - ``own``: 1 (``s = w``).
+    each image's own positions. ``g_k = contribution_gate(C(a), C(b), variant)`` (:func:`contribution_gate`:
+    ``product`` ``C_k(a) C_k(b)``; ``positive`` that where both are > 0; ``min`` ``min(C_k(a), C_k(b))`` where both
+    are > 0; ``mask`` ``1[C_k(a) > t·max C(a) ∧ C_k(b) > t·max C(b)]``); ``own``: ``s = w``.
     """
     if variant == "own":
         return w.expand_as(z_a).clone()
     c_a, c_b = channel_contributions(w * z_a, channels), channel_contributions(w * z_b, channels)
-    both = (c_a > 0) & (c_b > 0)
-    if variant == "product":
-        g = c_a * c_b
-    elif variant == "positive":
-        g = torch.where(both, c_a * c_b, torch.zeros_like(c_a))
-    elif variant == "min":
-        g = torch.where(both, torch.minimum(c_a, c_b), torch.zeros_like(c_a))
-    elif variant == "mask":
-        g = shared_mask(c_a, c_b, mask_threshold)
-    else:
-        raise ValueError(f"unknown shared-weight variant {variant!r}; use product, positive, min, mask or own")
+    g = contribution_gate(c_a, c_b, variant, mask_threshold)
     return w * g[:, channels]
+
+
+def correspondence_shared_weights(
+    w: Tensor,
+    f_a: Tensor,
+    f_b: Tensor,
+    variant: Variant = "product",
+    mask_threshold: float = 0.0,
+    weight_by_match: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Move-tolerant shared weights ``(s_a, s_b)``, each ``[B, K·h·w]``, for weights ``w`` ``[B, K·h·w]`` on the
+    flattened feature maps ``f_a``, ``f_b`` ``[B, K, h, w]`` of the two images (``z = f.flatten(1)``).
+
+    Each cell ``i`` of ``a`` is compared with its best feature match ``j*(i)`` anywhere in ``b``
+    (:func:`~sharedattr.attribution.correspondence.best_matches`): ``ž_b[:, i] = z_b[:, j*(i)]`` and
+    ``s_a = shared_weights(w, z_a, ž_b, variant)``; symmetrically ``s_b`` from ``b``'s cells matched in ``a``. With
+    ``weight_by_match`` every cell's weights are multiplied by ``cos⁺`` of its match (a cell whose best match is a
+    poor one counts less). ``own``: ``s_a = s_b = w``. Swapping ``a`` and ``b`` swaps ``s_a`` and ``s_b``.
+
+    >>> import torch
+    >>> f = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])  # [1, K=2, 1, 2]
+    >>> s_a, s_b = correspondence_shared_weights(torch.ones(1, 4), f, f.flip(-1))  # the partner's cells swapped
+    >>> s_a.tolist()  # each cell of a meets itself in b: z_a ⊙ ž_b = z_a²
+    [[1.0, 0.0, 0.0, 4.0]]
+    """
+    if variant == "own":
+        return w.expand(f_a.shape[0], -1).clone(), w.expand(f_b.shape[0], -1).clone()
+
+    def one_side(f_own: Tensor, f_partner: Tensor) -> Tensor:
+        matches = best_matches(f_own, f_partner)
+        s = shared_weights(w, f_own.flatten(1), realign(f_partner, matches.index).flatten(1), variant, mask_threshold)
+        if weight_by_match:
+            s = (s.view(f_own.shape[0], f_own.shape[1], -1) * matches.cosine.clamp(min=0)[:, None]).flatten(1)
+        return s
+
+    return one_side(f_a, f_b), one_side(f_b, f_a)
+
+
+def finer_gates(
+    c_a: Tensor, c_b: Tensor, g_a: Tensor, g_b: Tensor, params: ParallelBackpropParams
+) -> tuple[Tensor, Tensor]:
+    """The gates ``(gate_a, gate_b)`` ``[B, K', H', W']`` of the units of a finer layer (``share_at``), from the
+    units' contributions ``c = ∂y/∂G ⊙ G`` (``c_a``, ``c_b``) and activations ``G`` (``g_a``, ``g_b``), all
+    ``[B, K', H', W']``, by ``params.sharing``, with :func:`contribution_gate` of ``params.variant``:
+
+    - ``dimension``: per unit, ``contribution_gate(c_a, c_b)`` (one gate for both images);
+    - ``channel``: per channel, from the contributions summed over positions, every position of a channel alike;
+    - ``correspondence``: each cell ``i`` of ``a`` against its best feature match in ``b`` by the activations ``G``,
+      ``contribution_gate(c_a[:, i], c_b[:, j*(i)])`` (times ``cos⁺`` of the match with ``weight_by_match``), and
+      symmetrically for ``b``.
+
+    >>> import torch
+    >>> c = torch.tensor([[[[1.0, -2.0]]]])  # [1, 1, 1, 2]
+    >>> finer_gates(c, c, c, c, ParallelBackpropParams(variant="positive"))[0].flatten().tolist()
+    [1.0, 0.0]
+    """
+    variant, threshold = params.variant, params.mask_threshold
+    if params.sharing == "dimension":
+        gate = contribution_gate(c_a.flatten(1), c_b.flatten(1), variant, threshold).view_as(c_a)
+        return gate, gate
+    if params.sharing == "channel":
+        gate = contribution_gate(c_a.sum(dim=(2, 3)), c_b.sum(dim=(2, 3)), variant, threshold)
+        gate = gate[..., None, None].expand_as(c_a).contiguous()
+        return gate, gate
+
+    def one_side(c_own: Tensor, c_partner: Tensor, f_own: Tensor, f_partner: Tensor) -> Tensor:
+        matches = best_matches(f_own, f_partner)
+        matched = realign(c_partner, matches.index)
+        gate = contribution_gate(c_own.flatten(1), matched.flatten(1), variant, threshold).view_as(c_own)
+        if params.weight_by_match and variant != "own":
+            gate = gate * matches.cosine.clamp(min=0).view(c_own.shape[0], 1, *c_own.shape[2:])
+        return gate
+
+    return one_side(c_a, c_b, g_a, g_b), one_side(c_b, c_a, g_b, g_a)
 
 
 def gaussian_smooth(maps: Tensor, sigma: float) -> Tensor:
@@ -181,6 +284,21 @@ def pooled_for_targets(model: nn.Module, latents: Tensor, targets: Tensor) -> Te
     return pooled[torch.arange(latents.shape[0], device=pooled.device), targets]
 
 
+def check_flattened_feature_map(readout: nn.Module, z: Tensor, latents: Tensor | None) -> None:
+    """A :class:`UserError` unless each neuron's vector ``z`` ``[B, D]`` is the flattened feature map ``latents``
+    ``[B, K, h, w]`` (what ``sharing = "correspondence"`` realigns cell by cell), e.g. ridge with pooling none."""
+    if latents is not None and latents.dim() == 4 and z.shape == latents.flatten(1).shape:
+        if torch.equal(z, latents.flatten(1).to(z.dtype)):
+            return
+    shape = "?" if latents is None else tuple(latents.shape[1:])
+    raise UserError(
+        f"parallel_backprop.sharing = 'correspondence' needs a readout whose vector z_n is the flattened feature map "
+        f"[K, h, w] of the backbone (e.g. ridge with pooling = 'none'); the {type(readout).__name__} readout gives "
+        f"{z.shape[-1]} dimensions for latents {shape}. Use sharing = 'channel' or 'dimension', or set share_at to "
+        "compare cells at a backbone layer"
+    )
+
+
 def _targets(target: Any, batch: int, device: torch.device) -> Tensor:
     """Captum-style ``target`` (int, sequence or tensor) → ``[B]`` long tensor of neuron indices."""
     if target is None:
@@ -204,7 +322,19 @@ class ParallelBackpropParams(Params):
     sharing: Sharing = Field(
         "dimension",
         description="What is compared between the two images: each latent dimension (channel × position for "
-        "flattened latents), or each channel's contribution pooled over positions (position-tolerant).",
+        "flattened latents), each channel's contribution pooled over positions (position-tolerant), or each cell "
+        "against its best feature match anywhere in the partner (correspondence: move-tolerant, keeps where; needs "
+        "a readout on the flattened feature map, e.g. ridge with pooling none, unless share_at is set).",
+    )
+    weight_by_match: bool = Field(
+        False,
+        description="sharing = correspondence: multiply each cell's shared weights by cos⁺ of its best match.",
+    )
+    share_at: str | None = Field(
+        None,
+        description="A backbone layer before its output (e.g. 'block2' of insilico_cnn cut at block3): decide there "
+        "which units both images share, from their contributions ∂y/∂G ⊙ G to the neuron's own objective y, and "
+        "propagate y through the shared units only (gradient and layer paths; null = share at the readout).",
     )
     mask_threshold: float = Field(
         0.0,
@@ -234,6 +364,14 @@ class ParallelBackpropParams(Params):
         None, ge=1, description="Items (pairs) per forward/backward pass; bounds memory (null = all at once)."
     )
 
+    @model_validator(mode="after")
+    def _consistent(self) -> ParallelBackpropParams:
+        if self.share_at is not None and self.path == "ig":
+            raise ValueError("share_at works on the gradient and layer paths; use path = 'gradient' or 'layer'")
+        if self.weight_by_match and self.sharing != "correspondence":
+            raise ValueError("weight_by_match applies to sharing = 'correspondence' only; set sharing or drop it")
+        return self
+
 
 class ParallelBackprop(Configurable, PairwiseAttribution):
     """Parallel backpropagation of a driver/reference pair through their shared latent features.
@@ -261,11 +399,19 @@ class ParallelBackprop(Configurable, PairwiseAttribution):
         self.model = model
         self.params: ParallelBackpropParams = self.resolve_params(params, overrides)
         self.pass_limit: int | None = None
+        self.finer = None if self.params.share_at is None else FinerLayer(model, self.params.share_at)
 
     @classmethod
     def control_of(cls, params: ParallelBackpropParams) -> str | None:
         """``variant = "own"`` (``s = w``) is the control of the shared variants: the neuron's own map on the same
-        path, whatever the two images share; None for every other variant."""
+        path, whatever the two images share (with ``sharing = "correspondence"`` too: ``s_a = s_b = w``); with
+        ``share_at`` it is the ungated own objective through the same layer (gate 1): on the gradient path the plain
+        own gradient, on the layer path the own contribution map read at that layer. None for every other variant."""
+        if params.variant == "own" and params.share_at is not None:
+            return (
+                f"parallel_backprop without sharing at {params.share_at} (gate 1: the neuron's own objective through "
+                "the same layer, on the same path)"
+            )
         if params.variant == "own":
             return "parallel_backprop without sharing (s = w: the neuron's own map on the same path)"
         return None
@@ -322,11 +468,14 @@ class ParallelBackprop(Configurable, PairwiseAttribution):
     def _attribute_items(
         self, x_a: Tensor, x_b: Tensor, targets: Tensor, shared: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Raw gradients (or IG) ``[b, C, H, W]`` for one chunk of ``b`` items, and their ``s`` ``[b, D]``."""
+        """Raw gradients (or IG) ``[b, C, H, W]`` for one chunk of ``b`` items, and the first image's ``s``
+        ``[b, D]``."""
         b = x_a.shape[0]
         both = torch.cat([x_a, x_b])  # [2b, C, H, W]: one batch for both images of every item
         both_targets = torch.cat([targets, targets])
         with torch.enable_grad():
+            if self.finer is not None:
+                return self._attribute_at_finer_layer(both, both_targets, shared)
             if self.params.path == "layer":
                 with torch.no_grad():
                     latents = self.model.latents(both)
@@ -337,36 +486,88 @@ class ParallelBackprop(Configurable, PairwiseAttribution):
                     )
                 latents.requires_grad_(True)
                 z = pooled_for_targets(self.model, latents, both_targets)  # [2b, D]
-                s = self._shared(z.detach(), targets, shared)
-                (grad,) = torch.autograd.grad((z * torch.cat([s, s])).sum(), latents)
+                s = self._shared(z.detach(), latents.detach(), targets, shared)  # [2b, D]: each image's own s
+                (grad,) = torch.autograd.grad((z * s).sum(), latents)
                 cam = (grad * latents).sum(dim=1, keepdim=True).detach()  # [2b, 1, h, w]
                 maps = F.interpolate(cam, size=tuple(both.shape[-2:]), mode="bilinear", align_corners=False)
-                return maps[:b], maps[b:], s
+                return maps[:b], maps[b:], s[:b]
             if self.params.path == "gradient":
                 x = both.requires_grad_(True)  # a fresh tensor: torch.cat copied the inputs
-                z = neuron_latents(self.model, x, both_targets)  # [2b, D]
-                s = self._shared(z.detach(), targets, shared)
-                (grad,) = torch.autograd.grad((z * torch.cat([s, s])).sum(), x)
-                return grad[:b], grad[b:], s
+                latents = self.model.latents(x)
+                z = pooled_for_targets(self.model, latents, both_targets)  # [2b, D]
+                s = self._shared(z.detach(), latents.detach(), targets, shared)
+                (grad,) = torch.autograd.grad((z * s).sum(), x)
+                return grad[:b], grad[b:], s[:b]
+            latents = z_end = None
             if shared is None:
                 with torch.no_grad():
-                    z_end = neuron_latents(self.model, both, both_targets)
-            s = self._shared(z_end if shared is None else None, targets, shared)
-            integrated = self._path_integral(both, both_targets, torch.cat([s, s]))
-            return integrated[:b], integrated[b:], s
+                    latents = self.model.latents(both)
+                    z_end = pooled_for_targets(self.model, latents, both_targets)
+            s = self._shared(z_end, latents, targets, shared)
+            integrated = self._path_integral(both, both_targets, s)
+            return integrated[:b], integrated[b:], s[:b]
 
-    def _shared(self, z: Tensor | None, targets: Tensor, override: Tensor | None) -> Tensor:
-        """``s`` ``[b, D]`` from the pooled latents of both images ``z`` ``[2b, D]`` (or the override)."""
-        if override is not None:
-            return override.to(device=targets.device).detach()
-        b = targets.shape[0]
+    def _weights(self, targets: Tensor, device: torch.device) -> Tensor:
+        """``w`` ``[b, D]``: the readout weights of each item's target neuron."""
         readout = self.model.readout
-        w = readout.weight[targets.to(readout.weight.device)].to(z.device)
+        return readout.weight[targets.to(readout.weight.device)].to(device)
+
+    def _shared(self, z: Tensor | None, latents: Tensor | None, targets: Tensor, override: Tensor | None) -> Tensor:
+        """``s`` ``[2b, D]``, each image's own (rows ``:b`` for the first images, ``b:`` for their partners), from
+        the pooled latents of both images ``z`` ``[2b, D]`` and their backbone latents (or the override, for
+        both)."""
+        if override is not None:
+            override = override.to(device=targets.device).detach()
+            return torch.cat([override, override])
+        b = targets.shape[0]
+        w = self._weights(targets, z.device)
         variant, threshold = self.params.variant, self.params.mask_threshold
+        if self.params.sharing == "correspondence":
+            check_flattened_feature_map(self.model.readout, z, latents)
+            s_a, s_b = correspondence_shared_weights(
+                w, latents[:b], latents[b:], variant, threshold, self.params.weight_by_match
+            )
+            return torch.cat([s_a, s_b]).detach()
         if self.params.sharing == "channel":
-            channels = dimension_channels(readout, w.shape[1], z.device)
-            return channel_shared_weights(w, z[:b], z[b:], channels, variant, threshold).detach()
-        return shared_weights(w, z[:b], z[b:], variant, threshold).detach()
+            channels = dimension_channels(self.model.readout, w.shape[1], z.device)
+            s = channel_shared_weights(w, z[:b], z[b:], channels, variant, threshold).detach()
+        else:
+            s = shared_weights(w, z[:b], z[b:], variant, threshold).detach()
+        return torch.cat([s, s])
+
+    def _attribute_at_finer_layer(
+        self, both: Tensor, targets: Tensor, override: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``share_at``: maps of ``both`` ``[2b, C, H, W]`` (first images, then their partners) for the own objective
+        ``y = ⟨w, z_n⟩`` (or the override's ``s``) through the units of the finer layer ``G`` that both share: the
+        gradient at ``G`` gated by :func:`finer_gates` (gradient path), or ``Σ_k gate ⊙ ∂y/∂G ⊙ G`` upsampled
+        (layer path). Returns the two halves' maps and the first images' objective weights ``[b, D]``."""
+        b = targets.shape[0] // 2
+        network, finer = self.finer.network, self.finer
+        pixels = self.params.path == "gradient"
+        x = both.requires_grad_(pixels)  # a fresh tensor: torch.cat copied the inputs
+        with finer.capture(leaf=not pixels) as state:  # the layer path's gradients stop at G
+            latents = network.latents(x)
+        g = state.activation
+        if g.dim() != 4:
+            raise UserError(
+                f"parallel_backprop.share_at = {finer.layer!r}: that layer's output has shape {tuple(g.shape)}; "
+                "share_at needs a feature map [B, K', H', W'] (name a convolutional layer)"
+            )
+        z = pooled_for_targets(network, latents, targets)  # [2b, D]
+        w = self._weights(targets[:b], z.device) if override is None else override.to(z.device).detach()
+        objective = (z * torch.cat([w, w])).sum()
+        (d_g,) = torch.autograd.grad(objective, g, retain_graph=pixels)
+        contributions = (d_g * g).detach()  # c = ∂y/∂G ⊙ G, [2b, K', H', W']
+        gate_a, gate_b = finer_gates(contributions[:b], contributions[b:], g[:b].detach(), g[b:].detach(), self.params)
+        gate = torch.cat([gate_a, gate_b])
+        if not pixels:
+            cam = (gate * contributions).sum(dim=1, keepdim=True)  # [2b, 1, H', W']
+            maps = F.interpolate(cam, size=tuple(both.shape[-2:]), mode="bilinear", align_corners=False)
+            return maps[:b], maps[b:], w
+        state.gate = gate
+        (grad,) = torch.autograd.grad(objective, x)
+        return grad[:b], grad[b:], w
 
     def _path_integral(self, x: Tensor, targets: Tensor, s: Tensor) -> Tensor:
         """``(x − x₀) ⊙ Σ_k ω_k ∂⟨s, z(x₀ + α_k(x − x₀))⟩/∂x`` ``[B, C, H, W]``: the steps in chunks of
