@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from sharedattr.attribution.parallel_backprop import SharedAttribution, _targets, pooled_for_targets
+from sharedattr.attribution.parallel_backprop import SharedAttribution, item_targets, pooled_for_targets
 from sharedattr.plugins.contracts import PairwiseAttribution
 from sharedattr.plugins.hookspecs import hookimpl
 from sharedattr.plugins.params import Configurable, Params, register_components
@@ -88,7 +88,7 @@ class BiLRP(Configurable, PairwiseAttribution):
             raise ValueError(
                 f"the two images of a pair must have one shape; got {tuple(x_a.shape)} and {tuple(x_b.shape)}"
             )
-        targets = _targets(target, x_a.shape[0], x_a.device)
+        targets = item_targets(target, x_a.shape[0], x_a.device)
         step = self.params.internal_batch_size or max(1, x_a.shape[0])
         starts = range(0, x_a.shape[0], step)
         parts = [self._items(x_a[i : i + step], x_b[i : i + step], targets[i : i + step]) for i in starts]
