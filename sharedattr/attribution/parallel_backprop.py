@@ -299,7 +299,7 @@ def check_flattened_feature_map(readout: nn.Module, z: Tensor, latents: Tensor |
     )
 
 
-def _targets(target: Any, batch: int, device: torch.device) -> Tensor:
+def item_targets(target: Any, batch: int, device: torch.device) -> Tensor:
     """Captum-style ``target`` (int, sequence or tensor) → ``[B]`` long tensor of neuron indices."""
     if target is None:
         raise ValueError("parallel_backprop explains one neuron per item: pass target=<neuron index or [B] tensor>")
@@ -444,7 +444,7 @@ class ParallelBackprop(Configurable, PairwiseAttribution):
                 f"the two images of a pair must have one shape; got {tuple(x_a.shape)} and {tuple(x_b.shape)}"
             )
         x_a, x_b = x_a.detach(), x_b.detach()
-        targets = _targets(target, x_a.shape[0], x_a.device)
+        targets = item_targets(target, x_a.shape[0], x_a.device)
         if shared_weights is not None and shared_weights.dim() == 1:
             shared_weights = shared_weights.expand(x_a.shape[0], -1)
         step = self.params.internal_batch_size or max(1, x_a.shape[0])

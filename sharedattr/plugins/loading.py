@@ -60,6 +60,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "sharedattr.attribution.captum_methods",
     "sharedattr.attribution.parallel_backprop",
     "sharedattr.attribution.colocation",
+    "sharedattr.attribution.bilrp",
     "sharedattr.metrics.complexity",
     "sharedattr.metrics.localisation",
     "sharedattr.metrics.faithfulness",

@@ -410,3 +410,30 @@ def test_share_at_reaches_graph_nodes_of_a_torchvision_backbone():
     for layer, why in (("layer3", "readout layer"), ("layer4", "did you mean 'layer3'")):
         with pytest.raises(UserError, match=why):
             ParallelBackprop(model, share_at=layer)
+
+
+def test_a_run_explains_pairs_with_the_new_configurations_and_records_their_controls(tiny_config, tmp_path):
+    """Through the whole chain (fit → select → explain → write): correspondence and share_at on a torchvision
+    backbone, their own control, and bilrp; components.json says which label is a control."""
+    import json
+
+    import pandas as pd
+
+    from sharedattr.config.validation import validate_experiment
+    from sharedattr.experiment.run import run_experiment
+
+    tiny_config["selection"] = {"neurons": ["limbs"], "drivers_per_neuron": 2}
+    tiny_config["methods"] = [
+        {"name": "parallel_backprop", "sharing": "correspondence", "variant": "positive"},
+        {"name": "parallel_backprop", "share_at": "layer1.0", "variant": "positive"},
+        {"name": "parallel_backprop", "share_at": "layer1.0", "variant": "own"},
+        "bilrp",
+    ]
+    run_experiment(validate_experiment(tiny_config), tmp_path, progress=False)
+    results = pd.read_parquet(tmp_path / "results.parquet")
+    labels = ["parallel_backprop", "parallel_backprop#2", "parallel_backprop#3", "bilrp"]
+    assert sorted(results["method"].unique()) == sorted(labels)
+    assert results.groupby("method")["value"].count().min() > 0
+    records = json.loads((tmp_path / "components.json").read_text())["methods"]
+    assert [records[label]["control"] is not None for label in labels] == [False, False, True, False]
+    assert records["parallel_backprop#2"]["params"]["share_at"] == "layer1.0"
