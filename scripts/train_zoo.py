@@ -6,7 +6,7 @@
 
 Writes ``<arm>-s<seed>.safetensors`` (loadable as an ``insilico_cnn`` backbone through ``weights_file``) and its
 record ``<arm>-s<seed>.json`` (task, config, seeds, label correlations, held-out scores, wall time, sha256)
-atomically into ``--out``, arm by arm. The defaults are :class:`trainers.zoo.ZooConfig`.
+atomically into ``--out``, one seed of every arm after the other. The defaults are :class:`trainers.zoo.ZooConfig`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     args.out.mkdir(parents=True, exist_ok=True)
-    for arm in args.arm or ARMS:
-        for seed in args.seed or SEEDS:
+    for seed in args.seed or SEEDS:  # seed 0 of every arm first
+        for arm in args.arm or ARMS:
             config = dataclasses.replace(ZooConfig(arm=arm, seed=seed), **overrides)
             print(f"== {config.weights_name}", flush=True)
             start = time.perf_counter()
