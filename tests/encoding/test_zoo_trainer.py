@@ -3,7 +3,6 @@ tiny trainings of every arm, and their weights loading as an ``insilico_cnn`` ba
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -11,9 +10,9 @@ import math
 import numpy as np
 import pytest
 import torch
+import train_zoo as train_zoo_script
 from safetensors import safe_open
 
-import train_zoo as train_zoo_script
 from sharedattr.data.insilico.render import PARTS, render_set
 from sharedattr.encoding.backbones.insilico_cnn import EXTRA_HEADS_PREFIX, InsilicoCNN, InsilicoCNNBackbone
 from sharedattr.runtime.errors import UserError
@@ -178,10 +177,11 @@ def test_the_loader_skips_extra_heads_but_still_rejects_foreign_tensors(tmp_path
 
 
 def test_the_script_trains_the_chosen_arms_and_seeds(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_zoo_script, "ZooConfig", lambda arm, seed: dataclasses.replace(tiny_config(arm), seed=seed))
-    assert train_zoo_script.main(["--out", str(tmp_path / "zoo"), "--arm", "segmentation", "--seed", "1", "--threads", "1"]) == 0
-    assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == ["segmentation-s1.json", "segmentation-s1.safetensors"]
-    record = json.loads((tmp_path / "zoo" / "segmentation-s1.json").read_text())
+    monkeypatch.setattr(train_zoo_script, "ZooConfig", lambda arm, seed: tiny_config(arm, seed=seed))
+    out = tmp_path / "zoo"
+    assert train_zoo_script.main(["--out", str(out), "--arm", "segmentation", "--seed", "1", "--threads", "1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["segmentation-s1.json", "segmentation-s1.safetensors"]
+    record = json.loads((out / "segmentation-s1.json").read_text())
     assert record["training"]["seed"] == 1 and record["training"]["threads"] == 1
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(SystemExit):
