@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -260,7 +260,7 @@ def train(config: TrainConfig = TrainConfig(), log: Callable[[str], None] | None
         groups = _training_data(config, log)
         render_s = time.perf_counter() - start
         model = InsilicoCNN.from_architecture(config.architecture).to(device)
-        history = _fit(model, groups, config, device, log)
+        history = fit(model, groups, config, device, log, PartPresence(config.hflip))
         train_s = time.perf_counter() - start - render_s
         model = model.cpu().eval()
         t = time.perf_counter()
@@ -318,11 +318,11 @@ def train(config: TrainConfig = TrainConfig(), log: Callable[[str], None] | None
 
 
 def _batches(
-    groups: list[tuple[Tensor, Tensor]], batch_size: int, generator: torch.Generator
+    groups: Sequence[tuple[Tensor, ...]], batch_size: int, generator: torch.Generator
 ) -> list[tuple[int, Tensor]]:
     """One epoch of ``(group, indices)`` batches, shuffled within and across groups; no batch of one (BatchNorm)."""
     batches = []
-    for g, (x, _) in enumerate(groups):
+    for g, (x, *_) in enumerate(groups):
         perm = torch.randperm(len(x), generator=generator)
         batches += [(g, perm[i : i + batch_size]) for i in range(0, len(x) - 1, batch_size)]
     return [batches[b] for b in torch.randperm(len(batches), generator=generator).tolist()]
@@ -335,7 +335,7 @@ def _batch_norms(model: nn.Module) -> list[nn.BatchNorm2d]:
 @torch.no_grad()
 def recalibrate_batch_norm(
     model: nn.Module,
-    groups: list[tuple[Tensor, Tensor]],
+    groups: Sequence[tuple[Tensor, ...]],
     config: TrainConfig,
     device: torch.device,
     generator: torch.Generator,
@@ -343,7 +343,7 @@ def recalibrate_batch_norm(
     """Set every BatchNorm's running statistics to their exact average over one pass of the training batches.
 
     Batches hold one image size each, and activation statistics differ between sizes; the
-    running statistics used at test time are then the mixture of all sizes (see :func:`_fit`).
+    running statistics used at test time are then the mixture of all sizes (see :func:`fit`).
     """
     norms = _batch_norms(model)
     momenta = [m.momentum for m in norms]
@@ -357,14 +357,53 @@ def recalibrate_batch_norm(
         m.momentum = momentum
 
 
-def _fit(
-    model: InsilicoCNN,
-    groups: list[tuple[Tensor, Tensor]],
-    config: TrainConfig,
+class Objective(Protocol):
+    """What one training step optimises (:func:`fit`): how a batch is augmented and what its loss is.
+
+    ``targets`` are a group's tensors after the images (e.g. presence labels ``[B, P]``), indexed like the images.
+    """
+
+    def augment(self, x: Tensor, targets: list[Tensor], generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
+        """Images ``[B, 3, H, W]`` uint8 and targets of one batch → augmented ones (drawn from ``generator``)."""
+        ...
+
+    def loss(self, output: Any, targets: list[Tensor]) -> Tensor:
+        """The scalar loss of the model's ``output`` on normalised images against ``targets`` (on its device)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PartPresence:
+    """The ``insilico-v1`` objective: binary cross-entropy of the logits ``[B, P]`` against presence labels
+    ``[B, P]`` float, with half the images of every batch mirrored when ``hflip`` (presence is mirror-invariant)."""
+
+    hflip: bool = True
+
+    def augment(self, x: Tensor, targets: list[Tensor], generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
+        if self.hflip:
+            flip = torch.rand(len(x), generator=generator) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        return x, targets
+
+    def loss(self, output: Tensor, targets: list[Tensor]) -> Tensor:
+        (y,) = targets
+        return F.binary_cross_entropy_with_logits(output, y)
+
+
+def fit(
+    model: nn.Module,
+    groups: Sequence[tuple[Tensor, ...]],
+    config: Any,
     device: torch.device,
     log: Callable[[str], None],
+    objective: Objective,
 ) -> list[dict[str, Any]]:
-    """``config.epochs`` epochs with batch statistics, then ``frozen_bn_epochs`` with fixed BatchNorm statistics.
+    """Train ``model`` on ``groups`` (per image size: images ``[N, 3, H, W]`` uint8, then the targets ``objective``
+    reads, indexed like the images): ``config.epochs`` epochs with batch statistics, then ``frozen_bn_epochs`` with
+    fixed BatchNorm statistics; AdamW on a one-cycle schedule. Returns the per-epoch history (loss, seconds).
+
+    ``config`` gives ``epochs``, ``frozen_bn_epochs``, ``batch_size``, ``lr``, ``weight_decay``,
+    ``warmup_fraction``, ``seed``, ``mean`` and ``std`` (:class:`TrainConfig`, ``trainers.zoo.ZooConfig``).
 
     A batch holds images of one size. With batch statistics alone, the network learns to rely
     on per-size normalisation that the single set of test-time running statistics cannot
@@ -391,12 +430,9 @@ def _fit(
                 m.eval()
         loss_sum, n_seen = 0.0, 0
         for g, index in _batches(groups, config.batch_size, generator):
-            x, y = groups[g][0][index], groups[g][1][index]
-            if config.hflip:
-                flip = torch.rand(len(x), generator=generator) < 0.5
-                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-            x, y = normalise(x.to(device), config.mean, config.std), y.to(device)
-            loss = F.binary_cross_entropy_with_logits(model(x), y)
+            x, targets = objective.augment(groups[g][0][index], [t[index] for t in groups[g][1:]], generator)
+            x = normalise(x.to(device), config.mean, config.std)
+            loss = objective.loss(model(x), [t.to(device) for t in targets])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -262,6 +262,10 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return {**metadata, **checked_fields, "architecture": architecture}
 
 
+EXTRA_HEADS_PREFIX = "extra_heads."
+"""Tensors under this prefix are training heads besides ``head`` (e.g. the zoo's category and segmentation heads,
+``scripts/trainers/zoo.py``): a weights file may hold them; the backbone ignores them."""
+
 MAX_PARAMETERS = 50_000_000
 """The most parameters an ``insilico_cnn`` declared by a weights file may have (200 MB in float32; the shipped one
 has about 0.6 million): checked on the meta device before anything is allocated."""
@@ -312,11 +316,13 @@ def file_metadata(
 
 
 def load_into(net: InsilicoCNN, state: Mapping[str, Tensor], layer: str, source: object) -> None:
-    """Load ``state`` into ``net``; the blocks up to ``layer`` must all be there, and nothing foreign.
+    """Load ``state`` into ``net``; the blocks up to ``layer`` must all be there, and nothing foreign (tensors under
+    :data:`EXTRA_HEADS_PREFIX` are skipped).
 
     Raises :class:`UserError` naming missing, unexpected or mis-shaped tensors.
     """
     own = net.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(EXTRA_HEADS_PREFIX)}
     needed = [k for k in own if k.split(".", 1)[0] in LAYERS[: LAYERS.index(layer) + 1]]
     missing = [k for k in needed if k not in state]
     unexpected = [k for k in state if k not in own]
