@@ -98,12 +98,16 @@ class Comparison:
         return self.mean > 0 and self.p < alpha
 
     def text(self) -> str:
+        if not math.isfinite(self.mean):
+            return "not scored"
         p = f"< {2 / N_BOOT:.0e}" if self.p == 0 else f"{self.p:.1e}"
         return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}], p {p}"
 
 
 def compare(d: np.ndarray, rng: np.random.Generator, alpha: float = ALPHA) -> Comparison:
     """:class:`Comparison` of the differences ``d`` ``[U, P]`` (its ``1 − alpha`` percentile interval)."""
+    if d.size == 0:  # nothing scored on both sides
+        return Comparison(math.nan, math.nan, math.nan, math.nan, d.shape[0], d.shape[1] if d.ndim == 2 else 0)
     boot = crossed_bootstrap(d, rng)
     low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     p = min(1.0, 2 * min(float((boot <= 0).mean()), float((boot >= 0).mean())))
@@ -155,6 +159,8 @@ def goal_cells(
             continue
         opponents = [*baselines, coloc_of(candidate)]
         means = sub.groupby("method")["value"].mean()
+        if candidate not in means:  # not scored in this cell (a partial run)
+            continue
         results = {o: compare(differences(sub, candidate, o), rng) for o in opponents if o in means}
         strongest = max(results, key=lambda o: means[o])
         rows.append(
@@ -174,6 +180,8 @@ def rs_rule(cells: dict[Cell, pd.DataFrame], candidate: str, rng: np.random.Gene
         if test not in RS_TESTS or layout not in DECISION_LAYOUTS or position != "matched":
             continue
         mean = float(sub[sub["method"] == candidate]["value"].mean())
+        if not math.isfinite(mean):  # not scored in this cell (a partial run)
+            continue
         against = {c: compare(differences(sub, candidate, c), rng) for c in controls_of(candidate)}
         rows.append(
             {"test": test, "layout": layout, "neuron": neuron, "mean": mean, "against": against,
@@ -315,6 +323,98 @@ def held_out_r(workdir: Path) -> dict[str, float]:
     return {b: float(np.mean(v)) for b, v in out.items()}
 
 
+DEFAULT = "PB (product, dimension, layer)"
+CORRESPONDENCE = "PB (product, correspondence, layer)"
+NEURONS = ("limbs", "head", "body", "head_and_limbs")
+
+
+def cell(frame: pd.DataFrame, test: str, layout: str, position: str, neuron: str) -> pd.DataFrame:
+    f = frame
+    return f[(f["test"] == test) & (f["layout"] == layout) & (f["position"] == position) & (f["neuron"] == neuron)]
+
+
+def per_neuron(frame, rng, test, layout, position, a, b) -> dict[str, Comparison]:
+    """``a`` against ``b`` per neuron in one test × layout × position (pooled over the frame's units × pairs)."""
+    return {n: compare(differences(cell(frame, test, layout, position, n), a, b), rng) for n in NEURONS}
+
+
+def listed(results: dict[str, Comparison]) -> str:
+    return "; ".join(f"{n} {c.text()}" for n, c in results.items())
+
+
+def predictions(
+    frame: pd.DataFrame, rng: np.random.Generator, arm: str | None, goal: dict, slopes: dict, v1: str = "insilico-v1"
+) -> list[tuple]:
+    """The pre-registered predictions 1–7 (on ``v1``, the shipped ``insilico-v1``) and 9–12, each as
+    ``(number, what was predicted, what was measured, holds / falsified / neither)``. ``goal``: candidate → whether
+    it met rule 1 (and rules 1 + 2) on the chosen arm; ``slopes``: the default's dose-response slopes."""
+    f = frame[frame["backbone"] == v1]
+    out = []
+    r = per_neuron(f, rng, "reference SPS", "pixel", "matched", DEFAULT, "grad_cam")
+    ok = all(c.low > 0 for c in r.values())
+    out.append((1, "default > Grad-CAM on reference SPS, pixel, matched, all 4 neurons (99 % interval above 0)",
+                listed(r), "holds" if ok else "falsified"))  # fmt: skip
+    r = per_neuron(f, rng, "reference SPS", "pixel", "mismatched", DEFAULT, "PB (own, layer)")
+    k = sum(c.beats() for c in r.values())
+    out.append((2, "at mismatched positions the default does not beat its own control on reference SPS (pixel) in "
+                "2 or more neurons", listed(r) + f" (beats in {k})", "holds" if k < 2 else "falsified"))  # fmt: skip
+    gains = {
+        n: float(cell(f, "reference SPS", "beside", "matched", n).query("method == @DEFAULT")["value"].mean()
+                 - cell(f, "reference SPS", "pixel", "matched", n).query("method == @DEFAULT")["value"].mean())
+        for n in NEURONS
+    }  # fmt: skip
+    k = sum(g >= 0.05 for g in gains.values())
+    out.append((3, "the default's matched reference SPS is ≥ 0.05 higher in beside than in pixel in ≥ 3 of 4 neurons",
+                ", ".join(f"{n} {g:+.3f}" for n, g in gains.items()), "holds" if k >= 3 else "falsified"))  # fmt: skip
+    r = per_neuron(f, rng, "driver SPS", "pixel", "matched", DEFAULT, "colocation (layer)")
+    k = sum(c.beats() for c in r.values())
+    out.append((4, "pixel, matched: the default does not beat co-location on driver SPS in ≥ 2 of 4 neurons "
+                "(falsified if it beats it in ≥ 3)", listed(r) + f" (beats in {k})",
+                "holds" if k <= 2 else "falsified"))  # fmt: skip
+    drv = f[f["test"] == "driver SPS"]
+    rates = drv.groupby("method")["undefined"].mean()
+    singles = [m for m in rates.index if not m.startswith(("PB ", "colocation", "chance"))]
+    d, worst = float(rates.get(DEFAULT, math.nan)), float(rates[singles].max()) if singles else math.nan
+    verdict5 = "falsified" if d < 0.02 else "holds" if d >= 0.05 and worst <= 0.01 else "neither (not confirmed)"
+    out.append((5, "the default's undefined driver maps ≥ 5 %, every single-image baseline's ≤ 1 % (falsified below "
+                "2 %)", f"default {100 * d:.1f} %, baselines at most {100 * worst:.1f} %", verdict5))  # fmt: skip
+    if "repainted" in set(f["layout"]):
+        diffs = {
+            n: float(cell(f, "driver SPS", "pixel", "matched", n).query("method == @DEFAULT")["value"].mean()
+                     - cell(f, "driver SPS", "repainted", "matched", n).query("method == @DEFAULT")["value"].mean())
+            for n in NEURONS
+        }  # fmt: skip
+        lower = sum(v < 0 for v in diffs.values())
+        mean = float(np.mean(list(diffs.values())))
+        verdict6 = "falsified" if lower >= 3 else "holds" if mean > 0 else "neither (not confirmed)"
+        out.append((6, "the default's matched driver SPS is higher with pixel than with repainted copies (mean over "
+                    "neurons; falsified if lower in ≥ 3)", ", ".join(f"{n} {v:+.3f}" for n, v in diffs.items())
+                    + f" (mean {mean:+.3f})", verdict6))  # fmt: skip
+    met = [c for c, (rule1, _) in goal.items() if rule1]
+    out.append((7, "no candidate meets rule 1 on insilico-v1", "meeting rule 1: " + (", ".join(met) or "none"),
+                "holds" if not met else "falsified"))  # fmt: skip
+    for number, key, text in (
+        (9, ("matched", "baseline"), "the default's matched slope over the best baseline > 0, interval above 0"),
+        (10, ("mismatched", "baseline"), "the default's mismatched slope over the best baseline: interval includes 0"),
+    ):
+        if key in slopes:
+            s, lo, hi, _ = slopes[key]
+            holds = lo > 0 if number == 9 else lo <= 0 <= hi
+            falsified = not holds if number == 9 else lo > 0
+            verdict = "holds" if holds else "falsified" if falsified else "neither (not confirmed)"
+            out.append((number, text, f"{s:+.3f} [{lo:+.3f}, {hi:+.3f}]", verdict))
+    on_arm = frame[frame["backbone"].map(arm_of) == arm]
+    r = per_neuron(on_arm, rng, "reference SPS", "pixel", "mismatched", CORRESPONDENCE, DEFAULT)
+    k = sum(c.beats() for c in r.values())
+    out.append((11, "correspondence (product, layer) beats the default on reference SPS, pixel, mismatched, in ≥ 3 of "
+                "4 neurons (on the chosen arm)", listed(r) + f" (beats in {k})",
+                "holds" if k >= 3 else "falsified"))  # fmt: skip
+    met = [c for c, (rule1, both) in goal.items() if both]
+    out.append((12, "no candidate meets rules 1 and 2 on the chosen arm", "meeting both: " + (", ".join(met) or "none"),
+                "holds" if not met else "falsified"))  # fmt: skip
+    return out
+
+
 def report(frame: pd.DataFrame, args: argparse.Namespace, pairwise: Sequence[str], baselines: Sequence[str]) -> list:
     """The pooled blocks for docs/benchmarks.md: per backbone, the rule on the chosen arm, undefined rates, the
     dose-response (table, slopes, figure)."""
@@ -349,13 +449,19 @@ def report(frame: pd.DataFrame, args: argparse.Namespace, pairwise: Sequence[str
             f"upper-bound arms {', '.join(UPPER_BOUND_ARMS)} excluded; units: its weights × fits, crossed with the "
             "pairs; 99 % intervals, two-sided bootstrap p)"
         )
+        decided: dict[str, tuple[bool, bool]] = {}
         summary = ["| candidate | rule 1: cells won (of 32) | rule 2: RS cells held (of 16) | meets the goal |",
                    "|---|---|---|---|"]  # fmt: skip
         details = []
         for c in candidates:
             goal = goal_cells(cells, c, baselines, rng)
             rs = rs_rule(cells, c, rng)
-            met = bool(len(goal) == 32 and goal["all"].all() and len(rs) == 16 and rs["holds"].all())
+            if goal.empty or rs.empty:
+                summary.append(f"| {c} | not scored | not scored | – |")
+                continue
+            rule1 = bool(len(goal) == 32 and goal["all"].all())
+            met = bool(rule1 and len(rs) == 16 and rs["holds"].all())
+            decided[c] = (rule1, met)
             summary.append(f"| {c} | {int(goal['all'].sum())} | {int(rs['holds'].sum())} | {'yes' if met else 'no'} |")
             details += [
                 f"**{c}, rule 1** (Δ to the strongest opponent; beaten: opponents beaten at p < {ALPHA})",
@@ -388,12 +494,17 @@ def report(frame: pd.DataFrame, args: argparse.Namespace, pairwise: Sequence[str
         + "|\n"
         + "\n".join(f"| {b} | " + " | ".join(f"{100 * v:.1f} %" for v in row) + " |" for b, row in rates.iterrows()),
     ]
+    default_slopes: dict = {}
     if len(probe):
-        figures = Path(args.workdir) if args.no_write else Path(__file__).resolve().parents[1] / "docs" / "figures"
+        figures = getattr(args, "figures", None) or (
+            Path(args.workdir) if args.no_write else Path(__file__).resolve().parents[1] / "docs" / "figures"
+        )
         for c in candidates:
             table, slopes = dose_response(frame, probe, c, baselines, rng)
             if table.empty:
                 continue
+            if c == DEFAULT:
+                default_slopes = slopes
             stem = re.sub(r"[^a-z0-9]+", "-", c.lower()).strip("-")
             fig = dose_figure(table, slopes, c, figures / f"dose-response-{stem}.png")
             blocks += [
@@ -415,8 +526,15 @@ def report(frame: pd.DataFrame, args: argparse.Namespace, pairwise: Sequence[str
                     f"{s:+.3f} [{lo:+.3f}, {hi:+.3f}]" + (f" ({100 * u:.0f} % undefined resamples)" if u else "")
                     for (pos, a), (s, lo, hi, u) in sorted(slopes.items())
                 )
-                + f". Figure: `{fig.relative_to(fig.parents[2]) if not args.no_write else fig}`.",
+                + f". Figure: `{fig}`.",
             ]
+    if arm is not None and DEFAULT in candidates:
+        rows = predictions(frame, rng, arm, decided, default_slopes)
+        blocks += [
+            "**The pre-registered predictions** (1–7 on `insilico-v1`, 9–12 on the zoo; 8 is read off the probe)",
+            "| # | predicted | measured | outcome |\n|---|---|---|---|\n"
+            + "\n".join(f"| {n} | {what} | {measured} | {outcome} |" for n, what, measured, outcome in rows),
+        ]
     return blocks
 
 
@@ -426,6 +544,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("runs/benchmark-shared-parts"))
     parser.add_argument("--probe", type=Path, help="probe.csv of benchmarks/probe_backbones.py")
+    parser.add_argument("--figures", type=Path, help="where the figures go (default docs/figures; --no-write: workdir)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     frame = pd.concat([pd.read_csv(p) for p in sorted(Path(args.workdir, "values").glob("*/*.csv"))])
