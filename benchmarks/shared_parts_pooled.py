@@ -323,6 +323,26 @@ def held_out_r(workdir: Path) -> dict[str, float]:
     return {b: float(np.mean(v)) for b, v in out.items()}
 
 
+def own_control_table(frame: pd.DataFrame, candidates: Sequence[str], rng: np.random.Generator) -> str:
+    """Each candidate against its own control (the shared weighting's effect) on the SPS tests of the decision
+    layouts: per test × layout × position, the mean pooled Δ over the neurons and how many neurons it is above
+    (below) at p < 0.01."""
+    keys = [(t, lay, pos) for t in DOSE_TESTS for lay in DECISION_LAYOUTS for pos in POSITIONS]
+    lines = ["| candidate | " + " | ".join(f"{t}, {lay}, {pos}" for t, lay, pos in keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]  # fmt: skip
+    for c in candidates:
+        own = controls_of(c)[0]
+        row = []
+        for t, lay, pos in keys:
+            r = per_neuron(frame, rng, t, lay, pos, c, own)
+            means = [x.mean for x in r.values() if math.isfinite(x.mean)]
+            up = sum(x.beats() for x in r.values())
+            down = sum(x.mean < 0 and x.p < ALPHA for x in r.values())
+            row.append(f"{np.mean(means):+.3f} ({up}↑ {down}↓)" if means else "–")
+        lines.append(f"| {c} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 DEFAULT = "PB (product, dimension, layer)"
 CORRESPONDENCE = "PB (product, correspondence, layer)"
 NEURONS = ("limbs", "head", "body", "head_and_limbs")
@@ -482,7 +502,14 @@ def report(frame: pd.DataFrame, args: argparse.Namespace, pairwise: Sequence[str
                     for g in rs.itertuples()
                 ),
             ]
-        blocks += ["\n".join(summary), *details]
+        blocks += [
+            "\n".join(summary),
+            f"**The shared weighting against its own control on `{arm}`** (mean over the 4 neurons of the pooled Δ "
+            f"on piece-level SPS; in brackets, the neurons where the candidate is above ↑ or below ↓ its own control "
+            f"at p < {ALPHA})",
+            own_control_table(on_arm, candidates, rng),
+            *details,
+        ]
     rates = undefined_rates(frame)
     blocks += [
         "**Undefined maps** (no positive relevance on the driving parts; scored 0), share of the SPS maps per "

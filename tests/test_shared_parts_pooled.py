@@ -108,3 +108,13 @@ def test_the_slope_and_its_interval_follow_the_backbones(pooled):
     flat = [rng.normal(0, 0.05, (3, 40)) for _ in x]
     _, low, high, _ = pooled.slope_interval(x, flat, rng, 400)
     assert low < 0 < high
+
+
+def test_the_own_control_table_counts_the_neurons_above_and_below(pooled):
+    cand, own = "PB (product, dimension, layer)", "PB (own, layer)"
+    frame = frame_of({cand: 0.8, own: 0.5}, pooled.DOSE_TESTS)
+    table = pooled.own_control_table(frame, [cand], np.random.default_rng(0))
+    row = table.splitlines()[2]
+    assert row.startswith(f"| {cand} |") and row.count("+0.300 (4↑ 0↓)") == 12
+    frame = frame_of({cand: 0.5, own: 0.8}, pooled.DOSE_TESTS)
+    assert pooled.own_control_table(frame, [cand], np.random.default_rng(0)).count("-0.300 (0↑ 4↓)") == 12
