@@ -300,13 +300,7 @@ def train(config: TrainConfig = TrainConfig(), log: Callable[[str], None] | None
             "history": history,
         },
         **evaluation,
-        "environment": {
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "device": str(device),
-        },
+        "environment": environment(device),
         "wall_time_s": {
             "render": round(render_s, 1),
             "train": round(train_s, 1),
@@ -315,6 +309,17 @@ def train(config: TrainConfig = TrainConfig(), log: Callable[[str], None] | None
         },
     }
     return model, record
+
+
+def environment(device: torch.device | str) -> dict[str, str]:
+    """The versions and machine a training record names (one dict for every trainer's record)."""
+    return {
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "device": str(device),
+    }
 
 
 def _batches(

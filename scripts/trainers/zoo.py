@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from sharedattr.encoding.backbones.insilico_cnn import (
     parameter_count,
 )
 from sharedattr.encoding.readouts.training import reproducible_training
-from trainers.insilico_cnn import MIN_PART_PIXELS, fit, normalise, save, to_tensor
+from trainers.insilico_cnn import MIN_PART_PIXELS, environment, fit, normalise, save, to_tensor
 
 ARMS = ("decorrelated", "augmented", "segmentation")
 SEEDS = (0, 1)
@@ -535,13 +534,7 @@ def train_zoo(config: ZooConfig = ZooConfig(), log: Callable[[str], None] | None
             "history": history,
         },
         "test": {"sets": sets, "overall": overall},
-        "environment": {
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "device": str(device),
-        },
+        "environment": environment(device),
         "wall_time_s": {
             "render": round(render_s, 1),
             "train": round(train_s, 1),
