@@ -254,18 +254,15 @@ def train(config: TrainConfig = TrainConfig(), log: Callable[[str], None] | None
     accuracies, the checked subsets (accuracy counts and set digests), versions and wall times.
     """
     log = log or (lambda message: None)
-    start = time.perf_counter()
-    device = torch.device(config.device)
-    with reproducible_training(device, config.seed, config.threads) as threads:
-        groups = _training_data(config, log)
-        render_s = time.perf_counter() - start
-        model = InsilicoCNN.from_architecture(config.architecture).to(device)
-        history = fit(model, groups, config, device, log, PartPresence(config.hflip))
-        train_s = time.perf_counter() - start - render_s
-        model = model.cpu().eval()
-        t = time.perf_counter()
-        evaluation = _evaluate_sets(model, config, log)
-        eval_s = time.perf_counter() - t
+    run = trained(
+        config,
+        lambda: _training_data(config, log),
+        lambda: InsilicoCNN.from_architecture(config.architecture),
+        PartPresence(config.hflip),
+        lambda model: _evaluate_sets(model, config, log),
+        log,
+    )
+    model, groups, threads = run.model, run.groups, run.threads
     record = {
         "format": FORMAT + ".record",
         "format_version": FORMAT_VERSION,
@@ -297,18 +294,62 @@ def train(config: TrainConfig = TrainConfig(), log: Callable[[str], None] | None
             **config.as_dict(),
             "n_train_images": sum(len(x) for x, _ in groups),
             "torch_threads": threads,
-            "history": history,
+            "history": run.history,
         },
-        **evaluation,
-        "environment": environment(device),
-        "wall_time_s": {
-            "render": round(render_s, 1),
-            "train": round(train_s, 1),
-            "evaluate": round(eval_s, 1),
-            "total": round(time.perf_counter() - start, 1),
-        },
+        **run.evaluation,
+        "environment": environment(run.device),
+        "wall_time_s": run.wall_time_s(),
     }
     return model, record
+
+
+@dataclass
+class Trained:
+    """What :func:`trained` gives a trainer to write its record from: the model (eval mode, on the CPU), the training
+    groups, the loss history, the torch threads, the evaluation, the device and the stage times."""
+
+    model: nn.Module
+    groups: list
+    history: list[dict[str, Any]]
+    threads: int
+    evaluation: Any
+    device: torch.device
+    seconds: dict[str, float]
+    start: float
+
+    def wall_time_s(self) -> dict[str, float]:
+        """The record's ``wall_time_s``: render, train, evaluate and the total up to now, in seconds (1 decimal)."""
+        return {
+            **{k: round(v, 1) for k, v in self.seconds.items()},
+            "total": round(time.perf_counter() - self.start, 1),
+        }
+
+
+def trained(
+    config: Any,
+    training_data: Callable[[], list],
+    build: Callable[[], nn.Module],
+    objective: Objective,
+    evaluate: Callable[[nn.Module], Any],
+    log: Callable[[str], None],
+) -> Trained:
+    """One training run of any trainer, reproducibly (:func:`reproducible_training` with ``config.seed`` and
+    ``config.threads`` on ``config.device``): render the training data, build the network, :func:`fit` it with
+    ``objective``, then evaluate it on the CPU in eval mode; each stage timed."""
+    start = time.perf_counter()
+    device = torch.device(config.device)
+    with reproducible_training(device, config.seed, config.threads) as threads:
+        groups = training_data()
+        render_s = time.perf_counter() - start
+        model = build().to(device)
+        history = fit(model, groups, config, device, log, objective)
+        train_s = time.perf_counter() - start - render_s
+        model = model.cpu().eval()
+        t = time.perf_counter()
+        evaluation = evaluate(model)
+        eval_s = time.perf_counter() - t
+    seconds = {"render": render_s, "train": train_s, "evaluate": eval_s}
+    return Trained(model, groups, history, threads, evaluation, device, seconds, start)
 
 
 def environment(device: torch.device | str) -> dict[str, str]:

@@ -51,8 +51,7 @@ from sharedattr.encoding.backbones.insilico_cnn import (
     InsilicoCNN,
     parameter_count,
 )
-from sharedattr.encoding.readouts.training import reproducible_training
-from trainers.insilico_cnn import MIN_PART_PIXELS, environment, fit, normalise, save, to_tensor
+from trainers.insilico_cnn import MIN_PART_PIXELS, environment, normalise, save, to_tensor, trained
 
 ARMS = ("decorrelated", "augmented", "segmentation")
 SEEDS = (0, 1)
@@ -473,22 +472,24 @@ def train_zoo(config: ZooConfig = ZooConfig(), log: Callable[[str], None] | None
         save(model, record, "runs/zoo/augmented-s1.safetensors")   # + augmented-s1.json
     """
     log = log or (lambda message: None)
-    start = time.perf_counter()
-    device = torch.device(config.device)
-    with reproducible_training(device, config.seed, config.threads) as threads:
-        groups = _training_data(config, log)
-        render_s = time.perf_counter() - start
-        model = ZooNet(config.architecture, config.task).to(device)
-        history = fit(model, groups, config, device, log, config.objective())
-        train_s = time.perf_counter() - start - render_s
-        model = model.cpu().eval()
-        t = time.perf_counter()
+
+    def evaluate(model: ZooNet) -> list[dict[str, Any]]:
         sets = []
         for spec in config.test_sets:
             result = evaluate_zoo(model, spec.render(), config)
             sets.append({"spec": spec.as_dict(), **result})
             log(f"test {spec.as_dict()}: {_summary(result)}")
-        eval_s = time.perf_counter() - t
+        return sets
+
+    run = trained(
+        config,
+        lambda: _training_data(config, log),
+        lambda: ZooNet(config.architecture, config.task),
+        config.objective(),
+        evaluate,
+        log,
+    )
+    model, groups, threads, sets = run.model, run.groups, run.threads, run.evaluation
     presence = np.concatenate([presence_from_maps(g[1], config.min_part_pixels).numpy() for g in groups])
     correlations = label_correlations(presence, np.concatenate([g[2].numpy() for g in groups]))
     overall = _pooled(sets)
@@ -531,16 +532,11 @@ def train_zoo(config: ZooConfig = ZooConfig(), log: Callable[[str], None] | None
             },
             "n_train_images": sum(len(g[0]) for g in groups),
             "torch_threads": threads,
-            "history": history,
+            "history": run.history,
         },
         "test": {"sets": sets, "overall": overall},
-        "environment": environment(device),
-        "wall_time_s": {
-            "render": round(render_s, 1),
-            "train": round(train_s, 1),
-            "evaluate": round(eval_s, 1),
-            "total": round(time.perf_counter() - start, 1),
-        },
+        "environment": environment(run.device),
+        "wall_time_s": run.wall_time_s(),
     }
     return model, record
 
