@@ -82,7 +82,7 @@ from sharedattr.data.insilico.render import (
     draw_object,
     paint_scene,
 )
-from sharedattr.encoding.backbones.insilico_cnn import LAYERS, InsilicoCNNBackbone
+from sharedattr.encoding.backbones.insilico_cnn import LAYERS, SHIPPED_WEIGHTS, InsilicoCNNBackbone
 from sharedattr.encoding.part_specificity import (
     cosine,
     erf_radii,
@@ -95,9 +95,8 @@ from sharedattr.runtime.errors import UserError
 from sharedattr.runtime.io import atomic_write_csv
 from sharedattr.runtime.timing import StageTimer
 
-SHIPPED = {"random": {"weights": None}, "insilico-v1": {"weights": "insilico-v1"},
-           "insilico-resnet18-v1": {"weights": "insilico-resnet18-v1"}}  # fmt: skip
-"""The backbones probed besides the zoo: their ``insilico_cnn`` params."""
+SHIPPED = {"random": {"weights": None}} | {name: {"weights": name} for name in SHIPPED_WEIGHTS}
+"""The backbones probed (and benchmarked by shared_parts.py) besides the zoo: their ``insilico_cnn`` params."""
 COLOURS = (1, 3)
 """Every instance in grey and in RGB."""
 TARGET = (0.35, 0.65)

@@ -56,6 +56,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import torch
+from probe_backbones import SHIPPED, zoo_files
 
 import sharedattr
 from record import machine, print_and_append
@@ -66,6 +67,7 @@ from sharedattr.data.insilico.pairs import POSITIONS, PairLayout, render_pairs
 from sharedattr.data.insilico.render import VARIED_SCENES
 from sharedattr.experiment.stages import fit_experiment
 from sharedattr.report.stats import paired_test
+from sharedattr.runtime.errors import UserError
 
 KINDS = [n for n in DEFAULT_NEURONS if n.name != "shape"]  # the shape neuron prefers objects: nothing shared
 STEPS = 16  # steps (path methods) and samples (sampling methods), the same for all
@@ -221,10 +223,6 @@ def labels(specs: Sequence[dict]) -> list[str]:
     return out
 
 
-SHIPPED = {"random": None, "insilico-v1": "insilico-v1", "insilico-resnet18-v1": "insilico-resnet18-v1"}
-"""The backbones named without a file: ``insilico_cnn`` with random weights or with the shipped weights."""
-
-
 @dataclass(frozen=True)
 class Backbone:
     """A backbone of the benchmark: its name (folder and table label) and its ``insilico_cnn`` spec."""
@@ -237,16 +235,11 @@ class Backbone:
         """``random``, a shipped weights name, or a weights file (``.safetensors``; named by its stem)."""
         base = {"name": "insilico_cnn", "layer": layer, "input_size": size}
         if name in SHIPPED:
-            return cls(name, base | {"weights": SHIPPED[name]})
+            return cls(name, base | SHIPPED[name])
         path = Path(name)
         if not path.is_file():
             raise SystemExit(f"--backbones: {name!r} is neither {', '.join(SHIPPED)} nor a weights file")
         return cls(path.stem, base | {"weights_file": str(path.resolve())})
-
-
-def zoo(folder: Path) -> list[str]:
-    """The weights files of a zoo folder (``scripts/train_zoo.py``), sorted by name."""
-    return sorted(str(p) for p in Path(folder).glob("*.safetensors"))
 
 
 def fit(workdir: Path, backbone: Backbone, fit_seed: int, args: argparse.Namespace):
@@ -786,7 +779,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.also = [[b, lay] for b, lays in ZOO_RUN["also"].items() for lay in lays]
     args.pairs = args.pairs or (3 if args.quick else 200)
     args.train = args.train or (20 if args.quick else 300)
-    names = args.backbones + (zoo(args.zoo) if args.zoo else [])
+    try:
+        names = args.backbones + [str(path) for path in zoo_files(args.zoo)]
+    except UserError as err:
+        raise SystemExit(str(err)) from None
     backbones = [Backbone.named(name, args.layer, args.size) for name in names]
     torch.manual_seed(0)
     start = time.perf_counter()
